@@ -1,0 +1,42 @@
+# Mesh112: `make run` starts the demo field, `make test` installs what it needs and runs everything.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test lint typecheck unit bench fuzz soak system-deps venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[lora,video,edge,mobile,dev,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	deploy/install-system-deps.sh
+
+run: $(STAMP)
+	$(BIN)/mesh112 demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check relay crypto
+	$(BIN)/mypy relay crypto ng112 analytics_edge mobile
+
+test: system-deps $(STAMP) lint
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -m long -k fuzz
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m long -k soak
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

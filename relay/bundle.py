@@ -1,0 +1,431 @@
+"""The bundle: the unit every Mesh112 relay stores and forwards, and its two wire encodings.
+
+A bundle is immutable. Its identity is ``(origin, created, seq)``: the origin's 16-byte node id,
+the creation time in whole seconds since the Mesh112 epoch (2024-01-01T00:00:00Z) and a 16-bit
+per-origin sequence number that the origin persists, so an id is never reused even by a node
+without a trustworthy clock. Relays read the header; only recipients open ``payload``, which is
+sealed end to end by ``crypto`` before the bundle is made.
+
+Two encodings carry the same header:
+
+**Full** (IP, WebRTC, the store): a msgpack array, version first::
+
+    [1, origin(bin16), dest_kind(int), dest_value(bin|str|nil), created(uint32), seq(uint16),
+     lifetime_s(uint32), priority(0-4), kind(uint8), hop_count(uint8), payload(bin)]
+
+**Compact** (LoRa, ARCHITECTURE §4: header ≤ 16 bytes), followed directly by the payload::
+
+    byte  0      version (2 bits, = 1) | priority (3 bits) | destination kind (2 bits) | 0
+    bytes 1-3    origin short id (first 3 bytes of the node id)
+    bytes 4-6    destination short code: node short id, 3-byte hash of a role or group, 0 for ALL
+    bytes 7-10   created, uint32 big endian, seconds since the Mesh112 epoch
+    bytes 11-12  seq, uint16 big endian
+    byte  13     kind
+    bytes 14-15  hop count (4 bits) | lifetime in whole minutes (12 bits, at most 68 h 15 min)
+
+Short ids and codes are compressed against the link's context: the receiver resolves them with a
+:class:`CompactContext` built from the deployment's enrolment roster (the authority refuses to
+enrol two nodes with the same short id). A compact lifetime is rounded down to the minute, so a
+relay may drop a bundle slightly early but never keeps it too long.
+
+Decoding is strict: sizes, types and ranges are checked and any violation raises
+:class:`BundleDecodeError` with a message saying which field is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+WIRE_VERSION = 1
+EPOCH_UNIX = 1_704_067_200  # 2024-01-01T00:00:00Z
+NODE_ID_LEN = 16
+SHORT_ID_LEN = 3
+COMPACT_HEADER_LEN = 16
+MAX_PAYLOAD = 1 << 20  # 1 MiB: larger things are split by the application (video uses WebRTC)
+MAX_FULL_BUNDLE = MAX_PAYLOAD + 512
+MAX_NAME_LEN = 64  # role and group names
+MAX_LIFETIME_S = 30 * 24 * 3600
+MAX_COMPACT_LIFETIME_MIN = 0x0FFF
+MAX_COMPACT_HOPS = 0x0F
+MAX_U32 = 0xFFFF_FFFF
+MAX_SEQ = 0xFFFF
+
+
+class BundleDecodeError(ValueError):
+    """Bytes from the network (or disk) that are not a valid bundle; the message names the field."""
+
+
+class BundleEncodeError(ValueError):
+    """A bundle that cannot be put in the requested encoding (e.g. unknown short id context)."""
+
+
+class Priority(IntEnum):
+    """Priority classes, highest first. A lower class never delays a higher one on any link."""
+
+    FLASH = 0  # life safety: SOS, NG112 alarm, revocation
+    IMMEDIATE = 1  # detections, orders
+    PRIORITY = 2  # messages, positions
+    ROUTINE = 3  # receipts, status
+    BULK = 4  # snapshots, clips, video fallback
+
+
+class DestKind(IntEnum):
+    NODE = 0
+    ROLE = 1
+    GROUP = 2
+    ALL = 3
+
+
+class Kind(IntEnum):
+    """Payload kinds owned by the relay itself. Applications register theirs from 32 upward."""
+
+    TEXT = 1
+    POSITION = 2
+    SOS = 3
+    RECEIPT = 4
+    REVOCATION = 5
+    GROUP_KEY = 6
+    STATUS = 7
+    FIRST_APPLICATION_KIND = 32
+
+
+def short_code(name: str) -> bytes:
+    """The 3-byte code of a role or group name in the compact encoding."""
+    return hashlib.blake2b(name.encode("utf-8"), digest_size=SHORT_ID_LEN).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a bundle goes: one node (16-byte id), everyone holding a role, an incident group, or all."""
+
+    kind: DestKind
+    node: bytes | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is DestKind.NODE:
+            if self.node is None or len(self.node) != NODE_ID_LEN or self.name is not None:
+                raise ValueError("a NODE destination needs a 16-byte node id and no name")
+        elif self.kind in (DestKind.ROLE, DestKind.GROUP):
+            if self.node is not None or not self.name or len(self.name.encode()) > MAX_NAME_LEN:
+                raise ValueError(f"a {self.kind.name} destination needs a name of 1-{MAX_NAME_LEN} bytes")
+        elif self.node is not None or self.name is not None:
+            raise ValueError("an ALL destination has neither node nor name")
+
+    @classmethod
+    def to_node(cls, node_id: bytes) -> Destination:
+        return cls(DestKind.NODE, node=node_id)
+
+    @classmethod
+    def to_role(cls, role: str) -> Destination:
+        return cls(DestKind.ROLE, name=role)
+
+    @classmethod
+    def to_group(cls, group: str) -> Destination:
+        return cls(DestKind.GROUP, name=group)
+
+    @classmethod
+    def everyone(cls) -> Destination:
+        return cls(DestKind.ALL)
+
+    def short(self) -> bytes:
+        if self.node is not None:
+            return self.node[:SHORT_ID_LEN]
+        if self.name is not None:
+            return short_code(self.name)
+        return bytes(SHORT_ID_LEN)
+
+    def __str__(self) -> str:
+        if self.node is not None:
+            return f"node:{self.node.hex()}"
+        if self.name is not None:
+            return f"{self.kind.name.lower()}:{self.name}"
+        return "all"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class BundleId:
+    origin: bytes
+    created: int
+    seq: int
+
+    def key(self) -> bytes:
+        """22 bytes, stable and sortable: the store's primary key and the compact seal's nonce input."""
+        return self.origin + struct.pack(">IH", self.created, self.seq)
+
+    @classmethod
+    def from_key(cls, key: bytes) -> BundleId:
+        if len(key) != NODE_ID_LEN + 6:
+            raise BundleDecodeError(f"bundle id key must be {NODE_ID_LEN + 6} bytes, got {len(key)}")
+        created, seq = struct.unpack(">IH", key[NODE_ID_LEN:])
+        return cls(key[:NODE_ID_LEN], created, seq)
+
+    def __str__(self) -> str:
+        return f"{self.origin.hex()[:8]}-{self.created}-{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    origin: bytes
+    destination: Destination
+    created: int  # seconds since EPOCH_UNIX
+    seq: int
+    lifetime: int  # seconds
+    priority: Priority
+    kind: int
+    payload: bytes
+    hop_count: int = 0
+    _id: BundleId = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.origin) != NODE_ID_LEN:
+            raise ValueError(f"origin must be a {NODE_ID_LEN}-byte node id")
+        if not 0 <= self.created <= MAX_U32:
+            raise ValueError("created is out of range")
+        if not 0 <= self.seq <= MAX_SEQ:
+            raise ValueError("seq is out of range (0-65535)")
+        if not 1 <= self.lifetime <= MAX_LIFETIME_S:
+            raise ValueError(f"lifetime must be 1 s to {MAX_LIFETIME_S} s")
+        if not 0 <= self.kind <= 0xFF:
+            raise ValueError("kind must fit in one byte")
+        if not 0 <= self.hop_count <= 0xFF:
+            raise ValueError("hop_count must fit in one byte")
+        if len(self.payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload is larger than {MAX_PAYLOAD} bytes")
+        object.__setattr__(self, "priority", Priority(self.priority))
+        object.__setattr__(self, "_id", BundleId(self.origin, self.created, self.seq))
+
+    @property
+    def id(self) -> BundleId:
+        return self._id
+
+    @property
+    def expires(self) -> int:
+        """Expiry in seconds since the Mesh112 epoch."""
+        return self.created + self.lifetime
+
+    def is_expired(self, now: float) -> bool:
+        """``now`` in seconds since the Mesh112 epoch (see :func:`to_epoch`)."""
+        return now >= self.expires
+
+    def forwarded(self) -> Bundle:
+        """The copy a relay sends on: hop count incremented."""
+        return replace(self, hop_count=min(self.hop_count + 1, 0xFF))
+
+    def aad(self) -> bytes:
+        """The immutable header fields, identical whatever the encoding: what the seal authenticates."""
+        dest = self.destination
+        return b"".join(
+            (
+                b"M112",
+                bytes((WIRE_VERSION, dest.kind, self.priority, self.kind)),
+                self.id.key(),
+                dest.node if dest.node is not None else (dest.name or "").encode(),
+                struct.pack(">I", self.lifetime),
+            )
+        )
+
+
+def to_epoch(unix_time: float) -> float:
+    return unix_time - EPOCH_UNIX
+
+
+def from_epoch(mesh_time: float) -> float:
+    return mesh_time + EPOCH_UNIX
+
+
+# ---------------------------------------------------------------------------------------------
+# Full encoding
+
+
+def encode_full(bundle: Bundle) -> bytes:
+    dest = bundle.destination
+    value: bytes | str | None = dest.node if dest.node is not None else dest.name
+    out: bytes = msgpack.packb(
+        [
+            WIRE_VERSION,
+            bundle.origin,
+            int(dest.kind),
+            value,
+            bundle.created,
+            bundle.seq,
+            bundle.lifetime,
+            int(bundle.priority),
+            bundle.kind,
+            bundle.hop_count,
+            bundle.payload,
+        ],
+        use_bin_type=True,
+    )
+    return out
+
+
+def _int_field(items: list[Any], index: int, name: str, low: int, high: int) -> int:
+    value = items[index]
+    if type(value) is not int or not low <= value <= high:
+        raise BundleDecodeError(f"{name} must be an integer in {low}..{high}, got {value!r:.40}")
+    return value
+
+
+def decode_full(data: bytes) -> Bundle:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BundleDecodeError("a bundle must be bytes")
+    if len(data) > MAX_FULL_BUNDLE:
+        raise BundleDecodeError(f"bundle of {len(data)} bytes exceeds the {MAX_FULL_BUNDLE}-byte limit")
+    try:
+        items = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_PAYLOAD,
+            max_str_len=MAX_NAME_LEN,
+            max_array_len=16,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
+        raise BundleDecodeError(f"not a msgpack bundle: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise BundleDecodeError("a bundle must be a msgpack array")
+    if items[0] != WIRE_VERSION or type(items[0]) is not int:
+        raise BundleDecodeError(f"unsupported bundle version {items[0]!r:.20}; this node speaks {WIRE_VERSION}")
+    if len(items) != 11:
+        raise BundleDecodeError(f"a version-1 bundle has 11 fields, got {len(items)}")
+    origin = items[1]
+    if not isinstance(origin, bytes) or len(origin) != NODE_ID_LEN:
+        raise BundleDecodeError("origin must be a 16-byte node id")
+    dest_kind = DestKind(_int_field(items, 2, "destination kind", 0, 3))
+    value = items[3]
+    try:
+        if dest_kind is DestKind.NODE:
+            if not isinstance(value, bytes):
+                raise BundleDecodeError("a node destination must be bytes")
+            dest = Destination(dest_kind, node=value)
+        elif dest_kind is DestKind.ALL:
+            if value is not None:
+                raise BundleDecodeError("an ALL destination carries no value")
+            dest = Destination(dest_kind)
+        else:
+            if not isinstance(value, str):
+                raise BundleDecodeError(f"a {dest_kind.name} destination must be a name")
+            dest = Destination(dest_kind, name=value)
+    except ValueError as exc:
+        if isinstance(exc, BundleDecodeError):
+            raise
+        raise BundleDecodeError(f"bad destination: {exc}") from None
+    created = _int_field(items, 4, "created", 0, MAX_U32)
+    seq = _int_field(items, 5, "seq", 0, MAX_SEQ)
+    lifetime = _int_field(items, 6, "lifetime", 1, MAX_LIFETIME_S)
+    priority = Priority(_int_field(items, 7, "priority", 0, 4))
+    kind = _int_field(items, 8, "kind", 0, 0xFF)
+    hop_count = _int_field(items, 9, "hop count", 0, 0xFF)
+    payload = items[10]
+    if not isinstance(payload, bytes):
+        raise BundleDecodeError("payload must be bytes")
+    return Bundle(origin, dest, created, seq, lifetime, priority, kind, payload, hop_count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact encoding
+
+
+@dataclass(frozen=True)
+class CompactContext:
+    """What a LoRa link knows to expand short ids: the enrolled nodes, roles and groups.
+
+    Built from the deployment roster; see :meth:`from_names`.
+    """
+
+    nodes: Mapping[bytes, bytes]  # short id -> node id
+    names: Mapping[bytes, str]  # short code -> role or group name
+
+    @classmethod
+    def from_names(cls, node_ids: list[bytes], names: list[str]) -> CompactContext:
+        nodes: dict[bytes, bytes] = {}
+        for node_id in node_ids:
+            short = node_id[:SHORT_ID_LEN]
+            if nodes.setdefault(short, node_id) != node_id:
+                raise ValueError(f"two enrolled nodes share the short id {short.hex()}")
+        return cls(nodes, {short_code(name): name for name in names})
+
+
+def encode_compact(bundle: Bundle) -> bytes:
+    """Compact header + payload. The lifetime is rounded down to whole minutes (at least one)."""
+    if bundle.created > MAX_U32:
+        raise BundleEncodeError("created does not fit the compact header")
+    minutes = max(1, min(bundle.lifetime // 60, MAX_COMPACT_LIFETIME_MIN))
+    hops = min(bundle.hop_count, MAX_COMPACT_HOPS)
+    dest = bundle.destination
+    head = struct.pack(
+        ">B3s3sIHBH",
+        (WIRE_VERSION << 6) | (int(bundle.priority) << 3) | (int(dest.kind) << 1),
+        bundle.origin[:SHORT_ID_LEN],
+        dest.short(),
+        bundle.created,
+        bundle.seq,
+        bundle.kind,
+        (hops << 12) | minutes,
+    )
+    return head + bundle.payload
+
+
+def compact_lifetime(lifetime: int) -> int:
+    """The lifetime a bundle has after a trip through the compact encoding."""
+    return max(1, min(lifetime // 60, MAX_COMPACT_LIFETIME_MIN)) * 60
+
+
+def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> Bundle:
+    if len(data) > max_len:
+        raise BundleDecodeError(f"compact bundle of {len(data)} bytes exceeds the link limit {max_len}")
+    if len(data) < COMPACT_HEADER_LEN:
+        raise BundleDecodeError(f"compact bundle needs {COMPACT_HEADER_LEN} header bytes, got {len(data)}")
+    first, origin_short, dest_short, created, seq, kind, hops_life = struct.unpack(
+        ">B3s3sIHBH", data[:COMPACT_HEADER_LEN]
+    )
+    version = first >> 6
+    if version != WIRE_VERSION:
+        raise BundleDecodeError(f"unsupported compact version {version}; this node speaks {WIRE_VERSION}")
+    if first & 1:
+        raise BundleDecodeError("reserved bit set in compact header")
+    priority_value = (first >> 3) & 0b111
+    if priority_value > Priority.BULK:
+        raise BundleDecodeError(f"priority {priority_value} is not a priority class")
+    dest_kind = DestKind((first >> 1) & 0b11)
+    origin = context.nodes.get(origin_short)
+    if origin is None:
+        raise BundleDecodeError(f"origin short id {origin_short.hex()} is not an enrolled node")
+    if dest_kind is DestKind.NODE:
+        node = context.nodes.get(dest_short)
+        if node is None:
+            raise BundleDecodeError(f"destination short id {dest_short.hex()} is not an enrolled node")
+        dest = Destination.to_node(node)
+    elif dest_kind is DestKind.ALL:
+        if dest_short != bytes(SHORT_ID_LEN):
+            raise BundleDecodeError("an ALL destination must have a zero short code")
+        dest = Destination.everyone()
+    else:
+        name = context.names.get(dest_short)
+        if name is None:
+            raise BundleDecodeError(f"{dest_kind.name.lower()} code {dest_short.hex()} is not known here")
+        dest = Destination(dest_kind, name=name)
+    minutes = hops_life & 0x0FFF
+    if minutes == 0:
+        raise BundleDecodeError("compact lifetime must be at least one minute")
+    return Bundle(
+        origin,
+        dest,
+        created,
+        seq,
+        minutes * 60,
+        Priority(priority_value),
+        kind,
+        bytes(data[COMPACT_HEADER_LEN:]),
+        hops_life >> 12,
+    )

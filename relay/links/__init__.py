@@ -1,0 +1,1 @@
+"""Convergence layers: the ways one node reaches its neighbours (ip, lora, webrtc, sim)."""

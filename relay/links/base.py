@@ -1,0 +1,55 @@
+"""The one small interface every link (convergence layer) implements.
+
+A link moves opaque frames of at most ``profile.mtu`` bytes between this node and its neighbours,
+and reports neighbours coming and going. It knows nothing of bundles: the core decides what goes in
+a frame. Neighbours are named by their 16-byte node id, which the link has authenticated (IP: the
+enrolment handshake; LoRa: the roster; sim: by construction).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+
+BROADCAST = b"\xff" * 16  # send to every neighbour on the link (LoRa channel broadcast)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProfile:
+    """What the scheduler needs to know to spend a link well."""
+
+    name: str  # unique on this node, e.g. "ip0", "lora0"
+    kind: str  # "ip" | "lora" | "webrtc" | "sim"
+    mtu: int  # largest frame in bytes
+    bitrate: float  # bytes per second the link can carry (its budget)
+    cost: float = 1.0  # routing cost per frame; LoRa is costly
+    duty_cycle: float = 1.0  # fraction of time the node may transmit (EU 868: 0.01 or 0.1)
+    compact: bool = False  # carry bundles in the compact (LoRa) encoding
+    per_frame_overhead_s: float = 0.0  # fixed airtime/latency per frame (LoRa preamble)
+
+
+class LinkEvents(Protocol):
+    def link_up(self, link: str, peer: bytes) -> None: ...
+    def link_down(self, link: str, peer: bytes) -> None: ...
+    def frame_received(self, link: str, peer: bytes, frame: bytes) -> None: ...
+
+
+class LinkError(Exception):
+    """A link could not do what was asked; the message says what an operator can check."""
+
+
+class Link(ABC):
+    profile: LinkProfile
+
+    @abstractmethod
+    async def start(self, events: LinkEvents) -> None:
+        """Open the link and begin reporting neighbours and frames to ``events``."""
+
+    @abstractmethod
+    async def send(self, peer: bytes, frame: bytes) -> None:
+        """Send one frame to ``peer`` (or BROADCAST). Raises LinkError if the peer is unreachable."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Close the link and release every resource it holds."""
