@@ -295,7 +295,9 @@ def decode_full(data: bytes) -> Bundle:
     if not isinstance(items, list) or not items:
         raise BundleDecodeError("a bundle must be a msgpack array")
     if items[0] != WIRE_VERSION or type(items[0]) is not int:
-        raise BundleDecodeError(f"unsupported bundle version {items[0]!r:.20}; this node speaks {WIRE_VERSION}")
+        raise BundleDecodeError(
+            f"unsupported bundle version {items[0]!r:.20}; this node speaks {WIRE_VERSION}"
+        )
     if len(items) != 11:
         raise BundleDecodeError(f"a version-1 bundle has 11 fields, got {len(items)}")
     origin = items[1]

@@ -1,0 +1,1 @@
+"""Mesh112 benchmarks: each module here exposes ``run() -> dict`` of JSON figures (medians)."""
