@@ -1,0 +1,536 @@
+"""The durable store: every bundle a node holds, the ids it has seen, and the local app inbox.
+
+SQLite (through aiosqlite) in WAL mode with ``synchronous=FULL``: every COMMIT fsyncs the
+write-ahead log, so a committed transaction survives a killed process *and* a power cut or kernel
+crash. ``NORMAL`` would survive ``kill -9`` but may lose the last commits on power loss, and a
+previous hop that was told "durable" would already have dropped its copy. The fsync is paid once
+per *batch*: a single writer task takes every write queued while the previous COMMIT ran (up to
+``max_batch``), runs them in one transaction and resolves each caller's future only after COMMIT
+(group commit). So **a call that returned has been made durable**; one that raised or never
+returned may or may not have been, and retrying it is safe (ids deduplicate).
+
+Times: ``now`` is passed by the caller in seconds since the Mesh112 epoch (see
+:func:`relay.bundle.to_epoch`); the store reads no clock, so the simulator can drive it.
+
+API (all methods are coroutines unless noted):
+
+- ``Store.open(path, quota_bytes=256 MiB, *, max_batch=256)``: create or migrate, start the writer.
+- ``close()``: finish queued writes, stop the writer, close the file.
+- ``put(bundle, *, now, local=False, deliver=False, hold=True) -> bool``: accept a bundle; False if it
+  is a duplicate (held, or seen and not yet expired) or already expired. ``deliver=True`` also puts
+  it in the app inbox in the *same* transaction; ``hold=False`` keeps no forwarding copy (a bundle
+  only for this node). Raises :class:`StoreFullError` if it cannot fit (see eviction below).
+- ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
+  several, all or nothing on :class:`StoreFullError`.
+- ``get(bundle_id) -> Bundle | None``: a held bundle.
+- ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
+- ``load_all() -> list[StoredBundle]``: every held bundle, highest class and oldest first, for start-up.
+- ``expire(now) -> list[BundleId]``: drop held bundles past their lifetime and forget expired seen ids.
+- ``next_bundle_id(origin, now_epoch_s) -> BundleId``: a fresh id for a bundle originated here, never
+  reused across restarts (the counter is committed before it is returned).
+- ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
+- ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
+- ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
+- ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
+- ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
+- ``stats() -> StoreStats``: counts per class, bytes used, quota, high-water mark.
+- ``drain_evicted() -> list[BundleId]`` (plain method): ids evicted for space since the last call,
+  so the in-memory queues can drop them.
+
+Exactly once to the app: a bundle enters the inbox in the transaction that records its id as
+delivered, so neither a duplicate nor a restart can queue it twice; it leaves the inbox only in the
+transaction of ``ack_delivery``. Between the app's own durable effect and its ack a crash can
+happen, so after a restart the app sees the unacknowledged bundles again and must recognise the
+ones it already recorded (by bundle id) before acking them. Inbox entries outlive the bundle's
+lifetime: an alarm must reach the app even if the app was down.
+
+Quota and eviction: ``quota_bytes`` bounds the encoded size of held bundles plus inbox copies. A
+bundle that does not fit evicts held bundles of strictly lower classes, lowest class and oldest
+first; ``FLASH`` is never evicted (it leaves only by expiry or delete). If that is not enough, the
+new bundle is refused with :class:`StoreFullError` and nothing already accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+
+from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full, encode_full
+from relay.store_schema import StoreError, migrate
+
+__all__ = [
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreFullError",
+    "StoreStats",
+    "StoredBundle",
+    "UnknownBundleError",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+
+
+class StoreFullError(StoreError):
+    """The store is at its quota and the new bundle may not evict what it holds."""
+
+
+class UnknownBundleError(StoreError):
+    """The bundle asked for is not held (never received, expired, evicted or deleted)."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed; open it again to use it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBundle:
+    bundle: Bundle
+    received_at: float
+    local: bool  # originated on this node
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    held_by_priority: Mapping[Priority, int]
+    inbox: int  # delivered to the app, not yet acknowledged
+    seen: int  # ids remembered for deduplication
+    bytes_used: int
+    quota_bytes: int
+    high_water_bytes: int  # the most bytes_used ever reached by this store file
+
+
+_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    op: _Op
+    future: asyncio.Future[Any]
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, quota_bytes: int, max_batch: int) -> None:
+        """Use :meth:`open`."""
+        self._db = db
+        self._quota = quota_bytes
+        self._max_batch = max_batch
+        self._used = 0
+        self._high_water = 0
+        self._closed = False
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._lock = asyncio.Lock()  # one transaction or read at a time: reads see only committed data
+        self._evicted: list[BundleId] = []
+        self._batch_evicted: list[BundleId] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, quota_bytes: int = 256 << 20, *, max_batch: int = 256) -> Store:
+        """Open (creating or migrating) the store file at ``path`` and start its writer."""
+        if quota_bytes <= 0 or max_batch <= 0:
+            raise ValueError("quota_bytes and max_batch must be positive")
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            mode = await _scalar(db, "PRAGMA journal_mode = WAL")
+            if mode != "wal":
+                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); use a local filesystem")
+            await db.execute("PRAGMA synchronous = FULL")
+            await migrate(db)
+            store = cls(db, quota_bytes, max_batch)
+            store._used = await store._count_used()
+            high = await _scalar(db, "SELECT value FROM meta WHERE key = 'high_water_bytes'")
+            store._high_water = max(int(high), store._used)
+        except BaseException:
+            await db.close()
+            raise
+        store._writer = asyncio.create_task(store._run_writer(), name=f"store-writer:{path}")
+        return store
+
+    async def close(self) -> None:
+        """Finish the writes already queued, then close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._writer is not None:
+            await self._writer
+        await self._db.close()
+
+    # -- writes (group-committed) -------------------------------------------------------------
+
+    async def put(
+        self, bundle: Bundle, *, now: float, local: bool = False, deliver: bool = False, hold: bool = True
+    ) -> bool:
+        """Accept one bundle durably; False if duplicate or expired. See the module docstring."""
+        return (await self.put_many([bundle], now=now, local=local, deliver=deliver, hold=hold))[0]
+
+    async def put_many(
+        self,
+        bundles: Sequence[Bundle],
+        *,
+        now: float,
+        local: bool = False,
+        deliver: bool = False,
+        hold: bool = True,
+    ) -> list[bool]:
+        """Accept several bundles in one transaction; all or nothing if the store is full."""
+        batch = list(bundles)
+        return await self._submit(lambda db: self._accept(db, batch, now, local, deliver, hold))
+
+    async def delete(self, bundle_id: BundleId, reason: str) -> None:
+        """Drop the held copy of a bundle; its id stays seen until expiry so it is not taken again."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            key = bundle_id.key()
+            rows = list(await db.execute_fetchall("SELECT size FROM bundles WHERE id = ?", (key,)))
+            if rows:
+                await db.execute("DELETE FROM bundles WHERE id = ?", (key,))
+                await db.execute("DELETE FROM forwarding WHERE id = ?", (key,))
+                self._used -= int(rows[0][0])
+                log.debug("deleted bundle %s: %s", bundle_id, reason)
+
+        await self._submit(op)
+
+    async def expire(self, now: float) -> list[BundleId]:
+        """Delete held bundles whose lifetime has ended and forget seen ids past expiry."""
+
+        async def op(db: aiosqlite.Connection) -> list[BundleId]:
+            rows = list(await db.execute_fetchall("SELECT id, size FROM bundles WHERE expires <= ?", (now,)))
+            keys = [(row[0],) for row in rows]
+            await db.executemany("DELETE FROM bundles WHERE id = ?", keys)
+            await db.executemany("DELETE FROM forwarding WHERE id = ?", keys)
+            await db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
+            self._used -= sum(int(row[1]) for row in rows)
+            return [BundleId.from_key(row[0]) for row in rows]
+
+        return await self._submit(op)
+
+    async def next_bundle_id(self, origin: bytes, now_epoch_s: int) -> BundleId:
+        """A fresh id for a bundle this node originates: never reused, even after ``kill -9``.
+
+        ``created`` is ``now_epoch_s`` unless the clock went back or 65536 ids were taken in this
+        second; then it continues from the last id issued (possibly a second ahead of the clock).
+        """
+
+        async def op(db: aiosqlite.Connection) -> BundleId:
+            rows = list(
+                await db.execute_fetchall("SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,))
+            )
+            if not rows or now_epoch_s > rows[0][0]:
+                created, seq = now_epoch_s, 0
+            elif rows[0][1] < MAX_SEQ:
+                created, seq = int(rows[0][0]), int(rows[0][1]) + 1
+            else:
+                created, seq = int(rows[0][0]) + 1, 0
+            await db.execute(
+                "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
+                (origin, created, seq),
+            )
+            return BundleId(origin, created, seq)
+
+        return await self._submit(op)
+
+    async def enqueue_delivery(self, bundle_id: BundleId) -> None:
+        """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            key = bundle_id.key()
+            rows = list(
+                await db.execute_fetchall("SELECT priority, size, data FROM bundles WHERE id = ?", (key,))
+            )
+            if not rows:
+                raise UnknownBundleError(f"bundle {bundle_id} is not held here, so it cannot be delivered")
+            priority, size, data = rows[0]
+            seen = list(await db.execute_fetchall("SELECT delivered FROM seen WHERE id = ?", (key,)))
+            if not seen or not seen[0][0]:
+                await self._make_room(db, Priority.FLASH, int(size))  # may refuse; nothing written yet
+                await db.execute(
+                    "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, 1) "
+                    "ON CONFLICT (id) DO UPDATE SET delivered = 1",
+                    (key, decode_full(data).expires),
+                )
+                await db.execute(
+                    "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
+                    (key, priority, size, data),
+                )
+                self._used += int(size)
+
+        await self._submit(op)
+
+    async def ack_delivery(self, bundle_id: BundleId) -> None:
+        """The app has durably taken the bundle: remove it from the inbox for good."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            key = bundle_id.key()
+            rows = list(await db.execute_fetchall("SELECT size FROM inbox WHERE id = ?", (key,)))
+            if rows:
+                await db.execute("DELETE FROM inbox WHERE id = ?", (key,))
+                self._used -= int(rows[0][0])
+
+        await self._submit(op)
+
+    async def mark_forwarded(
+        self, bundle_id: BundleId, neighbour: bytes, link: str, state: str, now: float
+    ) -> None:
+        """Record the state of this bundle with a neighbour on a link (e.g. "sent", "custody")."""
+        params = (bundle_id.key(), neighbour, link, state, now)
+        sql = (
+            "INSERT INTO forwarding (id, neighbour, link, state, at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id, neighbour, link) DO UPDATE SET state = excluded.state, at = excluded.at"
+        )
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(sql, params)
+
+        await self._submit(op)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, bundle_id: BundleId) -> Bundle | None:
+        """The held bundle with this id, or None."""
+        rows = await self._read("SELECT data FROM bundles WHERE id = ?", (bundle_id.key(),))
+        return _decode(rows[0][0]) if rows else None
+
+    async def load_all(self) -> list[StoredBundle]:
+        """Every held bundle, highest class first and oldest first within a class."""
+        rows = await self._read(
+            "SELECT data, received_at, local FROM bundles ORDER BY priority, created, rowid", ()
+        )
+        return [
+            StoredBundle(_decode(data), float(received_at), bool(local)) for data, received_at, local in rows
+        ]
+
+    async def pending_deliveries(self, limit: int | None = None) -> list[Bundle]:
+        """Bundles in the app inbox not yet acknowledged, highest class first, then in arrival order."""
+        rows = await self._read(
+            "SELECT data FROM inbox ORDER BY priority, seq LIMIT ?", (-1 if limit is None else limit,)
+        )
+        return [_decode(row[0]) for row in rows]
+
+    async def forwarding(self, bundle_id: BundleId) -> list[tuple[bytes, str, str, float]]:
+        """What is recorded about this bundle per neighbour and link, oldest first."""
+        rows = await self._read(
+            "SELECT neighbour, link, state, at FROM forwarding WHERE id = ? ORDER BY at", (bundle_id.key(),)
+        )
+        return [(bytes(n), str(link), str(state), float(at)) for n, link, state, at in rows]
+
+    async def stats(self) -> StoreStats:
+        """Counts per class, inbox and seen sizes, bytes used against the quota, high-water mark."""
+        per_class = await self._read("SELECT priority, COUNT(*) FROM bundles GROUP BY priority", ())
+        inbox = await self._read("SELECT COUNT(*) FROM inbox", ())
+        seen = await self._read("SELECT COUNT(*) FROM seen", ())
+        held = {priority: 0 for priority in Priority}
+        held.update({Priority(p): int(n) for p, n in per_class})
+        return StoreStats(held, int(inbox[0][0]), int(seen[0][0]), self._used, self._quota, self._high_water)
+
+    def drain_evicted(self) -> list[BundleId]:
+        """Ids evicted for space since the last call (committed evictions only)."""
+        evicted, self._evicted = self._evicted, []
+        return evicted
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))
+
+    async def _submit(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(op, future))
+        return cast(T, await future)
+
+    async def _run_writer(self) -> None:
+        """Group commit: everything queued while the last COMMIT ran goes into the next transaction."""
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        results: list[tuple[_Pending, Any, StoreError | None]] = []
+        async with self._lock:
+            self._batch_evicted = []
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                for item in batch:
+                    try:
+                        results.append((item, await item.op(self._db), None))
+                    except StoreError as exc:  # a refusal, raised before the op wrote anything
+                        results.append((item, None, exc))
+                if self._used > self._high_water:
+                    await self._db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._used,)
+                    )
+                await self._db.execute("COMMIT")
+            except Exception as exc:
+                await self._rollback()
+                error = StoreError(
+                    f"store write failed and was rolled back ({exc}); check disk space and the file"
+                )
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+            self._high_water = max(self._high_water, self._used)
+            self._evicted.extend(self._batch_evicted)
+        for item, value, refusal in results:
+            if item.future.done():  # the caller was cancelled; the write stands
+                continue
+            if refusal is None:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(refusal)
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.execute("ROLLBACK")
+        except Exception as exc:  # no transaction open (BEGIN itself failed)
+            log.debug("rollback: %s", exc)
+        self._used = await self._count_used()
+
+    async def _count_used(self) -> int:
+        held = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM bundles")
+        inbox = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM inbox")
+        return int(held) + int(inbox)
+
+    async def _accept(
+        self,
+        db: aiosqlite.Connection,
+        bundles: list[Bundle],
+        now: float,
+        local: bool,
+        deliver: bool,
+        hold: bool,
+    ) -> list[bool]:
+        keys = [bundle.id.key() for bundle in bundles]
+        known = await _seen_among(db, keys)
+        accepted: list[bool] = []
+        fresh: dict[bytes, tuple[Bundle, bytes]] = {}
+        for bundle, key in zip(bundles, keys, strict=True):
+            is_new = key not in known and key not in fresh and not bundle.is_expired(now)
+            accepted.append(is_new)
+            if is_new:
+                fresh[key] = (bundle, encode_full(bundle))
+        copies = int(hold) + int(deliver)
+        need = sum(len(data) for _, data in fresh.values()) * copies
+        if self._used + need <= self._quota:
+            await self._insert(db, list(fresh.items()), now, local, deliver, hold)
+            return accepted
+        await db.execute("SAVEPOINT accept")
+        used_before, evicted_before = self._used, len(self._batch_evicted)
+        try:
+            for key, (bundle, data) in fresh.items():
+                await self._make_room(db, bundle.priority, len(data) * copies)
+                await self._insert(db, [(key, (bundle, data))], now, local, deliver, hold)
+        except StoreFullError:
+            await db.execute("ROLLBACK TO accept")
+            await db.execute("RELEASE accept")
+            self._used = used_before
+            del self._batch_evicted[evicted_before:]
+            raise
+        await db.execute("RELEASE accept")
+        return accepted
+
+    async def _insert(
+        self,
+        db: aiosqlite.Connection,
+        fresh: list[tuple[bytes, tuple[Bundle, bytes]]],
+        now: float,
+        local: bool,
+        deliver: bool,
+        hold: bool,
+    ) -> None:
+        await db.executemany(
+            "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, ?)",
+            [(key, bundle.expires, int(deliver)) for key, (bundle, _) in fresh],
+        )
+        if hold:
+            await db.executemany(
+                "INSERT INTO bundles (id, priority, created, expires, received_at, local, size, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (key, int(b.priority), b.created, b.expires, now, int(local), len(data), data)
+                    for key, (b, data) in fresh
+                ],
+            )
+            self._used += sum(len(data) for _, (_, data) in fresh)
+        if deliver:
+            await db.executemany(
+                "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
+                [(key, int(b.priority), len(data), data) for key, (b, data) in fresh],
+            )
+            self._used += sum(len(data) for _, (_, data) in fresh)
+
+    async def _make_room(self, db: aiosqlite.Connection, priority: Priority, size: int) -> None:
+        """Evict held bundles of classes strictly below ``priority`` (never FLASH) until ``size`` fits."""
+        need = self._used + size - self._quota
+        if need <= 0:
+            return
+        if size > self._quota:
+            raise StoreFullError(
+                f"a {size}-byte bundle is larger than the whole store quota of {self._quota} bytes"
+            )
+        victims: list[bytes] = []
+        freed = 0
+        sql = "SELECT id, size FROM bundles WHERE priority > ? ORDER BY priority DESC, created, rowid"
+        async with db.execute(sql, (int(priority),)) as cursor:
+            async for key, victim_size in cursor:
+                victims.append(key)
+                freed += int(victim_size)
+                if freed >= need:
+                    break
+        if freed < need:
+            raise StoreFullError(
+                f"store full: {self._used} of {self._quota} quota bytes used and a {priority.name} bundle "
+                f"of {size} bytes may only evict lower classes, which hold {freed} bytes; it is refused "
+                "(raise the quota or wait for bundles to be forwarded or expire)"
+            )
+        await db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
+        await db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
+        self._used -= freed
+        self._batch_evicted.extend(BundleId.from_key(key) for key in victims)
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
+    rows = list(await db.execute_fetchall(sql))
+    return rows[0][0]
+
+
+async def _seen_among(db: aiosqlite.Connection, keys: Iterable[bytes]) -> set[bytes]:
+    """The subset of ``keys`` already in the seen table."""
+    unique = list(dict.fromkeys(keys))
+    found: set[bytes] = set()
+    for start in range(0, len(unique), _IN_CHUNK):
+        chunk = unique[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.execute_fetchall(f"SELECT id FROM seen WHERE id IN ({marks})", chunk)
+        found.update(bytes(row[0]) for row in rows)
+    return found
+
+
+def _decode(data: bytes) -> Bundle:
+    try:
+        return decode_full(data)
+    except BundleDecodeError as exc:
+        raise StoreError(f"a stored bundle is corrupt ({exc}); the store file is damaged") from None

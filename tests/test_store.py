@@ -1,0 +1,242 @@
+"""The durable store on real SQLite files: dedup, expiry, quota/eviction, inbox, ids, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
+from relay.errors import Mesh112Error
+from relay.store import Store, StoreClosedError, StoreFullError, UnknownBundleError
+from relay.store_schema import SCHEMA_VERSION, StoreError
+
+ORIGIN = bytes(range(16))
+NEIGHBOUR = b"\xaa" * 16
+
+
+def make(
+    seq: int,
+    priority: Priority = Priority.ROUTINE,
+    *,
+    created: int = 1000,
+    lifetime: int = 3600,
+    size: int = 100,
+) -> Bundle:
+    return Bundle(
+        ORIGIN, Destination.everyone(), created, seq, lifetime, priority, 40, bytes([seq % 256]) * size
+    )
+
+
+async def test_put_get_dedup_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    bundle = make(1)
+    assert await store.put(bundle, now=1000) is True
+    assert await store.put(bundle, now=1001) is False
+    assert await store.get(bundle.id) == bundle
+    await store.close()
+    store = await Store.open(path)
+    assert await store.put(bundle, now=1002) is False
+    [stored] = await store.load_all()
+    assert stored.bundle == bundle and stored.received_at == 1000 and stored.local is False
+    await store.close()
+
+
+async def test_deleted_bundle_is_still_a_duplicate_until_expiry(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    bundle = make(1, lifetime=100)
+    await store.put(bundle, now=1000)
+    await store.delete(bundle.id, "forwarded with custody")
+    assert await store.get(bundle.id) is None
+    assert await store.put(bundle, now=1050) is False
+    assert await store.expire(now=1100) == []  # nothing held; the seen id is forgotten
+    assert (await store.stats()).seen == 0
+    assert await store.put(bundle, now=1100) is False  # expired: refused, not re-accepted
+    await store.close()
+
+
+async def test_expire_drops_held_bundles_past_lifetime(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    short, long = make(1, lifetime=60), make(2, lifetime=600)
+    assert await store.put_many([short, long], now=1000) == [True, True]
+    assert await store.expire(now=1059) == []
+    assert await store.expire(now=1060) == [short.id]
+    assert [s.bundle for s in await store.load_all()] == [long]
+    assert (await store.stats()).bytes_used == len(encode_full(long))
+    await store.close()
+
+
+async def test_put_many_dedups_within_the_batch(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    a, b = make(1), make(2)
+    assert await store.put_many([a, b, a], now=1000) == [True, True, False]
+    assert await store.put_many([b, make(3)], now=1000) == [False, True]
+    await store.close()
+
+
+async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    bundles = [make(i) for i in range(200)]
+    results = await asyncio.gather(*(store.put(b, now=1000) for b in bundles + bundles[:50]))
+    assert results.count(True) == 200 and results.count(False) == 50
+    assert (await store.stats()).held_by_priority[Priority.ROUTINE] == 200
+    await store.close()
+
+
+async def test_eviction_lowest_class_oldest_first_and_flash_never(tmp_path: Path) -> None:
+    one = len(encode_full(make(0)))
+    store = await Store.open(tmp_path / "s.db", quota_bytes=one * 4)
+    old_bulk = make(1, Priority.BULK, created=900)
+    new_bulk = make(2, Priority.BULK, created=950)
+    routine = make(3, Priority.ROUTINE)
+    flash = make(4, Priority.FLASH)
+    assert await store.put_many([new_bulk, old_bulk, routine, flash], now=1000) == [True] * 4
+    assert await store.put(make(5, Priority.PRIORITY), now=1000) is True
+    assert store.drain_evicted() == [old_bulk.id]
+    assert await store.put(make(6, Priority.IMMEDIATE), now=1000) is True
+    assert store.drain_evicted() == [new_bulk.id]
+    assert store.drain_evicted() == []
+    with pytest.raises(StoreFullError, match=r"quota.*ROUTINE") as refused:
+        await store.put(make(7, Priority.ROUTINE), now=1000)  # may not evict its own class
+    assert isinstance(refused.value, Mesh112Error)
+    assert await store.put(make(8, Priority.FLASH), now=1000) is True
+    assert await store.put(make(9, Priority.FLASH), now=1000) is True
+    assert await store.put(make(10, Priority.FLASH), now=1000) is True
+    assert store.drain_evicted() == [routine.id, make(5).id, make(6).id]
+    with pytest.raises(StoreFullError, match="FLASH"):
+        await store.put(make(11, Priority.FLASH), now=1000)
+    assert sorted(s.bundle.seq for s in await store.load_all()) == [4, 8, 9, 10]
+    await store.close()
+
+
+async def test_full_store_of_flash_refuses_and_keeps_everything(tmp_path: Path) -> None:
+    one = len(encode_full(make(0)))
+    store = await Store.open(tmp_path / "s.db", quota_bytes=one * 2)
+    flashes = [make(1, Priority.FLASH), make(2, Priority.FLASH)]
+    await store.put_many(flashes, now=1000)
+    with pytest.raises(StoreFullError, match="FLASH"):
+        await store.put(make(3, Priority.FLASH), now=1000)
+    with pytest.raises(StoreFullError):
+        await store.put(make(4, Priority.BULK), now=1000)
+    assert [s.bundle for s in await store.load_all()] == flashes
+    assert store.drain_evicted() == []
+    await store.close()
+
+
+async def test_put_many_is_all_or_nothing_when_full(tmp_path: Path) -> None:
+    one = len(encode_full(make(0)))
+    store = await Store.open(tmp_path / "s.db", quota_bytes=one * 3)
+    await store.put_many([make(1, Priority.BULK), make(2, Priority.FLASH)], now=1000)
+    with pytest.raises(StoreFullError):
+        await store.put_many(
+            [make(3, Priority.FLASH), make(4, Priority.FLASH), make(5, Priority.FLASH)], now=1000
+        )
+    assert sorted(s.bundle.seq for s in await store.load_all()) == [1, 2]
+    assert store.drain_evicted() == []
+    assert (await store.stats()).bytes_used == 2 * one
+    assert await store.put(make(3, Priority.FLASH), now=1000) is True  # the refused ids were not marked seen
+    await store.close()
+
+
+async def test_inbox_exactly_once_across_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    mine = make(1, Priority.FLASH)
+    relayed = make(2)
+    assert await store.put(mine, now=1000, deliver=True, hold=False) is True
+    await store.put(relayed, now=1000)
+    await store.enqueue_delivery(relayed.id)
+    await store.enqueue_delivery(relayed.id)  # second time: no-op
+    assert await store.pending_deliveries() == [mine, relayed]
+    await store.ack_delivery(mine.id)
+    await store.close()
+    store = await Store.open(path)
+    assert await store.pending_deliveries() == [relayed]
+    await store.ack_delivery(relayed.id)
+    await store.enqueue_delivery(relayed.id)  # delivered before: never queued again
+    assert await store.put(mine, now=1001, deliver=True) is False
+    assert await store.pending_deliveries() == []
+    with pytest.raises(UnknownBundleError):
+        await store.enqueue_delivery(make(99).id)
+    await store.close()
+
+
+async def test_forwarding_state_per_neighbour(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    bundle = make(1)
+    await store.put(bundle, now=1000)
+    await store.mark_forwarded(bundle.id, NEIGHBOUR, "lora0", "sent", now=1001)
+    await store.mark_forwarded(bundle.id, NEIGHBOUR, "ip0", "sent", now=1002)
+    await store.mark_forwarded(bundle.id, NEIGHBOUR, "lora0", "custody", now=1003)
+    assert await store.forwarding(bundle.id) == [
+        (NEIGHBOUR, "ip0", "sent", 1002.0),
+        (NEIGHBOUR, "lora0", "custody", 1003.0),
+    ]
+    await store.delete(bundle.id, "custody accepted")
+    assert await store.forwarding(bundle.id) == []
+    await store.close()
+
+
+async def test_next_bundle_id_never_reused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    ids = [await store.next_bundle_id(ORIGIN, 500) for _ in range(3)]
+    assert ids == [BundleId(ORIGIN, 500, 0), BundleId(ORIGIN, 500, 1), BundleId(ORIGIN, 500, 2)]
+    await store.close()
+    store = await Store.open(path)
+    assert await store.next_bundle_id(ORIGIN, 400) == BundleId(ORIGIN, 500, 3)  # clock went back
+    assert await store.next_bundle_id(ORIGIN, 501) == BundleId(ORIGIN, 501, 0)
+    assert await store.next_bundle_id(b"\x01" * 16, 400) == BundleId(b"\x01" * 16, 400, 0)
+    await store.close()
+
+
+async def test_next_bundle_id_rolls_into_next_second_after_65536(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.next_bundle_id(ORIGIN, 7)
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE origin_seq SET seq = 65535")
+    store = await Store.open(path)
+    assert await store.next_bundle_id(ORIGIN, 7) == BundleId(ORIGIN, 8, 0)
+    await store.close()
+
+
+async def test_stats_and_high_water_survive_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path, quota_bytes=10_000)
+    bundles = [make(i, Priority(i % 5)) for i in range(10)]
+    await store.put_many(bundles, now=1000)
+    peak = (await store.stats()).bytes_used
+    for bundle in bundles[:6]:
+        await store.delete(bundle.id, "test")
+    await store.close()
+    store = await Store.open(path, quota_bytes=10_000)
+    stats = await store.stats()
+    assert stats.high_water_bytes == peak and stats.bytes_used < peak and stats.quota_bytes == 10_000
+    assert sum(stats.held_by_priority.values()) == 4 and stats.seen == 10
+    await store.close()
+
+
+async def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this Mesh112"):
+        await Store.open(path)
+
+
+async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.put(make(1), now=1000)
+    with pytest.raises(StoreClosedError):
+        await store.get(make(1).id)
