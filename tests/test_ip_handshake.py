@@ -176,7 +176,9 @@ def test_hostile_handshake_bytes_raise_handshake_error(authority: Authority, dat
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10_000), st.integers(1, 255))
-def test_every_flipped_byte_in_a_real_hello_is_refused(authority: Authority, position: int, flip: int) -> None:
+def test_every_flipped_byte_in_a_real_hello_is_refused(
+    authority: Authority, position: int, flip: int
+) -> None:
     a, b = enrol(authority, "flip-a"), enrol(authority, "flip-b")
     trust = Trust(authority.public, authority.revocations)
     initiator, responder = Initiator(a, trust), Responder(b, trust)
