@@ -1,0 +1,286 @@
+"""The relay API (FastAPI): what the command post's operators and the dashboard talk to.
+
+Everything lives under ``/api/v1/``; ``/healthz`` is the only endpoint open without a token.
+Operators authenticate with an authority-issued token (``Authorization: Bearer m112...``, or
+``?token=`` for the WebSocket stream); the permission matrix in :mod:`relay.api.permissions` decides
+what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator is rate limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from crypto.certificate import RevocationList
+from crypto.identity import PublicIdentity
+from relay.api.hub import EventHub
+from relay.api.permissions import Action, allowed
+from relay.api.tokens import Operator, TokenError, verify_token
+from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority
+from relay.core.receipts import BundleStatus
+from relay.journal import Journal, UnknownRecordError
+
+MAX_BODY = 64 * 1024
+MAX_TEXT = 4096
+
+
+class NodeControl(Protocol):
+    """What the API needs from the node it runs in."""
+
+    @property
+    def node_id(self) -> bytes: ...
+
+    async def send(
+        self, destination: Destination, payload: bytes, *, kind: int, priority: Priority, lifetime: int
+    ) -> BundleId: ...
+
+    def status(self, bundle_id: BundleId) -> BundleStatus: ...
+
+    def link_info(self) -> list[dict[str, Any]]: ...
+
+
+AckHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ApiContext:
+    node: NodeControl
+    journal: Journal
+    authority: PublicIdentity
+    revocations: Callable[[], RevocationList | None]
+    hub: EventHub = field(default_factory=EventHub)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    ack_hooks: dict[str, AckHook] = field(default_factory=dict)  # record type -> carries the ack back
+    rate_per_s: float = 20.0
+    rate_burst: float = 60.0
+
+
+class SendMessage(BaseModel):
+    to: str = Field(description="node:<hex id>, role:<name>, group:<name> or all", max_length=80)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    priority: Literal["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"] = "PRIORITY"
+    lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+
+class AckRecord(BaseModel):
+    action: str = Field(min_length=1, max_length=200, description="what the command post is doing")
+
+
+class _BodyLimit:
+    """Refuses request bodies over ``MAX_BODY`` before the application reads them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            response = JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise HTTPException(413, f"request body over {MAX_BODY} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class _RateLimiter:
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate, self._burst = rate, burst
+        self._buckets: dict[bytes, tuple[float, float]] = {}
+
+    def take(self, who: bytes, now: float) -> float:
+        """0 if allowed, else the seconds to wait."""
+        tokens, last = self._buckets.get(who, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        if tokens < 1:
+            self._buckets[who] = (tokens, now)
+            return (1 - tokens) / self._rate
+        self._buckets[who] = (tokens - 1, now)
+        return 0.0
+
+
+def parse_destination(text: str) -> Destination:
+    kind, _, value = text.partition(":")
+    try:
+        if text == "all":
+            return Destination.everyone()
+        if kind == "node":
+            return Destination.to_node(bytes.fromhex(value))
+        if kind in ("role", "group"):
+            return Destination(DestKind.ROLE if kind == "role" else DestKind.GROUP, name=value)
+    except ValueError as exc:
+        raise HTTPException(422, f"bad destination {text!r}: {exc}") from None
+    raise HTTPException(422, f"bad destination {text!r}: use node:<hex>, role:<name>, group:<name> or all")
+
+
+def parse_bundle_id(text: str) -> BundleId:
+    try:
+        return BundleId.from_key(bytes.fromhex(text))
+    except (ValueError, BundleDecodeError):
+        raise HTTPException(404, f"{text!r} is not a bundle id (44 hex digits)") from None
+
+
+def _status_json(bundle_id: BundleId, status: BundleStatus) -> dict[str, Any]:
+    return {
+        "bundle_id": bundle_id.key().hex(),
+        "state": status.state.value,
+        "peer": status.peer.hex() if status.peer else None,
+        "link": status.link,
+        "at": status.at,
+        "summary": str(status),
+    }
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="Mesh112 relay API", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    app.add_middleware(_BodyLimit)
+    limiter = _RateLimiter(ctx.rate_per_s, ctx.rate_burst)
+    requests = Counter("mesh112_api_requests", "API requests", ["action"], registry=ctx.registry)
+    sent = Counter("mesh112_api_messages_sent", "Messages sent through the API", registry=ctx.registry)
+    subscribers = Gauge("mesh112_api_stream_subscribers", "Live stream subscribers", registry=ctx.registry)
+    subscribers.set_function(lambda: ctx.hub.subscribers)
+
+    def operator_from(token: str | None) -> Operator:
+        if not token:
+            raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'")
+        try:
+            return verify_token(token, ctx.authority, ctx.revocations(), int(time.time()))
+        except TokenError as exc:
+            raise HTTPException(401, str(exc)) from None
+
+    def require(action: Action) -> Callable[[Request], Operator]:
+        def dependency(request: Request) -> Operator:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            operator = operator_from(token.strip() if scheme.lower() == "bearer" else None)
+            if not allowed(operator.roles, action):
+                raise HTTPException(
+                    403, f"{operator.display} with roles {sorted(operator.roles)} may not {action.value}"
+                )
+            wait = limiter.take(operator.node_id, time.monotonic())
+            if wait:
+                raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": f"{wait:.0f}"})
+            requests.labels(action.value).inc()
+            return operator
+
+        return dependency
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "node": ctx.node.node_id.hex()}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics(_: Annotated[Operator, Depends(require(Action.METRICS))]) -> PlainTextResponse:
+        return PlainTextResponse(
+            generate_latest(ctx.registry).decode(), media_type="text/plain; version=0.0.4"
+        )
+
+    @app.post("/api/v1/messages", tags=["messages"], status_code=202)
+    async def send_message(
+        body: SendMessage, operator: Annotated[Operator, Depends(require(Action.SEND_MESSAGE))]
+    ) -> dict[str, Any]:
+        destination = parse_destination(body.to)
+        bundle_id = await ctx.node.send(
+            destination,
+            body.text.encode(),
+            kind=Kind.TEXT,
+            priority=Priority[body.priority],
+            lifetime=body.lifetime_s,
+        )
+        sent.inc()
+        return _status_json(bundle_id, ctx.node.status(bundle_id))
+
+    @app.get("/api/v1/messages", tags=["messages"])
+    async def list_messages(
+        _: Annotated[Operator, Depends(require(Action.READ_MESSAGES))],
+        since: Annotated[float, Query(ge=0)] = 0.0,
+        origin: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [asdict(m) for m in await ctx.journal.messages(since=since, origin=origin, limit=limit)]
+
+    @app.get("/api/v1/bundles/{bundle_id}", tags=["messages"])
+    async def bundle_status(
+        bundle_id: str, _: Annotated[Operator, Depends(require(Action.READ_STATUS))]
+    ) -> dict[str, Any]:
+        parsed = parse_bundle_id(bundle_id)
+        return _status_json(parsed, ctx.node.status(parsed))
+
+    @app.get("/api/v1/units", tags=["units"])
+    async def units(_: Annotated[Operator, Depends(require(Action.READ_UNITS))]) -> list[dict[str, Any]]:
+        return [asdict(u) for u in await ctx.journal.units()]
+
+    @app.get("/api/v1/links", tags=["links"])
+    async def links(_: Annotated[Operator, Depends(require(Action.READ_LINKS))]) -> list[dict[str, Any]]:
+        return ctx.node.link_info()
+
+    @app.get("/api/v1/records", tags=["records"])
+    async def records(
+        _: Annotated[Operator, Depends(require(Action.READ_RECORDS))],
+        type: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [asdict(r) for r in await ctx.journal.records(type=type, limit=limit)]
+
+    @app.post("/api/v1/records/{record_id}/ack", tags=["records"])
+    async def ack_record(
+        record_id: Annotated[str, Path(max_length=128)],
+        body: AckRecord,
+        operator: Annotated[Operator, Depends(require(Action.ACK_RECORD))],
+    ) -> dict[str, Any]:
+        ack = {"operator": operator.display, "action": body.action, "at": time.time()}
+        try:
+            entry = await ctx.journal.add_ack(record_id, ack)
+        except UnknownRecordError as exc:
+            raise HTTPException(404, str(exc)) from None
+        hook = ctx.ack_hooks.get(entry.type)
+        if hook is not None:
+            await hook(entry.record_id, ack)
+        ctx.hub.publish({"type": "ack", "record_id": entry.record_id, "ack": ack})
+        return asdict(entry)
+
+    @app.websocket("/api/v1/stream")
+    async def stream(websocket: WebSocket, token: str | None = None) -> None:
+        try:
+            operator = operator_from(token)
+        except HTTPException as exc:
+            await websocket.close(code=4401, reason=str(exc.detail)[:120])
+            return
+        if not allowed(operator.roles, Action.STREAM):
+            await websocket.close(code=4403, reason=f"{operator.display} may not stream")
+            return
+        await websocket.accept()
+        queue = ctx.hub.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                await websocket.send_json(event)
+                if event.get("type") == "lagging":
+                    await websocket.close(code=1013)
+                    return
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            pass
+        finally:
+            ctx.hub.unsubscribe(queue)
+
+    return app

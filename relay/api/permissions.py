@@ -1,0 +1,44 @@
+"""Who may do what on the relay API: one explicit matrix, tested endpoint by endpoint.
+
+Roles come from the operator's enrolment certificate (carried in its API token). An operator holds
+one or more roles; an action is allowed when any of them is listed for it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    READ_MESSAGES = "read_messages"
+    SEND_MESSAGE = "send_message"
+    READ_STATUS = "read_status"
+    READ_UNITS = "read_units"
+    READ_LINKS = "read_links"
+    READ_RECORDS = "read_records"
+    SUBMIT_ALARM = "submit_alarm"
+    SUBMIT_DETECTION = "submit_detection"
+    ACK_RECORD = "ack_record"
+    STREAM = "stream"
+    METRICS = "metrics"
+
+
+ROLES = ("admin", "dispatcher", "observer", "building", "camera", "responder")
+
+MATRIX: dict[Action, frozenset[str]] = {
+    Action.READ_MESSAGES: frozenset({"admin", "dispatcher", "observer", "responder"}),
+    Action.SEND_MESSAGE: frozenset({"admin", "dispatcher", "responder"}),
+    Action.READ_STATUS: frozenset({"admin", "dispatcher", "observer", "responder", "building", "camera"}),
+    Action.READ_UNITS: frozenset({"admin", "dispatcher", "observer", "responder"}),
+    Action.READ_LINKS: frozenset({"admin", "dispatcher", "observer"}),
+    Action.READ_RECORDS: frozenset({"admin", "dispatcher", "observer"}),
+    Action.SUBMIT_ALARM: frozenset({"admin", "building"}),
+    Action.SUBMIT_DETECTION: frozenset({"admin", "camera"}),
+    Action.ACK_RECORD: frozenset({"admin", "dispatcher"}),
+    Action.STREAM: frozenset({"admin", "dispatcher", "observer"}),
+    Action.METRICS: frozenset({"admin", "observer"}),
+}
+
+
+def allowed(roles: frozenset[str], action: Action) -> bool:
+    return not roles.isdisjoint(MATRIX[action])

@@ -1,0 +1,193 @@
+"""The command post's journal: what operators look back at once bundles have been delivered.
+
+The store holds bundles in transit and forgets them once delivered; the journal keeps the history an
+operator needs: messages, application records (alarms, detections) with their acknowledgements, and
+the roster of units with when each was last heard and where. It is a separate SQLite file so the
+forwarding store stays small and its durability rules stay simple.
+
+Records are generic: ``type`` and ``body`` come from the application that registered the payload kind
+(ng112 fills in alarms, analytics_edge detections); the relay never interprets them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS messages (
+        bundle_id TEXT PRIMARY KEY, origin TEXT NOT NULL, destination TEXT NOT NULL,
+        kind INTEGER NOT NULL, priority TEXT NOT NULL, created REAL NOT NULL, received REAL NOT NULL,
+        text TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS messages_received ON messages(received)",
+    """CREATE TABLE IF NOT EXISTS records (
+        record_id TEXT PRIMARY KEY, type TEXT NOT NULL, origin TEXT NOT NULL, priority TEXT NOT NULL,
+        created REAL NOT NULL, received REAL NOT NULL, body TEXT NOT NULL, acks TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS records_type ON records(type, received)",
+    """CREATE TABLE IF NOT EXISTS units (
+        node_id TEXT PRIMARY KEY, name TEXT NOT NULL, roles TEXT NOT NULL, last_heard REAL NOT NULL,
+        lat REAL, lon REAL)""",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEntry:
+    bundle_id: str
+    origin: str
+    destination: str
+    kind: int
+    priority: str
+    created: float
+    received: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEntry:
+    record_id: str
+    type: str
+    origin: str
+    priority: str
+    created: float
+    received: float
+    body: dict[str, Any]
+    acks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEntry:
+    node_id: str
+    name: str
+    roles: list[str]
+    last_heard: float
+    lat: float | None
+    lon: float | None
+
+
+class UnknownRecordError(LookupError):
+    """An acknowledgement named a record the journal does not hold."""
+
+
+class Journal:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        db = await aiosqlite.connect(path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        for statement in SCHEMA:
+            await db.execute(statement)
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def add_message(self, entry: MessageEntry) -> bool:
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?)",
+            (
+                entry.bundle_id,
+                entry.origin,
+                entry.destination,
+                entry.kind,
+                entry.priority,
+                entry.created,
+                entry.received,
+                entry.text,
+            ),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def messages(
+        self, *, since: float = 0.0, origin: str | None = None, limit: int = 100
+    ) -> list[MessageEntry]:
+        query = "SELECT * FROM messages WHERE received >= ?"
+        params: list[Any] = [since]
+        if origin is not None:
+            query += " AND origin = ?"
+            params.append(origin)
+        query += " ORDER BY received DESC LIMIT ?"
+        params.append(limit)
+        async with self._db.execute(query, params) as cursor:
+            return [MessageEntry(*row) for row in await cursor.fetchall()]
+
+    async def add_record(self, entry: RecordEntry) -> bool:
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)",
+            (
+                entry.record_id,
+                entry.type,
+                entry.origin,
+                entry.priority,
+                entry.created,
+                entry.received,
+                json.dumps(entry.body, sort_keys=True),
+                json.dumps(entry.acks),
+            ),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def records(self, *, type: str | None = None, limit: int = 100) -> list[RecordEntry]:
+        query = "SELECT * FROM records"
+        params: list[Any] = []
+        if type is not None:
+            query += " WHERE type = ?"
+            params.append(type)
+        query += " ORDER BY received DESC LIMIT ?"
+        params.append(limit)
+        async with self._db.execute(query, params) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+    async def record(self, record_id: str) -> RecordEntry:
+        async with self._db.execute("SELECT * FROM records WHERE record_id = ?", (record_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise UnknownRecordError(f"no record {record_id!r} in the journal")
+        return _record(row)
+
+    async def add_ack(self, record_id: str, ack: dict[str, Any]) -> RecordEntry:
+        entry = await self.record(record_id)
+        acks = [*entry.acks, ack]
+        await self._db.execute(
+            "UPDATE records SET acks = ? WHERE record_id = ?", (json.dumps(acks), record_id)
+        )
+        await self._db.commit()
+        return await self.record(record_id)
+
+    async def heard(
+        self,
+        node_id: str,
+        *,
+        name: str,
+        roles: list[str],
+        at: float,
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> None:
+        """A unit was heard from (any bundle originated by it); keep its last position if none given."""
+        await self._db.execute(
+            """INSERT INTO units VALUES (?,?,?,?,?,?)
+               ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles,
+                 last_heard=max(last_heard, excluded.last_heard),
+                 lat=coalesce(excluded.lat, lat), lon=coalesce(excluded.lon, lon)""",
+            (node_id, name, json.dumps(roles), at, lat, lon),
+        )
+        await self._db.commit()
+
+    async def units(self) -> list[UnitEntry]:
+        async with self._db.execute("SELECT * FROM units ORDER BY name") as cursor:
+            rows = await cursor.fetchall()
+        return [UnitEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def _record(row: Any) -> RecordEntry:
+    return RecordEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
