@@ -1,0 +1,53 @@
+"""What the relay core asks its owner (the engine) to do. The core never does I/O itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.bundle import Bundle, BundleId
+from relay.core.receipts import BundleStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Store ``bundle`` durably (and put it in the app inbox if ``deliver``), then call
+    ``RelayCore.persisted``; the neighbour gets its custody ACK only after that."""
+
+    bundle: Bundle
+    deliver: bool
+    hold: bool  # False: only for this node, keep no forwarding copy
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Delete the held copy; the id stays seen so a late duplicate is recognised."""
+
+    bundle_id: BundleId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverLocal:
+    """A durable bundle for this node's applications (already in the store's inbox)."""
+
+    bundle: Bundle
+
+
+@dataclass(frozen=True, slots=True)
+class MarkForwarded:
+    """``peer`` acknowledged durable custody of the bundle over ``link``."""
+
+    bundle_id: BundleId
+    peer: bytes
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """A bundle originated here moved on (forwarded, delivered, expired)."""
+
+    bundle_id: BundleId
+    status: BundleStatus
+
+
+Action = Persist | Drop | DeliverLocal | MarkForwarded | StatusChanged

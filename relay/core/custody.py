@@ -1,0 +1,86 @@
+"""Hop-by-hop custody: what we sent to whom, when to send it again, and when the neighbour took it.
+
+A neighbour acknowledges a bundle only once it is durable in its store. Until then the copy is
+"in flight" and is retransmitted with exponential backoff; the sender never forgets it because
+a frame went out. Retransmission stops when the neighbour acknowledges, the link goes down (the
+router then looks for another way) or the bundle expires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.bundle import BundleId
+from relay.links.base import LinkProfile
+
+MIN_RTO_S = 2.0
+MAX_RTO_S = 600.0
+RTO_FRAMES = 4.0  # first timeout: this many full-frame times (covers the ACK's own trip on LoRa)
+
+
+def initial_rto(profile: LinkProfile) -> float:
+    frame_time = profile.per_frame_overhead_s + profile.mtu / profile.bitrate
+    return min(MAX_RTO_S, max(MIN_RTO_S, RTO_FRAMES * frame_time))
+
+
+@dataclass
+class InFlight:
+    bundle_id: BundleId
+    peer: bytes
+    link: str
+    rto: float
+    deadline: float
+    attempts: int = 1
+
+
+class CustodyTracker:
+    """Copies handed to neighbours and not yet acknowledged, keyed by (bundle id, peer)."""
+
+    def __init__(self) -> None:
+        self._flights: dict[tuple[BundleId, bytes], InFlight] = {}
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def get(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
+        return self._flights.get((bundle_id, peer))
+
+    def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
+        """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
+        flight = self._flights.get((bundle_id, peer))
+        if flight is None or flight.link != profile.name:
+            rto = initial_rto(profile)
+            flight = self._flights[(bundle_id, peer)] = InFlight(
+                bundle_id, peer, profile.name, rto, now + rto
+            )
+        else:
+            flight.deadline = now + flight.rto
+        return flight
+
+    def retry(self, bundle_id: BundleId, peer: bytes, now: float) -> None:
+        """The timeout passed and the copy is queued again: back off (double, up to MAX_RTO_S)."""
+        flight = self._flights.get((bundle_id, peer))
+        if flight is not None:
+            flight.attempts += 1
+            flight.rto = min(MAX_RTO_S, flight.rto * 2)
+            flight.deadline = now + flight.rto
+
+    def acknowledged(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
+        return self._flights.pop((bundle_id, peer), None)
+
+    def due(self, now: float) -> list[InFlight]:
+        """Copies whose timeout passed; the caller queues them again and calls ``retry``."""
+        return [f for f in self._flights.values() if f.deadline <= now]
+
+    def forget_bundle(self, bundle_id: BundleId) -> None:
+        for key in [k for k in self._flights if k[0] == bundle_id]:
+            del self._flights[key]
+
+    def forget_link(self, link: str, peer: bytes) -> list[InFlight]:
+        gone = [f for f in self._flights.values() if f.link == link and f.peer == peer]
+        for flight in gone:
+            del self._flights[(flight.bundle_id, flight.peer)]
+        return gone
+
+    def next_deadline(self) -> float | None:
+        return min((f.deadline for f in self._flights.values()), default=None)

@@ -1,0 +1,267 @@
+"""The link frame codec: what relays say to their neighbours, one frame at a time.
+
+Every frame starts with one byte: the frame type in the high nibble and a small argument in the
+low nibble (only DATA uses it, for the spray-and-wait copy count; it must be 0 elsewhere). All
+integers are big endian. Layouts after that byte::
+
+    DATA_FULL        full bundle encoding (msgpack, ``relay.bundle.encode_full``)
+    DATA_COMPACT     compact bundle encoding (16-byte header + payload, LoRa)
+    FRAGMENT         transfer(1) index(1) count(1) chunk      -- 4 bytes of header in all
+    FRAGMENT_STATUS  transfer(1) count(1) bitmap(ceil(count/8)), bit i set = fragment i received
+    ACK              n(1) n x bundle id key(22)              -- custody: durably accepted
+    SUMMARY          complete(1) n(2) n x hash(4)            -- anti-entropy: ids held
+    BEACON           n(1) n x (node id(16) cost(1)) m(1) m x (name code(3) cost(1))
+
+A FRAGMENT carries a slice of a whole DATA frame (type byte included), so reassembly ends in a
+frame that decodes like any other. Decoding is strict: any violation raises
+:class:`FrameDecodeError` naming the field, and sizes are bounded before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from relay.bundle import (
+    MAX_FULL_BUNDLE,
+    NODE_ID_LEN,
+    SHORT_ID_LEN,
+    Bundle,
+    BundleDecodeError,
+    BundleId,
+    CompactContext,
+    decode_compact,
+    decode_full,
+    encode_compact,
+    encode_full,
+)
+
+ID_KEY_LEN = NODE_ID_LEN + 6
+HASH_LEN = 4
+FRAGMENT_HEADER_LEN = 4
+MAX_FRAGMENTS = 255
+MAX_COPIES = 15
+MAX_COST = 255
+MAX_FRAME = MAX_FULL_BUNDLE + 8
+MAX_SUMMARY_HASHES = 16384
+
+
+class FrameDecodeError(ValueError):
+    """Bytes from a neighbour that are not a valid frame; the message names what is wrong."""
+
+
+class FrameType(IntEnum):
+    DATA_FULL = 1
+    DATA_COMPACT = 2
+    FRAGMENT = 3
+    FRAGMENT_STATUS = 4
+    ACK = 5
+    SUMMARY = 6
+    BEACON = 7
+
+
+def id_hash(bundle_id: BundleId) -> bytes:
+    """The 4-byte digest of a bundle id used in anti-entropy summaries."""
+    return hashlib.blake2b(bundle_id.key(), digest_size=HASH_LEN).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    bundle: Bundle
+    copies: int = 1  # spray-and-wait copies handed over with this bundle (1 = wait for direct delivery)
+    compact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentFrame:
+    transfer: int
+    index: int
+    count: int
+    chunk: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentStatusFrame:
+    transfer: int
+    count: int
+    received: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    ids: tuple[BundleId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryFrame:
+    hashes: frozenset[bytes]
+    complete: bool  # True when the sender listed everything it holds
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconFrame:
+    nodes: tuple[tuple[bytes, int], ...]  # (node id, cost) reachable through the sender
+    names: tuple[tuple[bytes, int], ...]  # (role/group short code, cost); cost 0 = held by the sender
+
+
+Frame = DataFrame | FragmentFrame | FragmentStatusFrame | AckFrame | SummaryFrame | BeaconFrame
+
+
+def _head(kind: FrameType, arg: int = 0) -> bytes:
+    return bytes(((int(kind) << 4) | arg,))
+
+
+def encode_frame(frame: Frame) -> bytes:
+    if isinstance(frame, DataFrame):
+        if not 1 <= frame.copies <= MAX_COPIES:
+            raise ValueError(f"copies must be 1-{MAX_COPIES}")
+        if frame.compact:
+            return _head(FrameType.DATA_COMPACT, frame.copies) + encode_compact(frame.bundle)
+        return _head(FrameType.DATA_FULL, frame.copies) + encode_full(frame.bundle)
+    if isinstance(frame, FragmentFrame):
+        if not (0 <= frame.transfer <= 0xFF and 1 <= frame.count <= MAX_FRAGMENTS):
+            raise ValueError("fragment transfer or count out of range")
+        if not 0 <= frame.index < frame.count:
+            raise ValueError("fragment index out of range")
+        return _head(FrameType.FRAGMENT) + bytes((frame.transfer, frame.index, frame.count)) + frame.chunk
+    if isinstance(frame, FragmentStatusFrame):
+        bitmap = bytearray((frame.count + 7) // 8)
+        for index in frame.received:
+            if not 0 <= index < frame.count:
+                raise ValueError("received index out of range")
+            bitmap[index // 8] |= 0x80 >> (index % 8)
+        return _head(FrameType.FRAGMENT_STATUS) + bytes((frame.transfer, frame.count)) + bytes(bitmap)
+    if isinstance(frame, AckFrame):
+        if not 1 <= len(frame.ids) <= 0xFF:
+            raise ValueError("an ACK carries 1-255 ids")
+        return _head(FrameType.ACK) + bytes((len(frame.ids),)) + b"".join(i.key() for i in frame.ids)
+    if isinstance(frame, SummaryFrame):
+        if len(frame.hashes) > MAX_SUMMARY_HASHES:
+            raise ValueError(f"a summary carries at most {MAX_SUMMARY_HASHES} hashes")
+        return (
+            _head(FrameType.SUMMARY)
+            + struct.pack(">BH", int(frame.complete), len(frame.hashes))
+            + b"".join(sorted(frame.hashes))
+        )
+    if len(frame.nodes) > 0xFF or len(frame.names) > 0xFF:
+        raise ValueError("a beacon carries at most 255 nodes and 255 names")
+    parts = [_head(FrameType.BEACON), bytes((len(frame.nodes),))]
+    parts += [node + bytes((min(cost, MAX_COST),)) for node, cost in frame.nodes]
+    parts.append(bytes((len(frame.names),)))
+    parts += [code + bytes((min(cost, MAX_COST),)) for code, cost in frame.names]
+    return b"".join(parts)
+
+
+def decode_frame(data: bytes, context: CompactContext | None = None, max_len: int = MAX_FRAME) -> Frame:
+    """Decode one frame. ``context`` expands compact short ids; ``max_len`` is the link's limit."""
+    if len(data) > max_len:
+        raise FrameDecodeError(f"frame of {len(data)} bytes exceeds the {max_len}-byte limit")
+    if not data:
+        raise FrameDecodeError("empty frame")
+    data = bytes(data)
+    type_value, arg = data[0] >> 4, data[0] & 0x0F
+    try:
+        kind = FrameType(type_value)
+    except ValueError:
+        raise FrameDecodeError(f"unknown frame type {type_value}") from None
+    body = data[1:]
+    if kind in (FrameType.DATA_FULL, FrameType.DATA_COMPACT):
+        if arg == 0:
+            raise FrameDecodeError("a DATA frame must hand over at least one copy")
+        try:
+            if kind is FrameType.DATA_FULL:
+                return DataFrame(decode_full(body), arg, compact=False)
+            if context is None:
+                raise FrameDecodeError("compact DATA frame on a link without a compact context")
+            return DataFrame(decode_compact(body, context, max_len=max_len), arg, compact=True)
+        except BundleDecodeError as exc:
+            raise FrameDecodeError(f"bad bundle in DATA frame: {exc}") from None
+    if arg != 0:
+        raise FrameDecodeError(f"{kind.name} frame has a non-zero argument nibble")
+    if kind is FrameType.FRAGMENT:
+        return _decode_fragment(body)
+    if kind is FrameType.FRAGMENT_STATUS:
+        return _decode_fragment_status(body)
+    if kind is FrameType.ACK:
+        return _decode_ack(body)
+    if kind is FrameType.SUMMARY:
+        return _decode_summary(body)
+    return _decode_beacon(body)
+
+
+def _decode_fragment(body: bytes) -> FragmentFrame:
+    if len(body) < FRAGMENT_HEADER_LEN:  # 3 header bytes and at least one byte of chunk
+        raise FrameDecodeError("FRAGMENT frame too short")
+    transfer, index, count = body[0], body[1], body[2]
+    if count == 0:
+        raise FrameDecodeError("FRAGMENT count must be at least 1")
+    if index >= count:
+        raise FrameDecodeError(f"FRAGMENT index {index} is not below count {count}")
+    return FragmentFrame(transfer, index, count, body[3:])
+
+
+def _decode_fragment_status(body: bytes) -> FragmentStatusFrame:
+    if len(body) < 2:
+        raise FrameDecodeError("FRAGMENT_STATUS frame too short")
+    transfer, count = body[0], body[1]
+    if count == 0:
+        raise FrameDecodeError("FRAGMENT_STATUS count must be at least 1")
+    bitmap = body[2:]
+    if len(bitmap) != (count + 7) // 8:
+        raise FrameDecodeError(f"FRAGMENT_STATUS bitmap must be {(count + 7) // 8} bytes for {count}")
+    received = frozenset(i for i in range(count) if bitmap[i // 8] & (0x80 >> (i % 8)))
+    spare = count % 8
+    if spare and bitmap[-1] & (0xFF >> spare):
+        raise FrameDecodeError("FRAGMENT_STATUS has bits set beyond the fragment count")
+    return FragmentStatusFrame(transfer, count, received)
+
+
+def _decode_ack(body: bytes) -> AckFrame:
+    if not body or body[0] == 0:
+        raise FrameDecodeError("ACK frame must carry at least one id")
+    count = body[0]
+    if len(body) != 1 + count * ID_KEY_LEN:
+        raise FrameDecodeError(f"ACK of {count} ids must be {1 + count * ID_KEY_LEN} bytes after the type")
+    keys = (body[1 + i * ID_KEY_LEN : 1 + (i + 1) * ID_KEY_LEN] for i in range(count))
+    return AckFrame(tuple(BundleId.from_key(key) for key in keys))
+
+
+def _decode_summary(body: bytes) -> SummaryFrame:
+    if len(body) < 3:
+        raise FrameDecodeError("SUMMARY frame too short")
+    complete, count = struct.unpack(">BH", body[:3])
+    if complete > 1:
+        raise FrameDecodeError("SUMMARY complete flag must be 0 or 1")
+    if count > MAX_SUMMARY_HASHES:
+        raise FrameDecodeError(f"SUMMARY lists {count} hashes, more than {MAX_SUMMARY_HASHES}")
+    if len(body) != 3 + count * HASH_LEN:
+        raise FrameDecodeError(f"SUMMARY of {count} hashes has the wrong length")
+    hashes = frozenset(body[3 + i * HASH_LEN : 3 + (i + 1) * HASH_LEN] for i in range(count))
+    return SummaryFrame(hashes, bool(complete))
+
+
+def _decode_beacon(body: bytes) -> BeaconFrame:
+    if not body:
+        raise FrameDecodeError("BEACON frame too short")
+    pos = 0
+
+    def entries(width: int) -> tuple[tuple[bytes, int], ...]:
+        nonlocal pos
+        if pos >= len(body):
+            raise FrameDecodeError("BEACON frame truncated before a count")
+        count = body[pos]
+        pos += 1
+        end = pos + count * (width + 1)
+        if end > len(body):
+            raise FrameDecodeError("BEACON frame truncated inside its entries")
+        out = tuple((body[p : p + width], body[p + width]) for p in range(pos, end, width + 1))
+        pos = end
+        return out
+
+    nodes = entries(NODE_ID_LEN)
+    names = entries(SHORT_ID_LEN)
+    if pos != len(body):
+        raise FrameDecodeError("BEACON frame has trailing bytes")
+    return BeaconFrame(nodes, names)

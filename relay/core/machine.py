@@ -1,0 +1,538 @@
+"""``RelayCore``: the sans-I/O relay. Events and ``now`` in, actions and frames out.
+
+It owns the in-memory view of what the node holds and the per-link queues. It never touches a
+socket, a file or a clock, so the engine can run it on asyncio and the simulator on virtual time.
+Persistence is asynchronous: a bundle from a neighbour becomes a :class:`Persist` action, and only
+when the engine calls :meth:`persisted` does the neighbour get its custody ACK and the bundle
+enter the queues.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority, encode_compact, encode_full
+from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.custody import CustodyTracker
+from relay.core.fragments import OutgoingTransfer, Reassembler, max_fragmented_size, split
+from relay.core.frames import (
+    HASH_LEN,
+    ID_KEY_LEN,
+    MAX_COPIES,
+    MAX_SUMMARY_HASHES,
+    AckFrame,
+    BeaconFrame,
+    DataFrame,
+    FragmentFrame,
+    FragmentStatusFrame,
+    FrameDecodeError,
+    SummaryFrame,
+    decode_frame,
+    encode_frame,
+    id_hash,
+)
+from relay.core.outbox import (
+    CONTROL_FLOW,
+    Item,
+    LinkState,
+    SendAcks,
+    SendBeacon,
+    SendBundle,
+    SendFragment,
+    SendStatus,
+    SendSummary,
+)
+from relay.core.receipts import BundleStatus, State
+from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly
+from relay.core.scheduler import TokenBucket
+from relay.links.base import BROADCAST, LinkProfile
+
+SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
+SEEN_MEMORY = 65536  # recent ids kept in memory; older duplicates are caught by the store
+MAX_HOPS = 15  # the compact header counts to 15
+
+
+class UnknownLinkError(KeyError):
+    """A frame or request named a link that never came up on this node."""
+
+
+@dataclass
+class _Held:
+    bundle: Bundle
+    local: bool
+    copies: int
+    holders: set[bytes] = field(default_factory=set)  # neighbours known to have it
+    routed: dict[bytes, tuple[str, bool]] = field(default_factory=dict)  # peer -> (link, directed)
+    given: dict[bytes, int] = field(default_factory=dict)  # copies handed to a peer (spray-and-wait)
+    sizes: dict[bool, int] = field(default_factory=dict)  # DATA frame size by "compact"
+
+    def size(self, compact: bool) -> int:
+        if compact not in self.sizes:
+            encoded = encode_compact(self.bundle) if compact else encode_full(self.bundle)
+            self.sizes[compact] = 1 + len(encoded)
+        return self.sizes[compact]
+
+
+@dataclass
+class _Incoming:
+    bundle: Bundle
+    copies: int
+    senders: list[tuple[str, bytes]]
+
+
+class RelayCore:
+    def __init__(
+        self, node_id: bytes, names: frozenset[str] = frozenset(), *, context: CompactContext | None = None
+    ) -> None:
+        self.node_id = node_id
+        self.router = Router(node_id, names)
+        self.context = context  # expands compact short ids; the engine keeps it current
+        self.custody = CustodyTracker()
+        self.reassembler = Reassembler()
+        self._links: dict[str, LinkState] = {}
+        self._held: dict[BundleId, _Held] = {}
+        self._by_hash: dict[bytes, set[BundleId]] = {}
+        self._expiry: list[tuple[int, BundleId]] = []
+        self._incoming: dict[BundleId, _Incoming] = {}
+        self._seen: OrderedDict[BundleId, None] = OrderedDict()
+        self._status: dict[BundleId, tuple[BundleStatus, int]] = {}  # originated here -> (status, expires)
+        self._summary_wait: dict[bytes, float] = {}
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def holds(self, bundle_id: BundleId) -> bool:
+        return bundle_id in self._held
+
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def status(self, bundle_id: BundleId) -> BundleStatus:
+        known = self._status.get(bundle_id)
+        if known is not None:
+            return known[0]
+        return BundleStatus(State.QUEUED) if bundle_id in self._held else BundleStatus(State.UNKNOWN)
+
+    def queued(self, link: str) -> int:
+        return len(self._link(link).queue)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def originate(self, bundle: Bundle, now: float) -> list[Action]:
+        """A bundle made on this node and already durable in the store."""
+        self._status[bundle.id] = (BundleStatus(State.QUEUED, at=now), bundle.expires)
+        self._remember(bundle.id)
+        actions: list[Action] = []
+        if bundle.destination.kind is DestKind.NODE and bundle.destination.node == self.node_id:
+            return [DeliverLocal(bundle)]
+        self._hold(bundle, local=True, copies=INITIAL_COPIES[bundle.priority], now=now)
+        return actions
+
+    def restore(self, bundle: Bundle, local: bool, now: float) -> None:
+        """A bundle reloaded from the store after a restart (spray budgets start afresh)."""
+        self._remember(bundle.id)
+        if local:
+            self._status.setdefault(bundle.id, (BundleStatus(State.QUEUED, at=now), bundle.expires))
+        if not bundle.is_expired(now):
+            self._hold(bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now)
+
+    def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
+        state = self._links.get(profile.name)
+        if state is None or state.profile != profile:
+            state = self._links[profile.name] = LinkState(profile, TokenBucket(profile, now), now)
+        if peer in state.peers:
+            return
+        state.peers.add(peer)
+        state.next_beacon = now
+        self.router.link_up(profile, peer)
+        self._summary_wait[peer] = now + SUMMARY_WAIT_S
+        state.queue.push(SendSummary(peer), Priority.ROUTINE, CONTROL_FLOW)
+        self._route_all(now)
+
+    def link_down(self, link: str, peer: bytes, now: float) -> None:
+        state = self._links.get(link)
+        if state is None or peer not in state.peers:
+            return
+        state.peers.discard(peer)
+        state.forget_peer(peer)
+        self.router.link_down(link, peer)
+        self.reassembler.drop_peer(link, peer)
+        for flight in self.custody.forget_link(link, peer):
+            held = self._held.get(flight.bundle_id)
+            if held is not None:
+                held.routed.pop(peer, None)
+        for held in self._held.values():
+            if held.routed.get(peer, ("", False))[0] == link:
+                del held.routed[peer]
+        if not self.router.is_neighbour(peer):
+            self._summary_wait.pop(peer, None)
+        self._route_all(now)
+
+    def frame(self, link: str, peer: bytes, data: bytes, now: float) -> list[Action]:
+        """One frame from ``peer``. Raises FrameDecodeError (or FragmentError) for hostile bytes."""
+        state = self._link(link)
+        if peer not in state.peers:
+            self.link_up(state.profile, peer, now)  # heard before announced (e.g. a LoRa neighbour)
+        frame = decode_frame(data, self.context, max_len=state.profile.mtu)
+        if isinstance(frame, FragmentFrame):
+            whole, reply = self.reassembler.add(link, peer, frame, now)
+            if reply is not None:
+                state.statuses[(peer, reply.transfer)] = reply
+                state.queue.push(SendStatus(peer, reply.transfer), Priority.PRIORITY, CONTROL_FLOW)
+            if whole is None:
+                return []
+            frame = decode_frame(whole, self.context, max_len=max_fragmented_size(state.profile.mtu))
+            if not isinstance(frame, DataFrame):
+                raise FrameDecodeError("a reassembled transfer must hold a DATA frame")
+        if isinstance(frame, DataFrame):
+            return self._data(state, peer, frame, now)
+        if isinstance(frame, AckFrame):
+            return self._acked(state, peer, frame, now)
+        if isinstance(frame, FragmentStatusFrame):
+            self._fragment_status(state, peer, frame)
+        elif isinstance(frame, SummaryFrame):
+            self._summary(peer, frame, now)
+        elif isinstance(frame, BeaconFrame):
+            self.router.beacon_received(link, peer, frame, now)
+            self._route_all(now)
+        return []
+
+    def persisted(self, accepted: list[BundleId], duplicates: list[BundleId], now: float) -> list[Action]:
+        """The engine made these incoming bundles durable (or found them already known)."""
+        actions: list[Action] = []
+        for bundle_id in [*accepted, *duplicates]:
+            incoming = self._incoming.pop(bundle_id, None)
+            if incoming is None:
+                continue
+            bundle = incoming.bundle
+            self._remember(bundle_id)
+            for link, sender in incoming.senders:
+                state = self._links.get(link)
+                if state is not None and sender in state.peers:
+                    state.queue_ack(sender, bundle_id, bundle.priority)
+            if bundle_id not in accepted:
+                continue
+            if self.router.is_for_me(bundle) and bundle.origin != self.node_id:
+                actions.append(DeliverLocal(bundle))
+            if self._keeps(bundle) and not bundle.is_expired(now):
+                held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
+                held.holders.update(sender for _, sender in incoming.senders)
+                self._route(held, now)
+        return actions
+
+    def refused(self, bundle_id: BundleId) -> None:
+        """The engine would not accept this incoming bundle (untrusted origin, store full)."""
+        self._incoming.pop(bundle_id, None)
+
+    def receipt(self, subject: BundleId, now: float) -> list[Action]:
+        """An end-to-end receipt for a bundle originated here arrived."""
+        actions: list[Action] = []
+        known = self._status.get(subject)
+        if known is not None and known[0].state is not State.DELIVERED:
+            status = BundleStatus(State.DELIVERED, at=now)
+            self._status[subject] = (status, known[1])
+            actions.append(StatusChanged(subject, status))
+        if subject in self._held:
+            self._unhold(subject)
+            actions.append(Drop(subject, "delivered: end-to-end receipt received"))
+        return actions
+
+    def evicted(self, bundle_ids: list[BundleId]) -> None:
+        """The store evicted these for space; stop sending them."""
+        for bundle_id in bundle_ids:
+            self._unhold(bundle_id)
+
+    def timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, bundle_id = heapq.heappop(self._expiry)
+            if bundle_id in self._held:
+                self._unhold(bundle_id)
+                actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
+        for bundle_id, (status, expires) in list(self._status.items()):
+            if expires <= now:
+                if status.state is not State.DELIVERED and status.state is not State.EXPIRED:
+                    self._status[bundle_id] = (BundleStatus(State.EXPIRED, at=now), expires + 3600)
+                    actions.append(StatusChanged(bundle_id, self._status[bundle_id][0]))
+                elif expires + 3600 <= now:
+                    del self._status[bundle_id]
+        for flight in self.custody.due(now):
+            self._retransmit(flight.bundle_id, flight.peer, flight.link, now)
+        self.reassembler.expire(now)
+        self.router.expire(now)
+        waited = [peer for peer, until in self._summary_wait.items() if until <= now]
+        for peer in waited:
+            del self._summary_wait[peer]
+        if waited:
+            self._route_all(now)
+        for state in self._links.values():
+            if state.peers and state.next_beacon <= now:
+                state.queue.push(SendBeacon(), Priority.ROUTINE, CONTROL_FLOW)
+                state.next_beacon = now + beacon_interval(state.profile)
+        return actions
+
+    def next_deadline(self) -> float | None:
+        times = [
+            self._expiry[0][0] if self._expiry else None,
+            self.custody.next_deadline(),
+            self.reassembler.next_deadline(),
+            self.router.next_deadline(),
+            min(self._summary_wait.values(), default=None),
+            min((s.next_beacon for s in self._links.values() if s.peers), default=None),
+            min((s.blocked_until for s in self._links.values() if s.blocked_until and s.queue), default=None),
+            min((expires for _, expires in self._status.values()), default=None),
+        ]
+        return min((t for t in times if t is not None), default=None)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
+        """The next frame for an idle link as (peer or BROADCAST, bytes), or None (empty or over budget)."""
+        state = self._link(link)
+        state.blocked_until = None
+        for _ in range(len(state.queue) + 1):
+            item = state.queue.peek()
+            if item is None:
+                return None
+            built = self._build(state, item, now)
+            if built is None:
+                state.queue.remove(item)
+                continue
+            peer, data = built
+            if not state.bucket.spend(len(data), now):
+                state.blocked_until = state.bucket.available_at(len(data), now)
+                return None
+            state.queue.remove(item)
+            self._sent(state, item, now)
+            return peer, data
+        return None
+
+    def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
+        mtu = state.profile.mtu
+        if isinstance(item, SendBundle | SendFragment):
+            held = self._held.get(item.bundle_id)
+            if held is None or item.peer not in state.peers or held.bundle.is_expired(now):
+                return None
+            if isinstance(item, SendFragment):
+                outgoing = state.transfers.get((item.peer, item.bundle_id))
+                if outgoing is None:
+                    return None
+                return item.peer, encode_frame(outgoing.fragments[item.index])
+            data = self._data_frame(state, held, item.peer)
+            if len(data) <= mtu:
+                return item.peer, data
+            outgoing = state.transfers.get((item.peer, item.bundle_id))
+            if outgoing is None:
+                fragments = split(data, mtu, state.new_transfer_id(item.peer))
+                outgoing = OutgoingTransfer(fragments[0].transfer, fragments)
+                state.transfers[(item.peer, item.bundle_id)] = outgoing
+            return item.peer, encode_frame(outgoing.fragments[0])
+        if isinstance(item, SendAcks):
+            pending = state.acks.get(item.peer)
+            if not pending:
+                return None
+            room = min(0xFF, (mtu - 2) // ID_KEY_LEN)
+            ids = sorted(pending, key=lambda i: pending[i])[:room]
+            return item.peer, encode_frame(AckFrame(tuple(ids)))
+        if isinstance(item, SendStatus):
+            status = state.statuses.get((item.peer, item.transfer))
+            return None if status is None else (item.peer, encode_frame(status))
+        if isinstance(item, SendSummary):
+            room = min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+            ranked = sorted(self._held.values(), key=lambda h: (h.bundle.priority, h.bundle.created))
+            hashes = frozenset(id_hash(h.bundle.id) for h in ranked[:room])
+            return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
+        return BROADCAST, encode_frame(self.router.make_beacon(state.profile))
+
+    def _data_frame(self, state: LinkState, held: _Held, peer: bytes) -> bytes:
+        copies = held.given.get(peer)
+        if copies is None:
+            directed = held.routed.get(peer, ("", True))[1]
+            if directed:
+                copies = 1
+            elif is_costly(state.profile):
+                copies = held.copies // 2
+            else:
+                copies = held.copies
+        bundle = held.bundle.forwarded()
+        frame = DataFrame(bundle, max(1, min(MAX_COPIES, copies)), compact=state.profile.compact)
+        return encode_frame(frame)
+
+    def _sent(self, state: LinkState, item: Item, now: float) -> None:
+        if isinstance(item, SendBundle | SendFragment):
+            held = self._held[item.bundle_id]
+            if item.peer not in held.given:
+                directed = held.routed.get(item.peer, ("", True))[1]
+                give = 1 if directed else (held.copies // 2 if is_costly(state.profile) else held.copies)
+                held.given[item.peer] = max(1, give)
+                if not directed and is_costly(state.profile):
+                    held.copies = max(1, held.copies - give)
+            outgoing = state.transfers.get((item.peer, item.bundle_id))
+            if isinstance(item, SendBundle) and outgoing is not None:
+                for fragment in reversed(outgoing.fragments[1:]):
+                    state.queue.push(
+                        SendFragment(item.peer, item.bundle_id, fragment.index),
+                        held.bundle.priority,
+                        held.bundle.origin,
+                        front=True,
+                    )
+            self.custody.touch(item.bundle_id, item.peer, state.profile, now)
+        elif isinstance(item, SendAcks):
+            pending = state.acks.get(item.peer, {})
+            room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
+            for bundle_id in sorted(pending, key=lambda i: pending[i])[:room]:
+                del pending[bundle_id]
+            if pending:
+                state.queue.push(item, min(pending.values()), CONTROL_FLOW)
+            else:
+                state.acks.pop(item.peer, None)
+        elif isinstance(item, SendStatus):
+            state.statuses.pop((item.peer, item.transfer), None)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def _data(self, state: LinkState, peer: bytes, frame: DataFrame, now: float) -> list[Action]:
+        bundle = frame.bundle
+        if bundle.is_expired(now):
+            return []
+        held = self._held.get(bundle.id)
+        if held is not None or bundle.id in self._seen:
+            if held is not None:
+                held.holders.add(peer)
+            state.queue_ack(peer, bundle.id, bundle.priority)
+            return []
+        incoming = self._incoming.get(bundle.id)
+        if incoming is not None:
+            if (state.profile.name, peer) not in incoming.senders:
+                incoming.senders.append((state.profile.name, peer))
+            return []
+        self._incoming[bundle.id] = _Incoming(bundle, frame.copies, [(state.profile.name, peer)])
+        deliver = self.router.is_for_me(bundle) and bundle.origin != self.node_id
+        return [Persist(bundle, deliver=deliver, hold=self._keeps(bundle))]
+
+    def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for bundle_id in frame.ids:
+            flight = self.custody.acknowledged(bundle_id, peer)
+            state.transfers.pop((peer, bundle_id), None)
+            held = self._held.get(bundle_id)
+            if held is None:
+                continue
+            held.holders.add(peer)
+            _, directed = held.routed.pop(peer, (state.profile.name, False))
+            if flight is None:
+                continue
+            actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
+            if held.local:
+                status = BundleStatus(State.FORWARDED, peer, state.profile.name, now)
+                known = self._status.get(bundle_id)
+                if known is not None and known[0].state is not State.DELIVERED:
+                    self._status[bundle_id] = (status, known[1])
+                    actions.append(StatusChanged(bundle_id, status))
+            dest = held.bundle.destination
+            if directed and dest.kind is DestKind.NODE and held.bundle.priority is not Priority.FLASH:
+                self._unhold(bundle_id)
+                actions.append(
+                    Drop(bundle_id, f"custody accepted by {peer.hex()[:8]} over {state.profile.name}")
+                )
+        return actions
+
+    def _fragment_status(self, state: LinkState, peer: bytes, frame: FragmentStatusFrame) -> None:
+        found = state.transfer_by_id(peer, frame.transfer)
+        if found is None:
+            return
+        bundle_id, outgoing = found
+        held = self._held.get(bundle_id)
+        if held is None:
+            return
+        for index in outgoing.apply_status(frame):
+            state.queue.push(SendFragment(peer, bundle_id, index), held.bundle.priority, held.bundle.origin)
+
+    def _summary(self, peer: bytes, frame: SummaryFrame, now: float) -> None:
+        for digest in frame.hashes:
+            for bundle_id in self._by_hash.get(digest, ()):
+                self._held[bundle_id].holders.add(peer)
+        self._summary_wait.pop(peer, None)
+        self._route_all(now)
+
+    def _retransmit(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> None:
+        held = self._held.get(bundle_id)
+        state = self._links.get(link)
+        if held is None or state is None or peer not in state.peers:
+            self.custody.acknowledged(bundle_id, peer)
+            return
+        self.custody.retry(bundle_id, peer, now)
+        outgoing = state.transfers.get((peer, bundle_id))
+        if outgoing is None:
+            state.queue.push(SendBundle(peer, bundle_id), held.bundle.priority, held.bundle.origin)
+            return
+        for index in outgoing.to_resend():
+            state.queue.push(SendFragment(peer, bundle_id, index), held.bundle.priority, held.bundle.origin)
+
+    # -- holding and routing ---------------------------------------------------------------------
+
+    def _keeps(self, bundle: Bundle) -> bool:
+        """Whether this node keeps a forwarding copy (not for a bundle addressed to it alone)."""
+        dest = bundle.destination
+        for_me_only = dest.kind is DestKind.NODE and dest.node == self.node_id
+        return not for_me_only and bundle.hop_count < MAX_HOPS
+
+    def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> _Held:
+        held = self._held.get(bundle.id)
+        if held is None:
+            held = self._held[bundle.id] = _Held(bundle, local, max(1, min(MAX_COPIES, copies)))
+            self._by_hash.setdefault(id_hash(bundle.id), set()).add(bundle.id)
+            heapq.heappush(self._expiry, (bundle.expires, bundle.id))
+        if route:
+            self._route(held, now)
+        return held
+
+    def _unhold(self, bundle_id: BundleId) -> None:
+        held = self._held.pop(bundle_id, None)
+        if held is None:
+            return
+        digest = id_hash(bundle_id)
+        ids = self._by_hash.get(digest)
+        if ids is not None:
+            ids.discard(bundle_id)
+            if not ids:
+                del self._by_hash[digest]
+        self.custody.forget_bundle(bundle_id)
+        for state in self._links.values():
+            for peer in list(held.routed):
+                state.queue.remove(SendBundle(peer, bundle_id))
+                state.transfers.pop((peer, bundle_id), None)
+
+    def _route_all(self, now: float) -> None:
+        for held in list(self._held.values()):
+            self._route(held, now)
+
+    def _route(self, held: _Held, now: float) -> None:
+        bundle = held.bundle
+        if bundle.is_expired(now):
+            return
+        sizes = {False: held.size(False), True: held.size(True)}
+        for hop in self.router.next_hops(bundle, sizes):
+            if hop.peer in held.holders or hop.peer in held.routed or hop.peer == bundle.origin:
+                continue
+            state = self._links[hop.link]
+            if not hop.directed:
+                if hop.peer in self._summary_wait:
+                    continue
+                if is_costly(state.profile) and held.copies <= 1:
+                    continue
+            held.routed[hop.peer] = (hop.link, hop.directed)
+            state.queue.push(SendBundle(hop.peer, bundle.id), bundle.priority, bundle.origin)
+
+    def _remember(self, bundle_id: BundleId) -> None:
+        self._seen[bundle_id] = None
+        self._seen.move_to_end(bundle_id)
+        while len(self._seen) > SEEN_MEMORY:
+            self._seen.popitem(last=False)
+
+    def _link(self, link: str) -> LinkState:
+        state = self._links.get(link)
+        if state is None:
+            raise UnknownLinkError(f"link {link!r} is not up on this node")
+        return state

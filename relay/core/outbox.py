@@ -1,0 +1,99 @@
+"""Per-link transmit state: the fair queue of things to send and the control frames waiting.
+
+Queue items are small frozen keys, not frames: the frame is built when the link is ready, so it
+reflects the latest state (copies left, ACKs accumulated) and a stale item costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay.bundle import BundleId, Priority
+from relay.core.fragments import OutgoingTransfer
+from relay.core.frames import FragmentStatusFrame
+from relay.core.scheduler import FairQueue, TokenBucket
+from relay.links.base import LinkProfile
+
+CONTROL_FLOW = b""  # control frames form their own flow within their class
+
+
+@dataclass(frozen=True, slots=True)
+class SendBundle:
+    peer: bytes
+    bundle_id: BundleId
+
+
+@dataclass(frozen=True, slots=True)
+class SendFragment:
+    peer: bytes
+    bundle_id: BundleId
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendAcks:
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendStatus:
+    peer: bytes
+    transfer: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendBeacon:
+    pass
+
+
+Item = SendBundle | SendFragment | SendAcks | SendStatus | SendSummary | SendBeacon
+
+
+@dataclass
+class LinkState:
+    profile: LinkProfile
+    bucket: TokenBucket
+    next_beacon: float
+    queue: FairQueue[Item] = field(default_factory=FairQueue)
+    peers: set[bytes] = field(default_factory=set)
+    acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)
+    statuses: dict[tuple[bytes, int], FragmentStatusFrame] = field(default_factory=dict)
+    transfers: dict[tuple[bytes, BundleId], OutgoingTransfer] = field(default_factory=dict)
+    transfer_ids: dict[bytes, int] = field(default_factory=dict)
+    blocked_until: float | None = None  # over budget: when the head of the queue fits again
+
+    def queue_ack(self, peer: bytes, bundle_id: BundleId, priority: Priority) -> None:
+        """Accumulate custody ACKs per peer; the ACK item rides at the most urgent class waiting."""
+        pending = self.acks.setdefault(peer, {})
+        pending[bundle_id] = priority
+        item = SendAcks(peer)
+        best = min(pending.values())
+        self.queue.remove(item)
+        self.queue.push(item, best, CONTROL_FLOW)
+
+    def new_transfer_id(self, peer: bytes) -> int:
+        value = self.transfer_ids.get(peer, -1) + 1 & 0xFF
+        self.transfer_ids[peer] = value
+        return value
+
+    def transfer_by_id(self, peer: bytes, transfer: int) -> tuple[BundleId, OutgoingTransfer] | None:
+        for (to, bundle_id), outgoing in self.transfers.items():
+            if to == peer and outgoing.transfer == transfer:
+                return bundle_id, outgoing
+        return None
+
+    def forget_peer(self, peer: bytes) -> None:
+        for item in self.queue:
+            if getattr(item, "peer", None) == peer:
+                self.queue.remove(item)
+        self.acks.pop(peer, None)
+        self.transfer_ids.pop(peer, None)
+        for key in [k for k in self.statuses if k[0] == peer]:
+            del self.statuses[key]
+        for transfer_key in [k for k in self.transfers if k[0] == peer]:
+            del self.transfers[transfer_key]

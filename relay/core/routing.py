@@ -1,0 +1,171 @@
+"""Where a bundle should go next: direct, by learned route, or opportunistically by copy budget.
+
+* Direct when the destination node is a neighbour.
+* Learned routes come from neighbours' beacons (node id, cost); a route lives three beacon
+  intervals of its link and costs the link's cost plus what the neighbour advertised.
+* Otherwise, and always for roles, groups and everyone, the bundle goes to every neighbour that
+  lacks it (anti-entropy tells us who does). On costly links (cost > 1, e.g. LoRa) a binary
+  spray-and-wait budget limits copies: each bundle starts with ``INITIAL_COPIES[priority]``; handing
+  it on over a costly link gives away half; with one copy left it waits for a directed path.
+* Link choice per neighbour: the cheapest link the bundle fits. Big bundles wait for a cheap link
+  rather than crawl over LoRa in many fragments; FLASH takes whatever is up now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.bundle import NODE_ID_LEN, Bundle, DestKind, Priority, short_code
+from relay.core.fragments import max_fragmented_size
+from relay.core.frames import MAX_COST, BeaconFrame
+from relay.links.base import LinkProfile
+
+INITIAL_COPIES = {
+    Priority.FLASH: 8,
+    Priority.IMMEDIATE: 6,
+    Priority.PRIORITY: 4,
+    Priority.ROUTINE: 2,
+    Priority.BULK: 2,
+}
+MAX_FRAGMENTS_ON_COSTLY_LINK = 8  # larger bundles wait for a cheap link unless FLASH
+ROUTE_LIFETIME_BEACONS = 3
+
+
+def beacon_interval(profile: LinkProfile) -> float:
+    """Seconds between beacons: often on free links, rarely where airtime is rationed."""
+    return 30.0 if profile.duty_cycle >= 1 else 900.0
+
+
+def is_costly(profile: LinkProfile) -> bool:
+    return profile.cost > 1
+
+
+def link_cost(profile: LinkProfile) -> int:
+    return max(1, min(MAX_COST, round(profile.cost)))
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    link: str
+    peer: bytes
+    directed: bool  # True: towards the destination (direct or by route); False: opportunistic copy
+
+
+@dataclass
+class _Route:
+    cost: int
+    expires: float
+
+
+class Router:
+    def __init__(self, node_id: bytes, names: frozenset[str] = frozenset()) -> None:
+        self.node_id = node_id
+        self.names = names  # roles and groups this node holds
+        self._codes = frozenset(short_code(name) for name in names)
+        self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
+        self._routes: dict[bytes, dict[tuple[str, bytes], _Route]] = {}
+
+    # -- neighbours and routes -------------------------------------------------------------------
+
+    def link_up(self, profile: LinkProfile, peer: bytes) -> None:
+        self._neighbours.setdefault(peer, {})[profile.name] = profile
+
+    def link_down(self, link: str, peer: bytes) -> None:
+        links = self._neighbours.get(peer)
+        if links is not None:
+            links.pop(link, None)
+            if not links:
+                del self._neighbours[peer]
+        for routes in self._routes.values():
+            routes.pop((link, peer), None)
+
+    def neighbours(self) -> list[bytes]:
+        return list(self._neighbours)
+
+    def is_neighbour(self, peer: bytes, link: str | None = None) -> bool:
+        links = self._neighbours.get(peer)
+        return links is not None and (link is None or link in links)
+
+    def beacon_received(self, link: str, peer: bytes, beacon: BeaconFrame, now: float) -> None:
+        profile = self._neighbours.get(peer, {}).get(link)
+        if profile is None:
+            return
+        expires = now + ROUTE_LIFETIME_BEACONS * beacon_interval(profile)
+        for node, cost in beacon.nodes:
+            if node != self.node_id:
+                total = min(MAX_COST, cost + link_cost(profile))
+                self._routes.setdefault(node, {})[(link, peer)] = _Route(total, expires)
+
+    def expire(self, now: float) -> None:
+        for target in list(self._routes):
+            routes = self._routes[target]
+            for key in [k for k, r in routes.items() if r.expires <= now]:
+                del routes[key]
+            if not routes:
+                del self._routes[target]
+
+    def next_deadline(self) -> float | None:
+        return min((r.expires for rs in self._routes.values() for r in rs.values()), default=None)
+
+    def route_cost(self, node: bytes) -> int | None:
+        costs = [r.cost for r in self._routes.get(node, {}).values()]
+        return min(costs, default=None)
+
+    def make_beacon(self, profile: LinkProfile) -> BeaconFrame:
+        """What this node offers on ``profile``: itself, its neighbours, its routes, its names."""
+        reach: dict[bytes, int] = {self.node_id: 0}
+        for peer, links in self._neighbours.items():
+            reach[peer] = min(link_cost(p) for p in links.values())
+        for node, routes in self._routes.items():
+            best = min(r.cost for r in routes.values())
+            if node not in reach or best < reach[node]:
+                reach[node] = best
+        room = profile.mtu - 3 - 4 * len(self._codes)
+        nodes = sorted(reach.items(), key=lambda item: item[1])[: max(0, room // (NODE_ID_LEN + 1))]
+        return BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def is_for_me(self, bundle: Bundle) -> bool:
+        dest = bundle.destination
+        if dest.kind is DestKind.NODE:
+            return dest.node == self.node_id
+        if dest.kind is DestKind.ALL:
+            return True
+        return dest.name in self.names
+
+    def fits(self, profile: LinkProfile, size: int, priority: Priority) -> bool:
+        if size <= profile.mtu:
+            return True
+        if size > max_fragmented_size(profile.mtu):
+            return False
+        if is_costly(profile) and priority is not Priority.FLASH:
+            return size <= MAX_FRAGMENTS_ON_COSTLY_LINK * (profile.mtu - 4)
+        return True
+
+    def best_link(self, peer: bytes, size_for: dict[bool, int], priority: Priority) -> LinkProfile | None:
+        """The cheapest link to ``peer`` the bundle fits; ``size_for[compact]`` is its frame size."""
+        eligible = [
+            p for p in self._neighbours.get(peer, {}).values() if self.fits(p, size_for[p.compact], priority)
+        ]
+        return min(eligible, key=lambda p: (p.cost, -p.bitrate, p.name), default=None)
+
+    def next_hops(self, bundle: Bundle, size_for: dict[bool, int]) -> list[Hop]:
+        dest = bundle.destination
+        if dest.kind is DestKind.NODE and dest.node is not None:
+            if dest.node == self.node_id:
+                return []
+            if dest.node in self._neighbours:
+                profile = self.best_link(dest.node, size_for, bundle.priority)
+                return [] if profile is None else [Hop(profile.name, dest.node, True)]
+            routes = sorted(self._routes.get(dest.node, {}).items(), key=lambda item: item[1].cost)
+            for (link, via), _ in routes:
+                profile = self._neighbours.get(via, {}).get(link)
+                if profile is not None and self.fits(profile, size_for[profile.compact], bundle.priority):
+                    return [Hop(link, via, True)]
+        hops = []
+        for peer in self._neighbours:
+            profile = self.best_link(peer, size_for, bundle.priority)
+            if profile is not None:
+                hops.append(Hop(profile.name, peer, False))
+        return hops
