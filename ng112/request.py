@@ -212,7 +212,8 @@ def evaluate_body(
             code = exc.alert_msg_error
             return _reject(425, "Bad Alert Message", alert_msg_error(code, str(exc)), *warnings, str(exc))
         warnings += cap_warnings
-        if sender_uri and cap.sender.lower() != sender_uri.lower():
+        is_sip_sender = cap.sender.lower().startswith(("sip:", "sips:"))
+        if sender_uri and is_sip_sender and cap.sender.lower() != sender_uri.lower():
             warnings.append("CAP <sender> differs from the SIP sender identity")
     location_or_reject = _location(parts, geolocation_refs, policy, warnings)
     if isinstance(location_or_reject, Decision):
