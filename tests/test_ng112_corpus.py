@@ -140,8 +140,8 @@ def _request_for(relative: str, data: bytes) -> tuple[SipRequest, IngressPolicy]
         assert isinstance(message, SipRequest)
         return message, IngressPolicy(own_uris=OWN)
     if folder == "cap":
-        sender = re.search(rb"<sender>([^<]*)</sender>", data)
-        from_uri = sender.group(1).decode() if sender else PANEL
+        found = re.search(rb"<sender>([^<]*)</sender>", data)
+        from_uri = found.group(1).decode() if found else PANEL
         parts = [("application/EmergencyCallData.cap+xml", "cap@b", data)]
         return _message(parts, [cap_info], from_uri if ":" in from_uri else PANEL), IngressPolicy()
     if folder == "pidf-lo":
@@ -149,10 +149,9 @@ def _request_for(relative: str, data: bytes) -> tuple[SipRequest, IngressPolicy]
             ("application/EmergencyCallData.cap+xml", "cap@b", _good_cap_part()),
             ("application/pidf+xml", "loc@b", data),
         ]
-        sender = "sip:fire-panel-17@building.example.org"
-        return _message(parts, [cap_info, "Geolocation: <cid:loc@b>"], sender), IngressPolicy(
-            location_required=True
-        )
+        panel = "sip:fire-panel-17@building.example.org"
+        required = IngressPolicy(location_required=True)
+        return _message(parts, [cap_info, "Geolocation: <cid:loc@b>"], panel), required
     if folder == "additional-data":
         block = BLOCKS[name.removeprefix("rfc7852-").removesuffix(".xml")]
         parts = [
