@@ -93,7 +93,7 @@ class YoloDetector:
     def _rows(self, raw: np.ndarray) -> np.ndarray:
         if raw.ndim != 3 or raw.shape[0] != 1:
             raise DetectorError(f"expected a [1, ., .] output tensor, got shape {list(raw.shape)}")
-        rows = raw[0] if self.config.layout == "boxes_rows" else raw[0].T
+        rows: np.ndarray = raw[0] if self.config.layout == "boxes_rows" else raw[0].T
         if rows.shape[1] != self._columns:
             raise DetectorError(
                 f"output has {rows.shape[1]} values per box, config implies {self._columns} "
