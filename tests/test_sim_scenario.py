@@ -1,0 +1,113 @@
+"""Scenario files: the shipped ones parse, and every kind of mistake gives a ConfigError naming it."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.bundle import Priority
+from relay.errors import ConfigError
+from relay.sim.scenario import load_scenario, parse_scenario
+from relay.sim.topology import build_contacts, build_oracle, node_alive
+from relay.sim.traffic import plan_traffic, serial_of
+
+SCENARIOS = Path(str(resources.files("relay.sim") / "scenarios"))
+
+MINIMAL: dict[str, Any] = {
+    "name": "tiny",
+    "duration_s": 600.0,
+    "node": [{"name": "a"}, {"name": "b", "role": "command_post"}],
+    "link": [{"name": "ip", "kind": "ip", "pairs": [["a", "b"]]}],
+    "traffic": [{"src": "a", "dst": "b", "priority": "FLASH", "size": 20, "at_s": [10.0], "count": 2}],
+}
+
+
+def _with(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(MINIMAL)
+    target: Any = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
+def test_shipped_scenarios_parse() -> None:
+    reference = load_scenario(SCENARIOS / "reference.toml")
+    assert [n.name for n in reference.nodes][:6] == ["cp", "r1", "r2", "r3", "r4", "resp1"]
+    assert len(reference.nodes) == 17
+    assert {link.name: link.profile.kind for link in reference.links} == {"cell": "ip", "lora": "lora"}
+    assert len(reference.crashes) == 2 and len(reference.partitions) == 1
+    flood = load_scenario(SCENARIOS / "bulk_flood.toml", seed=99)
+    assert flood.seed == 99
+
+
+def test_minimal_scenario_plans_and_tags_traffic() -> None:
+    scenario = parse_scenario(MINIMAL)
+    sends = plan_traffic(scenario)
+    assert [(s.serial, s.src, s.dst, s.priority) for s in sends] == [
+        (1, "a", "b", Priority.FLASH),
+        (2, "a", "b", Priority.FLASH),
+    ]
+    assert serial_of(sends[1].payload()) == 2 and len(sends[1].payload()) == 20
+    oracle = build_oracle(scenario, build_contacts(scenario))
+    assert oracle.earliest_arrival("a", "b", 10.0, 20) == pytest.approx(10.0 + 36 / 125_000 + 0.05)
+
+
+def test_partitions_cut_contacts_and_crashes_cut_the_oracle() -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["partition"] = [{"side": ["a"], "start_s": 5.0, "end_s": 50.0}]
+    data["crash"] = [{"node": "b", "at_s": 50.0, "restart_s": 100.0}]
+    scenario = parse_scenario(data)
+    (contact,) = build_contacts(scenario)
+    assert contact.schedule.up == ((0.0, 5.0), (50.0, 600.0))
+    assert node_alive(scenario, "b").up == ((0.0, 50.0), (100.0, 600.0))
+    oracle = build_oracle(scenario, (contact,))
+    assert oracle.earliest_arrival("a", "b", 10.0, 20) == pytest.approx(100.0 + 36 / 125_000 + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("duration_s",), -5, "duration_s must be between"),
+        (("node", 0, "name"), "b", "used twice"),
+        (("node", 0, "colour"), "red", "unknown key"),
+        (("link", 0, "kind"), "carrier-pigeon", "kind must be"),
+        (("link", 0, "loss"), 1.5, "loss must be between"),
+        (("link", 0, "pairs"), [["a", "zz"]], "unknown node 'zz'"),
+        (("link", 0, "pairs"), [["a", "a"]], "joins a node to itself"),
+        (("link", 0, "pairs"), [["a", "b"], ["b", "a"]], "listed twice"),
+        (("link", 0, "schedule"), {"type": "random"}, "missing required key 'up_fraction'"),
+        (("link", 0, "schedule"), {"type": "sometimes"}, "type must be"),
+        (("link", 0, "schedule"), {"type": "intervals", "up": [[5, 1]]}, "start < end"),
+        (("traffic", 0, "priority"), "URGENT", "priority must be one of"),
+        (("traffic", 0, "size"), 4, "size must be between 8"),
+        (("traffic", 0, "rate_per_min"), 2.0, "either rate_per_min"),
+        (("traffic", 0, "dst"), "a", "cannot send to itself"),
+        (("traffic", 0, "at_s"), [10.0, 9999.0], "must be a time between"),
+        (("crash",), [{"node": "a", "at_s": 50.0, "restart_s": 10.0}], "restart_s must be after"),
+        (("partition",), [{"side": ["nobody"], "start_s": 1.0, "end_s": 2.0}], "unknown node"),
+    ],
+)
+def test_mistakes_are_config_errors_naming_the_field(path: tuple[Any, ...], value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_scenario(_with(path, value))
+
+
+def test_lora_link_needs_a_known_preset(tmp_path: Path) -> None:
+    data = _with(("link", 0), {"name": "l", "kind": "lora", "preset": "ULTRA", "pairs": [["a", "b"]]})
+    with pytest.raises(ConfigError, match="unknown LoRa preset 'ULTRA'"):
+        parse_scenario(data)
+
+
+def test_bad_files_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_scenario(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_scenario(path)
