@@ -20,7 +20,7 @@ from typing import Any
 from crypto.errors import CryptoError
 from relay.errors import Mesh112Error
 
-_BUILTIN: list[str] = []
+_BUILTIN: list[str] = ["relay.cli.lora"]
 
 
 def build_parser() -> argparse.ArgumentParser:

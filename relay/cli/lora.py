@@ -1,0 +1,49 @@
+"""``mesh112 lora-emulator CONFIG.toml``: run emulated Meshtastic radios on 127.0.0.1.
+
+A newcomer can point the official CLI at them (``meshtastic --host 127.0.0.1:PORT``) or a Mesh112
+node's LoRa link (``transport = "tcp"``, ``host``/``port``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+from relay.links.lora_emulator.runner import EmulatedField, load_config
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "lora-emulator",
+        help="run emulated Meshtastic radios (TCP stream API) over a simulated LoRa medium",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "config", type=Path, help="TOML file: preset, region, seed, speedup and [[radio]] tables"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    field = EmulatedField(config)
+    ports = field.start()
+    try:
+        print(f"LoRa medium: {config.preset}, {config.region}, seed {config.seed}, speedup {config.speedup}x")
+        for radio_config in config.radios:
+            port = ports[radio_config.num]
+            print(
+                f"  !{radio_config.num:08x}  {radio_config.name:<24}  meshtastic --host 127.0.0.1:{port}",
+                flush=True,
+            )
+        print("Ctrl-C stops the emulator.", flush=True)
+        threading.Event().wait(args.duration)
+    finally:
+        field.stop()
+    return 0
