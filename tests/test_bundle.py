@@ -1,0 +1,307 @@
+"""The bundle wire formats: property round trips, every field's range, versions, sizes."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import msgpack
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from relay.bundle import (
+    COMPACT_HEADER_LEN,
+    MAX_COMPACT_HOPS,
+    MAX_FULL_BUNDLE,
+    MAX_LIFETIME_S,
+    MAX_PAYLOAD,
+    MAX_SEQ,
+    MAX_U32,
+    Bundle,
+    BundleDecodeError,
+    BundleId,
+    CompactContext,
+    Destination,
+    DestKind,
+    Priority,
+    compact_lifetime,
+    decode_compact,
+    decode_full,
+    encode_compact,
+    encode_full,
+    short_code,
+)
+
+node_ids = st.binary(min_size=16, max_size=16)
+names = st.text(min_size=1, max_size=64).filter(lambda name: 1 <= len(name.encode()) <= 64)
+destinations = st.one_of(
+    node_ids.map(Destination.to_node),
+    names.map(Destination.to_role),
+    names.map(Destination.to_group),
+    st.just(Destination.everyone()),
+)
+
+
+@st.composite
+def bundles(draw: st.DrawFn, max_payload: int = 2048) -> Bundle:
+    return Bundle(
+        origin=draw(node_ids),
+        destination=draw(destinations),
+        created=draw(st.integers(0, MAX_U32)),
+        seq=draw(st.integers(0, MAX_SEQ)),
+        lifetime=draw(st.integers(1, MAX_LIFETIME_S)),
+        priority=draw(st.sampled_from(Priority)),
+        kind=draw(st.integers(0, 255)),
+        payload=draw(st.binary(max_size=max_payload)),
+        hop_count=draw(st.integers(0, 255)),
+    )
+
+
+def context_for(bundle: Bundle) -> CompactContext:
+    nodes = [bundle.origin] + ([bundle.destination.node] if bundle.destination.node else [])
+    names_known = [bundle.destination.name] if bundle.destination.name else []
+    return CompactContext.from_names(nodes, names_known)
+
+
+SAMPLE = Bundle(b"\x01" * 16, Destination.to_role("medic"), 1000, 7, 3600, Priority.FLASH, 3, b"sos")
+
+
+def full_fields(bundle: Bundle = SAMPLE) -> list[object]:
+    return msgpack.unpackb(encode_full(bundle))  # type: ignore[no-any-return]
+
+
+def pack(fields: list[object]) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@given(bundles())
+def test_full_round_trip(bundle: Bundle) -> None:
+    assert decode_full(encode_full(bundle)) == bundle
+
+
+@given(bundles(max_payload=255 - COMPACT_HEADER_LEN))
+def test_compact_round_trip_rounds_lifetime_and_resolves_short_ids(bundle: Bundle) -> None:
+    dest = bundle.destination
+    assume(dest.node is None or dest.node[:3] != bundle.origin[:3] or dest.node == bundle.origin)
+    decoded = decode_compact(encode_compact(bundle), context_for(bundle))
+    expected = replace(
+        bundle, lifetime=compact_lifetime(bundle.lifetime), hop_count=min(bundle.hop_count, MAX_COMPACT_HOPS)
+    )
+    assert decoded == expected
+    assert decoded.id == bundle.id and decoded.aad() != b""
+    assert len(encode_compact(bundle)) == COMPACT_HEADER_LEN + len(bundle.payload)
+
+
+@given(st.integers(60, MAX_LIFETIME_S))
+def test_compact_lifetime_never_grows_from_a_minute_up(lifetime: int) -> None:
+    assert 60 <= compact_lifetime(lifetime) <= lifetime
+    assert lifetime - compact_lifetime(lifetime) < 60 or compact_lifetime(lifetime) == 0x0FFF * 60
+
+
+def test_bundle_id_key_is_22_sortable_bytes() -> None:
+    ids = [BundleId(b"\x01" * 16, 5, 2), BundleId(b"\x01" * 16, 5, 10), BundleId(b"\x01" * 16, 6, 0)]
+    assert all(len(i.key()) == 22 and BundleId.from_key(i.key()) == i for i in ids)
+    assert sorted(i.key() for i in ids) == [i.key() for i in sorted(ids)]
+    with pytest.raises(BundleDecodeError):
+        BundleId.from_key(b"\x00" * 21)
+
+
+# -- full encoding: every field's range ---------------------------------------------------------
+
+FULL_BAD_FIELDS = [
+    (1, b"\x01" * 15, "origin"),
+    (1, "x" * 16, "origin"),
+    (2, 4, "destination kind"),
+    (2, -1, "destination kind"),
+    (3, b"\x02" * 15, "destination"),
+    (3, None, "destination must be a name"),
+    (3, "", "destination"),
+    (4, -1, "created"),
+    (4, MAX_U32 + 1, "created"),
+    (4, 1.5, "created"),
+    (5, MAX_SEQ + 1, "seq"),
+    (5, True, "seq"),
+    (6, 0, "lifetime"),
+    (6, MAX_LIFETIME_S + 1, "lifetime"),
+    (7, 5, "priority"),
+    (7, -1, "priority"),
+    (8, 256, "kind"),
+    (9, 256, "hop count"),
+    (9, -1, "hop count"),
+    (10, "sos", "payload"),
+    (10, None, "payload"),
+]
+
+
+@pytest.mark.parametrize(("index", "value", "field_name"), FULL_BAD_FIELDS)
+def test_full_refuses_out_of_range_fields(index: int, value: object, field_name: str) -> None:
+    fields = full_fields()
+    fields[index] = value
+    with pytest.raises(BundleDecodeError, match=field_name):
+        decode_full(pack(fields))
+
+
+@pytest.mark.parametrize(
+    ("dest_kind", "value"), [(DestKind.ALL, b"\x00"), (DestKind.NODE, "medic"), (DestKind.ROLE, b"medic")]
+)
+def test_full_refuses_destination_value_of_the_wrong_type(dest_kind: DestKind, value: object) -> None:
+    fields = full_fields()
+    fields[2], fields[3] = int(dest_kind), value
+    with pytest.raises(BundleDecodeError, match="destination"):
+        decode_full(pack(fields))
+
+
+@pytest.mark.parametrize("version", [0, 2, 255, True, 1.0, "1", None, [1]])
+def test_full_refuses_unknown_versions(version: object) -> None:
+    fields = full_fields()
+    fields[0] = version
+    with pytest.raises(BundleDecodeError, match="version"):
+        decode_full(pack(fields))
+
+
+def test_full_refuses_wrong_field_count_and_non_arrays() -> None:
+    for data in (pack([*full_fields(), 0]), pack(full_fields()[:10]), pack([]), msgpack.packb({1: 2}), b""):
+        with pytest.raises(BundleDecodeError):
+            decode_full(data)
+
+
+def test_full_refuses_every_truncation_and_trailing_bytes() -> None:
+    data = encode_full(SAMPLE)
+    for end in range(len(data)):
+        with pytest.raises(BundleDecodeError):
+            decode_full(data[:end])
+    with pytest.raises(BundleDecodeError, match="extra data"):
+        decode_full(data + b"\x00")
+
+
+def test_full_refuses_oversized_input() -> None:
+    with pytest.raises(BundleDecodeError, match="exceeds"):
+        decode_full(bytes(MAX_FULL_BUNDLE + 1))
+    fields = full_fields()
+    fields[10] = bytes(MAX_PAYLOAD + 1)
+    with pytest.raises(BundleDecodeError):
+        decode_full(pack(fields))
+    fields[10], fields[1] = b"", b"\x01" * 100_000
+    with pytest.raises(BundleDecodeError, match="origin"):
+        decode_full(pack(fields))
+    fields = full_fields()
+    fields[2], fields[3] = int(DestKind.ROLE), "r" * 65
+    with pytest.raises(BundleDecodeError):
+        decode_full(pack(fields))
+
+
+def test_full_refuses_non_bytes() -> None:
+    with pytest.raises(BundleDecodeError):
+        decode_full("not bytes")  # type: ignore[arg-type]
+
+
+# -- compact encoding -------------------------------------------------------------------------
+
+CONTEXT = CompactContext.from_names([b"\x01" * 16, b"\x02" * 16], ["medic"])
+
+
+def compact_sample() -> bytearray:
+    return bytearray(encode_compact(SAMPLE))
+
+
+def test_compact_header_is_16_bytes_and_payload_follows() -> None:
+    data = encode_compact(SAMPLE)
+    assert len(data) == 16 + 3 and data[16:] == b"sos"
+    assert decode_compact(data, CONTEXT) == SAMPLE
+
+
+@pytest.mark.parametrize("version", [0, 2, 3])
+def test_compact_refuses_unknown_versions(version: int) -> None:
+    data = compact_sample()
+    data[0] = (data[0] & 0x3F) | (version << 6)
+    with pytest.raises(BundleDecodeError, match="version"):
+        decode_compact(bytes(data), CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (0, 0b0100_0101 | 0b0000_0001, "reserved"),
+        (0, 0b0110_1010, "priority 5"),
+        (0, 0b0111_1010, "priority 7"),
+        (1, 0x09, "origin short id"),
+        (4, 0x09, "role code"),
+        (15, 0x00, "at least one minute"),
+    ],
+)
+def test_compact_refuses_out_of_range_fields(offset: int, value: int, message: str) -> None:
+    data = compact_sample()
+    data[offset] = value
+    if offset == 15:
+        data[14] &= 0xF0
+    with pytest.raises(BundleDecodeError, match=message):
+        decode_compact(bytes(data), CONTEXT)
+
+
+def test_compact_refuses_unknown_destination_node_and_nonzero_all_code() -> None:
+    to_node = replace(SAMPLE, destination=Destination.to_node(b"\x09" * 16))
+    with pytest.raises(BundleDecodeError, match="destination short id"):
+        decode_compact(encode_compact(to_node), CONTEXT)
+    data = bytearray(encode_compact(replace(SAMPLE, destination=Destination.everyone())))
+    data[5] = 1
+    with pytest.raises(BundleDecodeError, match="ALL"):
+        decode_compact(bytes(data), CONTEXT)
+
+
+def test_compact_refuses_short_and_oversized_frames() -> None:
+    data = encode_compact(SAMPLE)
+    for end in range(COMPACT_HEADER_LEN):
+        with pytest.raises(BundleDecodeError, match="header bytes"):
+            decode_compact(data[:end], CONTEXT)
+    with pytest.raises(BundleDecodeError, match="link limit"):
+        decode_compact(data + bytes(300), CONTEXT)
+    with pytest.raises(BundleDecodeError, match="link limit"):
+        decode_compact(data, CONTEXT, max_len=len(data) - 1)
+
+
+def test_compact_header_fields_are_where_the_docstring_says() -> None:
+    data = encode_compact(replace(SAMPLE, hop_count=3, lifetime=7200))
+    first, origin, dest, created, seq, kind, hops_life = struct.unpack(">B3s3sIHBH", data[:16])
+    assert first >> 6 == 1 and (first >> 3) & 7 == Priority.FLASH and (first >> 1) & 3 == DestKind.ROLE
+    assert origin == b"\x01" * 3 and dest == short_code("medic") and (created, seq, kind) == (1000, 7, 3)
+    assert hops_life >> 12 == 3 and hops_life & 0xFFF == 120
+
+
+def test_compact_context_refuses_colliding_short_ids() -> None:
+    with pytest.raises(ValueError, match="short id"):
+        CompactContext.from_names([b"\x01" * 16, b"\x01" * 3 + b"\x02" * 13], [])
+
+
+# -- the Bundle type's own checks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"origin": b"\x01" * 15},
+        {"created": -1},
+        {"created": MAX_U32 + 1},
+        {"seq": MAX_SEQ + 1},
+        {"lifetime": 0},
+        {"lifetime": MAX_LIFETIME_S + 1},
+        {"kind": 256},
+        {"hop_count": 256},
+        {"priority": 5},
+        {"payload": bytes(MAX_PAYLOAD + 1)},
+    ],
+)
+def test_bundle_refuses_out_of_range_values(change: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        replace(SAMPLE, **change)
+
+
+@settings(max_examples=50)
+@given(bundles(max_payload=16))
+def test_forwarded_increments_hops_and_keeps_identity(bundle: Bundle) -> None:
+    onward = bundle.forwarded()
+    assert onward.id == bundle.id and onward.aad() == bundle.aad()
+    assert onward.hop_count == min(bundle.hop_count + 1, 255)
