@@ -32,7 +32,12 @@ async def test_two_hops_delivery_receipt_and_status(tmp_path: Path) -> None:
     await pump.connect(IP, a, relay, T0)
     await pump.connect(LORA, relay, b, T0)
     bid = await a.send(
-        Destination.to_node(b.node_id), b"SOS at gate 3", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=T0
+        Destination.to_node(b.node_id),
+        b"SOS at gate 3",
+        kind=Kind.SOS,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=T0,
     )
     assert a.status(bid).state is State.QUEUED
     await pump.run(T0, 120, dt=0.5)

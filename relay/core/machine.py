@@ -114,6 +114,9 @@ class RelayCore:
             return known[0]
         return BundleStatus(State.QUEUED) if bundle_id in self._held else BundleStatus(State.UNKNOWN)
 
+    def has_link(self, link: str) -> bool:
+        return link in self._links
+
     def queued(self, link: str) -> int:
         return len(self._link(link).queue)
 

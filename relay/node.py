@@ -1,0 +1,178 @@
+"""``Node``: the thin asyncio runner around a :class:`NodeEngine`: real clock, real links.
+
+One task per link pulls a frame from the engine whenever the link is idle (that is what lets a
+FLASH bundle overtake everything queued: it waits at most for the frame already being sent), one
+task feeds link events to the engine in arrival order, and one task runs the engine's timers.
+Applications use :meth:`send`, ``async for delivery in node.inbox()``, :meth:`ack` and
+:meth:`status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from relay.bundle import BundleId, Destination, Priority, to_epoch
+from relay.core.receipts import BundleStatus
+from relay.engine import Delivery, NodeEngine, StatusCallback
+from relay.kinds import KindRegistry
+from relay.links.base import Link, LinkError
+
+log = logging.getLogger(__name__)
+
+IDLE_WAKE_S = 5.0  # an idle loop looks again at least this often, so a missed wake-up costs little
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkEvent:
+    what: str  # "up" | "down" | "frame"
+    link: str
+    peer: bytes
+    frame: bytes = b""
+
+
+class Node:
+    def __init__(self, engine: NodeEngine, links: list[Link], clock: Callable[[], float] = time.time) -> None:
+        names = [link.profile.name for link in links]
+        if len(set(names)) != len(names):
+            raise ValueError(f"link names must be unique on a node, got {names}")
+        self.engine = engine
+        self.links = {link.profile.name: link for link in links}
+        self._clock = clock
+        self._events: asyncio.Queue[_LinkEvent] = asyncio.Queue()
+        self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def node_id(self) -> bytes:
+        return self.engine.node_id
+
+    @property
+    def kinds(self) -> KindRegistry:
+        return self.engine.kinds
+
+    def now(self) -> float:
+        return to_epoch(self._clock())
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run_events(), name="node-events"))
+        self._tasks.append(asyncio.create_task(self._run_timers(), name="node-timers"))
+        for name, link in self.links.items():
+            self._tasks.append(asyncio.create_task(self._run_link(name, link), name=f"node-link-{name}"))
+            await link.start(self)
+
+    async def stop(self) -> None:
+        """Stop links and tasks and close the engine (the store is left consistent)."""
+        for link in self.links.values():
+            with contextlib.suppress(LinkError):
+                await link.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.engine.close()
+
+    # -- application API -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        destination: Destination,
+        payload: bytes,
+        *,
+        kind: int,
+        priority: Priority = Priority.PRIORITY,
+        lifetime: int = 3600,
+    ) -> BundleId:
+        """Returns the bundle id once the bundle is durable in this node's store."""
+        bundle_id = await self.engine.send(
+            destination, payload, kind=kind, priority=priority, lifetime=lifetime, now=self.now()
+        )
+        self._wake()
+        return bundle_id
+
+    async def inbox(self) -> AsyncIterator[Delivery]:
+        """Deliveries for this node; acknowledge each with :meth:`ack` once handled."""
+        while True:
+            for delivery in await self.engine.receive():
+                yield delivery
+
+    async def ack(self, bundle_id: BundleId) -> None:
+        await self.engine.ack(bundle_id)
+
+    def status(self, bundle_id: BundleId) -> BundleStatus:
+        return self.engine.status(bundle_id)
+
+    def on_status(self, callback: StatusCallback) -> None:
+        self.engine.on_status(callback)
+
+    # -- LinkEvents (called by links) ------------------------------------------------------------
+
+    def link_up(self, link: str, peer: bytes) -> None:
+        self._events.put_nowait(_LinkEvent("up", link, peer))
+
+    def link_down(self, link: str, peer: bytes) -> None:
+        self._events.put_nowait(_LinkEvent("down", link, peer))
+
+    def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
+        self._events.put_nowait(_LinkEvent("frame", link, peer, frame))
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        for event in self._wakes.values():
+            event.set()
+
+    async def _sleep(self, name: str, deadline: float | None) -> None:
+        timeout = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, max(0.0, deadline - self.now()))
+        wake = self._wakes[name]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _run_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            now = self.now()
+            try:
+                if event.what == "up":
+                    await self.engine.link_up(self.links[event.link].profile, event.peer, now)
+                elif event.what == "down":
+                    await self.engine.link_down(event.link, event.peer, now)
+                else:
+                    await self.engine.frame_received(event.link, event.peer, event.frame, now)
+            except Exception:
+                log.exception("link event %s on %s failed", event.what, event.link)
+            self._wake()
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._wakes[""].clear()
+            await self.engine.on_timer(self.now())
+            self._wake_links()
+            await self._sleep("", self.engine.next_deadline())
+
+    def _wake_links(self) -> None:
+        for name, event in self._wakes.items():
+            if name:
+                event.set()
+
+    async def _run_link(self, name: str, link: Link) -> None:
+        while True:
+            self._wakes[name].clear()
+            out = self.engine.next_frame(name, self.now()) if self._link_known(name) else None
+            if out is None:
+                await self._sleep(name, self.engine.next_deadline())
+                continue
+            peer, frame = out
+            try:
+                await link.send(peer, frame)
+            except LinkError as exc:
+                log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
+
+    def _link_known(self, name: str) -> bool:
+        return self.engine.core.has_link(name)
