@@ -26,7 +26,8 @@ Two encodings carry the same header:
 Short ids and codes are compressed against the link's context: the receiver resolves them with a
 :class:`CompactContext` built from the deployment's enrolment roster (the authority refuses to
 enrol two nodes with the same short id). A compact lifetime is rounded down to the minute, so a
-relay may drop a bundle slightly early but never keeps it too long.
+relay may drop a bundle slightly early but never keeps it too long, except that the field's
+minimum is one minute: a bundle that lives under a minute lives a full minute after the trip.
 
 Decoding is strict: sizes, types and ranges are checked and any violation raises
 :class:`BundleDecodeError` with a message saying which field is wrong.

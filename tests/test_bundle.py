@@ -305,3 +305,9 @@ def test_forwarded_increments_hops_and_keeps_identity(bundle: Bundle) -> None:
     onward = bundle.forwarded()
     assert onward.id == bundle.id and onward.aad() == bundle.aad()
     assert onward.hop_count == min(bundle.hop_count + 1, 255)
+
+
+def test_compact_lifetime_under_a_minute_becomes_one_minute() -> None:
+    short_lived = replace(SAMPLE, lifetime=30)
+    assert compact_lifetime(30) == 60
+    assert decode_compact(encode_compact(short_lived), CONTEXT).lifetime == 60
