@@ -1,0 +1,176 @@
+"""Compact alarm records, building enrolment, canonical CAP rebuild and the command post's AlarmBook."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ng112.alarmbook import AlarmBook, AlarmChanged, AlarmRaised, Duplicate, Pending, SendAck
+from ng112.buildings import BuildingRegistry, derived_key_id
+from ng112.canonical import record_from_request, record_to_cap
+from ng112.cap import (
+    CATEGORIES,
+    CERTAINTIES,
+    MSG_TYPES,
+    SEVERITIES,
+    STATUSES,
+    URGENCIES,
+    build_cap_xml,
+    validate_cap12,
+)
+from ng112.errors import EnrolmentError, RecordError
+from ng112.record import (
+    COMPACT_HEADER,
+    CRYPTO_BUDGET,
+    LORA_FRAME,
+    MAX_CORE,
+    MAX_RECORD,
+    AckKind,
+    AlarmRecord,
+    AlarmType,
+    decode_record,
+)
+from ng112.request import IngressPolicy, evaluate
+from ng112.sip import SipRequest, parse_message
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
+BUILDINGS = """
+[[building]]
+key_id = "0a1b2c3d"
+sender = "sip:fire-panel-17@building.example.org"
+name = "Example Office Tower"
+address = { country = "AT", A1 = "Wien", RD = "Stephansplatz", HNO = "1", PC = "1010" }
+floors = "-2..12"
+contacts = ["Facility desk +43 1 555 0100"]
+hazards = ["Diesel tank in basement"]
+lat = 48.20849
+lon = 16.37208
+panel = "sip:fire-panel-17@127.0.0.1:5099"
+"""
+
+
+def _sipp_request() -> SipRequest:
+    message = parse_message((CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes())
+    assert isinstance(message, SipRequest)
+    return message
+
+
+def test_record_from_real_alarm_fits_one_lora_frame_and_rebuilds_valid_cap() -> None:
+    registry = BuildingRegistry.from_toml(BUILDINGS)
+    decision = evaluate(_sipp_request(), IngressPolicy())
+    assert decision.request is not None
+    key_id = registry.key_for(decision.request.sender_uri)
+    assert key_id == 0x0A1B2C3D
+    record = record_from_request(decision.request, key_id, now=0)
+    wire = record.encode()
+    assert len(wire) <= MAX_RECORD and COMPACT_HEADER + len(wire) + CRYPTO_BUDGET <= LORA_FRAME
+    back = decode_record(wire)
+    assert back == record
+    assert back.alarm_type == AlarmType.FIRE and back.floor == 3 and back.zone == "3.12"
+    assert back.status == "Actual" and back.urgency == "Immediate" and back.certainty == "Observed"
+    cap = record_to_cap(back, registry.by_key(key_id))
+    xml = build_cap_xml(cap)
+    validate_cap12(xml)
+    assert cap.identifier == f"0a1b2c3d-{record.seq}"
+    assert b"<sent>2026-11-21T14:30:00+00:00</sent>" in xml
+    assert b"Stephansplatz 1" in xml and b"Diesel tank" in xml and b"Facility desk" in xml
+
+
+def test_core_layout_budget() -> None:
+    biggest = AlarmRecord(
+        "Update", "Exercise", 2**32 - 1, 2**32 - 1, 2**32 - 1, 0xFFFF, CATEGORIES, 255,
+        "Unknown", "Unknown", "Unknown", -900_000_000, 1_800_000_000, 255, -128, (1, 2),
+        "z" * 20, "é" * 40,
+    )  # fmt: skip
+    wire = biggest.encode()
+    assert len(wire) == MAX_RECORD and len(wire) - 1 - 48 == MAX_CORE <= 64
+    assert decode_record(wire).zone == "z" * 12
+
+
+def test_decode_refuses_hostile_bytes() -> None:
+    good = AlarmRecord("Alert", "Actual", 1, 2, 3, text="fire").encode()
+    for bad, match in [
+        (good[:-1], "length|truncated|unexpected"),
+        (good + b"x", "unexpected"),
+        (b"\x00" + good[1:], "version"),
+        (good[:13], "shorter"),
+        (bytes(200), "exceeds"),
+    ]:
+        with pytest.raises(RecordError, match=match):
+            decode_record(bad)
+
+
+records = st.builds(
+    AlarmRecord,
+    msg_type=st.sampled_from(MSG_TYPES),
+    status=st.sampled_from(STATUSES),
+    key_id=st.integers(0, 2**32 - 1),
+    seq=st.integers(0, 2**32 - 1),
+    sent=st.integers(0, 2**32 - 1),
+    incident=st.integers(0, 0xFFFF),
+    categories=st.lists(st.sampled_from(CATEGORIES), unique=True).map(
+        lambda c: tuple(x for x in CATEGORIES if x in c)
+    ),
+    alarm_type=st.integers(0, 255),
+    urgency=st.sampled_from(URGENCIES),
+    severity=st.sampled_from(SEVERITIES),
+    certainty=st.sampled_from(CERTAINTIES),
+    floor=st.none() | st.integers(-128, 127),
+    reference=st.none() | st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    zone=st.text(max_size=12).filter(lambda z: len(z.encode()) <= 12),
+    text=st.text(max_size=48).filter(lambda t: len(t.encode()) <= 48),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records)
+def test_record_roundtrip(record: AlarmRecord) -> None:
+    assert decode_record(record.encode()) == record
+
+
+def test_building_table_errors_name_the_entry() -> None:
+    with pytest.raises(EnrolmentError, match="building #1: 'sender'"):
+        BuildingRegistry.from_toml("[[building]]\nname = 'x'\n")
+    with pytest.raises(EnrolmentError, match="enrolled twice"):
+        BuildingRegistry.from_toml(BUILDINGS + BUILDINGS)
+    with pytest.raises(EnrolmentError, match="lat"):
+        BuildingRegistry.from_toml("[[building]]\nsender = 'sip:a@b'\nlat = 1.0\n")
+    assert BuildingRegistry().key_for("sip:Unknown@X") == derived_key_id("sip:unknown@x")
+
+
+def _rec(msg_type: str, seq: int, sent: int, ref: int | None = None, status: str = "Actual") -> AlarmRecord:
+    return AlarmRecord(msg_type, status, 7, seq, sent, reference=(7, ref) if ref is not None else None)
+
+
+def test_alarmbook_dedup_receipt_and_operator_ack() -> None:
+    book = AlarmBook()
+    events = book.apply(_rec("Alert", 1, 1000), now=1030)
+    raised = events[0]
+    assert isinstance(raised, AlarmRaised) and raised.view.age_on_arrival == 30 and raised.view.actual
+    ack = events[1]
+    assert isinstance(ack, SendAck) and ack.ack.msg_type == "Ack" and ack.ack.reference == (7, 1)
+    assert ack.ack.alarm_type == AckKind.RECEIPT
+    assert isinstance(book.apply(_rec("Alert", 1, 1000), now=1031)[0], Duplicate)
+    operator = book.acknowledge((7, 1), "Jane Doe", "fire brigade dispatched", now=1100)
+    assert operator.alarm_type == AckKind.OPERATOR and "Jane Doe" in operator.text
+    cap = record_to_cap(operator, None, reference_sent=datetime.fromtimestamp(1000, UTC))
+    validate_cap12(build_cap_xml(cap))
+    assert cap.references[0].identifier == "00000007-1"
+
+
+def test_alarmbook_cancel_before_alert_and_updates_by_sent() -> None:
+    book = AlarmBook()
+    assert isinstance(book.apply(_rec("Cancel", 3, 1200, ref=2), now=1300)[0], Pending)
+    assert isinstance(book.apply(_rec("Update", 2, 1100, ref=1), now=1300)[0], Pending)
+    events = book.apply(_rec("Alert", 1, 1000, status="Exercise"), now=1300)
+    kinds = [type(e) for e in events]
+    assert kinds == [AlarmRaised, SendAck, AlarmChanged, AlarmChanged]
+    view = book.alarms[(7, 1)]
+    assert view.cancelled and not view.actual and book.active() == []
+    assert [r.seq for r in view.history] == [1, 2, 3]
+    late = book.apply(_rec("Update", 4, 1050, ref=1), now=1400)  # older than the Cancel: no change
+    assert isinstance(late[0], AlarmChanged) and book.alarms[(7, 1)].cancelled
