@@ -57,8 +57,9 @@ class _Client:
             return
         self._closed = True
         try:
-            if reset:
+            if reset:  # linger 0 turns the writer's close() into an RST; SHUT_RD wakes our recv()
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.sock.shutdown(socket.SHUT_RD)
             else:  # shutdown before the writer closes the fd, or a blocked recv() never wakes
                 self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -1,0 +1,404 @@
+"""The LoRa link: Mesh112 frames as Meshtastic packets on a private port, through the unmodified
+``meshtastic`` library (TCP, serial or BLE).
+
+The library has known weak spots (see docs/lora.md) and this wrapper covers them:
+
+* an RST or a device reboot ends the library's reader for good and publishes
+  ``meshtastic.connection.lost``: the link closes that interface and builds a new one, with backoff;
+* pubsub topics are global and hold listeners weakly: the link keeps its listeners as attributes
+  and ignores events from any interface but its current one;
+* library callbacks run on library threads: they only copy data and hand over to asyncio with
+  ``loop.call_soon_threadsafe``; blocking library calls run on one worker thread of the link's own;
+* a frame counts as sent only when the destination radio ACKs it. NAKs (TOO_LARGE,
+  DUTY_CYCLE_LIMIT, MAX_RETRANSMIT, PKI failures...) and missing ACKs raise ``LoRaNakError`` or
+  ``LinkError`` so the core retransmits, and they are counted in ``state()``.
+
+Meshtastic node numbers are mapped to Mesh112 node ids through the configured roster. Plain text on
+TEXT_MESSAGE_APP from stock Meshtastic users is surfaced through ``on_text`` and ``send_text``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pubsub import pub
+
+from relay.errors import ConfigError
+from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
+from relay.links.lora_emulator.phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, modem
+
+log = logging.getLogger(__name__)
+
+BROADCAST_NUM = 0xFFFFFFFF
+TEXT_MESSAGE_APP = 1
+ROUTING_APP = 5
+TRANSPORTS = ("tcp", "serial", "ble")
+_EARLY_RESULTS = 64  # routing answers that overtook their sendData() return, kept briefly
+_TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
+
+
+@dataclass(frozen=True, slots=True)
+class LoRaLinkConfig:
+    """Which radio to use and how; validated on construction."""
+
+    roster: Mapping[int, str]  # Meshtastic node number -> Mesh112 node id (32 hex digits)
+    name: str = "lora0"
+    transport: str = "tcp"  # "tcp" | "serial" | "ble"
+    address: str = "127.0.0.1"  # TCP host, serial device path, or BLE name/address
+    port: int = 4403  # TCP only
+    preset: str = "LONG_FAST"
+    region: str = "EU_868"
+    app_port: int = 300  # private Meshtastic port, 256-511 (257 is taken by ATAK)
+    ack_timeout_s: float = 60.0
+    connect_timeout_s: float = 30.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    max_reconnect_attempts: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"LoRa link {self.name}: transport must be one of {', '.join(TRANSPORTS)}")
+        if not 256 <= self.app_port <= 511 or self.app_port == 257:
+            raise ConfigError(
+                f"LoRa link {self.name}: app_port must be a private port 256-511 other than 257"
+            )
+        try:
+            modem(self.preset)
+        except ValueError as exc:
+            raise ConfigError(f"LoRa link {self.name}: {exc}") from None
+        for num, node_id in self.roster.items():
+            if not 0 < num < BROADCAST_NUM:
+                raise ConfigError(f"LoRa link {self.name}: roster node number {num} is out of range")
+            try:
+                if len(bytes.fromhex(node_id)) != 16:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"LoRa link {self.name}: roster entry !{num:08x} needs a 32-hex-digit node id"
+                ) from None
+        if self.ack_timeout_s <= 0 or self.connect_timeout_s <= 0 or self.reconnect_min_s <= 0:
+            raise ConfigError(f"LoRa link {self.name}: timeouts must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LoRaLinkState:
+    """What an operator sees of the radio: connection, queue and why frames failed."""
+
+    connected: bool
+    my_num: int | None
+    connects: int
+    queue_free: int | None
+    frames_sent: int
+    frames_received: int
+    naks: Mapping[str, int] = field(default_factory=dict)
+    ack_timeouts: int = 0
+    unknown_senders: int = 0
+    last_error: str = ""
+
+
+class LoRaNakError(LinkError):
+    """The radio or the mesh refused a frame; ``reason`` is Meshtastic's Routing.Error name."""
+
+    def __init__(self, reason: str, dest: int) -> None:
+        self.reason = reason
+        super().__init__(f"LoRa radio refused the frame to !{dest:08x}: {reason}")
+
+
+@dataclass(slots=True)
+class _Pending:
+    dest: int
+    future: asyncio.Future[None]
+
+
+def open_interface(config: LoRaLinkConfig) -> Any:
+    """Connect the library to the radio (blocking: handshake included)."""
+    timeout = max(1, round(config.connect_timeout_s))
+    if config.transport == "tcp":
+        from meshtastic.tcp_interface import TCPInterface
+
+        return TCPInterface(hostname=config.address, portNumber=config.port, timeout=timeout)
+    if config.transport == "serial":
+        from meshtastic.serial_interface import SerialInterface
+
+        return SerialInterface(devPath=config.address, timeout=timeout)
+    from meshtastic.ble_interface import BLEInterface
+
+    return BLEInterface(address=config.address, timeout=timeout)
+
+
+class LoRaLink(Link):
+    """A Mesh112 link over one Meshtastic radio."""
+
+    def __init__(self, config: LoRaLinkConfig, on_text: Callable[[int, str], None] | None = None) -> None:
+        self.config = config
+        lora = modem(config.preset)
+        self.profile = LinkProfile(
+            name=config.name,
+            kind="lora",
+            mtu=MAX_DM_PAYLOAD,
+            bitrate=lora.bitrate_bps / 8.0,
+            cost=10.0,
+            duty_cycle=duty_cycle(config.region),
+            compact=True,
+            per_frame_overhead_s=lora.preamble_s,
+        )
+        self.on_text = on_text
+        self._peer_by_num = {num: bytes.fromhex(hex_id) for num, hex_id in config.roster.items()}
+        self._num_by_peer = {peer: num for num, peer in self._peer_by_num.items()}
+        self._events: LinkEvents | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{config.name}-lib")
+        self._iface: Any = None
+        self._up: set[bytes] = set()
+        self._pending: dict[int, _Pending] = {}
+        self._early: OrderedDict[int, str] = OrderedDict()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._counts: Counter[str] = Counter()
+        self._naks: Counter[str] = Counter()
+        self._last_error = ""
+        # Strong references: pypubsub holds listeners weakly.
+        self._listeners: tuple[Callable[..., None], ...] = (self._library_receive, self._library_lost)
+
+    # ---- Link interface ----
+    async def start(self, events: LinkEvents) -> None:
+        """Subscribe, connect; if the radio is not there yet, keep trying in the background."""
+        self._events = events
+        self._loop = asyncio.get_running_loop()
+        for topic, listener in zip(_TOPICS, self._listeners, strict=True):
+            pub.subscribe(listener, topic)
+        try:
+            await self._connect()
+        except Exception as exc:  # the library raises many types; any of them means "not yet"
+            self._note_error(f"cannot connect to the LoRa radio at {self._where()}: {exc}")
+            self._schedule_reconnect()
+
+    async def send(self, peer: bytes, frame: bytes) -> None:
+        """Send one frame; returns when the peer's radio ACKed it (broadcast: when the radio took it)."""
+        broadcast = peer == BROADCAST
+        limit = MAX_CHANNEL_PAYLOAD if broadcast else MAX_DM_PAYLOAD
+        if len(frame) > limit:
+            raise LinkError(f"frame of {len(frame)} bytes exceeds the LoRa limit of {limit}")
+        dest = BROADCAST_NUM if broadcast else self._num_by_peer.get(peer)
+        if dest is None:
+            raise LinkError(f"peer {peer.hex()} is not in the roster of LoRa link {self.config.name}")
+        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=not broadcast)
+        self._counts["frames_sent"] += 1
+
+    async def send_text(self, dest_num: int, text: str) -> None:
+        """Send plain text a stock Meshtastic app shows; returns when the destination ACKed it."""
+        data = text.encode("utf-8")
+        if len(data) > MAX_DM_PAYLOAD + 1:
+            raise LinkError(f"text of {len(data)} bytes exceeds Meshtastic's {MAX_DM_PAYLOAD + 1}")
+        await self._send_and_wait(dest_num, data, TEXT_MESSAGE_APP, want_ack=dest_num != BROADCAST_NUM)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for topic, listener in zip(_TOPICS, self._listeners, strict=True):
+            with contextlib.suppress(Exception):
+                pub.unsubscribe(listener, topic)
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect_task
+        self._fail_pending("LoRa link stopped")
+        iface, self._iface = self._iface, None
+        if iface is not None:
+            await asyncio.to_thread(_close_quietly, iface)
+        self._report_all_down()
+        self._worker.shutdown(wait=True)
+
+    def state(self) -> LoRaLinkState:
+        iface = self._iface
+        queue = getattr(iface, "queueStatus", None) if iface is not None else None
+        my_info = getattr(iface, "myInfo", None) if iface is not None else None
+        return LoRaLinkState(
+            connected=iface is not None,
+            my_num=int(my_info.my_node_num) if my_info is not None else None,
+            connects=self._counts["connects"],
+            queue_free=int(queue.free) if queue is not None else None,
+            frames_sent=self._counts["frames_sent"],
+            frames_received=self._counts["frames_received"],
+            naks=dict(self._naks),
+            ack_timeouts=self._counts["ack_timeouts"],
+            unknown_senders=self._counts["unknown_senders"],
+            last_error=self._last_error,
+        )
+
+    # ---- sending ----
+    async def _send_and_wait(self, dest: int, data: bytes, port: int, want_ack: bool) -> None:
+        iface = self._iface
+        if iface is None:
+            raise LinkError(f"LoRa radio at {self._where()} is not connected")
+        loop = asyncio.get_running_loop()
+
+        def send_data() -> int:
+            if not iface.isConnected.is_set():  # else the library blocks up to 30 s waiting for it
+                raise LinkError("the radio connection is down")
+            packet = iface.sendData(data, destinationId=dest, portNum=port, wantAck=want_ack)
+            return int(packet.id)
+
+        try:
+            packet_id = await loop.run_in_executor(self._worker, send_data)
+        except Exception as exc:
+            raise LinkError(f"LoRa radio at {self._where()} did not take the frame: {exc}") from exc
+        if self._iface is not iface:  # the connection dropped while the library wrote the frame
+            raise LinkError(f"connection to the LoRa radio at {self._where()} lost during the send")
+        if not want_ack:
+            return
+        early = self._early.pop(packet_id, None)
+        if early is not None:
+            self._settle_reason(dest, early)
+            return
+        pending = _Pending(dest, loop.create_future())
+        self._pending[packet_id] = pending
+        try:
+            await asyncio.wait_for(pending.future, self.config.ack_timeout_s)
+        except TimeoutError:
+            self._counts["ack_timeouts"] += 1
+            raise LinkError(f"no ACK from !{dest:08x} within {self.config.ack_timeout_s:g} s") from None
+        finally:
+            self._pending.pop(packet_id, None)
+
+    def _settle_reason(self, dest: int, reason: str) -> None:
+        if reason != "NONE":
+            self._naks[reason] += 1
+            raise LoRaNakError(reason, dest)
+
+    def _routing_answer(self, request_id: int, sender: int, reason: str) -> None:
+        pending = self._pending.get(request_id)
+        if pending is None:
+            self._early[request_id] = reason
+            while len(self._early) > _EARLY_RESULTS:
+                self._early.popitem(last=False)
+            return
+        if pending.future.done():
+            return
+        if reason != "NONE":
+            self._naks[reason] += 1
+            self._note_error(f"frame to !{pending.dest:08x} refused: {reason}")
+            pending.future.set_exception(LoRaNakError(reason, pending.dest))
+        elif sender == pending.dest:  # the real ACK; an implicit ACK (a relay heard) is not enough
+            pending.future.set_result(None)
+
+    def _fail_pending(self, why: str) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(LinkError(why))
+        self._pending.clear()
+        self._early.clear()
+
+    # ---- library callbacks (library threads: copy and hand over, never block) ----
+    def _library_receive(self, packet: dict[str, Any], interface: Any) -> None:
+        if interface is not self._iface or self._loop is None:
+            return
+        raw = packet.get("raw")
+        if raw is None or raw.WhichOneof("payload_variant") != "decoded":
+            return
+        decoded = raw.decoded
+        routing = packet.get("decoded", {}).get("routing", {})
+        item = (
+            int(decoded.portnum),
+            int(packet.get("from", 0)),
+            bytes(decoded.payload),
+            int(decoded.request_id),
+            str(routing.get("errorReason", "NONE")),
+        )
+        self._loop.call_soon_threadsafe(self._on_packet, interface, *item)
+
+    def _library_lost(self, interface: Any) -> None:
+        if interface is self._iface and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_connection_lost, interface)
+
+    # ---- on the event loop ----
+    def _on_packet(
+        self, interface: Any, portnum: int, sender: int, payload: bytes, request_id: int, reason: str
+    ) -> None:
+        if interface is not self._iface or self._events is None:
+            return
+        if portnum == ROUTING_APP and request_id:
+            self._routing_answer(request_id, sender, reason)
+        elif portnum == self.config.app_port:
+            peer = self._peer_by_num.get(sender)
+            if peer is None:
+                self._counts["unknown_senders"] += 1
+                return
+            if peer not in self._up:
+                self._up.add(peer)
+                self._events.link_up(self.config.name, peer)
+            self._counts["frames_received"] += 1
+            self._events.frame_received(self.config.name, peer, payload)
+        elif portnum == TEXT_MESSAGE_APP and self.on_text is not None:
+            self.on_text(sender, payload.decode("utf-8", errors="replace"))
+
+    def _on_connection_lost(self, interface: Any) -> None:
+        if interface is not self._iface or self._stopping:
+            return
+        self._note_error(f"connection to the LoRa radio at {self._where()} lost")
+        self._iface = None
+        self._fail_pending("LoRa radio connection lost; the frame may not have been sent")
+        self._report_all_down()
+        assert self._loop is not None
+        self._loop.run_in_executor(None, _close_quietly, interface)
+        self._schedule_reconnect()
+
+    # ---- connecting ----
+    async def _connect(self) -> None:
+        iface = await asyncio.to_thread(open_interface, self.config)
+        if self._stopping:
+            await asyncio.to_thread(_close_quietly, iface)
+            return
+        self._iface = iface
+        self._counts["connects"] += 1
+        heard = set(getattr(iface, "nodesByNum", {}) or {})
+        for num, peer in self._peer_by_num.items():
+            if num in heard and peer not in self._up and self._events is not None:
+                self._up.add(peer)
+                self._events.link_up(self.config.name, peer)
+
+    def _schedule_reconnect(self) -> None:
+        if self._stopping or (self._reconnect_task is not None and not self._reconnect_task.done()):
+            return
+        self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = self.config.reconnect_min_s
+        for _attempt in range(self.config.max_reconnect_attempts):
+            await asyncio.sleep(delay)
+            if self._stopping or self._iface is not None:
+                return
+            try:
+                await self._connect()
+                return
+            except Exception as exc:  # any library failure: try again later
+                self._note_error(f"reconnecting to the LoRa radio at {self._where()} failed: {exc}")
+                delay = min(delay * 2, self.config.reconnect_max_s)
+        self._note_error(f"gave up reconnecting to the LoRa radio at {self._where()}")
+
+    def _report_all_down(self) -> None:
+        up, self._up = self._up, set()
+        if self._events is not None:
+            for peer in sorted(up):
+                self._events.link_down(self.config.name, peer)
+
+    def _note_error(self, message: str) -> None:
+        self._last_error = message
+        log.warning("%s: %s", self.config.name, message)
+
+    def _where(self) -> str:
+        if self.config.transport == "tcp":
+            return f"{self.config.address}:{self.config.port}"
+        return f"{self.config.transport}:{self.config.address}"
+
+
+def _close_quietly(iface: Any) -> None:
+    """Close a library interface; a broken connection may raise here, which changes nothing."""
+    with contextlib.suppress(Exception):
+        iface.close()

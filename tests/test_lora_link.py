@@ -1,0 +1,221 @@
+"""LoRaLink through the real meshtastic library and the emulated radios on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import meshtastic.tcp_interface
+import pytest
+from pubsub import pub
+
+from relay.errors import ConfigError
+from relay.links.base import BROADCAST, LinkError
+from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
+from relay.links.lora_emulator.device import DeviceServer
+from relay.links.lora_emulator.medium import LoRaMedium
+from relay.links.lora_emulator.radio import EmulatedRadio
+
+NUM_A, NUM_B, NUM_C = 0xA0000001, 0xA0000002, 0xA0000003
+ID_A, ID_B, ID_C = bytes([0xA] * 16), bytes([0xB] * 16), bytes([0xC] * 16)
+ROSTER = {NUM_A: ID_A.hex(), NUM_B: ID_B.hex(), NUM_C: ID_C.hex()}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, bytes]] = []
+        self.ups: list[bytes] = []
+        self.downs: list[bytes] = []
+
+    def link_up(self, link: str, peer: bytes) -> None:
+        self.ups.append(peer)
+
+    def link_down(self, link: str, peer: bytes) -> None:
+        self.downs.append(peer)
+
+    def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
+        self.frames.append((peer, frame))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+class Field:
+    def __init__(self) -> None:
+        self.medium = LoRaMedium("LONG_FAST", seed=11, speedup=50)
+        self.radios: dict[int, EmulatedRadio] = {}
+        self.servers: dict[int, DeviceServer] = {}
+        self.links: list[LoRaLink] = []
+
+    def radio(self, num: int, x: float) -> DeviceServer:
+        self.radios[num] = EmulatedRadio(self.medium, num, position=(x, 0.0), seed=11)
+        server = DeviceServer(self.radios[num])
+        server.start()
+        self.servers[num] = server
+        return server
+
+    async def link(self, num: int, recorder: Recorder, **kw: Any) -> LoRaLink:
+        config = LoRaLinkConfig(
+            roster=ROSTER, port=self.servers[num].port, ack_timeout_s=2.0, reconnect_min_s=0.2, **kw
+        )
+        link = LoRaLink(config, on_text=kw.pop("on_text", None))
+        self.links.append(link)
+        await link.start(recorder)
+        return link
+
+    async def close(self) -> None:
+        for link in self.links:
+            await link.stop()
+        for server in self.servers.values():
+            server.stop()
+        self.medium.close()
+
+
+@pytest.fixture
+async def field() -> AsyncIterator[Field]:
+    made = Field()
+    yield made
+    await made.close()
+
+
+async def test_two_links_exchange_frames(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 500)
+    events_a, events_b = Recorder(), Recorder()
+    link_a = await field.link(NUM_A, events_a)
+    link_b = await field.link(NUM_B, events_b)
+    assert link_a.profile.kind == "lora" and link_a.profile.mtu == 219 and link_a.profile.compact
+    assert 130 < link_a.profile.bitrate < 140 and link_a.profile.duty_cycle == 0.10
+    assert ID_B in events_a.ups and ID_A in events_b.ups
+    await link_a.send(ID_B, b"\x01" * 219)
+    await link_b.send(ID_A, b"reply")
+    await link_a.send(BROADCAST, b"\x02" * 231)
+    assert await until(lambda: len(events_b.frames) == 2 and len(events_a.frames) == 1)
+    assert events_b.frames == [(ID_A, b"\x01" * 219), (ID_A, b"\x02" * 231)]
+    assert events_a.frames == [(ID_B, b"reply")]
+    assert link_a.state().frames_sent == 2 and link_a.state().connected
+    with pytest.raises(LinkError, match="exceeds the LoRa limit of 219"):
+        await link_a.send(ID_B, b"x" * 220)
+    with pytest.raises(LinkError, match="not in the roster"):
+        await link_a.send(b"\x99" * 16, b"x")
+
+
+async def test_nak_is_raised_and_counted(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 50_000)  # out of range: three transmissions, then MAX_RETRANSMIT
+    link_a = await field.link(NUM_A, Recorder())
+    with pytest.raises(LoRaNakError) as refused:
+        await link_a.send(ID_B, b"anyone there?")
+    assert refused.value.reason == "MAX_RETRANSMIT"
+    assert link_a.state().naks == {"MAX_RETRANSMIT": 1}
+    assert "MAX_RETRANSMIT" in link_a.state().last_error
+
+
+async def _transfer_with_fault(field: Field, fault: Callable[[], None]) -> tuple[LoRaLink, Recorder]:
+    """Send 12 numbered frames with ``fault`` after the 4th; failed sends are retried, as the core would."""
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 500)
+    events_b = Recorder()
+    link_a = await field.link(NUM_A, Recorder())
+    await field.link(NUM_B, events_b)
+    for i in range(12):
+        if i == 4:
+            fault()
+        for _attempt in range(40):
+            try:
+                await link_a.send(ID_B, bytes([i]) * 100)
+                break
+            except LinkError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"frame {i} never got through")
+    wanted = {bytes([i]) * 100 for i in range(12)}
+    assert await until(lambda: wanted <= {frame for _, frame in events_b.frames})
+    return link_a, events_b
+
+
+async def test_tcp_reset_mid_transfer_loses_nothing(field: Field) -> None:
+    link_a, _ = await _transfer_with_fault(field, lambda: field.servers[NUM_A].reset_clients())
+    assert link_a.state().connects == 2  # the interface was rebuilt after the RST
+    assert "lost" in link_a.state().last_error
+
+
+async def test_radio_reboot_mid_transfer_loses_nothing(field: Field) -> None:
+    link_a, _ = await _transfer_with_fault(field, lambda: field.servers[NUM_A].reboot())
+    assert link_a.state().connected
+
+
+async def test_plain_text_interop_with_a_stock_client(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(NUM_C, 500)
+    texts: list[tuple[int, str]] = []
+    config = LoRaLinkConfig(roster=ROSTER, port=field.servers[NUM_A].port, ack_timeout_s=5.0)
+    link_a = LoRaLink(config, on_text=lambda num, text: texts.append((num, text)))
+    field.links.append(link_a)
+    await link_a.start(Recorder())
+    stock = await asyncio.to_thread(
+        meshtastic.tcp_interface.TCPInterface, hostname="127.0.0.1", portNumber=field.servers[NUM_C].port
+    )
+    heard: list[str] = []
+
+    def on_text(packet: dict[str, Any], interface: Any) -> None:
+        if interface is stock:
+            heard.append(packet["decoded"]["text"])
+
+    pub.subscribe(on_text, "meshtastic.receive.text")
+    try:
+        await asyncio.to_thread(stock.sendText, "Smoke on floor 3", destinationId=NUM_A)
+        assert await until(lambda: texts == [(NUM_C, "Smoke on floor 3")])
+        await link_a.send_text(NUM_C, "Received, team on the way")
+        assert await until(lambda: heard == ["Received, team on the way"])
+    finally:
+        pub.unsubscribe(on_text, "meshtastic.receive.text")
+        await asyncio.to_thread(stock.close)
+
+
+async def test_frames_from_radios_outside_the_roster_are_dropped(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(0x0BADCAFE, 500)
+    events_a = Recorder()
+    link_a = await field.link(NUM_A, events_a)
+    field.radios[0x0BADCAFE].send_from_app(b"spoof", portnum=300, to=NUM_A)
+    assert await until(lambda: link_a.state().unknown_senders == 1)
+    assert events_a.frames == []
+
+
+async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> None:
+    server = DeviceServer(EmulatedRadio(field.medium, NUM_A))
+    field.servers[NUM_A] = server
+    server.start()
+    port = server.port
+    server.stop()
+    config = LoRaLinkConfig(
+        roster=ROSTER, port=port, reconnect_min_s=0.1, reconnect_max_s=0.2, connect_timeout_s=2
+    )
+    link = LoRaLink(config)
+    field.links.append(link)
+    await link.start(Recorder())
+    assert not link.state().connected and "cannot connect" in link.state().last_error
+    with pytest.raises(LinkError, match="not connected"):
+        await link.send(ID_B, b"x")
+    restarted = DeviceServer(server.radio, port=port)
+    field.servers[NUM_A] = restarted
+    restarted.start()
+    assert await until(lambda: link.state().connected, timeout=10)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="private port"):
+        LoRaLinkConfig(roster={}, app_port=1)
+    with pytest.raises(ConfigError, match="32-hex-digit"):
+        LoRaLinkConfig(roster={5: "abcd"})
+    with pytest.raises(ConfigError, match="transport"):
+        LoRaLinkConfig(roster={}, transport="carrier-pigeon")
