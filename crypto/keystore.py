@@ -3,6 +3,7 @@
 Layout::
 
     identity.key      the node's private keys (0600; optionally passphrase-encrypted, see keyfile)
+    identity.pub      its public keys (so enrolment never needs the private key or its passphrase)
     certificate.bin   its enrolment certificate, written by the authority
     authority.pub     the deployment authority's public keys (the trust anchor)
     revocations.bin   the newest revocation list seen
@@ -24,6 +25,7 @@ from crypto.keyfile import load_identity_file, save_identity_file, write_atomic
 
 T = TypeVar("T")
 IDENTITY_FILE = "identity.key"
+PUBLIC_FILE = "identity.pub"
 CERTIFICATE_FILE = "certificate.bin"
 AUTHORITY_FILE = "authority.pub"
 REVOCATIONS_FILE = "revocations.bin"
@@ -39,6 +41,16 @@ def save_identity(directory: Path, identity: Identity, passphrase: str | None = 
             f"{directory} already has an {IDENTITY_FILE}; refusing to replace a node's identity"
         )
     save_identity_file(path, identity, passphrase)
+    write_atomic(directory / PUBLIC_FILE, identity.public.encode(), 0o644)
+
+
+def load_public_identity(directory: Path) -> PublicIdentity:
+    """The node's public keys from ``identity.pub`` (no private key or passphrase needed)."""
+    path = Path(directory) / PUBLIC_FILE
+    data = _read_optional(path)
+    if data is None:
+        raise KeyFileError(f"{PUBLIC_FILE} not found in {directory}; is it a node directory (mesh112 init)?")
+    return _wrap(PublicIdentity.decode, data, path)
 
 
 def load_identity(directory: Path, passphrase: str | None = None) -> Identity:

@@ -20,7 +20,7 @@ from typing import Any
 from crypto.errors import CryptoError
 from relay.errors import Mesh112Error
 
-_BUILTIN: list[str] = ["relay.cli.lora"]
+_BUILTIN: list[str] = ["relay.cli.lora", "relay.cli.keys", "relay.cli.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,193 @@
+"""``mesh112 init``, ``mesh112 authority init|enroll|revoke`` and ``mesh112 id show``.
+
+Passphrases: ``--encrypt`` protects a new private key with a passphrase taken from the
+``MESH112_PASSPHRASE`` environment variable or asked for on the terminal; loading an encrypted key
+uses the same variable or asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from crypto.certificate import Authority
+from crypto.errors import CryptoError, ExpiredError, KeyFileError, RevokedError
+from crypto.identity import display_id
+from crypto.keystore import (
+    load_authority_public,
+    load_certificate,
+    load_public_identity,
+    load_revocations,
+    save_revocations,
+)
+from relay.enrolment import enrol_node, init_node, node_name, parse_roles
+from relay.errors import Mesh112Error
+
+PASSPHRASE_ENV = "MESH112_PASSPHRASE"
+
+
+def register(subparsers: Any) -> None:
+    init = subparsers.add_parser("init", help="create a node directory with a new identity and node.toml")
+    init.add_argument("node_dir", type=Path, metavar="NODE_DIR")
+    init.add_argument("--name", required=True, help="display name of the node, e.g. 'Engine 7'")
+    init.add_argument("--roles", default="", help="comma-separated roles for node.toml, e.g. relay,responder")
+    init.add_argument(
+        "--encrypt", action="store_true", help=f"protect the key with a passphrase (${PASSPHRASE_ENV})"
+    )
+    init.set_defaults(func=_cmd_init)
+
+    authority = subparsers.add_parser(
+        "authority", help="the deployment authority: create, enrol nodes, revoke"
+    )
+    actions = authority.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a_init = actions.add_parser("init", help="create the deployment authority in DIR")
+    a_init.add_argument("authority_dir", type=Path, metavar="DIR")
+    a_init.add_argument("--encrypt", action="store_true", help="protect the authority key with a passphrase")
+    a_init.set_defaults(func=_cmd_authority_init)
+    enroll = actions.add_parser("enroll", help="issue a certificate for a node directory")
+    enroll.add_argument(
+        "--authority", type=Path, required=True, metavar="DIR", help="the authority directory"
+    )
+    enroll.add_argument("node_dir", type=Path, metavar="NODE_DIR")
+    enroll.add_argument("--roles", help="comma-separated roles (default: the roles in the node's node.toml)")
+    enroll.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    enroll.add_argument("--name", help="display name (default: the name in the node's node.toml)")
+    enroll.set_defaults(func=_cmd_enroll)
+    revoke = actions.add_parser("revoke", help="revoke a node and update the revocation list")
+    revoke.add_argument(
+        "--authority", type=Path, required=True, metavar="DIR", help="the authority directory"
+    )
+    revoke.add_argument(
+        "node", metavar="NODE_ID_OR_DIR", help="a node directory or (a prefix of) its node id"
+    )
+    revoke.add_argument("--reason", required=True, help="why, for the operators who will read it")
+    revoke.set_defaults(func=_cmd_revoke)
+
+    ident = subparsers.add_parser("id", help="show a node's identity and enrolment")
+    ident_actions = ident.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = ident_actions.add_parser("show", help="print node id, name, roles, expiry and status")
+    show.add_argument("node_dir", type=Path, nargs="?", default=Path("."), metavar="NODE_DIR")
+    show.set_defaults(func=_cmd_id_show)
+
+
+def _new_passphrase(wanted: bool) -> str | None:
+    if not wanted:
+        return None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():
+        raise Mesh112Error(f"--encrypt needs a passphrase: set {PASSPHRASE_ENV} or run on a terminal")
+    first = getpass.getpass("New passphrase: ")
+    if first != getpass.getpass("Repeat passphrase: "):
+        raise Mesh112Error("the passphrases differ; nothing was written")
+    return first
+
+
+def _load_authority(directory: Path) -> Authority:
+    try:
+        return Authority.load(directory, os.environ.get(PASSPHRASE_ENV))
+    except KeyFileError as exc:
+        if "is encrypted" not in str(exc) or not sys.stdin.isatty():
+            raise
+        return Authority.load(directory, getpass.getpass(f"Passphrase for the authority in {directory}: "))
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    roles = parse_roles(args.roles)
+    identity = init_node(args.node_dir, args.name, roles, _new_passphrase(args.encrypt))
+    print(f"created node {args.name!r} in {args.node_dir}")
+    print(f"  node id  {display_id(identity.node_id)}  ({display_id(identity.node_id, full=True)})")
+    print(f"  next     mesh112 authority enroll --authority AUTHORITY_DIR {args.node_dir}")
+    return 0
+
+
+def _cmd_authority_init(args: argparse.Namespace) -> int:
+    directory: Path = args.authority_dir
+    if (directory / "authority.key").exists():
+        raise Mesh112Error(f"{directory} already holds an authority; refusing to replace it")
+    authority = Authority.generate()
+    authority.save(directory, _new_passphrase(args.encrypt))
+    print(f"created the deployment authority in {directory}")
+    print(f"  authority id  {display_id(authority.identity.node_id, full=True)}")
+    print("  keep authority.key offline or on the command post only; it can enrol and revoke every node")
+    return 0
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    authority = _load_authority(args.authority)
+    if args.roles is not None:
+        roles = parse_roles(args.roles)
+    else:
+        config_roles = _config_roles(args.node_dir)
+        if not config_roles:
+            raise Mesh112Error(
+                "no roles given: pass --roles (e.g. --roles responder) or list them in node.toml"
+            )
+        roles = config_roles
+    cert = enrol_node(authority, args.authority, args.node_dir, roles, args.days, args.name)
+    print(f"enrolled {cert.name!r} ({display_id(cert.node_id)}) as {', '.join(sorted(cert.roles))}")
+    print(f"  valid until {_utc(cert.expires)}; certificate written to {args.node_dir / 'certificate.bin'}")
+    return 0
+
+
+def _config_roles(node_dir: Path) -> tuple[str, ...]:
+    from relay.config import load_config
+
+    config = node_dir / "node.toml"
+    return parse_roles(",".join(load_config(config).node.roles)) if config.exists() else ()
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    authority = _load_authority(args.authority)
+    target = Path(args.node)
+    if target.is_dir():
+        node_id = load_public_identity(target).node_id
+        label = node_name(target) or str(target)
+    else:
+        cert = authority.find(args.node.lower())
+        node_id, label = cert.node_id, cert.name
+    revocations = authority.revoke(node_id, args.reason)
+    authority.save(args.authority)
+    if target.is_dir():
+        save_revocations(target, revocations)
+    print(f"revoked {label!r} ({display_id(node_id)}): {args.reason}")
+    print(f"  revocation list serial {revocations.serial}: distribute {args.authority / 'revocations.bin'}")
+    return 0
+
+
+def _cmd_id_show(args: argparse.Namespace) -> int:
+    directory: Path = args.node_dir
+    public = load_public_identity(directory)
+    cert = load_certificate(directory)
+    authority = load_authority_public(directory)
+    print(f"node id    {display_id(public.node_id)}  ({display_id(public.node_id, full=True)})")
+    if cert is None or authority is None:
+        print(f"name       {node_name(directory) or '-'}")
+        print("status     not enrolled (run mesh112 authority enroll)")
+        return 0
+    print(f"name       {cert.name}")
+    print(f"roles      {', '.join(sorted(cert.roles))}")
+    print(f"expires    {_utc(cert.expires)}")
+    print(f"authority  {display_id(authority.node_id)}")
+    try:
+        if cert.public != public:
+            raise CryptoError("the certificate belongs to another identity; enrol again")
+        cert.verify(authority, int(time.time()), load_revocations(directory))
+        status = "valid"
+    except RevokedError as exc:
+        status = f"REVOKED: {exc}"
+    except ExpiredError as exc:
+        status = f"EXPIRED: {exc}"
+    except CryptoError as exc:
+        status = f"INVALID: {exc}"
+    print(f"status     {status}")
+    return 0
+
+
+def _utc(unix: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(unix))

@@ -1,0 +1,126 @@
+"""The real ``mesh112`` console script: init, authority init/enroll/revoke, id show, demo; user mistakes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crypto.keystore import load_node_keys
+from relay.config import load_config
+from relay.demo import create_demo_deployment
+
+MESH112 = shutil.which("mesh112", path=str(Path(sys.executable).parent)) or "mesh112"
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {key: value for key, value in os.environ.items() if key != "MESH112_PASSPHRASE"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [MESH112, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60, env=full_env
+    )
+
+
+def test_happy_path_init_enroll_show_revoke(tmp_path: Path) -> None:
+    assert run("authority", "init", "auth", cwd=tmp_path).returncode == 0
+    done = run("init", "cp", "--name", "Command Post", "--roles", "dispatcher,admin", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert load_config(tmp_path / "cp" / "node.toml").node.roles == ("admin", "dispatcher")
+    enrolled = run("authority", "enroll", "--authority", "auth", "cp", "--days", "30", cwd=tmp_path)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert "as admin, dispatcher" in enrolled.stdout
+    show = run("id", "show", "cp", cwd=tmp_path)
+    assert show.returncode == 0 and "status     valid" in show.stdout and "Command Post" in show.stdout
+    keys = load_node_keys(tmp_path / "cp", now=int(__import__("time").time()))
+    assert keys.certificate.name == "Command Post"
+
+    short_id = show.stdout.split()[2]
+    revoked = run("authority", "revoke", "--authority", "auth", short_id, "--reason", "lost", cwd=tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "serial 1" in revoked.stdout
+    # the node directory learns of it when the list is distributed; here, copy it by hand
+    shutil.copy(tmp_path / "auth" / "revocations.bin", tmp_path / "cp" / "revocations.bin")
+    assert "REVOKED" in run("id", "show", "cp", cwd=tmp_path).stdout
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An authority and one unenrolled node; the mistakes below must leave them unchanged."""
+    root = tmp_path_factory.mktemp("field")
+    assert run("authority", "init", "auth", cwd=root).returncode == 0
+    assert run("init", "node", "--name", "Node", cwd=root).returncode == 0
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("authority", "enroll", "--authority", "missing", "node"), "not an authority directory"),
+        (("init", "bad", "--name", "X", "--roles", "Not A Role"), "role 'Not A Role' is not valid"),
+        (("id", "show", "nowhere"), "identity.pub not found in nowhere"),
+        (("init", "node", "--name", "again"), "already has an identity.key"),
+        (
+            ("authority", "enroll", "--authority", "auth", "node", "--roles", "relay", "--days", "0"),
+            "--days must be",
+        ),
+        (("authority", "revoke", "--authority", "auth", "zzzzzz", "--reason", "x"), "no enrolled node ids"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(field: Path, args: tuple[str, ...], message: str) -> None:
+    done = run(*args, cwd=field)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr
+
+
+def test_world_readable_key_is_refused_with_a_fix(tmp_path: Path) -> None:
+    assert run("authority", "init", "auth", cwd=tmp_path).returncode == 0
+    os.chmod(tmp_path / "auth" / "authority.key", 0o644)
+    assert run("init", "n", "--name", "N", cwd=tmp_path).returncode == 0
+    done = run("authority", "enroll", "--authority", "auth", "n", "--roles", "relay", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "readable by other users (mode 0644); run chmod 600" in done.stderr
+
+
+def test_encrypted_authority_via_environment(tmp_path: Path) -> None:
+    env = {"MESH112_PASSPHRASE": "field day"}
+    assert run("authority", "init", "auth", "--encrypt", cwd=tmp_path, env=env).returncode == 0
+    assert run("init", "n", "--name", "N", cwd=tmp_path).returncode == 0
+    done = run("authority", "enroll", "--authority", "auth", "n", "--roles", "relay", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    wrong = run(
+        "authority",
+        "enroll",
+        "--authority",
+        "auth",
+        "n",
+        "--roles",
+        "relay",
+        cwd=tmp_path,
+        env={"MESH112_PASSPHRASE": "nope"},
+    )
+    assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
+
+
+def test_missing_arguments_are_argparse_errors(tmp_path: Path) -> None:
+    done = run("authority", "enroll", "node", cwd=tmp_path)
+    assert done.returncode == 2 and "--authority" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_command_is_idempotent(tmp_path: Path) -> None:
+    first = run("demo", "--dir", "field", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    for name in ("Command Post", "Field Relay 1", "Field Relay 2", "Responder 1"):
+        assert name in first.stdout
+    second = run("demo", "--dir", "field", cwd=tmp_path)
+    assert second.stdout == first.stdout
+    deployment = create_demo_deployment(tmp_path / "field")
+    assert len({node.node_id[:3] for node in deployment.nodes}) == 4
+    cp = deployment.node("Command Post")
+    assert cp.certificate.roles == {"admin", "dispatcher"}
+    assert load_config(cp.config).api.enabled
+    assert not load_config(deployment.node("Responder 1").config).api.enabled
