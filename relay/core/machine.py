@@ -306,7 +306,7 @@ class RelayCore:
             if not state.bucket.spend(len(data), now):
                 state.blocked_until = state.bucket.available_at(len(data), now)
                 return None
-            state.queue.remove(item)
+            state.queue.pop()  # the peeked item; pop also passes the turn to the next flow
             self._sent(state, item, now)
             return peer, data
         return None

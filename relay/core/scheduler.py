@@ -21,6 +21,7 @@ T = TypeVar("T", bound=Hashable)
 
 DUTY_WINDOW_S = 3600.0  # regulatory duty cycles are averaged over an hour (EU 868)
 IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
+_EPSILON = 1e-9  # float slack, so "fits now" and "fits at available_at" always agree
 
 
 @dataclass
@@ -123,13 +124,13 @@ class TokenBucket:
         """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already)."""
         self._refill(now)
         missing = self.cost(size) - self._tokens
-        return now if missing <= 0 else now + missing / self.rate
+        return now if missing <= _EPSILON else now + missing / self.rate
 
     def spend(self, size: int, now: float) -> bool:
         """Take the cost of one frame if the budget allows it."""
         self._refill(now)
         cost = self.cost(size)
-        if cost > self._tokens:
+        if cost > self._tokens + _EPSILON:
             return False
         self._tokens -= cost
         return True

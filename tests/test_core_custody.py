@@ -1,0 +1,115 @@
+"""Custody: ACK only after durable acceptance, retransmission with backoff, FLASH kept to the receipt."""
+
+from __future__ import annotations
+
+import itertools
+
+from core_pump import Pump
+
+from relay.bundle import Bundle, CompactContext, Destination, Priority
+from relay.core.actions import Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.custody import initial_rto
+from relay.core.frames import AckFrame, DataFrame, decode_frame
+from relay.core.machine import RelayCore
+from relay.core.receipts import State
+from relay.links.base import LinkProfile
+
+A, B, C = b"A" * 16, b"B" * 16, b"C" * 16
+CONTEXT = CompactContext.from_names([A, B, C], [])
+IP = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e6)
+
+
+def _bundle(priority: Priority, dest: bytes = B, seq: int = 1) -> Bundle:
+    return Bundle(A, Destination.to_node(dest), 0, seq, 3600, priority, 1, b"hello")
+
+
+def _data_times(core: RelayCore, until: float, dt: float = 0.25) -> list[float]:
+    times, now = [], 0.0
+    while now < until:
+        core.timer(now)
+        out = core.next_frame("ip0", now)
+        while out is not None:
+            if isinstance(decode_frame(out[1], CONTEXT), DataFrame):
+                times.append(now)
+            out = core.next_frame("ip0", now)
+        now += dt
+    return times
+
+
+def test_unacknowledged_copy_is_retransmitted_with_exponential_backoff() -> None:
+    core = RelayCore(A, context=CONTEXT)
+    core.link_up(IP, B, 0.0)
+    core.originate(_bundle(Priority.ROUTINE), 0.0)
+    times = _data_times(core, 70.0)
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
+    rto = initial_rto(IP)
+    assert gaps[:4] == [rto, rto * 2, rto * 4, rto * 8]
+
+
+def test_ack_waits_for_persistence_then_sender_drops_its_copy() -> None:
+    sender, receiver = RelayCore(A, context=CONTEXT), RelayCore(B, context=CONTEXT)
+    for core, peer in ((sender, B), (receiver, A)):
+        core.link_up(IP, peer, 0.0)
+    bundle = _bundle(Priority.PRIORITY, dest=C)
+    receiver.link_up(IP, C, 0.0)  # the receiver knows the destination: a directed hop for the sender
+    sender.router.beacon_received("ip0", B, receiver.router.make_beacon(IP), 0.0)
+    sender.originate(bundle, 0.0)
+    data = None
+    while (out := sender.next_frame("ip0", 0.0)) is not None:
+        if isinstance(decode_frame(out[1], CONTEXT), DataFrame):
+            data = out[1]
+    assert data is not None
+    actions = receiver.frame("ip0", A, data, 0.0)
+    assert [type(a) for a in actions] == [Persist]
+    frames = []
+    while (out := receiver.next_frame("ip0", 0.0)) is not None:
+        frames.append(decode_frame(out[1], CONTEXT))
+    assert not any(isinstance(f, AckFrame) for f in frames), "ACK before the store said durable"
+    receiver.persisted([bundle.id], [], 0.0)
+    ack = None
+    while (out := receiver.next_frame("ip0", 0.0)) is not None:
+        if isinstance(decode_frame(out[1], CONTEXT), AckFrame) and out[0] == A:
+            ack = out[1]
+    assert ack is not None
+    result = sender.frame("ip0", B, ack, 0.0)
+    assert MarkForwarded(bundle.id, B, "ip0") in result
+    assert any(isinstance(a, Drop) for a in result) and not sender.holds(bundle.id)
+    assert any(isinstance(a, StatusChanged) and a.status.state is State.FORWARDED for a in result)
+    assert sender.status(bundle.id).peer == B
+
+
+def test_flash_copy_is_kept_until_the_end_to_end_receipt() -> None:
+    pump = Pump(CONTEXT)
+    a, b = pump.add(A), pump.add(B)
+    pump.connect(IP, A, B, 0.0)
+    bundle = _bundle(Priority.FLASH)
+    a.apply(a.core.originate(bundle, 0.0), 0.0)
+    pump.run(0.0, 3.0)
+    assert [x.id for x in b.delivered] == [bundle.id]
+    assert a.core.holds(bundle.id), "FLASH dropped before the receipt"
+    assert a.core.status(bundle.id).state is State.FORWARDED
+    frames_before = pump.frames_sent
+    pump.run(3.0, 30.0)
+    data_resent = pump.frames_sent - frames_before
+    assert data_resent < 5, "an acknowledged FLASH copy is not sent again"
+    actions = a.core.receipt(bundle.id, 30.0)
+    assert not a.core.holds(bundle.id)
+    assert a.core.status(bundle.id).state is State.DELIVERED
+    assert any(isinstance(x, Drop) for x in actions)
+
+
+def test_duplicate_arrivals_are_acknowledged_and_delivered_once() -> None:
+    pump = Pump(CONTEXT)
+    a, b = pump.add(A), pump.add(B)
+    pump.connect(IP, A, B, 0.0)
+    bundle = _bundle(Priority.PRIORITY)
+    a.apply(a.core.originate(bundle, 0.0), 0.0)
+    data = None
+    while (out := a.core.next_frame("ip0", 0.0)) is not None:
+        if isinstance(decode_frame(out[1], CONTEXT), DataFrame):
+            data = out[1]
+    assert data is not None
+    for _ in range(3):
+        b.apply(b.core.frame("ip0", A, data, 0.0), 0.0)
+    assert [x.id for x in b.delivered] == [bundle.id]
+    assert sum(isinstance(x, Persist) for x in b.actions) == 1

@@ -1,0 +1,143 @@
+"""Frame codec: round trips, strict decoding, and fuzzing of hostile bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority
+from relay.core.frames import (
+    FRAGMENT_HEADER_LEN,
+    AckFrame,
+    BeaconFrame,
+    DataFrame,
+    FragmentFrame,
+    FragmentStatusFrame,
+    FrameDecodeError,
+    SummaryFrame,
+    decode_frame,
+    encode_frame,
+)
+
+A, B = b"\x01" * 16, b"\x02" * 16
+CONTEXT = CompactContext.from_names([A, B], ["medic"])
+
+ids = st.builds(BundleId, st.sampled_from([A, B]), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF))
+bundles = st.builds(
+    Bundle,
+    origin=st.sampled_from([A, B]),
+    destination=st.sampled_from(
+        [Destination.to_node(B), Destination.to_role("medic"), Destination.everyone()]
+    ),
+    created=st.integers(0, 2**32 - 1),
+    seq=st.integers(0, 0xFFFF),
+    lifetime=st.integers(1, 4095).map(lambda m: m * 60),
+    priority=st.sampled_from(list(Priority)),
+    kind=st.integers(0, 255),
+    payload=st.binary(max_size=200),
+    hop_count=st.integers(0, 15),
+)
+frames = st.one_of(
+    st.builds(DataFrame, bundles, st.integers(1, 15), st.booleans()),
+    st.integers(1, 255).flatmap(
+        lambda count: st.builds(
+            FragmentFrame,
+            st.integers(0, 255),
+            st.integers(0, count - 1),
+            st.just(count),
+            st.binary(min_size=1, max_size=100),
+        )
+    ),
+    st.integers(1, 255).flatmap(
+        lambda count: st.builds(
+            FragmentStatusFrame,
+            st.integers(0, 255),
+            st.just(count),
+            st.frozensets(st.integers(0, count - 1), max_size=count),
+        )
+    ),
+    st.builds(AckFrame, st.lists(ids, min_size=1, max_size=20).map(tuple)),
+    st.builds(SummaryFrame, st.frozensets(st.binary(min_size=4, max_size=4), max_size=50), st.booleans()),
+    st.builds(
+        BeaconFrame,
+        st.lists(st.tuples(st.binary(min_size=16, max_size=16), st.integers(0, 255)), max_size=10).map(tuple),
+        st.lists(st.tuples(st.binary(min_size=3, max_size=3), st.integers(0, 255)), max_size=10).map(tuple),
+    ),
+)
+
+
+@given(frames)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_every_frame_round_trips(frame: object) -> None:
+    data = encode_frame(frame)  # type: ignore[arg-type]
+    assert decode_frame(data, CONTEXT) == frame
+
+
+def test_fragment_header_is_four_bytes() -> None:
+    data = encode_frame(FragmentFrame(7, 2, 5, b"xyz"))
+    assert len(data) == FRAGMENT_HEADER_LEN + 3
+
+
+def test_compact_data_frame_of_an_alarm_fits_one_lora_frame() -> None:
+    bundle = Bundle(A, Destination.to_node(B), 1000, 1, 600, Priority.FLASH, 3, b"\x00" * (150 + 16))
+    assert len(encode_frame(DataFrame(bundle, 8, compact=True))) <= 219
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"\xf0", "unknown frame type"),
+        (b"\x10", "at least one copy"),
+        (b"\x51", "non-zero argument"),
+        (b"\x50\x00", "at least one id"),
+        (b"\x50\x02" + b"\x00" * 22, "ACK of 2 ids"),
+        (b"\x30\x01\x05\x05x", "index 5"),
+        (b"\x30\x01\x00\x00x", "count must be at least 1"),
+        (b"\x40\x01\x03\xff", "beyond the fragment count"),
+        (b"\x60\x02\x00\x00", "complete flag"),
+        (b"\x60\x01\x00\x02abcd", "wrong length"),
+        (b"\x70\x01" + b"\x00" * 10, "truncated"),
+        (b"\x70\x00\x00\x00", "trailing"),
+        (b"\x21" + b"\x00" * 16, "compact context"),
+    ],
+)
+def test_hostile_frames_are_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(FrameDecodeError, match=message):
+        decode_frame(data, None if message == "compact context" else CONTEXT)
+
+
+def test_oversized_frame_is_refused_before_parsing() -> None:
+    with pytest.raises(FrameDecodeError, match="exceeds the 219-byte limit"):
+        decode_frame(b"\x50" + b"\x00" * 300, CONTEXT, max_len=219)
+
+
+def _fuzz(data: bytes) -> None:
+    try:
+        frame = decode_frame(data, CONTEXT, max_len=4096)
+    except FrameDecodeError:
+        return
+    assert decode_frame(encode_frame(frame), CONTEXT, max_len=8192) == frame
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=500)
+def test_fuzz_random_bytes_decode_or_refuse(data: bytes) -> None:
+    _fuzz(data)
+
+
+@given(frames, st.data())
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_mutated_frames_decode_or_refuse(frame: object, data: st.DataObject) -> None:
+    raw = bytearray(encode_frame(frame))  # type: ignore[arg-type]
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    _fuzz(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+
+
+@pytest.mark.long
+@given(st.binary(max_size=2000))
+@settings(max_examples=20000, deadline=None)
+def test_fuzz_long_random_frames(data: bytes) -> None:
+    _fuzz(data)
