@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ng112.alarmbook import AlarmBook, SendAck
+from ng112.alarmbook import AlarmBook, Event, SendAck
 from ng112.buildings import Building, BuildingRegistry
 from ng112.gateway import Alarm, Gateway, GatewayConfig
 from ng112.store import AlarmStore
@@ -74,7 +74,7 @@ class CommandPost:
         events = self.book.apply(alarm.record, now=alarm.received_at)
         self.tasks.append(asyncio.create_task(self._acknowledge(events, alarm)))
 
-    async def _acknowledge(self, events: list[object], alarm: Alarm) -> None:
+    async def _acknowledge(self, events: list[Event], alarm: Alarm) -> None:
         assert self.gateway is not None
         await asyncio.sleep(0.3)  # the panel has its 200 first
         for event in events:
