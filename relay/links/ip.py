@@ -1,0 +1,370 @@
+"""The cellular/IP link: pynng Pair1 over ``tcp://`` or ``tls+tcp://``, one session per enrolled peer.
+
+Shape of the sockets: a node that listens has one Pair1 socket in polyamorous mode, and each pynng
+pipe (one TCP connection) is mapped to the node id its handshake proved. For every peer it dials it
+has one Pair1 socket of its own, closed and made anew on each reconnect so every connection starts
+with a fresh handshake and fresh keys. (Pair0 cannot talk to Pair1, so both sides use Pair1.)
+
+Nothing is reported up before the enrolment handshake succeeds; ``link_down`` is reported as soon as
+a connection closes or stays silent for ``keepalive_misses`` keepalive intervals. Frames still queued
+when a connection dies are dropped, never reported as sent: custody in the core sends them again.
+
+When two sessions to the same peer exist (both nodes dialled each other), the one dialled by the
+lower node id is kept on both ends, so they agree without talking about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import pynng
+
+from crypto.identity import display_id
+from relay.errors import ConfigError
+from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
+from relay.links.ip_handshake import Credentials, Established, HandshakeError, Initiator, Responder, Trust
+from relay.links.ip_records import MAX_FRAME, MAX_RECORD
+from relay.links.ip_session import PeerMetrics, PeerSession
+from relay.links.ip_tls import TlsMaterial, client_config, server_config
+
+log = logging.getLogger(__name__)
+
+_SCHEMES = ("tcp://", "tls+tcp://")
+_HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
+
+
+@dataclass(frozen=True, slots=True)
+class IpLinkConfig:
+    """How one IP link listens, whom it dials, and its timing; validated on construction."""
+
+    name: str = "ip0"
+    listen: str | None = None  # e.g. "tcp://127.0.0.1:7001" or "tls+tcp://0.0.0.0:7001"
+    peers: tuple[str, ...] = ()  # addresses to dial
+    tls: TlsMaterial | None = None  # required when any address is tls+tcp://
+    bitrate: float = 10_000_000.0  # bytes/s the scheduler may plan with
+    keepalive_interval: float = 1.0
+    keepalive_misses: int = 3
+    handshake_timeout: float = 5.0
+    reconnect_min: float = 0.2
+    reconnect_max: float = 10.0
+    queue_limit_bytes: int = 256 * 1024  # per peer; send() waits above this
+
+    def __post_init__(self) -> None:
+        for address in ((self.listen,) if self.listen else ()) + self.peers:
+            if not address.startswith(_SCHEMES):
+                raise ConfigError(
+                    f"link {self.name}: address {address!r} must start with tcp:// or tls+tcp://"
+                )
+            if address.startswith("tls+tcp://") and self.tls is None:
+                raise ConfigError(f"link {self.name}: {address} needs TLS material (tls cert and key)")
+        if not self.listen and not self.peers:
+            raise ConfigError(f"link {self.name}: give a listen address, peers to dial, or both")
+        timings = (self.bitrate, self.keepalive_interval, self.handshake_timeout, self.reconnect_min)
+        if min(timings) <= 0 or self.keepalive_misses < 1 or self.reconnect_max < self.reconnect_min:
+            raise ConfigError(f"link {self.name}: timings and bitrate must be positive, reconnect_max >= min")
+        if self.queue_limit_bytes < MAX_FRAME:
+            raise ConfigError(f"link {self.name}: queue_limit_bytes must be at least one frame ({MAX_FRAME})")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkMetrics:
+    name: str
+    peers: tuple[PeerMetrics, ...]  # live connections, and the last state of closed ones
+    handshakes_completed: int
+    handshakes_refused: int
+
+
+class IpLink(Link):
+    """A Link over pynng; see the module docstring for the socket layout."""
+
+    def __init__(
+        self,
+        config: IpLinkConfig,
+        credentials: Credentials,
+        trust: Trust,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.profile = LinkProfile(name=config.name, kind="ip", mtu=MAX_FRAME, bitrate=config.bitrate)
+        self._credentials = credentials
+        self._trust = trust
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._events: LinkEvents | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: pynng.Pair1 | None = None
+        self._sessions: dict[bytes, PeerSession] = {}
+        self._dialler_of: dict[PeerSession, bytes] = {}
+        self._closed: dict[bytes, PeerMetrics] = {}
+        self._inboxes: dict[int, asyncio.Queue[bytes]] = {}  # listener pipes still in their handshake
+        self._pipe_sessions: dict[int, PeerSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes_completed = self._handshakes_refused = 0
+        self._stopping = False
+
+    @property
+    def node_id(self) -> bytes:
+        return self._credentials.certificate.node_id
+
+    def peers(self) -> tuple[bytes, ...]:
+        """Node ids of the peers connected and authenticated now."""
+        return tuple(self._sessions)
+
+    def metrics(self) -> LinkMetrics:
+        live = {peer: session.metrics() for peer, session in self._sessions.items()}
+        closed = tuple(m for peer, m in self._closed.items() if peer not in live)
+        return LinkMetrics(
+            self.config.name,
+            tuple(live.values()) + closed,
+            self._handshakes_completed,
+            self._handshakes_refused,
+        )
+
+    async def start(self, events: LinkEvents) -> None:
+        self._events = events
+        self._loop = asyncio.get_running_loop()
+        if self.config.listen:
+            self._listener = self._open_listener(self.config.listen)
+            self._spawn(self._receive_listener(self._listener))
+        for address in self.config.peers:
+            self._spawn(self._dial_loop(address))
+
+    async def send(self, peer: bytes, frame: bytes) -> None:
+        if not 0 < len(frame) <= MAX_FRAME:
+            raise LinkError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME} on link {self.config.name}")
+        if peer == BROADCAST:
+            for neighbour in list(self._sessions.values()):
+                await neighbour.enqueue(frame)
+            return
+        session = self._sessions.get(peer)
+        if session is None:
+            raise LinkError(f"peer {display_id(peer)} is not connected on link {self.config.name}")
+        await session.enqueue(frame)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for session in list(self._dialler_of):  # every open session, lingering ones too
+            session.close("link stopped")
+        if self._listener is not None:
+            self._listener.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # -- listening -------------------------------------------------------------------------------
+
+    def _open_listener(self, address: str) -> pynng.Pair1:
+        socket = pynng.Pair1(polyamorous=True, recv_max_size=MAX_RECORD + 64)
+        if address.startswith("tls+tcp://"):
+            assert self.config.tls is not None
+            socket.tls_config = server_config(self.config.tls)
+        socket.add_post_pipe_remove_cb(lambda pipe: self._from_nng_thread(self._listener_pipe_gone, pipe.id))
+        try:
+            socket.listen(address)
+        except pynng.NNGException as exc:
+            socket.close()
+            raise LinkError(f"link {self.config.name} cannot listen on {address}: {exc}") from exc
+        return socket
+
+    async def _receive_listener(self, socket: pynng.Pair1) -> None:
+        while True:
+            try:
+                message = await socket.arecv_msg()
+            except pynng.Closed:
+                return
+            pipe = message.pipe
+            session = self._pipe_sessions.get(pipe.id)
+            if session is not None:
+                self._dispatch(session, message.bytes)
+                continue
+            inbox = self._inboxes.get(pipe.id)
+            if inbox is None:
+                inbox = self._inboxes[pipe.id] = asyncio.Queue(_HANDSHAKE_INBOX)
+                self._spawn(self._accept(pipe, inbox))
+            if inbox.full():
+                log.warning("link %s: peer sent more than a handshake before finishing it", self.config.name)
+                pipe.close()
+            else:
+                inbox.put_nowait(message.bytes)
+
+    async def _accept(self, pipe: pynng.Pipe, inbox: asyncio.Queue[bytes]) -> None:
+        responder = Responder(self._credentials, self._trust)
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                await pipe.asend(responder.receive_hello(await inbox.get(), self._clock()))
+                established = responder.receive_auth(await inbox.get())
+        except (HandshakeError, TimeoutError, pynng.NNGException) as exc:
+            self._refuse(exc, "accepted")
+            pipe.close()
+            return
+        finally:
+            self._inboxes.pop(pipe.id, None)
+        session = self._establish(established, pipe.asend, pipe.close, dialler=established.peer_node_id)
+        self._pipe_sessions[pipe.id] = session
+        if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
+            session.close("peer disconnected during the handshake")  # its removal came too early
+
+    def _listener_pipe_gone(self, pipe_id: int) -> None:
+        session = self._pipe_sessions.pop(pipe_id, None)
+        if session is not None:
+            session.close("peer closed the connection")
+
+    # -- dialling --------------------------------------------------------------------------------
+
+    async def _dial_loop(self, address: str) -> None:
+        failures = 0
+        while not self._stopping:
+            peer = await self._connect_once(address)
+            failures = 0 if peer is not None else failures + 1
+            while peer is not None and peer in self._sessions and not self._stopping:
+                await asyncio.sleep(self.config.keepalive_interval)  # the peer's own connection won
+            ceiling = min(self.config.reconnect_max, self.config.reconnect_min * 2 ** min(failures, 30))
+            await asyncio.sleep(ceiling * self._rng.uniform(0.5, 1.0))
+
+    async def _connect_once(self, address: str) -> bytes | None:
+        """Dial, handshake, serve until the connection ends; the peer's node id if it was authenticated."""
+        socket = pynng.Pair1(recv_max_size=MAX_RECORD + 64)
+        gone = asyncio.Event()
+        try:
+            if address.startswith("tls+tcp://"):
+                assert self.config.tls is not None
+                socket.tls_config = client_config(self.config.tls)
+            socket.add_post_pipe_remove_cb(lambda pipe: self._from_nng_thread(gone.set))
+            handshake = asyncio.create_task(self._dial_handshake(socket, address))
+            closed = asyncio.create_task(gone.wait())
+            try:
+                async with asyncio.timeout(self.config.handshake_timeout):
+                    await asyncio.wait((handshake, closed), return_when=asyncio.FIRST_COMPLETED)
+                if not handshake.done():
+                    raise ConnectionError(
+                        "the peer closed the connection during the handshake (is this node enrolled?)"
+                    )
+                established, pipe = handshake.result()
+            except (HandshakeError, TimeoutError, ConnectionError, pynng.NNGException) as exc:
+                self._refuse(exc, f"dialled {address}")
+                return None
+            finally:
+                handshake.cancel()
+                closed.cancel()
+                await asyncio.gather(handshake, closed, return_exceptions=True)
+            session = self._establish(established, pipe.asend, socket.close, dialler=self.node_id)
+            self._spawn(self._close_when(gone, session))
+            while not session.closed:
+                try:
+                    message = await socket.arecv_msg()
+                except pynng.NNGException:
+                    session.close("connection closed")
+                    break
+                self._dispatch(session, message.bytes)
+            return established.peer_node_id
+        finally:
+            socket.close()
+
+    async def _dial_handshake(self, socket: pynng.Pair1, address: str) -> tuple[Established, pynng.Pipe]:
+        initiator = Initiator(self._credentials, self._trust)
+        socket.dial(address, block=False)
+        await socket.asend(initiator.start())
+        reply = await socket.arecv_msg()
+        auth, established = initiator.receive(reply.bytes, self._clock())
+        await reply.pipe.asend(auth)
+        return established, reply.pipe
+
+    async def _close_when(self, gone: asyncio.Event, session: PeerSession) -> None:
+        await gone.wait()
+        session.close("peer closed the connection")
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def _establish(
+        self,
+        established: Established,
+        transport_send: Callable[[bytes], Awaitable[None]],
+        transport_close: Callable[[], None],
+        *,
+        dialler: bytes,
+    ) -> PeerSession:
+        """Start an authenticated connection: it becomes the peer's, or lingers if a better one exists."""
+        peer = established.peer_node_id
+        self._handshakes_completed += 1
+        session = PeerSession(
+            peer,
+            established.cipher,
+            transport_send,
+            transport_close,
+            on_frame=lambda frame: self._frame_received(peer, frame),
+            on_closed=self._session_closed,
+            keepalive_interval=self.config.keepalive_interval,
+            keepalive_misses=self.config.keepalive_misses,
+            queue_limit_bytes=self.config.queue_limit_bytes,
+        )
+        self._dialler_of[session] = dialler
+        session.start()
+        existing = self._sessions.get(peer)
+        if existing is None:
+            self._sessions[peer] = session
+            log.info("link %s: peer %s up", self.config.name, display_id(peer))
+            if self._events is not None:
+                self._events.link_up(self.config.name, peer)
+        elif self._dialler_of[existing] != dialler and self._dialler_of[existing] < dialler:
+            self._retire(session, "a connection to this peer already exists")
+        else:
+            self._sessions[peer] = session
+            session.adopt_queue(existing)
+            self._retire(existing, "replaced by a newer connection")
+        return session
+
+    def _retire(self, session: PeerSession, reason: str) -> None:
+        """Close a superseded connection after a grace period, not at once: the peer may not have
+        its replacement yet, and closing now would make it report the peer down and up again."""
+        asyncio.get_running_loop().call_later(self.config.handshake_timeout, session.close, reason)
+
+    def _session_closed(self, session: PeerSession, reason: str) -> None:
+        self._dialler_of.pop(session, None)
+        self._closed[session.peer] = session.metrics()
+        if self._sessions.get(session.peer) is not session:
+            return
+        del self._sessions[session.peer]
+        log.info("link %s: peer %s down: %s", self.config.name, display_id(session.peer), reason)
+        if self._events is not None:
+            self._events.link_down(self.config.name, session.peer)
+
+    def _dispatch(self, session: PeerSession, record: bytes) -> None:
+        try:
+            session.on_record(record)
+        except Exception:  # an application callback failed; the link must keep running
+            log.exception(
+                "link %s: handling a record from %s failed", self.config.name, display_id(session.peer)
+            )
+
+    def _frame_received(self, peer: bytes, frame: bytes) -> None:
+        if self._events is not None:
+            self._events.frame_received(self.config.name, peer, frame)
+
+    def _refuse(self, exc: BaseException, where: str) -> None:
+        if isinstance(exc, HandshakeError):
+            self._handshakes_refused += 1
+            log.warning("link %s: handshake refused (%s): %s", self.config.name, where, exc)
+        else:
+            log.info("link %s: no connection (%s): %s", self.config.name, where, exc or "timed out")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _from_nng_thread(self, callback: Callable[..., None], *args: object) -> None:
+        """pynng calls pipe callbacks on its own threads; hop onto the event loop (if it still runs)."""
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to tell
+            self._loop.call_soon_threadsafe(callback, *args)

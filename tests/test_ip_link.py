@@ -1,0 +1,362 @@
+"""Two real IpLinks on 127.0.0.1 (pynng, real crypto), some through the impairment proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from impair_proxy import ImpairProxy
+
+from crypto.certificate import Authority
+from crypto.identity import Identity
+from relay.links.base import BROADCAST, LinkError
+from relay.links.ip import IpLink, IpLinkConfig
+from relay.links.ip_handshake import Credentials, Trust
+from relay.links.ip_tls import ensure_self_signed
+
+NOW = int(time.time())
+FAST: dict[str, Any] = {
+    "keepalive_interval": 0.25,
+    "keepalive_misses": 3,
+    "reconnect_min": 0.05,
+    "reconnect_max": 0.5,
+}
+
+
+class Recorder:
+    """LinkEvents that remember everything, with awaitable conditions."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, bytes]] = []
+        self.log: list[tuple[str, bytes, float]] = []
+        self.changed = asyncio.Event()
+
+    def link_up(self, link: str, peer: bytes) -> None:
+        self.log.append(("up", peer, time.monotonic()))
+        self.changed.set()
+
+    def link_down(self, link: str, peer: bytes) -> None:
+        self.log.append(("down", peer, time.monotonic()))
+        self.changed.set()
+
+    def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
+        self.frames.append((peer, frame))
+        self.changed.set()
+
+    def count(self, what: str) -> int:
+        return sum(1 for entry in self.log if entry[0] == what)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return Authority.generate(now=NOW - 100_000)
+
+
+def enrol(authority: Authority, name: str, expires: int = NOW + 3600, now: int = NOW) -> Credentials:
+    identity = Identity.generate()
+    return Credentials(
+        identity, authority.issue(identity.public, frozenset({"relay"}), name, expires, now=now)
+    )
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ImpairProxy]:
+    started = ImpairProxy(0)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+class Pair:
+    def __init__(self, listener: IpLink, dialler: IpLink, at_listener: Recorder, at_dialler: Recorder):
+        self.listener, self.dialler = listener, dialler
+        self.at_listener, self.at_dialler = at_listener, at_dialler
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[list[IpLink]]:
+    started: list[IpLink] = []
+    yield started
+    for link in started:
+        await link.stop()
+
+
+async def start(links: list[IpLink], link: IpLink) -> Recorder:
+    events = Recorder()
+    await link.start(events)
+    links.append(link)
+    return events
+
+
+async def connected_pair(
+    links: list[IpLink], authority: Authority, dial: Callable[[int], str] | None = None, **options: Any
+) -> Pair:
+    trust = Trust(authority.public, authority.revocations)
+    port = free_port()
+    listener = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **options), enrol(authority, "cp"), trust
+    )
+    at_listener = await start(links, listener)
+    address = dial(port) if dial else f"tcp://127.0.0.1:{port}"
+    dialler = IpLink(IpLinkConfig(peers=(address,), **options), enrol(authority, "field"), trust)
+    at_dialler = await start(links, dialler)
+    await at_listener.until(lambda: at_listener.count("up") == 1)
+    await at_dialler.until(lambda: at_dialler.count("up") == 1)
+    return Pair(listener, dialler, at_listener, at_dialler)
+
+
+async def test_frames_flow_both_ways_in_order(links: list[IpLink], authority: Authority) -> None:
+    pair = await connected_pair(links, authority)
+    assert pair.listener.peers() == (pair.dialler.node_id,)
+    assert pair.dialler.peers() == (pair.listener.node_id,)
+    for i in range(500):
+        await pair.dialler.send(pair.listener.node_id, b"up %d" % i)
+        await pair.listener.send(BROADCAST, b"down %d" % i)
+    await pair.at_listener.until(lambda: len(pair.at_listener.frames) == 500)
+    await pair.at_dialler.until(lambda: len(pair.at_dialler.frames) == 500)
+    assert [f for _, f in pair.at_listener.frames] == [b"up %d" % i for i in range(500)]
+    assert {p for p, _ in pair.at_listener.frames} == {pair.dialler.node_id}
+    assert [f for _, f in pair.at_dialler.frames] == [b"down %d" % i for i in range(500)]
+    big = bytes(range(256)) * 256  # one full 64 KiB frame
+    await pair.dialler.send(pair.listener.node_id, big)
+    await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == big)
+    metrics = pair.dialler.metrics().peers[0]
+    assert (
+        metrics.up and metrics.frames_out == 501 and metrics.frames_in == 500 and metrics.records_refused == 0
+    )
+
+
+async def test_unknown_peer_and_bad_frames_raise_link_error(
+    links: list[IpLink], authority: Authority
+) -> None:
+    pair = await connected_pair(links, authority)
+    with pytest.raises(LinkError, match="not connected"):
+        await pair.dialler.send(b"\x01" * 16, b"hello")
+    with pytest.raises(LinkError, match="outside"):
+        await pair.dialler.send(pair.listener.node_id, b"")
+    with pytest.raises(LinkError, match="outside"):
+        await pair.dialler.send(pair.listener.node_id, b"x" * (64 * 1024 + 1))
+
+
+@pytest.mark.parametrize("kind", ["stranger", "revoked", "expired"])
+async def test_non_members_are_refused(links: list[IpLink], kind: str) -> None:
+    authority = Authority.generate(now=NOW - 100_000)
+    if kind == "stranger":
+        intruder = enrol(Authority.generate(now=NOW - 10), "intruder")
+    elif kind == "revoked":
+        intruder = enrol(authority, "intruder")
+        authority.revoke(intruder.identity.node_id, "stolen vehicle", now=NOW - 5)
+    else:
+        intruder = enrol(authority, "intruder", expires=NOW - 60_000, now=NOW - 90_000)
+    trust = Trust(authority.public, authority.revocations)
+    port = free_port()
+    member = IpLink(IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **FAST), enrol(authority, "cp"), trust)
+    at_member = await start(links, member)
+    # the intruder trusts the member's authority so that only the member's checks are tested
+    intruder_link = IpLink(IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **FAST), intruder, trust)
+    at_intruder = await start(links, intruder_link)
+    async with asyncio.timeout(5):
+        while member.metrics().handshakes_refused < 2:
+            await asyncio.sleep(0.05)
+    assert at_member.log == [] and at_intruder.log == []
+    assert member.peers() == () and intruder_link.peers() == ()
+
+
+async def test_injected_records_are_refused_and_the_link_goes_on(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via)
+    garbage = b"\x01" + b"\x00" * 8 + b"forged record, no valid tag"
+    sp_message = len(b"\x00\x00\x00\x01" + garbage).to_bytes(8, "big") + b"\x00\x00\x00\x01" + garbage
+    assert proxy.inject(sp_message) == 1
+    await pair.dialler.send(pair.listener.node_id, b"after injection")
+    await pair.at_listener.until(
+        lambda: (pair.dialler.node_id, b"after injection") in pair.at_listener.frames
+    )
+    assert pair.listener.metrics().peers[0].records_refused == 1
+    assert [f for _, f in pair.at_listener.frames] == [b"after injection"]
+    assert pair.at_listener.count("down") == 0
+    # bytes that break pynng's own framing end the connection; the link comes back by itself
+    proxy.inject(b"\xff" * 64)
+    await pair.at_listener.until(lambda: pair.at_listener.count("up") == 2)
+    await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == 2)
+    await pair.dialler.send(pair.listener.node_id, b"after reconnect")
+    await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == b"after reconnect")
+
+
+async def test_blackhole_is_detected_within_seconds(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via, **FAST)
+    proxy.blackhole = True
+    started = time.monotonic()
+    await pair.at_dialler.until(lambda: pair.at_dialler.count("down") == 1, timeout=5)
+    await pair.at_listener.until(lambda: pair.at_listener.count("down") == 1, timeout=5)
+    assert time.monotonic() - started < 2.0  # 3 missed keepalives of 0.25 s, plus one interval
+    with pytest.raises(LinkError):
+        await pair.dialler.send(pair.listener.node_id, b"nobody there")
+    proxy.blackhole = False  # the path heals: the dialler reconnects on its own
+    await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == 2, timeout=5)
+
+
+async def test_backpressure_then_link_error_when_the_path_dies(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via, **FAST)
+    proxy.blackhole = True
+    frame = b"b" * 8192
+    sent = 0
+    with pytest.raises(LinkError):
+        async with asyncio.timeout(5):
+            while True:  # ends when the queue is full and the link is declared down
+                await pair.dialler.send(pair.listener.node_id, frame)
+                sent += 1
+    queued = pair.dialler.metrics().peers[0]
+    assert not queued.up
+    assert queued.queue_bytes <= 256 * 1024 + len(frame)  # the bound held while send() waited
+    assert queued.frames_out < sent  # what was only queued was never counted as sent
+
+
+async def test_reconnects_after_reset_with_fresh_keys(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via, **FAST)
+    for round_number in range(3):
+        proxy.reset_all()
+        ups, frame = round_number + 2, b"round %d" % round_number
+        await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == ups)  # noqa: B023
+        await pair.at_listener.until(lambda: pair.at_listener.count("up") == ups)  # noqa: B023
+        await pair.dialler.send(pair.listener.node_id, frame)
+        await pair.at_listener.until(lambda: pair.at_listener.frames[-1:] == [(pair.dialler.node_id, frame)])  # noqa: B023
+    assert pair.at_dialler.count("down") == 3
+    assert pair.listener.metrics().handshakes_completed == 4
+
+
+async def test_delay_and_bandwidth_cap_still_deliver_everything(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via, **FAST)
+    proxy.delay = 0.05
+    proxy.bandwidth = 2_000_000
+    frames = [bytes([i % 256]) * 1000 for i in range(1000)]  # 1 MB at 2 MB/s
+    for frame in frames:
+        await pair.dialler.send(pair.listener.node_id, frame)
+    await pair.at_listener.until(lambda: len(pair.at_listener.frames) == len(frames), timeout=10)
+    assert [f for _, f in pair.at_listener.frames] == frames
+    await asyncio.sleep(0.6)
+    rtt = pair.dialler.metrics().peers[0].rtt_s
+    assert rtt is not None and rtt >= 0.1  # two 50 ms legs
+
+
+async def test_lossy_path_resets_and_recovers(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    pair = await connected_pair(links, authority, dial=proxy.via, **FAST)
+    proxy.reset_probability = 0.05
+    delivered_before = 0
+    async with asyncio.timeout(10):
+        while proxy.resets < 2:
+            if pair.dialler.peers():
+                with contextlib.suppress(LinkError):
+                    await pair.dialler.send(pair.listener.node_id, b"probe")
+            await asyncio.sleep(0.01)
+    delivered_before = len(pair.at_listener.frames)
+    proxy.reset_probability = 0.0
+    await pair.at_dialler.until(lambda: len(pair.dialler.peers()) == 1)
+    await pair.dialler.send(pair.listener.node_id, b"final")
+    await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == b"final")
+    assert delivered_before > 0 and pair.at_dialler.count("down") >= 1  # some resets hit handshakes
+
+
+async def test_tls_mode_with_and_without_verifying_the_listener(
+    links: list[IpLink], authority: Authority, tmp_path: Path
+) -> None:
+    trust = Trust(authority.public, authority.revocations)
+    listener_tls = ensure_self_signed(tmp_path / "cp")
+    assert (tmp_path / "cp" / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert ensure_self_signed(tmp_path / "cp") == listener_tls  # reused, not regenerated
+    port = free_port()
+    listener = IpLink(
+        IpLinkConfig(listen=f"tls+tcp://127.0.0.1:{port}", tls=listener_tls, **FAST),
+        enrol(authority, "cp"),
+        trust,
+    )
+    at_listener = await start(links, listener)
+    field_tls = ensure_self_signed(tmp_path / "field")
+    pinned = type(field_tls)(field_tls.cert_pem, field_tls.key_pem, listener_tls.cert_pem, "localhost")
+    wrong = type(field_tls)(field_tls.cert_pem, field_tls.key_pem, field_tls.cert_pem, "localhost")
+    for tls in (field_tls, pinned):
+        dialler = IpLink(
+            IpLinkConfig(peers=(f"tls+tcp://127.0.0.1:{port}",), tls=tls, **FAST),
+            enrol(authority, "field"),
+            trust,
+        )
+        at_dialler = await start(links, dialler)
+        await at_dialler.until(lambda: at_dialler.count("up") == 1)  # noqa: B023
+        await dialler.send(listener.node_id, b"over tls")
+        await at_listener.until(lambda: at_listener.frames[-1:] == [(dialler.node_id, b"over tls")])  # noqa: B023
+    mistrusting = IpLink(
+        IpLinkConfig(peers=(f"tls+tcp://127.0.0.1:{port}",), tls=wrong, **FAST),
+        enrol(authority, "mistrusting"),
+        trust,
+    )
+    at_mistrusting = await start(links, mistrusting)
+    await asyncio.sleep(1.0)
+    assert at_mistrusting.log == [] and at_listener.count("up") == 2
+
+
+async def test_both_dialling_each_other_keep_one_connection(
+    links: list[IpLink], authority: Authority
+) -> None:
+    trust = Trust(authority.public, authority.revocations)
+    port_a, port_b = free_port(), free_port()
+    a = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port_a}", peers=(f"tcp://127.0.0.1:{port_b}",), **FAST),
+        enrol(authority, "a"),
+        trust,
+    )
+    b = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port_b}", peers=(f"tcp://127.0.0.1:{port_a}",), **FAST),
+        enrol(authority, "b"),
+        trust,
+    )
+    at_a, at_b = await start(links, a), await start(links, b)
+    await at_a.until(lambda: a.peers() == (b.node_id,))
+    await at_b.until(lambda: b.peers() == (a.node_id,))
+    await asyncio.sleep(1.5)  # several redial attempts: none may flap the link
+    assert at_a.count("up") == 1 and at_a.count("down") == 0
+    assert at_b.count("up") == 1 and at_b.count("down") == 0
+    await a.send(b.node_id, b"one way")
+    await b.send(a.node_id, b"other way")
+    await at_b.until(lambda: at_b.frames == [(a.node_id, b"one way")])
+    await at_a.until(lambda: at_a.frames == [(b.node_id, b"other way")])
+
+
+async def test_batching_beats_the_per_message_asyncio_rate(links: list[IpLink], authority: Authority) -> None:
+    pair = await connected_pair(links, authority)
+    count, frame = 30_000, b"x" * 100
+    started = time.perf_counter()
+    for _ in range(count):
+        await pair.dialler.send(pair.listener.node_id, frame)
+    await pair.at_listener.until(lambda: len(pair.at_listener.frames) == count, timeout=30)
+    rate = count / (time.perf_counter() - started)
+    assert rate > 20_000, f"{rate:.0f} frames/s"  # pynng's asyncio path alone: ~5k messages/s
