@@ -323,6 +323,8 @@ class RelayCore:
                     return None
                 return item.peer, encode_frame(outgoing.fragments[item.index])
             data = self._data_frame(state, held, item.peer)
+            if data is None:
+                return None
             if len(data) <= mtu:
                 return item.peer, data
             outgoing = state.transfers.get((item.peer, item.bundle_id))
@@ -348,29 +350,32 @@ class RelayCore:
             return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
         return BROADCAST, encode_frame(self.router.make_beacon(state.profile))
 
-    def _data_frame(self, state: LinkState, held: _Held, peer: bytes) -> bytes:
-        copies = held.given.get(peer)
-        if copies is None:
-            directed = held.routed.get(peer, ("", True))[1]
-            if directed:
-                copies = 1
-            elif is_costly(state.profile):
-                copies = held.copies // 2
-            else:
-                copies = held.copies
-        bundle = held.bundle.forwarded()
-        frame = DataFrame(bundle, max(1, min(MAX_COPIES, copies)), compact=state.profile.compact)
+    def _give(self, state: LinkState, held: _Held, peer: bytes) -> int:
+        """Copies handed to ``peer`` with this bundle; 0 = the spray budget forbids sending it."""
+        given = held.given.get(peer)
+        if given is not None:
+            return given  # a retransmission carries what the first transmission promised
+        if held.routed.get(peer, ("", True))[1]:
+            return 1  # directed: the next hop waits for a directed path too
+        if is_costly(state.profile):
+            return held.copies // 2  # binary spray-and-wait
+        return held.copies
+
+    def _data_frame(self, state: LinkState, held: _Held, peer: bytes) -> bytes | None:
+        copies = self._give(state, held, peer)
+        if copies < 1:
+            held.routed.pop(peer, None)
+            return None
+        frame = DataFrame(held.bundle.forwarded(), min(MAX_COPIES, copies), compact=state.profile.compact)
         return encode_frame(frame)
 
     def _sent(self, state: LinkState, item: Item, now: float) -> None:
         if isinstance(item, SendBundle | SendFragment):
             held = self._held[item.bundle_id]
             if item.peer not in held.given:
-                directed = held.routed.get(item.peer, ("", True))[1]
-                give = 1 if directed else (held.copies // 2 if is_costly(state.profile) else held.copies)
-                held.given[item.peer] = max(1, give)
-                if not directed and is_costly(state.profile):
-                    held.copies = max(1, held.copies - give)
+                give = held.given[item.peer] = self._give(state, held, item.peer)
+                if not held.routed.get(item.peer, ("", True))[1] and is_costly(state.profile):
+                    held.copies -= give
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
                 for fragment in reversed(outgoing.fragments[1:]):
