@@ -30,7 +30,7 @@ from ng112.acks import ack_message, parse_sip_target
 from ng112.buildings import BuildingRegistry
 from ng112.canonical import record_from_request
 from ng112.cap import format_datetime
-from ng112.errors import Ng112Error, SipParseError
+from ng112.errors import SipParseError
 from ng112.kinds import NG112_ALARM
 from ng112.record import AlarmRecord
 from ng112.request import Decision, EmergencyRequest, IngressPolicy, evaluate
@@ -275,7 +275,7 @@ class Gateway:
         self.in_flight += 1
         try:
             await self._make_durable(decision.request, peer, transport, now)
-        except (Ng112Error, OSError, ValueError) as exc:
+        except Exception as exc:  # any failure to make it durable: the panel must retry
             log.error("alarm from %s could not be made durable: %s", sender, exc)
             return 500, "Server Internal Error - alarm not stored", retry
         finally:
@@ -306,7 +306,11 @@ class Gateway:
         )
         new = await self.store.put(stored)
         if new and self.accept is not None:
-            await self.accept(Alarm(record, request, panel, now))
+            try:
+                await self.accept(Alarm(record, request, panel, now))
+            except BaseException:
+                await self.store.forget(record.key_id, record.seq)
+                raise
 
     # -- acknowledgements back to the panel ------------------------------------------------------
     async def deliver_ack(self, ack: AlarmRecord) -> bool:

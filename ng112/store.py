@@ -71,6 +71,11 @@ class AlarmStore:
         await self._db.commit()
         return cursor.rowcount == 1
 
+    async def forget(self, key_id: int, seq: int) -> None:
+        """Remove an alarm whose hand-off failed, so the panel's retry is processed afresh."""
+        await self._db.execute("DELETE FROM alarm WHERE key_id=? AND seq=?", (key_id, seq))
+        await self._db.commit()
+
     async def get(self, key_id: int, seq: int) -> StoredAlarm | None:
         async with self._db.execute(
             "SELECT record, cap_sender, cap_identifier, cap_sent, panel, cap_xml, received_at "
