@@ -79,6 +79,8 @@ class Certificate:
     issued: int
     authority_id: bytes
     signature: bytes = field(repr=False)
+    # The authority key whose signature check passed, so hot paths verify each certificate once.
+    _verified_by: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     @property
     def node_id(self) -> bytes:
@@ -135,7 +137,9 @@ class Certificate:
         who = f"{self.name!r} ({display_id(self.node_id)})"
         if self.authority_id != authority.node_id:
             raise CertificateError(f"certificate of {who} is from another deployment authority")
-        authority.verify(self.signature, _CERT_TAG + self._body())
+        if self._verified_by != authority.signing_key:
+            authority.verify(self.signature, _CERT_TAG + self._body())
+            object.__setattr__(self, "_verified_by", authority.signing_key)
         if now >= self.expires:
             raise ExpiredError(f"certificate of {who} expired at {_utc(self.expires)}; enrol it again")
         if revocations is not None:
@@ -162,6 +166,7 @@ class RevocationList:
     entries: tuple[Revocation, ...]
     signature: bytes = field(repr=False)
     _index: Mapping[bytes, Revocation] = field(init=False, repr=False, compare=False)
+    _verified_by: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {entry.node_id: entry for entry in self.entries})
@@ -223,7 +228,9 @@ class RevocationList:
     def verify(self, authority: PublicIdentity) -> None:
         if self.authority_id != authority.node_id:
             raise CertificateError("the revocation list is from another deployment authority")
-        authority.verify(self.signature, _CRL_TAG + self._body())
+        if self._verified_by != authority.signing_key:
+            authority.verify(self.signature, _CRL_TAG + self._body())
+            object.__setattr__(self, "_verified_by", authority.signing_key)
 
 
 def _utc(unix: int) -> str:
