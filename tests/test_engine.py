@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
+import pytest
 from engine_net import IP, LORA, Deployment, EnginePump
 
 from relay.bundle import Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import NodeEngine
+from relay.kinds import KindError
+from relay.trust import TrustStore
 
 T0 = 1000.0
 
@@ -47,3 +51,162 @@ async def test_two_hops_delivery_receipt_and_status(tmp_path: Path) -> None:
     assert State.FORWARDED in statuses and statuses[-1] is State.DELIVERED
     for engine in (a, relay, b):
         await engine.close()
+
+
+async def test_exactly_once_with_duplicate_frames_and_two_paths(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    a, b = [await net.open(n, tmp_path, T0) for n in ("a", "b")]
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    await pump.connect(LORA, a, b, T0)
+    sent = set()
+    for i in range(20):
+        priority = Priority.FLASH if i % 5 == 0 else Priority.PRIORITY
+        sent.add(
+            await a.send(
+                Destination.to_node(b.node_id),
+                b"m%d" % i,
+                kind=Kind.TEXT,
+                priority=priority,
+                lifetime=600,
+                now=T0,
+            )
+        )
+    await pump.run(T0, 30, dt=0.5, duplicate=True)
+    got = await _collect(b)
+    assert sorted(d.bundle_id for d in got) == sorted(sent)
+    assert await _collect(b, 0.2) == []
+    for d in got[:10]:
+        await b.ack(d.bundle_id)
+    await b.close()
+    b = await net.open("b", tmp_path, T0 + 31)
+    again = await _collect(b)
+    assert sorted(d.bundle_id for d in again) == sorted(d.bundle_id for d in got[10:])
+    await a.close()
+    await b.close()
+
+
+async def test_restart_keeps_queued_bundles_and_delivers_them_later(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    a = await net.open("a", tmp_path, T0)
+    ids = [
+        await a.send(
+            Destination.to_node(net.members["b"][0].node_id),
+            bytes([i]) * 300,
+            kind=Kind.TEXT,
+            priority=Priority.ROUTINE,
+            lifetime=3600,
+            now=T0,
+        )
+        for i in range(10)
+    ]
+    await a.close()
+    a = await net.open("a", tmp_path, T0 + 100)
+    assert all(a.core.holds(i) for i in ids)
+    b = await net.open("b", tmp_path, T0 + 100)
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0 + 100)
+    await pump.run(T0 + 100, 20)
+    assert sorted(d.bundle_id for d in await _collect(b)) == sorted(ids)
+    assert all(a.status(i).state is State.DELIVERED for i in ids)
+    assert (await a.store.stats()).held_by_priority.get(Priority.ROUTINE, 0) == 0
+    await a.close()
+    await b.close()
+
+
+async def test_first_relay_drops_bundles_from_unknown_or_revoked_origins(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("a", "relay", "b", "outsider"):
+        net.enrol(name)
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    outsider = await net.open("outsider", tmp_path, T0)
+    identity, cert = net.members["relay"]
+    known = [c for name, (_, c) in net.members.items() if name != "outsider"]
+    revocations = net.authority.revoke(a.node_id, "stolen radio")
+    relay = await NodeEngine.open(
+        identity,
+        cert,
+        TrustStore(net.authority.public, known, revocations),
+        tmp_path / "relay.sqlite",
+        now=T0,
+    )
+    pump = EnginePump()
+    for engine in (a, b, outsider):
+        await pump.connect(IP, engine, relay, T0)
+    await a.send(
+        Destination.to_node(b.node_id),
+        b"from revoked",
+        kind=Kind.TEXT,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=T0,
+    )
+    await outsider.send(
+        Destination.to_node(b.node_id),
+        b"injected",
+        kind=Kind.TEXT,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=T0,
+    )
+    await pump.run(T0, 10)
+    assert await _collect(b, 0.2) == []
+    assert relay.refused_bundles >= 2
+    assert (await relay.store.stats()).held_by_priority.get(Priority.FLASH, 0) == 0
+    for engine in (a, b, outsider, relay):
+        await engine.close()
+
+
+async def test_hostile_frames_are_refused_without_harming_the_store(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    bid = await b.send(
+        Destination.to_node(a.node_id),
+        b"keep me",
+        kind=Kind.TEXT,
+        priority=Priority.BULK,
+        lifetime=600,
+        now=T0,
+    )
+    before = await b.store.stats()
+    rng = random.Random(7)
+    for _ in range(300):
+        await b.frame_received(
+            "ip0", a.node_id, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))), T0
+        )
+    await b.frame_received("ip0", a.node_id, b"\x30\x01\x00\x00", T0)
+    assert b.refused_frames >= 250
+    assert await b.store.get(bid) is not None
+    assert (await b.store.stats()).held_by_priority == before.held_by_priority
+    await pump.run(T0, 10)
+    assert [d.payload for d in await _collect(a)] == [b"keep me"]
+    await a.close()
+    await b.close()
+
+
+async def test_application_kinds_are_registered_and_validated(tmp_path: Path) -> None:
+    net = Deployment()
+    net.enrol("a")
+    a = await net.open("a", tmp_path, T0)
+
+    def must_be_json(payload: bytes) -> None:
+        if not payload.startswith(b"{"):
+            raise ValueError("not a JSON object")
+
+    a.kinds.register(40, "detection", must_be_json)
+    dest = Destination.to_node(a.node_id)
+    with pytest.raises(KindError, match="detection payload refused"):
+        await a.send(dest, b"nope", kind=40, priority=Priority.IMMEDIATE, lifetime=60, now=T0)
+    with pytest.raises(KindError, match="not registered"):
+        await a.send(dest, b"{}", kind=41, priority=Priority.IMMEDIATE, lifetime=60, now=T0)
+    bid = await a.send(dest, b"{}", kind=40, priority=Priority.IMMEDIATE, lifetime=60, now=T0)
+    assert [d.bundle_id for d in await _collect(a)] == [bid]
+    await a.close()
