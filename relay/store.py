@@ -54,14 +54,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full, encode_full
+from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
+from relay.store_accept import Budget, PutRequest, SplitNeeded, StoreFullError, admit, make_room
 from relay.store_schema import StoreError, migrate
 
 __all__ = [
@@ -76,11 +78,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
-
-
-class StoreFullError(StoreError):
-    """The store is at its quota and the new bundle may not evict what it holds."""
 
 
 class UnknownBundleError(StoreError):
@@ -113,7 +110,7 @@ _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    op: _Op
+    work: _Op | PutRequest  # puts are data so the writer can merge them into one dedup query
     future: asyncio.Future[Any]
 
 
@@ -121,15 +118,12 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, quota_bytes: int, max_batch: int) -> None:
         """Use :meth:`open`."""
         self._db = db
-        self._quota = quota_bytes
+        self._budget = Budget(quota_bytes)
         self._max_batch = max_batch
-        self._used = 0
-        self._high_water = 0
         self._closed = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._lock = asyncio.Lock()  # one transaction or read at a time: reads see only committed data
         self._evicted: list[BundleId] = []
-        self._batch_evicted: list[BundleId] = []
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -145,9 +139,9 @@ class Store:
             await db.execute("PRAGMA synchronous = FULL")
             await migrate(db)
             store = cls(db, quota_bytes, max_batch)
-            store._used = await store._count_used()
+            store._budget.used = await store._count_used()
             high = await _scalar(db, "SELECT value FROM meta WHERE key = 'high_water_bytes'")
-            store._high_water = max(int(high), store._used)
+            store._budget.high_water = max(int(high), store._budget.used)
         except BaseException:
             await db.close()
             raise
@@ -182,8 +176,8 @@ class Store:
         hold: bool = True,
     ) -> list[bool]:
         """Accept several bundles in one transaction; all or nothing if the store is full."""
-        batch = list(bundles)
-        return await self._submit(lambda db: self._accept(db, batch, now, local, deliver, hold))
+        request = PutRequest(tuple(bundles), now, local, deliver, hold)
+        return cast(list[bool], await self._enqueue(request))
 
     async def delete(self, bundle_id: BundleId, reason: str) -> None:
         """Drop the held copy of a bundle; its id stays seen until expiry so it is not taken again."""
@@ -194,7 +188,7 @@ class Store:
             if rows:
                 await db.execute("DELETE FROM bundles WHERE id = ?", (key,))
                 await db.execute("DELETE FROM forwarding WHERE id = ?", (key,))
-                self._used -= int(rows[0][0])
+                self._budget.used -= int(rows[0][0])
                 log.debug("deleted bundle %s: %s", bundle_id, reason)
 
         await self._submit(op)
@@ -208,7 +202,7 @@ class Store:
             await db.executemany("DELETE FROM bundles WHERE id = ?", keys)
             await db.executemany("DELETE FROM forwarding WHERE id = ?", keys)
             await db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
-            self._used -= sum(int(row[1]) for row in rows)
+            self._budget.used -= sum(int(row[1]) for row in rows)
             return [BundleId.from_key(row[0]) for row in rows]
 
         return await self._submit(op)
@@ -251,7 +245,9 @@ class Store:
             priority, size, data = rows[0]
             seen = list(await db.execute_fetchall("SELECT delivered FROM seen WHERE id = ?", (key,)))
             if not seen or not seen[0][0]:
-                await self._make_room(db, Priority.FLASH, int(size))  # may refuse; nothing written yet
+                await make_room(
+                    db, self._budget, Priority.FLASH, int(size)
+                )  # may refuse; nothing written yet
                 await db.execute(
                     "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, 1) "
                     "ON CONFLICT (id) DO UPDATE SET delivered = 1",
@@ -261,7 +257,7 @@ class Store:
                     "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
                     (key, priority, size, data),
                 )
-                self._used += int(size)
+                self._budget.used += int(size)
 
         await self._submit(op)
 
@@ -273,7 +269,7 @@ class Store:
             rows = list(await db.execute_fetchall("SELECT size FROM inbox WHERE id = ?", (key,)))
             if rows:
                 await db.execute("DELETE FROM inbox WHERE id = ?", (key,))
-                self._used -= int(rows[0][0])
+                self._budget.used -= int(rows[0][0])
 
         await self._submit(op)
 
@@ -329,7 +325,14 @@ class Store:
         seen = await self._read("SELECT COUNT(*) FROM seen", ())
         held = {priority: 0 for priority in Priority}
         held.update({Priority(p): int(n) for p, n in per_class})
-        return StoreStats(held, int(inbox[0][0]), int(seen[0][0]), self._used, self._quota, self._high_water)
+        return StoreStats(
+            held,
+            int(inbox[0][0]),
+            int(seen[0][0]),
+            self._budget.used,
+            self._budget.quota,
+            self._budget.high_water,
+        )
 
     def drain_evicted(self) -> list[BundleId]:
         """Ids evicted for space since the last call (committed evictions only)."""
@@ -345,11 +348,14 @@ class Store:
             return list(await self._db.execute_fetchall(sql, params))
 
     async def _submit(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        return cast(T, await self._enqueue(op))
+
+    async def _enqueue(self, work: _Op | PutRequest) -> Any:
         if self._closed:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(op, future))
-        return cast(T, await future)
+        self._queue.put_nowait(_Pending(work, future))
+        return await future
 
     async def _run_writer(self) -> None:
         """Group commit: everything queued while the last COMMIT ran goes into the next transaction."""
@@ -370,17 +376,14 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> None:
         results: list[tuple[_Pending, Any, StoreError | None]] = []
         async with self._lock:
-            self._batch_evicted = []
+            self._budget.batch_evicted = []
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
-                for item in batch:
-                    try:
-                        results.append((item, await item.op(self._db), None))
-                    except StoreError as exc:  # a refusal, raised before the op wrote anything
-                        results.append((item, None, exc))
-                if self._used > self._high_water:
+                for _, run in groupby(batch, key=lambda item: isinstance(item.work, PutRequest)):
+                    results += await self._run(list(run))
+                if self._budget.used > self._budget.high_water:
                     await self._db.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._used,)
+                        "UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,)
                     )
                 await self._db.execute("COMMIT")
             except Exception as exc:
@@ -392,8 +395,8 @@ class Store:
                     if not item.future.done():
                         item.future.set_exception(error)
                 return
-            self._high_water = max(self._high_water, self._used)
-            self._evicted.extend(self._batch_evicted)
+            self._budget.high_water = max(self._budget.high_water, self._budget.used)
+            self._evicted.extend(self._budget.batch_evicted)
         for item, value, refusal in results:
             if item.future.done():  # the caller was cancelled; the write stands
                 continue
@@ -402,131 +405,43 @@ class Store:
             else:
                 item.future.set_exception(refusal)
 
+    async def _run(self, items: list[_Pending]) -> list[tuple[_Pending, Any, StoreError | None]]:
+        """Run consecutive ops; consecutive puts are merged unless one needs eviction."""
+        puts = [item.work for item in items if isinstance(item.work, PutRequest)]
+        if len(puts) > 1:
+            try:
+                flags = await admit(self._db, self._budget, puts, allow_eviction=False)
+                return [(item, accepted, None) for item, accepted in zip(items, flags, strict=True)]
+            except SplitNeeded:
+                pass
+        results: list[tuple[_Pending, Any, StoreError | None]] = []
+        for item in items:
+            try:  # a refusal is raised before the op wrote anything (or after rolling it back)
+                if isinstance(item.work, PutRequest):
+                    [accepted] = await admit(self._db, self._budget, [item.work], allow_eviction=True)
+                    results.append((item, accepted, None))
+                else:
+                    results.append((item, await item.work(self._db), None))
+            except StoreError as exc:
+                results.append((item, None, exc))
+        return results
+
     async def _rollback(self) -> None:
         try:
             await self._db.execute("ROLLBACK")
         except Exception as exc:  # no transaction open (BEGIN itself failed)
             log.debug("rollback: %s", exc)
-        self._used = await self._count_used()
+        self._budget.used = await self._count_used()
 
     async def _count_used(self) -> int:
         held = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM bundles")
         inbox = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM inbox")
         return int(held) + int(inbox)
 
-    async def _accept(
-        self,
-        db: aiosqlite.Connection,
-        bundles: list[Bundle],
-        now: float,
-        local: bool,
-        deliver: bool,
-        hold: bool,
-    ) -> list[bool]:
-        keys = [bundle.id.key() for bundle in bundles]
-        known = await _seen_among(db, keys)
-        accepted: list[bool] = []
-        fresh: dict[bytes, tuple[Bundle, bytes]] = {}
-        for bundle, key in zip(bundles, keys, strict=True):
-            is_new = key not in known and key not in fresh and not bundle.is_expired(now)
-            accepted.append(is_new)
-            if is_new:
-                fresh[key] = (bundle, encode_full(bundle))
-        copies = int(hold) + int(deliver)
-        need = sum(len(data) for _, data in fresh.values()) * copies
-        if self._used + need <= self._quota:
-            await self._insert(db, list(fresh.items()), now, local, deliver, hold)
-            return accepted
-        await db.execute("SAVEPOINT accept")
-        used_before, evicted_before = self._used, len(self._batch_evicted)
-        try:
-            for key, (bundle, data) in fresh.items():
-                await self._make_room(db, bundle.priority, len(data) * copies)
-                await self._insert(db, [(key, (bundle, data))], now, local, deliver, hold)
-        except StoreFullError:
-            await db.execute("ROLLBACK TO accept")
-            await db.execute("RELEASE accept")
-            self._used = used_before
-            del self._batch_evicted[evicted_before:]
-            raise
-        await db.execute("RELEASE accept")
-        return accepted
-
-    async def _insert(
-        self,
-        db: aiosqlite.Connection,
-        fresh: list[tuple[bytes, tuple[Bundle, bytes]]],
-        now: float,
-        local: bool,
-        deliver: bool,
-        hold: bool,
-    ) -> None:
-        await db.executemany(
-            "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, ?)",
-            [(key, bundle.expires, int(deliver)) for key, (bundle, _) in fresh],
-        )
-        if hold:
-            await db.executemany(
-                "INSERT INTO bundles (id, priority, created, expires, received_at, local, size, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (key, int(b.priority), b.created, b.expires, now, int(local), len(data), data)
-                    for key, (b, data) in fresh
-                ],
-            )
-            self._used += sum(len(data) for _, (_, data) in fresh)
-        if deliver:
-            await db.executemany(
-                "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
-                [(key, int(b.priority), len(data), data) for key, (b, data) in fresh],
-            )
-            self._used += sum(len(data) for _, (_, data) in fresh)
-
-    async def _make_room(self, db: aiosqlite.Connection, priority: Priority, size: int) -> None:
-        """Evict held bundles of classes strictly below ``priority`` (never FLASH) until ``size`` fits."""
-        need = self._used + size - self._quota
-        if need <= 0:
-            return
-        if size > self._quota:
-            raise StoreFullError(
-                f"a {size}-byte bundle is larger than the whole store quota of {self._quota} bytes"
-            )
-        victims: list[bytes] = []
-        freed = 0
-        sql = "SELECT id, size FROM bundles WHERE priority > ? ORDER BY priority DESC, created, rowid"
-        async with db.execute(sql, (int(priority),)) as cursor:
-            async for key, victim_size in cursor:
-                victims.append(key)
-                freed += int(victim_size)
-                if freed >= need:
-                    break
-        if freed < need:
-            raise StoreFullError(
-                f"store full: {self._used} of {self._quota} quota bytes used and a {priority.name} bundle "
-                f"of {size} bytes may only evict lower classes, which hold {freed} bytes; it is refused "
-                "(raise the quota or wait for bundles to be forwarded or expire)"
-            )
-        await db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
-        await db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
-        self._used -= freed
-        self._batch_evicted.extend(BundleId.from_key(key) for key in victims)
-
 
 async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
     rows = list(await db.execute_fetchall(sql))
     return rows[0][0]
-
-
-async def _seen_among(db: aiosqlite.Connection, keys: Iterable[bytes]) -> set[bytes]:
-    """The subset of ``keys`` already in the seen table."""
-    unique = list(dict.fromkeys(keys))
-    found: set[bytes] = set()
-    for start in range(0, len(unique), _IN_CHUNK):
-        chunk = unique[start : start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        rows = await db.execute_fetchall(f"SELECT id FROM seen WHERE id IN ({marks})", chunk)
-        found.update(bytes(row[0]) for row in rows)
-    return found
 
 
 def _decode(data: bytes) -> Bundle:

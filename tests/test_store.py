@@ -240,3 +240,23 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
         await store.put(make(1), now=1000)
     with pytest.raises(StoreClosedError):
         await store.get(make(1).id)
+
+
+async def test_concurrent_puts_near_the_quota_evict_and_refuse_one_by_one(tmp_path: Path) -> None:
+    one = len(encode_full(make(0)))
+    store = await Store.open(tmp_path / "s.db", quota_bytes=one * 3)
+    bulk = make(1, Priority.BULK)
+    await store.put_many([bulk, make(2, Priority.FLASH)], now=1000)
+    outcomes = await asyncio.gather(
+        store.put(make(3, Priority.BULK), now=1000),  # fits in the free slot
+        store.put(make(4, Priority.IMMEDIATE), now=1000),  # evicts the oldest BULK
+        store.put(make(5, Priority.BULK), now=1000),  # nothing lower to evict: refused
+        store.put(make(2, Priority.FLASH), now=1000),  # duplicate
+        return_exceptions=True,
+    )
+    assert outcomes[:2] == [True, True] and outcomes[3] is False
+    assert isinstance(outcomes[2], StoreFullError)
+    assert store.drain_evicted() == [bulk.id]
+    assert sorted(s.bundle.seq for s in await store.load_all()) == [2, 3, 4]
+    assert (await store.stats()).bytes_used == 3 * one
+    await store.close()
