@@ -23,6 +23,7 @@ from PIL import Image
 
 WIDTH, HEIGHT = 640, 360
 PERSON_HEIGHT = 260  # the person model finds these actors reliably from about 240 px tall
+LYING_LENGTH = 160  # a lying person is found only when small (the model is made for upright people)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +114,29 @@ def standing_still(duration_s: float = 10.0) -> Scene:
     )
 
 
-def bag_left_behind(duration_s: float = 14.0) -> Scene:
-    """The cameraman carries a bag in, puts it down at t=4 s, walks out; the bag stays."""
+def bag_left_behind(duration_s: float = 16.0) -> Scene:
+    """The cameraman carries a bag in, puts it down at t=5 s, walks out by t=8 s; the bag stays."""
     y, bag_h = ground_y(), 60
     bag_y = HEIGHT - 10 - bag_h
-    walker = Actor("cameraman", PERSON_HEIGHT, ((0.0, 0, y), (4.0, 200, y), (7.0, WIDTH, y)))
-    bag = Actor("bag", bag_h, ((0.0, 150, bag_y), (4.0, 350, bag_y), (duration_s, 350, bag_y)))
+    walker = Actor("cameraman", PERSON_HEIGHT, ((0.0, -320, y), (5.0, 200, y), (8.0, WIDTH, y)))
+    bag = Actor("bag", bag_h, ((0.0, -170, bag_y), (5.0, 350, bag_y), (duration_s, 350, bag_y)))
     return Scene("bag_left_behind", duration_s, (walker, bag))
+
+
+BAG_BOX = (350, HEIGHT - 70, 440, HEIGHT - 10)  # where the bag of ``bag_left_behind`` rests
+
+
+def person_falls(duration_s: float = 9.0) -> Scene:
+    """The astronaut walks in and at t=3 s lies down on the ground (a small, lying figure)."""
+    y = ground_y()
+    lying_h = _sprite("astronaut_lying", LYING_LENGTH).shape[0]
+    walker = Actor("astronaut", PERSON_HEIGHT, ((0.0, -260, y), (2.9, 80, y)))
+    lying = Actor(
+        "astronaut_lying",
+        LYING_LENGTH,
+        ((3.0, 100, HEIGHT - 10 - lying_h), (duration_s, 100, HEIGHT - 10 - lying_h)),
+    )
+    return Scene("person_falls", duration_s, (walker, lying))
 
 
 def crowd_gathering(duration_s: float = 10.0) -> Scene:
@@ -136,12 +153,6 @@ def crowd_gathering(duration_s: float = 10.0) -> Scene:
     )
 
 
-SCENES = {
-    scene.name: scene
-    for scene in (walking_past(), entering_zone(), standing_still(), bag_left_behind(), crowd_gathering())
-}
-
-
 # --- pixels ------------------------------------------------------------------------------------
 
 
@@ -155,6 +166,8 @@ def _background(width: int, height: int) -> np.ndarray:
 
 @cache
 def _sprite(name: str, height: int) -> np.ndarray:
+    if name.endswith("_lying"):  # the upright sprite turned on its side; ``height`` is its length
+        return np.ascontiguousarray(np.rot90(_sprite(name.removesuffix("_lying"), height)))
     if name == "astronaut":
         image = _photo("astronaut")[:, :400]
     elif name == "cameraman":
@@ -192,3 +205,16 @@ def _paste(frame: np.ndarray, sprite: np.ndarray, x: int, y: int) -> None:
     x1, y1 = min(x + w, frame.shape[1]), min(y + h, frame.shape[0])
     if x1 > x0 and y1 > y0:
         frame[y0:y1, x0:x1] = sprite[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+SCENES = {
+    scene.name: scene
+    for scene in (
+        walking_past(),
+        entering_zone(),
+        standing_still(),
+        bag_left_behind(),
+        crowd_gathering(),
+        person_falls(),
+    )
+}
