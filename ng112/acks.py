@@ -40,10 +40,10 @@ def parse_sip_target(uri: str) -> SipTarget:
     hostport = hostport.split("@", 1)[-1]
     if hostport.startswith("["):
         host, _, rest = hostport[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 5060
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit() else 5060
     else:
         host, _, port_text = hostport.partition(":")
-        port = int(port_text) if port_text.isdigit() else 5060
+        port = int(port_text) if port_text.isascii() and port_text.isdigit() else 5060
     return SipTarget(transport, host, port, bare)
 
 

@@ -198,7 +198,7 @@ def _content_length(headers: Headers) -> int | None:
     if raw is None:
         return None
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         return -1
     return int(raw)
 

@@ -64,6 +64,8 @@ def test_sip_refuses_oversize_and_garbage() -> None:
         parse_message(b"MESSAGE x SIP/2.0\r\n\r\n" + b"a" * MAX_MESSAGE)
     with pytest.raises(SipParseError):
         parse_message(b"\x00\x01garbage\r\nnot a header\r\n\r\n")
+    odd_digits = parse_message(_message(b"x", "text/plain").replace(b"l:  1", "l: ²".encode()))
+    assert "unreadable Content-Length; body taken to end of datagram" in odd_digits.warnings
     with pytest.raises(SipParseError, match="Content-Length"):
         parse_message(_message(b"short", "text/plain").replace(b"l:  5", b"l: 50"))
 

@@ -1,0 +1,199 @@
+"""NG112 benchmarks: gateway throughput, SIP-to-command-post latency, parse times, bytes on air.
+
+- ``alarms_per_s``: distinct fire alarms (one per building, so the per-sender rate limit does not
+  apply) sent over UDP by an asyncio client with 16 in flight to a ``mesh112 ng112 gateway``
+  process with its SQLite store; counted when the 200 (alarm durable) came back. The SIP->200
+  latency is given one at a time and with 16 in flight.
+- ``latency_ip_ms``: SIP MESSAGE sent -> 200 (durable) -> compact record decoded -> AlarmBook at
+  the command post -> canonical CAP 1.2 built: the in-process path without the relay's IP link.
+- ``latency_lora_ms``: the same plus the LoRa airtime of one frame of ``bytes_on_air`` bytes at
+  Meshtastic LongFast (modelled from research/meshtastic.md: ~2.2 s for a 219-byte frame),
+  not measured through the LoRa emulator (that wiring belongs to the relay integration).
+- ``parse_us``: median time to evaluate each corpus SIP message / parse each CAP and PIDF-LO file.
+- ``sizes``: compact record vs the CAP+PIDF-LO XML it came from, raw and zlib-9.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from ng112.alarmbook import AlarmBook
+from ng112.canonical import record_from_request, record_to_cap
+from ng112.cap import build_cap_xml, parse_cap
+from ng112.pidfl import parse_pidf
+from ng112.record import COMPACT_HEADER, CRYPTO_BUDGET, LORA_FRAME, decode_record
+from ng112.request import IngressPolicy, evaluate
+from ng112.sip import SipRequest, SipResponse, parse_message
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
+WIRE = (CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes()
+LONGFAST_S_PER_BYTE = 2.2 / LORA_FRAME
+ALARMS = 400
+WINDOW = 16
+
+
+def _variant(n: int) -> bytes:
+    head, body = WIRE.split(b"\r\n\r\n", 1)
+    body = body.replace(b"FP17-2026-000123", f"FP17-{n}".encode())
+    head = head.replace(b"1-16807@127.0.0.1", f"bench-{n}@127.0.0.1".encode())
+    head = head.replace(b"z9hG4bK-16807-1-0", f"z9hG4bK-b{n}".encode())
+    head = head.replace(b"fire-panel-17@", f"panel-{n}@".encode())
+    head = head.replace(b"Content-Length:  2287", f"Content-Length: {len(body)}".encode())
+    return head + b"\r\n\r\n" + body
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = parse_message(data)
+        if isinstance(message, SipResponse) and message.status == 200:
+            future = self.waiting.pop(message.headers.get("call-id") or "", None)
+            if future and not future.done():
+                future.set_result(time.perf_counter())
+
+
+async def _load(port: int, first: int, count: int, window: int) -> tuple[float, float]:
+    """Send ``count`` alarms with ``window`` in flight: (alarms per second, median SIP->200 seconds)."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(_Client, remote_addr=("127.0.0.1", port))
+    semaphore = asyncio.Semaphore(window)
+    latencies: list[float] = []
+
+    async def one(n: int) -> None:
+        async with semaphore:
+            future: asyncio.Future[float] = loop.create_future()
+            client.waiting[f"bench-{n}@127.0.0.1"] = future
+            started = time.perf_counter()
+            transport.sendto(_variant(n))
+            latencies.append((await asyncio.wait_for(future, 10)) - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(first, first + count)))
+    elapsed = time.perf_counter() - started
+    transport.close()
+    return count / elapsed, statistics.median(latencies)
+
+
+async def _measure(port: int) -> dict[str, float]:
+    rate, loaded = await _load(port, 0, ALARMS, WINDOW)
+    _, single = await _load(port, ALARMS, 50, 1)
+    return {
+        "alarms_per_s": round(rate, 1),
+        "sip_to_200_median_ms_loaded": round(loaded * 1000, 2),
+        "sip_to_200_median_ms": round(single * 1000, 2),
+    }
+
+
+def _gateway_throughput() -> dict[str, float]:
+    script = shutil.which("mesh112", path=str(Path(sys.executable).parent))
+    assert script is not None, "mesh112 console script not installed"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        args = [script, "ng112", "gateway", "--data", data, "--udp-port", str(port), "--tcp-port", "0"]
+        process = subprocess.Popen([*args, "--duration", "120"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None and "listening" in process.stdout.readline()
+            return asyncio.run(_measure(port))
+        finally:
+            process.kill()
+            process.wait()
+
+
+def _median_us(fn: Any, data: bytes, repeat: int = 50) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(data)
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1e6, 1)
+
+
+def _evaluate(data: bytes) -> None:
+    message = parse_message(data)
+    assert isinstance(message, SipRequest)
+    evaluate(message, IngressPolicy(own_uris=(message.uri,)))
+
+
+def _parse_times() -> dict[str, float]:
+    out = {}
+    for path in sorted((CORPUS / "sip").iterdir()):
+        out[f"sip/{path.name}"] = _median_us(_evaluate, path.read_bytes())
+    for folder, fn in (("cap", parse_cap), ("pidf-lo", parse_pidf)):
+        times = []
+        for path in sorted((CORPUS / folder).iterdir()):
+            try:
+                times.append(_median_us(fn, path.read_bytes(), 20))
+            except Exception:  # invalid corpus files are timed by the fuzz/corpus tests instead
+                continue
+        out[f"{folder}_median_of_files"] = round(statistics.median(times), 1)
+    return out
+
+
+def _sizes_and_latency() -> dict[str, Any]:
+    sizes = {}
+    path_ms = []
+    on_air = 0
+    for path in sorted((CORPUS / "sip").iterdir()):
+        message = parse_message(path.read_bytes())
+        assert isinstance(message, SipRequest)
+        decision = evaluate(message, IngressPolicy(own_uris=(message.uri,)))
+        assert decision.request is not None
+        xml = message.body
+        record = record_from_request(decision.request, 0x0A1B2C3D, time.time()).encode()
+        sizes[path.name] = {
+            "cap_pidf_xml": len(xml),
+            "cap_pidf_zlib9": len(zlib.compress(xml, 9)),
+            "record": len(record),
+            "bytes_on_air": len(record) + COMPACT_HEADER + CRYPTO_BUDGET,
+        }
+        on_air = max(on_air, sizes[path.name]["bytes_on_air"])
+    for n in range(200):
+        started = time.perf_counter()
+        message = parse_message(_variant(n))
+        assert isinstance(message, SipRequest)
+        decision = evaluate(message, IngressPolicy())
+        assert decision.request is not None
+        wire = record_from_request(decision.request, n, time.time()).encode()
+        decoded = decode_record(wire)
+        AlarmBook().apply(decoded, time.time())
+        build_cap_xml(record_to_cap(decoded, None))
+        path_ms.append((time.perf_counter() - started) * 1000)
+    return {"sizes": sizes, "max_bytes_on_air": on_air, "processing_median_ms": statistics.median(path_ms)}
+
+
+def run() -> dict[str, Any]:
+    throughput = _gateway_throughput()
+    sizes = _sizes_and_latency()
+    latency_ip = throughput["sip_to_200_median_ms"] + sizes["processing_median_ms"]
+    airtime_ms = sizes["max_bytes_on_air"] * LONGFAST_S_PER_BYTE * 1000
+    return {
+        "alarms_per_s": throughput["alarms_per_s"],
+        "sip_to_200_median_ms": throughput["sip_to_200_median_ms"],
+        "sip_to_200_median_ms_16_in_flight": throughput["sip_to_200_median_ms_loaded"],
+        "latency_ip_ms": round(latency_ip, 2),
+        "latency_lora_ms": round(latency_ip + airtime_ms, 1),
+        "lora_airtime_model": "LongFast, 2.2 s per 219-byte frame, proportional",
+        "bytes_on_air_per_alarm": sizes["max_bytes_on_air"],
+        "sizes": sizes["sizes"],
+        "parse_us": _parse_times(),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
