@@ -219,3 +219,25 @@ def test_config_is_validated() -> None:
         LoRaLinkConfig(roster={5: "abcd"})
     with pytest.raises(ConfigError, match="transport"):
         LoRaLinkConfig(roster={}, transport="carrier-pigeon")
+
+
+async def test_serial_transport_through_a_pty(field: Field) -> None:
+    from relay.links.lora_emulator.serial_pty import PtyBridge
+
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 500)
+    bridge = PtyBridge("127.0.0.1", field.servers[NUM_A].port)
+    path = bridge.start()
+    try:
+        config = LoRaLinkConfig(roster=ROSTER, transport="serial", address=path, ack_timeout_s=5.0)
+        link_a = LoRaLink(config)
+        field.links.append(link_a)
+        events_b = Recorder()
+        await link_a.start(Recorder())
+        await field.link(NUM_B, events_b)
+        assert link_a.state().connected and link_a.state().my_num == NUM_A
+        await link_a.send(ID_B, b"over serial")
+        assert await until(lambda: events_b.frames == [(ID_A, b"over serial")])
+        await link_a.stop()
+    finally:
+        bridge.stop()
