@@ -174,3 +174,26 @@ def test_alarmbook_cancel_before_alert_and_updates_by_sent() -> None:
     assert [r.seq for r in view.history] == [1, 2, 3]
     late = book.apply(_rec("Update", 4, 1050, ref=1), now=1400)  # older than the Cancel: no change
     assert isinstance(late[0], AlarmChanged) and book.alarms[(7, 1)].cancelled
+
+
+def test_cap_feed_lists_active_alarms_with_valid_cap() -> None:
+    from lxml import etree
+
+    from ng112.feed import cap_feed_xml
+
+    book = AlarmBook()
+    book.apply(_rec("Alert", 1, 1000), now=1010)
+    book.apply(_rec("Update", 2, 1100, ref=1), now=1110)
+    book.apply(_rec("Alert", 5, 1200, status="Exercise"), now=1210)
+    book.apply(_rec("Alert", 9, 1300), now=1310)
+    book.apply(_rec("Cancel", 10, 1400, ref=9), now=1410)
+    feed = etree.fromstring(cap_feed_xml(book, BuildingRegistry(), now=1500, feed_id="urn:mesh112:cp"))
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = feed.findall(f"{atom}entry")
+    assert len(entries) == 2  # the cancelled alarm left the feed
+    assert entries[0].findtext(f"{atom}title", "").startswith("[EXERCISE]")
+    for entry in entries:
+        alert = entry.find(f"{atom}content")[0]
+        validate_cap12(etree.tostring(alert))
+    update = entries[1].find(f"{atom}content")[0]
+    assert b"<msgType>Update</msgType>" in etree.tostring(update)
