@@ -6,16 +6,16 @@ Operators authenticate with an authority-issued token (``Authorization: Bearer m
 what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator is rate limited.
 """
 
-from __future__ import annotations
-
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,11 +25,12 @@ from crypto.identity import PublicIdentity
 from relay.api.hub import EventHub
 from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator, TokenError, verify_token
-from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority
+from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority, from_epoch
 from relay.core.receipts import BundleStatus
 from relay.journal import Journal, UnknownRecordError
 
 MAX_BODY = 64 * 1024
+STATIC = PathLib(__file__).parent / "static"
 MAX_TEXT = 4096
 
 
@@ -146,7 +147,7 @@ def _status_json(bundle_id: BundleId, status: BundleStatus) -> dict[str, Any]:
         "state": status.state.value,
         "peer": status.peer.hex() if status.peer else None,
         "link": status.link,
-        "at": status.at,
+        "at": from_epoch(status.at) if status.at is not None else None,
         "summary": str(status),
     }
 
@@ -184,6 +185,23 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return operator
 
         return dependency
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        """The dashboard shell; it holds no data and reads everything through the API with a token."""
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/v1/whoami", tags=["ops"])
+    async def whoami(operator: Annotated[Operator, Depends(require(Action.READ_STATUS))]) -> dict[str, Any]:
+        return {
+            "node": ctx.node.node_id.hex(),
+            "operator": operator.node_id.hex(),
+            "name": operator.name,
+            "roles": sorted(operator.roles),
+            "expires": operator.expires,
+        }
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

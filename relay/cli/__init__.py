@@ -20,7 +20,7 @@ from typing import Any
 from crypto.errors import CryptoError
 from relay.errors import Mesh112Error
 
-_BUILTIN: list[str] = ["relay.cli.lora", "relay.cli.keys", "relay.cli.demo"]
+_BUILTIN: list[str] = ["relay.cli.keys", "relay.cli.relay", "relay.cli.demo", "relay.cli.lora"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,6 +120,11 @@ class RelayCore:
     def queued(self, link: str) -> int:
         return len(self._link(link).queue)
 
+    def neighbours(self, link: str) -> tuple[bytes, ...]:
+        """Peers up on ``link`` now (for operators; routing keeps its own view)."""
+        state = self._links.get(link)
+        return tuple(sorted(state.peers)) if state is not None else ()
+
     # -- events ----------------------------------------------------------------------------------
 
     def originate(self, bundle: Bundle, now: float) -> list[Action]:

@@ -1,0 +1,120 @@
+"""``mesh112 relay run`` (the daemon) and the client commands ``send``, ``inbox``, ``status``.
+
+The client commands talk to a running node's API with an operator token (``--token`` or the
+``MESH112_TOKEN`` environment variable), so they work the same against a local node or a command
+post across the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from relay.config import load_config
+from relay.errors import Mesh112Error
+
+DEFAULT_API = "http://127.0.0.1:8112"
+
+
+class ApiError(Mesh112Error):
+    """The API refused or could not be reached; the message carries its answer."""
+
+
+def register(subparsers: Any) -> None:
+    relay = subparsers.add_parser("relay", help="run a node")
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="ACTION", required=True)
+    run = relay_sub.add_parser("run", help="run one node with its links, store and API until SIGTERM")
+    run.add_argument("--config", type=Path, required=True, help="the node's TOML file")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
+    run.set_defaults(func=_run)
+
+    for name, help_text, func in (
+        ("send", "send a text message through a node's API", _send),
+        ("inbox", "list messages received at a node (newest first)", _inbox),
+        ("status", "where is a bundle: queued, forwarded, delivered, expired", _status),
+    ):
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("--api", default=os.environ.get("MESH112_API", DEFAULT_API), help="API base URL")
+        parser.add_argument("--token", default=os.environ.get("MESH112_TOKEN"), help="operator token")
+        if func is _send:
+            parser.add_argument("to", help="node:<hex id>, role:<name>, group:<name> or all")
+            parser.add_argument("text")
+            parser.add_argument(
+                "--priority",
+                default="PRIORITY",
+                choices=["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"],
+            )
+            parser.add_argument("--lifetime", type=int, default=3600, help="seconds")
+        elif func is _inbox:
+            parser.add_argument("--limit", type=int, default=20)
+        else:
+            parser.add_argument("bundle_id", help="the id printed by mesh112 send (44 hex digits)")
+        parser.set_defaults(func=func)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from relay import daemon
+
+    config = load_config(args.config)
+    daemon.setup_logging(args.log_level, args.json_logs)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.run(config, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    if not args.token:
+        raise ApiError("no operator token: pass --token or set MESH112_TOKEN (mesh112 authority token)")
+    try:
+        response = httpx.request(
+            method,
+            args.api.rstrip("/") + path,
+            json=body,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {args.token}"},
+        )
+    except httpx.HTTPError as exc:
+        raise ApiError(f"cannot reach the node API at {args.api}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ApiError(f"{response.status_code}: {detail}")
+    return response.json()
+
+
+def _send(args: argparse.Namespace) -> int:
+    body = {"to": args.to, "text": args.text, "priority": args.priority, "lifetime_s": args.lifetime}
+    result = _call(args, "POST", "/api/v1/messages", body)
+    print(f"{result['bundle_id']}  {result['summary']}")
+    return 0
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    for message in _call(args, "GET", f"/api/v1/messages?limit={args.limit}"):
+        print(f"{message['priority']:<9} {message['origin'][:8]}  {message['text']}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    result = _call(args, "GET", f"/api/v1/bundles/{args.bundle_id}")
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0

@@ -1,0 +1,310 @@
+"""``mesh112 relay run``: one node with its links, store and (when configured) the relay API.
+
+The daemon reads a node's TOML config, loads and checks its keys, opens the store, builds the links
+the config names, and runs until SIGTERM/SIGINT, then shuts down in order: API, links, store. With the
+API enabled it also keeps the command post's journal: every delivery is written there (messages,
+positions, application records) before it is acknowledged to the store, so a crash between the two
+re-delivers rather than loses (the journal ignores the duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from crypto.certificate import Certificate
+from crypto.errors import CryptoError
+from crypto.keystore import NodeKeys, load_node_keys
+from relay.api.app import ApiContext, create_app
+from relay.bundle import Kind, from_epoch, to_epoch
+from relay.config import LinkSection, NodeConfig
+from relay.engine import Delivery, NodeEngine
+from relay.errors import ConfigError
+from relay.journal import Journal, MessageEntry, RecordEntry
+from relay.links.base import Link
+from relay.node import Node
+from relay.trust import TrustStore
+
+log = logging.getLogger("mesh112.daemon")
+
+STORE_FILE = "store.sqlite3"
+JOURNAL_FILE = "journal.sqlite3"
+ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
+
+RecordDecoder = Callable[[bytes], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKind:
+    """An application payload kind that the command post journals as a record (alarm, detection)."""
+
+    number: int
+    name: str
+    record_type: str
+    decode: RecordDecoder
+
+
+def load_roster(directory: Path) -> list[Certificate]:
+    """Every certificate in ``directory`` (missing directory: none); a damaged file is named."""
+    certificates = []
+    for path in sorted(directory.glob("*.cert")) if directory.is_dir() else []:
+        try:
+            certificates.append(Certificate.decode(path.read_bytes()))
+        except CryptoError as exc:
+            raise ConfigError(f"{path}: not a certificate ({exc})") from None
+    return certificates
+
+
+def application_record_kinds() -> list[RecordKind]:
+    """Record kinds registered by installed applications (entry-point group ``mesh112.records``)."""
+    kinds: list[RecordKind] = []
+    for entry in entry_points(group="mesh112.records"):
+        kinds.extend(entry.load()())
+    return kinds
+
+
+def _options(section: LinkSection, allowed: set[str]) -> dict[str, Any]:
+    options = {k: v for k, v in section.options.items() if k not in ("type", "name")}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"link {section.name}: unknown key(s) {', '.join(unknown)}; allowed: {sorted(allowed)}"
+        )
+    return options
+
+
+def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Link:
+    """The link a ``[[links]]`` table describes (keys documented in deploy/node.example.toml)."""
+    if section.type == "ip":
+        from relay.links import ip_tls
+        from relay.links.ip import IpLink, IpLinkConfig
+        from relay.links.ip_handshake import Credentials, Trust
+
+        options = _options(section, {"listen", "peers", "tls", "bitrate"})
+        peers = options.get("peers", [])
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise ConfigError(f"link {section.name}: peers must be a list of addresses")
+        tls = ip_tls.ensure_self_signed(data_dir) if options.get("tls", False) else None
+        config = IpLinkConfig(
+            name=section.name,
+            listen=options.get("listen"),
+            peers=tuple(peers),
+            tls=tls,
+            bitrate=float(options.get("bitrate", 10_000_000.0)),
+        )
+        credentials = Credentials(node_keys.identity, node_keys.certificate)
+        return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))
+    if section.type == "lora":
+        from relay.links.lora import LoRaLink, LoRaLinkConfig
+
+        fields = {"transport", "address", "port", "preset", "region", "app_port", "roster"}
+        options = _options(section, fields)
+        roster = options.pop("roster", {})
+        if not isinstance(roster, dict):
+            raise ConfigError(f"link {section.name}: roster must be a table of node number = node id")
+        try:
+            parsed = {int(num): str(node_id) for num, node_id in roster.items()}
+        except ValueError:
+            raise ConfigError(f"link {section.name}: roster keys must be Meshtastic node numbers") from None
+        return LoRaLink(LoRaLinkConfig(roster=parsed, name=section.name, **options))
+    raise ConfigError(f"link {section.name}: type {section.type!r} cannot run in a daemon")
+
+
+class CommandPostFeed:
+    """Moves deliveries from the node into the journal and the live stream, then acknowledges them."""
+
+    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, kinds: list[RecordKind]) -> None:
+        self._node, self._journal, self._ctx = node, journal, ctx
+        self._kinds = {kind.number: kind for kind in kinds}
+
+    async def run(self) -> None:
+        async for delivery in self._node.inbox():
+            await self.record(delivery)
+            await self._node.ack(delivery.bundle_id)
+
+    async def record(self, delivery: Delivery) -> None:
+        received = time.time()
+        origin = delivery.origin.hex()
+        certificate = self._node.engine.trust.certificate(delivery.origin)
+        name = certificate.name if certificate else origin[:8]
+        roles = sorted(certificate.roles) if certificate else []
+        await self._journal.heard(origin, name=name, roles=roles, at=received)
+        bundle_id = delivery.bundle_id.key().hex()
+        event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
+        if delivery.kind == Kind.TEXT:
+            text = delivery.payload.decode("utf-8", errors="replace")
+            entry = MessageEntry(
+                bundle_id,
+                origin,
+                str(delivery.destination),
+                delivery.kind,
+                delivery.priority.name,
+                from_epoch(delivery.created),
+                received,
+                text,
+            )
+            if await self._journal.add_message(entry):
+                self._ctx.hub.publish({"type": "message", **event, "text": text})
+            return
+        kind = self._kinds.get(delivery.kind)
+        if kind is None:
+            log.info("delivery of unjournaled kind %d from %s", delivery.kind, name)
+            return
+        try:
+            body = kind.decode(delivery.payload)
+        except ValueError as exc:
+            log.warning("%s from %s could not be decoded: %s", kind.name, name, exc)
+            return
+        record = RecordEntry(
+            body.get("record_id", bundle_id),
+            kind.record_type,
+            origin,
+            delivery.priority.name,
+            from_epoch(delivery.created),
+            received,
+            body,
+        )
+        if await self._journal.add_record(record):
+            self._ctx.hub.publish({"type": "record", "record_type": kind.record_type, **event})
+
+
+class NodeControlAdapter:
+    """The node as the API sees it: sending with the node's clock, link state for operators."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def node_id(self) -> bytes:
+        return self._node.node_id
+
+    async def send(self, destination: Any, payload: bytes, *, kind: int, priority: Any, lifetime: int) -> Any:
+        return await self._node.send(destination, payload, kind=kind, priority=priority, lifetime=lifetime)
+
+    def status(self, bundle_id: Any) -> Any:
+        return self._node.status(bundle_id)
+
+    def link_info(self) -> list[dict[str, Any]]:
+        core = self._node.engine.core
+        return [
+            {
+                "link": name,
+                "kind": link.profile.kind,
+                "peer": peer.hex(),
+                "up": True,
+                "queued": core.queued(name),
+                "detail": f"mtu {link.profile.mtu} B, {link.profile.bitrate:.0f} B/s",
+            }
+            for name, link in self._node.links.items()
+            for peer in core.neighbours(name)
+        ]
+
+
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def run(config: NodeConfig, stop: asyncio.Event, ready: Callable[[Node], None] | None = None) -> None:
+    """Run the node described by ``config`` until ``stop`` is set."""
+    data_dir = config.node.data_dir
+    node_keys = load_node_keys(data_dir, int(time.time()))
+    roster = [c for c in load_roster(data_dir / ROSTER_DIR) if c.node_id != node_keys.certificate.node_id]
+    trust = TrustStore(node_keys.authority, [node_keys.certificate], node_keys.revocations)
+    for certificate in roster:
+        try:
+            trust.add(certificate, to_epoch(time.time()))
+        except CryptoError as exc:
+            log.warning("roster certificate of %s not trusted: %s", certificate.name, exc)
+    links = [build_link(section, node_keys, data_dir) for section in config.links]
+    engine = await NodeEngine.open(
+        node_keys.identity,
+        node_keys.certificate,
+        trust,
+        data_dir / STORE_FILE,
+        quota_bytes=config.store.quota_mb << 20,
+        now=to_epoch(time.time()),
+    )
+    kinds = application_record_kinds()
+    for kind in kinds:
+        engine.kinds.register(kind.number, kind.name)
+    node = Node(engine, links)
+    api_sock = bind_api_socket(config.api.host, config.api.port) if config.api.enabled else None
+    tasks: list[asyncio.Task[None]] = []
+    journal: Journal | None = None
+    server: uvicorn.Server | None = None
+    try:
+        await node.start()
+        if api_sock is not None:
+            journal = await Journal.open(data_dir / JOURNAL_FILE)
+            ctx = ApiContext(
+                NodeControlAdapter(node), journal, node_keys.authority, lambda: engine.trust.revocations
+            )
+            feed = CommandPostFeed(node, journal, ctx, kinds)
+            tasks.append(asyncio.create_task(feed.run(), name="journal-feed"))
+            server = uvicorn.Server(
+                uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off", access_log=False)
+            )
+            tasks.append(asyncio.create_task(server.serve(sockets=[api_sock]), name="api"))
+        log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
+        if ready is not None:
+            ready(node)
+        await stop.wait()
+    finally:
+        log.info("node %s stopping", config.node.name)
+        if server is not None:
+            server.should_exit = True
+        for task in tasks:
+            if task.get_name() != "api":
+                task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await node.stop()
+        if journal is not None:
+            await journal.close()
+        if api_sock is not None:
+            api_sock.close()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

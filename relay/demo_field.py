@@ -1,0 +1,182 @@
+"""The demo field on one machine: real relay processes on loopback, with traffic flowing.
+
+``mesh112 demo`` makes (or reuses) the demo deployment, wires its nodes in a chain over loopback IP
+
+    responder-1 ⇄ relay-2 ⇄ relay-1 ⇄ command-post (API + dashboard on 127.0.0.1:8112)
+
+writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
+issues a token for the demo operator and prints the dashboard address. A traffic loop then sends
+messages from the field through the field nodes' own APIs, so every bundle crosses real sockets and
+real stores. Ctrl-C stops every process it started, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from crypto.identity import Identity
+from relay.api.tokens import issue_token
+from relay.daemon import ROSTER_DIR
+from relay.demo import DemoDeployment, create_demo_deployment
+
+API_PORT = 8112
+IP_PORT = 7112
+CHAIN = ("command-post", "relay-1", "relay-2", "responder-1")
+TOKEN_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class FieldNode:
+    slug: str
+    directory: Path
+    api_port: int
+    ip_port: int
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "node.toml"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def node_config(name: str, roles: tuple[str, ...], api_port: int, ip_port: int, dial: list[int]) -> str:
+    peers = ", ".join(f'"tcp://127.0.0.1:{port}"' for port in dial)
+    return f"""# Written by mesh112 demo: a node of the demo field on loopback.
+[node]
+name = "{name}"
+roles = {list(roles)!r}
+
+[store]
+quota_mb = 256
+
+[api]
+enabled = true
+listen = "127.0.0.1:{api_port}"
+
+[[links]]
+type = "ip"
+name = "ip0"
+listen = "tcp://127.0.0.1:{ip_port}"
+peers = [{peers}]
+""".replace("'", '"')
+
+
+def write_field(
+    deployment: DemoDeployment, api_port: int = API_PORT, ip_port: int = IP_PORT
+) -> list[FieldNode]:
+    """Configs and rosters for the chain; each node dials the one before it."""
+    by_slug = {node.directory.name: node for node in deployment.nodes}
+    field = []
+    for index, slug in enumerate(CHAIN):
+        node = by_slug[slug]
+        dial = [ip_port + index - 1] if index else []
+        node.config.write_text(node_config(node.name, node.roles, api_port + index, ip_port + index, dial))
+        roster = node.directory / ROSTER_DIR
+        roster.mkdir(exist_ok=True)
+        for other in deployment.nodes:
+            (roster / f"{other.node_id.hex()}.cert").write_bytes(other.certificate.encode())
+        field.append(FieldNode(slug, node.directory, api_port + index, ip_port + index))
+    return field
+
+
+def operator_token(deployment: DemoDeployment, roles: frozenset[str], name: str) -> str:
+    """A fresh operator identity enrolled with ``roles``, and its API token."""
+    now = int(time.time())
+    operator = Identity.generate()
+    certificate = deployment.authority.issue(operator.public, roles, name, now + TOKEN_DAYS * 86_400, now=now)
+    deployment.authority.save(deployment.authority_dir)
+    return issue_token(deployment.authority.identity, certificate, now + TOKEN_DAYS * 86_400)
+
+
+def start_node(node: FieldNode, log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{node.slug}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "relay", "relay", "run", "--config", str(node.config), "--json-logs"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_healthy(nodes: list[FieldNode], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{node.api}/healthz", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.slug} did not answer on {node.api} within {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
+    deployment = create_demo_deployment(root)
+    field = write_field(deployment)
+    dispatcher = operator_token(deployment, frozenset({"admin", "dispatcher"}), "Demo Dispatcher")
+    responder = operator_token(deployment, frozenset({"responder"}), "Demo Responder")
+    log_dir = root / "logs"
+    log_dir.mkdir(exist_ok=True)
+    processes = [start_node(node, log_dir) for node in field]
+    try:
+        wait_healthy(field)
+        post = field[0]
+        print("Mesh112 demo field is running:")
+        for node, process in zip(field, processes, strict=True):
+            print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
+        print(f"\nDashboard: {post.api}/#token={dispatcher}")
+        print(f"API docs:  {post.api}/docs")
+        print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
+        print(f"  mesh112 inbox --api {post.api}\n\nLogs in {log_dir}. Ctrl-C stops everything.", flush=True)
+        started = time.monotonic()
+        count = 0
+        while duration is None or time.monotonic() - started < duration:
+            for node in field[1:]:
+                count += 1
+                body = {
+                    "to": f"node:{deployment.node('Command Post').node_id.hex()}",
+                    "text": f"{node.slug}: status report {count}",
+                    "priority": "PRIORITY",
+                }
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.post(
+                        f"{node.api}/api/v1/messages",
+                        json=body,
+                        timeout=5.0,
+                        headers={"Authorization": f"Bearer {responder}"},
+                    )
+            for process, node in zip(processes, field, strict=True):
+                if process.poll() is not None:
+                    print(
+                        f"{node.slug} exited with {process.returncode}; see {log_dir / (node.slug + '.log')}"
+                    )
+                    return 1
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_all(processes)
+    return 0
