@@ -197,3 +197,19 @@ def test_cap_feed_lists_active_alarms_with_valid_cap() -> None:
         validate_cap12(etree.tostring(alert))
     update = entries[1].find(f"{atom}content")[0]
     assert b"<msgType>Update</msgType>" in etree.tostring(update)
+
+
+def test_kinds_register_with_validators() -> None:
+    from ng112.canonical import ack_record
+    from ng112.kinds import NG112_ACK, NG112_ALARM, register_kinds
+    from relay.kinds import KindError, KindRegistry
+
+    registry = KindRegistry()
+    register_kinds(registry)
+    alarm = _rec("Alert", 1, 1000)
+    registry.validate(NG112_ALARM, alarm.encode())
+    registry.validate(NG112_ACK, ack_record(alarm, AckKind.RECEIPT, "received", 1001).encode())
+    with pytest.raises(KindError, match="ng112_alarm payload refused"):
+        registry.validate(NG112_ALARM, b"\x00garbage")
+    with pytest.raises(KindError, match="Ack record"):
+        registry.validate(NG112_ACK, alarm.encode())
