@@ -112,11 +112,11 @@ def test_missing_arguments_are_argparse_errors(tmp_path: Path) -> None:
 
 
 def test_demo_command_is_idempotent(tmp_path: Path) -> None:
-    first = run("demo", "--dir", "field", cwd=tmp_path)
+    first = run("demo", "--create-only", "--dir", "field", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     for name in ("Command Post", "Field Relay 1", "Field Relay 2", "Responder 1"):
         assert name in first.stdout
-    second = run("demo", "--dir", "field", cwd=tmp_path)
+    second = run("demo", "--create-only", "--dir", "field", cwd=tmp_path)
     assert second.stdout == first.stdout
     deployment = create_demo_deployment(tmp_path / "field")
     assert len({node.node_id[:3] for node in deployment.nodes}) == 4

@@ -1,4 +1,4 @@
-"""``mesh112 demo``: create (or reuse) the demo deployment and say what is there."""
+"""``mesh112 demo``: the demo field on this machine (what ``make run`` starts)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,26 @@ from relay.demo import create_demo_deployment
 
 
 def register(subparsers: Any) -> None:
-    demo = subparsers.add_parser("demo", help="create the demo field: an authority and four enrolled nodes")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the demo field: a command post and field nodes as processes on loopback, with traffic",
+        description="Creates (or reuses) the demo deployment under --dir, starts one relay process per "
+        "node linked over loopback IP, prints the dashboard address with a demo operator token, and "
+        "sends field traffic until Ctrl-C.",
+    )
     demo.add_argument("--dir", type=Path, default=Path("demo-field"), help="where (default ./demo-field)")
+    demo.add_argument(
+        "--create-only", action="store_true", help="make the deployment, print it, start nothing"
+    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.create_only:
+        from relay.demo_field import run_demo  # starts FastAPI and friends: only when running
+
+        return run_demo(args.dir, duration=args.duration)
     deployment = create_demo_deployment(args.dir)
     print(f"demo deployment in {deployment.root}")
     print(f"  authority     {display_id(deployment.authority.identity.node_id)}  {deployment.authority_dir}")
