@@ -32,7 +32,7 @@ from ng112.canonical import record_from_request
 from ng112.cap import format_datetime
 from ng112.errors import SipParseError
 from ng112.kinds import NG112_ALARM
-from ng112.record import AlarmRecord
+from ng112.record import AlarmRecord, decode_record
 from ng112.request import Decision, EmergencyRequest, IngressPolicy, evaluate
 from ng112.sip import (
     SipRequest,
@@ -329,6 +329,14 @@ class Gateway:
                 await self.store.mark_ack_delivered(ack)
                 return True
         return False
+
+    async def redeliver_acks(self) -> int:
+        """Try again every Ack the panel has not confirmed yet (call it periodically); returns how many
+        were delivered now."""
+        delivered = 0
+        for raw in await self.store.undelivered_acks():
+            delivered += await self.deliver_ack(decode_record(raw))
+        return delivered
 
     async def _send_request(self, target: Any, ack: AlarmRecord, alarm: StoredAlarm) -> int | None:
         writer = self._tcp_peers.get((target.host, target.port)) if target.transport == "tcp" else None

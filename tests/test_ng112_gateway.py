@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ng112.alarmbook import AlarmBook, SendAck
+from ng112.buildings import Building, BuildingRegistry
 from ng112.gateway import Alarm, Gateway, GatewayConfig
 from ng112.http_ingress import http_ingress_app
-from ng112.sip import SipResponse, StreamFramer, parse_message
+from ng112.sip import SipResponse, StreamFramer, build_response, parse_message
 from ng112.store import AlarmStore
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
@@ -215,3 +217,47 @@ async def test_http_ingress_same_semantics(store: AlarmStore) -> None:
     assert hostile.status_code == 422 and hostile.headers["alertmsg-error"].startswith("103")
     assert unsupported.status_code == 415 and "application/cap+xml" in unsupported.headers["accept"]
     assert await store.count() == 1
+
+
+async def test_undelivered_ack_is_kept_and_redelivered(store: AlarmStore) -> None:
+    listener = UdpClient()
+    loop = asyncio.get_running_loop()
+    panel_transport, _ = await loop.create_datagram_endpoint(lambda: listener, local_addr=("127.0.0.1", 0))
+    port = panel_transport.get_extra_info("sockname")[1]
+    panel_transport.close()  # the panel is offline at first
+    building = Building(7, "sip:fire-panel-17@building.example.org", "Tower", panel=f"sip:p@127.0.0.1:{port}")
+    alarms: list[Alarm] = []
+
+    async def accept(alarm: Alarm) -> None:
+        alarms.append(alarm)
+
+    gateway = Gateway(GatewayConfig(udp_port=0, tcp_port=0), store, BuildingRegistry([building]), accept)
+    await gateway.start()
+    transport, client = await _udp(gateway)
+    try:
+        transport.sendto(_variant(30))
+        assert (await asyncio.wait_for(client.responses.get(), 2)).status == 200
+        (receipt,) = [e.ack for e in AlarmBook().apply(alarms[0].record, 0) if isinstance(e, SendAck)]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("ng112.gateway.ACK_TIMEOUT_S", 0.2)
+            assert await gateway.deliver_ack(receipt) is False
+        assert len(await store.undelivered_acks()) == 1
+
+        class Panel(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                request = parse_message(data)
+                assert not isinstance(request, SipResponse)
+                self.transport.sendto(build_response(request, 200, "OK").to_bytes(), addr)  # type: ignore[attr-defined]
+
+        panel, _ = await loop.create_datagram_endpoint(Panel, local_addr=("127.0.0.1", port))
+        try:
+            assert await gateway.redeliver_acks() == 1
+        finally:
+            panel.close()
+        assert await store.undelivered_acks() == []
+    finally:
+        transport.close()
+        await gateway.stop()
