@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from relay.config import load_config
 from relay.errors import Mesh112Error
 
@@ -79,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import httpx  # only the client commands need it
+
     if not args.token:
         raise ApiError("no operator token: pass --token or set MESH112_TOKEN (mesh112 authority token)")
     try:
