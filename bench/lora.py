@@ -26,7 +26,7 @@ from relay.bundle import COMPACT_HEADER_LEN
 from relay.links.lora import LoRaLink, LoRaLinkConfig
 from relay.links.lora_emulator.device import DeviceServer
 from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.phy import MESHTASTIC_HEADER_LEN, PKI_OVERHEAD, modem
+from relay.links.lora_phy import MESHTASTIC_HEADER_LEN, PKI_OVERHEAD, modem
 
 PRESET = "LONG_FAST"
 SPEEDUP = 20.0

@@ -102,6 +102,7 @@ async def test_two_links_exchange_frames(field: Field) -> None:
     assert events_b.frames == [(ID_A, b"\x01" * 219), (ID_A, b"\x02" * 231)]
     assert events_a.frames == [(ID_B, b"reply")]
     assert link_a.state().frames_sent == 2 and link_a.state().connected
+    assert link_a.state().airtime_last_hour_s == pytest.approx(2 * 2.1566, abs=0.01)  # two full frames
     with pytest.raises(LinkError, match="exceeds the LoRa limit of 219"):
         await link_a.send(ID_B, b"x" * 220)
     with pytest.raises(LinkError, match="not in the roster"):
@@ -241,3 +242,15 @@ async def test_serial_transport_through_a_pty(field: Field) -> None:
         await link_a.stop()
     finally:
         bridge.stop()
+
+
+async def test_spent_duty_cycle_budget_refuses_frames_before_the_radio(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 500)
+    link_a = await field.link(NUM_A, Recorder(), region="UA_868")  # 1 %: 36 s of airtime per hour
+    for _ in range(17):  # 17 full LongFast frames: 36.7 s
+        await link_a.send(ID_B, bytes(219))
+    with pytest.raises(LoRaNakError) as refused:
+        await link_a.send(ID_B, bytes(219))
+    assert refused.value.reason == "DUTY_CYCLE_LIMIT"
+    assert link_a.state().naks == {"DUTY_CYCLE_LIMIT": 1}

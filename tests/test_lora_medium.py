@@ -14,7 +14,7 @@ from meshtastic.protobuf import mesh_pb2
 from relay.errors import ConfigError
 from relay.links.lora_emulator.device import DeviceServer
 from relay.links.lora_emulator.medium import AirFrame, LoRaMedium
-from relay.links.lora_emulator.phy import PRESETS, duty_cycle, frame_airtime_s, modem
+from relay.links.lora_phy import PRESETS, duty_cycle, frame_airtime_s, modem
 from relay.links.lora_emulator.radio import EmulatedRadio
 from relay.links.lora_emulator.runner import parse_config
 from relay.links.lora_emulator.stream import MAX_FRAME_PAYLOAD, FrameTooLarge, StreamDecoder, encode_frame

@@ -22,115 +22,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pubsub import pub
 
-from relay.errors import ConfigError
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
-from relay.links.lora_emulator.phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, modem
+from relay.links.lora_config import (
+    BROADCAST_NUM,
+    LoRaLinkConfig,
+    LoRaLinkState,
+    LoRaNakError,
+    open_interface,
+)
+from relay.links.lora_phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
+
+__all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
 
 log = logging.getLogger(__name__)
 
-BROADCAST_NUM = 0xFFFFFFFF
 TEXT_MESSAGE_APP = 1
 ROUTING_APP = 5
-TRANSPORTS = ("tcp", "serial", "ble")
 _EARLY_RESULTS = 64  # routing answers that overtook their sendData() return, kept briefly
 _TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
-
-
-@dataclass(frozen=True, slots=True)
-class LoRaLinkConfig:
-    """Which radio to use and how; validated on construction."""
-
-    roster: Mapping[int, str]  # Meshtastic node number -> Mesh112 node id (32 hex digits)
-    name: str = "lora0"
-    transport: str = "tcp"  # "tcp" | "serial" | "ble"
-    address: str = "127.0.0.1"  # TCP host, serial device path, or BLE name/address
-    port: int = 4403  # TCP only
-    preset: str = "LONG_FAST"
-    region: str = "EU_868"
-    app_port: int = 300  # private Meshtastic port, 256-511 (257 is taken by ATAK)
-    ack_timeout_s: float = 60.0
-    connect_timeout_s: float = 30.0
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    max_reconnect_attempts: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise ConfigError(f"LoRa link {self.name}: transport must be one of {', '.join(TRANSPORTS)}")
-        if not 256 <= self.app_port <= 511 or self.app_port == 257:
-            raise ConfigError(
-                f"LoRa link {self.name}: app_port must be a private port 256-511 other than 257"
-            )
-        try:
-            modem(self.preset)
-        except ValueError as exc:
-            raise ConfigError(f"LoRa link {self.name}: {exc}") from None
-        for num, node_id in self.roster.items():
-            if not 0 < num < BROADCAST_NUM:
-                raise ConfigError(f"LoRa link {self.name}: roster node number {num} is out of range")
-            try:
-                if len(bytes.fromhex(node_id)) != 16:
-                    raise ValueError
-            except ValueError:
-                raise ConfigError(
-                    f"LoRa link {self.name}: roster entry !{num:08x} needs a 32-hex-digit node id"
-                ) from None
-        if self.ack_timeout_s <= 0 or self.connect_timeout_s <= 0 or self.reconnect_min_s <= 0:
-            raise ConfigError(f"LoRa link {self.name}: timeouts must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class LoRaLinkState:
-    """What an operator sees of the radio: connection, queue and why frames failed."""
-
-    connected: bool
-    my_num: int | None
-    connects: int
-    queue_free: int | None
-    frames_sent: int
-    frames_received: int
-    naks: Mapping[str, int] = field(default_factory=dict)
-    ack_timeouts: int = 0
-    unknown_senders: int = 0
-    last_error: str = ""
-
-
-class LoRaNakError(LinkError):
-    """The radio or the mesh refused a frame; ``reason`` is Meshtastic's Routing.Error name."""
-
-    def __init__(self, reason: str, dest: int) -> None:
-        self.reason = reason
-        super().__init__(f"LoRa radio refused the frame to !{dest:08x}: {reason}")
 
 
 @dataclass(slots=True)
 class _Pending:
     dest: int
     future: asyncio.Future[None]
-
-
-def open_interface(config: LoRaLinkConfig) -> Any:
-    """Connect the library to the radio (blocking: handshake included)."""
-    timeout = max(1, round(config.connect_timeout_s))
-    if config.transport == "tcp":
-        from meshtastic.tcp_interface import TCPInterface
-
-        return TCPInterface(hostname=config.address, portNumber=config.port, timeout=timeout)
-    if config.transport == "serial":
-        from meshtastic.serial_interface import SerialInterface
-
-        return SerialInterface(devPath=config.address, timeout=timeout)
-    from meshtastic.ble_interface import BLEInterface
-
-    return BLEInterface(address=config.address, timeout=timeout)
 
 
 class LoRaLink(Link):
@@ -164,6 +88,7 @@ class LoRaLink(Link):
         self._counts: Counter[str] = Counter()
         self._naks: Counter[str] = Counter()
         self._last_error = ""
+        self._airtime_log: deque[tuple[float, float]] = deque()  # (monotonic time, seconds on air)
         # Strong references: pypubsub holds listeners weakly.
         self._listeners: tuple[Callable[..., None], ...] = (self._library_receive, self._library_lost)
 
@@ -189,6 +114,12 @@ class LoRaLink(Link):
         dest = BROADCAST_NUM if broadcast else self._num_by_peer.get(peer)
         if dest is None:
             raise LinkError(f"peer {peer.hex()} is not in the roster of LoRa link {self.config.name}")
+        if self.profile.duty_cycle < 1.0 and self._airtime_last_hour() > self.profile.duty_cycle * 3600.0:
+            self._naks["DUTY_CYCLE_LIMIT"] += 1  # the radio would refuse it too; spare the round trip
+            raise LoRaNakError("DUTY_CYCLE_LIMIT", dest)
+        self._airtime_log.append(
+            (time.monotonic(), frame_airtime_s(self.config.preset, len(frame), not broadcast))
+        )
         await self._send_and_wait(dest, frame, self.config.app_port, want_ack=not broadcast)
         self._counts["frames_sent"] += 1
 
@@ -227,6 +158,7 @@ class LoRaLink(Link):
             frames_sent=self._counts["frames_sent"],
             frames_received=self._counts["frames_received"],
             naks=dict(self._naks),
+            airtime_last_hour_s=round(self._airtime_last_hour(), 3),
             ack_timeouts=self._counts["ack_timeouts"],
             unknown_senders=self._counts["unknown_senders"],
             last_error=self._last_error,
@@ -266,6 +198,12 @@ class LoRaLink(Link):
             raise LinkError(f"no ACK from !{dest:08x} within {self.config.ack_timeout_s:g} s") from None
         finally:
             self._pending.pop(packet_id, None)
+
+    def _airtime_last_hour(self) -> float:
+        horizon = time.monotonic() - 3600.0
+        while self._airtime_log and self._airtime_log[0][0] < horizon:
+            self._airtime_log.popleft()
+        return sum(airtime for _, airtime in self._airtime_log)
 
     def _settle_reason(self, dest: int, reason: str) -> None:
         if reason != "NONE":

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from relay.links.lora_emulator.phy import Modem, modem
+from relay.links.lora_phy import Modem, modem
 
 PATH_LOSS_D0_M = 40.0  # log-distance model reference distance (LoRaSim's 868 MHz fit)
 PATH_LOSS_AT_D0_DB = 127.41

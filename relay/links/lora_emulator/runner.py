@@ -27,8 +27,8 @@ from meshtastic.protobuf import config_pb2
 from relay.errors import ConfigError
 from relay.links.lora_emulator.device import DeviceServer
 from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.phy import PRESETS
 from relay.links.lora_emulator.radio import EmulatedRadio
+from relay.links.lora_phy import PRESETS
 
 MAX_RADIOS = 256
 ROLES = frozenset(config_pb2.Config.DeviceConfig.Role.keys())
