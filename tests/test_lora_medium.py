@@ -14,10 +14,10 @@ from meshtastic.protobuf import mesh_pb2
 from relay.errors import ConfigError
 from relay.links.lora_emulator.device import DeviceServer
 from relay.links.lora_emulator.medium import AirFrame, LoRaMedium
-from relay.links.lora_phy import PRESETS, duty_cycle, frame_airtime_s, modem
 from relay.links.lora_emulator.radio import EmulatedRadio
 from relay.links.lora_emulator.runner import parse_config
 from relay.links.lora_emulator.stream import MAX_FRAME_PAYLOAD, FrameTooLarge, StreamDecoder, encode_frame
+from relay.links.lora_phy import PRESETS, duty_cycle, frame_airtime_s, modem
 
 
 def test_preset_airtimes_match_the_research_table() -> None:
@@ -148,3 +148,61 @@ def test_hidden_transmitters_collide_at_the_receiver() -> None:
     medium.scheduler.advance(5.0)
     assert medium.stats.collided == 2 and b.delivered_to_phone == []
     medium.close()
+
+
+_packets = st.builds(
+    lambda to, pid, hop, ack, chan, port, payload, prio, enc: mesh_pb2.MeshPacket(
+        to=to,
+        id=pid,
+        hop_limit=hop,
+        want_ack=ack,
+        channel=chan,
+        priority=prio,
+        **({"encrypted": payload} if enc else {"decoded": mesh_pb2.Data(portnum=port, payload=payload)}),
+    ),
+    st.sampled_from([0, 0xA1, 0xB2, 0xFFFFFFFF, 0x12345678]),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.booleans(),
+    st.integers(0, 7),
+    st.integers(0, 511),
+    st.binary(max_size=480),
+    st.sampled_from([0, 1, 10, 64, 70, 100, 110, 120, 127]),
+    st.booleans(),
+)
+
+
+def _hostile_phone_packets(packets: list[Any]) -> None:
+    medium = LoRaMedium(seed=2, virtual_time=True)
+    a = EmulatedRadio(medium, 0xA1)
+    b = EmulatedRadio(medium, 0xB2, position=(500, 0))
+    for packet in packets:
+        status = a.from_phone(packet)
+        assert 0 <= status.free <= 16
+        medium.scheduler.advance(5.0)
+    medium.scheduler.advance(600.0)
+    for delivered in b.delivered_to_phone:  # whatever crossed the air is well formed and within limits
+        assert len(delivered.decoded.payload) <= 233 and delivered.hop_limit <= 7
+    medium.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_packets, max_size=20))
+def test_arbitrary_phone_packets_never_break_the_radio(packets: list[Any]) -> None:
+    _hostile_phone_packets(packets)
+
+
+@pytest.mark.long
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_packets, max_size=40))
+def test_fuzz_phone_packets_long(packets: list[Any]) -> None:
+    _hostile_phone_packets(packets)
+
+
+@pytest.mark.long
+@settings(max_examples=20000, deadline=None)
+@given(st.binary(max_size=4000))
+def test_fuzz_stream_decoder_long(noise: bytes) -> None:
+    decoder = StreamDecoder()
+    for payload in decoder.feed(noise):
+        assert len(payload) <= MAX_FRAME_PAYLOAD

@@ -28,6 +28,8 @@ from relay.links.lora_phy import (
 BROADCAST_NUM = 0xFFFFFFFF
 MAX_TX_QUEUE = 16
 MAX_TO_PHONE_BACKLOG = 32
+HOP_MAX = 7
+HOP_RELIABLE = 3
 RELIABLE_TRANSMISSIONS = 3  # first send and two retries, then MAX_RETRANSMIT
 CW_MIN, CW_MAX = 3, 8
 PROCESSING_ALLOWANCE_S = 4.5  # the firmware's allowance in its retransmission timer
@@ -200,6 +202,8 @@ class EmulatedRadio:
             self._nak(packet_id, mesh_pb2.Routing.PKI_SEND_FAIL_PUBLIC_KEY, packet.channel)
             return 0
         hop_limit = packet.hop_limit if packet.hop_limit or not packet.want_ack else self.hop_limit
+        if hop_limit > HOP_MAX:  # the firmware resets an out-of-range hop limit to the default
+            hop_limit = HOP_RELIABLE
         frame = AirFrame(
             to=to,
             sender=self.num,
