@@ -118,6 +118,9 @@ async def test_nak_is_raised_and_counted(field: Field) -> None:
     assert refused.value.reason == "MAX_RETRANSMIT"
     assert link_a.state().naks == {"MAX_RETRANSMIT": 1}
     assert "MAX_RETRANSMIT" in link_a.state().last_error
+    with pytest.raises(LoRaNakError) as no_key:  # in the roster but never heard: no public key
+        await link_a.send(ID_C, b"hello?")
+    assert no_key.value.reason == "PKI_SEND_FAIL_PUBLIC_KEY"
 
 
 async def _transfer_with_fault(field: Field, fault: Callable[[], None]) -> tuple[LoRaLink, Recorder]:
