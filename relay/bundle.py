@@ -229,7 +229,9 @@ class Bundle:
                 bytes((WIRE_VERSION, dest.kind, self.priority, self.kind)),
                 self.id.key(),
                 dest.node if dest.node is not None else (dest.name or "").encode(),
-                struct.pack(">I", self.lifetime),
+                # the lifetime as it survives the compact encoding, so a seal made over IP still
+                # opens after a LoRa hop rounded the lifetime to whole minutes
+                struct.pack(">I", compact_lifetime(self.lifetime)),
             )
         )
 

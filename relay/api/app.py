@@ -155,6 +155,11 @@ def _status_json(bundle_id: BundleId, status: BundleStatus) -> dict[str, Any]:
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="Mesh112 relay API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     app.add_middleware(_BodyLimit)
+
+    @app.exception_handler(UnicodeDecodeError)
+    async def not_utf8(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
+        return JSONResponse({"detail": "request body is not UTF-8 JSON"}, status_code=422)
+
     limiter = _RateLimiter(ctx.rate_per_s, ctx.rate_burst)
     requests = Counter("mesh112_api_requests", "API requests", ["action"], registry=ctx.registry)
     sent = Counter("mesh112_api_messages_sent", "Messages sent through the API", registry=ctx.registry)
@@ -279,15 +284,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.websocket("/api/v1/stream")
     async def stream(websocket: WebSocket, token: str | None = None) -> None:
+        # Accept first so the refusal reaches the browser as a close code it can show (4401/4403),
+        # not as an opaque failed handshake.
+        await websocket.accept()
         try:
             operator = operator_from(token)
         except HTTPException as exc:
             await websocket.close(code=4401, reason=str(exc.detail)[:120])
             return
         if not allowed(operator.roles, Action.STREAM):
-            await websocket.close(code=4403, reason=f"{operator.display} may not stream")
+            await websocket.close(code=4403, reason=f"{operator.display} may not stream"[:120])
             return
-        await websocket.accept()
         queue = ctx.hub.subscribe()
         try:
             while True:
