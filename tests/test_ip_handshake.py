@@ -158,10 +158,16 @@ def test_oversized_frame_and_batch_are_refused() -> None:
         SessionCipher(b"a" * 32, b"b" * 32).open(b"\x01" * 300_000)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=MAX_HANDSHAKE_MESSAGE + 10), st.integers(0, 2))
-def test_hostile_handshake_bytes_raise_handshake_error(authority: Authority, data: bytes, which: int) -> None:
-    member = enrol(authority, "fuzzed")
+@pytest.fixture(scope="module")
+def fuzz_pair(authority: Authority) -> tuple[Credentials, Credentials]:
+    """Enrolled once: enrolling per example would fill the roster and hit short-id collisions."""
+    return enrol(authority, "fuzzed"), enrol(authority, "peer")
+
+
+def check_hostile_handshake_bytes(
+    authority: Authority, pair: tuple[Credentials, Credentials], data: bytes, which: int
+) -> None:
+    member, peer = pair
     trust = Trust(authority.public, authority.revocations)
     with pytest.raises(HandshakeError):
         if which == 0:
@@ -170,16 +176,44 @@ def test_hostile_handshake_bytes_raise_handshake_error(authority: Authority, dat
             Initiator(member, trust).receive(data, NOW)
         else:
             responder = Responder(member, trust)
-            responder.receive_hello(Initiator(enrol(authority, "peer"), trust).start(), NOW)
+            responder.receive_hello(Initiator(peer, trust).start(), NOW)
             responder.receive_auth(data)
+
+
+HOSTILE = (st.binary(max_size=MAX_HANDSHAKE_MESSAGE + 10), st.integers(0, 2))
+FIXTURES_OK = [HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=300, suppress_health_check=FIXTURES_OK)
+@given(*HOSTILE)
+def test_fuzz_hostile_handshake_bytes_raise_handshake_error(
+    authority: Authority, fuzz_pair: tuple[Credentials, Credentials], data: bytes, which: int
+) -> None:
+    check_hostile_handshake_bytes(authority, fuzz_pair, data, which)
+
+
+@pytest.mark.long
+@settings(max_examples=10_000, deadline=None, suppress_health_check=FIXTURES_OK)
+@given(*HOSTILE)
+def test_fuzz_hostile_handshake_bytes_long(
+    authority: Authority, fuzz_pair: tuple[Credentials, Credentials], data: bytes, which: int
+) -> None:
+    check_hostile_handshake_bytes(authority, fuzz_pair, data, which)
+
+
+@pytest.mark.long
+@settings(max_examples=50_000, deadline=None)
+@given(st.binary(max_size=5000))
+def test_fuzz_hostile_batches_long(body: bytes) -> None:
+    test_hostile_batches_are_refused_with_record_error.hypothesis.inner_test(body)  # type: ignore[attr-defined]
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10_000), st.integers(1, 255))
 def test_every_flipped_byte_in_a_real_hello_is_refused(
-    authority: Authority, position: int, flip: int
+    authority: Authority, fuzz_pair: tuple[Credentials, Credentials], position: int, flip: int
 ) -> None:
-    a, b = enrol(authority, "flip-a"), enrol(authority, "flip-b")
+    a, b = fuzz_pair
     trust = Trust(authority.public, authority.revocations)
     initiator, responder = Initiator(a, trust), Responder(b, trust)
     hello_r = bytearray(responder.receive_hello(initiator.start(), NOW))

@@ -360,3 +360,14 @@ async def test_batching_beats_the_per_message_asyncio_rate(links: list[IpLink], 
     await pair.at_listener.until(lambda: len(pair.at_listener.frames) == count, timeout=30)
     rate = count / (time.perf_counter() - started)
     assert rate > 20_000, f"{rate:.0f} frames/s"  # pynng's asyncio path alone: ~5k messages/s
+
+
+async def test_a_peer_revoked_while_connected_is_cut(links: list[IpLink]) -> None:
+    authority = Authority.generate(now=NOW - 100_000)
+    pair = await connected_pair(links, authority, **FAST)
+    revocations = authority.revoke(pair.dialler.node_id, "vehicle stolen", now=NOW - 1)
+    pair.listener.set_trust(Trust(authority.public, revocations))
+    await pair.at_listener.until(lambda: pair.at_listener.count("down") == 1)
+    await pair.at_dialler.until(lambda: pair.at_dialler.count("down") == 1)
+    await asyncio.sleep(0.5)  # it keeps dialling, and keeps being refused
+    assert pair.listener.peers() == () and pair.listener.metrics().handshakes_refused >= 1

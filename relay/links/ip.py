@@ -26,6 +26,8 @@ from typing import Any
 
 import pynng
 
+from crypto.certificate import Certificate
+from crypto.errors import CryptoError
 from crypto.identity import display_id
 from relay.errors import ConfigError
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
@@ -107,6 +109,7 @@ class IpLink(Link):
         self._closed: dict[bytes, PeerMetrics] = {}
         self._inboxes: dict[int, asyncio.Queue[bytes]] = {}  # listener pipes still in their handshake
         self._pipe_sessions: dict[int, PeerSession] = {}
+        self._peer_certificates: dict[bytes, Certificate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes_completed = self._handshakes_refused = 0
         self._stopping = False
@@ -128,6 +131,18 @@ class IpLink(Link):
             self._handshakes_completed,
             self._handshakes_refused,
         )
+
+    def set_trust(self, trust: Trust) -> None:
+        """Check new connections against ``trust`` (e.g. a newer revocation list) and cut every
+        connected peer whose certificate it no longer accepts."""
+        self._trust = trust
+        for peer, certificate in list(self._peer_certificates.items()):
+            try:
+                certificate.verify(trust.authority_public, int(self._clock()), trust.revocations)
+            except CryptoError as exc:
+                session = self._sessions.get(peer)
+                if session is not None:
+                    session.close(f"peer certificate no longer accepted: {exc}")
 
     async def start(self, events: LinkEvents) -> None:
         self._events = events
@@ -296,6 +311,7 @@ class IpLink(Link):
         """Start an authenticated connection: it becomes the peer's, or lingers if a better one exists."""
         peer = established.peer_node_id
         self._handshakes_completed += 1
+        self._peer_certificates[peer] = established.peer_certificate
         session = PeerSession(
             peer,
             established.cipher,
