@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError, SealError
@@ -203,7 +204,10 @@ class NodeEngine:
     # -- actions ---------------------------------------------------------------------------------
 
     async def _apply(self, actions: list[Action], now: float) -> None:
+        """Carry out the core's actions. Bookkeeping writes (drops, forwarding records) run
+        concurrently so one ACK of many ids costs one group commit, not one commit per id."""
         pending = list(actions)
+        bookkeeping: list[Coroutine[Any, Any, None]] = []
         while pending:
             action = pending.pop(0)
             if isinstance(action, Persist):
@@ -211,13 +215,19 @@ class NodeEngine:
             elif isinstance(action, DeliverLocal):
                 await self._deliver(action.bundle, now)
             elif isinstance(action, Drop):
-                with contextlib.suppress(UnknownBundleError):
-                    await self.store.delete(action.bundle_id, action.reason)
+                bookkeeping.append(self._delete(action))
             elif isinstance(action, MarkForwarded):
-                await self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
+                bookkeeping.append(
+                    self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
+                )
             elif isinstance(action, StatusChanged):
                 for callback in self._callbacks:
                     callback(action.bundle_id, action.status)
+        await asyncio.gather(*bookkeeping)
+
+    async def _delete(self, action: Drop) -> None:
+        with contextlib.suppress(UnknownBundleError):
+            await self.store.delete(action.bundle_id, action.reason)
 
     async def _persist(self, action: Persist, now: float) -> list[Action]:
         bundle = action.bundle

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from relay.bundle import BundleId, Destination, Priority, to_epoch
@@ -25,6 +25,7 @@ from relay.links.base import Link, LinkError
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_S = 5.0  # an idle loop looks again at least this often, so a missed wake-up costs little
+MAX_CONCURRENT_FRAMES = 256  # frames being stored at once; the link's receive queue waits beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,9 @@ class _LinkEvent:
 
 
 class Node:
-    def __init__(self, engine: NodeEngine, links: list[Link], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: NodeEngine, links: Sequence[Link], clock: Callable[[], float] = time.time
+    ) -> None:
         names = [link.profile.name for link in links]
         if len(set(names)) != len(names):
             raise ValueError(f"link names must be unique on a node, got {names}")
@@ -135,19 +138,31 @@ class Node:
             await asyncio.wait_for(wake.wait(), timeout)
 
     async def _run_events(self) -> None:
+        """Frames are handled concurrently (bounded), so their store writes share group commits;
+        a neighbour coming or going waits until the frames before it are handled."""
+        in_flight: set[asyncio.Task[None]] = set()
         while True:
             event = await self._events.get()
-            now = self.now()
-            try:
-                if event.what == "up":
-                    await self.engine.link_up(self.links[event.link].profile, event.peer, now)
-                elif event.what == "down":
-                    await self.engine.link_down(event.link, event.peer, now)
-                else:
-                    await self.engine.frame_received(event.link, event.peer, event.frame, now)
-            except Exception:
-                log.exception("link event %s on %s failed", event.what, event.link)
-            self._wake()
+            if event.what != "frame" or len(in_flight) >= MAX_CONCURRENT_FRAMES:
+                await asyncio.gather(*in_flight)
+            task = asyncio.create_task(self._handle(event))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            if event.what != "frame":
+                await task
+
+    async def _handle(self, event: _LinkEvent) -> None:
+        now = self.now()
+        try:
+            if event.what == "up":
+                await self.engine.link_up(self.links[event.link].profile, event.peer, now)
+            elif event.what == "down":
+                await self.engine.link_down(event.link, event.peer, now)
+            else:
+                await self.engine.frame_received(event.link, event.peer, event.frame, now)
+        except Exception:
+            log.exception("link event %s on %s failed", event.what, event.link)
+        self._wake()
 
     async def _run_timers(self) -> None:
         while True:

@@ -4,6 +4,10 @@ A neighbour acknowledges a bundle only once it is durable in its store. Until th
 "in flight" and is retransmitted with exponential backoff; the sender never forgets it because
 a frame went out. Retransmission stops when the neighbour acknowledges, the link goes down (the
 router then looks for another way) or the bundle expires.
+
+The first timeout adapts to each link as TCP's does (RFC 6298): a smoothed round trip (send to
+custody ACK, which includes the neighbour's durable commit) plus four deviations, measured only
+on copies sent once (Karn), never below the link's frame-time floor.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from relay.links.base import LinkProfile
 
 MIN_RTO_S = 2.0
 MAX_RTO_S = 600.0
-RTO_FRAMES = 4.0  # first timeout: this many full-frame times (covers the ACK's own trip on LoRa)
+RTO_FRAMES = 4.0  # floor of the timeout: this many full-frame times (covers the ACK's own trip on LoRa)
 
 
 def initial_rto(profile: LinkProfile) -> float:
@@ -30,7 +34,14 @@ class InFlight:
     link: str
     rto: float
     deadline: float
+    first_sent: float
     attempts: int = 1
+
+
+@dataclass
+class _RoundTrip:
+    srtt: float
+    rttvar: float
 
 
 class CustodyTracker:
@@ -38,6 +49,8 @@ class CustodyTracker:
 
     def __init__(self) -> None:
         self._flights: dict[tuple[BundleId, bytes], InFlight] = {}
+        self._by_bundle: dict[BundleId, set[bytes]] = {}
+        self._rtt: dict[str, _RoundTrip] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -45,14 +58,22 @@ class CustodyTracker:
     def get(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
         return self._flights.get((bundle_id, peer))
 
+    def rto(self, profile: LinkProfile) -> float:
+        """The first timeout for a copy sent on ``profile`` now."""
+        floor = initial_rto(profile)
+        measured = self._rtt.get(profile.name)
+        if measured is None:
+            return floor
+        return min(MAX_RTO_S, max(floor, measured.srtt + 4 * measured.rttvar))
+
     def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
         flight = self._flights.get((bundle_id, peer))
         if flight is None or flight.link != profile.name:
-            rto = initial_rto(profile)
-            flight = self._flights[(bundle_id, peer)] = InFlight(
-                bundle_id, peer, profile.name, rto, now + rto
-            )
+            rto = self.rto(profile)
+            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now)
+            self._flights[(bundle_id, peer)] = flight
+            self._by_bundle.setdefault(bundle_id, set()).add(peer)
         else:
             flight.deadline = now + flight.rto
         return flight
@@ -65,22 +86,42 @@ class CustodyTracker:
             flight.rto = min(MAX_RTO_S, flight.rto * 2)
             flight.deadline = now + flight.rto
 
-    def acknowledged(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
-        return self._flights.pop((bundle_id, peer), None)
+    def acknowledged(self, bundle_id: BundleId, peer: bytes, now: float | None = None) -> InFlight | None:
+        flight = self._pop(bundle_id, peer)
+        if flight is not None and now is not None and flight.attempts == 1:
+            self._sample(flight.link, now - flight.first_sent)
+        return flight
 
     def due(self, now: float) -> list[InFlight]:
         """Copies whose timeout passed; the caller queues them again and calls ``retry``."""
         return [f for f in self._flights.values() if f.deadline <= now]
 
     def forget_bundle(self, bundle_id: BundleId) -> None:
-        for key in [k for k in self._flights if k[0] == bundle_id]:
-            del self._flights[key]
+        for peer in list(self._by_bundle.get(bundle_id, ())):
+            self._pop(bundle_id, peer)
 
     def forget_link(self, link: str, peer: bytes) -> list[InFlight]:
         gone = [f for f in self._flights.values() if f.link == link and f.peer == peer]
         for flight in gone:
-            del self._flights[(flight.bundle_id, flight.peer)]
+            self._pop(flight.bundle_id, flight.peer)
         return gone
 
     def next_deadline(self) -> float | None:
         return min((f.deadline for f in self._flights.values()), default=None)
+
+    def _pop(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
+        flight = self._flights.pop((bundle_id, peer), None)
+        peers = self._by_bundle.get(bundle_id)
+        if peers is not None:
+            peers.discard(peer)
+            if not peers:
+                del self._by_bundle[bundle_id]
+        return flight
+
+    def _sample(self, link: str, rtt: float) -> None:
+        measured = self._rtt.get(link)
+        if measured is None:
+            self._rtt[link] = _RoundTrip(rtt, rtt / 2)
+        else:
+            measured.rttvar = 0.75 * measured.rttvar + 0.25 * abs(measured.srtt - rtt)
+            measured.srtt = 0.875 * measured.srtt + 0.125 * rtt

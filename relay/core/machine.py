@@ -427,7 +427,7 @@ class RelayCore:
     def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
         actions: list[Action] = []
         for bundle_id in frame.ids:
-            flight = self.custody.acknowledged(bundle_id, peer)
+            flight = self.custody.acknowledged(bundle_id, peer, now)
             state.transfers.pop((peer, bundle_id), None)
             held = self._held.get(bundle_id)
             if held is None:
@@ -436,15 +436,17 @@ class RelayCore:
             _, directed = held.routed.pop(peer, (state.profile.name, False))
             if flight is None:
                 continue
-            actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
+            dest = held.bundle.destination
+            done = directed and dest.kind is DestKind.NODE and held.bundle.priority is not Priority.FLASH
+            if held.local or not done:  # a relay's record of a copy it drops at once helps nobody
+                actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
             if held.local:
                 status = BundleStatus(State.FORWARDED, peer, state.profile.name, now)
                 known = self._status.get(bundle_id)
                 if known is not None and known[0].state is not State.DELIVERED:
                     self._status[bundle_id] = (status, known[1])
                     actions.append(StatusChanged(bundle_id, status))
-            dest = held.bundle.destination
-            if directed and dest.kind is DestKind.NODE and held.bundle.priority is not Priority.FLASH:
+            if done:
                 self._unhold(bundle_id)
                 actions.append(
                     Drop(bundle_id, f"custody accepted by {peer.hex()[:8]} over {state.profile.name}")
