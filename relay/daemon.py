@@ -5,6 +5,12 @@ the config names, and runs until SIGTERM/SIGINT, then shuts down in order: API, 
 API enabled it also keeps the command post's journal: every delivery is written there (messages,
 positions, application records) before it is acknowledged to the store, so a crash between the two
 re-delivers rather than loses (the journal ignores the duplicate).
+
+Applications plug in without ``relay`` importing them: a field application (the NG112 gateway, a
+camera) calls :func:`run` with ``apps`` — coroutines that get the running :class:`Node`; a command
+post picks up :class:`CommandPostApp` factories from the ``mesh112.command_post`` entry-point group
+(their payload kinds, how each delivery becomes a journal record, and how an operator's
+acknowledgement travels back).
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
@@ -42,17 +48,34 @@ STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
 
-RecordDecoder = Callable[[bytes], dict[str, Any]]
+App = Callable[[Node], Coroutine[Any, Any, None]]  # a field application riding on the node (gateway, camera)
 
 
 @dataclass(frozen=True, slots=True)
-class RecordKind:
-    """An application payload kind that the command post journals as a record (alarm, detection)."""
+class RecordUpdate:
+    """A record an application wants in the command post's journal (new, or its new state)."""
 
-    number: int
-    name: str
+    record_id: str
+    body: dict[str, Any]
+
+
+class CommandPostApp(Protocol):
+    """What an application adds to a command post: its payload kinds, records and acknowledgements.
+
+    Installed applications provide a factory ``(node) -> CommandPostApp`` in the entry-point group
+    ``mesh112.command_post``; the relay never imports them.
+    """
+
     record_type: str
-    decode: RecordDecoder
+    kinds: Mapping[int, str]
+
+    async def handle(self, delivery: Delivery) -> list[RecordUpdate]: ...
+
+    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None: ...
+
+
+def command_post_apps(node: Node) -> list[CommandPostApp]:
+    return [entry.load()(node) for entry in entry_points(group="mesh112.command_post")]
 
 
 def load_roster(directory: Path) -> list[Certificate]:
@@ -64,14 +87,6 @@ def load_roster(directory: Path) -> list[Certificate]:
         except CryptoError as exc:
             raise ConfigError(f"{path}: not a certificate ({exc})") from None
     return certificates
-
-
-def application_record_kinds() -> list[RecordKind]:
-    """Record kinds registered by installed applications (entry-point group ``mesh112.records``)."""
-    kinds: list[RecordKind] = []
-    for entry in entry_points(group="mesh112.records"):
-        kinds.extend(entry.load()())
-    return kinds
 
 
 def _options(section: LinkSection, allowed: set[str]) -> dict[str, Any]:
@@ -124,9 +139,9 @@ def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Lin
 class CommandPostFeed:
     """Moves deliveries from the node into the journal and the live stream, then acknowledges them."""
 
-    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, kinds: list[RecordKind]) -> None:
+    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, apps: list[CommandPostApp]) -> None:
         self._node, self._journal, self._ctx = node, journal, ctx
-        self._kinds = {kind.number: kind for kind in kinds}
+        self._apps = {number: app for app in apps for number in app.kinds}
 
     async def run(self) -> None:
         async for delivery in self._node.inbox():
@@ -157,26 +172,24 @@ class CommandPostFeed:
             if await self._journal.add_message(entry):
                 self._ctx.hub.publish({"type": "message", **event, "text": text})
             return
-        kind = self._kinds.get(delivery.kind)
-        if kind is None:
-            log.info("delivery of unjournaled kind %d from %s", delivery.kind, name)
+        app = self._apps.get(delivery.kind)
+        if app is None:
+            log.info("delivery of kind %d from %s has no command post application", delivery.kind, name)
             return
-        try:
-            body = kind.decode(delivery.payload)
-        except ValueError as exc:
-            log.warning("%s from %s could not be decoded: %s", kind.name, name, exc)
-            return
-        record = RecordEntry(
-            body.get("record_id", bundle_id),
-            kind.record_type,
-            origin,
-            delivery.priority.name,
-            from_epoch(delivery.created),
-            received,
-            body,
-        )
-        if await self._journal.add_record(record):
-            self._ctx.hub.publish({"type": "record", "record_type": kind.record_type, **event})
+        for update in await app.handle(delivery):
+            record = RecordEntry(
+                update.record_id,
+                app.record_type,
+                origin,
+                delivery.priority.name,
+                from_epoch(delivery.created),
+                received,
+                update.body,
+            )
+            await self._journal.put_record(record)
+            self._ctx.hub.publish(
+                {"type": "record", "record_type": app.record_type, "record_id": update.record_id, **event}
+            )
 
 
 class NodeControlAdapter:
@@ -225,8 +238,13 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run(config: NodeConfig, stop: asyncio.Event, ready: Callable[[Node], None] | None = None) -> None:
-    """Run the node described by ``config`` until ``stop`` is set."""
+async def run(
+    config: NodeConfig,
+    stop: asyncio.Event,
+    apps: Sequence[App] = (),
+    ready: Callable[[Node], None] | None = None,
+) -> None:
+    """Run the node described by ``config`` with ``apps`` riding on it until ``stop`` is set."""
     data_dir = config.node.data_dir
     node_keys = load_node_keys(data_dir, int(time.time()))
     roster = [c for c in load_roster(data_dir / ROSTER_DIR) if c.node_id != node_keys.certificate.node_id]
@@ -245,10 +263,8 @@ async def run(config: NodeConfig, stop: asyncio.Event, ready: Callable[[Node], N
         quota_bytes=config.store.quota_mb << 20,
         now=to_epoch(time.time()),
     )
-    kinds = application_record_kinds()
-    for kind in kinds:
-        engine.kinds.register(kind.number, kind.name)
     node = Node(engine, links)
+    post_apps = command_post_apps(node) if config.api.enabled else []
     api_sock = bind_api_socket(config.api.host, config.api.port) if config.api.enabled else None
     tasks: list[asyncio.Task[None]] = []
     journal: Journal | None = None
@@ -260,12 +276,14 @@ async def run(config: NodeConfig, stop: asyncio.Event, ready: Callable[[Node], N
             ctx = ApiContext(
                 NodeControlAdapter(node), journal, node_keys.authority, lambda: engine.trust.revocations
             )
-            feed = CommandPostFeed(node, journal, ctx, kinds)
+            ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
+            feed = CommandPostFeed(node, journal, ctx, post_apps)
             tasks.append(asyncio.create_task(feed.run(), name="journal-feed"))
             server = uvicorn.Server(
                 uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off", access_log=False)
             )
             tasks.append(asyncio.create_task(server.serve(sockets=[api_sock]), name="api"))
+        tasks += [asyncio.create_task(app(node), name=f"app-{index}") for index, app in enumerate(apps)]
         log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
         if ready is not None:
             ready(node)

@@ -136,6 +136,25 @@ class Journal:
         await self._db.commit()
         return cursor.rowcount == 1
 
+    async def put_record(self, entry: RecordEntry) -> None:
+        """Insert a record, or replace the body of one already held (an Update); acks are kept."""
+        await self._db.execute(
+            """INSERT INTO records VALUES (?,?,?,?,?,?,?,?)
+               ON CONFLICT(record_id) DO UPDATE SET body=excluded.body, priority=excluded.priority,
+                 received=excluded.received""",
+            (
+                entry.record_id,
+                entry.type,
+                entry.origin,
+                entry.priority,
+                entry.created,
+                entry.received,
+                json.dumps(entry.body, sort_keys=True),
+                json.dumps(entry.acks),
+            ),
+        )
+        await self._db.commit()
+
     async def records(self, *, type: str | None = None, limit: int = 100) -> list[RecordEntry]:
         query = "SELECT * FROM records"
         params: list[Any] = []
