@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pynng
 import pytest
 from impair_proxy import ImpairProxy
 
@@ -371,3 +372,25 @@ async def test_a_peer_revoked_while_connected_is_cut(links: list[IpLink]) -> Non
     await pair.at_dialler.until(lambda: pair.at_dialler.count("down") == 1)
     await asyncio.sleep(0.5)  # it keeps dialling, and keeps being refused
     assert pair.listener.peers() == () and pair.listener.metrics().handshakes_refused >= 1
+
+
+async def test_silent_connections_are_closed_after_the_handshake_timeout(links: list[IpLink]) -> None:
+    authority = Authority.generate(now=NOW - 100_000)
+    port = free_port()
+    options = dict(FAST, handshake_timeout=0.5)
+    listener = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **options),
+        enrol(authority, "cp"),
+        Trust(authority.public),
+    )
+    await start(links, listener)
+    with pynng.Pair1(
+        dial=f"tcp://127.0.0.1:{port}", reconnect_time_min=5000, reconnect_time_max=5000
+    ) as silent:
+        async with asyncio.timeout(3):
+            while len(silent.pipes) != 1:
+                await asyncio.sleep(0.02)
+        async with asyncio.timeout(3):  # nothing sent: the listener hangs up after 0.5 s
+            while len(silent.pipes) != 0:
+                await asyncio.sleep(0.02)
+    assert listener.peers() == ()

@@ -39,6 +39,7 @@ from relay.links.ip_tls import TlsMaterial, client_config, server_config
 log = logging.getLogger(__name__)
 
 _SCHEMES = ("tcp://", "tls+tcp://")
+MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated
 _HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
 
 
@@ -110,6 +111,7 @@ class IpLink(Link):
         self._inboxes: dict[int, asyncio.Queue[bytes]] = {}  # listener pipes still in their handshake
         self._pipe_sessions: dict[int, PeerSession] = {}
         self._peer_certificates: dict[bytes, Certificate] = {}
+        self._pending_pipes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes_completed = self._handshakes_refused = 0
         self._stopping = False
@@ -183,6 +185,7 @@ class IpLink(Link):
         if address.startswith("tls+tcp://"):
             assert self.config.tls is not None
             socket.tls_config = server_config(self.config.tls)
+        socket.add_post_pipe_connect_cb(lambda pipe: self._from_nng_thread(self._listener_pipe_new, pipe))
         socket.add_post_pipe_remove_cb(lambda pipe: self._from_nng_thread(self._listener_pipe_gone, pipe.id))
         try:
             socket.listen(address)
@@ -208,7 +211,7 @@ class IpLink(Link):
                 self._spawn(self._accept(pipe, inbox))
             if inbox.full():
                 log.warning("link %s: peer sent more than a handshake before finishing it", self.config.name)
-                pipe.close()
+                _close_pipe(pipe)
             else:
                 inbox.put_nowait(message.bytes)
 
@@ -220,14 +223,30 @@ class IpLink(Link):
                 established = responder.receive_auth(await inbox.get())
         except (HandshakeError, TimeoutError, pynng.NNGException) as exc:
             self._refuse(exc, "accepted")
-            pipe.close()
+            _close_pipe(pipe)
             return
         finally:
             self._inboxes.pop(pipe.id, None)
-        session = self._establish(established, pipe.asend, pipe.close, dialler=established.peer_node_id)
+        session = self._establish(
+            established, pipe.asend, lambda: _close_pipe(pipe), dialler=established.peer_node_id
+        )
         self._pipe_sessions[pipe.id] = session
         if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
             session.close("peer disconnected during the handshake")  # its removal came too early
+
+    def _listener_pipe_new(self, pipe: pynng.Pipe) -> None:
+        """Bound what a stranger can hold open: a few pending handshakes, each for a limited time."""
+        self._pending_pipes += 1
+        if self._pending_pipes > MAX_PENDING_HANDSHAKES:
+            log.warning("link %s: too many pending handshakes; closing a new connection", self.config.name)
+            _close_pipe(pipe)
+        assert self._loop is not None
+        self._loop.call_later(self.config.handshake_timeout, self._handshake_deadline, pipe)
+
+    def _handshake_deadline(self, pipe: pynng.Pipe) -> None:
+        self._pending_pipes -= 1
+        if pipe.id not in self._pipe_sessions:
+            _close_pipe(pipe)
 
     def _listener_pipe_gone(self, pipe_id: int) -> None:
         session = self._pipe_sessions.pop(pipe_id, None)
@@ -384,3 +403,9 @@ class IpLink(Link):
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to tell
             self._loop.call_soon_threadsafe(callback, *args)
+
+
+def _close_pipe(pipe: pynng.Pipe) -> None:
+    """Close one connection; it may already be gone, which is what we wanted."""
+    with contextlib.suppress(pynng.NNGException):
+        pipe.close()
