@@ -1,4 +1,4 @@
-"""How the command post journals camera records (entry-point group ``mesh112.records``).
+"""How the command post journals camera records (entry-point group ``mesh112.command_post``).
 
 Detection events and snapshots become JSON records in the command post's journal and on its live
 stream, per camera; a snapshot names the event it illustrates (``event_seq``), so the dashboard
@@ -12,7 +12,9 @@ from typing import Any
 
 from analytics_edge.events import decode_event, decode_snapshot_record
 from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT
-from relay.daemon import RecordKind
+from relay.daemon import RecordUpdate
+from relay.engine import Delivery
+from relay.node import Node
 
 
 def event_body(payload: bytes) -> dict[str, Any]:
@@ -49,8 +51,26 @@ def snapshot_body(payload: bytes) -> dict[str, Any]:
     }
 
 
-def record_kinds() -> list[RecordKind]:
-    return [
-        RecordKind(DETECTION_EVENT, "detection_event", "detection", event_body),
-        RecordKind(SNAPSHOT, "camera_snapshot", "camera_snapshot", snapshot_body),
-    ]
+class CameraRecords:
+    """The command post side of analytics_edge: one journal record per event, one per snapshot."""
+
+    record_type = "detection"
+    kinds = {DETECTION_EVENT: "detection_event", SNAPSHOT: "camera_snapshot"}
+
+    async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
+        origin = delivery.origin.hex()[:8]
+        try:
+            if delivery.kind == DETECTION_EVENT:
+                body = event_body(delivery.payload)
+                return [RecordUpdate(f"{origin}-{body['camera']}-{body['seq']}", body)]
+            body = snapshot_body(delivery.payload)
+            return [RecordUpdate(f"{origin}-{body['camera']}-{body['event_seq']}-snapshot", body)]
+        except ValueError:
+            return []
+
+    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None:
+        """Detections need no acknowledgement back to the camera; the journal keeps the operator's."""
+
+
+def command_post_app(node: Node) -> CameraRecords:
+    return CameraRecords()
