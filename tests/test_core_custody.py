@@ -52,7 +52,7 @@ def test_ack_waits_for_persistence_then_sender_drops_its_copy() -> None:
         core.link_up(IP, peer, 0.0)
     bundle = _bundle(Priority.PRIORITY, dest=C)
     receiver.link_up(IP, C, 0.0)  # the receiver knows the destination: a directed hop for the sender
-    sender.router.beacon_received("ip0", B, receiver.router.make_beacon(IP), 0.0)
+    sender.router.beacon_received("ip0", B, receiver.router.make_beacon(IP, A), 0.0)
     sender.originate(bundle, 0.0)
     data = None
     while (out := sender.next_frame("ip0", 0.0)) is not None:

@@ -53,7 +53,8 @@ def test_beacon_advertises_neighbours_routes_and_names_within_the_mtu() -> None:
     router = Router(A, frozenset({"medic"}))
     router.link_up(IP, B)
     router.beacon_received("ip0", B, BeaconFrame(((C, 3),), ()), 0.0)
-    beacon = router.make_beacon(LORA)
+    beacon = router.make_beacon(LORA, D)
+    assert dict(router.make_beacon(IP, B).nodes) == {A: 0}, "routes through B are not offered to B"
     assert dict(beacon.nodes) == {A: 0, B: 1, C: 4}
     assert len(beacon.names) == 1
 

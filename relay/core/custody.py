@@ -86,6 +86,22 @@ class CustodyTracker:
             flight.rto = min(MAX_RTO_S, flight.rto * 2)
             flight.deadline = now + flight.rto
 
+    def progress(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> None:
+        """The neighbour reported progress (a fragment status): it is alive, so end the backoff."""
+        flight = self._flights.get((bundle_id, peer))
+        if flight is not None:
+            flight.rto = self.rto(profile)
+            flight.deadline = now + flight.rto
+
+    def peer_alive(self, peer: bytes, profile: LinkProfile, now: float) -> None:
+        """An ACK came from ``peer``: losses on this link are random, not a dead peer or congestion
+        (the token bucket bounds the load), so its other copies stop backing off."""
+        base = self.rto(profile)
+        for flight in self._flights.values():
+            if flight.peer == peer and flight.link == profile.name and flight.rto > base:
+                flight.rto = base
+                flight.deadline = min(flight.deadline, now + base)
+
     def acknowledged(self, bundle_id: BundleId, peer: bytes, now: float | None = None) -> InFlight | None:
         flight = self._pop(bundle_id, peer)
         if flight is not None and now is not None and flight.attempts == 1:

@@ -2,13 +2,16 @@
 
 The sender cuts a whole DATA frame into FRAGMENTs of at most the link MTU (4 bytes of header each).
 The receiver answers the last fragment, or a fragment it already holds (a sender's poll), with a
-FRAGMENT_STATUS bitmap, and the sender resends only what is missing. Reassembly state is bounded in
+FRAGMENT_STATUS bitmap, and the sender resends only what is missing. A poll for a transfer that
+already completed (same count, same last chunk) yields the whole frame again, so a lost custody
+ACK costs one frame, not the whole transfer. Reassembly state is bounded in
 transfers and bytes and forgotten after ``timeout`` seconds without progress, so a hostile or
 broken neighbour can neither exhaust memory nor keep stale halves alive.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from relay.core.frames import FRAGMENT_HEADER_LEN, MAX_FRAGMENTS, FragmentFrame, FragmentStatusFrame
@@ -16,6 +19,8 @@ from relay.core.frames import FRAGMENT_HEADER_LEN, MAX_FRAGMENTS, FragmentFrame,
 REASSEMBLY_TIMEOUT_S = 900.0  # LoRa at 1 % duty cycle may send one fragment every few minutes
 MAX_TRANSFERS = 64
 MAX_REASSEMBLY_BYTES = 4 << 20
+COMPLETED_MEMORY = 16  # finished transfers kept to answer a sender whose custody ACK was lost
+COMPLETED_MAX_BYTES = 256 << 10
 
 
 class FragmentError(ValueError):
@@ -87,6 +92,7 @@ class Reassembler:
         self.max_bytes = max_bytes
         self._partials: dict[tuple[str, bytes, int], _Partial] = {}
         self._bytes = 0
+        self._completed: OrderedDict[tuple[str, bytes, int], tuple[int, bytes, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._partials)
@@ -100,6 +106,12 @@ class Reassembler:
     ) -> tuple[bytes | None, FragmentStatusFrame | None]:
         """Take one fragment. Returns (whole frame when complete, status to send back or None)."""
         key = (link, peer, fragment.transfer)
+        done = self._completed.get(key)
+        if done is not None and key not in self._partials:
+            count, last_chunk, whole = done
+            if fragment.count == count and fragment.index == count - 1 and fragment.chunk == last_chunk:
+                return whole, None  # a poll for a transfer we finished: decode it again, ACK again
+            del self._completed[key]  # the sender reused the id for a new transfer
         partial = self._partials.get(key)
         if partial is not None and partial.count != fragment.count:
             self._forget(key)  # the sender started a new transfer under a reused id
@@ -121,7 +133,9 @@ class Reassembler:
         partial.touched = now
         if len(partial.chunks) == partial.count:
             self._forget(key)
-            return b"".join(partial.chunks[i] for i in range(partial.count)), None
+            whole = b"".join(partial.chunks[i] for i in range(partial.count))
+            self._remember_completed(key, partial.count, partial.chunks[partial.count - 1], whole)
+            return whole, None
         if duplicate or fragment.index == fragment.count - 1:
             return None, FragmentStatusFrame(fragment.transfer, partial.count, frozenset(partial.chunks))
         return None, None
@@ -135,9 +149,19 @@ class Reassembler:
     def drop_peer(self, link: str, peer: bytes) -> None:
         for key in [k for k in self._partials if k[0] == link and k[1] == peer]:
             self._forget(key)
+        for key in [k for k in self._completed if k[0] == link and k[1] == peer]:
+            del self._completed[key]
 
     def next_deadline(self) -> float | None:
         return min((p.touched + self.timeout for p in self._partials.values()), default=None)
+
+    def _remember_completed(self, key: tuple[str, bytes, int], count: int, last: bytes, whole: bytes) -> None:
+        if len(whole) > COMPLETED_MAX_BYTES // COMPLETED_MEMORY:
+            return
+        self._completed[key] = (count, last, whole)
+        self._completed.move_to_end(key)
+        while len(self._completed) > COMPLETED_MEMORY:
+            self._completed.popitem(last=False)
 
     def _forget(self, key: tuple[str, bytes, int]) -> None:
         partial = self._partials.pop(key)

@@ -47,7 +47,7 @@ from relay.core.outbox import (
 from relay.core.receipts import BundleStatus, State
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly
 from relay.core.scheduler import TokenBucket
-from relay.links.base import BROADCAST, LinkProfile
+from relay.links.base import LinkProfile
 
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
 SEEN_MEMORY = 65536  # recent ids kept in memory; older duplicates are caught by the store
@@ -198,7 +198,7 @@ class RelayCore:
         if isinstance(frame, AckFrame):
             return self._acked(state, peer, frame, now)
         if isinstance(frame, FragmentStatusFrame):
-            self._fragment_status(state, peer, frame)
+            self._fragment_status(state, peer, frame, now)
         elif isinstance(frame, SummaryFrame):
             self._summary(peer, frame, now)
         elif isinstance(frame, BeaconFrame):
@@ -276,7 +276,8 @@ class RelayCore:
             self._route_all(now)
         for state in self._links.values():
             if state.peers and state.next_beacon <= now:
-                state.queue.push(SendBeacon(), Priority.ROUTINE, CONTROL_FLOW)
+                for peer in state.peers:
+                    state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
         return actions
 
@@ -350,10 +351,17 @@ class RelayCore:
             return None if status is None else (item.peer, encode_frame(status))
         if isinstance(item, SendSummary):
             room = min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+            replies = state.seen_replies.get(item.peer)
+            if replies:
+                return item.peer, encode_frame(
+                    SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
+                )
             ranked = sorted(self._held.values(), key=lambda h: (h.bundle.priority, h.bundle.created))
             hashes = frozenset(id_hash(h.bundle.id) for h in ranked[:room])
             return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
-        return BROADCAST, encode_frame(self.router.make_beacon(state.profile))
+        if item.peer not in state.peers:
+            return None
+        return item.peer, encode_frame(self.router.make_beacon(state.profile, item.peer))
 
     def _give(self, state: LinkState, held: _Held, peer: bytes) -> int:
         """Copies handed to ``peer`` with this bundle; 0 = the spray budget forbids sending it."""
@@ -402,6 +410,12 @@ class RelayCore:
                 state.acks.pop(item.peer, None)
         elif isinstance(item, SendStatus):
             state.statuses.pop((item.peer, item.transfer), None)
+        elif isinstance(item, SendSummary) and state.seen_replies.get(item.peer):
+            room = min(MAX_SUMMARY_HASHES, (state.profile.mtu - 4) // HASH_LEN)
+            replies = state.seen_replies[item.peer]
+            replies.difference_update(sorted(replies)[:room])
+            if replies:
+                state.queue.push(item, Priority.ROUTINE, CONTROL_FLOW)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -410,10 +424,17 @@ class RelayCore:
         if bundle.is_expired(now):
             return []
         held = self._held.get(bundle.id)
-        if held is not None or bundle.id in self._seen:
+        if held is not None or (bundle.id in self._seen and not self._keeps(bundle)):
             if held is not None:
                 held.holders.add(peer)
-            state.queue_ack(peer, bundle.id, bundle.priority)
+            state.queue_ack(peer, bundle.id, bundle.priority)  # durable here (or delivered here)
+            return []
+        if bundle.id in self._seen:
+            # Passed on and dropped: taking custody again is impossible (the store refuses a seen
+            # id), and an ACK would make the sender drop the last copy. Say "seen" instead: the
+            # sender stops sending it here but keeps custody.
+            state.seen_replies.setdefault(peer, set()).add(id_hash(bundle.id))
+            state.queue.push(SendSummary(peer), bundle.priority, CONTROL_FLOW)
             return []
         incoming = self._incoming.get(bundle.id)
         if incoming is not None:
@@ -426,6 +447,7 @@ class RelayCore:
 
     def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
         actions: list[Action] = []
+        self.custody.peer_alive(peer, state.profile, now)
         for bundle_id in frame.ids:
             flight = self.custody.acknowledged(bundle_id, peer, now)
             state.transfers.pop((peer, bundle_id), None)
@@ -453,7 +475,7 @@ class RelayCore:
                 )
         return actions
 
-    def _fragment_status(self, state: LinkState, peer: bytes, frame: FragmentStatusFrame) -> None:
+    def _fragment_status(self, state: LinkState, peer: bytes, frame: FragmentStatusFrame, now: float) -> None:
         found = state.transfer_by_id(peer, frame.transfer)
         if found is None:
             return
@@ -461,13 +483,20 @@ class RelayCore:
         held = self._held.get(bundle_id)
         if held is None:
             return
+        self.custody.progress(bundle_id, peer, state.profile, now)
         for index in outgoing.apply_status(frame):
             state.queue.push(SendFragment(peer, bundle_id, index), held.bundle.priority, held.bundle.origin)
 
     def _summary(self, peer: bytes, frame: SummaryFrame, now: float) -> None:
         for digest in frame.hashes:
             for bundle_id in self._by_hash.get(digest, ()):
-                self._held[bundle_id].holders.add(peer)
+                held = self._held[bundle_id]
+                held.holders.add(peer)
+                if held.routed.pop(peer, None) is not None:
+                    self.custody.acknowledged(bundle_id, peer)  # it has one: no custody, no more resends
+                    for state in self._links.values():
+                        state.queue.remove(SendBundle(peer, bundle_id))
+                        state.transfers.pop((peer, bundle_id), None)
         self._summary_wait.pop(peer, None)
         self._route_all(now)
 

@@ -48,7 +48,7 @@ class SendSummary:
 
 @dataclass(frozen=True, slots=True)
 class SendBeacon:
-    pass
+    peer: bytes  # one per neighbour: each omits the routes that go through it (poisoned reverse)
 
 
 Item = SendBundle | SendFragment | SendAcks | SendStatus | SendSummary | SendBeacon
@@ -63,6 +63,7 @@ class LinkState:
     peers: set[bytes] = field(default_factory=set)
     acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)
     statuses: dict[tuple[bytes, int], FragmentStatusFrame] = field(default_factory=dict)
+    seen_replies: dict[bytes, set[bytes]] = field(default_factory=dict)  # peer -> id hashes to report
     transfers: dict[tuple[bytes, BundleId], OutgoingTransfer] = field(default_factory=dict)
     transfer_ids: dict[bytes, int] = field(default_factory=dict)
     blocked_until: float | None = None  # over budget: when the head of the queue fits again
@@ -92,6 +93,7 @@ class LinkState:
             if getattr(item, "peer", None) == peer:
                 self.queue.remove(item)
         self.acks.pop(peer, None)
+        self.seen_replies.pop(peer, None)
         self.transfer_ids.pop(peer, None)
         for key in [k for k in self.statuses if k[0] == peer]:
             del self.statuses[key]

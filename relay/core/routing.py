@@ -111,15 +111,17 @@ class Router:
         costs = [r.cost for r in self._routes.get(node, {}).values()]
         return min(costs, default=None)
 
-    def make_beacon(self, profile: LinkProfile) -> BeaconFrame:
-        """What this node offers on ``profile``: itself, its neighbours, its routes, its names."""
+    def make_beacon(self, profile: LinkProfile, peer: bytes) -> BeaconFrame:
+        """What this node offers ``peer``: itself, its neighbours, its routes and its names, except
+        routes that go through ``peer`` itself (poisoned reverse: no two-node routing loops)."""
         reach: dict[bytes, int] = {self.node_id: 0}
-        for peer, links in self._neighbours.items():
-            reach[peer] = min(link_cost(p) for p in links.values())
+        for neighbour, links in self._neighbours.items():
+            if neighbour != peer:
+                reach[neighbour] = min(link_cost(p) for p in links.values())
         for node, routes in self._routes.items():
-            best = min(r.cost for r in routes.values())
-            if node not in reach or best < reach[node]:
-                reach[node] = best
+            costs = [r.cost for (_, via), r in routes.items() if via != peer]
+            if costs and node != peer and (node not in reach or min(costs) < reach[node]):
+                reach[node] = min(costs)
         room = profile.mtu - 3 - 4 * len(self._codes)
         nodes = sorted(reach.items(), key=lambda item: item[1])[: max(0, room // (NODE_ID_LEN + 1))]
         return BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
