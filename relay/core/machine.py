@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority, encode_compact, encode_full
+from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.custody import CustodyTracker
-from relay.core.fragments import OutgoingTransfer, Reassembler, max_fragmented_size, split
+from relay.core.fragments import Reassembler, max_fragmented_size
 from relay.core.frames import (
-    HASH_LEN,
-    ID_KEY_LEN,
     MAX_COPIES,
-    MAX_SUMMARY_HASHES,
     AckFrame,
     BeaconFrame,
     DataFrame,
@@ -30,14 +27,12 @@ from relay.core.frames import (
     FrameDecodeError,
     SummaryFrame,
     decode_frame,
-    encode_frame,
     id_hash,
 )
+from relay.core.held import Held
 from relay.core.outbox import (
     CONTROL_FLOW,
-    Item,
     LinkState,
-    SendAcks,
     SendBeacon,
     SendBundle,
     SendFragment,
@@ -47,6 +42,7 @@ from relay.core.outbox import (
 from relay.core.receipts import BundleStatus, State
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly
 from relay.core.scheduler import TokenBucket
+from relay.core.transmit import Transmitter
 from relay.links.base import LinkProfile
 
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
@@ -56,23 +52,6 @@ MAX_HOPS = 15  # the compact header counts to 15
 
 class UnknownLinkError(KeyError):
     """A frame or request named a link that never came up on this node."""
-
-
-@dataclass
-class _Held:
-    bundle: Bundle
-    local: bool
-    copies: int
-    holders: set[bytes] = field(default_factory=set)  # neighbours known to have it
-    routed: dict[bytes, tuple[str, bool]] = field(default_factory=dict)  # peer -> (link, directed)
-    given: dict[bytes, int] = field(default_factory=dict)  # copies handed to a peer (spray-and-wait)
-    sizes: dict[bool, int] = field(default_factory=dict)  # DATA frame size by "compact"
-
-    def size(self, compact: bool) -> int:
-        if compact not in self.sizes:
-            encoded = encode_compact(self.bundle) if compact else encode_full(self.bundle)
-            self.sizes[compact] = 1 + len(encoded)
-        return self.sizes[compact]
 
 
 @dataclass
@@ -92,13 +71,14 @@ class RelayCore:
         self.custody = CustodyTracker()
         self.reassembler = Reassembler()
         self._links: dict[str, LinkState] = {}
-        self._held: dict[BundleId, _Held] = {}
+        self._held: dict[BundleId, Held] = {}
         self._by_hash: dict[bytes, set[BundleId]] = {}
         self._expiry: list[tuple[int, BundleId]] = []
         self._incoming: dict[BundleId, _Incoming] = {}
         self._seen: OrderedDict[BundleId, None] = OrderedDict()
         self._status: dict[BundleId, tuple[BundleStatus, int]] = {}  # originated here -> (status, expires)
         self._summary_wait: dict[bytes, float] = {}
+        self._transmitter = Transmitter(self._held, self.router, self.custody)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -297,125 +277,8 @@ class RelayCore:
     # -- sending ---------------------------------------------------------------------------------
 
     def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
-        """The next frame for an idle link as (peer or BROADCAST, bytes), or None (empty or over budget)."""
-        state = self._link(link)
-        state.blocked_until = None
-        for _ in range(len(state.queue) + 1):
-            item = state.queue.peek()
-            if item is None:
-                return None
-            built = self._build(state, item, now)
-            if built is None:
-                state.queue.remove(item)
-                continue
-            peer, data = built
-            if not state.bucket.spend(len(data), now):
-                state.blocked_until = state.bucket.available_at(len(data), now)
-                return None
-            state.queue.pop()  # the peeked item; pop also passes the turn to the next flow
-            self._sent(state, item, now)
-            return peer, data
-        return None
-
-    def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
-        mtu = state.profile.mtu
-        if isinstance(item, SendBundle | SendFragment):
-            held = self._held.get(item.bundle_id)
-            if held is None or item.peer not in state.peers or held.bundle.is_expired(now):
-                return None
-            if isinstance(item, SendFragment):
-                outgoing = state.transfers.get((item.peer, item.bundle_id))
-                if outgoing is None:
-                    return None
-                return item.peer, encode_frame(outgoing.fragments[item.index])
-            data = self._data_frame(state, held, item.peer)
-            if data is None:
-                return None
-            if len(data) <= mtu:
-                return item.peer, data
-            outgoing = state.transfers.get((item.peer, item.bundle_id))
-            if outgoing is None:
-                fragments = split(data, mtu, state.new_transfer_id(item.peer))
-                outgoing = OutgoingTransfer(fragments[0].transfer, fragments)
-                state.transfers[(item.peer, item.bundle_id)] = outgoing
-            return item.peer, encode_frame(outgoing.fragments[0])
-        if isinstance(item, SendAcks):
-            pending = state.acks.get(item.peer)
-            if not pending:
-                return None
-            room = min(0xFF, (mtu - 2) // ID_KEY_LEN)
-            ids = sorted(pending, key=lambda i: pending[i])[:room]
-            return item.peer, encode_frame(AckFrame(tuple(ids)))
-        if isinstance(item, SendStatus):
-            status = state.statuses.get((item.peer, item.transfer))
-            return None if status is None else (item.peer, encode_frame(status))
-        if isinstance(item, SendSummary):
-            room = min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
-            replies = state.seen_replies.get(item.peer)
-            if replies:
-                return item.peer, encode_frame(
-                    SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
-                )
-            ranked = sorted(self._held.values(), key=lambda h: (h.bundle.priority, h.bundle.created))
-            hashes = frozenset(id_hash(h.bundle.id) for h in ranked[:room])
-            return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
-        if item.peer not in state.peers:
-            return None
-        return item.peer, encode_frame(self.router.make_beacon(state.profile, item.peer))
-
-    def _give(self, state: LinkState, held: _Held, peer: bytes) -> int:
-        """Copies handed to ``peer`` with this bundle; 0 = the spray budget forbids sending it."""
-        given = held.given.get(peer)
-        if given is not None:
-            return given  # a retransmission carries what the first transmission promised
-        if held.routed.get(peer, ("", True))[1]:
-            return 1  # directed: the next hop waits for a directed path too
-        if is_costly(state.profile):
-            return held.copies // 2  # binary spray-and-wait
-        return held.copies
-
-    def _data_frame(self, state: LinkState, held: _Held, peer: bytes) -> bytes | None:
-        copies = self._give(state, held, peer)
-        if copies < 1:
-            held.routed.pop(peer, None)
-            return None
-        frame = DataFrame(held.bundle.forwarded(), min(MAX_COPIES, copies), compact=state.profile.compact)
-        return encode_frame(frame)
-
-    def _sent(self, state: LinkState, item: Item, now: float) -> None:
-        if isinstance(item, SendBundle | SendFragment):
-            held = self._held[item.bundle_id]
-            if item.peer not in held.given:
-                give = held.given[item.peer] = self._give(state, held, item.peer)
-                if not held.routed.get(item.peer, ("", True))[1] and is_costly(state.profile):
-                    held.copies -= give
-            outgoing = state.transfers.get((item.peer, item.bundle_id))
-            if isinstance(item, SendBundle) and outgoing is not None:
-                for fragment in reversed(outgoing.fragments[1:]):
-                    state.queue.push(
-                        SendFragment(item.peer, item.bundle_id, fragment.index),
-                        held.bundle.priority,
-                        held.bundle.origin,
-                        front=True,
-                    )
-            self.custody.touch(item.bundle_id, item.peer, state.profile, now)
-        elif isinstance(item, SendAcks):
-            pending = state.acks.get(item.peer, {})
-            room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
-            for bundle_id in sorted(pending, key=lambda i: pending[i])[:room]:
-                del pending[bundle_id]
-            if pending:
-                state.queue.push(item, min(pending.values()), CONTROL_FLOW)
-            else:
-                state.acks.pop(item.peer, None)
-        elif isinstance(item, SendStatus):
-            state.statuses.pop((item.peer, item.transfer), None)
-        elif isinstance(item, SendSummary) and state.seen_replies.get(item.peer):
-            room = min(MAX_SUMMARY_HASHES, (state.profile.mtu - 4) // HASH_LEN)
-            replies = state.seen_replies[item.peer]
-            replies.difference_update(sorted(replies)[:room])
-            if replies:
-                state.queue.push(item, Priority.ROUTINE, CONTROL_FLOW)
+        """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
+        return self._transmitter.next_frame(self._link(link), now)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -522,10 +385,10 @@ class RelayCore:
         for_me_only = dest.kind is DestKind.NODE and dest.node == self.node_id
         return not for_me_only and bundle.hop_count < MAX_HOPS
 
-    def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> _Held:
+    def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> Held:
         held = self._held.get(bundle.id)
         if held is None:
-            held = self._held[bundle.id] = _Held(bundle, local, max(1, min(MAX_COPIES, copies)))
+            held = self._held[bundle.id] = Held(bundle, local, max(1, min(MAX_COPIES, copies)))
             self._by_hash.setdefault(id_hash(bundle.id), set()).add(bundle.id)
             heapq.heappush(self._expiry, (bundle.expires, bundle.id))
         if route:
@@ -552,7 +415,7 @@ class RelayCore:
         for held in list(self._held.values()):
             self._route(held, now)
 
-    def _route(self, held: _Held, now: float) -> None:
+    def _route(self, held: Held, now: float) -> None:
         bundle = held.bundle
         if bundle.is_expired(now):
             return

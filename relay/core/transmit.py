@@ -1,0 +1,162 @@
+"""Building frames when a link is ready: what the fair queue's head becomes on the wire.
+
+A queue item is turned into bytes only when the link asks (so it carries the latest copy budget
+and every ACK accumulated), checked against the link's budget, and only then committed: copies
+handed over, fragments queued behind the first, custody timer started.
+"""
+
+from __future__ import annotations
+
+from relay.bundle import BundleId, Priority
+from relay.core.custody import CustodyTracker
+from relay.core.fragments import OutgoingTransfer, split
+from relay.core.frames import (
+    HASH_LEN,
+    ID_KEY_LEN,
+    MAX_COPIES,
+    MAX_SUMMARY_HASHES,
+    AckFrame,
+    DataFrame,
+    SummaryFrame,
+    encode_frame,
+    id_hash,
+)
+from relay.core.held import Held
+from relay.core.outbox import (
+    CONTROL_FLOW,
+    Item,
+    LinkState,
+    SendAcks,
+    SendBundle,
+    SendFragment,
+    SendStatus,
+    SendSummary,
+)
+from relay.core.routing import Router, is_costly
+
+
+class Transmitter:
+    def __init__(self, held: dict[BundleId, Held], router: Router, custody: CustodyTracker) -> None:
+        self.held = held
+        self.router = router
+        self.custody = custody
+
+    def next_frame(self, state: LinkState, now: float) -> tuple[bytes, bytes] | None:
+        """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
+        state.blocked_until = None
+        for _ in range(len(state.queue) + 1):
+            item = state.queue.peek()
+            if item is None:
+                return None
+            built = self._build(state, item, now)
+            if built is None:
+                state.queue.remove(item)
+                continue
+            peer, data = built
+            if not state.bucket.spend(len(data), now):
+                state.blocked_until = state.bucket.available_at(len(data), now)
+                return None
+            state.queue.pop()  # the peeked item; pop also passes the turn to the next flow
+            self._sent(state, item, now)
+            return peer, data
+        return None
+
+    def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
+        mtu = state.profile.mtu
+        if isinstance(item, SendBundle | SendFragment):
+            held = self.held.get(item.bundle_id)
+            if held is None or item.peer not in state.peers or held.bundle.is_expired(now):
+                return None
+            if isinstance(item, SendFragment):
+                outgoing = state.transfers.get((item.peer, item.bundle_id))
+                if outgoing is None:
+                    return None
+                return item.peer, encode_frame(outgoing.fragments[item.index])
+            data = self._data_frame(state, held, item.peer)
+            if data is None:
+                return None
+            if len(data) <= mtu:
+                return item.peer, data
+            outgoing = state.transfers.get((item.peer, item.bundle_id))
+            if outgoing is None:
+                fragments = split(data, mtu, state.new_transfer_id(item.peer))
+                outgoing = OutgoingTransfer(fragments[0].transfer, fragments)
+                state.transfers[(item.peer, item.bundle_id)] = outgoing
+            return item.peer, encode_frame(outgoing.fragments[0])
+        if isinstance(item, SendAcks):
+            pending = state.acks.get(item.peer)
+            if not pending:
+                return None
+            room = min(0xFF, (mtu - 2) // ID_KEY_LEN)
+            ids = sorted(pending, key=lambda i: pending[i])[:room]
+            return item.peer, encode_frame(AckFrame(tuple(ids)))
+        if isinstance(item, SendStatus):
+            status = state.statuses.get((item.peer, item.transfer))
+            return None if status is None else (item.peer, encode_frame(status))
+        if isinstance(item, SendSummary):
+            room = min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+            replies = state.seen_replies.get(item.peer)
+            if replies:
+                return item.peer, encode_frame(
+                    SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
+                )
+            ranked = sorted(self.held.values(), key=lambda h: (h.bundle.priority, h.bundle.created))
+            hashes = frozenset(id_hash(h.bundle.id) for h in ranked[:room])
+            return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
+        if item.peer not in state.peers:
+            return None
+        return item.peer, encode_frame(self.router.make_beacon(state.profile, item.peer))
+
+    def _give(self, state: LinkState, held: Held, peer: bytes) -> int:
+        """Copies handed to ``peer`` with this bundle; 0 = the spray budget forbids sending it."""
+        given = held.given.get(peer)
+        if given is not None:
+            return given  # a retransmission carries what the first transmission promised
+        if held.routed.get(peer, ("", True))[1]:
+            return 1  # directed: the next hop waits for a directed path too
+        if is_costly(state.profile):
+            return held.copies // 2  # binary spray-and-wait
+        return held.copies
+
+    def _data_frame(self, state: LinkState, held: Held, peer: bytes) -> bytes | None:
+        copies = self._give(state, held, peer)
+        if copies < 1:
+            held.routed.pop(peer, None)
+            return None
+        frame = DataFrame(held.bundle.forwarded(), min(MAX_COPIES, copies), compact=state.profile.compact)
+        return encode_frame(frame)
+
+    def _sent(self, state: LinkState, item: Item, now: float) -> None:
+        if isinstance(item, SendBundle | SendFragment):
+            held = self.held[item.bundle_id]
+            if item.peer not in held.given:
+                give = held.given[item.peer] = self._give(state, held, item.peer)
+                if not held.routed.get(item.peer, ("", True))[1] and is_costly(state.profile):
+                    held.copies -= give
+            outgoing = state.transfers.get((item.peer, item.bundle_id))
+            if isinstance(item, SendBundle) and outgoing is not None:
+                for fragment in reversed(outgoing.fragments[1:]):
+                    state.queue.push(
+                        SendFragment(item.peer, item.bundle_id, fragment.index),
+                        held.bundle.priority,
+                        held.bundle.origin,
+                        front=True,
+                    )
+            self.custody.touch(item.bundle_id, item.peer, state.profile, now)
+        elif isinstance(item, SendAcks):
+            pending = state.acks.get(item.peer, {})
+            room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
+            for bundle_id in sorted(pending, key=lambda i: pending[i])[:room]:
+                del pending[bundle_id]
+            if pending:
+                state.queue.push(item, min(pending.values()), CONTROL_FLOW)
+            else:
+                state.acks.pop(item.peer, None)
+        elif isinstance(item, SendStatus):
+            state.statuses.pop((item.peer, item.transfer), None)
+        elif isinstance(item, SendSummary) and state.seen_replies.get(item.peer):
+            room = min(MAX_SUMMARY_HASHES, (state.profile.mtu - 4) // HASH_LEN)
+            replies = state.seen_replies[item.peer]
+            replies.difference_update(sorted(replies)[:room])
+            if replies:
+                state.queue.push(item, Priority.ROUTINE, CONTROL_FLOW)
