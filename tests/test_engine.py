@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from engine_net import IP, LORA, Deployment, EnginePump
 
+from crypto.errors import SealError
+from crypto.group import GroupKey, GroupKeyring
 from relay.bundle import Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import NodeEngine
@@ -210,3 +212,44 @@ async def test_application_kinds_are_registered_and_validated(tmp_path: Path) ->
     bid = await a.send(dest, b"{}", kind=40, priority=Priority.IMMEDIATE, lifetime=60, now=T0)
     assert [d.bundle_id for d in await _collect(a)] == [bid]
     await a.close()
+
+
+async def test_group_bundle_is_sealed_with_the_group_key_and_relayed_by_non_members(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("lead", "relay", "medic"):
+        net.enrol(name, frozenset({"medic"}) if name == "medic" else frozenset())
+    key = GroupKey.generate("incident-7")
+    engines = {}
+    for name in ("lead", "relay", "medic"):
+        identity, cert = net.members[name]
+        member = name != "relay"
+        engines[name] = await NodeEngine.open(
+            identity,
+            cert,
+            TrustStore(net.authority.public, [c for _, c in net.members.values()], groups=["incident-7"]),
+            tmp_path / f"{name}.sqlite",
+            now=T0,
+            keyring=GroupKeyring([key]) if member else None,
+            groups=frozenset({"incident-7"}) if member else frozenset(),
+        )
+    lead, relay, medic = engines["lead"], engines["relay"], engines["medic"]
+    pump = EnginePump()
+    await pump.connect(IP, lead, relay, T0)
+    await pump.connect(LORA, relay, medic, T0)
+    bid = await lead.send(
+        Destination.to_group("incident-7"),
+        b"sector B",
+        kind=Kind.TEXT,
+        priority=Priority.IMMEDIATE,
+        lifetime=600,
+        now=T0,
+    )
+    with pytest.raises(SealError, match="no key for group 'medic'"):
+        await relay.send(
+            Destination.to_role("medic"), b"x", kind=Kind.TEXT, priority=Priority.ROUTINE, lifetime=60, now=T0
+        )
+    await pump.run(T0, 60)
+    assert [(d.bundle_id, d.payload) for d in await _collect(medic)] == [(bid, b"sector B")]
+    assert await _collect(relay, 0.2) == []
+    for engine in engines.values():
+        await engine.close()
