@@ -20,7 +20,13 @@ from typing import Any
 from crypto.errors import CryptoError
 from relay.errors import Mesh112Error
 
-_BUILTIN: list[str] = ["relay.cli.keys", "relay.cli.relay", "relay.cli.demo", "relay.cli.lora"]
+_BUILTIN: list[str] = [
+    "relay.cli.keys",
+    "relay.cli.relay",
+    "relay.cli.demo",
+    "relay.cli.lora",
+    "relay.cli.sim",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,3 +69,13 @@ def preset_named(name: str) -> LoraPreset:
         return PRESETS[name.upper()]
     except KeyError:
         raise ValueError(f"unknown LoRa preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def lora_frame_overhead(preset: LoraPreset, bytes_per_s: float) -> float:
+    """The per-frame time that makes ``overhead + len / bytes_per_s`` never less than the true airtime.
+
+    A link profile describes a link by a fixed cost per frame plus a byte rate; with this overhead
+    an engine budgeting duty cycle from the profile never spends more airtime than it thinks.
+    """
+    top = MAX_PHY_PAYLOAD - MESHTASTIC_HEADER_LEN
+    return max(frame_airtime(n, preset) - n / bytes_per_s for n in range(top + 1))

@@ -75,6 +75,8 @@ class Report:
     store_high_water: Mapping[str, int]
     links: tuple[LinkFigures, ...]
     flash_max_wait_frames: float  # worst FLASH wait in units of that transmitter's longest frame
+    refused_sends: int  # sends the engine refused (store full)
+    overdue_polls: Mapping[str, int]  # per node: timers needed because the engine's deadline stayed past
 
     def by_class(self, priority: Priority) -> ClassFigures:
         for figures in self.classes:
@@ -85,6 +87,7 @@ class Report:
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["store_high_water"] = dict(self.store_high_water)
+        data["overdue_polls"] = dict(self.overdue_polls)
         return data
 
     def format_text(self) -> str:
@@ -109,9 +112,13 @@ class Report:
             f"bytes sent: {self.bytes_sent}  payload delivered: {self.payload_bytes_delivered}  "
             f"bytes per delivered byte: {overhead}",
             f"worst FLASH wait for a busy link: {self.flash_max_wait_frames:.2f} frame times",
+            f"sends refused by the engine: {self.refused_sends}",
             "store high-water (bytes): "
             + ", ".join(f"{name} {size}" for name, size in sorted(self.store_high_water.items())),
         ]
+        if self.overdue_polls:
+            stuck = ", ".join(f"{name} {n}" for name, n in sorted(self.overdue_polls.items()))
+            lines.append(f"ENGINE DEADLINE STAYED IN THE PAST (polled each second): {stuck}")
         busiest = sorted(self.links, key=lambda f: -f.airtime_s)[:8]
         if busiest:
             header = f"{'node':<10} {'link':<8} {'frames':>7} {'bytes':>10} {'airtime s':>10} {'duty':>6}"

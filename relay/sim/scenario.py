@@ -19,7 +19,7 @@ from relay.bundle import Priority
 from relay.errors import ConfigError
 from relay.links.base import LinkProfile
 from relay.sim.links import ScheduleSpec, SimLinkSpec
-from relay.sim.phy import preset_named
+from relay.sim.phy import lora_frame_overhead, preset_named
 
 MAX_NODES = 500
 MAX_DURATION_S = 30 * 24 * 3600.0
@@ -272,7 +272,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             cost=t.number("cost", 10.0),
             duty_cycle=t.number("duty_cycle", 0.1, low=0.001, high=1.0),
             compact=True,
-            per_frame_overhead_s=(16 + 4.25) * preset.symbol_s,
+            per_frame_overhead_s=lora_frame_overhead(preset, bits * 4 / preset.coding_rate / 8),
         )
         lora = preset
     elif kind in ("ip", "webrtc", "sim"):

@@ -1,0 +1,471 @@
+"""The simulated world: many real ``NodeEngine``\\ s in one process on a simulated clock.
+
+A discrete-event loop: an event heap ordered by (time, sequence number). Every handler awaits the
+engine calls it makes before the next event is taken, so a run is deterministic although each
+engine's store is a real SQLite file served by aiosqlite's thread. Nothing here reads a clock.
+
+A crash drops a node's engine without closing it (what was committed stays in its SQLite file,
+nothing else survives); a restart opens a new engine on the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import heapq
+import itertools
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.bundle import Priority
+from relay.engine import Delivery, NodeEngine, SendError
+from relay.errors import Mesh112Error
+from relay.links.base import BROADCAST
+from relay.sim.deployment import Deployment
+from relay.sim.links import Contact, Transmitter
+from relay.sim.probe import FlashProbe
+from relay.sim.report import ClassFigures, LinkFigures, Report, SentRecord, class_figures
+from relay.sim.scenario import Scenario
+from relay.sim.topology import build_contacts, build_oracle
+from relay.sim.traffic import PlannedSend, plan_traffic, serial_of
+
+START_EPOCH = 90_000_000.0  # simulated time 0, in seconds since the Mesh112 epoch (late 2026)
+MAX_EVENTS = 20_000_000
+CLOCK_STEP_S = 1e-6
+CLOCK_STEPS = 3  # steps tried when a deadline is still due after its timer ran
+OVERDUE_POLL_S = 1.0  # after those, an engine whose deadline stays in the past is polled at this period
+
+
+class SimulationError(Mesh112Error):
+    """The simulated engines did something the simulator cannot continue from."""
+
+
+@dataclass(slots=True)
+class _Node:
+    name: str
+    engine: NodeEngine | None = None
+    incarnation: int = 0
+    started_at: float = 0.0
+    timer_at: float | None = None
+    last_timer: float = -1.0
+    overdue_timers: int = 0  # timers in a row after which the deadline was still due
+    overdue_polls: int = 0  # timers the engine needed because its deadline stayed in the past
+    transmitters: dict[str, Transmitter] = field(default_factory=dict)
+    contacts: list[Contact] = field(default_factory=list)
+    peers_up: dict[str, set[str]] = field(default_factory=dict)  # per link: peers this engine was told of
+    app: asyncio.Task[None] | None = None  # the node's application: records and acks deliveries
+    app_idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class _ContactState:
+    up: bool = False
+    generation: int = 0  # counts up transitions, so a frame can tell its contact went down meanwhile
+    up_since: float = 0.0
+
+
+class World:
+    """Build with :meth:`open`; :meth:`run` plays the scenario to its end and returns the report."""
+
+    def __init__(self, scenario: Scenario, deployment: Deployment, directory: Path) -> None:
+        self.scenario = scenario
+        self.deployment = deployment
+        self.directory = directory
+        self.contacts = build_contacts(scenario)
+        self.sends = plan_traffic(scenario)
+        self.nodes = {spec.name: _Node(spec.name) for spec in scenario.nodes}
+        self._contact_state = {c: _ContactState() for c in self.contacts}
+        self._by_link_pair: dict[tuple[str, str, str], Contact] = {}
+        for contact in self.contacts:
+            for node, peer in ((contact.a, contact.b), (contact.b, contact.a)):
+                state = self.nodes[node]
+                state.contacts.append(contact)
+                state.transmitters.setdefault(contact.link.name, Transmitter(node, contact.link))
+                self._by_link_pair[(contact.link.name, node, peer)] = contact
+        self._names = {deployment.node_id(name): name for name in self.nodes}
+        self._heap: list[tuple[float, int, Callable[[], Any], tuple[Any, ...]]] = []
+        self._sequence = itertools.count()
+        self._loss = {
+            link.name: random.Random(f"{scenario.seed}:loss:{link.name}") for link in scenario.links
+        }
+        self.probe = FlashProbe()
+        self.now = 0.0
+        self._deliveries: dict[int, list[float]] = {}
+        self.refused_sends = 0
+
+    @classmethod
+    def create(cls, scenario: Scenario, directory: Path) -> World:
+        """Identities, certificates and one store path per node, all under ``directory``."""
+        return cls(scenario, Deployment.create(scenario, directory, START_EPOCH), directory)
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def _at(self, t: float, handler: Callable[..., Any], *args: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._sequence), handler, args))
+
+    async def run(self) -> Report:
+        for name in self.nodes:
+            await self._start(name)
+        for contact in self.contacts:
+            for start, end in contact.schedule.up:
+                self._at(start, self._contact_up, contact)
+                self._at(end, self._contact_down, contact)
+        for send in self.sends:
+            self._at(send.at_s, self._send, send)
+        for crash in self.scenario.crashes:
+            self._at(crash.at_s, self._crash, crash.node)
+            if crash.restart_s is not None:
+                self._at(crash.restart_s, self._restart, crash.node)
+        end = self.scenario.end_s
+        events = 0
+        try:
+            while self._heap and self._heap[0][0] < end:
+                t, _, handler, args = heapq.heappop(self._heap)
+                self.now = t
+                await handler(*args)
+                events += 1
+                if events > MAX_EVENTS:
+                    raise SimulationError(
+                        f"more than {MAX_EVENTS} events: the scenario or an engine runs away"
+                    )
+            self.now = end
+            return await self._report()
+        finally:
+            await self._close_all()
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def _start(self, name: str) -> None:
+        node = self.nodes[name]
+        node.incarnation += 1
+        node.started_at = self.now
+        node.timer_at = None
+        node.peers_up = {}
+        node.engine = await self.deployment.open_engine(name, START_EPOCH + self.now)
+        node.app_idle.clear()
+        node.app = asyncio.create_task(self._application(node, node.engine), name=f"sim-app:{name}")
+        await self._settle(node)
+
+    async def _application(self, node: _Node, engine: NodeEngine) -> None:
+        """The node's app: records each delivery at the simulated time it is handed over, then acks."""
+        while True:
+            node.app_idle.set()
+            deliveries: list[Delivery] = await engine.receive()
+            node.app_idle.clear()
+            for delivery in deliveries:
+                serial = serial_of(delivery.payload)
+                if serial is not None:
+                    self._deliveries.setdefault(serial, []).append(self.now)
+                await engine.ack(delivery.bundle_id)
+
+    async def _stop_application(self, node: _Node) -> None:
+        if node.app is not None:
+            node.app.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await node.app
+            node.app = None
+
+    async def _crash(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.engine is None:
+            return
+        await self._stop_application(node)
+        node.engine = None  # dropped, not closed: only what the store committed survives
+        _collect_crashed(self.deployment.store_path(name))
+        for contact in node.contacts:
+            if self._contact_state[contact].up:
+                await self._tell_down(contact.other(name), contact, name)
+
+    async def _restart(self, name: str) -> None:
+        await self._start(name)
+        for contact in self.nodes[name].contacts:
+            if self._contact_state[contact].up:
+                await self._announce(contact)
+
+    async def _close_all(self) -> None:
+        for node in self.nodes.values():
+            await self._stop_application(node)
+            if node.engine is not None:
+                engine, node.engine = node.engine, None
+                await engine.close()
+        gc.collect()
+
+    async def _settle(self, node: _Node) -> None:
+        """After an engine call: the app takes its deliveries, idle transmitters start, the timer re-arms."""
+        engine = node.engine
+        if engine is None:
+            return
+        await asyncio.sleep(0)  # the app task runs if the call queued a delivery
+        await node.app_idle.wait()
+        for transmitter in node.transmitters.values():
+            if transmitter.idle(self.now) and node.peers_up.get(transmitter.link.name):
+                self._transmit(node, engine, transmitter)
+        deadline = engine.next_deadline()
+        if deadline is not None:
+            deadline = max(deadline - START_EPOCH, self.now)
+            if deadline == self.now and node.last_timer == self.now:
+                # Still due right after its timer ran (float rounding of epoch-sized times): a real
+                # clock would have moved on, so the simulated one does too.
+                node.overdue_timers += 1
+                if node.overdue_timers <= CLOCK_STEPS:
+                    deadline = self.now + CLOCK_STEP_S
+                else:  # an engine bug, reported as overdue_polls: poll so the run goes on
+                    node.overdue_polls += 1
+                    deadline = self.now + OVERDUE_POLL_S
+            elif deadline > self.now:
+                node.overdue_timers = 0
+            if deadline != node.timer_at:
+                node.timer_at = deadline
+                self._at(deadline, self._timer, node.name, node.incarnation, deadline)
+
+    async def _timer(self, name: str, incarnation: int, at: float) -> None:
+        node = self.nodes[name]
+        if node.engine is None or node.incarnation != incarnation or node.timer_at != at:
+            return  # superseded
+        node.last_timer = at
+        node.timer_at = None
+        await node.engine.on_timer(START_EPOCH + self.now)
+        await self._settle(node)
+
+    async def _send(self, send: PlannedSend) -> None:
+        node = self.nodes[send.src]
+        if node.engine is None:
+            return  # the sending device is down: the app could not hand the bundle over
+        try:
+            bundle_id = await node.engine.send(
+                self.deployment.destination(send.dst),
+                send.payload(),
+                kind=self.deployment.kind,
+                priority=send.priority,
+                lifetime=send.lifetime_s,
+                now=START_EPOCH + self.now,
+            )
+        except SendError:
+            self.refused_sends += 1  # the store is full: the app was told, the bundle never existed
+            return
+        self.probe.acquired(send.src, node.incarnation, bundle_id.key(), self.now)
+        await self._settle(node)
+
+    # -- links ------------------------------------------------------------------------------
+
+    async def _contact_up(self, contact: Contact) -> None:
+        state = self._contact_state[contact]
+        state.up, state.up_since = True, self.now
+        state.generation += 1
+        await self._announce(contact)
+
+    async def _announce(self, contact: Contact) -> None:
+        a, b = self.nodes[contact.a], self.nodes[contact.b]
+        if a.engine is None or b.engine is None:
+            return
+        for node, peer in ((a, b), (b, a)):
+            if node.engine is not None:
+                node.peers_up.setdefault(contact.link.name, set()).add(peer.name)
+                await node.engine.link_up(
+                    contact.link.profile, self.deployment.node_id(peer.name), self._epoch()
+                )
+        for node in (a, b):
+            await self._settle(node)
+
+    async def _contact_down(self, contact: Contact) -> None:
+        state = self._contact_state[contact]
+        if not state.up:
+            return
+        state.up = False
+        if self.nodes[contact.a].engine is None or self.nodes[contact.b].engine is None:
+            return  # a crashed end already made the other see the link go
+        await self._tell_down(contact.a, contact, contact.b)
+        await self._tell_down(contact.b, contact, contact.a)
+
+    async def _tell_down(self, name: str, contact: Contact, peer: str) -> None:
+        node = self.nodes[name]
+        if node.engine is not None:
+            node.peers_up.get(contact.link.name, set()).discard(peer)
+            await node.engine.link_down(contact.link.name, self.deployment.node_id(peer), self._epoch())
+            await self._settle(node)
+
+    def _transmit(self, node: _Node, engine: NodeEngine, transmitter: Transmitter) -> None:
+        link = transmitter.link
+        pulled = engine.next_frame(link.name, self._epoch())
+        if pulled is None:
+            return
+        peer_id, frame = pulled
+        if len(frame) > link.profile.mtu:
+            raise SimulationError(
+                f"node {node.name} sent a {len(frame)}-byte frame on {link.name} (MTU {link.profile.mtu})"
+            )
+        inspected = self.deployment.inspect(frame)
+        if peer_id == BROADCAST:
+            receivers = [c for c in node.contacts if c.link is link and self._contact_state[c].up]
+        else:
+            peer = self._names.get(peer_id)
+            contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
+            receivers = [contact] if contact is not None and self._contact_state[contact].up else []
+        done = transmitter.start(len(frame), self.now)
+        self.probe.frame_started(
+            (node.name, link.name),
+            node.incarnation,
+            node.started_at,
+            inspected.bundle_key if inspected.priority is Priority.FLASH else None,
+            min((self._contact_state[c].up_since for c in receivers), default=self.now),
+            self.now,
+            done,
+        )
+        self._at(done, self._transmitter_idle, node.name, node.incarnation)
+        for contact in receivers:
+            if self._loss[link.name].random() < link.loss:
+                continue
+            peer = contact.other(node.name)
+            generation = self._contact_state[contact].generation
+            arrival = done + link.latency_s
+            self._at(
+                arrival,
+                self._arrive,
+                contact,
+                generation,
+                node.name,
+                node.incarnation,
+                peer,
+                self.nodes[peer].incarnation,
+                frame,
+                inspected.bundle_key,
+            )
+
+    async def _transmitter_idle(self, name: str, incarnation: int) -> None:
+        node = self.nodes[name]
+        if node.engine is not None and node.incarnation == incarnation:
+            await self._settle(node)
+
+    async def _arrive(
+        self,
+        contact: Contact,
+        generation: int,
+        sender: str,
+        sender_incarnation: int,
+        receiver: str,
+        receiver_incarnation: int,
+        frame: bytes,
+        bundle_key: bytes | None,
+    ) -> None:
+        state = self._contact_state[contact]
+        node = self.nodes[receiver]
+        if not state.up or state.generation != generation or node.engine is None:
+            return  # the contact broke or the receiver crashed while the frame was in flight
+        if node.incarnation != receiver_incarnation or self.nodes[sender].incarnation != sender_incarnation:
+            return
+        await node.engine.frame_received(
+            contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
+        )
+        if bundle_key is not None:
+            self.probe.acquired(receiver, node.incarnation, bundle_key, self.now)
+        await self._settle(node)
+
+    def _epoch(self) -> float:
+        return START_EPOCH + self.now
+
+    # -- the report -------------------------------------------------------------------------
+
+    async def _report(self) -> Report:
+        oracle = build_oracle(self.scenario, self.contacts)
+        records = [
+            SentRecord(
+                s.serial,
+                s.src,
+                s.dst,
+                s.priority,
+                s.size,
+                s.at_s,
+                s.lifetime_s,
+                oracle.earliest_arrival(s.src, s.dst, s.at_s, s.size),
+            )
+            for s in self.sends
+        ]
+        end = self.scenario.end_s
+        classes: tuple[ClassFigures, ...] = tuple(
+            class_figures(p, records, self._deliveries, end) for p in Priority
+        )
+        sizes = {s.serial: s.size for s in self.sends}
+        delivered_bytes = sum(sizes[serial] for serial in self._deliveries if serial in sizes)
+        sent_bytes = sum(t.bytes for node in self.nodes.values() for t in node.transmitters.values())
+        links = tuple(
+            LinkFigures(
+                node=node.name,
+                link=t.link.name,
+                frames=t.frames,
+                bytes=t.bytes,
+                airtime_s=round(t.airtime_s, 6),
+                max_frame_time_s=round(t.max_frame_time_s, 6),
+                max_hourly_duty=round(t.max_hourly_airtime() / 3600.0, 6),
+                flash_frames=self.probe.flash_frames((node.name, t.link.name)),
+                flash_max_wait_s=round(self.probe.max_wait((node.name, t.link.name)), 6),
+            )
+            for node in self.nodes.values()
+            for t in node.transmitters.values()
+        )
+        return Report(
+            scenario=self.scenario.name,
+            seed=self.scenario.seed,
+            simulated_s=end,
+            nodes=len(self.nodes),
+            classes=classes,
+            duplicates=sum(len(times) - 1 for times in self._deliveries.values()),
+            bytes_sent=sent_bytes,
+            payload_bytes_delivered=delivered_bytes,
+            bytes_per_delivered_byte=round(sent_bytes / delivered_bytes, 6) if delivered_bytes else None,
+            store_high_water={
+                node.name: await self.deployment.store_high_water(node.name, node.engine)
+                for node in self.nodes.values()
+            },
+            links=links,
+            refused_sends=self.refused_sends,
+            overdue_polls={n.name: n.overdue_polls for n in self.nodes.values() if n.overdue_polls},
+            flash_max_wait_frames=round(
+                max(
+                    (
+                        self.probe.max_wait((node.name, t.link.name)) / t.max_frame_time_s
+                        for node in self.nodes.values()
+                        for t in node.transmitters.values()
+                        if t.max_frame_time_s > 0
+                    ),
+                    default=0.0,
+                ),
+                6,
+            ),
+        )
+
+
+def _collect_crashed(store_path: Path) -> None:
+    """Free a dropped engine now, as the death of its process would: its SQLite connection closes
+    without a commit. Its store writer task dies with it; that one expected complaint is silenced."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("task")
+        if isinstance(task, asyncio.Task) and task.get_name() == f"store-writer:{store_path}":
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def run_scenario(scenario: Scenario, directory: Path | None = None) -> Report:
+    """Play ``scenario``; the stores go in ``directory`` (kept) or in a temporary one (removed)."""
+    if directory is not None:
+        return await World.create(scenario, directory).run()
+    memory = Path("/dev/shm")  # stores in RAM: every commit fsyncs, which a simulation need not wait for
+    parent = memory if memory.is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="mesh112-sim-", dir=parent) as tmp:
+        return await World.create(scenario, Path(tmp)).run()
