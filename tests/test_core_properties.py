@@ -6,7 +6,7 @@ import itertools
 import random
 
 import pytest
-from core_pump import Pump
+from core_pump import Pump, Wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,8 @@ def _scenario(seed: int, loss: float, bundles: int, flaps: int, limit_s: float =
         )
         pump.nodes[origin].apply(pump.nodes[origin].core.originate(bundle, 0.0), 0.0)
         sent.append(bundle)
-    now, down = 0.0, []
+    now = 0.0
+    down: list[Wire] = []
     flap_times = sorted(rng.uniform(1, 60) for _ in range(flaps))
     while now < limit_s:
         while flap_times and flap_times[0] <= now:
@@ -58,8 +59,10 @@ def _scenario(seed: int, loss: float, bundles: int, flaps: int, limit_s: float =
         if len(delivered) >= len(sent) and not down and not flap_times:
             break
     for bundle in sent:
-        dest = pump.nodes[bundle.destination.node or b""]
-        assert [b.id for b in dest.delivered].count(bundle.id) == 1, f"bundle {bundle.id} not delivered once"
+        target = pump.nodes[bundle.destination.node or b""]
+        assert [b.id for b in target.delivered].count(bundle.id) == 1, (
+            f"bundle {bundle.id} not delivered once"
+        )
     total = sum(len(node.delivered) for node in pump.nodes.values())
     assert total == len(sent)
 

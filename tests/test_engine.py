@@ -13,14 +13,14 @@ from crypto.errors import SealError
 from crypto.group import GroupKey, GroupKeyring
 from relay.bundle import Destination, Kind, Priority
 from relay.core.receipts import State
-from relay.engine import NodeEngine
+from relay.engine import Delivery, NodeEngine
 from relay.kinds import KindError
 from relay.trust import TrustStore
 
 T0 = 1000.0
 
 
-async def _collect(engine: NodeEngine, timeout: float = 1.0) -> list:
+async def _collect(engine: NodeEngine, timeout: float = 1.0) -> list[Delivery]:
     try:
         return await asyncio.wait_for(engine.receive(), timeout)
     except TimeoutError:

@@ -9,6 +9,7 @@ from engine_net import IP, Deployment
 
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
+from relay.engine import Delivery
 from relay.links.inproc import InprocHub, InprocLink
 from relay.node import Node
 
@@ -33,7 +34,7 @@ async def test_send_both_ways_and_status_becomes_delivered(tmp_path: Path) -> No
             Destination.to_node(post.node_id), b"SOS", kind=Kind.SOS, priority=Priority.FLASH
         )
 
-        async def first(node: Node) -> object:
+        async def first(node: Node) -> Delivery:
             async for delivery in node.inbox():
                 await node.ack(delivery.bundle_id)
                 return delivery
