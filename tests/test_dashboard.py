@@ -1,0 +1,75 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright) against a real command post.
+
+The browser signs in with the token from the address fragment, sends a message into the field
+through the form, and sees a message from the field appear live through the WebSocket stream.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from test_api import Field, _auth
+from test_api import field as field  # noqa: F401  (the module-scoped field fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# No background networking: this machine has no route out, and Chromium must not try one.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture()
+def page() -> Iterator[Page]:
+    assert Path(CHROMIUM).exists(), "Debian chromium is required: run make system-deps"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
+
+
+def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Page, tmp_path: Path) -> None:  # noqa: F811
+    token = field.tokens["dispatcher"]
+    page.goto(f"{field.post.api}/#token={token}")
+    expect(page.locator("#whoami")).to_contain_text("Signed in as dispatcher op")
+    expect(page.locator("#stream-state")).to_have_text("stream: live", timeout=10_000)
+    assert "token" not in page.url  # the fragment is dropped once read
+
+    page.fill("#send-to", f"node:{field.relay_id}")
+    page.fill("#send-text", "hold position at gate B")
+    page.select_option("#send-priority", "IMMEDIATE")
+    page.click("#send-form button")
+    expect(page.locator("#send-result")).to_contain_text(":", timeout=10_000)
+
+    response = httpx.post(
+        f"{field.relay.api}/api/v1/messages",
+        json={"to": f"node:{field.post_id}", "text": "gate B clear", "priority": "FLASH"},
+        headers=_auth(field.field_token),
+    )
+    assert response.status_code == 202
+    row = page.locator("#messages tbody tr", has_text="gate B clear")
+    expect(row).to_have_count(1, timeout=15_000)
+    expect(row).to_have_class("FLASH")
+    expect(page.locator("#links tbody tr")).to_have_count(1)
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+
+def test_dashboard_without_token_asks_for_one(field: Field, page: Page) -> None:  # noqa: F811
+    page.goto(field.post.api + "/")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#token-input", "m112.not.valid")
+    page.click("#login-form button")
+    expect(page.locator("#error")).to_contain_text("401")
+    expect(page.locator("#main")).to_be_hidden()
