@@ -103,7 +103,9 @@ class NodeEngine:
         store = await Store.open(Path(store_path), quota_bytes)
         engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups)
         for stored in await store.load_all():
-            engine.core.restore(stored.bundle, stored.local, now)
+            records = await store.forwarding(stored.bundle.id)
+            custody = [(peer, link, at) for peer, link, state, at in records if state == "custody"]
+            engine.core.restore(stored.bundle, stored.local, now, custody)
         for bundle in await store.pending_deliveries():
             await engine._deliver(bundle, now)
         return engine

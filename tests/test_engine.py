@@ -12,6 +12,7 @@ from engine_net import IP, LORA, Deployment, EnginePump
 from crypto.errors import SealError
 from crypto.group import GroupKey, GroupKeyring
 from relay.bundle import Destination, Kind, Priority
+from relay.core.frames import FrameType
 from relay.core.receipts import State
 from relay.engine import Delivery, NodeEngine
 from relay.kinds import KindError
@@ -253,3 +254,37 @@ async def test_group_bundle_is_sealed_with_the_group_key_and_relayed_by_non_memb
     assert await _collect(relay, 0.2) == []
     for engine in engines.values():
         await engine.close()
+
+
+async def test_restart_remembers_where_a_kept_flash_copy_went(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("a", "relay", "b"):
+        net.enrol(name)
+    a, relay = await net.open("a", tmp_path, T0), await net.open("relay", tmp_path, T0)
+    pump = EnginePump()
+    await pump.connect(IP, a, relay, T0)
+    b_id = net.members["b"][0].node_id
+    bid = await a.send(
+        Destination.to_node(b_id), b"MAYDAY", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=T0
+    )
+    await pump.run(T0, 5)
+    assert a.status(bid).state is State.FORWARDED and a.status(bid).peer == relay.node_id
+    await a.close()
+    a = await net.open("a", tmp_path, T0 + 10)
+    assert a.core.holds(bid), "FLASH is kept until the end-to-end receipt"
+    status = a.status(bid)
+    assert (status.state, status.peer, status.link) == (State.FORWARDED, relay.node_id, "ip0")
+    seen_types = []
+    receive = relay.frame_received
+
+    async def spy(link: str, peer: bytes, frame: bytes, now: float) -> None:
+        seen_types.append(frame[0] >> 4)
+        await receive(link, peer, frame, now)
+
+    relay.frame_received = spy  # type: ignore[method-assign]
+    pump = EnginePump()
+    await pump.connect(IP, a, relay, T0 + 10)
+    await pump.run(T0 + 10, 10)
+    assert seen_types and FrameType.DATA_FULL not in seen_types, "the relay already has it: not sent again"
+    await a.close()
+    await relay.close()

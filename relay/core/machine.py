@@ -117,13 +117,24 @@ class RelayCore:
         self._hold(bundle, local=True, copies=INITIAL_COPIES[bundle.priority], now=now)
         return actions
 
-    def restore(self, bundle: Bundle, local: bool, now: float) -> None:
-        """A bundle reloaded from the store after a restart (spray budgets start afresh)."""
+    def restore(
+        self, bundle: Bundle, local: bool, now: float, custody: list[tuple[bytes, str, float]] | None = None
+    ) -> None:
+        """A bundle reloaded from the store after a restart (spray budgets start afresh).
+        ``custody``: (neighbour, link, time) of the custody ACKs recorded for it, oldest first."""
         self._remember(bundle.id)
         if local:
-            self._status.setdefault(bundle.id, (BundleStatus(State.QUEUED, at=now), bundle.expires))
+            status = BundleStatus(State.QUEUED, at=now)
+            if custody:
+                peer, link, at = custody[-1]
+                status = BundleStatus(State.FORWARDED, peer, link, at)
+            self._status.setdefault(bundle.id, (status, bundle.expires))
         if not bundle.is_expired(now):
-            self._hold(bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now)
+            held = self._hold(
+                bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now, route=False
+            )
+            held.holders.update(peer for peer, _, _ in custody or ())
+            self._route(held, now)
 
     def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
         state = self._links.get(profile.name)
