@@ -168,6 +168,11 @@ class NodeEngine:
     async def ack(self, bundle_id: BundleId) -> None:
         await self.store.ack_delivery(bundle_id)
 
+    def trust_changed(self) -> None:
+        """Call after adding certificates or revocations to ``trust``: the LoRa encoding's short ids
+        and name codes are rebuilt from it."""
+        self.core.context = self.trust.compact_context()
+
     def status(self, bundle_id: BundleId) -> BundleStatus:
         return self.core.status(bundle_id)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
-from engine_net import IP, Deployment
+from engine_net import IP, LORA, Deployment
 
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
@@ -15,8 +16,6 @@ from relay.node import Node
 
 
 async def test_send_both_ways_and_status_becomes_delivered(tmp_path: Path) -> None:
-    import time
-
     net = Deployment()
     net.enrol("post", frozenset({"command"}))
     net.enrol("field")
@@ -53,6 +52,33 @@ async def test_send_both_ways_and_status_becomes_delivered(tmp_path: Path) -> No
             await asyncio.sleep(0.05)
         assert post.status(to_field).state is State.DELIVERED
         assert field.status(to_post).state is State.DELIVERED
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_big_bundle_crosses_a_small_mtu_link_in_fragments(tmp_path: Path) -> None:
+    net = Deployment()
+    net.enrol("camera")
+    net.enrol("post")
+    hub = InprocHub()
+    nodes = []
+    for name in ("camera", "post"):
+        engine = await net.open(name, tmp_path, to_epoch(time.time()))
+        nodes.append(Node(engine, [InprocLink(hub, engine.node_id, LORA)]))
+    camera, post = nodes
+    for node in nodes:
+        await node.start()
+    try:
+        snapshot = bytes(range(256)) * 4
+        bundle_id = await camera.send(
+            Destination.to_node(post.node_id), snapshot, kind=Kind.TEXT, priority=Priority.FLASH
+        )
+        async with asyncio.timeout(20):
+            async for delivery in post.inbox():
+                assert (delivery.bundle_id, delivery.payload) == (bundle_id, snapshot)
+                await post.ack(delivery.bundle_id)
+                break
     finally:
         for node in nodes:
             await node.stop()
