@@ -25,7 +25,7 @@ from crypto.identity import Identity
 from crypto.seal import SealContext
 from relay.bundle import Bundle, BundleId, Destination, DestKind, Kind, Priority, compact_lifetime
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
-from relay.core.machine import RelayCore
+from relay.core.machine import RelayCore, UnknownLinkError
 from relay.core.receipts import BundleStatus, Receipt, ReceiptDecodeError
 from relay.kinds import KindRegistry
 from relay.links.base import LinkProfile
@@ -190,7 +190,7 @@ class NodeEngine:
     async def frame_received(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
         try:
             actions = self.core.frame(link, peer, frame, now)
-        except ValueError as exc:  # FrameDecodeError, FragmentError: hostile or broken neighbour
+        except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError, FragmentError: hostile neighbour
             self.refused_frames += 1
             log.warning("frame from %s on %s refused: %s", peer.hex()[:8], link, exc)
             return

@@ -288,3 +288,12 @@ async def test_restart_remembers_where_a_kept_flash_copy_went(tmp_path: Path) ->
     assert seen_types and FrameType.DATA_FULL not in seen_types, "the relay already has it: not sent again"
     await a.close()
     await relay.close()
+
+
+async def test_frame_on_a_link_that_never_came_up_is_refused(tmp_path: Path) -> None:
+    net = Deployment()
+    net.enrol("a")
+    a = await net.open("a", tmp_path, T0)
+    await a.frame_received("ghost0", b"\x01" * 16, b"\x50\x00", T0)
+    assert a.refused_frames == 1
+    await a.close()
