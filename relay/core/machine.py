@@ -267,7 +267,7 @@ class RelayCore:
             self._route_all(now)
         for state in self._links.values():
             if state.peers and state.next_beacon <= now:
-                for peer in state.peers:
+                for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
                     state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
         return actions
