@@ -8,7 +8,8 @@ attaches the picture when it arrives, usually well after the event.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from analytics_edge.events import decode_event, decode_snapshot_record
 from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT
@@ -55,7 +56,7 @@ class CameraRecords:
     """The command post side of analytics_edge: one journal record per event, one per snapshot."""
 
     record_type = "detection"
-    kinds = {DETECTION_EVENT: "detection_event", SNAPSHOT: "camera_snapshot"}
+    kinds: ClassVar[Mapping[int, str]] = {DETECTION_EVENT: "detection_event", SNAPSHOT: "camera_snapshot"}
 
     async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
         origin = delivery.origin.hex()[:8]

@@ -8,83 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from conftest import Field, auth
 
-from relay.api.permissions import MATRIX, ROLES, Action
-from relay.demo import create_demo_deployment
-from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
-
-
-def _free_base(count: int) -> int:
-    """A port such that ``count`` consecutive ports are free now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        try:
-            for offset in range(count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range on 127.0.0.1")
-
-
-@dataclass
-class Field:
-    post: FieldNode
-    relay: FieldNode
-    tokens: dict[str, str]
-    field_token: str
-    post_id: str
-    relay_id: str
-
-
-@pytest.fixture(scope="module")
-def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
-    root = tmp_path_factory.mktemp("api-field")
-    deployment = create_demo_deployment(root)
-    nodes = write_field(deployment, api_port=_free_base(4), ip_port=_free_base(4))
-    (root / "logs").mkdir()
-    processes = [start_node(node, root / "logs") for node in nodes[:2]]
-    try:
-        wait_healthy(nodes[:2])
-        tokens = {role: operator_token(deployment, frozenset({role}), f"{role} op") for role in ROLES}
-        yield Field(
-            nodes[0],
-            nodes[1],
-            tokens,
-            operator_token(deployment, frozenset({"responder"}), "field op"),
-            deployment.node("Command Post").node_id.hex(),
-            deployment.node("Field Relay 1").node_id.hex(),
-        )
-    finally:
-        stop_all(processes)
-        for log in (root / "logs").iterdir():
-            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-2000:]}\n")
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from relay.api.permissions import MATRIX, Action
 
 
 def _endpoints(field: Field) -> list[tuple[Action, str, str, dict[str, object] | None]]:
     some_id = "00" * 22
     return [
-        (Action.SEND_MESSAGE, "POST", "/api/v1/messages", {"to": f"node:{field.relay_id}", "text": "role test"}),
+        (
+            Action.SEND_MESSAGE,
+            "POST",
+            "/api/v1/messages",
+            {"to": f"node:{field.relay_id}", "text": "role test"},
+        ),
         (Action.READ_MESSAGES, "GET", "/api/v1/messages", None),
         (Action.READ_STATUS, "GET", f"/api/v1/bundles/{some_id}", None),
         (Action.READ_STATUS, "GET", "/api/v1/whoami", None),
@@ -103,7 +48,7 @@ def test_healthz_is_open_and_everything_else_needs_a_token(field: Field) -> None
         response = httpx.request(method, base + path, json=body)
         assert response.status_code == 401, path
         assert "token" in response.json()["detail"]
-        bad = httpx.request(method, base + path, json=body, headers=_auth("m112.garbage.token"))
+        bad = httpx.request(method, base + path, json=body, headers=auth("m112.garbage.token"))
         assert bad.status_code == 401, path
 
 
@@ -112,7 +57,7 @@ def test_permission_matrix_endpoint_by_endpoint(field: Field) -> None:
     table = []
     for role, token in field.tokens.items():
         for action, method, path, body in _endpoints(field):
-            response = httpx.request(method, base + path, json=body, headers=_auth(token))
+            response = httpx.request(method, base + path, json=body, headers=auth(token))
             expected = role in MATRIX[action]
             table.append((role, method, path, response.status_code))
             if expected:
@@ -132,18 +77,18 @@ def test_message_goes_out_and_status_becomes_delivered(field: Field) -> None:
     sent = httpx.post(
         f"{base}/api/v1/messages",
         json={"to": f"node:{field.relay_id}", "text": "evacuate sector 4", "priority": "FLASH"},
-        headers=_auth(token),
+        headers=auth(token),
     )
     assert sent.status_code == 202, sent.text
     bundle_id = sent.json()["bundle_id"]
     state = ""
     for _ in range(100):
-        state = httpx.get(f"{base}/api/v1/bundles/{bundle_id}", headers=_auth(token)).json()["state"]
+        state = httpx.get(f"{base}/api/v1/bundles/{bundle_id}", headers=auth(token)).json()["state"]
         if state == "delivered":
             break
         time.sleep(0.1)
     assert state == "delivered"
-    links = httpx.get(f"{base}/api/v1/links", headers=_auth(token)).json()
+    links = httpx.get(f"{base}/api/v1/links", headers=auth(token)).json()
     assert [link["peer"] for link in links] == [field.relay_id]
 
 
@@ -155,7 +100,7 @@ def test_messages_from_the_field_reach_the_journal_and_the_stream(field: Field) 
                 response = await client.post(
                     f"{field.relay.api}/api/v1/messages",
                     json={"to": f"node:{field.post_id}", "text": "water needed at shelter 3"},
-                    headers=_auth(field.field_token),
+                    headers=auth(field.field_token),
                 )
                 assert response.status_code == 202, response.text
             while True:
@@ -165,9 +110,9 @@ def test_messages_from_the_field_reach_the_journal_and_the_stream(field: Field) 
 
     event = asyncio.run(scenario())
     assert event["text"] == "water needed at shelter 3"
-    listed = httpx.get(f"{field.post.api}/api/v1/messages", headers=_auth(field.tokens["observer"])).json()
+    listed = httpx.get(f"{field.post.api}/api/v1/messages", headers=auth(field.tokens["observer"])).json()
     assert any(m["text"] == "water needed at shelter 3" for m in listed)
-    units = httpx.get(f"{field.post.api}/api/v1/units", headers=_auth(field.tokens["observer"])).json()
+    units = httpx.get(f"{field.post.api}/api/v1/units", headers=auth(field.tokens["observer"])).json()
     assert any(u["node_id"] == field.relay_id for u in units)
 
 
@@ -185,8 +130,8 @@ def test_stream_refuses_missing_or_unprivileged_tokens(field: Field) -> None:
 
 def test_hostile_bodies_are_refused_and_nothing_is_sent(field: Field) -> None:
     base = field.post.api
-    headers = _auth(field.tokens["dispatcher"])
-    before = httpx.get(f"{base}/metrics", headers=_auth(field.tokens["admin"])).text
+    headers = auth(field.tokens["dispatcher"])
+    before = httpx.get(f"{base}/metrics", headers=auth(field.tokens["admin"])).text
     huge = httpx.post(f"{base}/api/v1/messages", content=b"{" + b" " * 70_000 + b"}", headers=headers)
     assert huge.status_code == 413
     for body in (
@@ -201,14 +146,14 @@ def test_hostile_bodies_are_refused_and_nothing_is_sent(field: Field) -> None:
     not_json = httpx.post(f"{base}/api/v1/messages", content=b"\xff\xfe", headers=headers)
     assert not_json.status_code == 422
     assert httpx.get(f"{base}/api/v1/bundles/not-an-id", headers=headers).status_code == 404
-    after = httpx.get(f"{base}/metrics", headers=_auth(field.tokens["admin"])).text
+    after = httpx.get(f"{base}/metrics", headers=auth(field.tokens["admin"])).text
     sent = [line for line in after.splitlines() if line.startswith("mesh112_api_messages_sent_total")]
     sent_before = [line for line in before.splitlines() if line.startswith("mesh112_api_messages_sent_total")]
     assert sent == sent_before
 
 
 def test_rate_limit_answers_429_with_retry_after(field: Field) -> None:
-    headers = _auth(field.tokens["observer"])
+    headers = auth(field.tokens["observer"])
 
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=50)
@@ -226,8 +171,16 @@ def test_rate_limit_answers_429_with_retry_after(field: Field) -> None:
 
 def test_schemathesis_finds_no_server_error(field: Field, tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{field.post.api}/openapi.json",
-        "--checks", "not_a_server_error", "--max-examples", "25", "--header",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{field.post.api}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "25",
+        "--header",
         f"Authorization: Bearer {field.tokens['admin']}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Field, auth
 from playwright.sync_api import Page, expect, sync_playwright
-from test_api import Field, _auth
-from test_api import field as field  # noqa: F401  (the module-scoped field fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No background networking: this machine has no route out, and Chromium must not try one.
@@ -40,7 +39,7 @@ def page() -> Iterator[Page]:
             browser.close()
 
 
-def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Page, tmp_path: Path) -> None:  # noqa: F811
+def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Page, tmp_path: Path) -> None:
     token = field.tokens["dispatcher"]
     page.goto(f"{field.post.api}/#token={token}")
     expect(page.locator("#whoami")).to_contain_text("Signed in as dispatcher op")
@@ -56,7 +55,7 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     response = httpx.post(
         f"{field.relay.api}/api/v1/messages",
         json={"to": f"node:{field.post_id}", "text": "gate B clear", "priority": "FLASH"},
-        headers=_auth(field.field_token),
+        headers=auth(field.field_token),
     )
     assert response.status_code == 202
     row = page.locator("#messages tbody tr", has_text="gate B clear")
@@ -66,7 +65,7 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
 
-def test_dashboard_without_token_asks_for_one(field: Field, page: Page) -> None:  # noqa: F811
+def test_dashboard_without_token_asks_for_one(field: Field, page: Page) -> None:
     page.goto(field.post.api + "/")
     expect(page.locator("#login")).to_be_visible()
     page.fill("#token-input", "m112.not.valid")

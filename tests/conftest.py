@@ -1,0 +1,70 @@
+"""Fixtures shared by the API and dashboard tests: a real command post and field relay on loopback."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from relay.api.permissions import ROLES
+from relay.demo import create_demo_deployment
+from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+
+
+def _free_base(count: int) -> int:
+    """A port such that ``count`` consecutive ports are free now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        try:
+            for offset in range(count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range on 127.0.0.1")
+
+
+@dataclass
+class Field:
+    post: FieldNode
+    relay: FieldNode
+    tokens: dict[str, str]
+    field_token: str
+    post_id: str
+    relay_id: str
+
+
+@pytest.fixture(scope="session")
+def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
+    root = tmp_path_factory.mktemp("api-field")
+    deployment = create_demo_deployment(root)
+    nodes = write_field(deployment, api_port=_free_base(4), ip_port=_free_base(4))
+    (root / "logs").mkdir()
+    processes = [start_node(node, root / "logs") for node in nodes[:2]]
+    try:
+        wait_healthy(nodes[:2])
+        tokens = {role: operator_token(deployment, frozenset({role}), f"{role} op") for role in ROLES}
+        yield Field(
+            nodes[0],
+            nodes[1],
+            tokens,
+            operator_token(deployment, frozenset({"responder"}), "field op"),
+            deployment.node("Command Post").node_id.hex(),
+            deployment.node("Field Relay 1").node_id.hex(),
+        )
+    finally:
+        stop_all(processes)
+        for log in (root / "logs").iterdir():
+            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-2000:]}\n")
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
