@@ -124,3 +124,25 @@ def test_demo_command_is_idempotent(tmp_path: Path) -> None:
     assert cp.certificate.roles == {"admin", "dispatcher"}
     assert load_config(cp.config).api.enabled
     assert not load_config(deployment.node("Responder 1").config).api.enabled
+
+
+def test_authority_token_for_new_and_enrolled_operators_verifies(tmp_path: Path) -> None:
+    import time
+
+    from crypto.certificate import Authority
+    from relay.api.tokens import verify_token
+
+    assert run("authority", "init", "auth", cwd=tmp_path).returncode == 0
+    issued = run(
+        "authority", "token", "--authority", "auth", "--name", "Anna", "--roles", "dispatcher", cwd=tmp_path
+    )
+    assert issued.returncode == 0, issued.stderr
+    authority = Authority.load(tmp_path / "auth")
+    operator = verify_token(issued.stdout.strip(), authority.public, authority.revocations, int(time.time()))
+    assert operator.name == "Anna" and operator.roles == frozenset({"dispatcher"})
+    again = run(
+        "authority", "token", "--authority", "auth", "--operator", operator.node_id.hex()[:8], cwd=tmp_path
+    )
+    assert again.returncode == 0 and again.stdout.strip() != issued.stdout.strip()
+    missing = run("authority", "token", "--authority", "auth", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "--operator" in missing.stderr

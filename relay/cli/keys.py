@@ -17,7 +17,7 @@ from typing import Any
 
 from crypto.certificate import Authority
 from crypto.errors import CryptoError, ExpiredError, KeyFileError, RevokedError
-from crypto.identity import display_id
+from crypto.identity import Identity, display_id
 from crypto.keystore import (
     load_authority_public,
     load_certificate,
@@ -67,6 +67,18 @@ def register(subparsers: Any) -> None:
     )
     revoke.add_argument("--reason", required=True, help="why, for the operators who will read it")
     revoke.set_defaults(func=_cmd_revoke)
+    token = actions.add_parser(
+        "token",
+        help="issue a relay API token for an operator",
+        description="Prints an API token on stdout. With --operator, for an enrolled identity; otherwise "
+        "enrols a new operator identity with --name and --roles (revoke it by the id printed on stderr).",
+    )
+    token.add_argument("--authority", type=Path, required=True, metavar="DIR", help="the authority directory")
+    token.add_argument("--operator", metavar="NODE_ID_OR_DIR", help="an enrolled operator (id prefix or dir)")
+    token.add_argument("--name", help="display name of a new operator")
+    token.add_argument("--roles", help="roles of a new operator, e.g. dispatcher or observer")
+    token.add_argument("--days", type=int, default=7, help="token validity in days (default 7)")
+    token.set_defaults(func=_cmd_token)
 
     ident = subparsers.add_parser("id", help="show a node's identity and enrolment")
     ident_actions = ident.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -157,6 +169,34 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         save_revocations(target, revocations)
     print(f"revoked {label!r} ({display_id(node_id)}): {args.reason}")
     print(f"  revocation list serial {revocations.serial}: distribute {args.authority / 'revocations.bin'}")
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from relay.api.tokens import issue_token
+
+    if not 1 <= args.days <= 365:
+        raise Mesh112Error("--days must be between 1 and 365")
+    authority = _load_authority(args.authority)
+    now = int(time.time())
+    expires = now + args.days * 86_400
+    if args.operator:
+        target = Path(args.operator)
+        prefix = load_public_identity(target).node_id.hex() if target.is_dir() else args.operator.lower()
+        cert = authority.find(prefix)
+    elif args.name and args.roles:
+        cert = authority.issue(
+            Identity.generate().public, frozenset(parse_roles(args.roles)), args.name, expires
+        )
+        authority.save(args.authority)
+    else:
+        raise Mesh112Error("give --operator, or --name and --roles for a new operator")
+    print(issue_token(authority.identity, cert, min(expires, cert.expires)))
+    print(
+        f"token for {cert.name!r} ({display_id(cert.node_id)}) as {', '.join(sorted(cert.roles))}, "
+        f"valid until {_utc(min(expires, cert.expires))}",
+        file=sys.stderr,
+    )
     return 0
 
 
