@@ -6,7 +6,8 @@ each transmitter, the probe takes the moment the bundle became *eligible* there 
 or restarted holding it, or the contact to the receiver came up, whichever is last) and sums the
 time the transmitter spent sending non-FLASH frames between then and the FLASH frame's start.
 Time the transmitter was idle (the engine chose to wait, e.g. for duty-cycle budget) is not
-counted, and neither are retransmissions, whose timing belongs to the engine's timers.
+counted, and neither are retransmissions, whose timing belongs to the engine's timers, nor bundles
+the engine makes itself (receipts), whose moment of creation the simulator does not see.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ WINDOW_S = 3600.0  # how far back a wait is measured; older busy periods are for
 class FlashProbe:
     def __init__(self) -> None:
         self._acquired: dict[tuple[str, int, bytes], float] = {}
+        self._ever_held: set[tuple[str, bytes]] = set()
         self._others: dict[TxKey, deque[tuple[float, float]]] = {}
         self._first_sent: set[tuple[TxKey, int, bytes]] = set()
         self._max_wait: dict[TxKey, float] = {}
@@ -28,6 +30,7 @@ class FlashProbe:
     def acquired(self, node: str, incarnation: int, bundle_key: bytes, now: float) -> None:
         """``node`` holds the bundle from ``now`` (the first time counts)."""
         self._acquired.setdefault((node, incarnation, bundle_key), now)
+        self._ever_held.add((node, bundle_key))
 
     def frame_started(
         self,
@@ -51,7 +54,11 @@ class FlashProbe:
         if first in self._first_sent:
             return
         self._first_sent.add(first)
-        held_since = self._acquired.get((tx[0], incarnation, flash_key), node_started_at)
+        held_since = self._acquired.get((tx[0], incarnation, flash_key))
+        if held_since is None:
+            if (tx[0], flash_key) not in self._ever_held:
+                return  # made by the engine itself (a receipt): when it became eligible is unknown
+            held_since = node_started_at  # restored from the store at restart
         eligible = max(held_since, reachable_since, start - WINDOW_S)
         waited = sum(
             max(0.0, min(e, start) - max(s, eligible)) for s, e in self._others.get(tx, ()) if e > eligible
