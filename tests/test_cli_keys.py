@@ -130,6 +130,7 @@ def test_authority_token_for_new_and_enrolled_operators_verifies(tmp_path: Path)
     import time
 
     from crypto.certificate import Authority
+    from crypto.identity import display_id
     from relay.api.tokens import verify_token
 
     assert run("authority", "init", "auth", cwd=tmp_path).returncode == 0

@@ -182,7 +182,11 @@ def _cmd_token(args: argparse.Namespace) -> int:
     expires = now + args.days * 86_400
     if args.operator:
         target = Path(args.operator)
-        prefix = load_public_identity(target).node_id.hex() if target.is_dir() else args.operator.lower()
+        prefix = (
+            display_id(load_public_identity(target).node_id, full=True)
+            if target.is_dir()
+            else args.operator.lower()
+        )
         cert = authority.find(prefix)
     elif args.name and args.roles:
         cert = authority.issue(
