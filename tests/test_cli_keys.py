@@ -142,7 +142,7 @@ def test_authority_token_for_new_and_enrolled_operators_verifies(tmp_path: Path)
     operator = verify_token(issued.stdout.strip(), authority.public, authority.revocations, int(time.time()))
     assert operator.name == "Anna" and operator.roles == frozenset({"dispatcher"})
     again = run(
-        "authority", "token", "--authority", "auth", "--operator", operator.node_id.hex()[:8], cwd=tmp_path
+        "authority", "token", "--authority", "auth", "--operator", display_id(operator.node_id), cwd=tmp_path
     )
     assert again.returncode == 0 and again.stdout.strip() != issued.stdout.strip()
     missing = run("authority", "token", "--authority", "auth", cwd=tmp_path)
