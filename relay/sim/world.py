@@ -176,7 +176,7 @@ class World:
             return
         await self._stop_application(node)
         node.engine = None  # dropped, not closed: only what the store committed survives
-        _collect_crashed(self.deployment.store_path(name))
+        await _collect_crashed(self.deployment.store_path(name))
         for contact in node.contacts:
             if self._contact_state[contact].up:
                 await self._tell_down(contact.other(name), contact, name)
@@ -439,7 +439,7 @@ class World:
         )
 
 
-def _collect_crashed(store_path: Path) -> None:
+async def _collect_crashed(store_path: Path) -> None:
     """Free a dropped engine now, as the death of its process would: its SQLite connection closes
     without a commit. Its store writer task dies with it; that one expected complaint is silenced."""
     loop = asyncio.get_running_loop()
@@ -456,6 +456,7 @@ def _collect_crashed(store_path: Path) -> None:
 
     loop.set_exception_handler(handler)
     try:
+        await asyncio.sleep(0)  # wake-ups already queued for the dead store run first
         gc.collect()
     finally:
         loop.set_exception_handler(previous)
