@@ -7,9 +7,12 @@ is fresh each run; it only signs, and signatures do not steer routing.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crypto.certificate import Authority, Certificate
 from crypto.identity import Identity
@@ -112,6 +115,29 @@ class Deployment:
         if isinstance(decoded, DataFrame):
             return Inspected(decoded.bundle.priority, decoded.bundle.id.key())
         return Inspected(None, None)
+
+
+async def collect_crashed(store_path: Path) -> None:
+    """Free a dropped engine now, as the death of its process would: its SQLite connection closes
+    without a commit. Its store writer task dies with it; that one expected complaint is silenced."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("task")
+        if isinstance(task, asyncio.Task) and task.get_name() == f"store-writer:{store_path}":
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        await asyncio.sleep(0)  # wake-ups already queued for the dead store run first
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
 
 
 def _derive_identity(seed: int, name: str, taken: set[bytes]) -> Identity:

@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from relay.bundle import Priority
+from relay.sim.links import Transmitter
+from relay.sim.probe import FlashProbe
+from relay.sim.scenario import Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +187,49 @@ def _num(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def link_figures(t: Transmitter, probe: FlashProbe) -> LinkFigures:
+    key = (t.node, t.link.name)
+    return LinkFigures(
+        node=t.node,
+        link=t.link.name,
+        frames=t.frames,
+        bytes=t.bytes,
+        airtime_s=round(t.airtime_s, 6),
+        max_frame_time_s=round(t.max_frame_time_s, 6),
+        max_hourly_duty=round(t.max_hourly_airtime() / 3600.0, 6),
+        flash_frames=probe.flash_frames(key),
+        flash_max_wait_s=round(probe.max_wait(key), 6),
+    )
+
+
+def build_report(
+    scenario: Scenario,
+    records: Sequence[SentRecord],
+    deliveries: Mapping[int, Sequence[float]],
+    links: tuple[LinkFigures, ...],
+    store_high_water: Mapping[str, int],
+    refused_sends: int,
+    overdue_polls: Mapping[str, int],
+) -> Report:
+    sizes = {r.serial: r.size for r in records}
+    delivered_bytes = sum(sizes[serial] for serial in deliveries if serial in sizes)
+    sent_bytes = sum(f.bytes for f in links)
+    waits = [f.flash_max_wait_s / f.max_frame_time_s for f in links if f.max_frame_time_s > 0]
+    return Report(
+        scenario=scenario.name,
+        seed=scenario.seed,
+        simulated_s=scenario.end_s,
+        nodes=len(scenario.nodes),
+        classes=tuple(class_figures(p, records, deliveries, scenario.end_s) for p in Priority),
+        duplicates=sum(len(times) - 1 for times in deliveries.values()),
+        bytes_sent=sent_bytes,
+        payload_bytes_delivered=delivered_bytes,
+        bytes_per_delivered_byte=round(sent_bytes / delivered_bytes, 6) if delivered_bytes else None,
+        store_high_water=dict(store_high_water),
+        links=links,
+        flash_max_wait_frames=round(max(waits, default=0.0), 6),
+        refused_sends=refused_sends,
+        overdue_polls=dict(overdue_polls),
+    )

@@ -26,10 +26,10 @@ from relay.bundle import Priority
 from relay.engine import Delivery, NodeEngine, SendError
 from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
-from relay.sim.deployment import Deployment
+from relay.sim.deployment import Deployment, collect_crashed
 from relay.sim.links import Contact, Transmitter
 from relay.sim.probe import FlashProbe
-from relay.sim.report import ClassFigures, LinkFigures, Report, SentRecord, class_figures
+from relay.sim.report import Report, SentRecord, build_report, link_figures
 from relay.sim.scenario import Scenario
 from relay.sim.topology import build_contacts, build_oracle
 from relay.sim.traffic import PlannedSend, plan_traffic, serial_of
@@ -176,7 +176,7 @@ class World:
             return
         await self._stop_application(node)
         node.engine = None  # dropped, not closed: only what the store committed survives
-        await _collect_crashed(self.deployment.store_path(name))
+        await collect_crashed(self.deployment.store_path(name))
         for contact in node.contacts:
             if self._contact_state[contact].up:
                 await self._tell_down(contact.other(name), contact, name)
@@ -385,81 +385,22 @@ class World:
             )
             for s in self.sends
         ]
-        end = self.scenario.end_s
-        classes: tuple[ClassFigures, ...] = tuple(
-            class_figures(p, records, self._deliveries, end) for p in Priority
-        )
-        sizes = {s.serial: s.size for s in self.sends}
-        delivered_bytes = sum(sizes[serial] for serial in self._deliveries if serial in sizes)
-        sent_bytes = sum(t.bytes for node in self.nodes.values() for t in node.transmitters.values())
         links = tuple(
-            LinkFigures(
-                node=node.name,
-                link=t.link.name,
-                frames=t.frames,
-                bytes=t.bytes,
-                airtime_s=round(t.airtime_s, 6),
-                max_frame_time_s=round(t.max_frame_time_s, 6),
-                max_hourly_duty=round(t.max_hourly_airtime() / 3600.0, 6),
-                flash_frames=self.probe.flash_frames((node.name, t.link.name)),
-                flash_max_wait_s=round(self.probe.max_wait((node.name, t.link.name)), 6),
-            )
+            link_figures(t, self.probe) for node in self.nodes.values() for t in node.transmitters.values()
+        )
+        high_water = {
+            node.name: await self.deployment.store_high_water(node.name, node.engine)
             for node in self.nodes.values()
-            for t in node.transmitters.values()
+        }
+        return build_report(
+            self.scenario,
+            records,
+            self._deliveries,
+            links,
+            high_water,
+            self.refused_sends,
+            {n.name: n.overdue_polls for n in self.nodes.values() if n.overdue_polls},
         )
-        return Report(
-            scenario=self.scenario.name,
-            seed=self.scenario.seed,
-            simulated_s=end,
-            nodes=len(self.nodes),
-            classes=classes,
-            duplicates=sum(len(times) - 1 for times in self._deliveries.values()),
-            bytes_sent=sent_bytes,
-            payload_bytes_delivered=delivered_bytes,
-            bytes_per_delivered_byte=round(sent_bytes / delivered_bytes, 6) if delivered_bytes else None,
-            store_high_water={
-                node.name: await self.deployment.store_high_water(node.name, node.engine)
-                for node in self.nodes.values()
-            },
-            links=links,
-            refused_sends=self.refused_sends,
-            overdue_polls={n.name: n.overdue_polls for n in self.nodes.values() if n.overdue_polls},
-            flash_max_wait_frames=round(
-                max(
-                    (
-                        self.probe.max_wait((node.name, t.link.name)) / t.max_frame_time_s
-                        for node in self.nodes.values()
-                        for t in node.transmitters.values()
-                        if t.max_frame_time_s > 0
-                    ),
-                    default=0.0,
-                ),
-                6,
-            ),
-        )
-
-
-async def _collect_crashed(store_path: Path) -> None:
-    """Free a dropped engine now, as the death of its process would: its SQLite connection closes
-    without a commit. Its store writer task dies with it; that one expected complaint is silenced."""
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        task = context.get("task")
-        if isinstance(task, asyncio.Task) and task.get_name() == f"store-writer:{store_path}":
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-    try:
-        await asyncio.sleep(0)  # wake-ups already queued for the dead store run first
-        gc.collect()
-    finally:
-        loop.set_exception_handler(previous)
 
 
 async def run_scenario(scenario: Scenario, directory: Path | None = None) -> Report:
