@@ -105,7 +105,7 @@ def test_fuzz_event_decoder_short(data: bytes) -> None:
 
 @pytest.mark.long
 @given(st.binary(min_size=EVENT_SIZE, max_size=EVENT_SIZE))
-@settings(max_examples=50_000, deadline=None)
+@settings(max_examples=20_000, deadline=None)
 def test_fuzz_event_decoder_long(data: bytes) -> None:
     _fuzz_event(data)
 
