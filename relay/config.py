@@ -19,6 +19,9 @@ from relay.errors import ConfigError
 LINK_TYPES = ("ip", "lora", "sim")
 DEFAULT_API_LISTEN = "127.0.0.1:8112"
 DEFAULT_QUOTA_MB = 1024
+DEFAULT_RATE_PER_S = 20.0
+DEFAULT_RATE_BURST = 60.0
+MAX_RATE = 100_000.0
 MAX_CONFIG_BYTES = 256 * 1024
 _SECTIONS = {"node", "store", "api", "links"}
 
@@ -40,6 +43,8 @@ class ApiSection:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8112
+    rate_per_s: float = DEFAULT_RATE_PER_S  # requests per operator per second (token bucket)
+    rate_burst: float = DEFAULT_RATE_BURST
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +161,18 @@ def _api(path: Path, data: object) -> ApiSection:
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise table.error("listen", f"must be HOST:PORT like {DEFAULT_API_LISTEN!r}, got {listen!r}")
+    rate_per_s = _rate(table, "rate_per_s", DEFAULT_RATE_PER_S)
+    rate_burst = _rate(table, "rate_burst", DEFAULT_RATE_BURST)
     table.finish()
-    return ApiSection(enabled, host, int(port_text))
+    return ApiSection(enabled, host, int(port_text), rate_per_s, rate_burst)
+
+
+def _rate(table: _Table, key: str, default: float) -> float:
+    """A positive number (TOML integer or float); bulk loaders and tests raise it above the default."""
+    value = table.get(key, object, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
+        raise table.error(key, f"must be a number above 0 and at most {MAX_RATE:.0f}, got {value!r}")
+    return float(value)
 
 
 def _links(path: Path, data: object) -> tuple[LinkSection, ...]:

@@ -274,7 +274,12 @@ async def run(
         if api_sock is not None:
             journal = await Journal.open(data_dir / JOURNAL_FILE)
             ctx = ApiContext(
-                NodeControlAdapter(node), journal, node_keys.authority, lambda: engine.trust.revocations
+                NodeControlAdapter(node),
+                journal,
+                node_keys.authority,
+                lambda: engine.trust.revocations,
+                rate_per_s=config.api.rate_per_s,
+                rate_burst=config.api.rate_burst,
             )
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
             feed = CommandPostFeed(node, journal, ctx, post_apps)
