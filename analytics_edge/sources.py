@@ -142,8 +142,10 @@ def _decode(container: Any, sampler: FrameSampler, offset: float) -> Iterator[tu
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate or 25)
+    first: float | None = None  # live streams start at arbitrary timestamps: count from the first frame
     for position, frame in enumerate(container.decode(stream)):
-        local = frame.time if frame.time is not None else position / rate
-        stream_time = offset + float(local)
+        local = float(frame.time) if frame.time is not None else position / rate
+        first = local if first is None else first
+        stream_time = offset + max(0.0, local - first)
         if sampler.keep(stream_time):
             yield frame.to_ndarray(format="rgb24"), stream_time
