@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.bundle import Priority
 from relay.errors import ConfigError
@@ -110,4 +113,54 @@ def test_bad_files_are_config_errors(tmp_path: Path) -> None:
         load_scenario(path)
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="not UTF-8"):
+        load_scenario(path)
+
+
+def test_oversized_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    path.write_text("# " + "x" * (1 << 20))
+    with pytest.raises(ConfigError, match="at most"):
+        load_scenario(path)
+
+
+_values = st.recursive(
+    st.none().map(lambda _: "x")
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["a", "b", "FLASH", "lora", "ip", "random", "intervals"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+_TABLES = [(), ("node", 0), ("link", 0), ("link", 0, "schedule"), ("traffic", 0)]
+_KEYS = ["name", "kind", "pairs", "loss", "src", "dst", "size", "at_s", "type", "up", "count", "seed", "zzz"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_TABLES), st.sampled_from(_KEYS), _values), max_size=4))
+def test_fuzzed_scenarios_parse_or_raise_config_error(edits: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["link"][0]["schedule"] = {"type": "always"}
+    for table, key, value in edits:
+        target: Any = data
+        for step in table:
+            target = target[step]
+        target[key] = value
+    with contextlib.suppress(ConfigError):
+        parse_scenario(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzzed_bytes_parse_or_raise_config_error(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "s.toml"
+    path.write_bytes(data)
+    with contextlib.suppress(ConfigError):
         load_scenario(path)

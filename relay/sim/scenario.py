@@ -22,6 +22,7 @@ from relay.sim.links import ScheduleSpec, SimLinkSpec
 from relay.sim.phy import lora_frame_overhead, preset_named
 
 MAX_NODES = 500
+MAX_SCENARIO_BYTES = 1 << 20
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_PAYLOAD_SIZE = 1 << 20
 MIN_PAYLOAD_SIZE = 8  # the simulator tags each payload with its 8-byte serial number
@@ -163,6 +164,8 @@ _REQUIRED = object()
 
 def load_scenario(path: Path, *, seed: int | None = None) -> Scenario:
     """Read and validate a scenario file; ``seed`` overrides the file's seed."""
+    if path.stat().st_size > MAX_SCENARIO_BYTES:
+        raise ConfigError(f"{path}: a scenario file is at most {MAX_SCENARIO_BYTES} bytes")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
