@@ -168,7 +168,9 @@ class IpLink(Link):
         await session.enqueue(frame)
 
     async def stop(self) -> None:
+        """Close every connection (peers see them close) without reporting to a node that is stopping."""
         self._stopping = True
+        self._events = None
         for session in list(self._dialler_of):  # every open session, lingering ones too
             session.close("link stopped")
         if self._listener is not None:
