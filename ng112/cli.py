@@ -1,6 +1,11 @@
 """``mesh112 ng112 ...``: run the NG112 SIP gateway, or show what it makes of a file.
 
+mesh112 ng112 gateway --config node.toml --to node:HEX [--udp-port 5060] [--buildings FILE]
 mesh112 ng112 gateway --data DIR [--udp-port 5060] [--tcp-port 5060] [--buildings FILE]
+
+With ``--config`` the gateway is a Mesh112 node (its links and keys from the node's TOML config): alarms
+travel over the mesh to the command post and acknowledgements come back to the panel. With ``--data``
+it runs alone and only stores what it accepts (commissioning a panel without a mesh).
 mesh112 ng112 parse FILE [--as sip|cap|pidf]
 """
 
@@ -10,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import ssl
 import time
 from pathlib import Path
@@ -32,7 +38,15 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="ng112_command", metavar="SUBCOMMAND", required=True)
 
     gateway = commands.add_parser("gateway", help="run the SIP UAS that takes building alarms (RFC 8876)")
-    gateway.add_argument("--data", type=Path, required=True, help="directory for the gateway's alarm store")
+    where = gateway.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="run as a Mesh112 node with this node.toml")
+    where.add_argument("--data", type=Path, help="run alone (no mesh), storing alarms in this directory")
+    gateway.add_argument(
+        "--to",
+        help="with --config: where alarms go: node:<command post node id> (or role:<name> with a group key)",
+    )
+    gateway.add_argument("--log-level", default="info")
+    gateway.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     gateway.add_argument("--udp-port", type=int, default=5060)
     gateway.add_argument("--tcp-port", type=int, default=5060)
@@ -69,8 +83,41 @@ def _run_gateway(args: argparse.Namespace) -> int:
         tls_context=tls,
         policy=IngressPolicy(own_uris=tuple(args.uri), location_required=args.location_required),
     )
+    if args.config is not None:
+        return _run_gateway_node(args, config, registry)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, registry, args.data, args.duration))
+    return 0
+
+
+def _print_listening(gateway: Gateway) -> None:
+    addresses = f"udp {gateway.udp_address} tcp {gateway.tcp_address} tls {gateway.tls_address}"
+    print(f"ng112 gateway listening: {addresses}", flush=True)
+
+
+def _run_gateway_node(args: argparse.Namespace, config: GatewayConfig, registry: BuildingRegistry) -> int:
+    from ng112.node_app import gateway_app, parse_destination
+    from relay import daemon
+    from relay.config import load_config
+
+    node_config = load_config(args.config)
+    try:
+        destination = parse_destination(args.to or "")
+    except ValueError as exc:
+        raise Ng112Error(str(exc)) from None
+    daemon.setup_logging(args.log_level, args.json_logs)
+    app = gateway_app(config, registry, node_config.node.data_dir, destination, _print_listening)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration is not None:
+            loop.call_later(args.duration, stop.set)
+        await daemon.run(node_config, stop, apps=[app])
+
+    asyncio.run(main())
     return 0
 
 
@@ -81,8 +128,7 @@ async def _serve(
     store = await AlarmStore.open(data / "ng112-gateway.sqlite")
     gateway = Gateway(config, store, registry)
     await gateway.start()
-    addresses = f"udp {gateway.udp_address} tcp {gateway.tcp_address} tls {gateway.tls_address}"
-    print(f"ng112 gateway listening: {addresses}", flush=True)
+    _print_listening(gateway)
     try:
         await asyncio.sleep(duration if duration is not None else float("inf"))
     finally:

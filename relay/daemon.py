@@ -63,7 +63,9 @@ class CommandPostApp(Protocol):
     """What an application adds to a command post: its payload kinds, records and acknowledgements.
 
     Installed applications provide a factory ``(node) -> CommandPostApp`` in the entry-point group
-    ``mesh112.command_post``; the relay never imports them.
+    ``mesh112.command_post``; the relay never imports them. An application may also have a ``router``
+    attribute (a FastAPI ``APIRouter`` of read-only routes, e.g. a feed for other systems); the API
+    serves it under ``/api/v1/apps/<record_type>/`` to operators who may read records.
     """
 
     record_type: str
@@ -282,6 +284,10 @@ async def run(
                 rate_burst=config.api.rate_burst,
             )
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
+            for app in post_apps:
+                router = getattr(app, "router", None)
+                if router is not None:
+                    ctx.app_routers[app.record_type] = router
             feed = CommandPostFeed(node, journal, ctx, post_apps)
             tasks.append(asyncio.create_task(feed.run(), name="journal-feed"))
             server = uvicorn.Server(

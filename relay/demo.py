@@ -1,4 +1,4 @@
-"""The demo deployment: an authority and four enrolled nodes in one directory, made idempotently.
+"""The demo deployment: an authority and five enrolled nodes in one directory, made idempotently.
 
 Re-running reuses what exists (identities are never replaced) and only enrols nodes whose
 certificate is missing, expired, revoked or for other roles. The demo command and tests that need
@@ -33,6 +33,7 @@ DEMO_NODES = (
     DemoNodeSpec("relay-1", "Field Relay 1", ("relay",)),
     DemoNodeSpec("relay-2", "Field Relay 2", ("relay",)),
     DemoNodeSpec("responder-1", "Responder 1", ("responder",)),
+    DemoNodeSpec("building-gateway", "Building Gateway", ("building",)),
 )
 
 

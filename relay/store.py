@@ -125,6 +125,7 @@ class Store:
         self._lock = asyncio.Lock()  # one transaction or read at a time: reads see only committed data
         self._evicted: list[BundleId] = []
         self._writer: asyncio.Task[None] | None = None
+        self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
 
     @classmethod
     async def open(cls, path: Path, quota_bytes: int = 256 << 20, *, max_batch: int = 256) -> Store:
@@ -145,6 +146,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
+        store.path = Path(path)
         store._writer = asyncio.create_task(store._run_writer(), name=f"store-writer:{path}")
         return store
 

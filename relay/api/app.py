@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
@@ -61,6 +62,7 @@ class ApiContext:
     hub: EventHub = field(default_factory=EventHub)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     ack_hooks: dict[str, AckHook] = field(default_factory=dict)  # record type -> carries the ack back
+    app_routers: dict[str, APIRouter] = field(default_factory=dict)  # record type -> extra read-only routes
     rate_per_s: float = 20.0
     rate_burst: float = 60.0
 
@@ -190,6 +192,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return operator
 
         return dependency
+
+    for record_type, router in ctx.app_routers.items():  # an application's read-only extras (CAP feed)
+        app.include_router(
+            router,
+            prefix=f"/api/v1/apps/{record_type}",
+            tags=[record_type],
+            dependencies=[Depends(require(Action.READ_RECORDS))],
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -1,0 +1,245 @@
+"""The command post side of NG112: alarm bundles become journal records, acknowledgements go back.
+
+Loaded by the relay daemon through the ``mesh112.command_post`` entry point. Each alarm record
+(kind 32) is applied to an :class:`AlarmBook`; the alarm's current state becomes a journal record
+``alarm/<key id>-<seq>`` whose body the dashboard shows (summary line, Actual vs Exercise/Test, age on
+arrival, building from the enrolment table, canonical CAP 1.2). A new alarm sends the automatic
+receipt back to the gateway node at once; the operator's acknowledgement through the API sends the
+second Ack. Both travel as kind-33 bundles to the node the alarm came from.
+
+What the book needs after a restart (every record received, where it came from, operator acks) is
+kept in a small SQLite file beside the node's store, and replayed into a fresh book on start. The CAP
+feed of active alarms is served under ``/api/v1/apps/alarm/`` (see :attr:`AlarmRecords.router`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+
+from ng112.alarmbook import AlarmBook, AlarmKey, AlarmRaised, AlarmView, Duplicate, SendAck
+from ng112.buildings import BuildingRegistry
+from ng112.cap import build_cap_xml
+from ng112.errors import RecordError
+from ng112.feed import cap_feed_xml, current_alert
+from ng112.kinds import NG112_ACK, NG112_ALARM, register_kinds
+from ng112.record import AlarmRecord, decode_record
+from relay.bundle import Destination, Priority
+from relay.daemon import RecordUpdate
+from relay.engine import Delivery
+from relay.node import Node
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "ng112-command-post.sqlite"
+BUILDINGS_FILE = "buildings.toml"  # the building enrolment table, in the node's data directory
+ACK_LIFETIME_S = 24 * 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS record (
+    id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, seq INTEGER NOT NULL, sent INTEGER NOT NULL,
+    raw BLOB NOT NULL, origin BLOB NOT NULL, received_at REAL NOT NULL, UNIQUE (key_id, seq, sent)
+);
+CREATE TABLE IF NOT EXISTS operator_ack (
+    key_id INTEGER NOT NULL, seq INTEGER NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (key_id, seq)
+);
+"""
+
+
+def record_id(key: AlarmKey) -> str:
+    return f"{key[0]:08x}-{key[1]}"
+
+
+def parse_record_id(text: str) -> AlarmKey:
+    key_hex, _, seq = text.partition("-")
+    if len(key_hex) != 8 or not seq.isascii() or not seq.isdigit():
+        raise ValueError(f"not an alarm record id: {text!r} (expected <8 hex digits>-<seq>)")
+    return int(key_hex, 16), int(seq)
+
+
+def alarm_body(view: AlarmView, registry: BuildingRegistry) -> dict[str, Any]:
+    """What the dashboard and API clients see of an alarm's current state."""
+    current = view.current
+    building = registry.by_key(view.first.key_id)
+    alert = current_alert(view, registry)
+    info = alert.infos[0] if alert.infos else None
+    event = info.event if info else current.msg_type
+    place = building.name if building else f"unenrolled building {view.first.key_id:08x}"
+    address = building.address_line() if building else ""
+    detail = ", ".join(
+        part
+        for part in (
+            address,
+            f"floor {current.floor}" if current.floor is not None else "",
+            f"zone {current.zone}" if current.zone else "",
+        )
+        if part
+    )
+    label = "" if view.actual else f"[{view.first.status.upper()}] "
+    location: dict[str, Any] | None = None
+    if current.lat_e7 is not None and current.lon_e7 is not None:
+        location = {"lat": current.lat_e7 / 1e7, "lon": current.lon_e7 / 1e7, "source": "alarm"}
+    elif building is not None and building.lat is not None and building.lon is not None:
+        location = {"lat": building.lat, "lon": building.lon, "source": "enrolment"}
+    return {
+        "summary": f"{label}{current.msg_type}: {event} at {place}" + (f" ({detail})" if detail else ""),
+        "status": view.first.status,
+        "actual": view.actual,
+        "msgType": current.msg_type,
+        "cancelled": view.cancelled,
+        "event": event,
+        "headline": info.headline if info else None,
+        "severity": current.severity,
+        "urgency": current.urgency,
+        "building": {
+            "key_id": f"{view.first.key_id:08x}",
+            "name": building.name if building else None,
+            "address": address or None,
+            "floors": building.floors if building else None,
+            "hazards": list(building.hazards) if building else [],
+            "contacts": list(building.contacts) if building else [],
+        },
+        "floor": current.floor,
+        "zone": current.zone,
+        "location": location,
+        "sent": current.sent,
+        "received_at": round(view.received_at, 3),
+        "age_on_arrival_s": round(view.age_on_arrival, 1),
+        "updates": len(view.history),
+        "receipt_sent": view.receipt is not None,
+        "operator_ack": view.operator_ack.text if view.operator_ack else None,
+        "cap_url": f"/api/v1/apps/alarm/{record_id(view.key)}/cap.xml",
+        "cap_xml": build_cap_xml(alert).decode("utf-8"),
+    }
+
+
+class AlarmRecords:
+    """The ``CommandPostApp`` for NG112 alarms (record type ``alarm``)."""
+
+    record_type = "alarm"
+    kinds: ClassVar[Mapping[int, str]] = {NG112_ALARM: "ng112_alarm", NG112_ACK: "ng112_ack"}
+
+    def __init__(
+        self,
+        node: Node,
+        state_path: Path,
+        registry: BuildingRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._node, self._registry, self._clock = node, registry, clock
+        self.book = AlarmBook()
+        self._origins: dict[AlarmKey, bytes] = {}  # alarm -> node that sent it (where Acks go)
+        self._db = sqlite3.connect(state_path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.executescript(_SCHEMA)
+        self._replay()
+        self.router = self._routes()
+
+    def _replay(self) -> None:
+        rows = self._db.execute("SELECT raw, origin, received_at FROM record ORDER BY id").fetchall()
+        for raw, origin, received_at in rows:
+            for event in self.book.apply(decode_record(raw), received_at):
+                if isinstance(event, AlarmRaised):
+                    self._origins[event.view.key] = bytes(origin)
+        acks = self._db.execute("SELECT key_id, seq, operator, action, at FROM operator_ack").fetchall()
+        for key_id, seq, operator, action, at in acks:
+            if (key_id, seq) in self.book.alarms:
+                self.book.acknowledge((key_id, seq), operator, action, at)
+
+    async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
+        if delivery.kind != NG112_ALARM:
+            return []
+        try:
+            record = decode_record(delivery.payload)
+            if record.msg_type in ("Ack", "Error"):
+                raise RecordError(f"a {record.msg_type} record is not an alarm")
+        except RecordError as exc:
+            log.warning("alarm bundle from %s refused: %s", delivery.origin.hex()[:8], exc)
+            return []
+        events = self.book.apply(record, self._clock())
+        if isinstance(events[0], Duplicate):  # journal it again: a crash may have lost the first write
+            return [self._update(v) for v in self.book.alarms.values() if record in v.history]
+        touched: list[AlarmKey] = []
+        for event in events:
+            if isinstance(event, AlarmRaised):
+                self._origins[event.view.key] = delivery.origin
+            if isinstance(event, SendAck):
+                await self._send_ack(event.ack)
+            view = getattr(event, "view", None)
+            if view is not None and view.key not in touched:
+                touched.append(view.key)
+        self._db.execute(
+            "INSERT OR IGNORE INTO record (key_id, seq, sent, raw, origin, received_at) VALUES (?,?,?,?,?,?)",
+            (record.key_id, record.seq, record.sent, delivery.payload, delivery.origin, self._clock()),
+        )
+        return [self._update(self.book.alarms[key]) for key in touched]
+
+    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None:
+        """The operator's acknowledgement: the second CAP Ack, back to the building's gateway."""
+        key = parse_record_id(record_id)
+        if key not in self.book.alarms:
+            raise ValueError(f"alarm {record_id} is not in the alarm book")
+        operator, action, at = str(ack["operator"]), str(ack["action"]), float(ack["at"])
+        record = self.book.acknowledge(key, operator, action, at)
+        self._db.execute(
+            "INSERT OR REPLACE INTO operator_ack (key_id, seq, operator, action, at) VALUES (?,?,?,?,?)",
+            (*key, operator, action, at),
+        )
+        await self._send_ack(record)
+
+    async def _send_ack(self, ack: AlarmRecord) -> None:
+        assert ack.reference is not None
+        origin = self._origins[ack.reference]
+        await self._node.send(
+            Destination.to_node(origin),
+            ack.encode(),
+            kind=NG112_ACK,
+            priority=Priority.IMMEDIATE,
+            lifetime=ACK_LIFETIME_S,
+        )
+
+    def _update(self, view: AlarmView) -> RecordUpdate:
+        return RecordUpdate(record_id(view.key), alarm_body(view, self._registry))
+
+    def _routes(self) -> APIRouter:
+        router = APIRouter()
+        feed_id = f"urn:mesh112:{self._node.node_id.hex()}:ng112-alarms"
+
+        @router.get("/feed.xml", response_class=Response, summary="CAP 1.2 alerts of active alarms (Atom)")
+        async def feed() -> Response:
+            body = cap_feed_xml(self.book, self._registry, self._clock(), feed_id)
+            return Response(body, media_type="application/atom+xml")
+
+        @router.get("/{alarm_id}/cap.xml", response_class=Response, summary="canonical CAP 1.2 of one alarm")
+        async def cap(alarm_id: str = PathParam(max_length=32)) -> Response:
+            try:
+                view = self.book.alarms[parse_record_id(alarm_id)]
+            except (ValueError, KeyError):
+                raise HTTPException(404, f"no alarm {alarm_id!r}") from None
+            return Response(
+                build_cap_xml(current_alert(view, self._registry)), media_type="application/cap+xml"
+            )
+
+        return router
+
+
+def command_post_app(node: Node) -> AlarmRecords:
+    """Entry point ``mesh112.command_post``: the alarm book beside the node's store."""
+    register_kinds(node.kinds)
+    store_path = node.engine.store.path
+    if store_path is None:
+        raise ValueError("the node's store has no file; the alarm book needs a data directory")
+    data_dir = store_path.parent
+    buildings = data_dir / BUILDINGS_FILE
+    registry = BuildingRegistry.load(buildings) if buildings.exists() else BuildingRegistry()
+    return AlarmRecords(node, data_dir / STATE_FILE, registry)

@@ -1,0 +1,98 @@
+"""The building gateway as a Mesh112 node: SIP in, alarm bundles out, acknowledgements back to the panel.
+
+``mesh112 ng112 gateway --config node.toml`` runs the relay daemon with :func:`gateway_app` riding on
+the node. An accepted alarm is answered 200 only once it is in the gateway's alarm store *and* durable
+in the node's bundle store as a FLASH bundle to the command post (:func:`ng112.gateway.node_accept`).
+Ack records (kind 33) arriving in the node's inbox go to the panel as SIP MESSAGEs with a CAP Ack; an
+Ack the panel did not confirm is kept and tried again every ``REDELIVER_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ng112.buildings import BuildingRegistry
+from ng112.errors import RecordError
+from ng112.gateway import Gateway, GatewayConfig, node_accept
+from ng112.kinds import NG112_ACK, register_kinds
+from ng112.record import decode_record
+from ng112.store import AlarmStore
+from relay.bundle import Destination, Priority
+from relay.daemon import App
+from relay.node import Node
+
+log = logging.getLogger(__name__)
+
+GATEWAY_STORE = "ng112-gateway.sqlite"
+ALARM_LIFETIME_S = 24 * 3600
+REDELIVER_S = 30.0
+
+
+def parse_destination(text: str) -> Destination:
+    """``role:NAME`` or ``node:HEX``: where the gateway sends its alarms."""
+    kind, _, value = text.partition(":")
+    try:
+        if kind == "role":
+            return Destination.to_role(value)
+        if kind == "node":
+            return Destination.to_node(bytes.fromhex(value))
+    except ValueError as exc:
+        raise ValueError(f"alarm destination {text!r}: {exc}") from None
+    raise ValueError(f"alarm destination {text!r}: use role:<name> or node:<32 hex digits>")
+
+
+def gateway_app(
+    config: GatewayConfig,
+    registry: BuildingRegistry,
+    data_dir: Path,
+    destination: Destination,
+    on_listening: Callable[[Gateway], None] = lambda gateway: None,
+) -> App:
+    """A node app running the SIP UAS; ``on_listening`` is told the bound addresses."""
+
+    async def app(node: Node) -> None:
+        register_kinds(node.kinds)
+        store = await AlarmStore.open(data_dir / GATEWAY_STORE)
+        accept = node_accept(node, destination, Priority.FLASH, ALARM_LIFETIME_S)
+        gateway = Gateway(config, store, registry, accept)
+        try:
+            await gateway.start()
+            on_listening(gateway)
+            await asyncio.gather(deliver_acks(node, gateway), redeliver_acks(gateway))
+        finally:
+            await gateway.stop()
+            await store.close()
+
+    return app
+
+
+async def deliver_acks(node: Node, gateway: Gateway) -> None:
+    """Ack bundles from the command post -> SIP MESSAGE to the panel, in arrival order.
+
+    The bundle is acknowledged to the node once the gateway stored the Ack (``deliver_ack`` stores it
+    before sending), so an Ack the panel missed is retried by :func:`redeliver_acks`, not lost.
+    """
+    async for delivery in node.inbox():
+        if delivery.kind == NG112_ACK:
+            try:
+                record = decode_record(delivery.payload)
+                delivered = await gateway.deliver_ack(record)
+                log.info("ack %s for alarm %s: panel %s", record.identifier, record.reference, delivered)
+            except (RecordError, ValueError) as exc:
+                log.warning("ack bundle from %s refused: %s", delivery.origin.hex()[:8], exc)
+        else:
+            log.info("bundle of kind %d from %s ignored by the gateway", delivery.kind, delivery.origin.hex())
+        await node.ack(delivery.bundle_id)
+
+
+async def redeliver_acks(gateway: Gateway, period_s: float = REDELIVER_S) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        with contextlib.suppress(OSError):
+            delivered = await gateway.redeliver_acks()
+            if delivered:
+                log.info("redelivered %d acknowledgement(s) to panels", delivered)

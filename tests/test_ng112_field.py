@@ -1,0 +1,238 @@
+"""NG112 across the mesh, real processes: SIP panel -> gateway node ~~LoRa~~ command post -> panel.
+
+Processes: the LoRa emulator (``mesh112 lora-emulator``, 20x real time), the command post
+(``mesh112 relay run``, API on, an IP link with no peers) and the building gateway node
+(``mesh112 ng112 gateway --config``, LoRa only). SIPp over UDP and TCP and sipsak send real alarms to
+the gateway; each must appear at the command post API as an alarm record, having crossed LoRa only;
+an operator acknowledges each through the API; the building's panel (a UDP SIP listener here) must
+receive, per alarm, the automatic receipt and then the operator's acknowledgement as CAP Acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import cast
+
+import httpx
+from lxml import etree
+
+from ng112.sip import SipRequest, build_response, parse_message
+from relay.daemon import ROSTER_DIR
+from relay.demo import create_demo_deployment
+from relay.demo_field import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
+from relay.demo_radio import (
+    Radio,
+    buildings_toml,
+    emulator_toml,
+    gateway_node_toml,
+    lora_link_toml,
+    start_emulator,
+    start_gateway,
+)
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parents[0].parent / "shared" / "corpus" / "ng112"
+ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, timeout=300)
+        path = shutil.which(name)
+    assert path is not None, f"{name} ({package}) is required"
+    return path
+
+
+def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_sip_port() -> int:
+    """A port free for both UDP and TCP (the gateway listens on both)."""
+    for _ in range(50):
+        port = _free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free for both UDP and TCP")
+
+
+async def _run(args: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode("utf-8", "replace")
+
+
+class Panel(asyncio.DatagramProtocol):
+    """The building's fire panel receiving acknowledgements: answers 200 and keeps the CAP notes."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str]] = []  # (referenced CAP identifier, note)
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = parse_message(data, datagram=True)
+        assert isinstance(message, SipRequest) and message.method == "MESSAGE"
+        alert = etree.fromstring(message.body)
+        ns = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
+        assert alert.findtext("cap:msgType", namespaces=ns) == "Ack"
+        references = alert.findtext("cap:references", namespaces=ns) or ""
+        identifier = references.split(",")[1] if references.count(",") >= 2 else references
+        note = alert.findtext("cap:note", namespaces=ns) or ""
+        if (identifier, note) not in self.notes:
+            self.notes.append((identifier, note))
+        assert self.transport is not None
+        self.transport.sendto(build_response(message, 200, "OK", (), "panel").to_bytes(), addr)
+
+
+async def _wait_for(what: str, check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _write_field(root: Path, panel_port: int, api_port: int) -> tuple[FieldNode, Path, Path, str, bytes]:
+    deployment = create_demo_deployment(root)
+    post = deployment.node("Command Post")
+    gateway = deployment.node("Building Gateway")
+    radio_post = Radio("command-post", 0xA0000001, 0.0, _free_port())
+    radio_gateway = Radio("building-gateway", 0xA0000003, 900.0, _free_port())
+    emulator = root / "lora-emulator.toml"
+    emulator.write_text(emulator_toml((radio_post, radio_gateway), speedup=20.0))
+    buildings = buildings_toml(panel_port)
+    post.config.write_text(
+        node_config(post.name, post.roles, api_port, _free_port(), [])
+        + lora_link_toml(radio_post, {radio_gateway.num: gateway.node_id})
+    )
+    gateway.config.write_text(gateway_node_toml(gateway.name, radio_gateway, {radio_post.num: post.node_id}))
+    for node in (post, gateway):
+        (node.directory / "buildings.toml").write_text(buildings)
+        roster = node.directory / ROSTER_DIR
+        roster.mkdir(exist_ok=True)
+        for other in deployment.nodes:
+            (roster / f"{other.node_id.hex()}.cert").write_bytes(other.certificate.encode())
+    token = operator_token(deployment, frozenset({"dispatcher"}), "Operator Jane Doe")
+    field_post = FieldNode("command-post", post.directory, api_port, 0)
+    return field_post, gateway.config, emulator, token, post.node_id
+
+
+async def test_alarms_cross_lora_to_the_command_post_and_both_acks_reach_the_panel(tmp_path: Path) -> None:
+    sipp, sipsak = _tool("sipp", "sip-tester"), _tool("sipsak", "sipsak")
+    panel_port, api_port, sip_port = _free_port(socket.SOCK_DGRAM), _free_port(), _free_sip_port()
+    post, gateway_config, emulator, token, post_id = _write_field(tmp_path / "field", panel_port, api_port)
+    headers = {"Authorization": f"Bearer {token}"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    panel = Panel()
+    loop = asyncio.get_running_loop()
+    panel_transport, _ = await loop.create_datagram_endpoint(
+        lambda: panel, local_addr=("127.0.0.1", panel_port)
+    )
+    processes = [start_emulator(emulator, logs / "emulator.log")]
+    try:
+        await asyncio.sleep(1.0)  # the radios listen
+        processes.append(start_node(post, logs))
+        buildings = gateway_config.parent / "buildings.toml"
+        processes.append(start_gateway(gateway_config, buildings, sip_port, logs / "gateway.log", post_id))
+        await asyncio.to_thread(wait_healthy, [post], 30.0)
+
+        async def gateway_listening() -> bool:
+            assert all(p.poll() is None for p in processes), (logs / "gateway.log").read_text()[-3000:]
+            return "ng112 gateway listening" in (logs / "gateway.log").read_text()
+
+        await _wait_for("the gateway's SIP UAS", gateway_listening, 30)
+
+        common = ["-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-timeout_error", "-m", "1"]
+        scenario = ["-sf", str(HERE / "sipp" / "alarm_uac.xml"), "-inf", str(HERE / "sipp" / "xxe.csv")]
+        for mode, kind in (("u1", socket.SOCK_DGRAM), ("t1", socket.SOCK_STREAM)):
+            target = ["-t", mode, "-p", str(_free_port(kind)), f"127.0.0.1:{sip_port}"]
+            code, out = await _run([sipp, *scenario, *common, *target], tmp_path, 40)
+            assert code == 0, out[-2000:]
+        raw = (CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes()
+        message = tmp_path / "alarm.sip"
+        message.write_bytes(b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Via:")))
+        args = [sipsak, "-vv", "-f", str(message), "-s", f"sip:ng112@127.0.0.1:{sip_port}", "-E", "udp"]
+        code, out = await _run([*args, "-l", str(_free_port(socket.SOCK_DGRAM))], tmp_path, 30)
+        assert code == 0 and "200 OK" in out, out[-2000:]
+
+        async with httpx.AsyncClient(base_url=post.api, headers=headers, timeout=5.0) as api:
+            records: list[dict[str, object]] = []
+
+            async def three_alarms() -> bool:
+                nonlocal records
+                records = (await api.get("/api/v1/records", params={"type": "alarm"})).json()
+                return len(records) >= 3
+
+            await _wait_for("three alarms at the command post", three_alarms, 60)
+            assert len(records) == 3
+            for record in records:
+                body = record["body"]
+                assert isinstance(body, dict)
+                assert body["status"] == "Actual" and body["actual"] and body["msgType"] == "Alert"
+                assert "Example Office Tower" in body["summary"] and "Stephansplatz" in body["summary"]
+                assert body["building"]["name"] == "Example Office Tower"
+                assert body["age_on_arrival_s"] >= 0 and body["receipt_sent"]
+                assert "<msgType>Alert</msgType>" in body["cap_xml"]
+                cap = await api.get(str(body["cap_url"]))
+                assert cap.status_code == 200 and cap.headers["content-type"] == "application/cap+xml"
+            feed = await api.get("/api/v1/apps/alarm/feed.xml")
+            assert feed.status_code == 200
+            assert len(etree.fromstring(feed.content).findall(f"{ATOM}entry")) == 3
+            assert (
+                await api.get("/api/v1/apps/alarm/feed.xml", headers={"Authorization": ""})
+            ).status_code == 401
+            links = (await api.get("/api/v1/links")).json()
+            assert {link["kind"] for link in links} == {"lora"}  # the only neighbour is over LoRa
+
+            async def receipts() -> bool:
+                return sum(note.startswith("received") for _, note in panel.notes) >= 3
+
+            await _wait_for("three automatic receipts at the panel", receipts, 60)
+            for record in records:
+                reply = await api.post(
+                    f"/api/v1/records/{record['record_id']}/ack", json={"action": "fire brigade dispatched"}
+                )
+                assert reply.status_code == 200, reply.text
+
+            async def operator_acks() -> bool:
+                return sum(note.startswith("acknowledged") for _, note in panel.notes) >= 3
+
+            await _wait_for("three operator acknowledgements at the panel", operator_acks, 60)
+    finally:
+        stop_all(processes)
+        panel_transport.close()
+    by_alarm: dict[str, list[str]] = {}
+    for identifier, note in panel.notes:
+        by_alarm.setdefault(identifier, []).append(note)
+    assert len(by_alarm) == 3, panel.notes
+    for notes in by_alarm.values():
+        assert notes[0].startswith("received") and notes[1].startswith("acknowledged"), notes
+        assert "Operator Jane Doe" in notes[1] and "fire brigade" in notes[1], (
+            notes
+        )  # text clipped to fit LoRa
+    assert all(p.returncode is not None for p in processes)
