@@ -49,6 +49,7 @@ class Node:
         self._events: asyncio.Queue[_LinkEvent] = asyncio.Queue()
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: set[asyncio.Task[None]] = set()  # frames being handled (stored, acked)
 
     @property
     def node_id(self) -> bytes:
@@ -73,12 +74,14 @@ class Node:
         for link in self.links.values():
             with contextlib.suppress(LinkError):
                 await link.stop()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._handlers]  # a cancelled frame is simply not acknowledged
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._handlers.clear()
         await self.engine.close()
 
     # -- application API -------------------------------------------------------------------------
@@ -140,7 +143,7 @@ class Node:
     async def _run_events(self) -> None:
         """Frames are handled concurrently (bounded), so their store writes share group commits;
         a neighbour coming or going waits until the frames before it are handled."""
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight = self._handlers
         while True:
             event = await self._events.get()
             if event.what != "frame" or len(in_flight) >= MAX_CONCURRENT_FRAMES:
