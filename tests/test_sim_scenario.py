@@ -133,7 +133,7 @@ _values = st.recursive(
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=8,
 )
 
 
@@ -141,9 +141,7 @@ _TABLES = [(), ("node", 0), ("link", 0), ("link", 0, "schedule"), ("traffic", 0)
 _KEYS = ["name", "kind", "pairs", "loss", "src", "dst", "size", "at_s", "type", "up", "count", "seed", "zzz"]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(_TABLES), st.sampled_from(_KEYS), _values), max_size=4))
-def test_fuzzed_scenarios_parse_or_raise_config_error(edits: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+def _parse_edited(edits: list[tuple[tuple[Any, ...], str, Any]]) -> None:
     data = copy.deepcopy(MINIMAL)
     data["link"][0]["schedule"] = {"type": "always"}
     for table, key, value in edits:
@@ -153,6 +151,22 @@ def test_fuzzed_scenarios_parse_or_raise_config_error(edits: list[tuple[tuple[An
         target[key] = value
     with contextlib.suppress(ConfigError):
         parse_scenario(data)
+
+
+_EDITS = st.lists(st.tuples(st.sampled_from(_TABLES), st.sampled_from(_KEYS), _values), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_EDITS)
+def test_fuzzed_scenarios_parse_or_raise_config_error(edits: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+    _parse_edited(edits)
+
+
+@pytest.mark.long
+@settings(max_examples=5000, deadline=None)
+@given(_EDITS)
+def test_fuzz_scenarios_long(edits: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+    _parse_edited(edits)
 
 
 @settings(max_examples=200, deadline=None)

@@ -140,7 +140,7 @@ class _Table:
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{self.where}: {key} must be a node name or a non-empty list of them")
         for item in items:
-            if item not in known:
+            if not isinstance(item, str) or item not in known:
                 raise ConfigError(f"{self.where}: {key} names unknown node {item!r:.40}")
         return tuple(items)
 
