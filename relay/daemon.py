@@ -47,6 +47,7 @@ log = logging.getLogger("mesh112.daemon")
 STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
+MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
 
 App = Callable[[Node], Coroutine[Any, Any, None]]  # a field application riding on the node (gateway, camera)
 
@@ -146,9 +147,23 @@ class CommandPostFeed:
         self._apps = {number: app for app in apps for number in app.kinds}
 
     async def run(self) -> None:
-        async for delivery in self._node.inbox():
-            await self.record(delivery)
-            await self._node.ack(delivery.bundle_id)
+        """Record each delivery, then acknowledge it to the store. The acknowledgements run
+        concurrently (bounded), so a burst of deliveries shares store commits instead of waiting
+        for one commit each; the journal entry is committed first, so a crash in between only
+        re-delivers into the idempotent journal."""
+        acks: set[asyncio.Task[None]] = set()
+        try:
+            async for delivery in self._node.inbox():
+                await self.record(delivery)
+                if len(acks) >= MAX_PENDING_ACKS:
+                    await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._node.ack(delivery.bundle_id))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
+        finally:
+            for task in list(acks):
+                task.cancel()
+            await asyncio.gather(*acks, return_exceptions=True)
 
     async def record(self, delivery: Delivery) -> None:
         received = time.time()

@@ -4,6 +4,9 @@
 
     responder-1 ⇄ relay-2 ⇄ relay-1 ⇄ command-post (API + dashboard on 127.0.0.1:8112)
 
+plus a LoRa segment on emulated radios (:mod:`relay.demo_radio`): building-gateway ~~ relay-1 ~~
+command-post, the building gateway taking NG112 alarms over SIP on 127.0.0.1:5062;
+
 writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
 issues a token for the demo operator and prints the dashboard address. A traffic loop then sends
 messages from the field through the field nodes' own APIs, so every bundle crosses real sockets and
@@ -17,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from crypto.identity import Identity
 from relay.api.tokens import issue_token
 from relay.daemon import ROSTER_DIR
 from relay.demo import DemoDeployment, create_demo_deployment
+from relay.demo_radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
 
 API_PORT = 8112
 IP_PORT = 7112
@@ -49,8 +54,17 @@ class FieldNode:
         return f"http://127.0.0.1:{self.api_port}"
 
 
-def node_config(name: str, roles: tuple[str, ...], api_port: int, ip_port: int, dial: list[int]) -> str:
+def node_config(
+    name: str,
+    roles: tuple[str, ...],
+    api_port: int,
+    ip_port: int,
+    dial: list[int],
+    api_rate: float | None = None,
+) -> str:
+    """``api_rate``: requests per second per operator (burst the same), for bulk loaders; None: default."""
     peers = ", ".join(f'"tcp://127.0.0.1:{port}"' for port in dial)
+    rate = f"rate_per_s = {api_rate}\nrate_burst = {api_rate}\n" if api_rate else ""
     return f"""# Written by mesh112 demo: a node of the demo field on loopback.
 [node]
 name = "{name}"
@@ -62,7 +76,7 @@ quota_mb = 256
 [api]
 enabled = true
 listen = "127.0.0.1:{api_port}"
-
+{rate}
 [[links]]
 type = "ip"
 name = "ip0"
@@ -72,15 +86,20 @@ peers = [{peers}]
 
 
 def write_field(
-    deployment: DemoDeployment, api_port: int = API_PORT, ip_port: int = IP_PORT
+    deployment: DemoDeployment,
+    api_port: int = API_PORT,
+    ip_port: int = IP_PORT,
+    chain: Sequence[str] = CHAIN,
+    api_rate: float | None = None,
 ) -> list[FieldNode]:
-    """Configs and rosters for the chain; each node dials the one before it."""
+    """Configs and rosters for ``chain`` (demo node slugs); each node dials the one before it."""
     by_slug = {node.directory.name: node for node in deployment.nodes}
     field = []
-    for index, slug in enumerate(CHAIN):
+    for index, slug in enumerate(chain):
         node = by_slug[slug]
         dial = [ip_port + index - 1] if index else []
-        node.config.write_text(node_config(node.name, node.roles, api_port + index, ip_port + index, dial))
+        config = node_config(node.name, node.roles, api_port + index, ip_port + index, dial, api_rate)
+        node.config.write_text(config)
         roster = node.directory / ROSTER_DIR
         roster.mkdir(exist_ok=True)
         for other in deployment.nodes:
@@ -136,17 +155,28 @@ def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> N
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
     field = write_field(deployment)
+    radio = write_radio_segment(deployment, root)
     dispatcher = operator_token(deployment, frozenset({"admin", "dispatcher"}), "Demo Dispatcher")
     responder = operator_token(deployment, frozenset({"responder"}), "Demo Responder")
     log_dir = root / "logs"
     log_dir.mkdir(exist_ok=True)
+    radio_processes = [start_emulator(radio.emulator_config, log_dir / "lora-emulator.log")]
     processes = [start_node(node, log_dir) for node in field]
+    gateway_log = log_dir / "building-gateway.log"
+    radio_processes.append(
+        start_gateway(radio.gateway_config, radio.buildings, SIP_PORT, gateway_log, radio.command_post)
+    )
     try:
         wait_healthy(field)
         post = field[0]
         print("Mesh112 demo field is running:")
         for node, process in zip(field, processes, strict=True):
             print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
+        print(f"  {'lora-emulator':<13} pid {radio_processes[0].pid:<7} radios on tcp :{LORA_PORT}..")
+        print(f"  {'building-gw':<13} pid {radio_processes[1].pid:<7} sip :{SIP_PORT} (LoRa only)")
+        print(
+            f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
+        )
         print(f"\nDashboard: {post.api}/#token={dispatcher}")
         print(f"API docs:  {post.api}/docs")
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
@@ -174,9 +204,12 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
                         f"{node.slug} exited with {process.returncode}; see {log_dir / (node.slug + '.log')}"
                     )
                     return 1
+            if any(process.poll() is not None for process in radio_processes):
+                print(f"the LoRa emulator or the building gateway exited; see {log_dir}")
+                return 1
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
     finally:
-        stop_all(processes)
+        stop_all([*processes, *radio_processes])
     return 0
