@@ -4,6 +4,9 @@
 
     responder-1 ⇄ relay-2 ⇄ relay-1 ⇄ command-post (API + dashboard on 127.0.0.1:8112)
 
+plus a LoRa segment on emulated radios (:mod:`relay.demo_radio`): command-post, relay-1 and a
+building-gateway node (LoRa only) that takes NG112 alarms over SIP on 127.0.0.1:5062;
+
 writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
 issues a token for the demo operator and prints the dashboard address. A traffic loop then sends
 messages from the field through the field nodes' own APIs, so every bundle crosses real sockets and
@@ -27,6 +30,7 @@ from crypto.identity import Identity
 from relay.api.tokens import issue_token
 from relay.daemon import ROSTER_DIR
 from relay.demo import DemoDeployment, create_demo_deployment
+from relay.demo_radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
 
 API_PORT = 8112
 IP_PORT = 7112
@@ -151,17 +155,28 @@ def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> N
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
     field = write_field(deployment)
+    radio = write_radio_segment(deployment, root)
     dispatcher = operator_token(deployment, frozenset({"admin", "dispatcher"}), "Demo Dispatcher")
     responder = operator_token(deployment, frozenset({"responder"}), "Demo Responder")
     log_dir = root / "logs"
     log_dir.mkdir(exist_ok=True)
+    radio_processes = [start_emulator(radio.emulator_config, log_dir / "lora-emulator.log")]
     processes = [start_node(node, log_dir) for node in field]
+    gateway_log = log_dir / "building-gateway.log"
+    radio_processes.append(
+        start_gateway(radio.gateway_config, radio.buildings, SIP_PORT, gateway_log, radio.command_post)
+    )
     try:
         wait_healthy(field)
         post = field[0]
         print("Mesh112 demo field is running:")
         for node, process in zip(field, processes, strict=True):
             print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
+        print(f"  {'lora-emulator':<13} pid {radio_processes[0].pid:<7} radios on tcp :{LORA_PORT}..")
+        print(f"  {'building-gw':<13} pid {radio_processes[1].pid:<7} sip :{SIP_PORT} (LoRa only)")
+        print(
+            f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
+        )
         print(f"\nDashboard: {post.api}/#token={dispatcher}")
         print(f"API docs:  {post.api}/docs")
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
@@ -189,9 +204,12 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
                         f"{node.slug} exited with {process.returncode}; see {log_dir / (node.slug + '.log')}"
                     )
                     return 1
+            if any(process.poll() is not None for process in radio_processes):
+                print(f"the LoRa emulator or the building gateway exited; see {log_dir}")
+                return 1
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
     finally:
-        stop_all(processes)
+        stop_all([*processes, *radio_processes])
     return 0

@@ -1,12 +1,14 @@
 """The demo field's LoRa segment: emulated Meshtastic radios and the building gateway's node.
 
-Three radios in a line, 900 m apart, so the ends cannot hear each other::
+Three radios on a line, all within LongFast range of each other::
 
-    command-post (0 m) ~~ relay-1 (900 m) ~~ building-gateway (1800 m)
+    command-post (0 m) ~~ building-gateway (450 m) ~~ relay-1 (900 m)
 
 The emulator (``mesh112 lora-emulator``) runs as a process of its own; each node's LoRa link talks
 to its radio through the real ``meshtastic`` library. The building gateway has no IP link: its
-alarms reach the command post over LoRa only. The gateway itself is started as
+alarms reach the command post over LoRa only. (It hears the command post directly: with the relay
+in between only, the gateway would learn the route from relay-1's LoRa beacon, which the core sends
+every 900 s on duty-cycled links, so the first alarm could wait that long.) The gateway itself is started as
 ``mesh112 ng112 gateway --config`` (the NG112 application riding on a relay node), which the relay
 only knows as a command line.
 """
@@ -15,11 +17,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.daemon import ROSTER_DIR
+from relay.demo import DemoDeployment
+
 LORA_PORT = 4411
 SIP_PORT = 5062
+PANEL_PORT = 5099  # where the demo building's panel would take its acknowledgements (SIP over UDP)
 PANEL_SENDER = "sip:fire-panel-17@building.example.org"
 
 
@@ -35,7 +42,7 @@ def demo_radios(port: int = LORA_PORT) -> tuple[Radio, ...]:
     return (
         Radio("command-post", 0xA0000001, 0.0, port),
         Radio("relay-1", 0xA0000002, 900.0, port + 1),
-        Radio("building-gateway", 0xA0000003, 1800.0, port + 2),
+        Radio("building-gateway", 0xA0000003, 450.0, port + 2),
     )
 
 
@@ -108,4 +115,84 @@ def start_gateway(
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+    )
+
+
+_DEMO_CAP = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>FP17-DEMO-{stamp}</identifier>
+  <sender>{sender}</sender>
+  <sent>{sent}</sent>
+  <status>Exercise</status>
+  <msgType>Alert</msgType>
+  <scope>Private</scope>
+  <incidents>FP17-DEMO-INC-{stamp}</incidents>
+  <info>
+    <category>Fire</category>
+    <event>Fire alarm (automatic smoke detector)</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <headline>Smoke detector zone 3.12</headline>
+    <parameter><valueName>zone</valueName><value>3.12</value></parameter>
+  </info>
+</alert>
+"""
+
+
+def demo_alarm_message(now: float) -> bytes:
+    """An RFC 8876 MESSAGE with a CAP 1.2 *Exercise* fire alarm from the demo building, for sipsak
+    (which adds its own Via); a new identifier each time the demo starts."""
+    sent = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+    cap = _DEMO_CAP.format(stamp=int(now), sender=PANEL_SENDER, sent=sent)
+    body = cap.replace("\n", "\r\n").encode()
+    head = (
+        f"MESSAGE urn:service:sos SIP/2.0\r\nMax-Forwards: 70\r\n"
+        f"From: <{PANEL_SENDER}>;tag=demo{int(now)}\r\n"
+        f"To: <urn:service:sos>\r\nCall-ID: demo-{int(now)}@building.example.org\r\nCSeq: 1 MESSAGE\r\n"
+        f"Content-Type: application/EmergencyCallData.cap+xml\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSegment:
+    emulator_config: Path
+    gateway_config: Path
+    buildings: Path
+    alarm_message: Path
+    command_post: bytes  # node id the gateway sends its alarms to
+
+
+def write_radio_segment(deployment: DemoDeployment, root: Path, panel_port: int = PANEL_PORT) -> RadioSegment:
+    """Give command-post and relay-1 (configs already written) a LoRa link, write the building gateway's
+    node config and roster, the emulator config, the enrolment table and a sample alarm for sipsak."""
+    by_slug = {node.directory.name: node for node in deployment.nodes}
+    radios = demo_radios()
+    node_ids = {radio.num: by_slug[radio.slug].node_id for radio in radios}
+    buildings = buildings_toml(panel_port)
+    for radio in radios:
+        node = by_slug[radio.slug]
+        roster = {num: node_id for num, node_id in node_ids.items() if num != radio.num}
+        if radio.slug == "building-gateway":
+            node.config.write_text(gateway_node_toml(node.name, radio, roster))
+            certificates = node.directory / ROSTER_DIR
+            certificates.mkdir(exist_ok=True)
+            for other in deployment.nodes:
+                (certificates / f"{other.node_id.hex()}.cert").write_bytes(other.certificate.encode())
+        else:
+            with node.config.open("a") as config:
+                config.write(lora_link_toml(radio, roster))
+        (node.directory / "buildings.toml").write_text(buildings)
+    emulator = root / "lora-emulator.toml"
+    emulator.write_text(emulator_toml(radios))
+    message = root / "demo-alarm.sip"
+    message.write_bytes(demo_alarm_message(time.time()))
+    gateway = by_slug["building-gateway"]
+    return RadioSegment(
+        emulator,
+        gateway.config,
+        gateway.directory / "buildings.toml",
+        message,
+        by_slug["command-post"].node_id,
     )
