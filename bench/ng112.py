@@ -6,9 +6,9 @@
   latency is given one at a time and with 16 in flight.
 - ``latency_ip_ms``: SIP MESSAGE sent -> 200 (durable) -> compact record decoded -> AlarmBook at
   the command post -> canonical CAP 1.2 built: the in-process path without the relay's IP link.
-- ``latency_lora_ms``: the same plus the LoRa airtime of one frame of ``bytes_on_air`` bytes at
-  Meshtastic LongFast (modelled from research/meshtastic.md: ~2.2 s for a 219-byte frame),
-  not measured through the LoRa emulator (that wiring belongs to the relay integration).
+- ``sip_to_command_post_lora_*_ms``: measured through real processes: SIP MESSAGE to the gateway
+  node -> alarm bundle over the emulated LoRa radio (LongFast, real time) -> alarm record at the
+  command post's API (``bench/ng112_lora.py``).
 - ``parse_us``: median time to evaluate each corpus SIP message / parse each CAP and PIDF-LO file.
 - ``sizes``: compact record vs the CAP+PIDF-LO XML it came from, raw and zlib-9.
 """
@@ -27,17 +27,17 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from bench.ng112_lora import measure_lora_latency
 from ng112.alarmbook import AlarmBook
 from ng112.canonical import record_from_request, record_to_cap
 from ng112.cap import build_cap_xml, parse_cap
 from ng112.pidfl import parse_pidf
-from ng112.record import COMPACT_HEADER, CRYPTO_BUDGET, LORA_FRAME, decode_record
+from ng112.record import COMPACT_HEADER, CRYPTO_BUDGET, decode_record
 from ng112.request import IngressPolicy, evaluate
 from ng112.sip import SipRequest, SipResponse, parse_message
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
 WIRE = (CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes()
-LONGFAST_S_PER_BYTE = 2.2 / LORA_FRAME
 ALARMS = 400
 WINDOW = 16
 
@@ -179,14 +179,13 @@ def run() -> dict[str, Any]:
     throughput = _gateway_throughput()
     sizes = _sizes_and_latency()
     latency_ip = throughput["sip_to_200_median_ms"] + sizes["processing_median_ms"]
-    airtime_ms = sizes["max_bytes_on_air"] * LONGFAST_S_PER_BYTE * 1000
+    lora = measure_lora_latency(_variant)
     return {
         "alarms_per_s": throughput["alarms_per_s"],
         "sip_to_200_median_ms": throughput["sip_to_200_median_ms"],
         "sip_to_200_median_ms_16_in_flight": throughput["sip_to_200_median_ms_loaded"],
         "latency_ip_ms": round(latency_ip, 2),
-        "latency_lora_ms": round(latency_ip + airtime_ms, 1),
-        "lora_airtime_model": "LongFast, 2.2 s per 219-byte frame, proportional",
+        **lora,
         "bytes_on_air_per_alarm": sizes["max_bytes_on_air"],
         "sizes": sizes["sizes"],
         "parse_us": _parse_times(),

@@ -1,0 +1,131 @@
+"""Measured SIP-to-command-post latency over the emulated LoRa path (used by ``bench/ng112.py``).
+
+Real processes, as in the demo field: the LoRa emulator in real time (speedup 1, LongFast, EU 868),
+a command post (``mesh112 relay run``, API on, no IP neighbour) and the building gateway node
+(``mesh112 ng112 gateway --config``, LoRa only), one radio each, 450 m apart. Alarms are sent one at
+a time over SIP/UDP; latency = the command post's arrival time of the alarm record (from its API)
+minus the time the MESSAGE was sent. Same machine, same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from relay.daemon import ROSTER_DIR
+from relay.demo import create_demo_deployment
+from relay.demo_field import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
+from relay.demo_radio import (
+    Radio,
+    buildings_toml,
+    emulator_toml,
+    gateway_node_toml,
+    lora_link_toml,
+    start_emulator,
+    start_gateway,
+)
+
+ALARMS = 5
+ALARM_TIMEOUT_S = 60.0
+
+
+def _port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_field(root: Path, sip_port: int) -> tuple[FieldNode, str, list[subprocess.Popen[bytes]]]:
+    deployment = create_demo_deployment(root / "field")
+    post, gateway = deployment.node("Command Post"), deployment.node("Building Gateway")
+    radio_post = Radio("command-post", 0xA0000001, 0.0, _port())
+    radio_gateway = Radio("building-gateway", 0xA0000003, 450.0, _port())
+    emulator = root / "lora-emulator.toml"
+    emulator.write_text(emulator_toml((radio_post, radio_gateway), speedup=1.0))
+    api_port = _port()
+    post.config.write_text(
+        node_config(post.name, post.roles, api_port, _port(), [])
+        + lora_link_toml(radio_post, {radio_gateway.num: gateway.node_id})
+    )
+    gateway.config.write_text(gateway_node_toml(gateway.name, radio_gateway, {radio_post.num: post.node_id}))
+    for node in (post, gateway):
+        (node.directory / "buildings.toml").write_text(buildings_toml(_port(socket.SOCK_DGRAM)))
+        (node.directory / ROSTER_DIR).mkdir(exist_ok=True)
+        for other in deployment.nodes:
+            (node.directory / ROSTER_DIR / f"{other.node_id.hex()}.cert").write_bytes(
+                other.certificate.encode()
+            )
+    token = operator_token(deployment, frozenset({"dispatcher"}), "Bench")
+    field_post = FieldNode("command-post", post.directory, api_port, 0)
+    logs = root / "logs"
+    logs.mkdir()
+    processes = [start_emulator(emulator, logs / "emulator.log")]
+    time.sleep(1.0)
+    processes.append(start_node(field_post, logs))
+    gateway_log = logs / "gateway.log"
+    processes.append(
+        start_gateway(
+            gateway.config, gateway.directory / "buildings.toml", sip_port, gateway_log, post.node_id
+        )
+    )
+    wait_healthy([field_post], 60.0)
+    deadline = time.monotonic() + 60.0
+    while "ng112 gateway listening" not in gateway_log.read_text():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise RuntimeError(f"the gateway node did not start: {gateway_log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return field_post, token, processes
+
+
+def measure_lora_latency(variant: Callable[[int], bytes], count: int = ALARMS) -> dict[str, Any]:
+    """Median and max SIP-sent -> record-at-command-post seconds for ``count`` alarms, one at a time."""
+    sip_port = _port(socket.SOCK_DGRAM)
+    with tempfile.TemporaryDirectory() as tmp:
+        post, token, processes = _start_field(Path(tmp), sip_port)
+        try:
+            latencies = asyncio.run(_send(variant, count, sip_port, post.api, token))
+        finally:
+            stop_all(processes)
+    return {
+        "sip_to_command_post_lora_median_ms": round(statistics.median(latencies) * 1000, 1),
+        "sip_to_command_post_lora_max_ms": round(max(latencies) * 1000, 1),
+        "lora_alarms_measured": count,
+        "lora_path": "emulated Meshtastic LongFast EU_868 in real time (speedup 1), one LoRa hop",
+    }
+
+
+async def _send(variant: Callable[[int], bytes], count: int, port: int, api: str, token: str) -> list[float]:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+    )
+    latencies = []
+    try:
+        async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"}) as client:
+            for n in range(count):
+                sent = time.time()
+                transport.sendto(variant(10_000 + n))
+                deadline = time.monotonic() + ALARM_TIMEOUT_S
+                while True:
+                    records = (await client.get("/api/v1/records", params={"type": "alarm"})).json()
+                    if len(records) > n:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"alarm {n} did not reach the command post in {ALARM_TIMEOUT_S:.0f} s"
+                        )
+                    await asyncio.sleep(0.05)
+                arrived = max(float(r["body"]["received_at"]) for r in records)
+                latencies.append(arrived - sent)
+    finally:
+        transport.close()
+    return latencies
