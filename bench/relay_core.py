@@ -31,7 +31,7 @@ from relay.links.inproc import InprocHub, InprocLink
 from relay.node import Node
 from relay.trust import TrustStore
 
-BUNDLES = 512
+BUNDLES = 256
 PAYLOAD = 1024
 CONCURRENT_SENDS = 64
 ROUNDS = 3

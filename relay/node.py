@@ -137,8 +137,11 @@ class Node:
     async def _sleep(self, name: str, deadline: float | None) -> None:
         timeout = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, max(0.0, deadline - self.now()))
         wake = self._wakes[name]
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that races
+        # with the wake-up, and stop() would then wait for this loop forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await wake.wait()
 
     async def _run_events(self) -> None:
         """Frames are handled concurrently (bounded), so their store writes share group commits;
