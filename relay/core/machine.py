@@ -45,6 +45,7 @@ from relay.core.scheduler import TokenBucket
 from relay.core.transmit import Transmitter
 from relay.links.base import LinkProfile
 
+STATUS_MEMORY_S = 3600.0  # how long an origin can still ask about a bundle once it is final
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
 SEEN_MEMORY = 65536  # recent ids kept in memory; older duplicates are caught by the store
 MAX_HOPS = 15  # the compact header counts to 15
@@ -76,7 +77,7 @@ class RelayCore:
         self._expiry: list[tuple[int, BundleId]] = []
         self._incoming: dict[BundleId, _Incoming] = {}
         self._seen: OrderedDict[BundleId, None] = OrderedDict()
-        self._status: dict[BundleId, tuple[BundleStatus, int]] = {}  # originated here -> (status, expires)
+        self._status: dict[BundleId, tuple[BundleStatus, float]] = {}  # id -> (status, next look)
         self._summary_wait: dict[bytes, float] = {}
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
@@ -230,7 +231,7 @@ class RelayCore:
         known = self._status.get(subject)
         if known is not None and known[0].state is not State.DELIVERED:
             status = BundleStatus(State.DELIVERED, at=now)
-            self._status[subject] = (status, known[1])
+            self._status[subject] = (status, max(known[1], now) + STATUS_MEMORY_S)
             actions.append(StatusChanged(subject, status))
         if subject in self._held:
             self._unhold(subject)
@@ -249,13 +250,16 @@ class RelayCore:
             if bundle_id in self._held:
                 self._unhold(bundle_id)
                 actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
-        for bundle_id, (status, expires) in list(self._status.items()):
-            if expires <= now:
-                if status.state is not State.DELIVERED and status.state is not State.EXPIRED:
-                    self._status[bundle_id] = (BundleStatus(State.EXPIRED, at=now), expires + 3600)
-                    actions.append(StatusChanged(bundle_id, self._status[bundle_id][0]))
-                elif expires + 3600 <= now:
-                    del self._status[bundle_id]
+        # An originated bundle's entry holds its status and the next time it needs looking at: a
+        # pending bundle's expiry (then it becomes EXPIRED), a final status's forgetting time.
+        for bundle_id, (status, when) in list(self._status.items()):
+            if when > now:
+                continue
+            if status.state is State.DELIVERED or status.state is State.EXPIRED:
+                del self._status[bundle_id]
+            else:
+                self._status[bundle_id] = (BundleStatus(State.EXPIRED, at=now), now + STATUS_MEMORY_S)
+                actions.append(StatusChanged(bundle_id, self._status[bundle_id][0]))
         for flight in self.custody.due(now):
             self._retransmit(flight.bundle_id, flight.peer, flight.link, now)
         self.reassembler.expire(now)

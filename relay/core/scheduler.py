@@ -21,7 +21,8 @@ T = TypeVar("T", bound=Hashable)
 
 DUTY_WINDOW_S = 3600.0  # regulatory duty cycles are averaged over an hour (EU 868)
 IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
-_EPSILON = 1e-9  # float slack, so "fits now" and "fits at available_at" always agree
+_EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
+# available_at" always agree
 
 
 @dataclass
@@ -99,38 +100,50 @@ class FairQueue(Generic[T]):
 
 
 class TokenBucket:
-    """Channel time a link may spend: refilled at the duty cycle, capped at one window's worth."""
+    """Channel time a link may spend: at most ``duty_cycle`` of any sliding window.
+
+    The window is an hour for a regulated radio (as EU 868 and the Meshtastic firmware count duty
+    cycle) and one second for IP. A sliding window, unlike a bucket that starts full, can never let
+    a rolling hour exceed the duty cycle.
+    """
 
     def __init__(self, profile: LinkProfile, now: float) -> None:
         if profile.bitrate <= 0 or not 0 < profile.duty_cycle <= 1:
             raise ValueError(f"link {profile.name}: bitrate must be > 0 and duty cycle in (0, 1]")
         self.profile = profile
-        self.rate = profile.duty_cycle
-        window = DUTY_WINDOW_S if profile.duty_cycle < 1 else IP_BURST_S
-        self.capacity = max(profile.duty_cycle * window, self.cost(profile.mtu))
-        self._tokens = self.capacity
-        self._updated = now
+        self.window = DUTY_WINDOW_S if profile.duty_cycle < 1 else IP_BURST_S
+        self.capacity = max(profile.duty_cycle * self.window, self.cost(profile.mtu))
+        self._spent: deque[tuple[float, float]] = deque()  # (when, channel seconds), oldest first
+        self._total = 0.0
 
     def cost(self, size: int) -> float:
         """Seconds of channel time one frame of ``size`` bytes takes."""
         return self.profile.per_frame_overhead_s + size / self.profile.bitrate
 
-    def _refill(self, now: float) -> None:
-        if now > self._updated:
-            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+    def _forget(self, now: float) -> None:
+        while self._spent and self._spent[0][0] <= now - self.window:
+            self._total -= self._spent.popleft()[1]
+        if not self._spent:
+            self._total = 0.0
 
     def available_at(self, size: int, now: float) -> float:
         """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already)."""
-        self._refill(now)
-        missing = self.cost(size) - self._tokens
-        return now if missing <= _EPSILON else now + missing / self.rate
+        self._forget(now)
+        excess = self._total + self.cost(size) - self.capacity
+        if excess <= _EPSILON:
+            return now
+        freed = 0.0
+        for when, cost in self._spent:
+            freed += cost
+            if freed >= excess - _EPSILON:
+                return when + self.window
+        return now + self.window
 
     def spend(self, size: int, now: float) -> bool:
         """Take the cost of one frame if the budget allows it."""
-        self._refill(now)
-        cost = self.cost(size)
-        if cost > self._tokens + _EPSILON:
+        if self.available_at(size, now) > now:
             return False
-        self._tokens -= cost
+        cost = self.cost(size)
+        self._spent.append((now, cost))
+        self._total += cost
         return True
