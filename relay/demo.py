@@ -34,6 +34,7 @@ DEMO_NODES = (
     DemoNodeSpec("relay-2", "Field Relay 2", ("relay",)),
     DemoNodeSpec("responder-1", "Responder 1", ("responder",)),
     DemoNodeSpec("building-gateway", "Building Gateway", ("building",)),
+    DemoNodeSpec("camera-1", "Camera 1", ("camera",)),
 )
 
 

@@ -30,6 +30,7 @@ from crypto.identity import Identity
 from relay.api.tokens import issue_token
 from relay.daemon import ROSTER_DIR
 from relay.demo import DemoDeployment, create_demo_deployment
+from relay.demo_camera import CAMERA_SLUG, start_camera
 from relay.demo_radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
 
 API_PORT = 8112
@@ -154,7 +155,7 @@ def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> N
 
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
-    field = write_field(deployment)
+    *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
     radio = write_radio_segment(deployment, root)
     dispatcher = operator_token(deployment, frozenset({"admin", "dispatcher"}), "Demo Dispatcher")
     responder = operator_token(deployment, frozenset({"responder"}), "Demo Responder")
@@ -166,6 +167,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     radio_processes.append(
         start_gateway(radio.gateway_config, radio.buildings, SIP_PORT, gateway_log, radio.command_post)
     )
+    radio_processes.append(start_camera(camera.directory, radio.command_post, log_dir / "camera-1.log"))
     try:
         wait_healthy(field)
         post = field[0]
@@ -174,6 +176,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
             print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
         print(f"  {'lora-emulator':<13} pid {radio_processes[0].pid:<7} radios on tcp :{LORA_PORT}..")
         print(f"  {'building-gw':<13} pid {radio_processes[1].pid:<7} sip :{SIP_PORT} (LoRa only)")
+        print(f"  {'camera-1':<13} pid {radio_processes[2].pid:<7} ip :{camera.ip_port} (generated clip)")
         print(
             f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
         )
@@ -205,7 +208,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
                     )
                     return 1
             if any(process.poll() is not None for process in radio_processes):
-                print(f"the LoRa emulator or the building gateway exited; see {log_dir}")
+                print(f"the LoRa emulator, the building gateway or the camera exited; see {log_dir}")
                 return 1
             time.sleep(interval)
     except KeyboardInterrupt:
