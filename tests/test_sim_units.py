@@ -12,7 +12,7 @@ from relay.bundle import Priority
 from relay.links.base import LinkProfile
 from relay.sim.links import Contact, ScheduleSpec, SimLinkSpec, Transmitter
 from relay.sim.oracle import Oracle
-from relay.sim.phy import PRESETS, frame_airtime, lora_airtime, preset_named
+from relay.sim.phy import PRESETS, frame_airtime, lora_airtime, modem
 from relay.sim.schedule import Schedule
 
 LONG_FAST = PRESETS["LONG_FAST"]
@@ -47,8 +47,8 @@ def test_airtime_refuses_oversize_frames_and_unknown_presets() -> None:
     with pytest.raises(ValueError, match=r"0\.\.255"):
         lora_airtime(256, LONG_FAST)
     with pytest.raises(ValueError, match="unknown LoRa preset"):
-        preset_named("LONG_FASTER")
-    assert preset_named("long_fast") is LONG_FAST
+        modem("LONG_FASTER")
+    assert modem("long_fast") is LONG_FAST
 
 
 @given(st.integers(0, 254))

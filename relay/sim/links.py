@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from relay.bundle import COMPACT_HEADER_LEN
 from relay.links.base import LinkProfile
-from relay.sim.phy import LoraPreset, frame_airtime
+from relay.sim.phy import Modem, frame_airtime
 from relay.sim.schedule import Interval, Schedule
 
 
@@ -44,7 +44,7 @@ class SimLinkSpec:
     loss: float  # probability that a receiver misses a frame
     schedule: ScheduleSpec
     pairs: tuple[tuple[str, str], ...]
-    lora: LoraPreset | None = None  # set for LoRa: frame time is the preset's airtime
+    lora: Modem | None = None  # set for LoRa: frame time is the preset's airtime
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from relay.bundle import Priority
 from relay.errors import ConfigError
 from relay.links.base import LinkProfile
 from relay.sim.links import ScheduleSpec, SimLinkSpec
-from relay.sim.phy import lora_frame_overhead, preset_named
+from relay.sim.phy import lora_frame_overhead, modem
 
 MAX_NODES = 500
 MAX_SCENARIO_BYTES = 1 << 20
@@ -263,19 +263,18 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
     t.where = f"{t.where} ({name})"
     if kind == "lora":
         try:
-            preset = preset_named(t.text("preset", "LONG_FAST"))
+            preset = modem(t.text("preset", "LONG_FAST"))
         except ValueError as exc:
             raise ConfigError(f"{t.where}: {exc}") from None
-        bits = preset.spreading_factor * preset.bandwidth_hz / 2**preset.spreading_factor
         profile = LinkProfile(
             name=name,
             kind="lora",
             mtu=t.integer("mtu", 219, low=32, high=233),
-            bitrate=bits * 4 / preset.coding_rate / 8,
+            bitrate=preset.bitrate_bps / 8,
             cost=t.number("cost", 10.0),
             duty_cycle=t.number("duty_cycle", 0.1, low=0.001, high=1.0),
             compact=True,
-            per_frame_overhead_s=lora_frame_overhead(preset, bits * 4 / preset.coding_rate / 8),
+            per_frame_overhead_s=lora_frame_overhead(preset, preset.bitrate_bps / 8),
         )
         lora = preset
     elif kind in ("ip", "webrtc", "sim"):
