@@ -122,16 +122,7 @@ class Journal:
     async def add_record(self, entry: RecordEntry) -> bool:
         cursor = await self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)",
-            (
-                entry.record_id,
-                entry.type,
-                entry.origin,
-                entry.priority,
-                entry.created,
-                entry.received,
-                json.dumps(entry.body, sort_keys=True),
-                json.dumps(entry.acks),
-            ),
+            _record_row(entry),
         )
         await self._db.commit()
         return cursor.rowcount == 1
@@ -142,16 +133,7 @@ class Journal:
             """INSERT INTO records VALUES (?,?,?,?,?,?,?,?)
                ON CONFLICT(record_id) DO UPDATE SET body=excluded.body, priority=excluded.priority,
                  received=excluded.received""",
-            (
-                entry.record_id,
-                entry.type,
-                entry.origin,
-                entry.priority,
-                entry.created,
-                entry.received,
-                json.dumps(entry.body, sort_keys=True),
-                json.dumps(entry.acks),
-            ),
+            _record_row(entry),
         )
         await self._db.commit()
 
@@ -206,6 +188,20 @@ class Journal:
         async with self._db.execute("SELECT * FROM units ORDER BY name") as cursor:
             rows = await cursor.fetchall()
         return [UnitEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
+    body, acks = json.dumps(entry.body, sort_keys=True), json.dumps(entry.acks)
+    return (
+        entry.record_id,
+        entry.type,
+        entry.origin,
+        entry.priority,
+        entry.created,
+        entry.received,
+        body,
+        acks,
+    )
 
 
 def _record(row: Any) -> RecordEntry:
