@@ -12,7 +12,7 @@ import pytest
 
 from crypto.keystore import load_node_keys
 from relay.config import load_config
-from relay.demo import create_demo_deployment
+from relay.demo import DEMO_NODES, create_demo_deployment
 
 MESH112 = shutil.which("mesh112", path=str(Path(sys.executable).parent)) or "mesh112"
 
@@ -119,7 +119,7 @@ def test_demo_command_is_idempotent(tmp_path: Path) -> None:
     second = run("demo", "--create-only", "--dir", "field", cwd=tmp_path)
     assert second.stdout == first.stdout
     deployment = create_demo_deployment(tmp_path / "field")
-    assert len({node.node_id[:3] for node in deployment.nodes}) == 4
+    assert len({node.node_id[:3] for node in deployment.nodes}) == len(DEMO_NODES)
     cp = deployment.node("Command Post")
     assert cp.certificate.roles == {"admin", "dispatcher"}
     assert load_config(cp.config).api.enabled

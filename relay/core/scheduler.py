@@ -20,6 +20,7 @@ from relay.links.base import LinkProfile
 T = TypeVar("T", bound=Hashable)
 
 DUTY_WINDOW_S = 3600.0  # regulatory duty cycles are averaged over an hour (EU 868)
+FLASH_RESERVE = 0.25  # share of a duty-cycled link's window that only FLASH may spend
 IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
@@ -62,6 +63,9 @@ class FairQueue(Generic[T]):
             queue.append(item)
         self._where[item] = (priority, flow)
         return True
+
+    def priority_of(self, item: T) -> Priority:
+        return self._where[item][0]
 
     def peek(self) -> T | None:
         for cls in self._classes:
@@ -126,10 +130,16 @@ class TokenBucket:
         if not self._spent:
             self._total = 0.0
 
-    def available_at(self, size: int, now: float) -> float:
+    def limit(self, priority: Priority) -> float:
+        """Channel seconds per window that frames of ``priority`` may fill."""
+        if priority is Priority.FLASH or self.profile.duty_cycle >= 1:
+            return self.capacity
+        return max(self.capacity * (1 - FLASH_RESERVE), self.cost(self.profile.mtu))
+
+    def available_at(self, size: int, now: float, priority: Priority = Priority.FLASH) -> float:
         """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already)."""
         self._forget(now)
-        excess = self._total + self.cost(size) - self.capacity
+        excess = self._total + self.cost(size) - self.limit(priority)
         if excess <= _EPSILON:
             return now
         freed = 0.0
@@ -139,9 +149,9 @@ class TokenBucket:
                 return when + self.window
         return now + self.window
 
-    def spend(self, size: int, now: float) -> bool:
-        """Take the cost of one frame if the budget allows it."""
-        if self.available_at(size, now) > now:
+    def spend(self, size: int, now: float, priority: Priority = Priority.FLASH) -> bool:
+        """Take the cost of one frame of ``priority`` if the budget allows it."""
+        if self.available_at(size, now, priority) > now:
             return False
         cost = self.cost(size)
         self._spent.append((now, cost))

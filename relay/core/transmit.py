@@ -53,8 +53,9 @@ class Transmitter:
                 state.queue.remove(item)
                 continue
             peer, data = built
-            if not state.bucket.spend(len(data), now):
-                state.blocked_until = state.bucket.available_at(len(data), now)
+            priority = state.queue.priority_of(item)
+            if not state.bucket.spend(len(data), now, priority):
+                state.blocked_until = state.bucket.available_at(len(data), now, priority)
                 return None
             state.queue.pop()  # the peeked item; pop also passes the turn to the next flow
             self._sent(state, item, now)
