@@ -272,6 +272,8 @@ async def run(
         except CryptoError as exc:
             log.warning("roster certificate of %s not trusted: %s", certificate.name, exc)
     links = [build_link(section, node_keys, data_dir) for section in config.links]
+    # Bound before the store opens: a port in use is reported without leaving the store's thread behind.
+    api_sock = bind_api_socket(config.api.host, config.api.port) if config.api.enabled else None
     engine = await NodeEngine.open(
         node_keys.identity,
         node_keys.certificate,
@@ -282,7 +284,6 @@ async def run(
     )
     node = Node(engine, links)
     post_apps = command_post_apps(node) if config.api.enabled else []
-    api_sock = bind_api_socket(config.api.host, config.api.port) if config.api.enabled else None
     tasks: list[asyncio.Task[None]] = []
     journal: Journal | None = None
     server: uvicorn.Server | None = None

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.errors import Mesh112Error
+
 BROADCAST = b"\xff" * 16  # send to every neighbour on the link (LoRa channel broadcast)
 
 
@@ -35,7 +37,7 @@ class LinkEvents(Protocol):
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None: ...
 
 
-class LinkError(Exception):
+class LinkError(Mesh112Error):
     """A link could not do what was asked; the message says what an operator can check."""
 
 
