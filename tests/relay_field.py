@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from impair_proxy import ImpairProxy
 
 from crypto.keystore import load_node_keys
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
@@ -241,3 +243,28 @@ def inbox_pending(node: FieldNode) -> int:
         return int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
     finally:
         db.close()
+
+
+class ProxyThread:
+    """An :class:`ImpairProxy` running on its own event loop in a thread, so blocking test code can
+    start processes and poll journals while the proxy forwards. Knobs are plain attributes
+    (``proxy.delay = ...``); actions that touch connections go through :meth:`call`."""
+
+    def __init__(self, target_port: int, seed: int = 1) -> None:
+        self.proxy = ImpairProxy(target_port, seed=seed)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="impair-proxy", daemon=True)
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def call(self, action: Callable[[], object]) -> None:
+        self._loop.call_soon_threadsafe(action)

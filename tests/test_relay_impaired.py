@@ -1,0 +1,94 @@
+"""Two relay processes whose IP link runs through a user-space impairment proxy the test owns
+(delay, bandwidth cap, loss as connection resets, blackhole then heal, resets): everything arrives
+exactly once, and FLASH/IMMEDIATE sent behind a BULK backlog overtake it.
+
+    command-post  <-ip-  [impair proxy]  <-ip-  responder-1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from relay_field import (
+    ProxyThread,
+    journal_count,
+    journal_messages,
+    preload,
+    running_field,
+    send_many,
+    wait_until,
+)
+
+from relay.bundle import Priority
+from relay.demo_field import FieldNode
+
+CHAIN = ("command-post", "responder-1")
+BACKLOG = 2000
+# Bytes/s through the proxy while the backlog drains. Far lower caps starve the IP link's keepalives
+# behind the proxy's queue (3 s without an answer: the peer is declared down), see docs/ip-link.md.
+CAP = 30_000.0
+
+
+def test_impaired_link_delivers_everything_in_priority_order(tmp_path: Path) -> None:
+    with running_field(tmp_path, CHAIN, started=("command-post",)) as field:
+        post, responder = field.nodes
+        to_post = f"node:{field.node_id('command-post')}"
+        with ProxyThread(post.ip_port) as path:
+            proxy = path.proxy
+            direct = f'peers = ["tcp://127.0.0.1:{post.ip_port}"]'
+            config = responder.config.read_text()
+            assert direct in config
+            responder.config.write_text(config.replace(direct, f'peers = ["{proxy.address}"]'))
+
+            # Delay and a bandwidth cap; a BULK backlog, then urgent traffic behind it.
+            backlog = [f"bulk {i:05d}" for i in range(BACKLOG)]
+            asyncio.run(
+                preload(responder, bytes.fromhex(field.node_id("command-post")), backlog, Priority.BULK)
+            )
+            proxy.delay, proxy.bandwidth = 0.05, CAP
+            proxy.blackhole = True  # the path is dark while the node starts: the backlog is queued
+            field.start_healthy("responder-1")
+            urgent = [f"flash {i}" for i in range(5)]
+            asyncio.run(send_many(responder, field.token, to_post, urgent, priority="FLASH", concurrency=1))
+            immediate = [f"immediate {i}" for i in range(5)]
+            asyncio.run(send_many(responder, field.token, to_post, immediate, priority="IMMEDIATE"))
+            proxy.blackhole = False  # the path comes back (a dark TCP stream is broken: reset it)
+            path.call(proxy.reset_all)
+            wait_until(lambda: _count(post, "flash ", "immediate "), 10, 60, "FLASH and IMMEDIATE")
+            bulk_before = _count(post, "bulk ")
+            assert bulk_before < BACKLOG // 2, f"{bulk_before} BULK bundles arrived before the urgent ones"
+
+            # Loss: the path drops (connection resets) on some chunks.
+            proxy.delay, proxy.bandwidth, proxy.reset_probability = 0.0, None, 0.05
+            lossy = [f"lossy {i}" for i in range(40)]
+            asyncio.run(send_many(responder, field.token, to_post, lossy))
+            time.sleep(2.0)
+            proxy.reset_probability = 0.0
+
+            # Blackhole: accepted, nothing forwarded; then the path heals (the operator resets it).
+            wait_until(lambda: journal_count(post), BACKLOG + 50, 180, "everything before the blackhole")
+            proxy.blackhole = True
+            dark = [f"dark {i}" for i in range(20)]
+            asyncio.run(send_many(responder, field.token, to_post, dark))
+            time.sleep(2.0)
+            assert _count(post, "dark ") == 0
+            proxy.blackhole = False
+            path.call(proxy.reset_all)
+
+            # Resets in the middle of a transfer.
+            reset = [f"reset {i}" for i in range(40)]
+            asyncio.run(send_many(responder, field.token, to_post, reset))
+            path.call(proxy.reset_all)
+
+            expected = [*backlog, *urgent, *immediate, *lossy, *dark, *reset]
+            wait_until(lambda: journal_count(post), len(expected), 180, "everything after healing")
+            time.sleep(1.0)
+            arrived = journal_messages(post)
+            assert sorted(text for _, _, text, _ in arrived) == sorted(expected)  # once each
+            assert proxy.resets > 0 and proxy.connections_accepted > 1
+
+
+def _count(node: FieldNode, *prefixes: str) -> int:
+    return sum(1 for _, _, text, _ in journal_messages(node) if text.startswith(prefixes))
