@@ -36,6 +36,15 @@ def test_beacon_route_is_used_then_expires() -> None:
     assert {h.directed for h in router.next_hops(bundle, SIZES)} == {False}
 
 
+def test_a_beacon_that_no_longer_lists_a_node_withdraws_the_route_at_once() -> None:
+    router = Router(A)
+    router.link_up(IP, B)
+    router.beacon_received("ip0", B, BeaconFrame(((C, 1),), ()), 100.0)
+    assert router.route_cost(C) == 2 and router.reach()[C] == 2
+    router.beacon_received("ip0", B, BeaconFrame((), ()), 130.0)  # B lost C: no waiting for expiry
+    assert router.route_cost(C) is None and C not in router.reach()
+
+
 def test_direct_neighbour_takes_the_cheapest_link_the_bundle_fits() -> None:
     router = Router(A)
     router.link_up(LORA, B)

@@ -40,7 +40,7 @@ from relay.core.outbox import (
     SendSummary,
 )
 from relay.core.receipts import BundleStatus, State
-from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly
+from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
 from relay.core.scheduler import TokenBucket
 from relay.core.transmit import Transmitter
 from relay.links.base import LinkProfile
@@ -79,6 +79,7 @@ class RelayCore:
         self._seen: OrderedDict[BundleId, None] = OrderedDict()
         self._status: dict[BundleId, tuple[BundleStatus, float]] = {}  # id -> (status, next look)
         self._summary_wait: dict[bytes, float] = {}
+        self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -148,6 +149,7 @@ class RelayCore:
         self.router.link_up(profile, peer)
         self._summary_wait[peer] = now + SUMMARY_WAIT_S
         state.queue.push(SendSummary(peer), Priority.ROUTINE, CONTROL_FLOW)
+        self._routes_changed(now)
         self._route_all(now)
 
     def link_down(self, link: str, peer: bytes, now: float) -> None:
@@ -167,6 +169,7 @@ class RelayCore:
                 del held.routed[peer]
         if not self.router.is_neighbour(peer):
             self._summary_wait.pop(peer, None)
+        self._routes_changed(now)
         self._route_all(now)
 
     def frame(self, link: str, peer: bytes, data: bytes, now: float) -> list[Action]:
@@ -195,6 +198,7 @@ class RelayCore:
             self._summary(peer, frame, now)
         elif isinstance(frame, BeaconFrame):
             self.router.beacon_received(link, peer, frame, now)
+            self._routes_changed(now)
             self._route_all(now)
         return []
 
@@ -264,6 +268,7 @@ class RelayCore:
             self._retransmit(flight.bundle_id, flight.peer, flight.link, now)
         self.reassembler.expire(now)
         self.router.expire(now)
+        self._routes_changed(now)
         waited = [peer for peer, until in self._summary_wait.items() if until <= now]
         for peer in waited:
             del self._summary_wait[peer]
@@ -274,6 +279,7 @@ class RelayCore:
                 for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
                     state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
+                state.last_beacon = now
         return actions
 
     def next_deadline(self) -> float | None:
@@ -336,8 +342,17 @@ class RelayCore:
             _, directed = held.routed.pop(peer, (state.profile.name, False))
             if flight is None:
                 continue
+            # A relay hands a directed bundle on and forgets it. The origin keeps its own until the
+            # end-to-end receipt (as every node keeps FLASH): every path runs through the origin's
+            # links, a copy that meets a stale route can strand at a dead end, and relays will
+            # never hand a bundle back to its origin.
             dest = held.bundle.destination
-            done = directed and dest.kind is DestKind.NODE and held.bundle.priority is not Priority.FLASH
+            # FLASH copies stay until the end-to-end receipt; the origin of an IMMEDIATE order keeps
+            # its copy too, so a relay that becomes a dead end cannot lose it (found by the simulator).
+            keeps = held.bundle.priority is Priority.FLASH or (
+                held.local and held.bundle.priority is Priority.IMMEDIATE
+            )
+            done = directed and dest.kind is DestKind.NODE and not keeps
             if held.local or not done:  # a relay's record of a copy it drops at once helps nobody
                 actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
             if held.local:
@@ -446,6 +461,23 @@ class RelayCore:
                     continue
             held.routed[hop.peer] = (hop.link, hop.directed)
             state.queue.push(SendBundle(hop.peer, bundle.id), bundle.priority, bundle.origin)
+
+    def _routes_changed(self, now: float) -> None:
+        """What we reach, or its cost, changed: tell the neighbours soon (at most one triggered
+        beacon per gap per link) instead of at the next regular beacon, up to 15 minutes on LoRa,
+        while they route by what we used to offer."""
+        reach = self.router.reach()
+        if reach == self._reach:
+            return
+        self._reach = reach
+        for state in self._links.values():
+            if state.peers:
+                soonest = (
+                    now
+                    if state.last_beacon is None
+                    else state.last_beacon + triggered_beacon_gap(state.profile)
+                )
+                state.next_beacon = min(state.next_beacon, max(now, soonest))
 
     def _remember(self, bundle_id: BundleId) -> None:
         self._seen[bundle_id] = None

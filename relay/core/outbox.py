@@ -59,6 +59,7 @@ class LinkState:
     profile: LinkProfile
     bucket: TokenBucket
     next_beacon: float
+    last_beacon: float | None = None  # when beacons last went out (triggered ones keep a gap)
     queue: FairQueue[Item] = field(default_factory=FairQueue)
     peers: set[bytes] = field(default_factory=set)
     acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)

@@ -36,6 +36,11 @@ def beacon_interval(profile: LinkProfile) -> float:
     return 30.0 if profile.duty_cycle >= 1 else 900.0
 
 
+def triggered_beacon_gap(profile: LinkProfile) -> float:
+    """Least seconds between beacons sent because routes changed: a tenth of the regular interval."""
+    return beacon_interval(profile) / 10
+
+
 def is_costly(profile: LinkProfile) -> bool:
     return profile.cost > 1
 
@@ -90,6 +95,15 @@ class Router:
         profile = self._neighbours.get(peer, {}).get(link)
         if profile is None:
             return
+        # A beacon is the neighbour's whole offer: what it no longer lists it no longer reaches, so
+        # a route it lost is withdrawn now rather than lingering for three beacon intervals (a
+        # stale route is how a bundle ends up handed round a loop to a dead end).
+        offered = {node for node, _ in beacon.nodes}
+        for target in [t for t, routes in self._routes.items() if (link, peer) in routes]:
+            if target not in offered:
+                del self._routes[target][(link, peer)]
+                if not self._routes[target]:
+                    del self._routes[target]
         expires = now + ROUTE_LIFETIME_BEACONS * beacon_interval(profile)
         for node, cost in beacon.nodes:
             if node != self.node_id:
@@ -106,6 +120,15 @@ class Router:
 
     def next_deadline(self) -> float | None:
         return min((r.expires for rs in self._routes.values() for r in rs.values()), default=None)
+
+    def reach(self) -> dict[bytes, int]:
+        """The cheapest known cost to every node we can reach: when it changes, neighbours should
+        hear of it before the next regular beacon."""
+        reach = {peer: min(link_cost(p) for p in links.values()) for peer, links in self._neighbours.items()}
+        for node, routes in self._routes.items():
+            for route in routes.values():
+                reach[node] = min(route.cost, reach.get(node, route.cost))
+        return reach
 
     def route_cost(self, node: bytes) -> int | None:
         costs = [r.cost for r in self._routes.get(node, {}).values()]
