@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from relay_field import free_port_base
 
 from relay.api.permissions import ROLES
 from relay.demo import create_demo_deployment
 from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
-
-
-def _free_base(count: int) -> int:
-    """A port such that ``count`` consecutive ports are free now."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        try:
-            for offset in range(count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range on 127.0.0.1")
 
 
 @dataclass
@@ -46,7 +28,7 @@ class Field:
 def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
     root = tmp_path_factory.mktemp("api-field")
     deployment = create_demo_deployment(root)
-    nodes = write_field(deployment, api_port=_free_base(4), ip_port=_free_base(4))
+    nodes = write_field(deployment, api_port=free_port_base(4), ip_port=free_port_base(4))
     (root / "logs").mkdir()
     processes = [start_node(node, root / "logs") for node in nodes[:2]]
     try:
