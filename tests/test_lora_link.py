@@ -148,8 +148,12 @@ async def _transfer_with_fault(field: Field, fault: Callable[[], None]) -> tuple
 
 async def test_tcp_reset_mid_transfer_loses_nothing(field: Field) -> None:
     link_a, _ = await _transfer_with_fault(field, lambda: field.servers[NUM_A].reset_clients())
-    assert link_a.state().connects == 2  # the interface was rebuilt after the RST
-    assert "lost" in link_a.state().last_error
+    # Every frame arrived (checked above). Who recovered depends on where the RST lands: on a read,
+    # the library publishes connection.lost and the link rebuilds the interface; on a send, the
+    # library's own TCP reconnect recovers first and the link never sees the connection drop.
+    state = link_a.state()
+    assert state.connected
+    assert (state.connects == 2 and "lost" in state.last_error) or state.connects == 1
 
 
 async def test_radio_reboot_mid_transfer_loses_nothing(field: Field) -> None:
