@@ -6,7 +6,6 @@ through the form, and sees a message from the field appear live through the WebS
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import httpx
 import pytest
 from conftest import Field, auth
 from playwright.sync_api import Page, expect, sync_playwright
+from system_tools import require_tool
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No background networking: this machine has no route out, and Chromium must not try one.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -30,9 +29,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture()
 def page() -> Iterator[Page]:
-    assert Path(CHROMIUM).exists(), "Debian chromium is required: run make system-deps"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=require_tool("chromium", "chromium"), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield browser.new_page(viewport={"width": 1280, "height": 900})
         finally:

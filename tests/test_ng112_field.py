@@ -11,15 +11,14 @@ receive, per alarm, the automatic receipt and then the operator's acknowledgemen
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import cast
 
 import httpx
 from lxml import etree
+from system_tools import require_tool
 
 from ng112.sip import SipRequest, build_response, parse_message
 from relay.daemon import ROSTER_DIR
@@ -38,15 +37,6 @@ from relay.demo_radio import (
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[0].parent / "shared" / "corpus" / "ng112"
 ATOM = "{http://www.w3.org/2005/Atom}"
-
-
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, timeout=300)
-        path = shutil.which(name)
-    assert path is not None, f"{name} ({package}) is required"
-    return path
 
 
 def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -142,7 +132,7 @@ def _write_field(root: Path, panel_port: int, api_port: int) -> tuple[FieldNode,
 
 
 async def test_alarms_cross_lora_to_the_command_post_and_both_acks_reach_the_panel(tmp_path: Path) -> None:
-    sipp, sipsak = _tool("sipp", "sip-tester"), _tool("sipsak", "sipsak")
+    sipp, sipsak = require_tool("sipp", "sip-tester"), require_tool("sipsak", "sipsak")
     panel_port, api_port, sip_port = _free_port(socket.SOCK_DGRAM), _free_port(), _free_sip_port()
     post, gateway_config, emulator, token, post_id = _write_field(tmp_path / "field", panel_port, api_port)
     headers = {"Authorization": f"Bearer {token}"}

@@ -10,13 +10,12 @@ MESSAGEs, which SIPp checks. sipsak sends the raw corpus wire capture.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from system_tools import require_tool
 
 from ng112.alarmbook import AlarmBook, Event, SendAck
 from ng112.buildings import Building, BuildingRegistry
@@ -26,15 +25,6 @@ from ng112.store import AlarmStore
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[0].parent / "shared" / "corpus" / "ng112"
 PANEL = "sip:fire-panel-17@building.example.org"
-
-
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, timeout=300)
-        path = shutil.which(name)
-    assert path is not None, f"{name} ({package}) is required"
-    return path
 
 
 def _free_port(kind: socket.SocketKind) -> int:
@@ -96,7 +86,7 @@ async def store(tmp_path: Path) -> AsyncIterator[AlarmStore]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_sipp_alarm_and_acks(transport: str, store: AlarmStore, tmp_path: Path) -> None:
-    sipp = _tool("sipp", "sip-tester")
+    sipp = require_tool("sipp", "sip-tester")
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     ack_port, uac_port = _free_port(kind), _free_port(kind)
     building = Building(
@@ -142,7 +132,7 @@ async def test_sipp_alarm_and_acks(transport: str, store: AlarmStore, tmp_path: 
 async def test_sipsak_sends_the_corpus_wire_capture(
     transport: str, store: AlarmStore, tmp_path: Path
 ) -> None:
-    sipsak = _tool("sipsak", "sipsak")
+    sipsak = require_tool("sipsak", "sipsak")
     raw = (CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes()
     lines = raw.split(b"\r\n")
     message = tmp_path / "alarm.sip"
