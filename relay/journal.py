@@ -119,14 +119,6 @@ class Journal:
         async with self._db.execute(query, params) as cursor:
             return [MessageEntry(*row) for row in await cursor.fetchall()]
 
-    async def add_record(self, entry: RecordEntry) -> bool:
-        cursor = await self._db.execute(
-            "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?)",
-            _record_row(entry),
-        )
-        await self._db.commit()
-        return cursor.rowcount == 1
-
     async def put_record(self, entry: RecordEntry) -> None:
         """Insert a record, or replace the body of one already held (an Update); acks are kept."""
         await self._db.execute(
