@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from relay_field import free_port_base
 
 from relay.api.permissions import ROLES
 from relay.demo import create_demo_deployment
 from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+from relay.field_harness import free_port_base
 
 
 @dataclass

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relay_field import free_port_base
 
 from relay.daemon import STORE_FILE
 from relay.demo import create_demo_deployment
 from relay.demo_field import FieldNode, operator_token, wait_healthy, write_field
+from relay.field_harness import free_port_base
 
 CHAIN = ("command-post",)
 

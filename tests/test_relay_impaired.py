@@ -11,8 +11,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from relay_field import (
-    ProxyThread,
+from relay_field import ProxyThread
+
+from relay.bundle import Priority
+from relay.demo_field import FieldNode
+from relay.field_harness import (
     journal_count,
     journal_messages,
     preload,
@@ -20,9 +23,6 @@ from relay_field import (
     send_many,
     wait_until,
 )
-
-from relay.bundle import Priority
-from relay.demo_field import FieldNode
 
 CHAIN = ("command-post", "responder-1")
 BACKLOG = 2000

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from relay_field import (
+
+from relay.field_harness import (
     RunningField,
     inbox_pending,
     journal_count,
