@@ -242,8 +242,13 @@ class NodeControlAdapter:
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
+    """Bind before the store opens, so a port in use is a one-line error, not a half-started node.
+
+    The protocol is named: asyncio turns Nagle off only on sockets whose ``proto`` is TCP, and with
+    Nagle on, every response's second write waits ~40 ms for the client's delayed ACK.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
