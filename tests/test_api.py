@@ -152,6 +152,19 @@ def test_hostile_bodies_are_refused_and_nothing_is_sent(field: Field) -> None:
     assert sent == sent_before
 
 
+def test_a_destination_this_node_cannot_seal_for_is_a_clear_422_and_the_connection_lives_on(
+    field: Field,
+) -> None:
+    with httpx.Client(base_url=field.post.api, headers=auth(field.tokens["dispatcher"])) as client:
+        stranger = client.post("/api/v1/messages", json={"to": "node:" + "ab" * 16, "text": "x"})
+        assert stranger.status_code == 422
+        assert "abababab has no certificate known to this node" in stranger.json()["detail"]
+        no_key = client.post("/api/v1/messages", json={"to": "role:plumbers", "text": "x"})
+        assert no_key.status_code == 422
+        assert "no key for group 'plumbers'" in no_key.json()["detail"]
+        assert client.get("/api/v1/units").status_code == 200  # same keep-alive connection
+
+
 def test_rate_limit_answers_429_with_retry_after(field: Field) -> None:
     headers = auth(field.tokens["observer"])
 

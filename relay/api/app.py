@@ -22,12 +22,14 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crypto.certificate import RevocationList
+from crypto.errors import CryptoError
 from crypto.identity import PublicIdentity
 from relay.api.hub import EventHub
 from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator, TokenError, verify_token
 from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority, from_epoch
 from relay.core.receipts import BundleStatus
+from relay.engine import SendError
 from relay.journal import Journal, UnknownRecordError
 
 MAX_BODY = 64 * 1024
@@ -176,8 +178,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except TokenError as exc:
             raise HTTPException(401, str(exc)) from None
 
-    def require(action: Action) -> Callable[[Request], Operator]:
-        def dependency(request: Request) -> Operator:
+    def require(action: Action) -> Callable[[Request], Awaitable[Operator]]:
+        # async although it never awaits: FastAPI runs a plain ``def`` dependency in a worker thread,
+        # a hop that cost more than checking the token itself.
+        async def dependency(request: Request) -> Operator:
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             operator = operator_from(token.strip() if scheme.lower() == "bearer" else None)
@@ -233,13 +237,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body: SendMessage, operator: Annotated[Operator, Depends(require(Action.SEND_MESSAGE))]
     ) -> dict[str, Any]:
         destination = parse_destination(body.to)
-        bundle_id = await ctx.node.send(
-            destination,
-            body.text.encode(),
-            kind=Kind.TEXT,
-            priority=Priority[body.priority],
-            lifetime=body.lifetime_s,
-        )
+        try:
+            bundle_id = await ctx.node.send(
+                destination,
+                body.text.encode(),
+                kind=Kind.TEXT,
+                priority=Priority[body.priority],
+                lifetime=body.lifetime_s,
+            )
+        except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
+            raise HTTPException(422, f"cannot send to {body.to}: {exc}") from None
         sent.inc()
         return _status_json(bundle_id, ctx.node.status(bundle_id))
 
