@@ -6,8 +6,9 @@ has one Pair1 socket of its own, closed and made anew on each reconnect so every
 with a fresh handshake and fresh keys. (Pair0 cannot talk to Pair1, so both sides use Pair1.)
 
 Nothing is reported up before the enrolment handshake succeeds; ``link_down`` is reported as soon as
-a connection closes or stays silent for ``keepalive_misses`` keepalive intervals. Frames still queued
-when a connection dies are dropped, never reported as sent: custody in the core sends them again.
+a connection closes or stays silent for ``keepalive_misses`` keepalive intervals (longer while data is
+in flight on a slow path, see :mod:`relay.links.ip_session`). Frames still queued when a connection
+dies are dropped, never reported as sent: custody in the core sends them again.
 
 When two sessions to the same peer exist (both nodes dialled each other), the one dialled by the
 lower node id is kept on both ends, so they agree without talking about it.
@@ -35,6 +36,7 @@ from relay.links.ip_handshake import Credentials, Established, HandshakeError, I
 from relay.links.ip_records import MAX_FRAME, MAX_RECORD
 from relay.links.ip_session import PeerMetrics, PeerSession
 from relay.links.ip_tls import TlsMaterial, client_config, server_config
+from relay.links.ip_window import SendWindow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,15 @@ class IpLinkConfig:
             raise ConfigError(f"link {self.name}: timings and bitrate must be positive, reconnect_max >= min")
         if self.queue_limit_bytes < MAX_FRAME:
             raise ConfigError(f"link {self.name}: queue_limit_bytes must be at least one frame ({MAX_FRAME})")
+
+
+@dataclass(frozen=True, slots=True)
+class _Crossing:
+    """A handshake round trip: this side's message of ``sent_bytes`` went out and the answer came
+    back in ``seconds``, so the path carries at least sent_bytes / seconds: the window's first guess."""
+
+    seconds: float
+    sent_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +232,11 @@ class IpLink(Link):
         responder = Responder(self._credentials, self._trust)
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
-                await pipe.asend(responder.receive_hello(await inbox.get(), self._clock()))
+                hello = responder.receive_hello(await inbox.get(), self._clock())
+                sent_at = time.monotonic()
+                await pipe.asend(hello)
                 established = responder.receive_auth(await inbox.get())
+                crossed = _Crossing(max(time.monotonic() - sent_at, 1e-6), len(hello))
         except (HandshakeError, TimeoutError, pynng.NNGException) as exc:
             self._refuse(exc, "accepted")
             _close_pipe(pipe)
@@ -230,7 +244,7 @@ class IpLink(Link):
         finally:
             self._inboxes.pop(pipe.id, None)
         session = self._establish(
-            established, pipe.asend, lambda: _close_pipe(pipe), dialler=established.peer_node_id
+            established, crossed, pipe.asend, lambda: _close_pipe(pipe), dialler=established.peer_node_id
         )
         self._pipe_sessions[pipe.id] = session
         if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
@@ -285,7 +299,7 @@ class IpLink(Link):
                     raise ConnectionError(
                         "the peer closed the connection during the handshake (is this node enrolled?)"
                     )
-                established, pipe = handshake.result()
+                established, crossed, pipe = handshake.result()
             except (HandshakeError, TimeoutError, ConnectionError, pynng.NNGException) as exc:
                 self._refuse(exc, f"dialled {address}")
                 return None
@@ -293,7 +307,7 @@ class IpLink(Link):
                 handshake.cancel()
                 closed.cancel()
                 await asyncio.gather(handshake, closed, return_exceptions=True)
-            session = self._establish(established, pipe.asend, socket.close, dialler=self.node_id)
+            session = self._establish(established, crossed, pipe.asend, socket.close, dialler=self.node_id)
             self._spawn(self._close_when(gone, session))
             while not session.closed:
                 try:
@@ -306,14 +320,19 @@ class IpLink(Link):
         finally:
             socket.close()
 
-    async def _dial_handshake(self, socket: pynng.Pair1, address: str) -> tuple[Established, pynng.Pipe]:
+    async def _dial_handshake(
+        self, socket: pynng.Pair1, address: str
+    ) -> tuple[Established, _Crossing, pynng.Pipe]:
         initiator = Initiator(self._credentials, self._trust)
         socket.dial(address, block=False)
-        await socket.asend(initiator.start())
+        hello = initiator.start()
+        sent_at = time.monotonic()
+        await socket.asend(hello)
         reply = await socket.arecv_msg()
+        crossed = _Crossing(max(time.monotonic() - sent_at, 1e-6), len(hello))
         auth, established = initiator.receive(reply.bytes, self._clock())
         await reply.pipe.asend(auth)
-        return established, reply.pipe
+        return established, crossed, reply.pipe
 
     async def _close_when(self, gone: asyncio.Event, session: PeerSession) -> None:
         await gone.wait()
@@ -324,6 +343,7 @@ class IpLink(Link):
     def _establish(
         self,
         established: Established,
+        crossed: _Crossing,
         transport_send: Callable[[bytes], Awaitable[None]],
         transport_close: Callable[[], None],
         *,
@@ -343,6 +363,7 @@ class IpLink(Link):
             keepalive_interval=self.config.keepalive_interval,
             keepalive_misses=self.config.keepalive_misses,
             queue_limit_bytes=self.config.queue_limit_bytes,
+            window=SendWindow(self.config.bitrate, crossed.seconds, crossed.sent_bytes, time.monotonic()),
         )
         self._dialler_of[session] = dialler
         session.start()

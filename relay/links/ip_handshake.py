@@ -39,7 +39,7 @@ from relay.links.base import LinkError
 from relay.links.ip_records import SessionCipher
 
 MAGIC = b"M1IP"
-VERSION = 1
+VERSION = 2  # 2: DATA records carry a slice of the frame stream; ACK records
 DOMAIN_TAG = b"mesh112/ip-link/handshake/v1"
 CHALLENGE_LEN = 32
 EPHEMERAL_LEN = 32
@@ -114,7 +114,10 @@ def _check_prefix(message: bytes, expected_kind: int) -> None:
     if magic != MAGIC:
         raise HandshakeError("peer is not a Mesh112 IP link (bad magic)")
     if version != VERSION:
-        raise HandshakeError(f"peer speaks IP link handshake version {version}, this node speaks {VERSION}")
+        raise HandshakeError(
+            f"peer speaks IP link version {version}, this node speaks {VERSION}: "
+            "upgrade the older node (the record format changed)"
+        )
     if kind != expected_kind:
         raise HandshakeError(f"expected handshake message type {expected_kind}, got {kind}")
 

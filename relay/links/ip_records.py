@@ -9,13 +9,21 @@ record that is injected, altered, replayed, reordered or dropped is refused with
 :class:`RecordError` (pynng over TCP delivers in order, so a gap can only be tampering). This holds
 on plain ``tcp://`` as well as on ``tls+tcp://``.
 
-A DATA body packs several link frames, each ``length(4, big endian) | frame``, so one socket send
-carries many frames: pynng's asyncio path costs ~200 µs per message, far more than packing does.
+The DATA bodies of one direction, concatenated, are a stream of link frames, each
+``length(4, big endian) | frame``. A record carries whatever slice of that stream the sender's window
+allows: several small frames (pynng's asyncio path costs ~200 µs per message, far more than packing
+does) or part of a large one, so a record never has to be larger than the path can carry in about a
+second. :class:`FrameReassembler` cuts the stream back into frames, strictly and with bounded memory.
+
+ACK records (version 2 of the link) acknowledge records cumulatively: the body is the number of the
+peer's records received so far, which lets the sender bound what it has in flight
+(:mod:`relay.links.ip_window`).
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Sequence
 from enum import IntEnum
 
@@ -32,6 +40,7 @@ _TAG_LEN = 16
 MAX_RECORD = _HEADER.size + MAX_BODY + _TAG_LEN
 _FRAME_LEN = struct.Struct(">I")
 _PING = struct.Struct(">Q")
+_ACK = struct.Struct(">Q")
 _MAX_COUNTER = (1 << 64) - 1
 
 
@@ -43,6 +52,7 @@ class RecordKind(IntEnum):
     DATA = 1  # a batch of frames
     PING = 2  # keepalive; the body is an 8-byte ping id, echoed in PONG
     PONG = 3
+    ACK = 4  # the body is the count of the peer's records received so far (cumulative)
 
 
 class SessionCipher:
@@ -55,6 +65,16 @@ class SessionCipher:
         self._receive = ChaCha20Poly1305(receive_key)
         self._send_counter = 0
         self._receive_counter = 0
+
+    @property
+    def sealed(self) -> int:
+        """Records sealed so far; the next one gets this counter."""
+        return self._send_counter
+
+    @property
+    def opened(self) -> int:
+        """Records opened so far: what an ACK tells the peer."""
+        return self._receive_counter
 
     def seal(self, kind: RecordKind, body: bytes) -> bytes:
         if len(body) > MAX_BODY:
@@ -100,33 +120,120 @@ def pack_frames(frames: Sequence[bytes]) -> bytes:
 
 
 def unpack_frames(body: bytes) -> list[bytes]:
-    """Split a DATA body into frames, strictly: no empty frame, none over the MTU, no trailing bytes."""
+    """Split a complete run of the stream into frames, strictly: no partial frame may be left over."""
     if len(body) > MAX_BODY:
         raise RecordError(f"batch of {len(body)} bytes exceeds {MAX_BODY}")
     if not body:
         raise RecordError("empty batch")
-    frames: list[bytes] = []
-    offset = 0
-    while offset < len(body):
-        if len(body) - offset < _FRAME_LEN.size:
-            raise RecordError("batch truncated inside a frame length")
-        (length,) = _FRAME_LEN.unpack_from(body, offset)
-        offset += _FRAME_LEN.size
-        if not 0 < length <= MAX_FRAME:
-            raise RecordError(f"frame length {length} outside 1..{MAX_FRAME}")
-        if len(body) - offset < length:
-            raise RecordError(f"batch truncated: frame of {length} bytes, {len(body) - offset} left")
-        frames.append(body[offset : offset + length])
-        offset += length
+    reassembler = FrameReassembler()
+    frames = reassembler.feed(body)
+    if reassembler.pending:
+        raise RecordError(f"batch truncated: {reassembler.pending} bytes of an unfinished frame")
     return frames
 
 
-def batch_size(frames: Sequence[bytes]) -> int:
-    return sum(_FRAME_LEN.size + len(frame) for frame in frames)
+class FrameReassembler:
+    """Cuts the DATA stream of one direction back into frames, whatever slices the records carried.
+
+    It holds at most one unfinished frame (``length(4) | frame``, so at most ``4 + MAX_FRAME`` bytes):
+    a length outside 1..MAX_FRAME is refused as soon as its 4 bytes have arrived.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held now."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Return the frames ``chunk`` completes; RecordError if the stream is malformed."""
+        if not chunk:
+            raise RecordError("empty DATA record")
+        if len(chunk) > MAX_BODY:
+            raise RecordError(f"DATA record body of {len(chunk)} bytes exceeds {MAX_BODY}")
+        self._buffer += chunk
+        frames: list[bytes] = []
+        offset = 0
+        while len(self._buffer) - offset >= _FRAME_LEN.size:
+            (length,) = _FRAME_LEN.unpack_from(self._buffer, offset)
+            if not 0 < length <= MAX_FRAME:
+                raise RecordError(f"frame length {length} outside 1..{MAX_FRAME}")
+            end = offset + _FRAME_LEN.size + length
+            if end > len(self._buffer):
+                break
+            frames.append(bytes(self._buffer[offset + _FRAME_LEN.size : end]))
+            offset = end
+        del self._buffer[:offset]
+        return frames
+
+
+class FrameQueue:
+    """Frames waiting to be sent, seen as the DATA stream: ``take`` cuts it into records of any size.
+
+    A frame can span records; frames not yet started can be handed to another connection.
+    """
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        self._started = b""  # the rest of a frame (length prefix included) a record began to carry
+        self.bytes = 0  # stream bytes waiting, length prefixes included
+
+    def __len__(self) -> int:
+        return len(self._frames) + (1 if self._started else 0)
+
+    def append(self, frame: bytes) -> None:
+        if not 0 < len(frame) <= MAX_FRAME:
+            raise RecordError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME}")
+        self._frames.append(frame)
+        self.bytes += _FRAME_LEN.size + len(frame)
+
+    def take(self, limit: int) -> tuple[bytes, int]:
+        """The next ``limit`` bytes of the stream (fewer if less waits) and how many frames they finish."""
+        parts: list[bytes] = []
+        size = finished = 0
+        if self._started:
+            parts.append(self._started[:limit])
+            self._started = self._started[limit:]
+            size = len(parts[0])
+            finished = 0 if self._started else 1
+        while self._frames and size < limit:
+            frame = self._frames.popleft()
+            encoded = _FRAME_LEN.size + len(frame)
+            if size + encoded <= limit:
+                parts += (_FRAME_LEN.pack(len(frame)), frame)
+                size += encoded
+                finished += 1
+            else:
+                whole = _FRAME_LEN.pack(len(frame)) + frame
+                parts.append(whole[: limit - size])
+                self._started = whole[limit - size :]
+                size = limit
+        self.bytes -= size
+        return b"".join(parts), finished
+
+    def take_unstarted(self) -> list[bytes]:
+        """Remove and return the frames no record has begun to carry."""
+        frames = list(self._frames)
+        self._frames.clear()
+        self.bytes = len(self._started)
+        return frames
 
 
 def encode_ping(ping_id: int) -> bytes:
     return _PING.pack(ping_id)
+
+
+def encode_ack(records_received: int) -> bytes:
+    return _ACK.pack(records_received)
+
+
+def decode_ack(body: bytes) -> int:
+    if len(body) != _ACK.size:
+        raise RecordError(f"ack body of {len(body)} bytes, expected {_ACK.size}")
+    (received,) = _ACK.unpack(body)
+    return int(received)
 
 
 def decode_ping(body: bytes) -> int:

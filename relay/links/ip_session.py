@@ -1,14 +1,24 @@
-"""One authenticated IP connection to one peer: outbound queue, batching sender, keepalive, counters.
+"""One authenticated IP connection to one peer: outbound queue, windowed sender, acks, keepalive.
 
 The session owns no socket: it gets a ``transport_send`` coroutine and a ``transport_close``
 callable from :mod:`relay.links.ip`, so it works the same for dialled and accepted connections.
 All sealing happens in the single sender task, which keeps record counters in sending order.
-Control records (PING/PONG) go ahead of data so keepalives are not stuck behind a full batch.
+Control records (ACK/PING/PONG) go ahead of data. DATA goes only as far as the send window
+(:mod:`relay.links.ip_window`) allows, so neither they nor a FLASH frame queue behind more than
+about a second of the path, and the outbound queue holds at most one window too.
+
+Liveness: any authentic record from the peer proves it alive. A PING goes out every keepalive
+interval, except while DATA is in flight and acks keep coming (they are the answers); a receiver's
+PING measures the queue its answers wait behind. The peer is declared dead after ``keepalive_interval × keepalive_misses`` of
+silence plus twice the window's patience (recent round trips, or what is in flight at the measured
+rate), at most ``MAX_DEAD_AFTER_S``: a slow path that keeps answering stays up, a blackhole on an
+idle or fast path is noticed within about the keepalive timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -17,19 +27,21 @@ from dataclasses import dataclass
 
 from relay.links.base import LinkError
 from relay.links.ip_records import (
-    BATCH_TARGET,
+    FrameQueue,
+    FrameReassembler,
     RecordError,
     RecordKind,
     SessionCipher,
+    decode_ack,
     decode_ping,
+    encode_ack,
     encode_ping,
-    pack_frames,
-    unpack_frames,
 )
+from relay.links.ip_window import SendWindow
 
 log = logging.getLogger(__name__)
 
-_FRAME_OVERHEAD = 4  # the length prefix of a frame inside a batch
+MAX_DEAD_AFTER_S = 60.0  # however slow the path, silence this long means dead
 _MAX_CONTROL = 16  # queued PING/PONG records; more means the peer floods pings
 _MAX_OUTSTANDING_PINGS = 16
 _RTT_SAMPLES = 256
@@ -50,6 +62,11 @@ class PeerMetrics:
     records_refused: int  # records that failed authentication, sequence or decoding
     queue_frames: int
     queue_bytes: int
+    window_bytes: int  # DATA bytes the sender may have unacknowledged now
+    in_flight_bytes: int
+    delivery_rate: float  # bytes/s the window is sized for (measured; the handshake's at first)
+    frames_acked: int  # frames the peer acknowledged receiving (on this connection)
+    dead_after_s: float  # silence that would declare the peer dead now
 
 
 class PeerSession:
@@ -67,6 +84,7 @@ class PeerSession:
         keepalive_interval: float,
         keepalive_misses: int,
         queue_limit_bytes: int,
+        window: SendWindow,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.peer = peer
@@ -78,14 +96,16 @@ class PeerSession:
         self._interval = keepalive_interval
         self._misses = keepalive_misses
         self._limit = queue_limit_bytes
+        self._window = window
         self._clock = clock
-        self._queue: deque[bytes] = deque()
-        self._queue_bytes = 0
+        self._outbox = FrameQueue()
+        self._reassembler = FrameReassembler()
         self._control: deque[tuple[RecordKind, bytes]] = deque()
+        self._ack_due = False
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_received = clock()
+        self._last_received = self._last_answer = clock()
         self._pings: dict[int, float] = {}
         self._next_ping = 0
         self._rtts: deque[float] = deque(maxlen=_RTT_SAMPLES)
@@ -97,23 +117,23 @@ class PeerSession:
         self._tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._keepalive())]
 
     async def enqueue(self, frame: bytes) -> None:
-        """Queue one frame; waits while the queue is over its byte bound (backpressure)."""
-        while self._queue_bytes >= self._limit and not self.closed:
+        """Queue one frame; waits while the queue holds a window's worth (``queue_limit_bytes`` at
+        most), so whoever hands frames over keeps the choice of what goes next."""
+        while (
+            self._outbox.bytes and self._outbox.bytes + len(frame) > self._queue_bound() and not self.closed
+        ):
             self._room.clear()
             await self._room.wait()
         if self.closed:
             raise LinkError(f"connection to peer closed: {self.close_reason}")
-        self._queue.append(frame)
-        self._queue_bytes += len(frame)
+        self._outbox.append(frame)
         self._wakeup.set()
 
     def adopt_queue(self, other: PeerSession) -> None:
-        """Take over the unsent frames of a connection this one replaces."""
-        while other._queue:
-            frame = other._queue.popleft()
-            other._queue_bytes -= len(frame)
-            self._queue.append(frame)
-            self._queue_bytes += len(frame)
+        """Take over the frames a connection this one replaces has not begun to send."""
+        for frame in other._outbox.take_unstarted():
+            self._outbox.append(frame)
+        other._room.set()
         self._wakeup.set()
 
     def on_record(self, record: bytes) -> None:
@@ -123,21 +143,24 @@ class PeerSession:
         try:
             kind, body = self._cipher.open(record)
         except RecordError as exc:
-            self._refused += 1
-            log.warning("refused a record from %s: %s", self.peer.hex()[:8], exc)
+            self._refuse(exc)
             return
         self._last_received = self._clock()
         self._bytes_in += len(record)
         if kind is RecordKind.DATA:
             try:
-                frames = unpack_frames(body)
+                frames = self._reassembler.feed(body)
             except RecordError as exc:  # authentic but malformed: the peer is broken, not an attacker
                 self._refused += 1
-                self.close(f"peer sent a malformed batch: {exc}")
+                self.close(f"peer sent a malformed DATA stream: {exc}")
                 return
+            self._ack_due = True
+            self._wakeup.set()
             self._frames_in += len(frames)
             for frame in frames:
                 self._on_frame(frame)
+        elif kind is RecordKind.ACK:
+            self._on_ack(body)
         elif kind is RecordKind.PING:
             if len(self._control) < _MAX_CONTROL:
                 self._control.append((RecordKind.PONG, body))
@@ -145,14 +168,36 @@ class PeerSession:
         else:
             self._on_pong(body)
 
+    def dead_after(self) -> float:
+        """Seconds of silence after which the peer is declared dead, given what is in flight now."""
+        timeout = self._interval * self._misses
+        return min(max(timeout, MAX_DEAD_AFTER_S), timeout + 2 * self._window.patience())
+
+    def _refuse(self, exc: RecordError) -> None:
+        self._refused += 1
+        log.warning("refused a record from %s: %s", self.peer.hex()[:8], exc)
+
+    def _on_ack(self, body: bytes) -> None:
+        try:
+            released = self._window.on_ack(decode_ack(body), self._cipher.sealed, self._clock())
+        except RecordError as exc:  # authentic, yet impossible: refuse it, keep the session
+            self._refuse(exc)
+            return
+        if released:
+            self._last_answer = self._clock()
+            self._room.set()
+            self._wakeup.set()
+
     def _on_pong(self, body: bytes) -> None:
         try:
             sent = self._pings.pop(decode_ping(body), None)
-        except RecordError:
-            self._refused += 1
+        except RecordError as exc:
+            self._refuse(exc)
             return
         if sent is not None:
+            self._last_answer = self._clock()
             self._rtts.append(self._clock() - sent)
+            self._window.add_rtt(self._rtts[-1])
 
     def close(self, reason: str) -> None:
         """Stop everything and tell the link once; unsent frames are dropped, never reported as sent."""
@@ -172,6 +217,7 @@ class PeerSession:
         self._on_closed(self, reason)
 
     def metrics(self) -> PeerMetrics:
+        window = self._window.metrics()
         return PeerMetrics(
             peer=self.peer,
             up=not self.closed,
@@ -182,52 +228,74 @@ class PeerSession:
             frames_in=self._frames_in,
             frames_out=self._frames_out,
             records_refused=self._refused,
-            queue_frames=len(self._queue),
-            queue_bytes=self._queue_bytes,
+            queue_frames=len(self._outbox),
+            queue_bytes=self._outbox.bytes,
+            window_bytes=window.window_bytes,
+            in_flight_bytes=window.in_flight_bytes,
+            delivery_rate=window.delivery_rate,
+            frames_acked=window.frames_acked,
+            dead_after_s=self.dead_after(),
         )
 
-    def _take_batch(self) -> list[bytes]:
-        batch = [self._queue.popleft()]
-        size = _FRAME_OVERHEAD + len(batch[0])
-        while self._queue and size + _FRAME_OVERHEAD + len(self._queue[0]) <= BATCH_TARGET:
-            frame = self._queue.popleft()
-            size += _FRAME_OVERHEAD + len(frame)
-            batch.append(frame)
-        self._queue_bytes -= size - _FRAME_OVERHEAD * len(batch)
-        self._room.set()
-        return batch
+    def _queue_bound(self) -> int:
+        return min(self._limit, self._window.window)
 
     async def _sender(self) -> None:
         try:
             while not self.closed:
-                await self._wakeup.wait()
                 self._wakeup.clear()
-                while (self._control or self._queue) and not self.closed:
-                    if self._control:
-                        kind, body = self._control.popleft()
-                        await self._send_record(kind, body)
-                    else:
-                        batch = self._take_batch()
-                        await self._send_record(RecordKind.DATA, pack_frames(batch))
-                        self._frames_out += len(batch)
+                if self._control or self._ack_due:
+                    await self._send_control()
+                    continue
+                size = self._window.record_size(self._outbox.bytes)
+                if not size:
+                    await self._wakeup.wait()  # data, room in the window, or a control record
+                    continue
+                delay = self._window.pace_delay(self._clock())
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wakeup.wait()
+                    continue
+                await self._send_data(size)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # pynng raises its own exception types when the pipe dies
             self.close(f"send failed: {exc}")
 
-    async def _send_record(self, kind: RecordKind, body: bytes) -> None:
+    async def _send_control(self) -> None:
+        if self._ack_due:
+            self._ack_due = False
+            kind, body = RecordKind.ACK, encode_ack(self._cipher.opened)
+        else:
+            kind, body = self._control.popleft()
         record = self._cipher.seal(kind, body)
         await self._transport_send(record)
         self._bytes_out += len(record)
 
+    async def _send_data(self, size: int) -> None:
+        chunk, finished = self._outbox.take(size)
+        self._room.set()
+        counter = self._cipher.sealed
+        record = self._cipher.seal(RecordKind.DATA, chunk)
+        self._window.on_sent(counter, len(chunk), finished, self._clock())  # before an ack can come
+        await self._transport_send(record)
+        self._bytes_out += len(record)
+        self._frames_out += finished
+
     async def _keepalive(self) -> None:
-        deadline = self._interval * self._misses
         while not self.closed:
             await asyncio.sleep(self._interval)
             silent = self._clock() - self._last_received
-            if silent > deadline:
-                self.close(f"no answer for {silent:.1f} s (keepalive, {self._misses} missed)")
+            dead_after = self.dead_after()
+            if silent > dead_after:
+                self.close(
+                    f"no answer for {silent:.1f} s (keepalive, {self._misses} missed; "
+                    f"{dead_after:.1f} s allowed with what was in flight)"
+                )
                 return
+            if self._window.in_flight and self._clock() - self._last_answer < self._interval:
+                continue  # acks are answering: no need to ask
             if len(self._pings) >= _MAX_OUTSTANDING_PINGS:
                 self._pings.pop(next(iter(self._pings)))
             self._pings[self._next_ping] = self._clock()

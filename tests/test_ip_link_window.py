@@ -1,0 +1,216 @@
+"""The IP link's send window, frame stream and ACK records, sans-I/O (real crypto, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.links.ip_records import (
+    MAX_FRAME,
+    FrameQueue,
+    FrameReassembler,
+    RecordError,
+    RecordKind,
+    SessionCipher,
+    decode_ack,
+    encode_ack,
+)
+from relay.links.ip_session import PeerSession
+from relay.links.ip_window import MIN_RECORD, MIN_WINDOW, TARGET_QUEUE_S, WINDOW_CAP_S, SendWindow
+
+FRAMES = st.lists(st.binary(min_size=1, max_size=700), min_size=1, max_size=40)
+
+
+@given(FRAMES, st.lists(st.integers(1, 2000), min_size=1, max_size=20))
+def test_any_slicing_of_the_stream_gives_back_the_frames(frames: list[bytes], cuts: list[int]) -> None:
+    queue, reassembler = FrameQueue(), FrameReassembler()
+    for frame in frames:
+        queue.append(frame)
+    received: list[bytes] = []
+    finished_total, turn = 0, 0
+    while queue.bytes:
+        before = queue.bytes
+        chunk, finished = queue.take(cuts[turn % len(cuts)])
+        assert 0 < len(chunk) <= cuts[turn % len(cuts)] and queue.bytes == before - len(chunk)
+        finished_total += finished
+        received += reassembler.feed(chunk)
+        assert len(received) == finished_total  # "finished" counts exactly the frames a record completes
+        turn += 1
+    assert received == frames and reassembler.pending == 0 and len(queue) == 0
+
+
+@given(st.binary(max_size=3000), st.integers(1, 500))
+def test_hostile_stream_bytes_are_refused_or_parsed_with_bounded_memory(data: bytes, cut: int) -> None:
+    reassembler = FrameReassembler()
+    try:
+        for start in range(0, len(data), cut):
+            for frame in reassembler.feed(data[start : start + cut]):
+                assert 0 < len(frame) <= MAX_FRAME
+            assert reassembler.pending < 4 + MAX_FRAME
+    except RecordError as exc:
+        assert "frame length" in str(exc)
+
+
+def test_stream_refuses_bad_lengths_as_soon_as_they_arrive() -> None:
+    with pytest.raises(RecordError, match="frame length 0"):
+        FrameReassembler().feed(b"\x00\x00\x00\x00")
+    with pytest.raises(RecordError, match="frame length"):
+        FrameReassembler().feed((MAX_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(RecordError, match="empty"):
+        FrameReassembler().feed(b"")
+    with pytest.raises(RecordError, match="outside"):
+        FrameQueue().append(b"")
+
+
+def test_frames_not_yet_started_move_to_a_new_connection() -> None:
+    queue = FrameQueue()
+    for frame in (b"a" * 100, b"b" * 100, b"c" * 100):
+        queue.append(frame)
+    chunk, finished = queue.take(50)  # the first frame is started, not finished
+    assert finished == 0 and len(chunk) == 50
+    assert queue.take_unstarted() == [b"b" * 100, b"c" * 100]
+    assert queue.bytes == 104 - 50 and len(queue) == 1
+    rest, finished = queue.take(1000)
+    assert finished == 1 and FrameReassembler().feed(chunk + rest) == [b"a" * 100]
+
+
+@given(st.binary(max_size=20))
+def test_hostile_ack_bodies_are_refused(body: bytes) -> None:
+    if len(body) == 8:
+        assert encode_ack(decode_ack(body)) == body
+    else:
+        with pytest.raises(RecordError, match="ack body"):
+            decode_ack(body)
+
+
+def window(rate: float = 2000.0, rtt: float = 0.1, bitrate: float = 10_000_000.0) -> SendWindow:
+    return SendWindow(bitrate, rtt, int(rate * rtt), now=0.0)
+
+
+def test_the_first_window_is_a_second_of_what_the_handshake_showed() -> None:
+    slow = window(rate=2000, rtt=0.2)
+    assert slow.window == int(2000 * (0.2 + TARGET_QUEUE_S))
+    assert window(rate=100, rtt=0.5).window == MIN_WINDOW
+    assert window(rate=1e9, rtt=0.001, bitrate=50_000).window == int(50_000 * WINDOW_CAP_S)
+
+
+def test_a_slow_path_keeps_the_window_near_a_second_of_its_rate() -> None:
+    """Simulate a 2 kB/s bottleneck with 50 ms of delay each way: records leave as the window
+    allows and are acknowledged when the bottleneck has carried them."""
+    rate, delay = 2000.0, 0.05
+    path = window(rate=5000, rtt=0.15)  # the handshake overestimated the path
+    now, link_free, sealed = 0.0, 0.0, 0
+    arrivals: list[tuple[float, int]] = []  # (ack time, records received by then)
+    for _ in range(2000):
+        size = path.record_size(1_000_000)
+        if size:
+            path.on_sent(sealed, size, 1, now)
+            sealed += 1
+            link_free = max(link_free, now + delay) + size / rate
+            arrivals.append((link_free + delay, sealed))
+            continue
+        now, received = arrivals.pop(0)
+        path.on_ack(received, sealed, now)
+        assert path.in_flight <= path.window + MIN_RECORD or path.in_flight <= 64 * 1024
+    queueing = path.in_flight / rate
+    assert 0.5 < path.window / rate < 2.0, path.window  # about a second of the path, not megabytes
+    assert queueing < 2.0 and path.metrics().delivery_rate == pytest.approx(rate, rel=0.25)
+    assert path.patience() < 3.0
+
+
+def test_a_fast_path_opens_the_window_to_its_cap() -> None:
+    fast = window(rate=500_000, rtt=0.002, bitrate=1_000_000)
+    now, sealed = 0.0, 0
+    for _ in range(200):
+        size = fast.record_size(10_000_000)
+        fast.on_sent(sealed, size, 1, now)
+        sealed += 1
+        now += size / 50_000_000 + 0.001
+        fast.on_ack(sealed, sealed, now)
+    assert fast.window == int(1_000_000 * WINDOW_CAP_S)
+    assert fast.patience() < 0.1  # a blackhole is noticed about as fast as on an idle link
+
+
+def test_pacing_spaces_records_by_their_size_over_the_bitrate() -> None:
+    paced = window(rate=1e6, rtt=0.01, bitrate=1000)
+    paced.on_sent(0, 500, 1, now=10.0)
+    assert paced.pace_delay(10.0) == pytest.approx(0.5)
+    assert paced.pace_delay(10.6) == 0.0
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=20))
+def test_impossible_acks_are_refused_and_change_nothing(acks: list[int]) -> None:
+    flow = window()
+    for counter in range(3):
+        flow.on_sent(counter * 2, 300, 1, now=0.0)  # records 0, 2, 4 are DATA; 1, 3, 5 are control
+    sealed = 6
+    best = 0
+    for ack in acks:
+        before = flow.metrics()
+        if ack > sealed or ack < best:
+            with pytest.raises(RecordError, match="ack of"):
+                flow.on_ack(ack, sealed, now=1.0)
+            assert flow.metrics() == before
+        else:
+            flow.on_ack(ack, sealed, now=1.0)
+            best = ack
+        assert 0 <= flow.in_flight <= 900 and flow.window >= MIN_WINDOW
+
+
+class Wire:
+    """A transport that keeps what the session sends."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.sent = asyncio.Event()
+
+    async def send(self, record: bytes) -> None:
+        self.records.append(record)
+        self.sent.set()
+
+
+async def test_forged_and_impossible_acks_do_not_harm_the_session() -> None:
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    wire, closed = Wire(), []
+    session = PeerSession(
+        b"\x02" * 16,
+        ours,
+        wire.send,
+        lambda: None,
+        on_frame=lambda frame: None,
+        on_closed=lambda s, reason: closed.append(reason),
+        keepalive_interval=60.0,
+        keepalive_misses=3,
+        queue_limit_bytes=256 * 1024,
+        window=SendWindow(10_000_000.0, 0.01, 100_000, now=time.monotonic()),
+    )
+    session.start()
+    try:
+        await session.enqueue(b"x" * 1000)
+        async with asyncio.timeout(2):
+            while session.metrics().in_flight_bytes == 0:
+                await asyncio.sleep(0.01)
+        assert [peers.open(r)[0] for r in wire.records] == [RecordKind.DATA]
+        forged = SessionCipher(b"m" * 32, b"m" * 32).seal(RecordKind.ACK, encode_ack(1))
+        session.on_record(forged)  # a man on the path without the key
+        session.on_record(peers.seal(RecordKind.ACK, encode_ack(5)))  # authentic, acks unsent records
+        session.on_record(peers.seal(RecordKind.ACK, b"\x00" * 3))  # authentic, malformed
+        state = session.metrics()
+        assert state.records_refused == 3 and state.in_flight_bytes == 1004 and state.up
+        session.on_record(peers.seal(RecordKind.ACK, encode_ack(1)))  # the real ack still works
+        state = session.metrics()
+        assert state.in_flight_bytes == 0 and state.frames_acked == 1 and state.records_refused == 3
+        assert closed == []
+    finally:
+        session.close("test over")
+
+
+@pytest.mark.long
+@settings(max_examples=20_000, deadline=None)
+@given(st.binary(max_size=5000), st.integers(1, 500))
+def test_fuzz_hostile_stream_bytes_long(data: bytes, cut: int) -> None:
+    test_hostile_stream_bytes_are_refused_or_parsed_with_bounded_memory.hypothesis.inner_test(data, cut)  # type: ignore[attr-defined]
