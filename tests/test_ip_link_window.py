@@ -124,13 +124,12 @@ def test_a_slow_path_keeps_the_window_near_a_second_of_its_rate() -> None:
 
 def test_a_fast_path_opens_the_window_to_its_cap() -> None:
     fast = window(rate=500_000, rtt=0.002, bitrate=1_000_000)
-    now, sealed = 0.0, 0
-    for _ in range(200):
+    now = 0.0
+    for counter in range(200):
         size = fast.record_size(10_000_000)
-        fast.on_sent(sealed, size, 1, now)
-        sealed += 1
+        fast.on_sent(counter, size, 1, now)
         now += size / 50_000_000 + 0.001
-        fast.on_ack(sealed, sealed, now)
+        fast.on_ack(counter + 1, counter + 1, now)
     assert fast.window == int(1_000_000 * WINDOW_CAP_S)
     assert fast.patience() < 0.1  # a blackhole is noticed about as fast as on an idle link
 

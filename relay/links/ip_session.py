@@ -9,10 +9,11 @@ about a second of the path, and the outbound queue holds at most one window too.
 
 Liveness: any authentic record from the peer proves it alive. A PING goes out every keepalive
 interval, except while DATA is in flight and acks keep coming (they are the answers); a receiver's
-PING measures the queue its answers wait behind. The peer is declared dead after ``keepalive_interval × keepalive_misses`` of
-silence plus twice the window's patience (recent round trips, or what is in flight at the measured
-rate), at most ``MAX_DEAD_AFTER_S``: a slow path that keeps answering stays up, a blackhole on an
-idle or fast path is noticed within about the keepalive timeout.
+PING measures the queue its answers wait behind. The peer is declared dead after
+``keepalive_interval × keepalive_misses`` of silence plus twice the window's patience (recent round
+trips, or what is in flight at the measured rate), at most ``MAX_DEAD_AFTER_S``: a slow path that
+keeps answering stays up, a blackhole on an idle or fast path is noticed within about the keepalive
+timeout.
 """
 
 from __future__ import annotations
