@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import socket
 import statistics
@@ -262,6 +263,7 @@ def measure_lxmf(
         raise ValueError("count, api_count and latency_samples must each be at least 1")
     api_count = count if api_count is None else api_count
     workdir.mkdir(parents=True, exist_ok=True)
+    load_1min = os.getloadavg()[0]
     started = time.monotonic()
     lxmf = _Field(workdir, started + timeout)
     try:
@@ -306,6 +308,7 @@ def measure_lxmf(
         "latency_ms_p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
         "latency_samples": len(ordered),
         "latency_ms_samples": [round(value, 3) for value in latencies],
+        "load_1min_at_start": round(load_1min, 2),
         "loopback_only": True,
         "loopback_socket_checks": lxmf.socket_checks,
         "durable": False,

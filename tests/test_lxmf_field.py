@@ -17,7 +17,7 @@ from bench._lxmf_config import (
     verify_loopback_sockets,
     write_config,
 )
-from bench._lxmf_field import measure_lxmf
+from bench._lxmf_field import LxmfBenchError, measure_lxmf
 from bench._lxmf_peer import label_text, parse_label
 
 
@@ -60,6 +60,14 @@ def test_every_message_arrives_once_over_loopback_only(tmp_path: Path, hops: int
     for path in configs:
         assert "AutoInterface" not in path.read_text()
         assert "0.0.0.0" not in path.read_text()
+    assert _peer_children() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_peer_fails_the_run_with_its_error_and_leaves_no_process(tmp_path: Path) -> None:
+    (tmp_path / "sender").mkdir()  # a used config dir: the sender refuses to start in it
+    with pytest.raises(LxmfBenchError, match=r"(?s)sender exited early.*FileExistsError"):
+        measure_lxmf(tmp_path, hops=1, count=1, latency_samples=1, timeout=30)
     assert _peer_children() == []
 
 
