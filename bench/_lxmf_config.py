@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 
 LOOPBACK = "127.0.0.1"
+SERVER_NAME = "Bench TCP server"
+CLIENT_NAME = "Bench TCP client"
 # Interface type -> the only keys it may carry, and which of them holds the address.
 ALLOWED_INTERFACES = {
     "TCPServerInterface": ({"type", "enabled", "listen_ip", "listen_port"}, "listen_ip"),
@@ -57,7 +59,7 @@ def config_text(network: PeerNetwork) -> str:
     ]
     if network.listen_port is not None:
         lines += [
-            "  [[Bench TCP server]]",
+            f"  [[{SERVER_NAME}]]",
             "    type = TCPServerInterface",
             "    enabled = Yes",
             f"    listen_ip = {LOOPBACK}",
@@ -65,13 +67,22 @@ def config_text(network: PeerNetwork) -> str:
         ]
     if network.connect_port is not None:
         lines += [
-            "  [[Bench TCP client]]",
+            f"  [[{CLIENT_NAME}]]",
             "    type = TCPClientInterface",
             "    enabled = Yes",
             f"    target_host = {LOOPBACK}",
             f"    target_port = {network.connect_port}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def interface_names(network: PeerNetwork) -> set[str]:
+    """Names of the interfaces the config defines: the peer waits until each of them is online."""
+    return {
+        name
+        for name, port in ((SERVER_NAME, network.listen_port), (CLIENT_NAME, network.connect_port))
+        if port is not None
+    }
 
 
 def write_config(configdir: Path, network: PeerNetwork) -> Path:

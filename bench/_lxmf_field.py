@@ -63,8 +63,13 @@ class _Peer:
     ready: dict[str, Any] = field(default_factory=dict)
 
     def stderr_tail(self) -> str:
+        """The end of the peer's stderr and of Reticulum's log (where RNS reports a failed interface)."""
         self.stderr.flush()
-        return self.stderr_path.read_text(errors="replace")[-1500:]
+        tail = self.stderr_path.read_text(errors="replace")[-1500:]
+        logfile = self.stderr_path.with_suffix("") / "logfile"
+        if logfile.exists():
+            tail += "\nReticulum log:\n" + logfile.read_text(errors="replace")[-1500:]
+        return tail
 
 
 class _Field:

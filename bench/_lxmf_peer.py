@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from bench._lxmf_config import PeerNetwork, verify_loopback_sockets, write_config
+from bench._lxmf_config import PeerNetwork, interface_names, verify_loopback_sockets, write_config
 
 HARD_TIMEOUT_EXIT = 3
 ONLINE_WAIT = 20.0
@@ -293,10 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     import RNS
 
     RNS.Reticulum(configdir=str(args.configdir), loglevel=RNS.LOG_WARNING, logdest=RNS.LOG_FILE)
+    configured = interface_names(network)
     _wait(
-        lambda: bool(RNS.Transport.interfaces) and all(i.online for i in RNS.Transport.interfaces),
+        lambda: configured <= {i.name for i in RNS.Transport.interfaces if i.online},
         ONLINE_WAIT,
-        "the TCP interfaces to come online",
+        f"the interfaces {sorted(configured)} to come online",
     )
     sockets = verify_loopback_sockets(os.getpid())
     peer = ROLES[args.role](args.configdir, events)
