@@ -1,0 +1,211 @@
+"""Relays over loopback IP: throughput and latency through real ``mesh112 relay run`` processes, one and
+three hops, with durable stores, next to LXMF/Reticulum measured the same way in the same run.
+
+Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
+
+- *backlog*: bundles originated into the stopped sender's store (durable before it starts, as after a
+  partition), then the sender starts and forwards them hop by hop; every relay stores each bundle
+  durably (SQLite, synchronous=FULL) before it takes custody. Rate is arrivals in the command post's
+  application over the time between its first and last arrival. Two sizes: 100 B (as LXMF's text
+  message) and 10,000 B (for MB/s).
+- *api*: messages POSTed to the sender's relay API 32 at a time, as operators and apps send; rate from
+  the first POST to the last arrival.
+- *latency*: one message at a time through the API on a warm path, from before the POST to the command
+  post application receiving it (wall clock, one machine); percentiles over all repetitions' samples.
+
+The LXMF side (``bench/_lxmf_field.py``) runs one RNS instance per process with TCP interfaces on
+127.0.0.1 only (config written first: no AutoInterface, no shared instance), two transport nodes in
+the three-hop case, DIRECT delivery over a link. 1 MB = 1e6 B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._lxmf_config import verify_loopback_sockets
+from bench._lxmf_field import measure_lxmf
+from relay.demo_field import FieldNode
+from relay.field_harness import RunningField, journal_messages, preload, running_field, send_many, wait_until
+
+CHAINS = {
+    1: ("command-post", "responder-1"),
+    3: ("command-post", "relay-1", "relay-2", "responder-1"),
+}
+BACKLOG = {100: 2000, 10_000: 300}  # body bytes: bundles
+API_MESSAGES = 300
+LATENCY_SAMPLES = 50
+LATENCY_GAP = 0.05
+LXMF_API_MESSAGES = 200
+LXMF_BULK_MESSAGES = 1000
+ROUNDS = 3
+MB = 1e6
+
+
+def _texts(tag: str, count: int, size: int) -> list[str]:
+    """``count`` distinct texts of ``size`` bytes: a tag, then random base64 (nothing to compress)."""
+    texts = []
+    for index in range(count):
+        head = f"{tag}-{index:06d} "
+        texts.append(head + base64.b64encode(os.urandom(size)).decode()[: size - len(head)])
+    return texts
+
+
+def _arrivals(post: FieldNode, tag: str) -> list[float]:
+    """Arrival times of the command post's journal messages whose text carries ``tag``."""
+    return sorted(received for _, _, text, received in journal_messages(post) if text.startswith(f"{tag}-"))
+
+
+def _backlog(field: RunningField, size: int, count: int) -> dict[str, float]:
+    post, sender = field.nodes[0], field.nodes[-1]
+    tag = f"backlog{size}"
+    texts = _texts(tag, count, size)
+    asyncio.run(preload(sender, bytes.fromhex(field.node_id("command-post")), texts))
+    field.start_healthy(sender.slug)
+    wait_until(lambda: len(_arrivals(post, tag)), count, 600, f"{tag} arrivals")
+    arrived = _arrivals(post, tag)
+    span = arrived[-1] - arrived[0]
+    return {"bundles_per_s": (count - 1) / span, "mb_per_s": (count - 1) * size / span / MB}
+
+
+def _latency(field: RunningField, samples: int) -> list[float]:
+    post, sender = field.nodes[0], field.nodes[-1]
+    to = f"node:{field.node_id('command-post')}"
+    sent: dict[str, float] = {}
+    with httpx.Client(base_url=sender.api, headers={"Authorization": f"Bearer {field.token}"}) as client:
+        for text in _texts("latency", samples, 100):
+            sent[text] = time.time()
+            client.post("/api/v1/messages", json={"to": to, "text": text}).raise_for_status()
+            deadline = time.monotonic() + 30
+            while text not in {t for _, _, t, _ in journal_messages(post)[-20:]}:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"latency probe {text[:16]} did not arrive within 30 s")
+                time.sleep(0.002)
+            time.sleep(LATENCY_GAP)
+    received = {text: at for _, _, text, at in journal_messages(post) if text in sent}
+    return [(received[text] - sent[text]) * 1000 for text in sent]
+
+
+def _api(field: RunningField, count: int) -> dict[str, float]:
+    post, sender = field.nodes[0], field.nodes[-1]
+    texts = _texts("api", count, 100)
+    started = time.time()
+    asyncio.run(send_many(sender, field.token, f"node:{field.node_id('command-post')}", texts))
+    wait_until(lambda: len(_arrivals(post, "api")), count, 300, "api arrivals")
+    return {"msgs_per_s": count / (_arrivals(post, "api")[-1] - started)}
+
+
+def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], list[float]]:
+    chain = CHAINS[hops]
+    figures: dict[str, Any] = {"durable": True}
+    with running_field(root, chain, started=chain[:-1]) as field:
+        small = _backlog(field, 100, BACKLOG[100])
+        latencies = _latency(field, LATENCY_SAMPLES)
+        api = _api(field, API_MESSAGES)
+        checks = sum(verify_loopback_sockets(process.pid) for process in field.processes.values())
+        field.stop(chain[-1])
+        large = _backlog(field, 10_000, BACKLOG[10_000])
+    figures["loopback_only"] = checks > 0
+    figures["backlog_100B_bundles_per_s"] = small["bundles_per_s"]
+    figures["backlog_100B_mb_per_s"] = small["mb_per_s"]
+    figures["backlog_10kB_bundles_per_s"] = large["bundles_per_s"]
+    figures["backlog_10kB_mb_per_s"] = large["mb_per_s"]
+    figures["api_msgs_per_s"] = api["msgs_per_s"]
+    return figures, latencies
+
+
+def _is_figure(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _summarise(rounds: Sequence[dict[str, Any]], latencies: Sequence[float]) -> dict[str, Any]:
+    """Medians (and each run) of the numeric figures; the first round's flags and notes as they are."""
+    summary: dict[str, Any] = {k: v for k, v in rounds[0].items() if not _is_figure(v)}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if _is_figure(r.get(key))]
+        if values:
+            summary[f"{key}_median"] = round(statistics.median(values), 3)
+            summary[f"{key}_runs"] = [round(v, 3) for v in values]
+    if latencies:
+        ordered = sorted(latencies)
+        summary["latency_ms_p50"] = round(statistics.median(ordered), 2)
+        summary["latency_ms_p99"] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2)
+        summary["latency_samples"] = len(ordered)
+    return summary
+
+
+def _mesh112(hops: int) -> dict[str, Any]:
+    rounds, latencies = [], []
+    for _ in range(ROUNDS):
+        with tempfile.TemporaryDirectory() as directory:
+            figures, samples = _mesh112_round(Path(directory), hops)
+        rounds.append(figures)
+        latencies += samples
+    return _summarise(rounds, latencies)
+
+
+def _lxmf(hops: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """LXMF at 100 B (API, bulk, latency) and at 10,000 B (bulk: sent as RNS resources)."""
+    small: list[dict[str, Any]] = []
+    large: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    for _ in range(ROUNDS):
+        with tempfile.TemporaryDirectory() as directory:
+            result = measure_lxmf(
+                Path(directory) / "100B",
+                hops=hops,
+                count=LXMF_BULK_MESSAGES,
+                api_count=LXMF_API_MESSAGES,
+                latency_samples=LATENCY_SAMPLES,
+            )
+            latencies += result.pop("latency_ms_samples")
+            small.append(result)
+            result = measure_lxmf(
+                Path(directory) / "10kB",
+                hops=hops,
+                count=BACKLOG[10_000],
+                api_count=20,
+                latency_samples=5,
+                body_bytes=10_000,
+            )
+            result.pop("latency_ms_samples")
+            large.append(result)
+    return _summarise(small, latencies), _summarise(large, [])
+
+
+def _ratio(ours: float, theirs: float) -> float:
+    return round(ours / theirs, 2)
+
+
+def run() -> dict[str, Any]:
+    results: dict[str, Any] = {"rounds": ROUNDS}
+    for hops in CHAINS:
+        mesh = _mesh112(hops)
+        lxmf, lxmf_large = _lxmf(hops)
+        results[f"{hops}_hop"] = {
+            "mesh112": mesh,
+            "lxmf_100B": lxmf,
+            "lxmf_10kB": lxmf_large,
+            "ratio_100B_throughput_vs_lxmf_bulk": _ratio(
+                mesh["backlog_100B_bundles_per_s_median"], lxmf["bulk_msgs_per_s_median"]
+            ),
+            "ratio_10kB_throughput_vs_lxmf_bulk": _ratio(
+                mesh["backlog_10kB_bundles_per_s_median"], lxmf_large["bulk_msgs_per_s_median"]
+            ),
+            "ratio_api_throughput_vs_lxmf_api": _ratio(
+                mesh["api_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
+            ),
+            "ratio_latency_p50_vs_lxmf": _ratio(mesh["latency_ms_p50"], lxmf["latency_ms_p50"]),
+            "ratio_latency_p99_vs_lxmf": _ratio(mesh["latency_ms_p99"], lxmf["latency_ms_p99"]),
+        }
+    results["note"] = __doc__.split("\n\n", 1)[1].strip()
+    return results
