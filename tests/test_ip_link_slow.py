@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from impair_proxy import ImpairProxy
-from test_ip_link import NOW, Pair, Recorder, connected_pair
+from test_ip_link import NOW, Pair, connected_pair
 
 from crypto.certificate import Authority
 from relay.links.ip import IpLink
