@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from relay.errors import ConfigError
 from relay.journal import Journal, MessageEntry, RecordEntry
 from relay.links.base import Link
 from relay.node import Node
+from relay.position import Position, PositionDecodeError, decode_position
 from relay.trust import TrustStore
 
 log = logging.getLogger("mesh112.daemon")
@@ -48,6 +49,7 @@ STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
 MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
+MAX_FIX_AHEAD_S = 600  # a position fixed further in the future than this is refused (wrong clock)
 
 App = Callable[[Node], Coroutine[Any, Any, None]]  # a field application riding on the node (gateway, camera)
 
@@ -171,9 +173,14 @@ class CommandPostFeed:
         certificate = self._node.engine.trust.certificate(delivery.origin)
         name = certificate.name if certificate else origin[:8]
         roles = sorted(certificate.roles) if certificate else []
-        await self._journal.heard(origin, name=name, roles=roles, at=received)
+        position = self._position(delivery, name, received) if delivery.kind == Kind.POSITION else None
+        await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
         bundle_id = delivery.bundle_id.key().hex()
         event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
+        if delivery.kind == Kind.POSITION:
+            if position is not None:
+                self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
+            return
         if delivery.kind == Kind.TEXT:
             text = delivery.payload.decode("utf-8", errors="replace")
             entry = MessageEntry(
@@ -207,6 +214,24 @@ class CommandPostFeed:
             self._ctx.hub.publish(
                 {"type": "record", "record_type": app.record_type, "record_id": update.record_id, **event}
             )
+
+    @staticmethod
+    def _position(delivery: Delivery, name: str, received: float) -> Position | None:
+        """The position a delivery reports, or None (logged) if it is damaged, hostile or from a
+        clock far ahead: such a fix would hide every true fix after it until that time came."""
+        try:
+            position = decode_position(delivery.payload)
+        except PositionDecodeError as exc:
+            log.warning("position from %s refused: %s", name, exc)
+            return None
+        if position.fixed > received + MAX_FIX_AHEAD_S:
+            log.warning(
+                "position from %s refused: fixed %.0f s in the future; check that node's clock",
+                name,
+                position.fixed - received,
+            )
+            return None
+        return position
 
 
 class NodeControlAdapter:

@@ -2,8 +2,8 @@
 
 The store holds bundles in transit and forgets them once delivered; the journal keeps the history an
 operator needs: messages, application records (alarms, detections) with their acknowledgements, and
-the roster of units with when each was last heard and where. It is a separate SQLite file so the
-forwarding store stays small and its durability rules stay simple.
+the roster of units with when each was last heard and its last position fix. It is a separate SQLite
+file so the forwarding store stays small and its durability rules stay simple.
 
 Records are generic: ``type`` and ``body`` come from the application that registered the payload kind
 (ng112 fills in alarms, analytics_edge detections); the relay never interprets them.
@@ -18,6 +18,8 @@ from typing import Any
 
 import aiosqlite
 
+from relay.position import Position
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
         bundle_id TEXT PRIMARY KEY, origin TEXT NOT NULL, destination TEXT NOT NULL,
@@ -30,8 +32,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS records_type ON records(type, received)",
     """CREATE TABLE IF NOT EXISTS units (
         node_id TEXT PRIMARY KEY, name TEXT NOT NULL, roles TEXT NOT NULL, last_heard REAL NOT NULL,
-        lat REAL, lon REAL)""",
+        lat REAL, lon REAL, fixed REAL, accuracy_m INTEGER)""",
 ]
+# Columns added after the first release: a journal written before them gets them (NULL) on open.
+UNIT_COLUMNS_ADDED = {"fixed": "REAL", "accuracy_m": "INTEGER"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class UnitEntry:
     last_heard: float
     lat: float | None
     lon: float | None
+    fixed: float | None  # Unix time of the position fix (not when it arrived)
+    accuracy_m: int | None
 
 
 class UnknownRecordError(LookupError):
@@ -83,6 +89,11 @@ class Journal:
         await db.execute("PRAGMA synchronous=NORMAL")
         for statement in SCHEMA:
             await db.execute(statement)
+        async with db.execute("PRAGMA table_info(units)") as cursor:
+            present = {row[1] for row in await cursor.fetchall()}
+        for column, sql_type in UNIT_COLUMNS_ADDED.items():
+            if column not in present:
+                await db.execute(f"ALTER TABLE units ADD COLUMN {column} {sql_type}")
         await db.commit()
         return cls(db)
 
@@ -157,29 +168,32 @@ class Journal:
         return await self.record(record_id)
 
     async def heard(
-        self,
-        node_id: str,
-        *,
-        name: str,
-        roles: list[str],
-        at: float,
-        lat: float | None = None,
-        lon: float | None = None,
+        self, node_id: str, *, name: str, roles: list[str], at: float, position: Position | None = None
     ) -> None:
-        """A unit was heard from (any bundle originated by it); keep its last position if none given."""
+        """A unit was heard from (any bundle originated by it). Its position changes only to a newer
+        fix: bundles overtake each other in a delay-tolerant network, and a late old fix must not
+        move the unit back to where it was."""
+        fix = (position.lat, position.lon, position.fixed, position.accuracy_m) if position else (None,) * 4
         await self._db.execute(
-            """INSERT INTO units VALUES (?,?,?,?,?,?)
+            """INSERT INTO units (node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m)
+               VALUES (?,?,?,?,?,?,?,?)
                ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles,
                  last_heard=max(last_heard, excluded.last_heard),
-                 lat=coalesce(excluded.lat, lat), lon=coalesce(excluded.lon, lon)""",
-            (node_id, name, json.dumps(roles), at, lat, lon),
+                 lat=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lat ELSE lat END,
+                 lon=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lon ELSE lon END,
+                 accuracy_m=CASE WHEN excluded.fixed > coalesce(fixed, -1)
+                   THEN excluded.accuracy_m ELSE accuracy_m END,
+                 fixed=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.fixed ELSE fixed END""",
+            (node_id, name, json.dumps(roles), at, *fix),
         )
         await self._db.commit()
 
     async def units(self) -> list[UnitEntry]:
-        async with self._db.execute("SELECT * FROM units ORDER BY name") as cursor:
+        async with self._db.execute(
+            "SELECT node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m FROM units ORDER BY name"
+        ) as cursor:
             rows = await cursor.fetchall()
-        return [UnitEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+        return [UnitEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
 def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
