@@ -140,12 +140,12 @@ class FrameReassembler:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._pending = b""
 
     @property
     def pending(self) -> int:
         """Bytes of an unfinished frame held now."""
-        return len(self._buffer)
+        return len(self._pending)
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the frames ``chunk`` completes; RecordError if the stream is malformed."""
@@ -153,19 +153,19 @@ class FrameReassembler:
             raise RecordError("empty DATA record")
         if len(chunk) > MAX_BODY:
             raise RecordError(f"DATA record body of {len(chunk)} bytes exceeds {MAX_BODY}")
-        self._buffer += chunk
+        data = self._pending + chunk if self._pending else chunk
         frames: list[bytes] = []
-        offset = 0
-        while len(self._buffer) - offset >= _FRAME_LEN.size:
-            (length,) = _FRAME_LEN.unpack_from(self._buffer, offset)
+        offset, size = 0, len(data)
+        while size - offset >= _FRAME_LEN.size:
+            (length,) = _FRAME_LEN.unpack_from(data, offset)
             if not 0 < length <= MAX_FRAME:
                 raise RecordError(f"frame length {length} outside 1..{MAX_FRAME}")
             end = offset + _FRAME_LEN.size + length
-            if end > len(self._buffer):
+            if end > size:
                 break
-            frames.append(bytes(self._buffer[offset + _FRAME_LEN.size : end]))
+            frames.append(data[offset + _FRAME_LEN.size : end])
             offset = end
-        del self._buffer[:offset]
+        self._pending = data[offset:]
         return frames
 
 

@@ -43,6 +43,8 @@ from relay.links.ip_window import SendWindow
 log = logging.getLogger(__name__)
 
 MAX_DEAD_AFTER_S = 60.0  # however slow the path, silence this long means dead
+ACK_EVERY = 2  # DATA records per ACK; a lone record is acknowledged after ACK_DELAY_S
+ACK_DELAY_S = 0.01
 _MAX_CONTROL = 16  # queued PING/PONG records; more means the peer floods pings
 _MAX_OUTSTANDING_PINGS = 16
 _RTT_SAMPLES = 256
@@ -103,6 +105,9 @@ class PeerSession:
         self._reassembler = FrameReassembler()
         self._control: deque[tuple[RecordKind, bytes]] = deque()
         self._ack_due = False
+        self._unacknowledged = 0  # DATA records received since the last ACK went out
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._queue_bound = min(queue_limit_bytes, window.window)
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,9 +125,7 @@ class PeerSession:
     async def enqueue(self, frame: bytes) -> None:
         """Queue one frame; waits while the queue holds a window's worth (``queue_limit_bytes`` at
         most), so whoever hands frames over keeps the choice of what goes next."""
-        while (
-            self._outbox.bytes and self._outbox.bytes + len(frame) > self._queue_bound() and not self.closed
-        ):
+        while self._outbox.bytes and self._outbox.bytes + len(frame) > self._queue_bound and not self.closed:
             self._room.clear()
             await self._room.wait()
         if self.closed:
@@ -155,8 +158,11 @@ class PeerSession:
                 self._refused += 1
                 self.close(f"peer sent a malformed DATA stream: {exc}")
                 return
-            self._ack_due = True
-            self._wakeup.set()
+            self._unacknowledged += 1
+            if self._unacknowledged >= ACK_EVERY:
+                self._acknowledge()
+            elif self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._acknowledge)
             self._frames_in += len(frames)
             for frame in frames:
                 self._on_frame(frame)
@@ -174,6 +180,13 @@ class PeerSession:
         timeout = self._interval * self._misses
         return min(max(timeout, MAX_DEAD_AFTER_S), timeout + 2 * self._window.patience())
 
+    def _acknowledge(self) -> None:
+        self._ack_due = True
+        self._wakeup.set()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+
     def _refuse(self, exc: RecordError) -> None:
         self._refused += 1
         log.warning("refused a record from %s: %s", self.peer.hex()[:8], exc)
@@ -186,6 +199,7 @@ class PeerSession:
             return
         if released:
             self._last_answer = self._clock()
+            self._queue_bound = min(self._limit, self._window.window)
             self._room.set()
             self._wakeup.set()
 
@@ -206,6 +220,8 @@ class PeerSession:
             return
         self.closed = True
         self.close_reason = reason
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -238,9 +254,6 @@ class PeerSession:
             dead_after_s=self.dead_after(),
         )
 
-    def _queue_bound(self) -> int:
-        return min(self._limit, self._window.window)
-
     async def _sender(self) -> None:
         try:
             while not self.closed:
@@ -267,6 +280,7 @@ class PeerSession:
     async def _send_control(self) -> None:
         if self._ack_due:
             self._ack_due = False
+            self._unacknowledged = 0
             kind, body = RecordKind.ACK, encode_ack(self._cipher.opened)
         else:
             kind, body = self._control.popleft()

@@ -126,10 +126,12 @@ class SendWindow:
         self.add_rtt(rtt)
         if rtt > self._min_rtt + 2 * TARGET_QUEUE_S:
             self._rates.clear()  # queueing grew past the target: the path has slowed
-        interval = max(now - newest.delivered_at, 1e-6)
-        self._rates.append((now, (self._delivered - newest.delivered) / interval))
-        while len(self._rates) > 1 and self._rates[0][0] < now - RATE_FILTER_S:
-            self._rates.popleft()
+        rate = (self._delivered - newest.delivered) / max(now - newest.delivered_at, 1e-6)
+        while self._rates and self._rates[-1][1] <= rate:
+            self._rates.pop()  # a sliding-window maximum: a lower, older sample can never be it
+        self._rates.append((now, rate))
+        while self._rates[0][0] < now - RATE_FILTER_S:
+            self._rates.popleft()  # never the last: it was just appended
         self._delivered_at = now
         target = self._target()
         self._window = min(target, self._window + released) if target > self._window else target
@@ -146,7 +148,7 @@ class SendWindow:
         return max(max(self._rtts), self._in_flight / self._rate())
 
     def _rate(self) -> float:
-        return max(rate for _, rate in self._rates)  # never empty: a sample follows every clear
+        return self._rates[0][1]  # the maximum (see on_ack); never empty: a sample follows every clear
 
     def _target(self) -> int:
         return max(MIN_WINDOW, min(self._cap, int(self._rate() * (self._min_rtt + TARGET_QUEUE_S))))
