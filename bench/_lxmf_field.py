@@ -14,6 +14,7 @@ the sending and receiving processes on the same machine. 1 MB = 1e6 B.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MB = 1e6
 LATENCY_GAP = 0.05  # seconds between latency probes, so each meets an idle link
 LATENCY_PROBE_WAIT = 30.0
-SETTLE_WAIT = 15.0  # after the sender's last proof: the receiver's last callback is already on its way
+SETTLE_WAIT = 20.0  # after the last proof; a message not received by then counts as not delivered
 STOP_WAIT = 5.0
 PEER_MARGIN = 30.0  # peers outlive the orchestrator's deadline a little, so its error is the one seen
 DURABLE_REASON = (
@@ -212,7 +213,10 @@ def _run_batch(lxmf: _Field, tag: str, count: int, body_bytes: int) -> dict[str,
     lxmf.send("sender", cmd=tag, count=count, body_bytes=body_bytes, timeout=lxmf.deadline - time.monotonic())
     lxmf.wait(lambda: tag in lxmf.done, lxmf.deadline - time.monotonic(), f"the sender to settle {tag}")
     confirmed = lxmf.done[tag]["delivered"]
-    lxmf.wait(lambda: len(_unique(lxmf, tag, count)[0]) >= confirmed, SETTLE_WAIT, f"{tag} deliveries")
+    # LXMF proves a message before its delivery callback runs, so a few may still be on their way; one
+    # that never shows up is a finding (confirmed but not delivered), reported, not an error.
+    with contextlib.suppress(LxmfBenchError):
+        lxmf.wait(lambda: len(_unique(lxmf, tag, count)[0]) >= confirmed, SETTLE_WAIT, f"{tag} deliveries")
     by_index, duplicates = _unique(lxmf, tag, count)
     if not by_index:
         raise LxmfBenchError(f"no {tag} message reached the receiver")
@@ -222,6 +226,7 @@ def _run_batch(lxmf: _Field, tag: str, count: int, body_bytes: int) -> dict[str,
         "msgs_per_s": len(by_index) / seconds,
         "mb_per_s": content / seconds / MB,
         "delivered": len(by_index),
+        "confirmed": confirmed,
         "duplicates": duplicates,
         "failed": lxmf.done[tag]["failed"],
         "unsettled": lxmf.done[tag]["unsettled"],
@@ -297,6 +302,7 @@ def measure_lxmf(
         "api_count": api_count,
         "api_msgs_per_s": round(api["msgs_per_s"], 3),
         "api_delivered": api["delivered"],
+        "api_confirmed": api["confirmed"],
         "api_duplicates": api["duplicates"],
         "api_failed": api["failed"],
         "api_unsettled": api["unsettled"],
@@ -305,6 +311,7 @@ def measure_lxmf(
         "bulk_msgs_per_s": round(bulk["msgs_per_s"], 3),
         "bulk_mb_per_s": round(bulk["mb_per_s"], 4),
         "bulk_delivered": bulk["delivered"],
+        "bulk_confirmed": bulk["confirmed"],
         "bulk_duplicates": bulk["duplicates"],
         "bulk_failed": bulk["failed"],
         "bulk_unsettled": bulk["unsettled"],
