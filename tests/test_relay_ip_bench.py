@@ -1,0 +1,29 @@
+"""The relay-over-IP benchmark's Mesh112 side runs end to end at small sizes: real relay processes,
+every bundle of each phase arrives, and the figures it reports are derived from those arrivals.
+(The LXMF side has its own test, tests/test_lxmf_field.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bench.relay_ip as relay_ip
+
+
+def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_ip, "BACKLOG", {100: 60, 10_000: 20})
+    monkeypatch.setattr(relay_ip, "API_MESSAGES", 20)
+    figures, latencies = relay_ip._mesh112_round(tmp_path, hops=3)
+
+    assert figures["durable"] is True and figures["loopback_only"] is True
+    for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", "api_msgs_per_s"):
+        assert figures[key] > 0, key
+    assert figures["backlog_10kB_mb_per_s"] == pytest.approx(figures["backlog_10kB_bundles_per_s"] * 0.01)
+    assert len(latencies) == relay_ip.LATENCY_SAMPLES
+    assert all(0 < latency < 30_000 for latency in latencies)
+    summary = relay_ip._summarise([figures, figures], latencies)
+    assert summary["durable"] is True
+    assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
