@@ -7,6 +7,7 @@ each link type validates its own options when the link is built.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class NodeSection:
     name: str
     data_dir: Path
     roles: tuple[str, ...] = ()
+    command_post: bytes | None = None  # node id where this node's position reports go by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +142,14 @@ def _node(path: Path, data: object) -> NodeSection:
     for role in roles:
         if not isinstance(role, str) or not role:
             raise table.error("roles", f"must be a list of role names, got {role!r}")
+    command_post = table.get("command_post", str)
+    if command_post is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", command_post):
+        raise table.error(
+            "command_post", f"must be the command post's node id (32 hex digits), got {command_post!r}"
+        )
     table.finish()
-    return NodeSection(name, data_dir, tuple(roles))
+    post_id = None if command_post is None else bytes.fromhex(command_post)
+    return NodeSection(name, data_dir, tuple(roles), post_id)
 
 
 def _store(path: Path, data: object) -> StoreSection:

@@ -40,7 +40,7 @@ from relay.errors import ConfigError
 from relay.journal import Journal, MessageEntry, RecordEntry
 from relay.links.base import Link
 from relay.node import Node
-from relay.position import Position, PositionDecodeError, decode_position
+from relay.position import MAX_FIX_AHEAD_S, Position, PositionDecodeError, decode_position
 from relay.trust import TrustStore
 
 log = logging.getLogger("mesh112.daemon")
@@ -49,7 +49,6 @@ STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
 MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
-MAX_FIX_AHEAD_S = 600  # a position fixed further in the future than this is refused (wrong clock)
 
 App = Callable[[Node], Coroutine[Any, Any, None]]  # a field application riding on the node (gateway, camera)
 
@@ -328,6 +327,7 @@ async def run(
                 lambda: engine.trust.revocations,
                 rate_per_s=config.api.rate_per_s,
                 rate_burst=config.api.rate_burst,
+                command_post=config.node.command_post,
             )
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
             for app in post_apps:

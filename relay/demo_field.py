@@ -9,13 +9,14 @@ building-gateway node (LoRa only) that takes NG112 alarms over SIP on 127.0.0.1:
 
 writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
 issues a token for the demo operator and prints the dashboard address. A traffic loop then sends
-messages from the field through the field nodes' own APIs, so every bundle crosses real sockets and
-real stores. Ctrl-C stops every process it started, by PID.
+messages from the field through the field nodes' own APIs, and responder-1 reports its position as it
+walks, so every bundle crosses real sockets and real stores. Ctrl-C stops every process it started, by PID.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import subprocess
 import sys
@@ -35,8 +36,11 @@ from relay.demo_radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway,
 
 API_PORT = 8112
 IP_PORT = 7112
-CHAIN = ("command-post", "relay-1", "relay-2", "responder-1")
+COMMAND_POST = "command-post"
+CHAIN = (COMMAND_POST, "relay-1", "relay-2", "responder-1")
 TOKEN_DAYS = 7
+WALK_CENTRE = (48.1374, 11.5755)  # where the demo's responder walks (degrees north, east)
+WALK_STEPS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +66,18 @@ def node_config(
     ip_port: int,
     dial: list[int],
     api_rate: float | None = None,
+    command_post: bytes | None = None,
 ) -> str:
-    """``api_rate``: requests per second per operator (burst the same), for bulk loaders; None: default."""
+    """``api_rate``: requests per second per operator (burst the same), for bulk loaders; None: default.
+    ``command_post``: the node id this node's position reports go to by default."""
     peers = ", ".join(f'"tcp://127.0.0.1:{port}"' for port in dial)
     rate = f"rate_per_s = {api_rate}\nrate_burst = {api_rate}\n" if api_rate else ""
+    post = f'command_post = "{command_post.hex()}"\n' if command_post else ""
     return f"""# Written by mesh112 demo: a node of the demo field on loopback.
 [node]
 name = "{name}"
 roles = {list(roles)!r}
-
+{post}
 [store]
 quota_mb = 256
 
@@ -93,13 +100,16 @@ def write_field(
     chain: Sequence[str] = CHAIN,
     api_rate: float | None = None,
 ) -> list[FieldNode]:
-    """Configs and rosters for ``chain`` (demo node slugs); each node dials the one before it."""
+    """Configs and rosters for ``chain`` (demo node slugs); each node dials the one before it, and
+    the others name the command post as where their position reports go."""
     by_slug = {node.directory.name: node for node in deployment.nodes}
+    post_id = by_slug[COMMAND_POST].node_id
     field = []
     for index, slug in enumerate(chain):
         node = by_slug[slug]
         dial = [ip_port + index - 1] if index else []
-        config = node_config(node.name, node.roles, api_port + index, ip_port + index, dial, api_rate)
+        post = None if slug == COMMAND_POST else post_id
+        config = node_config(node.name, node.roles, api_port + index, ip_port + index, dial, api_rate, post)
         node.config.write_text(config)
         roster = node.directory / ROSTER_DIR
         roster.mkdir(exist_ok=True)
@@ -153,6 +163,12 @@ def stop_all(processes: list[subprocess.Popen[bytes]], grace: float = 10.0) -> N
             process.wait()
 
 
+def demo_walk(step: int) -> tuple[float, float]:
+    """Responder 1's position at ``step``: a slow walk round a circle of about 300 m, a lap per 60 steps."""
+    angle = 2 * math.pi * (step % WALK_STEPS) / WALK_STEPS
+    return WALK_CENTRE[0] + 0.0027 * math.sin(angle), WALK_CENTRE[1] + 0.004 * math.cos(angle)
+
+
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
     *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
@@ -171,6 +187,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     try:
         wait_healthy(field)
         post = field[0]
+        walker = next(node for node in field if node.slug == "responder-1")
         print("Mesh112 demo field is running:")
         for node, process in zip(field, processes, strict=True):
             print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
@@ -185,7 +202,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
         print(f"  mesh112 inbox --api {post.api}\n\nLogs in {log_dir}. Ctrl-C stops everything.", flush=True)
         started = time.monotonic()
-        count = 0
+        count = step = 0
         while duration is None or time.monotonic() - started < duration:
             for node in field[1:]:
                 count += 1
@@ -201,6 +218,15 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
                         timeout=5.0,
                         headers={"Authorization": f"Bearer {responder}"},
                     )
+            lat, lon = demo_walk(step)
+            step += 1
+            with contextlib.suppress(httpx.HTTPError):  # to the command post named in responder-1's node.toml
+                httpx.post(
+                    f"{walker.api}/api/v1/positions",
+                    json={"lat": lat, "lon": lon, "accuracy_m": 5},
+                    timeout=5.0,
+                    headers={"Authorization": f"Bearer {responder}"},
+                )
             for process, node in zip(processes, field, strict=True):
                 if process.poll() is not None:
                     print(

@@ -26,6 +26,7 @@ from relay.bundle import EPOCH_UNIX, MAX_U32
 
 POSITION_LEN = 16
 POSITION_LIFETIME_S = 15 * 60  # a stale position is worth little; a quarter of an hour, then it expires
+MAX_FIX_AHEAD_S = 600  # a fix further in the future than this comes from a wrong clock and is refused
 MAX_ACCURACY_M = 0xFFFE
 MAX_ALTITUDE_M = 0x7FFF
 _NO_ACCURACY = 0xFFFF

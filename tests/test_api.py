@@ -30,6 +30,12 @@ def _endpoints(field: Field) -> list[tuple[Action, str, str, dict[str, object] |
             "/api/v1/messages",
             {"to": f"node:{field.relay_id}", "text": "role test"},
         ),
+        (
+            Action.REPORT_POSITION,
+            "POST",
+            "/api/v1/positions",
+            {"lat": 48.1, "lon": 11.5, "to": f"node:{field.relay_id}"},
+        ),
         (Action.READ_MESSAGES, "GET", "/api/v1/messages", None),
         (Action.READ_STATUS, "GET", f"/api/v1/bundles/{some_id}", None),
         (Action.READ_STATUS, "GET", "/api/v1/whoami", None),
@@ -114,6 +120,64 @@ def test_messages_from_the_field_reach_the_journal_and_the_stream(field: Field) 
     assert any(m["text"] == "water needed at shelter 3" for m in listed)
     units = httpx.get(f"{field.post.api}/api/v1/units", headers=auth(field.tokens["observer"])).json()
     assert any(u["node_id"] == field.relay_id for u in units)
+
+
+def test_a_position_from_the_field_reaches_units_and_the_stream(field: Field) -> None:
+    fixed = time.time() - 5
+
+    async def scenario() -> dict[str, object]:
+        url = field.post.api.replace("http", "ws") + f"/api/v1/stream?token={field.tokens['observer']}"
+        async with websockets.connect(url) as stream:
+            async with httpx.AsyncClient() as client:
+                response = await client.post(  # no "to": the relay's node.toml names the command post
+                    f"{field.relay.api}/api/v1/positions",
+                    json={"lat": -33.8567844, "lon": 151.2152967, "accuracy_m": 7.5, "fixed": fixed},
+                    headers=auth(field.field_token),
+                )
+                assert response.status_code == 202, response.text
+            for _ in range(200):
+                event = json.loads(await asyncio.wait_for(stream.recv(), 10))
+                if event["type"] == "position":
+                    return event
+            raise AssertionError("no position event among 200 stream events")
+
+    event = asyncio.run(scenario())
+    assert (event["origin"], event["lat"], event["lon"]) == (field.relay_id, -33.8567844, 151.2152967)
+    assert (event["accuracy_m"], event["fixed"]) == (8, int(fixed))
+    units = httpx.get(f"{field.post.api}/api/v1/units", headers=auth(field.tokens["observer"])).json()
+    [relay] = [u for u in units if u["node_id"] == field.relay_id]
+    assert (relay["lat"], relay["lon"], relay["fixed"], relay["accuracy_m"]) == (
+        -33.8567844,
+        151.2152967,
+        int(fixed),
+        8,
+    )
+    assert relay["last_heard"] >= fixed
+
+
+def test_hostile_positions_are_refused_and_nothing_is_sent(field: Field) -> None:
+    headers = auth(field.tokens["dispatcher"])
+    to = f"node:{field.relay_id}"
+    for body in (
+        {"lat": 90.5, "lon": 0, "to": to},
+        {"lat": 0, "lon": -181, "to": to},
+        {"lat": 0, "to": to},
+        {"lat": 0, "lon": 0, "accuracy_m": -1, "to": to},
+        {"lat": 0, "lon": 0, "accuracy_m": 1e9, "to": to},
+        {"lat": 0, "lon": 0, "altitude_m": 99_999, "to": to},
+        {"lat": 0, "lon": 0, "fixed": time.time() + 3600, "to": to},
+        {"lat": 0, "lon": 0, "fixed": 1000.0, "to": to},
+        {"lat": 0, "lon": 0, "to": "planet:mars"},
+        {"lat": "north", "lon": 0, "to": to},
+    ):
+        response = httpx.post(f"{field.post.api}/api/v1/positions", json=body, headers=headers)
+        assert response.status_code == 422, (body, response.text)
+    for raw in (b'{"lat": NaN, "lon": 0, "to": "all"}', b'{"lat": Infinity, "lon": 0, "to": "all"}'):
+        response = httpx.post(f"{field.post.api}/api/v1/positions", content=raw, headers=headers)
+        assert response.status_code == 422, (raw, response.text)
+    nowhere = httpx.post(f"{field.post.api}/api/v1/positions", json={"lat": 1, "lon": 2}, headers=headers)
+    assert nowhere.status_code == 422  # the command post's own node.toml names no command post
+    assert "command_post" in nowhere.json()["detail"]
 
 
 def test_stream_refuses_missing_or_unprivileged_tokens(field: Field) -> None:

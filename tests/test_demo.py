@@ -52,6 +52,17 @@ def test_demo_field_runs_carries_traffic_alarms_and_detections_then_stops(tmp_pa
         assert "200" in sent.stdout + sent.stderr, sent.stdout + sent.stderr
 
         _wait(lambda: len(httpx.get(f"{api}/api/v1/messages", headers=headers).json()) >= 3, 60, "messages")
+        walker = _wait(
+            lambda: [
+                unit
+                for unit in httpx.get(f"{api}/api/v1/units", headers=headers).json()
+                if unit["name"] == "Responder 1" and unit["lat"] is not None
+            ],
+            60,
+            "responder-1's position at the command post",
+        )
+        assert abs(walker[0]["lat"] - 48.1374) < 0.01 and abs(walker[0]["lon"] - 11.5755) < 0.01
+        assert walker[0]["fixed"] <= time.time() and walker[0]["accuracy_m"] == 5
         _wait(
             lambda: httpx.get(f"{api}/api/v1/records?type=detection", headers=headers).json(),
             90,

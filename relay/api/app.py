@@ -31,6 +31,15 @@ from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kin
 from relay.core.receipts import BundleStatus
 from relay.engine import SendError
 from relay.journal import Journal, UnknownRecordError
+from relay.position import (
+    MAX_ACCURACY_M,
+    MAX_ALTITUDE_M,
+    MAX_FIX_AHEAD_S,
+    POSITION_LIFETIME_S,
+    InvalidPositionError,
+    Position,
+    encode_position,
+)
 
 MAX_BODY = 64 * 1024
 STATIC = PathLib(__file__).parent / "static"
@@ -67,6 +76,7 @@ class ApiContext:
     app_routers: dict[str, APIRouter] = field(default_factory=dict)  # record type -> extra read-only routes
     rate_per_s: float = 20.0
     rate_burst: float = 60.0
+    command_post: bytes | None = None  # node id position reports go to when they name no destination
 
 
 class SendMessage(BaseModel):
@@ -74,6 +84,19 @@ class SendMessage(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     priority: Literal["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"] = "PRIORITY"
     lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+
+class ReportPosition(BaseModel):
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="degrees north (WGS 84)")
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="degrees east (WGS 84)")
+    accuracy_m: float | None = Field(default=None, ge=0, le=MAX_ACCURACY_M, allow_inf_nan=False)
+    altitude_m: float | None = Field(default=None, ge=-MAX_ALTITUDE_M, le=MAX_ALTITUDE_M, allow_inf_nan=False)
+    fixed: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Unix time of the fix; default: now"
+    )
+    to: str | None = Field(
+        default=None, max_length=80, description="default: the node's [node] command_post from node.toml"
+    )
 
 
 class AckRecord(BaseModel):
@@ -248,6 +271,40 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
             raise HTTPException(422, f"cannot send to {body.to}: {exc}") from None
         sent.inc()
+        return _status_json(bundle_id, ctx.node.status(bundle_id))
+
+    @app.post("/api/v1/positions", tags=["units"], status_code=202)
+    async def report_position(
+        body: ReportPosition, _: Annotated[Operator, Depends(require(Action.REPORT_POSITION))]
+    ) -> dict[str, Any]:
+        if body.to is not None:
+            destination = parse_destination(body.to)
+        elif ctx.command_post is not None:
+            destination = Destination.to_node(ctx.command_post)
+        else:
+            raise HTTPException(422, "no destination: give 'to', or set command_post in [node] of node.toml")
+        now = time.time()
+        if body.fixed is not None and body.fixed > now + MAX_FIX_AHEAD_S:
+            raise HTTPException(422, f"fix time {body.fixed:.0f} is in the future; check this device's clock")
+        try:
+            position = Position.from_fix(
+                body.lat,
+                body.lon,
+                now if body.fixed is None else body.fixed,
+                body.accuracy_m,
+                body.altitude_m,
+            )
+            bundle_id = await ctx.node.send(
+                destination,
+                encode_position(position),
+                kind=Kind.POSITION,
+                priority=Priority.PRIORITY,
+                lifetime=POSITION_LIFETIME_S,
+            )
+        except InvalidPositionError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
+            raise HTTPException(422, f"cannot send to {destination}: {exc}") from None
         return _status_json(bundle_id, ctx.node.status(bundle_id))
 
     @app.get("/api/v1/messages", tags=["messages"])

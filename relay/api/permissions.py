@@ -12,6 +12,7 @@ from enum import StrEnum
 class Action(StrEnum):
     READ_MESSAGES = "read_messages"
     SEND_MESSAGE = "send_message"
+    REPORT_POSITION = "report_position"
     READ_STATUS = "read_status"
     READ_UNITS = "read_units"
     READ_LINKS = "read_links"
@@ -28,6 +29,7 @@ ROLES = ("admin", "dispatcher", "observer", "building", "camera", "responder")
 MATRIX: dict[Action, frozenset[str]] = {
     Action.READ_MESSAGES: frozenset({"admin", "dispatcher", "observer", "responder"}),
     Action.SEND_MESSAGE: frozenset({"admin", "dispatcher", "responder"}),
+    Action.REPORT_POSITION: frozenset({"admin", "dispatcher", "responder"}),
     Action.READ_STATUS: frozenset({"admin", "dispatcher", "observer", "responder", "building", "camera"}),
     Action.READ_UNITS: frozenset({"admin", "dispatcher", "observer", "responder"}),
     Action.READ_LINKS: frozenset({"admin", "dispatcher", "observer"}),

@@ -1,4 +1,4 @@
-"""``mesh112 relay run`` (the daemon) and the client commands ``send``, ``inbox``, ``status``.
+"""``mesh112 relay run`` (the daemon) and the client commands ``send``, ``position``, ``inbox``, ``status``.
 
 The client commands talk to a running node's API with an operator token (``--token`` or the
 ``MESH112_TOKEN`` environment variable), so they work the same against a local node or a command
@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
 
     for name, help_text, func in (
         ("send", "send a text message through a node's API", _send),
+        ("position", "report this unit's position (to the command post named in node.toml)", _position),
         ("inbox", "list messages received at a node (newest first)", _inbox),
         ("status", "where is a bundle: queued, forwarded, delivered, expired", _status),
     ):
@@ -52,6 +53,14 @@ def register(subparsers: Any) -> None:
                 choices=["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"],
             )
             parser.add_argument("--lifetime", type=int, default=3600, help="seconds")
+        elif func is _position:
+            parser.add_argument("lat", type=float, help="degrees north (WGS 84), negative for south")
+            parser.add_argument("lon", type=float, help="degrees east (WGS 84), negative for west")
+            parser.add_argument("--accuracy", type=float, metavar="M", help="horizontal accuracy in metres")
+            parser.add_argument(
+                "--to",
+                help="node:<hex id> or another destination (default: command_post in the node's node.toml)",
+            )
         elif func is _inbox:
             parser.add_argument("--limit", type=int, default=20)
         else:
@@ -103,6 +112,13 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
 def _send(args: argparse.Namespace) -> int:
     body = {"to": args.to, "text": args.text, "priority": args.priority, "lifetime_s": args.lifetime}
     result = _call(args, "POST", "/api/v1/messages", body)
+    print(f"{result['bundle_id']}  {result['summary']}")
+    return 0
+
+
+def _position(args: argparse.Namespace) -> int:
+    body = {"lat": args.lat, "lon": args.lon, "accuracy_m": args.accuracy, "to": args.to}
+    result = _call(args, "POST", "/api/v1/positions", {k: v for k, v in body.items() if v is not None})
     print(f"{result['bundle_id']}  {result['summary']}")
     return 0
 
