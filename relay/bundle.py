@@ -11,7 +11,13 @@ Two encodings carry the same header:
 **Full** (IP, WebRTC, the store): a msgpack array, version first::
 
     [1, origin(bin16), dest_kind(int), dest_value(bin|str|nil), created(uint32), seq(uint16),
-     lifetime_s(uint32), priority(0-4), kind(uint8), hop_count(uint8), payload(bin)]
+     lifetime_s(uint32), priority(0-4), kind(uint8), hop_count(uint8), payload(bin), trail(bin)?]
+
+The optional twelfth field is the **trail**: the 4-byte node-id prefixes of the nodes that took
+custody, oldest first, concatenated (1-16 entries; an empty trail is left out, so a bundle without
+one encodes exactly as before the field existed and stored bundles from then still load). Like the
+hop count it is mutable in transit and not covered by :meth:`Bundle.aad`, so relays can append to
+it without breaking the seal; it is informational, not authenticated hop by hop.
 
 **Compact** (LoRa, ARCHITECTURE §4: header ≤ 16 bytes), followed directly by the payload::
 
@@ -22,6 +28,9 @@ Two encodings carry the same header:
     bytes 11-12  seq, uint16 big endian
     byte  13     kind
     bytes 14-15  hop count (4 bits) | lifetime in whole minutes (12 bits, at most 68 h 15 min)
+
+The compact header has no room for the trail: a bundle decoded from it has an empty trail, and
+:attr:`Bundle.trail_gap` (hops the trail does not name) says honestly how many hops went unrecorded.
 
 Short ids and codes are compressed against the link's context: the receiver resolves them with a
 :class:`CompactContext` built from the deployment's enrolment roster (the authority refuses to
@@ -57,6 +66,8 @@ MAX_COMPACT_LIFETIME_MIN = 0x0FFF
 MAX_COMPACT_HOPS = 0x0F
 MAX_U32 = 0xFFFF_FFFF
 MAX_SEQ = 0xFFFF
+TRAIL_ID_LEN = 4  # a node in the trail: the first 4 bytes of its node id
+MAX_TRAIL = 16  # entries; a longer path keeps its last MAX_TRAIL nodes (the hop count tells the rest)
 
 
 class BundleDecodeError(ValueError):
@@ -183,6 +194,7 @@ class Bundle:
     kind: int
     payload: bytes
     hop_count: int = 0
+    trail: tuple[bytes, ...] = ()  # TRAIL_ID_LEN-byte ids of the nodes that took custody, oldest first
     _id: BundleId = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -200,6 +212,8 @@ class Bundle:
             raise ValueError("hop_count must fit in one byte")
         if len(self.payload) > MAX_PAYLOAD:
             raise ValueError(f"payload is larger than {MAX_PAYLOAD} bytes")
+        if len(self.trail) > MAX_TRAIL or any(len(entry) != TRAIL_ID_LEN for entry in self.trail):
+            raise ValueError(f"a trail holds at most {MAX_TRAIL} ids of {TRAIL_ID_LEN} bytes")
         object.__setattr__(self, "priority", Priority(self.priority))
         object.__setattr__(self, "_id", BundleId(self.origin, self.created, self.seq))
 
@@ -219,6 +233,17 @@ class Bundle:
     def forwarded(self) -> Bundle:
         """The copy a relay sends on: hop count incremented."""
         return replace(self, hop_count=min(self.hop_count + 1, 0xFF))
+
+    def taken_by(self, node_id: bytes) -> Bundle:
+        """The copy a node keeps when it takes custody: its short id appended to the trail (the
+        oldest entry falls off beyond MAX_TRAIL, so the trail is always the end of the path)."""
+        return replace(self, trail=(*self.trail, node_id[:TRAIL_ID_LEN])[-MAX_TRAIL:])
+
+    @property
+    def trail_gap(self) -> int:
+        """Hops the trail does not name: crossed LoRa (no room for a trail) or beyond MAX_TRAIL.
+        The origin sends with hop count 0 and each hop adds one, so a full trail has one entry per hop."""
+        return max(0, self.hop_count - len(self.trail))
 
     def aad(self) -> bytes:
         """The immutable header fields, identical whatever the encoding: what the seal authenticates."""
@@ -251,6 +276,7 @@ def from_epoch(mesh_time: float) -> float:
 def encode_full(bundle: Bundle) -> bytes:
     dest = bundle.destination
     value: bytes | str | None = dest.node if dest.node is not None else dest.name
+    trail = [b"".join(bundle.trail)] if bundle.trail else []
     out: bytes = msgpack.packb(
         [
             WIRE_VERSION,
@@ -264,6 +290,7 @@ def encode_full(bundle: Bundle) -> bytes:
             bundle.kind,
             bundle.hop_count,
             bundle.payload,
+            *trail,
         ],
         use_bin_type=True,
     )
@@ -301,8 +328,8 @@ def decode_full(data: bytes) -> Bundle:
         raise BundleDecodeError(
             f"unsupported bundle version {items[0]!r:.20}; this node speaks {WIRE_VERSION}"
         )
-    if len(items) != 11:
-        raise BundleDecodeError(f"a version-1 bundle has 11 fields, got {len(items)}")
+    if len(items) not in (11, 12):
+        raise BundleDecodeError(f"a version-1 bundle has 11 fields (12 with a trail), got {len(items)}")
     origin = items[1]
     if not isinstance(origin, bytes) or len(origin) != NODE_ID_LEN:
         raise BundleDecodeError("origin must be a 16-byte node id")
@@ -334,7 +361,19 @@ def decode_full(data: bytes) -> Bundle:
     payload = items[10]
     if not isinstance(payload, bytes):
         raise BundleDecodeError("payload must be bytes")
-    return Bundle(origin, dest, created, seq, lifetime, priority, kind, payload, hop_count)
+    trail = _decode_trail(items[11]) if len(items) == 12 else ()
+    return Bundle(origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail)
+
+
+def _decode_trail(value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, bytes):
+        raise BundleDecodeError("trail must be bytes")
+    if not value or len(value) % TRAIL_ID_LEN or len(value) > MAX_TRAIL * TRAIL_ID_LEN:
+        raise BundleDecodeError(
+            f"trail must be 1-{MAX_TRAIL} ids of {TRAIL_ID_LEN} bytes (an empty trail is left out), "
+            f"got {len(value)} bytes"
+        )
+    return tuple(value[i : i + TRAIL_ID_LEN] for i in range(0, len(value), TRAIL_ID_LEN))
 
 
 # ---------------------------------------------------------------------------------------------

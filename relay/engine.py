@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,16 @@ from crypto.errors import CryptoError, SealError
 from crypto.group import GroupKeyring, open_group, seal_group
 from crypto.identity import Identity
 from crypto.seal import SealContext
-from relay.bundle import Bundle, BundleId, Destination, DestKind, Kind, Priority, compact_lifetime
+from relay.bundle import (
+    SHORT_ID_LEN,
+    Bundle,
+    BundleId,
+    Destination,
+    DestKind,
+    Kind,
+    Priority,
+    compact_lifetime,
+)
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.machine import RelayCore, UnknownLinkError
 from relay.core.receipts import BundleStatus, Receipt, ReceiptDecodeError
@@ -174,7 +183,18 @@ class NodeEngine:
         self.core.context = self.trust.compact_context()
 
     def status(self, bundle_id: BundleId) -> BundleStatus:
-        return self.core.status(bundle_id)
+        return self._named(self.core.status(bundle_id))
+
+    def _named(self, status: BundleStatus) -> BundleStatus:
+        """The status with display names for its path, from the certificates this node holds."""
+        if not status.path or self.core.context is None:
+            return status
+        names = []
+        for short in status.path:
+            node_id = self.core.context.nodes.get(short[:SHORT_ID_LEN], b"")
+            certificate = self.trust.certificate(node_id) if node_id.startswith(short) else None
+            names.append(certificate.name if certificate is not None else short.hex())
+        return replace(status, names=tuple(names))
 
     def on_status(self, callback: StatusCallback) -> None:
         self._callbacks.append(callback)
@@ -228,8 +248,9 @@ class NodeEngine:
                     self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
                 )
             elif isinstance(action, StatusChanged):
+                status = self._named(action.status)
                 for callback in self._callbacks:
-                    callback(action.bundle_id, action.status)
+                    callback(action.bundle_id, status)
         await asyncio.gather(*bookkeeping)
 
     async def _delete(self, action: Drop) -> None:
@@ -273,7 +294,7 @@ class NodeEngine:
                 log.warning("receipt %s refused: %s", bundle.id, exc)
                 return
             if receipt.subject.origin == self.node_id:
-                await self._apply(self.core.receipt(receipt.subject, now), now)
+                await self._apply(self.core.receipt(receipt.subject, now, receipt.hops, receipt.path), now)
             return
         dest = bundle.destination
         if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
@@ -286,7 +307,7 @@ class NodeEngine:
         try:
             await self.send(
                 Destination.to_node(bundle.origin),
-                Receipt(bundle.id, int(now)).encode(),
+                Receipt.for_bundle(bundle, int(now)).encode(),
                 kind=Kind.RECEIPT,
                 priority=bundle.priority,
                 lifetime=max(60, bundle.expires - int(now)),

@@ -229,12 +229,16 @@ class RelayCore:
         """The engine would not accept this incoming bundle (untrusted origin, store full)."""
         self._incoming.pop(bundle_id, None)
 
-    def receipt(self, subject: BundleId, now: float) -> list[Action]:
-        """An end-to-end receipt for a bundle originated here arrived."""
+    def receipt(
+        self, subject: BundleId, now: float, hops: int | None = None, path: tuple[bytes, ...] = ()
+    ) -> list[Action]:
+        """An end-to-end receipt for a bundle originated here arrived, with the hop count and the
+        (end of the) path it reported; the status keeps them next to the first hop seen here."""
         actions: list[Action] = []
         known = self._status.get(subject)
         if known is not None and known[0].state is not State.DELIVERED:
-            status = BundleStatus(State.DELIVERED, at=now)
+            first = known[0]
+            status = BundleStatus(State.DELIVERED, first.peer, first.link, now, hops, path)
             self._status[subject] = (status, max(known[1], now) + STATUS_MEMORY_S)
             actions.append(StatusChanged(subject, status))
         if subject in self._held:
@@ -304,7 +308,7 @@ class RelayCore:
     # -- receiving -------------------------------------------------------------------------------
 
     def _data(self, state: LinkState, peer: bytes, frame: DataFrame, now: float) -> list[Action]:
-        bundle = frame.bundle
+        bundle = frame.bundle.taken_by(self.node_id)  # what we store and send on names us in its trail
         if bundle.is_expired(now):
             return []
         held = self._held.get(bundle.id)
