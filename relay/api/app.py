@@ -175,6 +175,9 @@ def _status_json(bundle_id: BundleId, status: BundleStatus) -> dict[str, Any]:
         "peer": status.peer.hex() if status.peer else None,
         "link": status.link,
         "at": from_epoch(status.at) if status.at is not None else None,
+        "hops": status.hops,
+        "path": list(status.path_labels()),
+        "path_complete": status.path_complete,
         "summary": str(status),
     }
 
