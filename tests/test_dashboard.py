@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright) against a real command post.
 
 The browser signs in with the token from the address fragment, sends a message into the field
-through the form, and sees a message from the field appear live through the WebSocket stream.
+through the form, and sees a message and a unit's position from the field appear live through the WebSocket
+stream.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     expect(row).to_have_count(1, timeout=15_000)
     expect(row).to_have_class("FLASH")
     expect(page.locator("#links tbody tr")).to_have_count(1)
+
+    reported = httpx.post(  # to the command post named in the field relay's node.toml
+        f"{field.relay.api}/api/v1/positions",
+        json={"lat": 47.3769, "lon": 8.5417, "accuracy_m": 4},
+        headers=auth(field.field_token),
+    )
+    assert reported.status_code == 202, reported.text
+    unit = page.locator("#units tbody tr", has_text="Field Relay 1")
+    expect(unit).to_contain_text("47.37690, 8.54170 ±4 m", timeout=15_000)
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
 

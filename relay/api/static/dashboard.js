@@ -50,7 +50,8 @@ async function refresh() {
     fill("messages", messages, messageRow);
     fill("units", units, (u) => { const tr = document.createElement("tr");
       tr.append(cell(u.name), cell(u.roles.join(", ")), cell(when(u.last_heard)),
-        cell(u.lat != null ? `${u.lat.toFixed(5)}, ${u.lon.toFixed(5)}` : "")); return tr; });
+        cell(u.lat != null ? `${u.lat.toFixed(5)}, ${u.lon.toFixed(5)}` + (u.accuracy_m != null ? ` ±${u.accuracy_m} m` : "") : ""),
+        cell(when(u.fixed))); return tr; });
     fill("links", links, (l) => { const tr = document.createElement("tr");
       tr.append(cell(l.link), cell((l.peer || "").slice(0, 8)), cell(l.up ? "up" : "down"), cell(l.detail || "")); return tr; });
     $("error").textContent = "";
