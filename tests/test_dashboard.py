@@ -1,8 +1,8 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright) against a real command post.
 
 The browser signs in with the token from the address fragment, sends a message into the field
-through the form, and sees a message and a unit's position from the field appear live through the WebSocket
-stream.
+through the form, and sees a message and a unit's position from the field appear live through the
+WebSocket stream.
 """
 
 from __future__ import annotations
