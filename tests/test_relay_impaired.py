@@ -26,9 +26,9 @@ from relay.field_harness import (
 
 CHAIN = ("command-post", "responder-1")
 BACKLOG = 2000
-# Bytes/s through the proxy while the backlog drains. Far lower caps starve the IP link's keepalives
-# behind the proxy's queue (3 s without an answer: the peer is declared down), see docs/ip-link.md.
-CAP = 30_000.0
+CAP = 30_000.0  # bytes/s through the proxy while the backlog drains
+SLOW_CAP = 3_000.0  # a cellular path squeezed to a trickle
+SLOW_BACKLOG = 500
 
 
 def test_impaired_link_delivers_everything_in_priority_order(tmp_path: Path) -> None:
@@ -37,10 +37,7 @@ def test_impaired_link_delivers_everything_in_priority_order(tmp_path: Path) -> 
         to_post = f"node:{field.node_id('command-post')}"
         with ProxyThread(post.ip_port) as path:
             proxy = path.proxy
-            direct = f'peers = ["tcp://127.0.0.1:{post.ip_port}"]'
-            config = responder.config.read_text()
-            assert direct in config
-            responder.config.write_text(config.replace(direct, f'peers = ["{proxy.address}"]'))
+            _dial_through(responder, post, proxy.address)
 
             # Delay and a bandwidth cap; a BULK backlog, then urgent traffic behind it.
             backlog = [f"bulk {i:05d}" for i in range(BACKLOG)]
@@ -88,6 +85,42 @@ def test_impaired_link_delivers_everything_in_priority_order(tmp_path: Path) -> 
             arrived = journal_messages(post)
             assert sorted(text for _, _, text, _ in arrived) == sorted(expected)  # once each
             assert proxy.resets > 0 and proxy.connections_accepted > 1
+
+
+def test_a_trickle_of_a_path_keeps_the_link_up_and_flash_overtakes_the_backlog(tmp_path: Path) -> None:
+    """At 3 kB/s the link's send window keeps the path's queue short: the peers never declare each
+    other dead, and a FLASH message waits behind about one window of BULK, not the whole backlog."""
+    with running_field(tmp_path, CHAIN, started=("command-post",)) as field:
+        post, responder = field.nodes
+        with ProxyThread(post.ip_port) as path:
+            proxy = path.proxy
+            _dial_through(responder, post, proxy.address)
+            backlog = [f"bulk {i:05d}" for i in range(SLOW_BACKLOG)]
+            asyncio.run(
+                preload(responder, bytes.fromhex(field.node_id("command-post")), backlog, Priority.BULK)
+            )
+            proxy.delay, proxy.bandwidth = 0.05, SLOW_CAP
+            field.start_healthy("responder-1")
+            wait_until(lambda: _count(post, "bulk "), 20, 60, "the first BULK bundles")
+            to_post = f"node:{field.node_id('command-post')}"
+            asyncio.run(send_many(responder, field.token, to_post, ["flash 0"], priority="FLASH"))
+            # A window holds about a second of the path; the FLASH bundle and its custody signal
+            # cross it a few times over; the backlog alone needs about 15 s at this rate.
+            wait_until(lambda: _count(post, "flash "), 1, 8, "the FLASH bundle behind the backlog")
+            assert _count(post, "bulk ") < SLOW_BACKLOG
+            wait_until(lambda: journal_count(post), SLOW_BACKLOG + 1, 180, "the whole backlog")
+            # read before the proxy closes its connections (that is a real "down")
+            logs = "".join(log.read_text() for log in (field.root / "logs").iterdir())
+        assert " up" in logs and " down: " not in logs, "a peer was declared dead on a slow but live path"
+        assert sorted(text for _, _, text, _ in journal_messages(post)) == sorted([*backlog, "flash 0"])
+
+
+def _dial_through(node: FieldNode, target: FieldNode, address: str) -> None:
+    """Make ``node`` dial ``target`` through ``address`` (the proxy) instead of directly."""
+    direct = f'peers = ["tcp://127.0.0.1:{target.ip_port}"]'
+    config = node.config.read_text()
+    assert direct in config
+    node.config.write_text(config.replace(direct, f'peers = ["{address}"]'))
 
 
 def _count(node: FieldNode, *prefixes: str) -> int:
