@@ -110,7 +110,11 @@ def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Lin
         from relay.links.ip import IpLink, IpLinkConfig
         from relay.links.ip_handshake import Credentials, Trust
 
-        options = _options(section, {"listen", "peers", "tls", "bitrate"})
+        timing = {"bitrate", "keepalive_interval", "keepalive_misses"}
+        options = _options(section, {"listen", "peers", "tls"} | timing)
+        numbers = {key: options[key] for key in timing & set(options)}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
+            raise ConfigError(f"link {section.name}: {', '.join(sorted(numbers))} must be numbers")
         peers = options.get("peers", [])
         if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
             raise ConfigError(f"link {section.name}: peers must be a list of addresses")
@@ -120,7 +124,9 @@ def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Lin
             listen=options.get("listen"),
             peers=tuple(peers),
             tls=tls,
-            bitrate=float(options.get("bitrate", 10_000_000.0)),
+            bitrate=float(numbers.get("bitrate", 10_000_000.0)),
+            keepalive_interval=float(numbers.get("keepalive_interval", 1.0)),
+            keepalive_misses=int(numbers.get("keepalive_misses", 3)),
         )
         credentials = Credentials(node_keys.identity, node_keys.certificate)
         return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))

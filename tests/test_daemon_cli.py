@@ -79,8 +79,13 @@ def test_sigterm_exits_0_with_a_consistent_store(post: tuple[FieldNode, str, str
 
 def test_bad_config_is_one_line(post: tuple[FieldNode, str, str]) -> None:
     node, _, _ = post
-    node.config.write_text(node.config.read_text().replace("[api]", "[api]\nrate_per_s = -1"))
+    good = node.config.read_text()
+    node.config.write_text(good.replace("[api]", "[api]\nrate_per_s = -1"))
     _one_line_error(_run(node.config), "rate_per_s", "must be a number above 0")
+    node.config.write_text(good.replace('type = "ip"', 'type = "ip"\nkeepalive_interval = "often"'))
+    _one_line_error(_run(node.config), "keepalive_interval", "must be numbers")
+    node.config.write_text(good.replace('type = "ip"', 'type = "ip"\nkeepalive_interval = 0'))
+    _one_line_error(_run(node.config), "timings and bitrate must be positive")
     node.config.write_text("[node\nname = 'x'")
     _one_line_error(_run(node.config), "not valid TOML")
     _one_line_error(_run(node.directory / "missing.toml"), "configuration file not found")
