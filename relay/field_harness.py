@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,14 +204,13 @@ def wait_until(read: Callable[[], int], target: int, timeout: float, what: str) 
     assert last >= target, f"{what}: {last} of {target} after {timeout:.0f} s"
 
 
-async def preload(
-    node: FieldNode, to: bytes, texts: Sequence[str], priority: Priority = Priority.PRIORITY
-) -> list[BundleId]:
-    """Originate one text bundle per text in a *stopped* node's store, as the node itself would.
+@asynccontextmanager
+async def stopped_node_engine(node: FieldNode) -> AsyncIterator[NodeEngine]:
+    """The engine of a *stopped* node, opened on its own keys, roster and store, as the daemon would.
 
-    The real engine seals and stores them (durable on return), exactly like ``POST /api/v1/messages``
-    does inside the daemon, without the HTTP round trip per bundle: the daemon then forwards this
-    backlog when it starts. Used to put thousands of bundles in flight in a second.
+    Bundles it sends are sealed by the node itself and durable on return; the daemon forwards them
+    when it starts. Used to put thousands of bundles in flight in a second, or to make an enrolled
+    node originate what its API would refuse.
     """
     now = time.time()
     keys = load_node_keys(node.directory, int(now))
@@ -223,6 +222,17 @@ async def preload(
         keys.identity, keys.certificate, trust, node.directory / STORE_FILE, now=to_epoch(now)
     )
     try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def preload(
+    node: FieldNode, to: bytes, texts: Sequence[str], priority: Priority = Priority.PRIORITY
+) -> list[BundleId]:
+    """Originate one text bundle per text in a *stopped* node's store, exactly as
+    ``POST /api/v1/messages`` would inside the daemon, without the HTTP round trip per bundle."""
+    async with stopped_node_engine(node) as engine:
         sends = [
             engine.send(
                 Destination.to_node(to),
@@ -235,8 +245,6 @@ async def preload(
             for text in texts
         ]
         return list(await asyncio.gather(*sends))
-    finally:
-        await engine.close()
 
 
 def inbox_pending(node: FieldNode) -> int:

@@ -15,16 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crypto.keystore import load_node_keys
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.config import load_config
-from relay.daemon import ROSTER_DIR, STORE_FILE, load_roster
 from relay.demo_field import FieldNode
-from relay.engine import NodeEngine
 from relay.errors import ConfigError
-from relay.field_harness import RunningField, inbox_pending, running_field
+from relay.field_harness import RunningField, inbox_pending, running_field, stopped_node_engine
 from relay.position import Position, encode_position
-from relay.trust import TrustStore
 
 CHAIN = ("command-post", "relay-1")
 
@@ -55,16 +51,7 @@ def _cli_position(node: FieldNode, token: str, *args: str) -> subprocess.Complet
 async def _originate(node: FieldNode, to: bytes, payloads: list[bytes]) -> None:
     """Originate Kind.POSITION bundles with these payloads in a *stopped* node's store, sealed and
     signed by the node itself: what a compromised or buggy enrolled node could put on the air."""
-    now = time.time()
-    keys = load_node_keys(node.directory, int(now))
-    trust = TrustStore(keys.authority, [keys.certificate], keys.revocations)
-    for certificate in load_roster(node.directory / ROSTER_DIR):
-        if certificate.node_id != keys.certificate.node_id:
-            trust.add(certificate, to_epoch(now))
-    engine = await NodeEngine.open(
-        keys.identity, keys.certificate, trust, node.directory / STORE_FILE, now=to_epoch(now)
-    )
-    try:
+    async with stopped_node_engine(node) as engine:
         for payload in payloads:
             await engine.send(
                 Destination.to_node(to),
@@ -74,8 +61,6 @@ async def _originate(node: FieldNode, to: bytes, payloads: list[bytes]) -> None:
                 lifetime=900,
                 now=to_epoch(time.time()),
             )
-    finally:
-        await engine.close()
 
 
 def test_cli_position_and_hostile_payloads_at_the_command_post(tmp_path: Path) -> None:
