@@ -171,14 +171,25 @@ def test_receipts_round_trip(delivered: int, hops: int, trail: tuple[bytes, ...]
     assert Receipt.decode(receipt.encode()) == receipt
 
 
-@settings(max_examples=1000, deadline=None)
-@given(data=st.binary(max_size=MAX_RECEIPT_LEN + 8))
-def test_any_bytes_decode_to_a_canonical_receipt_or_a_receipt_error(data: bytes) -> None:
+def _decode_receipt_or_refuse(data: bytes) -> None:
     try:
         receipt = Receipt.decode(data)
     except ReceiptDecodeError:
         return
     assert receipt.encode() == data
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.binary(max_size=MAX_RECEIPT_LEN + 8))
+def test_fuzz_receipt_any_bytes_decode_canonically_or_are_refused(data: bytes) -> None:
+    _decode_receipt_or_refuse(data)
+
+
+@pytest.mark.long
+@settings(max_examples=100_000, deadline=None)
+@given(data=st.binary(max_size=MAX_RECEIPT_LEN + 8))
+def test_fuzz_receipt_any_bytes_long(data: bytes) -> None:
+    _decode_receipt_or_refuse(data)
 
 
 # -- the core, end to end ---------------------------------------------------------------------------
