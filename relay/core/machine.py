@@ -233,7 +233,8 @@ class RelayCore:
         self, subject: BundleId, now: float, hops: int | None = None, path: tuple[bytes, ...] = ()
     ) -> list[Action]:
         """An end-to-end receipt for a bundle originated here arrived, with the hop count and the
-        (end of the) path it reported; the status keeps them next to the first hop seen here."""
+        (end of the) path it reported; the status keeps them next to the first hop (the neighbour that
+        last took custody from here)."""
         actions: list[Action] = []
         known = self._status.get(subject)
         if known is not None and known[0].state is not State.DELIVERED:

@@ -47,8 +47,8 @@ class BundleStatus:
     Once delivered, ``hops`` and ``path`` come from the receipt: ``path`` holds the short ids of the
     last ``len(path)`` nodes that took custody (the destination last), and ``names`` their display
     names where the node knows them (the engine fills them in; the core knows no names). ``peer``
-    and ``link`` keep the first hop this node saw acknowledged. The path is informational: relays
-    write it and nothing authenticates it hop by hop.
+    and ``link`` keep the first hop: the neighbour that last took custody from this node. The path
+    is informational: relays write it and nothing authenticates it hop by hop.
     """
 
     state: State
