@@ -35,7 +35,7 @@ from relay.bundle import (
 )
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.machine import RelayCore, UnknownLinkError
-from relay.core.receipts import BundleStatus, Receipt, ReceiptDecodeError
+from relay.core.receipts import BundleStatus, ForgedReceiptError, Receipt, ReceiptDecodeError
 from relay.kinds import KindRegistry
 from relay.links.base import LinkProfile
 from relay.store import Store, StoreError, StoreFullError, UnknownBundleError
@@ -293,8 +293,14 @@ class NodeEngine:
             except ReceiptDecodeError as exc:
                 log.warning("receipt %s refused: %s", bundle.id, exc)
                 return
-            if receipt.subject.origin == self.node_id:
-                await self._apply(self.core.receipt(receipt.subject, now, receipt.hops, receipt.path), now)
+            if receipt.subject.origin != self.node_id:
+                return
+            try:
+                actions = self.core.receipt(receipt.subject, now, bundle.origin, receipt.hops, receipt.path)
+            except ForgedReceiptError as exc:
+                log.warning("receipt %s refused: %s", bundle.id, exc)
+                return
+            await self._apply(actions, now)
             return
         dest = bundle.destination
         if dest.kind is DestKind.NODE and bundle.origin != self.node_id:

@@ -92,7 +92,7 @@ def test_flash_copy_is_kept_until_the_end_to_end_receipt() -> None:
     pump.run(3.0, 30.0)
     data_resent = pump.frames_sent - frames_before
     assert data_resent < 5, "an acknowledged FLASH copy is not sent again"
-    actions = a.core.receipt(bundle.id, 30.0)
+    actions = a.core.receipt(bundle.id, 30.0, b.core.node_id)
     assert not a.core.holds(bundle.id)
     assert a.core.status(bundle.id).state is State.DELIVERED
     assert any(isinstance(x, Drop) for x in actions)

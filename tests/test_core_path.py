@@ -29,6 +29,7 @@ from relay.core.receipts import (
     LEGACY_RECEIPT_LEN,
     MAX_RECEIPT_LEN,
     BundleStatus,
+    ForgedReceiptError,
     Receipt,
     ReceiptDecodeError,
     State,
@@ -213,7 +214,7 @@ def test_three_ip_hops_the_origin_learns_the_whole_path() -> None:
     assert arrived.trail == (B[:4], C[:4], D[:4]) and arrived.hop_count == 3
     origin = pump.nodes[A].core
     receipt = Receipt.decode(Receipt.for_bundle(arrived, 61).encode())
-    origin.receipt(receipt.subject, 61.0, receipt.hops, receipt.path)
+    origin.receipt(receipt.subject, 61.0, D, receipt.hops, receipt.path)
     status = origin.status(arrived.id)
     assert status.state is State.DELIVERED
     assert status.hops == 3 and status.path == (B[:4], C[:4], D[:4]) and status.path_complete
@@ -222,12 +223,24 @@ def test_three_ip_hops_the_origin_learns_the_whole_path() -> None:
     assert str(status) == f"delivered at 00:01:01 UTC via {via}, 3 hops (first over ip0)"
 
 
+def test_a_receipt_sealed_by_a_relay_on_the_way_is_refused_and_changes_nothing() -> None:
+    pump, arrived = _run_chain(IP)
+    origin = pump.nodes[A].core
+    before = origin.status(arrived.id)
+    receipt = Receipt.for_bundle(arrived, 61)
+    with pytest.raises(ForgedReceiptError, match="addressed to d4d4d4d4"):
+        origin.receipt(receipt.subject, 61.0, C, receipt.hops, receipt.path)
+    assert origin.status(arrived.id) == before and before.state is not State.DELIVERED
+    origin.receipt(receipt.subject, 62.0, D, receipt.hops, receipt.path)
+    assert origin.status(arrived.id).state is State.DELIVERED
+
+
 def test_a_lora_hop_in_the_middle_leaves_an_honest_gap() -> None:
     pump, arrived = _run_chain(LORA)
     assert arrived.trail == (C[:4], D[:4]) and arrived.hop_count == 3 and arrived.trail_gap == 1
     origin = pump.nodes[A].core
     receipt = Receipt.for_bundle(arrived, 61)
-    origin.receipt(receipt.subject, 61.0, receipt.hops, receipt.path)
+    origin.receipt(receipt.subject, 61.0, D, receipt.hops, receipt.path)
     status = origin.status(arrived.id)
     assert not status.path_complete
     assert "via [1 hop not recorded] → " in str(status) and str(status).endswith("3 hops (first over ip0)")

@@ -39,7 +39,7 @@ from relay.core.outbox import (
     SendStatus,
     SendSummary,
 )
-from relay.core.receipts import BundleStatus, State
+from relay.core.receipts import BundleStatus, ForgedReceiptError, State
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
 from relay.core.scheduler import TokenBucket
 from relay.core.transmit import Transmitter
@@ -78,6 +78,7 @@ class RelayCore:
         self._incoming: dict[BundleId, _Incoming] = {}
         self._seen: OrderedDict[BundleId, None] = OrderedDict()
         self._status: dict[BundleId, tuple[BundleStatus, float]] = {}  # id -> (status, next look)
+        self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
         self._summary_wait: dict[bytes, float] = {}
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
         self._transmitter = Transmitter(self._held, self.router, self.custody)
@@ -116,6 +117,7 @@ class RelayCore:
         actions: list[Action] = []
         if bundle.destination.kind is DestKind.NODE and bundle.destination.node == self.node_id:
             return [DeliverLocal(bundle)]
+        self._expect_receipt(bundle)
         self._hold(bundle, local=True, copies=INITIAL_COPIES[bundle.priority], now=now)
         return actions
 
@@ -131,6 +133,7 @@ class RelayCore:
                 peer, link, at = custody[-1]
                 status = BundleStatus(State.FORWARDED, peer, link, at)
             self._status.setdefault(bundle.id, (status, bundle.expires))
+            self._expect_receipt(bundle)
         if not bundle.is_expired(now):
             held = self._hold(
                 bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now, route=False
@@ -230,11 +233,28 @@ class RelayCore:
         self._incoming.pop(bundle_id, None)
 
     def receipt(
-        self, subject: BundleId, now: float, hops: int | None = None, path: tuple[bytes, ...] = ()
+        self,
+        subject: BundleId,
+        now: float,
+        sealed_by: bytes,
+        hops: int | None = None,
+        path: tuple[bytes, ...] = (),
     ) -> list[Action]:
         """An end-to-end receipt for a bundle originated here arrived, with the hop count and the
         (end of the) path it reported; the status keeps them next to the first hop (the neighbour that
-        last took custody from here)."""
+        last took custody from here).
+
+        Only the node the bundle was addressed to may receipt it: one sealed by any other enrolled
+        node raises :class:`ForgedReceiptError` and changes nothing (it would stop the resends).
+        A receipt for a bundle whose status is already forgotten is ignored."""
+        expected = self._receipt_from.get(subject)
+        if expected is None:
+            return []
+        if sealed_by != expected:
+            raise ForgedReceiptError(
+                f"receipt for {subject} sealed by {sealed_by.hex()[:8]}, but it was addressed to "
+                f"{expected.hex()[:8]}"
+            )
         actions: list[Action] = []
         known = self._status.get(subject)
         if known is not None and known[0].state is not State.DELIVERED:
@@ -246,6 +266,10 @@ class RelayCore:
             self._unhold(subject)
             actions.append(Drop(subject, "delivered: end-to-end receipt received"))
         return actions
+
+    def _expect_receipt(self, bundle: Bundle) -> None:
+        if bundle.destination.kind is DestKind.NODE and bundle.destination.node is not None:
+            self._receipt_from[bundle.id] = bundle.destination.node
 
     def evicted(self, bundle_ids: list[BundleId]) -> None:
         """The store evicted these for space; stop sending them."""
@@ -266,6 +290,7 @@ class RelayCore:
                 continue
             if status.state is State.DELIVERED or status.state is State.EXPIRED:
                 del self._status[bundle_id]
+                self._receipt_from.pop(bundle_id, None)
             else:
                 self._status[bundle_id] = (BundleStatus(State.EXPIRED, at=now), now + STATUS_MEMORY_S)
                 actions.append(StatusChanged(bundle_id, self._status[bundle_id][0]))

@@ -28,6 +28,10 @@ MIN_RECEIPT_LEN = LEGACY_RECEIPT_LEN + 1
 MAX_RECEIPT_LEN = MIN_RECEIPT_LEN + MAX_TRAIL * TRAIL_ID_LEN
 
 
+class ForgedReceiptError(ValueError):
+    """A receipt sealed by a node other than the one the bundle was addressed to."""
+
+
 class ReceiptDecodeError(ValueError):
     """A receipt plaintext of the wrong shape; the message says which part."""
 
