@@ -1,17 +1,20 @@
-"""Fixtures shared by the API and dashboard tests: a real command post and field relay on loopback."""
+"""Shared fixtures: a real command post and field relay on loopback (API and dashboard tests), and the
+IP link tests' impairment proxy and started links."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from impair_proxy import ImpairProxy
 
 from relay.api.permissions import ROLES
 from relay.demo import create_demo_deployment
 from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
 from relay.field_harness import free_port_base
+from relay.links.ip import IpLink
 
 
 @dataclass
@@ -50,3 +53,21 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ImpairProxy]:
+    """An impairment proxy on 127.0.0.1; the test points it at a listener (``target_port``)."""
+    started = ImpairProxy(0)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[list[IpLink]]:
+    """IP links a test started; each is stopped at the end."""
+    started: list[IpLink] = []
+    yield started
+    for link in started:
+        await link.stop()

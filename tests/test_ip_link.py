@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,26 +79,10 @@ def enrol(authority: Authority, name: str, expires: int = NOW + 3600, now: int =
     )
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[ImpairProxy]:
-    started = ImpairProxy(0)
-    await started.start()
-    yield started
-    await started.stop()
-
-
 class Pair:
     def __init__(self, listener: IpLink, dialler: IpLink, at_listener: Recorder, at_dialler: Recorder):
         self.listener, self.dialler = listener, dialler
         self.at_listener, self.at_dialler = at_listener, at_dialler
-
-
-@pytest.fixture
-async def links() -> AsyncIterator[list[IpLink]]:
-    started: list[IpLink] = []
-    yield started
-    for link in started:
-        await link.stop()
 
 
 async def start(links: list[IpLink], link: IpLink) -> Recorder:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 
 import pytest
 from impair_proxy import ImpairProxy
@@ -25,22 +24,6 @@ RECORD_OVERHEAD = 1.2  # record header, tag and pynng length (33 B) on records o
 @pytest.fixture(scope="module")
 def authority() -> Authority:
     return Authority.generate(now=NOW - 100_000)
-
-
-@pytest.fixture
-async def links() -> AsyncIterator[list[IpLink]]:
-    started: list[IpLink] = []
-    yield started
-    for link in started:
-        await link.stop()
-
-
-@pytest.fixture
-async def slow_proxy() -> AsyncIterator[ImpairProxy]:
-    started = ImpairProxy(0)
-    await started.start()
-    yield started
-    await started.stop()
 
 
 class PriorityFeeder:
@@ -108,25 +91,25 @@ async def run_backlog(links: list[IpLink], authority: Authority, proxy: ImpairPr
 
 @pytest.mark.timeout(120)
 async def test_slow_path_with_a_backlog_stays_up_and_flash_overtakes(
-    links: list[IpLink], authority: Authority, slow_proxy: ImpairProxy
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:
-    await run_backlog(links, authority, slow_proxy, backlog=40_000)  # 20 s of the path
+    await run_backlog(links, authority, proxy, backlog=40_000)  # 20 s of the path
 
 
 @pytest.mark.long
 @pytest.mark.timeout(400)
 async def test_slow_path_with_a_200_kb_backlog_stays_up_and_flash_overtakes(
-    links: list[IpLink], authority: Authority, slow_proxy: ImpairProxy
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:
-    await run_backlog(links, authority, slow_proxy, backlog=200_000)  # 100 s of the path
+    await run_backlog(links, authority, proxy, backlog=200_000)  # 100 s of the path
 
 
 @pytest.mark.timeout(60)
 async def test_a_300_byte_per_second_path_still_carries_small_frames(
-    links: list[IpLink], authority: Authority, slow_proxy: ImpairProxy
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:
-    slow_proxy.delay, slow_proxy.bandwidth = DELAY, 300.0
-    pair = await connected_pair(links, authority, dial=slow_proxy.via)
+    proxy.delay, proxy.bandwidth = DELAY, 300.0
+    pair = await connected_pair(links, authority, dial=proxy.via)
     frames = [b"position %d: 48.1374,11.5755" % i for i in range(5)]
     for frame in frames:
         await pair.dialler.send(pair.listener.node_id, frame)
