@@ -57,7 +57,7 @@ def auth(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[ImpairProxy]:
-    """An impairment proxy on 127.0.0.1; the test points it at a listener (``target_port``)."""
+    """An impairment proxy on 127.0.0.1; ``proxy.via(port)`` points it at a listener."""
     started = ImpairProxy(0)
     await started.start()
     yield started
