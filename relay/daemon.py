@@ -40,7 +40,13 @@ from relay.errors import ConfigError
 from relay.journal import Journal, MessageEntry, RecordEntry
 from relay.links.base import Link
 from relay.node import Node
-from relay.position import MAX_FIX_AHEAD_S, Position, PositionDecodeError, decode_position
+from relay.position import (
+    InvalidPositionError,
+    Position,
+    PositionDecodeError,
+    check_not_ahead,
+    decode_position,
+)
 from relay.trust import TrustStore
 
 log = logging.getLogger("mesh112.daemon")
@@ -223,18 +229,12 @@ class CommandPostFeed:
     @staticmethod
     def _position(delivery: Delivery, name: str, received: float) -> Position | None:
         """The position a delivery reports, or None (logged) if it is damaged, hostile or from a
-        clock far ahead: such a fix would hide every true fix after it until that time came."""
+        clock far ahead."""
         try:
             position = decode_position(delivery.payload)
-        except PositionDecodeError as exc:
+            check_not_ahead(position, received)
+        except (PositionDecodeError, InvalidPositionError) as exc:
             log.warning("position from %s refused: %s", name, exc)
-            return None
-        if position.fixed > received + MAX_FIX_AHEAD_S:
-            log.warning(
-                "position from %s refused: fixed %.0f s in the future; check that node's clock",
-                name,
-                position.fixed - received,
-            )
             return None
         return position
 

@@ -96,6 +96,14 @@ class Position:
         )
 
 
+def check_not_ahead(position: Position, now: float) -> None:
+    """Refuse a fix from a clock running far ahead: the command post keeps the newest fix per unit,
+    so such a fix would hide every true one after it until its time came."""
+    ahead = position.fixed - now
+    if ahead > MAX_FIX_AHEAD_S:
+        raise InvalidPositionError(f"fix time is {ahead:.0f} s in the future; check the device's clock")
+
+
 def encode_position(position: Position) -> bytes:
     return _LAYOUT.pack(
         round(position.lat * _SCALE),

@@ -34,10 +34,10 @@ from relay.journal import Journal, UnknownRecordError
 from relay.position import (
     MAX_ACCURACY_M,
     MAX_ALTITUDE_M,
-    MAX_FIX_AHEAD_S,
     POSITION_LIFETIME_S,
     InvalidPositionError,
     Position,
+    check_not_ahead,
     encode_position,
 )
 
@@ -287,8 +287,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         else:
             raise HTTPException(422, "no destination: give 'to', or set command_post in [node] of node.toml")
         now = time.time()
-        if body.fixed is not None and body.fixed > now + MAX_FIX_AHEAD_S:
-            raise HTTPException(422, f"fix time {body.fixed:.0f} is in the future; check this device's clock")
         try:
             position = Position.from_fix(
                 body.lat,
@@ -297,6 +295,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 body.accuracy_m,
                 body.altitude_m,
             )
+            check_not_ahead(position, now)
             bundle_id = await ctx.node.send(
                 destination,
                 encode_position(position),
