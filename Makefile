@@ -23,8 +23,8 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check relay crypto
-	$(BIN)/mypy relay crypto ng112 analytics_edge mobile
+	$(BIN)/ruff format --check relay crypto field
+	$(BIN)/mypy relay crypto ng112 analytics_edge mobile field
 
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

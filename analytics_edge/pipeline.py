@@ -16,7 +16,6 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from analytics_edge import kinds
 from analytics_edge.detectors.base import Detector
@@ -31,15 +30,8 @@ from analytics_edge.privacy import Anonymiser, SnapshotError, encode_snapshot
 from analytics_edge.rules import Observation, Rule, RuleEvent
 from analytics_edge.sources import Frame, VideoSource
 from analytics_edge.tracking import Box, Phase, Tracker, TrackerConfig
+from relay.apps import Sender
 from relay.bundle import BundleId, Destination, Priority
-
-
-class EventSink(Protocol):
-    """What the pipeline needs from a relay node."""
-
-    async def send(
-        self, destination: Destination, payload: bytes, *, kind: int, priority: Priority, lifetime: int
-    ) -> BundleId: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +175,7 @@ def _frac(value: float, size: int) -> float:
 async def run_camera(
     source: VideoSource,
     pipeline: CameraPipeline,
-    sink: EventSink,
+    sink: Sender,
     destination: Destination,
     *,
     realtime: bool = False,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from analytics_edge.events import decode_event, decode_snapshot_record
 from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT
-from relay.daemon import RecordUpdate
+from relay.apps import RecordUpdate
 from relay.engine import Delivery
 from relay.node import Node
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import LoRaMedium
 from ng112.record import AlarmRecord, AlarmType, encode_record
 from relay.bundle import COMPACT_HEADER_LEN
 from relay.links.lora import LoRaLink, LoRaLinkConfig
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import LoRaMedium
 from relay.links.lora_phy import MESHTASTIC_HEADER_LEN, PKI_OVERHEAD, modem
 
 PRESET = "LONG_FAST"
@@ -179,7 +179,7 @@ class _Sink:
 
 async def _measure(window: int, frames: list[bytes]) -> dict[str, Any]:
     """Send ``frames`` A→B through LoRaLink with ``window`` frames in flight; simulated time and air use."""
-    from relay.links.lora_emulator.radio import EmulatedRadio
+    from field.lora_emulator.radio import EmulatedRadio
 
     medium = LoRaMedium(PRESET, seed=1, speedup=SPEEDUP)
     servers = []

@@ -21,10 +21,9 @@ from typing import Any
 
 import httpx
 
-from relay.daemon import ROSTER_DIR
-from relay.demo import create_demo_deployment
-from relay.demo_field import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
-from relay.demo_radio import (
+from field.deployment import create_demo_deployment
+from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
+from field.radio import (
     Radio,
     buildings_toml,
     emulator_toml,
@@ -33,6 +32,7 @@ from relay.demo_radio import (
     start_emulator,
     start_gateway,
 )
+from relay.daemon import ROSTER_DIR
 
 ALARMS = 5
 ALARM_TIMEOUT_S = 60.0

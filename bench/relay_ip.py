@@ -34,8 +34,7 @@ import httpx
 
 from bench._lxmf_config import verify_loopback_sockets
 from bench._lxmf_field import measure_lxmf
-from relay.demo_field import FieldNode
-from relay.field_harness import (
+from field.harness import (
     RunningField,
     inbox_pending,
     journal_messages,
@@ -45,6 +44,7 @@ from relay.field_harness import (
     stored_bundles,
     wait_until,
 )
+from field.processes import FieldNode
 
 CHAINS = {
     1: ("command-post", "responder-1"),

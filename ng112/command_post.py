@@ -32,8 +32,8 @@ from ng112.errors import RecordError
 from ng112.feed import cap_feed_xml, current_alert
 from ng112.kinds import NG112_ACK, NG112_ALARM, register_kinds
 from ng112.record import AlarmRecord, decode_record
+from relay.apps import RecordUpdate
 from relay.bundle import Destination, Priority
-from relay.daemon import RecordUpdate
 from relay.engine import Delivery
 from relay.node import Node
 

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from ng112.acks import ack_message, parse_sip_target
 from ng112.buildings import BuildingRegistry
@@ -43,6 +43,7 @@ from ng112.sip import (
     parse_uri_and_params,
 )
 from ng112.store import AlarmStore, StoredAlarm
+from relay.apps import Sender
 
 log = logging.getLogger(__name__)
 MAX_TCP_CONNECTIONS = 256
@@ -64,13 +65,7 @@ class Alarm:
 Accept = Callable[[Alarm], Awaitable[None]]
 
 
-class Node(Protocol):
-    async def send(
-        self, destination: Any, payload: bytes, *, kind: int, priority: Any, lifetime: int
-    ) -> Any: ...
-
-
-def node_accept(node: Node, destination: Any, priority: Any, lifetime_s: int = 24 * 3600) -> Accept:
+def node_accept(node: Sender, destination: Any, priority: Any, lifetime_s: int = 24 * 3600) -> Accept:
     """An ``accept`` that hands the record to a relay node as an NG112 alarm bundle (kind 32, FLASH)."""
 
     async def accept(alarm: Alarm) -> None:

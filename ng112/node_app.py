@@ -21,8 +21,8 @@ from ng112.gateway import Gateway, GatewayConfig, node_accept
 from ng112.kinds import NG112_ACK, register_kinds
 from ng112.record import decode_record
 from ng112.store import AlarmStore
+from relay.apps import App
 from relay.bundle import Destination, Priority
-from relay.daemon import App
 from relay.node import Node
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,8 @@ re-delivers rather than loses (the journal ignores the duplicate).
 
 Applications plug in without ``relay`` importing them: a field application (the NG112 gateway, a
 camera) calls :func:`run` with ``apps`` — coroutines that get the running :class:`Node`; a command
-post picks up :class:`CommandPostApp` factories from the ``mesh112.command_post`` entry-point group
-(their payload kinds, how each delivery becomes a journal record, and how an operator's
-acknowledgement travels back).
+post picks up ``CommandPostApp`` factories from the ``mesh112.command_post`` entry-point group
+(see :mod:`relay.apps` for the contract and :mod:`relay.command_post` for the feed into the journal).
 """
 
 from __future__ import annotations
@@ -21,32 +20,24 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from importlib.metadata import entry_points
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 import uvicorn
 
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError
-from crypto.keystore import NodeKeys, load_node_keys
+from crypto.keystore import load_node_keys
 from relay.api.app import ApiContext, create_app
-from relay.bundle import Kind, from_epoch, to_epoch
-from relay.config import LinkSection, NodeConfig
-from relay.engine import Delivery, NodeEngine
+from relay.apps import App
+from relay.bundle import to_epoch
+from relay.command_post import CommandPostFeed, command_post_apps
+from relay.config import NodeConfig
+from relay.engine import NodeEngine
 from relay.errors import ConfigError
-from relay.journal import Journal, MessageEntry, RecordEntry
-from relay.links.base import Link
+from relay.journal import Journal
+from relay.links.factory import build_link
 from relay.node import Node
-from relay.position import (
-    InvalidPositionError,
-    Position,
-    PositionDecodeError,
-    check_not_ahead,
-    decode_position,
-)
 from relay.trust import TrustStore
 
 log = logging.getLogger("mesh112.daemon")
@@ -54,38 +45,6 @@ log = logging.getLogger("mesh112.daemon")
 STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
-MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
-
-App = Callable[[Node], Coroutine[Any, Any, None]]  # a field application riding on the node (gateway, camera)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordUpdate:
-    """A record an application wants in the command post's journal (new, or its new state)."""
-
-    record_id: str
-    body: dict[str, Any]
-
-
-class CommandPostApp(Protocol):
-    """What an application adds to a command post: its payload kinds, records and acknowledgements.
-
-    Installed applications provide a factory ``(node) -> CommandPostApp`` in the entry-point group
-    ``mesh112.command_post``; the relay never imports them. An application may also have a ``router``
-    attribute (a FastAPI ``APIRouter`` of read-only routes, e.g. a feed for other systems); the API
-    serves it under ``/api/v1/apps/<record_type>/`` to operators who may read records.
-    """
-
-    record_type: str
-    kinds: Mapping[int, str]
-
-    async def handle(self, delivery: Delivery) -> list[RecordUpdate]: ...
-
-    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None: ...
-
-
-def command_post_apps(node: Node) -> list[CommandPostApp]:
-    return [entry.load()(node) for entry in entry_points(group="mesh112.command_post")]
 
 
 def load_roster(directory: Path) -> list[Certificate]:
@@ -97,178 +56,6 @@ def load_roster(directory: Path) -> list[Certificate]:
         except CryptoError as exc:
             raise ConfigError(f"{path}: not a certificate ({exc})") from None
     return certificates
-
-
-def _options(section: LinkSection, allowed: set[str]) -> dict[str, Any]:
-    options = {k: v for k, v in section.options.items() if k not in ("type", "name")}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"link {section.name}: unknown key(s) {', '.join(unknown)}; allowed: {sorted(allowed)}"
-        )
-    return options
-
-
-def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Link:
-    """The link a ``[[links]]`` table describes (keys documented in deploy/node.example.toml)."""
-    if section.type == "ip":
-        from relay.links import ip_tls
-        from relay.links.ip import IpLink, IpLinkConfig
-        from relay.links.ip_handshake import Credentials, Trust
-
-        timing = {"bitrate", "keepalive_interval", "keepalive_misses"}
-        options = _options(section, {"listen", "peers", "tls"} | timing)
-        numbers = {key: options[key] for key in timing & set(options)}
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
-            raise ConfigError(f"link {section.name}: {', '.join(sorted(numbers))} must be numbers")
-        peers = options.get("peers", [])
-        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-            raise ConfigError(f"link {section.name}: peers must be a list of addresses")
-        tls = ip_tls.ensure_self_signed(data_dir) if options.get("tls", False) else None
-        config = IpLinkConfig(
-            name=section.name,
-            listen=options.get("listen"),
-            peers=tuple(peers),
-            tls=tls,
-            bitrate=float(numbers.get("bitrate", 10_000_000.0)),
-            keepalive_interval=float(numbers.get("keepalive_interval", 1.0)),
-            keepalive_misses=int(numbers.get("keepalive_misses", 3)),
-        )
-        credentials = Credentials(node_keys.identity, node_keys.certificate)
-        return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))
-    if section.type == "lora":
-        from relay.links.lora import LoRaLink, LoRaLinkConfig
-
-        fields = {"transport", "address", "port", "preset", "region", "app_port", "roster"}
-        options = _options(section, fields)
-        roster = options.pop("roster", {})
-        if not isinstance(roster, dict):
-            raise ConfigError(f"link {section.name}: roster must be a table of node number = node id")
-        try:
-            parsed = {int(num): str(node_id) for num, node_id in roster.items()}
-        except ValueError:
-            raise ConfigError(f"link {section.name}: roster keys must be Meshtastic node numbers") from None
-        return LoRaLink(LoRaLinkConfig(roster=parsed, name=section.name, **options))
-    raise ConfigError(f"link {section.name}: type {section.type!r} cannot run in a daemon")
-
-
-class CommandPostFeed:
-    """Moves deliveries from the node into the journal and the live stream, then acknowledges them."""
-
-    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, apps: list[CommandPostApp]) -> None:
-        self._node, self._journal, self._ctx = node, journal, ctx
-        self._apps = {number: app for app in apps for number in app.kinds}
-
-    async def run(self) -> None:
-        """Record each delivery, then acknowledge it to the store. The acknowledgements run
-        concurrently (bounded), so a burst of deliveries shares store commits instead of waiting
-        for one commit each; the journal entry is committed first, so a crash in between only
-        re-delivers into the idempotent journal."""
-        acks: set[asyncio.Task[None]] = set()
-        try:
-            async for delivery in self._node.inbox():
-                await self.record(delivery)
-                if len(acks) >= MAX_PENDING_ACKS:
-                    await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._node.ack(delivery.bundle_id))
-                acks.add(task)
-                task.add_done_callback(acks.discard)
-        finally:
-            for task in list(acks):
-                task.cancel()
-            await asyncio.gather(*acks, return_exceptions=True)
-
-    async def record(self, delivery: Delivery) -> None:
-        received = time.time()
-        origin = delivery.origin.hex()
-        certificate = self._node.engine.trust.certificate(delivery.origin)
-        name = certificate.name if certificate else origin[:8]
-        roles = sorted(certificate.roles) if certificate else []
-        position = self._position(delivery, name, received) if delivery.kind == Kind.POSITION else None
-        await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
-        bundle_id = delivery.bundle_id.key().hex()
-        event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
-        if delivery.kind == Kind.POSITION:
-            if position is not None:
-                self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
-            return
-        if delivery.kind == Kind.TEXT:
-            text = delivery.payload.decode("utf-8", errors="replace")
-            entry = MessageEntry(
-                bundle_id,
-                origin,
-                str(delivery.destination),
-                delivery.kind,
-                delivery.priority.name,
-                from_epoch(delivery.created),
-                received,
-                text,
-            )
-            if await self._journal.add_message(entry):
-                self._ctx.hub.publish({"type": "message", **event, "text": text})
-            return
-        app = self._apps.get(delivery.kind)
-        if app is None:
-            log.info("delivery of kind %d from %s has no command post application", delivery.kind, name)
-            return
-        for update in await app.handle(delivery):
-            record = RecordEntry(
-                update.record_id,
-                app.record_type,
-                origin,
-                delivery.priority.name,
-                from_epoch(delivery.created),
-                received,
-                update.body,
-            )
-            await self._journal.put_record(record)
-            self._ctx.hub.publish(
-                {"type": "record", "record_type": app.record_type, "record_id": update.record_id, **event}
-            )
-
-    @staticmethod
-    def _position(delivery: Delivery, name: str, received: float) -> Position | None:
-        """The position a delivery reports, or None (logged) if it is damaged, hostile or from a
-        clock far ahead."""
-        try:
-            position = decode_position(delivery.payload)
-            check_not_ahead(position, received)
-        except (PositionDecodeError, InvalidPositionError) as exc:
-            log.warning("position from %s refused: %s", name, exc)
-            return None
-        return position
-
-
-class NodeControlAdapter:
-    """The node as the API sees it: sending with the node's clock, link state for operators."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    @property
-    def node_id(self) -> bytes:
-        return self._node.node_id
-
-    async def send(self, destination: Any, payload: bytes, *, kind: int, priority: Any, lifetime: int) -> Any:
-        return await self._node.send(destination, payload, kind=kind, priority=priority, lifetime=lifetime)
-
-    def status(self, bundle_id: Any) -> Any:
-        return self._node.status(bundle_id)
-
-    def link_info(self) -> list[dict[str, Any]]:
-        core = self._node.engine.core
-        return [
-            {
-                "link": name,
-                "kind": link.profile.kind,
-                "peer": peer.hex(),
-                "up": True,
-                "queued": core.queued(name),
-                "detail": f"mtu {link.profile.mtu} B, {link.profile.bitrate:.0f} B/s",
-            }
-            for name, link in self._node.links.items()
-            for peer in core.neighbours(name)
-        ]
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
@@ -327,7 +114,7 @@ async def run(
         if api_sock is not None:
             journal = await Journal.open(data_dir / JOURNAL_FILE)
             ctx = ApiContext(
-                NodeControlAdapter(node),
+                node,
                 journal,
                 node_keys.authority,
                 lambda: engine.trust.revocations,

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
@@ -116,6 +117,22 @@ class Node:
 
     def on_status(self, callback: StatusCallback) -> None:
         self.engine.on_status(callback)
+
+    def link_info(self) -> list[dict[str, Any]]:
+        """One row per neighbour on each link, for operators (the API's links view)."""
+        core = self.engine.core
+        return [
+            {
+                "link": name,
+                "kind": link.profile.kind,
+                "peer": peer.hex(),
+                "up": True,
+                "queued": core.queued(name),
+                "detail": f"mtu {link.profile.mtu} B, {link.profile.bitrate:.0f} B/s",
+            }
+            for name, link in self.links.items()
+            for peer in core.neighbours(name)
+        ]
 
     # -- LinkEvents (called by links) ------------------------------------------------------------
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pytest
 from impair_proxy import ImpairProxy
 
+from field.deployment import create_demo_deployment
+from field.harness import free_port_base
+from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
 from relay.api.permissions import ROLES
-from relay.demo import create_demo_deployment
-from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
-from relay.field_harness import free_port_base
 from relay.links.ip import IpLink
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from crypto.keystore import load_node_keys
+from field.deployment import DEMO_NODES, create_demo_deployment
 from relay.config import load_config
-from relay.demo import DEMO_NODES, create_demo_deployment
 
 MESH112 = shutil.which("mesh112", path=str(Path(sys.executable).parent)) or "mesh112"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from field.deployment import create_demo_deployment
+from field.harness import free_port_base
+from field.processes import FieldNode, operator_token, wait_healthy, write_field
 from relay.daemon import STORE_FILE
-from relay.demo import create_demo_deployment
-from relay.demo_field import FieldNode, operator_token, wait_healthy, write_field
-from relay.field_harness import free_port_base
 
 CHAIN = ("command-post",)
 

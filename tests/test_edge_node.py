@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from analytics_edge import synthetic
+from field.deployment import create_demo_deployment
+from field.processes import node_config
 from relay.cli import main
 from relay.daemon import JOURNAL_FILE, ROSTER_DIR
-from relay.demo import create_demo_deployment
-from relay.demo_field import node_config
 
 CAMERA_TOML = """
 [camera]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from engine_net import Deployment
 
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import LoRaMedium
+from field.lora_emulator.radio import EmulatedRadio
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.links.lora import LoRaLink, LoRaLinkConfig
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.radio import EmulatedRadio
 from relay.node import Node
 
 RADIOS = {"post": (0xA0000001, 0.0), "relay": (0xA0000002, 900.0), "field": (0xA0000003, 1800.0)}

@@ -11,9 +11,9 @@ import meshtastic.tcp_interface
 import pytest
 from pubsub import pub
 
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.radio import EmulatedRadio
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import LoRaMedium
+from field.lora_emulator.radio import EmulatedRadio
 
 PORT = 300  # a private application port (256-511)
 

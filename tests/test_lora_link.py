@@ -10,12 +10,12 @@ import meshtastic.tcp_interface
 import pytest
 from pubsub import pub
 
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import LoRaMedium
+from field.lora_emulator.radio import EmulatedRadio
 from relay.errors import ConfigError
 from relay.links.base import BROADCAST, LinkError
 from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.radio import EmulatedRadio
 
 NUM_A, NUM_B, NUM_C = 0xA0000001, 0xA0000002, 0xA0000003
 ID_A, ID_B, ID_C = bytes([0xA] * 16), bytes([0xB] * 16), bytes([0xC] * 16)
@@ -230,7 +230,7 @@ def test_config_is_validated() -> None:
 
 
 async def test_serial_transport_through_a_pty(field: Field) -> None:
-    from relay.links.lora_emulator.serial_pty import PtyBridge
+    from field.lora_emulator.serial_pty import PtyBridge
 
     field.radio(NUM_A, 0)
     field.radio(NUM_B, 500)

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from meshtastic.protobuf import mesh_pb2
 
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import AirFrame, LoRaMedium
+from field.lora_emulator.radio import EmulatedRadio
+from field.lora_emulator.runner import parse_config
+from field.lora_emulator.stream import MAX_FRAME_PAYLOAD, FrameTooLarge, StreamDecoder, encode_frame
 from relay.errors import ConfigError
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import AirFrame, LoRaMedium
-from relay.links.lora_emulator.radio import EmulatedRadio
-from relay.links.lora_emulator.runner import parse_config
-from relay.links.lora_emulator.stream import MAX_FRAME_PAYLOAD, FrameTooLarge, StreamDecoder, encode_frame
 from relay.links.lora_phy import PRESETS, duty_cycle, frame_airtime_s, modem
 
 

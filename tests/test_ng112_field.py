@@ -20,11 +20,9 @@ import httpx
 from lxml import etree
 from system_tools import require_tool
 
-from ng112.sip import SipRequest, build_response, parse_message
-from relay.daemon import ROSTER_DIR
-from relay.demo import create_demo_deployment
-from relay.demo_field import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
-from relay.demo_radio import (
+from field.deployment import create_demo_deployment
+from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
+from field.radio import (
     Radio,
     buildings_toml,
     emulator_toml,
@@ -33,6 +31,8 @@ from relay.demo_radio import (
     start_emulator,
     start_gateway,
 )
+from ng112.sip import SipRequest, build_response, parse_message
+from relay.daemon import ROSTER_DIR
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[0].parent / "shared" / "corpus" / "ng112"

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from field.harness import RunningField, inbox_pending, running_field, stopped_node_engine
+from field.processes import FieldNode
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.config import load_config
-from relay.demo_field import FieldNode
 from relay.errors import ConfigError
-from relay.field_harness import RunningField, inbox_pending, running_field, stopped_node_engine
 from relay.position import Position, encode_position
 
 CHAIN = ("command-post", "relay-1")

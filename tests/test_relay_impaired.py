@@ -13,9 +13,7 @@ from pathlib import Path
 
 from relay_field import ProxyThread
 
-from relay.bundle import Priority
-from relay.demo_field import FieldNode
-from relay.field_harness import (
+from field.harness import (
     journal_count,
     journal_messages,
     preload,
@@ -23,6 +21,8 @@ from relay.field_harness import (
     send_many,
     wait_until,
 )
+from field.processes import FieldNode
+from relay.bundle import Priority
 
 CHAIN = ("command-post", "responder-1")
 BACKLOG = 2000

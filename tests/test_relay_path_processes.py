@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from relay.field_harness import running_field
+from field.harness import running_field
 
 CHAIN = ("command-post", "relay-1", "relay-2", "responder-1")
 DEADLINE_S = 20.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.field_harness import (
+from field.harness import (
     RunningField,
     inbox_pending,
     journal_count,

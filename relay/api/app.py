@@ -27,6 +27,7 @@ from crypto.identity import PublicIdentity
 from relay.api.hub import EventHub
 from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator, TokenError, verify_token
+from relay.apps import Sender
 from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority, from_epoch
 from relay.core.receipts import BundleStatus
 from relay.engine import SendError
@@ -46,15 +47,11 @@ STATIC = PathLib(__file__).parent / "static"
 MAX_TEXT = 4096
 
 
-class NodeControl(Protocol):
-    """What the API needs from the node it runs in."""
+class NodeControl(Sender, Protocol):
+    """What the API needs from the node it runs in (a :class:`relay.node.Node`)."""
 
     @property
     def node_id(self) -> bytes: ...
-
-    async def send(
-        self, destination: Destination, payload: bytes, *, kind: int, priority: Priority, lifetime: int
-    ) -> BundleId: ...
 
     def status(self, bundle_id: BundleId) -> BundleStatus: ...
 

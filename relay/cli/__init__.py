@@ -1,8 +1,8 @@
 """The ``mesh112`` command.
 
 Subcommands come from modules that expose ``register(subparsers)``. The relay's own are listed in
-``_BUILTIN``; packages above ``relay`` (ng112, analytics_edge, mobile) add theirs through the
-``mesh112.commands`` entry-point group, so ``relay`` never imports upward.
+``_BUILTIN``; packages above ``relay`` (ng112, analytics_edge, mobile, the demo package ``field``)
+add theirs through the ``mesh112.commands`` entry-point group, so ``relay`` never imports upward.
 
 A subcommand's handler is stored as ``func`` on its parser and returns an exit code. Errors meant
 for a person (``Mesh112Error``, ``crypto.CryptoError``, ``OSError``) are printed in one line.
@@ -23,8 +23,6 @@ from relay.errors import Mesh112Error
 _BUILTIN: list[str] = [
     "relay.cli.keys",
     "relay.cli.relay",
-    "relay.cli.demo",
-    "relay.cli.lora",
     "relay.cli.sim",
 ]
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from meshtastic.protobuf import config_pb2
 
+from field.lora_emulator.device import DeviceServer
+from field.lora_emulator.medium import LoRaMedium
+from field.lora_emulator.radio import EmulatedRadio
 from relay.errors import ConfigError
-from relay.links.lora_emulator.device import DeviceServer
-from relay.links.lora_emulator.medium import LoRaMedium
-from relay.links.lora_emulator.radio import EmulatedRadio
 from relay.links.lora_phy import PRESETS
 
 MAX_RADIOS = 256

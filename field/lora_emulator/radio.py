@@ -17,7 +17,7 @@ from typing import Any
 
 from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
 
-from relay.links.lora_emulator.medium import AirFrame, LoRaMedium, Timer, relayed
+from field.lora_emulator.medium import AirFrame, LoRaMedium, Timer, relayed
 from relay.links.lora_phy import (
     MAX_LORA_PAYLOAD_LEN,
     MESHTASTIC_HEADER_LEN,

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from field.deployment import DemoDeployment
 from relay.daemon import ROSTER_DIR
-from relay.demo import DemoDeployment
 
 LORA_PORT = 4411
 SIP_PORT = 5062

@@ -21,8 +21,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, module_config_pb2
 
-from relay.links.lora_emulator.radio import EmulatedRadio
-from relay.links.lora_emulator.stream import StreamDecoder, encode_frame
+from field.lora_emulator.radio import EmulatedRadio
+from field.lora_emulator.stream import StreamDecoder, encode_frame
 
 NODELESS_WANT_CONFIG_ID = 69420  # the client wants config but not the other nodes
 NODES_ONLY_WANT_CONFIG_ID = 69421

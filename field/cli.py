@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from crypto.identity import display_id
-from relay.demo import create_demo_deployment
+from field.deployment import create_demo_deployment
 
 
 def register(subparsers: Any) -> None:
@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.create_only:
-        from relay.demo_field import run_demo  # starts FastAPI and friends: only when running
+        from field.processes import run_demo  # starts FastAPI and friends: only when running
 
         return run_demo(args.dir, duration=args.duration)
     deployment = create_demo_deployment(args.dir)

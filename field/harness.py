@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 
 from crypto.keystore import load_node_keys
+from field.deployment import DemoDeployment, create_demo_deployment
+from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
 from relay.daemon import JOURNAL_FILE, ROSTER_DIR, STORE_FILE, load_roster
-from relay.demo import DemoDeployment, create_demo_deployment
-from relay.demo_field import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
 from relay.engine import NodeEngine
 from relay.trust import TrustStore
 

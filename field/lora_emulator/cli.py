@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from relay.links.lora_emulator.runner import EmulatedField, load_config
-from relay.links.lora_emulator.serial_pty import PtyBridge
+from field.lora_emulator.runner import EmulatedField, load_config
+from field.lora_emulator.serial_pty import PtyBridge
 
 
 def register(subparsers: Any) -> None:

@@ -4,7 +4,7 @@
 
     responder-1 ⇄ relay-2 ⇄ relay-1 ⇄ command-post (API + dashboard on 127.0.0.1:8112)
 
-plus a LoRa segment on emulated radios (:mod:`relay.demo_radio`): command-post, relay-1 and a
+plus a LoRa segment on emulated radios (:mod:`field.radio`): command-post, relay-1 and a
 building-gateway node (LoRa only) that takes NG112 alarms over SIP on 127.0.0.1:5062;
 
 writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
@@ -28,11 +28,11 @@ from pathlib import Path
 import httpx
 
 from crypto.identity import Identity
+from field.camera import CAMERA_SLUG, start_camera
+from field.deployment import DemoDeployment, create_demo_deployment
+from field.radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
 from relay.api.tokens import issue_token
 from relay.daemon import ROSTER_DIR
-from relay.demo import DemoDeployment, create_demo_deployment
-from relay.demo_camera import CAMERA_SLUG, start_camera
-from relay.demo_radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
 
 API_PORT = 8112
 IP_PORT = 7112

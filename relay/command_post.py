@@ -1,0 +1,125 @@
+"""The command post application: every delivery into the journal and the live stream, then acked.
+
+The journal entry is committed before the store's acknowledgement, so a crash between the two
+re-delivers into the idempotent journal rather than losing the delivery. Installed applications
+(NG112 alarms, camera detections) turn their payload kinds into records through
+:class:`relay.apps.CommandPostApp` factories found in the ``mesh112.command_post`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from importlib.metadata import entry_points
+from typing import Any
+
+from relay.api.app import ApiContext
+from relay.apps import CommandPostApp
+from relay.bundle import Kind, from_epoch
+from relay.engine import Delivery
+from relay.journal import Journal, MessageEntry, RecordEntry
+from relay.node import Node
+from relay.position import (
+    InvalidPositionError,
+    Position,
+    PositionDecodeError,
+    check_not_ahead,
+    decode_position,
+)
+
+log = logging.getLogger("mesh112.command_post")
+
+MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
+
+
+def command_post_apps(node: Node) -> list[CommandPostApp]:
+    return [entry.load()(node) for entry in entry_points(group="mesh112.command_post")]
+
+
+class CommandPostFeed:
+    """Moves deliveries from the node into the journal and the live stream, then acknowledges them."""
+
+    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, apps: list[CommandPostApp]) -> None:
+        self._node, self._journal, self._ctx = node, journal, ctx
+        self._apps = {number: app for app in apps for number in app.kinds}
+
+    async def run(self) -> None:
+        """Record each delivery, then acknowledge it to the store. The acknowledgements run
+        concurrently (bounded), so a burst of deliveries shares store commits instead of waiting
+        for one commit each; the journal entry is committed first, so a crash in between only
+        re-delivers into the idempotent journal."""
+        acks: set[asyncio.Task[None]] = set()
+        try:
+            async for delivery in self._node.inbox():
+                await self.record(delivery)
+                if len(acks) >= MAX_PENDING_ACKS:
+                    await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._node.ack(delivery.bundle_id))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
+        finally:
+            for task in list(acks):
+                task.cancel()
+            await asyncio.gather(*acks, return_exceptions=True)
+
+    async def record(self, delivery: Delivery) -> None:
+        received = time.time()
+        origin = delivery.origin.hex()
+        certificate = self._node.engine.trust.certificate(delivery.origin)
+        name = certificate.name if certificate else origin[:8]
+        roles = sorted(certificate.roles) if certificate else []
+        position = self._position(delivery, name, received) if delivery.kind == Kind.POSITION else None
+        await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
+        bundle_id = delivery.bundle_id.key().hex()
+        event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
+        if delivery.kind == Kind.POSITION:
+            if position is not None:
+                self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
+            return
+        if delivery.kind == Kind.TEXT:
+            text = delivery.payload.decode("utf-8", errors="replace")
+            entry = MessageEntry(
+                bundle_id,
+                origin,
+                str(delivery.destination),
+                delivery.kind,
+                delivery.priority.name,
+                from_epoch(delivery.created),
+                received,
+                text,
+            )
+            if await self._journal.add_message(entry):
+                self._ctx.hub.publish({"type": "message", **event, "text": text})
+            return
+        app = self._apps.get(delivery.kind)
+        if app is None:
+            log.info("delivery of kind %d from %s has no command post application", delivery.kind, name)
+            return
+        for update in await app.handle(delivery):
+            record = RecordEntry(
+                update.record_id,
+                app.record_type,
+                origin,
+                delivery.priority.name,
+                from_epoch(delivery.created),
+                received,
+                update.body,
+            )
+            await self._journal.put_record(record)
+            self._ctx.hub.publish(
+                {"type": "record", "record_type": app.record_type, "record_id": update.record_id, **event}
+            )
+
+    @staticmethod
+    def _position(delivery: Delivery, name: str, received: float) -> Position | None:
+        """The position a delivery reports, or None (logged) if it is damaged, hostile or from a
+        clock far ahead."""
+        try:
+            position = decode_position(delivery.payload)
+            check_not_ahead(position, received)
+        except (PositionDecodeError, InvalidPositionError) as exc:
+            log.warning("position from %s refused: %s", name, exc)
+            return None
+        return position
