@@ -15,7 +15,6 @@ feed of active alarms is served under ``/api/v1/apps/alarm/`` (see :attr:`AlarmR
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from ng112.errors import RecordError
 from ng112.feed import cap_feed_xml, current_alert
 from ng112.kinds import NG112_ACK, NG112_ALARM, register_kinds
 from ng112.record import AlarmRecord, decode_record
+from relay import sqlite
 from relay.apps import RecordUpdate
 from relay.bundle import Destination, Priority
 from relay.engine import Delivery
@@ -138,9 +138,7 @@ class AlarmRecords:
         self._node, self._registry, self._clock = node, registry, clock
         self.book = AlarmBook()
         self._origins: dict[AlarmKey, bytes] = {}  # alarm -> node that sent it (where Acks go)
-        self._db = sqlite3.connect(state_path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
+        self._db = sqlite.connect_sync(state_path, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._replay()
         self.router = self._routes()

@@ -1,4 +1,4 @@
-"""The gateway's durable alarm store (SQLite, WAL, synchronous=FULL).
+"""The gateway's durable alarm store (SQLite opened by :mod:`relay.sqlite`: WAL, synchronous=FULL).
 
 The gateway answers 200 only after :meth:`AlarmStore.accept` returned, i.e. after the alarm is on
 disk. The store also remembers, per record, the original CAP identity and the panel's contact, so an
@@ -16,6 +16,7 @@ from pathlib import Path
 import aiosqlite
 
 from ng112.record import AlarmRecord, decode_record
+from relay import sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm (
@@ -48,9 +49,7 @@ class AlarmStore:
 
     @classmethod
     async def open(cls, path: Path) -> AlarmStore:
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
+        db = await sqlite.connect(path)
         await db.executescript(_SCHEMA)
         await db.commit()
         return cls(db)

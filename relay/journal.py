@@ -3,7 +3,10 @@
 The store holds bundles in transit and forgets them once delivered; the journal keeps the history an
 operator needs: messages, application records (alarms, detections) with their acknowledgements, and
 the roster of units with when each was last heard and its last position fix. It is a separate SQLite
-file so the forwarding store stays small and its durability rules stay simple.
+file so the forwarding store stays small, opened with the store's durability settings
+(:mod:`relay.sqlite`, ``synchronous=FULL``): the command post acknowledges a delivery to the store
+right after the journal's COMMIT, so a journal commit that a power cut could undo would lose a
+message the store already forgot.
 
 Records are generic: ``type`` and ``body`` come from the application that registered the payload kind
 (ng112 fills in alarms, analytics_edge detections); the relay never interprets them.
@@ -18,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from relay import sqlite
 from relay.position import Position
 
 SCHEMA = [
@@ -84,9 +88,7 @@ class Journal:
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
-        db = await aiosqlite.connect(path)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
+        db = await sqlite.connect(path)
         for statement in SCHEMA:
             await db.execute(statement)
         async with db.execute("PRAGMA table_info(units)") as cursor:

@@ -1,13 +1,13 @@
 """The durable store: every bundle a node holds, the ids it has seen, and the local app inbox.
 
-SQLite (through aiosqlite) in WAL mode with ``synchronous=FULL``: every COMMIT fsyncs the
-write-ahead log, so a committed transaction survives a killed process *and* a power cut or kernel
-crash. ``NORMAL`` would survive ``kill -9`` but may lose the last commits on power loss, and a
-previous hop that was told "durable" would already have dropped its copy. The fsync is paid once
-per *batch*: a single writer task takes every write queued while the previous COMMIT ran (up to
-``max_batch``), runs them in one transaction and resolves each caller's future only after COMMIT
-(group commit). So **a call that returned has been made durable**; one that raised or never
-returned may or may not have been, and retrying it is safe (ids deduplicate).
+SQLite (through aiosqlite, opened by :mod:`relay.sqlite`) in WAL mode with ``synchronous=FULL``:
+every COMMIT fsyncs the write-ahead log, so a committed transaction survives a killed process *and*
+a power cut or kernel crash. ``NORMAL`` would survive ``kill -9`` but may lose the last commits on
+power loss, and a previous hop that was told "durable" would already have dropped its copy. The
+fsync is paid once per *batch*: a single writer task takes every write queued while the previous
+COMMIT ran (up to ``max_batch``), runs them in one transaction and resolves each caller's future
+only after COMMIT (group commit). So **a call that returned has been made durable**; one that
+raised or never returned may or may not have been, and retrying it is safe (ids deduplicate).
 
 Times: ``now`` is passed by the caller in seconds since the Mesh112 epoch (see
 :func:`relay.bundle.to_epoch`); the store reads no clock, so the simulator can drive it.
@@ -62,6 +62,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
+from relay import sqlite
 from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
 from relay.store_accept import Budget, PutRequest, SplitNeeded, StoreFullError, admit, make_room
 from relay.store_schema import StoreError, migrate
@@ -132,12 +133,8 @@ class Store:
         """Open (creating or migrating) the store file at ``path`` and start its writer."""
         if quota_bytes <= 0 or max_batch <= 0:
             raise ValueError("quota_bytes and max_batch must be positive")
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await sqlite.connect(Path(path), autocommit=True)
         try:
-            mode = await _scalar(db, "PRAGMA journal_mode = WAL")
-            if mode != "wal":
-                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); use a local filesystem")
-            await db.execute("PRAGMA synchronous = FULL")
             await migrate(db)
             store = cls(db, quota_bytes, max_batch)
             store._budget.used = await store._count_used()

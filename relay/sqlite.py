@@ -1,0 +1,86 @@
+"""One way to open every SQLite file Mesh112 keeps, with the same durability settings.
+
+The store, the command post's journal, the NG112 gateway's alarm store and the alarm book all open
+their file here, so none of them can drift to weaker settings (the journal once ran with
+``synchronous=NORMAL`` while the store it acknowledges ran with ``FULL``; a power cut could then
+lose a delivered message from both):
+
+- ``journal_mode=WAL``: readers never block the writer; refused on filesystems without shared
+  memory (some network mounts), which is an error an operator must fix, not a silent fallback;
+- ``synchronous=FULL``: every COMMIT fsyncs the write-ahead log, so a committed transaction
+  survives a power cut or kernel crash, not only a killed process;
+- ``busy_timeout``: a second connection (an operator's ``sqlite3`` shell, a backup) makes a writer
+  wait instead of failing at once;
+- ``foreign_keys=ON``: declared references are enforced (SQLite leaves them off by default).
+
+Each setting is read back after it is set, so a file that does not honour one is refused here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from relay.errors import Mesh112Error
+
+__all__ = ["BUSY_TIMEOUT_MS", "SQLiteSetupError", "connect", "connect_sync"]
+
+BUSY_TIMEOUT_MS = 5000
+SYNCHRONOUS_FULL = 2  # what PRAGMA synchronous reads back for FULL
+
+# Set in this order: the journal mode first (it may create the -wal file), then per-connection settings.
+_PRAGMAS = (
+    ("journal_mode", "WAL", "wal"),
+    ("synchronous", "FULL", SYNCHRONOUS_FULL),
+    ("busy_timeout", str(BUSY_TIMEOUT_MS), BUSY_TIMEOUT_MS),
+    ("foreign_keys", "ON", 1),
+)
+
+
+class SQLiteSetupError(Mesh112Error):
+    """A SQLite file does not accept Mesh112's durability settings (e.g. WAL on a network mount)."""
+
+
+async def connect(path: Path, *, autocommit: bool = False) -> aiosqlite.Connection:
+    """Open ``path`` with aiosqlite and the durability settings. ``autocommit``: no implicit
+    transactions (the caller issues BEGIN/COMMIT itself, as the store's group commit does)."""
+    db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=_isolation(autocommit))
+    try:
+        for name, value, expected in _PRAGMAS:
+            rows = list(await db.execute_fetchall(f"PRAGMA {name} = {value}"))
+            if name != "journal_mode":  # only journal_mode answers the assignment
+                rows = list(await db.execute_fetchall(f"PRAGMA {name}"))
+            _check(path, name, rows[0][0] if rows else None, expected)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def connect_sync(path: Path, *, autocommit: bool = False) -> sqlite3.Connection:
+    """:func:`connect` for code that runs outside the event loop (plain :mod:`sqlite3`)."""
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=_isolation(autocommit))
+    try:
+        for name, value, expected in _PRAGMAS:
+            row = db.execute(f"PRAGMA {name} = {value}").fetchone()
+            if name != "journal_mode":
+                row = db.execute(f"PRAGMA {name}").fetchone()
+            _check(path, name, row[0] if row else None, expected)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _isolation(autocommit: bool) -> str | None:
+    return None if autocommit else "DEFERRED"
+
+
+def _check(path: Path, name: str, got: object, expected: object) -> None:
+    if got != expected:
+        raise SQLiteSetupError(
+            f"{path}: SQLite would not set {name} to {expected!r} (got {got!r}); keep the data directory "
+            "on a local filesystem"
+        )
