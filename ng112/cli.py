@@ -99,13 +99,14 @@ def _run_gateway_node(args: argparse.Namespace, config: GatewayConfig, registry:
     from ng112.node_app import gateway_app, parse_destination
     from relay import daemon
     from relay.config import load_config
+    from relay.logs import setup_logging
 
     node_config = load_config(args.config)
     try:
         destination = parse_destination(args.to or "")
     except ValueError as exc:
         raise Ng112Error(str(exc)) from None
-    daemon.setup_logging(args.log_level, args.json_logs)
+    setup_logging(args.log_level, args.json_logs)
     app = gateway_app(config, registry, node_config.node.data_dir, destination, _print_listening)
 
     async def main() -> None:

@@ -70,9 +70,10 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from relay import daemon
+    from relay.logs import setup_logging
 
     config = load_config(args.config)
-    daemon.setup_logging(args.log_level, args.json_logs)
+    setup_logging(args.log_level, args.json_logs)
 
     async def main() -> None:
         stop = asyncio.Event()
