@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
@@ -74,7 +75,7 @@ def connect_sync(path: Path, *, autocommit: bool = False) -> sqlite3.Connection:
     return db
 
 
-def _isolation(autocommit: bool) -> str | None:
+def _isolation(autocommit: bool) -> Literal["DEFERRED"] | None:
     return None if autocommit else "DEFERRED"
 
 
