@@ -41,6 +41,7 @@ from relay.position import (
     check_not_ahead,
     encode_position,
 )
+from relay.ratelimit import RateLimiter
 
 MAX_BODY = 64 * 1024
 STATIC = PathLib(__file__).parent / "static"
@@ -128,22 +129,6 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-class _RateLimiter:
-    def __init__(self, rate: float, burst: float) -> None:
-        self._rate, self._burst = rate, burst
-        self._buckets: dict[bytes, tuple[float, float]] = {}
-
-    def take(self, who: bytes, now: float) -> float:
-        """0 if allowed, else the seconds to wait."""
-        tokens, last = self._buckets.get(who, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens < 1:
-            self._buckets[who] = (tokens, now)
-            return (1 - tokens) / self._rate
-        self._buckets[who] = (tokens - 1, now)
-        return 0.0
-
-
 def parse_destination(text: str) -> Destination:
     kind, _, value = text.partition(":")
     try:
@@ -187,7 +172,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def not_utf8(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
         return JSONResponse({"detail": "request body is not UTF-8 JSON"}, status_code=422)
 
-    limiter = _RateLimiter(ctx.rate_per_s, ctx.rate_burst)
+    limiter: RateLimiter[bytes] = RateLimiter(ctx.rate_per_s, ctx.rate_burst)
     requests = Counter("mesh112_api_requests", "API requests", ["action"], registry=ctx.registry)
     sent = Counter("mesh112_api_messages_sent", "Messages sent through the API", registry=ctx.registry)
     subscribers = Gauge("mesh112_api_stream_subscribers", "Live stream subscribers", registry=ctx.registry)
