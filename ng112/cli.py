@@ -31,6 +31,8 @@ from ng112.record import COMPACT_HEADER, CRYPTO_BUDGET
 from ng112.request import IngressPolicy, evaluate
 from ng112.sip import SipRequest, parse_message
 from ng112.store import AlarmStore
+from relay.bundle import Destination, DestinationError
+from relay.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -96,16 +98,16 @@ def _print_listening(gateway: Gateway) -> None:
 
 
 def _run_gateway_node(args: argparse.Namespace, config: GatewayConfig, registry: BuildingRegistry) -> int:
-    from ng112.node_app import gateway_app, parse_destination
+    from ng112.node_app import gateway_app
     from relay import daemon
     from relay.config import load_config
     from relay.logs import setup_logging
 
     node_config = load_config(args.config)
     try:
-        destination = parse_destination(args.to or "")
-    except ValueError as exc:
-        raise Ng112Error(str(exc)) from None
+        destination = Destination.parse(args.to or "")
+    except DestinationError as exc:
+        raise UsageError(f"--to: {exc}") from None
     setup_logging(args.log_level, args.json_logs)
     app = gateway_app(config, registry, node_config.node.data_dir, destination, _print_listening)
 

@@ -32,19 +32,6 @@ ALARM_LIFETIME_S = 24 * 3600
 REDELIVER_S = 30.0
 
 
-def parse_destination(text: str) -> Destination:
-    """``role:NAME`` or ``node:HEX``: where the gateway sends its alarms."""
-    kind, _, value = text.partition(":")
-    try:
-        if kind == "role":
-            return Destination.to_role(value)
-        if kind == "node":
-            return Destination.to_node(bytes.fromhex(value))
-    except ValueError as exc:
-        raise ValueError(f"alarm destination {text!r}: {exc}") from None
-    raise ValueError(f"alarm destination {text!r}: use role:<name> or node:<32 hex digits>")
-
-
 def gateway_app(
     config: GatewayConfig,
     registry: BuildingRegistry,

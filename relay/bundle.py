@@ -74,6 +74,10 @@ class BundleDecodeError(ValueError):
     """Bytes from the network (or disk) that are not a valid bundle; the message names the field."""
 
 
+class DestinationError(ValueError):
+    """A destination written as text does not parse; the message shows the accepted forms."""
+
+
 class BundleEncodeError(ValueError):
     """A bundle that cannot be put in the requested encoding (e.g. unknown short id context)."""
 
@@ -130,6 +134,27 @@ class Destination:
                 raise ValueError(f"a {self.kind.name} destination needs a name of 1-{MAX_NAME_LEN} bytes")
         elif self.node is not None or self.name is not None:
             raise ValueError("an ALL destination has neither node nor name")
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """``node:<32 hex digits>``, ``role:<name>``, ``group:<name>`` or ``all`` (what ``str()`` writes).
+
+        Node names are not resolved here: the layer that knows the roster (the API) does that.
+        """
+        kind, colon, value = text.partition(":")
+        if text == "all":
+            return cls.everyone()
+        if not colon or kind not in ("node", "role", "group"):
+            raise DestinationError(
+                f"{text!r} is not a destination: use node:<32 hex digits>, role:<name>, group:<name> or all"
+            )
+        if kind == "node":
+            if len(value) != 2 * NODE_ID_LEN or any(c not in "0123456789abcdefABCDEF" for c in value):
+                raise DestinationError(f"{text}: a node id is {2 * NODE_ID_LEN} hex digits")
+            return cls.to_node(bytes.fromhex(value))
+        if not value or len(value.encode()) > MAX_NAME_LEN:
+            raise DestinationError(f"{text}: a {kind} name is 1-{MAX_NAME_LEN} bytes")
+        return cls.to_role(value) if kind == "role" else cls.to_group(value)
 
     @classmethod
     def to_node(cls, node_id: bytes) -> Destination:

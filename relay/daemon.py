@@ -120,6 +120,7 @@ async def run(
                 rate_per_s=config.api.rate_per_s,
                 rate_burst=config.api.rate_burst,
                 command_post=config.node.command_post,
+                roster=engine.trust.certificates,
             )
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
             for app in post_apps:

@@ -52,6 +52,10 @@ class TrustStore:
     def certificate(self, node_id: bytes) -> Certificate | None:
         return self._certificates.get(node_id)
 
+    def certificates(self) -> list[Certificate]:
+        """Every certificate held (each checked when added; revocations are checked on use)."""
+        return list(self._certificates.values())
+
     def check(self, node_id: bytes, now: float) -> PublicIdentity:
         """The public identity of a trusted node, or the CertificateError saying why it is not."""
         certificate = self._certificates.get(node_id)

@@ -23,6 +23,7 @@ from relay.bundle import (
     BundleId,
     CompactContext,
     Destination,
+    DestinationError,
     DestKind,
     Priority,
     compact_lifetime,
@@ -311,3 +312,37 @@ def test_compact_lifetime_under_a_minute_becomes_one_minute() -> None:
     short_lived = replace(SAMPLE, lifetime=30)
     assert compact_lifetime(30) == 60
     assert decode_compact(encode_compact(short_lived), CONTEXT).lifetime == 60
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("node:" + "ab" * 16, Destination.to_node(bytes.fromhex("ab" * 16))),
+        ("node:" + "AB" * 16, Destination.to_node(bytes.fromhex("ab" * 16))),
+        ("role:dispatcher", Destination.to_role("dispatcher")),
+        ("group:incident-7", Destination.to_group("incident-7")),
+        ("all", Destination.everyone()),
+    ],
+)
+def test_destination_parse_reads_what_str_writes(text: str, expected: Destination) -> None:
+    assert Destination.parse(text) == expected
+    assert Destination.parse(str(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("node:zz", "node:zz: a node id is 32 hex digits"),
+        ("node:" + "ab" * 15, "a node id is 32 hex digits"),
+        ("node: " + "ab" * 16, "a node id is 32 hex digits"),
+        ("role:", "role:: a role name is 1-64 bytes"),
+        ("group:" + "x" * 65, "a group name is 1-64 bytes"),
+        ("everyone", "'everyone' is not a destination: use node:<32 hex digits>, role:<name>"),
+        ("host:x", "'host:x' is not a destination"),
+    ],
+)
+def test_destination_parse_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(DestinationError) as caught:
+        Destination.parse(text)
+    assert message in str(caught.value)
+    assert isinstance(caught.value, ValueError)

@@ -8,7 +8,7 @@ what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal, Protocol
@@ -21,14 +21,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from crypto.certificate import RevocationList
+from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError
 from crypto.identity import PublicIdentity
+from relay.api.destinations import resolve_destination
 from relay.api.hub import EventHub
 from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator, TokenError, verify_token
 from relay.apps import Sender
-from relay.bundle import BundleDecodeError, BundleId, Destination, DestKind, Kind, Priority, from_epoch
+from relay.bundle import (
+    BundleDecodeError,
+    BundleId,
+    Destination,
+    DestinationError,
+    Kind,
+    Priority,
+    from_epoch,
+)
 from relay.core.receipts import BundleStatus
 from relay.engine import SendError
 from relay.journal import Journal, UnknownRecordError
@@ -75,6 +84,7 @@ class ApiContext:
     rate_per_s: float = 20.0
     rate_burst: float = 60.0
     command_post: bytes | None = None  # node id position reports go to when they name no destination
+    roster: Callable[[], Iterable[Certificate]] = lambda: ()  # whose names destinations may use
 
 
 class SendMessage(BaseModel):
@@ -129,20 +139,6 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-def parse_destination(text: str) -> Destination:
-    kind, _, value = text.partition(":")
-    try:
-        if text == "all":
-            return Destination.everyone()
-        if kind == "node":
-            return Destination.to_node(bytes.fromhex(value))
-        if kind in ("role", "group"):
-            return Destination(DestKind.ROLE if kind == "role" else DestKind.GROUP, name=value)
-    except ValueError as exc:
-        raise HTTPException(422, f"bad destination {text!r}: {exc}") from None
-    raise HTTPException(422, f"bad destination {text!r}: use node:<hex>, role:<name>, group:<name> or all")
-
-
 def parse_bundle_id(text: str) -> BundleId:
     try:
         return BundleId.from_key(bytes.fromhex(text))
@@ -171,6 +167,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(UnicodeDecodeError)
     async def not_utf8(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
         return JSONResponse({"detail": "request body is not UTF-8 JSON"}, status_code=422)
+
+    @app.exception_handler(DestinationError)
+    async def bad_destination(request: Request, exc: DestinationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     limiter: RateLimiter[bytes] = RateLimiter(ctx.rate_per_s, ctx.rate_burst)
     requests = Counter("mesh112_api_requests", "API requests", ["action"], registry=ctx.registry)
@@ -244,7 +244,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def send_message(
         body: SendMessage, operator: Annotated[Operator, Depends(require(Action.SEND_MESSAGE))]
     ) -> dict[str, Any]:
-        destination = parse_destination(body.to)
+        destination = resolve_destination(body.to, ctx.roster())
         try:
             bundle_id = await ctx.node.send(
                 destination,
@@ -263,7 +263,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         body: ReportPosition, _: Annotated[Operator, Depends(require(Action.REPORT_POSITION))]
     ) -> dict[str, Any]:
         if body.to is not None:
-            destination = parse_destination(body.to)
+            destination = resolve_destination(body.to, ctx.roster())
         elif ctx.command_post is not None:
             destination = Destination.to_node(ctx.command_post)
         else:
