@@ -21,6 +21,8 @@ from typing import Any
 
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
+from crypto.hop import HOP_OVERHEAD, HopAuth
+from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from ng112.record import AlarmRecord, AlarmType, encode_record
@@ -33,7 +35,13 @@ SPEEDUP = 20.0
 SEAL_BUDGET = 32  # end-to-end crypto per bundle on LoRa (architecture budget)
 FRAGMENT_HEADER = 4
 NUM_A, NUM_B = 0xA0000001, 0xA0000002
-ID_A, ID_B = bytes([0xA] * 16), bytes([0xB] * 16)
+KEY_A, KEY_B = Identity.generate(), Identity.generate()
+ID_A, ID_B = KEY_A.node_id, KEY_B.node_id
+LINK_MTU = 219 - HOP_OVERHEAD  # a direct message less the hop tag
+
+
+def _peer_keys(node_id: bytes, now: float) -> PublicIdentity:
+    return {ID_A: KEY_A.public, ID_B: KEY_B.public}[node_id]
 
 
 def _alarm() -> bytes:
@@ -136,13 +144,14 @@ def overhead_per_message() -> dict[str, Any]:
     rows: dict[str, Any] = {"lxmf_empty_message": lxmf["empty"]}
     for name, payload in MESSAGES.items():
         bundle_len = COMPACT_HEADER_LEN + SEAL_BUDGET + len(payload)
-        mesh112_phy = _phy_len(bundle_len, 300)
+        mesh112_phy = _phy_len(1 + bundle_len + HOP_OVERHEAD, 300)  # frame type, bundle, hop tag
         text_phy = _phy_len(len(payload), 1)
         lxmf_packet = lxmf[name]["rns_packet"]
         rows[name] = {
             "payload_bytes": len(payload),
             "mesh112": {
                 "bundle_bytes": bundle_len,
+                "hop_tag_bytes": HOP_OVERHEAD,
                 "bytes_on_air": mesh112_phy + ACK_PHY_LEN,
                 "airtime_ms": round((lora.airtime_s(mesh112_phy) + lora.airtime_s(ACK_PHY_LEN)) * 1000, 1),
                 "overhead_bytes": mesh112_phy - len(payload),
@@ -190,8 +199,12 @@ async def _measure(window: int, frames: list[bytes]) -> dict[str, Any]:
     roster = {NUM_A: ID_A.hex(), NUM_B: ID_B.hex()}
     sink = _Sink()
     links = [
-        LoRaLink(LoRaLinkConfig(roster=roster, port=s.port, name=f"lora{i}", ack_timeout_s=30.0))
-        for i, s in enumerate(servers)
+        LoRaLink(
+            LoRaLinkConfig(roster=roster, port=s.port, name=f"lora{i}", ack_timeout_s=30.0),
+            HopAuth(key),
+            _peer_keys,
+        )
+        for i, (s, key) in enumerate(zip(servers, (KEY_A, KEY_B), strict=True))
     ]
     try:
         await links[0].start(_Sink())
@@ -227,7 +240,7 @@ async def _measure(window: int, frames: list[bytes]) -> dict[str, Any]:
 def goodput_10k() -> dict[str, Any]:
     lora = modem(PRESET)
     data = bytes(range(256)) * 40  # 10 KB
-    chunk = 219 - COMPACT_HEADER_LEN - FRAGMENT_HEADER  # bundle header once per fragment, 4 B fragment header
+    chunk = LINK_MTU - COMPACT_HEADER_LEN - FRAGMENT_HEADER  # bundle header per fragment, 4 B fragment header
     frames = [
         b"\0" * (COMPACT_HEADER_LEN + FRAGMENT_HEADER) + data[i : i + chunk]
         for i in range(0, len(data), chunk)
@@ -244,9 +257,9 @@ def goodput_10k() -> dict[str, Any]:
 
 
 def frame_rate() -> dict[str, Any]:
-    runs = [asyncio.run(_measure(1, [bytes(219)] * 10)) for _ in range(3)]
+    runs = [asyncio.run(_measure(1, [bytes(LINK_MTU)] * 10)) for _ in range(3)]
     return {
-        "frame_bytes": 219,
+        "frame_bytes": LINK_MTU + HOP_OVERHEAD,
         "median_frames_per_simulated_s": statistics.median(r["frames_per_simulated_s"] for r in runs),
         "median_wall_s_per_10_frames": statistics.median(r["wall_s"] for r in runs),
         "speedup": SPEEDUP,

@@ -47,6 +47,7 @@ class ApiSection:
     port: int = 8112
     rate_per_s: float = DEFAULT_RATE_PER_S  # requests per operator per second (token bucket)
     rate_burst: float = DEFAULT_RATE_BURST
+    tiles: str | None = None  # MBTiles file for the console map (relative: to data_dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,9 @@ def _api(path: Path, data: object) -> ApiSection:
         raise table.error("listen", f"must be HOST:PORT like {DEFAULT_API_LISTEN!r}, got {listen!r}")
     rate_per_s = _rate(table, "rate_per_s", DEFAULT_RATE_PER_S)
     rate_burst = _rate(table, "rate_burst", DEFAULT_RATE_BURST)
+    tiles = table.get("tiles", str, "") or None
     table.finish()
-    return ApiSection(enabled, host, int(port_text), rate_per_s, rate_burst)
+    return ApiSection(enabled, host, int(port_text), rate_per_s, rate_burst, tiles)
 
 
 def _rate(table: _Table, key: str, default: float) -> float:

@@ -92,7 +92,7 @@ async def run(
             trust.add(certificate, to_epoch(time.time()))
         except CryptoError as exc:
             log.warning("roster certificate of %s not trusted: %s", certificate.name, exc)
-    links = [build_link(section, node_keys, data_dir) for section in config.links]
+    links = [build_link(section, node_keys, data_dir, trust) for section in config.links]
     # Bound before the store opens: a port in use is reported without leaving the store's thread behind.
     api_sock = bind_api_socket(config.api.host, config.api.port) if config.api.enabled else None
     engine = await NodeEngine.open(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine_net import Deployment
 
+from crypto.hop import HopAuth
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
@@ -38,7 +39,8 @@ async def test_flash_alarm_crosses_two_lora_hops_ahead_of_queued_bulk(tmp_path: 
             engine = await net.open(name, tmp_path, to_epoch(time.time()))
             roster = {RADIOS[n][0]: net.members[n][1].node_id.hex() for n in NEIGHBOURS[name]}
             config = LoRaLinkConfig(roster=roster, port=servers[name].port, ack_timeout_s=10.0)
-            nodes[name] = Node(engine, [LoRaLink(config)])
+            hop = HopAuth(net.members[name][0])
+            nodes[name] = Node(engine, [LoRaLink(config, hop, engine.trust.check)])
         for node in nodes.values():
             await node.start()
         post, field = nodes["post"], nodes["field"]
@@ -85,7 +87,8 @@ async def test_4k_message_crosses_in_fragments_with_20_percent_frame_loss(tmp_pa
             engine = await net.open(name, tmp_path, to_epoch(time.time()))
             roster = {nums[other]: net.members[other][1].node_id.hex()}
             config = LoRaLinkConfig(roster=roster, port=servers[name].port, ack_timeout_s=5.0)
-            nodes[name] = Node(engine, [LoRaLink(config)])
+            hop = HopAuth(net.members[name][0])
+            nodes[name] = Node(engine, [LoRaLink(config, hop, engine.trust.check)])
         for node in nodes.values():
             await node.start()
         post, field = nodes["post"], nodes["field"]

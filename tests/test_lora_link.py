@@ -10,6 +10,9 @@ import meshtastic.tcp_interface
 import pytest
 from pubsub import pub
 
+from crypto.errors import CertificateError
+from crypto.hop import HopAuth
+from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
@@ -18,8 +21,21 @@ from relay.links.base import BROADCAST, LinkError
 from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
 
 NUM_A, NUM_B, NUM_C = 0xA0000001, 0xA0000002, 0xA0000003
-ID_A, ID_B, ID_C = bytes([0xA] * 16), bytes([0xB] * 16), bytes([0xC] * 16)
-ROSTER = {NUM_A: ID_A.hex(), NUM_B: ID_B.hex(), NUM_C: ID_C.hex()}
+KEYS = {num: Identity.generate() for num in (NUM_A, NUM_B, NUM_C)}
+ID_A, ID_B, ID_C = (KEYS[num].node_id for num in (NUM_A, NUM_B, NUM_C))
+ROSTER = {num: key.node_id.hex() for num, key in KEYS.items()}
+PUBLIC = {key.node_id: key.public for key in KEYS.values()}
+
+
+def peer_keys(node_id: bytes, now: float) -> PublicIdentity:
+    """The trust store's role in these tests: every rostered node is enrolled."""
+    if node_id not in PUBLIC:
+        raise CertificateError(f"node {node_id.hex()[:8]} is not enrolled")
+    return PUBLIC[node_id]
+
+
+def make_link(num: int, config: LoRaLinkConfig, **kw: Any) -> LoRaLink:
+    return LoRaLink(config, HopAuth(KEYS[num]), peer_keys, **kw)
 
 
 class Recorder:
@@ -66,7 +82,7 @@ class Field:
         config = LoRaLinkConfig(
             roster=ROSTER, port=self.servers[num].port, ack_timeout_s=2.0, reconnect_min_s=0.2, **kw
         )
-        link = LoRaLink(config, on_text=kw.pop("on_text", None))
+        link = make_link(num, config, on_text=kw.pop("on_text", None))
         self.links.append(link)
         await link.start(recorder)
         return link
@@ -92,19 +108,21 @@ async def test_two_links_exchange_frames(field: Field) -> None:
     events_a, events_b = Recorder(), Recorder()
     link_a = await field.link(NUM_A, events_a)
     link_b = await field.link(NUM_B, events_b)
-    assert link_a.profile.kind == "lora" and link_a.profile.mtu == 219 and link_a.profile.compact
+    assert link_a.profile.kind == "lora" and link_a.profile.compact
     assert 130 < link_a.profile.bitrate < 140 and link_a.profile.duty_cycle == 0.10
+    assert link_a.profile.mtu == 207  # 219 bytes of a direct message less the 12-byte hop tag
     assert ID_B in events_a.ups and ID_A in events_b.ups
-    await link_a.send(ID_B, b"\x01" * 219)
+    await link_a.send(ID_B, b"\x01" * 207)
     await link_b.send(ID_A, b"reply")
-    await link_a.send(BROADCAST, b"\x02" * 231)
-    assert await until(lambda: len(events_b.frames) == 2 and len(events_a.frames) == 1)
-    assert events_b.frames == [(ID_A, b"\x01" * 219), (ID_A, b"\x02" * 231)]
+    assert await until(lambda: len(events_b.frames) == 1 and len(events_a.frames) == 1)
+    assert events_b.frames == [(ID_A, b"\x01" * 207)]  # the tag is checked and taken off
     assert events_a.frames == [(ID_B, b"reply")]
-    assert link_a.state().frames_sent == 2 and link_a.state().connected
-    assert link_a.state().airtime_last_hour_s == pytest.approx(2 * 2.1566, abs=0.01)  # two full frames
-    with pytest.raises(LinkError, match="exceeds the LoRa limit of 219"):
-        await link_a.send(ID_B, b"x" * 220)
+    assert link_a.state().frames_sent == 1 and link_a.state().connected
+    assert link_a.state().airtime_last_hour_s == pytest.approx(2.1566, abs=0.01)  # one full frame
+    with pytest.raises(LinkError, match="exceeds the LoRa limit of 207"):
+        await link_a.send(ID_B, b"x" * 208)
+    with pytest.raises(LinkError, match="broadcast could not be authenticated"):
+        await link_a.send(BROADCAST, b"\x02" * 100)
     with pytest.raises(LinkError, match="not in the roster"):
         await link_a.send(b"\x99" * 16, b"x")
 
@@ -166,7 +184,7 @@ async def test_plain_text_interop_with_a_stock_client(field: Field) -> None:
     field.radio(NUM_C, 500)
     texts: list[tuple[int, str]] = []
     config = LoRaLinkConfig(roster=ROSTER, port=field.servers[NUM_A].port, ack_timeout_s=5.0)
-    link_a = LoRaLink(config, on_text=lambda num, text: texts.append((num, text)))
+    link_a = make_link(NUM_A, config, on_text=lambda num, text: texts.append((num, text)))
     field.links.append(link_a)
     await link_a.start(Recorder())
     stock = await asyncio.to_thread(
@@ -196,7 +214,23 @@ async def test_frames_from_radios_outside_the_roster_are_dropped(field: Field) -
     link_a = await field.link(NUM_A, events_a)
     field.radios[0x0BADCAFE].send_from_app(b"spoof", portnum=300, to=NUM_A)
     assert await until(lambda: link_a.state().unknown_senders == 1)
+    assert link_a.state().refused == {"unknown_sender": 1}
     assert events_a.frames == []
+
+
+async def test_untagged_broadcast_and_foreign_frames_never_reach_the_core(field: Field) -> None:
+    field.radio(NUM_A, 0)
+    field.radio(NUM_B, 500)
+    events_a = Recorder()
+    link_a = await field.link(NUM_A, events_a)
+    radio_b = field.radios[NUM_B]
+    radio_b.send_from_app(b"\x70\x00\x00", portnum=300, to=NUM_A)  # a rostered radio, no hop tag
+    radio_b.send_from_app(b"\x70\x00\x00" + bytes(12), portnum=300)  # a channel broadcast
+    tagged_for_c = HopAuth(KEYS[NUM_B]).tag(KEYS[NUM_C].public, b"\x70\x00\x00", 0.0)
+    radio_b.send_from_app(tagged_for_c, portnum=300, to=NUM_A)  # B's tag, but made for C
+    assert await until(lambda: sum(link_a.state().refused.values()) == 3)
+    assert link_a.state().refused == {"short": 1, "not_addressed": 1, "tag": 1}
+    assert events_a.frames == [] and link_a.state().frames_received == 0
 
 
 async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> None:
@@ -208,7 +242,7 @@ async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> Non
     config = LoRaLinkConfig(
         roster=ROSTER, port=port, reconnect_min_s=0.1, reconnect_max_s=0.2, connect_timeout_s=2
     )
-    link = LoRaLink(config)
+    link = make_link(NUM_A, config)
     field.links.append(link)
     await link.start(Recorder())
     assert not link.state().connected and "cannot connect" in link.state().last_error
@@ -238,7 +272,7 @@ async def test_serial_transport_through_a_pty(field: Field) -> None:
     path = bridge.start()
     try:
         config = LoRaLinkConfig(roster=ROSTER, transport="serial", address=path, ack_timeout_s=5.0)
-        link_a = LoRaLink(config)
+        link_a = make_link(NUM_A, config)
         field.links.append(link_a)
         events_b = Recorder()
         await link_a.start(Recorder())
@@ -255,9 +289,9 @@ async def test_spent_duty_cycle_budget_refuses_frames_before_the_radio(field: Fi
     field.radio(NUM_A, 0)
     field.radio(NUM_B, 500)
     link_a = await field.link(NUM_A, Recorder(), region="UA_868")  # 1 %: 36 s of airtime per hour
-    for _ in range(17):  # 17 full LongFast frames: 36.7 s
-        await link_a.send(ID_B, bytes(219))
+    for _ in range(17):  # 17 full LongFast frames (207 bytes and the tag): 36.7 s
+        await link_a.send(ID_B, bytes(207))
     with pytest.raises(LoRaNakError) as refused:
-        await link_a.send(ID_B, bytes(219))
+        await link_a.send(ID_B, bytes(207))
     assert refused.value.reason == "DUTY_CYCLE_LIMIT"
     assert link_a.state().naks == {"DUTY_CYCLE_LIMIT": 1}

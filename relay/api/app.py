@@ -9,11 +9,11 @@ what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
@@ -27,6 +27,10 @@ from crypto.identity import PublicIdentity
 from relay.api.destinations import resolve_destination
 from relay.api.hub import EventHub
 from relay.api.permissions import Action, allowed
+from relay.api.routes_console import console_router
+from relay.api.routes_messages import messages_router
+from relay.api.routes_records import records_router
+from relay.api.routes_units import units_router
 from relay.api.tokens import Operator, TokenError, verify_token
 from relay.apps import Sender
 from relay.bundle import (
@@ -40,7 +44,7 @@ from relay.bundle import (
 )
 from relay.core.receipts import BundleStatus
 from relay.engine import SendError
-from relay.journal import Journal, UnknownRecordError
+from relay.journal import Journal
 from relay.position import (
     MAX_ACCURACY_M,
     MAX_ALTITUDE_M,
@@ -55,6 +59,7 @@ from relay.ratelimit import RateLimiter
 MAX_BODY = 64 * 1024
 STATIC = PathLib(__file__).parent / "static"
 MAX_TEXT = 4096
+REPLAY_PAGE = 500  # journal changes read at a time when a stream resumes from a cursor
 
 
 class NodeControl(Sender, Protocol):
@@ -68,7 +73,7 @@ class NodeControl(Sender, Protocol):
     def link_info(self) -> list[dict[str, Any]]: ...
 
 
-AckHook = Callable[[str, dict[str, Any]], Awaitable[None]]
+AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]  # the bundle carrying it back
 
 
 @dataclass
@@ -85,6 +90,8 @@ class ApiContext:
     rate_burst: float = 60.0
     command_post: bytes | None = None  # node id position reports go to when they name no destination
     roster: Callable[[], Iterable[Certificate]] = lambda: ()  # whose names destinations may use
+    send_groups: Callable[[], Iterable[str]] = lambda: ()  # groups and roles the node holds a key for
+    tiles: PathLib | None = None  # the console map's MBTiles file ([api] tiles in node.toml)
 
 
 class SendMessage(BaseModel):
@@ -105,10 +112,6 @@ class ReportPosition(BaseModel):
     to: str | None = Field(
         default=None, max_length=80, description="default: the node's [node] command_post from node.toml"
     )
-
-
-class AckRecord(BaseModel):
-    action: str = Field(min_length=1, max_length=200, description="what the command post is doing")
 
 
 class _BodyLimit:
@@ -213,6 +216,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             dependencies=[Depends(require(Action.READ_RECORDS))],
         )
 
+    for make_router in (messages_router, records_router, units_router, console_router):
+        app.include_router(make_router(ctx, require))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -291,15 +296,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise HTTPException(422, f"cannot send to {destination}: {exc}") from None
         return _status_json(bundle_id, ctx.node.status(bundle_id))
 
-    @app.get("/api/v1/messages", tags=["messages"])
-    async def list_messages(
-        _: Annotated[Operator, Depends(require(Action.READ_MESSAGES))],
-        since: Annotated[float, Query(ge=0)] = 0.0,
-        origin: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        return [asdict(m) for m in await ctx.journal.messages(since=since, origin=origin, limit=limit)]
-
     @app.get("/api/v1/bundles/{bundle_id}", tags=["messages"])
     async def bundle_status(
         bundle_id: str, _: Annotated[Operator, Depends(require(Action.READ_STATUS))]
@@ -307,41 +303,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
         parsed = parse_bundle_id(bundle_id)
         return _status_json(parsed, ctx.node.status(parsed))
 
-    @app.get("/api/v1/units", tags=["units"])
-    async def units(_: Annotated[Operator, Depends(require(Action.READ_UNITS))]) -> list[dict[str, Any]]:
-        return [asdict(u) for u in await ctx.journal.units()]
-
     @app.get("/api/v1/links", tags=["links"])
     async def links(_: Annotated[Operator, Depends(require(Action.READ_LINKS))]) -> list[dict[str, Any]]:
         return ctx.node.link_info()
 
-    @app.get("/api/v1/records", tags=["records"])
-    async def records(
-        _: Annotated[Operator, Depends(require(Action.READ_RECORDS))],
-        type: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        return [asdict(r) for r in await ctx.journal.records(type=type, limit=limit)]
-
-    @app.post("/api/v1/records/{record_id}/ack", tags=["records"])
-    async def ack_record(
-        record_id: Annotated[str, Path(max_length=128)],
-        body: AckRecord,
-        operator: Annotated[Operator, Depends(require(Action.ACK_RECORD))],
-    ) -> dict[str, Any]:
-        ack = {"operator": operator.display, "action": body.action, "at": time.time()}
-        try:
-            entry = await ctx.journal.add_ack(record_id, ack)
-        except UnknownRecordError as exc:
-            raise HTTPException(404, str(exc)) from None
-        hook = ctx.ack_hooks.get(entry.type)
-        if hook is not None:
-            await hook(entry.record_id, ack)
-        ctx.hub.publish({"type": "ack", "record_id": entry.record_id, "ack": ack})
-        return asdict(entry)
-
     @app.websocket("/api/v1/stream")
-    async def stream(websocket: WebSocket, token: str | None = None) -> None:
+    async def stream(websocket: WebSocket, token: str | None = None, after: int | None = None) -> None:
+        """Live events; with ``?after=SEQ`` first every journal change after SEQ, so a reconnecting
+        client misses nothing (live events it already got in the replay are not sent twice)."""
         # Accept first so the refusal reaches the browser as a close code it can show (4401/4403),
         # not as an opaque failed handshake.
         await websocket.accept()
@@ -353,10 +322,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if not allowed(operator.roles, Action.STREAM):
             await websocket.close(code=4403, reason=f"{operator.display} may not stream"[:120])
             return
-        queue = ctx.hub.subscribe()
+        queue = ctx.hub.subscribe()  # before the replay: nothing written meanwhile is lost
         try:
+            replayed = after
+            while replayed is not None:
+                changes = await ctx.journal.changes(replayed, REPLAY_PAGE)
+                for change in changes:
+                    await websocket.send_json(change.event())
+                if len(changes) < REPLAY_PAGE:
+                    break
+                replayed = changes[-1].seq
             while True:
                 event = await queue.get()
+                if replayed is not None and event.get("seq", replayed + 1) <= replayed:
+                    continue
                 await websocket.send_json(event)
                 if event.get("type") == "lagging":
                     await websocket.close(code=1013)

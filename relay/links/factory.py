@@ -9,6 +9,7 @@ from crypto.keystore import NodeKeys
 from relay.config import LinkSection
 from relay.errors import ConfigError
 from relay.links.base import Link
+from relay.trust import TrustStore
 
 
 def _options(section: LinkSection, allowed: set[str]) -> dict[str, Any]:
@@ -21,8 +22,9 @@ def _options(section: LinkSection, allowed: set[str]) -> dict[str, Any]:
     return options
 
 
-def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Link:
-    """The link a ``[[links]]`` table describes (keys documented in deploy/node.example.toml)."""
+def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path, trust: TrustStore) -> Link:
+    """The link a ``[[links]]`` table describes (keys documented in deploy/node.example.toml).
+    ``trust`` names the neighbours a LoRa link may hear: their hop-tag keys come from it."""
     if section.type == "ip":
         from relay.links import ip_tls
         from relay.links.ip import IpLink, IpLinkConfig
@@ -49,6 +51,7 @@ def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Lin
         credentials = Credentials(node_keys.identity, node_keys.certificate)
         return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))
     if section.type == "lora":
+        from crypto.hop import HopAuth
         from relay.links.lora import LoRaLink, LoRaLinkConfig
 
         fields = {"transport", "address", "port", "preset", "region", "app_port", "roster"}
@@ -60,5 +63,6 @@ def build_link(section: LinkSection, node_keys: NodeKeys, data_dir: Path) -> Lin
             parsed = {int(num): str(node_id) for num, node_id in roster.items()}
         except ValueError:
             raise ConfigError(f"link {section.name}: roster keys must be Meshtastic node numbers") from None
-        return LoRaLink(LoRaLinkConfig(roster=parsed, name=section.name, **options))
+        config = LoRaLinkConfig(roster=parsed, name=section.name, **options)
+        return LoRaLink(config, HopAuth(node_keys.identity), trust.check)
     raise ConfigError(f"link {section.name}: type {section.type!r} cannot run in a daemon")

@@ -13,8 +13,17 @@ The library has known weak spots (see docs/lora.md) and this wrapper covers them
   DUTY_CYCLE_LIMIT, MAX_RETRANSMIT, PKI failures...) and missing ACKs raise ``LoRaNakError`` or
   ``LinkError`` so the core retransmits, and they are counted in ``state()``.
 
-Meshtastic node numbers are mapped to Mesh112 node ids through the configured roster. Plain text on
-TEXT_MESSAGE_APP from stock Meshtastic users is surfaced through ``on_text`` and ``send_text``.
+Meshtastic node numbers are mapped to Mesh112 node ids through the configured roster, and the
+roster alone proves nothing: anyone can put any ``from`` on the air. So every Mesh112 frame is a
+direct message carrying a hop tag (:mod:`crypto.hop`, 12 bytes) keyed from the X25519 agreement of
+the two enrolled identities, and a frame is handed to the core only if it was addressed to this radio,
+arrived PKI-encrypted, comes from a rostered node whose certificate is still trusted, and its tag
+verifies with a fresh stamp. Everything else is dropped here and counted in ``state().refused``, with
+one warning line per minute that gives the counts. There are no broadcast frames: the core addresses
+every frame, beacons and summaries included, to one neighbour (see docs/crypto.md for the bytes).
+
+Plain text on TEXT_MESSAGE_APP from stock Meshtastic users is surfaced through ``on_text`` and
+``send_text``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,10 @@ from typing import Any
 
 from pubsub import pub
 
+from crypto.errors import CryptoError
+from crypto.hop import HOP_OVERHEAD, HopAuth, HopAuthError
+from crypto.identity import PublicIdentity
+from relay.bundle import to_epoch
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
 from relay.links.lora_config import (
     BROADCAST_NUM,
@@ -39,7 +52,7 @@ from relay.links.lora_config import (
     LoRaNakError,
     open_interface,
 )
-from relay.links.lora_phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
+from relay.links.lora_phy import MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
 
 __all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
 
@@ -49,6 +62,9 @@ TEXT_MESSAGE_APP = 1
 ROUTING_APP = 5
 _EARLY_RESULTS = 64  # routing answers that overtook their sendData() return, kept briefly
 _TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
+REFUSED_LOG_EVERY_S = 60.0  # at most one warning line per link per minute about dropped frames
+
+PeerKeys = Callable[[bytes, float], PublicIdentity]  # node id, now -> its key, or CryptoError if untrusted
 
 
 @dataclass(slots=True)
@@ -60,13 +76,22 @@ class _Pending:
 class LoRaLink(Link):
     """A Mesh112 link over one Meshtastic radio."""
 
-    def __init__(self, config: LoRaLinkConfig, on_text: Callable[[int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: LoRaLinkConfig,
+        hop: HopAuth,
+        peer_keys: PeerKeys,
+        on_text: Callable[[int, str], None] | None = None,
+    ) -> None:
+        """``hop`` tags and checks frames; ``peer_keys`` is the trust store's check (revocations apply)."""
         self.config = config
+        self.hop = hop
+        self.peer_keys = peer_keys
         lora = modem(config.preset)
         self.profile = LinkProfile(
             name=config.name,
             kind="lora",
-            mtu=MAX_DM_PAYLOAD,
+            mtu=MAX_DM_PAYLOAD - HOP_OVERHEAD,
             bitrate=lora.bitrate_bps / 8.0,
             cost=10.0,
             duty_cycle=duty_cycle(config.region),
@@ -88,6 +113,9 @@ class LoRaLink(Link):
         self._counts: Counter[str] = Counter()
         self._naks: Counter[str] = Counter()
         self._last_error = ""
+        self._refused: Counter[str] = Counter()
+        self._refused_logged: Counter[str] = Counter()
+        self._refused_log_at = 0.0
         self._airtime_log: deque[tuple[float, float]] = deque()  # (monotonic time, seconds on air)
         # Strong references: pypubsub holds listeners weakly.
         self._listeners: tuple[Callable[..., None], ...] = (self._library_receive, self._library_lost)
@@ -106,21 +134,27 @@ class LoRaLink(Link):
             self._schedule_reconnect()
 
     async def send(self, peer: bytes, frame: bytes) -> None:
-        """Send one frame; returns when the peer's radio ACKed it (broadcast: when the radio took it)."""
-        broadcast = peer == BROADCAST
-        limit = MAX_CHANNEL_PAYLOAD if broadcast else MAX_DM_PAYLOAD
-        if len(frame) > limit:
-            raise LinkError(f"frame of {len(frame)} bytes exceeds the LoRa limit of {limit}")
-        dest = BROADCAST_NUM if broadcast else self._num_by_peer.get(peer)
+        """Send one frame with its hop tag; returns when the peer's radio ACKed it."""
+        if peer == BROADCAST:
+            raise LinkError(
+                f"LoRa link {self.config.name} sends every frame to one neighbour with its hop tag; "
+                "a broadcast could not be authenticated"
+            )
+        if len(frame) > self.profile.mtu:
+            raise LinkError(f"frame of {len(frame)} bytes exceeds the LoRa limit of {self.profile.mtu}")
+        dest = self._num_by_peer.get(peer)
         if dest is None:
             raise LinkError(f"peer {peer.hex()} is not in the roster of LoRa link {self.config.name}")
+        now = to_epoch(time.time())
+        try:
+            frame = self.hop.tag(self.peer_keys(peer, now), frame, now)
+        except CryptoError as exc:
+            raise LinkError(f"no hop key for {peer.hex()[:8]} on {self.config.name}: {exc}") from None
         if self.profile.duty_cycle < 1.0 and self._airtime_last_hour() > self.profile.duty_cycle * 3600.0:
             self._naks["DUTY_CYCLE_LIMIT"] += 1  # the radio would refuse it too; spare the round trip
             raise LoRaNakError("DUTY_CYCLE_LIMIT", dest)
-        self._airtime_log.append(
-            (time.monotonic(), frame_airtime_s(self.config.preset, len(frame), not broadcast))
-        )
-        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=not broadcast)
+        self._airtime_log.append((time.monotonic(), frame_airtime_s(self.config.preset, len(frame), True)))
+        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True)
         self._counts["frames_sent"] += 1
 
     async def send_text(self, dest_num: int, text: str) -> None:
@@ -160,7 +194,8 @@ class LoRaLink(Link):
             naks=dict(self._naks),
             airtime_last_hour_s=round(self._airtime_last_hour(), 3),
             ack_timeouts=self._counts["ack_timeouts"],
-            unknown_senders=self._counts["unknown_senders"],
+            unknown_senders=self._refused["unknown_sender"],
+            refused=dict(self._refused),
             last_error=self._last_error,
         )
 
@@ -248,6 +283,8 @@ class LoRaLink(Link):
             bytes(decoded.payload),
             int(decoded.request_id),
             str(routing.get("errorReason", "NONE")),
+            int(raw.to),
+            bool(raw.pki_encrypted),
         )
         self._loop.call_soon_threadsafe(self._on_packet, interface, *item)
 
@@ -257,24 +294,70 @@ class LoRaLink(Link):
 
     # ---- on the event loop ----
     def _on_packet(
-        self, interface: Any, portnum: int, sender: int, payload: bytes, request_id: int, reason: str
+        self,
+        interface: Any,
+        portnum: int,
+        sender: int,
+        payload: bytes,
+        request_id: int,
+        reason: str,
+        to: int,
+        pki: bool,
     ) -> None:
         if interface is not self._iface or self._events is None:
             return
         if portnum == ROUTING_APP and request_id:
             self._routing_answer(request_id, sender, reason)
         elif portnum == self.config.app_port:
-            peer = self._peer_by_num.get(sender)
-            if peer is None:
-                self._counts["unknown_senders"] += 1
+            frame = self._authenticated(interface, sender, payload, to, pki)
+            if frame is None:
                 return
+            peer = self._peer_by_num[sender]
             if peer not in self._up:
                 self._up.add(peer)
                 self._events.link_up(self.config.name, peer)
             self._counts["frames_received"] += 1
-            self._events.frame_received(self.config.name, peer, payload)
+            self._events.frame_received(self.config.name, peer, frame)
         elif portnum == TEXT_MESSAGE_APP and self.on_text is not None:
             self.on_text(sender, payload.decode("utf-8", errors="replace"))
+
+    def _authenticated(self, interface: Any, sender: int, payload: bytes, to: int, pki: bool) -> bytes | None:
+        """The frame inside ``payload`` if it passes every check, else None (counted and logged)."""
+        my_info = getattr(interface, "myInfo", None)
+        peer = self._peer_by_num.get(sender)
+        reason = ""
+        if my_info is None or to != int(my_info.my_node_num):
+            reason = "not_addressed"  # channel broadcasts and direct messages for other radios
+        elif not pki:
+            reason = "not_pki"
+        elif peer is None:
+            reason = "unknown_sender"
+        else:
+            now = to_epoch(time.time())
+            try:
+                return self.hop.check(self.peer_keys(peer, now), payload, now)
+            except HopAuthError as exc:
+                reason = exc.reason
+            except CryptoError:
+                reason = "untrusted"  # revoked or expired since the roster was written
+        self._refuse(reason, sender)
+        return None
+
+    def _refuse(self, reason: str, sender: int) -> None:
+        self._refused[reason] += 1
+        now = time.monotonic()
+        if now - self._refused_log_at >= REFUSED_LOG_EVERY_S:
+            fresh = self._refused - self._refused_logged
+            counts = ", ".join(f"{name} {count}" for name, count in sorted(fresh.items()))
+            log.warning(
+                "%s: dropped %d frame(s) before the core since the last report (%s); latest from !%08x",
+                self.config.name,
+                fresh.total(),
+                counts,
+                sender,
+            )
+            self._refused_logged = self._refused.copy()
+            self._refused_log_at = now
 
     def _on_connection_lost(self, interface: Any) -> None:
         if interface is not self._iface or self._stopping:

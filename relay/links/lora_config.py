@@ -71,6 +71,7 @@ class LoRaLinkState:
     airtime_last_hour_s: float = 0.0  # own frames, by the Semtech formula (relays and ACKs not seen)
     ack_timeouts: int = 0
     unknown_senders: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)  # frames dropped before the core, by reason
     last_error: str = ""
 
 
