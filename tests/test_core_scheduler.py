@@ -130,3 +130,38 @@ def test_over_budget_link_returns_none_and_a_deadline() -> None:
     flash = a.core.next_frame("lora0", 10.0)  # the reserve lets the alarm out at once
     assert flash is not None and isinstance(decode_frame(flash[1], CONTEXT), DataFrame)
     assert a.core.next_frame("lora0", 10.0) is None
+
+
+def test_flows_over_their_cap_yield_to_the_others() -> None:
+    spent = {b"flood"}
+    queue: FairQueue[str] = FairQueue(over_cap=lambda priority, flow: flow in spent)
+    for i in range(3):
+        queue.push(f"flood{i}", Priority.FLASH, b"flood")
+    queue.push("alarm", Priority.FLASH, b"panel")
+    queue.push("order", Priority.IMMEDIATE, b"flood")
+    assert [queue.pop() for _ in range(5)] == ["alarm", "flood0", "flood1", "flood2", "order"]
+
+
+def test_one_origin_flooding_flash_cannot_take_the_reserve_from_another() -> None:
+    pump = Pump(CONTEXT)
+    a = pump.add(A)
+    pump.add(B)
+    a.core.link_up(LORA, B, 0.0)
+    a.core.timer(10.0)
+    while a.core.next_frame("lora0", 10.0) is not None:  # the contact's control frames
+        pass
+    for seq in range(200):  # far more FLASH than the hour's 36 s allow, all from one origin
+        a.core.originate(_bundle(C, seq, Priority.FLASH, size=150), 10.0)
+    flood = 0
+    while a.core.next_frame("lora0", 10.0) is not None:
+        flood += 1
+        assert flood < 200
+    state = a.core._links["lora0"]
+    bucket = state.bucket
+    assert bucket.over_cap(Priority.FLASH, C) and bucket.over_cap_frames[C] > 0
+    assert flood < 200 and len(state.queue) > 0  # the rest is kept, not dropped
+    a.core.originate(_bundle(A, 1, Priority.FLASH, size=150), 10.0)
+    alarm = a.core.next_frame("lora0", 10.0)  # the share kept back lets another origin's alarm out now
+    assert alarm is not None
+    frame = decode_frame(alarm[1], CONTEXT)
+    assert isinstance(frame, DataFrame) and frame.bundle.origin == A

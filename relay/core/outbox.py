@@ -69,6 +69,9 @@ class LinkState:
     transfer_ids: dict[bytes, int] = field(default_factory=dict)
     blocked_until: float | None = None  # over budget: when the head of the queue fits again
 
+    def __post_init__(self) -> None:
+        self.queue.over_cap = self.bucket.over_cap  # origins past their FLASH/IMMEDIATE share go last
+
     def queue_ack(self, peer: bytes, bundle_id: BundleId, priority: Priority) -> None:
         """Accumulate custody ACKs per peer; the ACK item rides at the most urgent class waiting."""
         pending = self.acks.setdefault(peer, {})

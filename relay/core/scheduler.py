@@ -5,12 +5,19 @@ suffers is the frame already on the air. Within a class, flows (one per origin) 
 chatty camera cannot starve a responder's messages of the same class. The token bucket turns the
 link profile into a send budget: seconds of channel time, refilled at ``duty_cycle`` seconds per
 second, where one frame costs ``per_frame_overhead_s + len / bitrate``.
+
+Round robin alone does not stop one origin (a flooding insider, a spoofed building panel behind one
+gateway) from spending the hour's budget, FLASH reserve included, before a real alarm arrives. So
+each origin may spend at most :data:`ORIGIN_SHARE` of the window on FLASH, and as much on IMMEDIATE;
+past that its frames of that class are kept and still sent, but only after every other origin's
+frames of the class, and on a duty-cycled link never out of the last share of the budget, which stays
+for origins within their cap. Control frames (flow ``b""``) are not capped.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -22,6 +29,9 @@ T = TypeVar("T", bound=Hashable)
 DUTY_WINDOW_S = 3600.0  # regulatory duty cycles are averaged over an hour (EU 868)
 FLASH_RESERVE = 0.25  # share of a duty-cycled link's window that only FLASH may spend
 IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
+ORIGIN_SHARE = 0.1  # of a window, what one origin's FLASH (or IMMEDIATE) may spend before it yields
+ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
+CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
@@ -33,11 +43,15 @@ class _Class(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    """Items by priority class, then by flow in round robin, FIFO within a flow. Items are unique."""
+    """Items by priority class, then by flow in round robin, FIFO within a flow. Items are unique.
 
-    def __init__(self) -> None:
+    ``over_cap(priority, flow)``, when set, names flows that spent their share of the class: they
+    take their turn only when no other flow of the class has anything waiting."""
+
+    def __init__(self, over_cap: Callable[[Priority, bytes], bool] | None = None) -> None:
         self._classes: list[_Class[T]] = [_Class() for _ in Priority]
         self._where: dict[T, tuple[Priority, bytes]] = {}
+        self.over_cap = over_cap
 
     def __len__(self) -> int:
         return len(self._where)
@@ -67,27 +81,38 @@ class FairQueue(Generic[T]):
     def priority_of(self, item: T) -> Priority:
         return self._where[item][0]
 
+    def flow_of(self, item: T) -> bytes:
+        return self._where[item][1]
+
     def peek(self) -> T | None:
-        for cls in self._classes:
+        """The next item: highest class first, then the flow whose turn it is (flows over their cap last)."""
+        for priority, cls in zip(Priority, self._classes, strict=True):
             if cls.turn:
-                return cls.flows[cls.turn[0]][0]
+                return cls.flows[self._next_flow(priority, cls)][0]
         return None
 
     def pop(self) -> T | None:
-        """The next item: highest class first, then the flow whose turn it is."""
-        for cls in self._classes:
-            if not cls.turn:
-                continue
-            flow = cls.turn.popleft()
-            queue = cls.flows[flow]
-            item = queue.popleft()
-            if queue:
-                cls.turn.append(flow)
-            else:
-                del cls.flows[flow]
-            del self._where[item]
-            return item
-        return None
+        item = self.peek()
+        if item is not None:
+            self.take(item)
+        return item
+
+    def take(self, item: T) -> None:
+        """Remove ``item`` (the one :meth:`peek` gave) and pass the turn to the next flow."""
+        priority, flow = self._where.pop(item)
+        cls = self._classes[priority]
+        queue = cls.flows[flow]
+        queue.remove(item)
+        cls.turn.remove(flow)
+        if queue:
+            cls.turn.append(flow)
+        else:
+            del cls.flows[flow]
+
+    def _next_flow(self, priority: Priority, cls: _Class[T]) -> bytes:
+        if self.over_cap is None or priority not in CAPPED:
+            return cls.turn[0]
+        return next((flow for flow in cls.turn if not self.over_cap(priority, flow)), cls.turn[0])
 
     def remove(self, item: T) -> bool:
         where = self._where.pop(item, None)
@@ -117,8 +142,11 @@ class TokenBucket:
         self.profile = profile
         self.window = DUTY_WINDOW_S if profile.duty_cycle < 1 else IP_BURST_S
         self.capacity = max(profile.duty_cycle * self.window, self.cost(profile.mtu))
-        self._spent: deque[tuple[float, float]] = deque()  # (when, channel seconds), oldest first
+        self.origin_cap = max(ORIGIN_SHARE * self.capacity, ORIGIN_MIN_FRAMES * self.cost(profile.mtu))
+        self._spent: deque[tuple[float, float, tuple[Priority, bytes] | None]] = deque()  # oldest first
         self._total = 0.0
+        self._by_origin: dict[tuple[Priority, bytes], float] = {}  # channel seconds in the window
+        self.over_cap_frames: Counter[bytes] = Counter()  # frames sent while their origin was over its cap
 
     def cost(self, size: int) -> float:
         """Seconds of channel time one frame of ``size`` bytes takes."""
@@ -126,34 +154,57 @@ class TokenBucket:
 
     def _forget(self, now: float) -> None:
         while self._spent and self._spent[0][0] <= now - self.window:
-            self._total -= self._spent.popleft()[1]
+            _, cost, origin = self._spent.popleft()
+            self._total -= cost
+            if origin is not None:
+                left = self._by_origin.pop(origin, 0.0) - cost
+                if left > _EPSILON:
+                    self._by_origin[origin] = left
         if not self._spent:
             self._total = 0.0
+            self._by_origin.clear()
 
-    def limit(self, priority: Priority) -> float:
-        """Channel seconds per window that frames of ``priority`` may fill."""
-        if priority is Priority.FLASH or self.profile.duty_cycle >= 1:
+    def over_cap(self, priority: Priority, origin: bytes) -> bool:
+        """Whether ``origin`` spent its share of the window on ``priority`` (FLASH, IMMEDIATE)."""
+        if priority not in CAPPED or not origin:
+            return False
+        return self._by_origin.get((priority, origin), 0.0) >= self.origin_cap - _EPSILON
+
+    def limit(self, priority: Priority, over_cap: bool = False) -> float:
+        """Channel seconds per window that frames of ``priority`` may fill; an origin over its cap
+        leaves the last share of a duty-cycled budget to the others."""
+        if self.profile.duty_cycle >= 1:
             return self.capacity
-        return max(self.capacity * (1 - FLASH_RESERVE), self.cost(self.profile.mtu))
+        base = self.capacity if priority is Priority.FLASH else self.capacity * (1 - FLASH_RESERVE)
+        if over_cap:
+            base -= self.origin_cap
+        return max(base, self.cost(self.profile.mtu))
 
-    def available_at(self, size: int, now: float, priority: Priority = Priority.FLASH) -> float:
+    def available_at(
+        self, size: int, now: float, priority: Priority = Priority.FLASH, origin: bytes = b""
+    ) -> float:
         """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already)."""
         self._forget(now)
-        excess = self._total + self.cost(size) - self.limit(priority)
+        excess = self._total + self.cost(size) - self.limit(priority, self.over_cap(priority, origin))
         if excess <= _EPSILON:
             return now
         freed = 0.0
-        for when, cost in self._spent:
+        for when, cost, _ in self._spent:
             freed += cost
             if freed >= excess - _EPSILON:
                 return when + self.window
         return now + self.window
 
-    def spend(self, size: int, now: float, priority: Priority = Priority.FLASH) -> bool:
-        """Take the cost of one frame of ``priority`` if the budget allows it."""
-        if self.available_at(size, now, priority) > now:
+    def spend(self, size: int, now: float, priority: Priority = Priority.FLASH, origin: bytes = b"") -> bool:
+        """Take the cost of one frame of ``priority`` from ``origin`` if the budget allows it."""
+        if self.available_at(size, now, priority, origin) > now:
             return False
         cost = self.cost(size)
-        self._spent.append((now, cost))
+        capped = priority in CAPPED and bool(origin)
+        if capped and self.over_cap(priority, origin):
+            self.over_cap_frames[origin] += 1
+        self._spent.append((now, cost, (priority, origin) if capped else None))
         self._total += cost
+        if capped:
+            self._by_origin[(priority, origin)] = self._by_origin.get((priority, origin), 0.0) + cost
         return True

@@ -53,11 +53,11 @@ class Transmitter:
                 state.queue.remove(item)
                 continue
             peer, data = built
-            priority = state.queue.priority_of(item)
-            if not state.bucket.spend(len(data), now, priority):
-                state.blocked_until = state.bucket.available_at(len(data), now, priority)
+            priority, origin = state.queue.priority_of(item), state.queue.flow_of(item)
+            if not state.bucket.spend(len(data), now, priority, origin):
+                state.blocked_until = state.bucket.available_at(len(data), now, priority, origin)
                 return None
-            state.queue.pop()  # the peeked item; pop also passes the turn to the next flow
+            state.queue.take(item)  # also passes the turn to the next flow
             self._sent(state, item, now)
             return peer, data
         return None
