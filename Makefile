@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck unit bench fuzz soak system-deps venv clean
+.PHONY: run test lint typecheck unit bench fuzz soak system-deps venv assets clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,10 +15,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The console's browser libraries (Leaflet, uPlot) from npm, pinned by web/package-lock.json, copied
+# with their licences into relay/api/static/vendor; the node serves them, never a CDN.
+ASSETS := relay/api/static/vendor/.stamp
+$(ASSETS): web/package.json web/package-lock.json web/vendor.sh
+	cd web && npm ci --no-audit --no-fund
+	web/vendor.sh
+	touch $(ASSETS)
+
+assets: $(ASSETS)
+
 system-deps:
 	deploy/install-system-deps.sh
 
-run: $(STAMP)
+run: $(STAMP) $(ASSETS)
 	$(BIN)/mesh112 demo
 
 lint: $(STAMP)
@@ -26,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check relay crypto field
 	$(BIN)/mypy relay crypto ng112 analytics_edge mobile field
 
-test: system-deps $(STAMP) lint
+test: system-deps $(STAMP) $(ASSETS) lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 fuzz: $(STAMP)
@@ -35,7 +45,7 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m long -k soak
 
-bench: $(STAMP)
+bench: $(STAMP) $(ASSETS)
 	$(BIN)/python -m bench
 
 clean:

@@ -1,8 +1,10 @@
 """The demo deployment: an authority and five enrolled nodes in one directory, made idempotently.
 
 Re-running reuses what exists (identities are never replaced) and only enrols nodes whose
-certificate is missing, expired, revoked or for other roles. The demo command and tests that need
-a small real deployment both start from :func:`create_demo_deployment`.
+certificate is missing, expired, revoked or for other roles. The authority creates the group keys
+first (``all``, every demo role, the incident group ``incident-1``), so every node, enrolled now or
+before, holds its keys and Send to all, a role or the incident group works in the demo. The demo
+command and tests that need a small real deployment both start from :func:`create_demo_deployment`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 from crypto.certificate import Authority, Certificate
 from crypto.errors import CryptoError
 from crypto.keystore import has_identity, load_authority_public, load_certificate, load_revocations
-from relay.enrolment import enrol_node, init_node
+from relay.enrolment import ALL_GROUP, distribute_group_keys, enrol_node, group_key, init_node
 
 AUTHORITY_DIR = "authority"
 DEMO_DAYS = 365
+INCIDENT = "incident-1"  # the demo's incident group: the command post, the relays and the responder
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +29,14 @@ class DemoNodeSpec:
     name: str
     roles: tuple[str, ...]
     api: bool = False
+    groups: tuple[str, ...] = ()  # incident groups joined
 
 
 DEMO_NODES = (
-    DemoNodeSpec("command-post", "Command Post", ("admin", "dispatcher"), api=True),
-    DemoNodeSpec("relay-1", "Field Relay 1", ("relay",)),
-    DemoNodeSpec("relay-2", "Field Relay 2", ("relay",)),
-    DemoNodeSpec("responder-1", "Responder 1", ("responder",)),
+    DemoNodeSpec("command-post", "Command Post", ("admin", "dispatcher"), api=True, groups=(INCIDENT,)),
+    DemoNodeSpec("relay-1", "Field Relay 1", ("relay",), groups=(INCIDENT,)),
+    DemoNodeSpec("relay-2", "Field Relay 2", ("relay",), groups=(INCIDENT,)),
+    DemoNodeSpec("responder-1", "Responder 1", ("responder",), groups=(INCIDENT,)),
     DemoNodeSpec("building-gateway", "Building Gateway", ("building",)),
     DemoNodeSpec("camera-1", "Camera 1", ("camera",)),
 )
@@ -75,6 +79,8 @@ def create_demo_deployment(path: Path, now: int | None = None) -> DemoDeployment
     else:
         authority = Authority.generate(now=now)
         authority.save(authority_dir)
+    for group in sorted({ALL_GROUP, INCIDENT, *(role for spec in DEMO_NODES for role in spec.roles)}):
+        group_key(authority_dir, group)
     nodes = []
     for spec in DEMO_NODES:
         directory = root / spec.slug
@@ -83,8 +89,10 @@ def create_demo_deployment(path: Path, now: int | None = None) -> DemoDeployment
         certificate = _current_certificate(authority, directory, spec, now)
         if certificate is None:
             certificate = enrol_node(
-                authority, authority_dir, directory, spec.roles, DEMO_DAYS, spec.name, now=now
+                authority, authority_dir, directory, spec.roles, DEMO_DAYS, spec.name, now, spec.groups
             )
+        else:
+            distribute_group_keys(authority, authority_dir, directory, certificate, spec.groups)
         nodes.append(DemoNode(spec.name, spec.roles, directory, certificate))
     return DemoDeployment(root, authority_dir, authority, tuple(nodes))
 

@@ -19,7 +19,7 @@ from relay.api.app import ApiContext
 from relay.apps import CommandPostApp
 from relay.bundle import Kind, from_epoch
 from relay.engine import Delivery
-from relay.journal import Journal, MessageEntry, RecordEntry
+from relay.journal import Change, Journal, MessageEntry, RecordEntry
 from relay.node import Node
 from relay.position import (
     InvalidPositionError,
@@ -71,7 +71,8 @@ class CommandPostFeed:
         name = certificate.name if certificate else origin[:8]
         roles = sorted(certificate.roles) if certificate else []
         position = self._position(delivery, name, received) if delivery.kind == Kind.POSITION else None
-        await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
+        unit = await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
+        self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
         bundle_id = delivery.bundle_id.key().hex()
         event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
         if delivery.kind == Kind.POSITION:
@@ -90,8 +91,9 @@ class CommandPostFeed:
                 received,
                 text,
             )
-            if await self._journal.add_message(entry):
-                self._ctx.hub.publish({"type": "message", **event, "text": text})
+            stored = await self._journal.add_message(entry)
+            if stored is not None:
+                self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
             return
         app = self._apps.get(delivery.kind)
         if app is None:
@@ -107,10 +109,8 @@ class CommandPostFeed:
                 received,
                 update.body,
             )
-            await self._journal.put_record(record)
-            self._ctx.hub.publish(
-                {"type": "record", "record_type": app.record_type, "record_id": update.record_id, **event}
-            )
+            stored_record = await self._journal.put_record(record)
+            self._ctx.hub.publish(Change(stored_record.seq, "record", stored_record).event())
 
     @staticmethod
     def _position(delivery: Delivery, name: str, received: float) -> Position | None:

@@ -2,6 +2,13 @@
 
 Shared by the CLI and the demo deployment, so both produce the same layout: the key directory of
 ``crypto.keystore`` plus a commented ``node.toml`` made from the packaged example.
+
+Group keys: the authority keeps one key per group (``all``, each role, each incident group) in
+``<authority>/groups/<name>-<epoch>.key`` (0600) and hands a node each key it may use, sealed to the
+node and signed by the authority, as ``<node>/groups/<name>-<epoch>.sealed``. A node gets ``all``,
+its own roles and the incident groups it joins; a dispatcher or admin node gets every key, so it
+can send to any role or group. The node loads them with :func:`load_keyring` when it starts; a
+rotation (on revocation) is a new epoch file, and an old epoch stays readable.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 from crypto.certificate import Authority, Certificate, check_name, check_role
-from crypto.identity import Identity
+from crypto.errors import CryptoError
+from crypto.group import GroupKey, GroupKeyring, check_group_name, unwrap_group_key, wrap_group_key
+from crypto.identity import Identity, PublicIdentity
+from crypto.keyfile import write_atomic
 from crypto.keystore import (
     has_identity,
     load_public_identity,
@@ -25,6 +35,10 @@ from relay.errors import ConfigError
 
 CONFIG_FILE = "node.toml"
 DAY_S = 86_400
+GROUPS_DIR = "groups"
+JOINED_FILE = "joined"  # incident groups the node is a member of, one a line
+ALL_GROUP = "all"
+SENDS_TO_EVERY_GROUP = frozenset({"admin", "dispatcher"})  # roles given every group's key
 
 
 def example_config() -> str:
@@ -85,8 +99,10 @@ def enrol_node(
     days: int,
     name: str | None = None,
     now: int | None = None,
+    incident_groups: tuple[str, ...] = (),
 ) -> Certificate:
-    """Issue a certificate for the node in ``node_dir`` and write it there with the trust anchor.
+    """Issue a certificate for the node in ``node_dir`` and write it there with the trust anchor
+    and its group keys.
 
     Reads only the node's public keys (``identity.pub``), never its private key; the authority's
     roster is saved at once, so a crash cannot forget an issued certificate.
@@ -102,4 +118,83 @@ def enrol_node(
     authority.save(authority_dir)
     save_certificate(node_dir, certificate, authority.public)
     save_revocations(node_dir, authority.revocations)
+    distribute_group_keys(authority, authority_dir, node_dir, certificate, incident_groups)
     return certificate
+
+
+class GroupKeyFileError(CryptoError):
+    """A group key file in a node or authority directory is damaged or sealed by someone else."""
+
+
+def group_key(authority_dir: Path, group: str) -> GroupKey:
+    """The authority's current key for ``group``, created (epoch 0) on first use."""
+    check_group_name(group)
+    directory = authority_dir / GROUPS_DIR
+    held = sorted(directory.glob(f"{group}-*.key"), key=lambda p: int(p.stem.rpartition("-")[2]))
+    if held:
+        try:
+            return GroupKey.decode(held[-1].read_bytes())
+        except CryptoError as exc:
+            raise GroupKeyFileError(f"{held[-1]} is damaged: {exc}") from None
+    key = GroupKey.generate(group)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    write_atomic(directory / f"{group}-{key.epoch}.key", key.encode(), 0o600)
+    return key
+
+
+def deployment_groups(authority_dir: Path) -> list[str]:
+    """Every group the authority holds a key for."""
+    return sorted({p.stem.rpartition("-")[0] for p in (authority_dir / GROUPS_DIR).glob("*.key")})
+
+
+def groups_for(certificate: Certificate, authority_dir: Path, incident_groups: tuple[str, ...]) -> list[str]:
+    """The groups whose keys a node gets: all, its roles, its incident groups; every group for a
+    dispatcher or admin."""
+    names = {ALL_GROUP, *certificate.roles, *incident_groups}
+    if certificate.roles & SENDS_TO_EVERY_GROUP:
+        names |= set(deployment_groups(authority_dir))
+    return sorted(names)
+
+
+def distribute_group_keys(
+    authority: Authority,
+    authority_dir: Path,
+    node_dir: Path,
+    certificate: Certificate,
+    incident_groups: tuple[str, ...] = (),
+) -> list[str]:
+    """Seal the current key of each of the node's groups to it (skipping keys it already holds);
+    returns the groups."""
+    names = groups_for(certificate, authority_dir, incident_groups)
+    directory = node_dir / GROUPS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    joined = sorted(set(joined_groups(node_dir)) | set(incident_groups))
+    write_atomic(directory / JOINED_FILE, "".join(f"{g}\n" for g in joined).encode(), 0o644)
+    for name in names:
+        key = group_key(authority_dir, name)
+        path = directory / f"{name}-{key.epoch}.sealed"
+        if not path.exists():
+            write_atomic(path, wrap_group_key(authority.identity, certificate.public, key), 0o600)
+    return names
+
+
+def load_keyring(node_dir: Path, identity: Identity, authority: PublicIdentity) -> GroupKeyring:
+    """Every group key sealed to this node by the authority (an empty keyring if it holds none)."""
+    keys = []
+    for path in sorted((node_dir / GROUPS_DIR).glob("*.sealed")):
+        try:
+            keys.append(unwrap_group_key(identity, authority, path.read_bytes()))
+        except CryptoError as exc:
+            raise GroupKeyFileError(f"{path} does not open with this node's key: {exc}") from None
+    return GroupKeyring(keys)
+
+
+def joined_groups(node_dir: Path) -> list[str]:
+    """The incident groups this node is a member of (it receives what is sent to them)."""
+    path = node_dir / GROUPS_DIR / JOINED_FILE
+    return path.read_text().split() if path.exists() else []
+
+
+def held_groups(node_dir: Path) -> list[str]:
+    """Names of the groups this node holds a key for (from the file names; no key is opened)."""
+    return sorted({p.stem.rpartition("-")[0] for p in (node_dir / GROUPS_DIR).glob("*.sealed")})

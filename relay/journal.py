@@ -10,12 +10,17 @@ message the store already forgot.
 
 Records are generic: ``type`` and ``body`` come from the application that registered the payload kind
 (ng112 fills in alarms, analytics_edge detections); the relay never interprets them.
+
+Every write (a message, a record or its acknowledgement, a unit heard) takes the next journal
+sequence number ``seq``, one counter for all three tables. A client that saw everything up to ``seq``
+asks for what changed after it (:meth:`Journal.changes`) and misses nothing, however bursty the
+traffic: unlike a time window, a cursor cannot skip two items written in the same instant.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,20 @@ SCHEMA = [
         lat REAL, lon REAL, fixed REAL, accuracy_m INTEGER)""",
 ]
 # Columns added after the first release: a journal written before them gets them (NULL) on open.
-UNIT_COLUMNS_ADDED = {"fixed": "REAL", "accuracy_m": "INTEGER"}
+COLUMNS_ADDED = {
+    "units": {"fixed": "REAL", "accuracy_m": "INTEGER", "seq": "INTEGER NOT NULL DEFAULT 0"},
+    "messages": {"seq": "INTEGER NOT NULL DEFAULT 0"},
+    "records": {"seq": "INTEGER NOT NULL DEFAULT 0", "closed": "REAL"},
+}
+SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for table in COLUMNS_ADDED]
+MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
+RECORD_COLUMNS = "record_id, type, origin, priority, created, received, body, acks, seq, closed"
+UNIT_COLUMNS = "node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m, seq"
+# Open records come highest priority first, then oldest first.
+PRIORITY_RANK = (
+    "CASE priority WHEN 'FLASH' THEN 0 WHEN 'IMMEDIATE' THEN 1 WHEN 'PRIORITY' THEN 2 "
+    "WHEN 'ROUTINE' THEN 3 ELSE 4 END"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,7 @@ class MessageEntry:
     created: float
     received: float
     text: str
+    seq: int = 0  # journal sequence of the write that stored it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,8 @@ class RecordEntry:
     received: float
     body: dict[str, Any]
     acks: list[dict[str, Any]] = field(default_factory=list)
+    seq: int = 0  # journal sequence of the last write (arrival, update or acknowledgement)
+    closed: float | None = None  # Unix time an acknowledgement closed it; open records have None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +97,26 @@ class UnitEntry:
     lon: float | None
     fixed: float | None  # Unix time of the position fix (not when it arrived)
     accuracy_m: int | None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One item as a write left it, for a client catching up after ``seq``."""
+
+    seq: int
+    type: str  # "message", "record" or "unit"
+    item: MessageEntry | RecordEntry | UnitEntry
+
+    def event(self) -> dict[str, Any]:
+        """The live-stream event for this change: the whole item, so a client applies it without
+        reading it back, plus the fields stream clients filter on."""
+        event: dict[str, Any] = {"type": self.type, "seq": self.seq, "item": asdict(self.item)}
+        if isinstance(self.item, MessageEntry):
+            event.update(bundle_id=self.item.bundle_id, origin=self.item.origin, text=self.item.text)
+        elif isinstance(self.item, RecordEntry):
+            event.update(record_type=self.item.type, record_id=self.item.record_id, origin=self.item.origin)
+        return event
 
 
 class UnknownRecordError(LookupError):
@@ -83,28 +124,48 @@ class UnknownRecordError(LookupError):
 
 
 class Journal:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, seq: int = 0) -> None:
         self._db = db
+        self._seq = seq  # the last journal sequence number written
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
         db = await sqlite.connect(path)
         for statement in SCHEMA:
             await db.execute(statement)
-        async with db.execute("PRAGMA table_info(units)") as cursor:
-            present = {row[1] for row in await cursor.fetchall()}
-        for column, sql_type in UNIT_COLUMNS_ADDED.items():
-            if column not in present:
-                await db.execute(f"ALTER TABLE units ADD COLUMN {column} {sql_type}")
+        for table, columns in COLUMNS_ADDED.items():
+            async with db.execute(f"PRAGMA table_info({table})") as cursor:
+                present = {row[1] for row in await cursor.fetchall()}
+            for column, sql_type in columns.items():
+                if column not in present:
+                    await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        for statement in SEQ_INDEXES:
+            await db.execute(statement)
         await db.commit()
-        return cls(db)
+        seq = 0
+        for table in COLUMNS_ADDED:
+            async with db.execute(f"SELECT coalesce(max(seq), 0) FROM {table}") as cursor:
+                row = await cursor.fetchone()
+            seq = max(seq, int(row[0]) if row else 0)
+        return cls(db, seq)
+
+    @property
+    def cursor(self) -> int:
+        """The journal sequence of the last write: a client holding it has seen everything."""
+        return self._seq
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def add_message(self, entry: MessageEntry) -> bool:
+    async def add_message(self, entry: MessageEntry) -> MessageEntry | None:
+        """The message as stored (with its ``seq``), or None if the journal held it already."""
+        seq = self._next_seq()
         cursor = await self._db.execute(
-            "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 entry.bundle_id,
                 entry.origin,
@@ -114,88 +175,147 @@ class Journal:
                 entry.created,
                 entry.received,
                 entry.text,
+                seq,
             ),
         )
         await self._db.commit()
-        return cursor.rowcount == 1
+        return replace(entry, seq=seq) if cursor.rowcount == 1 else None
 
     async def messages(
-        self, *, since: float = 0.0, origin: str | None = None, limit: int = 100
+        self, *, before: int | None = None, origin: str | None = None, limit: int = 100
     ) -> list[MessageEntry]:
-        query = "SELECT * FROM messages WHERE received >= ?"
-        params: list[Any] = [since]
+        """The newest ``limit`` messages written before journal sequence ``before`` (default: all),
+        newest first; page back by passing the last one's ``seq`` as ``before``."""
+        query = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq < ?"
+        params: list[Any] = [before if before is not None else self._seq + 1]
         if origin is not None:
             query += " AND origin = ?"
             params.append(origin)
-        query += " ORDER BY received DESC LIMIT ?"
+        query += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
         async with self._db.execute(query, params) as cursor:
             return [MessageEntry(*row) for row in await cursor.fetchall()]
 
-    async def put_record(self, entry: RecordEntry) -> None:
-        """Insert a record, or replace the body of one already held (an Update); acks are kept."""
+    async def put_record(self, entry: RecordEntry) -> RecordEntry:
+        """Insert a record, or replace the body of one already held (an Update); acks are kept.
+        Returns the record as stored."""
         await self._db.execute(
-            """INSERT INTO records VALUES (?,?,?,?,?,?,?,?)
+            f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
                ON CONFLICT(record_id) DO UPDATE SET body=excluded.body, priority=excluded.priority,
-                 received=excluded.received""",
-            _record_row(entry),
+                 received=excluded.received, seq=excluded.seq""",
+            (*_record_row(entry), self._next_seq()),
         )
         await self._db.commit()
+        return await self.record(entry.record_id)
 
-    async def records(self, *, type: str | None = None, limit: int = 100) -> list[RecordEntry]:
-        query = "SELECT * FROM records"
+    async def records(
+        self, *, type: str | None = None, before: int | None = None, limit: int = 100
+    ) -> list[RecordEntry]:
+        """The ``limit`` most recently written records before journal sequence ``before``, newest
+        first."""
+        query = f"SELECT {RECORD_COLUMNS} FROM records WHERE seq < ?"
+        params: list[Any] = [before if before is not None else self._seq + 1]
+        if type is not None:
+            query += " AND type = ?"
+            params.append(type)
+        query += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        async with self._db.execute(query, params) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+    async def open_records(self, *, type: str | None = None, limit: int = 1000) -> list[RecordEntry]:
+        """Records no acknowledgement has closed, highest priority first, then oldest first: the
+        operator's queue. Nothing leaves it by age or by newer traffic."""
+        query = f"SELECT {RECORD_COLUMNS} FROM records WHERE closed IS NULL"
         params: list[Any] = []
         if type is not None:
-            query += " WHERE type = ?"
+            query += " AND type = ?"
             params.append(type)
-        query += " ORDER BY received DESC LIMIT ?"
+        query += f" ORDER BY {PRIORITY_RANK}, created LIMIT ?"
         params.append(limit)
         async with self._db.execute(query, params) as cursor:
             return [_record(row) for row in await cursor.fetchall()]
 
     async def record(self, record_id: str) -> RecordEntry:
-        async with self._db.execute("SELECT * FROM records WHERE record_id = ?", (record_id,)) as cursor:
+        async with self._db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
+        ) as cursor:
             row = await cursor.fetchone()
         if row is None:
             raise UnknownRecordError(f"no record {record_id!r} in the journal")
         return _record(row)
 
-    async def add_ack(self, record_id: str, ack: dict[str, Any]) -> RecordEntry:
+    async def add_ack(self, record_id: str, ack: dict[str, Any], *, close: bool = False) -> RecordEntry:
+        """Append an acknowledgement; ``close`` takes the record out of the open queue for good."""
         entry = await self.record(record_id)
         acks = [*entry.acks, ack]
+        closed = entry.closed if entry.closed is not None or not close else float(ack["at"])
         await self._db.execute(
-            "UPDATE records SET acks = ? WHERE record_id = ?", (json.dumps(acks), record_id)
+            "UPDATE records SET acks = ?, closed = ?, seq = ? WHERE record_id = ?",
+            (json.dumps(acks), closed, self._next_seq(), record_id),
         )
         await self._db.commit()
         return await self.record(record_id)
 
+    async def update_ack(self, record_id: str, index: int, changes: dict[str, Any]) -> RecordEntry:
+        """Merge ``changes`` into acknowledgement ``index`` of a record (e.g. its delivery state)."""
+        entry = await self.record(record_id)
+        if not 0 <= index < len(entry.acks):
+            raise UnknownRecordError(f"record {record_id!r} has no acknowledgement {index}")
+        acks = [dict(ack) for ack in entry.acks]
+        acks[index].update(changes)
+        await self._db.execute(
+            "UPDATE records SET acks = ?, seq = ? WHERE record_id = ?",
+            (json.dumps(acks), self._next_seq(), record_id),
+        )
+        await self._db.commit()
+        return await self.record(record_id)
+
+    async def changes(self, after: int, limit: int = 500) -> list[Change]:
+        """Every item whose last write came after journal sequence ``after``, oldest write first, at
+        most ``limit``; continue from the last one's ``seq``."""
+        found: list[Change] = []
+        queries = (
+            ("message", f"SELECT {MESSAGE_COLUMNS} FROM messages", lambda r: MessageEntry(*r)),
+            ("record", f"SELECT {RECORD_COLUMNS} FROM records", _record),
+            ("unit", f"SELECT {UNIT_COLUMNS} FROM units", _unit),
+        )
+        for kind, select, make in queries:
+            async with self._db.execute(
+                f"{select} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ) as cur:
+                found += [Change(int(row[8]), kind, make(row)) for row in await cur.fetchall()]  # seq is 9th
+        found.sort(key=lambda change: change.seq)
+        return found[:limit]
+
     async def heard(
         self, node_id: str, *, name: str, roles: list[str], at: float, position: Position | None = None
-    ) -> None:
+    ) -> UnitEntry:
         """A unit was heard from (any bundle originated by it). Its position changes only to a newer
         fix: bundles overtake each other in a delay-tolerant network, and a late old fix must not
         move the unit back to where it was."""
         fix = (position.lat, position.lon, position.fixed, position.accuracy_m) if position else (None,) * 4
         await self._db.execute(
-            """INSERT INTO units (node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m)
-               VALUES (?,?,?,?,?,?,?,?)
-               ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles,
+            f"""INSERT INTO units ({UNIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles, seq=excluded.seq,
                  last_heard=max(last_heard, excluded.last_heard),
                  lat=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lat ELSE lat END,
                  lon=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lon ELSE lon END,
                  accuracy_m=CASE WHEN excluded.fixed > coalesce(fixed, -1)
                    THEN excluded.accuracy_m ELSE accuracy_m END,
                  fixed=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.fixed ELSE fixed END""",
-            (node_id, name, json.dumps(roles), at, *fix),
+            (node_id, name, json.dumps(roles), at, *fix, self._next_seq()),
         )
         await self._db.commit()
+        async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id = ?", (node_id,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None  # written just above
+        return _unit(row)
 
     async def units(self) -> list[UnitEntry]:
-        async with self._db.execute(
-            "SELECT node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m FROM units ORDER BY name"
-        ) as cursor:
+        async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY name") as cursor:
             rows = await cursor.fetchall()
-        return [UnitEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return [_unit(r) for r in rows]
 
 
 def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
@@ -213,4 +333,10 @@ def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
 
 
 def _record(row: Any) -> RecordEntry:
-    return RecordEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
+    return RecordEntry(
+        row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]), row[8], row[9]
+    )
+
+
+def _unit(row: Any) -> UnitEntry:
+    return UnitEntry(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8])

@@ -16,7 +16,6 @@ from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
-from relay.errors import ConfigError
 from relay.links.base import BROADCAST, LinkError
 from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
 
@@ -252,15 +251,6 @@ async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> Non
     field.servers[NUM_A] = restarted
     restarted.start()
     assert await until(lambda: link.state().connected, timeout=10)
-
-
-def test_config_is_validated() -> None:
-    with pytest.raises(ConfigError, match="private port"):
-        LoRaLinkConfig(roster={}, app_port=1)
-    with pytest.raises(ConfigError, match="32-hex-digit"):
-        LoRaLinkConfig(roster={5: "abcd"})
-    with pytest.raises(ConfigError, match="transport"):
-        LoRaLinkConfig(roster={}, transport="carrier-pigeon")
 
 
 async def test_serial_transport_through_a_pty(field: Field) -> None:

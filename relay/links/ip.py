@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pynng
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError
 from crypto.identity import display_id
-from relay.errors import ConfigError
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
+from relay.links.ip_config import DEFAULT_BITRATE, Address, PositiveNumber, check_endpoints
 from relay.links.ip_handshake import Credentials, Established, HandshakeError, Initiator, Responder, Trust
 from relay.links.ip_records import MAX_FRAME, MAX_RECORD
 from relay.links.ip_session import PeerMetrics, PeerSession
@@ -40,42 +41,40 @@ from relay.links.ip_window import SendWindow
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = ("tcp://", "tls+tcp://")
 MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated
 _HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
 
 
-@dataclass(frozen=True, slots=True)
-class IpLinkConfig:
-    """How one IP link listens, whom it dials, and its timing; validated on construction."""
+class IpLinkConfig(BaseModel):
+    """How one IP link listens, whom it dials, and its timing; validated on construction.
 
-    name: str = "ip0"
-    listen: str | None = None  # e.g. "tcp://127.0.0.1:7001" or "tls+tcp://0.0.0.0:7001"
-    peers: tuple[str, ...] = ()  # addresses to dial
+    node.toml says ``tls = true`` (:class:`relay.links.ip_config.IpLinkOptions`); here ``tls`` is
+    the material itself.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(default="ip0", min_length=1)
+    listen: Address | None = None  # e.g. "tcp://127.0.0.1:7001" or "tls+tcp://0.0.0.0:7001"
+    peers: tuple[Address, ...] = ()  # addresses to dial
     tls: TlsMaterial | None = None  # required when any address is tls+tcp://
-    bitrate: float = 10_000_000.0  # bytes/s the scheduler may plan with
-    keepalive_interval: float = 1.0
-    keepalive_misses: int = 3
-    handshake_timeout: float = 5.0
-    reconnect_min: float = 0.2
-    reconnect_max: float = 10.0
-    queue_limit_bytes: int = 256 * 1024  # per peer; send() waits above this
+    bitrate: PositiveNumber = DEFAULT_BITRATE  # bytes/s the scheduler may plan with
+    keepalive_interval: PositiveNumber = 1.0
+    keepalive_misses: int = Field(default=3, ge=1)
+    handshake_timeout: PositiveNumber = 5.0
+    reconnect_min: PositiveNumber = 0.2
+    reconnect_max: PositiveNumber = 10.0
+    queue_limit_bytes: int = Field(default=256 * 1024, ge=MAX_FRAME)  # per peer; send() waits above this
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> IpLinkConfig:
+        check_endpoints(self.listen, self.peers)
         for address in ((self.listen,) if self.listen else ()) + self.peers:
-            if not address.startswith(_SCHEMES):
-                raise ConfigError(
-                    f"link {self.name}: address {address!r} must start with tcp:// or tls+tcp://"
-                )
             if address.startswith("tls+tcp://") and self.tls is None:
-                raise ConfigError(f"link {self.name}: {address} needs TLS material (tls cert and key)")
-        if not self.listen and not self.peers:
-            raise ConfigError(f"link {self.name}: give a listen address, peers to dial, or both")
-        timings = (self.bitrate, self.keepalive_interval, self.handshake_timeout, self.reconnect_min)
-        if min(timings) <= 0 or self.keepalive_misses < 1 or self.reconnect_max < self.reconnect_min:
-            raise ConfigError(f"link {self.name}: timings and bitrate must be positive, reconnect_max >= min")
-        if self.queue_limit_bytes < MAX_FRAME:
-            raise ConfigError(f"link {self.name}: queue_limit_bytes must be at least one frame ({MAX_FRAME})")
+                raise ValueError(f"{address} needs TLS material (tls cert and key)")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be at least reconnect_min")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,121 @@
+"""What the console needs besides items: catching up by cursor, the map's tiles, the send targets.
+
+``/api/v1/changes?after=SEQ`` returns every message, record and unit written after journal sequence
+``SEQ`` (the stream does the same on reconnect with ``?after=``), so a client that lost its
+connection resumes where it was and misses nothing. Map tiles come from a local MBTiles file named
+in node.toml (``[api] tiles``); the node never fetches tiles from anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from relay.api.permissions import Action
+from relay.api.tokens import Operator
+
+if TYPE_CHECKING:
+    from relay.api.app import ApiContext
+
+Require = Callable[[Action], Callable[[Request], Awaitable[Operator]]]
+TILE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class ChangesOut(BaseModel):
+    cursor: int = Field(description="pass as ?after= to continue; equals the request's after when none")
+    changes: list[dict[str, Any]] = Field(description="stream events: type, seq, item (the whole item)")
+
+
+class ConsoleOut(BaseModel):
+    cursor: int = Field(description="the journal's current sequence: open the stream with ?after=cursor")
+    groups: list[str] = Field(description="groups and roles this node holds a key for (send targets)")
+    tiles: dict[str, Any] | None = Field(description="the local tile set's metadata; null: draw a grid")
+
+
+class TileSetError(ValueError):
+    """The MBTiles file named in node.toml cannot be read as a raster tile set."""
+
+
+def tile_metadata(path: Path) -> dict[str, Any]:
+    """name, format, bounds, minzoom and maxzoom of an MBTiles file (raster formats only)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = dict(db.execute("SELECT name, value FROM metadata").fetchall())
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise TileSetError(f"{path} is not an MBTiles file: {exc}") from None
+    fmt = str(rows.get("format", "png"))
+    if fmt not in TILE_TYPES:
+        raise TileSetError(f"{path} holds {fmt!r} tiles; the console draws png, jpg or webp")
+    bounds = [float(v) for v in str(rows.get("bounds", "-180,-85,180,85")).split(",")]
+    return {
+        "name": rows.get("name", path.stem),
+        "format": fmt,
+        "bounds": bounds,
+        "minzoom": int(rows.get("minzoom", 0)),
+        "maxzoom": int(rows.get("maxzoom", 18)),
+        "attribution": rows.get("attribution", ""),
+    }
+
+
+def read_tile(path: Path, z: int, x: int, y: int) -> bytes | None:
+    """One tile by XYZ address (MBTiles rows count from the south: TMS)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+            (z, x, (1 << z) - 1 - y),
+        ).fetchone()
+    finally:
+        db.close()
+    return bytes(row[0]) if row else None
+
+
+def console_router(ctx: ApiContext, require: Require) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["console"])
+    metadata = tile_metadata(ctx.tiles) if ctx.tiles is not None else None
+
+    @router.get("/console", dependencies=[Depends(require(Action.STREAM))])
+    async def console() -> ConsoleOut:
+        return ConsoleOut(cursor=ctx.journal.cursor, groups=sorted(ctx.send_groups()), tiles=metadata)
+
+    @router.get("/changes", dependencies=[Depends(require(Action.STREAM))])
+    async def changes(
+        after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=2000)] = 500
+    ) -> ChangesOut:
+        found = await ctx.journal.changes(after, limit)
+        return ChangesOut(cursor=found[-1].seq if found else after, changes=[c.event() for c in found])
+
+    @router.get(
+        "/tiles/{z}/{x}/{y}",
+        dependencies=[Depends(require(Action.READ_UNITS))],
+        response_class=Response,
+        summary="one map tile from the node's MBTiles file",
+    )
+    async def tile(
+        z: Annotated[int, PathParam(ge=0, le=24)],
+        x: Annotated[int, PathParam(ge=0)],
+        y: Annotated[int, PathParam(ge=0)],
+    ) -> Response:
+        if ctx.tiles is None or metadata is None:
+            raise HTTPException(404, 'no tile set: set [api] tiles = "path.mbtiles" in node.toml')
+        data = await asyncio.to_thread(read_tile, ctx.tiles, z, x, y)
+        if data is None:
+            raise HTTPException(404, f"no tile {z}/{x}/{y} in {ctx.tiles.name}")
+        return Response(
+            data,
+            media_type=TILE_TYPES[metadata["format"]],
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
+
+    return router
