@@ -16,6 +16,11 @@ entry and field::
     lat = 48.20849
     lon = 16.37208
     panel = "sip:fire-panel-17@127.0.0.1:5099;transport=udp"
+    digest_secret = "..."                     # optional: the panel authenticates (SIP digest)
+    digest_user = "fire-panel-17"             # optional: default the user part of 'sender'
+
+A building with a ``digest_secret`` must authenticate its MESSAGEs (:mod:`ng112.digest`); keep the
+file readable by the gateway's user only (mode 0600), as it holds the secrets.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ng112.errors import EnrolmentError
 
+MIN_SECRET = 12
 _CIVIC_ORDER = ("NAM", "RD", "HNO", "HNS", "LOC", "PC", "A3", "A1", "country")
 
 
@@ -49,6 +55,13 @@ class Building:
     lat: float | None = None
     lon: float | None = None
     panel: str = ""  # SIP URI acknowledgements are sent to
+    digest_user: str = ""  # SIP digest username; with digest_secret, the panel must authenticate
+    digest_secret: str = field(default="", repr=False)
+
+    @property
+    def auth_user(self) -> str:
+        """The digest username: ``digest_user``, else the user part of the sender URI."""
+        return self.digest_user or self.sender.split(":", 1)[-1].split("@", 1)[0]
 
     def address_line(self) -> str:
         fields = dict(self.address)
@@ -65,6 +78,7 @@ class BuildingRegistry:
     def __init__(self, buildings: Iterable[Building] = ()) -> None:
         self._by_key: dict[int, Building] = {}
         self._by_sender: dict[str, Building] = {}
+        self._by_digest_user: dict[str, Building] = {}
         for building in buildings:
             self.add(building)
 
@@ -73,14 +87,22 @@ class BuildingRegistry:
             raise EnrolmentError(f"key id {building.key_id:08x} enrolled twice")
         if building.sender.lower() in self._by_sender:
             raise EnrolmentError(f"sender {building.sender} enrolled twice")
+        if building.digest_secret and building.auth_user in self._by_digest_user:
+            raise EnrolmentError(f"digest user {building.auth_user} enrolled twice")
         self._by_key[building.key_id] = building
         self._by_sender[building.sender.lower()] = building
+        if building.digest_secret:
+            self._by_digest_user[building.auth_user] = building
 
     def by_key(self, key_id: int) -> Building | None:
         return self._by_key.get(key_id)
 
     def by_sender(self, sender_uri: str) -> Building | None:
         return self._by_sender.get(sender_uri.lower())
+
+    def by_digest_user(self, username: str) -> Building | None:
+        """The building whose panel authenticates as ``username`` (only buildings with a secret)."""
+        return self._by_digest_user.get(username)
 
     def key_for(self, sender_uri: str) -> int:
         building = self.by_sender(sender_uri)
@@ -131,6 +153,11 @@ def _building(index: int, entry: Any) -> Building:
         value = entry.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise EnrolmentError(f"{where}: '{name}' must be a list of strings")
+    secret, user = entry.get("digest_secret", ""), entry.get("digest_user")
+    if not isinstance(secret, str) or (secret and len(secret) < MIN_SECRET):
+        raise EnrolmentError(f"{where}: 'digest_secret' must be a string of at least {MIN_SECRET} characters")
+    if user is not None and (not isinstance(user, str) or not user):
+        raise EnrolmentError(f"{where}: 'digest_user' must be a non-empty string")
     ordered = sorted(
         address.items(), key=lambda kv: _CIVIC_ORDER.index(kv[0]) if kv[0] in _CIVIC_ORDER else 99
     )
@@ -145,4 +172,6 @@ def _building(index: int, entry: Any) -> Building:
         lat=float(lat) if lat is not None else None,
         lon=float(lon) if lon is not None else None,
         panel=str(entry.get("panel", "")),
+        digest_user=user or "",
+        digest_secret=secret,
     )

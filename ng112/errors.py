@@ -14,6 +14,11 @@ class SipParseError(Ng112Error):
     """Bytes that are not a usable SIP message (start line, headers, Content-Length, size)."""
 
 
+class SipHeaderError(Ng112Error):
+    """A header value or start line we were about to write holds CR, LF or NUL: written out it would
+    inject headers (a hostile CAP ``<sender>`` copied into an Ack's To, say), so nothing is sent."""
+
+
 class MultipartError(Ng112Error):
     """A multipart body that cannot be split into parts (no boundary, too many or too large parts)."""
 

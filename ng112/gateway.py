@@ -1,16 +1,26 @@
 """The NG112 SIP UAS: building panels send RFC 8876 MESSAGEs over UDP or TCP (or TLS), we answer.
 
-A thin asyncio adapter around the pure parts (:mod:`ng112.sip`, :mod:`ng112.request`,
-:mod:`ng112.canonical`). For each MESSAGE:
+A thin asyncio adapter around the pure parts (:mod:`ng112.sip`, :mod:`ng112.digest`,
+:mod:`ng112.request`, :mod:`ng112.canonical`). For each MESSAGE:
 
-1. per-sender rate limit and in-flight cap: 500 + Retry-After when exceeded (RFC 8876 §5.2, §7);
-2. :func:`ng112.request.evaluate` decides; rejections are answered at once;
-3. an accepted alarm becomes a compact record, is written to the :class:`AlarmStore` and handed to
+1. a building enrolled with a digest secret must authenticate (401 challenge); a request with bad
+   credentials is not refused but handled as unauthenticated (an emergency is never dropped);
+2. budgets (:mod:`relay.ratelimit`): an authenticated building has its own bucket; unauthenticated
+   requests are limited per source *address* (not the sender-chosen From) and by one global bucket,
+   both answered 500 + Retry-After without storing (RFC 8876 §5.2); an in-flight cap likewise;
+3. :func:`ng112.request.evaluate` decides; rejections are answered at once;
+4. an accepted alarm becomes a compact record, is written to the :class:`AlarmStore` and handed to
    ``accept`` (the relay node's durable send, see :func:`node_accept`); only when both returned is
-   the 200 sent. A failure there answers 500 + Retry-After, so the panel retries.
+   the 200 sent. Unauthenticated alarms beyond a small FLASH budget are still accepted but go on at
+   IMMEDIATE (``Alarm.lowered``), so a flood cannot take the FLASH airtime. A failure to store
+   answers 500 + Retry-After, so the panel retries.
+
+Stream connections are bounded: per address, in total (the longest idle is closed to make room),
+by an idle timeout and by a deadline for each message once its first byte arrived.
 
 Retransmitted requests (same Call-ID, CSeq and Via branch) get the cached final response. Ack records
 from the command post go back to the panel with :meth:`Gateway.deliver_ack` (:mod:`ng112.acks`).
+Every refusal is counted in :attr:`Gateway.counts` and logged (folded by :mod:`relay.logs`).
 """
 
 from __future__ import annotations
@@ -21,16 +31,17 @@ import hashlib
 import logging
 import ssl
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ng112.acks import ack_message, parse_sip_target
-from ng112.buildings import BuildingRegistry
+from ng112.buildings import Building, BuildingRegistry
 from ng112.canonical import record_from_request
 from ng112.cap import format_datetime
-from ng112.errors import SipParseError
+from ng112.digest import DigestAuthenticator, DigestError, Verdict, parse_authorization
+from ng112.errors import SipHeaderError, SipParseError
 from ng112.kinds import NG112_ALARM
 from ng112.record import AlarmRecord, decode_record
 from ng112.request import Decision, EmergencyRequest, IngressPolicy, evaluate
@@ -44,9 +55,10 @@ from ng112.sip import (
 )
 from ng112.store import AlarmStore, StoredAlarm
 from relay.apps import Sender
+from relay.bundle import Priority
+from relay.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
-MAX_TCP_CONNECTIONS = 256
 TRANSACTION_CACHE = 1024
 ACK_TIMEOUT_S = 2.0
 ACK_ATTEMPTS = 3
@@ -60,17 +72,24 @@ class Alarm:
     request: EmergencyRequest
     panel: str  # SIP URI where acknowledgements go
     received_at: float
+    authenticated: bool = False  # the panel proved its building's digest secret
+    lowered: bool = False  # unauthenticated and over the FLASH budget: sent on at IMMEDIATE
 
 
 Accept = Callable[[Alarm], Awaitable[None]]
 
 
 def node_accept(node: Sender, destination: Any, priority: Any, lifetime_s: int = 24 * 3600) -> Accept:
-    """An ``accept`` that hands the record to a relay node as an NG112 alarm bundle (kind 32, FLASH)."""
+    """An ``accept`` that hands the record to a relay node as an NG112 alarm bundle (kind 32, FLASH;
+    IMMEDIATE for an unauthenticated alarm over the FLASH budget)."""
 
     async def accept(alarm: Alarm) -> None:
         await node.send(
-            destination, alarm.record.encode(), kind=NG112_ALARM, priority=priority, lifetime=lifetime_s
+            destination,
+            alarm.record.encode(),
+            kind=NG112_ALARM,
+            priority=Priority.IMMEDIATE if alarm.lowered else priority,
+            lifetime=lifetime_s,
         )
 
     return accept
@@ -86,26 +105,19 @@ class GatewayConfig:
     gateway_uri: str = "sip:ng112-gateway@127.0.0.1"
     policy: IngressPolicy = field(default_factory=IngressPolicy)
     max_in_flight: int = 64
-    rate_burst: int = 20  # requests per sender at once
-    rate_per_s: float = 2.0  # sustained requests per sender
+    rate_burst: int = 20  # requests at once per source address (unauthenticated) or per building
+    rate_per_s: float = 2.0  # sustained, likewise
+    global_burst: int = 100  # unauthenticated requests at once, all sources together
+    global_per_s: float = 10.0
+    flash_burst: int = 5  # unauthenticated alarms sent on as FLASH at once, all sources together;
+    flash_per_s: float = 1 / 30  # beyond that they are accepted and sent on at IMMEDIATE
     retry_after_s: int = 5
-
-
-class RateLimiter:
-    """Token bucket per sender (sans I/O); remembers at most ``max_senders`` senders."""
-
-    def __init__(self, burst: int, per_s: float, max_senders: int = 10_000) -> None:
-        self._burst, self._per_s, self._max = burst, per_s, max_senders
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, sender: str, now: float) -> bool:
-        tokens, last = self._buckets.pop(sender, (float(self._burst), now))
-        tokens = min(float(self._burst), tokens + (now - last) * self._per_s)
-        allowed = tokens >= 1.0
-        self._buckets[sender] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._buckets) > self._max:
-            self._buckets.popitem(last=False)
-        return allowed
+    realm: str = "mesh112-ng112"
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    max_connections: int = 256  # TCP/TLS, all addresses
+    max_connections_per_address: int = 16
+    idle_timeout_s: float = 120.0  # a stream connection with nothing pending is closed after this
+    message_timeout_s: float = 10.0  # a message begun must be complete within this
 
 
 Reply = Callable[[bytes], None]
@@ -125,6 +137,15 @@ class _Udp(asyncio.DatagramProtocol):
         self.gateway.spawn(self.gateway.handle(data, addr, "udp", lambda out: transport.sendto(out, addr)))
 
 
+@dataclass
+class _Stream:
+    """One TCP/TLS connection: its framer and when it was last heard from."""
+
+    writer: asyncio.StreamWriter
+    framer: StreamFramer
+    last_active: float
+
+
 class Gateway:
     def __init__(
         self,
@@ -139,14 +160,19 @@ class Gateway:
         self.registry = registry or BuildingRegistry()
         self.accept = accept
         self.clock = clock
-        self.limiter = RateLimiter(config.rate_burst, config.rate_per_s)
+        self.digest = DigestAuthenticator(config.realm, algorithms=config.digest_algorithms)
+        self.per_source: RateLimiter[str] = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.per_building: RateLimiter[int] = RateLimiter(config.rate_per_s, config.rate_burst)
+        self.unauthenticated: RateLimiter[str] = RateLimiter(config.global_per_s, config.global_burst, 1)
+        self.unauthenticated_flash: RateLimiter[str] = RateLimiter(config.flash_per_s, config.flash_burst, 1)
+        self.counts: Counter[str] = Counter()  # refusals, challenges, lowered alarms: for operators
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._transactions: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
         self._pending_acks: dict[str, asyncio.Future[int]] = {}
         self._udp: _Udp | None = None
         self._servers: list[asyncio.Server] = []
-        self._tcp_peers: dict[tuple[str, int], asyncio.StreamWriter] = {}
+        self._streams: dict[tuple[str, int], _Stream] = {}
         self.udp_address: tuple[str, int] | None = None
         self.tcp_address: tuple[str, int] | None = None
         self.tls_address: tuple[str, int] | None = None
@@ -172,8 +198,8 @@ class Gateway:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        for writer in list(self._tcp_peers.values()):
-            writer.close()
+        for stream in list(self._streams.values()):
+            stream.writer.close()
         if self._udp and self._udp.transport:
             self._udp.transport.close()
         for task in list(self._tasks):
@@ -191,11 +217,40 @@ class Gateway:
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")[:2]
         transport = "tls" if writer.get_extra_info("sslcontext") else "tcp"
-        if len(self._tcp_peers) >= MAX_TCP_CONNECTIONS:
+        if not self._make_room(peer[0]):
             writer.close()
             return
-        self._tcp_peers[peer] = writer
         await self._read_stream(reader, writer, peer, transport)
+
+    def _make_room(self, address: str) -> bool:
+        """Whether a new connection from ``address`` may stay; closes the longest idle one when full."""
+        same = sum(1 for peer in self._streams if peer[0] == address)
+        if same >= self.config.max_connections_per_address:
+            self.counts["connections_refused_per_address"] += 1
+            log.warning(
+                "NG112: refused a connection from %s: it holds %d already (%d refused so far)",
+                address,
+                same,
+                self.counts["connections_refused_per_address"],
+            )
+            return False
+        if len(self._streams) < self.config.max_connections:
+            return True
+        idle = [s for s in self._streams.values() if s.framer.pending == 0]
+        if not idle:
+            self.counts["connections_refused_full"] += 1
+            log.warning("NG112: refused a connection from %s: all connections are mid-message", address)
+            return False
+        oldest = min(idle, key=lambda s: s.last_active)
+        oldest.writer.close()
+        self.counts["connections_closed_for_room"] += 1
+        log.warning(
+            "NG112: %d connections open; closed the longest idle one to let %s in (%d so far)",
+            len(self._streams),
+            address,
+            self.counts["connections_closed_for_room"],
+        )
+        return True
 
     async def _read_stream(
         self,
@@ -204,15 +259,35 @@ class Gateway:
         peer: tuple[str, int],
         transport: str,
     ) -> None:
-        framer = StreamFramer()
+        loop = asyncio.get_running_loop()
+        stream = _Stream(writer, StreamFramer(), loop.time())
+        self._streams[peer] = stream
+        begun = 0.0
         try:
-            while data := await reader.read(65536):
-                for message in framer.feed(data):
+            while True:
+                if stream.framer.pending:
+                    timeout, why = begun + self.config.message_timeout_s - loop.time(), "message_timeout"
+                else:
+                    timeout, why = self.config.idle_timeout_s, "idle_timeout"
+                try:
+                    async with asyncio.timeout(max(0.0, timeout)):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    self.counts[why] += 1
+                    log.info("closing %s connection from %s: %s", transport, peer, why.replace("_", " "))
+                    return
+                if not data:
+                    return
+                if not stream.framer.pending:
+                    begun = loop.time()
+                stream.last_active = loop.time()
+                for message in stream.framer.feed(data):
                     await self.handle(message, peer, transport, writer.write)
         except (SipParseError, ConnectionError) as exc:
             log.info("closing %s connection from %s: %s", transport, peer, exc)
         finally:
-            self._tcp_peers.pop(peer, None)
+            if self._streams.get(peer) is stream:
+                del self._streams[peer]
             writer.close()
 
     # -- requests ----------------------------------------------------------------------------
@@ -249,28 +324,102 @@ class Gateway:
         if request.method == "OPTIONS":
             return build_response(request, 200, "OK", (("Allow", "MESSAGE, OPTIONS"),), tag)
         sender, _ = parse_uri_and_params(request.headers.get("from") or "")
+        building, challenge = self._authenticate(request, sender, peer)
+        if challenge:
+            return build_response(request, 401, "Unauthorized", challenge, tag)
         status, reason, headers = await self.process(
-            sender, lambda: evaluate(request, self.config.policy), peer, transport
+            sender, lambda: evaluate(request, self.config.policy), peer, transport, building
         )
         return build_response(request, status, reason, headers, tag)
 
+    def _authenticate(
+        self, request: SipRequest, sender: str, peer: tuple[str, int]
+    ) -> tuple[Building | None, tuple[tuple[str, str], ...]]:
+        """(the building the request proved to come from, or None; a challenge to answer 401 with)."""
+        now = self.clock()
+        raw = request.headers.get("authorization")
+        if raw is None:
+            enrolled = self.registry.by_sender(sender)
+            if enrolled is not None and enrolled.digest_secret:
+                self.counts["challenged"] += 1
+                return None, self.digest.challenges(now)
+            return None, ()
+        try:
+            credentials = parse_authorization(raw)
+        except DigestError as exc:
+            self._auth_failed(peer, str(exc))
+            return None, ()
+        building = self.registry.by_digest_user(credentials.username)
+        if building is None:
+            self._auth_failed(peer, f"unknown digest user {credentials.username[:40]!r}")
+            return None, ()
+        verdict = self.digest.verify(credentials, request.method, building.digest_secret, now)
+        if verdict is Verdict.STALE:
+            return None, self.digest.challenges(now, stale=True)
+        if verdict is Verdict.BAD:
+            self._auth_failed(peer, f"wrong digest credentials for {building.name}")
+            return None, ()
+        return building, ()
+
+    def _auth_failed(self, peer: tuple[str, int], why: str) -> None:
+        """Bad credentials: counted and logged; the request goes on as unauthenticated (never dropped)."""
+        self.counts["authentication_failed"] += 1
+        log.warning(
+            "NG112: authentication failed from %s (%s); handled as unauthenticated (%d so far)",
+            peer[0],
+            why,
+            self.counts["authentication_failed"],
+        )
+
     async def process(
-        self, sender: str, decide: Callable[[], Decision], peer: tuple[str, int], transport: str
+        self,
+        sender: str,
+        decide: Callable[[], Decision],
+        peer: tuple[str, int],
+        transport: str,
+        building: Building | None = None,
     ) -> tuple[int, str, tuple[tuple[str, str], ...]]:
-        """Rate limit, decide, make durable: (status, reason, headers) for SIP or the HTTP ingress."""
+        """Budgets, decide, make durable: (status, reason, headers) for SIP or the HTTP ingress.
+
+        ``building`` is the enrolled building the request authenticated as, if any.
+        """
         retry = (("Retry-After", str(self.config.retry_after_s)),)
         now = self.clock()
-        if not self.limiter.allow(sender.lower(), now):
+        if building is not None:
+            limited = self.per_building.take(building.key_id, now) > 0
+        else:
+            limited = self.per_source.take(peer[0], now) > 0 or self.unauthenticated.take("", now) > 0
+        if limited:
+            self.counts["rate_limited"] += 1
+            log.warning(
+                "NG112: rate limit: refused a request from %s (From %s) with 500 + Retry-After (%d so far)",
+                peer[0],
+                sender[:80],
+                self.counts["rate_limited"],
+            )
             return 500, "Server Internal Error - rate limit", retry
         if self.in_flight >= self.config.max_in_flight:
+            self.counts["overloaded"] += 1
             return 500, "Server Internal Error - overloaded", retry
         decision = decide()
         if not decision.accepted or decision.request is None:
             return decision.status, decision.reason, decision.headers
+        lowered = building is None and self.unauthenticated_flash.take("", now) > 0
+        if building is None:
+            self.counts["unauthenticated_accepted"] += 1
+        if lowered:
+            self.counts["lowered_to_immediate"] += 1
+            log.warning(
+                "NG112: unauthenticated alarm from %s over the FLASH budget: accepted, sent on at "
+                "IMMEDIATE (%d so far)",
+                peer[0],
+                self.counts["lowered_to_immediate"],
+            )
         self.in_flight += 1
         try:
-            await self._make_durable(decision.request, peer, transport, now)
+            await self._make_durable(decision.request, peer, transport, now, building, lowered)
         except Exception as exc:  # any failure to make it durable: the panel must retry
+            self.counts["not_stored"] += 1
             log.error("alarm from %s could not be made durable: %s", sender, exc)
             return 500, "Server Internal Error - alarm not stored", retry
         finally:
@@ -278,15 +427,21 @@ class Gateway:
         return 200, "OK", decision.headers
 
     async def _make_durable(
-        self, request: EmergencyRequest, peer: tuple[str, int], transport: str, now: float
+        self,
+        request: EmergencyRequest,
+        peer: tuple[str, int],
+        transport: str,
+        now: float,
+        building: Building | None,
+        lowered: bool,
     ) -> None:
-        key_id = self.registry.key_for(request.sender_uri)
+        key_id = building.key_id if building else self.registry.key_for(request.sender_uri)
         record = record_from_request(request, key_id, now)
-        building = self.registry.by_key(key_id)
+        enrolled = self.registry.by_key(key_id)
         user = request.sender_uri.split(":", 1)[-1].split("@", 1)[0] or "panel"
         panel = (
-            building.panel
-            if building and building.panel
+            enrolled.panel
+            if enrolled and enrolled.panel
             else f"sip:{user}@{peer[0]}:{peer[1]};transport={transport}"
         )
         cap = request.cap
@@ -302,7 +457,7 @@ class Gateway:
         new = await self.store.put(stored)
         if new and self.accept is not None:
             try:
-                await self.accept(Alarm(record, request, panel, now))
+                await self.accept(Alarm(record, request, panel, now, building is not None, lowered))
             except BaseException:
                 await self.store.forget(record.key_id, record.seq)
                 raise
@@ -334,7 +489,8 @@ class Gateway:
         return delivered
 
     async def _send_request(self, target: Any, ack: AlarmRecord, alarm: StoredAlarm) -> int | None:
-        writer = self._tcp_peers.get((target.host, target.port)) if target.transport == "tcp" else None
+        stream = self._streams.get((target.host, target.port)) if target.transport == "tcp" else None
+        writer = stream.writer if stream else None
         if target.transport == "tcp" and writer is None:
             try:
                 reader, new_writer = await asyncio.wait_for(
@@ -342,20 +498,24 @@ class Gateway:
                 )
             except (OSError, TimeoutError):
                 return None
-            self._tcp_peers[(target.host, target.port)] = new_writer
             self.spawn(self._read_stream(reader, new_writer, (target.host, target.port), "tcp"))
             writer = new_writer
         local = self.udp_address if writer is None else writer.get_extra_info("sockname")[:2]
         assert local is not None
         message = ack_message(ack, alarm, self.config.gateway_uri, f"{local[0]}:{local[1]}")
+        try:
+            wire = message.to_bytes()
+        except SipHeaderError as exc:  # e.g. a hostile CAP <sender>: never written out
+            log.error("Ack for alarm %08x-%d not sent: %s", ack.key_id, ack.seq, exc)
+            return None
         call_id = message.headers.get("call-id") or ""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending_acks[call_id] = future
         try:
             if writer is not None:
-                writer.write(message.to_bytes())
+                writer.write(wire)
             elif self._udp and self._udp.transport:
-                self._udp.transport.sendto(message.to_bytes(), (target.host, target.port))
+                self._udp.transport.sendto(wire, (target.host, target.port))
             return await asyncio.wait_for(future, ACK_TIMEOUT_S)
         except (TimeoutError, OSError):
             return None

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ng112.errors import SipParseError
+from ng112.errors import SipHeaderError, SipParseError
 
 MAX_MESSAGE = 128 * 1024
 MAX_HEADERS = 100
@@ -33,6 +33,7 @@ COMPACT_FORMS = {
     "v": "via",
 }
 
+_UNSAFE = re.compile(r"[\r\n\0]")
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z]+) +(\S+) +SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 +(\d{3})(?: +(.*))?$")
@@ -107,6 +108,9 @@ SipMessage = SipRequest | SipResponse
 def _serialise(start_line: str, headers: Headers, body: bytes) -> bytes:
     lines = [start_line]
     lines += [f"{canonical_name(k)}: {v}" for k, v in headers if k != "content-length"]
+    for line in lines:
+        if _UNSAFE.search(line):
+            raise SipHeaderError(f"refusing to write a SIP line holding CR, LF or NUL: {line[:80]!r}")
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
@@ -152,9 +156,12 @@ def parse_uri_and_params(value: str) -> tuple[str, dict[str, str]]:
     return uri.strip(), params
 
 
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
 def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
     """Split at the first empty line (CRLF CRLF or bare LF LF). Returns (head, body, found)."""
-    match = re.search(rb"\r?\n\r?\n", data)
+    match = _HEAD_END.search(data)
     if match is None:
         return data, b"", False
     return data[: match.start()], data[match.end() :], True
@@ -246,38 +253,62 @@ class StreamFramer:
     """Cuts a TCP/TLS byte stream into SIP messages by Content-Length (sans I/O).
 
     ``feed`` returns the complete messages so far; keep-alive CRLFs between messages are skipped.
-    A stream that would buffer more than :data:`MAX_STREAM_BUFFER` bytes raises SipParseError
-    and must be closed.
+    Each byte is examined a bounded number of times however the stream is cut (a header dribbled
+    byte by byte costs linear time, not a rescan per byte); ``examined`` counts them. A stream that
+    would buffer more than :data:`MAX_STREAM_BUFFER` bytes raises SipParseError and must be closed.
     """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._start = 0  # where the current message begins in the buffer
+        self._scanned = 0  # the head's end is not before this offset
+        self._end: int | None = None  # where the current message ends, once its head is parsed
+        self.examined = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a message begun but not complete (0 between messages)."""
+        return len(self._buffer) - self._start
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
         messages: list[bytes] = []
-        while True:
-            self._buffer = self._buffer.lstrip(b"\r\n")
-            head, _, found = _split_head(self._buffer)
-            if not found:
-                if len(self._buffer) > MAX_STREAM_BUFFER:
-                    raise SipParseError("header section too large on stream")
-                return messages
-            _, headers, _ = _parse_head(head)
+        while (message := self._next()) is not None:
+            messages.append(message)
+        if self._start:
+            del self._buffer[: self._start]
+            self._scanned -= self._start
+            if self._end is not None:
+                self._end -= self._start
+            self._start = 0
+        if self.pending > MAX_STREAM_BUFFER:
+            raise SipParseError("header section or message too large on stream")
+        return messages
+
+    def _next(self) -> bytes | None:
+        buffer = self._buffer
+        if self._end is None:
+            while self._start < len(buffer) and buffer[self._start] in b"\r\n":
+                self._start += 1
+            self._scanned = max(self._scanned, self._start)
+            match = _HEAD_END.search(buffer, self._scanned)
+            self.examined += (match.end() if match else len(buffer)) - self._scanned
+            if match is None:
+                self._scanned = max(self._start, len(buffer) - 3)  # a match may straddle the next feed
+                return None
+            _, headers, _ = _parse_head(bytes(buffer[self._start : match.start()]))
             length = _content_length(headers)
             if length is None or length < 0:
                 raise SipParseError("Content-Length is required on a stream transport")
             if length > MAX_MESSAGE:
                 raise SipParseError(f"Content-Length {length} exceeds the {MAX_MESSAGE}-byte limit")
-            match = re.search(rb"\r?\n\r?\n", self._buffer)
-            assert match is not None
-            end = match.end() + length
-            if len(self._buffer) < end:
-                if len(self._buffer) > MAX_STREAM_BUFFER:
-                    raise SipParseError("message too large on stream")
-                return messages
-            messages.append(self._buffer[:end])
-            self._buffer = self._buffer[end:]
+            self._end = match.end() + length
+        if len(buffer) < self._end:
+            return None
+        message = bytes(buffer[self._start : self._end])
+        self._start = self._scanned = self._end
+        self._end = None
+        return message
 
 
 def build_response(

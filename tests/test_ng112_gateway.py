@@ -114,13 +114,13 @@ async def test_failed_handoff_is_500_and_retry_succeeds(store: AlarmStore) -> No
     assert retried.status == 200 and len(attempts) == 2 and await store.count() == 1
 
 
-async def test_rate_limit_overload_and_hostile_input(store: AlarmStore) -> None:
+async def test_rate_limit_by_source_address_overload_and_hostile_input(store: AlarmStore) -> None:
     block = asyncio.Event()
 
     async def slow(alarm: Alarm) -> None:
         await block.wait()
 
-    config = GatewayConfig(udp_port=0, tcp_port=0, rate_burst=3, rate_per_s=0.01, max_in_flight=1)
+    config = GatewayConfig(udp_port=0, tcp_port=0, rate_burst=4, rate_per_s=0.01, max_in_flight=1)
     gateway = Gateway(config, store, accept=slow)
     await gateway.start()
     transport, client = await _udp(gateway)
@@ -131,10 +131,10 @@ async def test_rate_limit_overload_and_hostile_input(store: AlarmStore) -> None:
         overloaded = await asyncio.wait_for(client.responses.get(), 2)
         block.set()
         assert (await asyncio.wait_for(client.responses.get(), 2)).status == 200
-        for n in (12, 13):
-            transport.sendto(_variant(n, "panel-a"))
-            await asyncio.wait_for(client.responses.get(), 2)
-        transport.sendto(_variant(14, "panel-a"))
+        for n, sender in ((12, "panel-c"), (13, "panel-d")):
+            transport.sendto(_variant(n, sender))
+            assert (await asyncio.wait_for(client.responses.get(), 2)).status == 200
+        transport.sendto(_variant(14, "panel-e"))  # a fresh From does not buy a fresh budget
         limited = await asyncio.wait_for(client.responses.get(), 2)
         hostile = _variant(15, "panel-c")
         start = hostile.index(b"<?xml version")
@@ -142,8 +142,12 @@ async def test_rate_limit_overload_and_hostile_input(store: AlarmStore) -> None:
         body = hostile.split(b"\r\n\r\n", 1)[1]
         body = body.replace(hostile[start:end], XXE)
         head = hostile.split(b"\r\n\r\n", 1)[0].split(b"Content-Length:")[0]
-        transport.sendto(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        refused = await asyncio.wait_for(client.responses.get(), 2)
+        other, other_client = await asyncio.get_running_loop().create_datagram_endpoint(
+            UdpClient, local_addr=("127.0.0.2", 0), remote_addr=gateway.udp_address
+        )  # another source address has its own budget
+        other.sendto(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        refused = await asyncio.wait_for(other_client.responses.get(), 2)
+        other.close()
     finally:
         transport.close()
         await gateway.stop()
@@ -151,6 +155,7 @@ async def test_rate_limit_overload_and_hostile_input(store: AlarmStore) -> None:
     assert limited.status == 500 and "rate limit" in limited.reason and limited.headers.get("retry-after")
     assert refused.status == 425 and (refused.headers.get("alertmsg-error") or "").startswith("103")
     assert await store.count() == 3  # 10, 12, 13: nothing from the overload, the limit or the XXE
+    assert gateway.counts["rate_limited"] == 1 and gateway.counts["overloaded"] == 1
 
 
 def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
