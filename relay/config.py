@@ -1,202 +1,298 @@
-"""The node configuration: one TOML file per node, validated into frozen dataclasses.
+"""The node configuration: one TOML file per node, validated by strict pydantic models.
 
-Every problem raises :class:`ConfigError` naming the file, the key and what is wrong, so an
-operator can fix it without reading code. Link tables keep their type-specific keys as a mapping;
-each link type validates its own options when the link is built.
+Every model forbids unknown keys and converts nothing silently (``port = "4403"`` is text, not a
+number). Each problem becomes one line naming the file, the table (or the link) and the key, so an
+operator can fix it without reading code; :func:`check_config` lists all of them at once, and
+:func:`load_config` refuses the file with the first. Each link type owns its model
+(:mod:`relay.links.ip_config`, :mod:`relay.links.lora_config`); :func:`json_schema` describes the
+whole file for editors (shipped as deploy/node.schema.json).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from relay.errors import ConfigError
+from relay.links.ip_config import IpLinkOptions
+from relay.links.lora_config import LoRaLinkConfig
 
-LINK_TYPES = ("ip", "lora", "sim")
+LINK_TYPES = ("ip", "lora")
 DEFAULT_API_LISTEN = "127.0.0.1:8112"
 DEFAULT_QUOTA_MB = 1024
 DEFAULT_RATE_PER_S = 20.0
 DEFAULT_RATE_BURST = 60.0
 MAX_RATE = 100_000.0
 MAX_CONFIG_BYTES = 256 * 1024
-_SECTIONS = {"node", "store", "api", "links"}
+STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # set by systemd for StateDirectory=
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE)]
+LinkOptions = Annotated[IpLinkOptions | LoRaLinkConfig, Field(discriminator="type")]
 
 
-@dataclass(frozen=True, slots=True)
-class NodeSection:
-    name: str
-    data_dir: Path
-    roles: tuple[str, ...] = ()
-    command_post: bytes | None = None  # node id where this node's position reports go by default
+def default_data_dir(config_dir: Path) -> Path:
+    """Where a node keeps its data when ``[node] data_dir`` is not given: systemd's state directory
+    (``StateDirectory=``, writable under ``ProtectSystem=strict``) when set, else the config's own."""
+    state = os.environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    return Path(state) if state else config_dir
 
 
-@dataclass(frozen=True, slots=True)
-class StoreSection:
-    quota_mb: int = DEFAULT_QUOTA_MB
+class NodeSection(BaseModel):
+    """``[node]``: who this node is and where its data lives."""
 
+    model_config = _STRICT
 
-@dataclass(frozen=True, slots=True)
-class ApiSection:
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = 8112
-    rate_per_s: float = DEFAULT_RATE_PER_S  # requests per operator per second (token bucket)
-    rate_burst: float = DEFAULT_RATE_BURST
-    tiles: str | None = None  # MBTiles file for the console map (relative: to data_dir)
+    name: str = Field(description="a display name for people, 1-64 bytes")
+    data_dir: Path = Field(
+        default=None,
+        validate_default=True,
+        description="store, keys and certificate; relative to the config file. "
+        "Default: $STATE_DIRECTORY (systemd StateDirectory=) when set, else the config's directory",
+    )
+    roles: tuple[Annotated[str, Field(min_length=1)], ...] = Field(default=(), strict=False)
+    command_post: bytes | None = Field(
+        default=None,
+        json_schema_extra={"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+        description="the command post's node id (32 hex digits): where position reports go by default",
+    )
+    max_clock_skew_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        strict=False,
+        description="bundles created further ahead of this node's clock are refused (and counted)",
+    )
 
-
-@dataclass(frozen=True, slots=True)
-class LinkSection:
-    type: str
-    name: str
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    path: Path
-    node: NodeSection
-    store: StoreSection
-    api: ApiSection
-    links: tuple[LinkSection, ...]
-
-
-class _Table:
-    """One TOML table being validated: tracks which keys were used, so typos are reported."""
-
-    def __init__(self, path: Path, where: str, data: object) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: [{where}] must be a table")
-        self.path, self.where, self.data = path, where, data
-        self.used: set[str] = set()
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: [{self.where}] {key}: {problem}")
-
-    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise self.error(key, "is required")
-            return default
-        value = self.data[key]
-        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            raise self.error(key, f"must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value.encode()) > 64:
+            raise ValueError("must be 1-64 bytes of text")
         return value
 
-    def finish(self, allow_extra: bool = False) -> dict[str, Any]:
-        extra = {k: v for k, v in self.data.items() if k not in self.used}
-        if extra and not allow_extra:
-            raise self.error(sorted(extra)[0], "is not a known key (check the spelling)")
-        return extra
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object, info: ValidationInfo) -> object:
+        base = Path((info.context or {}).get("config_dir", "."))
+        if value is None:
+            return default_data_dir(base)
+        if isinstance(value, str):
+            return base / value  # an absolute value replaces base
+        return value
+
+    @field_validator("command_post", mode="before")
+    @classmethod
+    def _command_post(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not re.fullmatch(r"[0-9a-fA-F]{32}", value):
+                raise ValueError(f"must be the command post's node id (32 hex digits), got {value!r}")
+            return bytes.fromhex(value)
+        if value is None:
+            return None
+        raise ValueError(f"must be the command post's node id (32 hex digits in quotes), got {value!r}")
+
+
+class StoreSection(BaseModel):
+    """``[store]``: the bundle store's disk quota."""
+
+    model_config = _STRICT
+
+    quota_mb: int = Field(default=DEFAULT_QUOTA_MB, ge=1, le=1 << 20, description="MiB the store may use")
+
+
+class ApiSection(BaseModel):
+    """``[api]``: the relay API and dashboard."""
+
+    model_config = _STRICT
+
+    enabled: bool = False
+    listen: str = Field(default=DEFAULT_API_LISTEN, description="HOST:PORT")
+    rate_per_s: Rate = Field(default=DEFAULT_RATE_PER_S, description="requests per operator per second")
+    rate_burst: Rate = Field(default=DEFAULT_RATE_BURST, description="burst of the per-operator token bucket")
+    tiles: str | None = Field(
+        default=None, description="MBTiles file for the console map (relative: to data_dir)"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be HOST:PORT like {DEFAULT_API_LISTEN!r}, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class NodeConfig(BaseModel):
+    """A whole node.toml. A link table without ``name`` is named after its type and position
+    (``ip0``, ``lora1``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="Mesh112 node.toml")
+
+    node: NodeSection
+    store: StoreSection = StoreSection()
+    api: ApiSection = ApiSection()
+    links: tuple[LinkOptions, ...] = Field(default=(), strict=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_links(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("links"), list):
+            data = {**data, "links": [_named(item, index) for index, item in enumerate(data["links"])]}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_link_names(self) -> NodeConfig:
+        names = [link.name for link in self.links]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two links are named {name!r}; give each its own name")
+        return self
+
+
+class ConfigProblems(ConfigError):
+    """Everything wrong with one configuration file; the message names the first problem."""
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        more = len(self.problems) - 1
+        suffix = f" (and {more} more: `mesh112 config check {path}` lists them all)" if more else ""
+        super().__init__(self.problems[0] + suffix)
 
 
 def load_config(path: Path) -> NodeConfig:
+    """The validated configuration in ``path``; :class:`ConfigProblems` lists what is wrong."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigProblems(path, [f"{path}: configuration file not found"]) from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; is this the right file?")
+        raise ConfigProblems(path, [f"{path}: larger than {MAX_CONFIG_BYTES} bytes; is this the right file?"])
     try:
-        return parse_config(raw.decode(), path)
+        text = raw.decode()
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigProblems(path, [f"{path}: not UTF-8 text"]) from None
+    return parse_config(text, path)
 
 
 def parse_config(text: str, path: Path) -> NodeConfig:
+    """Validate TOML ``text`` read from ``path`` (relative ``data_dir`` values start there)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - _SECTIONS)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown section or key {unknown[0]!r} (known: {', '.join(sorted(_SECTIONS))})"
-        )
-    if "node" not in data:
-        raise ConfigError(f"{path}: the [node] section is required")
-    return NodeConfig(
-        path=path,
-        node=_node(path, data["node"]),
-        store=_store(path, data.get("store", {})),
-        api=_api(path, data.get("api", {})),
-        links=_links(path, data.get("links", [])),
-    )
+        raise ConfigProblems(path, [f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        return NodeConfig.model_validate(data, context={"config_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigProblems(path, [f"{path}: {_describe(error, data)}" for error in exc.errors()]) from None
 
 
-def _node(path: Path, data: object) -> NodeSection:
-    table = _Table(path, "node", data)
-    name = table.get("name", str, required=True).strip()
-    if not name or len(name.encode()) > 64:
-        raise table.error("name", "must be 1-64 bytes of text")
-    data_dir = Path(table.get("data_dir", str, "."))
-    if not data_dir.is_absolute():
-        data_dir = path.parent / data_dir
-    roles = table.get("roles", list, [])
-    for role in roles:
-        if not isinstance(role, str) or not role:
-            raise table.error("roles", f"must be a list of role names, got {role!r}")
-    command_post = table.get("command_post", str)
-    if command_post is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", command_post):
-        raise table.error(
-            "command_post", f"must be the command post's node id (32 hex digits), got {command_post!r}"
-        )
-    table.finish()
-    post_id = None if command_post is None else bytes.fromhex(command_post)
-    return NodeSection(name, data_dir, tuple(roles), post_id)
+def check_config(path: Path) -> list[str]:
+    """Every problem in the configuration file at ``path``, one line each; empty when it is valid."""
+    try:
+        load_config(path)
+    except ConfigProblems as exc:
+        return list(exc.problems)
+    return []
 
 
-def _store(path: Path, data: object) -> StoreSection:
-    table = _Table(path, "store", data)
-    quota = table.get("quota_mb", int, DEFAULT_QUOTA_MB)
-    if not 1 <= quota <= 1 << 20:
-        raise table.error("quota_mb", "must be between 1 and 1048576")
-    table.finish()
-    return StoreSection(quota)
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of node.toml, generated from the models (deploy/node.schema.json)."""
+    return NodeConfig.model_json_schema()
 
 
-def _api(path: Path, data: object) -> ApiSection:
-    table = _Table(path, "api", data)
-    enabled = table.get("enabled", bool, False)
-    listen = table.get("listen", str, DEFAULT_API_LISTEN)
-    host, sep, port_text = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise table.error("listen", f"must be HOST:PORT like {DEFAULT_API_LISTEN!r}, got {listen!r}")
-    rate_per_s = _rate(table, "rate_per_s", DEFAULT_RATE_PER_S)
-    rate_burst = _rate(table, "rate_burst", DEFAULT_RATE_BURST)
-    tiles = table.get("tiles", str, "") or None
-    table.finish()
-    return ApiSection(enabled, host, int(port_text), rate_per_s, rate_burst, tiles)
+def _named(item: object, index: int) -> object:
+    if isinstance(item, dict) and "name" not in item and isinstance(item.get("type"), str):
+        return {**item, "name": f"{item['type']}{index}"}
+    return item
 
 
-def _rate(table: _Table, key: str, default: float) -> float:
-    """A positive number (TOML integer or float); bulk loaders and tests raise it above the default."""
-    value = table.get(key, object, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
-        raise table.error(key, f"must be a number above 0 and at most {MAX_RATE:.0f}, got {value!r}")
-    return float(value)
+_SECTIONS = ", ".join(NodeConfig.model_fields)
+_KIND = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "text in quotes",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+_TOML_TYPES = {str: "text", int: "integer", float: "number", bool: "boolean", list: "list", dict: "table"}
 
 
-def _links(path: Path, data: object) -> tuple[LinkSection, ...]:
-    if not isinstance(data, list):
-        raise ConfigError(f"{path}: links must be written as [[links]] tables")
-    links, names = [], set()
-    for index, item in enumerate(data):
-        table = _Table(path, f"links #{index + 1}", item)
-        kind = table.get("type", str, required=True)
-        if kind not in LINK_TYPES:
-            raise table.error("type", f"must be one of {', '.join(LINK_TYPES)}, got {kind!r}")
-        name = table.get("name", str, f"{kind}{index}")
-        if name in names:
-            raise table.error("name", f"{name!r} is used by another link")
-        names.add(name)
-        links.append(LinkSection(kind, name, MappingProxyType(table.finish(allow_extra=True))))
-    return tuple(links)
+def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
+    """One line for one pydantic error: where (table or link, key) and what is expected."""
+    loc = list(error["loc"])
+    kind, value = error["type"], error.get("input")
+    where = ""
+    if loc and loc[0] == "links" and len(loc) > 1 and isinstance(loc[1], int):
+        item = data["links"][loc[1]]
+        label = f"links #{loc[1] + 1}"
+        if isinstance(item, dict) and isinstance(item.get("type"), str) and item["type"] in LINK_TYPES:
+            label = f"link {item.get('name', item['type'] + str(loc[1]))}"
+        where, loc = f"[{label}]", loc[3:] if len(loc) > 2 and loc[2] in LINK_TYPES else loc[2:]
+    elif loc and loc[0] in ("node", "store", "api") and len(loc) > 1:
+        where, loc = f"[{loc[0]}]", loc[1:]
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+    key = ".".join(str(part) for part in loc)
+    if kind == "extra_forbidden":
+        problem = "is not a known key (check the spelling)"
+        if not where:
+            return f"unknown section or key {key!r} (known: {_SECTIONS})"
+    elif kind == "missing":
+        if not where:
+            return f"the [{key}] section is required"
+        problem = "is required"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        key = "type"
+        got = f", got {error['ctx'].get('tag')!r}" if kind == "union_tag_invalid" else ""
+        problem = f"must be one of {', '.join(LINK_TYPES)}{got}" if got else "is required"
+    elif kind == "literal_error":
+        expected = str(error["ctx"]["expected"]).replace("'", "")
+        problem = f"must be one of {expected}, got {value!r}"
+    elif kind in _KIND:
+        problem = f"must be {_KIND[kind]}, got {_TOML_TYPES.get(type(value), type(value).__name__)} {value!r}"
+        if isinstance(value, str) and kind in ("int_type", "float_type") and _is_number(value):
+            problem += " (write numbers without quotes)"
+        if key == "links":
+            problem = "must be written as [[links]] tables"
+    else:
+        problem = error["msg"].removeprefix("Value error, ")
+        problem = problem.replace("Input should be", "must be").replace("String should", "must")
+    return f"{where} {key}: {problem}".strip() if key else f"{where} {problem}".strip()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

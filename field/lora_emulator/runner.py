@@ -28,11 +28,11 @@ from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
 from relay.errors import ConfigError
-from relay.links.lora_phy import PRESETS
+from relay.links.lora_phy import PRESETS, REGION_DUTY_CYCLE
 
 MAX_RADIOS = 256
 ROLES = frozenset(config_pb2.Config.DeviceConfig.Role.keys())
-REGIONS = frozenset(config_pb2.Config.LoRaConfig.RegionCode.keys())
+REGIONS = frozenset(REGION_DUTY_CYCLE)  # the firmware table: each has a known duty cycle
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,18 @@
 """LoRa physical-layer numbers: Meshtastic modem presets, Semtech time on air, regional duty cycle.
 
-Written from Semtech AN1200.13 and the preset table of Meshtastic firmware 2.7 (sub-GHz bands).
-The link uses these to budget airtime; the emulated medium uses them to time frames on the air.
+Written from Semtech AN1200.13 and Meshtastic firmware's tables (``RadioInterface.cpp``: the
+``regions[]`` table with each region's duty cycle, and ``modemPresetToParams``; sub-GHz bands). The
+names are the firmware's ``Config.LoRaConfig`` enum names; a name the firmware's region table does
+not list (``UNSET``, or a newer protobuf name the firmware does not act on yet) is not a region here,
+so nothing is ever budgeted with a guessed duty cycle. The link uses these to budget airtime; the
+emulated medium uses them to time frames on the air.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 MESHTASTIC_HEADER_LEN = 16  # to, from, id, flags, channel hash, next hop, relay node
 MAX_LORA_PAYLOAD_LEN = 255  # SX12xx FIFO: the whole PHY payload including the header
@@ -62,6 +67,22 @@ class Modem:
         return (2.5 * self.symbol_s * 1000.0 + 7.6) / 1000.0
 
 
+Preset = Literal[
+    "SHORT_TURBO",
+    "SHORT_FAST",
+    "SHORT_SLOW",
+    "MEDIUM_FAST",
+    "MEDIUM_SLOW",
+    "LONG_FAST",
+    "LONG_MODERATE",
+    "LONG_TURBO",
+    "LONG_SLOW",
+    "LITE_FAST",
+    "LITE_SLOW",
+    "NARROW_FAST",
+    "NARROW_SLOW",
+]  # VERY_LONG_SLOW is gone: deprecated in firmware 2.5, which no longer knows its parameters
+
 PRESETS: dict[str, Modem] = {
     m.name: m
     for m in (
@@ -74,17 +95,58 @@ PRESETS: dict[str, Modem] = {
         Modem("LONG_MODERATE", 11, 125e3, 8),
         Modem("LONG_TURBO", 11, 500e3, 8),
         Modem("LONG_SLOW", 12, 125e3, 8),
+        Modem("LITE_FAST", 9, 125e3, 5),  # EU_866
+        Modem("LITE_SLOW", 10, 125e3, 5),  # EU_866
+        Modem("NARROW_FAST", 7, 62.5e3, 6),  # EU_N_868
+        Modem("NARROW_SLOW", 8, 62.5e3, 6),  # EU_N_868
     )
 }
 
-# Fraction of each rolling hour a node may transmit, per Meshtastic region (firmware region table).
-REGION_DUTY_CYCLE: dict[str, float] = {
-    "EU_868": 0.10,
+Region = Literal[
+    "US",
+    "EU_433",
+    "EU_868",
+    "CN",
+    "JP",
+    "ANZ",
+    "ANZ_433",
+    "RU",
+    "KR",
+    "TW",
+    "IN",
+    "NZ_865",
+    "TH",
+    "UA_433",
+    "UA_868",
+    "MY_433",
+    "MY_919",
+    "SG_923",
+    "PH_433",
+    "PH_868",
+    "PH_915",
+    "KZ_433",
+    "KZ_863",
+    "NP_865",
+    "BR_902",
+    "LORA_24",
+    "EU_866",
+    "EU_N_868",
+]
+
+# Regions whose firmware entry limits the duty cycle; every other region above transmits freely.
+# EU_866 allows 10 % to fixed ROUTER nodes and 2.5 % to everyone else: a relay budgets the 2.5 %.
+_LIMITED: dict[str, float] = {
     "EU_433": 0.10,
-    "UA_868": 0.01,
-    "UA_433": 0.10,
+    "EU_868": 0.10,
     "TH": 0.10,
+    "UA_433": 0.10,
+    "UA_868": 0.01,
+    "EU_866": 0.025,
+    "EU_N_868": 0.10,
 }
+
+# Fraction of each rolling hour a node may transmit, per Meshtastic region.
+REGION_DUTY_CYCLE: dict[str, float] = {region: _LIMITED.get(region, 1.0) for region in get_args(Region)}
 
 
 def modem(preset: str) -> Modem:
@@ -96,8 +158,15 @@ def modem(preset: str) -> Modem:
 
 
 def duty_cycle(region: str) -> float:
-    """The region's duty cycle as a fraction (1.0 where the region sets no limit, e.g. US)."""
-    return REGION_DUTY_CYCLE.get(region.upper(), 1.0)
+    """The region's duty cycle as a fraction (1.0 where the region sets no limit, e.g. US).
+
+    ValueError for a region the firmware table does not list: budgeting it at 100 % would be a
+    regulatory fault."""
+    try:
+        return REGION_DUTY_CYCLE[region.upper()]
+    except KeyError:
+        known = ", ".join(REGION_DUTY_CYCLE)
+        raise ValueError(f"unknown LoRa region {region!r}; use one of {known}") from None
 
 
 def frame_airtime_s(preset: str, payload_len: int, pki: bool = False) -> float:
