@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives as real peers, when they are missing:
-# SIPp and sipsak (SIP clients), Chromium (dashboard and WebRTC), Xvfb (Kivy), xclip (Kivy clipboard).
+# SIPp and sipsak (SIP clients), Chromium (dashboard and WebRTC), Xvfb (Kivy), xclip (Kivy clipboard),
+# strace (the journal test counts its fsyncs).
 set -euo pipefail
-want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip)
+want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair##*:}

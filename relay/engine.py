@@ -163,7 +163,7 @@ class NodeEngine:
             await self.store.put(bundle, now=now, local=True, deliver=for_me, hold=not for_me)
         except StoreFullError as exc:
             raise SendError(f"store is full, bundle not accepted: {exc}") from None
-        await self._apply(self.core.originate(bundle, now), now)
+        await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
         return bundle.id
 
     async def receive(self) -> list[Delivery]:
@@ -273,10 +273,19 @@ class NodeEngine:
             self.core.refused(bundle.id)
             log.warning("bundle %s not accepted: %s", bundle.id, exc)
             return []
-        self.core.evicted(self.store.drain_evicted())
+        evicted = self._evictions(now)
         if fresh:
-            return self.core.persisted([bundle.id], [], now)
-        return self.core.persisted([], [bundle.id], now)
+            return evicted + self.core.persisted([bundle.id], [], now)
+        return evicted + self.core.persisted([], [bundle.id], now)
+
+    def _evictions(self, now: float) -> list[Action]:
+        """What the store evicted for space: the core stops sending it, and a bundle originated
+        here reads "evicted" with the store's reason."""
+        actions: list[Action] = []
+        for eviction in self.store.drain_evicted():
+            log.info("bundle %s evicted: %s", eviction.bundle_id, eviction.reason)
+            actions += self.core.evicted(eviction.bundle_id, eviction.reason, now)
+        return actions
 
     async def _deliver(self, bundle: Bundle, now: float) -> None:
         """Open a bundle from the store's inbox and hand it to the app (receipts are ours)."""

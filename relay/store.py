@@ -34,8 +34,9 @@ API (all methods are coroutines unless noted):
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
 - ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
 - ``stats() -> StoreStats``: counts per class, bytes used, quota, high-water mark.
-- ``drain_evicted() -> list[BundleId]`` (plain method): ids evicted for space since the last call,
-  so the in-memory queues can drop them.
+- ``drain_evicted() -> list[Eviction]`` (plain method): bundles evicted for space since the last
+  call, each with its reason, so the in-memory queues can drop them and their origin's status can
+  say "evicted" and why.
 
 Exactly once to the app: a bundle enters the inbox in the transaction that records its id as
 delivered, so neither a duplicate nor a restart can queue it twice; it leaves the inbox only in the
@@ -64,10 +65,11 @@ import aiosqlite
 
 from relay import sqlite
 from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
-from relay.store_accept import Budget, PutRequest, SplitNeeded, StoreFullError, admit, make_room
+from relay.store_accept import Budget, Eviction, PutRequest, SplitNeeded, StoreFullError, admit, make_room
 from relay.store_schema import StoreError, migrate
 
 __all__ = [
+    "Eviction",
     "Store",
     "StoreClosedError",
     "StoreError",
@@ -124,7 +126,7 @@ class Store:
         self._closed = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._lock = asyncio.Lock()  # one transaction or read at a time: reads see only committed data
-        self._evicted: list[BundleId] = []
+        self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
 
@@ -244,9 +246,9 @@ class Store:
             priority, size, data = rows[0]
             seen = list(await db.execute_fetchall("SELECT delivered FROM seen WHERE id = ?", (key,)))
             if not seen or not seen[0][0]:
-                await make_room(
-                    db, self._budget, Priority.FLASH, int(size)
-                )  # may refuse; nothing written yet
+                await make_room(  # may refuse; nothing written yet
+                    db, self._budget, Priority.FLASH, int(size), for_what="a delivery to this node's apps"
+                )
                 await db.execute(
                     "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, 1) "
                     "ON CONFLICT (id) DO UPDATE SET delivered = 1",
@@ -333,8 +335,8 @@ class Store:
             self._budget.high_water,
         )
 
-    def drain_evicted(self) -> list[BundleId]:
-        """Ids evicted for space since the last call (committed evictions only)."""
+    def drain_evicted(self) -> list[Eviction]:
+        """Bundles evicted for space since the last call, with why (committed evictions only)."""
         evicted, self._evicted = self._evicted, []
         return evicted
 

@@ -22,6 +22,14 @@ class StoreFullError(StoreError):
     """The store is at its quota and the new bundle may not evict what it holds."""
 
 
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A held bundle dropped for space, and why (its origin's status shows the reason)."""
+
+    bundle_id: BundleId
+    reason: str
+
+
 class SplitNeeded(Exception):
     """Merged puts do not fit without eviction: the writer retries them one request at a time."""
 
@@ -33,7 +41,7 @@ class Budget:
     quota: int
     used: int = 0
     high_water: int = 0
-    batch_evicted: list[BundleId] = field(default_factory=list)  # evictions not yet committed
+    batch_evicted: list[Eviction] = field(default_factory=list)  # evictions not yet committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,8 @@ async def admit(
     used_before, evicted_before = budget.used, len(budget.batch_evicted)
     try:
         for row in rows:
-            await make_room(db, budget, row[1].priority, len(row[2]) * row[3].copies)
+            size = len(row[2]) * row[3].copies
+            await make_room(db, budget, row[1].priority, size, for_what=f"a {row[1].priority.name} bundle")
             await _insert(db, budget, [row])
     except StoreFullError:
         await db.execute("ROLLBACK TO accept")
@@ -96,8 +105,11 @@ async def admit(
     return accepted
 
 
-async def make_room(db: aiosqlite.Connection, budget: Budget, priority: Priority, size: int) -> None:
-    """Evict held bundles of classes strictly below ``priority`` (never FLASH) until ``size`` fits."""
+async def make_room(
+    db: aiosqlite.Connection, budget: Budget, priority: Priority, size: int, *, for_what: str
+) -> None:
+    """Evict held bundles of classes strictly below ``priority`` (never FLASH) until ``size`` fits;
+    ``for_what`` names the newcomer in the evicted bundles' reason."""
     need = budget.used + size - budget.quota
     if need <= 0:
         return
@@ -124,7 +136,8 @@ async def make_room(db: aiosqlite.Connection, budget: Budget, priority: Priority
     await db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
     await db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
     budget.used -= freed
-    budget.batch_evicted.extend(BundleId.from_key(key) for key in victims)
+    reason = f"storage full: evicted for higher-priority traffic ({for_what})"
+    budget.batch_evicted.extend(Eviction(BundleId.from_key(key), reason) for key in victims)
 
 
 async def _insert(db: aiosqlite.Connection, budget: Budget, rows: list[_Row]) -> None:

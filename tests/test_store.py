@@ -86,6 +86,10 @@ async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
     await store.close()
 
 
+def evicted_ids(store: Store) -> list[BundleId]:
+    return [eviction.bundle_id for eviction in store.drain_evicted()]
+
+
 async def test_eviction_lowest_class_oldest_first_and_flash_never(tmp_path: Path) -> None:
     one = len(encode_full(make(0)))
     store = await Store.open(tmp_path / "s.db", quota_bytes=one * 4)
@@ -95,9 +99,11 @@ async def test_eviction_lowest_class_oldest_first_and_flash_never(tmp_path: Path
     flash = make(4, Priority.FLASH)
     assert await store.put_many([new_bulk, old_bulk, routine, flash], now=1000) == [True] * 4
     assert await store.put(make(5, Priority.PRIORITY), now=1000) is True
-    assert store.drain_evicted() == [old_bulk.id]
+    [eviction] = store.drain_evicted()
+    assert eviction.bundle_id == old_bulk.id
+    assert eviction.reason == "storage full: evicted for higher-priority traffic (a PRIORITY bundle)"
     assert await store.put(make(6, Priority.IMMEDIATE), now=1000) is True
-    assert store.drain_evicted() == [new_bulk.id]
+    assert evicted_ids(store) == [new_bulk.id]
     assert store.drain_evicted() == []
     with pytest.raises(StoreFullError, match=r"quota.*ROUTINE") as refused:
         await store.put(make(7, Priority.ROUTINE), now=1000)  # may not evict its own class
@@ -105,7 +111,7 @@ async def test_eviction_lowest_class_oldest_first_and_flash_never(tmp_path: Path
     assert await store.put(make(8, Priority.FLASH), now=1000) is True
     assert await store.put(make(9, Priority.FLASH), now=1000) is True
     assert await store.put(make(10, Priority.FLASH), now=1000) is True
-    assert store.drain_evicted() == [routine.id, make(5).id, make(6).id]
+    assert evicted_ids(store) == [routine.id, make(5).id, make(6).id]
     with pytest.raises(StoreFullError, match="FLASH"):
         await store.put(make(11, Priority.FLASH), now=1000)
     assert sorted(s.bundle.seq for s in await store.load_all()) == [4, 8, 9, 10]
@@ -256,7 +262,7 @@ async def test_concurrent_puts_near_the_quota_evict_and_refuse_one_by_one(tmp_pa
     )
     assert outcomes[:2] == [True, True] and outcomes[3] is False
     assert isinstance(outcomes[2], StoreFullError)
-    assert store.drain_evicted() == [bulk.id]
+    assert evicted_ids(store) == [bulk.id]
     assert sorted(s.bundle.seq for s in await store.load_all()) == [2, 3, 4]
     assert (await store.stats()).bytes_used == 3 * one
     await store.close()

@@ -39,13 +39,13 @@ from relay.core.outbox import (
     SendStatus,
     SendSummary,
 )
-from relay.core.receipts import BundleStatus, ForgedReceiptError, State
+from relay.core.receipts import ForgedReceiptError
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
 from relay.core.scheduler import TokenBucket
+from relay.core.status import BundleStatus, State, Statuses
 from relay.core.transmit import Transmitter
 from relay.links.base import LinkProfile
 
-STATUS_MEMORY_S = 3600.0  # how long an origin can still ask about a bundle once it is final
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
 SEEN_MEMORY = 65536  # recent ids kept in memory; older duplicates are caught by the store
 MAX_HOPS = 15  # the compact header counts to 15
@@ -77,7 +77,7 @@ class RelayCore:
         self._expiry: list[tuple[int, BundleId]] = []
         self._incoming: dict[BundleId, _Incoming] = {}
         self._seen: OrderedDict[BundleId, None] = OrderedDict()
-        self._status: dict[BundleId, tuple[BundleStatus, float]] = {}  # id -> (status, next look)
+        self._statuses = Statuses()  # of bundles originated here; moved only by relay.core.status
         self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
         self._summary_wait: dict[bytes, float] = {}
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
@@ -92,9 +92,9 @@ class RelayCore:
         return len(self._held)
 
     def status(self, bundle_id: BundleId) -> BundleStatus:
-        known = self._status.get(bundle_id)
+        known = self._statuses.get(bundle_id)
         if known is not None:
-            return known[0]
+            return known
         return BundleStatus(State.QUEUED) if bundle_id in self._held else BundleStatus(State.UNKNOWN)
 
     def has_link(self, link: str) -> bool:
@@ -112,7 +112,7 @@ class RelayCore:
 
     def originate(self, bundle: Bundle, now: float) -> list[Action]:
         """A bundle made on this node and already durable in the store."""
-        self._status[bundle.id] = (BundleStatus(State.QUEUED, at=now), bundle.expires)
+        self._statuses.originated(bundle.id, now, bundle.expires)
         self._remember(bundle.id)
         actions: list[Action] = []
         if bundle.destination.kind is DestKind.NODE and bundle.destination.node == self.node_id:
@@ -127,12 +127,11 @@ class RelayCore:
         """A bundle reloaded from the store after a restart (spray budgets start afresh).
         ``custody``: (neighbour, link, time) of the custody ACKs recorded for it, oldest first."""
         self._remember(bundle.id)
-        if local:
-            status = BundleStatus(State.QUEUED, at=now)
+        if local and not self._statuses.tracked(bundle.id):
+            self._statuses.originated(bundle.id, now, bundle.expires)
             if custody:
                 peer, link, at = custody[-1]
-                status = BundleStatus(State.FORWARDED, peer, link, at)
-            self._status.setdefault(bundle.id, (status, bundle.expires))
+                self._statuses.custody(bundle.id, peer, link, at)
             self._expect_receipt(bundle)
         if not bundle.is_expired(now):
             held = self._hold(
@@ -256,11 +255,8 @@ class RelayCore:
                 f"{expected.hex()[:8]}"
             )
         actions: list[Action] = []
-        known = self._status.get(subject)
-        if known is not None and known[0].state is not State.DELIVERED:
-            first = known[0]
-            status = BundleStatus(State.DELIVERED, first.peer, first.link, now, hops, path)
-            self._status[subject] = (status, max(known[1], now) + STATUS_MEMORY_S)
+        status = self._statuses.receipt(subject, now, hops, path)
+        if status is not None:
             actions.append(StatusChanged(subject, status))
         if subject in self._held:
             self._unhold(subject)
@@ -271,10 +267,14 @@ class RelayCore:
         if bundle.destination.kind is DestKind.NODE and bundle.destination.node is not None:
             self._receipt_from[bundle.id] = bundle.destination.node
 
-    def evicted(self, bundle_ids: list[BundleId]) -> None:
-        """The store evicted these for space; stop sending them."""
-        for bundle_id in bundle_ids:
-            self._unhold(bundle_id)
+    def evicted(self, bundle_id: BundleId, reason: str, now: float) -> list[Action]:
+        """The store evicted this bundle for space: stop sending it, and if it was originated here
+        its status says so, with the store's ``reason``."""
+        self._unhold(bundle_id)
+        if not self._statuses.tracked(bundle_id):
+            return []
+        status = self._statuses.evicted(bundle_id, reason, now)
+        return [StatusChanged(bundle_id, status)] if status is not None else []
 
     def timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -283,17 +283,10 @@ class RelayCore:
             if bundle_id in self._held:
                 self._unhold(bundle_id)
                 actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
-        # An originated bundle's entry holds its status and the next time it needs looking at: a
-        # pending bundle's expiry (then it becomes EXPIRED), a final status's forgetting time.
-        for bundle_id, (status, when) in list(self._status.items()):
-            if when > now:
-                continue
-            if status.state is State.DELIVERED or status.state is State.EXPIRED:
-                del self._status[bundle_id]
-                self._receipt_from.pop(bundle_id, None)
-            else:
-                self._status[bundle_id] = (BundleStatus(State.EXPIRED, at=now), now + STATUS_MEMORY_S)
-                actions.append(StatusChanged(bundle_id, self._status[bundle_id][0]))
+        expired, forgotten = self._statuses.due(now)
+        actions += [StatusChanged(bundle_id, status) for bundle_id, status in expired]
+        for bundle_id in forgotten:
+            self._receipt_from.pop(bundle_id, None)
         for flight in self.custody.due(now):
             self._retransmit(flight.bundle_id, flight.peer, flight.link, now)
         self.reassembler.expire(now)
@@ -321,7 +314,7 @@ class RelayCore:
             min(self._summary_wait.values(), default=None),
             min((s.next_beacon for s in self._links.values() if s.peers), default=None),
             min((s.blocked_until for s in self._links.values() if s.blocked_until and s.queue), default=None),
-            min((expires for _, expires in self._status.values()), default=None),
+            self._statuses.next_deadline(),
         ]
         return min((t for t in times if t is not None), default=None)
 
@@ -386,10 +379,8 @@ class RelayCore:
             if held.local or not done:  # a relay's record of a copy it drops at once helps nobody
                 actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
             if held.local:
-                status = BundleStatus(State.FORWARDED, peer, state.profile.name, now)
-                known = self._status.get(bundle_id)
-                if known is not None and known[0].state is not State.DELIVERED:
-                    self._status[bundle_id] = (status, known[1])
+                status = self._statuses.custody(bundle_id, peer, state.profile.name, now)
+                if status is not None:
                     actions.append(StatusChanged(bundle_id, status))
             if done:
                 self._unhold(bundle_id)

@@ -1,4 +1,4 @@
-"""Where a bundle is, and the end-to-end delivery receipt that tells its origin it arrived and how.
+"""The end-to-end delivery receipt that tells a bundle's origin it arrived and how.
 
 A receipt is an ordinary bundle of kind ``Kind.RECEIPT`` addressed to the subject's origin, at the
 subject's priority (a FLASH alarm's receipt frees FLASH copies as fast as the alarm travelled).
@@ -16,12 +16,22 @@ hop, whose header has no room for a trail). Receipts from before the path existe
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass
-from enum import Enum
 
-from relay.bundle import MAX_TRAIL, MAX_U32, TRAIL_ID_LEN, Bundle, BundleId, from_epoch
+from relay.bundle import MAX_TRAIL, MAX_U32, TRAIL_ID_LEN, Bundle, BundleId
 from relay.core.frames import ID_KEY_LEN
+from relay.core.status import BundleStatus, State  # where a bundle is; kept importable from here
+
+__all__ = [
+    "LEGACY_RECEIPT_LEN",
+    "MAX_RECEIPT_LEN",
+    "MIN_RECEIPT_LEN",
+    "BundleStatus",
+    "ForgedReceiptError",
+    "Receipt",
+    "ReceiptDecodeError",
+    "State",
+]
 
 LEGACY_RECEIPT_LEN = ID_KEY_LEN + 4
 MIN_RECEIPT_LEN = LEGACY_RECEIPT_LEN + 1
@@ -34,66 +44,6 @@ class ForgedReceiptError(ValueError):
 
 class ReceiptDecodeError(ValueError):
     """A receipt plaintext of the wrong shape; the message says which part."""
-
-
-class State(Enum):
-    UNKNOWN = "unknown"
-    QUEUED = "queued"
-    FORWARDED = "forwarded"
-    DELIVERED = "delivered"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True, slots=True)
-class BundleStatus:
-    """The answer to "where is my bundle": queued, forwarded to ``peer`` over ``link``, delivered.
-
-    Once delivered, ``hops`` and ``path`` come from the receipt: ``path`` holds the short ids of the
-    last ``len(path)`` nodes that took custody (the destination last), and ``names`` their display
-    names where the node knows them (the engine fills them in; the core knows no names). ``peer``
-    and ``link`` keep the first hop: the neighbour that last took custody from this node. The path
-    is informational: relays write it and nothing authenticates it hop by hop.
-    """
-
-    state: State
-    peer: bytes | None = None
-    link: str | None = None
-    at: float | None = None  # seconds since the Mesh112 epoch
-    hops: int | None = None
-    path: tuple[bytes, ...] = ()
-    names: tuple[str, ...] = ()
-
-    @property
-    def path_complete(self) -> bool:
-        """Whether ``path`` names every hop (False before delivery or when hops went unrecorded)."""
-        return self.hops is not None and len(self.path) >= self.hops
-
-    def path_labels(self) -> tuple[str, ...]:
-        """Display names where known, the short id in hex otherwise."""
-        if len(self.names) == len(self.path):
-            return self.names
-        return tuple(entry.hex() for entry in self.path)
-
-    def __str__(self) -> str:
-        if self.state is State.FORWARDED and self.peer is not None:
-            return f"forwarded to {self.peer.hex()[:8]} over {self.link}"
-        if self.state is not State.DELIVERED:
-            return str(self.state.value)
-        text = "delivered"
-        if self.at is not None:
-            text += time.strftime(" at %H:%M:%S UTC", time.gmtime(from_epoch(self.at)))
-        if self.hops is None:
-            return text + " (the receipt reports no path)"
-        steps = list(self.path_labels())
-        if not self.path_complete:
-            missing = self.hops - len(self.path)
-            steps.insert(0, f"[{missing} hop{'s' if missing != 1 else ''} not recorded]")
-        if steps:
-            text += " via " + " → ".join(steps)
-        text += f", {self.hops} hop{'s' if self.hops != 1 else ''}"
-        if self.link is not None:
-            text += f" (first over {self.link})"
-        return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,254 @@
+"""Where a bundle originated here is: its states, and every transition between them in one table.
+
+As h11 keeps its connection states in one table, the status of a bundle moves only through
+:data:`TRANSITIONS`; the core reports *events* and never sets a state itself::
+
+    unknown --originated--> queued --custody--> forwarded --custody--> forwarded (a later hop)
+    queued | forwarded --receipt--> delivered
+    queued | forwarded --lifetime ended--> expired
+    queued | forwarded --evicted--> evicted (with the store's reason)
+    expired | evicted --receipt--> delivered (the receipt proves it arrived after all)
+    delivered | expired | evicted --forgotten--> unknown (an hour after it became final)
+
+A few events change nothing and are allowed (:data:`IGNORED`): a custody ACK or a second receipt
+that crossed the first receipt, an eviction of a copy the store had not yet dropped after delivery
+or expiry. Any other pair is a bug in the core and raises :class:`IllegalTransitionError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from relay.bundle import BundleId, from_epoch
+
+__all__ = [
+    "IGNORED",
+    "STATUS_MEMORY_S",
+    "TRANSITIONS",
+    "BundleStatus",
+    "Event",
+    "IllegalTransitionError",
+    "State",
+    "Statuses",
+]
+
+STATUS_MEMORY_S = 3600.0  # how long an origin can still ask about a bundle once it is final
+
+
+class State(Enum):
+    UNKNOWN = "unknown"
+    QUEUED = "queued"
+    FORWARDED = "forwarded"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    EVICTED = "evicted"
+
+
+class Event(Enum):
+    ORIGINATED = "originated"  # made here and durable in the store
+    CUSTODY = "custody"  # a neighbour took custody of it
+    RECEIPT = "receipt"  # the destination's end-to-end receipt arrived
+    LIFETIME_ENDED = "lifetime ended"
+    EVICTED = "evicted"  # the store dropped it for higher-priority traffic
+    FORGOTTEN = "forgotten"  # final long enough that nobody will ask any more
+
+
+TRANSITIONS: Mapping[tuple[State, Event], State] = {
+    (State.UNKNOWN, Event.ORIGINATED): State.QUEUED,
+    (State.QUEUED, Event.CUSTODY): State.FORWARDED,
+    (State.FORWARDED, Event.CUSTODY): State.FORWARDED,
+    (State.QUEUED, Event.RECEIPT): State.DELIVERED,
+    (State.FORWARDED, Event.RECEIPT): State.DELIVERED,
+    (State.EXPIRED, Event.RECEIPT): State.DELIVERED,
+    (State.EVICTED, Event.RECEIPT): State.DELIVERED,
+    (State.QUEUED, Event.LIFETIME_ENDED): State.EXPIRED,
+    (State.FORWARDED, Event.LIFETIME_ENDED): State.EXPIRED,
+    (State.QUEUED, Event.EVICTED): State.EVICTED,
+    (State.FORWARDED, Event.EVICTED): State.EVICTED,
+    (State.DELIVERED, Event.FORGOTTEN): State.UNKNOWN,
+    (State.EXPIRED, Event.FORGOTTEN): State.UNKNOWN,
+    (State.EVICTED, Event.FORGOTTEN): State.UNKNOWN,
+}
+
+IGNORED: frozenset[tuple[State, Event]] = frozenset(
+    {
+        (State.DELIVERED, Event.CUSTODY),
+        (State.DELIVERED, Event.RECEIPT),
+        (State.DELIVERED, Event.EVICTED),
+        (State.EXPIRED, Event.EVICTED),
+    }
+)
+
+FINAL = frozenset({State.DELIVERED, State.EXPIRED, State.EVICTED})
+
+
+class IllegalTransitionError(RuntimeError):
+    """The core reported an event its table does not allow in the bundle's state: a bug, not input."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleStatus:
+    """The answer to "where is my bundle": queued, forwarded to ``peer`` over ``link``, delivered,
+    expired, or evicted (``reason`` says why).
+
+    Once delivered, ``hops`` and ``path`` come from the receipt: ``path`` holds the short ids of the
+    last ``len(path)`` nodes that took custody (the destination last), and ``names`` their display
+    names where the node knows them (the engine fills them in; the core knows no names). ``peer``
+    and ``link`` keep the first hop: the neighbour that last took custody from this node. The path
+    is informational: relays write it and nothing authenticates it hop by hop.
+    """
+
+    state: State
+    peer: bytes | None = None
+    link: str | None = None
+    at: float | None = None  # seconds since the Mesh112 epoch
+    hops: int | None = None
+    path: tuple[bytes, ...] = ()
+    names: tuple[str, ...] = ()
+    reason: str | None = None  # why an evicted bundle was dropped
+
+    @property
+    def path_complete(self) -> bool:
+        """Whether ``path`` names every hop (False before delivery or when hops went unrecorded)."""
+        return self.hops is not None and len(self.path) >= self.hops
+
+    def path_labels(self) -> tuple[str, ...]:
+        """Display names where known, the short id in hex otherwise."""
+        if len(self.names) == len(self.path):
+            return self.names
+        return tuple(entry.hex() for entry in self.path)
+
+    def __str__(self) -> str:
+        if self.state is State.FORWARDED and self.peer is not None:
+            return f"forwarded to {self.peer.hex()[:8]} over {self.link}"
+        if self.state is State.EVICTED and self.reason:
+            return f"evicted: {self.reason}"
+        if self.state is not State.DELIVERED:
+            return str(self.state.value)
+        text = "delivered"
+        if self.at is not None:
+            text += time.strftime(" at %H:%M:%S UTC", time.gmtime(from_epoch(self.at)))
+        if self.hops is None:
+            return text + " (the receipt reports no path)"
+        steps = list(self.path_labels())
+        if not self.path_complete:
+            missing = self.hops - len(self.path)
+            steps.insert(0, f"[{missing} hop{'s' if missing != 1 else ''} not recorded]")
+        if steps:
+            text += " via " + " → ".join(steps)
+        text += f", {self.hops} hop{'s' if self.hops != 1 else ''}"
+        if self.link is not None:
+            text += f" (first over {self.link})"
+        return text
+
+
+def next_state(state: State, event: Event) -> State:
+    """The state ``event`` leads to from ``state`` (itself if the event is ignored there)."""
+    found = TRANSITIONS.get((state, event))
+    if found is not None:
+        return found
+    if (state, event) in IGNORED:
+        return state
+    raise IllegalTransitionError(f"a bundle that is {state.value} cannot be {event.value}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    status: BundleStatus
+    deadline: float  # pending: when its lifetime ends; final: when it is forgotten
+
+
+_Make = Callable[[BundleStatus], BundleStatus]  # the new status from the old one
+
+
+class Statuses:
+    """The status of every bundle originated here, each moved only through :data:`TRANSITIONS`.
+
+    Sans-I/O: ``now`` is passed in. Methods return the new status when it changed (for a
+    ``StatusChanged`` action), None when the event changed nothing.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[BundleId, _Entry] = {}
+
+    def get(self, bundle_id: BundleId) -> BundleStatus | None:
+        entry = self._entries.get(bundle_id)
+        return entry.status if entry is not None else None
+
+    def originated(self, bundle_id: BundleId, now: float, expires: float) -> BundleStatus:
+        """A bundle made here (or reloaded after a restart) is queued until ``expires``."""
+        next_state(self._state(bundle_id), Event.ORIGINATED)
+        status = BundleStatus(State.QUEUED, at=now)
+        self._entries[bundle_id] = _Entry(status, expires)
+        return status
+
+    def custody(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> BundleStatus | None:
+        return self._move(
+            bundle_id, Event.CUSTODY, now, lambda _: BundleStatus(State.FORWARDED, peer, link, now)
+        )
+
+    def receipt(
+        self, bundle_id: BundleId, now: float, hops: int | None, path: tuple[bytes, ...]
+    ) -> BundleStatus | None:
+        """Delivered; the first hop (``peer``, ``link``) is kept from the status before."""
+        return self._move(
+            bundle_id,
+            Event.RECEIPT,
+            now,
+            lambda old: BundleStatus(State.DELIVERED, old.peer, old.link, now, hops, path),
+        )
+
+    def evicted(self, bundle_id: BundleId, reason: str, now: float) -> BundleStatus | None:
+        return self._move(
+            bundle_id,
+            Event.EVICTED,
+            now,
+            lambda old: BundleStatus(State.EVICTED, old.peer, old.link, now, reason=reason),
+        )
+
+    def due(self, now: float) -> tuple[list[tuple[BundleId, BundleStatus]], list[BundleId]]:
+        """(pending bundles whose lifetime ended, now expired; final ones forgotten at last)."""
+        expired: list[tuple[BundleId, BundleStatus]] = []
+        forgotten: list[BundleId] = []
+        for bundle_id, entry in list(self._entries.items()):
+            if entry.deadline > now:
+                continue
+            if entry.status.state in FINAL:
+                next_state(entry.status.state, Event.FORGOTTEN)
+                del self._entries[bundle_id]
+                forgotten.append(bundle_id)
+                continue
+            status = self._move(
+                bundle_id, Event.LIFETIME_ENDED, now, lambda _: BundleStatus(State.EXPIRED, at=now)
+            )
+            if status is not None:
+                expired.append((bundle_id, status))
+        return expired, forgotten
+
+    def tracked(self, bundle_id: BundleId) -> bool:
+        return bundle_id in self._entries
+
+    def next_deadline(self) -> float | None:
+        return min((entry.deadline for entry in self._entries.values()), default=None)
+
+    def _state(self, bundle_id: BundleId) -> State:
+        entry = self._entries.get(bundle_id)
+        return entry.status.state if entry is not None else State.UNKNOWN
+
+    def _move(self, bundle_id: BundleId, event: Event, now: float, make: _Make) -> BundleStatus | None:
+        entry = self._entries.get(bundle_id)
+        old = entry.status if entry is not None else BundleStatus(State.UNKNOWN)
+        new_state = next_state(old.state, event)
+        if entry is None or (old.state, event) in IGNORED:
+            return None
+        status = make(old)
+        deadline = entry.deadline
+        if new_state in FINAL and old.state not in FINAL:
+            deadline = max(deadline, now) + STATUS_MEMORY_S
+        elif new_state in FINAL:  # a receipt after expiry or eviction: remembered afresh
+            deadline = max(deadline, now + STATUS_MEMORY_S)
+        self._entries[bundle_id] = _Entry(status, deadline)
+        return status
