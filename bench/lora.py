@@ -25,7 +25,8 @@ from crypto.hop import HOP_OVERHEAD, HopAuth
 from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
-from ng112.record import AlarmRecord, AlarmType, encode_record
+from ng112.hazards import Hazard
+from ng112.record import AlarmRecord, encode_record
 from relay.bundle import COMPACT_HEADER_LEN
 from relay.links.lora import LoRaLink, LoRaLinkConfig
 from relay.links.lora_phy import MESHTASTIC_HEADER_LEN, PKI_OVERHEAD, modem
@@ -52,7 +53,7 @@ def _alarm() -> bytes:
         seq=0x0BADF00D,
         sent=1_760_000_000,
         categories=("Fire",),
-        alarm_type=AlarmType.FIRE,
+        code=Hazard.FIRE,
         urgency="Immediate",
         severity="Severe",
         certainty="Observed",

@@ -5,6 +5,12 @@ post's Ack records (automatic receipt, then the operator's acknowledgement) come
 the gateway looks up the alarm it stored, builds a CAP 1.2 ``Ack`` whose ``<references>`` names the
 panel's own ``(sender, identifier, sent)`` and a ``<note>`` saying which acknowledgement it is, and
 sends it as a MESSAGE to the panel's SIP contact.
+
+Operator actions are codes (:class:`ng112.record.AckCode`: received, dispatched, en route, on scene,
+false alarm, cancelled) or free text; the record carries the code and the operator's name (or the
+text), and the gateway renders a whole phrase in the building's language (:data:`PHRASES`, Czech and
+English; English for any other language). A free text longer than the frame holds is cut at a word
+boundary and ends in "…".
 """
 
 from __future__ import annotations
@@ -13,11 +19,59 @@ import secrets
 from dataclasses import dataclass
 
 from ng112.cap import CapAlert, CapReference, build_cap_xml, validate_cap12
-from ng112.record import AckKind, AlarmRecord
+from ng112.record import AckCode, AlarmRecord
 from ng112.sip import Headers, SipRequest
 from ng112.store import StoredAlarm
 
 ACK_CONTENT_TYPE = "application/EmergencyCallData.cap+xml"
+
+# code -> phrase, per primary language subtag; MESSAGE gets the free text after it.
+PHRASES: dict[str, dict[AckCode, str]] = {
+    "en": {
+        AckCode.RECEIVED: "The command post has received your alarm.",
+        AckCode.DISPATCHED: "Emergency units have been dispatched to your building.",
+        AckCode.EN_ROUTE: "Emergency units are on their way to your building.",
+        AckCode.ON_SCENE: "Emergency units are on scene at your building.",
+        AckCode.FALSE_ALARM: "The command post has closed your alarm as a false alarm.",
+        AckCode.CANCELLED: "The command post has cancelled the response to your alarm.",
+        AckCode.MESSAGE: "Message from the command post:",
+    },
+    "cs": {
+        AckCode.RECEIVED: "Operační středisko přijalo váš poplach.",
+        AckCode.DISPATCHED: "K vaší budově byly vyslány záchranné jednotky.",
+        AckCode.EN_ROUTE: "Záchranné jednotky jsou na cestě k vaší budově.",
+        AckCode.ON_SCENE: "Záchranné jednotky jsou na místě u vaší budovy.",
+        AckCode.FALSE_ALARM: "Operační středisko uzavřelo váš poplach jako planý poplach.",
+        AckCode.CANCELLED: "Operační středisko zrušilo zásah k vašemu poplachu.",
+        AckCode.MESSAGE: "Zpráva z operačního střediska:",
+    },
+}
+OPERATOR = {"en": "Operator: {}.", "cs": "Operátor: {}."}
+ACTIONS = {code.name.lower().replace("_", " "): code for code in AckCode}
+
+
+def parse_action(action: str) -> tuple[AckCode, str]:
+    """An operator's action from the API: one of :data:`ACTIONS` (any case, ``_`` or ``-`` for spaces)
+    gives its code; anything else is a free-text message. Returns (code, free text or "")."""
+    key = " ".join(action.lower().replace("_", " ").replace("-", " ").split())
+    code = ACTIONS.get("cancelled" if key == "canceled" else key)
+    if code is None or code is AckCode.MESSAGE:
+        text = " ".join(action.split())
+        if not text:
+            raise ValueError("an acknowledgement needs an action code or a text")
+        return AckCode.MESSAGE, text
+    return code, ""
+
+
+def ack_note(ack: AlarmRecord, language: str) -> str:
+    """The whole phrase an Ack record stands for, in ``language`` (a CAP language tag)."""
+    lang = language.split("-")[0].lower() if language.split("-")[0].lower() in PHRASES else "en"
+    code = AckCode(ack.code) if ack.code in AckCode._value2member_map_ else AckCode.RECEIVED
+    phrase = PHRASES[lang][code]
+    text = ack.text + (" …" if ack.text_cut else "")
+    if code is AckCode.MESSAGE:
+        return f"{phrase} {text}"
+    return f"{phrase} {OPERATOR[lang].format(text)}" if ack.text else phrase
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +102,7 @@ def parse_sip_target(uri: str) -> SipTarget:
 
 
 def ack_cap(ack: AlarmRecord, alarm: StoredAlarm, gateway_uri: str) -> CapAlert:
-    kind = AckKind(ack.alarm_type) if ack.alarm_type in (1, 2) else AckKind.RECEIPT
-    note = f"{'received' if kind is AckKind.RECEIPT else 'acknowledged'}: {ack.text}".rstrip(": ")
+    language = alarm.record.language or "en-US"
     return CapAlert(
         identifier=f"{gateway_uri.split(':', 1)[-1]}-ack-{ack.key_id:08x}-{ack.seq}",
         sender=gateway_uri,
@@ -57,7 +110,7 @@ def ack_cap(ack: AlarmRecord, alarm: StoredAlarm, gateway_uri: str) -> CapAlert:
         status=alarm.record.status,
         msg_type="Ack",
         scope="Private",
-        note=note,
+        note=ack_note(ack, language),
         references=(CapReference(alarm.cap_sender, alarm.cap_identifier, alarm.cap_sent),),
         incidents=(),
     )

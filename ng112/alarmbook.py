@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ng112.acks import parse_action
 from ng112.canonical import ack_record
-from ng112.record import AckKind, AlarmRecord
+from ng112.record import AckCode, AlarmRecord
 
 AlarmKey = tuple[int, int]  # (key id, seq) of the alarm's first record
 MAX_PENDING = 1000
@@ -104,7 +105,7 @@ class AlarmBook:
 
     def _raise(self, key: AlarmKey, record: AlarmRecord, now: float) -> list[Event]:
         view = AlarmView(key, record, record, (record,), now, max(0.0, now - record.sent))
-        receipt = ack_record(record, AckKind.RECEIPT, "received", now)
+        receipt = ack_record(record, AckCode.RECEIVED, "", now)
         view = replace(view, receipt=receipt)
         self.alarms[key] = view
         self._root[key] = key
@@ -126,11 +127,19 @@ class AlarmBook:
         return events
 
     def acknowledge(self, key: AlarmKey, operator: str, action: str, now: float) -> AlarmRecord:
-        """The operator's acknowledgement of alarm ``key``: an Ack record to send to the building."""
+        """The operator's acknowledgement of alarm ``key``: an Ack record to send to the building.
+
+        ``action`` is an action code or free text (:func:`ng112.acks.parse_action`); a code's record
+        carries the operator's name, a free text's record the text."""
         view = self.alarms[key]
-        ack = ack_record(view.first, AckKind.OPERATOR, f"{operator}: {action}", now)
+        code, text = parse_action(action)
+        ack = ack_record(view.first, code, text or operator, now)
         self.alarms[key] = replace(view, operator_ack=ack)
         return ack
+
+    def root_of(self, record: AlarmKey) -> AlarmKey | None:
+        """The alarm a record (its key id and seq) belongs to, if that record arrived."""
+        return self._root.get(record)
 
     def active(self) -> list[AlarmView]:
         return [v for v in self.alarms.values() if not v.cancelled]

@@ -1,15 +1,19 @@
 """The command post side of NG112: alarm bundles become journal records, acknowledgements go back.
 
 Loaded by the relay daemon through the ``mesh112.command_post`` entry point. Each alarm record
-(kind 32) is applied to an :class:`AlarmBook`; the alarm's current state becomes a journal record
-``alarm/<key id>-<seq>`` whose body the dashboard shows (summary line, Actual vs Exercise/Test, age on
-arrival, building from the enrolment table, canonical CAP 1.2). A new alarm sends the automatic
-receipt back to the gateway node at once; the operator's acknowledgement through the API sends the
-second Ack. Both travel as kind-33 bundles to the node the alarm came from.
+(kind 32, the first frame) is applied to an :class:`AlarmBook`; the follow-up (kind 34, the whole CAP
+and PIDF-LO) is merged into the same alarm when it arrives, from the same origin. The alarm's current
+state becomes a journal record ``alarm/<key id>-<seq>`` whose body the dashboard shows
+(:func:`alarm_body`: hazard, the CAP's own identifier, sender, sent and language, which parts are
+still on their way, a ``sent`` far from the gateway's clock flagged with its age). A new alarm sends
+the automatic receipt back to the gateway node at once; the operator's acknowledgement through the
+API (an action code or free text, :func:`ng112.acks.parse_action`) sends the second Ack. Both travel
+as kind-33 bundles to the node the alarm came from.
 
-What the book needs after a restart (every record received, where it came from, operator acks) is
-kept in a small SQLite file beside the node's store, and replayed into a fresh book on start. The CAP
-feed of active alarms is served under ``/api/v1/apps/alarm/`` (see :attr:`AlarmRecords.router`).
+What the book needs after a restart (every record and follow-up received, where it came from,
+operator acks) is kept in a small SQLite file beside the node's store, and replayed into a fresh
+book on start. The CAP feed of active alarms is served under ``/api/v1/apps/alarm/`` (see
+:attr:`AlarmRecords.router`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ from fastapi.responses import Response
 
 from ng112.alarmbook import AlarmBook, AlarmKey, AlarmRaised, AlarmView, Duplicate, SendAck
 from ng112.buildings import BuildingRegistry
-from ng112.cap import build_cap_xml
-from ng112.errors import RecordError
+from ng112.cap import CapAlert, build_cap_xml, format_datetime
+from ng112.errors import PidfError, RecordError
 from ng112.feed import cap_feed_xml, current_alert
-from ng112.kinds import NG112_ACK, NG112_ALARM, register_kinds
-from ng112.record import AlarmRecord, decode_record
+from ng112.followup import FollowUp, check_followup, decode_followup
+from ng112.hazards import SUBSTANCES, Substance
+from ng112.kinds import NG112_ACK, NG112_ALARM, NG112_FOLLOWUP, register_kinds
+from ng112.pidfl import parse_pidf
+from ng112.record import AckCode, AlarmRecord, decode_record, decode_uncertainty
 from relay import sqlite
 from relay.apps import RecordUpdate
-from relay.bundle import Destination, Priority
+from relay.bundle import Destination, Priority, from_epoch
 from relay.engine import Delivery
 from relay.node import Node
 
@@ -42,11 +49,27 @@ log = logging.getLogger(__name__)
 STATE_FILE = "ng112-command-post.sqlite"
 BUILDINGS_FILE = "buildings.toml"  # the building enrolment table, in the node's data directory
 ACK_LIFETIME_S = 24 * 3600
+STALE_AFTER_S = 300  # a CAP sent this long before the gateway took it: stale, or the panel's clock is slow
+AHEAD_AFTER_S = 60  # a CAP sent this far after the gateway took it: the panel's clock is ahead
+PENDING_PARTS = [
+    "CAP identifier, sender and sent",
+    "description",
+    "instruction",
+    "contacts",
+    "parameters",
+    "PIDF-LO and civic address",
+    "RFC 7852 blocks",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record (
     id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, seq INTEGER NOT NULL, sent INTEGER NOT NULL,
-    raw BLOB NOT NULL, origin BLOB NOT NULL, received_at REAL NOT NULL, UNIQUE (key_id, seq, sent)
+    raw BLOB NOT NULL, origin BLOB NOT NULL, received_at REAL NOT NULL, accepted_at REAL NOT NULL,
+    UNIQUE (key_id, seq, sent)
+);
+CREATE TABLE IF NOT EXISTS followup (
+    key_id INTEGER NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, origin BLOB NOT NULL,
+    received_at REAL NOT NULL, PRIMARY KEY (key_id, seq)
 );
 CREATE TABLE IF NOT EXISTS operator_ack (
     key_id INTEGER NOT NULL, seq INTEGER NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL,
@@ -66,13 +89,47 @@ def parse_record_id(text: str) -> AlarmKey:
     return int(key_hex, 16), int(seq)
 
 
-def alarm_body(view: AlarmView, registry: BuildingRegistry) -> dict[str, Any]:
-    """What the dashboard and API clients see of an alarm's current state."""
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(abs(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def sent_check(sent: int, accepted_at: float) -> dict[str, Any]:
+    """Compares the CAP's ``sent`` with the gateway's clock when it took the alarm (bundle creation),
+    so the time the alarm spent crossing the mesh does not count."""
+    skew = accepted_at - sent
+    if skew > STALE_AFTER_S:
+        state = "stale"
+        note = f"sent {_duration(skew)} before the gateway took it: stale, or the panel clock is slow"
+    elif skew < -AHEAD_AFTER_S:
+        state, note = "ahead", f"sent {_duration(skew)} after the gateway took it: the panel clock is ahead"
+    else:
+        state, note = "ok", "sent when the gateway took it"
+    return {"state": state, "age_s": round(skew, 1), "note": note}
+
+
+def alarm_body(
+    view: AlarmView,
+    registry: BuildingRegistry,
+    followup: FollowUp | None,
+    accepted_at: float,
+) -> dict[str, Any]:
+    """What the dashboard and API clients see of an alarm's current state.
+
+    ``followup`` is the current record's follow-up if it arrived; until then the CAP fields are the
+    first frame's and ``followup`` says ``pending``."""
     current = view.current
     building = registry.by_key(view.first.key_id)
-    alert = current_alert(view, registry)
+    original = check_followup(followup) if followup is not None else None
+    alert = current_alert(view, registry, original)
     info = alert.infos[0] if alert.infos else None
-    event = info.event if info else current.msg_type
+    event = info.event if info else current.event_text
     place = building.name if building else f"unenrolled building {view.first.key_id:08x}"
     address = building.address_line() if building else ""
     detail = ", ".join(
@@ -87,19 +144,51 @@ def alarm_body(view: AlarmView, registry: BuildingRegistry) -> dict[str, Any]:
     label = "" if view.actual else f"[{view.first.status.upper()}] "
     location: dict[str, Any] | None = None
     if current.lat_e7 is not None and current.lon_e7 is not None:
-        location = {"lat": current.lat_e7 / 1e7, "lon": current.lon_e7 / 1e7, "source": "alarm"}
+        location = {
+            "lat": current.lat_e7 / 1e7,
+            "lon": current.lon_e7 / 1e7,
+            "uncertainty_m": round(decode_uncertainty(current.uncertainty), 1),
+            "source": "alarm",
+        }
     elif building is not None and building.lat is not None and building.lon is not None:
         location = {"lat": building.lat, "lon": building.lon, "source": "enrolment"}
+    substance = (
+        SUBSTANCES[Substance(current.substance)][0]
+        if current.substance and current.substance in Substance._value2member_map_
+        else None
+    )
+    hazard = current.hazard.name.lower().replace("_", " ")
+    state = "complete" if followup is not None else ("pending" if current.followup else "none")
     return {
         "summary": f"{label}{current.msg_type}: {event} at {place}" + (f" ({detail})" if detail else ""),
         "status": view.first.status,
         "actual": view.actual,
         "msgType": current.msg_type,
         "cancelled": view.cancelled,
+        "hazard": hazard + (f" ({substance})" if substance else ""),
+        "substance": substance,
         "event": event,
         "headline": info.headline if info else None,
+        "headline_cut": current.text_cut and original is None,
         "severity": current.severity,
         "urgency": current.urgency,
+        "certainty": current.certainty,
+        "cap": {
+            "identifier": original.identifier if original else None,
+            "sender": original.sender if original else None,
+            "sent": format_datetime(original.sent if original else current.sent_datetime),
+            "language": info.language if info else (current.language or "en-US"),
+            "digest": record_id(view.key),
+        },
+        "sent_check": sent_check(current.sent, accepted_at),
+        "followup": state,
+        "pending_parts": PENDING_PARTS if state == "pending" else [],
+        "description": info.description if original and info else None,
+        "instruction": info.instruction if original and info else None,
+        "contact": info.contact if original and info else None,
+        "parameters": [list(p) for p in info.parameters] if original and info else [],
+        "civic_address": _civic(followup),
+        "additional_data": [content_type for content_type, _ in followup.blocks] if followup else [],
         "building": {
             "key_id": f"{view.first.key_id:08x}",
             "name": building.name if building else None,
@@ -117,16 +206,37 @@ def alarm_body(view: AlarmView, registry: BuildingRegistry) -> dict[str, Any]:
         "updates": len(view.history),
         "receipt_sent": view.receipt is not None,
         "operator_ack": view.operator_ack.text if view.operator_ack else None,
+        "operator_ack_code": _ack_code(view.operator_ack),
         "cap_url": f"/api/v1/apps/alarm/{record_id(view.key)}/cap.xml",
         "cap_xml": build_cap_xml(alert).decode("utf-8"),
     }
+
+
+def _ack_code(ack: AlarmRecord | None) -> str | None:
+    if ack is None or ack.code not in AckCode._value2member_map_:
+        return None
+    return str(AckCode(ack.code).name.lower().replace("_", " "))
+
+
+def _civic(followup: FollowUp | None) -> dict[str, str]:
+    if followup is None or followup.location_xml is None:
+        return {}
+    try:
+        location, _ = parse_pidf(followup.location_xml)
+    except PidfError:
+        return {}
+    return dict(location.civic[0].fields) if location.civic else {}
 
 
 class AlarmRecords:
     """The ``CommandPostApp`` for NG112 alarms (record type ``alarm``)."""
 
     record_type = "alarm"
-    kinds: ClassVar[Mapping[int, str]] = {NG112_ALARM: "ng112_alarm", NG112_ACK: "ng112_ack"}
+    kinds: ClassVar[Mapping[int, str]] = {
+        NG112_ALARM: "ng112_alarm",
+        NG112_ACK: "ng112_ack",
+        NG112_FOLLOWUP: "ng112_followup",
+    }
 
     def __init__(
         self,
@@ -138,23 +248,32 @@ class AlarmRecords:
         self._node, self._registry, self._clock = node, registry, clock
         self.book = AlarmBook()
         self._origins: dict[AlarmKey, bytes] = {}  # alarm -> node that sent it (where Acks go)
+        self._accepted: dict[AlarmKey, float] = {}  # record -> when the gateway took it (bundle created)
+        self.followups: dict[AlarmKey, tuple[FollowUp, bytes]] = {}  # record -> (follow-up, its origin)
         self._db = sqlite.connect_sync(state_path, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._replay()
         self.router = self._routes()
 
     def _replay(self) -> None:
-        rows = self._db.execute("SELECT raw, origin, received_at FROM record ORDER BY id").fetchall()
-        for raw, origin, received_at in rows:
-            for event in self.book.apply(decode_record(raw), received_at):
+        rows = self._db.execute("SELECT raw, origin, received_at, accepted_at FROM record ORDER BY id")
+        for raw, origin, received_at, accepted_at in rows.fetchall():
+            record = decode_record(raw)
+            self._accepted[(record.key_id, record.seq)] = accepted_at
+            for event in self.book.apply(record, received_at):
                 if isinstance(event, AlarmRaised):
                     self._origins[event.view.key] = bytes(origin)
+        for raw, origin in self._db.execute("SELECT raw, origin FROM followup").fetchall():
+            followup = decode_followup(raw)
+            self.followups[followup.key] = (followup, bytes(origin))
         acks = self._db.execute("SELECT key_id, seq, operator, action, at FROM operator_ack").fetchall()
         for key_id, seq, operator, action, at in acks:
             if (key_id, seq) in self.book.alarms:
                 self.book.acknowledge((key_id, seq), operator, action, at)
 
     async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
+        if delivery.kind == NG112_FOLLOWUP:
+            return self._handle_followup(delivery)
         if delivery.kind != NG112_ALARM:
             return []
         try:
@@ -167,6 +286,7 @@ class AlarmRecords:
         events = self.book.apply(record, self._clock())
         if isinstance(events[0], Duplicate):  # journal it again: a crash may have lost the first write
             return [self._update(v) for v in self.book.alarms.values() if record in v.history]
+        self._accepted.setdefault((record.key_id, record.seq), from_epoch(delivery.created))
         touched: list[AlarmKey] = []
         for event in events:
             if isinstance(event, AlarmRaised):
@@ -177,10 +297,40 @@ class AlarmRecords:
             if view is not None and view.key not in touched:
                 touched.append(view.key)
         self._db.execute(
-            "INSERT OR IGNORE INTO record (key_id, seq, sent, raw, origin, received_at) VALUES (?,?,?,?,?,?)",
-            (record.key_id, record.seq, record.sent, delivery.payload, delivery.origin, self._clock()),
-        )
+            "INSERT OR IGNORE INTO record (key_id, seq, sent, raw, origin, received_at, accepted_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                record.key_id, record.seq, record.sent, delivery.payload, delivery.origin, self._clock(),
+                from_epoch(delivery.created),
+            ),
+        )  # fmt: skip
         return [self._update(self.book.alarms[key]) for key in touched]
+
+    def _handle_followup(self, delivery: Delivery) -> list[RecordUpdate]:
+        """Keep a follow-up (it may arrive before its first frame) and update its alarm if known."""
+        try:
+            followup = decode_followup(delivery.payload)
+            check_followup(followup)
+        except RecordError as exc:
+            log.warning("follow-up bundle from %s refused: %s", delivery.origin.hex()[:8], exc)
+            return []
+        if followup.key in self.followups:
+            return []
+        self.followups[followup.key] = (followup, delivery.origin)
+        self._db.execute(
+            "INSERT OR IGNORE INTO followup (key_id, seq, raw, origin, received_at) VALUES (?,?,?,?,?)",
+            (followup.key_id, followup.seq, delivery.payload, delivery.origin, self._clock()),
+        )
+        root = self.book.root_of(followup.key)
+        return [self._update(self.book.alarms[root])] if root is not None else []
+
+    def followup_of(self, view: AlarmView) -> FollowUp | None:
+        """The follow-up of the alarm's current record, if it came from the node the alarm came from."""
+        key = (view.current.key_id, view.current.seq)
+        found = self.followups.get(key)
+        if found is None or found[1] != self._origins.get(view.key):
+            return None
+        return found[0]
 
     async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None:
         """The operator's acknowledgement: the second CAP Ack, back to the building's gateway."""
@@ -207,7 +357,10 @@ class AlarmRecords:
         )
 
     def _update(self, view: AlarmView) -> RecordUpdate:
-        return RecordUpdate(record_id(view.key), alarm_body(view, self._registry))
+        current = (view.current.key_id, view.current.seq)
+        accepted = self._accepted.get(current, view.received_at)
+        body = alarm_body(view, self._registry, self.followup_of(view), accepted)
+        return RecordUpdate(record_id(view.key), body)
 
     def _routes(self) -> APIRouter:
         router = APIRouter()
@@ -215,7 +368,7 @@ class AlarmRecords:
 
         @router.get("/feed.xml", response_class=Response, summary="CAP 1.2 alerts of active alarms (Atom)")
         async def feed() -> Response:
-            body = cap_feed_xml(self.book, self._registry, self._clock(), feed_id)
+            body = cap_feed_xml(self.book, self._registry, self._clock(), feed_id, self._original)
             return Response(body, media_type="application/atom+xml")
 
         @router.get("/{alarm_id}/cap.xml", response_class=Response, summary="canonical CAP 1.2 of one alarm")
@@ -224,11 +377,14 @@ class AlarmRecords:
                 view = self.book.alarms[parse_record_id(alarm_id)]
             except (ValueError, KeyError):
                 raise HTTPException(404, f"no alarm {alarm_id!r}") from None
-            return Response(
-                build_cap_xml(current_alert(view, self._registry)), media_type="application/cap+xml"
-            )
+            alert = current_alert(view, self._registry, self._original(view))
+            return Response(build_cap_xml(alert), media_type="application/cap+xml")
 
         return router
+
+    def _original(self, view: AlarmView) -> CapAlert | None:
+        followup = self.followup_of(view)
+        return check_followup(followup) if followup is not None else None
 
 
 def command_post_app(node: Node) -> AlarmRecords:

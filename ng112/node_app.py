@@ -2,7 +2,8 @@
 
 ``mesh112 ng112 gateway --config node.toml`` runs the relay daemon with :func:`gateway_app` riding on
 the node. An accepted alarm is answered 200 only once it is in the gateway's alarm store *and* durable
-in the node's bundle store as a FLASH bundle to the command post (:func:`ng112.gateway.node_accept`).
+in the node's bundle store as a FLASH bundle to the command post (:func:`ng112.gateway.node_accept`),
+followed by its follow-up (the whole CAP and PIDF-LO, :mod:`ng112.followup`) as an IMMEDIATE bundle.
 Ack records (kind 33) arriving in the node's inbox go to the panel as SIP MESSAGEs with a CAP Ack; an
 Ack the panel did not confirm is kept and tried again every ``REDELIVER_S`` seconds.
 """
@@ -17,11 +18,12 @@ from pathlib import Path
 
 from ng112.buildings import BuildingRegistry
 from ng112.errors import RecordError
-from ng112.gateway import Gateway, GatewayConfig, node_accept
-from ng112.kinds import NG112_ACK, register_kinds
+from ng112.followup import encode_followup, followup_for
+from ng112.gateway import Accept, Alarm, Gateway, GatewayConfig, node_accept
+from ng112.kinds import NG112_ACK, NG112_FOLLOWUP, register_kinds
 from ng112.record import decode_record
 from ng112.store import AlarmStore
-from relay.apps import App
+from relay.apps import App, Sender
 from relay.bundle import Destination, Priority
 from relay.node import Node
 
@@ -44,7 +46,9 @@ def gateway_app(
     async def app(node: Node) -> None:
         register_kinds(node.kinds)
         store = await AlarmStore.open(data_dir / GATEWAY_STORE)
-        accept = node_accept(node, destination, Priority.FLASH, ALARM_LIFETIME_S)
+        accept = with_followup(
+            node, destination, node_accept(node, destination, Priority.FLASH, ALARM_LIFETIME_S)
+        )
         gateway = Gateway(config, store, registry, accept)
         try:
             await gateway.start()
@@ -55,6 +59,25 @@ def gateway_app(
             await store.close()
 
     return app
+
+
+def with_followup(node: Sender, destination: Destination, first_frame: Accept) -> Accept:
+    """``first_frame``, then the alarm's follow-up as an IMMEDIATE bundle to the same destination: the
+    FLASH frame is durable first, so over LoRa it goes first and the follow-up is fragmented after it."""
+
+    async def accept(alarm: Alarm) -> None:
+        await first_frame(alarm)
+        if alarm.record.followup:
+            payload = encode_followup(followup_for(alarm.record, alarm.request))
+            await node.send(
+                destination,
+                payload,
+                kind=NG112_FOLLOWUP,
+                priority=Priority.IMMEDIATE,
+                lifetime=ALARM_LIFETIME_S,
+            )
+
+    return accept
 
 
 async def deliver_acks(node: Node, gateway: Gateway) -> None:

@@ -1,25 +1,34 @@
 """The compact alarm record: an NG112 alarm (or its acknowledgement) in one LoRa frame.
 
-The building's address, name, contacts and hazards are enrolled at the command post
-(:mod:`ng112.buildings`) and looked up by the sender key id, so the record carries only what changes
-(research/ng112.md §7). Fixed layout, big endian::
+The first frame carries what a responder acts on first (research/ng112.md §7): the hazard and the
+substance from the code tables in :mod:`ng112.hazards`, the CAP event text when the table's name is
+not the CAP's own, severity/urgency/certainty, position with its uncertainty, floor and zone, the
+language, and the headline cut at a word boundary. Everything else (description, instruction,
+contacts, parameters, civic address, RFC 7852 blocks) follows as a linked follow-up bundle
+(:mod:`ng112.followup`). The building's enrolment (:mod:`ng112.buildings`) is looked up by the sender
+key id. Fixed layout, big endian::
 
-    byte  0      version (2 bits, = 1) | msgType (3 bits) | status (3 bits)
+    byte  0      version (2 bits, = 2) | msgType (3 bits) | status (3 bits)
     bytes 1-4    sender key id
-    bytes 5-8    seq: the alarm's number, see alarm_seq()
+    bytes 5-8    seq: digest of the CAP (sender, identifier, sent), see alarm_seq()
     bytes 9-12   sent, unix seconds (UTC)
     bytes 13-14  incident: 16-bit hash of the CAP <incidents> (grouping)
     bytes 15-16  category bit mask (12 bits, CAP 1.2 order) | flags (4 bits: location, floor, reference, text)
-    byte  17     alarm type (AlarmType) or, in an Ack, the ack kind (AckKind)
-    bytes 18-19  urgency (3 bits) | severity (3 bits) | certainty (3 bits) | 0 (7 bits)
+    byte  17     code: the Hazard in an alarm, the AckCode in an Ack
+    byte  18     substance (Substance; 0 = none)
+    bytes 19-20  urgency (3) | severity (3) | certainty (3) | flags (language, event, text cut,
+                 event cut, follow-up coming: 1 bit each) | 0 (2 bits)
     [location]   lat, lon int32 in 1e-7 degrees, uncertainty uint8 (r = 2^(u/8) - 1 metres, rounded up)
     [floor]      int8
     [reference]  key id uint32, seq uint32 of the alarm this Update/Cancel/Ack refers to
     byte         zone length (0-12), then the zone/room/detector in UTF-8
-    [text]       length (1-48), then a headline or ack note in UTF-8
+    [language]   length (1-12), then the CAP language tag in ASCII (absent: en-US)
+    [event]      length (1-48), then the CAP event in UTF-8 (absent: the hazard table's event)
+    [text]       length (1-255), then the headline or ack text in UTF-8
 
-The core (everything but text) is at most 51 bytes; with text at most :data:`MAX_RECORD` = 100, so
-with the 16-byte compact bundle header and 32 bytes of crypto it fits one 219-byte LoRa frame.
+A whole record is at most :data:`MAX_RECORD` = 158 bytes: with the frame type byte, the 16-byte
+compact bundle header, 32 bytes of end-to-end crypto and the LoRa link's 12-byte hop tag it fills one
+219-byte LoRa frame. Texts that do not fit are cut at a word boundary (:func:`cut_words`) and flagged as cut.
 """
 
 from __future__ import annotations
@@ -27,82 +36,50 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 
 from ng112.cap import CATEGORIES, CERTAINTIES, MSG_TYPES, SEVERITIES, STATUSES, URGENCIES
 from ng112.errors import RecordError
+from ng112.hazards import HAZARDS, Hazard
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 MAX_ZONE = 12
-MAX_TEXT = 48
-MAX_CORE = 51
-MAX_RECORD = MAX_CORE + 1 + MAX_TEXT
+MAX_LANGUAGE = 12
+MAX_EVENT = 48
+MAX_RECORD = 158
 LORA_FRAME = 219
 COMPACT_HEADER = 16
 CRYPTO_BUDGET = 32
+FRAME_TYPE = 1
+HOP_TAG = 12  # the LoRa link's per-hop authenticator (crypto/hop.py)
 
-_FIXED = struct.Struct(">BIIIHHBH")
+_FIXED = struct.Struct(">BIIIHHBBH")
 _LOCATION = struct.Struct(">iiB")
 _REFERENCE = struct.Struct(">II")
 _FLAG_LOCATION, _FLAG_FLOOR, _FLAG_REFERENCE, _FLAG_TEXT = 8, 4, 2, 1
+_FLAG_LANGUAGE, _FLAG_EVENT, _FLAG_TEXT_CUT, _FLAG_EVENT_CUT, _FLAG_FOLLOWUP = 64, 32, 16, 8, 4
 
 
-class AlarmType(IntEnum):
-    """Building alarm types (research/ng112.md §6); the CAP event text and defaults live in ALARM_TYPES."""
+class AckCode(IntEnum):
+    """What an Ack record says; :mod:`ng112.acks` renders each as a whole phrase per language."""
 
-    OTHER = 0
-    FIRE = 1
-    MANUAL_CALL_POINT = 2
-    SPRINKLER = 3
-    INTRUSION = 4
-    PANIC = 5
-    GAS = 6
-    CARBON_MONOXIDE = 7
-    LIFT_ENTRAPMENT = 8
-    MEDICAL = 9
-    FAULT = 10
-
-
-class AckKind(IntEnum):
-    RECEIPT = 1  # automatic: the command post has the alarm
-    OPERATOR = 2  # a person accepted it (note: operator and action)
-
-
-# type: (CAP event, CAP category, keywords found in the CAP event text, lower case)
-ALARM_TYPES: dict[AlarmType, tuple[str, str, tuple[str, ...]]] = {
-    AlarmType.SPRINKLER: ("Sprinkler activation", "Fire", ("sprinkler", "waterflow")),
-    AlarmType.MANUAL_CALL_POINT: ("Manual fire alarm", "Fire", ("manual", "pull station", "call point")),
-    AlarmType.FIRE: ("Fire alarm", "Fire", ("fire", "smoke", "heat")),
-    AlarmType.INTRUSION: ("Intrusion alarm", "Security", ("intrusion", "burglary", "break-in")),
-    AlarmType.PANIC: ("Panic alarm", "Security", ("panic", "duress", "hold-up", "holdup")),
-    AlarmType.CARBON_MONOXIDE: ("Carbon monoxide alarm", "Health", ("carbon monoxide", "co alarm")),
-    AlarmType.GAS: ("Gas alarm", "Safety", ("gas",)),
-    AlarmType.LIFT_ENTRAPMENT: ("Persons trapped in lift", "Rescue", ("lift", "elevator", "entrap")),
-    AlarmType.MEDICAL: ("Medical alarm", "Health", ("medical", "defib")),
-    AlarmType.FAULT: ("Fault", "Infra", ("fault", "trouble", "power loss")),
-    AlarmType.OTHER: ("Building alarm", "Other", ()),
-}
-_BY_CATEGORY = {"Fire": AlarmType.FIRE, "Security": AlarmType.INTRUSION, "Rescue": AlarmType.LIFT_ENTRAPMENT}
-
-
-def alarm_type_for(event: str, categories: tuple[str, ...]) -> AlarmType:
-    text = event.lower()
-    for alarm_type, (_, _, keywords) in ALARM_TYPES.items():
-        if any(k in text for k in keywords):
-            return alarm_type
-    for category in categories:
-        if category in _BY_CATEGORY:
-            return _BY_CATEGORY[category]
-    return AlarmType.OTHER
+    RECEIVED = 1  # the command post has the alarm (the automatic receipt, or an operator saying so)
+    DISPATCHED = 2
+    EN_ROUTE = 3
+    ON_SCENE = 4
+    FALSE_ALARM = 5
+    CANCELLED = 6
+    MESSAGE = 7  # free text from the operator
 
 
 def alarm_seq(sender: str, identifier: str, sent: datetime) -> int:
-    """The record seq of a CAP alert: a 32-bit hash of its identity ``(sender, identifier, sent)``.
+    """The record seq of a CAP alert: a 32-bit digest of its identity ``(sender, identifier, sent)``.
 
     Stateless, so a retransmitted or replayed CAP maps to the same record (the command post merges
-    it), and a CAP ``<references>`` entry maps to the seq of the alert it names.
+    it), a CAP ``<references>`` entry maps to the seq of the alert it names, and the follow-up that
+    carries the whole CAP ties back to its first frame.
     """
     key = f"{sender}\n{identifier}\n{int(sent.timestamp())}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big")
@@ -124,9 +101,19 @@ def decode_uncertainty(code: int) -> float:
     return float(2 ** (code / 8) - 1)
 
 
-def _clip_utf8(text: str, limit: int) -> bytes:
-    data = text.encode("utf-8")[:limit]
-    return data.decode("utf-8", "ignore").encode("utf-8")
+def cut_words(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` in at most ``limit`` UTF-8 bytes, cut at a word boundary; (text, whether it was cut).
+
+    A single word longer than the limit is cut at a character boundary: a part of it is still
+    better than nothing for a responder."""
+    text = " ".join(text.split())
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text, False
+    head = data[: limit + 1].decode("utf-8", "ignore")
+    if " " in head:
+        return head[: head.rindex(" ")].rstrip(" ,;:-"), True
+    return data[:limit].decode("utf-8", "ignore"), True
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +125,7 @@ class AlarmRecord:
     sent: int  # unix seconds
     incident: int = 0
     categories: tuple[str, ...] = ("Other",)
-    alarm_type: int = AlarmType.OTHER  # AckKind in an Ack
+    code: int = Hazard.OTHER  # Hazard in an alarm, AckCode in an Ack
     urgency: str = "Unknown"
     severity: str = "Unknown"
     certainty: str = "Unknown"
@@ -149,6 +136,12 @@ class AlarmRecord:
     reference: tuple[int, int] | None = None  # (key id, seq)
     zone: str = ""
     text: str = ""
+    substance: int = 0
+    language: str = ""  # CAP language tag; "" = not given (CAP default en-US)
+    event: str = ""  # CAP event; "" = the hazard table's event
+    text_cut: bool = False
+    event_cut: bool = False
+    followup: bool = False  # the whole CAP/PIDF-LO follows in a linked bundle (ng112.followup)
 
     @property
     def identity(self) -> tuple[int, int, int]:
@@ -163,8 +156,27 @@ class AlarmRecord:
     def sent_datetime(self) -> datetime:
         return datetime.fromtimestamp(self.sent, UTC)
 
+    @property
+    def hazard(self) -> Hazard:
+        return Hazard(self.code) if self.code in Hazard._value2member_map_ else Hazard.OTHER
+
+    @property
+    def event_text(self) -> str:
+        """The CAP event as the first frame knows it."""
+        return self.event or HAZARDS[self.hazard].event
+
     def encode(self) -> bytes:
         return encode_record(self)
+
+
+def fitted(record: AlarmRecord) -> AlarmRecord:
+    """``record`` with zone, event and text cut at word boundaries so it encodes in MAX_RECORD bytes."""
+    event, event_cut = cut_words(record.event, MAX_EVENT)
+    zone = cut_words(record.zone, MAX_ZONE)[0]
+    bare = replace(record, zone=zone, event=event, event_cut=record.event_cut or event_cut, text="")
+    budget = min(255, MAX_RECORD - len(encode_record(bare)) - 1)
+    text, text_cut = cut_words(record.text, budget)
+    return replace(bare, text=text, text_cut=record.text_cut or text_cut)
 
 
 def _index(value: str, options: tuple[str, ...], name: str) -> int:
@@ -174,8 +186,18 @@ def _index(value: str, options: tuple[str, ...], name: str) -> int:
         raise RecordError(f"{name} {value!r} is not one of {', '.join(options)}") from None
 
 
+def _short(text: str, limit: int, name: str, ascii_only: bool = False) -> bytes:
+    try:
+        data = text.encode("ascii" if ascii_only else "utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{name} {text[:20]!r} cannot be encoded") from None
+    if len(data) > limit:
+        raise RecordError(f"{name} of {len(data)} bytes exceeds {limit}")
+    return bytes([len(data)]) + data
+
+
 def encode_record(record: AlarmRecord) -> bytes:
-    flags = 0
+    flags = extra = 0
     tail = b""
     if record.lat_e7 is not None and record.lon_e7 is not None:
         if not (
@@ -192,12 +214,18 @@ def encode_record(record: AlarmRecord) -> bytes:
     if record.reference is not None:
         flags |= _FLAG_REFERENCE
         tail += _REFERENCE.pack(*record.reference)
-    zone = _clip_utf8(record.zone, MAX_ZONE)
-    tail += bytes([len(zone)]) + zone
-    text = _clip_utf8(record.text, MAX_TEXT)
-    if text:
+    tail += _short(record.zone, MAX_ZONE, "zone")
+    if record.language:
+        tail += _short(record.language, MAX_LANGUAGE, "language", ascii_only=True)
+        extra |= _FLAG_LANGUAGE
+    if record.event:
+        tail += _short(record.event, MAX_EVENT, "event")
+        extra |= _FLAG_EVENT
+    if record.text:
+        tail += _short(record.text, 255, "text")
         flags |= _FLAG_TEXT
-        tail += bytes([len(text)]) + text
+    extra |= (_FLAG_TEXT_CUT if record.text_cut else 0) | (_FLAG_EVENT_CUT if record.event_cut else 0)
+    extra |= _FLAG_FOLLOWUP if record.followup else 0
     mask = 0
     for category in record.categories:
         mask |= 1 << _index(category, CATEGORIES, "category")
@@ -207,6 +235,7 @@ def encode_record(record: AlarmRecord) -> bytes:
     usc |= (
         _index(record.severity, SEVERITIES, "severity") << 10
         | _index(record.certainty, CERTAINTIES, "certainty") << 7
+        | extra
     )
     for name, value, limit in (("key id", record.key_id, 0xFFFFFFFF), ("seq", record.seq, 0xFFFFFFFF)):
         if not 0 <= value <= limit:
@@ -214,20 +243,18 @@ def encode_record(record: AlarmRecord) -> bytes:
     if (
         not 0 <= record.sent <= 0xFFFFFFFF
         or not 0 <= record.incident <= 0xFFFF
-        or not 0 <= record.alarm_type <= 255
+        or not 0 <= record.code <= 255
+        or not 0 <= record.substance <= 255
     ):
-        raise RecordError("sent, incident or alarm type out of range")
+        raise RecordError("sent, incident, code or substance out of range")
     head = _FIXED.pack(
-        first,
-        record.key_id,
-        record.seq,
-        record.sent,
-        record.incident,
-        mask << 4 | flags,
-        record.alarm_type,
-        usc,
-    )
-    return head + tail
+        first, record.key_id, record.seq, record.sent, record.incident, mask << 4 | flags, record.code,
+        record.substance, usc,
+    )  # fmt: skip
+    wire = head + tail
+    if len(wire) > MAX_RECORD:
+        raise RecordError(f"record of {len(wire)} bytes exceeds {MAX_RECORD} (use fitted())")
+    return wire
 
 
 def decode_record(data: bytes) -> AlarmRecord:
@@ -236,7 +263,7 @@ def decode_record(data: bytes) -> AlarmRecord:
         raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD}")
     if len(data) < _FIXED.size + 1:
         raise RecordError(f"record of {len(data)} bytes is shorter than the {_FIXED.size + 1}-byte minimum")
-    first, key_id, seq, sent, incident, mask_flags, alarm_type, usc = _FIXED.unpack_from(data)
+    first, key_id, seq, sent, incident, mask_flags, code, substance, usc = _FIXED.unpack_from(data)
     if first >> 6 != RECORD_VERSION:
         raise RecordError(f"record version {first >> 6} unsupported (want {RECORD_VERSION})")
     msg_type, status = first >> 3 & 7, first & 7
@@ -247,7 +274,7 @@ def decode_record(data: bytes) -> AlarmRecord:
         urgency >= len(URGENCIES)
         or severity >= len(SEVERITIES)
         or certainty >= len(CERTAINTIES)
-        or usc & 0x7F
+        or usc & 0x03
     ):
         raise RecordError("urgency/severity/certainty field out of range")
     mask, flags = mask_flags >> 4, mask_flags & 0xF
@@ -270,19 +297,29 @@ def decode_record(data: bytes) -> AlarmRecord:
             reference = _REFERENCE.unpack_from(data, offset)
             offset += _REFERENCE.size
         zone, offset = _text(data, offset, MAX_ZONE, "zone")
-        text = ""
-        if flags & _FLAG_TEXT:
-            text, offset = _text(data, offset, MAX_TEXT, "text")
-            if not text:
-                raise RecordError("text flag set but text empty")
+        texts: dict[str, str] = {}
+        for flag, name, limit in (
+            (usc & _FLAG_LANGUAGE, "language", MAX_LANGUAGE),
+            (usc & _FLAG_EVENT, "event", MAX_EVENT),
+            (flags & _FLAG_TEXT, "text", 255),
+        ):
+            texts[name] = ""
+            if flag:
+                texts[name], offset = _text(data, offset, limit, name)
+                if not texts[name]:
+                    raise RecordError(f"{name} flag set but {name} empty")
+        if not texts["language"].isascii():
+            raise RecordError("language is not an ASCII tag")
     except struct.error:
         raise RecordError("record truncated") from None
     if offset != len(data):
         raise RecordError(f"{len(data) - offset} unexpected bytes after the record")
     return AlarmRecord(
-        MSG_TYPES[msg_type], STATUSES[status], key_id, seq, sent, incident, categories, alarm_type,
+        MSG_TYPES[msg_type], STATUSES[status], key_id, seq, sent, incident, categories, code,
         URGENCIES[urgency], SEVERITIES[severity], CERTAINTIES[certainty], lat, lon, uncertainty, floor,
-        (reference[0], reference[1]) if reference else None, zone, text,
+        (reference[0], reference[1]) if reference else None, zone, texts["text"], substance,
+        texts["language"], texts["event"], bool(usc & _FLAG_TEXT_CUT), bool(usc & _FLAG_EVENT_CUT),
+        bool(usc & _FLAG_FOLLOWUP),
     )  # fmt: skip
 
 

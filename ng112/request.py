@@ -66,6 +66,7 @@ class EmergencyRequest:
     additional_data: tuple[AdditionalData, ...]
     text: str | None
     warnings: tuple[str, ...]
+    location_xml: bytes | None = None  # the PIDF-LO part as received (the follow-up carries it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +231,8 @@ def evaluate_body(
         mime = part.content_type.mime
         if mime not in known and not mime.startswith(ADDITIONAL_DATA_PREFIX):
             warnings.append(f"body part of type {part.content_type.mime[:60]} ignored")
-    if cap is None and location_or_reject is None and text is None and not additional:
+    location, location_xml = location_or_reject if location_or_reject is not None else (None, None)
+    if cap is None and location is None and text is None and not additional:
         return _reject(400, "Bad Request - nothing usable in the MESSAGE body", (), *warnings)
     if cap is None:
         warnings.append("no CAP alert in the request; carried as text/location only")
@@ -240,10 +242,11 @@ def evaluate_body(
         call_id=call_id,
         cap=cap,
         cap_xml=cap_part.body if cap_part is not None and cap is not None else None,
-        location=location_or_reject,
+        location=location,
         additional_data=additional,
         text=text,
         warnings=tuple(dict.fromkeys(warnings)),
+        location_xml=location_xml,
     )
     outcome = Outcome.ACCEPTED_WITH_WARNINGS if request.warnings else Outcome.ACCEPTED
     return Decision(outcome, 200, "OK", (), request, request.warnings)
@@ -251,7 +254,7 @@ def evaluate_body(
 
 def _location(
     parts: list[BodyPart], refs: list[str], policy: IngressPolicy, warnings: list[str]
-) -> PidfLocation | Decision | None:
+) -> tuple[PidfLocation, bytes] | Decision | None:
     part: BodyPart | None = None
     for ref in refs:
         part = part or _by_cid(parts, ref, (PIDF_TYPE,))
@@ -284,4 +287,4 @@ def _location(
         warnings.append(f"location unusable: {exc}")
         return None
     warnings += pidf_warnings
-    return location
+    return location, part.body

@@ -11,7 +11,7 @@ from engine_net import Deployment
 
 from ng112.command_post import STATE_FILE, AlarmRecords, command_post_app
 from ng112.kinds import NG112_ACK, NG112_ALARM
-from ng112.record import AckKind, AlarmRecord
+from ng112.record import AckCode, AlarmRecord
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.engine import Delivery
 from relay.node import Node
@@ -62,7 +62,7 @@ async def test_alarm_record_receipt_operator_ack_and_restart(tmp_path: Path) -> 
         assert await _acks_queued(node) == 1
         receipt = app.book.alarms[(0x0A1B2C3D, 7)].receipt
         assert receipt is not None and receipt.reference == (0x0A1B2C3D, 7)
-        assert receipt.alarm_type == AckKind.RECEIPT
+        assert receipt.code == AckCode.RECEIVED
         await app.acknowledge("0a1b2c3d-7", {"operator": "Jane", "action": "dispatched", "at": time.time()})
         assert await _acks_queued(node) == 2
     finally:
@@ -70,7 +70,8 @@ async def test_alarm_record_receipt_operator_ack_and_restart(tmp_path: Path) -> 
     node, app = await _open(net, tmp_path)  # restart: the book comes back from the state file
     try:
         view = app.book.alarms[(0x0A1B2C3D, 7)]
-        assert view.operator_ack is not None and "Jane: dispatched" in view.operator_ack.text
+        assert view.operator_ack is not None and view.operator_ack.code == AckCode.DISPATCHED
+        assert view.operator_ack.text == "Jane"
         (update,) = await app.handle(_delivery(gateway_cert.node_id, node.node_id, alarm.encode(), 1))
         assert update.body["operator_ack"] and await _acks_queued(node) == 2  # no new receipt
     finally:

@@ -23,16 +23,20 @@ from ng112.cap import (
     validate_cap12,
 )
 from ng112.errors import EnrolmentError, RecordError
+from ng112.hazards import Hazard
 from ng112.record import (
     COMPACT_HEADER,
     CRYPTO_BUDGET,
+    FRAME_TYPE,
+    HOP_TAG,
     LORA_FRAME,
-    MAX_CORE,
+    MAX_EVENT,
     MAX_RECORD,
-    AckKind,
+    AckCode,
     AlarmRecord,
-    AlarmType,
+    cut_words,
     decode_record,
+    fitted,
 )
 from ng112.request import IngressPolicy, evaluate
 from ng112.sip import SipRequest, parse_message
@@ -67,10 +71,13 @@ def test_record_from_real_alarm_fits_one_lora_frame_and_rebuilds_valid_cap() -> 
     assert key_id == 0x0A1B2C3D
     record = record_from_request(decision.request, key_id, now=0)
     wire = record.encode()
-    assert len(wire) <= MAX_RECORD and COMPACT_HEADER + len(wire) + CRYPTO_BUDGET <= LORA_FRAME
+    assert len(wire) <= MAX_RECORD
+    assert FRAME_TYPE + COMPACT_HEADER + len(wire) + CRYPTO_BUDGET + HOP_TAG <= LORA_FRAME
     back = decode_record(wire)
     assert back == record
-    assert back.alarm_type == AlarmType.FIRE and back.floor == 3 and back.zone == "3.12"
+    assert back.hazard == Hazard.SMOKE and back.floor == 3 and back.zone == "3.12"
+    assert back.language == "de-AT" and back.event == "Fire alarm (automatic smoke detector)"
+    assert back.text == "Smoke detector zone 3.12 (3rd floor, room 312)" and not back.text_cut
     assert back.status == "Actual" and back.urgency == "Immediate" and back.certainty == "Observed"
     cap = record_to_cap(back, registry.by_key(key_id))
     xml = build_cap_xml(cap)
@@ -80,15 +87,26 @@ def test_record_from_real_alarm_fits_one_lora_frame_and_rebuilds_valid_cap() -> 
     assert b"Stephansplatz 1" in xml and b"Diesel tank" in xml and b"Facility desk" in xml
 
 
-def test_core_layout_budget() -> None:
-    biggest = AlarmRecord(
-        "Update", "Exercise", 2**32 - 1, 2**32 - 1, 2**32 - 1, 0xFFFF, CATEGORIES, 255,
-        "Unknown", "Unknown", "Unknown", -900_000_000, 1_800_000_000, 255, -128, (1, 2),
-        "z" * 20, "é" * 40,
+def test_biggest_record_fits_one_lora_frame_and_texts_are_cut_at_words() -> None:
+    biggest = fitted(
+        AlarmRecord(
+            "Update", "Exercise", 2**32 - 1, 2**32 - 1, 2**32 - 1, 0xFFFF, CATEGORIES, 255,
+            "Unknown", "Unknown", "Unknown", -900_000_000, 1_800_000_000, 255, -128, (1, 2),
+            "zone z z z z z z", "slovo " * 60, 255, "zh-Hant-TW", "událost " * 10,
+        )
     )  # fmt: skip
     wire = biggest.encode()
-    assert len(wire) == MAX_RECORD and len(wire) - 1 - 48 == MAX_CORE <= 64
-    assert decode_record(wire).zone == "z" * 12
+    assert len(wire) <= MAX_RECORD
+    assert FRAME_TYPE + COMPACT_HEADER + MAX_RECORD + CRYPTO_BUDGET + HOP_TAG == LORA_FRAME
+    back = decode_record(wire)
+    assert back == biggest and back.text_cut and back.event_cut
+    assert back.text.split() == ["slovo"] * len(back.text.split())  # only whole words
+    assert back.event.split() == ["událost"] * len(back.event.split())
+    assert len(back.event.encode()) <= MAX_EVENT
+    assert cut_words("Únik čpavku ve strojovně", 15) == ("Únik čpavku", True)
+    assert cut_words("abcdefghij", 4) == ("abcd", True)  # one long word: cut at a character
+    with pytest.raises(RecordError, match="exceeds"):
+        AlarmRecord("Alert", "Actual", 1, 2, 3, text="x" * 200).encode()
 
 
 def test_decode_refuses_hostile_bytes() -> None:
@@ -115,14 +133,20 @@ records = st.builds(
     categories=st.lists(st.sampled_from(CATEGORIES), unique=True).map(
         lambda c: tuple(x for x in CATEGORIES if x in c)
     ),
-    alarm_type=st.integers(0, 255),
+    code=st.integers(0, 255),
     urgency=st.sampled_from(URGENCIES),
     severity=st.sampled_from(SEVERITIES),
     certainty=st.sampled_from(CERTAINTIES),
     floor=st.none() | st.integers(-128, 127),
     reference=st.none() | st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
     zone=st.text(max_size=12).filter(lambda z: len(z.encode()) <= 12),
-    text=st.text(max_size=48).filter(lambda t: len(t.encode()) <= 48),
+    text=st.text(max_size=40).filter(lambda t: len(t.encode()) <= 40),
+    substance=st.integers(0, 255),
+    language=st.sampled_from(["", "cs-CZ", "en-US", "de-AT"]),
+    event=st.text(max_size=20).filter(lambda t: len(t.encode()) <= 20),
+    text_cut=st.booleans(),
+    event_cut=st.booleans(),
+    followup=st.booleans(),
 )
 
 
@@ -153,10 +177,12 @@ def test_alarmbook_dedup_receipt_and_operator_ack() -> None:
     assert isinstance(raised, AlarmRaised) and raised.view.age_on_arrival == 30 and raised.view.actual
     ack = events[1]
     assert isinstance(ack, SendAck) and ack.ack.msg_type == "Ack" and ack.ack.reference == (7, 1)
-    assert ack.ack.alarm_type == AckKind.RECEIPT
+    assert ack.ack.code == AckCode.RECEIVED and ack.ack.text == ""
     assert isinstance(book.apply(_rec("Alert", 1, 1000), now=1031)[0], Duplicate)
-    operator = book.acknowledge((7, 1), "Jane Doe", "fire brigade dispatched", now=1100)
-    assert operator.alarm_type == AckKind.OPERATOR and "Jane Doe" in operator.text
+    operator = book.acknowledge((7, 1), "Jane Doe", "en route", now=1100)
+    assert operator.code == AckCode.EN_ROUTE and operator.text == "Jane Doe"
+    message = book.acknowledge((7, 1), "Jane Doe", "fire brigade dispatched", now=1101)
+    assert message.code == AckCode.MESSAGE and message.text == "fire brigade dispatched"
     cap = record_to_cap(operator, None, reference_sent=datetime.fromtimestamp(1000, UTC))
     validate_cap12(build_cap_xml(cap))
     assert cap.references[0].identifier == "00000007-1"
@@ -208,7 +234,7 @@ def test_kinds_register_with_validators() -> None:
     register_kinds(registry)
     alarm = _rec("Alert", 1, 1000)
     registry.validate(NG112_ALARM, alarm.encode())
-    registry.validate(NG112_ACK, ack_record(alarm, AckKind.RECEIPT, "received", 1001).encode())
+    registry.validate(NG112_ACK, ack_record(alarm, AckCode.RECEIVED, "", 1001).encode())
     with pytest.raises(KindError, match="ng112_alarm payload refused"):
         registry.validate(NG112_ALARM, b"\x00garbage")
     with pytest.raises(KindError, match="Ack record"):

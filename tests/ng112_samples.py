@@ -1,0 +1,111 @@
+"""Alarms written for the NG112 tests (not corpus copies), and SIP MESSAGEs that carry a CAP.
+
+The brewery ammonia leak is the alarm from issue 13: a gas panel of a building that is not enrolled,
+CAP 1.2 in Czech with an instruction to approach upwind from the north gate with breathing
+apparatus, a PIDF-LO circle and civic address.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+BREWERY_SENDER = "sip:nh3-panel@pivovar-horni.example.cz"
+HEADLINE = (
+    "Únik čpavku ve strojovně chlazení: detektor GD-2/4 hlásí 1250 ppm NH3, odvětrání v havarijním režimu"
+)
+DESCRIPTION = (
+    "Plynový detektor GD-2/4 ve strojovně chlazení (budova B, přízemí) hlásí koncentraci čpavku 1250 ppm, "
+    "stoupající. Havarijní odvětrání běží, kompresory jsou odstavené. V budově jsou dva pracovníci údržby."
+)
+INSTRUCTION = (
+    "Přijíždějte po větru od severní brány (Sladovnická ulice). Vstup do budovy B jen v izolačních "
+    "dýchacích přístrojích a protichemických oblecích. Hlavní uzávěr čpavku je u východní stěny strojovny."
+)
+
+
+def brewery_cap(sent: datetime, identifier: str = "PHD-NH3-2026-0042") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>{BREWERY_SENDER}</sender>
+  <sent>{sent.isoformat(timespec="seconds")}</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Private</scope>
+  <incidents>PHD-INC-0042</incidents>
+  <info>
+    <language>cs-CZ</language>
+    <category>Safety</category>
+    <category>CBRNE</category>
+    <event>Ammonia leak</event>
+    <responseType>Evacuate</responseType>
+    <urgency>Immediate</urgency>
+    <severity>Extreme</severity>
+    <certainty>Observed</certainty>
+    <eventCode><valueName>substance</valueName><value>NH3</value></eventCode>
+    <senderName>Pivovar Horní Dvůr, strojovna chlazení</senderName>
+    <headline>{HEADLINE}</headline>
+    <description>{DESCRIPTION}</description>
+    <instruction>{INSTRUCTION}</instruction>
+    <contact>Vedoucí směny Jana Nováková +420 601 555 042</contact>
+    <parameter><valueName>zone</valueName><value>GD-2/4</value></parameter>
+    <parameter><valueName>floor</valueName><value>0</value></parameter>
+    <parameter><valueName>concentration_ppm</valueName><value>1250</value></parameter>
+    <parameter><valueName>wind</valueName><value>from N, 4 m/s</value></parameter>
+    <area>
+      <areaDesc>Pivovar Horní Dvůr, budova B, strojovna chlazení</areaDesc>
+      <circle>49.7384120,13.3736550 0.03</circle>
+    </area>
+  </info>
+</alert>
+""".encode()
+
+
+BREWERY_PIDF = f"""<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"
+  xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" xmlns:gml="http://www.opengis.net/gml"
+  xmlns:gs="http://www.opengis.net/pidflo/1.0" entity="{BREWERY_SENDER}">
+  <tuple id="nh3"><status><gp:geopriv><gp:location-info>
+    <gs:Circle srsName="urn:ogc:def:crs:EPSG::4326">
+      <gml:pos>49.738412 13.373655</gml:pos>
+      <gs:radius uom="urn:ogc:def:uom:EPSG::9001">25</gs:radius>
+    </gs:Circle>
+    <ca:civicAddress xml:lang="cs-CZ">
+      <ca:country>CZ</ca:country><ca:A1>Plzeňský kraj</ca:A1><ca:A3>Plzeň</ca:A3>
+      <ca:RD>Sladovnická</ca:RD><ca:HNO>12</ca:HNO><ca:PC>301 00</ca:PC>
+      <ca:NAM>Pivovar Horní Dvůr, budova B</ca:NAM><ca:FLR>0</ca:FLR><ca:ROOM>strojovna chlazení</ca:ROOM>
+    </ca:civicAddress>
+  </gp:location-info><gp:usage-rules/><gp:method>Manual</gp:method></gp:geopriv></status></tuple>
+</presence>
+""".encode()
+
+
+def multipart_body(cap: bytes, pidf: bytes | None, boundary: str = "ng112-boundary") -> bytes:
+    parts = [
+        b"Content-Type: application/EmergencyCallData.cap+xml\r\nContent-ID: <cap-1@panel>\r\n\r\n" + cap
+    ]
+    if pidf is not None:
+        parts.append(b"Content-Type: application/pidf+xml\r\nContent-ID: <loc-1@panel>\r\n\r\n" + pidf)
+    delimiter = f"--{boundary}\r\n".encode()
+    return b"".join(delimiter + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+
+
+def sip_message(
+    sender: str, cap: bytes, pidf: bytes | None, call_id: str, via: str = "127.0.0.1:5999"
+) -> bytes:
+    """A complete RFC 8876 MESSAGE (UDP) carrying ``cap`` and, if given, a PIDF-LO."""
+    body = multipart_body(cap, pidf)
+    headers = [
+        "MESSAGE urn:service:sos SIP/2.0",
+        f"Via: SIP/2.0/UDP {via};branch=z9hG4bK-{call_id}",
+        "Max-Forwards: 70",
+        f"From: <{sender}>;tag=panel-{call_id}",
+        "To: <urn:service:sos>",
+        f"Call-ID: {call_id}",
+        "CSeq: 1 MESSAGE",
+        "Call-Info: <cid:cap-1@panel>;purpose=EmergencyCallData.cap",
+        *(["Geolocation: <cid:loc-1@panel>", "Geolocation-Routing: yes"] if pidf is not None else []),
+        "Content-Type: multipart/mixed; boundary=ng112-boundary",
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
