@@ -57,22 +57,40 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (("authority", "enroll", "--authority", "missing", "node"), "not an authority directory"),
-        (("init", "bad", "--name", "X", "--roles", "Not A Role"), "role 'Not A Role' is not valid"),
-        (("id", "show", "nowhere"), "identity.pub not found in nowhere"),
-        (("init", "node", "--name", "again"), "already has an identity.key"),
+        (("authority", "enroll", "--authority", "missing", "node"), 1, "not an authority directory"),
+        (
+            ("init", "bad", "--name", "X", "--roles", "Not A Role"),
+            2,
+            "--roles: role 'Not A Role' is not valid",
+        ),
+        (("id", "show", "nowhere"), 1, "identity.pub not found in nowhere"),
+        (("init", "node", "--name", "again"), 1, "already has an identity.key"),
         (
             ("authority", "enroll", "--authority", "auth", "node", "--roles", "relay", "--days", "0"),
+            2,
             "--days must be",
         ),
-        (("authority", "revoke", "--authority", "auth", "zzzzzz", "--reason", "x"), "no enrolled node ids"),
+        (
+            ("authority", "revoke", "--authority", "auth", "zzzzzz", "--reason", "x"),
+            1,
+            "no enrolled node ids",
+        ),
+        (("authority", "token", "--authority", "auth", "--scrape", "--roles", "admin"), 2, "drop --operator"),
+        (("send", "--token", "t", "node:zz", "hello"), 2, "argument to: node:zz: a node id is 32 hex digits"),
+        (("send", "--token", "t", "role:", "hello"), 2, "role:: a role name is 1-64 bytes"),
+        (("status", "--token", "t", "12ab"), 2, "'12ab' is not a bundle id"),
+        (("send", "--token", "t", "--api", "http://127.0.0.1:9", "x", "y"), 1, "cannot reach the node API"),
+        (("send", "x", "y"), 1, "no operator token"),
     ],
 )
-def test_user_mistakes_exit_2_without_traceback(field: Path, args: tuple[str, ...], message: str) -> None:
-    done = run(*args, cwd=field)
-    assert done.returncode == 2
+def test_user_mistakes_give_one_line_and_the_exit_code(
+    field: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
+    """2: the command line is wrong (fix it and run again); 1: it failed at run time."""
+    done = run(*args, cwd=field, env={"MESH112_TOKEN": ""})
+    assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
     assert message in done.stderr
 
@@ -82,12 +100,12 @@ def test_world_readable_key_is_refused_with_a_fix(tmp_path: Path) -> None:
     os.chmod(tmp_path / "auth" / "authority.key", 0o644)
     assert run("init", "n", "--name", "N", cwd=tmp_path).returncode == 0
     done = run("authority", "enroll", "--authority", "auth", "n", "--roles", "relay", cwd=tmp_path)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "readable by other users (mode 0644); run chmod 600" in done.stderr
 
 
 def test_encrypted_authority_via_environment(tmp_path: Path) -> None:
-    env = {"MESH112_PASSPHRASE": "field day"}
+    env = {"MESH112_PASSPHRASE": "field day at the depot"}
     assert run("authority", "init", "auth", "--encrypt", cwd=tmp_path, env=env).returncode == 0
     assert run("init", "n", "--name", "N", cwd=tmp_path).returncode == 0
     done = run("authority", "enroll", "--authority", "auth", "n", "--roles", "relay", cwd=tmp_path, env=env)
@@ -103,7 +121,7 @@ def test_encrypted_authority_via_environment(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={"MESH112_PASSPHRASE": "nope"},
     )
-    assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
+    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
 
 
 def test_missing_arguments_are_argparse_errors(tmp_path: Path) -> None:
@@ -149,3 +167,27 @@ def test_authority_token_for_new_and_enrolled_operators_verifies(tmp_path: Path)
     assert same.node_id == operator.node_id
     missing = run("authority", "token", "--authority", "auth", cwd=tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "--operator" in missing.stderr
+
+
+def test_scrape_token_reads_metrics_only_and_does_not_expire(tmp_path: Path) -> None:
+    from crypto.certificate import Authority
+    from relay.api.permissions import MATRIX, Action
+    from relay.api.tokens import verify_token
+
+    assert run("authority", "init", "auth", cwd=tmp_path).returncode == 0
+    issued = run("authority", "token", "--authority", "auth", "--scrape", cwd=tmp_path)
+    assert issued.returncode == 0, issued.stderr
+    assert "no expiry" in issued.stderr and "mesh112 authority revoke" in issued.stderr
+    authority = Authority.load(tmp_path / "auth")
+    in_2100 = 4_102_444_800
+    scraper = verify_token(issued.stdout.strip(), authority.public, authority.revocations, in_2100)
+    assert scraper.roles == frozenset({"scraper"}) and scraper.name == "Prometheus scraper"
+    assert scraper.expires == 0xFFFF_FFFF
+    assert [action for action in Action if "scraper" in MATRIX[action]] == [Action.METRICS]
+
+
+def test_version_is_the_installed_distribution_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    done = run("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == f"mesh112 {version('mesh112')}\n"

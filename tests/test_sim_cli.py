@@ -56,9 +56,9 @@ def test_sim_prints_the_report_and_writes_json(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_sim_names_a_missing_or_broken_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sim", str(tmp_path / "nope.toml")]) == 2
+    assert main(["sim", str(tmp_path / "nope.toml")]) == 1
     assert "no such scenario file; shipped scenarios: bulk_flood, reference" in capsys.readouterr().err
     broken = tmp_path / "broken.toml"
     broken.write_text(TINY.replace('priority = "FLASH"', 'priority = "URGENT"'))
-    assert main(["sim", str(broken)]) == 2
+    assert main(["sim", str(broken)]) == 1
     assert "priority must be one of" in capsys.readouterr().err

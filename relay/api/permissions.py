@@ -1,7 +1,9 @@
 """Who may do what on the relay API: one explicit matrix, tested endpoint by endpoint.
 
 Roles come from the operator's enrolment certificate (carried in its API token). An operator holds
-one or more roles; an action is allowed when any of them is listed for it.
+one or more roles; an action is allowed when any of them is listed for it. ``scraper`` is the role
+of a Prometheus scrape credential (``mesh112 authority token --scrape``): it may read metrics, nothing
+else.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Action(StrEnum):
     METRICS = "metrics"
 
 
-ROLES = ("admin", "dispatcher", "observer", "building", "camera", "responder")
+ROLES = ("admin", "dispatcher", "observer", "building", "camera", "responder", "scraper")
 
 MATRIX: dict[Action, frozenset[str]] = {
     Action.READ_MESSAGES: frozenset({"admin", "dispatcher", "observer", "responder"}),
@@ -38,7 +40,7 @@ MATRIX: dict[Action, frozenset[str]] = {
     Action.SUBMIT_DETECTION: frozenset({"admin", "camera"}),
     Action.ACK_RECORD: frozenset({"admin", "dispatcher"}),
     Action.STREAM: frozenset({"admin", "dispatcher", "observer"}),
-    Action.METRICS: frozenset({"admin", "observer"}),
+    Action.METRICS: frozenset({"admin", "observer", "scraper"}),
 }
 
 

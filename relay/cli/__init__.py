@@ -5,7 +5,10 @@ Subcommands come from modules that expose ``register(subparsers)``. The relay's 
 add theirs through the ``mesh112.commands`` entry-point group, so ``relay`` never imports upward.
 
 A subcommand's handler is stored as ``func`` on its parser and returns an exit code. Errors meant
-for a person (``Mesh112Error``, ``crypto.CryptoError``, ``OSError``) are printed in one line.
+for a person are printed in one line, without a traceback, and the exit code says whose move it is:
+2 for a usage error (argparse's own, a :class:`UsageError`, a destination that does not parse: fix
+the command line), 1 for a failure at run time (``Mesh112Error``, ``crypto.CryptoError``,
+``OSError``: a file missing, a key that does not open, a node unreachable).
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from crypto.errors import CryptoError
-from relay.errors import Mesh112Error
+from relay.bundle import DestinationError
+from relay.errors import Mesh112Error, UsageError
+
+EXIT_FAILURE = 1  # something went wrong at run time
+EXIT_USAGE = 2  # the command line is wrong (argparse uses 2 as well)
 
 _BUILTIN: list[str] = [
+    "relay.cli.config",
     "relay.cli.keys",
     "relay.cli.relay",
     "relay.cli.sim",
@@ -32,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mesh112",
         description="Mesh112: delay-tolerant emergency messaging over LoRa, cellular/IP and WebRTC.",
     )
+    parser.add_argument("--version", action="version", version=f"mesh112 {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: list[Any] = [importlib.import_module(name) for name in _BUILTIN]
     modules += [ep.load() for ep in entry_points(group="mesh112.commands")]
@@ -40,20 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("mesh112")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         code: int = args.func(args)
+    except (UsageError, DestinationError) as exc:
+        print(f"mesh112: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (Mesh112Error, CryptoError) as exc:
         print(f"mesh112: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
     except OSError as exc:
         print(f"mesh112: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     return code

@@ -1,4 +1,4 @@
-"""``mesh112 init``, ``mesh112 authority init|enroll|revoke`` and ``mesh112 id show``.
+"""``mesh112 init``, ``mesh112 authority init|enroll|revoke|token`` and ``mesh112 id show``.
 
 Passphrases: ``--encrypt`` protects a new private key with a passphrase taken from the
 ``MESH112_PASSPHRASE`` environment variable or asked for on the terminal; loading an encrypted key
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crypto.certificate import Authority
+from crypto.certificate import MAX_U32, Authority
 from crypto.errors import CryptoError, ExpiredError, KeyFileError, RevokedError
 from crypto.identity import Identity, display_id
 from crypto.keystore import (
@@ -26,9 +26,11 @@ from crypto.keystore import (
     save_revocations,
 )
 from relay.enrolment import enrol_node, init_node, node_name, parse_roles
-from relay.errors import Mesh112Error
+from relay.errors import Mesh112Error, UsageError
 
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
+NEVER = MAX_U32  # the last second a certificate can name (2106-02-07): a scrape token that does not expire
+SCRAPE_ROLE = "scraper"
 
 
 def register(subparsers: Any) -> None:
@@ -71,13 +73,18 @@ def register(subparsers: Any) -> None:
         "token",
         help="issue a relay API token for an operator",
         description="Prints an API token on stdout. With --operator, for an enrolled identity; otherwise "
-        "enrols a new operator identity with --name and --roles (revoke it by the id printed on stderr).",
+        "enrols a new operator identity with --name and --roles (revoke it by the id printed on stderr). "
+        "With --scrape, a credential for Prometheus: a new identity that may only read /metrics, "
+        "with no expiry (revoke it to withdraw it).",
     )
     token.add_argument("--authority", type=Path, required=True, metavar="DIR", help="the authority directory")
     token.add_argument("--operator", metavar="NODE_ID_OR_DIR", help="an enrolled operator (id prefix or dir)")
     token.add_argument("--name", help="display name of a new operator")
     token.add_argument("--roles", help="roles of a new operator, e.g. dispatcher or observer")
     token.add_argument("--days", type=int, default=7, help="token validity in days (default 7)")
+    token.add_argument(
+        "--scrape", action="store_true", help="a metrics-only token that does not expire, for Prometheus"
+    )
     token.set_defaults(func=_cmd_token)
 
     ident = subparsers.add_parser("id", help="show a node's identity and enrolment")
@@ -109,8 +116,15 @@ def _load_authority(directory: Path) -> Authority:
         return Authority.load(directory, getpass.getpass(f"Passphrase for the authority in {directory}: "))
 
 
+def _roles_argument(text: str) -> tuple[str, ...]:
+    try:
+        return parse_roles(text)
+    except (Mesh112Error, CryptoError) as exc:
+        raise UsageError(f"--roles: {exc}") from None
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
-    roles = parse_roles(args.roles)
+    roles = _roles_argument(args.roles)
     identity = init_node(args.node_dir, args.name, roles, _new_passphrase(args.encrypt))
     print(f"created node {args.name!r} in {args.node_dir}")
     print(f"  node id  {display_id(identity.node_id)}  ({display_id(identity.node_id, full=True)})")
@@ -132,8 +146,10 @@ def _cmd_authority_init(args: argparse.Namespace) -> int:
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
     authority = _load_authority(args.authority)
+    if not 1 <= args.days <= 3650:
+        raise UsageError("--days must be between 1 and 3650")
     if args.roles is not None:
-        roles = parse_roles(args.roles)
+        roles = _roles_argument(args.roles)
     else:
         config_roles = _config_roles(args.node_dir)
         if not config_roles:
@@ -175,8 +191,25 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 def _cmd_token(args: argparse.Namespace) -> int:
     from relay.api.tokens import issue_token
 
+    if args.scrape:
+        if args.operator or args.roles:
+            raise UsageError(
+                "--scrape makes its own identity with the scraper role only: drop --operator, --roles"
+            )
+        authority = _load_authority(args.authority)
+        cert = authority.issue(
+            Identity.generate().public, frozenset({SCRAPE_ROLE}), args.name or "Prometheus scraper", NEVER
+        )
+        authority.save(args.authority)
+        print(issue_token(authority.identity, cert, NEVER))
+        print(
+            f"scrape token for {cert.name!r} ({display_id(cert.node_id)}): reads /metrics only, no expiry; "
+            f"withdraw it with mesh112 authority revoke {display_id(cert.node_id)}",
+            file=sys.stderr,
+        )
+        return 0
     if not 1 <= args.days <= 365:
-        raise Mesh112Error("--days must be between 1 and 365")
+        raise UsageError("--days must be between 1 and 365")
     authority = _load_authority(args.authority)
     now = int(time.time())
     expires = now + args.days * 86_400
@@ -190,11 +223,11 @@ def _cmd_token(args: argparse.Namespace) -> int:
         cert = authority.find(prefix)
     elif args.name and args.roles:
         cert = authority.issue(
-            Identity.generate().public, frozenset(parse_roles(args.roles)), args.name, expires
+            Identity.generate().public, frozenset(_roles_argument(args.roles)), args.name, expires
         )
         authority.save(args.authority)
     else:
-        raise Mesh112Error("give --operator, or --name and --roles for a new operator")
+        raise UsageError("give --operator, or --name and --roles for a new operator (or --scrape)")
     print(issue_token(authority.identity, cert, min(expires, cert.expires)))
     print(
         f"token for {cert.name!r} ({display_id(cert.node_id)}) as {', '.join(sorted(cert.roles))}, "

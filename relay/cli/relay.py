@@ -2,7 +2,9 @@
 
 The client commands talk to a running node's API with an operator token (``--token`` or the
 ``MESH112_TOKEN`` environment variable), so they work the same against a local node or a command
-post across the network.
+post across the network. A destination is ``node:<id>``, ``role:<name>``, ``group:<name>``, ``all``
+or a node's name (``responder-1`` for "Responder 1"); the node resolves names from the certificates
+it holds, so the name a person reads on the dashboard is the name they type.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from relay.bundle import Destination, DestinationError
 from relay.config import load_config
-from relay.errors import Mesh112Error
+from relay.errors import Mesh112Error, UsageError
 
 DEFAULT_API = "http://127.0.0.1:8112"
+DESTINATION_HELP = "node:<32 hex digits>, a node's name (e.g. responder-1), role:<name>, group:<name> or all"
+_BUNDLE_ID = re.compile(r"[0-9a-fA-F]{44}")
 
 
 class ApiError(Mesh112Error):
@@ -45,7 +52,7 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--api", default=os.environ.get("MESH112_API", DEFAULT_API), help="API base URL")
         parser.add_argument("--token", default=os.environ.get("MESH112_TOKEN"), help="operator token")
         if func is _send:
-            parser.add_argument("to", help="node:<hex id>, role:<name>, group:<name> or all")
+            parser.add_argument("to", type=_destination, help=DESTINATION_HELP)
             parser.add_argument("text")
             parser.add_argument(
                 "--priority",
@@ -59,13 +66,26 @@ def register(subparsers: Any) -> None:
             parser.add_argument("--accuracy", type=float, metavar="M", help="horizontal accuracy in metres")
             parser.add_argument(
                 "--to",
-                help="node:<hex id> or another destination (default: command_post in the node's node.toml)",
+                type=_destination,
+                help=f"{DESTINATION_HELP} (default: command_post in the node's node.toml)",
             )
         elif func is _inbox:
             parser.add_argument("--limit", type=int, default=20)
         else:
             parser.add_argument("bundle_id", help="the id printed by mesh112 send (44 hex digits)")
+            parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
         parser.set_defaults(func=func)
+
+
+def _destination(text: str) -> str:
+    """Checks the prefixed forms here (a bad one is a usage error before any request); a name is
+    passed on as typed, for the node to resolve against the certificates it holds."""
+    if ":" in text or text == "all":
+        try:
+            Destination.parse(text)
+        except DestinationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -106,6 +126,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
+        if response.status_code == 422:  # the node refused what the command line asked for
+            raise UsageError(str(detail))
         raise ApiError(f"{response.status_code}: {detail}")
     return response.json()
 
@@ -131,7 +153,45 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if not _BUNDLE_ID.fullmatch(args.bundle_id):
+        raise UsageError(
+            f"{args.bundle_id!r} is not a bundle id: give the 44 hex digits mesh112 send printed"
+        )
     result = _call(args, "GET", f"/api/v1/bundles/{args.bundle_id}")
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(describe_status(result, time.time()))
     return 0
+
+
+def describe_status(status: dict[str, Any], now: float) -> str:
+    """One line for a person: "delivered via Field Relay 1 → Responder 1, 2 hops, 3 s ago"."""
+    text = str(status["state"])
+    path = list(status.get("path") or [])
+    hops = status.get("hops")
+    if text == "delivered" and hops is not None and hops > len(path):
+        missing = hops - len(path)
+        path.insert(0, f"[{missing} hop{'s' if missing != 1 else ''} not recorded]")
+    if text == "delivered" and path:
+        text += " via " + " → ".join(path)
+    elif status.get("reason"):  # evicted: why
+        text += f": {status['reason']}"
+    elif status.get("peer") and status.get("link"):
+        text += f" to {status['peer'][:8]} over {status['link']}"
+    if hops is not None:
+        text += f", {hops} hop{'s' if hops != 1 else ''}"
+    if status.get("at") is not None:
+        text += f", {_ago(now - float(status['at']))}"
+    return text
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 0:
+        return "just now (the node's clock is ahead)"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
