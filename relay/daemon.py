@@ -33,6 +33,7 @@ from relay.bundle import to_epoch
 from relay.command_post import CommandPostFeed, command_post_apps
 from relay.config import NodeConfig
 from relay.engine import NodeEngine
+from relay.enrolment import held_groups, joined_groups, load_keyring
 from relay.errors import ConfigError
 from relay.journal import Journal
 from relay.links.factory import build_link
@@ -102,6 +103,8 @@ async def run(
         data_dir / STORE_FILE,
         quota_bytes=config.store.quota_mb << 20,
         now=to_epoch(time.time()),
+        keyring=load_keyring(data_dir, node_keys.identity, node_keys.authority),
+        groups=frozenset(joined_groups(data_dir)),
     )
     node = Node(engine, links)
     post_apps = command_post_apps(node) if config.api.enabled else []
@@ -121,6 +124,8 @@ async def run(
                 rate_burst=config.api.rate_burst,
                 command_post=config.node.command_post,
                 roster=engine.trust.certificates,
+                send_groups=lambda: held_groups(data_dir),
+                tiles=data_dir / config.api.tiles if config.api.tiles else None,
             )
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
             for app in post_apps:
