@@ -159,6 +159,7 @@ def _status_json(bundle_id: BundleId, status: BundleStatus) -> dict[str, Any]:
         "hops": status.hops,
         "path": list(status.path_labels()),
         "path_complete": status.path_complete,
+        "reason": status.reason,  # why an evicted bundle was dropped
         "summary": str(status),
     }
 
