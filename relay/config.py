@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -40,6 +41,7 @@ DEFAULT_RATE_BURST = 60.0
 MAX_RATE = 100_000.0
 MAX_CONFIG_BYTES = 256 * 1024
 STATE_DIRECTORY_ENV = "STATE_DIRECTORY"  # set by systemd for StateDirectory=
+NODE_ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Rate = Annotated[float, Field(gt=0, le=MAX_RATE)]
@@ -59,16 +61,15 @@ class NodeSection(BaseModel):
     model_config = _STRICT
 
     name: str = Field(description="a display name for people, 1-64 bytes")
-    data_dir: Path = Field(
+    data_dir: Annotated[Path, WithJsonSchema({"type": "string"})] = Field(
         default=None,
         validate_default=True,
         description="store, keys and certificate; relative to the config file. "
         "Default: $STATE_DIRECTORY (systemd StateDirectory=) when set, else the config's directory",
     )
     roles: tuple[Annotated[str, Field(min_length=1)], ...] = Field(default=(), strict=False)
-    command_post: bytes | None = Field(
+    command_post: Annotated[bytes | None, WithJsonSchema(NODE_ID_SCHEMA)] = Field(
         default=None,
-        json_schema_extra={"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
         description="the command post's node id (32 hex digits): where position reports go by default",
     )
     max_clock_skew_s: float = Field(

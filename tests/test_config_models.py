@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import get_args
 
@@ -9,7 +11,9 @@ import pytest
 from meshtastic.protobuf import config_pb2
 from pydantic import ValidationError
 
-from relay.config import ConfigProblems, parse_config
+from field.processes import node_config
+from field.radio import Radio, lora_link_toml
+from relay.config import ConfigProblems, json_schema, parse_config
 from relay.links.ip import IpLinkConfig
 from relay.links.lora_config import LoRaLinkConfig
 from relay.links.lora_phy import PRESETS, REGION_DUTY_CYCLE, Preset, Region, duty_cycle
@@ -107,3 +111,74 @@ def test_data_dir_defaults_to_the_systemd_state_directory(
     assert parse_config('[node]\nname = "a"', path).node.data_dir == Path("/var/lib/mesh112")
     assert parse_config('[node]\nname = "a"\ndata_dir = "d"', path).node.data_dir == tmp_path / "d"
     assert parse_config('[node]\nname = "a"\ndata_dir = "/srv/n"', path).node.data_dir == Path("/srv/n")
+
+
+REPO = Path(__file__).resolve().parents[1]
+MESH112 = str(REPO / ".venv" / "bin" / "mesh112")
+LORA_TABLE = '[node]\nname = "n"\n\n[[links]]\ntype = "lora"\n{line}\n'
+MISTAKES = [
+    (
+        'app_port = "300"',
+        "[link lora0] app_port: must be an integer, got text '300' (write numbers without quotes)",
+    ),
+    (
+        'port = "4403"',
+        "[link lora0] port: must be an integer, got text '4403' (write numbers without quotes)",
+    ),
+    ('region = "EU_999"', "[link lora0] region: must be one of US, EU_433, EU_868, "),
+    ('preset = "LONG_FASTEST"', "[link lora0] preset: must be one of SHORT_TURBO, "),
+    ('regoin = "EU_868"', "[link lora0] regoin: is not a known key (check the spelling)"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), MISTAKES)
+def test_each_mistake_is_one_line_without_traceback(tmp_path: Path, line: str, expected: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(LORA_TABLE.format(line=line))
+    for command, prefix in (
+        ([MESH112, "config", "check", str(path)], f"{path}: "),
+        ([MESH112, "relay", "run", "--config", str(path)], f"mesh112: {path}: "),
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(prefix + expected), done.stderr
+        assert done.stdout == ""
+    if "region" in line:
+        assert "or EU_N_868, got 'EU_999'" in done.stderr
+
+
+def test_config_check_lists_every_problem_and_passes_good_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(LORA_TABLE.format(line='app_port = "300"\nport = "4403"\nregion = "EU_999"'))
+    done = subprocess.run([MESH112, "config", "check", str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 3, done.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(
+        LORA_TABLE.format(line='region = "EU_866"\npreset = "LITE_FAST"\n[links.roster]\n5 = "' + ID + '"')
+    )
+    done = subprocess.run([MESH112, "config", "check", str(good)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{good}: ok\n", "")
+    link = parse_config(good.read_text(), good).links[0]
+    assert isinstance(link, LoRaLinkConfig) and duty_cycle(link.region) == 0.025  # EU_866: 2.5 %
+
+
+def test_the_files_users_have_still_load(tmp_path: Path) -> None:
+    """The packaged example (its link examples uncommented) and what the demo writes."""
+    example = (REPO / "deploy" / "node.example.toml").read_text()
+    links = example[example.index("# [[links]]") :]
+    uncommented = "\n".join(line.removeprefix("# ") for line in links.splitlines())
+    config = parse_config(example + uncommented, tmp_path / "node.toml")
+    assert [link.type for link in config.links] == ["ip", "lora"]
+    demo = node_config("Relay 1", ("relay",), 8113, 7001, [7000], command_post=bytes(16))
+    demo += lora_link_toml(Radio("relay-1", 0xA1, 0.0, 4403), {0xA2: bytes(range(16))})
+    config = parse_config(demo, tmp_path / "node.toml")
+    assert [(link.type, link.name) for link in config.links] == [("ip", "ip0"), ("lora", "lora0")]
+
+
+def test_shipped_schema_is_what_the_models_generate() -> None:
+    shipped = (REPO / "deploy" / "node.schema.json").read_text()
+    generated = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    assert shipped == generated, "regenerate: mesh112 config schema > deploy/node.schema.json"
+    done = subprocess.run([MESH112, "config", "schema"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == shipped

@@ -70,8 +70,8 @@ class Field:
         self.servers: dict[int, DeviceServer] = {}
         self.links: list[LoRaLink] = []
 
-    def radio(self, num: int, x: float) -> DeviceServer:
-        self.radios[num] = EmulatedRadio(self.medium, num, position=(x, 0.0), seed=11)
+    def radio(self, num: int, x: float, region: str = "EU_868") -> DeviceServer:
+        self.radios[num] = EmulatedRadio(self.medium, num, position=(x, 0.0), seed=11, region=region)
         server = DeviceServer(self.radios[num])
         server.start()
         self.servers[num] = server
@@ -276,8 +276,8 @@ async def test_serial_transport_through_a_pty(field: Field) -> None:
 
 
 async def test_spent_duty_cycle_budget_refuses_frames_before_the_radio(field: Field) -> None:
-    field.radio(NUM_A, 0)
-    field.radio(NUM_B, 500)
+    field.radio(NUM_A, 0, region="UA_868")  # the link refuses a radio on another region than its own
+    field.radio(NUM_B, 500, region="UA_868")
     link_a = await field.link(NUM_A, Recorder(), region="UA_868")  # 1 %: 36 s of airtime per hour
     for _ in range(17):  # 17 full LongFast frames (207 bytes and the tag): 36.7 s
         await link_a.send(ID_B, bytes(207))

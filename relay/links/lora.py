@@ -50,6 +50,8 @@ from relay.links.lora_config import (
     LoRaLinkConfig,
     LoRaLinkState,
     LoRaNakError,
+    RadioMismatchError,
+    check_radio,
     open_interface,
 )
 from relay.links.lora_phy import MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
@@ -376,6 +378,11 @@ class LoRaLink(Link):
         if self._stopping:
             await asyncio.to_thread(_close_quietly, iface)
             return
+        try:
+            check_radio(self.config, iface.localNode.localConfig.lora)
+        except RadioMismatchError:
+            await asyncio.to_thread(_close_quietly, iface)
+            raise
         self._iface = iface
         self._counts["connects"] += 1
         heard = set(getattr(iface, "nodesByNum", {}) or {})

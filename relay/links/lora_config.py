@@ -52,7 +52,9 @@ class LoRaLinkConfig(BaseModel):
         default=300, ge=256, le=511, description="private Meshtastic port, 256-511 but not 257"
     )
     roster: dict[NodeNum, NodeIdHex] = Field(
-        default_factory=dict, description="Meshtastic node number = Mesh112 node id (32 hex digits)"
+        default_factory=dict,
+        description="Meshtastic node number = Mesh112 node id (32 hex digits)",
+        json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
     ack_timeout_s: Seconds = 60.0
     connect_timeout_s: Seconds = 30.0
@@ -100,6 +102,27 @@ class LoRaNakError(LinkError):
     def __init__(self, reason: str, dest: int) -> None:
         self.reason = reason
         super().__init__(f"LoRa radio refused the frame to !{dest:08x}: {reason}")
+
+
+class RadioMismatchError(LinkError):
+    """The radio runs another region or preset than the configuration: the link stays down rather
+    than budget airtime for a band and modulation the radio is not using."""
+
+
+def check_radio(config: LoRaLinkConfig, lora: Any) -> None:
+    """Compare the radio's own ``localConfig.lora`` (as the library read it on connecting) with
+    ``config``; RadioMismatchError says what differs and how to fix it."""
+    from meshtastic.protobuf import config_pb2
+
+    names = config_pb2.Config.LoRaConfig
+    region = names.RegionCode.Name(lora.region)
+    preset = names.ModemPreset.Name(lora.modem_preset) if lora.use_preset else "custom modem settings"
+    if (region, preset) != (config.region, config.preset):
+        raise RadioMismatchError(
+            f"the radio is set to region {region} with {preset}, but link {config.name} is configured "
+            f"for {config.region} with {config.preset}; set the radio (meshtastic --set lora.region ..., "
+            "--set lora.modem_preset ...) or the link's region and preset to what is legal here"
+        )
 
 
 def open_interface(config: LoRaLinkConfig) -> Any:
