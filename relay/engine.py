@@ -54,6 +54,11 @@ class SendError(Exception):
     """A bundle could not be sent; the message says what the application or operator can fix."""
 
 
+class StorageFullError(SendError):
+    """The store cannot take the bundle: its quota is held by classes it may not evict, or the disk
+    is full (the API answers 507)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One bundle for this node's applications, opened."""
@@ -137,7 +142,10 @@ class NodeEngine:
         """Seal and store a bundle; it is durable when this returns. Lifetimes are whole minutes
         (the LoRa header's unit), from 1 minute to 68 h 15 min; others are rounded into that range."""
         self.kinds.validate(kind, payload)
-        bundle_id = await self.store.next_bundle_id(self.node_id, int(now))
+        try:
+            bundle_id = await self.store.next_bundle_id(self.node_id, int(now))
+        except StoreFullError as exc:  # the disk is full
+            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
         header = Bundle(
             self.node_id,
             destination,
@@ -162,7 +170,7 @@ class NodeEngine:
         try:
             await self.store.put(bundle, now=now, local=True, deliver=for_me, hold=not for_me)
         except StoreFullError as exc:
-            raise SendError(f"store is full, bundle not accepted: {exc}") from None
+            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
         await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
         return bundle.id
 

@@ -330,9 +330,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 changes = await ctx.journal.changes(replayed, REPLAY_PAGE)
                 for change in changes:
                     await websocket.send_json(change.event())
+                    replayed = change.seq
                 if len(changes) < REPLAY_PAGE:
                     break
-                replayed = changes[-1].seq
             while True:
                 event = await queue.get()
                 if replayed is not None and event.get("seq", replayed + 1) <= replayed:

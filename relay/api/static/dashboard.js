@@ -1,86 +1,437 @@
-// Mesh112 dashboard: reads the relay API with the operator's token and follows the live stream.
+// Mesh112 console: loads the open alarm queue, units and recent items once, then applies each
+// stream event (which carries the whole item) in place. On reconnect the stream resumes from the
+// last journal sequence seen (?after=), so nothing is missed and nothing is re-fetched in bulk.
 "use strict";
+const $ = (id) => document.getElementById(id);
+const token = () => sessionStorage.getItem("mesh112-token") || "";
 const api = (path, options = {}) => fetch(path, {
   ...options,
   headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json", ...(options.headers || {}) },
 }).then(async (response) => {
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(`${response.status}: ${body.detail || response.statusText}`);
+  if (!response.ok) throw new Error(`${response.status}: ${typeof body.detail === "string" ? body.detail : response.statusText}`);
   return body;
 });
-const $ = (id) => document.getElementById(id);
-const token = () => sessionStorage.getItem("mesh112-token") || "";
-const when = (t) => t ? new Date(t * 1000).toLocaleTimeString() : "";
-const cell = (text) => { const td = document.createElement("td"); td.textContent = text ?? ""; return td; };
-const fill = (id, rows, render) => {
-  const body = $(id).querySelector("tbody");
-  body.replaceChildren(...rows.map(render));
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value; else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node[key] = value; else node.setAttribute(key, value);
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
 };
-const showError = (error) => { $("error").textContent = String(error.message || error); };
+const PRIORITY_RANK = { FLASH: 0, IMMEDIATE: 1, PRIORITY: 2, ROUTINE: 3, BULK: 4 };
+const STALE_UNIT_S = 600;
 
-function recordRow(record) {
-  const tr = document.createElement("tr");
-  tr.className = record.priority + (record.body.status && record.body.status !== "Actual" ? " exercise" : "");
-  tr.dataset.recordId = record.record_id;
-  const what = record.body.summary || JSON.stringify(record.body);
-  tr.append(cell(when(record.received)), cell(record.type), cell(record.priority), cell(record.origin.slice(0, 8)),
-    cell(what), cell(record.acks.map((a) => `${a.operator}: ${a.action}`).join("; ")));
-  const td = document.createElement("td");
-  const button = document.createElement("button");
-  button.textContent = "Acknowledge";
-  button.onclick = () => api(`/api/v1/records/${encodeURIComponent(record.record_id)}/ack`,
-    { method: "POST", body: JSON.stringify({ action: "acknowledged by the command post" }) })
-    .then(refresh).catch(showError);
-  td.append(button); tr.append(td);
-  return tr;
+const state = {
+  me: null, cursor: 0, units: new Map(), alarms: new Map(), detections: new Map(), snapshots: new Map(),
+  messages: [], links: [], muted: localStorage.getItem("mesh112-muted") === "1", canAck: false, canSend: false,
+  groups: [], paintedAt: new Map(), pendingAcks: new Map(),
+};
+window.mesh112 = state; // tests and the benchmark read paint times from here
+
+const unitName = (id) => (state.units.get(id)?.name) || (id ? `${id.slice(0, 8)}…` : "");
+const now = () => Date.now() / 1000;
+
+// ---------- alarms ----------
+function alarmOrder(a, b) {
+  return (PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority]) || (a.created - b.created);
+}
+function applyRecord(record) {
+  if (record.type === "alarm") {
+    if (record.closed != null) state.alarms.delete(record.record_id); else state.alarms.set(record.record_id, record);
+    scheduleAlarms();
+  } else if (record.type === "detection") {
+    applyDetection(record);
+  }
+}
+let alarmsQueued = false;
+function scheduleAlarms() {
+  if (alarmsQueued) return;
+  alarmsQueued = true;
+  requestAnimationFrame(() => { alarmsQueued = false; renderAlarms(); });
+}
+function statusClass(body) {
+  const status = (body.status || "Actual").toLowerCase();
+  return status === "actual" ? "actual" : "exercise";
+}
+function ackState(ack) {
+  if (ack.bundle_id) {
+    const seen = state.pendingAcks.get(ack.bundle_id);
+    if (seen === "delivered") return t("ackDelivered");
+    if (!seen) state.pendingAcks.set(ack.bundle_id, "sent");
+    return t("ackSent");
+  }
+  return ack.state === "sent" ? t("ackSent") : t("ackRecorded");
+}
+function ackControls(record) {
+  if (!state.canAck) return null;
+  const select = el("select", { "aria-label": t("acknowledge"), class: "ack-code" },
+    ...ACK_CODES.map((code) => el("option", { value: code, text: codeText(code) })));
+  const error = el("span", { class: "error", role: "alert", hidden: "" });
+  const button = el("button", { type: "button", class: "ack", text: t("acknowledge") });
+  button.onclick = () => {
+    button.disabled = true;
+    api(`/api/v1/records/${encodeURIComponent(record.record_id)}/ack`, { method: "POST",
+      body: JSON.stringify({ action: select.value, close: CLOSING_CODES.has(select.value) }) })
+      .then((updated) => applyRecord(updated))
+      .catch((e) => { error.hidden = false; error.replaceChildren(String(e.message), dismissButton(error)); })
+      .finally(() => { button.disabled = false; });
+  };
+  return el("div", { class: "ack-row" }, select, button, error);
+}
+function dismissButton(container) {
+  return el("button", { type: "button", "aria-label": "dismiss", text: "×", onclick: () => { container.hidden = true; } });
+}
+function alarmCard(record) {
+  const b = record.body || {};
+  const stale = (b.sent_check && b.sent_check.state === "stale") || b.stale;
+  const age = now() - record.created;
+  const li = el("li", { class: `card alarm ${record.priority} ${statusClass(b)}${stale ? " stale" : ""}`, "data-record-id": record.record_id });
+  const status = b.actual === false || statusClass(b) === "exercise" ? (b.status || t("exercise")).toUpperCase() : t("actual");
+  li.append(
+    el("div", { class: "card-head" },
+      el("span", { class: `badge ${record.priority}`, text: record.priority }),
+      el("span", { class: `badge status ${statusClass(b)}`, text: status }),
+      stale ? el("span", { class: "badge stale", text: t("stale") }) : null,
+      el("span", { class: "age", text: fmtAge(age), title: fmtTime(record.created) })),
+    el("div", { class: "summary", text: b.summary || b.event || record.record_id }),
+    el("div", { class: "meta", text: [b.hazard, b.building && b.building.name, b.building && b.building.address]
+      .filter(Boolean).join(" · ") }),
+    b.instruction ? el("div", { class: "instruction", text: b.instruction }) : null,
+    b.age_on_arrival_s != null ? el("div", { class: "meta", text: `${t("ageOnArrival")}: ${fmtNumber(b.age_on_arrival_s, 1)} s` }) : null,
+    (b.pending_parts || []).length ? el("div", { class: "meta pending", text: `${t("pending")}: ${b.pending_parts.join(", ")}` }) : null,
+    el("ul", { class: "acks" }, ...(record.acks || []).map((a) => el("li", {
+      text: `${fmtTime(a.at)} ${a.operator}: ${codeText(a.action)} — ${ackState(a)}` }))),
+    el("div", { class: "card-actions" },
+      el("button", { type: "button", class: "details", text: t("details"), onclick: () => showDetail(record) }),
+      ackControls(record)));
+  return li;
+}
+function renderAlarms() {
+  const alarms = [...state.alarms.values()].sort(alarmOrder);
+  $("alarms").replaceChildren(...alarms.map(alarmCard));
+  $("alarm-count").textContent = fmtNumber(alarms.length);
+  const t0 = performance.now();
+  for (const a of alarms) if (!state.paintedAt.has(a.record_id)) state.paintedAt.set(a.record_id, t0);
+  updateBanner(alarms);
+  drawAlarmsOnMap(alarms);
+}
+function updateBanner(alarms) {
+  const flash = alarms.find((a) => a.priority === "FLASH" && !(a.acks || []).length);
+  const banner = $("banner");
+  if (!flash) { banner.hidden = true; stopBeep(); return; }
+  banner.hidden = false;
+  banner.className = statusClass(flash.body || {});
+  $("banner-text").textContent = flash.body?.summary || flash.record_id;
+  $("banner-open").onclick = () => showDetail(flash);
+  startBeep();
+}
+function showDetail(record) {
+  const b = record.body || {};
+  const rows = [];
+  const walk = (prefix, value) => {
+    if (value == null || value === "" || (Array.isArray(value) && !value.length)) return;
+    if (typeof value === "object" && !Array.isArray(value)) { for (const [k, v] of Object.entries(value)) walk(prefix ? `${prefix}.${k}` : k, v); return; }
+    if (prefix === "cap_xml" || prefix === "jpeg_base64") return;
+    rows.push(el("dt", { text: prefix }), el("dd", { text: Array.isArray(value) ? value.map((v) => (typeof v === "object" ? JSON.stringify(v) : v)).join(", ") : String(value) }));
+  };
+  walk("", { record_id: record.record_id, priority: record.priority, origin: unitName(record.origin), received: fmtTime(record.received), ...b });
+  const body = [el("h3", { text: b.summary || record.record_id }), el("dl", {}, ...rows)];
+  if (b.cap_xml) body.push(el("details", {}, el("summary", { text: "CAP 1.2" }), el("pre", { text: b.cap_xml })));
+  $("detail-body").replaceChildren(...body);
+  if (!$("detail").open) $("detail").showModal();
 }
 
-function messageRow(m) {
-  const tr = document.createElement("tr");
-  tr.className = m.priority;
-  tr.append(cell(when(m.received)), cell(m.origin.slice(0, 8)), cell(m.priority), cell(m.text));
-  return tr;
-}
-
-async function refresh() {
+// ---------- audible cue (WebAudio, no asset) ----------
+let audio = null, beepTimer = null;
+function beep() {
+  if (state.muted) return;
   try {
-    const [records, messages, units, links] = await Promise.all([
-      api("/api/v1/records"), api("/api/v1/messages"), api("/api/v1/units"), api("/api/v1/links")]);
-    fill("records", records, recordRow);
-    fill("messages", messages, messageRow);
-    fill("units", units, (u) => { const tr = document.createElement("tr");
-      tr.append(cell(u.name), cell(u.roles.join(", ")), cell(when(u.last_heard)),
-        cell(u.lat != null ? `${u.lat.toFixed(5)}, ${u.lon.toFixed(5)}` + (u.accuracy_m != null ? ` ±${u.accuracy_m} m` : "") : ""),
-        cell(when(u.fixed))); return tr; });
-    fill("links", links, (l) => { const tr = document.createElement("tr");
-      tr.append(cell(l.link), cell((l.peer || "").slice(0, 8)), cell(l.up ? "up" : "down"), cell(l.detail || "")); return tr; });
-    $("error").textContent = "";
-  } catch (error) { showError(error); }
+    audio = audio || new AudioContext();
+    const osc = audio.createOscillator(), gain = audio.createGain();
+    osc.frequency.value = 880; gain.gain.value = 0.15;
+    osc.connect(gain).connect(audio.destination);
+    osc.start(); osc.stop(audio.currentTime + 0.25);
+  } catch (e) { /* no audio device: the banner still shows */ }
+}
+function startBeep() { if (!beepTimer) { beep(); beepTimer = setInterval(beep, 2000); } }
+function stopBeep() { clearInterval(beepTimer); beepTimer = null; }
+
+// ---------- detections: one card per camera and tracked object ----------
+function detectionKey(record) {
+  const b = record.body;
+  return `${record.origin.slice(0, 8)}|${b.camera}|${b.subject ?? b.seq}`;
+}
+function applyDetection(record) {
+  const b = record.body || {};
+  if (record.record_id.endsWith("-snapshot")) {
+    state.snapshots.set(`${record.origin.slice(0, 8)}|${b.camera}|${b.event_seq}`, b);
+    const group = [...state.detections.values()].find((g) => g.seqs.has(b.event_seq) && g.camera === b.camera);
+    if (group) { group.snapshot = b; scheduleDetections(group.key); }
+    return;
+  }
+  const key = detectionKey(record);
+  let group = state.detections.get(key);
+  if (!group) { group = { key, camera: b.camera, origin: record.origin, seqs: new Set(), records: [] }; state.detections.set(key, group); }
+  group.seqs.add(b.seq);
+  group.latest = !group.latest || record.created >= group.latest.created ? record : group.latest;
+  group.records = group.records.filter((r) => r.record_id !== record.record_id).concat([record]).slice(-20);
+  group.closed = record.closed != null;
+  const snap = state.snapshots.get(`${record.origin.slice(0, 8)}|${b.camera}|${b.seq}`);
+  if (snap) group.snapshot = snap;
+  scheduleDetections(key);
+}
+const dirtyDetections = new Set();
+let detectionsQueued = false;
+function scheduleDetections(key) {
+  dirtyDetections.add(key);
+  if (detectionsQueued) return;
+  detectionsQueued = true;
+  requestAnimationFrame(() => { detectionsQueued = false; renderDetections(); });
+}
+function detectionCard(group) {
+  const r = group.latest, b = r.body;
+  const li = el("li", { class: `card detection ${r.priority}`, "data-group": group.key });
+  const img = group.snapshot ? el("img", { class: "thumb", alt: `${b.camera} ${b.event}`, src: `data:image/jpeg;base64,${group.snapshot.jpeg_base64}` }) : el("div", { class: "thumb empty" });
+  const facts = [b.rule && `${t("rule")}: ${b.rule}`, b.count != null && `${t("count")}: ${fmtNumber(b.count)}`,
+    b.dwell_s != null && `${t("dwell")}: ${fmtNumber(b.dwell_s, 1)} s`, b.score != null && `${fmtNumber(b.score * 100)} %`].filter(Boolean);
+  const actions = state.canAck ? el("div", { class: "card-actions" },
+    el("button", { type: "button", text: t("acknowledge"), onclick: () => ackDetection(group, "received", false) }),
+    el("button", { type: "button", text: t("dismiss"), onclick: () => ackDetection(group, "dismissed", true) })) : null;
+  li.append(img, el("div", { class: "det-text" },
+    el("div", { class: "card-head" }, el("span", { class: `badge ${r.priority}`, text: r.priority }),
+      el("strong", { text: `${b.event} · ${b.camera}` }), el("span", { class: "age", text: fmtAge(now() - r.created) })),
+    el("div", { class: "meta", text: `${unitName(r.origin)} · ${b.phase || ""} · ${facts.join(" · ")}` }),
+    el("div", { class: "meta", text: `${group.seqs.size} × · ${(r.acks || []).map((a) => codeText(a.action)).join(", ")}` }),
+    actions));
+  return li;
+}
+function ackDetection(group, action, close) {
+  Promise.all(group.records.filter((r) => r.closed == null).map((r) => api(`/api/v1/records/${encodeURIComponent(r.record_id)}/ack`,
+    { method: "POST", body: JSON.stringify({ action, close }) }).then(applyRecord)))
+    .then(() => { if (close) { state.detections.delete(group.key); scheduleDetections(group.key); } })
+    .catch((e) => showError(e));
+}
+function renderDetections() {
+  const list = $("detections");
+  const groups = [...state.detections.values()].filter((g) => !g.closed).sort((a, b) => b.latest.created - a.latest.created).slice(0, 200);
+  const existing = new Map([...list.children].map((li) => [li.dataset.group, li]));
+  const cards = groups.map((g) => (dirtyDetections.has(g.key) || !existing.has(g.key) ? detectionCard(g) : existing.get(g.key)));
+  dirtyDetections.clear();
+  list.replaceChildren(...cards);
+  $("detection-count").textContent = fmtNumber(groups.length);
 }
 
+// ---------- units, messages, links ----------
+function applyUnit(unit) { state.units.set(unit.node_id, unit); scheduleUnits(); }
+let unitsQueued = false;
+function scheduleUnits() {
+  if (unitsQueued) return;
+  unitsQueued = true;
+  requestAnimationFrame(() => { unitsQueued = false; renderUnits(); });
+}
+function linkOf(nodeId) { const l = state.links.find((x) => x.peer === nodeId); return l ? `${l.link} (${l.kind})` : ""; }
+function renderUnits() {
+  const units = [...state.units.values()].sort((a, b) => a.name.localeCompare(b.name));
+  $("units").querySelector("tbody").replaceChildren(...units.map((u) => {
+    const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
+    const pos = u.lat != null ? `${fmtNumber(u.lat, 5)}, ${fmtNumber(u.lon, 5)}${u.accuracy_m != null ? ` ±${u.accuracy_m} m` : ""} · ${fmtAge(now() - u.fixed)}` : t("noPosition");
+    return el("tr", { class: stale ? "stale" : "", "data-node": u.node_id },
+      el("td", { text: u.name, title: u.node_id }), el("td", { text: u.roles.join(", ") }),
+      el("td", { text: u.last_heard ? fmtAge(now() - u.last_heard) : t("never"), title: fmtTime(u.last_heard) }),
+      el("td", { text: linkOf(u.node_id) }), el("td", { text: pos }));
+  }));
+  drawUnitsOnMap(units);
+  fillSendTargets();
+}
+function destinationText(text) {
+  if (text.startsWith("node:")) return unitName(text.slice(5));
+  return text;
+}
+function messageRow(m) {
+  return el("tr", { class: m.priority },
+    el("td", { text: fmtTime(m.received) }), el("td", { text: unitName(m.origin), title: m.origin }),
+    el("td", { text: destinationText(m.destination) }), el("td", { text: m.priority }), el("td", { text: m.text }));
+}
+function applyMessage(m) {
+  if (state.messages.some((x) => x.bundle_id === m.bundle_id)) return; // messages never change
+  state.messages = [m, ...state.messages].slice(0, 200);
+  $("messages").querySelector("tbody").prepend(messageRow(m));
+  const body = $("messages").querySelector("tbody");
+  while (body.children.length > 200) body.lastChild.remove();
+}
+function fillSendTargets() {
+  const select = $("send-to");
+  const current = select.value;
+  const options = [el("option", { value: "all", text: `${t("everyone")} (all)` })];
+  for (const g of state.groups.filter((g) => g !== "all")) options.push(el("option", { value: `${g.startsWith("incident") ? "group" : "role"}:${g}`, text: `${g.startsWith("incident") ? t("group") : t("role")}: ${g}` }));
+  for (const u of [...state.units.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    if (u.node_id !== state.me?.node) options.push(el("option", { value: `node:${u.node_id}`, text: `${t("unit")}: ${u.name}` }));
+  }
+  if (select.options.length === options.length) return; // nothing new: keep the operator's choice
+  select.replaceChildren(...options);
+  if ([...select.options].some((o) => o.value === current)) select.value = current;
+}
+
+// ---------- health: links and queues over time (uPlot) ----------
+const series = { t: [], queued: [], up: [] };
+let queuePlot = null, linksPlot = null;
+async function pollLinks() {
+  try {
+    state.links = await api("/api/v1/links");
+  } catch (e) { return; }
+  $("links").querySelector("tbody").replaceChildren(...state.links.map((l) => el("tr", {},
+    el("td", { text: `${l.link} (${l.kind})` }), el("td", { text: unitName(l.peer), title: l.peer }),
+    el("td", {}, el("span", { class: `state ${l.up ? "up" : "down"}`, text: l.up ? t("up") : t("down") })),
+    el("td", { text: fmtNumber(l.queued ?? 0) }), el("td", { text: l.detail || "" }))));
+  series.t.push(now()); series.queued.push(state.links.reduce((s, l) => s + (l.queued || 0), 0));
+  series.up.push(state.links.filter((l) => l.up).length);
+  for (const k of Object.keys(series)) if (series[k].length > 360) series[k].shift();
+  const width = Math.max(200, Math.floor($("health-lane").clientWidth / 2) - 24);
+  if (!queuePlot && window.uPlot) {
+    const opts = (label, color) => ({ width, height: 120, series: [{}, { label, stroke: color }], axes: [{}, {}], legend: { show: true } });
+    queuePlot = new uPlot(opts(t("queueDepth"), "#b3141b"), [series.t, series.queued], $("plot-queue"));
+    linksPlot = new uPlot(opts(t("linksUp"), "#1f7a3a"), [series.t, series.up], $("plot-links"));
+  } else if (queuePlot) {
+    queuePlot.setData([series.t, series.queued]); linksPlot.setData([series.t, series.up]);
+  }
+}
+async function pollAckStates() {
+  for (const [id, seen] of state.pendingAcks) {
+    if (seen === "delivered") continue;
+    try {
+      const status = await api(`/api/v1/bundles/${id}`);
+      if (status.state === "delivered") { state.pendingAcks.set(id, "delivered"); scheduleAlarms(); }
+    } catch (e) { /* unknown yet: try again later */ }
+  }
+}
+
+// ---------- map (Leaflet; local tiles or a coordinate grid) ----------
+let map = null;
+const layers = { units: null, alarms: null };
+function setupMap(tiles) {
+  map = L.map("map", { zoomControl: true, attributionControl: !!tiles }).setView([49.7475, 13.3776], 14);
+  if (tiles) {
+    const Authed = L.GridLayer.extend({ createTile(coords, done) {
+      const img = document.createElement("img");
+      fetch(`/api/v1/tiles/${coords.z}/${coords.x}/${coords.y}`, { headers: { Authorization: "Bearer " + token() } })
+        .then((r) => (r.ok ? r.blob() : null)).then((blob) => { if (blob) img.src = URL.createObjectURL(blob); done(null, img); })
+        .catch((e) => done(e, img));
+      return img;
+    } });
+    new Authed({ minZoom: tiles.minzoom, maxZoom: tiles.maxzoom, attribution: tiles.attribution }).addTo(map);
+  } else {
+    const Grid = L.GridLayer.extend({ createTile(coords) {
+      const tile = document.createElement("canvas");
+      const size = this.getTileSize(); tile.width = size.x; tile.height = size.y;
+      const ctx = tile.getContext("2d");
+      ctx.strokeStyle = "#c9ced6"; ctx.strokeRect(0, 0, size.x, size.y);
+      const nw = map.unproject(coords.scaleBy(size), coords.z);
+      ctx.fillStyle = "#6b7280"; ctx.font = "11px system-ui";
+      ctx.fillText(`${fmtNumber(nw.lat, 4)}°, ${fmtNumber(nw.lng, 4)}°`, 4, 14);
+      return tile;
+    } });
+    new Grid().addTo(map);
+    $("map").classList.add("grid");
+  }
+  L.control.scale({ metric: true, imperial: false }).addTo(map);
+  layers.units = L.layerGroup().addTo(map);
+  layers.alarms = L.layerGroup().addTo(map);
+}
+let fitted = false;
+function fitOnce(points) {
+  if (fitted || !map || !points.length) return;
+  fitted = true;
+  map.fitBounds(L.latLngBounds(points).pad(0.3), { maxZoom: 16 });
+}
+function drawUnitsOnMap(units) {
+  if (!map) return;
+  layers.units.clearLayers();
+  const points = [];
+  for (const u of units) {
+    if (u.lat == null) continue;
+    const camera = u.roles.includes("camera"), building = u.roles.includes("building");
+    const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
+    L.circleMarker([u.lat, u.lon], { radius: camera || building ? 6 : 7, color: camera ? "#7c3aed" : building ? "#92400e" : "#1d4ed8",
+      opacity: stale ? 0.4 : 1, fillOpacity: stale ? 0.2 : 0.6 }).bindTooltip(u.name).addTo(layers.units);
+    points.push([u.lat, u.lon]);
+  }
+  fitOnce(points);
+}
+function drawAlarmsOnMap(alarms) {
+  if (!map) return;
+  layers.alarms.clearLayers();
+  const points = [];
+  for (const a of alarms) {
+    const loc = a.body?.location;
+    if (!loc || loc.lat == null) continue;
+    const color = statusClass(a.body) === "actual" ? "#b3141b" : "#6b7280";
+    if (Array.isArray(loc.polygon) && loc.polygon.length > 2) L.polygon(loc.polygon, { color }).addTo(layers.alarms);
+    L.circle([loc.lat, loc.lon], { radius: Math.max(loc.uncertainty_m || loc.radius_m || 25, 10), color, weight: 2 })
+      .bindTooltip(a.body.summary || a.record_id).on("click", () => showDetail(a)).addTo(layers.alarms);
+    points.push([loc.lat, loc.lon]);
+  }
+  fitOnce(points);
+}
+
+// ---------- stream ----------
+let socket = null, retry = 500, held = false;
+// A dropped connection, on demand: the tests prove a reconnect resumes from the cursor.
+state.dropStream = () => { held = true; socket.close(); };
+state.resumeStream = () => { held = false; follow(); };
+state.detectionRecords = () => [...state.detections.values()].reduce((n, g) => n + g.seqs.size, 0);
+function applyEvent(event) {
+  if (event.seq != null) state.cursor = Math.max(state.cursor, event.seq);
+  if (event.type === "record") applyRecord(event.item);
+  else if (event.type === "message") applyMessage(event.item);
+  else if (event.type === "unit") applyUnit(event.item);
+}
 function follow() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/api/v1/stream?token=${encodeURIComponent(token())}`);
-  socket.onopen = () => { $("stream-state").textContent = "stream: live"; $("stream-state").className = "state up"; };
-  socket.onmessage = () => refresh();
+  socket = new WebSocket(`${scheme}://${location.host}/api/v1/stream?after=${state.cursor}&token=${encodeURIComponent(token())}`);
+  socket.onopen = () => { retry = 500; $("stream-state").textContent = t("live"); $("stream-state").className = "state up"; };
+  socket.onmessage = (message) => applyEvent(JSON.parse(message.data));
   socket.onclose = () => {
-    $("stream-state").textContent = "stream: offline"; $("stream-state").className = "state down";
-    setTimeout(follow, 2000);
+    $("stream-state").textContent = t("offline"); $("stream-state").className = "state down";
+    if (!held) { setTimeout(follow, retry); retry = Math.min(retry * 2, 10000); }
   };
 }
 
+function showError(error) { $("error").textContent = String(error.message || error); }
+
 async function start() {
+  applyTexts();
+  $("lang").value = LANG;
   const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
   if (fromFragment) { sessionStorage.setItem("mesh112-token", fromFragment); history.replaceState(null, "", location.pathname); }
   if (!token()) { $("login").hidden = false; return; }
   try {
-    const me = await api("/api/v1/whoami");
-    $("whoami").textContent = `Signed in as ${me.name} (${me.roles.join(", ")})`;
-    $("node").textContent = `node ${me.node.slice(0, 8)}`;
+    state.me = await api("/api/v1/whoami");
   } catch (error) { sessionStorage.removeItem("mesh112-token"); $("login").hidden = false; showError(error); return; }
+  const roles = new Set(state.me.roles);
+  state.canAck = ["admin", "dispatcher"].some((r) => roles.has(r));
+  state.canSend = ["admin", "dispatcher", "responder"].some((r) => roles.has(r));
+  $("whoami").textContent = `${t("signedIn")} ${state.me.name} (${state.me.roles.join(", ")})`;
+  $("node").textContent = `node ${state.me.node.slice(0, 8)}`;
+  if (!state.canSend) $("send-form").remove();
   $("main").hidden = false;
-  await refresh();
+  const console_ = await api("/api/v1/console");
+  state.cursor = console_.cursor; // read first: anything written after it arrives through the stream
+  state.groups = console_.groups;
+  if (window.L) setupMap(console_.tiles);
+  const [alarms, detections, units, messages] = await Promise.all([
+    api("/api/v1/records/open?type=alarm"), api("/api/v1/records?type=detection&limit=1000"),
+    api("/api/v1/units"), api("/api/v1/messages?limit=100")]);
+  units.forEach(applyUnit);
+  alarms.forEach(applyRecord);
+  detections.slice().reverse().forEach(applyRecord);
+  messages.slice().reverse().forEach(applyMessage);
   follow();
+  pollLinks(); setInterval(pollLinks, 5000);
+  setInterval(pollAckStates, 3000);
+  setInterval(() => { scheduleAlarms(); scheduleUnits(); }, 15000); // ages move on
 }
 
 $("login-form").onsubmit = (event) => {
@@ -90,9 +441,18 @@ $("login-form").onsubmit = (event) => {
 };
 $("send-form").onsubmit = (event) => {
   event.preventDefault();
+  const error = $("send-error");
   api("/api/v1/messages", { method: "POST", body: JSON.stringify({
     to: $("send-to").value, text: $("send-text").value, priority: $("send-priority").value }) })
-    .then((r) => { $("send-result").textContent = `${r.bundle_id.slice(-12)}: ${r.summary}`; $("send-text").value = ""; refresh(); })
-    .catch(showError);
+    .then((r) => { $("send-result").textContent = `${destinationText($("send-to").value)}: ${r.summary}`; $("send-text").value = ""; error.hidden = true; })
+    .catch((e) => { error.hidden = false; error.querySelector("span").textContent = String(e.message); });
 };
+$("send-error").querySelector("button").onclick = () => { $("send-error").hidden = true; };
+$("mute").onclick = () => {
+  state.muted = !state.muted;
+  localStorage.setItem("mesh112-muted", state.muted ? "1" : "0");
+  $("mute").textContent = state.muted ? t("unmute") : t("mute");
+  $("mute").setAttribute("aria-pressed", String(state.muted));
+};
+$("lang").onchange = () => { localStorage.setItem("mesh112-lang", $("lang").value); location.reload(); };
 start();

@@ -1,0 +1,57 @@
+// Mesh112 console texts in English and Czech; dates and numbers use Intl in the chosen locale.
+"use strict";
+const TEXTS = {
+  en: {
+    title: "Mesh112 command post", offline: "stream: offline", live: "stream: live", mute: "Mute", unmute: "Unmute",
+    flash: "FLASH", open: "Open", token: "Operator token", signin: "Sign in", alarms: "Alarms", map: "Map",
+    detections: "Detections", units: "Units", name: "name", roles: "roles", heard: "last heard", link: "link",
+    position: "position", messages: "Messages", message: "message", send: "Send", received: "received",
+    from: "from", to: "to", priority: "priority", text: "text", health: "Health", peer: "peer", state: "state",
+    queued: "queued", details: "details", close: "Close", acknowledge: "Acknowledge", dismiss: "Dismiss",
+    closeAlarm: "close", actual: "Actual", exercise: "Exercise", test: "Test", stale: "stale",
+    ageOnArrival: "age on arrival", pending: "parts still on their way", never: "never", signedIn: "Signed in as",
+    everyone: "everyone", role: "role", group: "group", unit: "unit", count: "count", dwell: "dwell",
+    rule: "rule", up: "up", down: "down", queueDepth: "queued bundles per link", linksUp: "links up",
+    ackSent: "sent", ackDelivered: "delivered to the building", ackRecorded: "recorded", noPosition: "no fix",
+    codes: { received: "received", dispatched: "dispatched", en_route: "en route", on_scene: "on scene",
+      false_alarm: "false alarm", cancelled: "cancelled" },
+  },
+  cs: {
+    title: "Mesh112 velitelské stanoviště", offline: "spojení: odpojeno", live: "spojení: živě", mute: "Ztlumit",
+    unmute: "Zapnout zvuk", flash: "FLASH", open: "Otevřít", token: "Token operátora", signin: "Přihlásit",
+    alarms: "Poplachy", map: "Mapa", detections: "Detekce", units: "Jednotky", name: "název", roles: "role",
+    heard: "naposledy slyšen", link: "spoj", position: "poloha", messages: "Zprávy", message: "zpráva",
+    send: "Odeslat", received: "přijato", from: "od", to: "komu", priority: "priorita", text: "text",
+    health: "Stav sítě", peer: "protějšek", state: "stav", queued: "ve frontě", details: "podrobnosti",
+    close: "Zavřít", acknowledge: "Potvrdit", dismiss: "Zamítnout", closeAlarm: "uzavřít", actual: "Skutečný",
+    exercise: "Cvičení", test: "Test", stale: "zastaralý", ageOnArrival: "stáří při příjmu",
+    pending: "části jsou ještě na cestě", never: "nikdy", signedIn: "Přihlášen", everyone: "všichni",
+    role: "role", group: "skupina", unit: "jednotka", count: "počet", dwell: "setrvání", rule: "pravidlo",
+    up: "funkční", down: "mimo provoz", queueDepth: "svazky ve frontě podle spoje", linksUp: "funkční spoje",
+    ackSent: "odesláno", ackDelivered: "doručeno do budovy", ackRecorded: "zaznamenáno", noPosition: "bez polohy",
+    codes: { received: "přijato", dispatched: "vysláno", en_route: "na cestě", on_scene: "na místě",
+      false_alarm: "planý poplach", cancelled: "zrušeno" },
+  },
+};
+const ACK_CODES = ["received", "dispatched", "en_route", "on_scene", "false_alarm", "cancelled"];
+const CLOSING_CODES = new Set(["false_alarm", "cancelled"]);
+let LANG = localStorage.getItem("mesh112-lang") || (navigator.language || "en").slice(0, 2);
+if (!TEXTS[LANG]) LANG = "en";
+const t = (key) => TEXTS[LANG][key] ?? TEXTS.en[key] ?? key;
+const codeText = (code) => TEXTS[LANG].codes[code] || code;
+const LOCALE = () => (LANG === "cs" ? "cs-CZ" : "en-GB");
+const fmtTime = (unix) => unix ? new Intl.DateTimeFormat(LOCALE(), { dateStyle: "short", timeStyle: "medium" }).format(new Date(unix * 1000)) : t("never");
+const fmtNumber = (n, digits = 0) => new Intl.NumberFormat(LOCALE(), { maximumFractionDigits: digits }).format(n);
+function fmtAge(seconds) {
+  const rtf = new Intl.RelativeTimeFormat(LOCALE(), { numeric: "always", style: "short" });
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 90) return rtf.format(-s, "second");
+  if (s < 5400) return rtf.format(-Math.round(s / 60), "minute");
+  if (s < 172800) return rtf.format(-Math.round(s / 3600), "hour");
+  return rtf.format(-Math.round(s / 86400), "day");
+}
+function applyTexts() {
+  document.documentElement.lang = LANG;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+}
