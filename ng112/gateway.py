@@ -166,6 +166,7 @@ class Gateway:
         self.unauthenticated: RateLimiter[str] = RateLimiter(config.global_per_s, config.global_burst, 1)
         self.unauthenticated_flash: RateLimiter[str] = RateLimiter(config.flash_per_s, config.flash_burst, 1)
         self.counts: Counter[str] = Counter()  # refusals, challenges, lowered alarms: for operators
+        self.responses: Counter[int] = Counter()  # SIP final responses sent, by status code
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._transactions: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
@@ -315,6 +316,7 @@ class Gateway:
         while len(self._transactions) > TRANSACTION_CACHE:
             self._transactions.popitem(last=False)
         response = await self._respond(message, peer, transport)
+        self.responses[response.status] += 1
         wire = response.to_bytes()
         self._transactions[key] = wire
         reply(wire)

@@ -21,6 +21,7 @@ from ng112.errors import RecordError
 from ng112.followup import encode_followup, followup_for
 from ng112.gateway import Accept, Alarm, Gateway, GatewayConfig, node_accept
 from ng112.kinds import NG112_ACK, NG112_FOLLOWUP, register_kinds
+from ng112.metrics import GatewayCollector
 from ng112.record import decode_record
 from ng112.store import AlarmStore
 from relay.apps import App, Sender
@@ -50,11 +51,14 @@ def gateway_app(
             node, destination, node_accept(node, destination, Priority.FLASH, ALARM_LIFETIME_S)
         )
         gateway = Gateway(config, store, registry, accept)
+        collector = GatewayCollector(gateway)
+        node.collectors.append(collector)
         try:
             await gateway.start()
             on_listening(gateway)
             await asyncio.gather(deliver_acks(node, gateway), redeliver_acks(gateway))
         finally:
+            node.collectors.remove(collector)
             await gateway.stop()
             await store.close()
 

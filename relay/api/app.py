@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSock
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRouter
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from crypto.errors import CryptoError
 from crypto.identity import PublicIdentity
 from relay.api.destinations import resolve_destination
 from relay.api.hub import EventHub
+from relay.api.metrics import CONTENT_TYPE, ApiMetrics, NodeCollector
 from relay.api.permissions import Action, allowed
 from relay.api.routes_console import console_router
 from relay.api.routes_messages import messages_router
@@ -90,6 +91,7 @@ class ApiContext:
     rate_burst: float = 60.0
     command_post: bytes | None = None  # node id position reports go to when they name no destination
     roster: Callable[[], Iterable[Certificate]] = lambda: ()  # whose names destinations may use
+    node_metrics: NodeCollector | None = None  # the node's links, queues and store, read per scrape
     send_groups: Callable[[], Iterable[str]] = lambda: ()  # groups and roles the node holds a key for
     tiles: PathLib | None = None  # the console map's MBTiles file ([api] tiles in node.toml)
 
@@ -177,10 +179,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     limiter: RateLimiter[bytes] = RateLimiter(ctx.rate_per_s, ctx.rate_burst)
-    requests = Counter("mesh112_api_requests", "API requests", ["action"], registry=ctx.registry)
-    sent = Counter("mesh112_api_messages_sent", "Messages sent through the API", registry=ctx.registry)
-    subscribers = Gauge("mesh112_api_stream_subscribers", "Live stream subscribers", registry=ctx.registry)
-    subscribers.set_function(lambda: ctx.hub.subscribers)
+    metrics = ApiMetrics(ctx.registry, lambda: ctx.hub.subscribers)
+    if ctx.node_metrics is not None:
+        ctx.registry.register(ctx.node_metrics)
 
     def operator_from(token: str | None) -> Operator:
         if not token:
@@ -204,7 +205,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             wait = limiter.take(operator.node_id, time.monotonic())
             if wait:
                 raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": f"{wait:.0f}"})
-            requests.labels(action.value).inc()
+            metrics.requests.labels(action.value).inc()
             return operator
 
         return dependency
@@ -241,10 +242,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"status": "ok", "node": ctx.node.node_id.hex()}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics(_: Annotated[Operator, Depends(require(Action.METRICS))]) -> PlainTextResponse:
-        return PlainTextResponse(
-            generate_latest(ctx.registry).decode(), media_type="text/plain; version=0.0.4"
-        )
+    async def scrape(_: Annotated[Operator, Depends(require(Action.METRICS))]) -> PlainTextResponse:
+        if ctx.node_metrics is not None:
+            await ctx.node_metrics.refresh()
+        return PlainTextResponse(generate_latest(ctx.registry).decode(), media_type=CONTENT_TYPE)
 
     @app.post("/api/v1/messages", tags=["messages"], status_code=202)
     async def send_message(
@@ -261,7 +262,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
             raise HTTPException(422, f"cannot send to {body.to}: {exc}") from None
-        sent.inc()
+        metrics.sent.inc()
         return _status_json(bundle_id, ctx.node.status(bundle_id))
 
     @app.post("/api/v1/positions", tags=["units"], status_code=202)
