@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
+from prometheus_client.registry import Collector
+
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
 from relay.engine import Delivery, NodeEngine, StatusCallback
@@ -53,6 +55,8 @@ class Node:
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()  # frames being handled (stored, acked)
+        # Prometheus collectors of the applications riding on this node, scraped with the node's own.
+        self.collectors: list[Collector] = []
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
 
@@ -121,6 +125,11 @@ class Node:
 
     def on_status(self, callback: StatusCallback) -> None:
         self.engine.on_status(callback)
+
+    def health_problems(self) -> list[str]:
+        """What keeps this node from doing all it should (for ``/healthz``); empty when healthy."""
+        disk_full = self.engine.store.disk_full
+        return [disk_full] if disk_full else []
 
     def link_info(self) -> list[dict[str, Any]]:
         """One row per neighbour on each link, for operators (the API's links view)."""

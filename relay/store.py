@@ -49,12 +49,19 @@ Quota and eviction: ``quota_bytes`` bounds the encoded size of held bundles plus
 bundle that does not fit evicts held bundles of strictly lower classes, lowest class and oldest
 first; ``FLASH`` is never evicted (it leaves only by expiry or delete). If that is not enough, the
 new bundle is refused with :class:`StoreFullError` and nothing already accepted is dropped.
+
+Disk full: when SQLite reports the disk full ("database or disk is full"), the write is refused with
+:class:`DiskFullError` (a :class:`StoreFullError`), ``disk_full`` says why, and the store gives up its
+reserve file (:mod:`relay.store_reserve`, ``reserve_bytes``) and retries the batch without its
+non-FLASH puts; until the reserve can be made again only FLASH puts are tried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -66,9 +73,11 @@ import aiosqlite
 from relay import sqlite
 from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
 from relay.store_accept import Budget, Eviction, PutRequest, SplitNeeded, StoreFullError, admit, make_room
+from relay.store_reserve import DiskReserve
 from relay.store_schema import StoreError, migrate
 
 __all__ = [
+    "DiskFullError",
     "Eviction",
     "Store",
     "StoreClosedError",
@@ -89,6 +98,10 @@ class UnknownBundleError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was closed; open it again to use it."""
+
+
+class DiskFullError(StoreFullError):
+    """The filesystem under the store is full (SQLite: "database or disk is full"); free space there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +131,13 @@ class _Pending:
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, quota_bytes: int, max_batch: int) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, quota_bytes: int, max_batch: int, reserve: DiskReserve | None = None
+    ) -> None:
         """Use :meth:`open`."""
         self._db = db
+        self._reserve = reserve or DiskReserve(Path(), 0)
+        self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
         self._max_batch = max_batch
         self._closed = False
@@ -129,17 +146,29 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
+        self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
         self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
 
     @classmethod
-    async def open(cls, path: Path, quota_bytes: int = 256 << 20, *, max_batch: int = 256) -> Store:
-        """Open (creating or migrating) the store file at ``path`` and start its writer."""
+    async def open(
+        cls, path: Path, quota_bytes: int = 256 << 20, *, max_batch: int = 256, reserve_bytes: int = 1 << 20
+    ) -> Store:
+        """Open (creating or migrating) the store file at ``path`` and start its writer.
+
+        ``reserve_bytes`` of disk are held in ``<path>.reserve`` for FLASH on a full disk.
+        """
         if quota_bytes <= 0 or max_batch <= 0:
             raise ValueError("quota_bytes and max_batch must be positive")
+        reserve = DiskReserve(Path(f"{path}.reserve"), reserve_bytes)
         db = await sqlite.connect(Path(path), autocommit=True)
         try:
             await migrate(db)
-            store = cls(db, quota_bytes, max_batch)
+            store = cls(db, quota_bytes, max_batch, reserve)
+            if not reserve.restore():
+                store.disk_full = (
+                    f"disk full: no room for the {reserve_bytes}-byte FLASH reserve beside {path}"
+                )
+                log.warning("store: %s; only FLASH is taken until space is freed", store.disk_full)
             store._budget.used = await store._count_used()
             high = await _scalar(db, "SELECT value FROM meta WHERE key = 'high_water_bytes'")
             store._budget.high_water = max(int(high), store._budget.used)
@@ -373,9 +402,44 @@ class Store:
                     stopping = True
                     break
                 batch.append(item)
-            await self._commit(batch)
+            await self._write(batch)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
+        """Commit ``batch``; on a full disk give up the reserve and retry it with FLASH puts only."""
+        if self.disk_full is not None and self._reserve.restore():
+            log.warning("store: disk space is back; the FLASH reserve is held again")
+            self.disk_full = None
+        if self.disk_full is not None:
+            batch = self._flash_only(batch, DiskFullError(self.disk_full))
+        error = await self._commit(batch) if batch else None
+        if isinstance(error, DiskFullError) and self._reserve.release():
+            log.warning(
+                "store: %s; gave up the %d-byte reserve, only FLASH is taken until space is freed",
+                error,
+                self._reserve.size,
+            )
+            batch = self._flash_only(batch, error)
+            error = await self._commit(batch) if batch else None
+        if error is not None:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+
+    @staticmethod
+    def _flash_only(batch: list[_Pending], error: StoreError) -> list[_Pending]:
+        """Refuse the puts of ``batch`` that hold anything but FLASH; the rest is returned."""
+        kept = []
+        for item in batch:
+            work = item.work
+            if isinstance(work, PutRequest) and any(b.priority is not Priority.FLASH for b in work.bundles):
+                if not item.future.done():
+                    item.future.set_exception(error)
+            else:
+                kept.append(item)
+        return kept
+
+    async def _commit(self, batch: list[_Pending]) -> StoreError | None:
+        """Run ``batch`` in one transaction and resolve its futures; the error if it was rolled back."""
         results: list[tuple[_Pending, Any, StoreError | None]] = []
         async with self._lock:
             self._budget.batch_evicted = []
@@ -390,15 +454,15 @@ class Store:
                 await self._db.execute("COMMIT")
             except Exception as exc:
                 await self._rollback()
-                error = StoreError(
+                if _is_disk_full(exc):
+                    self.disk_full = f"disk full: SQLite could not write {self.path} ({exc})"
+                    return DiskFullError(f"{self.disk_full}; free space on that filesystem")
+                return StoreError(
                     f"store write failed and was rolled back ({exc}); check disk space and the file"
                 )
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                return
             self._budget.high_water = max(self._budget.high_water, self._budget.used)
             self._evicted.extend(self._budget.batch_evicted)
+            self.evictions += len(self._budget.batch_evicted)
             self.evictions += len(self._budget.batch_evicted)
         for item, value, refusal in results:
             if item.future.done():  # the caller was cancelled; the write stands
@@ -407,6 +471,7 @@ class Store:
                 item.future.set_result(value)
             else:
                 item.future.set_exception(refusal)
+        return None
 
     async def _run(self, items: list[_Pending]) -> list[tuple[_Pending, Any, StoreError | None]]:
         """Run consecutive ops; consecutive puts are merged unless one needs eviction."""
@@ -440,6 +505,13 @@ class Store:
         held = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM bundles")
         inbox = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM inbox")
         return int(held) + int(inbox)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL (SQLite turns ENOSPC into it), or ENOSPC itself."""
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    return "database or disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:

@@ -44,7 +44,7 @@ from relay.bundle import (
     from_epoch,
 )
 from relay.core.receipts import BundleStatus
-from relay.engine import SendError
+from relay.engine import SendError, StorageFullError
 from relay.journal import Journal
 from relay.position import (
     MAX_ACCURACY_M,
@@ -72,6 +72,8 @@ class NodeControl(Sender, Protocol):
     def status(self, bundle_id: BundleId) -> BundleStatus: ...
 
     def link_info(self) -> list[dict[str, Any]]: ...
+
+    def health_problems(self) -> list[str]: ...
 
 
 AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]  # the bundle carrying it back
@@ -238,8 +240,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         }
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "node": ctx.node.node_id.hex()}
+    async def healthz() -> JSONResponse:
+        """200 ``ok``, or 503 ``degraded`` with the problems (a full disk, say) an operator must fix."""
+        problems = ctx.node.health_problems()
+        status = "degraded" if problems else "ok"
+        body = {"status": status, "node": ctx.node.node_id.hex(), "problems": problems}
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def scrape(_: Annotated[Operator, Depends(require(Action.METRICS))]) -> PlainTextResponse:
@@ -260,6 +266,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 priority=Priority[body.priority],
                 lifetime=body.lifetime_s,
             )
+        except StorageFullError as exc:
+            raise HTTPException(507, f"insufficient storage, not sent: {exc}") from None
         except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
             raise HTTPException(422, f"cannot send to {body.to}: {exc}") from None
         metrics.sent.inc()
@@ -294,6 +302,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         except InvalidPositionError as exc:
             raise HTTPException(422, str(exc)) from None
+        except StorageFullError as exc:
+            raise HTTPException(507, f"insufficient storage, not sent: {exc}") from None
         except (CryptoError, SendError) as exc:  # no certificate or group key for the destination
             raise HTTPException(422, f"cannot send to {destination}: {exc}") from None
         return _status_json(bundle_id, ctx.node.status(bundle_id))
