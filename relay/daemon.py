@@ -29,7 +29,6 @@ from crypto.errors import CryptoError
 from crypto.keystore import load_node_keys
 from relay.api.app import ApiContext, create_app
 from relay.api.metrics import NodeCollector
-from relay.api.metrics import NodeCollector
 from relay.apps import App
 from relay.bundle import to_epoch
 from relay.command_post import CommandPostFeed, command_post_apps
@@ -126,7 +125,6 @@ async def run(
                 rate_burst=config.api.rate_burst,
                 command_post=config.node.command_post,
                 roster=engine.trust.certificates,
-                node_metrics=NodeCollector(node),
                 node_metrics=NodeCollector(node),
                 send_groups=lambda: held_groups(data_dir),
                 tiles=data_dir / config.api.tiles if config.api.tiles else None,

@@ -19,8 +19,6 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
-from prometheus_client.registry import Collector
-
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
 from relay.engine import Delivery, NodeEngine, StatusCallback
@@ -55,8 +53,6 @@ class Node:
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()  # frames being handled (stored, acked)
-        # Prometheus collectors of the applications riding on this node, scraped with the node's own.
-        self.collectors: list[Collector] = []
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
 

@@ -146,7 +146,6 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
-        self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
         self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
 
     @classmethod
@@ -462,7 +461,6 @@ class Store:
                 )
             self._budget.high_water = max(self._budget.high_water, self._budget.used)
             self._evicted.extend(self._budget.batch_evicted)
-            self.evictions += len(self._budget.batch_evicted)
             self.evictions += len(self._budget.batch_evicted)
         for item, value, refusal in results:
             if item.future.done():  # the caller was cancelled; the write stands

@@ -111,14 +111,6 @@ class RelayCore:
             depths[queue.priority_of(item)] += 1
         return depths
 
-    def queue_depths(self, link: str) -> dict[Priority, int]:
-        """Items waiting on ``link`` per class (for operators' metrics)."""
-        queue = self._link(link).queue
-        depths = dict.fromkeys(Priority, 0)
-        for item in queue:
-            depths[queue.priority_of(item)] += 1
-        return depths
-
     def neighbours(self, link: str) -> tuple[bytes, ...]:
         """Peers up on ``link`` now (for operators; routing keeps its own view)."""
         state = self._links.get(link)
