@@ -71,5 +71,5 @@ def test_a_name_two_nodes_share_is_refused_with_both_ids(roster: list[Certificat
 
 
 def test_a_bad_node_id_is_a_clear_error(roster: list[Certificate]) -> None:
-    with pytest.raises(DestinationError, match="^node:zz: a node id is 32 hex digits$"):
+    with pytest.raises(DestinationError, match=r"^node:zz: a node id is 32 hex digits$"):
         resolve_destination("node:zz", roster)
