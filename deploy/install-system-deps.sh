@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives as real peers, when they are missing:
 # SIPp and sipsak (SIP clients), Chromium (dashboard and WebRTC), Xvfb (Kivy), xclip (Kivy clipboard),
-# strace (the journal test counts its fsyncs).
+# strace (the journal test counts its fsyncs), systemd-analyze (checks the shipped unit file).
 set -euo pipefail
-want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace)
+want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair##*:}

@@ -39,6 +39,7 @@ from relay.errors import ConfigError
 from relay.journal import Journal
 from relay.links.factory import build_link
 from relay.node import Node
+from relay.systemd import Notifier
 from relay.trust import TrustStore
 
 log = logging.getLogger("mesh112.daemon")
@@ -86,6 +87,7 @@ async def run(
 ) -> None:
     """Run the node described by ``config`` with ``apps`` riding on it until ``stop`` is set."""
     data_dir = config.node.data_dir
+    notifier = Notifier.from_environ()  # under systemd Type=notify
     node_keys = load_node_keys(data_dir, int(time.time()))
     roster = [c for c in load_roster(data_dir / ROSTER_DIR) if c.node_id != node_keys.certificate.node_id]
     trust = TrustStore(node_keys.authority, [node_keys.certificate], node_keys.revocations)
@@ -144,9 +146,16 @@ async def run(
         log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
         if ready is not None:
             ready(node)
+        if notifier is not None:
+            notifier.notify("READY=1", f"STATUS=node {config.node.name} running")
+            if notifier.watchdog_interval_s is not None:
+                tasks.append(asyncio.create_task(notifier.watchdog(), name="watchdog"))
         await stop.wait()
     finally:
         log.info("node %s stopping", config.node.name)
+        if notifier is not None:
+            with contextlib.suppress(OSError):
+                notifier.notify("STOPPING=1")
         if server is not None:
             server.should_exit = True
         for task in tasks:
