@@ -178,12 +178,11 @@ class Statuses:
         entry = self._entries.get(bundle_id)
         return entry.status if entry is not None else None
 
-    def originated(self, bundle_id: BundleId, now: float, expires: float) -> BundleStatus:
+    def originated(self, bundle_id: BundleId, now: float, expires: float) -> None:
         """A bundle made here (or reloaded after a restart) is queued until ``expires``."""
-        next_state(self._state(bundle_id), Event.ORIGINATED)
-        status = BundleStatus(State.QUEUED, at=now)
-        self._entries[bundle_id] = _Entry(status, expires)
-        return status
+        entry = self._entries.get(bundle_id)
+        next_state(entry.status.state if entry is not None else State.UNKNOWN, Event.ORIGINATED)
+        self._entries[bundle_id] = _Entry(BundleStatus(State.QUEUED, at=now), expires)
 
     def custody(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> BundleStatus | None:
         return self._move(
@@ -234,15 +233,13 @@ class Statuses:
     def next_deadline(self) -> float | None:
         return min((entry.deadline for entry in self._entries.values()), default=None)
 
-    def _state(self, bundle_id: BundleId) -> State:
-        entry = self._entries.get(bundle_id)
-        return entry.status.state if entry is not None else State.UNKNOWN
-
     def _move(self, bundle_id: BundleId, event: Event, now: float, make: _Make) -> BundleStatus | None:
         entry = self._entries.get(bundle_id)
-        old = entry.status if entry is not None else BundleStatus(State.UNKNOWN)
+        if entry is None:  # only origination starts a status
+            raise IllegalTransitionError(f"bundle {bundle_id} has no status here; it cannot be {event.value}")
+        old = entry.status
         new_state = next_state(old.state, event)
-        if entry is None or (old.state, event) in IGNORED:
+        if (old.state, event) in IGNORED:
             return None
         status = make(old)
         deadline = entry.deadline
