@@ -30,7 +30,16 @@ import httpx
 from crypto.identity import Identity
 from field.camera import CAMERA_SLUG, start_camera
 from field.deployment import DemoDeployment, create_demo_deployment
-from field.radio import LORA_PORT, SIP_PORT, start_emulator, start_gateway, write_radio_segment
+from field.panel import DemoPanel
+from field.radio import (
+    LORA_PORT,
+    PANEL_PORT,
+    SIP_PORT,
+    observer_radio,
+    start_emulator,
+    start_gateway,
+    write_radio_segment,
+)
 from relay.api.tokens import issue_token
 from relay.daemon import ROSTER_DIR
 
@@ -173,6 +182,8 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     deployment = create_demo_deployment(root)
     *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
     radio = write_radio_segment(deployment, root)
+    observer = observer_radio()
+    panel = DemoPanel(PANEL_PORT, lambda line: print(line, flush=True))
     dispatcher = operator_token(deployment, frozenset({"admin", "dispatcher"}), "Demo Dispatcher")
     responder = operator_token(deployment, frozenset({"responder"}), "Demo Responder")
     log_dir = root / "logs"
@@ -185,6 +196,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     )
     radio_processes.append(start_camera(camera.directory, radio.command_post, log_dir / "camera-1.log"))
     try:
+        panel.start()
         wait_healthy(field)
         post = field[0]
         walker = next(node for node in field if node.slug == "responder-1")
@@ -197,6 +209,13 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         print(
             f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
         )
+        print(f"The building's acknowledgements go to its panel, sip:fire-panel-17@127.0.0.1:{PANEL_PORT}")
+        print("  (UDP), played here by a small panel that prints each one.")
+        print(
+            f"Talk as a stock Meshtastic user: meshtastic --host 127.0.0.1:{observer.port} --sendtext 'help'"
+        )
+        print("  (the observer radio has no node; each emulated radio takes one client at a time, so a stock")
+        print("  client on a node's radio knocks that node off the air)")
         print(f"\nDashboard: {post.api}/#token={dispatcher}")
         print(f"API docs:  {post.api}/docs")
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
@@ -241,4 +260,5 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         pass
     finally:
         stop_all([*processes, *radio_processes])
+        panel.stop()
     return 0

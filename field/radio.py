@@ -46,6 +46,12 @@ def demo_radios(port: int = LORA_PORT) -> tuple[Radio, ...]:
     )
 
 
+def observer_radio(port: int = LORA_PORT) -> Radio:
+    """A radio with no node behind it, for a stock Meshtastic client (``meshtastic --host``): each
+    emulated radio takes one client at a time, so a stock client on a node's radio knocks the node off."""
+    return Radio("observer", 0xA0000009, 200.0, port + 3)
+
+
 def emulator_toml(radios: tuple[Radio, ...], speedup: float = 1.0, seed: int = 1) -> str:
     lines = ["# Written by mesh112 demo: the demo field's emulated LoRa radios.", 'preset = "LONG_FAST"']
     lines += ['region = "EU_868"', f"seed = {seed}", f"speedup = {speedup}", ""]
@@ -128,31 +134,67 @@ _DEMO_CAP = """<?xml version="1.0" encoding="UTF-8"?>
   <scope>Private</scope>
   <incidents>FP17-DEMO-INC-{stamp}</incidents>
   <info>
+    <language>de-AT</language>
     <category>Fire</category>
     <event>Fire alarm (automatic smoke detector)</event>
     <urgency>Immediate</urgency>
     <severity>Severe</severity>
     <certainty>Likely</certainty>
-    <headline>Smoke detector zone 3.12</headline>
+    <senderName>Fire panel 17, Example Office Tower</senderName>
+    <headline>Smoke detector zone 3.12 (3rd floor, room 312)</headline>
+    <description>Optical smoke detector OD-3-12-04 in room 312 went off.</description>
+    <instruction>Enter from Stephansplatz; key box at the main door.</instruction>
+    <contact>Facility desk +43 1 555 0100</contact>
     <parameter><valueName>zone</valueName><value>3.12</value></parameter>
+    <parameter><valueName>detector</valueName><value>OD-3-12-04</value></parameter>
   </info>
 </alert>
 """
 
+_DEMO_PIDF = """<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"
+  xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" xmlns:gml="http://www.opengis.net/gml"
+  xmlns:gs="http://www.opengis.net/pidflo/1.0" entity="{sender}">
+  <tuple id="fp17"><status><gp:geopriv><gp:location-info>
+    <gs:Circle srsName="urn:ogc:def:crs:EPSG::4326">
+      <gml:pos>48.20849 16.37208</gml:pos>
+      <gs:radius uom="urn:ogc:def:uom:EPSG::9001">15</gs:radius>
+    </gs:Circle>
+    <ca:civicAddress xml:lang="de-AT">
+      <ca:country>AT</ca:country><ca:A1>Wien</ca:A1><ca:A3>Wien</ca:A3><ca:RD>Stephansplatz</ca:RD>
+      <ca:HNO>1</ca:HNO><ca:FLR>3</ca:FLR><ca:ROOM>312</ca:ROOM><ca:PC>1010</ca:PC>
+    </ca:civicAddress>
+  </gp:location-info><gp:usage-rules/><gp:method>Manual</gp:method></gp:geopriv></status></tuple>
+</presence>
+"""
+
 
 def demo_alarm_message(now: float) -> bytes:
-    """An RFC 8876 MESSAGE with a CAP 1.2 *Exercise* fire alarm from the demo building, for sipsak
-    (which adds its own Via); a new identifier each time the demo starts."""
+    """An RFC 8876 MESSAGE from the demo building for sipsak (which adds its own Via): a CAP 1.2
+    *Exercise* fire alarm and its PIDF-LO (circle and civic address) as multipart/mixed, named by
+    Call-Info and Geolocation; a new identifier each time the demo starts."""
     sent = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
     cap = _DEMO_CAP.format(stamp=int(now), sender=PANEL_SENDER, sent=sent)
-    body = cap.replace("\n", "\r\n").encode()
+    pidf = _DEMO_PIDF.format(sender=PANEL_SENDER)
+    body = "".join(
+        f"--demo-boundary\r\nContent-Type: {kind}\r\nContent-ID: <{cid}@building.example.org>\r\n\r\n"
+        + part.replace("\n", "\r\n")
+        + "\r\n"
+        for kind, cid, part in (
+            ("application/EmergencyCallData.cap+xml", "cap-demo", cap),
+            ("application/pidf+xml", "loc-demo", pidf),
+        )
+    )
+    data = (body + "--demo-boundary--\r\n").encode()
     head = (
         f"MESSAGE urn:service:sos SIP/2.0\r\nMax-Forwards: 70\r\n"
         f"From: <{PANEL_SENDER}>;tag=demo{int(now)}\r\n"
         f"To: <urn:service:sos>\r\nCall-ID: demo-{int(now)}@building.example.org\r\nCSeq: 1 MESSAGE\r\n"
-        f"Content-Type: application/EmergencyCallData.cap+xml\r\nContent-Length: {len(body)}\r\n\r\n"
+        "Call-Info: <cid:cap-demo@building.example.org>;purpose=EmergencyCallData.cap\r\n"
+        "Geolocation: <cid:loc-demo@building.example.org>\r\nGeolocation-Routing: yes\r\n"
+        f"Content-Type: multipart/mixed; boundary=demo-boundary\r\nContent-Length: {len(data)}\r\n\r\n"
     )
-    return head.encode() + body
+    return head.encode() + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +227,7 @@ def write_radio_segment(deployment: DemoDeployment, root: Path, panel_port: int 
                 config.write(lora_link_toml(radio, roster))
         (node.directory / "buildings.toml").write_text(buildings)
     emulator = root / "lora-emulator.toml"
-    emulator.write_text(emulator_toml(radios))
+    emulator.write_text(emulator_toml((*radios, observer_radio())))
     message = root / "demo-alarm.sip"
     message.write_bytes(demo_alarm_message(time.time()))
     gateway = by_slug["building-gateway"]

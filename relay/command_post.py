@@ -4,6 +4,8 @@ The journal entry is committed before the store's acknowledgement, so a crash be
 re-delivers into the idempotent journal rather than losing the delivery. Installed applications
 (NG112 alarms, camera detections) turn their payload kinds into records through
 :class:`relay.apps.CommandPostApp` factories found in the ``mesh112.command_post`` entry-point group.
+What stock Meshtastic radios say on a LoRa channel becomes ``meshtastic`` records, marked
+unauthenticated and within a budget (:mod:`relay.heard`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from relay.api.app import ApiContext
 from relay.apps import CommandPostApp
 from relay.bundle import Kind, from_epoch
 from relay.engine import Delivery
+from relay.heard import RECORD_TYPE as HEARD_RECORD
+from relay.heard import Heard, HeardGate, listen
 from relay.journal import Change, Journal, MessageEntry, RecordEntry
 from relay.node import Node
 from relay.position import (
@@ -32,6 +36,7 @@ from relay.position import (
 log = logging.getLogger("mesh112.command_post")
 
 MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
+MAX_HEARD_QUEUE = 64  # stock Meshtastic packets waiting for the journal
 
 
 def command_post_apps(node: Node) -> list[CommandPostApp]:
@@ -44,6 +49,29 @@ class CommandPostFeed:
     def __init__(self, node: Node, journal: Journal, ctx: ApiContext, apps: list[CommandPostApp]) -> None:
         self._node, self._journal, self._ctx = node, journal, ctx
         self._apps = {number: app for app in apps for number in app.kinds}
+        self._heard: asyncio.Queue[Heard] = asyncio.Queue(MAX_HEARD_QUEUE)
+        self.heard_gate = HeardGate()
+        listen(node.links.values(), lambda link: str(link.profile.name), self._on_heard)
+
+    def _on_heard(self, heard: Heard) -> None:
+        if self.heard_gate.allow(heard):
+            try:
+                self._heard.put_nowait(heard)
+                return
+            except asyncio.QueueFull:
+                self.heard_gate.dropped += 1
+        log.warning(
+            "stock Meshtastic packet from %s dropped (%d so far)", heard.radio_id, self.heard_gate.dropped
+        )
+
+    async def _record_heard(self) -> None:
+        while True:
+            heard = await self._heard.get()
+            entry = RecordEntry(
+                heard.record_id(), HEARD_RECORD, heard.radio_id, "ROUTINE", heard.at, heard.at, heard.body()
+            )
+            stored = await self._journal.put_record(entry)
+            self._ctx.hub.publish(Change(stored.seq, "record", stored).event())
 
     async def run(self) -> None:
         """Record each delivery, then acknowledge it to the store. The acknowledgements run
@@ -51,6 +79,7 @@ class CommandPostFeed:
         for one commit each; the journal entry is committed first, so a crash in between only
         re-delivers into the idempotent journal."""
         acks: set[asyncio.Task[None]] = set()
+        heard = asyncio.create_task(self._record_heard(), name="heard-on-the-air")
         try:
             async for delivery in self._node.inbox():
                 await self.record(delivery)
@@ -60,9 +89,9 @@ class CommandPostFeed:
                 acks.add(task)
                 task.add_done_callback(acks.discard)
         finally:
-            for task in list(acks):
+            for task in [*acks, heard]:
                 task.cancel()
-            await asyncio.gather(*acks, return_exceptions=True)
+            await asyncio.gather(*acks, heard, return_exceptions=True)
 
     async def record(self, delivery: Delivery) -> None:
         received = time.time()

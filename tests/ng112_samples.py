@@ -7,7 +7,10 @@ apparatus, a PIDF-LO circle and civic address.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
+
+from ng112.cap import CapAlert, CapArea, CapInfo
 
 BREWERY_SENDER = "sip:nh3-panel@pivovar-horni.example.cz"
 HEADLINE = (
@@ -109,3 +112,86 @@ def sip_message(
         f"Content-Length: {len(body)}",
     ]
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+def sipp_alarm_scenario(sender: str, body: bytes) -> str:
+    """A SIPp scenario for a building panel: send ``body`` (multipart CAP + PIDF-LO) as a MESSAGE and
+    expect 200. Its acknowledgements come back to the same address (the gateway answers an unenrolled
+    building there): run :func:`sipp_ack_scenario` on that port next."""
+    text = body.decode("utf-8")
+    if "[" in text or "]]>" in text:
+        raise ValueError("SIPp would read [ as a keyword and ]]> ends its CDATA")
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="NG112 building panel sends one alarm">
+  <send retrans="500">
+    <![CDATA[
+MESSAGE urn:service:sos SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+Max-Forwards: 70
+From: <{sender}>;tag=[pid]SIPpTag00[call_number]
+To: <urn:service:sos>
+Call-ID: [call_id]
+CSeq: 1 MESSAGE
+Call-Info: <cid:cap-1@panel>;purpose=EmergencyCallData.cap
+Geolocation: <cid:loc-1@panel>
+Geolocation-Routing: yes
+Content-Type: multipart/mixed; boundary=ng112-boundary
+Content-Length: [len]
+
+{text}
+]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+SIPP_ACK_SCENARIO = """<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="NG112 building panel takes an acknowledgement">
+  <recv request="MESSAGE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]panel[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]>
+  </send>
+</scenario>
+"""
+
+
+def _canonical(value: object) -> object:
+    """Canonical CAP writes no empty element: an empty value is the same as an absent one."""
+    if value == "":
+        return None
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value if v != "")
+    if isinstance(value, CapArea):
+        polygons = tuple(v for v in value.polygons if v)
+        return CapArea(value.description, polygons, tuple(v for v in value.circles if v), value.geocodes)
+    return value
+
+
+def cap_differences(original: CapAlert, received: CapAlert) -> list[str]:
+    """Every field where ``received`` differs from ``original``, modulo canonical form: the CAP version
+    (whatever came in, the canonical form is CAP 1.2) and empty elements (written as absent)."""
+    out = []
+    for name in (f.name for f in fields(CapAlert)):
+        if name in ("version", "infos"):
+            continue
+        a, b = _canonical(getattr(original, name)), _canonical(getattr(received, name))
+        if a != b:
+            out.append(f"{name}: {a!r} != {b!r}")
+    if len(original.infos) != len(received.infos):
+        out.append(f"{len(original.infos)} info blocks != {len(received.infos)}")
+    for index, (first, second) in enumerate(zip(original.infos, received.infos, strict=False)):
+        for name in (f.name for f in fields(CapInfo)):
+            a, b = _canonical(getattr(first, name)), _canonical(getattr(second, name))
+            if a != b:
+                out.append(f"info[{index}].{name}: {a!r} != {b!r}")
+    return out

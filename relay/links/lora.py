@@ -22,8 +22,9 @@ verifies with a fresh stamp. Everything else is dropped here and counted in ``st
 one warning line per minute that gives the counts. There are no broadcast frames: the core addresses
 every frame, beacons and summaries included, to one neighbour (see docs/crypto.md for the bytes).
 
-Plain text on TEXT_MESSAGE_APP from stock Meshtastic users is surfaced through ``on_text`` and
-``send_text``.
+Plain text on TEXT_MESSAGE_APP and positions on POSITION_APP from stock Meshtastic users are surfaced,
+unauthenticated and never as frames, through ``on_text`` and ``on_position`` (the command post
+records them, see :mod:`relay.heard`); ``send_text`` answers them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from meshtastic.protobuf import mesh_pb2
 from pubsub import pub
 
 from crypto.errors import CryptoError
@@ -61,6 +64,7 @@ __all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
 log = logging.getLogger(__name__)
 
 TEXT_MESSAGE_APP = 1
+POSITION_APP = 3
 ROUTING_APP = 5
 _EARLY_RESULTS = 64  # routing answers that overtook their sendData() return, kept briefly
 _TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
@@ -101,6 +105,7 @@ class LoRaLink(Link):
             per_frame_overhead_s=lora.preamble_s,
         )
         self.on_text = on_text
+        self.on_position: Callable[[int, float, float], None] | None = None  # radio, lat, lon
         self._peer_by_num = {num: bytes.fromhex(hex_id) for num, hex_id in config.roster.items()}
         self._num_by_peer = {peer: num for num, peer in self._peer_by_num.items()}
         self._events: LinkEvents | None = None
@@ -322,6 +327,10 @@ class LoRaLink(Link):
             self._events.frame_received(self.config.name, peer, frame)
         elif portnum == TEXT_MESSAGE_APP and self.on_text is not None:
             self.on_text(sender, payload.decode("utf-8", errors="replace"))
+        elif portnum == POSITION_APP and self.on_position is not None:
+            position = _stock_position(payload)
+            if position is not None:
+                self.on_position(sender, *position)
 
     def _authenticated(self, interface: Any, sender: int, payload: bytes, to: int, pki: bool) -> bytes | None:
         """The frame inside ``payload`` if it passes every check, else None (counted and logged)."""
@@ -424,6 +433,19 @@ class LoRaLink(Link):
         if self.config.transport == "tcp":
             return f"{self.config.address}:{self.config.port}"
         return f"{self.config.transport}:{self.config.address}"
+
+
+def _stock_position(payload: bytes) -> tuple[float, float] | None:
+    """(lat, lon) of a stock POSITION_APP payload; None if it is damaged, empty or off the globe."""
+    position = mesh_pb2.Position()
+    try:
+        position.ParseFromString(payload)
+    except DecodeError:
+        return None
+    lat, lon = position.latitude_i * 1e-7, position.longitude_i * 1e-7
+    if (lat, lon) == (0.0, 0.0) or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return lat, lon
 
 
 def _close_quietly(iface: Any) -> None:
