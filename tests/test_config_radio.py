@@ -127,3 +127,18 @@ async def test_a_radio_on_another_region_or_preset_keeps_the_link_down(
     assert message in state.last_error
     warnings = [r.getMessage() for r in caplog.records if message in r.getMessage()]
     assert len(warnings) >= 2, caplog.text  # the first attempt and at least one retry
+
+
+def test_a_radio_on_custom_modem_settings_is_refused_too() -> None:
+    from meshtastic.protobuf import config_pb2
+
+    from relay.links.lora_config import RadioMismatchError, check_radio
+
+    lora = config_pb2.Config.LoRaConfig
+    config = LoRaLinkConfig(region="EU_866", preset="LITE_SLOW")
+    check_radio(config, lora(use_preset=True, region=lora.EU_866, modem_preset=lora.LITE_SLOW))
+    custom = lora(use_preset=False, region=lora.EU_866, bandwidth=125, spread_factor=10, coding_rate=5)
+    with pytest.raises(RadioMismatchError, match="region EU_866 with custom modem settings"):
+        check_radio(config, custom)
+    with pytest.raises(RadioMismatchError, match="region UNSET with LONG_FAST"):
+        check_radio(config, lora(use_preset=True))
