@@ -118,6 +118,10 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
         texts = [f"drop test {i}" for i in range(20)]
         page.evaluate("mesh112.dropStream()")
         run_async(send_many(relay, field.token, f"node:{field.node_id('command-post')}", texts))
+        deadline = time.monotonic() + 60  # all in the command post's journal while the page is away
+        while len({m[2] for m in journal_messages(post)} & set(texts)) < len(texts):
+            assert time.monotonic() < deadline, "the field's messages did not reach the command post"
+            time.sleep(0.2)
         page.evaluate("mesh112.resumeStream()")
         for text in texts:
             row = page.locator("#messages tbody tr", has_text=re.compile(rf"{text}$"))

@@ -45,12 +45,13 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     page.goto(f"{field.post.api}/#token={token}")
     expect(page.locator("#whoami")).to_contain_text("Signed in as dispatcher op")
     expect(page.locator("#stream-state")).to_have_text("stream: live", timeout=10_000)
+    expect(page.locator("#send-to option", has_text="Field Relay 1")).to_have_count(1)
     assert "token" not in page.url  # the fragment is dropped once read
 
-    page.fill("#send-to", f"node:{field.relay_id}")
+    page.select_option("#send-to", f"node:{field.relay_id}")  # listed by name: Field Relay 1
     page.fill("#send-text", "hold position at gate B")
     page.select_option("#send-priority", "IMMEDIATE")
-    page.click("#send-form button")
+    page.click("#send-form button[type=submit]")
     expect(page.locator("#send-result")).to_contain_text(":", timeout=10_000)
 
     response = httpx.post(
@@ -62,7 +63,7 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     row = page.locator("#messages tbody tr", has_text="gate B clear")
     expect(row).to_have_count(1, timeout=15_000)
     expect(row).to_have_class("FLASH")
-    expect(page.locator("#links tbody tr")).to_have_count(1)
+    expect(page.locator("#links tbody tr")).to_have_count(1, timeout=10_000)
 
     reported = httpx.post(  # to the command post named in the field relay's node.toml
         f"{field.relay.api}/api/v1/positions",
@@ -71,7 +72,7 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
     )
     assert reported.status_code == 202, reported.text
     unit = page.locator("#units tbody tr", has_text="Field Relay 1")
-    expect(unit).to_contain_text("47.37690, 8.54170 ±4 m", timeout=15_000)
+    expect(unit).to_contain_text("47.3769, 8.5417 ±4 m", timeout=15_000)
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
 
