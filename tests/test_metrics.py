@@ -6,7 +6,8 @@ alarm to the gateway, which answers 200 and carries it over LoRa to the command 
 node's ``/metrics`` must then show every family with values that fit what happened: the command post
 up on lora0, airtime spent within the EU 868 budget, the 200 counted, queues and store present.
 The scrape token comes from the real CLI (``mesh112 authority token --scrape``); a dispatcher's
-token is refused with 403.
+token is refused with 403. A second field of two relay processes over IP shows a neighbour that went
+away as 0 and the FLASH message held for it in the store's figures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from system_tools import require_tool
 
 from field.deployment import create_demo_deployment
-from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
+from field.harness import free_port_base
+from field.processes import (
+    FieldNode,
+    node_config,
+    operator_token,
+    start_node,
+    stop_all,
+    wait_healthy,
+    write_field,
+)
 from field.radio import (
     Radio,
     buildings_toml,
@@ -195,3 +205,41 @@ def test_gateway_node_metrics_with_a_scrape_token(tmp_path: Path) -> None:
         stop_all(processes)
         for log in logs.iterdir():
             sys.stderr.write(f"--- {log.name}\n{log.read_text()[-2000:]}\n")
+
+
+def test_a_neighbour_that_went_away_reads_0_and_what_waits_for_it_is_counted(tmp_path: Path) -> None:
+    """Two relay processes over IP; the relay stops; the post's scrape says so (0) and counts the
+    FLASH message it holds for it."""
+    deployment = create_demo_deployment(tmp_path / "field")
+    post, relay = write_field(
+        deployment, api_port=free_port_base(2), ip_port=free_port_base(2), chain=("command-post", "relay-1")
+    )
+    token = operator_token(deployment, frozenset({"observer", "dispatcher"}), "Observer Olga")
+    relay_id = deployment.node("Field Relay 1").node_id.hex()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = [start_node(post, logs), start_node(relay, logs)]
+    try:
+        wait_healthy([post, relay])
+        peer = {"link": "ip0", "kind": "ip", "peer": relay_id, "name": "Field Relay 1"}
+        _wait("the relay up at the post", lambda: _peer_up(post.api, token, peer) == 1.0, 30)
+        stop_all(processes[1:])
+        _wait("the relay down at the post", lambda: _peer_up(post.api, token, peer) == 0.0, 30)
+        sent = httpx.post(
+            f"{post.api}/api/v1/messages",
+            json={"to": "field-relay-1", "text": "report when back", "priority": "FLASH"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert sent.status_code == 202, sent.text
+        samples = _scrape(post.api, token)
+        assert _value(samples, "mesh112_store_bundles", priority="FLASH") == 1.0
+        assert _value(samples, "mesh112_store_bytes") > 0
+        assert _value(samples, "mesh112_api_messages_sent_total") == 1.0
+    finally:
+        stop_all(processes)
+
+
+def _peer_up(api: str, token: str, labels: dict[str, str]) -> float | None:
+    samples = _scrape(api, token).get("mesh112_link_peer_up", [])
+    found = [value for have, value in samples if have == labels]
+    return found[0] if found else None
