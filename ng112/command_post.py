@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS record (
 );
 CREATE TABLE IF NOT EXISTS followup (
     key_id INTEGER NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, origin BLOB NOT NULL,
-    received_at REAL NOT NULL, PRIMARY KEY (key_id, seq)
+    received_at REAL NOT NULL, PRIMARY KEY (key_id, seq, origin)
 );
 CREATE TABLE IF NOT EXISTS operator_ack (
     key_id INTEGER NOT NULL, seq INTEGER NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL,
@@ -249,7 +249,7 @@ class AlarmRecords:
         self.book = AlarmBook()
         self._origins: dict[AlarmKey, bytes] = {}  # alarm -> node that sent it (where Acks go)
         self._accepted: dict[AlarmKey, float] = {}  # record -> when the gateway took it (bundle created)
-        self.followups: dict[AlarmKey, tuple[FollowUp, bytes]] = {}  # record -> (follow-up, its origin)
+        self.followups: dict[tuple[AlarmKey, bytes], FollowUp] = {}  # (record, origin) -> follow-up
         self._db = sqlite.connect_sync(state_path, autocommit=True)
         self._db.executescript(_SCHEMA)
         self._replay()
@@ -265,7 +265,7 @@ class AlarmRecords:
                     self._origins[event.view.key] = bytes(origin)
         for raw, origin in self._db.execute("SELECT raw, origin FROM followup").fetchall():
             followup = decode_followup(raw)
-            self.followups[followup.key] = (followup, bytes(origin))
+            self.followups[(followup.key, bytes(origin))] = followup
         acks = self._db.execute("SELECT key_id, seq, operator, action, at FROM operator_ack").fetchall()
         for key_id, seq, operator, action, at in acks:
             if (key_id, seq) in self.book.alarms:
@@ -314,23 +314,26 @@ class AlarmRecords:
         except RecordError as exc:
             log.warning("follow-up bundle from %s refused: %s", delivery.origin.hex()[:8], exc)
             return []
-        if followup.key in self.followups:
+        root = self.book.root_of(followup.key)
+        if root is not None and self._origins.get(root) != delivery.origin:
+            log.warning("follow-up for %s from %s refused: the alarm came from another node",
+                        record_id(root), delivery.origin.hex()[:8])  # fmt: skip
             return []
-        self.followups[followup.key] = (followup, delivery.origin)
+        if (followup.key, delivery.origin) in self.followups:
+            return []
+        self.followups[(followup.key, delivery.origin)] = followup
         self._db.execute(
             "INSERT OR IGNORE INTO followup (key_id, seq, raw, origin, received_at) VALUES (?,?,?,?,?)",
             (followup.key_id, followup.seq, delivery.payload, delivery.origin, self._clock()),
         )
-        root = self.book.root_of(followup.key)
         return [self._update(self.book.alarms[root])] if root is not None else []
 
     def followup_of(self, view: AlarmView) -> FollowUp | None:
         """The follow-up of the alarm's current record, if it came from the node the alarm came from."""
-        key = (view.current.key_id, view.current.seq)
-        found = self.followups.get(key)
-        if found is None or found[1] != self._origins.get(view.key):
+        origin = self._origins.get(view.key)
+        if origin is None:
             return None
-        return found[0]
+        return self.followups.get(((view.current.key_id, view.current.seq), origin))
 
     async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None:
         """The operator's acknowledgement: the second CAP Ack, back to the building's gateway."""

@@ -5,13 +5,21 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine_net import Deployment
+from ng112_samples import BREWERY_PIDF, BREWERY_SENDER, brewery_cap, sip_message
 
+from ng112.acks import ack_note, parse_action
+from ng112.buildings import derived_key_id
+from ng112.canonical import ack_record, record_from_request
 from ng112.command_post import STATE_FILE, AlarmRecords, command_post_app
-from ng112.kinds import NG112_ACK, NG112_ALARM
-from ng112.record import AckCode, AlarmRecord
+from ng112.followup import encode_followup, followup_for
+from ng112.kinds import NG112_ACK, NG112_ALARM, NG112_FOLLOWUP
+from ng112.record import AckCode, AlarmRecord, decode_record
+from ng112.request import IngressPolicy, evaluate
+from ng112.sip import SipRequest, parse_message
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.engine import Delivery
 from relay.node import Node
@@ -104,3 +112,91 @@ async def test_hostile_alarm_bundles_are_refused_without_touching_the_book(tmp_p
         assert after[: len(before)] == before
     finally:
         await node.stop()
+
+
+def _brewery(sent: datetime) -> tuple[bytes, bytes]:
+    """The brewery alarm as the gateway hands it over: (first frame, follow-up)."""
+    message = parse_message(sip_message(BREWERY_SENDER, brewery_cap(sent), BREWERY_PIDF, "b1"), datagram=True)
+    assert isinstance(message, SipRequest)
+    request = evaluate(message, IngressPolicy()).request
+    assert request is not None
+    record = record_from_request(request, derived_key_id(BREWERY_SENDER), time.time())
+    return record.encode(), encode_followup(followup_for(record, request))
+
+
+async def test_follow_up_completes_the_alarm_from_its_origin_only_and_survives_restart(
+    tmp_path: Path,
+) -> None:
+    net = Deployment()
+    net.enrol("post", frozenset({"dispatcher"}))
+    _, gateway_cert = net.enrol("gateway", frozenset({"building"}))
+    _, other_cert = net.enrol("other", frozenset({"building"}))
+    first, followup = _brewery(datetime.now(UTC).replace(microsecond=0))
+    key = f"{derived_key_id(BREWERY_SENDER):08x}-{decode_record(first).seq}"
+    node, app = await _open(net, tmp_path)
+    try:
+        gateway, other = gateway_cert.node_id, other_cert.node_id
+        (update,) = await app.handle(_delivery(gateway, node.node_id, first, 1))
+        body = update.body
+        assert update.record_id == key and body["followup"] == "pending" and body["pending_parts"]
+        assert body["hazard"] == "gas (ammonia)" and body["event"] == "Ammonia leak"
+        assert body["cap"]["language"] == "cs-CZ" and body["cap"]["identifier"] is None
+        assert body["headline_cut"] and body["instruction"] is None and body["sent_check"]["state"] == "ok"
+        assert body["location"]["uncertainty_m"] >= 25 and "unenrolled building" in body["summary"]
+        forged = await app.handle(_delivery(other, node.node_id, followup, 2, NG112_FOLLOWUP))
+        assert forged == []  # another node cannot complete this alarm
+        (update,) = await app.handle(_delivery(gateway, node.node_id, followup, 3, NG112_FOLLOWUP))
+        body = update.body
+        assert body["followup"] == "complete" and body["pending_parts"] == [] and not body["headline_cut"]
+        assert body["cap"]["identifier"] == "PHD-NH3-2026-0042" and body["cap"]["sender"] == BREWERY_SENDER
+        assert "severní brány" in body["instruction"] and body["civic_address"]["A3"] == "Plzeň"
+        assert "<identifier>PHD-NH3-2026-0042</identifier>" in body["cap_xml"]
+        damaged = bytearray(followup)
+        damaged[-3] ^= 0xFF
+        assert await app.handle(_delivery(gateway, node.node_id, bytes(damaged), 4, NG112_FOLLOWUP)) == []
+        await app.acknowledge(key, {"operator": "Jana", "action": "On scene", "at": time.time()})
+    finally:
+        await node.stop()
+    node, app = await _open(net, tmp_path)
+    try:
+        view = next(iter(app.book.alarms.values()))
+        assert app.followup_of(view) is not None
+        assert view.operator_ack is not None and view.operator_ack.code == AckCode.ON_SCENE
+    finally:
+        await node.stop()
+
+
+async def test_follow_up_before_its_first_frame_and_a_stale_sent(tmp_path: Path) -> None:
+    net = Deployment()
+    net.enrol("post", frozenset({"dispatcher"}))
+    _, gateway_cert = net.enrol("gateway", frozenset({"building"}))
+    first, followup = _brewery(datetime.now(UTC).replace(microsecond=0) - timedelta(days=14, hours=2))
+    node, app = await _open(net, tmp_path)
+    try:
+        gateway = gateway_cert.node_id
+        assert await app.handle(_delivery(gateway, node.node_id, followup, 1, NG112_FOLLOWUP)) == []
+        (update,) = await app.handle(_delivery(gateway, node.node_id, first, 2))
+        check = update.body["sent_check"]
+        assert update.body["followup"] == "complete"
+        assert check["state"] == "stale" and check["age_s"] > 14 * 86400 and "14 d 2 h" in check["note"]
+    finally:
+        await node.stop()
+
+
+def test_acknowledgements_read_whole_in_the_building_language() -> None:
+    alarm = AlarmRecord("Alert", "Actual", 7, 1, 1000, language="cs-CZ")
+    receipt = ack_record(alarm, AckCode.RECEIVED, "", 1001)
+    assert ack_note(receipt, "cs-CZ") == "Operační středisko přijalo váš poplach."
+    assert ack_note(receipt, "en-US") == "The command post has received your alarm."
+    assert ack_note(receipt, "de-AT") == "The command post has received your alarm."  # no German yet
+    code, text = parse_action("En-Route")
+    en_route = ack_record(alarm, code, "Jane Doe", 1002)
+    assert ack_note(en_route, "cs") == "Záchranné jednotky jsou na cestě k vaší budově. Operátor: Jane Doe."
+    long_text = "Approach from the north gate and wait for the shift leader at the compressor hall door " * 3
+    code, text = parse_action(long_text)
+    message = ack_record(alarm, code, text, 1003)
+    note = ack_note(decode_record(message.encode()), "en")
+    assert code == AckCode.MESSAGE and message.text_cut and note.endswith(" …")
+    assert note.removesuffix(" …").split()[-1] in long_text.split()  # ends with a whole word
+    assert parse_action("cancelled") == (AckCode.CANCELLED, "")
+    assert parse_action("False alarm") == (AckCode.FALSE_ALARM, "")
