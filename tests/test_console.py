@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from system_tools import require_tool
 
 from analytics_edge.events import DetectionRecord, encode_event
-from analytics_edge.kinds import DETECTION_EVENT
+from analytics_edge.kinds import DETECTION_EVENT, register_kinds
 from analytics_edge.rules import EventType
 from analytics_edge.tracking import Phase
 from field.deployment import create_demo_deployment
@@ -153,6 +153,7 @@ async def preload_detections(camera: FieldNode, post_id: bytes, count: int) -> N
     """``count`` detection events of 10 tracked objects, originated in the stopped camera's store."""
     now = time.time()
     async with stopped_node_engine(camera) as engine:
+        register_kinds(engine.kinds)
         for seq in range(count):
             record = DetectionRecord(
                 EventType.INTRUSION,
@@ -222,7 +223,7 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         [
             sipp,
             "-sf",
-            str(HERE / "sipp" / "ack_uas.xml"),
+            str(HERE / "sipp" / "console_panel_uas.xml"),
             "-t",
             "u1",
             "-i",
@@ -292,6 +293,8 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         expect(card.locator(".acks li")).to_contain_text("dispatched", timeout=10_000)
         expect(page.locator("#banner")).to_be_hidden()
         assert uas.wait(90) == 0, panel_log.read_text()[-3000:]  # receipt + operator ack received
+        messages = (tmp_path / "panel.msgs").read_text() if (tmp_path / "panel.msgs").exists() else ""
+        assert not messages or "Operator Jana" in messages
 
         processes.append(start_node(field_camera, logs))  # 300 detections arrive over IP
         expect(page.locator("#detection-count")).to_have_text("10", timeout=60_000)  # 10 tracked objects

@@ -90,7 +90,7 @@ function alarmCard(record) {
   const age = now() - record.created;
   const li = el("li", { class: `card alarm ${record.priority} ${statusClass(b)}${stale ? " stale" : ""}`, "data-record-id": record.record_id });
   const status = b.actual === false || statusClass(b) === "exercise" ? (b.status || t("exercise")).toUpperCase() : t("actual");
-  li.append(
+  li.append(...[
     el("div", { class: "card-head" },
       el("span", { class: `badge ${record.priority}`, text: record.priority }),
       el("span", { class: `badge status ${statusClass(b)}`, text: status }),
@@ -106,7 +106,7 @@ function alarmCard(record) {
       text: `${fmtTime(a.at)} ${a.operator}: ${codeText(a.action)} — ${ackState(a)}` }))),
     el("div", { class: "card-actions" },
       el("button", { type: "button", class: "details", text: t("details"), onclick: () => showDetail(record) }),
-      ackControls(record)));
+      ackControls(record))].filter(Boolean));
   return li;
 }
 function renderAlarms() {
