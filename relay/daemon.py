@@ -39,6 +39,7 @@ from relay.errors import ConfigError
 from relay.journal import Journal
 from relay.links.factory import build_link
 from relay.node import Node
+from relay.resources import raise_open_files_limit
 from relay.systemd import Notifier
 from relay.trust import TrustStore
 
@@ -88,6 +89,7 @@ async def run(
     """Run the node described by ``config`` with ``apps`` riding on it until ``stop`` is set."""
     data_dir = config.node.data_dir
     notifier = Notifier.from_environ()  # under systemd Type=notify
+    log.info("open files limit: %d (raised to the hard limit)", raise_open_files_limit())
     node_keys = load_node_keys(data_dir, int(time.time()))
     roster = [c for c in load_roster(data_dir / ROSTER_DIR) if c.node_id != node_keys.certificate.node_id]
     trust = TrustStore(node_keys.authority, [node_keys.certificate], node_keys.revocations)

@@ -32,16 +32,19 @@ from crypto.certificate import Certificate
 from crypto.errors import CryptoError
 from crypto.identity import display_id
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
+from relay.links.ip_admission import Admission
 from relay.links.ip_config import DEFAULT_BITRATE, Address, PositiveNumber, check_endpoints
 from relay.links.ip_handshake import Credentials, Established, HandshakeError, Initiator, Responder, Trust
 from relay.links.ip_records import MAX_FRAME, MAX_RECORD
 from relay.links.ip_session import PeerMetrics, PeerSession
 from relay.links.ip_tls import TlsMaterial, client_config, server_config
 from relay.links.ip_window import SendWindow
+from relay.resources import free_file_descriptors
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated
+MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated, in all
+MAX_PENDING_PER_SOURCE = 8  # likewise, from one source address
 _HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
 
 
@@ -92,6 +95,7 @@ class LinkMetrics:
     peers: tuple[PeerMetrics, ...]  # live connections, and the last state of closed ones
     handshakes_completed: int
     handshakes_refused: int
+    connections_refused: int  # closed before their handshake: a source or the listener was at its cap
 
 
 class IpLink(Link):
@@ -121,7 +125,9 @@ class IpLink(Link):
         self._inboxes: dict[int, asyncio.Queue[bytes]] = {}  # listener pipes still in their handshake
         self._pipe_sessions: dict[int, PeerSession] = {}
         self._peer_certificates: dict[bytes, Certificate] = {}
-        self._pending_pipes = 0
+        self._admission: Admission[pynng.Pipe] = Admission(
+            MAX_PENDING_PER_SOURCE, MAX_PENDING_HANDSHAKES, free_fds=free_file_descriptors
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes_completed = self._handshakes_refused = 0
         self._stopping = False
@@ -142,6 +148,7 @@ class IpLink(Link):
             tuple(live.values()) + closed,
             self._handshakes_completed,
             self._handshakes_refused,
+            self._admission.refused.total(),
         )
 
     def set_trust(self, trust: Trust) -> None:
@@ -197,6 +204,7 @@ class IpLink(Link):
         if address.startswith("tls+tcp://"):
             assert self.config.tls is not None
             socket.tls_config = server_config(self.config.tls)
+        socket.add_pre_pipe_connect_cb(self._admit)
         socket.add_post_pipe_connect_cb(lambda pipe: self._from_nng_thread(self._listener_pipe_new, pipe))
         socket.add_post_pipe_remove_cb(lambda pipe: self._from_nng_thread(self._listener_pipe_gone, pipe.id))
         try:
@@ -242,6 +250,7 @@ class IpLink(Link):
             return
         finally:
             self._inboxes.pop(pipe.id, None)
+            self._admission.settled(pipe.id)
         session = self._establish(
             established, crossed, pipe.asend, lambda: _close_pipe(pipe), dialler=established.peer_node_id
         )
@@ -249,21 +258,36 @@ class IpLink(Link):
         if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
             session.close("peer disconnected during the handshake")  # its removal came too early
 
-    def _listener_pipe_new(self, pipe: pynng.Pipe) -> None:
-        """Bound what a stranger can hold open: a few pending handshakes, each for a limited time."""
-        self._pending_pipes += 1
-        if self._pending_pipes > MAX_PENDING_HANDSHAKES:
-            log.warning("link %s: too many pending handshakes; closing a new connection", self.config.name)
+    def _admit(self, pipe: pynng.Pipe) -> None:
+        """On pynng's thread, before the connection is added: close it at once if its source is at its
+        cap of unauthenticated connections or file descriptors run short; when the listener is at its
+        cap, close the oldest pending connection instead (see :mod:`relay.links.ip_admission`)."""
+        source = str(pipe.remote_address).rsplit(":", 1)[0]
+        verdict = self._admission.admit(pipe.id, source, pipe)
+        if verdict.evict is not None:
+            _close_pipe(verdict.evict)
+        if verdict.refused is not None:
             _close_pipe(pipe)
+        if verdict.evict is not None or verdict.refused is not None:
+            log.warning(
+                "link %s: closed a connection before its handshake: %s (%d so far)",
+                self.config.name,
+                verdict.refused or "the oldest of too many pending handshakes",
+                self._admission.refused.total(),
+            )
+
+    def _listener_pipe_new(self, pipe: pynng.Pipe) -> None:
+        """Each pending handshake is bounded in time as well as in number."""
         assert self._loop is not None
         self._loop.call_later(self.config.handshake_timeout, self._handshake_deadline, pipe)
 
     def _handshake_deadline(self, pipe: pynng.Pipe) -> None:
-        self._pending_pipes -= 1
+        self._admission.settled(pipe.id)
         if pipe.id not in self._pipe_sessions:
             _close_pipe(pipe)
 
     def _listener_pipe_gone(self, pipe_id: int) -> None:
+        self._admission.settled(pipe_id)
         session = self._pipe_sessions.pop(pipe_id, None)
         if session is not None:
             session.close("peer closed the connection")
