@@ -13,7 +13,6 @@ from relay.links.base import LinkError
 from relay.links.lora_phy import Preset, Region
 
 BROADCAST_NUM = 0xFFFFFFFF
-TRANSPORTS = ("tcp", "serial", "ble")
 
 NodeNum = Annotated[int, Field(gt=0, lt=BROADCAST_NUM)]
 
