@@ -28,7 +28,8 @@ def test_example_in_deploy_is_the_packaged_one_and_parses() -> None:
 
 def test_rendered_config_and_links(tmp_path: Path) -> None:
     text = render_node_config('Engine "7"', ("relay", "responder"), api_enabled=True)
-    text += '\n[[links]]\ntype = "ip"\nlisten = "tcp://127.0.0.1:7000"\n\n[[links]]\ntype = "lora"\nname = "lora-a"\n'
+    text += '\n[[links]]\ntype = "ip"\nlisten = "tcp://127.0.0.1:7000"\n'
+    text += '\n[[links]]\ntype = "lora"\nname = "lora-a"\n'
     path = tmp_path / "node.toml"
     path.write_text(text)
     config = load_config(path)
