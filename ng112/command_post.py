@@ -142,6 +142,7 @@ def alarm_body(
         if part
     )
     label = "" if view.actual else f"[{view.first.status.upper()}] "
+    label = ("[UNAUTHENTICATED] " if view.first.unauthenticated else "") + label
     location: dict[str, Any] | None = None
     if current.lat_e7 is not None and current.lon_e7 is not None:
         location = {
@@ -163,6 +164,7 @@ def alarm_body(
         "summary": f"{label}{current.msg_type}: {event} at {place}" + (f" ({detail})" if detail else ""),
         "status": view.first.status,
         "actual": view.actual,
+        "authenticated": not view.first.unauthenticated,
         "msgType": current.msg_type,
         "cancelled": view.cancelled,
         "hazard": hazard + (f" ({substance})" if substance else ""),

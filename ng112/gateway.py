@@ -33,7 +33,7 @@ import ssl
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from ng112.acks import ack_message, parse_sip_target
@@ -439,6 +439,8 @@ class Gateway:
     ) -> None:
         key_id = building.key_id if building else self.registry.key_for(request.sender_uri)
         record = record_from_request(request, key_id, now)
+        if building is None:  # flagged all the way to the operator's screen
+            record = replace(record, unauthenticated=True)
         enrolled = self.registry.by_key(key_id)
         user = request.sender_uri.split(":", 1)[-1].split("@", 1)[0] or "panel"
         panel = (

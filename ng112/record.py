@@ -17,7 +17,7 @@ key id. Fixed layout, big endian::
     byte  17     code: the Hazard in an alarm, the AckCode in an Ack
     byte  18     substance (Substance; 0 = none)
     bytes 19-20  urgency (3) | severity (3) | certainty (3) | flags (language, event, text cut,
-                 event cut, follow-up coming: 1 bit each) | 0 (2 bits)
+                 event cut, follow-up coming, unauthenticated: 1 bit each) | 0 (1 bit)
     [location]   lat, lon int32 in 1e-7 degrees, uncertainty uint8 (r = 2^(u/8) - 1 metres, rounded up)
     [floor]      int8
     [reference]  key id uint32, seq uint32 of the alarm this Update/Cancel/Ack refers to
@@ -60,6 +60,7 @@ _LOCATION = struct.Struct(">iiB")
 _REFERENCE = struct.Struct(">II")
 _FLAG_LOCATION, _FLAG_FLOOR, _FLAG_REFERENCE, _FLAG_TEXT = 8, 4, 2, 1
 _FLAG_LANGUAGE, _FLAG_EVENT, _FLAG_TEXT_CUT, _FLAG_EVENT_CUT, _FLAG_FOLLOWUP = 64, 32, 16, 8, 4
+_FLAG_UNAUTHENTICATED = 2  # the panel did not prove its building's secret (ng112.gateway)
 
 
 class AckCode(IntEnum):
@@ -142,6 +143,7 @@ class AlarmRecord:
     text_cut: bool = False
     event_cut: bool = False
     followup: bool = False  # the whole CAP/PIDF-LO follows in a linked bundle (ng112.followup)
+    unauthenticated: bool = False  # the gateway could not tell that the building sent it
 
     @property
     def identity(self) -> tuple[int, int, int]:
@@ -226,6 +228,7 @@ def encode_record(record: AlarmRecord) -> bytes:
         flags |= _FLAG_TEXT
     extra |= (_FLAG_TEXT_CUT if record.text_cut else 0) | (_FLAG_EVENT_CUT if record.event_cut else 0)
     extra |= _FLAG_FOLLOWUP if record.followup else 0
+    extra |= _FLAG_UNAUTHENTICATED if record.unauthenticated else 0
     mask = 0
     for category in record.categories:
         mask |= 1 << _index(category, CATEGORIES, "category")
@@ -274,7 +277,7 @@ def decode_record(data: bytes) -> AlarmRecord:
         urgency >= len(URGENCIES)
         or severity >= len(SEVERITIES)
         or certainty >= len(CERTAINTIES)
-        or usc & 0x03
+        or usc & 0x01
     ):
         raise RecordError("urgency/severity/certainty field out of range")
     mask, flags = mask_flags >> 4, mask_flags & 0xF
@@ -319,7 +322,7 @@ def decode_record(data: bytes) -> AlarmRecord:
         URGENCIES[urgency], SEVERITIES[severity], CERTAINTIES[certainty], lat, lon, uncertainty, floor,
         (reference[0], reference[1]) if reference else None, zone, texts["text"], substance,
         texts["language"], texts["event"], bool(usc & _FLAG_TEXT_CUT), bool(usc & _FLAG_EVENT_CUT),
-        bool(usc & _FLAG_FOLLOWUP),
+        bool(usc & _FLAG_FOLLOWUP), bool(usc & _FLAG_UNAUTHENTICATED),
     )  # fmt: skip
 
 

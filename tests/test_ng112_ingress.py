@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from ng112.alarmbook import AlarmBook
 from ng112.buildings import Building, BuildingRegistry
+from ng112.command_post import alarm_body
 from ng112.digest import (
     Credentials,
     DigestAuthenticator,
@@ -23,6 +25,7 @@ from ng112.digest import (
 )
 from ng112.errors import SipHeaderError
 from ng112.gateway import Alarm, Gateway, GatewayConfig, node_accept
+from ng112.record import AlarmRecord, decode_record
 from ng112.sip import Headers, SipRequest, SipResponse, StreamFramer, parse_message
 from ng112.store import AlarmStore
 from relay.bundle import Priority
@@ -118,6 +121,7 @@ async def test_enrolled_building_is_challenged_then_authenticated_with_sha256(st
     assert challenged.status == 401 and "algorithm=SHA-256" in offered[0] and "algorithm=MD5" in offered[1]
     assert accepted.status == 200 and await store.count() == 1
     assert alarms[0].authenticated and not alarms[0].lowered and alarms[0].record.key_id == TOWER.key_id
+    assert not alarms[0].record.unauthenticated
     assert gateway.counts["challenged"] == 1 and gateway.counts["authentication_failed"] == 0
 
 
@@ -138,6 +142,17 @@ async def test_wrong_secret_is_still_accepted_but_flagged_unauthenticated(store:
         await gateway.stop()
     assert response.status == 200 and len(alarms) == 1 and not alarms[0].authenticated
     assert gateway.counts["authentication_failed"] == 1
+    flagged = decode_record(alarms[0].record.encode())  # the flag travels in the compact record
+    assert flagged.unauthenticated and flagged == alarms[0].record
+    (view,) = _book(flagged)
+    body = alarm_body(view, BuildingRegistry([TOWER]), None, flagged.sent)
+    assert body["authenticated"] is False and body["summary"].startswith("[UNAUTHENTICATED] ")
+
+
+def _book(record: AlarmRecord) -> list[Any]:
+    book = AlarmBook()
+    book.apply(record, now=record.sent)
+    return list(book.alarms.values())
 
 
 def test_digest_stale_nonce_foreign_nonce_and_parsing() -> None:
