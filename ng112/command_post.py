@@ -40,7 +40,7 @@ from ng112.pidfl import parse_pidf
 from ng112.record import AckCode, AlarmRecord, decode_record, decode_uncertainty
 from relay import sqlite
 from relay.apps import RecordUpdate
-from relay.bundle import Destination, Priority, from_epoch
+from relay.bundle import BundleId, Destination, Priority, from_epoch
 from relay.engine import Delivery
 from relay.node import Node
 
@@ -337,8 +337,9 @@ class AlarmRecords:
             return None
         return self.followups.get(((view.current.key_id, view.current.seq), origin))
 
-    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> None:
-        """The operator's acknowledgement: the second CAP Ack, back to the building's gateway."""
+    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> BundleId:
+        """The operator's acknowledgement: the second CAP Ack, back to the building's gateway; returns
+        the Ack bundle (the API keeps it with the acknowledgement, so its delivery can be followed)."""
         key = parse_record_id(record_id)
         if key not in self.book.alarms:
             raise ValueError(f"alarm {record_id} is not in the alarm book")
@@ -348,12 +349,12 @@ class AlarmRecords:
             "INSERT OR REPLACE INTO operator_ack (key_id, seq, operator, action, at) VALUES (?,?,?,?,?)",
             (*key, operator, action, at),
         )
-        await self._send_ack(record)
+        return await self._send_ack(record)
 
-    async def _send_ack(self, ack: AlarmRecord) -> None:
+    async def _send_ack(self, ack: AlarmRecord) -> BundleId:
         assert ack.reference is not None
         origin = self._origins[ack.reference]
-        await self._node.send(
+        return await self._node.send(
             Destination.to_node(origin),
             ack.encode(),
             kind=NG112_ACK,
