@@ -73,7 +73,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
     tls = None
     if args.tls_port is not None:
         if not (args.cert and args.key):
-            raise Ng112Error("--tls-port needs --cert and --key")
+            raise UsageError("--tls-port needs --cert and --key")
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.cert, args.key)
     registry = BuildingRegistry.load(args.buildings) if args.buildings else BuildingRegistry()
