@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ng112.alarmbook import AlarmBook
+from ng112.alarmbook import AlarmBook, SendAck
 from ng112.buildings import Building, BuildingRegistry
 from ng112.command_post import alarm_body
 from ng112.digest import (
@@ -285,3 +285,47 @@ def test_cr_lf_is_never_written_into_a_header() -> None:
         request.to_bytes()
     with pytest.raises(SipHeaderError):
         SipRequest("MESSAGE", "sip:p@h\r\nX: y", Headers(())).to_bytes()
+
+
+async def test_a_hostile_cap_sender_cannot_inject_headers_into_the_ack(
+    store: AlarmStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CAP <sender> with CR/LF (XML character references) is stored as sent; the Ack that would copy
+    it into a header is never written, and the panel receives nothing injected."""
+    received: list[bytes] = []
+
+    class Panel(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            received.append(data)
+
+    loop = asyncio.get_running_loop()
+    panel, _ = await loop.create_datagram_endpoint(Panel, local_addr=("127.0.0.1", 0))
+    port = panel.get_extra_info("sockname")[1]
+    hostile = "sip:x@evil.example&#13;&#10;X-Injected: yes"
+    alarms: list[Alarm] = []
+
+    async def accept(alarm: Alarm) -> None:
+        alarms.append(alarm)
+
+    building = Building(0x0B0B0B0B, TOWER.sender, "Depot", panel=f"sip:p@127.0.0.1:{port}")  # no secret
+    gateway = Gateway(GatewayConfig(udp_port=0, tcp_port=0), store, BuildingRegistry([building]), accept)
+    await gateway.start()
+    try:
+        wire = _variant(9)
+        wire = wire.replace(
+            b"<sender>sip:fire-panel-17@building.example.org</sender>", f"<sender>{hostile}</sender>".encode()
+        )
+        head, body = wire.split(b"\r\n\r\n", 1)
+        head = head.split(b"Content-Length:")[0] + f"Content-Length: {len(body)}".encode()
+        assert (await _exchange(gateway, head + b"\r\n\r\n" + body)).status == 200
+        stored = await store.get(alarms[0].record.key_id, alarms[0].record.seq)
+        assert stored is not None and "\n" in stored.cap_sender  # the hostile sender, as sent
+        (receipt,) = [e.ack for e in AlarmBook().apply(alarms[0].record, 0) if isinstance(e, SendAck)]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("ng112.gateway.ACK_TIMEOUT_S", 0.2)
+            assert await gateway.deliver_ack(receipt) is False
+    finally:
+        panel.close()
+        await gateway.stop()
+    assert not any(b"X-Injected" in data for data in received)
+    assert "CR, LF or NUL" in caplog.text  # refused by the writer, not lost on the way
