@@ -71,7 +71,7 @@ def _mesh112() -> dict[str, dict[str, float]]:
             "overhead_bytes": len(grouped) - len(BODY),
             "with_compact_bundle_header_bytes": len(grouped) - len(BODY) + BUNDLE_HEADER_COMPACT,
             "seal_per_s": _rate(lambda i: seal_group(group, _nonce(i), AAD, BODY)),
-            "open_per_s": _rate(lambda i: open_group(ring, "incident-1", _nonce(0), AAD, grouped)),
+            "open_per_s": _rate(lambda i: open_group(ring, "incident-1", _nonce(0), AAD, grouped, 0.0)),
         },
         "standard_hpke_mac": {
             "overhead_bytes": len(mac) - len(BODY),

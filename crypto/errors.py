@@ -33,5 +33,9 @@ class SealError(CryptoError):
     """A sealed message cannot be opened: tampered, wrong recipient, wrong sender or unknown key."""
 
 
+class StaleEpochError(SealError):
+    """A group seal under an epoch the group has rotated away from (past the grace period)."""
+
+
 class ReplayError(CryptoError):
     """A message id was already accepted, or the message is outside its lifetime."""

@@ -7,10 +7,16 @@ its certificate's roles). When a member is revoked or removed, the issuer rotate
 the next epoch goes to the remaining members only, so the removed member cannot open anything
 sealed after the rotation.
 
-Group seal format: ``epoch(u16) ChaCha20-Poly1305(plaintext)`` — overhead 18 bytes. The nonce comes
-from the bundle id as in the compact pairwise mode; ids include the origin, so members sharing the
-key never share an id. A group seal proves membership, not which member sent it: inside the group
+Group seal format: ``epoch(u16) salt(8) ChaCha20-Poly1305(plaintext)`` — overhead 26 bytes. The
+nonce comes from the bundle id and the random salt as in the compact pairwise mode; ids include the
+origin, so members sharing the key never share an id, and the salt covers an origin that lost its
+store and repeats an id. A group seal proves membership, not which member sent it: inside the group
 the origin in the header is trusted as asserted (sign over IP where that matters).
+
+Epochs: a member opens only the newest epoch it holds of a group, and the one before it for
+``grace_s`` seconds after the newer key arrived (bundles sealed just before a rotation are still in
+flight); anything older raises :class:`StaleEpochError`. So a member removed at a rotation can
+no longer inject into the group with the key it kept once the grace has passed.
 
 Group key message (``"MG"`` version 1): ``name(len8 + UTF-8) epoch(u16) key(32)``.
 """
@@ -26,12 +32,13 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from crypto import wire
 from crypto.certificate import RevocationList
-from crypto.errors import DecodeError, SealError
+from crypto.errors import DecodeError, SealError, StaleEpochError
 from crypto.identity import Identity, PublicIdentity
-from crypto.seal import MAX_PLAINTEXT, TAG_LEN, SealContext, derive_nonce
+from crypto.seal import MAX_PLAINTEXT, NONCE_SALT_LEN, TAG_LEN, SealContext, derive_nonce
 
 GROUP_KEY_LEN = 32
-GROUP_OVERHEAD = 2 + TAG_LEN
+GROUP_OVERHEAD = 2 + NONCE_SALT_LEN + TAG_LEN
+EPOCH_GRACE_S = 3600.0  # the previous epoch still opens this long after the newer key arrived
 MAX_GROUP_NAME = 64
 MAX_EPOCH = 0xFFFF
 _MAGIC, _VERSION = b"MG", 1
@@ -87,22 +94,30 @@ def _group_aad(group: str, epoch: int, aad: bytes) -> bytes:
 def seal_group(key: GroupKey, nonce_input: bytes, aad: bytes, plaintext: bytes) -> bytes:
     if len(plaintext) > MAX_PLAINTEXT:
         raise SealError(f"plaintext is larger than {MAX_PLAINTEXT} bytes")
+    salt = os.urandom(NONCE_SALT_LEN)
     cipher = ChaCha20Poly1305(key.key)
-    return wire.u16(key.epoch) + cipher.encrypt(
-        derive_nonce(nonce_input), plaintext, _group_aad(key.group, key.epoch, aad)
+    return (
+        wire.u16(key.epoch)
+        + salt
+        + cipher.encrypt(derive_nonce(nonce_input, salt), plaintext, _group_aad(key.group, key.epoch, aad))
     )
 
 
 class GroupKeyring:
-    """The group keys a member holds, every epoch it was given (old bundles stay readable)."""
+    """The group keys a member holds and when each arrived, which decides the epochs that open."""
 
-    def __init__(self, keys: Iterable[GroupKey] = ()) -> None:
+    def __init__(self, keys: Iterable[GroupKey] = (), *, now: float = 0.0, grace_s: float = EPOCH_GRACE_S):
+        self.grace_s = grace_s
         self._keys: dict[tuple[str, int], GroupKey] = {}
+        self._arrived: dict[tuple[str, int], float] = {}
         for key in keys:
-            self.add(key)
+            self.add(key, now)
 
-    def add(self, key: GroupKey) -> None:
+    def add(self, key: GroupKey, now: float) -> None:
+        """Hold ``key``; ``now`` (any clock the caller also passes to :meth:`usable`) starts the grace
+        of the epoch before it."""
         self._keys[(key.group, key.epoch)] = key
+        self._arrived.setdefault((key.group, key.epoch), now)
 
     def get(self, group: str, epoch: int) -> GroupKey | None:
         return self._keys.get((group, epoch))
@@ -111,17 +126,34 @@ class GroupKeyring:
         epochs = [epoch for name, epoch in self._keys if name == group]
         return self._keys[(group, max(epochs))] if epochs else None
 
+    def usable(self, group: str, epoch: int, now: float) -> GroupKey:
+        """The key of ``epoch`` if that epoch may still open bundles at ``now``."""
+        key, latest = self.get(group, epoch), self.latest(group)
+        if key is None or latest is None:
+            raise SealError(f"no key for group {group!r} epoch {epoch} (not a member, or removed before it)")
+        if epoch == latest.epoch:
+            return key
+        newer = self._arrived.get((group, epoch + 1))
+        if epoch == latest.epoch - 1 and newer is not None and now < newer + self.grace_s:
+            return key
+        raise StaleEpochError(
+            f"group {group!r} epoch {epoch} was replaced by epoch {latest.epoch}; sealed by a removed "
+            "member, or held back longer than the rotation grace"
+        )
 
-def open_group(keyring: GroupKeyring, group: str, nonce_input: bytes, aad: bytes, sealed: bytes) -> bytes:
+
+def open_group(
+    keyring: GroupKeyring, group: str, nonce_input: bytes, aad: bytes, sealed: bytes, now: float
+) -> bytes:
+    """Open a group seal at ``now`` (the clock the keyring's keys were added with)."""
     if not GROUP_OVERHEAD <= len(sealed) <= MAX_PLAINTEXT + GROUP_OVERHEAD:
         raise SealError(f"group sealed payload has an impossible length ({len(sealed)} bytes)")
     epoch = int.from_bytes(sealed[:2], "big")
-    key = keyring.get(group, epoch)
-    if key is None:
-        raise SealError(f"no key for group {group!r} epoch {epoch} (not a member, or removed before it)")
+    key = keyring.usable(group, epoch, now)
+    salt, body = sealed[2 : 2 + NONCE_SALT_LEN], sealed[2 + NONCE_SALT_LEN :]
     try:
         return ChaCha20Poly1305(key.key).decrypt(
-            derive_nonce(nonce_input), sealed[2:], _group_aad(group, epoch, aad)
+            derive_nonce(nonce_input, salt), body, _group_aad(group, epoch, aad)
         )
     except InvalidTag:
         raise SealError(f"group seal for {group!r} epoch {epoch} does not open: tampered") from None

@@ -8,7 +8,10 @@ Format (``M112KEY``, version 1)::
                         the AEAD's associated data is everything before the ciphertext
 
 The checksum catches a torn or damaged file before it becomes a wrong identity; the scrypt limits
-stop a planted key file from making the loader spend minutes or gigabytes.
+stop a planted key file from making the loader spend minutes or gigabytes, and the floor (N = 2^15,
+32 MiB) stops a weak file, written by hand or by an older tool, from being accepted: each guess of
+the passphrase costs an attacker who stole the file as much as it costs us once per start. A new
+passphrase must be at least ``MIN_PASSPHRASE_LEN`` characters.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ MAGIC = b"M112KEY"
 VERSION = 1
 PLAIN, SCRYPT = 0, 1
 DEFAULT_SCRYPT_LOG2_N = 15  # 32 MiB with r=8, about 0.1 s: once per start, not per message
-_LOG2_N_RANGE = range(10, 21)
+_LOG2_N_RANGE = range(DEFAULT_SCRYPT_LOG2_N, 21)  # never weaker than the default, never over 1 GiB
+MIN_PASSPHRASE_LEN = 12
 _CHECKSUM_LEN = 8
 _HEADER_LEN = len(MAGIC) + 2
 MAX_KEY_FILE = 256
@@ -39,10 +43,13 @@ def encode_secret(secret: bytes, passphrase: str | None, scrypt_log2_n: int = DE
     if passphrase is None:
         body = MAGIC + bytes((VERSION, PLAIN)) + secret
         return body + hashlib.sha256(body).digest()[:_CHECKSUM_LEN]
-    if not passphrase:
-        raise KeyFileError("the passphrase is empty; give a real one or none")
+    if len(passphrase) < MIN_PASSPHRASE_LEN:
+        raise KeyFileError(
+            f"the passphrase has {len(passphrase)} characters; use at least {MIN_PASSPHRASE_LEN} "
+            "(a few random words), or none"
+        )
     if scrypt_log2_n not in _LOG2_N_RANGE:
-        raise ValueError(f"scrypt log2(n) must be in {_LOG2_N_RANGE.start}..{_LOG2_N_RANGE.stop - 1}")
+        raise KeyFileError(f"scrypt log2(n) must be in {_LOG2_N_RANGE.start}..{_LOG2_N_RANGE.stop - 1}")
     salt, nonce = os.urandom(16), os.urandom(12)
     header = MAGIC + bytes((VERSION, SCRYPT, scrypt_log2_n, 8, 1)) + salt + nonce
     key = Scrypt(salt=salt, length=32, n=1 << scrypt_log2_n, r=8, p=1).derive(passphrase.encode())
@@ -71,7 +78,11 @@ def decode_secret(data: bytes, passphrase: str | None, where: str) -> bytes:
         raise KeyFileError(f"{where} is damaged (wrong length); restore it from a backup")
     log2_n, r, p = data[_HEADER_LEN : _HEADER_LEN + 3]
     if log2_n not in _LOG2_N_RANGE or r != 8 or p != 1:
-        raise KeyFileError(f"{where} asks for scrypt parameters outside the allowed range")
+        raise KeyFileError(
+            f"{where} asks for scrypt parameters outside the allowed range (N = 2^{log2_n}, r = {r}, "
+            f"p = {p}; allowed N = 2^{_LOG2_N_RANGE.start}..2^{_LOG2_N_RANGE.stop - 1}, r = 8, p = 1); "
+            "write it again with mesh112 init --encrypt"
+        )
     if passphrase is None:
         raise KeyFileError(f"{where} is encrypted; give its passphrase")
     salt = data[_HEADER_LEN + 3 : _HEADER_LEN + 19]

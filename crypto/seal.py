@@ -1,15 +1,16 @@
 """Sealing for one recipient, authenticating the sender: a compact mode for LoRa, a standard one for IP.
 
-**Compact** (LoRa; overhead 16 bytes, the Poly1305 tag): static-static X25519 between the sender's
-and the recipient's enrolled keys, HKDF-SHA256 to a key per (sender, recipient) *direction*, then
-ChaCha20-Poly1305. Only these two nodes can compute the key, so a valid tag proves the sender, with
-no signature on air. The nonce is SHA-256 of the caller's ``nonce_input`` truncated to 12 bytes;
-the caller passes the bundle id key (origin, creation time, sequence), which the origin never
-repeats. Nonce reuse under one key would need the same sender to reuse a bundle id (it persists its
-sequence) or a 96-bit hash collision between distinct ids (about 2^-48 after 2^24 bundles per
-pair). Keys are per direction, so A→B and B→A never share a key even for equal inputs. What it does
-not give: forward secrecy (a stolen static key opens past traffic of that node) and proof to a
-third party (either end could have made the tag).
+**Compact** (LoRa; overhead 24 bytes: an 8-byte random salt and the 16-byte Poly1305 tag):
+static-static X25519 between the sender's and the recipient's enrolled keys, HKDF-SHA256 to a key
+per (sender, recipient) *direction*, then ChaCha20-Poly1305. Only these two nodes can compute the
+key, so a valid tag proves the sender, with no signature on air. Format: ``salt(8) ciphertext+tag``.
+The nonce is SHA-256 of the caller's ``nonce_input`` (the bundle id key: origin, creation time,
+sequence) and the salt, truncated to 12 bytes. The id alone is not enough: a node that loses its
+store restarts its sequence, and a repeated second (clock set back, no RTC) then repeats an id with
+another plaintext. With the salt, a reuse needs the same id *and* the same 64 random bits (2^-64 per
+repeated id). Keys are per direction, so A→B and B→A never share a key even for equal inputs. What
+it does not give: forward secrecy (a stolen static key opens past traffic of that node) and proof to
+a third party (either end could have made the tag).
 
 **Standard** (IP): HPKE base mode from RFC 9180, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 ChaCha20-Poly1305, via ``cryptography.hazmat.primitives.hpke``. That API offers only base mode (no
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -41,7 +44,8 @@ from crypto.errors import CertificateError, SealError
 from crypto.identity import SIGNATURE_LEN, Identity, PublicIdentity
 
 TAG_LEN = 16
-COMPACT_OVERHEAD = TAG_LEN
+NONCE_SALT_LEN = 8
+COMPACT_OVERHEAD = NONCE_SALT_LEN + TAG_LEN
 HPKE_ENC_LEN = 32
 STANDARD_MAC_LEN = 16
 STANDARD_OVERHEAD_MAC = 1 + HPKE_ENC_LEN + TAG_LEN + STANDARD_MAC_LEN
@@ -50,18 +54,20 @@ MAX_NONCE_INPUT = 64
 MAX_PLAINTEXT = 1 << 20
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _MODE_MAC, _MODE_SIGNED = 0x11, 0x12  # version 1 in the high nibble, mode in the low
-_NONCE_TAG = b"mesh112/nonce/v1"
+_NONCE_TAG = b"mesh112/nonce/v2"
 _COMPACT_SALT = b"mesh112/compact/v1"
 _MAC_SALT = b"mesh112/standard-mac/v1"
 _INFO_TAG = b"mesh112/standard/v1"
 _SIG_TAG = b"mesh112/standard-signature/v1"
 
 
-def derive_nonce(nonce_input: bytes) -> bytes:
-    """12-byte AEAD nonce from a never-repeating id (the bundle id key)."""
+def derive_nonce(nonce_input: bytes, salt: bytes) -> bytes:
+    """12-byte AEAD nonce from the bundle id key and the random salt sent with the seal."""
     if not 1 <= len(nonce_input) <= MAX_NONCE_INPUT:
         raise SealError(f"nonce input must be 1-{MAX_NONCE_INPUT} bytes")
-    return hashlib.sha256(_NONCE_TAG + nonce_input).digest()[:12]
+    if len(salt) != NONCE_SALT_LEN:
+        raise SealError(f"nonce salt must be {NONCE_SALT_LEN} bytes")
+    return hashlib.sha256(_NONCE_TAG + salt + nonce_input).digest()[:12]
 
 
 def _pair_secret(
@@ -78,9 +84,12 @@ class SealContext:
     """One node's sealing state: caches the per-pair compact and MAC keys (LoRa nodes seal many
     small things, and one X25519 plus HKDF per bundle is the expensive part)."""
 
-    def __init__(self, identity: Identity, max_peers: int = 4096) -> None:
+    def __init__(
+        self, identity: Identity, max_peers: int = 4096, random: Callable[[int], bytes] = os.urandom
+    ) -> None:
         self.identity = identity
         self._max_peers = max_peers
+        self._random = random
         self._keys: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
 
     def _key(self, peer: PublicIdentity, salt: bytes, sending: bool) -> bytes:
@@ -104,14 +113,16 @@ class SealContext:
     ) -> bytes:
         _check_size(plaintext)
         cipher = ChaCha20Poly1305(self._key(recipient, _COMPACT_SALT, sending=True))
-        return cipher.encrypt(derive_nonce(nonce_input), plaintext, aad)
+        salt = self._random(NONCE_SALT_LEN)
+        return salt + cipher.encrypt(derive_nonce(nonce_input, salt), plaintext, aad)
 
     def open_compact(self, sender: PublicIdentity, nonce_input: bytes, aad: bytes, sealed: bytes) -> bytes:
-        if not TAG_LEN <= len(sealed) <= MAX_PLAINTEXT + TAG_LEN:
+        if not COMPACT_OVERHEAD <= len(sealed) <= MAX_PLAINTEXT + COMPACT_OVERHEAD:
             raise SealError(f"compact sealed payload has an impossible length ({len(sealed)} bytes)")
         cipher = ChaCha20Poly1305(self._key(sender, _COMPACT_SALT, sending=False))
+        salt = sealed[:NONCE_SALT_LEN]
         try:
-            return cipher.decrypt(derive_nonce(nonce_input), sealed, aad)
+            return cipher.decrypt(derive_nonce(nonce_input, salt), sealed[NONCE_SALT_LEN:], aad)
         except InvalidTag:
             raise SealError(
                 "compact seal does not open: tampered, or not from this sender to this node"

@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import uvicorn
 
 from crypto.certificate import Certificate
-from crypto.errors import CryptoError
-from crypto.keystore import load_node_keys
+from crypto.errors import CryptoError, KeyFileError
+from crypto.keystore import load_node_keys, save_revocations
 from relay.api.app import ApiContext, create_app
 from relay.api.metrics import NodeCollector
 from relay.apps import App
@@ -48,6 +49,28 @@ log = logging.getLogger("mesh112.daemon")
 STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
+PASSPHRASE_ENV = "MESH112_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "MESH112_PASSPHRASE_FILE"
+PASSPHRASE_CREDENTIAL = "mesh112-passphrase"  # systemd: LoadCredential=mesh112-passphrase:/etc/...
+
+
+def node_passphrase(environ: Mapping[str, str]) -> str | None:
+    """The passphrase of an encrypted node key (``mesh112 init --encrypt``): ``$MESH112_PASSPHRASE``,
+    else the file ``$MESH112_PASSPHRASE_FILE`` names, else the systemd credential
+    ``mesh112-passphrase``; None when none is given (a plain key needs none)."""
+    if environ.get(PASSPHRASE_ENV):
+        return environ[PASSPHRASE_ENV]
+    path = Path(environ[PASSPHRASE_FILE_ENV]) if environ.get(PASSPHRASE_FILE_ENV) else None
+    if path is None and environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(environ["CREDENTIALS_DIRECTORY"]) / PASSPHRASE_CREDENTIAL
+        if not path.exists():
+            return None
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the node key's passphrase from {path}: {exc}") from None
 
 
 def load_roster(directory: Path) -> list[Certificate]:
@@ -90,7 +113,13 @@ async def run(
     data_dir = config.node.data_dir
     notifier = Notifier.from_environ()  # under systemd Type=notify
     log.info("open files limit: %d (raised to the hard limit)", raise_open_files_limit())
-    node_keys = load_node_keys(data_dir, int(time.time()))
+    try:
+        node_keys = load_node_keys(data_dir, int(time.time()), node_passphrase(os.environ))
+    except KeyFileError as exc:
+        raise KeyFileError(
+            f"{exc} (the daemon takes it from ${PASSPHRASE_ENV}, the file ${PASSPHRASE_FILE_ENV} names, "
+            f"or the systemd credential {PASSPHRASE_CREDENTIAL})"
+        ) from None
     roster = [c for c in load_roster(data_dir / ROSTER_DIR) if c.node_id != node_keys.certificate.node_id]
     trust = TrustStore(node_keys.authority, [node_keys.certificate], node_keys.revocations)
     for certificate in roster:
@@ -112,6 +141,7 @@ async def run(
         groups=frozenset(joined_groups(data_dir)),
     )
     node = Node(engine, links)
+    engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     post_apps = command_post_apps(node) if config.api.enabled else []
     tasks: list[asyncio.Task[None]] = []
     journal: Journal | None = None
@@ -133,6 +163,9 @@ async def run(
                 send_groups=lambda: held_groups(data_dir),
                 tiles=data_dir / config.api.tiles if config.api.tiles else None,
             )
+            engine.on_revocations(
+                lambda revocations: ctx.hub.publish({"type": "revocation", "serial": revocations.serial})
+            )  # open streams re-check their tokens at once
             ctx.ack_hooks.update({app.record_type: app.acknowledge for app in post_apps})
             for app in post_apps:
                 router = getattr(app, "router", None)

@@ -6,6 +6,10 @@ under the simulator (virtual time). The engine seals what applications send (com
 for small bundles that may cross LoRa, standard HPKE seal for big ones, group key for groups), opens
 what arrives for this node, stores before acknowledging, and drops bundles whose origin this node
 does not trust.
+
+Revocations are bundles too: the signed revocation list, FLASH, to everyone, its payload not sealed
+(the authority's signature proves it and a revocation list is no secret). Every node that receives
+one, relay or not, applies it at once (:meth:`NodeEngine.apply_revocations`) and keeps carrying it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from crypto.certificate import Certificate
-from crypto.errors import CryptoError, SealError
+from crypto.certificate import Certificate, RevocationList
+from crypto.errors import CryptoError, SealError, StaleEpochError
 from crypto.group import GroupKeyring, open_group, seal_group
-from crypto.identity import Identity
-from crypto.seal import SealContext
+from crypto.identity import Identity, display_id
+from crypto.seal import COMPACT_OVERHEAD, SealContext
 from relay.bundle import (
     SHORT_ID_LEN,
     Bundle,
@@ -43,15 +47,40 @@ from relay.trust import TrustStore
 
 log = logging.getLogger(__name__)
 
-COMPACT_SEAL_MAX = 180  # plaintexts up to this size get the 16-byte compact seal (fits one LoRa frame)
+# Plaintexts up to this size get the 24-byte compact seal: frame type 1 + header 16 + seal 24 + 172
+# = 213 bytes, one LoRa frame (219).
+COMPACT_SEAL_MAX = 172
 STORE_EXPIRE_EVERY_S = 60.0
 ALL_GROUP = "all"  # the group key that seals bundles for everyone
 
+REVOCATION_LIFETIME_S = 68 * 3600  # the longest the compact header carries
 StatusCallback = Callable[[BundleId, BundleStatus], None]
+RevocationCallback = Callable[[RevocationList], object]  # what it returns is ignored
 
 
 class SendError(Exception):
     """A bundle could not be sent; the message says what the application or operator can fix."""
+
+
+class RevocationError(CryptoError):
+    """A revocation list that is not this deployment's, or older than the one this node holds."""
+
+
+@dataclass
+class SecurityCounters:
+    """What hostile or revoked peers tried, for operators (the API exports these as metrics)."""
+
+    revoked_frames: int = 0  # frames from a revoked neighbour, dropped before the core
+    forged_receipts: int = 0  # receipts not sealed pairwise by the bundle's destination
+    stale_epochs: int = 0  # group seals under an epoch the group rotated away from
+    bad_revocations: int = 0  # revocation bundles that did not verify against the authority
+    revocations_applied: int = 0  # newer revocation lists taken
+
+    def count(self, what: str) -> int:
+        """Add one to ``what``; returns the new count (log lines carry it)."""
+        value: int = getattr(self, what) + 1
+        setattr(self, what, value)
+        return value
 
 
 class StorageFullError(SendError):
@@ -93,9 +122,11 @@ class NodeEngine:
         self.core = RelayCore(self.node_id, certificate.roles | groups, context=trust.compact_context())
         self.refused_frames = 0
         self.refused_bundles = 0
+        self.security = SecurityCounters()
         self._seal = SealContext(identity)
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._callbacks: list[StatusCallback] = []
+        self._revocation_callbacks: list[RevocationCallback] = []
         self._next_store_expiry = 0.0
 
     @classmethod
@@ -207,6 +238,70 @@ class NodeEngine:
     def on_status(self, callback: StatusCallback) -> None:
         self._callbacks.append(callback)
 
+    # -- revocation ------------------------------------------------------------------------------
+
+    def on_revocations(self, callback: RevocationCallback) -> None:
+        """``callback(list)`` runs each time a newer revocation list is applied (cut sessions, close
+        streams, save it)."""
+        self._revocation_callbacks.append(callback)
+
+    def apply_revocations(self, revocations: RevocationList) -> bool:
+        """Believe a newer signed list at once; False if this node already holds it or a newer one.
+        Raises :class:`RevocationError` for a list the deployment authority did not sign."""
+        try:
+            taken = self.trust.update_revocations(revocations)
+        except CryptoError as exc:
+            raise RevocationError(f"revocation list serial {revocations.serial} refused: {exc}") from None
+        if not taken:
+            return False
+        self.trust_changed()
+        self.security.count("revocations_applied")
+        names = [self._display(entry.node_id) for entry in revocations.entries]
+        log.warning(
+            "revocation list serial %d applied: %d node(s) revoked: %s",
+            revocations.serial,
+            len(names),
+            ", ".join(names),
+        )
+        for callback in self._revocation_callbacks:
+            callback(revocations)
+        return True
+
+    async def publish_revocations(self, revocations: RevocationList, now: float) -> BundleId:
+        """Apply ``revocations`` here and send them to every node as a FLASH bundle."""
+        self.apply_revocations(revocations)
+        held = self.trust.revocations
+        if held is None or revocations.serial < held.serial:
+            raise RevocationError(
+                f"revocation list serial {revocations.serial} is older than the one this node holds"
+            )
+        return await self.send(
+            Destination.everyone(),
+            revocations.encode(),
+            kind=Kind.REVOCATION,
+            priority=Priority.FLASH,
+            lifetime=REVOCATION_LIFETIME_S,
+            now=now,
+        )
+
+    def _revocation_arrived(self, bundle: Bundle) -> None:
+        try:
+            self.apply_revocations(RevocationList.decode(bundle.payload))
+        except CryptoError as exc:  # DecodeError or RevocationError
+            count = self.security.count("bad_revocations")
+            log.warning(
+                "revocation bundle %s from %s refused (%d so far): %s",
+                bundle.id,
+                self._display(bundle.origin),
+                count,
+                exc,
+            )
+
+    def _display(self, node_id: bytes) -> str:
+        certificate = self.trust.certificate(node_id)
+        label = display_id(node_id)
+        return f"{certificate.name} ({label})" if certificate is not None else label
+
     # -- link side -------------------------------------------------------------------------------
 
     async def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
@@ -216,6 +311,14 @@ class NodeEngine:
         self.core.link_down(link, peer, now)
 
     async def frame_received(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
+        revocations = self.trust.revocations
+        if revocations is not None and revocations.is_revoked(peer):
+            count = self.security.count("revoked_frames")
+            if count & (count - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
+                log.warning(
+                    "frame from revoked node %s on %s dropped (%d so far)", self._display(peer), link, count
+                )
+            return
         try:
             actions = self.core.frame(link, peer, frame, now)
         except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError, FragmentError: hostile neighbour
@@ -296,15 +399,38 @@ class NodeEngine:
         return actions
 
     async def _deliver(self, bundle: Bundle, now: float) -> None:
-        """Open a bundle from the store's inbox and hand it to the app (receipts are ours)."""
+        """Open a bundle from the store's inbox and hand it to the app (receipts and revocations
+        are ours)."""
+        if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
+            self._revocation_arrived(bundle)
+            await self.store.ack_delivery(bundle.id)
+            return
         try:
+            if bundle.origin != self.node_id:
+                self.trust.check(bundle.origin, now)  # revoked since it was stored: not delivered
             plaintext = self._open_payload(bundle, now)
+        except StaleEpochError as exc:
+            count = self.security.count("stale_epochs")
+            log.warning("bundle %s refused (%d stale group epochs so far): %s", bundle.id, count, exc)
+            await self.store.ack_delivery(bundle.id)
+            return
         except CryptoError as exc:
             log.warning("bundle %s for this node does not open, discarded: %s", bundle.id, exc)
             await self.store.ack_delivery(bundle.id)
             return
         if bundle.kind == Kind.RECEIPT:
             await self.store.ack_delivery(bundle.id)
+            if bundle.destination != Destination.to_node(self.node_id):
+                # Only a pairwise seal proves which node made a receipt; a group seal proves
+                # membership, so any member could claim to be the destination.
+                count = self.security.count("forged_receipts")
+                log.warning(
+                    "receipt %s refused (%d so far): sent to %s, not sealed to this node alone",
+                    bundle.id,
+                    count,
+                    bundle.destination,
+                )
+                return
             try:
                 receipt = Receipt.decode(plaintext)
             except ReceiptDecodeError as exc:
@@ -315,7 +441,8 @@ class NodeEngine:
             try:
                 actions = self.core.receipt(receipt.subject, now, bundle.origin, receipt.hops, receipt.path)
             except ForgedReceiptError as exc:
-                log.warning("receipt %s refused: %s", bundle.id, exc)
+                count = self.security.count("forged_receipts")
+                log.warning("receipt %s refused (%d so far): %s", bundle.id, count, exc)
                 return
             await self._apply(actions, now)
             return
@@ -343,6 +470,8 @@ class NodeEngine:
 
     def _seal_payload(self, header: Bundle, plaintext: bytes) -> bytes:
         dest = header.destination
+        if header.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
+            return plaintext  # signed by the authority; see the module docstring
         nonce_input, aad = header.id.key(), header.aad()
         if dest.kind is DestKind.NODE and dest.node is not None:
             if dest.node == self.node_id:
@@ -369,8 +498,8 @@ class NodeEngine:
                 if bundle.origin == self.node_id
                 else self.trust.check(bundle.origin, now)
             )
-            if len(bundle.payload) <= COMPACT_SEAL_MAX + 16:
+            if len(bundle.payload) <= COMPACT_SEAL_MAX + COMPACT_OVERHEAD:
                 return self._seal.open_compact(sender, nonce_input, aad, bundle.payload)
             return self._seal.open_standard(sender, aad, bundle.payload)
         group = dest.name if dest.name is not None else ALL_GROUP
-        return open_group(self.keyring, group, nonce_input, aad, bundle.payload)
+        return open_group(self.keyring, group, nonce_input, aad, bundle.payload, now)

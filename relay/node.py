@@ -19,9 +19,10 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
+from crypto.certificate import RevocationList
 from relay.bundle import BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
-from relay.engine import Delivery, NodeEngine, StatusCallback
+from relay.engine import Delivery, NodeEngine, SecurityCounters, StatusCallback
 from relay.kinds import KindRegistry
 from relay.links.base import Link, LinkError
 
@@ -55,6 +56,7 @@ class Node:
         self._handlers: set[asyncio.Task[None]] = set()  # frames being handled (stored, acked)
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
+        engine.on_revocations(self._revoked)
 
     @property
     def node_id(self) -> bytes:
@@ -121,6 +123,20 @@ class Node:
 
     def on_status(self, callback: StatusCallback) -> None:
         self.engine.on_status(callback)
+
+    async def publish_revocations(self, revocations: RevocationList) -> BundleId:
+        """Apply a signed revocation list here and flood it to every node (FLASH)."""
+        bundle_id = await self.engine.publish_revocations(revocations, self.now())
+        self._wake()
+        return bundle_id
+
+    @property
+    def security(self) -> SecurityCounters:
+        return self.engine.security
+
+    def _revoked(self, revocations: RevocationList) -> None:
+        for link in self.links.values():
+            link.revoked(revocations)
 
     def health_problems(self) -> list[str]:
         """What keeps this node from doing all it should (for ``/healthz``); empty when healthy."""

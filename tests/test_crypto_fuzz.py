@@ -55,7 +55,7 @@ TARGETS: dict[str, tuple[bytes, Callable[[bytes], object], type[CryptoError]]] =
     ),
     "group": (
         seal_group(GROUP, ID, b"", b"payload"),
-        lambda data: open_group(RING, "incident-9", ID, b"", data),
+        lambda data: open_group(RING, "incident-9", ID, b"", data, 0.0),
         SealError,
     ),
     "group_key_wrap": (

@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crypto.certificate import Authority
 from crypto.errors import CertificateError, KeyFileError, RevokedError
 from crypto.identity import Identity
-from crypto.keyfile import decode_secret, encode_secret
+from crypto.keyfile import MAGIC, MIN_PASSPHRASE_LEN, SCRYPT, VERSION, decode_secret, encode_secret
 from crypto.keystore import (
     IDENTITY_FILE,
     load_identity,
@@ -25,6 +27,7 @@ from crypto.keystore import (
 )
 
 NOW = 1_800_000_000
+PASSPHRASE = "staging at north gate"
 
 
 def test_plain_identity_round_trip_with_mode_0600(tmp_path: Path) -> None:
@@ -48,10 +51,10 @@ def test_readable_key_file_is_refused_with_a_fix(tmp_path: Path, mode: int) -> N
 
 def test_encrypted_identity_needs_the_right_passphrase(tmp_path: Path) -> None:
     identity = Identity.generate()
-    save_identity(tmp_path, identity, passphrase="correct horse")
+    save_identity(tmp_path, identity, passphrase="correct horse battery")
     assert b"correct" not in (tmp_path / IDENTITY_FILE).read_bytes()
     assert identity.private_bytes() not in (tmp_path / IDENTITY_FILE).read_bytes()
-    assert load_identity(tmp_path, "correct horse").public == identity.public
+    assert load_identity(tmp_path, "correct horse battery").public == identity.public
     with pytest.raises(KeyFileError, match="is encrypted; give its passphrase"):
         load_identity(tmp_path)
     with pytest.raises(KeyFileError, match="wrong passphrase"):
@@ -75,11 +78,34 @@ def test_damaged_or_missing_key_file(tmp_path: Path) -> None:
 
 def test_hostile_scrypt_parameters_are_refused_quickly() -> None:
     secret = bytes(64)
-    data = bytearray(encode_secret(secret, "pw", scrypt_log2_n=10))
+    data = bytearray(encode_secret(secret, PASSPHRASE))
     data[9] = 30  # log2(n) = 30 would need 128 GiB
     with pytest.raises(KeyFileError, match="outside the allowed range"):
-        decode_secret(bytes(data), "pw", "test")
-    assert decode_secret(encode_secret(secret, "pw", scrypt_log2_n=10), "pw", "test") == secret
+        decode_secret(bytes(data), PASSPHRASE, "test")
+    assert decode_secret(encode_secret(secret, PASSPHRASE), PASSPHRASE, "test") == secret
+
+
+def _weak_key_file(secret: bytes, passphrase: str, log2_n: int) -> bytes:
+    """A key file as an older tool (or an attacker planting one) would write it: weak scrypt."""
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = MAGIC + bytes((VERSION, SCRYPT, log2_n, 8, 1)) + salt + nonce
+    key = Scrypt(salt=salt, length=32, n=1 << log2_n, r=8, p=1).derive(passphrase.encode())
+    return header + ChaCha20Poly1305(key).encrypt(nonce, secret, header)
+
+
+def test_weak_scrypt_and_short_passphrases_are_refused() -> None:
+    """N = 2^10 with a one-character passphrase opened before: a stolen file fell to a laptop."""
+    weak = _weak_key_file(bytes(64), "x", 10)
+    with pytest.raises(KeyFileError, match=r"N = 2\^10.*allowed N = 2\^15"):
+        decode_secret(weak, "x", "identity.key")
+    with pytest.raises(KeyFileError, match="allowed N"):
+        decode_secret(_weak_key_file(bytes(64), PASSPHRASE, 14), PASSPHRASE, "identity.key")
+    for short in ("", "x", "a" * (MIN_PASSPHRASE_LEN - 1)):
+        with pytest.raises(KeyFileError, match=f"at least {MIN_PASSPHRASE_LEN}"):
+            encode_secret(bytes(64), short)
+    with pytest.raises(KeyFileError, match="scrypt log2"):
+        encode_secret(bytes(64), PASSPHRASE, scrypt_log2_n=10)
+    assert decode_secret(encode_secret(bytes(64), "a" * MIN_PASSPHRASE_LEN), "a" * MIN_PASSPHRASE_LEN, "t")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.certificate import Authority
-from crypto.errors import DecodeError, ReplayError, SealError
+from crypto.errors import DecodeError, ReplayError, SealError, StaleEpochError
 from crypto.group import (
+    EPOCH_GRACE_S,
     GROUP_OVERHEAD,
     GroupKey,
     GroupKeyManager,
@@ -76,7 +77,7 @@ def test_compact_tampering_wrong_parties_and_inputs_are_refused() -> None:
     with pytest.raises(SealError):  # reflected back to the sender: keys are per direction
         open_compact(ALICE, BOB.public, BUNDLE_ID, AAD, sealed)
     with pytest.raises(SealError):
-        open_compact(BOB, ALICE.public, BUNDLE_ID, AAD, sealed[:15])
+        open_compact(BOB, ALICE.public, BUNDLE_ID, AAD, sealed[: COMPACT_OVERHEAD - 1])
 
 
 def test_seal_context_caches_pair_keys_and_interoperates() -> None:
@@ -138,7 +139,7 @@ def test_opening_random_bytes_raises_only_seal_error(data: bytes) -> None:
     for opener in (
         lambda: open_compact(BOB, ALICE.public, BUNDLE_ID, AAD, data),
         lambda: open_standard(BOB, ALICE.public, AAD, data),
-        lambda: open_group(GroupKeyring([GroupKey("g", 0, bytes(32))]), "g", BUNDLE_ID, AAD, data),
+        lambda: open_group(GroupKeyring([GroupKey("g", 0, bytes(32))]), "g", BUNDLE_ID, AAD, data, 0.0),
     ):
         with pytest.raises(SealError):
             opener()
@@ -149,14 +150,16 @@ def test_group_seal_round_trip_and_tampering() -> None:
     ring = GroupKeyring([key])
     sealed = seal_group(key, BUNDLE_ID, AAD, b"all units: staging at north gate")
     assert len(sealed) == 32 + GROUP_OVERHEAD
-    assert open_group(ring, "incident-42", BUNDLE_ID, AAD, sealed).startswith(b"all units")
+    assert open_group(ring, "incident-42", BUNDLE_ID, AAD, sealed, 0.0).startswith(b"all units")
     for bad in _flips(sealed):
         with pytest.raises(SealError):
-            open_group(ring, "incident-42", BUNDLE_ID, AAD, bad)
+            open_group(ring, "incident-42", BUNDLE_ID, AAD, bad, 0.0)
     with pytest.raises(SealError):
-        open_group(ring, "incident-43", BUNDLE_ID, AAD, sealed)
+        open_group(ring, "incident-43", BUNDLE_ID, AAD, sealed, 0.0)
     with pytest.raises(SealError):
-        open_group(GroupKeyring([GroupKey.generate("incident-42")]), "incident-42", BUNDLE_ID, AAD, sealed)
+        open_group(
+            GroupKeyring([GroupKey.generate("incident-42")]), "incident-42", BUNDLE_ID, AAD, sealed, 0.0
+        )
 
 
 def test_group_key_wrapping_is_signed_by_the_issuer() -> None:
@@ -178,9 +181,11 @@ def test_revoked_member_cannot_read_after_rotation() -> None:
     rings = {name: GroupKeyring() for name in members}
     for node_id, wrapped in manager.create("incident-7", [m.public for m in members.values()]).items():
         name = next(n for n, m in members.items() if m.node_id == node_id)
-        rings[name].add(unwrap_group_key(members[name], authority.public, wrapped))
+        rings[name].add(unwrap_group_key(members[name], authority.public, wrapped), 0.0)
     before = seal_group(manager.current("incident-7"), b"id-1", AAD, b"before")
-    assert all(open_group(ring, "incident-7", b"id-1", AAD, before) == b"before" for ring in rings.values())
+    assert all(
+        open_group(ring, "incident-7", b"id-1", AAD, before, 0.0) == b"before" for ring in rings.values()
+    )
 
     revocations = authority.revoke(members["thief"].node_id, "phone stolen", now=1_800_000_100)
     rotations = manager.apply_revocations(revocations)
@@ -188,14 +193,54 @@ def test_revoked_member_cannot_read_after_rotation() -> None:
     assert manager.current("incident-7").epoch == 1
     for name in ("cp", "medic"):
         wrapped = rotations["incident-7"][members[name].node_id]
-        rings[name].add(unwrap_group_key(members[name], authority.public, wrapped))
+        rings[name].add(unwrap_group_key(members[name], authority.public, wrapped), 100.0)
         with pytest.raises(SealError):  # the thief cannot open another member's wrapped key
             unwrap_group_key(members["thief"], authority.public, wrapped)
     after = seal_group(manager.current("incident-7"), b"id-2", AAD, b"after")
-    assert open_group(rings["medic"], "incident-7", b"id-2", AAD, after) == b"after"
+    assert open_group(rings["medic"], "incident-7", b"id-2", AAD, after, 100.0) == b"after"
     with pytest.raises(SealError, match="epoch 1"):
-        open_group(rings["thief"], "incident-7", b"id-2", AAD, after)
+        open_group(rings["thief"], "incident-7", b"id-2", AAD, after, 100.0)
     assert manager.apply_revocations(revocations) == {}  # nothing more to rotate
+    # The thief still holds epoch 0 and seals with it: members take that only within the grace.
+    injected = seal_group(
+        GroupKey("incident-7", 0, rings["thief"].get("incident-7", 0).key), b"id-3", AAD, b"x"
+    )
+    assert open_group(rings["medic"], "incident-7", b"id-3", AAD, injected, 100.0 + EPOCH_GRACE_S - 1) == b"x"
+    with pytest.raises(StaleEpochError, match="replaced by epoch 1"):
+        open_group(rings["medic"], "incident-7", b"id-3", AAD, injected, 100.0 + EPOCH_GRACE_S)
+
+
+def test_only_the_newest_epoch_and_the_one_before_it_open() -> None:
+    keys = [GroupKey.generate("incident-8", epoch) for epoch in range(3)]
+    ring = GroupKeyring(grace_s=60.0)
+    for at, key in enumerate(keys):
+        ring.add(key, at * 1000.0)
+    sealed = {key.epoch: seal_group(key, BUNDLE_ID, AAD, b"m") for key in keys}
+    assert open_group(ring, "incident-8", BUNDLE_ID, AAD, sealed[2], 9e9) == b"m"
+    assert open_group(ring, "incident-8", BUNDLE_ID, AAD, sealed[1], 2059.0) == b"m"
+    with pytest.raises(StaleEpochError):  # past the grace
+        open_group(ring, "incident-8", BUNDLE_ID, AAD, sealed[1], 2060.0)
+    with pytest.raises(StaleEpochError):  # two epochs back: never, grace or not
+        open_group(ring, "incident-8", BUNDLE_ID, AAD, sealed[0], 2000.0)
+
+
+def test_a_repeated_bundle_id_never_repeats_a_nonce() -> None:
+    """A node that lost its store repeats an id: the salt gives each seal its own nonce."""
+    first = seal_compact(ALICE, BOB.public, BUNDLE_ID, AAD, b"alarm: smoke in hall 2")
+    second = seal_compact(ALICE, BOB.public, BUNDLE_ID, AAD, b"alarm: fire in hall 2!")
+    salt_len = COMPACT_OVERHEAD - 16
+    assert first[:salt_len] != second[:salt_len]
+    # With one nonce the two ciphertexts would XOR to the XOR of the plaintexts.
+    xor = bytes(a ^ b for a, b in zip(first[salt_len:-16], second[salt_len:-16], strict=True))
+    assert xor != bytes(
+        a ^ b for a, b in zip(b"alarm: smoke in hall 2", b"alarm: fire in hall 2!", strict=True)
+    )
+    key = GroupKey.generate("g")
+    assert seal_group(key, BUNDLE_ID, AAD, b"x")[2:10] != seal_group(key, BUNDLE_ID, AAD, b"x")[2:10]
+    fixed = SealContext(ALICE, random=lambda n: bytes(n))  # the salt is what makes them differ
+    assert fixed.seal_compact(BOB.public, BUNDLE_ID, AAD, b"a") == fixed.seal_compact(
+        BOB.public, BUNDLE_ID, AAD, b"a"
+    )
 
 
 def test_replay_guard_refuses_repeats_and_out_of_lifetime() -> None:

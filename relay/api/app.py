@@ -31,6 +31,7 @@ from relay.api.permissions import Action, allowed
 from relay.api.routes_console import console_router
 from relay.api.routes_messages import messages_router
 from relay.api.routes_records import records_router
+from relay.api.routes_revocations import revocations_router
 from relay.api.routes_units import units_router
 from relay.api.tokens import Operator, TokenError, verify_token
 from relay.apps import Sender
@@ -44,7 +45,7 @@ from relay.bundle import (
     from_epoch,
 )
 from relay.core.receipts import BundleStatus
-from relay.engine import SendError, StorageFullError
+from relay.engine import SecurityCounters, SendError, StorageFullError
 from relay.journal import Journal
 from relay.position import (
     MAX_ACCURACY_M,
@@ -60,6 +61,7 @@ from relay.ratelimit import RateLimiter
 MAX_BODY = 64 * 1024
 STATIC = PathLib(__file__).parent / "static"
 MAX_TEXT = 4096
+STREAM_RECHECK_S = 2.0  # an open stream re-checks its token (revoked, expired) at least this often
 REPLAY_PAGE = 500  # journal changes read at a time when a stream resumes from a cursor
 
 
@@ -74,6 +76,11 @@ class NodeControl(Sender, Protocol):
     def link_info(self) -> list[dict[str, Any]]: ...
 
     def health_problems(self) -> list[str]: ...
+
+    async def publish_revocations(self, revocations: RevocationList) -> BundleId: ...
+
+    @property
+    def security(self) -> SecurityCounters: ...
 
 
 AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]  # the bundle carrying it back
@@ -222,6 +229,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     for make_router in (messages_router, records_router, units_router, console_router):
         app.include_router(make_router(ctx, require))
+    app.include_router(revocations_router(ctx, require))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -345,7 +353,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 if len(changes) < REPLAY_PAGE:
                     break
             while True:
-                event = await queue.get()
+                event = await _next_event(queue)
+                if event is None or event.get("type") == "revocation":
+                    try:  # revoked or expired since the stream opened: closed now
+                        operator_from(token)
+                    except HTTPException as exc:
+                        await websocket.close(code=4401, reason=str(exc.detail)[:120])
+                        return
+                    if event is None:
+                        continue
                 if replayed is not None and event.get("seq", replayed + 1) <= replayed:
                     continue
                 await websocket.send_json(event)
@@ -358,3 +374,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
             ctx.hub.unsubscribe(queue)
 
     return app
+
+
+async def _next_event(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any] | None:
+    """The next event for a stream, or None after ``STREAM_RECHECK_S`` without one."""
+    try:
+        async with asyncio.timeout(STREAM_RECHECK_S):
+            return await queue.get()
+    except TimeoutError:
+        return None

@@ -11,6 +11,9 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
 * ``mesh112_queue_depth{link,priority}``: items waiting to be sent, per class;
 * ``mesh112_store_bytes``, ``mesh112_store_quota_bytes``, ``mesh112_store_bundles{priority}``,
   ``mesh112_store_inbox``, ``mesh112_store_evictions_total``;
+* ``mesh112_security_events_total{what}``: what revoked or hostile peers tried and the node refused
+  (frames of a revoked neighbour, forged receipts, stale group epochs, bad revocation lists...), and
+  ``mesh112_revocation_serial``: the serial of the revocation list held (-1: none);
 * the API's own (:class:`ApiMetrics`), and whatever applications add through ``Node.collectors``
   (the NG112 gateway: ``mesh112_ng112_responses_total{code}``), so ``relay`` imports none of them.
 """
@@ -18,6 +21,7 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -82,6 +86,7 @@ class NodeCollector(Collector):
         yield info
         yield from self._links()
         yield from self._store()
+        yield from self._security()
         for collector in self._node.collectors:
             yield from collector.collect()
 
@@ -120,6 +125,21 @@ class NodeCollector(Collector):
                 airtime.add_metric([name], link.state().airtime_last_hour_s)
                 budget.add_metric([name], link.profile.duty_cycle * HOUR_S)
         yield from (peer_up, depth, airtime, budget)
+
+    def _security(self) -> Iterator[Metric]:
+        engine = self._node.engine
+        events = CounterMetricFamily(
+            "mesh112_security_events", "Attempts by revoked or hostile peers, refused", labels=["what"]
+        )
+        for what, count in asdict(engine.security).items():
+            events.add_metric([what], count)
+        yield events
+        held = engine.trust.revocations
+        yield GaugeMetricFamily(
+            "mesh112_revocation_serial",
+            "Serial of the revocation list this node holds (-1: none)",
+            value=-1 if held is None else held.serial,
+        )
 
     def _store(self) -> Iterator[Metric]:
         stats = self._stats

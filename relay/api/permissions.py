@@ -24,6 +24,7 @@ class Action(StrEnum):
     ACK_RECORD = "ack_record"
     STREAM = "stream"
     METRICS = "metrics"
+    REVOKE = "revoke"
 
 
 ROLES = ("admin", "dispatcher", "observer", "building", "camera", "responder", "scraper")
@@ -41,6 +42,7 @@ MATRIX: dict[Action, frozenset[str]] = {
     Action.ACK_RECORD: frozenset({"admin", "dispatcher"}),
     Action.STREAM: frozenset({"admin", "dispatcher", "observer"}),
     Action.METRICS: frozenset({"admin", "observer", "scraper"}),
+    Action.REVOKE: frozenset({"admin"}),
 }
 
 

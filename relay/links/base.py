@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
+from crypto.certificate import RevocationList
 from relay.errors import Mesh112Error
 
 BROADCAST = b"\xff" * 16  # send to every neighbour on the link (LoRa channel broadcast)
@@ -55,3 +56,8 @@ class Link(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Close the link and release every resource it holds."""
+
+    def revoked(self, revocations: RevocationList) -> None:  # noqa: B027 - most links hold no sessions
+        """A newer revocation list was applied: cut the sessions of the nodes it revokes and refuse
+        them from now on. A link without sessions has nothing to cut (the engine drops a revoked
+        neighbour's frames)."""

@@ -28,7 +28,7 @@ from typing import Any
 import pynng
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crypto.certificate import Certificate
+from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError
 from crypto.identity import display_id
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
@@ -161,7 +161,11 @@ class IpLink(Link):
             except CryptoError as exc:
                 session = self._sessions.get(peer)
                 if session is not None:
+                    log.warning("link %s: session with %s cut: %s", self.config.name, display_id(peer), exc)
                     session.close(f"peer certificate no longer accepted: {exc}")
+
+    def revoked(self, revocations: RevocationList) -> None:
+        self.set_trust(Trust(self._trust.authority_public, revocations))
 
     async def start(self, events: LinkEvents) -> None:
         self._events = events

@@ -1,0 +1,165 @@
+"""A revoked node and a rogue group member against real engines on real SQLite stores.
+
+The revocation travels as a FLASH bundle over an IP hop and a LoRa hop (compact encoding) and every
+node applies it; afterwards the revoked node's frames are dropped before the core (counted), and a
+receipt forged by a group member is refused (counted) instead of marking a bundle delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from engine_net import IP, LORA, Deployment, EnginePump
+
+from crypto.certificate import Authority
+from crypto.group import GroupKey, GroupKeyring, seal_group
+from relay.bundle import Bundle, Destination, DestKind, Kind, Priority
+from relay.core.frames import DataFrame, encode_frame
+from relay.core.receipts import Receipt, State
+from relay.engine import Delivery, NodeEngine, RevocationError
+
+T0 = 1000.0
+
+
+async def _collect(engine: NodeEngine, timeout: float = 1.0) -> list[Delivery]:
+    try:
+        return await asyncio.wait_for(engine.receive(), timeout)
+    except TimeoutError:
+        return []
+
+
+async def test_a_revocation_floods_over_ip_and_lora_and_cuts_the_node_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = Deployment()
+    for name in ("post", "relay", "thief"):
+        net.enrol(name)
+    post, relay, thief = [await net.open(name, tmp_path, T0) for name in ("post", "relay", "thief")]
+    try:
+        await _revoke_thief(net, post, relay, thief, caplog)
+    finally:
+        for engine in (post, relay, thief):
+            await engine.close()
+
+
+async def _revoke_thief(
+    net: Deployment, post: NodeEngine, relay: NodeEngine, thief: NodeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    applied: dict[str, list[int]] = {"post": [], "relay": [], "thief": []}
+    for name, engine in (("post", post), ("relay", relay), ("thief", thief)):
+        engine.on_revocations(lambda revocations, name=name: applied[name].append(revocations.serial))
+    pump = EnginePump()
+    await pump.connect(IP, post, relay, T0)
+    await pump.connect(LORA, relay, thief, T0)
+    to_post = Destination.to_node(post.node_id)
+    await thief.send(to_post, b"before", kind=Kind.TEXT, priority=Priority.FLASH, lifetime=600, now=T0)
+    now = await pump.run(T0, 60)
+    assert [d.payload for d in await _collect(post)] == [b"before"]
+
+    older = net.authority.revocations
+    revocations = net.authority.revoke(thief.node_id, "radio stolen")
+    caplog.set_level(logging.WARNING, logger="relay.engine")
+    await post.publish_revocations(revocations, now)
+    assert applied["post"] == [revocations.serial]  # at once on the node that publishes
+    now = await pump.run(now, 120)
+    assert applied["relay"] == [revocations.serial]
+    assert relay.trust.revocations == revocations
+
+    for text in (b"after 1", b"after 2"):
+        await thief.send(to_post, text, kind=Kind.TEXT, priority=Priority.FLASH, lifetime=600, now=now)
+    now = await pump.run(now, 120)
+    assert await _collect(post, 0.2) == []
+    assert relay.security.revoked_frames > 0
+    assert "revocation list serial 1 applied: 1 node(s) revoked: thief" in caplog.text
+    assert "frame from revoked node thief" in caplog.text and "so far" in caplog.text
+
+    # Publishing an older list is refused; the same list again is carried but changes nothing.
+    with pytest.raises(RevocationError, match="older"):
+        await post.publish_revocations(older, now)
+    await post.publish_revocations(revocations, now)
+    assert applied["post"] == [revocations.serial]
+
+
+async def test_a_revocation_list_not_signed_by_the_authority_is_refused_and_counted(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("post", "relay", "victim"):
+        net.enrol(name)
+    post, relay = [await net.open(name, tmp_path, T0) for name in ("post", "relay")]
+    try:
+        await _forged_list(net, post, relay)
+    finally:
+        for engine in (post, relay):
+            await engine.close()
+
+
+async def _forged_list(net: Deployment, post: NodeEngine, relay: NodeEngine) -> None:
+    pump = EnginePump()
+    await pump.connect(IP, post, relay, T0)
+    forged = Authority.generate().revoke(net.members["victim"][1].node_id, "forged")
+    with pytest.raises(RevocationError, match="another deployment authority"):
+        post.apply_revocations(forged)
+    # A rogue enrolled node floods it anyway (it cannot use publish_revocations: sealing is the same).
+    header = Bundle(
+        post.node_id, Destination.everyone(), int(T0), 7, 600, Priority.FLASH, Kind.REVOCATION, b""
+    )
+    await relay.frame_received(
+        "ip0", post.node_id, encode_frame(DataFrame(replace(header, payload=forged.encode()))), T0
+    )
+    assert relay.trust.revocations is None
+    assert relay.security.bad_revocations == 1
+
+
+async def test_a_group_sealed_receipt_does_not_pass_for_the_destinations(tmp_path: Path) -> None:
+    """Member m seals a receipt with the group key and names b as its origin: before the fix, a
+    took it for b's and stopped resending a bundle b never got."""
+    net = Deployment()
+    for name in ("a", "b", "m"):
+        net.enrol(name)
+    key = GroupKey.generate("incident-3")
+    engines = {}
+    for name in ("a", "b", "m"):
+        identity, certificate = net.members[name]
+        engines[name] = await NodeEngine.open(
+            identity,
+            certificate,
+            net.trust(),
+            tmp_path / f"{name}.sqlite",
+            now=T0,
+            keyring=GroupKeyring([key], now=T0),
+            groups=frozenset({"incident-3"}),
+        )
+    try:
+        await _forge_receipt(key, engines["a"], engines["b"], engines["m"])
+    finally:
+        for engine in engines.values():
+            await engine.close()
+
+
+async def _forge_receipt(key: GroupKey, a: NodeEngine, b: NodeEngine, m: NodeEngine) -> None:
+    subject = await a.send(
+        Destination.to_node(b.node_id),
+        b"order",
+        kind=Kind.TEXT,
+        priority=Priority.PRIORITY,
+        lifetime=600,
+        now=T0,
+    )
+    header = Bundle(
+        b.node_id,
+        Destination(DestKind.GROUP, name="incident-3"),
+        int(T0),
+        9,
+        600,
+        Priority.ROUTINE,
+        Kind.RECEIPT,
+        b"",
+    )
+    payload = seal_group(key, header.id.key(), header.aad(), Receipt(subject, int(T0)).encode())
+    await a.link_up(IP, m.node_id, T0)
+    await a.frame_received("ip0", m.node_id, encode_frame(DataFrame(replace(header, payload=payload))), T0)
+    assert a.status(subject).state is not State.DELIVERED
+    assert a.security.forged_receipts == 1
