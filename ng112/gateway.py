@@ -191,7 +191,11 @@ class Gateway:
         self.tcp_address = tcp.sockets[0].getsockname()[:2]
         if self.config.tls_context is not None and self.config.tls_port is not None:
             tls = await asyncio.start_server(
-                self._serve_stream, self.config.host, self.config.tls_port, ssl=self.config.tls_context
+                self._serve_stream,
+                self.config.host,
+                self.config.tls_port,
+                ssl=self.config.tls_context,
+                ssl_handshake_timeout=self.config.message_timeout_s,  # a stalled TLS handshake, too
             )
             self._servers.append(tls)
             self.tls_address = tls.sockets[0].getsockname()[:2]
