@@ -133,7 +133,7 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
         observer = open_console(
             browser, post.api, operator_token(field.deployment, frozenset({"observer"}), "Observer")
         )
-        expect(observer.locator("#units tbody tr", has_text="Responder 1")).to_have_count(1)
+        expect(observer.locator("#units .row", has_text="Responder 1")).to_have_count(1)
         expect(observer.locator("#send-form")).to_have_count(0)
         expect(observer.locator("button", has_text="Send")).to_have_count(0)
         expect(observer.locator("button.ack")).to_have_count(0)

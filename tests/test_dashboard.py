@@ -71,7 +71,7 @@ def test_dashboard_signs_in_sends_and_follows_the_stream(field: Field, page: Pag
         headers=auth(field.field_token),
     )
     assert reported.status_code == 202, reported.text
-    unit = page.locator("#units tbody tr", has_text="Field Relay 1")
+    unit = page.locator("#units .row", has_text="Field Relay 1")
     expect(unit).to_contain_text("47.3769, 8.5417 ±4 m", timeout=15_000)
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 

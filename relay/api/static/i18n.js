@@ -40,10 +40,21 @@ if (!TEXTS[LANG]) LANG = "en";
 const t = (key) => TEXTS[LANG][key] ?? TEXTS.en[key] ?? key;
 const codeText = (code) => TEXTS[LANG].codes[code] || code;
 const LOCALE = () => (LANG === "cs" ? "cs-CZ" : "en-GB");
-const fmtTime = (unix) => unix ? new Intl.DateTimeFormat(LOCALE(), { dateStyle: "short", timeStyle: "medium" }).format(new Date(unix * 1000)) : t("never");
-const fmtNumber = (n, digits = 0) => new Intl.NumberFormat(LOCALE(), { maximumFractionDigits: digits }).format(n);
+// Formatters are costly to create (a console of 500 units formats thousands of values): one each.
+const FORMATS = new Map();
+const formatter = (kind, digits = 0) => {
+  const key = `${kind}${digits}`;
+  if (!FORMATS.has(key)) {
+    FORMATS.set(key, kind === "time" ? new Intl.DateTimeFormat(LOCALE(), { dateStyle: "short", timeStyle: "medium" })
+      : kind === "age" ? new Intl.RelativeTimeFormat(LOCALE(), { numeric: "always", style: "short" })
+        : new Intl.NumberFormat(LOCALE(), { maximumFractionDigits: digits }));
+  }
+  return FORMATS.get(key);
+};
+const fmtTime = (unix) => unix ? formatter("time").format(new Date(unix * 1000)) : t("never");
+const fmtNumber = (n, digits = 0) => formatter("number", digits).format(n);
 function fmtAge(seconds) {
-  const rtf = new Intl.RelativeTimeFormat(LOCALE(), { numeric: "always", style: "short" });
+  const rtf = formatter("age");
   const s = Math.max(0, Math.round(seconds));
   if (s < 90) return rtf.format(-s, "second");
   if (s < 5400) return rtf.format(-Math.round(s / 60), "minute");
