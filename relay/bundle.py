@@ -109,6 +109,7 @@ class Kind(IntEnum):
     REVOCATION = 5
     GROUP_KEY = 6
     STATUS = 7
+    WEBRTC_SIGNAL = 8  # a WebRTC offer or answer (relay.links.webrtc_signal) carried over the mesh
     FIRST_APPLICATION_KIND = 32
 
 

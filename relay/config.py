@@ -32,8 +32,9 @@ from pydantic_core import ErrorDetails
 from relay.errors import ConfigError
 from relay.links.ip_config import IpLinkOptions
 from relay.links.lora_config import LoRaLinkConfig
+from relay.links.webrtc_config import WebRtcLinkOptions
 
-LINK_TYPES = ("ip", "lora")
+LINK_TYPES = ("ip", "lora", "webrtc")
 DEFAULT_API_LISTEN = "127.0.0.1:8112"
 DEFAULT_QUOTA_MB = 1024
 DEFAULT_RATE_PER_S = 20.0
@@ -45,7 +46,7 @@ NODE_ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 Rate = Annotated[float, Field(gt=0, le=MAX_RATE)]
-LinkOptions = Annotated[IpLinkOptions | LoRaLinkConfig, Field(discriminator="type")]
+LinkOptions = Annotated[IpLinkOptions | LoRaLinkConfig | WebRtcLinkOptions, Field(discriminator="type")]
 
 
 def default_data_dir(config_dir: Path) -> Path:

@@ -30,6 +30,10 @@ def build_link(options: LinkOptions, node_keys: NodeKeys, data_dir: Path, trust:
         )
         credentials = Credentials(node_keys.identity, node_keys.certificate)
         return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))
+    if options.type == "webrtc":
+        from relay.links.webrtc import WebRtcLink
+
+        return WebRtcLink(options, node_keys.identity, trust.check)
     from crypto.hop import HopAuth
     from relay.links.lora import LoRaLink
 

@@ -1,0 +1,172 @@
+"""Two real Nodes (SQLite stores, crypto, relay core) over WebRtcLinks in one process: bundles with
+custody both ways, an ICE restart mid-stream losing and duplicating nothing, and the checks that bind
+the data channel to an enrolled node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from engine_net import Deployment
+
+from crypto.identity import Identity
+from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
+from relay.core.receipts import State
+from relay.links.webrtc import WebRtcLink
+from relay.links.webrtc_config import WebRtcLinkOptions
+from relay.links.webrtc_signal import SignalError, SignalType, decode, encode
+from relay.node import Node
+
+TIMING = {"keepalive_interval": 0.2, "keepalive_misses": 4, "connect_timeout": 3.0}
+
+
+class DirectSignaller:
+    """Hands each signal straight to the addressed link and its answer back (a test's signalling)."""
+
+    def __init__(self) -> None:
+        self.links: dict[bytes, WebRtcLink] = {}
+        self.signals: list[tuple[bytes, int, bool]] = []  # (to, size, sos)
+
+    async def signal(self, peer: bytes, data: bytes, *, sos: bool) -> None:
+        self.signals.append((peer, len(data), sos))
+        sender = decode(data).sender
+        answer = await self.links[peer].accept(data)
+        if answer is not None:
+            self.signals.append((sender, len(answer), sos))
+            await self.links[sender].accept(answer)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, DirectSignaller, Deployment]]:
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    signaller = DirectSignaller()
+    post_id = net.members["post"][0].node_id
+    options = {
+        "post": WebRtcLinkOptions(**TIMING),
+        "field": WebRtcLinkOptions(peers=[post_id.hex()], **TIMING),  # the field unit offers
+    }
+    nodes = []
+    for name in ("post", "field"):
+        engine = await net.open(name, tmp_path, to_epoch(time.time()))
+        link = WebRtcLink(options[name], net.members[name][0], engine.trust.check, signaller=signaller)
+        signaller.links[link.node_id] = link
+        nodes.append(Node(engine, [link]))
+    for node in nodes:
+        await node.start()
+    yield nodes[0], nodes[1], signaller, net
+    for node in nodes:
+        await node.stop()
+
+
+async def collect(node: Node, count: int, timeout: float) -> list[bytes]:
+    payloads: list[bytes] = []
+
+    async def drain() -> None:
+        async for delivery in node.inbox():
+            payloads.append(delivery.payload)
+            await node.ack(delivery.bundle_id)
+            if len(payloads) >= count:
+                return
+
+    await asyncio.wait_for(drain(), timeout)
+    return payloads
+
+
+async def wait_delivered(node: Node, ids: list[BundleId], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not all(node.status(i).state is State.DELIVERED for i in ids):
+            await asyncio.sleep(0.05)
+
+
+def link(node: Node) -> WebRtcLink:
+    found = node.links["webrtc0"]
+    assert isinstance(found, WebRtcLink)
+    return found
+
+
+async def test_bundles_cross_the_data_channel_both_ways_with_receipts(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    post, field, signaller, _ = pair
+    order = await post.send(Destination.to_node(field.node_id), b"evacuate block C", kind=Kind.TEXT)
+    sos = await field.send(Destination.to_node(post.node_id), b"SOS", kind=Kind.SOS, priority=Priority.FLASH)
+    assert await collect(field, 1, 10) == [b"evacuate block C"]
+    assert await collect(post, 1, 10) == [b"SOS"]
+    await wait_delivered(post, [order], 10)
+    await wait_delivered(field, [sos], 10)
+    assert [size <= 200 for _, size, _ in signaller.signals] == [True, True]
+    assert link(field).metrics().offers_made == 1 and link(post).metrics().offers_answered == 1
+
+
+async def test_an_ice_restart_mid_stream_loses_nothing_and_duplicates_nothing(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    post, field, _, _ = pair
+    ids = []
+    for i in range(60):
+        ids.append(await field.send(Destination.to_node(post.node_id), b"report %d" % i, kind=Kind.TEXT))
+        if i in (20, 40):
+            link(field if i == 20 else post).restart_ice(post.node_id if i == 20 else field.node_id)
+    payloads = await collect(post, 60, 30)
+    assert sorted(payloads) == sorted(b"report %d" % i for i in range(60))
+    await wait_delivered(field, ids, 30)
+    with pytest.raises(TimeoutError):
+        await collect(post, 1, 1.0)  # nothing delivered twice
+    assert link(field).metrics().ice_restarts >= 1 and link(post).metrics().ice_restarts >= 1
+
+
+async def test_a_silent_path_is_noticed_and_ice_restarts_by_itself(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    post, field, _, _ = pair
+    await asyncio.wait_for(_until(lambda: post.node_id in link(field).peers()), 10)
+    first = link(field)._sessions[post.node_id]
+    first.pc.sctp.transport.transport._connection.send_stun = lambda *a, **k: None  # type: ignore[union-attr]
+    first.channel.send = lambda data: None  # type: ignore[method-assign]  # the old path drops everything
+    sent = [
+        await field.send(Destination.to_node(post.node_id), b"late %d" % i, kind=Kind.TEXT) for i in range(5)
+    ]
+    assert sorted(await collect(post, 5, 20)) == [b"late %d" % i for i in range(5)]
+    await wait_delivered(field, sent, 10)
+    assert link(field)._sessions[post.node_id] is not first
+
+
+async def test_signals_from_strangers_for_others_or_replayed_are_refused(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    post, field, _, net = pair
+    await asyncio.wait_for(_until(lambda: post.node_id in link(field).peers()), 10)
+    stranger = Identity.generate()
+    outsider = WebRtcLink(WebRtcLinkOptions(), stranger, lambda node, now: stranger.public)
+    forged = await outsider.offer(post.node_id)
+    with pytest.raises(SignalError, match="no certificate known"):
+        await link(post).accept(forged)
+    for_field = await link(post).offer(field.node_id)  # post's offer to field, shown to post itself
+    with pytest.raises(SignalError, match="from this node itself"):
+        await link(post).accept(for_field)
+    third_id, _ = net.enrol("third")
+    misaddressed = await link(field).offer(third_id.node_id)  # field's offer to another node
+    with pytest.raises(SignalError, match="bad signature"):
+        await link(post).accept(misaddressed)
+    offer = await link(field).offer(post.node_id)
+    await link(post).accept(offer)
+    with pytest.raises(SignalError, match="answered already"):
+        await link(post).accept(offer)
+    stale = decode(offer)
+    old = stale.__class__(**{**{f: getattr(stale, f) for f in stale.__dataclass_fields__}, "created": 1})
+    with pytest.raises(SignalError, match="old"):
+        await link(post).accept(encode(old.sign(net.members["field"][0], post.node_id)))
+    assert decode(offer).type is SignalType.OFFER
+    assert link(post).metrics().signals_refused == 5
+    await outsider.stop()
+
+
+async def _until(predicate: object) -> None:
+    assert callable(predicate)
+    while not predicate():
+        await asyncio.sleep(0.02)
