@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crypto.certificate import MAX_U32, Authority
+from crypto.certificate import MAX_U32, Authority, RevocationList
 from crypto.errors import CryptoError, ExpiredError, KeyFileError, RevokedError
 from crypto.identity import Identity, display_id
 from crypto.keystore import (
@@ -29,6 +29,7 @@ from relay.enrolment import enrol_node, init_node, node_name, parse_roles
 from relay.errors import Mesh112Error, UsageError
 
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
+TOKEN_ENV = "MESH112_TOKEN"
 NEVER = MAX_U32  # the last second a certificate can name (2106-02-07): a scrape token that does not expire
 SCRAPE_ROLE = "scraper"
 
@@ -68,6 +69,13 @@ def register(subparsers: Any) -> None:
         "node", metavar="NODE_ID_OR_DIR", help="a node directory or (a prefix of) its node id"
     )
     revoke.add_argument("--reason", required=True, help="why, for the operators who will read it")
+    revoke.add_argument(
+        "--via",
+        metavar="URL",
+        help="a running node's API (e.g. http://127.0.0.1:8112): it applies the list at once and "
+        "floods it to every node as a FLASH bundle",
+    )
+    revoke.add_argument("--token", help="an admin's API token for --via (default: $MESH112_TOKEN)")
     revoke.set_defaults(func=_cmd_revoke)
     token = actions.add_parser(
         "token",
@@ -184,8 +192,42 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     if target.is_dir():
         save_revocations(target, revocations)
     print(f"revoked {label!r} ({display_id(node_id)}): {args.reason}")
-    print(f"  revocation list serial {revocations.serial}: distribute {args.authority / 'revocations.bin'}")
+    if args.via:
+        bundle_id = _publish_revocations(args.via, args.token or os.environ.get(TOKEN_ENV), revocations)
+        print(f"  revocation list serial {revocations.serial} published through {args.via}")
+        print(f"  every node applies it as the FLASH bundle {bundle_id} reaches it")
+    else:
+        listed = args.authority / "revocations.bin"
+        print(f"  revocation list serial {revocations.serial}: distribute {listed}")
+        print("  or publish it to the running deployment: add --via http://NODE:8112 --token ADMIN_TOKEN")
     return 0
+
+
+def _publish_revocations(url: str, token: str | None, revocations: RevocationList) -> str:
+    """POST the signed list to a running node's API; the FLASH bundle's id."""
+    import httpx
+
+    if not token:
+        raise UsageError(f"--via needs an admin's API token: give --token or set ${TOKEN_ENV}")
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/api/v1/revocations",
+            content=revocations.encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
+            timeout=30.0,
+        )
+    except httpx.HTTPError as exc:
+        raise Mesh112Error(
+            f"the list is saved, but {url} could not be reached ({exc}); run the command again with "
+            "--via once it answers, or distribute revocations.bin by hand"
+        ) from None
+    if response.status_code != 202:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise Mesh112Error(f"the list is saved, but {url} refused it (HTTP {response.status_code}): {detail}")
+    return str(response.json()["bundle_id"])
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
