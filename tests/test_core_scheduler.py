@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 from core_pump import Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.frames import DataFrame, decode_frame
-from relay.core.scheduler import FairQueue, TokenBucket
+from relay.core.scheduler import OVER_CAP_AIR_SHARE, FairQueue, TokenBucket
 from relay.links.base import LinkProfile
 
 A, B, C = b"A" * 16, b"B" * 16, b"C" * 16
@@ -165,3 +167,19 @@ def test_one_origin_flooding_flash_cannot_take_the_reserve_from_another() -> Non
     assert alarm is not None
     frame = decode_frame(alarm[1], CONTEXT)
     assert isinstance(frame, DataFrame) and frame.bundle.origin == A
+
+
+def test_an_origin_over_its_cap_is_paced_to_a_share_of_the_air() -> None:
+    bucket = TokenBucket(LORA, 0.0)
+    sends: list[tuple[float, bool]] = []
+    now = 0.0
+    while now < 600.0:
+        over = bucket.over_cap(Priority.FLASH, C)
+        if bucket.spend(200, now, Priority.FLASH, C):
+            sends.append((now, over))
+        now += 0.5
+    paced = [t for t, over in sends if over]
+    assert len(paced) >= 2 and bucket.over_cap_frames[C] == len(paced)
+    gaps = [b - a for a, b in itertools.pairwise(paced)]
+    assert min(gaps) >= bucket.cost(200) / OVER_CAP_AIR_SHARE  # a quarter of the air at most
+    assert bucket.spend(200, now, Priority.FLASH, A)  # another origin is not held back

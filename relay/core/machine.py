@@ -80,6 +80,7 @@ class RelayCore:
         self._statuses = Statuses()  # of bundles originated here; moved only by relay.core.status
         self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
         self._summary_wait: dict[bytes, float] = {}
+        self.id_conflicts = 0  # frames that named a held id with other content: one of them is forged
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
@@ -339,6 +340,13 @@ class RelayCore:
         if bundle.is_expired(now):
             return []
         held = self._held.get(bundle.id)
+        pending = self._incoming.get(bundle.id)
+        known = held.bundle if held is not None else pending.bundle if pending is not None else None
+        if known is not None and known.payload != bundle.payload:
+            # One of the two is forged and a relay cannot tell which: no custody ACK, so the
+            # sender keeps its copy; the destination opens only the real one (NodeEngine).
+            self.id_conflicts += 1
+            return []
         if held is not None or (bundle.id in self._seen and not self._keeps(bundle)):
             if held is not None:
                 held.holders.add(peer)

@@ -8,10 +8,15 @@ second, where one frame costs ``per_frame_overhead_s + len / bitrate``.
 
 Round robin alone does not stop one origin (a flooding insider, a spoofed building panel behind one
 gateway) from spending the hour's budget, FLASH reserve included, before a real alarm arrives. So
-each origin may spend at most :data:`ORIGIN_SHARE` of the window on FLASH, and as much on IMMEDIATE;
-past that its frames of that class are kept and still sent, but only after every other origin's
-frames of the class, and on a duty-cycled link never out of the last share of the budget, which stays
-for origins within their cap. Control frames (flow ``b""``) are not capped.
+each origin may spend a small share of the window (:data:`ORIGIN_SHARE`, at least
+:data:`ORIGIN_MIN_FRAMES` full frames) on FLASH, and as much on IMMEDIATE. Past that its frames of
+that class are kept and still sent, but only after every other origin's frames of the class; on a
+duty-cycled link they are also paced to :data:`OVER_CAP_AIR_SHARE` of the air (LoRa is a shared
+medium: a flood sent back to back keeps every radio in range off the channel; the fragments of a
+bundle already started go on, and the next bundle waits for all of them) and never spend the
+last ``origin_cap`` of the budget, which stays for origins within their cap. Control frames (flow
+``b""``: custody ACKs, summaries) of those classes are not capped, but may not spend that last share
+either: a flood's ACKs must not eat it.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ T = TypeVar("T", bound=Hashable)
 DUTY_WINDOW_S = 3600.0  # regulatory duty cycles are averaged over an hour (EU 868)
 FLASH_RESERVE = 0.25  # share of a duty-cycled link's window that only FLASH may spend
 IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
-ORIGIN_SHARE = 0.1  # of a window, what one origin's FLASH (or IMMEDIATE) may spend before it yields
+ORIGIN_SHARE = 0.02  # of a window, what one origin's FLASH (or IMMEDIATE) may spend before it yields
 ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
 CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
+OVER_CAP_AIR_SHARE = 0.25  # on a duty-cycled link, an origin over its cap is paced to this share of time
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
@@ -146,6 +152,7 @@ class TokenBucket:
         self._spent: deque[tuple[float, float, tuple[Priority, bytes] | None]] = deque()  # oldest first
         self._total = 0.0
         self._by_origin: dict[tuple[Priority, bytes], float] = {}  # channel seconds in the window
+        self._paced_until: dict[tuple[Priority, bytes], float] = {}  # over-cap origins' next frame
         self.over_cap_frames: Counter[bytes] = Counter()  # frames sent while their origin was over its cap
 
     def cost(self, size: int) -> float:
@@ -163,8 +170,10 @@ class TokenBucket:
         if not self._spent:
             self._total = 0.0
             self._by_origin.clear()
+        for key in [k for k, until in self._paced_until.items() if until <= now]:
+            del self._paced_until[key]
 
-    def over_cap(self, priority: Priority, origin: bytes) -> bool:
+    def over_cap(self, priority: Priority, origin: bytes | None) -> bool:
         """Whether ``origin`` spent its share of the window on ``priority`` (FLASH, IMMEDIATE)."""
         if priority not in CAPPED or not origin:
             return False
@@ -181,30 +190,52 @@ class TokenBucket:
         return max(base, self.cost(self.profile.mtu))
 
     def available_at(
-        self, size: int, now: float, priority: Priority = Priority.FLASH, origin: bytes = b""
+        self,
+        size: int,
+        now: float,
+        priority: Priority = Priority.FLASH,
+        origin: bytes | None = None,
+        continuing: bool = False,
     ) -> float:
-        """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already)."""
+        """The earliest time a frame of ``size`` bytes fits the budget (``now`` if it fits already).
+        ``origin``: the frame's flow (``b""`` for control frames); None counts against no origin.
+        ``continuing``: a further fragment of a bundle already on its way (not held by pacing)."""
         self._forget(now)
-        excess = self._total + self.cost(size) - self.limit(priority, self.over_cap(priority, origin))
+        over_cap = self.over_cap(priority, origin)
+        restricted = over_cap or (priority in CAPPED and origin == b"")
+        paced = now
+        if over_cap and origin and not continuing:
+            paced = max(now, self._paced_until.get((priority, origin), now))
+        excess = self._total + self.cost(size) - self.limit(priority, restricted)
         if excess <= _EPSILON:
-            return now
+            return paced
         freed = 0.0
         for when, cost, _ in self._spent:
             freed += cost
             if freed >= excess - _EPSILON:
-                return when + self.window
-        return now + self.window
+                return max(paced, when + self.window)
+        return max(paced, now + self.window)
 
-    def spend(self, size: int, now: float, priority: Priority = Priority.FLASH, origin: bytes = b"") -> bool:
+    def spend(
+        self,
+        size: int,
+        now: float,
+        priority: Priority = Priority.FLASH,
+        origin: bytes | None = None,
+        continuing: bool = False,
+    ) -> bool:
         """Take the cost of one frame of ``priority`` from ``origin`` if the budget allows it."""
-        if self.available_at(size, now, priority, origin) > now:
+        if self.available_at(size, now, priority, origin, continuing) > now:
             return False
         cost = self.cost(size)
-        capped = priority in CAPPED and bool(origin)
-        if capped and self.over_cap(priority, origin):
-            self.over_cap_frames[origin] += 1
-        self._spent.append((now, cost, (priority, origin) if capped else None))
+        key = (priority, origin) if priority in CAPPED and origin else None
+        if key is not None:
+            if self.over_cap(*key):
+                self.over_cap_frames[key[1]] += 1
+                if self.profile.duty_cycle < 1:
+                    start = max(now, self._paced_until.get(key, now))
+                    self._paced_until[key] = start + cost / OVER_CAP_AIR_SHARE
+            self._by_origin[key] = self._by_origin.get(key, 0.0) + cost
+        self._spent.append((now, cost, key))
         self._total += cost
-        if capped:
-            self._by_origin[(priority, origin)] = self._by_origin.get((priority, origin), 0.0) + cost
         return True

@@ -54,8 +54,9 @@ class Transmitter:
                 continue
             peer, data = built
             priority, origin = state.queue.priority_of(item), state.queue.flow_of(item)
-            if not state.bucket.spend(len(data), now, priority, origin):
-                state.blocked_until = state.bucket.available_at(len(data), now, priority, origin)
+            continuing = isinstance(item, SendFragment)
+            if not state.bucket.spend(len(data), now, priority, origin, continuing):
+                state.blocked_until = state.bucket.available_at(len(data), now, priority, origin, continuing)
                 return None
             state.queue.take(item)  # also passes the turn to the next flow
             self._sent(state, item, now)

@@ -102,7 +102,11 @@ class LoRaLink(Link):
             cost=10.0,
             duty_cycle=duty_cycle(config.region),
             compact=True,
-            per_frame_overhead_s=lora.preamble_s,
+            # What a frame costs beyond its bytes at the bitrate: preamble, Meshtastic header, PKI and
+            # hop tag; exact for a full frame, a little over for smaller ones, so the scheduler's budget
+            # never promises airtime the radio's own duty-cycle count would refuse.
+            per_frame_overhead_s=frame_airtime_s(config.preset, MAX_DM_PAYLOAD, True)
+            - (MAX_DM_PAYLOAD - HOP_OVERHEAD) / (lora.bitrate_bps / 8.0),
         )
         self.on_text = on_text
         self.on_position: Callable[[int, float, float], None] | None = None  # radio, lat, lon
