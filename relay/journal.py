@@ -209,28 +209,37 @@ class Journal:
         return await self.record(entry.record_id)
 
     async def records(
-        self, *, type: str | None = None, before: int | None = None, limit: int = 100
+        self,
+        *,
+        type: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        origin: str | None = None,
     ) -> list[RecordEntry]:
         """The ``limit`` most recently written records before journal sequence ``before``, newest
-        first."""
+        first; only ``origin``'s when given."""
         query = f"SELECT {RECORD_COLUMNS} FROM records WHERE seq < ?"
         params: list[Any] = [before if before is not None else self._seq + 1]
-        if type is not None:
-            query += " AND type = ?"
-            params.append(type)
+        for column, value in (("type", type), ("origin", origin)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params.append(value)
         query += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
         async with self._db.execute(query, params) as cursor:
             return [_record(row) for row in await cursor.fetchall()]
 
-    async def open_records(self, *, type: str | None = None, limit: int = 1000) -> list[RecordEntry]:
+    async def open_records(
+        self, *, type: str | None = None, limit: int = 1000, origin: str | None = None
+    ) -> list[RecordEntry]:
         """Records no acknowledgement has closed, highest priority first, then oldest first: the
-        operator's queue. Nothing leaves it by age or by newer traffic."""
+        operator's queue. Nothing leaves it by age or by newer traffic. Only ``origin``'s when given."""
         query = f"SELECT {RECORD_COLUMNS} FROM records WHERE closed IS NULL"
         params: list[Any] = []
-        if type is not None:
-            query += " AND type = ?"
-            params.append(type)
+        for column, value in (("type", type), ("origin", origin)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params.append(value)
         query += f" ORDER BY {PRIORITY_RANK}, created LIMIT ?"
         params.append(limit)
         async with self._db.execute(query, params) as cursor:

@@ -41,7 +41,7 @@ def _endpoints(field: Field) -> list[tuple[Action, str, str, dict[str, object] |
         (Action.READ_STATUS, "GET", "/api/v1/whoami", None),
         (Action.READ_UNITS, "GET", "/api/v1/units", None),
         (Action.READ_LINKS, "GET", "/api/v1/links", None),
-        (Action.READ_RECORDS, "GET", "/api/v1/records", None),
+        (Action.READ_OWN_RECORDS, "GET", "/api/v1/records", None),  # a building: only its own
         (Action.ACK_RECORD, "POST", "/api/v1/records/nope/ack", {"action": "on our way"}),
         (Action.METRICS, "GET", "/metrics", None),
     ]

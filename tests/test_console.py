@@ -27,7 +27,8 @@ from analytics_edge.events import DetectionRecord, encode_event
 from analytics_edge.kinds import DETECTION_EVENT, register_kinds
 from analytics_edge.rules import EventType
 from analytics_edge.tracking import Phase
-from field.deployment import create_demo_deployment
+from crypto.certificate import Certificate
+from field.deployment import DemoDeployment, create_demo_deployment
 from field.harness import journal_messages, running_field, send_many, stopped_node_engine
 from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
 from field.radio import (
@@ -39,6 +40,7 @@ from field.radio import (
     start_emulator,
     start_gateway,
 )
+from relay.api.tokens import issue_token
 from relay.bundle import Destination, Priority, to_epoch
 from relay.daemon import ROSTER_DIR
 
@@ -141,6 +143,12 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
 
 
 HERE = Path(__file__).resolve().parent
+
+
+def node_token(deployment: DemoDeployment, certificate: Certificate) -> str:
+    """An API token for an enrolled node's own identity (a building operator at its gateway)."""
+    expires = int(time.time()) + 3600
+    return issue_token(deployment.authority.identity, certificate, expires)
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -295,6 +303,17 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         assert uas.wait(90) == 0, panel_log.read_text()[-3000:]  # receipt + operator ack received
         messages = (tmp_path / "panel.msgs").read_text() if (tmp_path / "panel.msgs").exists() else ""
         assert not messages or "Operator Jana" in messages
+
+        # A building operator (signed in as its gateway) sees its alarm and nothing else; another
+        # building's operator sees none of it.
+        building = browser.new_page(viewport=VIEWPORT)
+        building.goto(f"{field_post.api}/#token={node_token(deployment, gateway.certificate)}")
+        expect(building.locator("#alarms li.card.alarm", has_text="Example Office Tower")).to_have_count(1)
+        expect(building.locator("#units-lane, #messages-lane, #detection-lane, button.ack")).to_have_count(0)
+        other = browser.new_page(viewport=VIEWPORT)
+        other.goto(f"{field_post.api}/#token={operator_token(deployment, frozenset({'building'}), 'Other')}")
+        expect(other.locator("#stream-state")).to_have_class("state up", timeout=15_000)
+        expect(other.locator("#alarm-count")).to_have_text("0")
 
         processes.append(start_node(field_camera, logs))  # 300 detections arrive over IP
         expect(page.locator("#detection-count")).to_have_text("10", timeout=60_000)  # 10 tracked objects

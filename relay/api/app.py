@@ -30,7 +30,7 @@ from relay.api.metrics import CONTENT_TYPE, ApiMetrics, NodeCollector
 from relay.api.permissions import Action, allowed
 from relay.api.routes_console import console_router
 from relay.api.routes_messages import messages_router
-from relay.api.routes_records import records_router
+from relay.api.routes_records import event_filter, records_router
 from relay.api.routes_revocations import revocations_router
 from relay.api.routes_units import units_router
 from relay.api.tokens import Operator, TokenError, verify_token
@@ -342,13 +342,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if not allowed(operator.roles, Action.STREAM):
             await websocket.close(code=4403, reason=f"{operator.display} may not stream"[:120])
             return
+        visible = event_filter(operator)  # a building operator sees only its own records
         queue = ctx.hub.subscribe()  # before the replay: nothing written meanwhile is lost
         try:
             replayed = after
             while replayed is not None:
                 changes = await ctx.journal.changes(replayed, REPLAY_PAGE)
                 for change in changes:
-                    await websocket.send_json(change.event())
+                    if visible(change.event()):
+                        await websocket.send_json(change.event())
                     replayed = change.seq
                 if len(changes) < REPLAY_PAGE:
                     break
@@ -363,6 +365,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     if event is None:
                         continue
                 if replayed is not None and event.get("seq", replayed + 1) <= replayed:
+                    continue  # sent in the replay already
+                if not visible(event):
                     continue
                 await websocket.send_json(event)
                 if event.get("type") == "lagging":

@@ -19,6 +19,7 @@ class Action(StrEnum):
     READ_UNITS = "read_units"
     READ_LINKS = "read_links"
     READ_RECORDS = "read_records"
+    READ_OWN_RECORDS = "read_own_records"  # only records the operator's own node originated (a building)
     SUBMIT_ALARM = "submit_alarm"
     SUBMIT_DETECTION = "submit_detection"
     ACK_RECORD = "ack_record"
@@ -37,10 +38,11 @@ MATRIX: dict[Action, frozenset[str]] = {
     Action.READ_UNITS: frozenset({"admin", "dispatcher", "observer", "responder"}),
     Action.READ_LINKS: frozenset({"admin", "dispatcher", "observer"}),
     Action.READ_RECORDS: frozenset({"admin", "dispatcher", "observer"}),
+    Action.READ_OWN_RECORDS: frozenset({"admin", "dispatcher", "observer", "building"}),
     Action.SUBMIT_ALARM: frozenset({"admin", "building"}),
     Action.SUBMIT_DETECTION: frozenset({"admin", "camera"}),
     Action.ACK_RECORD: frozenset({"admin", "dispatcher"}),
-    Action.STREAM: frozenset({"admin", "dispatcher", "observer"}),
+    Action.STREAM: frozenset({"admin", "dispatcher", "observer", "building"}),  # building: own records
     Action.METRICS: frozenset({"admin", "observer", "scraper"}),
     Action.REVOKE: frozenset({"admin"}),
 }

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from relay.api.permissions import Action
+from relay.api.routes_records import event_filter
 from relay.api.tokens import Operator
 
 if TYPE_CHECKING:
@@ -84,17 +85,24 @@ def read_tile(path: Path, z: int, x: int, y: int) -> bytes | None:
 def console_router(ctx: ApiContext, require: Require) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["console"])
     metadata = tile_metadata(ctx.tiles) if ctx.tiles is not None else None
+    streamer = Depends(require(Action.STREAM))  # a default, not Annotated: annotations here are strings
 
     @router.get("/console", dependencies=[Depends(require(Action.STREAM))])
     async def console() -> ConsoleOut:
         return ConsoleOut(cursor=ctx.journal.cursor, groups=sorted(ctx.send_groups()), tiles=metadata)
 
-    @router.get("/changes", dependencies=[Depends(require(Action.STREAM))])
+    @router.get("/changes")
     async def changes(
-        after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=2000)] = 500
+        operator: Operator = streamer,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=2000)] = 500,
     ) -> ChangesOut:
         found = await ctx.journal.changes(after, limit)
-        return ChangesOut(cursor=found[-1].seq if found else after, changes=[c.event() for c in found])
+        visible = event_filter(operator)
+        return ChangesOut(
+            cursor=found[-1].seq if found else after,
+            changes=[event for event in (c.event() for c in found) if visible(event)],
+        )
 
     @router.get(
         "/tiles/{z}/{x}/{y}",

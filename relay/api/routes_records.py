@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from relay.api.permissions import Action
+from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator
 from relay.bundle import BundleId
 from relay.journal import Change, RecordEntry, UnknownRecordError
@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from relay.api.app import ApiContext
 
 Require = Callable[[Action], Callable[[Request], Awaitable[Operator]]]
+
+
+def record_scope(operator: Operator) -> str | None:
+    """Whose records the operator may read: None for all of them (dispatchers, observers), else the
+    hex node id whose records only (a building operator signs in as its building's gateway node)."""
+    return None if allowed(operator.roles, Action.READ_RECORDS) else operator.node_id.hex()
+
+
+def event_filter(operator: Operator) -> Callable[[dict[str, Any]], bool]:
+    """Which stream events the operator sees: everything it may read; a building only its records."""
+    own = record_scope(operator)
+    if own is None:
+        return lambda event: True
+    return lambda event: event.get("type") in ("record", "lagging") and event.get("origin") in (None, own)
 
 
 class AckRecord(BaseModel):
@@ -53,11 +67,12 @@ def _out(entry: RecordEntry) -> RecordOut:
 
 def records_router(ctx: ApiContext, require: Require) -> APIRouter:
     router = APIRouter(prefix="/api/v1/records", tags=["records"])
-    read = Depends(require(Action.READ_RECORDS))
+    reader = Depends(require(Action.READ_OWN_RECORDS))  # a building: its own records only
     acker = Depends(require(Action.ACK_RECORD))
 
-    @router.get("", dependencies=[read])
+    @router.get("")
     async def records(
+        operator: Operator = reader,
         type: Annotated[str | None, Query(max_length=32)] = None,
         before: Annotated[
             int | None, Query(ge=1, description="page back: the last page's lowest seq")
@@ -65,22 +80,32 @@ def records_router(ctx: ApiContext, require: Require) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[RecordOut]:
         """Records by their last change, newest first."""
-        return [_out(r) for r in await ctx.journal.records(type=type, before=before, limit=limit)]
+        found = await ctx.journal.records(
+            type=type, before=before, limit=limit, origin=record_scope(operator)
+        )
+        return [_out(r) for r in found]
 
-    @router.get("/open", dependencies=[read])
+    @router.get("/open")
     async def open_records(
+        operator: Operator = reader,
         type: Annotated[str | None, Query(max_length=32)] = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 5000,
     ) -> list[RecordOut]:
         """Every record not closed yet, highest priority first, then oldest first."""
-        return [_out(r) for r in await ctx.journal.open_records(type=type, limit=limit)]
+        found = await ctx.journal.open_records(type=type, limit=limit, origin=record_scope(operator))
+        return [_out(r) for r in found]
 
-    @router.get("/{record_id}", dependencies=[read])
-    async def record(record_id: Annotated[str, Path(max_length=128)]) -> RecordOut:
+    @router.get("/{record_id}")
+    async def record(
+        record_id: Annotated[str, Path(max_length=128)], operator: Operator = reader
+    ) -> RecordOut:
         try:
-            return _out(await ctx.journal.record(record_id))
+            entry = await ctx.journal.record(record_id)
         except UnknownRecordError as exc:
             raise HTTPException(404, str(exc)) from None
+        if record_scope(operator) not in (None, entry.origin):
+            raise HTTPException(404, f"no record {record_id!r} of {operator.display}")
+        return _out(entry)
 
     @router.post("/{record_id}/ack")
     async def ack_record(

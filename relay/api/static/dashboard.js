@@ -191,7 +191,7 @@ function applyDetection(record) {
 const dirtyDetections = new Set();
 let detectionsQueued = false;
 function scheduleDetections(key) {
-  dirtyDetections.add(key);
+  if (key != null) dirtyDetections.add(key);
   if (detectionsQueued) return;
   detectionsQueued = true;
   requestAnimationFrame(() => { detectionsQueued = false; renderDetections(); });
@@ -221,6 +221,7 @@ function ackDetection(group, action, close) {
 }
 function renderDetections() {
   const list = $("detections");
+  if (!list) return;
   const groups = [...state.detections.values()].filter((g) => !g.closed).sort((a, b) => b.latest.created - a.latest.created).slice(0, 200);
   const existing = new Map([...list.children].map((li) => [li.dataset.group, li]));
   const cards = groups.map((g) => (dirtyDetections.has(g.key) || !existing.has(g.key) ? detectionCard(g) : existing.get(g.key)));
@@ -240,6 +241,7 @@ function scheduleUnits() {
 function linkOf(nodeId) { const l = state.links.find((x) => x.peer === nodeId); return l ? `${l.link} (${l.kind})` : ""; }
 function renderUnits() {
   const units = [...state.units.values()].sort((a, b) => a.name.localeCompare(b.name));
+  if (!$("units")) return;
   $("units").replaceChildren(...units.map((u) => {
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
     const pos = u.lat != null ? `${fmtNumber(u.lat, 5)}, ${fmtNumber(u.lon, 5)}${u.accuracy_m != null ? ` ±${u.accuracy_m} m` : ""} · ${fmtAge(now() - u.fixed)}` : t("noPosition");
@@ -261,6 +263,7 @@ function messageRow(m) {
     el("td", { text: destinationText(m.destination) }), el("td", { text: m.priority }), el("td", { text: m.text }));
 }
 function applyMessage(m) {
+  if (!$("messages")) return;
   if (state.messages.some((x) => x.bundle_id === m.bundle_id)) return; // messages never change
   state.messages = [m, ...state.messages].slice(0, 200);
   $("messages").querySelector("tbody").prepend(messageRow(m));
@@ -427,15 +430,19 @@ async function start() {
   state.cursor = console_.cursor; // read first: anything written after it arrives through the stream
   state.groups = console_.groups;
   if (window.L) setupMap(console_.tiles);
+  // A building operator reads only its own alarms: the other lanes are not its business.
+  const everything = ["admin", "dispatcher", "observer"].some((r) => roles.has(r));
+  if (!everything) for (const lane of ["detection-lane", "units-lane", "messages-lane", "health-lane"]) $(lane).remove();
   const [alarms, detections, units, messages] = await Promise.all([
-    api("/api/v1/records/open?type=alarm"), api("/api/v1/records?type=detection&limit=1000"),
-    api("/api/v1/units"), api("/api/v1/messages?limit=100")]);
+    api("/api/v1/records/open?type=alarm"), everything ? api("/api/v1/records?type=detection&limit=1000") : [],
+    everything ? api("/api/v1/units") : [], everything ? api("/api/v1/messages?limit=100") : []]);
   units.forEach(applyUnit);
   alarms.forEach(applyRecord);
   detections.slice().reverse().forEach(applyRecord);
   messages.slice().reverse().forEach(applyMessage);
+  scheduleAlarms(); scheduleUnits(); scheduleDetections(null); // an empty queue says 0
   follow();
-  pollLinks(); setInterval(pollLinks, 5000);
+  if (everything) { pollLinks(); setInterval(pollLinks, 5000); }
   setInterval(pollAckStates, 3000);
   setInterval(() => { scheduleAlarms(); scheduleUnits(); }, 15000); // ages move on
 }

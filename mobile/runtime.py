@@ -1,0 +1,120 @@
+"""Run the app: the node (its links from ``node.toml``, its store in the node directory) and the Kivy
+window on one asyncio loop, in one process. The node is the daemon's, with the API left off: the
+app reads the node's inbox itself. Closing the window stops the node cleanly; killing the process
+loses nothing the screen called "sent" (the store is durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mobile.appstore import AppStore
+from mobile.responder import Responder, ResponderConfig
+from mobile.settings import AppSettings
+from mobile.state import AppState
+from relay import daemon
+from relay.bundle import Destination
+from relay.config import NodeConfig, load_config
+from relay.enrolment import joined_groups
+from relay.errors import ConfigError
+from relay.node import Node
+from relay.position import Position
+
+log = logging.getLogger("mesh112.mobile")
+
+POSITION_EVERY_S = 60.0  # own position to the command post, while a fix is known
+
+
+def app_node_config(node_dir: Path) -> NodeConfig:
+    """The node's config with the relay API off (the phone serves no operators)."""
+    config = load_config(node_dir / "node.toml")
+    if config.node.command_post is None:
+        raise ConfigError(
+            f"{node_dir / 'node.toml'}: [node] command_post is not set; the app sends its SOS there"
+        )
+    return config.model_copy(update={"api": config.api.model_copy(update={"enabled": False})})
+
+
+def responder_config(config: NodeConfig, settings: AppSettings) -> ResponderConfig:
+    post = config.node.command_post
+    assert post is not None  # app_node_config checked it
+    groups = joined_groups(config.node.data_dir)
+    team = settings.team or (f"group:{groups[0]}" if groups else "role:responder")
+    return ResponderConfig(Destination.to_node(post), Destination.parse(team), settings.pin)
+
+
+class FixedPosition:
+    """Where the device is when no receiver says: the settings' fixed position, or gpsd's last fix."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.fix: tuple[float, float, float] | None = None
+        if settings.position is not None:
+            self.fix = (*settings.position, 0.0)
+
+    def __call__(self) -> Position | None:
+        if self.fix is None:
+            return None
+        lat, lon, accuracy = self.fix
+        return Position.from_fix(lat, lon, time.time(), accuracy or None)
+
+
+async def run(
+    node_dir: Path,
+    settings: AppSettings,
+    on_ready: Callable[[Responder], None] = lambda responder: None,
+) -> None:
+    """Until the window closes."""
+    from mobile.gps import follow_gpsd
+    from mobile.ui.app import ResponderApp
+
+    config = app_node_config(node_dir)
+    state = AppState(me=config.node.name)
+    ui = ResponderApp(state, settings)
+    position = FixedPosition(settings)
+    stop = asyncio.Event()
+
+    async def ride(node: Node) -> None:
+        store = await AppStore.open(config.node.data_dir)
+        responder = Responder(node, store, state, responder_config(config, settings), position)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await responder.start()
+            ui.attach(responder)
+            on_ready(responder)
+            if settings.gpsd:
+                tasks.append(asyncio.create_task(follow_gpsd(settings.gpsd, position, state)))
+            tasks.append(asyncio.create_task(report_position(responder)))
+            await responder.run()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await store.close()
+
+    node_task = asyncio.create_task(daemon.run(config, stop, apps=[ride]), name="node")
+    node_task.add_done_callback(lambda task: _node_ended(task, ui))
+    try:
+        await ui.async_run(async_lib="asyncio")
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await node_task
+
+
+def _node_ended(task: asyncio.Task[None], ui: object) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the node stopped: %s", task.exception())
+        stop = getattr(ui, "stop", None)
+        if callable(stop):
+            stop()
+
+
+async def report_position(responder: Responder) -> None:
+    while True:
+        await responder.send_position()
+        await asyncio.sleep(POSITION_EVERY_S)

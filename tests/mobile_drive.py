@@ -1,0 +1,173 @@
+"""Drive the real responder app (``mobile.runtime.run``: node + Kivy window) under Xvfb with real
+touch events, for tests and the README's screenshots. Run as a script by the tests:
+
+    python tests/mobile_drive.py --node DIR ACTION...
+
+Every state change is printed as one JSON line (``{"sos": "queued", ...}``); actions run in order:
+
+    hold:<widget>:<s>     press a widget for s seconds (the SOS button needs 1.5 s)
+    tap:<widget>          press and release
+    type:<widget>:<text>  set a text field
+    show:<screen>         tap that tab
+    wait:sos=<phase>      until the SOS reaches that phase (or later)
+    wait:message=<state>  until my last message is in that state
+    wait:alarms=<n>       until n alarms are on the incident screen
+    sleep:<s>
+    shot:<file.png>       a screenshot of the window
+    night / language      tap the header's night or language button
+    quit                  close the window (the node stops cleanly)
+
+Widgets are named ``<screen>.<id>`` (``sos.hold``), ``root.<id>`` (``root.tab_links``) or
+``confirm.send`` / ``pin.ok`` for the two dialogs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KIVY_NO_ARGS", "1")
+os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+
+from mobile.responder import Responder
+from mobile.runtime import run
+from mobile.settings import AppSettings
+from mobile.state import SosPhase
+
+ORDER = ["idle", "confirmed", "queued", "forwarded", "delivered", "acknowledged"]
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps({"t": round(time.time(), 3), **fields}), flush=True)
+
+
+def widget(app: Any, name: str) -> Any:
+    where, _, wid = name.partition(".")
+    if where == "root":
+        return app.root.ids[wid]
+    if where == "confirm":
+        return app.confirm_view.ids[wid]
+    if where == "pin":
+        return app.pin_view.ids[wid]
+    return app.screen(where).ids[wid]
+
+
+async def press(target: Any, seconds: float) -> None:
+    from kivy.tests.common import UnitTestTouch
+
+    x, y = target.to_window(*target.center)
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    await asyncio.sleep(seconds)
+    touch.touch_up()
+    await asyncio.sleep(0.1)
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            emit(error=f"timed out waiting for {what}")
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)
+
+
+async def script(app: Any, responder: Responder, actions: list[str]) -> None:
+    state = app.state
+    await asyncio.sleep(0.3)  # the first frame
+    for action in actions:
+        verb, _, arg = action.partition(":")
+        emit(action=action)
+        if verb == "hold":
+            name, _, seconds = arg.rpartition(":")
+            await press(widget(app, name), float(seconds))
+        elif verb == "tap":
+            await press(widget(app, arg), 0.05)
+        elif verb == "type":
+            name, _, text = arg.partition(":")
+            widget(app, name).text = text
+        elif verb == "show":
+            await press(widget(app, f"root.tab_{arg}"), 0.05)
+        elif verb in ("night", "language"):
+            await press(widget(app, f"root.{verb}"), 0.05)
+        elif verb == "wait":
+            what, _, value = arg.partition("=")
+            if what == "sos":
+
+                def reached(value: str = value) -> bool:
+                    phase = state.sos.phase.value if state.sos else "idle"
+                    return phase == value or (phase in ORDER and ORDER.index(phase) >= ORDER.index(value))
+
+                await until(reached, 60, action)
+            elif what == "message":
+                await until(
+                    lambda value=value: bool(state.messages) and state.messages[-1].state.value == value,
+                    60,
+                    action,
+                )
+            elif what == "alarms":
+                await until(lambda value=value: len(state.alarms) >= int(value), 60, action)
+        elif verb == "sleep":
+            await asyncio.sleep(float(arg))
+        elif verb == "shot":
+            from kivy.core.window import Window
+
+            await asyncio.sleep(0.4)  # let the canvas catch up
+            made = Window.screenshot(name=str(Path(arg).with_suffix("")) + ".png")
+            os.replace(made, arg)
+        elif verb == "quit":
+            break
+        else:
+            raise SystemExit(f"unknown action {action!r}")
+    emit(done=True)
+    app.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--node", type=Path, required=True)
+    parser.add_argument("--language", default=None)
+    parser.add_argument("actions", nargs="*")
+    args = parser.parse_args()
+    settings = AppSettings.load(args.node)
+    if args.language:
+        from dataclasses import replace
+
+        settings = replace(settings, language=args.language)
+    started = time.monotonic()
+
+    def ready(responder: Responder) -> None:
+        from kivy.app import App
+
+        app = App.get_running_app()
+        emit(ready=round(time.monotonic() - started, 3), sos=state_phase(responder))
+
+        def changed(what: str) -> None:
+            if what == "sos" and responder.state.sos is not None:
+                sos = responder.state.sos
+                emit(sos=sos.phase.value, number=sos.number, durable_ms=sos.durable_ms, ack=sos.ack)
+            elif what == "messages" and responder.state.messages:
+                last = responder.state.messages[-1]
+                emit(message=last.state.value, text=last.text)
+
+        responder.state.listen(changed)
+        task = asyncio.ensure_future(script(app, responder, args.actions))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or app.stop())
+
+    asyncio.run(run(args.node, settings, on_ready=ready))
+    emit(exited=True)
+
+
+def state_phase(responder: Responder) -> str:
+    sos = responder.state.sos
+    return (sos.phase if sos else SosPhase.IDLE).value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
