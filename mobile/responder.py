@@ -116,8 +116,10 @@ class Responder:
             fix.lat if fix else None,
             fix.lon if fix else None,
         )
+        if self.state.sos is not None and self.state.sos.live:
+            return self.state.sos  # one live SOS at a time; a second confirm changes nothing
+        await self.store.put_sos(sos)  # from here on a crash re-sends it (start())
         self.state.sos_confirmed(sos)
-        await self.store.put_sos(sos)
         return await self._send_sos(sos, text, started)
 
     async def _send_sos(self, sos: Sos, text: str = "", started: float | None = None) -> Sos:

@@ -8,10 +8,11 @@ bundles)::
     confirmed | queued | forwarded | delivered | acknowledged --cancel--> cancelled
     queued | forwarded --lost--> failed (expired or evicted: the screen says so, the user may raise again)
 
-``confirmed`` is the moment the responder let go of the confirm button: the SOS is in the app's own
-table and is sent again after a crash if the node never stored it. The screen says "sent" from
-``queued`` on, when the bundle is durable in the node's store. Any change calls the listeners with
-the name of what changed (``"sos"``, ``"messages"``, ``"alarms"``, ``"units"``, ``"links"``).
+``confirmed`` follows the confirm button once the SOS is in the app's own table (fsynced): from
+there a crash loses nothing, the app sends it again on start if the node never stored it. The
+screen says "sent" from ``queued`` on, when the bundle is durable in the node's store. Any change
+calls the listeners with the name of what changed (``"sos"``, ``"messages"``, ``"alarms"``,
+``"units"``, ``"links"``).
 """
 
 from __future__ import annotations

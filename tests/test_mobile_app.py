@@ -84,3 +84,57 @@ def test_sos_held_confirmed_delivered_and_acknowledged(tmp_path: Path, display: 
             assert ready["ready"] < 10
         finally:
             app.stop()
+
+
+def _messages(field: RunningField) -> list[dict[str, object]]:
+    return list(_api(field, "GET", "/api/v1/messages").json())
+
+
+def test_killed_right_after_confirm_and_links_down_then_back(tmp_path: Path, display: str) -> None:
+    """The command post is down: the app is usable (SOS confirmed, a status queued), killed with -9
+    right after confirm, restarted; when the command post comes up the SOS arrives once."""
+    with running_field(tmp_path, ("command-post", "responder-1"), started=()) as field:
+        app = _app(display, field, tmp_path, ["hold:sos.hold:1.8", "tap:confirm.send", "sleep:30"])
+        try:
+            app.expect(30, sos="idle")
+            confirmed = app.expect(30, sos="confirmed")
+            app.kill()
+        finally:
+            app.stop()
+        app = _app(
+            display,
+            field,
+            tmp_path,
+            [
+                *("show:messages", "tap:messages.canned_on_scene", "wait:message=queued"),
+                *("show:links", "sleep:1", "show:sos"),
+                *("wait:sos=delivered", "wait:message=delivered", "quit"),
+            ],
+        )
+        try:
+            restarted = app.expect(30, action="show:messages")
+            assert app.lines[0]["sos"] in ("confirmed", "queued"), app.lines[
+                0
+            ]  # restored from the app's table
+            app.expect(30, message="queued", text="STATUS: on scene")  # usable with no link up
+            app.expect(30, action="show:sos")
+            assert _sos_free(app), "delivered before the command post was up"
+            field.start_healthy("command-post")
+            app.expect(60, sos="delivered")
+            app.expect(60, message="delivered")
+            app.expect(30, done=True)
+            assert app.stop() == 0
+        finally:
+            app.stop()
+        records = _wait_records(field, 1)
+        time.sleep(2)  # a duplicate would be right behind
+        records = _sos_records(field)
+        assert len(records) == 1, records
+        body = records[0]["body"]
+        assert isinstance(body, dict) and body["number"] == confirmed["number"]
+        assert any(m["text"] == "STATUS: on scene" for m in _messages(field))
+        assert restarted["t"] > confirmed["t"]
+
+
+def _sos_free(app: Driven) -> bool:
+    return not any(line.get("sos") == "delivered" for line in app.lines)
