@@ -136,6 +136,7 @@ async def run(
         trust,
         data_dir / STORE_FILE,
         quota_bytes=config.store.quota_mb << 20,
+        max_clock_skew_s=config.node.max_clock_skew_s,
         now=to_epoch(time.time()),
         keyring=load_keyring(data_dir, node_keys.identity, node_keys.authority),
         groups=frozenset(joined_groups(data_dir)),

@@ -26,6 +26,7 @@ from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError, SealError, StaleEpochError
 from crypto.group import GroupKeyring, open_group, seal_group
 from crypto.identity import Identity, display_id
+from crypto.ids import SeqPermutation
 from crypto.seal import COMPACT_OVERHEAD, SealContext
 from relay.bundle import (
     SHORT_ID_LEN,
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 # = 213 bytes, one LoRa frame (219).
 COMPACT_SEAL_MAX = 172
 STORE_EXPIRE_EVERY_S = 60.0
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0  # a bundle created further ahead of this node's clock is refused
 ALL_GROUP = "all"  # the group key that seals bundles for everyone
 
 REVOCATION_LIFETIME_S = 68 * 3600  # the longest the compact header carries
@@ -75,6 +77,8 @@ class SecurityCounters:
     stale_epochs: int = 0  # group seals under an epoch the group rotated away from
     bad_revocations: int = 0  # revocation bundles that did not verify against the authority
     revocations_applied: int = 0  # newer revocation lists taken
+    future_bundles: int = 0  # bundles created further ahead than max_clock_skew_s, refused
+    unopenable: int = 0  # bundles addressed to this node that did not open: forged ids, refused unseen
 
     def count(self, what: str) -> int:
         """Add one to ``what``; returns the new count (log lines carry it)."""
@@ -110,6 +114,7 @@ class NodeEngine:
         store: Store,
         keyring: GroupKeyring,
         groups: frozenset[str],
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         """Use :meth:`open`."""
         self.identity = identity
@@ -123,7 +128,9 @@ class NodeEngine:
         self.refused_frames = 0
         self.refused_bundles = 0
         self.security = SecurityCounters()
+        self.max_clock_skew_s = max_clock_skew_s
         self._seal = SealContext(identity)
+        self._seq = SeqPermutation(identity)
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._callbacks: list[StatusCallback] = []
         self._revocation_callbacks: list[RevocationCallback] = []
@@ -141,12 +148,14 @@ class NodeEngine:
         now: float,
         keyring: GroupKeyring | None = None,
         groups: frozenset[str] = frozenset(),
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> NodeEngine:
-        """Open the store and reload everything it holds; ``groups``: incident groups joined."""
+        """Open the store and reload everything it holds; ``groups``: incident groups joined;
+        bundles created more than ``max_clock_skew_s`` ahead of ``now`` are refused."""
         if certificate.public != identity.public:
             raise CryptoError("the certificate belongs to another identity; enrol this node again")
         store = await Store.open(Path(store_path), quota_bytes)
-        engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups)
+        engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
         for stored in await store.load_all():
             records = await store.forwarding(stored.bundle.id)
             custody = [(peer, link, at) for peer, link, state, at in records if state == "custody"]
@@ -174,9 +183,12 @@ class NodeEngine:
         (the LoRa header's unit), from 1 minute to 68 h 15 min; others are rounded into that range."""
         self.kinds.validate(kind, payload)
         try:
-            bundle_id = await self.store.next_bundle_id(self.node_id, int(now))
+            counter = await self.store.next_bundle_id(self.node_id, int(now))
         except StoreFullError as exc:  # the disk is full
             raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
+        # The store's counter, unique across crashes, through a permutation only this node knows:
+        # nobody can name this node's next id and pre-empt it (crypto/ids.py).
+        bundle_id = BundleId(self.node_id, counter.created, self._seq.seq(counter.created, counter.seq))
         header = Bundle(
             self.node_id,
             destination,
@@ -377,6 +389,12 @@ class NodeEngine:
             self.core.refused(bundle.id)
             log.warning("bundle %s dropped: origin not trusted: %s", bundle.id, exc)
             return []
+        refusal = self._admission_refusal(bundle, action.deliver, now)
+        if refusal is not None:
+            self.refused_bundles += 1
+            self.core.refused(bundle.id, final=True)  # not seen: a real bundle with this id is still taken
+            log.warning("bundle %s from %s refused (%s)", bundle.id, self._display(bundle.origin), refusal)
+            return []
         try:
             fresh = await self.store.put(bundle, now=now, deliver=action.deliver, hold=action.hold)
         except StoreError as exc:
@@ -388,6 +406,26 @@ class NodeEngine:
         if fresh:
             return evicted + self.core.persisted([bundle.id], [], now)
         return evicted + self.core.persisted([], [bundle.id], now)
+
+    def _admission_refusal(self, bundle: Bundle, deliver: bool, now: float) -> str | None:
+        """Why a trusted origin's bundle is still refused, or None. Dated far ahead, it would outlive
+        its lifetime; addressed to this node and not opening, it is forged (or damaged), and taking
+        its id as seen would make the real bundle with that id a duplicate."""
+        ahead = bundle.created - now
+        if ahead > self.max_clock_skew_s:
+            count = self.security.count("future_bundles")
+            return (
+                f"{count} so far: created {ahead:.0f} s ahead of this node's clock, more than "
+                f"max_clock_skew_s = {self.max_clock_skew_s:g}"
+            )
+        dest = bundle.destination
+        if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
+            try:
+                self._open_payload(bundle, now)
+            except CryptoError as exc:
+                count = self.security.count("unopenable")
+                return f"{count} so far: addressed to this node but does not open: {exc}"
+        return None
 
     def _evictions(self, now: float) -> list[Action]:
         """What the store evicted for space: the core stops sending it, and a bundle originated

@@ -236,9 +236,18 @@ class RelayCore:
                 self._route(held, now)
         return actions
 
-    def refused(self, bundle_id: BundleId) -> None:
-        """The engine would not accept this incoming bundle (untrusted origin, store full)."""
-        self._incoming.pop(bundle_id, None)
+    def refused(self, bundle_id: BundleId, *, final: bool = False) -> None:
+        """The engine would not accept this incoming bundle (untrusted origin, store full). ``final``:
+        it never will (forged, dated far ahead): the senders are told "seen" so they stop resending
+        it here, while the id is not taken as seen, so the real bundle with it is still accepted."""
+        incoming = self._incoming.pop(bundle_id, None)
+        if not final or incoming is None:
+            return
+        for link, sender in incoming.senders:
+            state = self._links.get(link)
+            if state is not None and sender in state.peers:
+                state.seen_replies.setdefault(sender, set()).add(id_hash(bundle_id))
+                state.queue.push(SendSummary(sender), Priority.ROUTINE, CONTROL_FLOW)
 
     def receipt(
         self,
