@@ -53,11 +53,17 @@ SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for tab
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
 RECORD_COLUMNS = "record_id, type, origin, priority, created, received, body, acks, seq, closed"
 UNIT_COLUMNS = "node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m, seq"
+
+
 # Open records come highest priority first, then oldest first.
-PRIORITY_RANK = (
-    "CASE priority WHEN 'FLASH' THEN 0 WHEN 'IMMEDIATE' THEN 1 WHEN 'PRIORITY' THEN 2 "
-    "WHEN 'ROUTINE' THEN 3 ELSE 4 END"
-)
+def _rank(column: str) -> str:
+    return (
+        f"CASE {column} WHEN 'FLASH' THEN 0 WHEN 'IMMEDIATE' THEN 1 WHEN 'PRIORITY' THEN 2 "
+        "WHEN 'ROUTINE' THEN 3 ELSE 4 END"
+    )
+
+
+PRIORITY_RANK = _rank("priority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +203,34 @@ class Journal:
             return [MessageEntry(*row) for row in await cursor.fetchall()]
 
     async def put_record(self, entry: RecordEntry) -> RecordEntry:
-        """Insert a record, or replace the body of one already held (an Update); acks are kept.
-        Returns the record as stored."""
+        """Insert a record, or replace the body of one already held (an Update); acks are kept, and
+        so is the highest priority it arrived with (a follow-up sent at BULK does not turn a FLASH
+        alarm into a routine one). Returns the record as stored."""
         await self._db.execute(
             f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
-               ON CONFLICT(record_id) DO UPDATE SET body=excluded.body, priority=excluded.priority,
+               ON CONFLICT(record_id) DO UPDATE SET body=excluded.body,
+                 priority=CASE WHEN {_rank("excluded.priority")} < {PRIORITY_RANK}
+                   THEN excluded.priority ELSE priority END,
                  received=excluded.received, seq=excluded.seq""",
             (*_record_row(entry), self._next_seq()),
         )
         await self._db.commit()
         return await self.record(entry.record_id)
+
+    async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
+        """Write whole records (body, acknowledgements and closed) as another source settled them, in
+        one commit: the backbone's folded state of records other command posts share
+        (:mod:`relay.backbone.bridge`). Returns them as stored."""
+        for entry in entries:
+            await self._db.execute(
+                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
+                     priority=excluded.priority, created=excluded.created, body=excluded.body,
+                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
+                (*_record_row(entry), self._next_seq(), entry.closed),
+            )
+        await self._db.commit()
+        return [await self.record(entry.record_id) for entry in entries]
 
     async def records(
         self,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import socket
 import subprocess
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from system_tools import require_tool
 
-from analytics_edge.events import DetectionRecord, encode_event
-from analytics_edge.kinds import DETECTION_EVENT, register_kinds
+from analytics_edge.events import DetectionRecord, SnapshotRecord, encode_event, encode_snapshot_record
+from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT, register_kinds
 from analytics_edge.rules import EventType
 from analytics_edge.tracking import Phase
 from crypto.certificate import Certificate
@@ -185,6 +187,22 @@ async def preload_detections(camera: FieldNode, post_id: bytes, count: int) -> N
                 lifetime=3600,
                 now=to_epoch(time.time()),
             )
+            if seq < 10:  # each tracked object's first event gets its (masked) snapshot
+                snapshot = SnapshotRecord(1, seq, int(now), 160, 120, _jpeg(seq))
+                await engine.send(
+                    Destination.to_node(post_id),
+                    encode_snapshot_record(snapshot),
+                    kind=SNAPSHOT,
+                    priority=Priority.BULK,
+                    lifetime=3600,
+                    now=to_epoch(time.time()),
+                )
+
+
+def _jpeg(shade: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), (40 + shade * 20, 90, 140)).save(out, "JPEG", quality=70)
+    return out.getvalue()
 
 
 def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
@@ -295,12 +313,13 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         expect(page.locator("#banner")).to_contain_text("Example Office Tower")
         card = page.locator("#alarms li.card.alarm").first
         expect(card).to_contain_text("Example Office Tower")
-        page.screenshot(path=str(tmp_path / "console-alarm.png"))
+        page.screenshot(path=str((IMG if IMG.is_dir() else tmp_path) / "console-alarm.png"))
         card.locator("select.ack-code").select_option("dispatched")
         card.locator("button.ack").click()
         expect(card.locator(".acks li")).to_contain_text("dispatched", timeout=10_000)
         expect(page.locator("#banner")).to_be_hidden()
         assert uas.wait(90) == 0, panel_log.read_text()[-3000:]  # receipt + operator ack received
+        expect(card.locator(".acks li")).to_contain_text("delivered to the building", timeout=60_000)
         messages = (tmp_path / "panel.msgs").read_text() if (tmp_path / "panel.msgs").exists() else ""
         assert not messages or "Operator Jana" in messages
 
@@ -322,9 +341,21 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
             assert time.monotonic() < deadline, "300 detections did not reach the page"
             time.sleep(0.3)
         expect(page.locator("#alarms li.card.alarm", has_text="Example Office Tower")).to_be_visible()
+        thumbs = page.locator("#detections img.thumb")  # snapshots as pictures, never base64 text
+        expect(thumbs).to_have_count(10, timeout=30_000)
+        assert thumbs.first.get_attribute("src").startswith("data:image/jpeg;base64,/9j/")
+        assert thumbs.first.evaluate("img => img.complete && img.naturalWidth") == 160
+        assert "/9j/" not in page.inner_text("body")
         assert_no_wider_than_window(page)
         page.locator("#detections li.card").first.locator(".meta").first.wait_for()
         if IMG.is_dir():
             page.screenshot(path=str(IMG / "console-overview.png"))
+        page.select_option("#lang", "cs")  # Czech, with Czech dates and numbers
+        expect(page.locator("#alarm-lane h2")).to_contain_text("Poplachy", timeout=15_000)
+        expect(page.locator("#alarms li.card.alarm", has_text="Example Office Tower")).to_contain_text(
+            "vysláno"
+        )
+        if IMG.is_dir():
+            page.screenshot(path=str(IMG / "console-cs.png"))
     finally:
         stop_all(processes)

@@ -60,6 +60,7 @@ async def test_the_open_queue_keeps_every_unclosed_record_by_priority_then_age(t
         await journal.put_record(_record("flash-early", "FLASH", T0 + 10))
         for index in range(300):  # newer traffic
             await journal.put_record(_record(f"det-{index}", "IMMEDIATE", T0 + 100 + index, "detection"))
+        await journal.put_record(_record("flash-early", "BULK", T0 + 10))  # its follow-up, sent at BULK
         alarms = await journal.open_records(type="alarm")
         assert [r.record_id for r in alarms] == ["flash-early", "flash-late", "old-routine"]
         await journal.add_ack("flash-early", {"operator": "op", "action": "received", "at": T0 + 40})

@@ -102,7 +102,7 @@ function alarmCard(record) {
     el("div", { class: "meta", text: [b.hazard, b.building && b.building.name, b.building && b.building.address]
       .filter(Boolean).join(" · ") }),
     b.instruction ? el("div", { class: "instruction", text: b.instruction }) : null,
-    b.age_on_arrival_s != null ? el("div", { class: "meta", text: `${t("ageOnArrival")}: ${fmtNumber(b.age_on_arrival_s, 1)} s` }) : null,
+    b.age_on_arrival_s != null ? el("div", { class: "meta", text: `${t("ageOnArrival")}: ${fmtDuration(b.age_on_arrival_s)}` }) : null,
     (b.pending_parts || []).length ? el("div", { class: "meta pending", text: `${t("pending")}: ${b.pending_parts.join(", ")}` }) : null,
     el("ul", { class: "acks" }, ...(record.acks || []).map((a) => el("li", {
       text: `${fmtTime(a.at)} ${a.operator}: ${codeText(a.action)} — ${ackState(a)}` }))),
@@ -207,9 +207,9 @@ function detectionCard(group) {
     el("button", { type: "button", text: t("dismiss"), onclick: () => ackDetection(group, "dismissed", true) })) : null;
   li.append(img, el("div", { class: "det-text" },
     el("div", { class: "card-head" }, el("span", { class: `badge ${r.priority}`, text: r.priority }),
-      el("strong", { text: `${b.event} · ${b.camera}` }), el("span", { class: "age", text: fmtAge(now() - r.created) })),
+      el("strong", { text: `${b.event} · ${t("camera")} ${b.camera}` }), el("span", { class: "age", text: fmtAge(now() - r.created) })),
     el("div", { class: "meta", text: `${unitName(r.origin)} · ${b.phase || ""} · ${facts.join(" · ")}` }),
-    el("div", { class: "meta", text: `${group.seqs.size} × · ${(r.acks || []).map((a) => codeText(a.action)).join(", ")}` }),
+    el("div", { class: "meta", text: [`${fmtNumber(group.seqs.size)} ×`, ...(r.acks || []).map((a) => codeText(a.action))].join(" · ") }),
     actions));
   return li;
 }

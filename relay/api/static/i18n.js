@@ -11,7 +11,7 @@ const TEXTS = {
     closeAlarm: "close", actual: "Actual", exercise: "Exercise", test: "Test", stale: "stale",
     ageOnArrival: "age on arrival", pending: "parts still on their way", never: "never", signedIn: "Signed in as",
     everyone: "everyone", role: "role", group: "group", unit: "unit", count: "count", dwell: "dwell",
-    rule: "rule", up: "up", down: "down", queueDepth: "queued bundles per link", linksUp: "links up",
+    rule: "rule", camera: "camera", up: "up", down: "down", queueDepth: "queued bundles per link", linksUp: "links up",
     ackSent: "sent", ackDelivered: "delivered to the building", ackRecorded: "recorded", noPosition: "no fix",
     codes: { received: "received", dispatched: "dispatched", en_route: "en route", on_scene: "on scene",
       false_alarm: "false alarm", cancelled: "cancelled" },
@@ -26,7 +26,7 @@ const TEXTS = {
     close: "Zavřít", acknowledge: "Potvrdit", dismiss: "Zamítnout", closeAlarm: "uzavřít", actual: "Skutečný",
     exercise: "Cvičení", test: "Test", stale: "zastaralý", ageOnArrival: "stáří při příjmu",
     pending: "části jsou ještě na cestě", never: "nikdy", signedIn: "Přihlášen", everyone: "všichni",
-    role: "role", group: "skupina", unit: "jednotka", count: "počet", dwell: "setrvání", rule: "pravidlo",
+    role: "role", group: "skupina", unit: "jednotka", count: "počet", dwell: "setrvání", rule: "pravidlo", camera: "kamera",
     up: "funkční", down: "mimo provoz", queueDepth: "svazky ve frontě podle spoje", linksUp: "funkční spoje",
     ackSent: "odesláno", ackDelivered: "doručeno do budovy", ackRecorded: "zaznamenáno", noPosition: "bez polohy",
     codes: { received: "přijato", dispatched: "vysláno", en_route: "na cestě", on_scene: "na místě",
@@ -60,6 +60,13 @@ function fmtAge(seconds) {
   if (s < 5400) return rtf.format(-Math.round(s / 60), "minute");
   if (s < 172800) return rtf.format(-Math.round(s / 3600), "hour");
   return rtf.format(-Math.round(s / 86400), "day");
+}
+function fmtDuration(seconds) { // "1.5 s", "3 min", "14 d": how long, not when
+  const unit = (n, u) => new Intl.NumberFormat(LOCALE(), { style: "unit", unit: u, unitDisplay: "short", maximumFractionDigits: 1 }).format(n);
+  if (seconds < 90) return unit(seconds, "second");
+  if (seconds < 5400) return unit(Math.round(seconds / 60), "minute");
+  if (seconds < 172800) return unit(Math.round(seconds / 3600), "hour");
+  return unit(Math.round(seconds / 86400), "day");
 }
 function applyTexts() {
   document.documentElement.lang = LANG;
