@@ -39,6 +39,7 @@ from relay.enrolment import held_groups, joined_groups, load_keyring
 from relay.errors import ConfigError
 from relay.journal import Journal
 from relay.links.factory import build_link
+from relay.links.webrtc_mesh import mesh_signallers
 from relay.node import Node
 from relay.resources import raise_open_files_limit
 from relay.systemd import Notifier
@@ -144,6 +145,7 @@ async def run(
     node = Node(engine, links)
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     post_apps = command_post_apps(node) if config.api.enabled else []
+    post_apps += mesh_signallers(node, links) if config.api.enabled else []  # offers answered over the mesh
     tasks: list[asyncio.Task[None]] = []
     journal: Journal | None = None
     server: uvicorn.Server | None = None

@@ -29,7 +29,8 @@ async def serve(node: Node, signaller: MeshSignaller, got: list[tuple[int, int, 
     """The node's inbox: signals to the signaller, everything else recorded."""
     async for delivery in node.inbox():
         got.append((delivery.kind, delivery.priority, delivery.payload))
-        await signaller.handle(delivery)
+        records = await signaller.handle(delivery)
+        assert all(r.body["state"] in ("answered", "connecting") for r in records), records
         await node.ack(delivery.bundle_id)
 
 

@@ -33,6 +33,7 @@ from relay.api.routes_messages import messages_router
 from relay.api.routes_records import event_filter, records_router
 from relay.api.routes_revocations import revocations_router
 from relay.api.routes_units import units_router
+from relay.api.routes_webrtc import webrtc_router
 from relay.api.tokens import Operator, TokenError, verify_token
 from relay.apps import Sender
 from relay.bundle import (
@@ -227,7 +228,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             dependencies=[Depends(require(Action.READ_RECORDS))],
         )
 
-    for make_router in (messages_router, records_router, units_router, console_router):
+    for make_router in (messages_router, records_router, units_router, console_router, webrtc_router):
         app.include_router(make_router(ctx, require))
     app.include_router(revocations_router(ctx, require))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -204,6 +204,8 @@ class WebRtcLink(Link):
     def connect(self, peer: bytes, *, sos: bool = False) -> None:
         """Offer ``peer`` a data channel through the signaller until it is up (an SOS video request
         travels as FLASH)."""
+        if peer == self.node_id or len(peer) != 16:
+            raise LinkError("a data channel needs another node's 16-byte id")
         self._keep_offering(peer, sos=sos)
 
     def _verified(self, data: bytes) -> Signal:

@@ -2,26 +2,38 @@
 
 A signal fits one LoRa frame, so a data channel can be set up over LoRa alone. An offer asking for
 SOS video travels as FLASH, every other signal as IMMEDIATE; both expire with the link's
-``signal_max_age`` (a late signal is refused anyway). Whoever reads the node's inbox passes each
-delivery to :meth:`MeshSignaller.handle`, which takes the signals and leaves the rest.
+``signal_max_age`` (a late signal is refused anyway).
+
+:class:`MeshSignaller` is the link's signaller and also a :class:`relay.apps.CommandPostApp` for
+:attr:`Kind.WEBRTC_SIGNAL`: at a command post the journal feed hands it every signal, it answers
+offers over the mesh and puts a ``webrtc`` record in the journal (who asked, SOS or not, answered or
+refused why) for the console. Any other node's inbox loop calls :meth:`handle` the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from crypto.identity import display_id
-from relay.apps import Sender
-from relay.bundle import Destination, Kind, Priority
+from relay.apps import RecordUpdate, Sender
+from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.engine import Delivery
-from relay.links.webrtc import WebRtcLink
-from relay.links.webrtc_signal import SignalError
+from relay.links.base import Link
+from relay.links.webrtc_signal import SignalError, decode
+
+if TYPE_CHECKING:
+    from relay.links.webrtc import WebRtcLink  # aiortc (the "video" extra) loads with the link only
 
 log = logging.getLogger(__name__)
 
 
 class MeshSignaller:
+    record_type = "webrtc"
+
     def __init__(self, sender: Sender, link: WebRtcLink) -> None:
+        self.kinds: Mapping[int, str] = {int(Kind.WEBRTC_SIGNAL): "webrtc_signal"}
         self._sender = sender
         self._link = link
         self.refused = 0  # signals that failed their checks (also counted by the link)
@@ -36,16 +48,39 @@ class MeshSignaller:
             lifetime=int(self._link.config.signal_max_age),
         )
 
-    async def handle(self, delivery: Delivery) -> bool:
-        """Take ``delivery`` if it is a signal (answering an offer over the mesh); False otherwise."""
+    async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
+        """Take a signal: answer an offer over the mesh, complete an offer with its answer. The
+        record says what happened to it (nothing for a delivery of another kind)."""
         if delivery.kind != Kind.WEBRTC_SIGNAL:
-            return False
+            return []
+        body: dict[str, Any] = {"link": self._link.config.name, "peer": delivery.origin.hex()}
         try:
+            signal = decode(delivery.payload)
+            body.update(session=signal.session, sos=signal.sos, signal=signal.type.name.lower())
             answer = await self._link.accept(delivery.payload)
         except SignalError as exc:
             self.refused += 1
             log.warning("WebRTC signal from %s refused: %s", display_id(delivery.origin), exc)
-            return True
+            return [
+                RecordUpdate(
+                    f"webrtc-{delivery.bundle_id.key().hex()}", {**body, "state": "refused", "why": str(exc)}
+                )
+            ]
         if answer is not None:
             await self.signal(delivery.origin, answer, sos=delivery.priority is Priority.FLASH)
-        return True
+        state = "answered" if answer is not None else "connecting"
+        return [RecordUpdate(f"webrtc-{delivery.origin.hex()}-{signal.session}", {**body, "state": state})]
+
+    async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> BundleId | None:
+        """Nothing to carry back: the answer already went."""
+        return None
+
+
+def mesh_signallers(sender: Sender, links: Iterable[Link]) -> list[MeshSignaller]:
+    """A signaller for each webrtc link among ``links`` (aiortc loads only when there is one)."""
+    webrtc = [link for link in links if link.profile.kind == "webrtc"]
+    if not webrtc:
+        return []
+    from relay.links.webrtc import WebRtcLink
+
+    return [MeshSignaller(sender, link) for link in webrtc if isinstance(link, WebRtcLink)]

@@ -29,8 +29,6 @@ import struct
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from aiortc.sdp import SessionDescription
-
 from crypto.errors import CryptoError
 from crypto.identity import Identity, PublicIdentity
 from relay.links.base import LinkError
@@ -221,6 +219,8 @@ def from_sdp(
 ) -> Signal:
     """The unsigned signal of a local description aiortc made (data channel only). IPv6
     candidates are left out unless ``ipv6``; TCP candidates always (the link runs over UDP)."""
+    from aiortc.sdp import SessionDescription  # the "video" extra; the codec itself needs no aiortc
+
     try:
         description = SessionDescription.parse(sdp)
     except (ValueError, IndexError) as exc:

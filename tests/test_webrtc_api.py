@@ -1,0 +1,122 @@
+"""WebRTC signalling through the relay API: a real command post process (``mesh112 relay run``) with
+a ``webrtc`` link in its node.toml answers a field unit's offer posted to ``/api/v1/webrtc/signal``;
+the field unit (a real node in this process, on its own store) then sends a message over the data
+channel and it lands in the command post's journal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import auth
+
+from crypto.keystore import load_node_keys
+from field.deployment import DemoDeployment, create_demo_deployment
+from field.harness import free_port_base
+from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+from relay.bundle import Destination, Kind, to_epoch
+from relay.engine import NodeEngine
+from relay.links.webrtc import WebRtcLink
+from relay.links.webrtc_config import WebRtcLinkOptions
+from relay.node import Node
+from relay.trust import TrustStore
+
+
+@dataclass
+class Post:
+    node: FieldNode
+    deployment: DemoDeployment
+    tokens: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def post(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Post]:
+    root = tmp_path_factory.mktemp("webrtc-api")
+    deployment = create_demo_deployment(root)
+    nodes = write_field(
+        deployment, api_port=free_port_base(2), ip_port=free_port_base(2), chain=("command-post",)
+    )
+    with nodes[0].config.open("a") as config:
+        config.write('\n[[links]]\ntype = "webrtc"\nname = "webrtc0"\nkeepalive_interval = 0.5\n')
+    (root / "logs").mkdir()
+    processes = [start_node(nodes[0], root / "logs")]
+    try:
+        wait_healthy(nodes)
+        tokens = {
+            role: operator_token(deployment, frozenset({role}), f"{role} op")
+            for role in ("responder", "observer", "dispatcher")
+        }
+        yield Post(nodes[0], deployment, tokens)
+    finally:
+        stop_all(processes)
+
+
+async def test_an_offer_posted_to_the_api_brings_up_a_data_channel_that_carries_bundles(
+    post: Post, tmp_path: Path
+) -> None:
+    unit = post.deployment.node("Responder 1")
+    keys = load_node_keys(unit.directory, int(time.time()))
+    trust = TrustStore(keys.authority, [n.certificate for n in post.deployment.nodes])
+    engine = await NodeEngine.open(
+        keys.identity, keys.certificate, trust, tmp_path / "unit.sqlite", now=to_epoch(time.time())
+    )
+    link = WebRtcLink(WebRtcLinkOptions(keepalive_interval=0.5), keys.identity, trust.check)
+    node = Node(engine, [link])
+    await node.start()
+    post_id = post.deployment.node("Command Post").node_id
+    base = post.node.api
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            offer = await link.offer(post_id)
+            response = await client.post(
+                "/api/v1/webrtc/signal", content=offer, headers=auth(post.tokens["responder"])
+            )
+            assert response.status_code == 200, response.text
+            assert (
+                response.headers["content-type"] == "application/octet-stream"
+                and len(response.content) <= 200
+            )
+            assert await link.accept(response.content) is None
+            async with asyncio.timeout(15):
+                while post_id not in link.peers():
+                    await asyncio.sleep(0.05)
+            await node.send(Destination.to_node(post_id), b"smoke on floor 3, sending video", kind=Kind.TEXT)
+            dispatcher = auth(post.tokens["dispatcher"])
+            async with asyncio.timeout(15):
+                while not any(
+                    m["text"] == "smoke on floor 3, sending video"
+                    for m in (await client.get("/api/v1/messages", headers=dispatcher)).json()
+                ):
+                    await asyncio.sleep(0.1)
+            listed = (await client.get("/api/v1/webrtc", headers=dispatcher)).json()
+            assert listed[0]["name"] == "webrtc0" and listed[0]["peers_up"] == [unit.node_id.hex()]
+            assert listed[0]["offers_answered"] == 1
+    finally:
+        await node.stop()
+
+
+def test_the_signal_endpoint_refuses_what_it_should(post: Post) -> None:
+    base, post_id = post.node.api, post.deployment.node("Command Post").node_id
+    url = f"{base}/api/v1/webrtc/signal"
+    assert httpx.post(url, content=b"x").status_code == 401
+    observer = httpx.post(url, content=b"x", headers=auth(post.tokens["observer"]))
+    assert observer.status_code == 403
+    responder = auth(post.tokens["responder"])
+    garbage = httpx.post(url, content=b"\x11" + bytes(200), headers=responder)
+    assert garbage.status_code == 422 and "signal refused" in garbage.json()["detail"]
+    assert httpx.post(url, content=bytes(600), headers=responder).status_code == 413
+    assert httpx.post(f"{url}?link=nope", content=b"x", headers=responder).status_code == 404
+    connect = f"{base}/api/v1/webrtc/connect"
+    itself = httpx.post(connect, json={"peer": post_id.hex()}, headers=responder)
+    assert itself.status_code == 422 and "another node" in itself.json()["detail"]
+    unit = post.deployment.node("Responder 1").node_id.hex()
+    asked = httpx.post(connect, json={"peer": unit, "sos": True}, headers=responder)
+    assert asked.status_code == 202 and asked.json() == {
+        "link": "webrtc0",
+        "peer": unit,
+    }  # offered over the mesh
