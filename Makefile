@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[lora,video,edge,mobile,dev,bench]'
+	$(BIN)/pip install -q -e '.[lora,video,edge,mobile,dev,bench,regional]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -232,6 +232,21 @@ class Journal:
         await self._db.commit()
         return [await self.record(entry.record_id) for entry in entries]
 
+    async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
+        """Write whole records (body, acknowledgements and closed) as another source settled them, in
+        one commit: the backbone's folded state of records other command posts share
+        (:mod:`relay.backbone.bridge`). Returns them as stored."""
+        for entry in entries:
+            await self._db.execute(
+                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
+                     priority=excluded.priority, created=excluded.created, body=excluded.body,
+                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
+                (*_record_row(entry), self._next_seq(), entry.closed),
+            )
+        await self._db.commit()
+        return [await self.record(entry.record_id) for entry in entries]
+
     async def records(
         self,
         *,

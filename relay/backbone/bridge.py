@@ -1,0 +1,290 @@
+"""Between a command post's journal and the backbone: local changes out, the region's folded state in.
+
+The bridge reads the journal by its cursor (:meth:`relay.journal.Journal.changes`) and turns what
+this post changed (a record arrived or its body changed, an operator acknowledged or closed it) into
+events, folds them into its table and publishes them. It reads the events of the region from
+JetStream, folds them in, and writes each record whose state changed back into the journal, whole
+(:meth:`relay.journal.Journal.merge_records`), so the console shows the region's state. A change the
+bridge wrote itself folds to nothing new, so nothing echoes back. Event ids come from content
+(``<post>:<record>:raised``, a body's hash, an acknowledgement's operator, action and time), so a
+restart that reads the journal again republishes nothing JetStream or the fold would not drop.
+
+An acknowledgement made at another post for a record this post raised (a building that reports
+here) goes to the owning application's hook once, which carries it back to the building over the
+mesh; the journal keeps the bundle id with the acknowledgement, so a restart does not send it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
+from relay.backbone.nats_link import NatsBackbone
+from relay.bundle import BundleId
+from relay.journal import Change, Journal, RecordEntry, UnknownRecordError
+
+log = logging.getLogger("mesh112.backbone")
+
+POLL_S = 0.1  # how often the journal's cursor is read for local changes
+BATCH = 2000  # events folded and written to the journal in one commit
+
+AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]
+
+
+def ack_event_id(record_id: str, ack: Mapping[str, Any]) -> str:
+    """An acknowledgement's event id, from what the operator did: the same at every post."""
+    core = json.dumps([str(ack.get("operator", "")), str(ack.get("action", "")), float(ack["at"])])
+    return f"{record_id}:ack:{hashlib.sha256(core.encode()).hexdigest()[:20]}"
+
+
+def _body_hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class BridgeStats:
+    published: int = 0  # events this post published
+    applied: int = 0  # events from the backbone that changed a record here
+    duplicates: int = 0  # events read again (replays, echoes of our own): dropped by the fold
+    hooks: int = 0  # acknowledgements from other posts carried back to the mesh
+
+
+class PostBridge:
+    def __init__(
+        self,
+        backbone: NatsBackbone,
+        journal: Journal,
+        *,
+        publish_change: Callable[[Change], None] = lambda change: None,
+        ack_hooks: Mapping[str, AckHook] | None = None,
+    ) -> None:
+        self.backbone, self.journal = backbone, journal
+        self.post = backbone.config.domain
+        self.table = RecordTable()
+        self.stats = BridgeStats()
+        self.caught_up = asyncio.Event()
+        self._publish_change = publish_change
+        self._hooks = dict(ack_hooks or {})
+        self._incoming: asyncio.Queue[RecordEvent] = asyncio.Queue()
+        self._cursor = 0
+
+    async def run(self) -> None:
+        """Read the region's streams, then keep the journal and the backbone in step until cancelled."""
+        targets = {stream: await self.backbone.last_seq(stream) for stream in self.backbone.read_streams()}
+        reached = {stream: asyncio.Event() for stream in targets}
+        readers = [
+            asyncio.create_task(self._read(stream, target, reached[stream]), name=f"backbone-{stream}")
+            for stream, target in targets.items()
+        ]
+        try:
+            for event in reached.values():
+                await event.wait()
+            await self._apply_incoming()
+            self.caught_up.set()
+            while True:
+                await self._apply_incoming()
+                if self.backbone.config.role == "post":
+                    await self._publish_local()
+                await asyncio.sleep(POLL_S)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _read(self, stream: str, target: int, reached: asyncio.Event) -> None:
+        if target == 0:
+            reached.set()
+        async for seq, event in self.backbone.events(stream):
+            self._incoming.put_nowait(event)
+            if seq >= target:
+                reached.set()
+
+    async def _apply_incoming(self) -> None:
+        while not self._incoming.empty():
+            changed: dict[str, RecordState] = {}
+            remote_acks: list[tuple[str, RecordEvent]] = []
+            while not self._incoming.empty() and len(changed) < BATCH:
+                event = self._incoming.get_nowait()
+                state = self.table.apply(event)
+                if state is None:
+                    self.stats.duplicates += 1
+                    continue
+                self.stats.applied += 1
+                changed[event.record_id] = state
+                if event.kind is EventKind.ACKNOWLEDGED and event.post != self.post:
+                    remote_acks.append((event.record_id, event))
+            await self._write(changed, remote_acks)
+
+    async def _write(
+        self, changed: dict[str, RecordState], remote_acks: list[tuple[str, RecordEvent]]
+    ) -> None:
+        entries: list[RecordEntry] = []
+        sent: dict[str, dict[str, Any]] = {}
+        for record_id, event in remote_acks:
+            state = self.table.states[record_id]
+            hook = self._hooks.get(state.type)
+            if hook is None or not self.owns(record_id):
+                continue  # not ours to carry back: the post that raised it does
+            current = await self._current(record_id)
+            done = (
+                any(a.get("event_id") == event.event_id and "state" in a for a in current.acks)
+                if current
+                else False
+            )
+            if done:
+                continue  # carried back before a restart
+            ack = {"operator": event.operator, "action": event.code, "at": event.at}
+            try:
+                bundle = await hook(record_id, ack)
+            except (ValueError, LookupError) as exc:
+                log.warning(
+                    "acknowledgement of %s from post %s not carried back: %s", record_id, event.post, exc
+                )
+                continue
+            self.stats.hooks += 1
+            sent[event.event_id] = {"state": "sent", **({"bundle_id": bundle.key().hex()} if bundle else {})}
+        for record_id, state in changed.items():
+            if state.body_from is None:
+                continue  # only acknowledgements so far; written once the record itself arrives
+            current = await self._current(record_id)
+            entry = self._entry(state, current, sent)
+            if current is None or (entry.body, entry.acks, entry.closed) != (
+                current.body,
+                current.acks,
+                current.closed,
+            ):
+                entries.append(entry)
+        if entries:
+            for stored in await self.journal.merge_records(entries):
+                self._publish_change(Change(stored.seq, "record", stored))
+
+    def owns(self, record_id: str) -> bool:
+        """Whether this post raised the record (it came here over the mesh): its applications carry
+        acknowledgements back to where it came from."""
+        state = self.table.states.get(record_id)
+        return state is None or f"{self.post}:{record_id}:raised" in state.events
+
+    def guard_hooks(self, hooks: dict[str, AckHook]) -> None:
+        """Make the API's acknowledgement hooks skip records another post raised: the post that
+        raised one carries the acknowledgement back when the backbone brings it there."""
+        for record_type, hook in list(hooks.items()):
+            hooks[record_type] = self._guarded(hook)
+
+    def _guarded(self, hook: AckHook) -> AckHook:
+        async def guarded(record_id: str, ack: dict[str, Any]) -> BundleId | None:
+            return await hook(record_id, ack) if self.owns(record_id) else None
+
+        return guarded
+
+    async def _current(self, record_id: str) -> RecordEntry | None:
+        try:
+            return await self.journal.record(record_id)
+        except UnknownRecordError:
+            return None
+
+    @staticmethod
+    def _entry(
+        state: RecordState, current: RecordEntry | None, sent: Mapping[str, dict[str, Any]]
+    ) -> RecordEntry:
+        local: dict[str, dict[str, Any]] = {}
+        if current is not None:
+            for ack in current.acks:
+                key = ack.get("event_id") or ack_event_id(state.record_id, ack)
+                local[str(key)] = ack
+        acks = [
+            {
+                **local.get(a.event_id, {}),
+                **sent.get(a.event_id, {}),
+                "event_id": a.event_id,
+                "operator": a.operator,
+                "action": a.code,
+                "at": a.at,
+                "post": a.post,
+            }
+            for a in state.acks
+        ]
+        assert state.body_from is not None
+        created = state.created if state.created is not None else state.body_from[0]
+        received = current.received if current is not None else time.time()
+        return RecordEntry(
+            state.record_id,
+            state.type,
+            state.origin,
+            state.priority,
+            created,
+            received,
+            dict(state.body),
+            acks,
+            closed=state.closed,
+        )
+
+    async def _publish_local(self) -> None:
+        events: list[RecordEvent] = []
+        while True:
+            found = await self.journal.changes(self._cursor, BATCH)
+            if not found:
+                break
+            self._cursor = found[-1].seq
+            for change in found:
+                if isinstance(change.item, RecordEntry):
+                    events += self._local_events(change.item)
+        if not events:
+            return
+        for event in events:
+            self.table.apply(event)
+        await self.backbone.publish(events)
+        self.stats.published += len(events)
+        touched = {e.record_id: self.table.states[e.record_id] for e in events}
+        await self._write(touched, [])  # e.g. a local close settled to an earlier one
+
+    def _local_events(self, entry: RecordEntry) -> list[RecordEvent]:
+        """What this post did to ``entry`` that the region has not seen yet."""
+        state = self.table.states.get(entry.record_id)
+        record = dict(
+            record_id=entry.record_id,
+            post=self.post,
+            type=entry.type,
+            origin=entry.origin,
+            priority=entry.priority,
+            body=entry.body,
+        )
+        events: list[RecordEvent] = []
+        if state is None or state.body_from is None:
+            event_id = f"{self.post}:{entry.record_id}:raised"
+            events.append(RecordEvent(event_id=event_id, kind=EventKind.RAISED, at=entry.created, **record))  # type: ignore[arg-type]
+        elif dict(state.body) != entry.body:
+            event_id = f"{self.post}:{entry.record_id}:body:{_body_hash(entry.body)}"
+            events.append(RecordEvent(event_id=event_id, kind=EventKind.UPDATED, at=entry.received, **record))  # type: ignore[arg-type]
+        seen = state.events if state is not None else frozenset()
+        for ack in entry.acks:
+            if "event_id" in ack:
+                continue  # came from the backbone
+            event_id = ack_event_id(entry.record_id, ack)
+            if event_id not in seen:
+                events.append(
+                    RecordEvent(
+                        event_id,
+                        entry.record_id,
+                        EventKind.ACKNOWLEDGED,
+                        float(ack["at"]),
+                        self.post,
+                        code=str(ack.get("action", "")),
+                        operator=str(ack.get("operator", "")),
+                    )
+                )
+        if entry.closed is not None and (
+            state is None or state.closed is None or entry.closed < state.closed
+        ):
+            event_id = f"{entry.record_id}:closed:{entry.closed!r}"
+            events.append(RecordEvent(event_id, entry.record_id, EventKind.CLOSED, entry.closed, self.post))
+        return events

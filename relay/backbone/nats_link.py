@@ -1,0 +1,151 @@
+"""The NATS JetStream side of the backbone: the streams, publishing, and reading the region.
+
+A post owns one stream in its own JetStream domain, ``POST_<domain>``, on the subject
+``<region>.<domain>.events``; every event is published with ``Nats-Msg-Id`` set to its event id, so
+JetStream drops a republished duplicate. The centre's ``REGION`` stream (in the hub's domain) sources
+every post's stream across the leaf connections; each post keeps a local ``REGION`` mirror of it.
+Sources and mirrors are JetStream's own replication: when a leaf link comes back they resume from
+where they stopped, so a post that was cut off loses nothing and the region gets what it wrote
+meanwhile. A post reads its own stream and its mirror; the centre reads ``REGION``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import ExternalStream, StorageType, StreamConfig, StreamSource
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+
+from relay.backbone.config import BackboneSection
+from relay.backbone.fold import EventError, RecordEvent
+
+log = logging.getLogger("mesh112.backbone")
+
+REGION_STREAM = "REGION"
+DUPLICATE_WINDOW_S = 24 * 3600.0  # a post republishing after a long cut still hits the dedup window
+PUBLISH_WINDOW = 2000  # publishes awaiting their acknowledgement at once
+
+
+class BackboneError(RuntimeError):
+    """The local nats-server refused or could not be reached."""
+
+
+class NatsBackbone:
+    """One connection to the local nats-server (the post's leaf node, or the hub for the centre)."""
+
+    def __init__(self, config: BackboneSection) -> None:
+        self.config = config
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BackboneError("the backbone is not connected")
+        return self._js
+
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._nc = await nats.connect(
+                self.config.url,
+                connect_timeout=timeout_s,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+            )
+        except (OSError, NatsError) as exc:
+            raise BackboneError(f"cannot reach the local nats-server at {self.config.url}: {exc}") from exc
+        self._js = self._nc.jetstream(domain=self.config.domain, timeout=timeout_s)
+        await self._ensure_streams()
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.drain()
+            self._nc = None
+            self._js = None
+
+    async def _ensure_streams(self) -> None:
+        config = self.config
+        if config.role == "post":
+            await self._stream(
+                StreamConfig(
+                    name=config.post_stream(config.domain),
+                    subjects=[config.post_subject(config.domain)],
+                    storage=StorageType.FILE,
+                    duplicate_window=DUPLICATE_WINDOW_S,
+                )
+            )
+            hub = ExternalStream(api=f"$JS.{config.hub_domain}.API")
+            await self._stream(
+                StreamConfig(
+                    name=REGION_STREAM,
+                    storage=StorageType.FILE,
+                    mirror=StreamSource(name=REGION_STREAM, external=hub),
+                )
+            )
+        else:
+            sources = [
+                StreamSource(name=config.post_stream(post), external=ExternalStream(api=f"$JS.{post}.API"))
+                for post in config.posts
+            ]
+            await self._stream(StreamConfig(name=REGION_STREAM, storage=StorageType.FILE, sources=sources))
+
+    async def _stream(self, stream: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(stream)
+        except BadRequestError:
+            await self.js.update_stream(stream)  # a changed configuration (e.g. a post added)
+
+    async def publish(self, events: Sequence[RecordEvent]) -> None:
+        """Publish to this post's stream; returns once JetStream stored every one (or had it)."""
+        subject = self.config.post_subject(self.config.domain)
+        for start in range(0, len(events), PUBLISH_WINDOW):
+            futures = [
+                await self.js.publish_async(subject, e.encode(), headers={"Nats-Msg-Id": e.event_id})
+                for e in events[start : start + PUBLISH_WINDOW]
+            ]
+            await asyncio.gather(*futures)
+
+    def read_streams(self) -> list[str]:
+        """The streams this node folds: its own and its mirror of the region, or the region."""
+        if self.config.role == "post":
+            return [self.config.post_stream(self.config.domain), REGION_STREAM]
+        return [REGION_STREAM]
+
+    async def last_seq(self, stream: str) -> int:
+        info = await self.js.stream_info(stream)
+        return int(info.state.last_seq)
+
+    async def events(self, stream: str) -> AsyncIterator[tuple[int, RecordEvent]]:
+        """Every event in ``stream`` from its start, then live ones: ``(stream seq, event)``."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def take(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        sub = await self.js.subscribe(
+            f"{self.config.region}.>", stream=stream, cb=take, ordered_consumer=True, idle_heartbeat=2.0
+        )
+        try:
+            while True:
+                msg = await queue.get()
+                try:
+                    event = RecordEvent.decode(msg.data)
+                except EventError as exc:
+                    log.warning("backbone stream %s: %s (skipped)", stream, exc)
+                    continue
+                yield int(msg.metadata.sequence.stream), event
+        finally:
+            await sub.unsubscribe()
+
+    async def stream_messages(self, stream: str) -> int:
+        info: Any = await self.js.stream_info(stream)
+        return int(info.state.messages)
