@@ -141,6 +141,12 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
         expect(observer.locator("#send-form")).to_have_count(0)
         expect(observer.locator("button", has_text="Send")).to_have_count(0)
         expect(observer.locator("button.ack")).to_have_count(0)
+        health = page.locator("#links tbody tr", has_text="Field Relay 1")  # neighbours by name
+        expect(health).to_contain_text("up", timeout=15_000)
+        expect(page.locator("#plot-queue .uplot")).to_have_count(1)
+        if IMG.is_dir():
+            time.sleep(6)  # a second health reading: the plots draw lines, not points
+            page.locator("#health-lane").screenshot(path=str(IMG / "console-health.png"))
         assert_no_wider_than_window(page)
 
 

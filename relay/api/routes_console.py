@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
+from prometheus_client.core import Metric
 from pydantic import BaseModel, Field
 
 from relay.api.permissions import Action
@@ -39,6 +41,35 @@ class ConsoleOut(BaseModel):
     cursor: int = Field(description="the journal's current sequence: open the stream with ?after=cursor")
     groups: list[str] = Field(description="groups and roles this node holds a key for (send targets)")
     tiles: dict[str, Any] | None = Field(description="the local tile set's metadata; null: draw a grid")
+
+
+class HealthOut(BaseModel):
+    at: float = Field(description="Unix time of the reading")
+    queues: dict[str, dict[str, int]] = Field(description="link -> priority -> items waiting")
+    airtime: dict[str, dict[str, float]] = Field(
+        description="LoRa link -> used_s (own transmit time in the last hour) and budget_s (duty cycle)"
+    )
+    peers: list[dict[str, Any]] = Field(description="neighbours seen since start: link, kind, peer, name, up")
+    latency_s: float | None = Field(description="median created -> received of the last 100 items here")
+
+
+def health_of(metrics: Iterable[Metric]) -> dict[str, Any]:
+    """The console's health reading from the node's Prometheus families (one source for both)."""
+    queues: dict[str, dict[str, int]] = {}
+    airtime: dict[str, dict[str, float]] = {}
+    peers: list[dict[str, Any]] = []
+    for family in metrics:
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "mesh112_queue_depth":
+                queues.setdefault(labels["link"], {})[labels["priority"]] = int(sample.value)
+            elif sample.name == "mesh112_lora_airtime_seconds":
+                airtime.setdefault(labels["link"], {})["used_s"] = sample.value
+            elif sample.name == "mesh112_lora_airtime_budget_seconds":
+                airtime.setdefault(labels["link"], {})["budget_s"] = sample.value
+            elif sample.name == "mesh112_link_peer_up":
+                peers.append({**labels, "up": sample.value > 0})
+    return {"queues": queues, "airtime": airtime, "peers": peers}
 
 
 class TileSetError(ValueError):
@@ -102,6 +133,22 @@ def console_router(ctx: ApiContext, require: Require) -> APIRouter:
         return ChangesOut(
             cursor=found[-1].seq if found else after,
             changes=[event for event in (c.event() for c in found) if visible(event)],
+        )
+
+    @router.get("/health", dependencies=[Depends(require(Action.READ_LINKS))])
+    async def health() -> HealthOut:
+        """Queues per link and priority, LoRa airtime against the duty cycle, neighbours up and down,
+        and delivery latency: what the console plots, without Prometheus."""
+        reading = health_of(ctx.node_metrics.collect()) if ctx.node_metrics is not None else {}
+        times = [(m.created, m.received) for m in await ctx.journal.messages(limit=50)]
+        times += [(r.created, r.received) for r in await ctx.journal.records(limit=50)]
+        delays = sorted(max(0.0, received - created) for created, received in times)
+        return HealthOut(
+            at=time.time(),
+            queues=reading.get("queues", {}),
+            airtime=reading.get("airtime", {}),
+            peers=reading.get("peers", []),
+            latency_s=round(delays[len(delays) // 2], 3) if delays else None,
         )
 
     @router.get(

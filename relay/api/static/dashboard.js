@@ -238,7 +238,7 @@ function scheduleUnits() {
   unitsQueued = true;
   requestAnimationFrame(() => { unitsQueued = false; renderUnits(); });
 }
-function linkOf(nodeId) { const l = state.links.find((x) => x.peer === nodeId); return l ? `${l.link} (${l.kind})` : ""; }
+function linkOf(nodeId) { const l = state.links.find((x) => x.peer === nodeId && x.up) || state.links.find((x) => x.peer === nodeId); return l ? `${l.link} (${l.kind})` : ""; }
 function renderUnits() {
   const units = [...state.units.values()].sort((a, b) => a.name.localeCompare(b.name));
   if (!$("units")) return;
@@ -283,28 +283,46 @@ function fillSendTargets() {
   if ([...select.options].some((o) => o.value === current)) select.value = current;
 }
 
-// ---------- health: links and queues over time (uPlot) ----------
-const series = { t: [], queued: [], up: [] };
-let queuePlot = null, linksPlot = null;
-async function pollLinks() {
-  try {
-    state.links = await api("/api/v1/links");
-  } catch (e) { return; }
+// ---------- health: queues, airtime, links and latency over time (uPlot) ----------
+const PRIORITIES = ["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"];
+const COLORS = ["#d00000", "#e08a00", "#1d4ed8", "#6b7280", "#7c3aed"];
+const series = { t: [], ...Object.fromEntries(PRIORITIES.map((p) => [p, []])), airtime: [], up: [], down: [], latency: [] };
+const plots = [];
+function plotSpec(label, names, colors) {
+  const width = Math.max(220, Math.floor(($("health-lane").clientWidth - 60) / 3));
+  return { title: label, width, height: 140, series: [{}, ...names.map((n, i) => ({ label: n, stroke: colors[i], width: 1.5 }))],
+    axes: [{ values: (u, ticks) => ticks.map((v) => formatter("clock").format(new Date(v * 1000))) }, {}], legend: { show: true } };
+}
+async function pollLinks() { // one request per 5 s: the health reading carries links, queues and airtime
+  let health;
+  try { health = await api("/api/v1/health"); } catch (e) { return; }
+  state.links = health.peers.map((p) => ({ link: p.link, kind: p.kind, peer: p.peer, name: p.name, up: p.up,
+    queued: Object.values(health.queues[p.link] || {}).reduce((a, b) => a + b, 0) }));
   $("links").querySelector("tbody").replaceChildren(...state.links.map((l) => el("tr", {},
-    el("td", { text: `${l.link} (${l.kind})` }), el("td", { text: unitName(l.peer), title: l.peer }),
+    el("td", { text: `${l.link} (${l.kind})` }), el("td", { text: l.name || unitName(l.peer), title: l.peer }),
     el("td", {}, el("span", { class: `state ${l.up ? "up" : "down"}`, text: l.up ? t("up") : t("down") })),
-    el("td", { text: fmtNumber(l.queued ?? 0) }), el("td", { text: l.detail || "" }))));
-  series.t.push(now()); series.queued.push(state.links.reduce((s, l) => s + (l.queued || 0), 0));
-  series.up.push(state.links.filter((l) => l.up).length);
-  for (const k of Object.keys(series)) if (series[k].length > 360) series[k].shift();
-  const width = Math.max(200, Math.floor($("health-lane").clientWidth / 2) - 24);
-  if (!queuePlot && window.uPlot) {
-    const opts = (label, color) => ({ width, height: 120, series: [{}, { label, stroke: color }], axes: [{}, {}], legend: { show: true } });
-    queuePlot = new uPlot(opts(t("queueDepth"), "#b3141b"), [series.t, series.queued], $("plot-queue"));
-    linksPlot = new uPlot(opts(t("linksUp"), "#1f7a3a"), [series.t, series.up], $("plot-links"));
-  } else if (queuePlot) {
-    queuePlot.setData([series.t, series.queued]); linksPlot.setData([series.t, series.up]);
-  }
+    el("td", { text: fmtNumber(l.queued) }),
+    el("td", { text: health.airtime[l.link] ? `${t("airtime")} ${fmtNumber(100 * health.airtime[l.link].used_s / health.airtime[l.link].budget_s, 1)} %` : "" }))));
+  series.t.push(health.at);
+  for (const p of PRIORITIES) series[p].push(Object.values(health.queues).reduce((sum, q) => sum + (q[p] || 0), 0));
+  const air = Object.values(health.airtime);
+  series.airtime.push(air.length ? 100 * Math.max(...air.map((a) => a.used_s / a.budget_s)) : null);
+  series.up.push(health.peers.filter((p) => p.up).length); series.down.push(health.peers.filter((p) => !p.up).length);
+  series.latency.push(health.latency_s);
+  for (const k of Object.keys(series)) if (series[k].length > 720) series[k].shift();
+  const data = [
+    [series.t, ...PRIORITIES.map((p) => series[p])],
+    [series.t, series.airtime],
+    [series.t, series.up, series.down],
+    [series.t, series.latency],
+  ];
+  if (!plots.length && window.uPlot) {
+    plots.push(new uPlot(plotSpec(t("queueDepth"), PRIORITIES, COLORS), data[0], $("plot-queue")));
+    plots.push(new uPlot(plotSpec(t("airtimeOfBudget"), ["LoRa %"], ["#b3141b"]), data[1], $("plot-airtime")));
+    plots.push(new uPlot(plotSpec(t("linksUp"), [t("up"), t("down")], ["#1f7a3a", "#6b7280"]), data[2], $("plot-links")));
+    plots.push(new uPlot(plotSpec(t("latency"), ["s"], ["#1d4ed8"]), data[3], $("plot-latency")));
+  } else plots.forEach((plot, i) => plot.setData(data[i]));
+  scheduleUnits();
 }
 async function pollAckStates() {
   for (const [id, seen] of state.pendingAcks) {

@@ -11,7 +11,8 @@ const TEXTS = {
     closeAlarm: "close", actual: "Actual", exercise: "Exercise", test: "Test", stale: "stale",
     ageOnArrival: "age on arrival", pending: "parts still on their way", never: "never", signedIn: "Signed in as",
     everyone: "everyone", role: "role", group: "group", unit: "unit", count: "count", dwell: "dwell",
-    rule: "rule", camera: "camera", up: "up", down: "down", queueDepth: "queued bundles per link", linksUp: "links up",
+    rule: "rule", camera: "camera", up: "up", down: "down", queueDepth: "queued bundles by priority", linksUp: "neighbours up / down", airtime: "airtime",
+    airtimeOfBudget: "LoRa airtime, % of the duty-cycle budget", latency: "delivery latency (s)",
     ackSent: "sent", ackDelivered: "delivered to the building", ackRecorded: "recorded", noPosition: "no fix",
     codes: { received: "received", dispatched: "dispatched", en_route: "en route", on_scene: "on scene",
       false_alarm: "false alarm", cancelled: "cancelled" },
@@ -27,7 +28,8 @@ const TEXTS = {
     exercise: "Cvičení", test: "Test", stale: "zastaralý", ageOnArrival: "stáří při příjmu",
     pending: "části jsou ještě na cestě", never: "nikdy", signedIn: "Přihlášen", everyone: "všichni",
     role: "role", group: "skupina", unit: "jednotka", count: "počet", dwell: "setrvání", rule: "pravidlo", camera: "kamera",
-    up: "funkční", down: "mimo provoz", queueDepth: "svazky ve frontě podle spoje", linksUp: "funkční spoje",
+    up: "funkční", down: "mimo provoz", queueDepth: "svazky ve frontě podle priority", linksUp: "sousedé funkční / mimo provoz",
+    airtime: "vysílací čas", airtimeOfBudget: "vysílací čas LoRa, % povoleného limitu", latency: "zpoždění doručení (s)",
     ackSent: "odesláno", ackDelivered: "doručeno do budovy", ackRecorded: "zaznamenáno", noPosition: "bez polohy",
     codes: { received: "přijato", dispatched: "vysláno", en_route: "na cestě", on_scene: "na místě",
       false_alarm: "planý poplach", cancelled: "zrušeno" },
@@ -45,7 +47,8 @@ const FORMATS = new Map();
 const formatter = (kind, digits = 0) => {
   const key = `${kind}${digits}`;
   if (!FORMATS.has(key)) {
-    FORMATS.set(key, kind === "time" ? new Intl.DateTimeFormat(LOCALE(), { dateStyle: "short", timeStyle: "medium" })
+    FORMATS.set(key, kind === "clock" ? new Intl.DateTimeFormat(LOCALE(), { timeStyle: "short" })
+      : kind === "time" ? new Intl.DateTimeFormat(LOCALE(), { dateStyle: "short", timeStyle: "medium" })
       : kind === "age" ? new Intl.RelativeTimeFormat(LOCALE(), { numeric: "always", style: "short" })
         : new Intl.NumberFormat(LOCALE(), { maximumFractionDigits: digits }));
   }
