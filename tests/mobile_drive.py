@@ -14,6 +14,7 @@ Every state change is printed as one JSON line (``{"sos": "queued", ...}``); act
     wait:alarms=<n>       until n alarms are on the incident screen
     sleep:<s>
     shot:<file.png>       a screenshot of the window
+    map                   print how many tiles the map drew
     night / language      tap the header's night or language button
     quit                  close the window (the node stops cleanly)
 
@@ -121,6 +122,9 @@ async def script(app: Any, responder: Responder, actions: list[str]) -> None:
             await asyncio.sleep(0.4)  # let the canvas catch up
             made = Window.screenshot(name=str(Path(arg).with_suffix("")) + ".png")
             os.replace(made, arg)
+        elif verb == "map":
+            view = app.screen("map").ids.map
+            emit(map_tiles=view.tiles_drawn, map_note=view.note, zoom=int(view.zoom))
         elif verb == "quit":
             break
         else:

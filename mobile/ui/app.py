@@ -142,11 +142,13 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         root = Root()
         self.sos_text = tr("starting", self.lang)
         if self.settings.mbtiles is not None and self.settings.mbtiles.exists():
-            self.screen("map").ids.map.open_tiles(MBTiles(self.settings.mbtiles))
+            root.ids.screens.get_screen("map").ids.map.open_tiles(MBTiles(self.settings.mbtiles))
         self.state.listen(self.changed)
+        return root
+
+    def on_start(self) -> None:
         for what in ("sos", "messages", "alarms", "units", "links"):
             self.changed(what)
-        return root
 
     def attach(self, responder: Responder) -> None:
         """The node is running: the SOS button becomes live."""
@@ -374,7 +376,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
                 if message.outgoing
                 else message.peer
             )
-            arrow = "→" if message.outgoing else "←"
+            arrow = "»" if message.outgoing else "«"
             state = "" if message.state is Delivery.RECEIVED else tr(f"{message.state.value}_m", self.lang)
             tint = [0.85, 0.9, 1, 1] if message.outgoing else [0.9, 0.9, 0.9, 1]
             if self.night:
@@ -396,9 +398,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         rows = self.state.links
         up = sum(row.neighbours for row in rows)
         self.links_up = up > 0
-        self.link_summary = (
-            f"● {up} {tr('neighbours', self.lang)}" if up else f"○ 0 {tr('neighbours', self.lang)}"
-        )
+        self.link_summary = f"{up} {tr('neighbours', self.lang)}"  # green when > 0, red when none
         box = self.screen("links").ids.links
         box.clear_widgets()
         contact = self.state.last_post_contact

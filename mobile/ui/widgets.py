@@ -12,7 +12,7 @@ from kivy.graphics import Color, Ellipse, Line, Rectangle
 from kivy.metrics import dp
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, StringProperty
 from kivy.uix.button import Button
-from kivy.uix.widget import Widget
+from kivy.uix.stencilview import StencilView
 
 from mobile.maptiles import TILE, MBTiles, TileView, world_px
 
@@ -68,7 +68,7 @@ class HoldButton(Button):  # type: ignore[misc]  # kivy is untyped
         pass
 
 
-class MapView(Widget):  # type: ignore[misc]  # kivy is untyped
+class MapView(StencilView):  # type: ignore[misc]  # kivy is untyped; a stencil keeps tiles inside
     """Tiles from an MBTiles file under markers for me, units and alarms; a grid where no tile is."""
 
     lat = NumericProperty(50.0875)
