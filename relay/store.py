@@ -1,13 +1,16 @@
 """The durable store: every bundle a node holds, the ids it has seen, and the local app inbox.
 
-SQLite (through aiosqlite, opened by :mod:`relay.sqlite`) in WAL mode with ``synchronous=FULL``:
+SQLite (plain :mod:`sqlite3`, opened by :mod:`relay.sqlite`) in WAL mode with ``synchronous=FULL``:
 every COMMIT fsyncs the write-ahead log, so a committed transaction survives a killed process *and*
 a power cut or kernel crash. ``NORMAL`` would survive ``kill -9`` but may lose the last commits on
 power loss, and a previous hop that was told "durable" would already have dropped its copy. The
 fsync is paid once per *batch*: a single writer task takes every write queued while the previous
-COMMIT ran (up to ``max_batch``), runs them in one transaction and resolves each caller's future
-only after COMMIT (group commit). So **a call that returned has been made durable**; one that
-raised or never returned may or may not have been, and retrying it is safe (ids deduplicate).
+COMMIT ran (up to ``max_batch``), hands the whole batch to the store's own thread, where one plain
+function runs it in one transaction (deduplication, puts, forwarding state, inbox: one thread hop
+per batch, not one per query), and resolves each caller's future only after COMMIT (group commit).
+So **a call that returned has been made durable**; one that raised or never returned may or may not
+have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
+so they never see an uncommitted write.
 
 Times: ``now`` is passed by the caller in seconds since the Mesh112 epoch (see
 :func:`relay.bundle.to_epoch`); the store reads no clock, so the simulator can drive it.
@@ -60,15 +63,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar, cast
-
-import aiosqlite
 
 from relay import sqlite
 from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
@@ -121,7 +124,8 @@ class StoreStats:
     high_water_bytes: int  # the most bytes_used ever reached by this store file
 
 
-_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+_Op = Callable[[sqlite3.Connection], Any]  # runs on the store's thread, inside the batch's transaction
+_Result = tuple["_Pending", Any, StoreError | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +136,22 @@ class _Pending:
 
 class Store:
     def __init__(
-        self, db: aiosqlite.Connection, quota_bytes: int, max_batch: int, reserve: DiskReserve | None = None
+        self,
+        db: sqlite3.Connection,
+        thread: ThreadPoolExecutor,
+        quota_bytes: int,
+        max_batch: int,
+        reserve: DiskReserve | None = None,
     ) -> None:
         """Use :meth:`open`."""
-        self._db = db
+        self._db = db  # used only on ``_thread``
+        self._thread = thread
         self._reserve = reserve or DiskReserve(Path(), 0)
         self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
         self._max_batch = max_batch
         self._closed = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._lock = asyncio.Lock()  # one transaction or read at a time: reads see only committed data
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
@@ -159,20 +168,31 @@ class Store:
         if quota_bytes <= 0 or max_batch <= 0:
             raise ValueError("quota_bytes and max_batch must be positive")
         reserve = DiskReserve(Path(f"{path}.reserve"), reserve_bytes)
-        db = await sqlite.connect(Path(path), autocommit=True)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store:{Path(path).name}")
+        loop = asyncio.get_running_loop()
         try:
-            await migrate(db)
-            store = cls(db, quota_bytes, max_batch, reserve)
+            db = await loop.run_in_executor(
+                thread, functools.partial(sqlite.connect_sync, Path(path), autocommit=True)
+            )
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        store = cls(db, thread, quota_bytes, max_batch, reserve)
+        try:
+            await store._call(migrate)
             if not reserve.restore():
                 store.disk_full = (
                     f"disk full: no room for the {reserve_bytes}-byte FLASH reserve beside {path}"
                 )
                 log.warning("store: %s; only FLASH is taken until space is freed", store.disk_full)
-            store._budget.used = await store._count_used()
-            high = await _scalar(db, "SELECT value FROM meta WHERE key = 'high_water_bytes'")
+            store._budget.used = await store._call(_count_used)
+            high = await store._call(
+                lambda db: db.execute("SELECT value FROM meta WHERE key = 'high_water_bytes'").fetchone()[0]
+            )
             store._budget.high_water = max(int(high), store._budget.used)
         except BaseException:
-            await db.close()
+            await store._call(sqlite3.Connection.close)
+            thread.shutdown(wait=False)
             raise
         store.path = Path(path)
         store._writer = asyncio.create_task(store._run_writer(), name=f"store-writer:{path}")
@@ -186,7 +206,8 @@ class Store:
         self._queue.put_nowait(None)
         if self._writer is not None:
             await self._writer
-        await self._db.close()
+        await self._call(sqlite3.Connection.close)
+        self._thread.shutdown(wait=False)
 
     # -- writes (group-committed) -------------------------------------------------------------
 
@@ -212,13 +233,13 @@ class Store:
     async def delete(self, bundle_id: BundleId, reason: str) -> None:
         """Drop the held copy of a bundle; its id stays seen until expiry so it is not taken again."""
 
-        async def op(db: aiosqlite.Connection) -> None:
+        def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
-            rows = list(await db.execute_fetchall("SELECT size FROM bundles WHERE id = ?", (key,)))
-            if rows:
-                await db.execute("DELETE FROM bundles WHERE id = ?", (key,))
-                await db.execute("DELETE FROM forwarding WHERE id = ?", (key,))
-                self._budget.used -= int(rows[0][0])
+            row = db.execute("SELECT size FROM bundles WHERE id = ?", (key,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM bundles WHERE id = ?", (key,))
+                db.execute("DELETE FROM forwarding WHERE id = ?", (key,))
+                self._budget.used -= int(row[0])
                 log.debug("deleted bundle %s: %s", bundle_id, reason)
 
         await self._submit(op)
@@ -226,12 +247,12 @@ class Store:
     async def expire(self, now: float) -> list[BundleId]:
         """Delete held bundles whose lifetime has ended and forget seen ids past expiry."""
 
-        async def op(db: aiosqlite.Connection) -> list[BundleId]:
-            rows = list(await db.execute_fetchall("SELECT id, size FROM bundles WHERE expires <= ?", (now,)))
+        def op(db: sqlite3.Connection) -> list[BundleId]:
+            rows = db.execute("SELECT id, size FROM bundles WHERE expires <= ?", (now,)).fetchall()
             keys = [(row[0],) for row in rows]
-            await db.executemany("DELETE FROM bundles WHERE id = ?", keys)
-            await db.executemany("DELETE FROM forwarding WHERE id = ?", keys)
-            await db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
+            db.executemany("DELETE FROM bundles WHERE id = ?", keys)
+            db.executemany("DELETE FROM forwarding WHERE id = ?", keys)
+            db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
             self._budget.used -= sum(int(row[1]) for row in rows)
             return [BundleId.from_key(row[0]) for row in rows]
 
@@ -244,17 +265,15 @@ class Store:
         second; then it continues from the last id issued (possibly a second ahead of the clock).
         """
 
-        async def op(db: aiosqlite.Connection) -> BundleId:
-            rows = list(
-                await db.execute_fetchall("SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,))
-            )
-            if not rows or now_epoch_s > rows[0][0]:
+        def op(db: sqlite3.Connection) -> BundleId:
+            row = db.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)).fetchone()
+            if row is None or now_epoch_s > row[0]:
                 created, seq = now_epoch_s, 0
-            elif rows[0][1] < MAX_SEQ:
-                created, seq = int(rows[0][0]), int(rows[0][1]) + 1
+            elif row[1] < MAX_SEQ:
+                created, seq = int(row[0]), int(row[1]) + 1
             else:
-                created, seq = int(rows[0][0]) + 1, 0
-            await db.execute(
+                created, seq = int(row[0]) + 1, 0
+            db.execute(
                 "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
                 (origin, created, seq),
             )
@@ -265,25 +284,23 @@ class Store:
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
 
-        async def op(db: aiosqlite.Connection) -> None:
+        def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
-            rows = list(
-                await db.execute_fetchall("SELECT priority, size, data FROM bundles WHERE id = ?", (key,))
-            )
-            if not rows:
+            row = db.execute("SELECT priority, size, data FROM bundles WHERE id = ?", (key,)).fetchone()
+            if row is None:
                 raise UnknownBundleError(f"bundle {bundle_id} is not held here, so it cannot be delivered")
-            priority, size, data = rows[0]
-            seen = list(await db.execute_fetchall("SELECT delivered FROM seen WHERE id = ?", (key,)))
-            if not seen or not seen[0][0]:
-                await make_room(  # may refuse; nothing written yet
+            priority, size, data = row
+            seen = db.execute("SELECT delivered FROM seen WHERE id = ?", (key,)).fetchone()
+            if seen is None or not seen[0]:
+                make_room(  # may refuse; nothing written yet
                     db, self._budget, Priority.FLASH, int(size), for_what="a delivery to this node's apps"
                 )
-                await db.execute(
+                db.execute(
                     "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, 1) "
                     "ON CONFLICT (id) DO UPDATE SET delivered = 1",
                     (key, decode_full(data).expires),
                 )
-                await db.execute(
+                db.execute(
                     "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
                     (key, priority, size, data),
                 )
@@ -294,12 +311,12 @@ class Store:
     async def ack_delivery(self, bundle_id: BundleId) -> None:
         """The app has durably taken the bundle: remove it from the inbox for good."""
 
-        async def op(db: aiosqlite.Connection) -> None:
+        def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
-            rows = list(await db.execute_fetchall("SELECT size FROM inbox WHERE id = ?", (key,)))
-            if rows:
-                await db.execute("DELETE FROM inbox WHERE id = ?", (key,))
-                self._budget.used -= int(rows[0][0])
+            row = db.execute("SELECT size FROM inbox WHERE id = ?", (key,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM inbox WHERE id = ?", (key,))
+                self._budget.used -= int(row[0])
 
         await self._submit(op)
 
@@ -313,8 +330,8 @@ class Store:
             "ON CONFLICT (id, neighbour, link) DO UPDATE SET state = excluded.state, at = excluded.at"
         )
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(sql, params)
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(sql, params)
 
         await self._submit(op)
 
@@ -350,19 +367,19 @@ class Store:
 
     async def stats(self) -> StoreStats:
         """Counts per class, inbox and seen sizes, bytes used against the quota, high-water mark."""
-        per_class = await self._read("SELECT priority, COUNT(*) FROM bundles GROUP BY priority", ())
-        inbox = await self._read("SELECT COUNT(*) FROM inbox", ())
-        seen = await self._read("SELECT COUNT(*) FROM seen", ())
+
+        def op(db: sqlite3.Connection) -> tuple[list[Any], int, int]:
+            per_class = db.execute("SELECT priority, COUNT(*) FROM bundles GROUP BY priority").fetchall()
+            inbox = db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+            seen = db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+            return per_class, int(inbox), int(seen)
+
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        per_class, inbox, seen = await self._call(op)
         held = {priority: 0 for priority in Priority}
         held.update({Priority(p): int(n) for p, n in per_class})
-        return StoreStats(
-            held,
-            int(inbox[0][0]),
-            int(seen[0][0]),
-            self._budget.used,
-            self._budget.quota,
-            self._budget.high_water,
-        )
+        return StoreStats(held, inbox, seen, self._budget.used, self._budget.quota, self._budget.high_water)
 
     def drain_evicted(self) -> list[Eviction]:
         """Bundles evicted for space since the last call, with why (committed evictions only)."""
@@ -371,13 +388,16 @@ class Store:
 
     # -- internals -----------------------------------------------------------------------------
 
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(db)`` on the store's thread: the only place the connection is used."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._db)
+
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._closed:
             raise StoreClosedError("the store is closed")
-        async with self._lock:
-            return list(await self._db.execute_fetchall(sql, params))
+        return await self._call(lambda db: db.execute(sql, params).fetchall())
 
-    async def _submit(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return cast(T, await self._enqueue(op))
 
     async def _enqueue(self, work: _Op | PutRequest) -> Any:
@@ -438,31 +458,14 @@ class Store:
         return kept
 
     async def _commit(self, batch: list[_Pending]) -> StoreError | None:
-        """Run ``batch`` in one transaction and resolve its futures; the error if it was rolled back."""
-        results: list[tuple[_Pending, Any, StoreError | None]] = []
-        async with self._lock:
-            self._budget.batch_evicted = []
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                for _, run in groupby(batch, key=lambda item: isinstance(item.work, PutRequest)):
-                    results += await self._run(list(run))
-                if self._budget.used > self._budget.high_water:
-                    await self._db.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,)
-                    )
-                await self._db.execute("COMMIT")
-            except Exception as exc:
-                await self._rollback()
-                if _is_disk_full(exc):
-                    self.disk_full = f"disk full: SQLite could not write {self.path} ({exc})"
-                    return DiskFullError(f"{self.disk_full}; free space on that filesystem")
-                return StoreError(
-                    f"store write failed and was rolled back ({exc}); check disk space and the file"
-                )
-            self._budget.high_water = max(self._budget.high_water, self._budget.used)
-            self._evicted.extend(self._budget.batch_evicted)
-            self.evictions += len(self._budget.batch_evicted)
-        for item, value, refusal in results:
+        """Run ``batch`` in one transaction on the store's thread, then resolve its futures here (on
+        the event loop); the error if it was rolled back."""
+        outcome = await self._call(functools.partial(self._transaction, batch))
+        if isinstance(outcome, StoreError):
+            return outcome
+        self._evicted.extend(self._budget.batch_evicted)  # here, not on the thread: drain_evicted swaps it
+        self.evictions += len(self._budget.batch_evicted)
+        for item, value, refusal in outcome:
             if item.future.done():  # the caller was cancelled; the write stands
                 continue
             if refusal is None:
@@ -471,38 +474,61 @@ class Store:
                 item.future.set_exception(refusal)
         return None
 
-    async def _run(self, items: list[_Pending]) -> list[tuple[_Pending, Any, StoreError | None]]:
+    def _transaction(self, batch: list[_Pending], db: sqlite3.Connection) -> list[_Result] | StoreError:
+        """The batch's whole work, on the store's thread: BEGIN, every op, COMMIT."""
+        results: list[_Result] = []
+        self._budget.batch_evicted = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for _, run in groupby(batch, key=lambda item: isinstance(item.work, PutRequest)):
+                results += self._run(db, list(run))
+            if self._budget.used > self._budget.high_water:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,))
+            db.execute("COMMIT")
+        except Exception as exc:
+            self._rollback(db)
+            if _is_disk_full(exc):
+                self.disk_full = f"disk full: SQLite could not write {self.path} ({exc})"
+                return DiskFullError(f"{self.disk_full}; free space on that filesystem")
+            return StoreError(
+                f"store write failed and was rolled back ({exc}); check disk space and the file"
+            )
+        self._budget.high_water = max(self._budget.high_water, self._budget.used)
+        return results
+
+    def _run(self, db: sqlite3.Connection, items: list[_Pending]) -> list[_Result]:
         """Run consecutive ops; consecutive puts are merged unless one needs eviction."""
         puts = [item.work for item in items if isinstance(item.work, PutRequest)]
         if len(puts) > 1:
             try:
-                flags = await admit(self._db, self._budget, puts, allow_eviction=False)
+                flags = admit(db, self._budget, puts, allow_eviction=False)
                 return [(item, accepted, None) for item, accepted in zip(items, flags, strict=True)]
             except SplitNeeded:
                 pass
-        results: list[tuple[_Pending, Any, StoreError | None]] = []
+        results: list[_Result] = []
         for item in items:
             try:  # a refusal is raised before the op wrote anything (or after rolling it back)
                 if isinstance(item.work, PutRequest):
-                    [accepted] = await admit(self._db, self._budget, [item.work], allow_eviction=True)
+                    [accepted] = admit(db, self._budget, [item.work], allow_eviction=True)
                     results.append((item, accepted, None))
                 else:
-                    results.append((item, await item.work(self._db), None))
+                    results.append((item, item.work(db), None))
             except StoreError as exc:
                 results.append((item, None, exc))
         return results
 
-    async def _rollback(self) -> None:
+    def _rollback(self, db: sqlite3.Connection) -> None:
         try:
-            await self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
         except Exception as exc:  # no transaction open (BEGIN itself failed)
             log.debug("rollback: %s", exc)
-        self._budget.used = await self._count_used()
+        self._budget.used = _count_used(db)
 
-    async def _count_used(self) -> int:
-        held = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM bundles")
-        inbox = await _scalar(self._db, "SELECT COALESCE(SUM(size), 0) FROM inbox")
-        return int(held) + int(inbox)
+
+def _count_used(db: sqlite3.Connection) -> int:
+    held = db.execute("SELECT COALESCE(SUM(size), 0) FROM bundles").fetchone()[0]
+    inbox = db.execute("SELECT COALESCE(SUM(size), 0) FROM inbox").fetchone()[0]
+    return int(held) + int(inbox)
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -510,11 +536,6 @@ def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return True
     return "database or disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
-
-
-async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
-    rows = list(await db.execute_fetchall(sql))
-    return rows[0][0]
 
 
 def _decode(data: bytes) -> Bundle:

@@ -1,16 +1,16 @@
 """Admission of bundles into the store: deduplication, the quota and priority-aware eviction.
 
-These run inside the store writer's open transaction (see :mod:`relay.store`). A refusal
+These run on the store's own thread inside its open transaction (see :mod:`relay.store`), as
+plain :mod:`sqlite3` calls: a batch's whole admission is one function, no thread hop per query. A refusal
 (:class:`StoreFullError`) is raised before anything is written, or after rolling back to a
 savepoint, so the other writes of the same group commit are unaffected.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import aiosqlite
 
 from relay.bundle import Bundle, BundleId, Priority, encode_full
 from relay.store_schema import StoreError
@@ -62,8 +62,8 @@ class PutRequest:
 _Row = tuple[bytes, Bundle, bytes, PutRequest]
 
 
-async def admit(
-    db: aiosqlite.Connection, budget: Budget, puts: list[PutRequest], *, allow_eviction: bool
+def admit(
+    db: sqlite3.Connection, budget: Budget, puts: list[PutRequest], *, allow_eviction: bool
 ) -> list[list[bool]]:
     """Store the new, unexpired bundles of ``puts``; per request, which bundles were accepted.
 
@@ -71,7 +71,7 @@ async def admit(
     nothing; without it a request that does not fit raises :class:`SplitNeeded` before writing.
     """
     keys = [[bundle.id.key() for bundle in put.bundles] for put in puts]
-    known = await _seen_among(db, (key for request_keys in keys for key in request_keys))
+    known = _seen_among(db, (key for request_keys in keys for key in request_keys))
     accepted: list[list[bool]] = []
     fresh: dict[bytes, _Row] = {}
     for put, request_keys in zip(puts, keys, strict=True):
@@ -84,29 +84,29 @@ async def admit(
         accepted.append(flags)
     rows = list(fresh.values())
     if budget.used + sum(len(data) * put.copies for _, _, data, put in rows) <= budget.quota:
-        await _insert(db, budget, rows)
+        _insert(db, budget, rows)
         return accepted
     if not allow_eviction or len(puts) != 1:
         raise SplitNeeded
-    await db.execute("SAVEPOINT accept")
+    db.execute("SAVEPOINT accept")
     used_before, evicted_before = budget.used, len(budget.batch_evicted)
     try:
         for row in rows:
             size = len(row[2]) * row[3].copies
-            await make_room(db, budget, row[1].priority, size, for_what=f"a {row[1].priority.name} bundle")
-            await _insert(db, budget, [row])
+            make_room(db, budget, row[1].priority, size, for_what=f"a {row[1].priority.name} bundle")
+            _insert(db, budget, [row])
     except StoreFullError:
-        await db.execute("ROLLBACK TO accept")
-        await db.execute("RELEASE accept")
+        db.execute("ROLLBACK TO accept")
+        db.execute("RELEASE accept")
         budget.used = used_before
         del budget.batch_evicted[evicted_before:]
         raise
-    await db.execute("RELEASE accept")
+    db.execute("RELEASE accept")
     return accepted
 
 
-async def make_room(
-    db: aiosqlite.Connection, budget: Budget, priority: Priority, size: int, *, for_what: str
+def make_room(
+    db: sqlite3.Connection, budget: Budget, priority: Priority, size: int, *, for_what: str
 ) -> None:
     """Evict held bundles of classes strictly below ``priority`` (never FLASH) until ``size`` fits;
     ``for_what`` names the newcomer in the evicted bundles' reason."""
@@ -121,27 +121,26 @@ async def make_room(
     victims: list[bytes] = []
     freed = 0
     sql = "SELECT id, size FROM bundles WHERE priority > ? ORDER BY priority DESC, created, rowid"
-    async with db.execute(sql, (int(priority),)) as cursor:
-        async for key, victim_size in cursor:
-            victims.append(key)
-            freed += int(victim_size)
-            if freed >= need:
-                break
+    for key, victim_size in db.execute(sql, (int(priority),)):
+        victims.append(key)
+        freed += int(victim_size)
+        if freed >= need:
+            break
     if freed < need:
         raise StoreFullError(
             f"store full: {budget.used} of {budget.quota} quota bytes used and a {priority.name} bundle "
             f"of {size} bytes may only evict lower classes, which hold {freed} bytes; it is refused "
             "(raise the quota or wait for bundles to be forwarded or expire)"
         )
-    await db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
-    await db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
+    db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
+    db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
     budget.used -= freed
     reason = f"storage full: evicted for higher-priority traffic ({for_what})"
     budget.batch_evicted.extend(Eviction(BundleId.from_key(key), reason) for key in victims)
 
 
-async def _insert(db: aiosqlite.Connection, budget: Budget, rows: list[_Row]) -> None:
-    await db.executemany(
+def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> None:
+    db.executemany(
         "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, ?)",
         [(key, bundle.expires, int(put.deliver)) for key, bundle, _, put in rows],
     )
@@ -151,24 +150,24 @@ async def _insert(db: aiosqlite.Connection, budget: Budget, rows: list[_Row]) ->
         if put.hold
     ]
     if held:
-        await db.executemany(
+        db.executemany(
             "INSERT INTO bundles (id, priority, created, expires, received_at, local, size, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             held,
         )
     inbox = [(key, int(b.priority), len(data), data) for key, b, data, put in rows if put.deliver]
     if inbox:
-        await db.executemany("INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)", inbox)
+        db.executemany("INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)", inbox)
     budget.used += sum(len(data) * put.copies for _, _, data, put in rows)
 
 
-async def _seen_among(db: aiosqlite.Connection, keys: Iterable[bytes]) -> set[bytes]:
+def _seen_among(db: sqlite3.Connection, keys: Iterable[bytes]) -> set[bytes]:
     """The subset of ``keys`` already in the seen table."""
     unique = list(dict.fromkeys(keys))
     found: set[bytes] = set()
     for start in range(0, len(unique), _IN_CHUNK):
         chunk = unique[start : start + _IN_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        rows = await db.execute_fetchall(f"SELECT id FROM seen WHERE id IN ({marks})", chunk)
+        rows = db.execute(f"SELECT id FROM seen WHERE id IN ({marks})", chunk)
         found.update(bytes(row[0]) for row in rows)
     return found

@@ -8,7 +8,7 @@ To change the schema, append a migration; never edit one that has shipped.
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 from relay.errors import Mesh112Error
 
@@ -67,27 +67,26 @@ MIGRATIONS: list[list[str]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def schema_version(db: aiosqlite.Connection) -> int:
-    rows = list(await db.execute_fetchall("PRAGMA user_version"))
-    return int(rows[0][0])
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
+def migrate(db: sqlite3.Connection) -> int:
     """Bring the open database up to :data:`SCHEMA_VERSION`; returns the version found on disk."""
-    found = await schema_version(db)
+    found = schema_version(db)
     if found > SCHEMA_VERSION:
         raise StoreError(
             f"store schema version {found} is newer than this Mesh112 understands ({SCHEMA_VERSION}); "
             "upgrade Mesh112 or point the node at another data directory"
         )
     for version in range(found + 1, SCHEMA_VERSION + 1):
-        await db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
             for statement in MIGRATIONS[version - 1]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {version}")
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
         except BaseException:
-            await db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        await db.execute("COMMIT")
+        db.execute("COMMIT")
     return found

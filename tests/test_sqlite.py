@@ -44,8 +44,11 @@ async def test_every_async_opener_uses_the_durability_settings(tmp_path: Path) -
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     gateway = await AlarmStore.open(tmp_path / "ng112-gateway.sqlite")
     try:
-        for opened in (store, journal, gateway):
+        for opened in (journal, gateway):
             assert await _settings(opened._db) == EXPECTED, type(opened).__name__
+        # the store's connection is plain sqlite3, used only on the store's own thread
+        pragmas = await store._call(lambda db: {n: db.execute(f"PRAGMA {n}").fetchone()[0] for n in EXPECTED})
+        assert pragmas == EXPECTED, "Store"
     finally:
         await gateway.close()
         await journal.close()
