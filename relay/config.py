@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from relay.backbone.config import BackboneSection
 from relay.errors import ConfigError
 from relay.links.ip_config import IpLinkOptions
 from relay.links.lora_config import LoRaLinkConfig
@@ -149,6 +150,25 @@ class ApiSection(BaseModel):
         return int(self.listen.rpartition(":")[2])
 
 
+class CommandPostSection(BaseModel):
+    """``[command_post]``: where the command post keeps its journal."""
+
+    model_config = _STRICT
+
+    database: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/db to share one journal between several API "
+        "processes; default: the embedded SQLite file in data_dir",
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"postgres(ql)?://", value):
+            raise ValueError(f"must be a postgresql:// address (or left out for SQLite), got {value!r}")
+        return value
+
+
 class NodeConfig(BaseModel):
     """A whole node.toml. A link table without ``name`` is named after its type and position
     (``ip0``, ``lora1``)."""
@@ -158,6 +178,8 @@ class NodeConfig(BaseModel):
     node: NodeSection
     store: StoreSection = StoreSection()
     api: ApiSection = ApiSection()
+    command_post: CommandPostSection = CommandPostSection()
+    backbone: BackboneSection | None = None
     links: tuple[LinkOptions, ...] = Field(default=(), strict=False)
 
     @model_validator(mode="before")
@@ -260,7 +282,7 @@ def _describe(error: ErrorDetails, data: dict[str, Any]) -> str:
         if isinstance(item, dict) and isinstance(item.get("type"), str) and item["type"] in LINK_TYPES:
             label = f"link {item.get('name', item['type'] + str(loc[1]))}"
         where, loc = f"[{label}]", loc[3:] if len(loc) > 2 and loc[2] in LINK_TYPES else loc[2:]
-    elif loc and loc[0] in ("node", "store", "api") and len(loc) > 1:
+    elif loc and loc[0] in ("node", "store", "api", "command_post", "backbone") and len(loc) > 1:
         where, loc = f"[{loc[0]}]", loc[1:]
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]

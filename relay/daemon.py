@@ -176,6 +176,11 @@ async def run(
                     ctx.app_routers[app.record_type] = router
             feed = CommandPostFeed(node, journal, ctx, post_apps)
             tasks.append(asyncio.create_task(feed.run(), name="journal-feed"))
+            if config.backbone is not None:
+                from relay.backbone.bridge import bridge_for_post, run_bridge  # nats-py: extra 'regional'
+
+                bridge = bridge_for_post(config.backbone, journal, ctx)
+                tasks.append(asyncio.create_task(run_bridge(bridge), name="backbone"))
             server = uvicorn.Server(
                 uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off", access_log=False)
             )

@@ -26,8 +26,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from relay.api.app import ApiContext
+from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
-from relay.backbone.nats_link import NatsBackbone
+from relay.backbone.nats_link import BackboneError, NatsBackbone
 from relay.bundle import BundleId
 from relay.journal import Change, Journal, RecordEntry, UnknownRecordError
 
@@ -288,3 +290,33 @@ class PostBridge:
             event_id = f"{entry.record_id}:closed:{entry.closed!r}"
             events.append(RecordEvent(event_id, entry.record_id, EventKind.CLOSED, entry.closed, self.post))
         return events
+
+
+def bridge_for_post(config: BackboneSection, journal: Journal, ctx: ApiContext) -> PostBridge:
+    """The bridge between a post's journal and the backbone, its changes on the API's live stream;
+    from here on the API's acknowledgement hooks leave records raised at another post to that post."""
+    bridge = PostBridge(
+        NatsBackbone(config),
+        journal,
+        publish_change=lambda change: ctx.hub.publish(change.event()),
+        ack_hooks=ctx.ack_hooks,
+    )
+    bridge.guard_hooks(ctx.ack_hooks)
+    return bridge
+
+
+async def run_bridge(bridge: PostBridge, retry_s: float = 2.0) -> None:
+    """Connect to the local nats-server (retrying: the post works alone until it answers), then keep
+    the journal and the backbone in step until cancelled."""
+    while True:
+        try:
+            await bridge.backbone.connect()
+            break
+        except BackboneError as exc:
+            log.warning("%s; retrying in %.0f s (this post works alone meanwhile)", exc, retry_s)
+            await asyncio.sleep(retry_s)
+    log.info("backbone: %s joined as %s", bridge.post, bridge.backbone.config.role)
+    try:
+        await bridge.run()
+    finally:
+        await bridge.backbone.close()
