@@ -36,6 +36,7 @@ from field.processes import FieldNode, node_config, operator_token, start_node, 
 from field.radio import (
     Radio,
     buildings_toml,
+    demo_alarm_message,
     emulator_toml,
     gateway_node_toml,
     lora_link_toml,
@@ -111,6 +112,34 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
             while not any(m[2] == "all units: water at shelter 3" for m in journal_messages(node)):
                 assert time.monotonic() < deadline, f"{node.slug} never received the message to all"
                 time.sleep(0.2)
+
+        # Errors stay beside the control that caused them, through live updates, until dismissed.
+        page.evaluate(
+            """() => document.getElementById("send-to").append(new Option("nobody", "no-such-unit"))"""
+        )
+        page.select_option("#send-to", "no-such-unit")
+        page.fill("#send-text", "lost")
+        page.click("#send-form button[type=submit]")
+        send_error = page.locator("#send-error")
+        expect(send_error).to_contain_text("422", timeout=10_000)
+        page.evaluate(
+            """() => applyRecord({ record_id: "no-such-alarm", type: "alarm", origin: "00",
+            priority: "FLASH", created: Date.now() / 1000, received: Date.now() / 1000, seq: 0,
+            closed: null, acks: [], body: { summary: "a record the journal does not hold" } })"""
+        )
+        bogus = page.locator("#alarms li.card", has_text="a record the journal does not hold")
+        bogus.locator("button.ack").click()
+        expect(bogus.locator(".error")).to_contain_text("404", timeout=10_000)
+        run_async(send_many(relay, field.token, f"node:{field.node_id('command-post')}", ["meanwhile"]))
+        expect(page.locator("#messages tbody tr", has_text="meanwhile")).to_have_count(1, timeout=20_000)
+        page.evaluate("scheduleAlarms()")
+        expect(bogus.locator(".error")).to_contain_text("404")  # re-rendered, still there
+        expect(send_error).to_be_visible()
+        bogus.locator(".error button").click()
+        expect(bogus.locator(".error")).to_have_count(0)
+        send_error.locator("button").click()
+        expect(send_error).to_be_hidden()
+        page.evaluate("""() => { state.alarms.delete("no-such-alarm"); scheduleAlarms(); }""")
 
         page.select_option("#send-to", "role:camera")  # a role no node here holds still seals
         page.fill("#send-text", "cameras: report")
@@ -288,6 +317,8 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
             assert time.monotonic() < deadline, (logs / "gateway.log").read_text()[-2000:]
             time.sleep(0.3)
         page = open_console(browser, field_post.api, token)
+        statuses: list[int] = []
+        page.on("response", lambda response: statuses.append(response.status))
 
         uac = subprocess.run(
             [
@@ -320,7 +351,16 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         card = page.locator("#alarms li.card.alarm").first
         expect(card).to_contain_text("Example Office Tower")
         page.screenshot(path=str((IMG if IMG.is_dir() else tmp_path) / "console-alarm.png"))
+        page.click("#mute")  # the beep stops; the banner stays
+        expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#banner")).to_be_visible()
+        card.locator("button.details").click()  # everything the alarm carries
+        expect(page.locator("#detail")).to_be_visible()
+        expect(page.locator("#detail dl")).to_contain_text("building.name")
+        expect(page.locator("#detail")).to_contain_text("CAP 1.2")
+        page.click("#detail form button")
         card.locator("select.ack-code").select_option("dispatched")
+        page.evaluate("renderAlarms()")  # a live update redraws the card: the choice stays
         card.locator("button.ack").click()
         expect(card.locator(".acks li")).to_contain_text("dispatched", timeout=10_000)
         expect(page.locator("#banner")).to_be_hidden()
@@ -340,27 +380,33 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         expect(other.locator("#stream-state")).to_have_class("state up", timeout=15_000)
         expect(other.locator("#alarm-count")).to_have_text("0")
 
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sip:  # an Exercise alarm looks different
+            sip.sendto(demo_alarm_message(time.time()), ("127.0.0.1", sip_port))
+        exercise = page.locator("#alarms li.card.alarm.exercise")
+        expect(exercise).to_have_count(1, timeout=60_000)
+        expect(exercise.locator(".badge.status")).to_have_text("EXERCISE")
+        expect(page.locator("#alarms li.card.alarm.actual")).to_have_count(1)
+
         processes.append(start_node(field_camera, logs))  # 300 detections arrive over IP
         expect(page.locator("#detection-count")).to_have_text("10", timeout=60_000)  # 10 tracked objects
         deadline = time.monotonic() + 60
         while page.evaluate("mesh112.detectionRecords()") < 300:
             assert time.monotonic() < deadline, "300 detections did not reach the page"
             time.sleep(0.3)
-        expect(page.locator("#alarms li.card.alarm", has_text="Example Office Tower")).to_be_visible()
+        expect(page.locator("#alarms li.card.alarm.actual", has_text="Example Office Tower")).to_be_visible()
         thumbs = page.locator("#detections img.thumb")  # snapshots as pictures, never base64 text
         expect(thumbs).to_have_count(10, timeout=30_000)
         assert thumbs.first.get_attribute("src").startswith("data:image/jpeg;base64,/9j/")
         assert thumbs.first.evaluate("img => img.complete && img.naturalWidth") == 160
         assert "/9j/" not in page.inner_text("body")
+        assert 429 not in statuses, "the console made the operator's own rate limit answer 429"
         assert_no_wider_than_window(page)
         page.locator("#detections li.card").first.locator(".meta").first.wait_for()
         if IMG.is_dir():
             page.screenshot(path=str(IMG / "console-overview.png"))
         page.select_option("#lang", "cs")  # Czech, with Czech dates and numbers
         expect(page.locator("#alarm-lane h2")).to_contain_text("Poplachy", timeout=15_000)
-        expect(page.locator("#alarms li.card.alarm", has_text="Example Office Tower")).to_contain_text(
-            "vysláno"
-        )
+        expect(page.locator("#alarms li.card.alarm.actual")).to_contain_text("vysláno")
         if IMG.is_dir():
             page.screenshot(path=str(IMG / "console-cs.png"))
     finally:

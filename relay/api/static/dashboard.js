@@ -27,7 +27,7 @@ const STALE_UNIT_S = 600;
 const state = {
   me: null, cursor: 0, units: new Map(), alarms: new Map(), detections: new Map(), snapshots: new Map(),
   messages: [], links: [], muted: localStorage.getItem("mesh112-muted") === "1", canAck: false, canSend: false,
-  groups: [], paintedAt: new Map(), pendingAcks: new Map(),
+  groups: [], paintedAt: new Map(), pendingAcks: new Map(), ackErrors: new Map(), ackChoice: new Map(),
 };
 window.mesh112 = state; // tests and the benchmark read paint times from here
 
@@ -71,27 +71,32 @@ function ackControls(record) {
   ACK_SELECT = ACK_SELECT || el("select", { "aria-label": t("acknowledge"), class: "ack-code" },
     ...ACK_CODES.map((code) => el("option", { value: code, text: codeText(code) })));
   const select = ACK_SELECT.cloneNode(true); // a clone is far cheaper than building 200 selects
-  const error = el("span", { class: "error", role: "alert", hidden: "" });
+  const id = record.record_id;
+  // The operator's choice survives the card being redrawn by a live update.
+  if (state.ackChoice.has(id)) select.value = state.ackChoice.get(id);
+  select.onchange = () => state.ackChoice.set(id, select.value);
+  // An error stays beside its card, across re-renders, until the operator dismisses it.
+  const message = state.ackErrors.get(id);
+  const error = message ? el("span", { class: "error", role: "alert" }, message,
+    el("button", { type: "button", "aria-label": "dismiss", text: "×", onclick: () => { state.ackErrors.delete(id); scheduleAlarms(); } })) : null;
   const button = el("button", { type: "button", class: "ack", text: t("acknowledge") });
   button.onclick = () => {
     button.disabled = true;
-    api(`/api/v1/records/${encodeURIComponent(record.record_id)}/ack`, { method: "POST",
+    api(`/api/v1/records/${encodeURIComponent(id)}/ack`, { method: "POST",
       body: JSON.stringify({ action: select.value, close: CLOSING_CODES.has(select.value) }) })
-      .then((updated) => applyRecord(updated))
-      .catch((e) => { error.hidden = false; error.replaceChildren(String(e.message), dismissButton(error)); })
+      .then((updated) => { state.ackErrors.delete(id); state.ackChoice.delete(id); applyRecord(updated); })
+      .catch((e) => { state.ackErrors.set(id, String(e.message)); scheduleAlarms(); })
       .finally(() => { button.disabled = false; });
   };
   return el("div", { class: "ack-row" }, select, button, error);
-}
-function dismissButton(container) {
-  return el("button", { type: "button", "aria-label": "dismiss", text: "×", onclick: () => { container.hidden = true; } });
 }
 function alarmCard(record) {
   const b = record.body || {};
   const stale = (b.sent_check && b.sent_check.state === "stale") || b.stale;
   const age = now() - record.created;
   const li = el("li", { class: `card alarm ${record.priority} ${statusClass(b)}${stale ? " stale" : ""}`, "data-record-id": record.record_id });
-  const status = b.actual === false || statusClass(b) === "exercise" ? (b.status || t("exercise")).toUpperCase() : t("actual");
+  const kind = (b.status || "Actual").toLowerCase();
+  const status = statusClass(b) === "actual" ? t("actual") : (kind === "test" ? t("test") : kind === "exercise" ? t("exercise") : b.status).toUpperCase();
   li.append(...[
     el("div", { class: "card-head" },
       el("span", { class: `badge ${record.priority}`, text: record.priority }),
@@ -210,14 +215,16 @@ function detectionCard(group) {
       el("strong", { text: `${b.event} · ${t("camera")} ${b.camera}` }), el("span", { class: "age", text: fmtAge(now() - r.created) })),
     el("div", { class: "meta", text: `${unitName(r.origin)} · ${b.phase || ""} · ${facts.join(" · ")}` }),
     el("div", { class: "meta", text: [`${fmtNumber(group.seqs.size)} ×`, ...(r.acks || []).map((a) => codeText(a.action))].join(" · ") }),
-    actions));
+    actions, state.ackErrors.has(group.key) ? el("div", { class: "error", role: "alert" }, state.ackErrors.get(group.key),
+      el("button", { type: "button", "aria-label": "dismiss", text: "×", onclick: () => { state.ackErrors.delete(group.key); scheduleDetections(group.key); } })) : null));
   return li;
 }
 function ackDetection(group, action, close) {
-  Promise.all(group.records.filter((r) => r.closed == null).map((r) => api(`/api/v1/records/${encodeURIComponent(r.record_id)}/ack`,
-    { method: "POST", body: JSON.stringify({ action, close }) }).then(applyRecord)))
-    .then(() => { if (close) { state.detections.delete(group.key); scheduleDetections(group.key); } })
-    .catch((e) => showError(e));
+  // One request: the tracked object's latest event carries the card's state (a later event of the
+  // same object brings the card back, as it should).
+  api(`/api/v1/records/${encodeURIComponent(group.latest.record_id)}/ack`, { method: "POST", body: JSON.stringify({ action, close }) })
+    .then((updated) => { state.ackErrors.delete(group.key); applyRecord(updated); })
+    .catch((e) => { state.ackErrors.set(group.key, String(e.message)); scheduleDetections(group.key); });
 }
 function renderDetections() {
   const list = $("detections");
