@@ -1,7 +1,8 @@
 """The command post console in Chromium: how soon an alarm is on screen, and how fast a busy field renders.
 
-- ``alarm_to_paint_ms``: 100 alarms sent as SIP MESSAGEs (one building each, 4 per second from 10 loopback addresses) to a
-  ``mesh112 ng112 gateway`` process, carried over the IP link to a command post relay process;
+- ``alarm_to_paint_ms``: 100 alarms sent as SIP MESSAGEs (one building each, 4 per second from 10
+  loopback addresses) to a ``mesh112 ng112 gateway`` process, carried over the IP link to a command
+  post relay process;
   timed from the moment the command post's feed wrote the record into its journal (``received``, just
   before the durable commit) to the first animation frame after the console drew it, in Debian's
   Chromium (headless, Playwright). Both clocks are this machine's wall clock.
