@@ -342,6 +342,18 @@ class RelayCore:
         """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
         return self._transmitter.next_frame(self._link(link), now)
 
+    def last_frame_class(self, link: str) -> Priority | None:
+        """The class of the frame :meth:`next_frame` last gave for ``link`` (control frames ride at
+        the class of what they serve: a custody ACK for a FLASH bundle is FLASH traffic)."""
+        state = self._links.get(link)
+        return None if state is None else state.last_class
+
+    def routed_at(self, bundle_id: BundleId, peer: bytes) -> float | None:
+        """When the held bundle was last queued for ``peer``: from then on only the scheduler can
+        delay it (the simulator's FLASH probe measures waits from this moment)."""
+        held = self._held.get(bundle_id)
+        return None if held is None else held.routed_at.get(peer)
+
     # -- receiving -------------------------------------------------------------------------------
 
     def _data(self, state: LinkState, peer: bytes, frame: DataFrame, now: float) -> list[Action]:
@@ -506,6 +518,7 @@ class RelayCore:
                 if is_costly(state.profile) and held.copies <= 1:
                     continue
             held.routed[hop.peer] = (hop.link, hop.directed)
+            held.routed_at[hop.peer] = now
             state.queue.push(SendBundle(hop.peer, bundle.id), bundle.priority, bundle.origin)
 
     def _routes_changed(self, now: float) -> None:

@@ -68,6 +68,7 @@ class LinkState:
     transfers: dict[tuple[bytes, BundleId], OutgoingTransfer] = field(default_factory=dict)
     transfer_ids: dict[bytes, int] = field(default_factory=dict)
     blocked_until: float | None = None  # over budget: when the head of the queue fits again
+    last_class: Priority | None = None  # the class of the last frame sent (the simulator's probe)
 
     def __post_init__(self) -> None:
         self.queue.over_cap = self.bucket.over_cap  # origins past their FLASH/IMMEDIATE share go last

@@ -59,6 +59,7 @@ class Transmitter:
                 state.blocked_until = state.bucket.available_at(len(data), now, priority, origin, continuing)
                 return None
             state.queue.take(item)  # also passes the turn to the next flow
+            state.last_class = priority
             self._sent(state, item, now)
             return peer, data
         return None

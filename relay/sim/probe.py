@@ -2,12 +2,17 @@
 
 The promise under test (ARCHITECTURE §3): a lower class never delays a higher one on any link by
 more than the one frame already on the air. For the first transmission of each FLASH bundle on
-each transmitter, the probe takes the moment the bundle became *eligible* there (the node got it,
-or restarted holding it, or the contact to the receiver came up, whichever is last) and sums the
-time the transmitter spent sending non-FLASH frames between then and the FLASH frame's start.
-Time the transmitter was idle (the engine chose to wait, e.g. for duty-cycle budget) is not
-counted, and neither are retransmissions, whose timing belongs to the engine's timers, nor bundles
-the engine makes itself (receipts), whose moment of creation the simulator does not see.
+each transmitter, the probe takes the moment the engine queued the bundle for that frame's peer
+(:meth:`relay.core.machine.RelayCore.routed_at`; later if the contact to the receiver came up
+later) and sums the time the transmitter spent sending non-FLASH frames between then and the FLASH
+frame's start (a custody ACK for FLASH is FLASH traffic, not a lower class). Time the transmitter
+was idle (the engine chose to wait, e.g. for duty-cycle budget) is not counted, and neither are
+retransmissions, whose timing belongs to the engine's timers.
+
+Measuring from the routing decision, not from when the node got the bundle, is what makes this a
+test of the scheduler: a FLASH copy a node keeps until the end-to-end receipt (delivered long ago
+over another link) is queued on LoRa only when its route moves there, and the hour it sat held was
+routing's choice, not a wait behind other traffic (the first probe counted it: "110 frame times").
 """
 
 from __future__ import annotations
@@ -20,46 +25,39 @@ WINDOW_S = 3600.0  # how far back a wait is measured; older busy periods are for
 
 class FlashProbe:
     def __init__(self) -> None:
-        self._acquired: dict[tuple[str, int, bytes], float] = {}
-        self._ever_held: set[tuple[str, bytes]] = set()
         self._others: dict[TxKey, deque[tuple[float, float]]] = {}
         self._first_sent: set[tuple[TxKey, int, bytes]] = set()
         self._max_wait: dict[TxKey, float] = {}
         self._flash_frames: dict[TxKey, int] = {}
 
-    def acquired(self, node: str, incarnation: int, bundle_key: bytes, now: float) -> None:
-        """``node`` holds the bundle from ``now`` (the first time counts)."""
-        self._acquired.setdefault((node, incarnation, bundle_key), now)
-        self._ever_held.add((node, bundle_key))
-
     def frame_started(
         self,
         tx: TxKey,
         incarnation: int,
-        node_started_at: float,
+        flash: bool,
         flash_key: bytes | None,
-        reachable_since: float,
+        queued_at: float | None,
         start: float,
         end: float,
     ) -> None:
-        """A frame occupies ``tx`` from ``start`` to ``end``; ``flash_key`` is its FLASH bundle, if any."""
-        if flash_key is None:
+        """A frame occupies ``tx`` from ``start`` to ``end``. ``flash``: it is FLASH traffic (a FLASH
+        bundle, or a control frame serving one, such as its custody ACK); ``flash_key``: its FLASH
+        bundle, if it carries one; ``queued_at``: when that bundle became the scheduler's to send
+        (None: the engine does not hold it)."""
+        if not flash:
             others = self._others.setdefault(tx, deque())
             others.append((start, end))
             while others and others[0][1] < start - WINDOW_S:
                 others.popleft()
             return
+        if flash_key is None:
+            return
         self._flash_frames[tx] = self._flash_frames.get(tx, 0) + 1
         first = (tx, incarnation, flash_key)
-        if first in self._first_sent:
+        if first in self._first_sent or queued_at is None:
             return
         self._first_sent.add(first)
-        held_since = self._acquired.get((tx[0], incarnation, flash_key))
-        if held_since is None:
-            if (tx[0], flash_key) not in self._ever_held:
-                return  # made by the engine itself (a receipt): when it became eligible is unknown
-            held_since = node_started_at  # restored from the store at restart
-        eligible = max(held_since, reachable_since, start - WINDOW_S)
+        eligible = max(queued_at, start - WINDOW_S)
         waited = sum(
             max(0.0, min(e, start) - max(s, eligible)) for s, e in self._others.get(tx, ()) if e > eligible
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relay.bundle import Priority
+from relay.bundle import BundleId, Priority
 from relay.engine import Delivery, NodeEngine, SendError
 from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
@@ -50,7 +50,6 @@ class _Node:
     name: str
     engine: NodeEngine | None = None
     incarnation: int = 0
-    started_at: float = 0.0
     timer_at: float | None = None
     last_timer: float = -1.0
     overdue_timers: int = 0  # timers in a row after which the deadline was still due
@@ -143,7 +142,6 @@ class World:
     async def _start(self, name: str) -> None:
         node = self.nodes[name]
         node.incarnation += 1
-        node.started_at = self.now
         node.timer_at = None
         node.peers_up = {}
         node.engine = await self.deployment.open_engine(name, START_EPOCH + self.now)
@@ -237,7 +235,7 @@ class World:
         if node.engine is None:
             return  # the sending device is down: the app could not hand the bundle over
         try:
-            bundle_id = await node.engine.send(
+            await node.engine.send(
                 self.deployment.destination(send.dst),
                 send.payload(),
                 kind=self.deployment.kind,
@@ -248,7 +246,6 @@ class World:
         except SendError:
             self.refused_sends += 1  # the store is full: the app was told, the bundle never existed
             return
-        self.probe.acquired(send.src, node.incarnation, bundle_id.key(), self.now)
         await self._settle(node)
 
     # -- links ------------------------------------------------------------------------------
@@ -307,14 +304,16 @@ class World:
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
             receivers = [contact] if contact is not None and self._contact_state[contact].up else []
         done = transmitter.start(len(frame), self.now)
+        flash = engine.core.last_frame_class(link.name) is Priority.FLASH
+        flash_key = inspected.bundle_key if inspected.priority is Priority.FLASH else None
+        queued_at = None
+        if flash_key is not None:
+            routed_at = engine.core.routed_at(BundleId.from_key(flash_key), peer_id)
+            if routed_at is not None:
+                up_since = min((self._contact_state[c].up_since for c in receivers), default=self.now)
+                queued_at = max(routed_at - START_EPOCH, up_since)
         self.probe.frame_started(
-            (node.name, link.name),
-            node.incarnation,
-            node.started_at,
-            inspected.bundle_key if inspected.priority is Priority.FLASH else None,
-            min((self._contact_state[c].up_since for c in receivers), default=self.now),
-            self.now,
-            done,
+            (node.name, link.name), node.incarnation, flash, flash_key, queued_at, self.now, done
         )
         self._at(done, self._transmitter_idle, node.name, node.incarnation)
         for contact in receivers:
@@ -333,7 +332,6 @@ class World:
                 peer,
                 self.nodes[peer].incarnation,
                 frame,
-                inspected.bundle_key,
             )
 
     async def _transmitter_idle(self, name: str, incarnation: int) -> None:
@@ -350,7 +348,6 @@ class World:
         receiver: str,
         receiver_incarnation: int,
         frame: bytes,
-        bundle_key: bytes | None,
     ) -> None:
         state = self._contact_state[contact]
         node = self.nodes[receiver]
@@ -361,8 +358,6 @@ class World:
         await node.engine.frame_received(
             contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
         )
-        if bundle_key is not None:
-            self.probe.acquired(receiver, node.incarnation, bundle_key, self.now)
         await self._settle(node)
 
     def _epoch(self) -> float:
