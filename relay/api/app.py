@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as PathLib
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -29,6 +29,7 @@ from relay.api.hub import EventHub
 from relay.api.metrics import CONTENT_TYPE, ApiMetrics, NodeCollector
 from relay.api.permissions import Action, allowed
 from relay.api.routes_console import console_router
+from relay.api.routes_ingest import SendMessage, ingest_router
 from relay.api.routes_messages import messages_router
 from relay.api.routes_records import event_filter, records_router
 from relay.api.routes_revocations import revocations_router
@@ -61,7 +62,6 @@ from relay.ratelimit import RateLimiter
 
 MAX_BODY = 64 * 1024
 STATIC = PathLib(__file__).parent / "static"
-MAX_TEXT = 4096
 STREAM_RECHECK_S = 2.0  # an open stream re-checks its token (revoked, expired) at least this often
 REPLAY_PAGE = 500  # journal changes read at a time when a stream resumes from a cursor
 
@@ -104,13 +104,6 @@ class ApiContext:
     node_metrics: NodeCollector | None = None  # the node's links, queues and store, read per scrape
     send_groups: Callable[[], Iterable[str]] = lambda: ()  # groups and roles the node holds a key for
     tiles: PathLib | None = None  # the console map's MBTiles file ([api] tiles in node.toml)
-
-
-class SendMessage(BaseModel):
-    to: str = Field(description="node:<hex id>, role:<name>, group:<name> or all", max_length=80)
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
-    priority: Literal["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"] = "PRIORITY"
-    lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
 
 class ReportPosition(BaseModel):
@@ -228,7 +221,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
             dependencies=[Depends(require(Action.READ_RECORDS))],
         )
 
-    for make_router in (messages_router, records_router, units_router, console_router, webrtc_router):
+    for make_router in (
+        messages_router,
+        ingest_router,
+        records_router,
+        units_router,
+        console_router,
+        webrtc_router,
+    ):
         app.include_router(make_router(ctx, require))
     app.include_router(revocations_router(ctx, require))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

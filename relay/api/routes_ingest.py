@@ -1,0 +1,151 @@
+"""The fast door for applications: many messages per request, or a stream of them on one socket.
+
+``POST /api/v1/messages`` takes one message per request and stays for operators. An application
+that feeds the mesh (a bulk loader, a gateway on the same machine) pays a request, a token check
+and a store commit per message there. Here:
+
+- ``POST /api/v1/messages/batch`` with ``{"messages": [...]}`` (up to :data:`MAX_BATCH`, each as
+  the single POST's body) sends them concurrently, so the store group-commits them together; the
+  answer lists, in order, each message's ``bundle_id`` or its ``error``. One request is one token
+  of the operator's rate limit, whatever its size (the request body stays under 64 KiB).
+- ``/api/v1/ingest?token=...``, a WebSocket for applications on the same machine only (loopback
+  peers; others are closed with 4403): each text frame is a batch ``{"ref": any, "messages":
+  [...]}``, answered by ``{"ref": ..., "results": [...]}`` once every message in it is durable.
+  Up to :data:`MAX_IN_FLIGHT` frames are worked on at once, so a client that keeps sending without
+  waiting for answers keeps the store's group commit full; answers may come out of order (match
+  them by ``ref``).
+
+A result is ``{"bundle_id": "<hex>"}`` once the bundle is durable, or ``{"error": "..."}`` saying
+what the application can fix (an unknown destination, a missing group key, a full store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, ValidationError
+
+from crypto.errors import CryptoError
+from relay.api.destinations import resolve_destination
+from relay.api.permissions import Action, allowed
+from relay.api.tokens import Operator, TokenError, verify_token
+from relay.bundle import DestinationError, Kind, Priority
+from relay.engine import SendError, StorageFullError
+
+if TYPE_CHECKING:
+    from crypto.certificate import Certificate
+    from relay.api.app import ApiContext
+
+MAX_TEXT = 4096
+MAX_BATCH = 500  # messages per request or frame (a batch of short texts still fits the 64 KiB body)
+MAX_IN_FLIGHT = 32  # frames of one ingest socket worked on at once
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+Require = Callable[[Action], Callable[[Request], Awaitable[Operator]]]
+
+
+class SendMessage(BaseModel):
+    to: str = Field(description="node:<hex id>, role:<name>, group:<name> or all", max_length=80)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    priority: Literal["FLASH", "IMMEDIATE", "PRIORITY", "ROUTINE", "BULK"] = "PRIORITY"
+    lifetime_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+
+class SendBatch(BaseModel):
+    messages: list[SendMessage] = Field(min_length=1, max_length=MAX_BATCH)
+    ref: Any = Field(default=None, description="echoed in the ingest socket's answer")
+
+
+async def send_batch(ctx: ApiContext, messages: Iterable[SendMessage]) -> list[dict[str, str]]:
+    """Send every message concurrently (one group commit for the lot); a result per message, in order."""
+    roster: list[Certificate] = list(ctx.roster())
+
+    async def one(message: SendMessage) -> dict[str, str]:
+        try:
+            bundle_id = await ctx.node.send(
+                resolve_destination(message.to, roster),
+                message.text.encode(),
+                kind=Kind.TEXT,
+                priority=Priority[message.priority],
+                lifetime=message.lifetime_s,
+            )
+        except StorageFullError as exc:
+            return {"error": f"insufficient storage, not sent: {exc}"}
+        except (DestinationError, CryptoError, SendError) as exc:
+            return {"error": f"cannot send to {message.to}: {exc}"}
+        return {"bundle_id": bundle_id.key().hex()}
+
+    return list(await asyncio.gather(*(one(message) for message in messages)))
+
+
+def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
+    router = APIRouter(tags=["messages"])
+
+    @router.post(
+        "/api/v1/messages/batch", status_code=202, dependencies=[Depends(require(Action.SEND_MESSAGE))]
+    )
+    async def send_messages(body: SendBatch) -> dict[str, Any]:
+        results = await send_batch(ctx, body.messages)
+        return {"accepted": sum("bundle_id" in r for r in results), "results": results}
+
+    @router.websocket("/api/v1/ingest")
+    async def ingest(websocket: WebSocket, token: str | None = None) -> None:
+        await websocket.accept()
+        refusal = _refusal(ctx, websocket, token)
+        if refusal is not None:
+            await websocket.close(code=refusal[0], reason=refusal[1][:120])
+            return
+        sending = asyncio.Lock()  # one frame on the socket at a time
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(batch: SendBatch) -> None:
+            try:
+                results = await send_batch(ctx, batch.messages)
+                async with sending:
+                    await websocket.send_json({"ref": batch.ref, "results": results})
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                try:
+                    batch = SendBatch.model_validate_json(raw)
+                except ValidationError as exc:
+                    async with sending:
+                        await websocket.send_json({"error": f"not a batch: {exc.errors()[0]['msg']}"})
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(answer(batch))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in list(tasks):  # what was taken is sent; only the answers are lost
+                with contextlib.suppress(Exception):
+                    await task
+
+    return router
+
+
+def _refusal(ctx: ApiContext, websocket: WebSocket, token: str | None) -> tuple[int, str] | None:
+    """Why this socket may not ingest (close code, reason), or None."""
+    host = websocket.client.host if websocket.client is not None else ""
+    if host not in LOOPBACK:
+        return 4403, "the ingest socket is for applications on this machine; use /api/v1/messages/batch"
+    if not token:
+        return 4401, "missing token: connect with ?token=<token>"
+    try:
+        operator = verify_token(token, ctx.authority, ctx.revocations(), int(time.time()))
+    except TokenError as exc:
+        return 4401, str(exc)
+    if not allowed(operator.roles, Action.SEND_MESSAGE):
+        return 4403, f"{operator.display} may not send messages"
+    return None

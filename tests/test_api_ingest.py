@@ -1,0 +1,114 @@
+"""The applications' fast door (relay/api/routes_ingest.py) on the real two-node field: the batch
+endpoint and the local ingest socket send every message once, answer per message, and refuse
+those who may not send."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+import websockets
+from conftest import Field, auth
+
+
+def _journal_texts(field: Field, marker: str, want: int) -> list[str]:
+    """Texts carrying ``marker`` in the command post's journal, once ``want`` arrived (or 30 s)."""
+    deadline = time.monotonic() + 30
+    found: list[str] = []
+    while time.monotonic() < deadline:
+        listed = httpx.get(
+            f"{field.post.api}/api/v1/messages",
+            params={"limit": 1000, "origin": field.relay_id},
+            headers=auth(field.tokens["observer"]),
+        ).json()
+        found = [m["text"] for m in listed if marker in m["text"]]
+        if len(found) >= want:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_a_batch_is_sent_once_per_message_with_a_result_for_each(field: Field) -> None:
+    marker = uuid.uuid4().hex[:8]
+    messages = [{"to": f"node:{field.post_id}", "text": f"{marker} batch {n}"} for n in range(200)]
+    messages[17] = {"to": "node:" + "ab" * 16, "text": f"{marker} nobody"}  # no such node in the roster
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{field.relay.api}/api/v1/messages/batch",
+        json={"messages": messages},
+        headers=auth(field.field_token),
+        timeout=30,
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 202, response.text
+    body = response.json()
+    results = body["results"]
+    assert len(results) == 200 and body["accepted"] == 199
+    assert "error" in results[17] and "bundle_id" not in results[17]
+    ids = [r["bundle_id"] for n, r in enumerate(results) if n != 17]
+    assert len(set(ids)) == 199
+    print(f"\nbatch of 200 durable in {elapsed * 1000:.0f} ms ({200 / elapsed:.0f} messages/s)")
+    texts = _journal_texts(field, marker, 199)
+    assert sorted(texts) == sorted(m["text"] for n, m in enumerate(messages) if n != 17)  # each once
+
+
+def test_a_batch_needs_the_send_permission_and_has_a_size_limit(field: Field) -> None:
+    url = f"{field.relay.api}/api/v1/messages/batch"
+    one = {"messages": [{"to": f"node:{field.post_id}", "text": "x"}]}
+    assert httpx.post(url, json=one).status_code == 401
+    assert httpx.post(url, json=one, headers=auth(field.tokens["observer"])).status_code == 403
+    empty = httpx.post(url, json={"messages": []}, headers=auth(field.field_token))
+    assert empty.status_code == 422
+    too_many = {"messages": [{"to": "all", "text": "x"}] * 501}
+    assert httpx.post(url, json=too_many, headers=auth(field.field_token)).status_code == 422
+
+
+def test_the_ingest_socket_takes_pipelined_batches_and_answers_each_by_ref(field: Field) -> None:
+    marker = uuid.uuid4().hex[:8]
+    frames, per_frame = 6, 100
+    url = field.relay.api.replace("http", "ws") + f"/api/v1/ingest?token={field.field_token}"
+
+    async def scenario() -> tuple[dict[object, list[dict[str, str]]], float]:
+        answers: dict[object, list[dict[str, str]]] = {}
+        async with websockets.connect(url) as socket:
+            await socket.send("not json")
+            refused = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            assert "not a batch" in refused["error"]
+            started = time.perf_counter()
+            for f in range(frames):  # all sent before any answer is read
+                batch = [
+                    {"to": f"node:{field.post_id}", "text": f"{marker} socket {f}/{n}"}
+                    for n in range(per_frame)
+                ]
+                await socket.send(json.dumps({"ref": f, "messages": batch}))
+            while len(answers) < frames:
+                answer = json.loads(await asyncio.wait_for(socket.recv(), 30))
+                answers[answer["ref"]] = answer["results"]
+            return answers, time.perf_counter() - started
+
+    answers, elapsed = asyncio.run(scenario())
+    assert sorted(answers) == list(range(frames))  # type: ignore[type-var]
+    ids = [r["bundle_id"] for results in answers.values() for r in results]
+    assert len(ids) == len(set(ids)) == frames * per_frame
+    print(f"\ningest socket: {len(ids)} durable in {elapsed * 1000:.0f} ms ({len(ids) / elapsed:.0f} msg/s)")
+    assert len(_journal_texts(field, marker, len(ids))) == len(ids)
+
+
+@pytest.mark.parametrize(("role", "code"), [(None, 4401), ("garbage", 4401), ("observer", 4403)])
+def test_the_ingest_socket_refuses_without_a_sending_token(field: Field, role: str | None, code: int) -> None:
+    token = (
+        {None: "", "garbage": "m112.garbage.token"}.get(role) if role != "observer" else field.tokens[role]
+    )
+    url = field.relay.api.replace("http", "ws") + "/api/v1/ingest" + (f"?token={token}" if token else "")
+
+    async def scenario() -> int | None:
+        async with websockets.connect(url) as socket:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), 10)
+            return socket.close_code
+
+    assert asyncio.run(scenario()) == code
