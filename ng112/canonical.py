@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 
 from ng112.buildings import Building
-from ng112.cap import CapAlert, CapArea, CapInfo, CapReference
+from ng112.cap import CATEGORIES, CapAlert, CapArea, CapInfo, CapReference
 from ng112.followup import follows
 from ng112.hazards import HAZARDS, SUBSTANCES, Hazard, Substance, classify
 from ng112.record import (
@@ -99,7 +99,7 @@ def record_from_request(request: EmergencyRequest, key_id: int, now: float) -> A
                 reference = (ref_key, alarm_seq(ref.sender, ref.identifier, ref_sent))
         except ValueError:
             reference = None
-    categories = info.categories if info else ("Other",)
+    categories = tuple(c for c in CATEGORIES if c in info.categories) if info else ("Other",)  # wire order
     event = info.event if info else ""
     hazard, substance = (
         classify(event, categories, info.event_codes, info.parameters, info.headline or "")

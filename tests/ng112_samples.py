@@ -7,10 +7,13 @@ apparatus, a PIDF-LO circle and civic address.
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from datetime import datetime
 
 from ng112.cap import CapAlert, CapArea, CapInfo
+from ng112.pidfl import parse_pidf
+from ng112.record import AlarmRecord, alarm_seq, decode_uncertainty
 
 BREWERY_SENDER = "sip:nh3-panel@pivovar-horni.example.cz"
 HEADLINE = (
@@ -114,14 +117,16 @@ def sip_message(
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-def sipp_alarm_scenario(sender: str, body: bytes) -> str:
+def sipp_alarm_scenario(sender: str, body: bytes, with_location: bool = True, encoding: str = "UTF-8") -> str:
     """A SIPp scenario for a building panel: send ``body`` (multipart CAP + PIDF-LO) as a MESSAGE and
     expect 200. Its acknowledgements come back to the same address (the gateway answers an unenrolled
-    building there): run :func:`sipp_ack_scenario` on that port next."""
-    text = body.decode("utf-8")
+    building there): run :data:`SIPP_ACK_SCENARIO` on that port next. Write the scenario file in
+    ``encoding`` (a body in ISO-8859-1 goes in an ISO-8859-1 scenario)."""
+    text = body.decode(encoding)
     if "[" in text or "]]>" in text:
         raise ValueError("SIPp would read [ as a keyword and ]]> ends its CDATA")
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
+    location = "Geolocation: <cid:loc-1@panel>\nGeolocation-Routing: yes\n" if with_location else ""
+    return f"""<?xml version="1.0" encoding="{encoding}" ?>
 <scenario name="NG112 building panel sends one alarm">
   <send retrans="500">
     <![CDATA[
@@ -133,9 +138,7 @@ To: <urn:service:sos>
 Call-ID: [call_id]
 CSeq: 1 MESSAGE
 Call-Info: <cid:cap-1@panel>;purpose=EmergencyCallData.cap
-Geolocation: <cid:loc-1@panel>
-Geolocation-Routing: yes
-Content-Type: multipart/mixed; boundary=ng112-boundary
+{location}Content-Type: multipart/mixed; boundary=ng112-boundary
 Content-Length: [len]
 
 {text}
@@ -195,3 +198,46 @@ def cap_differences(original: CapAlert, received: CapAlert) -> list[str]:
             if a != b:
                 out.append(f"info[{index}].{name}: {a!r} != {b!r}")
     return out
+
+
+def kept_fields(record: AlarmRecord, cap: CapAlert, pidf: bytes | None) -> list[str]:
+    """The first-frame fields that differ from the panel's CAP and PIDF-LO (empty: all kept exactly).
+    The position is the PIDF-LO's most precise shape, else the CAP's first circle."""
+    checks: dict[str, tuple[object, object]] = {
+        "identity": (record.seq, alarm_seq(cap.sender, cap.identifier, cap.sent)),
+        "msgType": (record.msg_type, cap.msg_type),
+        "status": (record.status, cap.status),
+        "sent": (record.sent, math.floor(cap.sent.timestamp())),
+    }
+    if cap.infos:
+        info = cap.infos[0]
+        checks |= {
+            "category": (set(record.categories), set(info.categories)),
+            "urgency": (record.urgency, info.urgency),
+            "severity": (record.severity, info.severity),
+            "certainty": (record.certainty, info.certainty),
+            "language": (record.language or "en-US", info.language),
+        }
+        event = " ".join(info.event.split())
+        if record.event_cut:
+            checks["event"] = (True, event.startswith(record.event + " "))
+        else:
+            checks["event"] = (record.event_text, event)
+        headline = " ".join((info.headline or "").split())
+        if record.text_cut:
+            checks["headline"] = (True, headline.startswith(record.text + " "))
+        else:
+            checks["headline"] = (record.text, headline)
+        circles = [c for area in info.areas for c in area.circles]
+        point: tuple[float, float, float] | None = None
+        if pidf is not None:
+            point = parse_pidf(pidf)[0].best_point()
+        elif circles:
+            centre, radius = circles[0].split()
+            lat, lon = (float(v) for v in centre.split(","))
+            point = (lat, lon, float(radius) * 1000)
+        if point is not None:
+            position = (round(point[0] * 1e7), round(point[1] * 1e7))
+            checks["position"] = ((record.lat_e7, record.lon_e7), position)
+            checks["uncertainty"] = (True, decode_uncertainty(record.uncertainty) >= point[2] - 0.01)
+    return [f"{name}: {got!r} != {want!r}" for name, (got, want) in checks.items() if got != want]

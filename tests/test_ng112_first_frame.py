@@ -11,7 +11,6 @@ field by field, modulo canonical form. The table goes to the terminal even witho
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import socket
 import time
@@ -20,28 +19,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from ng112_samples import BREWERY_PIDF, BREWERY_SENDER, brewery_cap, cap_differences, sip_message
+from ng112_samples import (
+    BREWERY_PIDF,
+    BREWERY_SENDER,
+    brewery_cap,
+    cap_differences,
+    kept_fields,
+    sip_message,
+)
 
 from field.radio import demo_alarm_message
 from ng112.buildings import BuildingRegistry
-from ng112.cap import CapAlert, parse_cap
+from ng112.cap import parse_cap
 from ng112.errors import CapError
 from ng112.followup import check_followup, decode_followup
 from ng112.gateway import Gateway, GatewayConfig, node_accept
 from ng112.hazards import Hazard, Substance, classify
 from ng112.kinds import NG112_ALARM, NG112_FOLLOWUP
 from ng112.node_app import with_followup
-from ng112.pidfl import parse_pidf
 from ng112.record import (
     COMPACT_HEADER,
     CRYPTO_BUDGET,
     FRAME_TYPE,
     HOP_TAG,
     LORA_FRAME,
-    AlarmRecord,
-    alarm_seq,
     decode_record,
-    decode_uncertainty,
 )
 from ng112.sip import SipResponse, parse_message
 from ng112.store import AlarmStore
@@ -89,49 +91,6 @@ def _messages() -> list[tuple[str, bytes, bytes | None, bytes]]:
     message = demo.replace(b"MESSAGE urn:service:sos SIP/2.0\r\n", via)
     out.append(("demo alarm (field/radio.py)", demo_cap, demo_pidf, message))
     return out
-
-
-def _kept_fields(record: AlarmRecord, cap: CapAlert, pidf: bytes | None) -> list[str]:
-    """The first-frame fields that differ from the panel's CAP and PIDF-LO (empty: all kept exactly).
-    The position is the PIDF-LO's most precise shape, else the CAP's first circle."""
-    checks: dict[str, tuple[object, object]] = {
-        "identity": (record.seq, alarm_seq(cap.sender, cap.identifier, cap.sent)),
-        "msgType": (record.msg_type, cap.msg_type),
-        "status": (record.status, cap.status),
-        "sent": (record.sent, math.floor(cap.sent.timestamp())),
-    }
-    if cap.infos:
-        info = cap.infos[0]
-        checks |= {
-            "category": (set(record.categories), set(info.categories)),
-            "urgency": (record.urgency, info.urgency),
-            "severity": (record.severity, info.severity),
-            "certainty": (record.certainty, info.certainty),
-            "language": (record.language or "en-US", info.language),
-        }
-        event = " ".join(info.event.split())
-        if record.event_cut:
-            checks["event"] = (True, event.startswith(record.event + " "))
-        else:
-            checks["event"] = (record.event_text, event)
-        headline = " ".join((info.headline or "").split())
-        if record.text_cut:
-            checks["headline"] = (True, headline.startswith(record.text + " "))
-        else:
-            checks["headline"] = (record.text, headline)
-        circles = [c for area in info.areas for c in area.circles]
-        point: tuple[float, float, float] | None = None
-        if pidf is not None:
-            point = parse_pidf(pidf)[0].best_point()
-        elif circles:
-            centre, radius = circles[0].split()
-            lat, lon = (float(v) for v in centre.split(","))
-            point = (lat, lon, float(radius) * 1000)
-        if point is not None:
-            position = (round(point[0] * 1e7), round(point[1] * 1e7))
-            checks["position"] = ((record.lat_e7, record.lon_e7), position)
-            checks["uncertainty"] = (True, decode_uncertainty(record.uncertainty) >= point[2] - 0.01)
-    return [f"{name}: {got!r} != {want!r}" for name, (got, want) in checks.items() if got != want]
 
 
 @pytest.fixture
@@ -193,7 +152,7 @@ async def test_first_frame_keeps_what_a_responder_acts_on_and_the_follow_up_the_
             original, _ = parse_cap(cap_bytes)
         except CapError as exc:
             raise AssertionError(f"{name} was accepted but does not parse: {exc}") from None
-        kept = _kept_fields(record, original, pidf)
+        kept = kept_fields(record, original, pidf)
         followup = decode_followup(followup_bytes)
         assert followup.key == (record.key_id, record.seq)
         received = check_followup(followup)
