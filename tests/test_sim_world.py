@@ -63,6 +63,30 @@ def test_reference_flash_median_latency_is_within_1_5_times_the_oracle(reference
     )
 
 
+def _assert_flash_waits_at_most_one_frame(report: Report) -> None:
+    for f in report.links:
+        assert f.flash_max_wait_s <= f.max_frame_time_s + 1e-6, (
+            f"{_where(report)}: FLASH waited {f.flash_max_wait_s:.3f} s behind lower classes on "
+            f"{f.node}/{f.link}, whose longest frame takes {f.max_frame_time_s:.3f} s"
+        )
+    assert report.flash_max_wait_frames <= 1.0 + 1e-6
+
+
+def test_reference_flash_waits_at_most_one_frame_behind_lower_classes(reference: Report) -> None:
+    _assert_flash_waits_at_most_one_frame(reference)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_other_seeds_flash_waits_at_most_one_frame(seed: int) -> None:
+    _assert_flash_waits_at_most_one_frame(_run(load_scenario(SCENARIOS / "reference.toml", seed=seed)))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("seed", range(1, 11))
+def test_seeds_1_to_10_flash_waits_at_most_one_frame(seed: int) -> None:
+    _assert_flash_waits_at_most_one_frame(_run(load_scenario(SCENARIOS / "reference.toml", seed=seed)))
+
+
 def test_reference_engine_deadlines_never_stay_in_the_past(reference: Report) -> None:
     assert reference.overdue_polls == {}, (
         f"{_where(reference)}: after on_timer(now), next_deadline() stayed <= now on these nodes "
