@@ -35,7 +35,7 @@ from relay.bundle import to_epoch
 from relay.command_post import CommandPostFeed, command_post_apps
 from relay.config import NodeConfig
 from relay.engine import NodeEngine
-from relay.enrolment import held_groups, joined_groups, load_keyring
+from relay.enrolment import held_groups, joined_groups, load_keyring, save_group_key
 from relay.errors import ConfigError
 from relay.journal import Journal
 from relay.links.factory import build_link
@@ -144,6 +144,7 @@ async def run(
     )
     node = Node(engine, links)
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
+    engine.on_group_key(lambda key, wrapped: save_group_key(data_dir, key, wrapped))
     post_apps = command_post_apps(node) if config.api.enabled else []
     post_apps += mesh_signallers(node, links) if config.api.enabled else []  # offers answered over the mesh
     tasks: list[asyncio.Task[None]] = []

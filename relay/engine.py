@@ -10,6 +10,8 @@ does not trust.
 Revocations are bundles too: the signed revocation list, FLASH, to everyone, its payload not sealed
 (the authority's signature proves it and a revocation list is no secret). Every node that receives
 one, relay or not, applies it at once (:meth:`NodeEngine.apply_revocations`) and keeps carrying it.
+The group keys rotated after a revocation arrive as ``GROUP_KEY`` bundles, one per member, each the
+new key sealed to that member and signed by the authority; the engine takes them into its keyring.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError, SealError, StaleEpochError
-from crypto.group import GroupKeyring, open_group, seal_group
+from crypto.group import GroupKey, GroupKeyring, open_group, seal_group, unwrap_group_key
 from crypto.identity import Identity, display_id
 from crypto.ids import SeqPermutation
 from crypto.seal import COMPACT_OVERHEAD, SealContext
@@ -58,6 +60,7 @@ ALL_GROUP = "all"  # the group key that seals bundles for everyone
 REVOCATION_LIFETIME_S = 68 * 3600  # the longest the compact header carries
 StatusCallback = Callable[[BundleId, BundleStatus], None]
 RevocationCallback = Callable[[RevocationList], object]  # what it returns is ignored
+GroupKeyCallback = Callable[[GroupKey, bytes], object]  # the key and its wrapped form, to keep
 
 
 class SendError(Exception):
@@ -77,6 +80,7 @@ class SecurityCounters:
     stale_epochs: int = 0  # group seals under an epoch the group rotated away from
     bad_revocations: int = 0  # revocation bundles that did not verify against the authority
     revocations_applied: int = 0  # newer revocation lists taken
+    bad_group_keys: int = 0  # GROUP_KEY bundles that were not a key the authority sealed to this node
     future_bundles: int = 0  # bundles created further ahead than max_clock_skew_s, refused
     unopenable: int = 0  # bundles addressed to this node that did not open: forged ids, refused unseen
 
@@ -134,6 +138,7 @@ class NodeEngine:
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._callbacks: list[StatusCallback] = []
         self._revocation_callbacks: list[RevocationCallback] = []
+        self._group_key_callbacks: list[GroupKeyCallback] = []
         self._next_store_expiry = 0.0
 
     @classmethod
@@ -309,6 +314,29 @@ class NodeEngine:
                 exc,
             )
 
+    def on_group_key(self, callback: GroupKeyCallback) -> None:
+        """``callback(key, wrapped)`` runs for each new group key taken (to save it)."""
+        self._group_key_callbacks.append(callback)
+
+    def _group_key_arrived(self, bundle: Bundle, wrapped: bytes, now: float) -> None:
+        try:
+            key = unwrap_group_key(self._seal, self.trust.authority, wrapped)
+        except CryptoError as exc:
+            count = self.security.count("bad_group_keys")
+            log.warning("group key bundle %s refused (%d so far): %s", bundle.id, count, exc)
+            return
+        if self.keyring.get(key.group, key.epoch) is not None:
+            return
+        self.keyring.add(key, now)
+        log.warning(
+            "group %r rotated: epoch %d taken (sent by %s)",
+            key.group,
+            key.epoch,
+            self._display(bundle.origin),
+        )
+        for callback in self._group_key_callbacks:
+            callback(key, wrapped)
+
     def _display(self, node_id: bytes) -> str:
         certificate = self.trust.certificate(node_id)
         label = display_id(node_id)
@@ -455,6 +483,10 @@ class NodeEngine:
         except CryptoError as exc:
             log.warning("bundle %s for this node does not open, discarded: %s", bundle.id, exc)
             await self.store.ack_delivery(bundle.id)
+            return
+        if bundle.kind == Kind.GROUP_KEY and bundle.destination == Destination.to_node(self.node_id):
+            await self.store.ack_delivery(bundle.id)
+            self._group_key_arrived(bundle, plaintext, now)
             return
         if bundle.kind == Kind.RECEIPT:
             await self.store.ack_delivery(bundle.id)

@@ -8,7 +8,11 @@ Group keys: the authority keeps one key per group (``all``, each role, each inci
 node and signed by the authority, as ``<node>/groups/<name>-<epoch>.sealed``. A node gets ``all``,
 its own roles and the incident groups it joins; a dispatcher or admin node gets every key, so it
 can send to any role or group. The node loads them with :func:`load_keyring` when it starts; a
-rotation (on revocation) is a new epoch file, and an old epoch stays readable.
+rotation (on revocation) is a new epoch file, and the epoch before it stays readable for the
+keyring's grace period. The authority notes who was given each group
+(``<authority>/groups/<name>.members``), so :func:`rotate_group_keys` can seal the next epoch to
+exactly the members still valid; a running deployment receives them as ``GROUP_KEY`` bundles
+(``mesh112 authority revoke --via``) and each node keeps them with :func:`save_group_key`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from crypto.keystore import (
     save_identity,
     save_revocations,
 )
+from relay.bundle import to_epoch
 from relay.config import load_config
 from relay.errors import ConfigError
 
@@ -175,18 +180,71 @@ def distribute_group_keys(
         path = directory / f"{name}-{key.epoch}.sealed"
         if not path.exists():
             write_atomic(path, wrap_group_key(authority.identity, certificate.public, key), 0o600)
+        _note_member(authority_dir, name, certificate.node_id)
     return names
+
+
+def _members_file(authority_dir: Path, group: str) -> Path:
+    return authority_dir / GROUPS_DIR / f"{group}.members"
+
+
+def _members(authority_dir: Path, group: str) -> set[bytes]:
+    path = _members_file(authority_dir, group)
+    return {bytes.fromhex(line) for line in path.read_text().split()} if path.exists() else set()
+
+
+def _note_member(authority_dir: Path, group: str, node_id: bytes) -> None:
+    members = _members(authority_dir, group)
+    if node_id not in members:
+        text = "".join(f"{m.hex()}\n" for m in sorted(members | {node_id}))
+        write_atomic(_members_file(authority_dir, group), text.encode(), 0o600)
+
+
+def rotate_group_keys(authority: Authority, authority_dir: Path, now: int) -> dict[bytes, list[bytes]]:
+    """After a revocation: the next epoch of every group, sealed to each member still valid at
+    ``now`` (node id -> wrapped keys). Revoked and expired members get nothing."""
+    rotated = []
+    for group in deployment_groups(authority_dir):
+        key = GroupKey.generate(group, group_key(authority_dir, group).epoch + 1)
+        write_atomic(authority_dir / GROUPS_DIR / f"{group}-{key.epoch}.key", key.encode(), 0o600)
+        rotated.append(key)
+    roster = {certificate.node_id: certificate for certificate in authority.roster}
+    wrapped: dict[bytes, list[bytes]] = {}
+    for key in rotated:
+        for node_id in sorted(_members(authority_dir, key.group)):
+            certificate = roster.get(node_id)
+            if certificate is None or not _valid(certificate, authority, now):
+                continue
+            sealed = wrap_group_key(authority.identity, certificate.public, key)
+            wrapped.setdefault(node_id, []).append(sealed)
+    return wrapped
+
+
+def _valid(certificate: Certificate, authority: Authority, now: int) -> bool:
+    try:
+        certificate.verify(authority.public, now, authority.revocations)
+    except CryptoError:
+        return False
+    return True
+
+
+def save_group_key(node_dir: Path, key: GroupKey, wrapped: bytes) -> None:
+    """Keep a group key that arrived while running, as enrolment would have written it."""
+    directory = node_dir / GROUPS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    write_atomic(directory / f"{key.group}-{key.epoch}.sealed", wrapped, 0o600)
 
 
 def load_keyring(node_dir: Path, identity: Identity, authority: PublicIdentity) -> GroupKeyring:
     """Every group key sealed to this node by the authority (an empty keyring if it holds none)."""
-    keys = []
+    ring = GroupKeyring()
     for path in sorted((node_dir / GROUPS_DIR).glob("*.sealed")):
         try:
-            keys.append(unwrap_group_key(identity, authority, path.read_bytes()))
+            key = unwrap_group_key(identity, authority, path.read_bytes())
         except CryptoError as exc:
             raise GroupKeyFileError(f"{path} does not open with this node's key: {exc}") from None
-    return GroupKeyring(keys)
+        ring.add(key, to_epoch(path.stat().st_mtime))  # arrival time: the previous epoch's grace
+    return ring
 
 
 def joined_groups(node_dir: Path) -> list[str]:

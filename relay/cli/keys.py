@@ -8,6 +8,7 @@ uses the same variable or asks.
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
 import os
 import sys
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crypto.certificate import MAX_U32, Authority, RevocationList
+from crypto.certificate import MAX_U32, Authority
 from crypto.errors import CryptoError, ExpiredError, KeyFileError, RevokedError
 from crypto.identity import Identity, display_id
 from crypto.keystore import (
@@ -25,11 +26,12 @@ from crypto.keystore import (
     load_revocations,
     save_revocations,
 )
-from relay.enrolment import enrol_node, init_node, node_name, parse_roles
+from relay.enrolment import enrol_node, init_node, node_name, parse_roles, rotate_group_keys
 from relay.errors import Mesh112Error, UsageError
 
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
 TOKEN_ENV = "MESH112_TOKEN"
+GROUP_KEYS_PER_POST = 100  # a request body stays far below the API's 64 KiB
 NEVER = MAX_U32  # the last second a certificate can name (2106-02-07): a scrape token that does not expire
 SCRAPE_ROLE = "scraper"
 
@@ -193,9 +195,24 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         save_revocations(target, revocations)
     print(f"revoked {label!r} ({display_id(node_id)}): {args.reason}")
     if args.via:
-        bundle_id = _publish_revocations(args.via, args.token or os.environ.get(TOKEN_ENV), revocations)
+        token = args.token or os.environ.get(TOKEN_ENV)
+        reply = _post(args.via, token, "/api/v1/revocations", content=revocations.encode())
         print(f"  revocation list serial {revocations.serial} published through {args.via}")
-        print(f"  every node applies it as the FLASH bundle {bundle_id} reaches it")
+        print(f"  every node applies it as the FLASH bundle {reply['bundle_id']} reaches it")
+        rotated = rotate_group_keys(authority, args.authority, int(time.time()))
+        entries = [
+            {"node": node.hex(), "wrapped": base64.b64encode(wrapped).decode()}
+            for node, keys in rotated.items()
+            for wrapped in keys
+        ]
+        for start in range(0, len(entries), GROUP_KEYS_PER_POST):
+            _post(
+                args.via,
+                token,
+                "/api/v1/group-keys",
+                json={"keys": entries[start : start + GROUP_KEYS_PER_POST]},
+            )
+        print(f"  group keys rotated: {len(entries)} new keys sent to {len(rotated)} remaining members")
     else:
         listed = args.authority / "revocations.bin"
         print(f"  revocation list serial {revocations.serial}: distribute {listed}")
@@ -203,31 +220,32 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish_revocations(url: str, token: str | None, revocations: RevocationList) -> str:
-    """POST the signed list to a running node's API; the FLASH bundle's id."""
+def _post(url: str, token: str | None, path: str, **body: Any) -> dict[str, Any]:
+    """POST to a running node's API as an admin (``--via``); its JSON answer."""
     import httpx
 
     if not token:
         raise UsageError(f"--via needs an admin's API token: give --token or set ${TOKEN_ENV}")
+    headers = {"Authorization": f"Bearer {token}"}
+    if "content" in body:
+        headers["Content-Type"] = "application/octet-stream"
     try:
-        response = httpx.post(
-            f"{url.rstrip('/')}/api/v1/revocations",
-            content=revocations.encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"},
-            timeout=30.0,
-        )
+        response = httpx.post(f"{url.rstrip('/')}{path}", headers=headers, timeout=30.0, **body)
     except httpx.HTTPError as exc:
         raise Mesh112Error(
-            f"the list is saved, but {url} could not be reached ({exc}); run the command again with "
-            "--via once it answers, or distribute revocations.bin by hand"
+            f"the revocation is saved, but {url} could not be reached ({exc}); run the command again "
+            "with --via once it answers, or distribute revocations.bin by hand"
         ) from None
     if response.status_code != 202:
         try:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
-        raise Mesh112Error(f"the list is saved, but {url} refused it (HTTP {response.status_code}): {detail}")
-    return str(response.json()["bundle_id"])
+        raise Mesh112Error(
+            f"the revocation is saved, but {url} refused {path} (HTTP {response.status_code}): {detail}"
+        )
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _cmd_token(args: argparse.Namespace) -> int:

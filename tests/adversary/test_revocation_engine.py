@@ -2,13 +2,16 @@
 
 The revocation travels as a FLASH bundle over an IP hop and a LoRa hop (compact encoding) and every
 node applies it; afterwards the revoked node's frames are dropped before the core (counted), and a
-receipt forged by a group member is refused (counted) instead of marking a bundle delivered.
+receipt forged by a group member is refused (counted) instead of marking a bundle delivered. The
+authority rotates every group for the members still valid, and a node takes a rotated key only
+when the authority sealed it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,11 +19,15 @@ import pytest
 from engine_net import IP, LORA, Deployment, EnginePump
 
 from crypto.certificate import Authority
-from crypto.group import GroupKey, GroupKeyring, seal_group
+from crypto.group import GroupKey, GroupKeyring, seal_group, unwrap_group_key, wrap_group_key
+from crypto.identity import Identity
+from crypto.keystore import load_identity
+from field.deployment import create_demo_deployment
 from relay.bundle import Bundle, Destination, DestKind, Kind, Priority
 from relay.core.frames import DataFrame, encode_frame
 from relay.core.receipts import Receipt, State
 from relay.engine import Delivery, NodeEngine, RevocationError
+from relay.enrolment import held_groups, rotate_group_keys
 
 T0 = 1000.0
 
@@ -163,3 +170,55 @@ async def _forge_receipt(key: GroupKey, a: NodeEngine, b: NodeEngine, m: NodeEng
     await a.frame_received("ip0", m.node_id, encode_frame(DataFrame(replace(header, payload=payload))), T0)
     assert a.status(subject).state is not State.DELIVERED
     assert a.security.forged_receipts == 1
+
+
+async def test_a_rotated_group_key_is_taken_only_from_the_authority(tmp_path: Path) -> None:
+    net = Deployment()
+    for name in ("post", "member"):
+        net.enrol(name)
+    post, member = [await net.open(name, tmp_path, T0) for name in ("post", "member")]
+    try:
+        kept: list[tuple[GroupKey, bytes]] = []
+        member.on_group_key(lambda key, wrapped: kept.append((key, wrapped)))
+        pump = EnginePump()
+        await pump.connect(IP, post, member, T0)
+        new = GroupKey.generate("incident-3", 1)
+        wrapped = wrap_group_key(net.authority.identity, net.members["member"][0].public, new)
+        forged = wrap_group_key(
+            Identity.generate(), net.members["member"][0].public, GroupKey.generate("incident-3", 2)
+        )
+        for payload in (wrapped, forged):
+            await post.send(
+                Destination.to_node(member.node_id),
+                payload,
+                kind=Kind.GROUP_KEY,
+                priority=Priority.IMMEDIATE,
+                lifetime=600,
+                now=T0,
+            )
+        await pump.run(T0, 30)
+        assert member.keyring.latest("incident-3") == new
+        assert kept == [(new, wrapped)]
+        assert member.security.bad_group_keys == 1
+    finally:
+        for engine in (post, member):
+            await engine.close()
+
+
+def test_the_authority_rotates_every_group_for_the_members_still_valid(tmp_path: Path) -> None:
+    deployment = create_demo_deployment(tmp_path)
+    lost = deployment.node("Responder 1")
+    deployment.authority.revoke(lost.node_id, "lost")
+    rotated = rotate_group_keys(deployment.authority, deployment.authority_dir, int(time.time()))
+    assert lost.node_id not in rotated
+    relay = deployment.node("Field Relay 1")
+    identity = load_identity(relay.directory)
+    groups = sorted(
+        unwrap_group_key(identity, deployment.authority.public, wrapped).group
+        for wrapped in rotated[relay.node_id]
+    )
+    assert groups == sorted(held_groups(relay.directory))
+    assert all(
+        unwrap_group_key(identity, deployment.authority.public, wrapped).epoch == 1
+        for wrapped in rotated[relay.node_id]
+    )

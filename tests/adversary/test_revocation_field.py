@@ -138,6 +138,10 @@ def test_a_node_and_an_operator_revoked_while_running(tmp_path: Path) -> None:
         revoke_s = _revoke(field, str(lost.directory), admin)
         propagated_s = _wait("the list at relay-2", lambda: _serial(relay2, admin) == 1)
         cut_s = _wait("the session cut", lambda: lost_id not in _peers(relay2, admin))
+        next_epoch = relay2.directory / "groups" / "all-1.sealed"
+        rotated_s = _wait("relay-2 holding the next epoch of the group 'all'", next_epoch.exists)
+        assert (post.directory / "groups" / "all-1.sealed").exists()
+        assert not (lost.directory / "groups" / "all-1.sealed").exists()
         for i in range(20):  # the lost radio goes on sending FLASH through its own node
             _send(lost, field.token, post_id, f"from the lost radio, after {i}")
         after = [_alarm_latency(field, f"alarm after {i}") for i in range(ALARMS)]
@@ -147,11 +151,18 @@ def test_a_node_and_an_operator_revoked_while_running(tmp_path: Path) -> None:
         assert lost_id not in _peers(relay2, admin)
         print(
             f"\nrevoked node: mesh112 authority revoke --via {revoke_s:.2f} s, list at relay-2 after "
-            f"{propagated_s:.2f} s more, session cut {cut_s:.2f} s; FLASH alarm latency median "
+            f"{propagated_s:.2f} s more, session cut {cut_s:.2f} s, group keys rotated {rotated_s:.2f} s; "
+            "FLASH alarm latency median "
             f"{statistics.median(before) * 1000:.0f} ms before, {statistics.median(after) * 1000:.0f} ms "
             f"after (runs {[round(x * 1000) for x in before]} / {[round(x * 1000) for x in after]} ms)"
         )
         assert statistics.median(after) <= 2 * statistics.median(before) + 0.05, (before, after)
+        everyone = {"to": "all", "text": "all units: sealed under the new epoch", "priority": "FLASH"}
+        sent = httpx.post(
+            f"{post.api}/api/v1/messages", json=everyone, headers=_auth(field.token), timeout=10
+        )
+        assert sent.status_code == 202, sent.text
+        _wait("the broadcast at relay-2", lambda: any("new epoch" in m[2] for m in journal_messages(relay2)))
 
         # The operator is revoked while its streams are open at the command post and at relay-2.
         rogue_id = httpx.get(f"{post.api}/api/v1/whoami", headers=_auth(rogue), timeout=5.0).json()[

@@ -375,29 +375,29 @@ function setupMap(tiles) {
   layers.alarms = L.featureGroup().addTo(map).on("click", (e) => showDetail(e.layer.options.record));
 }
 let fitted = false;
-function fitOnce(points) {
-  if (fitted || !map || !points.length) return;
+function fitAll() { // once, to everything known when the console opened (or to the first things drawn)
+  if (fitted || !map || !state.loaded) return;
+  const bounds = L.latLngBounds([]);
+  for (const layer of [layers.units, layers.alarms]) { const b = layer.getBounds(); if (b.isValid()) bounds.extend(b); }
+  if (!bounds.isValid()) return;
   fitted = true;
-  map.fitBounds(L.latLngBounds(points).pad(0.3), { maxZoom: 16 });
+  map.fitBounds(bounds.pad(0.3), { maxZoom: 16 });
 }
 function drawUnitsOnMap(units) {
   if (!map) return;
   layers.units.clearLayers();
-  const points = [];
   for (const u of units) {
     if (u.lat == null) continue;
     const camera = u.roles.includes("camera"), building = u.roles.includes("building");
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
     L.circleMarker([u.lat, u.lon], { radius: camera || building ? 6 : 7, color: camera ? "#7c3aed" : building ? "#92400e" : "#1d4ed8",
       opacity: stale ? 0.4 : 1, fillOpacity: stale ? 0.2 : 0.6, name: u.name }).addTo(layers.units);
-    points.push([u.lat, u.lon]);
   }
-  fitOnce(points);
+  fitAll();
 }
 function drawAlarmsOnMap(alarms) {
   if (!map) return;
   layers.alarms.clearLayers();
-  const points = [];
   for (const a of alarms) {
     const loc = a.body?.location;
     if (!loc || loc.lat == null) continue;
@@ -405,9 +405,8 @@ function drawAlarmsOnMap(alarms) {
     if (Array.isArray(loc.polygon) && loc.polygon.length > 2) L.polygon(loc.polygon, { color }).addTo(layers.alarms);
     L.circle([loc.lat, loc.lon], { radius: Math.max(loc.uncertainty_m || loc.radius_m || 25, 10), color, weight: 2, record: a })
       .addTo(layers.alarms);
-    points.push([loc.lat, loc.lon]);
   }
-  fitOnce(points);
+  fitAll();
 }
 
 // ---------- stream ----------
@@ -466,6 +465,7 @@ async function start() {
   detections.slice().reverse().forEach(applyRecord);
   messages.slice().reverse().forEach(applyMessage);
   scheduleAlarms(); scheduleUnits(); scheduleDetections(null); // an empty queue says 0
+  requestAnimationFrame(() => requestAnimationFrame(() => { state.loaded = true; fitAll(); }));
   follow();
   if (everything) { pollLinks(); setInterval(pollLinks, 5000); }
   setInterval(pollAckStates, 3000);
