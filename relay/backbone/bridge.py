@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nats.errors import Error as NatsError
+
 from relay.api.app import ApiContext
 from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
@@ -37,6 +39,7 @@ log = logging.getLogger("mesh112.backbone")
 
 POLL_S = 0.1  # how often the journal's cursor is read for local changes
 BATCH = 2000  # events folded and written to the journal in one commit
+REVIVE_S = 2.0  # how often the region's sources are checked for a link that came back
 
 AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]
 
@@ -45,6 +48,30 @@ def ack_event_id(record_id: str, ack: Mapping[str, Any]) -> str:
     """An acknowledgement's event id, from what the operator did: the same at every post."""
     core = json.dumps([str(ack.get("operator", "")), str(ack.get("action", "")), float(ack["at"])])
     return f"{record_id}:ack:{hashlib.sha256(core.encode()).hexdigest()[:20]}"
+
+
+def entry_content(entry: RecordEntry) -> dict[str, Any]:
+    """A journal record's content as :meth:`relay.backbone.fold.RecordState.content` writes it, so a
+    post's journal hashes like its folded table (:func:`relay.backbone.fold.table_hash`)."""
+    return {
+        "record_id": entry.record_id,
+        "type": entry.type,
+        "origin": entry.origin,
+        "priority": entry.priority,
+        "created": entry.created,
+        "body": entry.body,
+        "acks": [
+            {
+                "event_id": str(ack.get("event_id") or ack_event_id(entry.record_id, ack)),
+                "at": float(ack["at"]),
+                "post": str(ack.get("post", "")),
+                "code": str(ack.get("action", "")),
+                "operator": str(ack.get("operator", "")),
+            }
+            for ack in entry.acks
+        ],
+        "closed": entry.closed,
+    }
 
 
 def _body_hash(body: Mapping[str, Any]) -> str:
@@ -57,6 +84,7 @@ class BridgeStats:
     applied: int = 0  # events from the backbone that changed a record here
     duplicates: int = 0  # events read again (replays, echoes of our own): dropped by the fold
     hooks: int = 0  # acknowledgements from other posts carried back to the mesh
+    revived: int = 0  # sources restarted when their link came back
 
 
 class PostBridge:
@@ -86,6 +114,7 @@ class PostBridge:
             asyncio.create_task(self._read(stream, target, reached[stream]), name=f"backbone-{stream}")
             for stream, target in targets.items()
         ]
+        readers.append(asyncio.create_task(self._revive(), name="backbone-revive"))
         try:
             for event in reached.values():
                 await event.wait()
@@ -102,6 +131,18 @@ class PostBridge:
             for reader in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+    async def _revive(self) -> None:
+        while True:
+            await asyncio.sleep(REVIVE_S)
+            try:
+                restarted = await self.backbone.revive()
+            except (TimeoutError, NatsError) as exc:
+                log.warning("backbone: cannot check the region's sources: %s", exc)
+                continue
+            if restarted:
+                self.stats.revived += len(restarted)
+                log.info("backbone: the link is back; restarted %s", ", ".join(restarted))
 
     async def _read(self, stream: str, target: int, reached: asyncio.Event) -> None:
         if target == 0:

@@ -3,10 +3,11 @@
 A post owns one stream in its own JetStream domain, ``POST_<domain>``, on the subject
 ``<region>.<domain>.events``; every event is published with ``Nats-Msg-Id`` set to its event id, so
 JetStream drops a republished duplicate. The centre's ``REGION`` stream (in the hub's domain) sources
-every post's stream across the leaf connections; each post keeps a local ``REGION`` mirror of it.
-Sources and mirrors are JetStream's own replication: when a leaf link comes back they resume from
-where they stopped, so a post that was cut off loses nothing and the region gets what it wrote
-meanwhile. A post reads its own stream and its mirror; the centre reads ``REGION``.
+every post's stream across the leaf connections; each post keeps a local ``REGION`` copy that
+sources the centre's (a source rather than a mirror, so a stalled one can be restarted in place, see
+:meth:`NatsBackbone.revive`). Sources are JetStream's own replication: when a leaf link comes back
+they resume from where they stopped, so a post that was cut off loses nothing and the region gets
+what it wrote meanwhile. A post reads its own stream and its copy; the centre reads ``REGION``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -32,6 +34,7 @@ log = logging.getLogger("mesh112.backbone")
 REGION_STREAM = "REGION"
 DUPLICATE_WINDOW_S = 24 * 3600.0  # a post republishing after a long cut still hits the dedup window
 PUBLISH_WINDOW = 2000  # publishes awaiting their acknowledgement at once
+STALLED_NS = 5_000_000_000  # a source silent this long (it heartbeats every second or so) is stalled
 
 
 class BackboneError(RuntimeError):
@@ -51,6 +54,12 @@ class NatsBackbone:
         if self._js is None:
             raise BackboneError("the backbone is not connected")
         return self._js
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise BackboneError("the backbone is not connected")
+        return self._nc
 
     async def connect(self, timeout_s: float = 10.0) -> None:
         try:
@@ -83,20 +92,43 @@ class NatsBackbone:
                     duplicate_window=DUPLICATE_WINDOW_S,
                 )
             )
-            hub = ExternalStream(api=f"$JS.{config.hub_domain}.API")
-            await self._stream(
-                StreamConfig(
-                    name=REGION_STREAM,
-                    storage=StorageType.FILE,
-                    mirror=StreamSource(name=REGION_STREAM, external=hub),
-                )
+        await self._stream(
+            StreamConfig(name=REGION_STREAM, storage=StorageType.FILE, sources=self._sources())
+        )
+
+    def _sources(self) -> list[StreamSource]:
+        """A post's copy of the region sources the centre's; the centre's sources every post's stream."""
+        if self.config.role == "post":
+            hub = ExternalStream(api=f"$JS.{self.config.hub_domain}.API")
+            return [StreamSource(name=REGION_STREAM, external=hub)]
+        return [
+            StreamSource(name=self.config.post_stream(post), external=ExternalStream(api=f"$JS.{post}.API"))
+            for post in self.config.posts
+        ]
+
+    async def revive(self) -> list[str]:
+        """Restart at once every source of this node's region stream that has been silent while its
+        far side answers (a leaf link that came back): JetStream retries a failed source only after
+        a backoff that grows with each failure, up to two minutes, which after a long cut would
+        leave the region apart long after the link returned. Returns the sources restarted."""
+        info = await self.js.stream_info(REGION_STREAM)
+        config = info.config
+        restarted = []
+        for source in info.sources or []:
+            if source.active is not None and 0 <= source.active < STALLED_NS and not source.error:
+                continue
+            domain = (
+                self.config.hub_domain if self.config.role == "post" else source.name.removeprefix("POST_")
             )
-        else:
-            sources = [
-                StreamSource(name=config.post_stream(post), external=ExternalStream(api=f"$JS.{post}.API"))
-                for post in config.posts
-            ]
-            await self._stream(StreamConfig(name=REGION_STREAM, storage=StorageType.FILE, sources=sources))
+            try:
+                await self.nc.request(f"$JS.{domain}.API.INFO", b"", timeout=1.0)
+            except (TimeoutError, NatsError):
+                continue  # still cut off: JetStream's own retry will do
+            keep = [s for s in config.sources or [] if s.name != source.name]
+            await self.js.update_stream(replace(config, sources=keep))
+            await self.js.update_stream(replace(config, sources=self._sources()))
+            restarted.append(source.name)
+        return restarted
 
     async def _stream(self, stream: StreamConfig) -> None:
         try:
