@@ -12,17 +12,23 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from crypto.keystore import load_certificate
 from mobile.appstore import AppStore
 from mobile.responder import Responder, ResponderConfig
 from mobile.settings import AppSettings
 from mobile.state import AppState
 from relay import daemon
+from relay.apps import App
 from relay.bundle import Destination
 from relay.config import NodeConfig, load_config
 from relay.enrolment import joined_groups
 from relay.errors import ConfigError
 from relay.node import Node
+
+if TYPE_CHECKING:
+    from mobile.ui.app import ResponderApp
 from relay.position import Position
 
 log = logging.getLogger("mesh112.mobile")
@@ -68,17 +74,50 @@ async def run(
     settings: AppSettings,
     on_ready: Callable[[Responder], None] = lambda responder: None,
 ) -> None:
-    """Until the window closes."""
-    from mobile.gps import follow_gpsd
+    """Until the window closes. A device with no certificate shows the enrolment screen first and
+    starts its node once the invitation it scanned enrolled it."""
     from mobile.ui.app import ResponderApp
 
-    config = app_node_config(node_dir)
-    state = AppState(me=config.node.name)
+    state = AppState()
     ui = ResponderApp(state, settings)
-    position = FixedPosition(settings)
     stop = asyncio.Event()
+    nodes: list[asyncio.Task[None]] = []
+
+    def start_node() -> None:
+        config = app_node_config(node_dir)
+        state.me = config.node.name
+        task = asyncio.create_task(
+            daemon.run(config, stop, apps=[_ride(config, settings, state, ui, on_ready)])
+        )
+        task.add_done_callback(lambda task: _node_ended(task, ui))
+        nodes.append(task)
+
+    if load_certificate(node_dir) is None:
+        ui.needs_enrolment(node_dir, start_node)
+    else:
+        start_node()
+    try:
+        await ui.async_run(async_lib="asyncio")
+    finally:
+        stop.set()
+        for task in nodes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _ride(
+    config: NodeConfig,
+    settings: AppSettings,
+    state: AppState,
+    ui: ResponderApp,
+    on_ready: Callable[[Responder], None],
+) -> App:
+    """The app riding on the running node: the Responder, gpsd, position reports."""
 
     async def ride(node: Node) -> None:
+        from mobile.gps import follow_gpsd
+
+        position = FixedPosition(settings)
         store = await AppStore.open(config.node.data_dir)
         responder = Responder(node, store, state, responder_config(config, settings), position)
         tasks: list[asyncio.Task[None]] = []
@@ -96,14 +135,7 @@ async def run(
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
-    node_task = asyncio.create_task(daemon.run(config, stop, apps=[ride]), name="node")
-    node_task.add_done_callback(lambda task: _node_ended(task, ui))
-    try:
-        await ui.async_run(async_lib="asyncio")
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await node_task
+    return ride
 
 
 def _node_ended(task: asyncio.Task[None], ui: object) -> None:

@@ -12,6 +12,7 @@ Every state change is printed as one JSON line (``{"sos": "queued", ...}``); act
     wait:sos=<phase>      until the SOS reaches that phase (or later)
     wait:message=<state>  until my last message is in that state
     wait:alarms=<n>       until n alarms are on the incident screen
+    wait:ready            until the node runs (after an enrolment)
     sleep:<s>
     shot:<file.png>       a screenshot of the window
     map                   print how many tiles the map drew
@@ -40,6 +41,7 @@ from mobile.responder import Responder
 from mobile.runtime import run
 from mobile.settings import AppSettings
 from mobile.state import SosPhase
+from relay.logs import setup_logging
 
 ORDER = ["idle", "confirmed", "queued", "forwarded", "delivered", "acknowledged"]
 
@@ -54,6 +56,8 @@ def widget(app: Any, name: str) -> Any:
         return app.root.ids[wid]
     if where == "confirm":
         return app.confirm_view.ids[wid]
+    if where == "enrol":
+        return app.screen("enrol").ids[wid]
     if where == "pin":
         return app.pin_view.ids[wid]
     return app.screen(where).ids[wid]
@@ -79,8 +83,9 @@ async def until(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def script(app: Any, responder: Responder, actions: list[str]) -> None:
+async def script(app: Any, actions: list[str]) -> None:
     state = app.state
+    await until(lambda: app.ready or not app.enrolled, 60, "the node")  # an enrolment comes first
     await asyncio.sleep(0.3)  # the first frame
     for action in actions:
         verb, _, arg = action.partition(":")
@@ -97,6 +102,8 @@ async def script(app: Any, responder: Responder, actions: list[str]) -> None:
             await press(widget(app, f"root.tab_{arg}"), 0.05)
         elif verb in ("night", "language"):
             await press(widget(app, f"root.{verb}"), 0.05)
+        elif verb == "wait" and arg == "ready":
+            await until(lambda: app.ready, 60, action)
         elif verb == "wait":
             what, _, value = arg.partition("=")
             if what == "sos":
@@ -139,6 +146,7 @@ def main() -> None:
     parser.add_argument("--language", default=None)
     parser.add_argument("actions", nargs="*")
     args = parser.parse_args()
+    setup_logging("info", False)  # the node's log on stderr, into the test's app.log
     settings = AppSettings.load(args.node)
     if args.language:
         from dataclasses import replace
@@ -147,9 +155,6 @@ def main() -> None:
     started = time.monotonic()
 
     def ready(responder: Responder) -> None:
-        from kivy.app import App
-
-        app = App.get_running_app()
         emit(ready=round(time.monotonic() - started, 3), sos=state_phase(responder))
 
         def changed(what: str) -> None:
@@ -161,10 +166,22 @@ def main() -> None:
                 emit(message=last.state.value, text=last.text)
 
         responder.state.listen(changed)
-        task = asyncio.ensure_future(script(app, responder, args.actions))
+
+    async def drive() -> None:
+        from kivy.app import App
+
+        while (app := App.get_running_app()) is None or app.root is None:
+            await asyncio.sleep(0.05)
+        emit(window=round(time.monotonic() - started, 3))
+        task = asyncio.ensure_future(script(app, args.actions))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or app.stop())
 
-    asyncio.run(run(args.node, settings, on_ready=ready))
+    async def both() -> None:
+        driver = asyncio.ensure_future(drive())
+        await run(args.node, settings, on_ready=ready)
+        driver.cancel()
+
+    asyncio.run(both())
     emit(exited=True)
 
 

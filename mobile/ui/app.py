@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import Screen
 from kivy.uix.textinput import TextInput
 
+from crypto.errors import CryptoError
+from mobile.enrol import enrol, scan_image
 from mobile.maptiles import MBTiles
 from mobile.responder import CANNED, Responder, WrongPinError
 from mobile.settings import AppSettings
@@ -88,6 +90,10 @@ class LinksScreen(Screen):  # type: ignore[misc]  # kivy is untyped
     pass
 
 
+class EnrolScreen(Screen):  # type: ignore[misc]  # kivy is untyped
+    pass
+
+
 def ago(seconds: float, language: str) -> str:
     seconds = max(0.0, seconds)
     text = (
@@ -121,6 +127,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     links_up = BooleanProperty(False)
     alarm_count = NumericProperty(0)
     destination = StringProperty("post")
+    enrolled = BooleanProperty(True)
+    enrol_text = StringProperty("")
 
     def __init__(self, state: AppState, settings: AppSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -132,6 +140,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         self._links_event: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.confirm_view: ModalView | None = None
+        self._enrol: tuple[Path, Callable[[], None]] | None = None
         self.pin_view: ModalView | None = None
         self.set_night(settings.night)
 
@@ -147,8 +156,37 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         return root
 
     def on_start(self) -> None:
+        if not self.enrolled:
+            self.root.ids.screens.transition.duration = 0
+            self.root.ids.screens.current = "enrol"
         for what in ("sos", "messages", "alarms", "units", "links"):
             self.changed(what)
+
+    def needs_enrolment(self, node_dir: Path, enrolled: Callable[[], None]) -> None:
+        """No certificate yet: show the enrolment screen; ``enrolled`` starts the node."""
+        self.enrolled = False
+        self._enrol = (node_dir, enrolled)
+
+    def enrol_from_image(self, path: str) -> None:
+        if self._enrol is not None and path.strip():
+            self.run_task(self._enrol_from(Path(path.strip()).expanduser()))
+
+    async def _enrol_from(self, image: Path) -> None:
+        assert self._enrol is not None
+        node_dir, enrolled = self._enrol
+        self.enrol_text = "…"
+        try:
+            invitation = await asyncio.to_thread(scan_image, image)
+            self.enrol_text = f"{invitation.name} ({', '.join(invitation.roles)})…"
+            certificate = await asyncio.to_thread(enrol, node_dir, invitation)
+        except CryptoError as exc:
+            self.enrol_text = str(exc)
+            return
+        self.enrol_text = f"{tr('enrol_done', self.lang)}: {certificate.name}"
+        self._enrol = None
+        self.enrolled = True
+        self.show("sos")
+        enrolled()
 
     def attach(self, responder: Responder) -> None:
         """The node is running: the SOS button becomes live."""

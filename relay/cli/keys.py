@@ -1,4 +1,4 @@
-"""``mesh112 init``, ``mesh112 authority init|enroll|revoke|token`` and ``mesh112 id show``.
+"""``mesh112 init``, ``mesh112 authority init|enroll|revoke|token|invite`` and ``mesh112 id show``.
 
 Passphrases: ``--encrypt`` protects a new private key with a passphrase taken from the
 ``MESH112_PASSPHRASE`` environment variable or asked for on the terminal; loading an encrypted key
@@ -26,6 +26,7 @@ from crypto.keystore import (
     load_revocations,
     save_revocations,
 )
+from relay.cli.invite import register_invite
 from relay.enrolment import enrol_node, init_node, node_name, parse_roles, rotate_group_keys
 from relay.errors import Mesh112Error, UsageError
 
@@ -96,6 +97,7 @@ def register(subparsers: Any) -> None:
         "--scrape", action="store_true", help="a metrics-only token that does not expire, for Prometheus"
     )
     token.set_defaults(func=_cmd_token)
+    register_invite(actions, _load_authority)  # mesh112 authority invite (relay/cli/invite.py)
 
     ident = subparsers.add_parser("id", help="show a node's identity and enrolment")
     ident_actions = ident.add_subparsers(dest="action", metavar="ACTION", required=True)
