@@ -181,5 +181,5 @@ def test_an_origin_over_its_cap_is_paced_to_a_share_of_the_air() -> None:
     paced = [t for t, over in sends if over]
     assert len(paced) >= 2 and bucket.over_cap_frames[C] == len(paced)
     gaps = [b - a for a, b in itertools.pairwise(paced)]
-    assert min(gaps) >= bucket.cost(200) / OVER_CAP_AIR_SHARE  # a quarter of the air at most
+    assert min(gaps) >= bucket.cost(200) / OVER_CAP_AIR_SHARE  # a tenth of the air at most
     assert bucket.spend(200, now, Priority.FLASH, A)  # another origin is not held back

@@ -37,7 +37,7 @@ IP_BURST_S = 1.0  # an unregulated link may burst one second of its bitrate
 ORIGIN_SHARE = 0.02  # of a window, what one origin's FLASH (or IMMEDIATE) may spend before it yields
 ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
 CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
-OVER_CAP_AIR_SHARE = 0.25  # on a duty-cycled link, an origin over its cap is paced to this share of time
+OVER_CAP_AIR_SHARE = 0.1  # on a duty-cycled link, an origin over its cap is paced to this share of time
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
