@@ -52,16 +52,18 @@ def observer_radio(port: int = LORA_PORT) -> Radio:
     return Radio("observer", 0xA0000009, 200.0, port + 3)
 
 
-def emulator_toml(radios: tuple[Radio, ...], speedup: float = 1.0, seed: int = 1) -> str:
+def emulator_toml(
+    radios: tuple[Radio, ...], speedup: float = 1.0, seed: int = 1, region: str = "EU_868"
+) -> str:
     lines = ["# Written by mesh112 demo: the demo field's emulated LoRa radios.", 'preset = "LONG_FAST"']
-    lines += ['region = "EU_868"', f"seed = {seed}", f"speedup = {speedup}", ""]
+    lines += [f'region = "{region}"', f"seed = {seed}", f"speedup = {speedup}", ""]
     for radio in radios:
         lines += ["[[radio]]", f"num = 0x{radio.num:08X}", f'name = "{radio.slug}"']
         lines += [f"position = [{radio.x_m}, 0.0]", f"port = {radio.port}", ""]
     return "\n".join(lines)
 
 
-def lora_link_toml(radio: Radio, roster: dict[int, bytes]) -> str:
+def lora_link_toml(radio: Radio, roster: dict[int, bytes], region: str = "EU_868") -> str:
     """A ``[[links]]`` table for ``radio``; ``roster``: the other radios' numbers -> node ids."""
     entries = "\n".join(f'{num} = "{node_id.hex()}"' for num, node_id in sorted(roster.items()))
     return f"""
@@ -71,16 +73,19 @@ name = "lora0"
 transport = "tcp"
 address = "127.0.0.1"
 port = {radio.port}
+region = "{region}"
 
 [links.roster]
 {entries}
 """
 
 
-def gateway_node_toml(name: str, radio: Radio, roster: dict[int, bytes]) -> str:
+def gateway_node_toml(name: str, radio: Radio, roster: dict[int, bytes], region: str = "EU_868") -> str:
     """The building gateway's node: no API, no IP, one LoRa link."""
     header = "# Written by mesh112 demo: the building gateway node."
-    return f'{header}\n[node]\nname = "{name}"\nroles = ["building"]\n' + lora_link_toml(radio, roster)
+    return f'{header}\n[node]\nname = "{name}"\nroles = ["building"]\n' + lora_link_toml(
+        radio, roster, region
+    )
 
 
 def buildings_toml(panel_port: int) -> str:
