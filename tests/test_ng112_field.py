@@ -1,9 +1,8 @@
 """NG112 across the mesh, real processes: SIP panel -> gateway node ~~LoRa~~ command post -> panel.
 
 Processes: the LoRa emulator (``mesh112 lora-emulator``, 20x real time, US region: see REGION), the
-command post
-(``mesh112 relay run``, API on, an IP link with no peers) and the building gateway node
-(``mesh112 ng112 gateway --config``, LoRa only). SIPp over UDP and TCP and sipsak send real alarms to
+command post (``mesh112 relay run``, API on, an IP link with no peers) and the building gateway
+node (``mesh112 ng112 gateway --config``, LoRa only). SIPp over UDP and TCP and sipsak send real alarms to
 the gateway, among them the brewery's ammonia leak from an unenrolled building (Czech CAP + PIDF-LO,
 by SIPp) and the demo's own multipart alarm (by sipsak); each must appear at the command post API as
 an alarm record, having crossed LoRa only: first the first frame, then its follow-up with the whole
