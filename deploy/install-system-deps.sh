@@ -2,9 +2,10 @@
 # Installs the Debian packages the test suite drives as real peers, when they are missing:
 # SIPp and sipsak (SIP clients), Chromium (dashboard and WebRTC), Xvfb (Kivy), xclip (Kivy clipboard),
 # strace (the journal test counts its fsyncs), systemd-analyze (checks the shipped unit file),
-# gpsd and gpsfake (the app's position from a replayed NMEA log), zbar (libzbar0: the app scans QR codes).
+# gpsd and gpsfake (the app's position from a replayed NMEA log), zbar (libzbar0: the app scans QR codes),
+# postgresql (the command post's shared journal; the tests run their own server with initdb).
 set -euo pipefail
-want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg)
+want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg postgresql:pg_ctlcluster)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair##*:}

@@ -122,9 +122,8 @@ class PostBridge:
             self.caught_up.set()
             while True:
                 await self._apply_incoming()
-                if self.backbone.config.role == "post":
-                    await self._publish_local()
-                await asyncio.sleep(POLL_S)
+                more = self.backbone.config.role == "post" and await self._publish_local()
+                await asyncio.sleep(0 if more else POLL_S)
         finally:
             for reader in readers:
                 reader.cancel()
@@ -271,24 +270,22 @@ class PostBridge:
             closed=state.closed,
         )
 
-    async def _publish_local(self) -> None:
-        events: list[RecordEvent] = []
-        while True:
-            found = await self.journal.changes(self._cursor, BATCH)
-            if not found:
-                break
-            self._cursor = found[-1].seq
-            for change in found:
-                if isinstance(change.item, RecordEntry):
-                    events += self._local_events(change.item)
-        if not events:
-            return
+    async def _publish_local(self) -> bool:
+        """Publish what one batch of journal changes did here; True if more may be waiting. One
+        batch at a time, so a post under a steady load publishes as it goes."""
+        found = await self.journal.changes(self._cursor, BATCH)
+        if not found:
+            return False
+        self._cursor = found[-1].seq
+        events = [e for c in found if isinstance(c.item, RecordEntry) for e in self._local_events(c.item)]
         for event in events:
             self.table.apply(event)
-        await self.backbone.publish(events)
-        self.stats.published += len(events)
-        touched = {e.record_id: self.table.states[e.record_id] for e in events}
-        await self._write(touched, [])  # e.g. a local close settled to an earlier one
+        if events:
+            await self.backbone.publish(events)
+            self.stats.published += len(events)
+            touched = {e.record_id: self.table.states[e.record_id] for e in events}
+            await self._write(touched, [])  # e.g. a local close settled to an earlier one
+        return len(found) == BATCH
 
     def _local_events(self, entry: RecordEntry) -> list[RecordEvent]:
         """What this post did to ``entry`` that the region has not seen yet."""
