@@ -1,4 +1,5 @@
-"""Fuzzing the NG112 parsers: SIP, multipart, CAP, PIDF-LO, compact records and the whole decision.
+"""Fuzzing the NG112 parsers: SIP, multipart, CAP, PIDF-LO, compact records, follow-ups and the whole
+decision.
 
 Inputs are corpus files mutated (bit flips, truncation, splices, inserted delimiters) and random
 bytes. The only exceptions allowed are the specific NG112 error types; every input must finish
@@ -18,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ng112.cap import parse_cap
+from ng112.cap import build_cap_xml, parse_cap
 from ng112.errors import Ng112Error
+from ng112.followup import FollowUp, check_followup, decode_followup, encode_followup
 from ng112.multipart import parse_multipart
 from ng112.pidfl import parse_pidf
 from ng112.record import decode_record
@@ -31,6 +33,19 @@ SEEDS = {
     folder: [p.read_bytes() for p in sorted((CORPUS / folder).iterdir())]
     for folder in ("sip", "cap", "pidf-lo", "multipart")
 }
+
+
+def _followup_seeds() -> list[bytes]:
+    """Follow-ups of the corpus CAPs the gateway takes, as they travel (compressed)."""
+    seeds = []
+    for cap in SEEDS["cap"]:
+        with contextlib.suppress(Ng112Error):
+            alert, _ = parse_cap(cap)
+            seeds.append(encode_followup(FollowUp(1, 2, 3, build_cap_xml(alert), None, (), "text")))
+    return seeds
+
+
+SEEDS["followup"] = _followup_seeds()
 TOKENS = [
     b"\r\n",
     b"\n",
@@ -59,6 +74,10 @@ def _sip(data: bytes) -> None:
     StreamFramer().feed(data)
 
 
+def _followup(data: bytes) -> None:
+    check_followup(decode_followup(data))
+
+
 def _multipart(data: bytes) -> None:
     parse_multipart(data, "ng112-boundary")
     parse_multipart(data, "unique-boundary-1")
@@ -70,6 +89,7 @@ TARGETS: dict[str, tuple[Callable[[bytes], object], str]] = {
     "cap": (parse_cap, "cap"),
     "pidf": (parse_pidf, "pidf-lo"),
     "record": (decode_record, "cap"),
+    "followup": (_followup, "followup"),
 }
 
 
