@@ -286,7 +286,8 @@ class NodeEngine:
 
     async def publish_revocations(self, revocations: RevocationList, now: float) -> BundleId:
         """Apply ``revocations`` here and send them to every node as a FLASH bundle."""
-        self.apply_revocations(revocations)
+        if self.apply_revocations(revocations):
+            await self._drop_revoked(revocations, now)
         held = self.trust.revocations
         if held is None or revocations.serial < held.serial:
             raise RevocationError(
@@ -301,9 +302,18 @@ class NodeEngine:
             now=now,
         )
 
-    def _revocation_arrived(self, bundle: Bundle) -> None:
+    async def _drop_revoked(self, revocations: RevocationList, now: float) -> None:
+        origins = frozenset(entry.node_id for entry in revocations.entries)
+        actions = self.core.drop_origins(origins)
+        if actions:
+            log.warning("%d held bundle(s) of revoked nodes dropped", len(actions))
+        await self._apply(actions, now)
+
+    async def _revocation_arrived(self, bundle: Bundle, now: float) -> None:
         try:
-            self.apply_revocations(RevocationList.decode(bundle.payload))
+            revocations = RevocationList.decode(bundle.payload)
+            if self.apply_revocations(revocations):
+                await self._drop_revoked(revocations, now)
         except CryptoError as exc:  # DecodeError or RevocationError
             count = self.security.count("bad_revocations")
             log.warning(
@@ -468,7 +478,7 @@ class NodeEngine:
         """Open a bundle from the store's inbox and hand it to the app (receipts and revocations
         are ours)."""
         if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
-            self._revocation_arrived(bundle)
+            await self._revocation_arrived(bundle, now)
             await self.store.ack_delivery(bundle.id)
             return
         try:

@@ -294,6 +294,14 @@ class RelayCore:
         status = self._statuses.evicted(bundle_id, reason, now)
         return [StatusChanged(bundle_id, status)] if status is not None else []
 
+    def drop_origins(self, origins: frozenset[bytes]) -> list[Action]:
+        """Stop carrying every bundle from these origins (just revoked): their FLASH would otherwise
+        hold airtime and storage until its lifetime ends."""
+        dropped = [bundle_id for bundle_id, held in self._held.items() if held.bundle.origin in origins]
+        for bundle_id in dropped:
+            self._unhold(bundle_id)
+        return [Drop(bundle_id, "origin revoked") for bundle_id in dropped]
+
     def timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while self._expiry and self._expiry[0][0] <= now:

@@ -43,7 +43,7 @@ async def test_a_revocation_floods_over_ip_and_lora_and_cuts_the_node_off(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     net = Deployment()
-    for name in ("post", "relay", "thief"):
+    for name in ("post", "relay", "thief", "absent"):
         net.enrol(name)
     post, relay, thief = [await net.open(name, tmp_path, T0) for name in ("post", "relay", "thief")]
     try:
@@ -64,8 +64,11 @@ async def _revoke_thief(
     await pump.connect(LORA, relay, thief, T0)
     to_post = Destination.to_node(post.node_id)
     await thief.send(to_post, b"before", kind=Kind.TEXT, priority=Priority.FLASH, lifetime=600, now=T0)
+    to_absent = Destination.to_node(net.members["absent"][1].node_id)  # never connected: the relay holds it
+    await thief.send(to_absent, b"flood", kind=Kind.TEXT, priority=Priority.FLASH, lifetime=600, now=T0)
     now = await pump.run(T0, 60)
     assert [d.payload for d in await _collect(post)] == [b"before"]
+    assert thief.node_id in [s.bundle.origin for s in await relay.store.load_all()]
 
     older = net.authority.revocations
     revocations = net.authority.revoke(thief.node_id, "radio stolen")
@@ -75,6 +78,7 @@ async def _revoke_thief(
     now = await pump.run(now, 120)
     assert applied["relay"] == [revocations.serial]
     assert relay.trust.revocations == revocations
+    assert thief.node_id not in [s.bundle.origin for s in await relay.store.load_all()]  # not carried on
 
     for text in (b"after 1", b"after 2"):
         await thief.send(to_post, text, kind=Kind.TEXT, priority=Priority.FLASH, lifetime=600, now=now)
