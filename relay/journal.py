@@ -49,6 +49,7 @@ COLUMNS_ADDED = {
     "messages": {"seq": "INTEGER NOT NULL DEFAULT 0"},
     "records": {"seq": "INTEGER NOT NULL DEFAULT 0", "closed": "REAL"},
 }
+MAX_SEQ = 1 << 62  # a cursor beyond any journal's life, within SQLite's 64-bit integers
 SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for table in COLUMNS_ADDED]
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
 RECORD_COLUMNS = "record_id, type, origin, priority, created, received, body, acks, seq, closed"
@@ -322,6 +323,7 @@ class Journal:
     async def changes(self, after: int, limit: int = 500) -> list[Change]:
         """Every item whose last write came after journal sequence ``after``, oldest write first, at
         most ``limit``; continue from the last one's ``seq``."""
+        after = max(0, min(after, MAX_SEQ))  # a client's cursor, e.g. the stream's ?after=
         found: list[Change] = []
         queries = (
             ("message", f"SELECT {MESSAGE_COLUMNS} FROM messages", lambda r: MessageEntry(*r)),

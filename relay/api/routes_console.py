@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from relay.api.permissions import Action
 from relay.api.routes_records import event_filter
 from relay.api.tokens import Operator
+from relay.journal import MAX_SEQ
 
 if TYPE_CHECKING:
     from relay.api.app import ApiContext
@@ -125,7 +126,7 @@ def console_router(ctx: ApiContext, require: Require) -> APIRouter:
     @router.get("/changes")
     async def changes(
         operator: Operator = streamer,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=2000)] = 500,
     ) -> ChangesOut:
         found = await ctx.journal.changes(after, limit)
@@ -159,8 +160,8 @@ def console_router(ctx: ApiContext, require: Require) -> APIRouter:
     )
     async def tile(
         z: Annotated[int, PathParam(ge=0, le=24)],
-        x: Annotated[int, PathParam(ge=0)],
-        y: Annotated[int, PathParam(ge=0)],
+        x: Annotated[int, PathParam(ge=0, le=(1 << 24) - 1)],
+        y: Annotated[int, PathParam(ge=0, le=(1 << 24) - 1)],
     ) -> Response:
         if ctx.tiles is None or metadata is None:
             raise HTTPException(404, 'no tile set: set [api] tiles = "path.mbtiles" in node.toml')

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from relay.api.permissions import Action
 from relay.api.tokens import Operator
+from relay.journal import MAX_SEQ
 
 if TYPE_CHECKING:
     from relay.api.app import ApiContext
@@ -36,7 +37,7 @@ def messages_router(ctx: ApiContext, require: Require) -> APIRouter:
     @router.get("", dependencies=[Depends(require(Action.READ_MESSAGES))])
     async def list_messages(
         before: Annotated[
-            int | None, Query(ge=1, description="page back: the last page's lowest seq")
+            int | None, Query(ge=1, le=MAX_SEQ, description="page back: the last page's lowest seq")
         ] = None,
         origin: Annotated[str | None, Query(max_length=32)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from relay.api.permissions import Action, allowed
 from relay.api.tokens import Operator
 from relay.bundle import BundleId
-from relay.journal import Change, RecordEntry, UnknownRecordError
+from relay.journal import MAX_SEQ, Change, RecordEntry, UnknownRecordError
 
 if TYPE_CHECKING:
     from relay.api.app import ApiContext
@@ -75,7 +75,7 @@ def records_router(ctx: ApiContext, require: Require) -> APIRouter:
         operator: Operator = reader,
         type: Annotated[str | None, Query(max_length=32)] = None,
         before: Annotated[
-            int | None, Query(ge=1, description="page back: the last page's lowest seq")
+            int | None, Query(ge=1, le=MAX_SEQ, description="page back: the last page's lowest seq")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[RecordOut]:
