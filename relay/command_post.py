@@ -23,7 +23,7 @@ from relay.bundle import Kind, from_epoch
 from relay.engine import Delivery
 from relay.heard import RECORD_TYPE as HEARD_RECORD
 from relay.heard import Heard, HeardGate, listen
-from relay.journal import Change, Journal, MessageEntry, RecordEntry
+from relay.journal import Change, JournalBackend, MessageEntry, RecordEntry
 from relay.node import Node
 from relay.position import (
     InvalidPositionError,
@@ -46,7 +46,9 @@ def command_post_apps(node: Node) -> list[CommandPostApp]:
 class CommandPostFeed:
     """Moves deliveries from the node into the journal and the live stream, then acknowledges them."""
 
-    def __init__(self, node: Node, journal: Journal, ctx: ApiContext, apps: list[CommandPostApp]) -> None:
+    def __init__(
+        self, node: Node, journal: JournalBackend, ctx: ApiContext, apps: list[CommandPostApp]
+    ) -> None:
         self._node, self._journal, self._ctx = node, journal, ctx
         self._apps = {number: app for app in apps for number in app.kinds}
         self._heard: asyncio.Queue[Heard] = asyncio.Queue(MAX_HEARD_QUEUE)

@@ -37,7 +37,7 @@ from relay.config import NodeConfig
 from relay.engine import NodeEngine
 from relay.enrolment import held_groups, joined_groups, load_keyring, save_group_key
 from relay.errors import ConfigError
-from relay.journal import Journal
+from relay.journal import Journal, JournalBackend
 from relay.links.factory import build_link
 from relay.links.webrtc_mesh import mesh_signallers
 from relay.node import Node
@@ -148,12 +148,17 @@ async def run(
     post_apps = command_post_apps(node) if config.api.enabled else []
     post_apps += mesh_signallers(node, links) if config.api.enabled else []  # offers answered over the mesh
     tasks: list[asyncio.Task[None]] = []
-    journal: Journal | None = None
+    journal: JournalBackend | None = None
     server: uvicorn.Server | None = None
     try:
         await node.start()
         if api_sock is not None:
-            journal = await Journal.open(data_dir / JOURNAL_FILE)
+            if config.command_post.database is None:
+                journal = await Journal.open(data_dir / JOURNAL_FILE)
+            else:
+                from relay.journal_pg import PgJournal  # asyncpg: the 'regional' extra
+
+                journal = await PgJournal.open(config.command_post.database)
             ctx = ApiContext(
                 node,
                 journal,
@@ -177,6 +182,9 @@ async def run(
                     ctx.app_routers[app.record_type] = router
             feed = CommandPostFeed(node, journal, ctx, post_apps)
             tasks.append(asyncio.create_task(feed.run(), name="journal-feed"))
+            if not isinstance(journal, Journal):  # PostgreSQL: other processes' writes on this stream too
+                follow = journal.follow(lambda change: ctx.hub.publish(change.event()))
+                tasks.append(asyncio.create_task(follow, name="journal-follow"))
             if config.backbone is not None:
                 from relay.backbone.bridge import bridge_for_post, run_bridge  # nats-py: extra 'regional'
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiosqlite
 
 from relay import sqlite
 from relay.position import Position
+
+if TYPE_CHECKING:
+    from relay.journal_pg import PgJournal
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -126,6 +129,9 @@ class Change:
         return event
 
 
+JournalBackend: TypeAlias = "Journal | PgJournal"  # embedded SQLite, or PostgreSQL shared by processes
+
+
 class UnknownRecordError(LookupError):
     """An acknowledgement named a record the journal does not hold."""
 
@@ -217,21 +223,6 @@ class Journal:
         )
         await self._db.commit()
         return await self.record(entry.record_id)
-
-    async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
-        """Write whole records (body, acknowledgements and closed) as another source settled them, in
-        one commit: the backbone's folded state of records other command posts share
-        (:mod:`relay.backbone.bridge`). Returns them as stored."""
-        for entry in entries:
-            await self._db.execute(
-                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
-                     priority=excluded.priority, created=excluded.created, body=excluded.body,
-                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
-                (*_record_row(entry), self._next_seq(), entry.closed),
-            )
-        await self._db.commit()
-        return [await self.record(entry.record_id) for entry in entries]
 
     async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
         """Write whole records (body, acknowledgements and closed) as another source settled them, in

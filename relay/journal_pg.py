@@ -59,6 +59,8 @@ class PgJournal:
     def __init__(self, pool: asyncpg.Pool, seq: int) -> None:
         self._pool = pool
         self._seq = seq  # the last journal sequence this process wrote or read
+        self._following = False
+        self._written: set[int] = set()  # while following: sequences this process wrote
 
     @classmethod
     async def open(cls, dsn: str) -> PgJournal:
@@ -93,6 +95,8 @@ class PgJournal:
             status = await conn.execute(statement, *args, seq)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(seq))
         self._seq = max(self._seq, seq)
+        if self._following:
+            self._written.add(seq)
         return seq, str(status)
 
     async def add_message(self, entry: MessageEntry) -> MessageEntry | None:
@@ -231,13 +235,27 @@ class PgJournal:
             self._seq = max(self._seq, found[-1].seq)
         return found
 
-    async def follow(self, on_seq: Callable[[int], None]) -> None:
-        """Call ``on_seq`` with every sequence any process writes, until cancelled (LISTEN/NOTIFY)."""
+    async def follow(self, on_change: Callable[[Change], None]) -> None:
+        """Hand ``on_change`` every change another process writes, as it commits (LISTEN/NOTIFY),
+        until cancelled: this process's live stream then shows them too. A change overwritten
+        before it was read comes with the write that overwrote it."""
+        seqs: asyncio.Queue[int] = asyncio.Queue()
         conn = await self._pool.acquire()
+        self._following = True
         try:
-            await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: on_seq(int(payload)))
-            await asyncio.Event().wait()
+            await conn.add_listener(
+                CHANNEL, lambda _conn, _pid, _channel, payload: seqs.put_nowait(int(payload))
+            )
+            while True:
+                seq = await seqs.get()
+                if seq in self._written:
+                    self._written.discard(seq)  # this process wrote it and published it itself
+                    continue
+                found = await self.changes(seq - 1, 1)
+                if found and found[0].seq == seq:
+                    on_change(found[0])
         finally:
+            self._following = False
             await conn.reset()
             await self._pool.release(conn)
 

@@ -111,7 +111,7 @@ async def test_two_writers_one_killed_the_console_misses_nothing(dsn: str) -> No
     console = await PgJournal.open(dsn)
     start = console.cursor
     notified: list[int] = []
-    follow = asyncio.create_task(console.follow(notified.append))
+    follow = asyncio.create_task(console.follow(lambda change: notified.append(change.seq)))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     writers = {
         name: subprocess.Popen(

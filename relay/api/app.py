@@ -48,7 +48,7 @@ from relay.bundle import (
 )
 from relay.core.receipts import BundleStatus
 from relay.engine import SecurityCounters, SendError, StorageFullError
-from relay.journal import Journal
+from relay.journal import JournalBackend
 from relay.position import (
     MAX_ACCURACY_M,
     MAX_ALTITUDE_M,
@@ -90,7 +90,7 @@ AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]  # the bun
 @dataclass
 class ApiContext:
     node: NodeControl
-    journal: Journal
+    journal: JournalBackend
     authority: PublicIdentity
     revocations: Callable[[], RevocationList | None]
     hub: EventHub = field(default_factory=EventHub)
