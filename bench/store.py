@@ -1,7 +1,12 @@
 """Store benchmark: durable put throughput with group commit, load_all at start-up, memory.
 
-Side by side with the obvious baseline: plain sqlite3, same WAL + synchronous=FULL settings, one
-transaction per bundle (what a store without group commit pays). Figures are medians of RUNS.
+Side by side, in the same run: plain sqlite3 with the same WAL + synchronous=FULL settings, one
+transaction per bundle (what a store without group commit pays) and 1,000 rows per transaction (the
+ceiling: no store can commit faster on this disk). Puts are 100-byte bundles. "1 producer" awaits
+each put before the next; "1 producer, put_many" hands batches of 1,000 (an engine admitting a
+link's frames as a batch, the API's batch door). Memory: the RSS of a fresh process whose node
+engine opened a store holding ``QUEUED`` bundles (all queued for a neighbour). Figures are medians
+of RUNS.
 """
 
 from __future__ import annotations
@@ -10,17 +15,26 @@ import asyncio
 import resource
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from crypto.certificate import Authority
+from crypto.identity import Identity
 from relay.bundle import Bundle, Destination, Priority, encode_full
+from relay.engine import NodeEngine
+from relay.links.base import LinkProfile
 from relay.store import Store
+from relay.trust import TrustStore
 
 RUNS = 3
-PAYLOAD = bytes(1024)
+PAYLOAD = bytes(100)
 PUTS_PER_PRODUCERS = {1: 400, 10: 3000, 100: 10_000}
+PUT_MANY_TOTAL, PUT_MANY_BATCH = 50_000, 1000
+QUEUED = 100_000
 LOAD_ALL_COUNT = 50_000
 NOW = 1000.0
 
@@ -70,6 +84,80 @@ def _baseline_throughput(directory: Path, total: int) -> float:
     return total / elapsed
 
 
+async def _put_many_throughput(directory: Path) -> float:
+    store = await Store.open(directory / f"put-many-{time.monotonic_ns()}.db", quota_bytes=1 << 30)
+    batches = [
+        [_bundle(3, 1 + seq // 65536, seq % 65536) for seq in range(start, start + PUT_MANY_BATCH)]
+        for start in range(0, PUT_MANY_TOTAL, PUT_MANY_BATCH)
+    ]
+    started = time.perf_counter()
+    for batch in batches:
+        await store.put_many(batch, now=NOW)
+    elapsed = time.perf_counter() - started
+    await store.close()
+    return PUT_MANY_TOTAL / elapsed
+
+
+def _ceiling_throughput(directory: Path) -> float:
+    """Plain sqlite3, WAL + synchronous=FULL, 1,000 rows per transaction: this disk's ceiling."""
+    db = sqlite3.connect(directory / f"ceiling-{time.monotonic_ns()}.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE bundles (id BLOB PRIMARY KEY, data BLOB NOT NULL)")
+    rows = [
+        (bundle.id.key(), encode_full(bundle))
+        for bundle in (_bundle(4, 1 + seq // 65536, seq % 65536) for seq in range(PUT_MANY_TOTAL))
+    ]
+    started = time.perf_counter()
+    for start in range(0, len(rows), PUT_MANY_BATCH):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO bundles VALUES (?, ?)", rows[start : start + PUT_MANY_BATCH])
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return len(rows) / elapsed
+
+
+async def _fill_queued(path: Path) -> None:
+    store = await Store.open(path, quota_bytes=1 << 30)
+    peer = Destination.to_node(bytes([0xDD]) * 16)
+    for start in range(0, QUEUED, PUT_MANY_BATCH):
+        chunk = [
+            Bundle(
+                bytes([9]) * 16, peer, 1 + seq // 65536, seq % 65536, 86_400, Priority.ROUTINE, 40, PAYLOAD
+            )
+            for seq in range(start, start + PUT_MANY_BATCH)
+        ]
+        await store.put_many(chunk, now=NOW)
+    await store.close()
+
+
+async def _open_queued(path: Path) -> int:
+    """In a fresh process: a node engine opens the store and queues every bundle for its neighbour."""
+    authority = Authority.generate()
+    identity = Identity.generate()
+    cert = authority.issue(identity.public, frozenset(), "bench", int(time.time()) + 86400)
+    engine = await NodeEngine.open(
+        identity, cert, TrustStore(authority.public, [cert]), path, quota_bytes=1 << 30, now=NOW
+    )
+    await engine.link_up(LinkProfile("ip0", "ip", mtu=64000, bitrate=1e9), bytes([0xDD]) * 16, NOW)
+    queued = engine.core.queued("ip0")
+    await engine.close()
+    return queued
+
+
+def _queued_rss_mib(directory: Path) -> float:
+    path = directory / "queued.db"
+    asyncio.run(_fill_queued(path))
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.store", "--open-queued", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(child.stdout.split()[-1])
+
+
 async def _load_all_seconds(directory: Path) -> tuple[list[float], int]:
     path = directory / "load-all.db"
     store = await Store.open(path, quota_bytes=1 << 30)
@@ -100,14 +188,25 @@ def run() -> dict[str, Any]:
         for producers, total in PUTS_PER_PRODUCERS.items():
             rates = [asyncio.run(_put_throughput(directory, producers, total)) for _ in range(RUNS)]
             figures[f"put_bundles_per_s_{producers}_producers"] = round(statistics.median(rates), 1)
+        many = [asyncio.run(_put_many_throughput(directory)) for _ in range(RUNS)]
+        figures["put_many_bundles_per_s_1_producer"] = round(statistics.median(many), 1)
+        ceiling = [_ceiling_throughput(directory) for _ in range(RUNS)]
+        figures["ceiling_sqlite3_1000_rows_per_txn_per_s"] = round(statistics.median(ceiling), 1)
+        figures["put_many_vs_ceiling"] = round(statistics.median(many) / statistics.median(ceiling), 3)
         baseline = [_baseline_throughput(directory, PUTS_PER_PRODUCERS[1]) for _ in range(RUNS)]
         figures["baseline_sqlite3_txn_per_bundle_per_s"] = round(statistics.median(baseline), 1)
         timings, size = asyncio.run(_load_all_seconds(directory))
         figures["load_all_50k_seconds"] = round(statistics.median(timings), 3)
         figures["load_all_50k_db_bytes"] = size
+        figures["rss_mib_node_engine_100k_bundles_queued"] = _queued_rss_mib(directory)
     figures["rss_high_water_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures
 
 
 if __name__ == "__main__":
-    print(run())
+    if sys.argv[1:2] == ["--open-queued"]:
+        queued = asyncio.run(_open_queued(Path(sys.argv[2])))
+        assert queued > QUEUED, f"{queued} items queued for {QUEUED} bundles and a beacon"
+        print(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    else:
+        print(run())

@@ -36,6 +36,7 @@ API (all methods are coroutines unless noted):
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
 - ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
+- ``custody_records() -> dict[BundleId, list[(neighbour, link, at)]]``: every custody ACK recorded.
 - ``stats() -> StoreStats``: counts per class, bytes used, quota, high-water mark.
 - ``drain_evicted() -> list[Eviction]`` (plain method): bundles evicted for space since the last
   call, each with its reason, so the in-memory queues can drop them and their origin's status can
@@ -364,6 +365,17 @@ class Store:
             "SELECT neighbour, link, state, at FROM forwarding WHERE id = ? ORDER BY at", (bundle_id.key(),)
         )
         return [(bytes(n), str(link), str(state), float(at)) for n, link, state, at in rows]
+
+    async def custody_records(self) -> dict[BundleId, list[tuple[bytes, str, float]]]:
+        """Every custody ACK recorded, per bundle: (neighbour, link, at), oldest first (start-up
+        reads them in one query, not one per held bundle)."""
+        rows = await self._read(
+            "SELECT id, neighbour, link, at FROM forwarding WHERE state = 'custody' ORDER BY at", ()
+        )
+        records: dict[BundleId, list[tuple[bytes, str, float]]] = {}
+        for key, neighbour, link, at in rows:
+            records.setdefault(BundleId.from_key(key), []).append((bytes(neighbour), str(link), float(at)))
+        return records
 
     async def stats(self) -> StoreStats:
         """Counts per class, inbox and seen sizes, bytes used against the quota, high-water mark."""

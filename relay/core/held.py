@@ -14,7 +14,7 @@ class Held:
     copies: int
     holders: set[bytes] = field(default_factory=set)  # neighbours known to have it
     routed: dict[bytes, tuple[str, bool]] = field(default_factory=dict)  # peer -> (link, directed)
-    routed_at: dict[bytes, float] = field(default_factory=dict)  # peer -> when last queued for it
+    routed_at: dict[bytes, float] = field(default_factory=dict)  # FLASH: peer -> when last queued for it
     given: dict[bytes, int] = field(default_factory=dict)  # copies handed to a peer (spray-and-wait)
     sizes: dict[bool, int] = field(default_factory=dict)  # DATA frame size by "compact"
 

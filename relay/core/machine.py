@@ -357,8 +357,8 @@ class RelayCore:
         return None if state is None else state.last_class
 
     def routed_at(self, bundle_id: BundleId, peer: bytes) -> float | None:
-        """When the held bundle was last queued for ``peer``: from then on only the scheduler can
-        delay it (the simulator's FLASH probe measures waits from this moment)."""
+        """When the held FLASH bundle was last queued for ``peer``: from then on only the scheduler
+        can delay it (the simulator's FLASH probe measures waits from this moment)."""
         held = self._held.get(bundle_id)
         return None if held is None else held.routed_at.get(peer)
 
@@ -526,7 +526,8 @@ class RelayCore:
                 if is_costly(state.profile) and held.copies <= 1:
                     continue
             held.routed[hop.peer] = (hop.link, hop.directed)
-            held.routed_at[hop.peer] = now
+            if bundle.priority is Priority.FLASH:  # the simulator's FLASH probe reads it
+                held.routed_at[hop.peer] = now
             state.queue.push(SendBundle(hop.peer, bundle.id), bundle.priority, bundle.origin)
 
     def _routes_changed(self, now: float) -> None:
