@@ -1,0 +1,585 @@
+"""``NodeEngine``: the relay core wired to the durable store and to crypto, with no clock and no links.
+
+Time is always passed in (seconds since the Mesh112 epoch), and frames are pushed in and pulled
+out by the caller, so the same engine runs under the asyncio node (real clock, real links) and
+under the simulator (virtual time). The engine seals what applications send (compact pairwise seal
+for small bundles that may cross LoRa, standard HPKE seal for big ones, group key for groups), opens
+what arrives for this node, stores before acknowledging, and drops bundles whose origin this node
+does not trust.
+
+Revocations are bundles too: the signed revocation list, FLASH, to everyone, its payload not sealed
+(the authority's signature proves it and a revocation list is no secret). Every node that receives
+one, relay or not, applies it at once (:meth:`NodeEngine.apply_revocations`) and keeps carrying it.
+The group keys rotated after a revocation arrive as ``GROUP_KEY`` bundles, one per member, each the
+new key sealed to that member and signed by the authority; the engine takes them into its keyring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from crypto.certificate import Certificate, RevocationList
+from crypto.errors import CryptoError, SealError, StaleEpochError
+from crypto.group import GroupKey, GroupKeyring, open_group, seal_group, unwrap_group_key
+from crypto.identity import Identity, display_id
+from crypto.ids import SeqPermutation
+from crypto.seal import COMPACT_OVERHEAD, SealContext
+from relay.bundle import (
+    SHORT_ID_LEN,
+    Bundle,
+    BundleId,
+    Destination,
+    DestKind,
+    Kind,
+    Priority,
+    compact_lifetime,
+)
+from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.machine import RelayCore, UnknownLinkError
+from relay.core.receipts import BundleStatus, ForgedReceiptError, Receipt, ReceiptDecodeError
+from relay.kinds import KindRegistry
+from relay.links.base import LinkProfile
+from relay.store import Store, StoreError, StoreFullError, UnknownBundleError
+from relay.trust import TrustStore
+
+log = logging.getLogger(__name__)
+
+# Plaintexts up to this size get the 24-byte compact seal: frame type 1 + header 16 + seal 24 + 172
+# = 213 bytes. With LoRa's 12-byte hop tag one frame (219) holds plaintexts up to 166; the 6 bytes
+# above that are fragmented, still cheaper than the standard seal. The NG112 record (<= 158) fits.
+COMPACT_SEAL_MAX = 172
+STORE_EXPIRE_EVERY_S = 60.0
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0  # a bundle created further ahead of this node's clock is refused
+ALL_GROUP = "all"  # the group key that seals bundles for everyone
+
+REVOCATION_LIFETIME_S = 68 * 3600  # the longest the compact header carries
+StatusCallback = Callable[[BundleId, BundleStatus], None]
+RevocationCallback = Callable[[RevocationList], object]  # what it returns is ignored
+GroupKeyCallback = Callable[[GroupKey, bytes], object]  # the key and its wrapped form, to keep
+
+
+class SendError(Exception):
+    """A bundle could not be sent; the message says what the application or operator can fix."""
+
+
+class StorageFullError(SendError):
+    """The store cannot take the bundle: its quota is held by classes it may not evict, or the disk
+    is full (the API answers 507)."""
+
+
+class RevocationError(CryptoError):
+    """A revocation list that is not this deployment's, or older than the one this node holds."""
+
+
+@dataclass
+class SecurityCounters:
+    """What hostile or revoked peers tried, for operators (the API exports these as metrics)."""
+
+    revoked_frames: int = 0  # frames from a revoked neighbour, dropped before the core
+    forged_receipts: int = 0  # receipts not sealed pairwise by the bundle's destination
+    stale_epochs: int = 0  # group seals under an epoch the group rotated away from
+    bad_revocations: int = 0  # revocation bundles that did not verify against the authority
+    revocations_applied: int = 0  # newer revocation lists taken
+    bad_group_keys: int = 0  # GROUP_KEY bundles that were not a key the authority sealed to this node
+    future_bundles: int = 0  # bundles created further ahead than max_clock_skew_s, refused
+    unopenable: int = 0  # bundles addressed to this node that did not open: forged ids, refused unseen
+
+    def count(self, what: str) -> int:
+        """Add one to ``what``; returns the new count (log lines carry it)."""
+        value: int = getattr(self, what) + 1
+        setattr(self, what, value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One bundle for this node's applications, opened."""
+
+    bundle_id: BundleId
+    origin: bytes
+    destination: Destination
+    kind: int
+    priority: Priority
+    created: int
+    payload: bytes
+
+
+class NodeEngine:
+    def __init__(
+        self,
+        identity: Identity,
+        certificate: Certificate,
+        trust: TrustStore,
+        store: Store,
+        keyring: GroupKeyring,
+        groups: frozenset[str],
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+    ) -> None:
+        """Use :meth:`open`."""
+        self.identity = identity
+        self.certificate = certificate
+        self.trust = trust
+        self.store = store
+        self.keyring = keyring
+        self.node_id = identity.node_id
+        self.kinds = KindRegistry()
+        self.core = RelayCore(self.node_id, certificate.roles | groups, context=trust.compact_context())
+        self.refused_frames = 0
+        self.refused_bundles = 0
+        self.security = SecurityCounters()
+        self.max_clock_skew_s = max_clock_skew_s
+        self._seal = SealContext(identity)
+        self._seq = SeqPermutation(identity)
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._callbacks: list[StatusCallback] = []
+        self._revocation_callbacks: list[RevocationCallback] = []
+        self._group_key_callbacks: list[GroupKeyCallback] = []
+        self._next_store_expiry = 0.0
+
+    @classmethod
+    async def open(
+        cls,
+        identity: Identity,
+        certificate: Certificate,
+        trust: TrustStore,
+        store_path: Path,
+        *,
+        quota_bytes: int = 256 << 20,
+        now: float,
+        keyring: GroupKeyring | None = None,
+        groups: frozenset[str] = frozenset(),
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+    ) -> NodeEngine:
+        """Open the store and reload everything it holds; ``groups``: incident groups joined;
+        bundles created more than ``max_clock_skew_s`` ahead of ``now`` are refused."""
+        if certificate.public != identity.public:
+            raise CryptoError("the certificate belongs to another identity; enrol this node again")
+        store = await Store.open(Path(store_path), quota_bytes)
+        engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
+        custody = await store.custody_records()
+        for stored in await store.load_all():
+            engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
+        for bundle in await store.pending_deliveries():
+            await engine._deliver(bundle, now)
+        return engine
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- application side ------------------------------------------------------------------------
+
+    async def send(
+        self,
+        destination: Destination,
+        payload: bytes,
+        *,
+        kind: int,
+        priority: Priority,
+        lifetime: int,
+        now: float,
+    ) -> BundleId:
+        """Seal and store a bundle; it is durable when this returns. Lifetimes are whole minutes
+        (the LoRa header's unit), from 1 minute to 68 h 15 min; others are rounded into that range."""
+        self.kinds.validate(kind, payload)
+        try:
+            counter = await self.store.next_bundle_id(self.node_id, int(now))
+        except StoreFullError as exc:  # the disk is full
+            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
+        # The store's counter, unique across crashes, through a permutation only this node knows:
+        # nobody can name this node's next id and pre-empt it (crypto/ids.py).
+        bundle_id = BundleId(self.node_id, counter.created, self._seq.seq(counter.created, counter.seq))
+        header = Bundle(
+            self.node_id,
+            destination,
+            bundle_id.created,
+            bundle_id.seq,
+            compact_lifetime(lifetime),
+            Priority(priority),
+            kind,
+            b"",
+        )
+        bundle = Bundle(
+            header.origin,
+            header.destination,
+            header.created,
+            header.seq,
+            header.lifetime,
+            header.priority,
+            header.kind,
+            self._seal_payload(header, payload),
+        )
+        for_me = destination.kind is DestKind.NODE and destination.node == self.node_id
+        try:
+            await self.store.put(bundle, now=now, local=True, deliver=for_me, hold=not for_me)
+        except StoreFullError as exc:
+            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
+        await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
+        return bundle.id
+
+    async def receive(self) -> list[Delivery]:
+        """Wait for deliveries; each is returned again after a restart until :meth:`ack`."""
+        first = await self._inbox.get()
+        out = [first]
+        while not self._inbox.empty():
+            out.append(self._inbox.get_nowait())
+        return out
+
+    async def ack(self, bundle_id: BundleId) -> None:
+        await self.store.ack_delivery(bundle_id)
+
+    def trust_changed(self) -> None:
+        """Call after adding certificates or revocations to ``trust``: the LoRa encoding's short ids
+        and name codes are rebuilt from it."""
+        self.core.context = self.trust.compact_context()
+
+    def status(self, bundle_id: BundleId) -> BundleStatus:
+        return self._named(self.core.status(bundle_id))
+
+    def _named(self, status: BundleStatus) -> BundleStatus:
+        """The status with display names for its path, from the certificates this node holds."""
+        if not status.path or self.core.context is None:
+            return status
+        names = []
+        for short in status.path:
+            node_id = self.core.context.nodes.get(short[:SHORT_ID_LEN], b"")
+            certificate = self.trust.certificate(node_id) if node_id.startswith(short) else None
+            names.append(certificate.name if certificate is not None else short.hex())
+        return replace(status, names=tuple(names))
+
+    def on_status(self, callback: StatusCallback) -> None:
+        self._callbacks.append(callback)
+
+    # -- revocation ------------------------------------------------------------------------------
+
+    def on_revocations(self, callback: RevocationCallback) -> None:
+        """``callback(list)`` runs each time a newer revocation list is applied (cut sessions, close
+        streams, save it)."""
+        self._revocation_callbacks.append(callback)
+
+    def apply_revocations(self, revocations: RevocationList) -> bool:
+        """Believe a newer signed list at once; False if this node already holds it or a newer one.
+        Raises :class:`RevocationError` for a list the deployment authority did not sign."""
+        try:
+            taken = self.trust.update_revocations(revocations)
+        except CryptoError as exc:
+            raise RevocationError(f"revocation list serial {revocations.serial} refused: {exc}") from None
+        if not taken:
+            return False
+        self.trust_changed()
+        self.security.count("revocations_applied")
+        names = [self._display(entry.node_id) for entry in revocations.entries]
+        log.warning(
+            "revocation list serial %d applied: %d node(s) revoked: %s",
+            revocations.serial,
+            len(names),
+            ", ".join(names),
+        )
+        for callback in self._revocation_callbacks:
+            callback(revocations)
+        return True
+
+    async def publish_revocations(self, revocations: RevocationList, now: float) -> BundleId:
+        """Apply ``revocations`` here and send them to every node as a FLASH bundle."""
+        if self.apply_revocations(revocations):
+            await self._drop_revoked(revocations, now)
+        held = self.trust.revocations
+        if held is None or revocations.serial < held.serial:
+            raise RevocationError(
+                f"revocation list serial {revocations.serial} is older than the one this node holds"
+            )
+        return await self.send(
+            Destination.everyone(),
+            revocations.encode(),
+            kind=Kind.REVOCATION,
+            priority=Priority.FLASH,
+            lifetime=REVOCATION_LIFETIME_S,
+            now=now,
+        )
+
+    async def _drop_revoked(self, revocations: RevocationList, now: float) -> None:
+        origins = frozenset(entry.node_id for entry in revocations.entries)
+        actions = self.core.drop_origins(origins)
+        if actions:
+            log.warning("%d held bundle(s) of revoked nodes dropped", len(actions))
+        await self._apply(actions, now)
+
+    async def _revocation_arrived(self, bundle: Bundle, now: float) -> None:
+        try:
+            revocations = RevocationList.decode(bundle.payload)
+            if self.apply_revocations(revocations):
+                await self._drop_revoked(revocations, now)
+        except CryptoError as exc:  # DecodeError or RevocationError
+            count = self.security.count("bad_revocations")
+            log.warning(
+                "revocation bundle %s from %s refused (%d so far): %s",
+                bundle.id,
+                self._display(bundle.origin),
+                count,
+                exc,
+            )
+
+    def on_group_key(self, callback: GroupKeyCallback) -> None:
+        """``callback(key, wrapped)`` runs for each new group key taken (to save it)."""
+        self._group_key_callbacks.append(callback)
+
+    def _group_key_arrived(self, bundle: Bundle, wrapped: bytes, now: float) -> None:
+        try:
+            key = unwrap_group_key(self._seal, self.trust.authority, wrapped)
+        except CryptoError as exc:
+            count = self.security.count("bad_group_keys")
+            log.warning("group key bundle %s refused (%d so far): %s", bundle.id, count, exc)
+            return
+        if self.keyring.get(key.group, key.epoch) is not None:
+            return
+        self.keyring.add(key, now)
+        log.warning(
+            "group %r rotated: epoch %d taken (sent by %s)",
+            key.group,
+            key.epoch,
+            self._display(bundle.origin),
+        )
+        for callback in self._group_key_callbacks:
+            callback(key, wrapped)
+
+    def _display(self, node_id: bytes) -> str:
+        certificate = self.trust.certificate(node_id)
+        label = display_id(node_id)
+        return f"{certificate.name} ({label})" if certificate is not None else label
+
+    # -- link side -------------------------------------------------------------------------------
+
+    async def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
+        self.core.link_up(profile, peer, now)
+
+    async def link_down(self, link: str, peer: bytes, now: float) -> None:
+        self.core.link_down(link, peer, now)
+
+    async def frame_received(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
+        revocations = self.trust.revocations
+        if revocations is not None and revocations.is_revoked(peer):
+            count = self.security.count("revoked_frames")
+            if count & (count - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
+                log.warning(
+                    "frame from revoked node %s on %s dropped (%d so far)", self._display(peer), link, count
+                )
+            return
+        try:
+            actions = self.core.frame(link, peer, frame, now)
+        except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError, FragmentError: hostile neighbour
+            self.refused_frames += 1
+            log.warning("frame from %s on %s refused: %s", peer.hex()[:8], link, exc)
+            return
+        await self._apply(actions, now)
+
+    def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
+        return self.core.next_frame(link, now)
+
+    async def on_timer(self, now: float) -> None:
+        await self._apply(self.core.timer(now), now)
+        if now >= self._next_store_expiry:
+            self._next_store_expiry = now + STORE_EXPIRE_EVERY_S
+            await self.store.expire(now)
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def _apply(self, actions: list[Action], now: float) -> None:
+        """Carry out the core's actions. Bookkeeping writes (drops, forwarding records) run
+        concurrently so one ACK of many ids costs one group commit, not one commit per id."""
+        pending = list(actions)
+        bookkeeping: list[Coroutine[Any, Any, None]] = []
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, Persist):
+                pending += await self._persist(action, now)
+            elif isinstance(action, DeliverLocal):
+                await self._deliver(action.bundle, now)
+            elif isinstance(action, Drop):
+                bookkeeping.append(self._delete(action))
+            elif isinstance(action, MarkForwarded):
+                bookkeeping.append(
+                    self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
+                )
+            elif isinstance(action, StatusChanged):
+                status = self._named(action.status)
+                for callback in self._callbacks:
+                    callback(action.bundle_id, status)
+        await asyncio.gather(*bookkeeping)
+
+    async def _delete(self, action: Drop) -> None:
+        with contextlib.suppress(UnknownBundleError):
+            await self.store.delete(action.bundle_id, action.reason)
+
+    async def _persist(self, action: Persist, now: float) -> list[Action]:
+        bundle = action.bundle
+        try:
+            self.trust.check(bundle.origin, now)
+        except CryptoError as exc:
+            self.refused_bundles += 1
+            self.core.refused(bundle.id)
+            log.warning("bundle %s dropped: origin not trusted: %s", bundle.id, exc)
+            return []
+        refusal = self._admission_refusal(bundle, action.deliver, now)
+        if refusal is not None:
+            self.refused_bundles += 1
+            self.core.refused(bundle.id, final=True)  # not seen: a real bundle with this id is still taken
+            log.warning("bundle %s from %s refused (%s)", bundle.id, self._display(bundle.origin), refusal)
+            return []
+        try:
+            fresh = await self.store.put(bundle, now=now, deliver=action.deliver, hold=action.hold)
+        except StoreError as exc:
+            self.refused_bundles += 1
+            self.core.refused(bundle.id)
+            log.warning("bundle %s not accepted: %s", bundle.id, exc)
+            return []
+        evicted = self._evictions(now)
+        if fresh:
+            return evicted + self.core.persisted([bundle.id], [], now)
+        return evicted + self.core.persisted([], [bundle.id], now)
+
+    def _admission_refusal(self, bundle: Bundle, deliver: bool, now: float) -> str | None:
+        """Why a trusted origin's bundle is still refused, or None. Dated far ahead, it would outlive
+        its lifetime; addressed to this node and not opening, it is forged (or damaged), and taking
+        its id as seen would make the real bundle with that id a duplicate."""
+        ahead = bundle.created - now
+        if ahead > self.max_clock_skew_s:
+            count = self.security.count("future_bundles")
+            return (
+                f"{count} so far: created {ahead:.0f} s ahead of this node's clock, more than "
+                f"max_clock_skew_s = {self.max_clock_skew_s:g}"
+            )
+        dest = bundle.destination
+        if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
+            try:
+                self._open_payload(bundle, now)
+            except CryptoError as exc:
+                count = self.security.count("unopenable")
+                return f"{count} so far: addressed to this node but does not open: {exc}"
+        return None
+
+    def _evictions(self, now: float) -> list[Action]:
+        """What the store evicted for space: the core stops sending it, and a bundle originated
+        here reads "evicted" with the store's reason."""
+        actions: list[Action] = []
+        for eviction in self.store.drain_evicted():
+            log.info("bundle %s evicted: %s", eviction.bundle_id, eviction.reason)
+            actions += self.core.evicted(eviction.bundle_id, eviction.reason, now)
+        return actions
+
+    async def _deliver(self, bundle: Bundle, now: float) -> None:
+        """Open a bundle from the store's inbox and hand it to the app (receipts and revocations
+        are ours)."""
+        if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
+            await self._revocation_arrived(bundle, now)
+            await self.store.ack_delivery(bundle.id)
+            return
+        try:
+            if bundle.origin != self.node_id:
+                self.trust.check(bundle.origin, now)  # revoked since it was stored: not delivered
+            plaintext = self._open_payload(bundle, now)
+        except StaleEpochError as exc:
+            count = self.security.count("stale_epochs")
+            log.warning("bundle %s refused (%d stale group epochs so far): %s", bundle.id, count, exc)
+            await self.store.ack_delivery(bundle.id)
+            return
+        except CryptoError as exc:
+            log.warning("bundle %s for this node does not open, discarded: %s", bundle.id, exc)
+            await self.store.ack_delivery(bundle.id)
+            return
+        if bundle.kind == Kind.GROUP_KEY and bundle.destination == Destination.to_node(self.node_id):
+            await self.store.ack_delivery(bundle.id)
+            self._group_key_arrived(bundle, plaintext, now)
+            return
+        if bundle.kind == Kind.RECEIPT:
+            await self.store.ack_delivery(bundle.id)
+            if bundle.destination != Destination.to_node(self.node_id):
+                # Only a pairwise seal proves which node made a receipt; a group seal proves
+                # membership, so any member could claim to be the destination.
+                count = self.security.count("forged_receipts")
+                log.warning(
+                    "receipt %s refused (%d so far): sent to %s, not sealed to this node alone",
+                    bundle.id,
+                    count,
+                    bundle.destination,
+                )
+                return
+            try:
+                receipt = Receipt.decode(plaintext)
+            except ReceiptDecodeError as exc:
+                log.warning("receipt %s refused: %s", bundle.id, exc)
+                return
+            if receipt.subject.origin != self.node_id:
+                return
+            try:
+                actions = self.core.receipt(receipt.subject, now, bundle.origin, receipt.hops, receipt.path)
+            except ForgedReceiptError as exc:
+                count = self.security.count("forged_receipts")
+                log.warning("receipt %s refused (%d so far): %s", bundle.id, count, exc)
+                return
+            await self._apply(actions, now)
+            return
+        dest = bundle.destination
+        if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
+            await self._send_receipt(bundle, now)
+        self._inbox.put_nowait(
+            Delivery(bundle.id, bundle.origin, dest, bundle.kind, bundle.priority, bundle.created, plaintext)
+        )
+
+    async def _send_receipt(self, bundle: Bundle, now: float) -> None:
+        try:
+            await self.send(
+                Destination.to_node(bundle.origin),
+                Receipt.for_bundle(bundle, int(now)).encode(),
+                kind=Kind.RECEIPT,
+                priority=bundle.priority,
+                lifetime=max(60, bundle.expires - int(now)),
+                now=now,
+            )
+        except (CryptoError, SendError) as exc:
+            log.warning("no receipt for %s: %s", bundle.id, exc)
+
+    # -- sealing ---------------------------------------------------------------------------------
+
+    def _seal_payload(self, header: Bundle, plaintext: bytes) -> bytes:
+        dest = header.destination
+        if header.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
+            return plaintext  # signed by the authority; see the module docstring
+        nonce_input, aad = header.id.key(), header.aad()
+        if dest.kind is DestKind.NODE and dest.node is not None:
+            if dest.node == self.node_id:
+                recipient = self.identity.public
+            else:
+                recipient = self.trust.check(dest.node, header.created)
+            if len(plaintext) <= COMPACT_SEAL_MAX:
+                return self._seal.seal_compact(recipient, nonce_input, aad, plaintext)
+            return self._seal.seal_standard(
+                recipient, aad, plaintext, sign=header.priority <= Priority.IMMEDIATE
+            )
+        group = dest.name if dest.name is not None else ALL_GROUP
+        key = self.keyring.latest(group)
+        if key is None:
+            raise SealError(f"this node holds no key for group {group!r}; it cannot send to {dest}")
+        return seal_group(key, nonce_input, aad, plaintext)
+
+    def _open_payload(self, bundle: Bundle, now: float) -> bytes:
+        dest = bundle.destination
+        nonce_input, aad = bundle.id.key(), bundle.aad()
+        if dest.kind is DestKind.NODE:
+            sender = (
+                self.identity.public
+                if bundle.origin == self.node_id
+                else self.trust.check(bundle.origin, now)
+            )
+            if len(bundle.payload) <= COMPACT_SEAL_MAX + COMPACT_OVERHEAD:
+                return self._seal.open_compact(sender, nonce_input, aad, bundle.payload)
+            return self._seal.open_standard(sender, aad, bundle.payload)
+        group = dest.name if dest.name is not None else ALL_GROUP
+        return open_group(self.keyring, group, nonce_input, aad, bundle.payload, now)
