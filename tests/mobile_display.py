@@ -66,8 +66,9 @@ class Driven:
         )
         self.lines: list[dict[str, Any]] = []
 
-    def expect(self, timeout: float, **match: Any) -> dict[str, Any]:
-        """The first line (from now on) with these fields; fails on the driver's error or exit."""
+    def expect(self, timeout: float, has: str | None = None, **match: Any) -> dict[str, Any]:
+        """The first line (from now on) with these fields (and the field ``has``); fails on the
+        driver's error or exit."""
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,7 +81,7 @@ class Driven:
             self.lines.append(line)
             if "error" in line:
                 raise AssertionError(f"the driver: {line['error']}")
-            if all(line.get(k) == v for k, v in match.items()):
+            if (has is None or has in line) and all(line.get(k) == v for k, v in match.items()):
                 return line
         raise AssertionError(f"no {match} within {timeout} s: {self.lines[-5:]}")
 
