@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ API_PORT = 8112
 IP_PORT = 7112
 COMMAND_POST = "command-post"
 CHAIN = (COMMAND_POST, "relay-1", "relay-2", "responder-1")
+APP_NODE = "responder-1"  # with a display, the responder app runs this node (make run)
 TOKEN_DAYS = 7
 WALK_CENTRE = (48.1374, 11.5755)  # where the demo's responder walks (degrees north, east)
 WALK_STEPS = 60
@@ -181,6 +183,13 @@ def demo_walk(step: int) -> tuple[float, float]:
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
     *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
+    app_node = next(node for node in field if node.slug == APP_NODE)
+    with_app = bool(os.environ.get("DISPLAY"))
+    if with_app:  # the responder app is responder-1's node (one store, one process): no relay process
+        field = [node for node in field if node is not app_node]
+        settings = app_node.directory / "app.toml"
+        if not settings.exists():
+            settings.write_text(f"position = [{WALK_CENTRE[0]}, {WALK_CENTRE[1]}]\n")
     radio = write_radio_segment(deployment, root)
     observer = observer_radio()
     panel = DemoPanel(PANEL_PORT, lambda line: print(line, flush=True))
@@ -195,13 +204,17 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         start_gateway(radio.gateway_config, radio.buildings, SIP_PORT, gateway_log, radio.command_post)
     )
     radio_processes.append(start_camera(camera.directory, radio.command_post, log_dir / "camera-1.log"))
+    app_command = [sys.executable, "-m", "mobile", "--node", str(app_node.directory)]
     try:
         panel.start()
         wait_healthy(field)
+        if with_app:
+            app_log = (log_dir / "responder-app.log").open("ab")
+            processes.append(subprocess.Popen(app_command, stdout=app_log, stderr=subprocess.STDOUT))
         post = field[0]
-        walker = next(node for node in field if node.slug == "responder-1")
+        walker = None if with_app else app_node  # the app reports its own position
         print("Mesh112 demo field is running:")
-        for node, process in zip(field, processes, strict=True):
+        for node, process in zip(field, processes, strict=False):
             print(f"  {node.slug:<13} pid {process.pid:<7} api {node.api}  ip :{node.ip_port}")
         print(f"  {'lora-emulator':<13} pid {radio_processes[0].pid:<7} radios on tcp :{LORA_PORT}..")
         print(f"  {'building-gw':<13} pid {radio_processes[1].pid:<7} sip :{SIP_PORT} (LoRa only)")
@@ -216,6 +229,13 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         )
         print("  (the observer radio has no node; each emulated radio takes one client at a time, so a stock")
         print("  client on a node's radio knocks that node off the air)")
+        if with_app:
+            print(
+                f"  {'responder-app':<13} pid {processes[-1].pid:<7} the responder app (Kivy) as responder-1"
+            )
+        else:
+            print(f"No display: responder-1 runs as a relay. The responder app: {' '.join(app_command)}")
+            print("  (with $DISPLAY set, make run opens it in responder-1's place)")
         print(f"\nDashboard: {post.api}/#token={dispatcher}")
         print(f"API docs:  {post.api}/docs")
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
@@ -240,13 +260,14 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
             lat, lon = demo_walk(step)
             step += 1
             with contextlib.suppress(httpx.HTTPError):  # to the command post named in responder-1's node.toml
-                httpx.post(
-                    f"{walker.api}/api/v1/positions",
-                    json={"lat": lat, "lon": lon, "accuracy_m": 5},
-                    timeout=5.0,
-                    headers={"Authorization": f"Bearer {responder}"},
-                )
-            for process, node in zip(processes, field, strict=True):
+                if walker is not None:
+                    httpx.post(
+                        f"{walker.api}/api/v1/positions",
+                        json={"lat": lat, "lon": lon, "accuracy_m": 5},
+                        timeout=5.0,
+                        headers={"Authorization": f"Bearer {responder}"},
+                    )
+            for process, node in zip(processes, field, strict=False):  # the app's window may be closed
                 if process.poll() is not None:
                     print(
                         f"{node.slug} exited with {process.returncode}; see {log_dir / (node.slug + '.log')}"
