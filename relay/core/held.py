@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from relay.bundle import Bundle, encode_compact, encode_full
 
 
-@dataclass
+@dataclass(slots=True)  # one per held bundle: 100k of them must fit a small device
 class Held:
     bundle: Bundle
     local: bool
