@@ -7,8 +7,8 @@ from pathlib import Path
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 
-from mobile.runtime import run  # noqa: E402
-from mobile.settings import AppSettings  # noqa: E402
+from mobile.runtime import run
+from mobile.settings import AppSettings
 
 node_dir = Path(os.environ.get("ANDROID_PRIVATE", str(Path.home()))) / "mesh112"
 node_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 library for each Android architecture. Not built here (no Android NDK on the build machine)."""
 
 import os
+from typing import ClassVar
 
 import sh
 from pythonforandroid.logger import shprint
@@ -12,7 +13,7 @@ from pythonforandroid.util import current_directory, ensure_dir
 class NngRecipe(Recipe):
     version = "1.9.0"  # the nng release pynng 0.8 builds against
     url = "https://github.com/nanomsg/nng/archive/refs/tags/v{version}.tar.gz"
-    built_libraries = {"libnng.a": "build"}
+    built_libraries: ClassVar[dict[str, str]] = {"libnng.a": "build"}
     need_stl_shared = False
 
     def build_arch(self, arch):

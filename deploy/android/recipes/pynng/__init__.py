@@ -7,13 +7,15 @@ patch to its ``setup.py``/``build_pynng.py`` would read; the patch is not writte
 (no Android NDK on the build machine).
 """
 
+from typing import ClassVar
+
 from pythonforandroid.recipe import CompiledComponentsPythonRecipe, Recipe
 
 
 class PynngRecipe(CompiledComponentsPythonRecipe):
     version = "0.8.1"
     url = "https://github.com/codypiersall/pynng/archive/refs/tags/v{version}.tar.gz"
-    depends = ["nng", "cffi", "sniffio"]
+    depends: ClassVar[list[str]] = ["nng", "cffi", "sniffio"]
     call_hostpython_via_targetpython = False
     install_in_hostpython = False
 
