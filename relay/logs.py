@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 REPEAT_WINDOW_S = 10.0
+REPEAT_BURST = 8  # lines of one template let through per window before the rest are counted
 _MAX_KEYS = 4096  # distinct templates remembered; beyond this, stale ones are forgotten
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -55,12 +56,14 @@ class JsonFormatter(logging.Formatter):
 
 @dataclass
 class _Seen:
-    passed_at: float
+    passed_at: float  # start of the current window
+    passed: int = 1  # lines let through in this window
     held: int = 0
 
 
 class RepeatFilter(logging.Filter):
-    """Passes a warning (or worse) at most once per ``window_s`` per logger and message template.
+    """Passes a warning (or worse) at most ``burst`` times per ``window_s`` per logger and message
+    template: a few distinct refusals stay readable, a flood of them folds.
 
     The next one let through after a quiet spell carries the count of those held back, in its text
     ("… (repeated 1234 times in the last 10 s)") and as the ``repeated`` field of JSON logs. Records
@@ -70,11 +73,13 @@ class RepeatFilter(logging.Filter):
     def __init__(
         self,
         window_s: float = REPEAT_WINDOW_S,
+        burst: int = REPEAT_BURST,
         min_level: int = logging.WARNING,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.window_s = window_s
+        self.burst = burst
         self.min_level = min_level
         self._clock = clock
         self._seen: dict[tuple[str, int, str], _Seen] = {}
@@ -86,6 +91,9 @@ class RepeatFilter(logging.Filter):
         key = (record.name, record.levelno, str(record.msg))
         seen = self._seen.get(key)
         if seen is not None and now - seen.passed_at < self.window_s:
+            if seen.passed < self.burst and not seen.held:
+                seen.passed += 1
+                return True
             seen.held += 1
             return False
         if seen is not None and seen.held:

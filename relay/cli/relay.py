@@ -127,9 +127,23 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
         except ValueError:
             detail = response.text
         if response.status_code == 422:  # the node refused what the command line asked for
-            raise UsageError(str(detail))
+            raise UsageError(_readable(detail))
         raise ApiError(f"{response.status_code}: {detail}")
     return response.json()
+
+
+def _readable(detail: Any) -> str:
+    """The API's refusal as one line; FastAPI's validation detail (a list of {loc, msg}) reads
+    ``the node refused it (422): lat: Input should be …``."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = [str(p) for p in item.get("loc", []) if p not in ("body", "query", "path")]
+                message = str(item.get("msg", ""))
+                parts.append(f"{'.'.join(where)}: {message}" if where else message)
+        return f"the node refused it (422): {'; '.join(parts) or detail}"
+    return str(detail)
 
 
 def _send(args: argparse.Namespace) -> int:
