@@ -94,9 +94,9 @@ def test_tiles_from_the_nodes_mbtiles_file_reach_the_map(tmp_path: Path, browser
         requested: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
         page.goto(f"{post.api}/#token={token}")
-        tiles = page.locator("#map .leaflet-tile-pane img.leaflet-tile-loaded")
-        expect(tiles.first).to_be_visible(timeout=15_000)
-        assert tiles.count() >= 4
+        loaded = "#map .leaflet-tile-pane img.leaflet-tile-loaded"
+        page.wait_for_function(f"document.querySelectorAll({loaded!r}).length >= 4", timeout=15_000)
+        expect(page.locator(loaded).first).to_be_visible()
         assert all(url.startswith(post.api) or url.startswith(("data:", "blob:")) for url in requested), (
             requested
         )

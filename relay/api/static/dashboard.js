@@ -345,7 +345,7 @@ async function pollAckStates() {
 let map = null;
 const layers = { units: null, alarms: null };
 function setupMap(tiles) {
-  map = L.map("map", { zoomControl: true, attributionControl: !!tiles, preferCanvas: true }).setView([49.7475, 13.3776], 14);
+  map = L.map("map", { zoomControl: true, attributionControl: !!tiles }).setView([49.7475, 13.3776], 14);
   if (tiles) {
     const Authed = L.GridLayer.extend({ createTile(coords, done) {
       const img = document.createElement("img");
@@ -370,42 +370,83 @@ function setupMap(tiles) {
     $("map").classList.add("grid");
   }
   L.control.scale({ metric: true, imperial: false }).addTo(map);
-  // One click handler per layer, not a tooltip per marker: hundreds of units stay cheap to draw.
-  layers.units = L.featureGroup().addTo(map).on("click", (e) => L.popup().setLatLng(e.latlng).setContent(e.layer.options.name).openOn(map));
-  layers.alarms = L.featureGroup().addTo(map).on("click", (e) => showDetail(e.layer.options.record));
+  layers.units = new Dots().addTo(map);
+  layers.alarms = new Dots().addTo(map);
+  map.on("click", (e) => {
+    const hit = layers.alarms.hit(e.containerPoint) || layers.units.hit(e.containerPoint);
+    if (hit && hit.record) showDetail(hit.record);
+    else if (hit) L.popup().setLatLng(e.latlng).setContent(hit.label).openOn(map);
+  });
 }
+// Units and alarm areas on one canvas each, drawn in a single pass: hundreds of Leaflet markers
+// (a DOM or path object each) cost a busy console tens of milliseconds on every update.
+const Dots = L.Layer.extend({
+  onAdd(m) {
+    this._canvas = L.DomUtil.create("canvas", "leaflet-zoom-hide", m.getPane("overlayPane"));
+    this._items = this._items || [];
+    m.on("moveend zoomend resize viewreset", this.draw, this);
+    this.draw();
+  },
+  onRemove(m) { this._canvas.remove(); m.off("moveend zoomend resize viewreset", this.draw, this); },
+  setItems(items) { this._items = items; this.draw(); },
+  bounds() { return L.latLngBounds(this._items.map((d) => [d.lat, d.lon])); },
+  radius(d) { // pixels: fixed for units, the uncertainty in metres for alarm areas
+    if (!d.metres) return d.px;
+    const metresPerPixel = 40075016.686 * Math.cos((d.lat * Math.PI) / 180) / 2 ** (this._map.getZoom() + 8);
+    return Math.max(4, d.metres / metresPerPixel);
+  },
+  draw() {
+    const m = this._map;
+    if (!m) return;
+    const size = m.getSize(), canvas = this._canvas;
+    canvas.width = size.x; canvas.height = size.y;
+    L.DomUtil.setPosition(canvas, m.containerPointToLayerPoint([0, 0]));
+    const ctx = canvas.getContext("2d");
+    for (const d of this._items) {
+      const p = m.latLngToContainerPoint([d.lat, d.lon]);
+      const r = d.polygon ? Infinity : this.radius(d); // a polygon is drawn whatever its centre
+      if (p.x < -r || p.y < -r || p.x > size.x + r || p.y > size.y + r) continue;
+      ctx.beginPath();
+      if (d.polygon) d.polygon.forEach(([lat, lon], i) => { const q = m.latLngToContainerPoint([lat, lon]); ctx[i ? "lineTo" : "moveTo"](q.x, q.y); });
+      else ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
+      ctx.closePath();
+      ctx.globalAlpha = d.fill; ctx.fillStyle = d.color; ctx.fill();
+      ctx.globalAlpha = d.opacity; ctx.lineWidth = 2; ctx.strokeStyle = d.color; ctx.stroke();
+    }
+    ctx.globalAlpha = 1;
+  },
+  hit(point) {
+    const m = this._map;
+    return this._items.find((d) => m.latLngToContainerPoint([d.lat, d.lon]).distanceTo(point) <= this.radius(d) + 3);
+  },
+});
 let fitted = false;
 function fitAll() { // once, to everything known when the console opened (or to the first things drawn)
   if (fitted || !map || !state.loaded) return;
   const bounds = L.latLngBounds([]);
-  for (const layer of [layers.units, layers.alarms]) { const b = layer.getBounds(); if (b.isValid()) bounds.extend(b); }
+  for (const layer of [layers.units, layers.alarms]) { const b = layer.bounds(); if (b.isValid()) bounds.extend(b); }
   if (!bounds.isValid()) return;
   fitted = true;
   map.fitBounds(bounds.pad(0.3), { maxZoom: 16 });
 }
 function drawUnitsOnMap(units) {
   if (!map) return;
-  layers.units.clearLayers();
-  for (const u of units) {
-    if (u.lat == null) continue;
+  layers.units.setItems(units.filter((u) => u.lat != null).map((u) => {
     const camera = u.roles.includes("camera"), building = u.roles.includes("building");
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
-    L.circleMarker([u.lat, u.lon], { radius: camera || building ? 6 : 7, color: camera ? "#7c3aed" : building ? "#92400e" : "#1d4ed8",
-      opacity: stale ? 0.4 : 1, fillOpacity: stale ? 0.2 : 0.6, name: u.name }).addTo(layers.units);
-  }
+    return { lat: u.lat, lon: u.lon, px: camera || building ? 6 : 7, label: u.name,
+      color: camera ? "#7c3aed" : building ? "#92400e" : "#1d4ed8", opacity: stale ? 0.4 : 1, fill: stale ? 0.2 : 0.6 };
+  }));
   fitAll();
 }
 function drawAlarmsOnMap(alarms) {
   if (!map) return;
-  layers.alarms.clearLayers();
-  for (const a of alarms) {
-    const loc = a.body?.location;
-    if (!loc || loc.lat == null) continue;
-    const color = statusClass(a.body) === "actual" ? "#b3141b" : "#6b7280";
-    if (Array.isArray(loc.polygon) && loc.polygon.length > 2) L.polygon(loc.polygon, { color }).addTo(layers.alarms);
-    L.circle([loc.lat, loc.lon], { radius: Math.max(loc.uncertainty_m || loc.radius_m || 25, 10), color, weight: 2, record: a })
-      .addTo(layers.alarms);
-  }
+  layers.alarms.setItems(alarms.filter((a) => a.body?.location?.lat != null).map((a) => {
+    const loc = a.body.location;
+    const polygon = Array.isArray(loc.polygon) && loc.polygon.length > 2 ? loc.polygon : null; // PIDF-LO polygon: [[lat, lon], …]
+    return { lat: loc.lat, lon: loc.lon, metres: Math.max(loc.uncertainty_m || loc.radius_m || 25, 10), record: a, polygon,
+      color: statusClass(a.body) === "actual" ? "#b3141b" : "#6b7280", opacity: 1, fill: 0.2 };
+  }));
   fitAll();
 }
 
