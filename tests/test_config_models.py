@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -114,7 +115,7 @@ def test_data_dir_defaults_to_the_systemd_state_directory(
 
 
 REPO = Path(__file__).resolve().parents[1]
-MESH112 = str(REPO / ".venv" / "bin" / "mesh112")
+MESH112 = str(Path(sys.executable).parent / "mesh112")  # the running venv's console script
 LORA_TABLE = '[node]\nname = "n"\n\n[[links]]\ntype = "lora"\n{line}\n'
 MISTAKES = [
     (

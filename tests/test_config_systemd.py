@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from relay.systemd import Notifier, NotifyError
 
 REPO = Path(__file__).resolve().parents[1]
-MESH112 = str(REPO / ".venv" / "bin" / "mesh112")
+MESH112 = str(Path(sys.executable).parent / "mesh112")  # the running venv's console script
 
 
 @pytest.fixture
