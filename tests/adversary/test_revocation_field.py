@@ -24,13 +24,13 @@ import httpx
 import pytest
 import websockets
 
-from crypto.identity import display_id
+from crypto.certificate import Authority
 from crypto.keystore import load_revocations
 from field.harness import RunningField, journal_messages, running_field
 from field.processes import FieldNode, operator_token
 
 CHAIN = ("command-post", "relay-1", "relay-2", "responder-1")
-ALARMS = 3
+ALARMS = 9  # medians of nine: the machine is shared, single runs vary by 3x
 ALARM_TIMEOUT_S = 15.0
 
 
@@ -176,17 +176,22 @@ def test_a_node_and_an_operator_revoked_while_running(tmp_path: Path) -> None:
                 for node, event in zip((post, relay2), opened, strict=True)
             ]
             await asyncio.gather(*(event.wait() for event in opened))
+            authority = Authority.load(field.deployment.authority_dir)
+            listed = authority.revoke(bytes.fromhex(rogue_id), "token leaked")
+            authority.save(field.deployment.authority_dir)
             start = time.monotonic()
-            await asyncio.to_thread(_revoke, field, display_id(bytes.fromhex(rogue_id), full=True), admin)
+            async with httpx.AsyncClient(headers=_auth(admin)) as client:  # what revoke --via posts
+                published = await client.post(f"{post.api}/api/v1/revocations", content=listed.encode())
+            assert published.status_code == 202, published.text
             return [(code, closed - start) for code, closed in await asyncio.gather(*streams)]
 
         closed = asyncio.run(revoke_operator())
         print(
-            f"revoked operator: stream at the command post closed {closed[0][1]:.2f} s after the revoke "
-            f"command started, at relay-2 {closed[1][1]:.2f} s"
+            f"revoked operator: stream at the command post closed {closed[0][1]:.2f} s after the list was "
+            f"posted, at relay-2 {closed[1][1]:.2f} s"
         )
         assert [code for code, _ in closed] == [4401, 4401]
-        assert all(after_s < 10.0 for _, after_s in closed)
+        assert all(after_s < 5.0 for _, after_s in closed)  # at once, or at the next 2 s re-check
         for node in (post, relay2):
             refused = _send(node, rogue, post_id, "rogue order")
             assert refused.status_code == 401 and "revoked" in refused.text, refused.text
