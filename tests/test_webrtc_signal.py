@@ -52,8 +52,10 @@ signals = st.builds(
     st.text(ICE_CHARS, min_size=22, max_size=64),
     st.binary(min_size=32, max_size=32),
     st.lists(candidates, max_size=MAX_CANDIDATES).map(tuple),
-    st.sampled_from([0, int(Flags.SOS)]),
-)
+    st.sampled_from([0, int(Flags.SOS), int(Flags.VIDEO), int(Flags.SOS | Flags.VIDEO)]),
+    st.just(b""),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+).map(lambda s: s if s.video else dataclasses.replace(s, video_ssrcs=(0, 0)))  # SSRCs go with video only
 
 
 async def _description(offer: RTCSessionDescription | None = None) -> tuple[RTCPeerConnection, str]:

@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 
@@ -60,6 +63,8 @@ _POLL_S = 0.05
 ANSWERED_KEPT = 64  # offers remembered per peer; older ones are past signal_max_age in practice
 
 PeerKeys = Callable[[bytes, float], PublicIdentity]  # (node id, mesh time) -> key; raises if not trusted
+VideoSource = Callable[[bytes], MediaStreamTrack | None]  # peer -> the track to send it, if any
+VideoSink = Callable[[bytes, MediaStreamTrack], None]  # a peer's video arrived
 
 
 class Signaller(Protocol):
@@ -106,6 +111,8 @@ class WebRtcLink(Link):
         self.config = config
         self.profile = LinkProfile(name=config.name, kind="webrtc", mtu=MTU, bitrate=config.bitrate)
         self.signaller = signaller  # may be set after construction (the mesh signaller needs the node)
+        self.video_source: VideoSource | None = None  # asked at each offer: video to send the peer
+        self.on_video: VideoSink | None = None  # told of each peer's incoming video
         self._identity = identity
         self._peer_keys = peer_keys
         self._clock = clock
@@ -132,9 +139,18 @@ class WebRtcLink(Link):
         )
 
     def configuration(self) -> RTCConfiguration:
-        """Only the configured TURN servers: an empty list keeps aiortc off its public STUN default."""
+        """Only the configured TURN servers: an empty list keeps aiortc off its public STUN default.
+        One bundled transport for video and data: one set of candidates to signal."""
         servers = [RTCIceServer(t.url, t.username, t.credential) for t in self.config.turn]
-        return RTCConfiguration(iceServers=servers)
+        return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+    def video_sender(self, peer: bytes) -> RTCRtpSender | None:
+        """The RTP sender of the video this link sends ``peer`` now (its encoder's target bitrate
+        follows the receiver's estimate)."""
+        session = self._sessions.get(peer)
+        if session is None:
+            return None
+        return next((t.sender for t in session.pc.getTransceivers() if t.kind == "video"), None)
 
     async def start(self, events: LinkEvents) -> None:
         self._events = events
@@ -172,10 +188,11 @@ class WebRtcLink(Link):
         an ICE restart). Hand it to the peer's :meth:`accept`; its answer comes back the same way."""
         if peer == self.node_id or len(peer) != 16:
             raise LinkError("an offer needs another node's 16-byte id")
-        session = self._open(peer, random.getrandbits(32), offerer=True)
+        track = self.video_source(peer) if self.video_source is not None else None
+        session = await self._open(peer, random.getrandbits(32), video=track)
         await session.pc.setLocalDescription(await session.pc.createOffer())
         self._offers += 1
-        flags = Flags.SOS if sos else 0
+        flags = (Flags.SOS if sos else 0) | (Flags.VIDEO if track is not None else 0)
         return self._signed(session, SignalType.OFFER, flags)
 
     async def accept(self, data: bytes) -> bytes | None:
@@ -235,8 +252,7 @@ class WebRtcLink(Link):
             log.info("link %s: both offered to each other; ours (lower id) wins", self.config.name)
             return None
         answered.append(offer.session)
-        session = self._open(offer.sender, offer.session, offerer=False)
-        await session.pc.setRemoteDescription(RTCSessionDescription(to_sdp(offer), "offer"))
+        session = await self._open(offer.sender, offer.session, remote_offer=offer)
         await session.pc.setLocalDescription(await session.pc.createAnswer())
         self._answers += 1
         return self._signed(session, SignalType.ANSWER, offer.flags)
@@ -287,15 +303,40 @@ class WebRtcLink(Link):
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _open(self, peer: bytes, session_id: int, *, offerer: bool) -> _Session:
-        """A new peer connection for ``peer``; the one it replaces is closed."""
+    async def _open(
+        self,
+        peer: bytes,
+        session_id: int,
+        *,
+        remote_offer: Signal | None = None,
+        video: MediaStreamTrack | None = None,
+    ) -> _Session:
+        """A new peer connection for ``peer`` (answering ``remote_offer``, or sending ``video``);
+        the one it replaces is closed. The data channel is made after the video transceiver and the
+        remote offer: made before, aiortc bundles onto a transport it then drops, and never connects."""
         old = self._sessions.get(peer)
         if old is not None:
             self._close(old, "replaced by a new connection (ICE restart)", reoffer=False)
         pc = RTCPeerConnection(self.configuration())
+
+        @pc.on("track")
+        def _track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.on_video is not None:
+                self.on_video(peer, track)
+
+        if video is not None:
+            transceiver = pc.addTransceiver(video, direction="sendonly")
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType in ("video/VP8", "video/rtx")])
+        if remote_offer is not None:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(to_sdp(remote_offer), "offer"))
+            except ValueError as exc:
+                await pc.close()
+                raise SignalError(f"offer from {display_id(peer)} does not apply: {exc}") from None
         channel = pc.createDataChannel("mesh112", ordered=True, negotiated=True, id=CHANNEL_ID)
         channel.bufferedAmountLowThreshold = QUEUE_LIMIT_BYTES // 2
-        session = _Session(peer, session_id, pc, channel, offerer)
+        session = _Session(peer, session_id, pc, channel, offerer=remote_offer is None)
         self._sessions[peer] = session
         channel.on("open", lambda: self._opened(session))
         channel.on("message", lambda message: self._message(session, message))

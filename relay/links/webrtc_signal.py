@@ -47,6 +47,7 @@ _UFRAG_LEN = (4, 32)
 _PWD_LEN = (22, 64)
 _HEAD = struct.Struct(">BB16sII")  # version|type, flags, sender, session, created
 _PORT = struct.Struct(">H")
+_SSRCS = struct.Struct(">II")
 _FAMILY_V6 = 0x80
 _PRIORITY = {"host": 126, "srflx": 100, "prflx": 110, "relay": 0}  # RFC 8445 type preferences
 
@@ -69,6 +70,11 @@ class CandidateType(IntEnum):
 
 class Flags(IntEnum):
     SOS = 0x01  # an SOS video request: carried as FLASH when it travels as a bundle
+    VIDEO = 0x02  # the offerer sends VP8 video (section mid 0) beside the data channel (mid 1)
+
+
+_KNOWN_FLAGS = Flags.SOS | Flags.VIDEO
+VIDEO_PT, RTX_PT = 97, 98  # aiortc's VP8 and its retransmission payload types
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +98,15 @@ class Signal:
     candidates: tuple[Candidate, ...]
     flags: int = 0
     signature: bytes = b""
+    video_ssrcs: tuple[int, int] = (0, 0)  # with VIDEO: the sender's media and retransmission SSRCs
 
     @property
     def sos(self) -> bool:
         return bool(self.flags & Flags.SOS)
+
+    @property
+    def video(self) -> bool:
+        return bool(self.flags & Flags.VIDEO)
 
     def signed_part(self, recipient: bytes) -> bytes:
         """What the signature covers: everything but the candidates and the signature."""
@@ -145,11 +156,12 @@ def decode(data: bytes) -> Signal:
         kind = SignalType(version_type & 0x0F)
     except ValueError:
         raise SignalError(f"unknown signal type {version_type & 0x0F}") from None
-    if flags & ~Flags.SOS:
+    if flags & ~_KNOWN_FLAGS:
         raise SignalError(f"unknown signal flags {flags:#04x}")
     ufrag = _ice_text(reader.take(reader.byte()), "ufrag", _UFRAG_LEN)
     pwd = _ice_text(reader.take(reader.byte()), "pwd", _PWD_LEN)
     fingerprint = reader.take(FINGERPRINT_LEN)
+    ssrcs = _SSRCS.unpack(reader.take(_SSRCS.size)) if flags & Flags.VIDEO else (0, 0)
     count = reader.byte()
     if count > MAX_CANDIDATES:
         raise SignalError(f"signal lists {count} candidates; at most {MAX_CANDIDATES} are allowed")
@@ -168,28 +180,59 @@ def decode(data: bytes) -> Signal:
     if reader.left():
         raise SignalError(f"{reader.left()} unexpected bytes after the signal")
     return Signal(
-        kind, sender, session, created, ufrag, pwd, fingerprint, tuple(candidates), flags, signature
+        kind, sender, session, created, ufrag, pwd, fingerprint, tuple(candidates), flags, signature, ssrcs
     )
 
 
 def to_sdp(signal: Signal) -> str:
-    """The full session description aiortc expects for ``signal`` (an offer or an answer)."""
+    """The full session description aiortc expects for ``signal`` (an offer or an answer): one data
+    channel section, after a VP8 video section (sent by the offerer) when the signal has VIDEO."""
     first = signal.candidates[0] if signal.candidates else Candidate("0.0.0.0", 9)
-    family = "IP6" if ":" in first.address else "IP4"
-    fingerprint = ":".join(f"{b:02X}" for b in signal.fingerprint)
+    connection = f"c=IN {'IP6' if ':' in first.address else 'IP4'} {first.address}"
     lines = [
         "v=0",
         f"o=- {signal.session} {signal.session} IN IP4 0.0.0.0",
         "s=-",
         "t=0 0",
-        "a=group:BUNDLE 0",
+        f"a=group:BUNDLE {'0 1' if signal.video else '0'}",
         "a=msid-semantic:WMS *",
+    ]
+    if signal.video:
+        lines += [
+            f"m=video {first.port} UDP/TLS/RTP/SAVPF {VIDEO_PT} {RTX_PT}",
+            connection,
+            f"a={'sendonly' if signal.type is SignalType.OFFER else 'recvonly'}",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "a=mid:0",
+            "a=rtcp:9 IN IP4 0.0.0.0",
+            "a=rtcp-mux",
+            f"a=rtpmap:{VIDEO_PT} VP8/90000",
+            f"a=rtcp-fb:{VIDEO_PT} nack",
+            f"a=rtcp-fb:{VIDEO_PT} nack pli",
+            f"a=rtcp-fb:{VIDEO_PT} goog-remb",
+            f"a=rtpmap:{RTX_PT} rtx/90000",
+            f"a=fmtp:{RTX_PT} apt={VIDEO_PT}",
+            # without the pair, the receiver cannot map retransmissions and a lost packet stalls video
+            f"a=ssrc-group:FID {signal.video_ssrcs[0]} {signal.video_ssrcs[1]}",
+            f"a=ssrc:{signal.video_ssrcs[0]} cname:mesh112",
+            f"a=ssrc:{signal.video_ssrcs[1]} cname:mesh112",
+            *_transport_lines(signal),
+        ]
+    lines += [
         f"m=application {first.port} UDP/DTLS/SCTP webrtc-datachannel",
-        f"c=IN {family} {first.address}",
-        "a=mid:0",
+        connection,
+        f"a=mid:{1 if signal.video else 0}",
         f"a=sctp-port:{SCTP_PORT}",
         f"a=max-message-size:{MAX_MESSAGE_SIZE}",
+        *_transport_lines(signal),
     ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _transport_lines(signal: Signal) -> list[str]:
+    """Candidates, ICE credentials, fingerprint and DTLS role: the same in every bundled section."""
+    lines = []
     for index, candidate in enumerate(signal.candidates):
         kind = candidate.type.name.lower()
         priority = (_PRIORITY[kind] << 24) | (65535 << 8) | 255
@@ -197,14 +240,15 @@ def to_sdp(signal: Signal) -> str:
         lines.append(
             f"a=candidate:{index} 1 udp {priority} {candidate.address} {candidate.port} typ {kind}{related}"
         )
-    lines += [
+    fingerprint = ":".join(f"{b:02X}" for b in signal.fingerprint)
+    return [
+        *lines,
         "a=end-of-candidates",
         f"a=ice-ufrag:{signal.ufrag}",
         f"a=ice-pwd:{signal.pwd}",
         f"a=fingerprint:sha-256 {fingerprint}",
         f"a=setup:{'actpass' if signal.type is SignalType.OFFER else 'active'}",
     ]
-    return "\r\n".join(lines) + "\r\n"
 
 
 def from_sdp(
@@ -225,9 +269,24 @@ def from_sdp(
         description = SessionDescription.parse(sdp)
     except (ValueError, IndexError) as exc:
         raise SignalError(f"the local session description does not parse: {exc}") from None
-    if len(description.media) != 1 or description.media[0].kind != "application":
-        raise SignalError("the WebRTC link signals exactly one data channel section")
-    media = description.media[0]
+    kinds = [media.kind for media in description.media]
+    if kinds != (["video", "application"] if flags & Flags.VIDEO else ["application"]):
+        raise SignalError(
+            f"the WebRTC link signals a data channel after at most one video section, not {kinds}"
+        )
+    if flags & Flags.VIDEO:
+        codecs = {(c.payloadType, c.mimeType.lower()) for c in description.media[0].rtp.codecs}
+        if codecs != {(VIDEO_PT, "video/vp8"), (RTX_PT, "video/rtx")}:
+            raise SignalError(
+                f"video must be VP8 on payload type {VIDEO_PT} (rtx {RTX_PT}), got {sorted(codecs)}"
+            )
+    media = description.media[0]  # bundled: the first section carries the shared transport
+    ssrcs = (0, 0)
+    if flags & Flags.VIDEO:
+        fid = next((g.items for g in media.ssrc_group if g.semantic == "FID"), None)
+        if fid is None or len(fid) != 2:
+            raise SignalError("the video section has no FID pair of SSRCs (media, retransmission)")
+        ssrcs = (int(fid[0]), int(fid[1]))
     fingerprints = [f for f in media.dtls.fingerprints if f.algorithm == "sha-256"] if media.dtls else []
     ice = media.ice
     if ice is None or ice.usernameFragment is None or ice.password is None or not fingerprints:
@@ -249,6 +308,7 @@ def from_sdp(
         bytes.fromhex(fingerprints[0].value.replace(":", "")),
         tuple(candidates[:MAX_CANDIDATES]),
         flags,
+        video_ssrcs=ssrcs,
     )
 
 
@@ -268,6 +328,7 @@ def _encode_head(signal: Signal) -> bytes:
             bytes([len(pwd)]),
             pwd,
             signal.fingerprint,
+            _SSRCS.pack(*signal.video_ssrcs) if signal.flags & Flags.VIDEO else b"",
         ]
     )
 
