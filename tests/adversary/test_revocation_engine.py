@@ -226,3 +226,44 @@ def test_the_authority_rotates_every_group_for_the_members_still_valid(tmp_path:
         unwrap_group_key(identity, deployment.authority.public, wrapped).epoch == 1
         for wrapped in rotated[relay.node_id]
     )
+
+
+async def test_a_removed_member_sealing_with_the_old_epoch_is_refused_after_the_grace(tmp_path: Path) -> None:
+    """The thief kept epoch 0 of the group; members moved to epoch 1 two hours ago."""
+    net = Deployment()
+    for name in ("member", "thief"):
+        net.enrol(name)
+    old, new = GroupKey.generate("incident-3", 0), GroupKey.generate("incident-3", 1)
+    ring = GroupKeyring([old], now=T0 - 3 * 3600)
+    ring.add(new, T0 - 2 * 3600)
+    identity, certificate = net.members["member"]
+    member = await NodeEngine.open(
+        identity,
+        certificate,
+        net.trust(),
+        tmp_path / "member.sqlite",
+        now=T0,
+        keyring=ring,
+        groups=frozenset({"incident-3"}),
+    )
+    try:
+        thief = net.members["thief"][1].node_id
+        header = Bundle(
+            thief,
+            Destination(DestKind.GROUP, name="incident-3"),
+            int(T0),
+            3,
+            600,
+            Priority.FLASH,
+            Kind.TEXT,
+            b"",
+        )
+        payload = seal_group(old, header.id.key(), header.aad(), b"all units: stand down")
+        await member.link_up(IP, thief, T0)
+        await member.frame_received(
+            "ip0", thief, encode_frame(DataFrame(replace(header, payload=payload))), T0
+        )
+        assert await _collect(member, 0.2) == []
+        assert member.security.stale_epochs == 1
+    finally:
+        await member.close()
