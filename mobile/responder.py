@@ -75,7 +75,8 @@ class Responder:
         self._position, self._clock = position, clock
         self._writes: set[asyncio.Task[None]] = set()
         self._post = config.command_post.node
-        self._to_post: set[str] = set()  # bundles to the command post: their receipts are contact
+        self._to_post: set[str] = set()
+        self._next_number = 1  # bundles to the command post: their receipts are contact
 
     async def start(self) -> None:
         """Register the kinds, restore the SOS and messages, and send an SOS the node never stored."""
@@ -84,6 +85,7 @@ class Responder:
         for message in await self.store.messages():
             self.state.message(message)
         sos = await self.store.latest_sos()
+        self._next_number = await self.store.next_sos_number()  # read now: confirm -> durable is short
         self.state.sos_restored(sos)
         if sos is not None and sos.phase is SosPhase.CONFIRMED:
             log.info("SOS %d was confirmed but never stored by the node: sending it now", sos.number)
@@ -110,7 +112,7 @@ class Responder:
         started = time.perf_counter()
         fix = self._position()
         sos = Sos(
-            await self.store.next_sos_number(),
+            self._next_number,
             SosPhase.CONFIRMED,
             self._clock(),
             fix.lat if fix else None,
@@ -118,6 +120,7 @@ class Responder:
         )
         if self.state.sos is not None and self.state.sos.live:
             return self.state.sos  # one live SOS at a time; a second confirm changes nothing
+        self._next_number = sos.number % 0xFFFF + 1
         await self.store.put_sos(sos)  # from here on a crash re-sends it (start())
         self.state.sos_confirmed(sos)
         return await self._send_sos(sos, text, started)
