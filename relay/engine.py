@@ -457,6 +457,12 @@ class NodeEngine:
                 f"max_clock_skew_s = {self.max_clock_skew_s:g}"
             )
         dest = bundle.destination
+        if bundle.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
+            try:  # checked before it is stored, so no relay carries a forged list (FLASH, never evicted)
+                RevocationList.decode(bundle.payload).verify(self.trust.authority)
+            except CryptoError as exc:
+                count = self.security.count("bad_revocations")
+                return f"{count} so far: a revocation list the authority did not sign: {exc}"
         if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
             try:
                 self._open_payload(bundle, now)

@@ -122,6 +122,7 @@ async def _forged_list(net: Deployment, post: NodeEngine, relay: NodeEngine) -> 
     )
     assert relay.trust.revocations is None
     assert relay.security.bad_revocations == 1
+    assert await relay.store.load_all() == []  # refused before it was stored: no relay carries it on
 
 
 async def test_a_group_sealed_receipt_does_not_pass_for_the_destinations(tmp_path: Path) -> None:
