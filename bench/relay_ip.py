@@ -10,6 +10,9 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
   message) and 10,000 B (for MB/s).
 - *api*: messages POSTed to the sender's relay API 32 at a time, as operators and apps send; rate from
   the first POST to the last arrival.
+- *api batch*: the same 100 B messages through ``POST /api/v1/messages/batch``, 250 per request, one
+  request at a time: ``ingest`` is messages made durable at the sender per second (first request to
+  last answer), the other figure is to the last arrival at the command post.
 - *latency*: one message at a time through the API on a warm path, from before the POST to the command
   post application receiving it (wall clock, one machine); percentiles over all repetitions' samples.
 
@@ -52,6 +55,7 @@ CHAINS = {
 }
 BACKLOG = {100: 2000, 10_000: 300}  # body bytes: bundles
 API_MESSAGES = 300
+API_BATCH_MESSAGES, API_BATCH_SIZE = 3000, 250
 LATENCY_SAMPLES = 50
 LATENCY_GAP = 0.05
 LXMF_API_MESSAGES = 200
@@ -113,6 +117,27 @@ def _api(field: RunningField, count: int) -> dict[str, float]:
     return {"msgs_per_s": count / (_arrivals(post, "api")[-1] - started)}
 
 
+def _api_batch(field: RunningField, count: int) -> dict[str, float]:
+    post, sender = field.nodes[0], field.nodes[-1]
+    to = f"node:{field.node_id('command-post')}"
+    texts = _texts("batch", count, 100)
+    headers = {"Authorization": f"Bearer {field.token}"}
+    started = time.time()
+    with httpx.Client(base_url=sender.api, headers=headers, timeout=60.0) as client:
+        for start in range(0, count, API_BATCH_SIZE):
+            messages = [{"to": to, "text": text} for text in texts[start : start + API_BATCH_SIZE]]
+            response = client.post("/api/v1/messages/batch", json={"messages": messages})
+            response.raise_for_status()
+            if response.json()["accepted"] != len(messages):
+                raise RuntimeError(f"batch refused in part: {response.text[:300]}")
+    ingested = time.time()
+    wait_until(lambda: len(_arrivals(post, "batch")), count, 300, "api batch arrivals")
+    return {
+        "ingest_msgs_per_s": count / (ingested - started),
+        "msgs_per_s": count / (_arrivals(post, "batch")[-1] - started),
+    }
+
+
 def _quiesce(field: RunningField, timeout: float = 60.0) -> None:
     """Wait until the field is idle: every delivery acknowledged and the stores' contents steady
     (custody signals and end-to-end receipts of the last phase have crossed), so one phase's
@@ -139,6 +164,8 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], list[float]]:
         latencies = _latency(field, LATENCY_SAMPLES)
         _quiesce(field)
         api = _api(field, API_MESSAGES)
+        _quiesce(field)
+        batch = _api_batch(field, API_BATCH_MESSAGES)
         checks = sum(verify_loopback_sockets(process.pid) for process in field.processes.values())
         sizes = {}
         for size in BACKLOG:
@@ -151,6 +178,8 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], list[float]]:
     figures["backlog_10kB_bundles_per_s"] = sizes[10_000]["bundles_per_s"]
     figures["backlog_10kB_mb_per_s"] = sizes[10_000]["mb_per_s"]
     figures["api_msgs_per_s"] = api["msgs_per_s"]
+    figures["api_batch_ingest_msgs_per_s"] = batch["ingest_msgs_per_s"]
+    figures["api_batch_msgs_per_s"] = batch["msgs_per_s"]
     return figures, latencies
 
 
@@ -234,6 +263,9 @@ def run() -> dict[str, Any]:
             ),
             "ratio_api_throughput_vs_lxmf_api": _ratio(
                 mesh["api_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
+            ),
+            "ratio_api_batch_ingest_vs_lxmf_api": _ratio(
+                mesh["api_batch_ingest_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
             ),
             "ratio_latency_p50_vs_lxmf": _ratio(mesh["latency_ms_p50"], lxmf["latency_ms_p50"]),
             "ratio_latency_p99_vs_lxmf": _ratio(mesh["latency_ms_p99"], lxmf["latency_ms_p99"]),

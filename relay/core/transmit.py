@@ -53,7 +53,7 @@ class Transmitter:
                 state.queue.remove(item)
                 continue
             peer, data = built
-            priority, origin = state.queue.priority_of(item), state.queue.flow_of(item)
+            priority, origin = state.queue.priority_of(item), self._origin(state, item)
             continuing = isinstance(item, SendFragment)
             if not state.bucket.spend(len(data), now, priority, origin, continuing):
                 state.blocked_until = state.bucket.available_at(len(data), now, priority, origin, continuing)
@@ -63,6 +63,18 @@ class Transmitter:
             self._sent(state, item, now)
             return peer, data
         return None
+
+    def _origin(self, state: LinkState, item: Item) -> bytes | None:
+        """Whose share of the link a frame spends: its flow, except a bundle sent again to a peer
+        that had it already (a custody retransmission), which is this relay's retry and counts
+        against nobody. Counting retries made honest responders whose alarm frames were lost (10 %
+        on LoRa) exceed their share and be paced like a flood (the reference scenario's FLASH
+        median went from 1.17 to 1.74 times the oracle)."""
+        if isinstance(item, SendBundle):
+            held = self.held.get(item.bundle_id)
+            if held is not None and item.peer in held.given:
+                return None
+        return state.queue.flow_of(item)
 
     def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
         mtu = state.profile.mtu

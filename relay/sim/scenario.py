@@ -21,7 +21,7 @@ from relay.links.base import LinkProfile
 from relay.sim.links import ScheduleSpec, SimLinkSpec
 from relay.sim.phy import lora_frame_overhead, modem
 
-MAX_NODES = 500
+MAX_NODES = 2000  # a region (1,000 nodes) with room to spare
 MAX_SCENARIO_BYTES = 1 << 20
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_PAYLOAD_SIZE = 1 << 20
