@@ -69,60 +69,58 @@ function ackState(ack) {
   }
   return ack.state === "sent" ? t("ackSent") : t("ackRecorded");
 }
-let ACK_SELECT = null;
-function ackControls(record) {
-  if (!state.canAck) return null;
-  ACK_SELECT = ACK_SELECT || el("select", { "aria-label": t("acknowledge"), class: "ack-code" },
-    ...ACK_CODES.map((code) => el("option", { value: code, text: codeText(code) })));
-  const select = ACK_SELECT.cloneNode(true); // a clone is far cheaper than building 200 selects
-  const id = record.record_id;
-  // The operator's choice survives the card being redrawn by a live update.
-  if (state.ackChoice.has(id)) select.value = state.ackChoice.get(id);
-  select.onchange = () => state.ackChoice.set(id, select.value);
-  // An error stays beside its card, across re-renders, until the operator dismisses it.
-  const message = state.ackErrors.get(id);
-  const error = message ? el("span", { class: "error", role: "alert" }, message,
-    el("button", { type: "button", "aria-label": "dismiss", text: "×", onclick: () => { state.ackErrors.delete(id); scheduleAlarms(); } })) : null;
-  const button = el("button", { type: "button", class: "ack", text: t("acknowledge") });
-  button.onclick = () => {
-    button.disabled = true;
-    api(`/api/v1/records/${encodeURIComponent(id)}/ack`, { method: "POST",
-      body: JSON.stringify({ action: select.value, close: CLOSING_CODES.has(select.value) }) })
-      .then((updated) => { state.ackErrors.delete(id); state.ackChoice.delete(id); applyRecord(updated); })
-      .catch((e) => { state.ackErrors.set(id, String(e.message)); scheduleAlarms(); })
-      .finally(() => { button.disabled = false; });
-  };
-  return el("div", { class: "ack-row" }, select, button, error);
+function ackControls(id) {
+  if (!state.canAck) return "";
+  const chosen = state.ackChoice.get(id) || ACK_CODES[0]; // the choice survives a redraw
+  const options = ACK_CODES.map((code) => `<option value="${code}"${code === chosen ? " selected" : ""}>${esc(codeText(code))}</option>`).join("");
+  const message = state.ackErrors.get(id); // an error stays beside its card until dismissed
+  const error = message ? `<span class="error" role="alert">${esc(message)} <button type="button" data-action="dismiss" aria-label="dismiss">×</button></span>` : "";
+  return `<div class="ack-row"><select class="ack-code" aria-label="${esc(t("acknowledge"))}">${options}</select>`
+    + `<button type="button" class="ack" data-action="ack">${esc(t("acknowledge"))}</button>${error}</div>`;
 }
+// Cards are strings (200 alarms render in one assignment); one delegated handler serves their controls.
 function alarmCard(record) {
   const b = record.body || {};
   const stale = (b.sent_check && b.sent_check.state === "stale") || b.stale;
-  const age = now() - record.created;
-  const li = el("li", { class: `card alarm ${record.priority} ${statusClass(b)}${stale ? " stale" : ""}`, "data-record-id": record.record_id });
   const kind = (b.status || "Actual").toLowerCase();
   const status = statusClass(b) === "actual" ? t("actual") : (kind === "test" ? t("test") : kind === "exercise" ? t("exercise") : b.status).toUpperCase();
-  li.append(...[
-    el("div", { class: "card-head" },
-      el("span", { class: `badge ${record.priority}`, text: record.priority }),
-      el("span", { class: `badge status ${statusClass(b)}`, text: status }),
-      stale ? el("span", { class: "badge stale", text: t("stale") }) : null,
-      el("span", { class: "age", text: fmtAge(age), title: fmtTime(record.created) })),
-    el("div", { class: "summary", text: b.summary || b.event || record.record_id }),
-    el("div", { class: "meta", text: [b.hazard, b.building && b.building.name, b.building && b.building.address]
-      .filter(Boolean).join(" · ") }),
-    b.instruction ? el("div", { class: "instruction", text: b.instruction }) : null,
-    b.age_on_arrival_s != null ? el("div", { class: "meta", text: `${t("ageOnArrival")}: ${fmtDuration(b.age_on_arrival_s)}` }) : null,
-    (b.pending_parts || []).length ? el("div", { class: "meta pending", text: `${t("pending")}: ${b.pending_parts.join(", ")}` }) : null,
-    el("ul", { class: "acks" }, ...(record.acks || []).map((a) => el("li", {
-      text: `${fmtTime(a.at)} ${a.operator}: ${codeText(a.action)} — ${ackState(a)}` }))),
-    el("div", { class: "card-actions" },
-      el("button", { type: "button", class: "details", text: t("details"), onclick: () => showDetail(record) }),
-      ackControls(record))].filter(Boolean));
-  return li;
+  const div = (cls, text) => (text ? `<div class="${cls}">${esc(text)}</div>` : "");
+  const acks = (record.acks || []).map((a) => `<li>${esc(`${fmtTime(a.at)} ${a.operator}: ${codeText(a.action)} — ${ackState(a)}`)}</li>`).join("");
+  return `<li class="card alarm ${esc(record.priority)} ${statusClass(b)}${stale ? " stale" : ""}" data-record-id="${esc(record.record_id)}">`
+    + `<div class="card-head"><span class="badge ${esc(record.priority)}">${esc(record.priority)}</span>`
+    + `<span class="badge status ${statusClass(b)}">${esc(status)}</span>${stale ? `<span class="badge stale">${esc(t("stale"))}</span>` : ""}`
+    + `<span class="age" title="${esc(fmtTime(record.created))}">${esc(fmtAge(now() - record.created))}</span></div>`
+    + div("summary", b.summary || b.event || record.record_id)
+    + div("meta", [b.hazard, b.building && b.building.name, b.building && b.building.address].filter(Boolean).join(" · "))
+    + div("instruction", b.instruction)
+    + div("meta", b.age_on_arrival_s != null ? `${t("ageOnArrival")}: ${fmtDuration(b.age_on_arrival_s)}` : "")
+    + div("meta pending", (b.pending_parts || []).length ? `${t("pending")}: ${b.pending_parts.join(", ")}` : "")
+    + `<ul class="acks">${acks}</ul>`
+    + `<div class="card-actions"><button type="button" class="details" data-action="details">${esc(t("details"))}</button>${ackControls(record.record_id)}</div></li>`;
 }
+function acknowledgeAlarm(id, button) {
+  const action = state.ackChoice.get(id) || ACK_CODES[0];
+  button.disabled = true;
+  api(`/api/v1/records/${encodeURIComponent(id)}/ack`, { method: "POST", body: JSON.stringify({ action, close: CLOSING_CODES.has(action) }) })
+    .then((updated) => { state.ackErrors.delete(id); state.ackChoice.delete(id); applyRecord(updated); })
+    .catch((e) => { state.ackErrors.set(id, String(e.message)); scheduleAlarms(); })
+    .finally(() => { button.disabled = false; });
+}
+$("alarms").addEventListener("change", (event) => {
+  const card = event.target.closest("li.card");
+  if (card && event.target.matches("select.ack-code")) state.ackChoice.set(card.dataset.recordId, event.target.value);
+});
+$("alarms").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]"), card = event.target.closest("li.card");
+  if (!button || !card) return;
+  const id = card.dataset.recordId, record = state.alarms.get(id);
+  if (button.dataset.action === "details" && record) showDetail(record);
+  else if (button.dataset.action === "ack") acknowledgeAlarm(id, button);
+  else if (button.dataset.action === "dismiss") { state.ackErrors.delete(id); scheduleAlarms(); }
+});
 function renderAlarms() {
   const alarms = [...state.alarms.values()].sort(alarmOrder);
-  $("alarms").replaceChildren(...alarms.map(alarmCard));
+  $("alarms").innerHTML = alarms.map(alarmCard).join("");
   $("alarm-count").textContent = fmtNumber(alarms.length);
   const fresh = alarms.filter((a) => !state.paintedAt.has(a.record_id)).map((a) => a.record_id);
   if (fresh.length) { // when the next frame starts, this one is on screen: the benchmark's paint time
