@@ -33,7 +33,7 @@ from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
 from relay.backbone.nats_link import BackboneError, NatsBackbone
 from relay.bundle import BundleId
-from relay.journal import Change, Journal, RecordEntry, UnknownRecordError
+from relay.journal import Change, JournalBackend, RecordEntry, UnknownRecordError
 
 log = logging.getLogger("mesh112.backbone")
 
@@ -91,7 +91,7 @@ class PostBridge:
     def __init__(
         self,
         backbone: NatsBackbone,
-        journal: Journal,
+        journal: JournalBackend,
         *,
         publish_change: Callable[[Change], None] = lambda change: None,
         ack_hooks: Mapping[str, AckHook] | None = None,
@@ -290,21 +290,26 @@ class PostBridge:
     def _local_events(self, entry: RecordEntry) -> list[RecordEvent]:
         """What this post did to ``entry`` that the region has not seen yet."""
         state = self.table.states.get(entry.record_id)
-        record = dict(
-            record_id=entry.record_id,
-            post=self.post,
-            type=entry.type,
-            origin=entry.origin,
-            priority=entry.priority,
-            body=entry.body,
-        )
         events: list[RecordEvent] = []
+
+        def written(kind: EventKind, event_id: str, at: float) -> RecordEvent:
+            return RecordEvent(
+                event_id,
+                entry.record_id,
+                kind,
+                at,
+                self.post,
+                type=entry.type,
+                origin=entry.origin,
+                priority=entry.priority,
+                body=entry.body,
+            )
+
         if state is None or state.body_from is None:
-            event_id = f"{self.post}:{entry.record_id}:raised"
-            events.append(RecordEvent(event_id=event_id, kind=EventKind.RAISED, at=entry.created, **record))  # type: ignore[arg-type]
+            events.append(written(EventKind.RAISED, f"{self.post}:{entry.record_id}:raised", entry.created))
         elif dict(state.body) != entry.body:
             event_id = f"{self.post}:{entry.record_id}:body:{_body_hash(entry.body)}"
-            events.append(RecordEvent(event_id=event_id, kind=EventKind.UPDATED, at=entry.received, **record))  # type: ignore[arg-type]
+            events.append(written(EventKind.UPDATED, event_id, entry.received))
         seen = state.events if state is not None else frozenset()
         for ack in entry.acks:
             if "event_id" in ack:
@@ -330,7 +335,7 @@ class PostBridge:
         return events
 
 
-def bridge_for_post(config: BackboneSection, journal: Journal, ctx: ApiContext) -> PostBridge:
+def bridge_for_post(config: BackboneSection, journal: JournalBackend, ctx: ApiContext) -> PostBridge:
     """The bridge between a post's journal and the backbone, its changes on the API's live stream;
     from here on the API's acknowledgement hooks leave records raised at another post to that post."""
     bridge = PostBridge(
