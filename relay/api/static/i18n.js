@@ -65,7 +65,10 @@ function fmtAge(seconds) {
   return rtf.format(-Math.round(s / 86400), "day");
 }
 function fmtDuration(seconds) { // "1.5 s", "3 min", "14 d": how long, not when
-  const unit = (n, u) => new Intl.NumberFormat(LOCALE(), { style: "unit", unit: u, unitDisplay: "short", maximumFractionDigits: 1 }).format(n);
+  const unit = (n, u) => {
+    if (!FORMATS.has(u)) FORMATS.set(u, new Intl.NumberFormat(LOCALE(), { style: "unit", unit: u, unitDisplay: "short", maximumFractionDigits: 1 }));
+    return FORMATS.get(u).format(n);
+  };
   if (seconds < 90) return unit(seconds, "second");
   if (seconds < 5400) return unit(Math.round(seconds / 60), "minute");
   if (seconds < 172800) return unit(Math.round(seconds / 3600), "hour");
