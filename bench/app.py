@@ -26,27 +26,57 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mobile_display import Driven, xvfb
 
 from field.harness import running_field
+from mobile.enrol import PHONE_KEEPALIVE_S
 
 RUNS = 3
 IDLE_S = float(os.environ.get("MESH112_BENCH_APP_IDLE_S", "30"))
 SETTLE_S = 15.0  # after start, before the idle window: the link comes up, the app dozes (IDLE_AFTER_S)
 
 
-def _idle(process: psutil.Process, seconds: float) -> dict[str, float]:
+def _switches(pid: int) -> int:
+    """Context switches of every thread of ``pid`` (psutil reads the main thread's only)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+    return total
+
+
+def _threads(pid: int) -> dict[str, int]:
+    """Context switches per thread name (which threads wake the process)."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+        out[name] = out.get(name, 0) + count
+    return out
+
+
+def _idle(process: psutil.Process, seconds: float) -> dict[str, Any]:
     def totals() -> tuple[float, int]:
         cpu = process.cpu_times()
-        switches = sum(t.voluntary + t.involuntary for t in [process.num_ctx_switches()])
-        return cpu.user + cpu.system, switches
+        return cpu.user + cpu.system, _switches(process.pid)
 
     cpu0, sw0 = totals()
+    threads0 = _threads(process.pid)
     started = time.monotonic()
     time.sleep(seconds)
     cpu1, sw1 = totals()
+    threads1 = _threads(process.pid)
     elapsed = time.monotonic() - started
+    by_thread = {name: round((n - threads0.get(name, 0)) / elapsed, 2) for name, n in threads1.items()}
     return {
         "window_s": round(elapsed, 1),
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 3),
         "wakeups_per_s": round((sw1 - sw0) / elapsed, 2),
+        "wakeups_per_s_by_thread": {k: v for k, v in sorted(by_thread.items()) if v >= 0.1},
     }
 
 
@@ -54,6 +84,8 @@ def _one_run(display: str, root: Path, idle: bool) -> dict[str, Any]:
     with running_field(root, ("command-post", "responder-1"), started=("command-post",)) as field:
         node = field.node("responder-1").directory
         (node / "app.toml").write_text("position = [50.0875, 14.4213]\n")
+        with (node / "node.toml").open("a") as config:  # the phone profile enrolment writes (ip0 is last)
+            config.write(f"keepalive_interval = {PHONE_KEEPALIVE_S}\n")
         actions = [f"sleep:{SETTLE_S + IDLE_S + 5 if idle else 0.5}"]
         actions += ["hold:sos.hold:1.6", "tap:confirm.send", "wait:sos=delivered", "quit"]
         started = time.time()

@@ -41,7 +41,7 @@ log = logging.getLogger("mesh112.mobile.ui")
 KV = Path(__file__).with_name("screens.kv")
 LINKS_REFRESH_S = 2.0  # only while the link screen is shown
 IDLE_AFTER_S = 10.0  # no touch and no news this long: the window redraws at DOZE_FPS
-DOZE_FPS = 2.0  # Kivy polls its window every frame; 60 frames a second cost ~2 % CPU doing nothing
+DOZE_FPS = 1.0  # Kivy polls its window every frame; 60 frames a second cost ~2 % CPU doing nothing
 DAY = {"bg": [1, 1, 1, 1], "fg": [0, 0, 0, 1], "button_bg": [0.12, 0.12, 0.12, 1], "button_fg": [1, 1, 1, 1]}
 NIGHT = {
     "bg": [0, 0, 0, 1],
