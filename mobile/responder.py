@@ -277,15 +277,6 @@ class Responder:
             return
         hazard = Hazard(record.code) if record.code in Hazard._value2member_map_ else Hazard.OTHER
         title = record.event or HAZARDS.get(hazard, HAZARDS[Hazard.OTHER]).event
-        where = ", ".join(
-            part
-            for part in (
-                record.zone and f"zone {record.zone}",
-                record.floor is not None and f"floor {record.floor}",
-            )
-            if part
-        )
-        detail = " · ".join(part for part in (where, record.text) if part)
         lat = record.lat_e7 / 1e7 if record.lat_e7 is not None else None
         lon = record.lon_e7 / 1e7 if record.lon_e7 is not None else None
         self.state.alarm(
@@ -293,11 +284,14 @@ class Responder:
                 f"alarm-{record.identifier}",
                 delivery.priority,
                 title,
-                detail,
+                record.text,
                 float(record.sent),
                 lat,
                 lon,
                 self._name(delivery.origin),
+                hazard=hazard.name.lower(),
+                zone=record.zone,
+                floor=record.floor,
             )
         )
 

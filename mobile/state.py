@@ -137,12 +137,15 @@ class IncidentAlarm:
 
     key: str
     priority: Priority
-    title: str  # hazard or detection class
-    detail: str  # instruction, zone, floor: what the crew acts on
+    title: str  # the event as the source wrote it, or the detection class
+    detail: str  # the instruction or description: what the crew acts on
     at: float  # unix seconds
     lat: float | None = None
     lon: float | None = None
     source: str = ""
+    hazard: str = ""  # ng112.hazards.Hazard name (fire, gas, ...), shown in the app's language
+    zone: str = ""
+    floor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

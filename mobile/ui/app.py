@@ -415,15 +415,21 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         if not alarms:
             box.add_widget(self._empty("no_alarms"))
         for alarm in alarms:
-            lines = [(f"{alarm.priority.name} · {alarm.title}", True)]
+            hazard = tr(f"hazard_{alarm.hazard}", self.lang) if alarm.hazard else ""
+            title = alarm.title if not hazard or hazard.startswith("hazard_") else f"{hazard}: {alarm.title}"
+            lines = [(f"{alarm.priority.name} · {title}", True)]
+            where = [f"{tr('zone', self.lang)} {alarm.zone}"] if alarm.zone else []
+            where += [f"{tr('floor', self.lang)} {alarm.floor}"] if alarm.floor is not None else []
+            if where:
+                lines.append((", ".join(where), False))
             if alarm.detail:
                 lines.append((alarm.detail, False))
-            where = (
+            pin = (
                 f" · {alarm.lat:.5f}, {alarm.lon:.5f}"
                 if alarm.lat is not None and alarm.lon is not None
                 else ""
             )
-            lines.append((f"{ago(time.time() - alarm.at, self.lang)} · {alarm.source}{where}", False))
+            lines.append((f"{ago(time.time() - alarm.at, self.lang)} · {alarm.source}{pin}", False))
             box.add_widget(self._card(PRIORITY_TINT[alarm.priority], lines))
 
     def _draw_messages(self) -> None:
