@@ -42,8 +42,11 @@ const now = () => Date.now() / 1000;
 function alarmOrder(a, b) {
   return (PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority]) || (a.created - b.created);
 }
+// The queue: NG112 alarms, responders' SOS, and any other application's FLASH or IMMEDIATE record.
+const QUEUE_TYPES = ["alarm", "sos"];
+const queued = (record) => QUEUE_TYPES.includes(record.type) || (record.type !== "detection" && PRIORITY_RANK[record.priority] <= 1);
 function applyRecord(record) {
-  if (record.type === "alarm") {
+  if (queued(record)) {
     if (record.closed != null) state.alarms.delete(record.record_id); else state.alarms.set(record.record_id, record);
     scheduleAlarms();
   } else if (record.type === "detection") {
@@ -502,11 +505,12 @@ async function start() {
   // A building operator reads only its own alarms: the other lanes are not its business.
   const everything = ["admin", "dispatcher", "observer"].some((r) => roles.has(r));
   if (!everything) for (const lane of ["detection-lane", "units-lane", "messages-lane", "health-lane"]) $(lane).remove();
-  const [alarms, detections, units, messages] = await Promise.all([
-    api("/api/v1/records/open?type=alarm"), everything ? api("/api/v1/records?type=detection&limit=1000") : [],
+  const [alarms, soses, detections, units, messages] = await Promise.all([
+    api("/api/v1/records/open?type=alarm"), api("/api/v1/records/open?type=sos"), everything ? api("/api/v1/records?type=detection&limit=1000") : [],
     everything ? api("/api/v1/units") : [], everything ? api("/api/v1/messages?limit=100") : []]);
   units.forEach(applyUnit);
   alarms.forEach(applyRecord);
+  soses.forEach(applyRecord);
   detections.slice().reverse().forEach(applyRecord);
   messages.slice().reverse().forEach(applyMessage);
   scheduleAlarms(); scheduleUnits(); scheduleDetections(null); // an empty queue says 0
