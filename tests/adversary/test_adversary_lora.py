@@ -14,7 +14,9 @@ from field.adversary import ATTACK_REGION, Run, lora_run
 SPEEDUP = 50.0
 
 
-async def _compare(tmp_path: Path, attack: str, speedup: float = SPEEDUP) -> tuple[Run, Run]:
+async def _compare(
+    tmp_path: Path, attack: str, speedup: float = SPEEDUP, bound: float = 2.0
+) -> tuple[Run, Run]:
     region = ATTACK_REGION.get(attack, "EU_868")
     quiet = await lora_run(tmp_path / "quiet", None, region=region, speedup=speedup)
     attacked = await lora_run(tmp_path / "attacked", attack, region=region, speedup=speedup)
@@ -24,7 +26,7 @@ async def _compare(tmp_path: Path, attack: str, speedup: float = SPEEDUP) -> tup
         f"seen by operators: {attacked.counters}"
     )
     assert quiet.delivered and attacked.delivered, "the real alarm must arrive"
-    assert attacked.latency_s <= 2 * quiet.latency_s, (quiet.latency_s, attacked.latency_s)
+    assert attacked.latency_s <= bound * quiet.latency_s, (quiet.latency_s, attacked.latency_s)
     return quiet, attacked
 
 
@@ -64,5 +66,9 @@ async def test_forged_flash_flood_from_ten_years_ahead_costs_the_alarm_nothing(t
 async def test_an_enrolled_rogue_flooding_flash_cannot_take_the_reserve(tmp_path: Path) -> None:
     # Nodes schedule on the wall clock while the air runs ``speedup`` times faster, so pacing looks
     # ``speedup`` times stricter in simulated seconds than in the field: this one runs at 10x.
-    _, attacked = await _compare(tmp_path, "rogue_flash", speedup=10.0)
+    # Not 2x but 3x: the rogue's frames are valid, so the relay carries them (its share, then a tenth
+    # of the air), and the relay's radio, like Meshtastic firmware, widens its contention window with
+    # its airtime of the last hour, so its ACKs and forwards wait longer. Runs measured 1.6x-2.3x
+    # (docs/crypto.md). That the rogue cannot take the budget itself is test_core_scheduler's.
+    _, attacked = await _compare(tmp_path, "rogue_flash", speedup=10.0, bound=3.0)
     assert attacked.counters.get("relay.over_cap_frames", 0) >= 1  # the relay held the rogue to its share
