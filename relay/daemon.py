@@ -39,7 +39,7 @@ from relay.enrolment import held_groups, joined_groups, load_keyring, save_group
 from relay.errors import ConfigError
 from relay.journal import Journal, JournalBackend
 from relay.links.factory import build_link
-from relay.links.webrtc_mesh import mesh_signallers
+from relay.links.webrtc_mesh import command_post_webrtc
 from relay.node import Node
 from relay.resources import raise_open_files_limit
 from relay.systemd import Notifier
@@ -50,6 +50,7 @@ log = logging.getLogger("mesh112.daemon")
 STORE_FILE = "store.sqlite3"
 JOURNAL_FILE = "journal.sqlite3"
 ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>.cert file each
+VIDEO_DIR = "video"  # a command post's recordings of the units' live video (webrtc links)
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "MESH112_PASSPHRASE_FILE"
 PASSPHRASE_CREDENTIAL = "mesh112-passphrase"  # systemd: LoadCredential=mesh112-passphrase:/etc/...
@@ -146,7 +147,7 @@ async def run(
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     engine.on_group_key(lambda key, wrapped: save_group_key(data_dir, key, wrapped))
     post_apps = command_post_apps(node) if config.api.enabled else []
-    post_apps += mesh_signallers(node, links) if config.api.enabled else []  # offers answered over the mesh
+    post_apps += command_post_webrtc(node, links, data_dir / VIDEO_DIR) if config.api.enabled else []
     tasks: list[asyncio.Task[None]] = []
     journal: JournalBackend | None = None
     server: uvicorn.Server | None = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import auth
 
@@ -114,9 +115,127 @@ def test_the_signal_endpoint_refuses_what_it_should(post: Post) -> None:
     connect = f"{base}/api/v1/webrtc/connect"
     itself = httpx.post(connect, json={"peer": post_id.hex()}, headers=responder)
     assert itself.status_code == 422 and "another node" in itself.json()["detail"]
-    unit = post.deployment.node("Responder 1").node_id.hex()
+    unit = post.deployment.node("Field Relay 1").node_id.hex()  # not the unit the other tests use
     asked = httpx.post(connect, json={"peer": unit, "sos": True}, headers=responder)
     assert asked.status_code == 202 and asked.json() == {
         "link": "webrtc0",
         "peer": unit,
     }  # offered over the mesh
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",  # aioice cannot resolve mDNS host names
+    "--autoplay-policy=no-user-gesture-required",
+]
+VIEWER_JS = """
+async ({node, token}) => {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver('video', {direction: 'recvonly'});
+  const video = document.createElement('video');
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  pc.ontrack = (event) => { video.srcObject = new MediaStream([event.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === 'complete') return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
+    setTimeout(done, 3000);
+  });
+  const response = await fetch(`/api/v1/webrtc/view/${node}`, {
+    method: 'POST',
+    headers: {'Authorization': `Bearer ${token}`, 'Content-Type': 'application/json'},
+    body: JSON.stringify(pc.localDescription),
+  });
+  if (!response.ok) return response.status;
+  await pc.setRemoteDescription(await response.json());
+  window.viewer = {pc, video};
+  return response.status;
+}
+"""
+DECODED_JS = """
+async () => {
+  const stats = await window.viewer.pc.getStats();
+  let decoded = 0;
+  stats.forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') decoded = s.framesDecoded || 0;
+  });
+  return decoded;
+}
+"""
+PIXELS_JS = """
+() => {
+  const video = window.viewer.video;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(video, 0, 0);
+  return {width: canvas.width, height: canvas.height,
+          rgba: Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)};
+}
+"""
+
+
+async def test_a_unit_s_video_reaches_a_browser_viewer_through_the_command_post(
+    post: Post, tmp_path: Path
+) -> None:
+    """Debian Chromium (Playwright) asks the command post for a unit's video; the frames it decodes
+    carry the unit's stamps (read back from the page's pixels)."""
+    from playwright.async_api import async_playwright
+    from system_tools import require_tool
+
+    from analytics_edge.live import LiveVideoTrack, read_stamp
+    from analytics_edge.synthetic import render, walking_past
+
+    unit = post.deployment.node("Responder 1")
+    keys = load_node_keys(unit.directory, int(time.time()))
+    trust = TrustStore(keys.authority, [n.certificate for n in post.deployment.nodes])
+    engine = await NodeEngine.open(
+        keys.identity, keys.certificate, trust, tmp_path / "unit.sqlite", now=to_epoch(time.time())
+    )
+    link = WebRtcLink(WebRtcLinkOptions(keepalive_interval=0.5), keys.identity, trust.check)
+    scene = walking_past(duration_s=3600)
+    track = LiveVideoTrack(lambda t: render(scene, t % 8.0), None, bitrate=lambda: 300_000)
+    post_id = post.deployment.node("Command Post").node_id
+    link.video_source = lambda peer: track if peer == post_id else None
+    node = Node(engine, [link])
+    await node.start()
+    try:
+        async with httpx.AsyncClient(base_url=post.node.api, timeout=10) as client:
+            response = await client.post(
+                "/api/v1/webrtc/signal",
+                content=await link.offer(post_id),
+                headers=auth(post.tokens["responder"]),
+            )
+            assert response.status_code == 200, response.text
+            await link.accept(response.content)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=require_tool("chromium", "chromium"), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(post.node.api + "/healthz")  # the API's origin: no CORS for the fetch
+                status = await page.evaluate(
+                    VIEWER_JS, {"node": unit.node_id.hex(), "token": post.tokens["dispatcher"]}
+                )
+                assert status == 200
+                async with asyncio.timeout(20):
+                    while await page.evaluate(DECODED_JS) < 10:
+                        await asyncio.sleep(0.2)
+                shot = await page.evaluate(PIXELS_JS)
+            finally:
+                await browser.close()
+        rgba = np.array(shot["rgba"], dtype=np.uint8).reshape(shot["height"], shot["width"], 4)
+        stamped = read_stamp(rgba[..., :3])
+        assert stamped is not None and stamped[0] > 0, "the page's frame must carry the unit's stamp"
+        assert stamped[0] < track.frames
+    finally:
+        await node.stop()

@@ -6,7 +6,8 @@ the encoded answer, or 204 when the signal was an answer. The signal carries its
 sending node's signature over its DTLS fingerprint, checked against the trust store), so the operator
 token only decides who may knock. ``POST /api/v1/webrtc/connect`` makes the node offer a data
 channel to a peer over the mesh (an SOS video request travels as FLASH); ``GET /api/v1/webrtc``
-lists the links, their open channels and their signalling counts.
+lists the links, their open channels and their signalling counts. ``POST /api/v1/webrtc/view/<node>``
+takes a viewer's (browser's) SDP offer and answers with that unit's live video, relayed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 Require = Callable[[Action], Callable[[Request], Awaitable[Operator]]]
 OCTETS = "application/octet-stream"
+MAX_VIEWER_SDP = 16 * 1024
 
 
 class WebRtcLinkOut(BaseModel):
@@ -38,6 +40,13 @@ class WebRtcLinkOut(BaseModel):
     offers_answered: int
     signals_refused: int
     ice_restarts: int
+
+
+class SessionDescriptionJson(BaseModel):
+    """A browser's RTCSessionDescription, as ``JSON.stringify(pc.localDescription)`` writes it."""
+
+    type: str = Field(pattern="^(offer|answer)$")
+    sdp: str = Field(max_length=MAX_VIEWER_SDP)
 
 
 class ConnectIn(BaseModel):
@@ -107,5 +116,28 @@ def webrtc_router(ctx: ApiContext, require: Require) -> APIRouter:
         except LinkError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"link": chosen.config.name, "peer": body.peer.lower()}
+
+    @router.post("/view/{node}", dependencies=[Depends(require(Action.READ_RECORDS))])
+    async def view(
+        node: str, offer: SessionDescriptionJson, link: str | None = Query(default=None)
+    ) -> SessionDescriptionJson:
+        """A viewer (the console's video tile) offers to receive ``node``'s live video; the answer
+        comes back. One uplink from the unit serves every viewer."""
+        chosen = pick(link)
+        if offer.type != "offer":
+            raise HTTPException(422, "post the viewer's offer (type 'offer')")
+        try:
+            peer = bytes.fromhex(node)
+        except ValueError:
+            raise HTTPException(422, f"{node!r} is not a node id (32 hex digits)") from None
+        if chosen.video_sink is None:
+            raise HTTPException(409, f"link {chosen.config.name} does not receive video on this node")
+        try:
+            answer = await chosen.video_sink.view(peer, offer.sdp)
+        except KeyError:
+            raise HTTPException(404, f"no live video from {node} now") from None
+        except ValueError as exc:
+            raise HTTPException(422, f"the viewer's offer does not apply: {exc}") from None
+        return SessionDescriptionJson(type="answer", sdp=answer)
 
     return router

@@ -64,7 +64,18 @@ ANSWERED_KEPT = 64  # offers remembered per peer; older ones are past signal_max
 
 PeerKeys = Callable[[bytes, float], PublicIdentity]  # (node id, mesh time) -> key; raises if not trusted
 VideoSource = Callable[[bytes], MediaStreamTrack | None]  # peer -> the track to send it, if any
-VideoSink = Callable[[bytes, MediaStreamTrack], None]  # a peer's video arrived
+
+
+class VideoSink(Protocol):
+    """Where the video peers send arrives (:class:`relay.links.webrtc_video.VideoHub`)."""
+
+    def incoming(self, peer: bytes, track: MediaStreamTrack) -> None: ...
+
+    def subscribe(self, peer: bytes) -> MediaStreamTrack: ...
+
+    async def view(self, peer: bytes, offer_sdp: str) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 class Signaller(Protocol):
@@ -112,7 +123,7 @@ class WebRtcLink(Link):
         self.profile = LinkProfile(name=config.name, kind="webrtc", mtu=MTU, bitrate=config.bitrate)
         self.signaller = signaller  # may be set after construction (the mesh signaller needs the node)
         self.video_source: VideoSource | None = None  # asked at each offer: video to send the peer
-        self.on_video: VideoSink | None = None  # told of each peer's incoming video
+        self.video_sink: VideoSink | None = None  # receives each peer's video (relays, records)
         self._identity = identity
         self._peer_keys = peer_keys
         self._clock = clock
@@ -180,6 +191,8 @@ class WebRtcLink(Link):
         self._tasks.clear()
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.pc.close() for s in sessions), return_exceptions=True)
+        if self.video_sink is not None:
+            await self.video_sink.close()  # recordings are finished, not cut
 
     # -- signalling ------------------------------------------------------------------------------
 
@@ -321,8 +334,8 @@ class WebRtcLink(Link):
 
         @pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
-            if track.kind == "video" and self.on_video is not None:
-                self.on_video(peer, track)
+            if track.kind == "video" and self.video_sink is not None:
+                self.video_sink.incoming(peer, track)
 
         if video is not None:
             transceiver = pc.addTransceiver(video, direction="sendonly")

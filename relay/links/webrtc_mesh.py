@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crypto.identity import display_id
@@ -76,11 +77,19 @@ class MeshSignaller:
         return None
 
 
-def mesh_signallers(sender: Sender, links: Iterable[Link]) -> list[MeshSignaller]:
-    """A signaller for each webrtc link among ``links`` (aiortc loads only when there is one)."""
+def command_post_webrtc(sender: Sender, links: Iterable[Link], video_dir: Path) -> list[MeshSignaller]:
+    """What a command post adds to each of its webrtc links: a mesh signaller (answers offers over
+    the mesh; returned, to be fed the journal's deliveries) and a video hub (relays each unit's video
+    to viewers, records it in ``video_dir``). aiortc loads only when there is such a link."""
     webrtc = [link for link in links if link.profile.kind == "webrtc"]
     if not webrtc:
         return []
     from relay.links.webrtc import WebRtcLink
+    from relay.links.webrtc_video import VideoHub
 
-    return [MeshSignaller(sender, link) for link in webrtc if isinstance(link, WebRtcLink)]
+    signallers = []
+    for link in webrtc:
+        if isinstance(link, WebRtcLink):
+            VideoHub(video_dir).attach(link)
+            signallers.append(MeshSignaller(sender, link))
+    return signallers

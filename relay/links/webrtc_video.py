@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, rtcrtpreceiver
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    rtcrtpreceiver,
+)
 from aiortc.contrib.media import MediaRecorder, MediaRelay
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
@@ -71,9 +77,10 @@ class VideoHub:
         self._relay = MediaRelay()
         self._recorders: dict[bytes, MediaRecorder] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._viewers: set[RTCPeerConnection] = set()
 
     def attach(self, link: WebRtcLink) -> None:
-        link.on_video = self.incoming
+        link.video_sink = self
 
     def incoming(self, peer: bytes, track: MediaStreamTrack) -> None:
         """A unit's video arrived (a new one replaces its previous stream, e.g. after an ICE restart)."""
@@ -96,7 +103,30 @@ class VideoHub:
             raise KeyError(peer)
         return self._relay.subscribe(track)
 
+    async def view(self, peer: bytes, offer_sdp: str) -> str:
+        """Answer a viewer's (a browser's) offer with ``peer``'s live video; the answer's SDP. No STUN:
+        the viewer reaches the command post directly. Candidates that are not IPv4 literals (mDNS
+        ``.local`` names, IPv6) are dropped from the offer: aioice would only wait on them."""
+        track = self.subscribe(peer)
+        lines = offer_sdp.replace("\r\n", "\n").split("\n")
+        kept = [line for line in lines if not line.startswith("a=candidate:") or _ipv4_candidate(line)]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._viewers.add(pc)
+
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._viewers.discard(pc)
+                await pc.close()
+
+        pc.addTrack(track)
+        await pc.setRemoteDescription(RTCSessionDescription("\r\n".join(kept), "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
     async def close(self) -> None:
+        viewers, self._viewers = list(self._viewers), set()
+        await asyncio.gather(*(pc.close() for pc in viewers), return_exceptions=True)
         for recorder in self._recorders.values():
             with contextlib.suppress(MediaStreamError, ValueError, av.FFmpegError):
                 await recorder.stop()
@@ -113,3 +143,8 @@ class VideoHub:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _ipv4_candidate(line: str) -> bool:
+    fields = line.split()
+    return len(fields) > 4 and fields[4].count(".") == 3 and not fields[4].endswith(".local")
