@@ -141,6 +141,15 @@ def test_send_to_all_reaches_every_node_and_a_dropped_stream_misses_nothing(
         expect(send_error).to_be_hidden()
         page.evaluate("""() => { state.alarms.delete("no-such-alarm"); scheduleAlarms(); }""")
 
+        page.select_option("#send-to", "group:incident-1")  # the demo's incident group
+        page.fill("#send-text", "incident 1: regroup at the depot")
+        page.click("#send-form button[type=submit]")
+        expect(page.locator("#send-result")).to_contain_text("group:incident-1", timeout=10_000)
+        deadline = time.monotonic() + 30
+        while not any(m[2] == "incident 1: regroup at the depot" for m in journal_messages(responder)):
+            assert time.monotonic() < deadline, "the incident group's member never received it"
+            time.sleep(0.2)
+
         page.select_option("#send-to", "role:camera")  # a role no node here holds still seals
         page.fill("#send-text", "cameras: report")
         page.click("#send-form button[type=submit]")
