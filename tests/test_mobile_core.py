@@ -150,3 +150,46 @@ async def test_sos_reaches_the_post_app_and_its_ack_comes_back(tmp_path: Path) -
         for node in nodes.values():
             await node.stop()
         await store.close()
+
+
+def test_web_mercator_and_the_tiles_covering_a_view(tmp_path: Path) -> None:
+    from mobile_tiles import make_mbtiles
+
+    from mobile.maptiles import TILE, MBTiles, TileView, lat_lon, world_px
+
+    x, y = world_px(50.0875, 14.4213, 15)
+    assert lat_lon(x, y, 15) == pytest.approx((50.0875, 14.4213), abs=1e-9)
+    assert world_px(0.0, 0.0, 0) == pytest.approx((TILE / 2, TILE / 2))
+    view = TileView.covering(50.0875, 14.4213, 15, 540, 800)
+    assert {(tx, ty) for tx, ty, _, _ in view.placements} >= {(int(x // TILE), int(y // TILE))}
+    assert len(view.placements) == len({(tx, ty) for tx, ty, _, _ in view.placements}) <= 4 * 5
+    path = tmp_path / "map.mbtiles"
+    make_mbtiles(path, 50.0875, 14.4213, zooms=(15,), radius=1)
+    tiles = MBTiles(path)
+    try:
+        assert tiles.zooms() == (15, 15)
+        assert tiles.tile(15, int(x // TILE), int(y // TILE)).startswith(b"\x89PNG")  # type: ignore[union-attr]
+        assert tiles.tile(15, 0, 0) is None
+    finally:
+        tiles.close()
+
+
+def test_app_settings(tmp_path: Path) -> None:
+    from mobile.settings import DEFAULT_PIN, AppSettings
+    from relay.errors import ConfigError
+
+    assert AppSettings.load(tmp_path).pin == DEFAULT_PIN
+    (tmp_path / "app.toml").write_text(
+        'pin = "2580"\nlanguage = "cs"\nposition = [50.1, 14.4]\nmbtiles = "m.mbtiles"\n'
+    )
+    settings = AppSettings.load(tmp_path)
+    assert (settings.pin, settings.language, settings.position) == ("2580", "cs", (50.1, 14.4))
+    assert settings.mbtiles == tmp_path / "m.mbtiles"
+    for bad, message in (
+        ('pin = "12"', "4-8 digits"),
+        ('language = "de"', "language"),
+        ("colour = 1", "unknown"),
+    ):
+        (tmp_path / "app.toml").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=message):
+            AppSettings.load(tmp_path)
