@@ -14,7 +14,8 @@ from typing import Any
 from relay.backbone.bridge import PostBridge
 from relay.backbone.nats_link import NatsBackbone
 from relay.bundle import BundleId
-from relay.journal import Journal, RecordEntry
+from relay.journal import Journal, MessageEntry, RecordEntry
+from relay.position import Position
 from tests.backbone_servers import Region, free_port, start_region
 from tests.impair_proxy import ImpairProxy
 
@@ -66,6 +67,10 @@ async def running(region: Region, tmp: Path, names: list[str]) -> AsyncIterator[
                 await post.task
             await post.bridge.backbone.close()
             await post.journal.close()
+
+
+def fix(lat: float, at: float) -> Position:
+    return Position(lat, 14.0, int(at), 10)
 
 
 async def raise_alarms(journal: Journal, post: str, count: int, start: int = 0) -> None:
@@ -133,9 +138,33 @@ async def test_posts_share_alarms_acks_and_survive_a_cut(tmp_path: Path) -> None
                 closed = await post.journal.record("a-00010")
                 assert closed.closed is not None and len(closed.acks) == 1
             assert len(a.hooked) == 2  # the second acknowledgement, made during the cut, too
-            assert (
-                a.bridge.stats.published == 250 and b.bridge.stats.published == 200 + 2 + 1
-            )  # two acks, one close
+
+            assert a.bridge.stats.published == 250
+            assert b.bridge.stats.published == 200 + 2 + 1  # two acks, one close
+
+            # Messages and units cross too: once each, and a unit keeps its newest fix everywhere.
+            now = time.time()
+            message = MessageEntry("b1" * 11, ORIGIN, "post", 1, "PRIORITY", now, now, "water at gate 4")
+            await a.journal.add_message(message)
+            await a.journal.add_message(message)  # delivered twice: one message
+            await a.journal.heard(
+                ORIGIN, name="Responder 1", roles=["responder"], at=now, position=fix(50.0, now)
+            )
+            await b.journal.heard(
+                ORIGIN, name="Responder 1", roles=["responder"], at=now + 5, position=fix(50.5, now + 5)
+            )
+
+            async def shared() -> bool:
+                for post in posts.values():
+                    messages = await post.journal.messages()
+                    units = await post.journal.units()
+                    if [m.text for m in messages] != ["water at gate 4"] or len(units) != 1:
+                        return False
+                    if (units[0].lat, units[0].last_heard) != (50.5, now + 5):
+                        return False
+                return True
+
+            await wait_for(shared, 20, "every post holds the message once and the unit's newest fix")
     finally:
         region.stop()
         await proxy.stop()

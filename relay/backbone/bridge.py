@@ -32,8 +32,9 @@ from relay.api.app import ApiContext
 from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
 from relay.backbone.nats_link import BackboneError, NatsBackbone
+from relay.backbone.shared import Shared, SharedError, shared_message, shared_unit
 from relay.bundle import BundleId
-from relay.journal import Change, JournalBackend, RecordEntry, UnknownRecordError
+from relay.journal import Change, JournalBackend, MessageEntry, RecordEntry, UnknownRecordError
 
 log = logging.getLogger("mesh112.backbone")
 
@@ -103,7 +104,8 @@ class PostBridge:
         self.caught_up = asyncio.Event()
         self._publish_change = publish_change
         self._hooks = dict(ack_hooks or {})
-        self._incoming: asyncio.Queue[RecordEvent] = asyncio.Queue()
+        self._incoming: asyncio.Queue[RecordEvent | Shared] = asyncio.Queue()
+        self._shared: set[str] = set()  # messages and sightings published or applied here
         self._cursor = 0
 
     async def run(self) -> None:
@@ -157,6 +159,9 @@ class PostBridge:
             remote_acks: list[tuple[str, RecordEvent]] = []
             while not self._incoming.empty() and len(changed) < BATCH:
                 event = self._incoming.get_nowait()
+                if isinstance(event, Shared):
+                    await self._apply_shared(event)
+                    continue
                 state = self.table.apply(event)
                 if state is None:
                     self.stats.duplicates += 1
@@ -209,6 +214,27 @@ class PostBridge:
         if entries:
             for stored in await self.journal.merge_records(entries):
                 self._publish_change(Change(stored.seq, "record", stored))
+
+    async def _apply_shared(self, shared: Shared) -> None:
+        """A message or unit sighting from the region into the journal (idempotent there)."""
+        if shared.event_id in self._shared:
+            self.stats.duplicates += 1
+            return
+        self._shared.add(shared.event_id)
+        try:
+            if shared.kind == "message":
+                stored = await self.journal.add_message(shared.message())
+                if stored is not None:
+                    self._publish_change(Change(stored.seq, "message", stored))
+                return
+            unit, position = shared.sighting()
+        except SharedError as exc:
+            log.warning("backbone: %s (skipped)", exc)
+            return
+        heard = await self.journal.heard(
+            unit.node_id, name=unit.name, roles=unit.roles, at=unit.last_heard, position=position
+        )
+        self._publish_change(Change(heard.seq, "unit", heard))
 
     def owns(self, record_id: str) -> bool:
         """Whether this post raised the record (it came here over the mesh): its applications carry
@@ -278,11 +304,20 @@ class PostBridge:
             return False
         self._cursor = found[-1].seq
         events = [e for c in found if isinstance(c.item, RecordEntry) for e in self._local_events(c.item)]
+        shared = [
+            s
+            for c in found
+            if not isinstance(c.item, RecordEntry)
+            for s in [shared_message(c.item) if isinstance(c.item, MessageEntry) else shared_unit(c.item)]
+            if s.event_id not in self._shared
+        ]
         for event in events:
             self.table.apply(event)
+        self._shared.update(s.event_id for s in shared)
+        if events or shared:
+            await self.backbone.publish([*events, *shared])
+            self.stats.published += len(events) + len(shared)
         if events:
-            await self.backbone.publish(events)
-            self.stats.published += len(events)
             touched = {e.record_id: self.table.states[e.record_id] for e in events}
             await self._write(touched, [])  # e.g. a local close settled to an earlier one
         return len(found) == BATCH

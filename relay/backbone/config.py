@@ -63,5 +63,6 @@ class BackboneSection(BaseModel):
     def post_stream(self, post: str) -> str:
         return f"POST_{post}"
 
-    def post_subject(self, post: str) -> str:
-        return f"{self.region}.{post}.events"
+    def post_subject(self, post: str, what: str = "events") -> str:
+        """Where a post publishes: ``events`` (records), ``shared`` (messages, unit sightings)."""
+        return f"{self.region}.{post}.{what}"

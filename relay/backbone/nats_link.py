@@ -28,6 +28,7 @@ from nats.js.errors import BadRequestError
 
 from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventError, RecordEvent
+from relay.backbone.shared import Shared, SharedError
 
 log = logging.getLogger("mesh112.backbone")
 
@@ -87,7 +88,7 @@ class NatsBackbone:
             await self._stream(
                 StreamConfig(
                     name=config.post_stream(config.domain),
-                    subjects=[config.post_subject(config.domain)],
+                    subjects=[config.post_subject(config.domain, what) for what in ("events", "shared")],
                     storage=StorageType.FILE,
                     duplicate_window=DUPLICATE_WINDOW_S,
                 )
@@ -136,12 +137,16 @@ class NatsBackbone:
         except BadRequestError:
             await self.js.update_stream(stream)  # a changed configuration (e.g. a post added)
 
-    async def publish(self, events: Sequence[RecordEvent]) -> None:
+    async def publish(self, events: Sequence[RecordEvent | Shared]) -> None:
         """Publish to this post's stream; returns once JetStream stored every one (or had it)."""
-        subject = self.config.post_subject(self.config.domain)
+        subjects = {what: self.config.post_subject(self.config.domain, what) for what in ("events", "shared")}
         for start in range(0, len(events), PUBLISH_WINDOW):
             futures = [
-                await self.js.publish_async(subject, e.encode(), headers={"Nats-Msg-Id": e.event_id})
+                await self.js.publish_async(
+                    subjects["shared" if isinstance(e, Shared) else "events"],
+                    e.encode(),
+                    headers={"Nats-Msg-Id": e.event_id},
+                )
                 for e in events[start : start + PUBLISH_WINDOW]
             ]
             await asyncio.gather(*futures)
@@ -156,7 +161,7 @@ class NatsBackbone:
         info = await self.js.stream_info(stream)
         return int(info.state.last_seq)
 
-    async def events(self, stream: str) -> AsyncIterator[tuple[int, RecordEvent]]:
+    async def events(self, stream: str) -> AsyncIterator[tuple[int, RecordEvent | Shared]]:
         """Every event in ``stream`` from its start, then live ones: ``(stream seq, event)``."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -170,8 +175,12 @@ class NatsBackbone:
             while True:
                 msg = await queue.get()
                 try:
-                    event = RecordEvent.decode(msg.data)
-                except EventError as exc:
+                    event: RecordEvent | Shared = (
+                        Shared.decode(msg.data)
+                        if msg.subject.endswith(".shared")
+                        else RecordEvent.decode(msg.data)
+                    )
+                except (EventError, SharedError) as exc:
                     log.warning("backbone stream %s: %s (skipped)", stream, exc)
                     continue
                 yield int(msg.metadata.sequence.stream), event
