@@ -186,6 +186,23 @@ async def test_forwarding_state_per_neighbour(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_custody_records_come_back_in_one_read_after_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    first, second, bare = make(1), make(2), make(3)
+    await store.put_many([first, second, bare], now=1000)
+    other = b"\xbb" * 16
+    await store.mark_forwarded(first.id, other, "ip0", "custody", now=1005)
+    await store.mark_forwarded(first.id, NEIGHBOUR, "lora0", "custody", now=1002)
+    await store.mark_forwarded(second.id, NEIGHBOUR, "lora0", "sent", now=1003)  # sent is not custody
+    await store.close()
+    store = await Store.open(path)
+    assert await store.custody_records() == {
+        first.id: [(NEIGHBOUR, "lora0", 1002.0), (other, "ip0", 1005.0)],  # oldest first
+    }
+    await store.close()
+
+
 async def test_next_bundle_id_never_reused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
