@@ -6,12 +6,18 @@ numbers and capture times stamped into the pixels) offered to ``--to``. The offe
 as a bundle (FLASH with ``--sos``) and the answer comes back the same way; with ``--api URL`` and a
 token it goes through the command post's relay API instead. One JSON line per second says what was
 sent.
+
+When the data channel is not up within ``--fallback-after`` seconds (LoRa only, the path below the
+floor, no answer), the unit sends masked keyframe snapshots instead: anonymised JPEGs as BULK bundles
+of the camera snapshot kind, as often as a quarter of its other links' budget allows (on LoRa: the
+duty cycle's), until the channel comes up.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import time
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from analytics_edge.synthetic import render, walking_past
 from relay.bundle import NODE_ID_LEN, Kind
@@ -46,6 +53,13 @@ def register(subparsers: Any) -> None:
     stream.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     stream.add_argument("--api", help="signal through this command post API (http://HOST:PORT) instead")
     stream.add_argument("--token", help=f"API token for --api (default: ${TOKEN_ENV})")
+    stream.add_argument(
+        "--fallback-after",
+        type=float,
+        default=15.0,
+        help="seconds without a channel before snapshots (0: never)",
+    )
+    stream.add_argument("--snapshot-bytes", type=int, default=6000, help="largest snapshot (JPEG) to send")
     stream.set_defaults(func=_stream)
 
 
@@ -118,9 +132,16 @@ async def _stream_from(
         link.connect(target, sos=args.sos)
         tasks.append(asyncio.create_task(_signals(node, signaller)))
     began = time.monotonic()
+    fallback = SnapshotFallback(node, target, _source(args.clip), args.snapshot_bytes)
     try:
         while not args.seconds or time.monotonic() - began < args.seconds:
             await asyncio.sleep(1.0)
+            if (
+                args.fallback_after
+                and target not in link.peers()
+                and time.monotonic() - began > args.fallback_after
+            ):
+                await fallback.maybe_send(time.monotonic())
             rung = track.steps[-1] if track.steps else None
             print(json.dumps({
                 "up": target in link.peers(),
@@ -128,11 +149,58 @@ async def _stream_from(
                 "size": f"{rung.width}x{rung.height}" if rung else None,
                 "target_kbps": (encoder_bitrate(link.video_sender(target)) or 0) // 1000,
                 "blur_ms": round(float(np.median(track.blur_ms[-30:])), 1) if track.blur_ms else None,
+                "snapshots": fallback.sent,
             }), flush=True)  # fmt: skip
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SnapshotFallback:
+    """Masked snapshots as BULK bundles while no data channel is up, paced to the links' budget."""
+
+    BUDGET_SHARE = 0.25  # of the other links' bytes per second (LoRa: after its duty cycle)
+
+    def __init__(
+        self, node: Any, target: bytes, source: Callable[[float], np.ndarray], max_bytes: int
+    ) -> None:
+        from analytics_edge.kinds import register_kinds
+        from analytics_edge.privacy import Anonymiser
+
+        register_kinds(node.kinds)
+        self._node, self._target, self._source, self._max_bytes = node, target, source, max_bytes
+        self._anonymiser = Anonymiser()
+        budget = sum(
+            link.profile.bitrate * link.profile.duty_cycle
+            for link in node.links.values()
+            if link.profile.kind != "webrtc"
+        )
+        self.interval_s = max_bytes / (self.BUDGET_SHARE * budget) if budget else float("inf")
+        self._next = 0.0
+        self._began = time.monotonic()
+        self.sent = 0
+
+    async def maybe_send(self, now: float) -> None:
+        from analytics_edge.events import SnapshotRecord, encode_snapshot_record
+        from analytics_edge.kinds import SNAPSHOT
+        from analytics_edge.privacy import encode_snapshot
+        from relay.bundle import Destination, Priority
+
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        picture = self._anonymiser.anonymise(self._source(now - self._began), [])
+        jpeg = encode_snapshot(picture, self._max_bytes - 12)
+        width, height = Image.open(io.BytesIO(jpeg)).size
+        record = SnapshotRecord(0, self.sent & 0xFFFF, int(time.time()), width, height, jpeg)
+        await self._node.send(
+            Destination.to_node(self._target),
+            encode_snapshot_record(record),
+            kind=SNAPSHOT,
+            priority=Priority.BULK,
+        )
+        self.sent += 1
 
 
 async def _signals(node: Any, signaller: Any) -> None:
