@@ -30,7 +30,7 @@ API (all methods are coroutines unless noted):
 - ``load_all() -> list[StoredBundle]``: every held bundle, highest class and oldest first, for start-up.
 - ``expire(now) -> list[BundleId]``: drop held bundles past their lifetime and forget expired seen ids.
 - ``next_bundle_id(origin, now_epoch_s) -> BundleId``: a fresh id for a bundle originated here, never
-  reused across restarts (the counter is committed before it is returned).
+  reused across restarts (a block of ids is reserved by a commit before the first is returned).
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
@@ -94,6 +94,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ID_BLOCK = 256  # local ids reserved per commit: a crash skips at most this many, never reuses one
 
 
 class UnknownBundleError(StoreError):
@@ -157,6 +158,8 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
         self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
+        self._ids: dict[bytes, tuple[int, int, int]] = {}  # origin -> (created, last seq issued, reserved to)
+        self._id_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -200,9 +203,12 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Finish the writes already queued, then close the file."""
+        """Finish the writes already queued, record the last ids issued, then close the file."""
         if self._closed:
             return
+        async with self._id_lock:
+            for origin, (created, seq, _) in self._ids.items():
+                await self._submit(_id_mark(origin, created, seq))
         self._closed = True
         self._queue.put_nowait(None)
         if self._writer is not None:
@@ -264,23 +270,33 @@ class Store:
 
         ``created`` is ``now_epoch_s`` unless the clock went back or 65536 ids were taken in this
         second; then it continues from the last id issued (possibly a second ahead of the clock).
+        Ids are reserved :data:`ID_BLOCK` at a time (one commit) and issued from memory; a crash
+        skips the rest of a block, a clean :meth:`close` records the last id issued.
         """
-
-        def op(db: sqlite3.Connection) -> BundleId:
-            row = db.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)).fetchone()
-            if row is None or now_epoch_s > row[0]:
-                created, seq = now_epoch_s, 0
-            elif row[1] < MAX_SEQ:
-                created, seq = int(row[0]), int(row[1]) + 1
+        async with self._id_lock:
+            block = self._ids.get(origin)
+            if block is None:
+                row = await self._call(
+                    lambda db: db.execute(
+                        "SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)
+                    ).fetchone()
+                )
+                last = None if row is None else (int(row[0]), int(row[1]))
             else:
-                created, seq = int(row[0]) + 1, 0
-            db.execute(
-                "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
-                (origin, created, seq),
-            )
+                last = block[:2]
+            if last is None or now_epoch_s > last[0]:
+                created, seq = now_epoch_s, 0
+            elif last[1] < MAX_SEQ:
+                created, seq = last[0], last[1] + 1
+            else:
+                created, seq = last[0] + 1, 0
+            if block is None or created != block[0] or seq > block[2]:
+                reserved = min(seq + ID_BLOCK - 1, MAX_SEQ)
+                await self._submit(_id_mark(origin, created, reserved))
+            else:
+                reserved = block[2]
+            self._ids[origin] = (created, seq, reserved)
             return BundleId(origin, created, seq)
-
-        return await self._submit(op)
 
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
@@ -535,6 +551,18 @@ class Store:
         except Exception as exc:  # no transaction open (BEGIN itself failed)
             log.debug("rollback: %s", exc)
         self._budget.used = _count_used(db)
+
+
+def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
+    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued."""
+
+    def op(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
+            (origin, created, seq),
+        )
+
+    return op
 
 
 def _count_used(db: sqlite3.Connection) -> int:
