@@ -40,7 +40,7 @@ async def test_the_command_post_records_the_stream(tmp_path: Path) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 0xFFFF), st.integers(0, (1 << 24) - 1), st.sampled_from(LADDER))
-def test_a_stamp_reads_back_after_a_lossy_vp8_round_trip(number: int, sent_ms: int, step: object) -> None:
+def test_a_stamp_reads_back_through_pixel_noise(number: int, sent_ms: int, step: object) -> None:
     assert step in LADDER
     frame = np.full((step.height, step.width, 3), 90, dtype=np.uint8)  # type: ignore[attr-defined]
     stamp(frame, number, sent_ms)
