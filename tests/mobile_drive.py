@@ -16,6 +16,7 @@ Every state change is printed as one JSON line (``{"sos": "queued", ...}``); act
     sleep:<s>
     shot:<file.png>       a screenshot of the window
     map                   print how many tiles the map drew
+    targets               print the smallest button (dp) and the tab labels
     night / language      tap the header's night or language button
     quit                  close the window (the node stops cleanly)
 
@@ -129,6 +130,17 @@ async def script(app: Any, actions: list[str]) -> None:
             await asyncio.sleep(0.4)  # let the canvas catch up
             made = Window.screenshot(name=str(Path(arg).with_suffix("")) + ".png")
             os.replace(made, arg)
+        elif verb == "targets":
+            from kivy.metrics import dp
+            from kivy.uix.button import Button
+
+            buttons = [w for w in app.root.walk(restrict=True) if isinstance(w, Button) and w.opacity > 0]
+            shown = [w for w in buttons if w.get_root_window() is not None and w.height > 0]
+            emit(
+                smallest_target_dp=round(min(min(w.height, w.width) for w in shown) / dp(1), 1),
+                buttons=len(shown),
+                tabs=[app.root.ids[f"tab_{n}"].text for n in ("sos", "incident", "messages", "map", "links")],
+            )
         elif verb == "map":
             view = app.screen("map").ids.map
             emit(map_tiles=view.tiles_drawn, map_note=view.note, zoom=int(view.zoom))

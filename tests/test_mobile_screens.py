@@ -109,8 +109,10 @@ def test_every_screen_with_real_content(tmp_path: Path, display: str) -> None:
             "night",
             f"shot:{shot['night']}",
             "night",
+            "targets",
             "language",
             "show:incident",
+            "targets",
             f"shot:{shot['cs']}",
             "quit",
         ]
@@ -120,6 +122,12 @@ def test_every_screen_with_real_content(tmp_path: Path, display: str) -> None:
             assert app.stop() == 0
         finally:
             app.stop()
+    english, czech = [line for line in app.lines if "smallest_target_dp" in line]
+    assert english["smallest_target_dp"] >= 48 and czech["smallest_target_dp"] >= 48, (english, czech)
+    assert english["tabs"][1:3] == ["Incident (1)", "Messages"] and czech["tabs"][1:3] == [
+        "Zásah (1)",
+        "Zprávy",
+    ]
     (map_line,) = [line for line in app.lines if "map_tiles" in line]
     assert tiles == 50 and map_line["map_tiles"] >= 4 and map_line["map_note"] == "", map_line
     assert _tile_share(Path(shot["map"])) > 0.3  # the tiles, not a grid on the background
