@@ -170,3 +170,20 @@ async def _until(predicate: object) -> None:
     assert callable(predicate)
     while not predicate():
         await asyncio.sleep(0.02)
+
+
+async def test_when_both_offer_the_lower_id_wins_until_its_offer_is_evidently_lost(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    post, field, _, _ = pair
+    await asyncio.wait_for(_until(lambda: post.node_id in link(field).peers()), 10)
+    low, high = sorted((link(post), link(field)), key=lambda item: item.node_id)
+    await low.offer(high.node_id)  # made, never delivered (a signalling path that lost it)
+    theirs = await high.offer(low.node_id)
+    assert await low.accept(theirs) is None  # glare: our fresh offer wins
+    await asyncio.sleep(TIMING["connect_timeout"] / 2)
+    again = await high.offer(low.node_id)
+    answer = await low.accept(again)  # ours is stale: theirs is answered
+    assert answer is not None
+    await high.accept(answer)
+    await asyncio.wait_for(_until(lambda: high.node_id in low.peers()), 10)

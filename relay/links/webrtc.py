@@ -18,7 +18,8 @@ called. The link reports the peer down; frames in flight on the old path are cus
 and the core's duplicate check drops any that had arrived after all.
 
 Which side offers: a link offers to the peers in its configuration and answers everyone else. When
-both offer at once, the lower node id's offer wins on both sides.
+both offer at once, the lower node id's offer wins on both sides; an offer of ours older than half
+``connect_timeout`` no longer does (it evidently did not arrive, and the peer's did).
 
 Each data-channel message is one type byte and its body: a frame, or a keepalive ping.
 """
@@ -96,6 +97,7 @@ class _Session:
     up: bool = False
     closed: bool = False
     heard: float = field(default_factory=time.monotonic)
+    opened: float = field(default_factory=time.monotonic)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -261,7 +263,13 @@ class WebRtcLink(Link):
         if offer.session in answered:
             raise SignalError(f"offer {offer.session} from {display_id(offer.sender)} was answered already")
         current = self._sessions.get(offer.sender)
-        if current is not None and current.offerer and not current.up and self.node_id < offer.sender:
+        if (
+            current is not None
+            and current.offerer
+            and not current.up
+            and self.node_id < offer.sender
+            and time.monotonic() - current.opened < self.config.connect_timeout / 2
+        ):
             log.info("link %s: both offered to each other; ours (lower id) wins", self.config.name)
             return None
         answered.append(offer.session)
