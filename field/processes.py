@@ -35,6 +35,7 @@ from field.panel import DemoPanel
 from field.radio import (
     LORA_PORT,
     PANEL_PORT,
+    PANEL_SECRET,
     SIP_PORT,
     observer_radio,
     start_emulator,
@@ -180,6 +181,11 @@ def demo_walk(step: int) -> tuple[float, float]:
     return WALK_CENTRE[0] + 0.0027 * math.sin(angle), WALK_CENTRE[1] + 0.004 * math.cos(angle)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (``timeout``, a service manager) stops the field as Ctrl-C does: every child by PID."""
+    raise KeyboardInterrupt
+
+
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
     *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
@@ -205,6 +211,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     )
     radio_processes.append(start_camera(camera.directory, radio.command_post, log_dir / "camera-1.log"))
     app_command = [sys.executable, "-m", "mobile", "--node", str(app_node.directory)]
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         panel.start()
         wait_healthy(field)
@@ -221,6 +228,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         print(f"  {'camera-1':<13} pid {radio_processes[2].pid:<7} ip :{camera.ip_port} (generated clip)")
         print(
             f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
+            f" -u fire-panel-17 -a {PANEL_SECRET}"
         )
         print(f"The building's acknowledgements go to its panel, sip:fire-panel-17@127.0.0.1:{PANEL_PORT}")
         print("  (UDP), played here by a small panel that prints each one.")

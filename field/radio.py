@@ -88,6 +88,9 @@ def gateway_node_toml(name: str, radio: Radio, roster: dict[int, bytes], region:
     )
 
 
+PANEL_SECRET = "demo-panel-secret"  # the demo building's SIP digest password (sipsak -a)
+
+
 def buildings_toml(panel_port: int) -> str:
     """The enrolment table of the demo building; acknowledgements go to a panel on ``panel_port``."""
     return f"""# Written by mesh112 demo: the building enrolment table (gateway and command post).
@@ -102,6 +105,7 @@ hazards = ["Diesel tank in basement"]
 lat = 48.20849
 lon = 16.37208
 panel = "sip:fire-panel-17@127.0.0.1:{panel_port};transport=udp"
+digest_secret = "{PANEL_SECRET}"  # the panel authenticates with SIP digest (user fire-panel-17)
 """
 
 
@@ -121,6 +125,7 @@ def start_gateway(
     to = f"node:{command_post.hex()}"
     args = ["ng112", "gateway", "--config", str(config), "--buildings", str(buildings), "--to", to]
     args += ["--udp-port", str(sip_port), "--tcp-port", str(sip_port), "--json-logs"]
+    args += ["--digest-algorithms", "MD5,SHA-256"]  # sipsak answers only the first offer and knows MD5 only
     return subprocess.Popen(
         [sys.executable, "-m", "relay", *args],
         stdout=log.open("ab"),

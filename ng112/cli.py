@@ -24,6 +24,7 @@ from typing import Any
 from ng112.buildings import BuildingRegistry
 from ng112.canonical import record_from_request, record_to_cap
 from ng112.cap import build_cap_xml, parse_cap, validate_cap12
+from ng112.digest import ALGORITHMS
 from ng112.errors import Ng112Error
 from ng112.gateway import Gateway, GatewayConfig
 from ng112.pidfl import parse_pidf
@@ -59,6 +60,12 @@ def register(subparsers: Any) -> None:
     gateway.add_argument("--uri", action="append", default=[], help="our own SIP URI besides urn:service:sos")
     gateway.add_argument("--location-required", action="store_true", help="answer 424 to unusable location")
     gateway.add_argument(
+        "--digest-algorithms",
+        default="SHA-256,MD5",
+        help="SIP digest algorithms offered to enrolled buildings, most preferred first "
+        "(default SHA-256,MD5; put MD5 first for panels, like sipsak, that only read the first offer)",
+    )
+    gateway.add_argument(
         "--duration", type=float, help="stop after this many seconds (default: run until ^C)"
     )
     gateway.set_defaults(func=_run_gateway)
@@ -67,6 +74,14 @@ def register(subparsers: Any) -> None:
     parse.add_argument("file", type=Path)
     parse.add_argument("--as", dest="kind", choices=("auto", "sip", "cap", "pidf"), default="auto")
     parse.set_defaults(func=_parse)
+
+
+def _digest_algorithms(text: str) -> tuple[str, ...]:
+    algorithms = tuple(a.strip().upper() for a in text.split(",") if a.strip())
+    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    if unknown or not algorithms:
+        raise UsageError(f"--digest-algorithms: use {' and/or '.join(ALGORITHMS)}, comma-separated")
+    return algorithms
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
@@ -84,6 +99,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         tls_port=args.tls_port,
         tls_context=tls,
         policy=IngressPolicy(own_uris=tuple(args.uri), location_required=args.location_required),
+        digest_algorithms=_digest_algorithms(args.digest_algorithms),
     )
     if args.config is not None:
         return _run_gateway_node(args, config, registry)
