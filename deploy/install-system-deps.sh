@@ -3,9 +3,10 @@
 # SIPp and sipsak (SIP clients), Chromium (dashboard and WebRTC), Xvfb (Kivy), xclip (Kivy clipboard),
 # strace (the journal test counts its fsyncs), systemd-analyze (checks the shipped unit file),
 # gpsd and gpsfake (the app's position from a replayed NMEA log), zbar (libzbar0: the app scans QR codes),
-# postgresql (the command post's shared journal; the tests run their own server with initdb).
+# postgresql (the command post's shared journal; the tests run their own server with initdb),
+# npm (builds the console's vendored Leaflet and uPlot; Node.js comes with it).
 set -euo pipefail
-want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg postgresql:pg_ctlcluster)
+want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg postgresql:pg_ctlcluster npm:npm)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair##*:}
