@@ -14,10 +14,17 @@ What the book needs after a restart (every record and follow-up received, where 
 operator acks) is kept in a small SQLite file beside the node's store, and replayed into a fresh
 book on start. The CAP feed of active alarms is served under ``/api/v1/apps/alarm/`` (see
 :attr:`AlarmRecords.router`).
+
+An Update or Cancel of an alert this command post never received is shown as an alarm of its own,
+marked ``orphan`` ("update of an alert not received (references ...)"); if the alert arrives later,
+that record's body becomes a pointer (``merged_into``) and the alarm is shown whole under the alert's
+record. A follow-up pending for ``fetch_after_s`` is asked for again (:mod:`ng112.fetch`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,14 +35,15 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from ng112.alarmbook import AlarmBook, AlarmKey, AlarmRaised, AlarmView, Duplicate, SendAck
+from ng112.alarmbook import AlarmBook, AlarmKey, AlarmMerged, AlarmRaised, AlarmView, Duplicate, SendAck
 from ng112.buildings import BuildingRegistry
 from ng112.cap import CapAlert, build_cap_xml, format_datetime
 from ng112.errors import PidfError, RecordError
 from ng112.feed import cap_feed_xml, current_alert
+from ng112.fetch import FETCH_AFTER_S, FETCH_LIFETIME_S, FetchSchedule, encode_fetch
 from ng112.followup import FollowUp, check_followup, decode_followup
 from ng112.hazards import SUBSTANCES, Substance
-from ng112.kinds import NG112_ACK, NG112_ALARM, NG112_FOLLOWUP, register_kinds
+from ng112.kinds import NG112_ACK, NG112_ALARM, NG112_FETCH, NG112_FOLLOWUP, register_kinds
 from ng112.pidfl import parse_pidf
 from ng112.record import AckCode, AlarmRecord, decode_record, decode_uncertainty
 from relay import sqlite
@@ -143,6 +151,8 @@ def alarm_body(
     )
     label = "" if view.actual else f"[{view.first.status.upper()}] "
     label = ("[UNAUTHENTICATED] " if view.first.unauthenticated else "") + label
+    orphan = _orphan_note(view, original)
+    label += f"[{orphan}] " if orphan else ""
     location: dict[str, Any] | None = None
     if current.lat_e7 is not None and current.lon_e7 is not None:
         location = {
@@ -167,6 +177,7 @@ def alarm_body(
         "authenticated": not view.first.unauthenticated,
         "msgType": current.msg_type,
         "cancelled": view.cancelled,
+        "orphan": orphan,
         "hazard": hazard + (f" ({substance})" if substance else ""),
         "substance": substance,
         "event": event,
@@ -214,6 +225,32 @@ def alarm_body(
     }
 
 
+def _orphan_note(view: AlarmView, original: CapAlert | None) -> str | None:
+    """For an alarm raised by an Update/Cancel whose alert never arrived: what it refers to, as the
+    panel's CAP ``references`` once the follow-up is in, else the referenced alarm's record id."""
+    if view.orphan_of is None:
+        return None
+    first = view.first
+    refs = ""
+    if original is not None and view.current.reference == view.orphan_of:
+        refs = " ".join(f"{r.sender},{r.identifier},{r.sent}" for r in original.references)
+    kind = first.msg_type.lower() if first.msg_type in ("Update", "Cancel") else "update/cancel"
+    return f"{kind} of an alert not received (references {refs or record_id(view.orphan_of)})"
+
+
+def merged_body(key: AlarmKey, into: AlarmView) -> dict[str, Any]:
+    """What the journal keeps under an orphan alarm once it joined its original: a pointer there."""
+    target = record_id(into.key)
+    return {
+        "summary": f"Merged into alarm {target}: the alert it refers to arrived",
+        "merged_into": target,
+        "msgType": into.current.msg_type,
+        "cancelled": into.cancelled,
+        "cap_url": f"/api/v1/apps/alarm/{target}/cap.xml",
+        "digest": record_id(key),
+    }
+
+
 def _ack_code(ack: AlarmRecord | None) -> str | None:
     if ack is None or ack.code not in AckCode._value2member_map_:
         return None
@@ -246,9 +283,13 @@ class AlarmRecords:
         state_path: Path,
         registry: BuildingRegistry,
         clock: Callable[[], float] = time.time,
+        fetch_after_s: float = FETCH_AFTER_S,
     ) -> None:
         self._node, self._registry, self._clock = node, registry, clock
         self.book = AlarmBook()
+        self._received: dict[AlarmKey, float] = {}  # record -> when it arrived here
+        self._fetches = FetchSchedule(fetch_after_s)
+        self._fetcher: asyncio.Task[None] | None = None
         self._origins: dict[AlarmKey, bytes] = {}  # alarm -> node that sent it (where Acks go)
         self._accepted: dict[AlarmKey, float] = {}  # record -> when the gateway took it (bundle created)
         self.followups: dict[tuple[AlarmKey, bytes], FollowUp] = {}  # (record, origin) -> follow-up
@@ -262,6 +303,7 @@ class AlarmRecords:
         for raw, origin, received_at, accepted_at in rows.fetchall():
             record = decode_record(raw)
             self._accepted[(record.key_id, record.seq)] = accepted_at
+            self._received.setdefault((record.key_id, record.seq), received_at)
             for event in self.book.apply(record, received_at):
                 if isinstance(event, AlarmRaised):
                     self._origins[event.view.key] = bytes(origin)
@@ -270,7 +312,7 @@ class AlarmRecords:
             self.followups[(followup.key, bytes(origin))] = followup
         acks = self._db.execute("SELECT key_id, seq, operator, action, at FROM operator_ack").fetchall()
         for key_id, seq, operator, action, at in acks:
-            if (key_id, seq) in self.book.alarms:
+            if self.book.resolve((key_id, seq)) in self.book.alarms:
                 self.book.acknowledge((key_id, seq), operator, action, at)
 
     async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
@@ -289,12 +331,16 @@ class AlarmRecords:
         if isinstance(events[0], Duplicate):  # journal it again: a crash may have lost the first write
             return [self._update(v) for v in self.book.alarms.values() if record in v.history]
         self._accepted.setdefault((record.key_id, record.seq), from_epoch(delivery.created))
+        self._received.setdefault((record.key_id, record.seq), self._clock())
         touched: list[AlarmKey] = []
+        merged: list[RecordUpdate] = []
         for event in events:
             if isinstance(event, AlarmRaised):
                 self._origins[event.view.key] = delivery.origin
             if isinstance(event, SendAck):
                 await self._send_ack(event.ack)
+            if isinstance(event, AlarmMerged):
+                merged.append(RecordUpdate(record_id(event.key), merged_body(event.key, event.view)))
             view = getattr(event, "view", None)
             if view is not None and view.key not in touched:
                 touched.append(view.key)
@@ -306,7 +352,7 @@ class AlarmRecords:
                 from_epoch(delivery.created),
             ),
         )  # fmt: skip
-        return [self._update(self.book.alarms[key]) for key in touched]
+        return merged + [self._update(self.book.alarms[key]) for key in touched if key in self.book.alarms]
 
     def _handle_followup(self, delivery: Delivery) -> list[RecordUpdate]:
         """Keep a follow-up (it may arrive before its first frame) and update its alarm if known."""
@@ -337,10 +383,50 @@ class AlarmRecords:
             return None
         return self.followups.get(((view.current.key_id, view.current.seq), origin))
 
+    def start_fetching(self, period_s: float = 1.0) -> None:
+        """Check every ``period_s`` for follow-ups pending long enough to ask for (:meth:`fetch_pending`)."""
+        self._fetcher = asyncio.get_running_loop().create_task(self._fetch_loop(period_s), name="ng112-fetch")
+
+    async def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fetcher
+
+    async def _fetch_loop(self, period_s: float) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            await self.fetch_pending()
+
+    async def fetch_pending(self) -> list[BundleId]:
+        """Send a fetch request to the gateway node of every alarm whose follow-up is due to be asked
+        for; returns the request bundles (the relay core routes them, over IP when it can)."""
+        pending: dict[tuple[int, int], AlarmKey] = {}
+        since: list[tuple[tuple[int, int], float]] = []
+        for view in self.book.alarms.values():
+            digest = (view.current.key_id, view.current.seq)
+            if view.current.followup and self.followup_of(view) is None and view.key in self._origins:
+                pending[digest] = view.key
+                since.append((digest, self._received.get(digest, view.received_at)))
+        sent = []
+        for digest in self._fetches.due(since, self._clock()):
+            origin = self._origins[pending[digest]]
+            sent.append(
+                await self._node.send(
+                    Destination.to_node(origin),
+                    encode_fetch(digest),
+                    kind=NG112_FETCH,
+                    priority=Priority.IMMEDIATE,
+                    lifetime=FETCH_LIFETIME_S,
+                )
+            )
+            log.info("follow-up of %s pending: asked %s for it", record_id(digest), origin.hex()[:8])
+        return sent
+
     async def acknowledge(self, record_id: str, ack: dict[str, Any]) -> BundleId:
         """The operator's acknowledgement: the second CAP Ack, back to the building's gateway; returns
         the Ack bundle (the API keeps it with the acknowledgement, so its delivery can be followed)."""
-        key = parse_record_id(record_id)
+        key = self.book.resolve(parse_record_id(record_id))
         if key not in self.book.alarms:
             raise ValueError(f"alarm {record_id} is not in the alarm book")
         operator, action, at = str(ack["operator"]), str(ack["action"]), float(ack["at"])
@@ -380,7 +466,7 @@ class AlarmRecords:
         @router.get("/{alarm_id}/cap.xml", response_class=Response, summary="canonical CAP 1.2 of one alarm")
         async def cap(alarm_id: str = PathParam(max_length=32)) -> Response:
             try:
-                view = self.book.alarms[parse_record_id(alarm_id)]
+                view = self.book.alarms[self.book.resolve(parse_record_id(alarm_id))]
             except (ValueError, KeyError):
                 raise HTTPException(404, f"no alarm {alarm_id!r}") from None
             alert = current_alert(view, self._registry, self._original(view))
@@ -402,4 +488,6 @@ def command_post_app(node: Node) -> AlarmRecords:
     data_dir = store_path.parent
     buildings = data_dir / BUILDINGS_FILE
     registry = BuildingRegistry.load(buildings) if buildings.exists() else BuildingRegistry()
-    return AlarmRecords(node, data_dir / STATE_FILE, registry)
+    app = AlarmRecords(node, data_dir / STATE_FILE, registry)
+    app.start_fetching()
+    return app

@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS alarm (
     panel TEXT NOT NULL, record BLOB NOT NULL, cap_xml BLOB, received_at REAL NOT NULL,
     PRIMARY KEY (key_id, seq)
 );
+CREATE TABLE IF NOT EXISTS followup (
+    key_id INTEGER NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (key_id, seq)
+);
 CREATE TABLE IF NOT EXISTS ack (
     key_id INTEGER NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL, delivered_at REAL,
     PRIMARY KEY (key_id, seq)
@@ -73,6 +76,7 @@ class AlarmStore:
     async def forget(self, key_id: int, seq: int) -> None:
         """Remove an alarm whose hand-off failed, so the panel's retry is processed afresh."""
         await self._db.execute("DELETE FROM alarm WHERE key_id=? AND seq=?", (key_id, seq))
+        await self._db.execute("DELETE FROM followup WHERE key_id=? AND seq=?", (key_id, seq))
         await self._db.commit()
 
     async def get(self, key_id: int, seq: int) -> StoredAlarm | None:
@@ -85,6 +89,18 @@ class AlarmStore:
         if row is None:
             return None
         return StoredAlarm(decode_record(row[0]), row[1], row[2], row[3], row[4], row[5], row[6])
+
+    async def put_followup(self, key_id: int, seq: int, payload: bytes) -> None:
+        """Keep an alarm's encoded follow-up, so a command post's fetch request can be answered."""
+        await self._db.execute("INSERT OR IGNORE INTO followup VALUES (?,?,?)", (key_id, seq, payload))
+        await self._db.commit()
+
+    async def followup(self, key_id: int, seq: int) -> bytes | None:
+        async with self._db.execute(
+            "SELECT payload FROM followup WHERE key_id=? AND seq=?", (key_id, seq)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bytes(row[0]) if row else None
 
     async def count(self) -> int:
         async with self._db.execute("SELECT count(*) FROM alarm") as cursor:

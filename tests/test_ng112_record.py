@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ng112.alarmbook import AlarmBook, AlarmChanged, AlarmRaised, Duplicate, Pending, SendAck
+from ng112.alarmbook import AlarmBook, AlarmChanged, AlarmMerged, AlarmRaised, Duplicate, SendAck
 from ng112.buildings import BuildingRegistry, derived_key_id
 from ng112.canonical import record_from_request, record_to_cap
 from ng112.cap import (
@@ -190,13 +190,17 @@ def test_alarmbook_dedup_receipt_and_operator_ack() -> None:
 
 def test_alarmbook_cancel_before_alert_and_updates_by_sent() -> None:
     book = AlarmBook()
-    assert isinstance(book.apply(_rec("Cancel", 3, 1200, ref=2), now=1300)[0], Pending)
-    assert isinstance(book.apply(_rec("Update", 2, 1100, ref=1), now=1300)[0], Pending)
+    cancel = book.apply(_rec("Cancel", 3, 1200, ref=2), now=1300)  # shown at once, as its own alarm
+    assert [type(e) for e in cancel] == [AlarmRaised, SendAck] and book.alarms[(7, 3)].orphan_of == (7, 2)
+    update = book.apply(_rec("Update", 2, 1100, ref=1), now=1300)  # joins the Cancel naming it
+    assert [type(e) for e in update] == [AlarmRaised, SendAck, AlarmChanged, AlarmMerged]
+    assert book.alarms[(7, 2)].orphan_of == (7, 1) and (7, 3) not in book.alarms
     events = book.apply(_rec("Alert", 1, 1000, status="Exercise"), now=1300)
     kinds = [type(e) for e in events]
-    assert kinds == [AlarmRaised, SendAck, AlarmChanged, AlarmChanged]
+    assert kinds == [AlarmRaised, SendAck, AlarmChanged, AlarmChanged, AlarmMerged]
+    assert list(book.alarms) == [(7, 1)] and book.resolve((7, 3)) == book.resolve((7, 2)) == (7, 1)
     view = book.alarms[(7, 1)]
-    assert view.cancelled and not view.actual and book.active() == []
+    assert view.cancelled and not view.actual and book.active() == [] and view.orphan_of is None
     assert [r.seq for r in view.history] == [1, 2, 3]
     late = book.apply(_rec("Update", 4, 1050, ref=1), now=1400)  # older than the Cancel: no change
     assert isinstance(late[0], AlarmChanged) and book.alarms[(7, 1)].cancelled

@@ -121,7 +121,10 @@ def records_router(ctx: ApiContext, require: Require) -> APIRouter:
             raise HTTPException(404, str(exc)) from None
         hook = ctx.ack_hooks.get(entry.type)
         if hook is not None:
-            sent = await hook(entry.record_id, ack)
+            try:
+                sent = await hook(entry.record_id, ack)
+            except ValueError as exc:  # the application refused the action (e.g. all blank)
+                raise HTTPException(422, str(exc)) from None
             if isinstance(sent, BundleId):
                 ack["bundle_id"] = sent.key().hex()
         ack["state"] = "sent" if hook is not None else "recorded"
