@@ -6,7 +6,7 @@
 # postgresql (the command post's shared journal; the tests run their own server with initdb),
 # npm (builds the console's vendored Leaflet and uPlot; Node.js comes with it).
 set -euo pipefail
-want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg postgresql:pg_ctlcluster npm:npm)
+want=(sip-tester:sipp sipsak:sipsak chromium:chromium xvfb:xvfb-run xclip:xclip iproute2:ip strace:strace systemd:systemd-analyze gpsd:gpsd gpsd-clients:gpsfake zbar-tools:zbarimg postgresql:pg_ctlcluster npm:npm coturn:turnserver)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair##*:}
