@@ -290,6 +290,10 @@ async def test_alarms_cross_lora_whole_and_acks_read_whole(tmp_path: Path) -> No
                 )
                 assert reply.status_code == 200, reply.text
             reply = await api.post(
+                f"/api/v1/records/{by_sender[BREWERY_SENDER]['record_id']}/ack", json={"action": " \t "}
+            )
+            assert reply.status_code == 422 and "needs an action code or a text" in reply.text, reply.text
+            reply = await api.post(
                 f"/api/v1/records/{by_sender[BREWERY_SENDER]['record_id']}/ack", json={"action": "dispatched"}
             )
             assert reply.status_code == 200, reply.text

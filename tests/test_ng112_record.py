@@ -243,3 +243,31 @@ def test_kinds_register_with_validators() -> None:
         registry.validate(NG112_ALARM, b"\x00garbage")
     with pytest.raises(KindError, match="Ack record"):
         registry.validate(NG112_ACK, alarm.encode())
+
+
+def test_alarmbook_updates_naming_each_other_are_one_alarm() -> None:
+    book = AlarmBook()
+    book.apply(_rec("Update", 2, 1100, ref=3), now=1200)
+    events = book.apply(_rec("Update", 3, 1150, ref=2), now=1201)
+    assert [type(e) for e in events] == [AlarmChanged]
+    (view,) = book.alarms.values()
+    assert view.orphan_of is None and [r.seq for r in view.history] == [2, 3]
+
+
+def test_fetch_requests_wire_schedule_and_resend_limit() -> None:
+    from ng112.errors import RecordError
+    from ng112.fetch import FETCH_LIFETIME_S, FetchSchedule, ResendLimit, decode_fetch, encode_fetch
+
+    assert decode_fetch(encode_fetch((0x0A1B2C3D, 7))) == (0x0A1B2C3D, 7) and len(encode_fetch((1, 2))) == 9
+    for bad in (b"", b"\x01" * 8, b"\x02" + bytes(8), b"\x01" * 10):
+        with pytest.raises(RecordError):
+            decode_fetch(bad)
+    schedule = FetchSchedule(after_s=60)
+    assert schedule.due([((1, 1), 1000.0)], 1059) == []
+    assert schedule.due([((1, 1), 1000.0)], 1060) == [(1, 1)]
+    assert schedule.due([((1, 1), 1000.0)], 1060 + FETCH_LIFETIME_S - 1) == []  # the request still lives
+    assert schedule.due([((1, 1), 1000.0)], 1060 + FETCH_LIFETIME_S) == [(1, 1)]
+    assert schedule.due([], 5000) == [] and schedule.due([((1, 1), 1000.0)], 5000) == [(1, 1)]
+    limit = ResendLimit(min_s=30)
+    assert limit.allow((1, 1), 100) and not limit.allow((1, 1), 129) and limit.allow((2, 1), 129)
+    assert limit.allow((1, 1), 130)
