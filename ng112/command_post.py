@@ -12,8 +12,8 @@ as kind-33 bundles to the node the alarm came from.
 
 What the book needs after a restart (every record and follow-up received, where it came from,
 operator acks) is kept in a small SQLite file beside the node's store, and replayed into a fresh
-book on start. The CAP feed of active alarms is served under ``/api/v1/apps/alarm/`` (see
-:attr:`AlarmRecords.router`).
+book on start. The CAP feed of active alarms and the enrolled buildings (``buildings``, for the
+console's map) are served under ``/api/v1/apps/alarm/`` (see :attr:`AlarmRecords.router`).
 
 An Update or Cancel of an alert this command post never received is shown as an alarm of its own,
 marked ``orphan`` ("update of an alert not received (references ...)"); if the alert arrives later,
@@ -49,8 +49,9 @@ from ng112.record import AckCode, AlarmRecord, decode_record, decode_uncertainty
 from relay import sqlite
 from relay.apps import RecordUpdate
 from relay.bundle import BundleId, Destination, Priority, from_epoch
-from relay.engine import Delivery
+from relay.engine import Delivery, SendError
 from relay.node import Node
+from relay.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -411,15 +412,18 @@ class AlarmRecords:
         sent = []
         for digest in self._fetches.due(since, self._clock()):
             origin = self._origins[pending[digest]]
-            sent.append(
-                await self._node.send(
+            try:
+                bundle_id = await self._node.send(
                     Destination.to_node(origin),
                     encode_fetch(digest),
                     kind=NG112_FETCH,
                     priority=Priority.IMMEDIATE,
                     lifetime=FETCH_LIFETIME_S,
                 )
-            )
+            except (SendError, StoreError) as exc:  # asked again once the request would have expired
+                log.warning("fetch request for %s not sent: %s", record_id(digest), exc)
+                continue
+            sent.append(bundle_id)
             log.info("follow-up of %s pending: asked %s for it", record_id(digest), origin.hex()[:8])
         return sent
 
@@ -462,6 +466,12 @@ class AlarmRecords:
         async def feed() -> Response:
             body = cap_feed_xml(self.book, self._registry, self._clock(), feed_id, self._original)
             return Response(body, media_type="application/atom+xml")
+
+        @router.get(
+            "/buildings", summary="enrolled buildings: name, address, position, floors, hazards, contacts"
+        )
+        async def buildings() -> list[dict[str, Any]]:
+            return sorted((b.card() for b in self._registry), key=lambda card: str(card["name"]))
 
         @router.get("/{alarm_id}/cap.xml", response_class=Response, summary="canonical CAP 1.2 of one alarm")
         async def cap(alarm_id: str = PathParam(max_length=32)) -> Response:
