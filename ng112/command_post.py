@@ -245,6 +245,8 @@ def merged_body(key: AlarmKey, into: AlarmView) -> dict[str, Any]:
     return {
         "summary": f"Merged into alarm {target}: the alert it refers to arrived",
         "merged_into": target,
+        "status": into.first.status,
+        "actual": into.actual,
         "msgType": into.current.msg_type,
         "cancelled": into.cancelled,
         "cap_url": f"/api/v1/apps/alarm/{target}/cap.xml",
