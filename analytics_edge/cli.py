@@ -2,7 +2,8 @@
 
 ``camera run`` without ``--node`` is a dry run: the records that would be sent are printed as JSON
 lines. With ``--node NODE.toml`` it runs that relay node in the same process and sends every event
-and snapshot through it to the command post (``--to`` or ``[camera] destination``).
+and snapshot through it to the command post (``--to`` or ``[camera] destination``); a camera with
+``[camera] lat``/``lon`` first reports that position, so the console lists and maps it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from analytics_edge.pipeline import CameraPipeline, Outgoing, PipelineStats, run
 from analytics_edge.privacy import Anonymiser
 from analytics_edge.records import event_body
 from analytics_edge.sources import SourceConfig, SourceError, VideoSource
-from relay.bundle import NODE_ID_LEN, BundleId, Destination, Priority
+from relay.bundle import NODE_ID_LEN, BundleId, Destination, Kind, Priority
 from relay.errors import Mesh112Error
+from relay.position import POSITION_LIFETIME_S, Position, encode_position
 
 
 class CameraError(Mesh112Error):
@@ -118,6 +120,11 @@ async def _run_with_node(
         node = ready.result()
         kinds.register_kinds(node.kinds)  # with validators: a bad record is refused at the source
         destination = Destination.to_node(target)
+        if config.position is not None:
+            fix = encode_position(Position.from_fix(*config.position, time.time()))
+            await node.send(
+                destination, fix, kind=Kind.POSITION, priority=Priority.PRIORITY, lifetime=POSITION_LIFETIME_S
+            )
         stats = await run_camera(source, pipeline, node, destination, on_sent=_print_sent, **_opts(args))
         await asyncio.sleep(args.linger)
         return stats

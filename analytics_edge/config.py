@@ -6,6 +6,8 @@
     number = 0                  # camera number on this node (0-255)
     fps = 5                     # detection rate
     destination = "9f0c...e1"   # command post node id (hex), for `camera run --node`
+    lat = 49.7475               # where the camera stands (both or neither): reported to the
+    lon = 13.3776               #   command post as a position when `camera run --node` starts
 
     [detector]                  # a plug-in by name and its options (see analytics_edge.detectors)
     type = "ssdlite_person"
@@ -80,6 +82,7 @@ class CameraConfig:
     rule_tables: tuple[Mapping[str, Any], ...]
     destination: bytes | None
     base_dir: Path
+    position: tuple[float, float] | None = None  # (lat, lon) in degrees, for the command post's map
 
     def build_rules(self) -> list[Rule]:
         """Fresh rule objects (they keep per-camera state), numbered in file order."""
@@ -105,7 +108,14 @@ def _parse(data: dict[str, Any], base_dir: Path) -> CameraConfig:
     number = _pop(camera, "camera", "number", int, 0)
     fps = float(_pop(camera, "camera", "fps", (int, float), 5))
     destination_hex = _pop(camera, "camera", "destination", str, None)
+    lat = _pop(camera, "camera", "lat", (int, float), None)
+    lon = _pop(camera, "camera", "lon", (int, float), None)
     _no_more(camera, "camera")
+    if (lat is None) != (lon is None):
+        raise CameraConfigError("[camera] give both lat and lon (degrees), or neither")
+    if lat is not None and not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise CameraConfigError(f"[camera] lat {lat}, lon {lon} is not a place on Earth (degrees)")
+    position = (float(lat), float(lon)) if lat is not None else None
     destination = None
     if destination_hex is not None:
         try:
@@ -151,7 +161,7 @@ def _parse(data: dict[str, Any], base_dir: Path) -> CameraConfig:
     rules = tuple(dict(table) for table in data.get("rules", []))
     for index, table in enumerate(rules):
         _rule(index, table, zones)  # check now, build later
-    return CameraConfig(fps, pipeline, privacy, name, detector, zones, rules, destination, base_dir)
+    return CameraConfig(fps, pipeline, privacy, name, detector, zones, rules, destination, base_dir, position)
 
 
 def _rule(index: int, table: Mapping[str, Any], zones: Mapping[str, Zone]) -> Rule:

@@ -3,7 +3,8 @@
 The camera runs ``mesh112 camera run`` (from ``analytics_edge``, started as a process, so ``relay``
 imports nothing above it) on a synthetic clip of a person entering a restricted zone, looped in real
 time. Its intrusion events (32 bytes each) and face-blurred snapshots travel through the relays to
-the command post, where the dashboard lists them as detection records.
+the command post, where the dashboard lists them as detection records. The camera reports its
+configured position once at start, so the console lists and maps it beside the demo building.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ CAMERA_TOML = """# Written by mesh112 demo: the demo camera watching a generated
 [camera]
 number = 1
 fps = 5
+lat = 48.20832  # on Stephansplatz, facing the demo building: reported once at start, for the map
+lon = 16.37245
 
 [snapshots]
 enabled = true

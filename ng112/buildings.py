@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,19 @@ class Building:
     def auth_user(self) -> str:
         """The digest username: ``digest_user``, else the user part of the sender URI."""
         return self.digest_user or self.sender.split(":", 1)[-1].split("@", 1)[0]
+
+    def card(self) -> dict[str, Any]:
+        """What the console shows of a building (map marker, alarm detail); never the digest secret."""
+        return {
+            "key_id": f"{self.key_id:08x}",
+            "name": self.name,
+            "address": self.address_line() or None,
+            "floors": self.floors or None,
+            "hazards": list(self.hazards),
+            "contacts": list(self.contacts),
+            "lat": self.lat,
+            "lon": self.lon,
+        }
 
     def address_line(self) -> str:
         fields = dict(self.address)
@@ -110,6 +123,9 @@ class BuildingRegistry:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+    def __iter__(self) -> Iterator[Building]:
+        return iter(self._by_key.values())
 
     @classmethod
     def from_toml(cls, text: str) -> BuildingRegistry:

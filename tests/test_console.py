@@ -367,7 +367,7 @@ def test_sipp_alarm_banner_ack_reaches_the_building_and_survives_300_detections(
         expect(page.locator("#banner")).to_be_visible()
         card.locator("button.details").click()  # everything the alarm carries
         expect(page.locator("#detail")).to_be_visible()
-        expect(page.locator("#detail dl")).to_contain_text("building.name")
+        expect(page.locator("#detail .building-data")).to_contain_text("Facility desk +43 1 555 0100")
         expect(page.locator("#detail")).to_contain_text("CAP 1.2")
         page.click("#detail form button")
         card.locator("select.ack-code").select_option("dispatched")

@@ -53,6 +53,9 @@ def test_config_builds_rules(tmp_path: Path) -> None:
     assert isinstance(rules[0], IntrusionRule) and rules[0].priority is Priority.FLASH
     assert isinstance(rules[1], CrowdRule) and rules[1].min_density == 0.5
     assert config.pipeline.camera == 1 and config.pipeline.snapshot_max_bytes == 16000
+    assert config.position is None
+    path.write_text(CAMERA_TOML.replace("fps = 5", "fps = 5\nlat = 49.7475\nlon = 13.3776", 1))
+    assert load_camera_config(path).position == (49.7475, 13.3776)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +69,8 @@ def test_config_builds_rules(tmp_path: Path) -> None:
         (("[snapshots]", "[snapshot]"), "unknown section"),
         (("area_m2 = 40", "area_m2 = 40\n["), "not valid TOML"),
         (("fps = 5", 'fps = "fast"'), "fps has the wrong type"),
+        (("fps = 5", "fps = 5\nlat = 49.7"), "both lat and lon"),
+        (("fps = 5", "fps = 5\nlat = 91\nlon = 13"), "not a place on Earth"),
     ],
 )
 def test_config_errors_name_the_problem(tmp_path: Path, change: tuple[str, str], message: str) -> None:

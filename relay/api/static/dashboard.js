@@ -31,7 +31,7 @@ const STALE_UNIT_S = 600;
 const state = {
   me: null, cursor: 0, units: new Map(), alarms: new Map(), detections: new Map(), snapshots: new Map(),
   messages: [], links: [], muted: localStorage.getItem("mesh112-muted") === "1", canAck: false, canSend: false,
-  groups: [], paintedAt: new Map(), pendingAcks: new Map(), ackErrors: new Map(), ackChoice: new Map(),
+  groups: [], buildings: [], paintedAt: new Map(), pendingAcks: new Map(), ackErrors: new Map(), ackChoice: new Map(),
 };
 window.mesh112 = state; // tests and the benchmark read paint times from here
 
@@ -147,16 +147,27 @@ function showDetail(record) {
   const b = record.body || {};
   const rows = [];
   const walk = (prefix, value) => {
-    if (value == null || value === "" || (Array.isArray(value) && !value.length)) return;
+    if (value == null || value === "" || (Array.isArray(value) && !value.length) || prefix === "building") return;
     if (typeof value === "object" && !Array.isArray(value)) { for (const [k, v] of Object.entries(value)) walk(prefix ? `${prefix}.${k}` : k, v); return; }
     if (prefix === "cap_xml" || prefix === "jpeg_base64") return;
     rows.push(el("dt", { text: prefix }), el("dd", { text: Array.isArray(value) ? value.map((v) => (typeof v === "object" ? JSON.stringify(v) : v)).join(", ") : String(value) }));
   };
   walk("", { record_id: record.record_id, priority: record.priority, origin: unitName(record.origin), received: fmtTime(record.received), ...b });
-  const body = [el("h3", { text: b.summary || record.record_id }), el("dl", {}, ...rows)];
+  const body = [el("h3", { text: b.summary || record.record_id }), buildingSection(b.building), el("dl", {}, ...rows)];
   if (b.cap_xml) body.push(el("details", {}, el("summary", { text: "CAP 1.2" }), el("pre", { text: b.cap_xml })));
   $("detail-body").replaceChildren(...body);
   if (!$("detail").open) $("detail").showModal();
+}
+
+// What enrolment says about the alarm's building (the registry's card if the console has it).
+function buildingSection(building) {
+  if (!building) return null;
+  const card = state.buildings.find((x) => x.key_id === building.key_id) || building;
+  const rows = [["name", card.name], ["address", card.address], ["floors", card.floors],
+    ["hazards", (card.hazards || []).join("; ")], ["contacts", (card.contacts || []).join("; ")]]
+    .filter(([, v]) => v).flatMap(([k, v]) => [el("dt", { text: t(k) }), el("dd", { text: v })]);
+  return el("section", { class: "building-data" }, el("h4", { text: t("buildingData") }),
+    rows.length ? el("dl", {}, ...rows) : el("p", { text: `${building.key_id}: —` }));
 }
 
 // ---------- audible cue (WebAudio, no asset) ----------
@@ -350,7 +361,7 @@ async function pollAckStates() {
 
 // ---------- map (Leaflet; local tiles or a coordinate grid) ----------
 let map = null;
-const layers = { units: null, alarms: null };
+const layers = { units: null, alarms: null, places: null };
 function setupMap(tiles) {
   map = L.map("map", { zoomControl: true, attributionControl: !!tiles }).setView([49.7475, 13.3776], 14);
   if (tiles) {
@@ -379,6 +390,7 @@ function setupMap(tiles) {
   L.control.scale({ metric: true, imperial: false }).addTo(map);
   layers.units = new Dots().addTo(map);
   layers.alarms = new Dots().addTo(map);
+  layers.places = L.featureGroup().addTo(map);
   map.on("click", (e) => {
     const hit = layers.alarms.hit(e.containerPoint) || layers.units.hit(e.containerPoint);
     if (hit && hit.record) showDetail(hit.record);
@@ -432,13 +444,45 @@ function fitAll() { // once, to everything known when the console opened (or to 
   if (fitted || !map || !state.loaded) return;
   const bounds = L.latLngBounds([]);
   for (const layer of [layers.units, layers.alarms]) { const b = layer.bounds(); if (b.isValid()) bounds.extend(b); }
+  if (layers.places.getLayers().length) bounds.extend(layers.places.getBounds());
   if (!bounds.isValid()) return;
   fitted = true;
   map.fitBounds(bounds.pad(0.3), { maxZoom: 16 });
 }
+// Buildings from enrolment and cameras are few: each is a labelled marker that names it on the map
+// (units stay on the canvas). Markers are kept by key and moved, not rebuilt, on every update.
+const places = new Map();
+function place(key, kind, lat, lon, name, popup, stale) {
+  let marker = places.get(key);
+  const html = `<span class="glyph">${kind === "building" ? "▦" : "◉"}</span><span class="label">${esc(name)}</span>`;
+  if (!marker) {
+    marker = L.marker([lat, lon], { title: name, keyboard: true });
+    places.set(key, marker.addTo(layers.places));
+  } else marker.setLatLng([lat, lon]);
+  if (marker.options.icon.options.html !== html || marker.stale !== stale) {
+    marker.setIcon(L.divIcon({ className: `place ${kind}${stale ? " stale" : ""}`, html, iconSize: null, iconAnchor: [9, 9] }));
+    marker.stale = stale;
+  }
+  if (marker.getPopup()) marker.setPopupContent(popup); else marker.bindPopup(popup);
+}
+function buildingPopup(b) {
+  const row = (k, v) => (v ? `<dt>${esc(t(k))}</dt><dd>${esc(v)}</dd>` : "");
+  return `<strong>${esc(b.name)}</strong><dl>${row("address", b.address)}${row("floors", b.floors)}`
+    + `${row("hazards", b.hazards.join("; "))}${row("contacts", b.contacts.join("; "))}</dl>`;
+}
+function drawBuildingsOnMap(buildings) {
+  if (!map) return;
+  for (const b of buildings) if (b.lat != null) place(`b:${b.key_id}`, "building", b.lat, b.lon, b.name, buildingPopup(b), false);
+  fitAll();
+}
 function drawUnitsOnMap(units) {
   if (!map) return;
-  layers.units.setItems(units.filter((u) => u.lat != null).map((u) => {
+  for (const u of units) {
+    if (u.lat == null || !u.roles.includes("camera")) continue;
+    const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
+    place(`u:${u.node_id}`, "camera", u.lat, u.lon, u.name, `<strong>${esc(u.name)}</strong><br>${esc(t("camera"))} · ${fmtNumber(u.lat, 5)}°, ${fmtNumber(u.lon, 5)}°`, stale);
+  }
+  layers.units.setItems(units.filter((u) => u.lat != null && !u.roles.includes("camera")).map((u) => {
     const camera = u.roles.includes("camera"), building = u.roles.includes("building");
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
     return { lat: u.lat, lon: u.lon, px: camera || building ? 6 : 7, label: u.name,
@@ -505,6 +549,9 @@ async function start() {
   // A building operator reads only its own alarms: the other lanes are not its business.
   const everything = ["admin", "dispatcher", "observer"].some((r) => roles.has(r));
   if (!everything) for (const lane of ["detection-lane", "units-lane", "messages-lane", "health-lane"]) $(lane).remove();
+  // The enrolled buildings come from the NG112 application's router, when that application is installed.
+  api("/api/v1/apps/alarm/buildings").then((list) => { state.buildings = list; drawBuildingsOnMap(list); })
+    .catch((error) => { if (!String(error.message).startsWith("404")) showError(error); });
   const [alarms, soses, detections, units, messages] = await Promise.all([
     api("/api/v1/records/open?type=alarm"), api("/api/v1/records/open?type=sos"), everything ? api("/api/v1/records?type=detection&limit=1000") : [],
     everything ? api("/api/v1/units") : [], everything ? api("/api/v1/messages?limit=100") : []]);
