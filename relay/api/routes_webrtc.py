@@ -6,7 +6,8 @@ the encoded answer, or 204 when the signal was an answer. The signal carries its
 sending node's signature over its DTLS fingerprint, checked against the trust store), so the operator
 token only decides who may knock. ``POST /api/v1/webrtc/connect`` makes the node offer a data
 channel to a peer over the mesh (an SOS video request travels as FLASH); ``GET /api/v1/webrtc``
-lists the links, their open channels and their signalling counts. ``POST /api/v1/webrtc/view/<node>``
+lists the links, their open channels, their signalling counts and the units whose video arrives
+(what the console's "Live video" panel offers). ``POST /api/v1/webrtc/view/<node>``
 takes a viewer's (browser's) SDP offer and answers with that unit's live video, relayed.
 """
 
@@ -40,6 +41,8 @@ class WebRtcLinkOut(BaseModel):
     offers_answered: int
     signals_refused: int
     ice_restarts: int
+    streams: list[str] = Field(description="node ids (hex) whose live video arrives now: POST /view/<node>")
+    viewers: int = Field(description="viewers connected now; they share each unit's one uplink")
 
 
 class SessionDescriptionJson(BaseModel):
@@ -82,7 +85,15 @@ def webrtc_router(ctx: ApiContext, require: Require) -> APIRouter:
         for link in webrtc_links(ctx).values():
             figures = asdict(link.metrics())
             del figures["peers_up"]
-            out.append(WebRtcLinkOut(**figures, peers_up=[peer.hex() for peer in link.peers()]))
+            sink = link.video_sink
+            out.append(
+                WebRtcLinkOut(
+                    **figures,
+                    peers_up=[peer.hex() for peer in link.peers()],
+                    streams=[peer.hex() for peer in sink.live()] if sink else [],
+                    viewers=sink.viewers() if sink else 0,
+                )
+            )
         return out
 
     @router.post(

@@ -103,6 +103,14 @@ class VideoHub:
             raise KeyError(peer)
         return self._relay.subscribe(track)
 
+    def live(self) -> list[bytes]:
+        """The units whose video is arriving now (what a console can offer to show)."""
+        return [peer for peer, track in self.streams.items() if track.readyState != "ended"]
+
+    def viewers(self) -> int:
+        """Viewers (browsers) connected now; they share each unit's one uplink."""
+        return len(self._viewers)
+
     async def view(self, peer: bytes, offer_sdp: str) -> str:
         """Answer a viewer's (a browser's) offer with ``peer``'s live video; the answer's SDP. No STUN:
         the viewer reaches the command post directly. Candidates that are not IPv4 literals (mDNS

@@ -1,0 +1,158 @@
+"""The console's "Live video" panel: a real command post process with a webrtc link, a field unit
+running ``mesh112 video stream`` as its own process (offer and answer as FLASH bundles over their IP
+link), and Debian Chromium (Playwright) opening the console, clicking the unit's video and decoding
+its frames. The frames are read back from the page's pixels (the stamp the unit paints into them),
+and a second console shares the unit's one uplink."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import auth
+from playwright.sync_api import Browser, Page, sync_playwright
+from system_tools import require_tool
+
+from analytics_edge.live import read_stamp
+from field.deployment import create_demo_deployment
+from field.harness import free_port_base
+from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",  # aioice cannot resolve mDNS host names
+    "--autoplay-policy=no-user-gesture-required",
+]
+# MESH112_SCREENSHOTS=docs/img writes the README's screenshot there; otherwise the test's temp dir.
+SHOTS = os.environ.get("MESH112_SCREENSHOTS")
+TILE_PIXELS_JS = """
+(node) => {
+  const video = document.querySelector(`.video-tile[data-node="${node}"] video`);
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(video, 0, 0);
+  return {width: canvas.width, height: canvas.height, time: video.currentTime,
+          rgba: Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data)};
+}
+"""
+
+
+def _stamp(shot: dict[str, object]) -> int | None:
+    rgba = np.array(shot["rgba"], dtype=np.uint8).reshape(int(shot["height"]), int(shot["width"]), 4)  # type: ignore[call-overload]
+    stamped = read_stamp(rgba[..., :3])
+    return None if stamped is None else stamped[0]
+
+
+@pytest.fixture()
+def streaming(tmp_path: Path) -> Iterator[tuple[FieldNode, str, str]]:
+    """The command post (API, webrtc link) and a unit streaming to it: (post, unit id, token)."""
+    deployment = create_demo_deployment(tmp_path)
+    post_node, unit_node = write_field(
+        deployment,
+        api_port=free_port_base(2),
+        ip_port=free_port_base(2),
+        chain=("command-post", "responder-1"),
+    )
+    post_id = deployment.node("Command Post").node_id.hex()
+    with post_node.config.open("a") as config:
+        config.write('\n[[links]]\ntype = "webrtc"\n')
+    unit_config = unit_node.config.read_text().replace("[api]\nenabled = true", "[api]\nenabled = false")
+    unit_node.config.write_text(unit_config + f'\n[[links]]\ntype = "webrtc"\npeers = ["{post_id}"]\n')
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = [start_node(post_node, logs)]
+    try:
+        wait_healthy([post_node])
+        command = [sys.executable, "-m", "relay", "video", "stream", "--node", str(unit_node.config)]
+        command += ["--to", post_id, "--sos", "--kbps", "256", "--seconds", "120", "--fallback-after", "0"]
+        with (logs / "unit.log").open("ab") as log:
+            processes.append(
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        token = operator_token(deployment, frozenset({"dispatcher"}), "dispatcher op")
+        yield post_node, deployment.node("Responder 1").node_id.hex(), token
+    finally:
+        stop_all(processes)
+
+
+def _webrtc(post: FieldNode, token: str) -> dict[str, object]:
+    listed = httpx.get(f"{post.api}/api/v1/webrtc", headers=auth(token), timeout=10).json()
+    assert len(listed) == 1, listed
+    return dict(listed[0])
+
+
+def _watch(page: Page, post: FieldNode, unit: str, token: str) -> list[int]:
+    """Open the console, click the unit's video; the frame numbers read from two decoded frames."""
+    page.goto(f"{post.api}/#token={token}")
+    button = page.locator(f'#video-streams button[data-node="{unit}"]')
+    button.wait_for(timeout=30_000)
+    button.click()
+    page.wait_for_function(
+        f"document.querySelector('.video-tile[data-node=\"{unit}\"] video')?.currentTime > 0.5",
+        timeout=30_000,
+    )
+    first = page.evaluate(TILE_PIXELS_JS, unit)
+    page.wait_for_timeout(1500)
+    second = page.evaluate(TILE_PIXELS_JS, unit)
+    assert first["width"] > 0 and second["time"] > first["time"] + 0.5, "the tile's video must keep playing"
+    numbers = [_stamp(first), _stamp(second)]
+    assert all(n is not None for n in numbers), "the tile's frames must carry the unit's stamp"
+    return [int(n) for n in numbers if n is not None]
+
+
+@pytest.fixture()
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=require_tool("chromium", "chromium"), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
+    streaming: tuple[FieldNode, str, str], browser: Browser, tmp_path: Path
+) -> None:
+    post, unit, token = streaming
+    deadline = time.monotonic() + 60
+    while unit not in _webrtc(post, token)["streams"]:  # type: ignore[operator]
+        assert time.monotonic() < deadline, "the unit's video never reached the command post"
+        time.sleep(0.5)
+    assert _webrtc(post, token)["viewers"] == 0
+
+    first = browser.new_page(viewport={"width": 1280, "height": 900})
+    numbers = _watch(first, post, unit, token)
+    assert numbers[1] > numbers[0], f"frames must advance in the tile, read {numbers}"
+    second = browser.new_page(viewport={"width": 1280, "height": 900})
+    later = _watch(second, post, unit, token)
+    assert later[0] > numbers[0]
+    listed = _webrtc(post, token)
+    assert listed["viewers"] == 2 and listed["streams"] == [unit] and listed["peers_up"] == [unit], listed
+
+    first.locator("#video-lane").scroll_into_view_if_needed()
+    first.wait_for_timeout(500)
+    first.screenshot(path=str(Path(SHOTS or tmp_path) / "console-video.png"))
+    first.locator(f'.video-tile[data-node="{unit}"] .video-close').click()
+    assert first.locator(".video-tile").count() == 0
+    deadline = time.monotonic() + 15
+    while _webrtc(post, token)["viewers"] != 1:
+        assert time.monotonic() < deadline, "a closed tile must leave the command post's viewers"
+        time.sleep(0.3)
