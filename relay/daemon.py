@@ -27,6 +27,7 @@ import uvicorn
 
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError, KeyFileError
+from crypto.keyfile import write_atomic
 from crypto.keystore import load_node_keys, save_revocations
 from relay.api.app import ApiContext, create_app
 from relay.api.metrics import NodeCollector
@@ -84,6 +85,20 @@ def load_roster(directory: Path) -> list[Certificate]:
         except CryptoError as exc:
             raise ConfigError(f"{path}: not a certificate ({exc})") from None
     return certificates
+
+
+def remember_certificate(directory: Path, certificate: Certificate) -> None:
+    """Add a certificate learned at run time to the roster, so the node still trusts it after a
+    restart; a write that fails is logged (the node keeps trusting it until then)."""
+    try:
+        directory.mkdir(exist_ok=True)
+        write_atomic(directory / f"{certificate.node_id.hex()}.cert", certificate.encode(), 0o644)
+    except OSError as exc:
+        log.warning(
+            "certificate of %s not saved to %s (trusted until restart): %s", certificate.name, directory, exc
+        )
+        return
+    log.info("certificate of %s learned and saved to %s", certificate.name, directory)
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
@@ -144,6 +159,8 @@ async def run(
         groups=frozenset(joined_groups(data_dir)),
     )
     node = Node(engine, links)
+    trust.on_learned(lambda certificate: engine.trust_changed())  # short ids for the LoRa encoding
+    trust.on_learned(lambda certificate: remember_certificate(data_dir / ROSTER_DIR, certificate))
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     engine.on_group_key(lambda key, wrapped: save_group_key(data_dir, key, wrapped))
     post_apps = command_post_apps(node) if config.api.enabled else []

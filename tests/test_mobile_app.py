@@ -168,7 +168,8 @@ def _sos_free(app: Driven) -> bool:
 
 def test_enrol_by_qr_from_mesh112_authority_invite(tmp_path: Path, display: str) -> None:
     """`mesh112 authority invite` prints a QR; the app scans it from the PNG, enrols (a new identity,
-    its certificate from the authority) and its first message reaches the command post."""
+    its certificate from the authority) and its first message reaches the command post, which is
+    not restarted: it learns the certificate at run time and keeps it in its roster."""
     with running_field(tmp_path, ("command-post",)) as field:
         post = field.node("command-post")
         phone = tmp_path / "phone"
@@ -208,17 +209,17 @@ def test_enrol_by_qr_from_mesh112_authority_invite(tmp_path: Path, display: str)
                 scanned = app.expect(30, action="tap:enrol.scan")
                 app.expect(30, action="wait:ready")
                 assert invite.wait(10) == 0
-                # A running node trusts the roster it read at start: the post learns the new device
-                # from the roster the invitation wrote, so it is restarted (see docs/mobile.md).
-                field.stop("command-post")
-                field.start_healthy("command-post")
-                app.expect(60, message="delivered", text="STATUS: en route")
+                # The command post keeps running: it learns the device's certificate from the IP
+                # link's handshake (docs/crypto.md, "Learning certificates at run time").
+                app.expect(30, message="delivered", text="STATUS: en route")
                 delivered = app.lines[-1]
                 assert delivered["t"] - scanned["t"] < 30  # from scan to the first delivered message
                 app.expect(30, done=True)
             finally:
                 app.stop()
             assert "enrolled 'Responder 7'" in invite.stdout.read()
+            log = (tmp_path / "logs" / "command-post.log").read_text()
+            assert "certificate of Responder 7 learned and saved" in log
         finally:
             if invite.poll() is None:
                 invite.kill()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from crypto.keystore import NodeKeys
+from relay.bundle import to_epoch
 from relay.config import LinkOptions
 from relay.links.base import Link
 from relay.trust import TrustStore
@@ -12,8 +14,8 @@ from relay.trust import TrustStore
 
 def build_link(options: LinkOptions, node_keys: NodeKeys, data_dir: Path, trust: TrustStore) -> Link:
     """The link a ``[[links]]`` table describes. An IP link with ``tls = true`` gets (and on first
-    use makes) the self-signed TLS material in ``data_dir``; a LoRa link checks hop tags against
-    ``trust``, so revocations apply to it at once."""
+    use makes) the self-signed TLS material in ``data_dir`` and teaches ``trust`` the certificates
+    its peers prove; a LoRa link checks hop tags against ``trust``, so revocations apply to it at once."""
     if options.type == "ip":
         from relay.links import ip_tls
         from relay.links.ip import IpLink, IpLinkConfig
@@ -29,7 +31,12 @@ def build_link(options: LinkOptions, node_keys: NodeKeys, data_dir: Path, trust:
             keepalive_misses=options.keepalive_misses,
         )
         credentials = Credentials(node_keys.identity, node_keys.certificate)
-        return IpLink(config, credentials, Trust(node_keys.authority, node_keys.revocations))
+        return IpLink(
+            config,
+            credentials,
+            Trust(node_keys.authority, node_keys.revocations),
+            learn=lambda certificate: trust.learn(certificate, to_epoch(time.time())),
+        )
     if options.type == "webrtc":
         from relay.links.webrtc import WebRtcLink
 

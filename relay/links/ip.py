@@ -109,7 +109,10 @@ class IpLink(Link):
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        learn: Callable[[Certificate], object] | None = None,
     ) -> None:
+        """``learn`` is offered each peer certificate a handshake proved (see :meth:`TrustStore.learn`):
+        a device enrolled after this node started is then believed as an origin too."""
         self.config = config
         self.profile = LinkProfile(name=config.name, kind="ip", mtu=MAX_FRAME, bitrate=config.bitrate)
         self._credentials = credentials
@@ -128,6 +131,7 @@ class IpLink(Link):
         self._admission: Admission[pynng.Pipe] = Admission(
             MAX_PENDING_PER_SOURCE, MAX_PENDING_HANDSHAKES, free_fds=free_file_descriptors
         )
+        self._learn = learn
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes_completed = self._handshakes_refused = 0
         self._stopping = False
@@ -380,6 +384,13 @@ class IpLink(Link):
         peer = established.peer_node_id
         self._handshakes_completed += 1
         self._peer_certificates[peer] = established.peer_certificate
+        if self._learn is not None:  # before any frame of the peer reaches the node
+            try:
+                self._learn(established.peer_certificate)
+            except CryptoError as exc:
+                log.warning(
+                    "link %s: certificate of %s not learned: %s", self.config.name, display_id(peer), exc
+                )
         session = PeerSession(
             peer,
             established.cipher,
