@@ -80,7 +80,9 @@ def _measure(root: Path) -> dict[str, Any]:
     post.config.write_text(node_config(post.name, post.roles, api, post_ip, []))
     gateway.config.write_text(node_config(gateway.name, gateway.roles, _port(), _port(), [post_ip]))
     for node in (post, gateway):
-        (node.directory / "buildings.toml").write_text(buildings_toml(_port(socket.SOCK_DGRAM)))
+        (node.directory / "buildings.toml").write_text(
+            buildings_toml(_port(socket.SOCK_DGRAM), digest_secret=None)
+        )
         roster = node.directory / ROSTER_DIR
         roster.mkdir(exist_ok=True)
         for other in deployment.nodes:

@@ -59,7 +59,9 @@ def _start_field(root: Path, sip_port: int) -> tuple[FieldNode, str, list[subpro
     )
     gateway.config.write_text(gateway_node_toml(gateway.name, radio_gateway, {radio_post.num: post.node_id}))
     for node in (post, gateway):
-        (node.directory / "buildings.toml").write_text(buildings_toml(_port(socket.SOCK_DGRAM)))
+        (node.directory / "buildings.toml").write_text(
+            buildings_toml(_port(socket.SOCK_DGRAM), digest_secret=None)
+        )
         (node.directory / ROSTER_DIR).mkdir(exist_ok=True)
         for other in deployment.nodes:
             (node.directory / ROSTER_DIR / f"{other.node_id.hex()}.cert").write_bytes(

@@ -91,8 +91,15 @@ def gateway_node_toml(name: str, radio: Radio, roster: dict[int, bytes], region:
 PANEL_SECRET = "demo-panel-secret"  # the demo building's SIP digest password (sipsak -a)
 
 
-def buildings_toml(panel_port: int) -> str:
-    """The enrolment table of the demo building; acknowledgements go to a panel on ``panel_port``."""
+def buildings_toml(panel_port: int, *, digest_secret: str | None = PANEL_SECRET) -> str:
+    """The enrolment table of the demo building; acknowledgements go to a panel on ``panel_port``.
+    With ``digest_secret`` the panel must authenticate (SIP digest, user fire-panel-17); without,
+    the building is enrolled but its panel is not asked to (for clients that cannot do digest)."""
+    secret = (
+        f'digest_secret = "{digest_secret}"  # the panel authenticates with SIP digest\n'
+        if digest_secret
+        else ""
+    )
     return f"""# Written by mesh112 demo: the building enrolment table (gateway and command post).
 [[building]]
 key_id = "0a1b2c3d"
@@ -105,8 +112,7 @@ hazards = ["Diesel tank in basement"]
 lat = 48.20849
 lon = 16.37208
 panel = "sip:fire-panel-17@127.0.0.1:{panel_port};transport=udp"
-digest_secret = "{PANEL_SECRET}"  # the panel authenticates with SIP digest (user fire-panel-17)
-"""
+{secret}"""
 
 
 def start_emulator(config: Path, log: Path) -> subprocess.Popen[bytes]:

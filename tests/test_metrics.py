@@ -113,7 +113,9 @@ def test_gateway_node_metrics_with_a_scrape_token(tmp_path: Path) -> None:
         + lora_link_toml(radio_gateway, {radio_post.num: post.node_id})
     )
     for node in (post, gateway):
-        (node.directory / "buildings.toml").write_text(buildings_toml(_free_port(socket.SOCK_DGRAM)))
+        (node.directory / "buildings.toml").write_text(
+            buildings_toml(_free_port(socket.SOCK_DGRAM), digest_secret=None)
+        )
         roster = node.directory / ROSTER_DIR
         roster.mkdir(exist_ok=True)
         for other in deployment.nodes:

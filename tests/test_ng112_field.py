@@ -141,7 +141,7 @@ def _write_field(root: Path, panel_port: int, api_port: int) -> tuple[FieldNode,
     emulator = root / "lora-emulator.toml"
     observer = observer_radio(_free_port() - 3)
     emulator.write_text(emulator_toml((radio_post, radio_gateway, observer), speedup=20.0, region=REGION))
-    buildings = buildings_toml(panel_port)
+    buildings = buildings_toml(panel_port, digest_secret=None)
     post.config.write_text(
         node_config(post.name, post.roles, api_port, _free_port(), [])
         + lora_link_toml(radio_post, {radio_gateway.num: gateway.node_id}, REGION)
