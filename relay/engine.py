@@ -222,6 +222,17 @@ class NodeEngine:
         await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
         return bundle.id
 
+    async def hand_over(self, bundle: Bundle, now: float) -> bool:
+        """Take custody of a whole bundle a trusted local application hands over (a command post's
+        backbone bridge brings one from another post) as if a neighbour had sent it: the origin is
+        checked against the trust store, the store keeps it once by id and digest, and it is
+        delivered here or routed on. False if this node already held or had seen it; raises
+        :class:`CryptoError` if the origin is not trusted here (unknown, expired or revoked)."""
+        self.trust.check(bundle.origin, now)
+        actions = self.core.handed_over(bundle, now)
+        await self._apply(actions, now)
+        return bool(actions)
+
     async def receive(self) -> list[Delivery]:
         """Wait for deliveries; each is returned again after a restart until :meth:`ack`."""
         first = await self._inbox.get()

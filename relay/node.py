@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.registry import Collector
 
 from crypto.certificate import RevocationList
-from relay.bundle import BundleId, Destination, Priority, to_epoch
+from relay.bundle import Bundle, BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
 from relay.engine import Delivery, NodeEngine, SecurityCounters, StatusCallback
 from relay.kinds import KindRegistry
@@ -108,6 +108,17 @@ class Node:
         )
         self._wake()
         return bundle_id
+
+    async def hand_over(self, bundle: Bundle) -> bool:
+        """Take custody of a bundle a trusted local application brings whole (see
+        :meth:`relay.engine.NodeEngine.hand_over`); False if it was already here."""
+        taken = await self.engine.hand_over(bundle, self.now())
+        self._wake()
+        return taken
+
+    def held_for(self, nodes: Collection[bytes]) -> list[Bundle]:
+        """The bundles held here for one of ``nodes`` (see :meth:`relay.core.machine.RelayCore.held_for`)."""
+        return self.engine.core.held_for(nodes)
 
     async def inbox(self) -> AsyncIterator[Delivery]:
         """Deliveries for this node; acknowledge each with :meth:`ack` once handled."""

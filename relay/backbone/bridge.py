@@ -12,6 +12,9 @@ restart that reads the journal again republishes nothing JetStream or the fold w
 An acknowledgement made at another post for a record this post raised (a building that reports
 here) goes to the owning application's hook once, which carries it back to the building over the
 mesh; the journal keeps the bundle id with the acknowledgement, so a restart does not send it twice.
+
+Bundles this post's node holds for a node another post heard last go to that post
+(:mod:`relay.backbone.handover`); a bundle handed to this post goes to its node as custodian.
 """
 
 from __future__ import annotations
@@ -22,27 +25,39 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nats.errors import Error as NatsError
 
+from crypto.errors import CryptoError
 from relay.api.app import ApiContext
 from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventKind, RecordEvent, RecordState, RecordTable
+from relay.backbone.handover import Handover, HandoverPlan, Sightings
 from relay.backbone.nats_link import BackboneError, NatsBackbone
 from relay.backbone.shared import Shared, SharedError, shared_message, shared_unit
-from relay.bundle import BundleId
+from relay.bundle import Bundle, BundleId
 from relay.journal import Change, JournalBackend, MessageEntry, RecordEntry, UnknownRecordError
+from relay.node import Node
 
 log = logging.getLogger("mesh112.backbone")
 
 POLL_S = 0.1  # how often the journal's cursor is read for local changes
 BATCH = 2000  # events folded and written to the journal in one commit
 REVIVE_S = 2.0  # how often the region's sources are checked for a link that came back
+HANDOVER_S = 1.0  # how often the node's held bundles are checked for one to hand to another post
 
 AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]
+
+
+class Custodian(Protocol):
+    """The post's relay node, as the bridge sees it (a :class:`relay.node.Node`)."""
+
+    async def hand_over(self, bundle: Bundle) -> bool: ...
+
+    def held_for(self, nodes: Collection[bytes]) -> list[Bundle]: ...
 
 
 def ack_event_id(record_id: str, ack: Mapping[str, Any]) -> str:
@@ -86,6 +101,8 @@ class BridgeStats:
     duplicates: int = 0  # events read again (replays, echoes of our own): dropped by the fold
     hooks: int = 0  # acknowledgements from other posts carried back to the mesh
     revived: int = 0  # sources restarted when their link came back
+    handed_over: int = 0  # bundles published for another post's node
+    taken: int = 0  # bundles another post handed here, taken into the node's custody
 
 
 class PostBridge:
@@ -96,6 +113,7 @@ class PostBridge:
         *,
         publish_change: Callable[[Change], None] = lambda change: None,
         ack_hooks: Mapping[str, AckHook] | None = None,
+        custodian: Custodian | None = None,
     ) -> None:
         self.backbone, self.journal = backbone, journal
         self.post = backbone.config.domain
@@ -104,7 +122,10 @@ class PostBridge:
         self.caught_up = asyncio.Event()
         self._publish_change = publish_change
         self._hooks = dict(ack_hooks or {})
-        self._incoming: asyncio.Queue[RecordEvent | Shared] = asyncio.Queue()
+        self.custodian = custodian
+        self.sightings = Sightings()  # which post heard each node last
+        self._plan = HandoverPlan(self.post)
+        self._incoming: asyncio.Queue[tuple[str, RecordEvent | Shared | Handover]] = asyncio.Queue()
         self._shared: set[str] = set()  # messages and sightings published or applied here
         self._cursor = 0
 
@@ -122,9 +143,13 @@ class PostBridge:
                 await event.wait()
             await self._apply_incoming()
             self.caught_up.set()
+            next_handover = 0.0
             while True:
                 await self._apply_incoming()
                 more = self.backbone.config.role == "post" and await self._publish_local()
+                if self.custodian is not None and time.monotonic() >= next_handover:
+                    next_handover = time.monotonic() + HANDOVER_S
+                    await self._hand_over(self.custodian)
                 await asyncio.sleep(0 if more else POLL_S)
         finally:
             for reader in readers:
@@ -148,8 +173,8 @@ class PostBridge:
     async def _read(self, stream: str, target: int, reached: asyncio.Event) -> None:
         if target == 0:
             reached.set()
-        async for seq, event in self.backbone.events(stream):
-            self._incoming.put_nowait(event)
+        async for seq, post, event in self.backbone.events(stream):
+            self._incoming.put_nowait((post, event))
             if seq >= target:
                 reached.set()
 
@@ -158,8 +183,15 @@ class PostBridge:
             changed: dict[str, RecordState] = {}
             remote_acks: list[tuple[str, RecordEvent]] = []
             while not self._incoming.empty() and len(changed) < BATCH:
-                event = self._incoming.get_nowait()
+                post, event = self._incoming.get_nowait()
+                if isinstance(event, Handover):
+                    await self._take(event)
+                    continue
                 if isinstance(event, Shared):
+                    if event.kind == "unit":  # our own included: they come back on our stream
+                        self.sightings.heard(
+                            str(event.item.get("node_id")), float(event.item.get("last_heard", 0)), post
+                        )
                     await self._apply_shared(event)
                     continue
                 state = self.table.apply(event)
@@ -235,6 +267,28 @@ class PostBridge:
             unit.node_id, name=unit.name, roles=unit.roles, at=unit.last_heard, position=position
         )
         self._publish_change(Change(heard.seq, "unit", heard))
+
+    async def _hand_over(self, custodian: Custodian) -> None:
+        """Publish the bundles held here long enough for a node another post heard last."""
+        held = custodian.held_for(self.sightings.elsewhere(self.post))
+        due = self._plan.due(held, self.sightings, time.monotonic())
+        if due:
+            await self.backbone.publish(due)
+            self.stats.handed_over += len(due)
+            log.info("backbone: %d bundles handed to the posts that heard their nodes", len(due))
+
+    async def _take(self, handover: Handover) -> None:
+        """A bundle another post handed to this one: into the node's custody (once: the store and
+        the node keep it by id and digest)."""
+        if handover.to != self.post or self.custodian is None:
+            return
+        try:
+            taken = await self.custodian.hand_over(handover.bundle)
+        except CryptoError as exc:
+            log.warning("bundle %s handed over by the backbone refused: %s", handover.bundle.id, exc)
+            return
+        if taken:
+            self.stats.taken += 1
 
     def owns(self, record_id: str) -> bool:
         """Whether this post raised the record (it came here over the mesh): its applications carry
@@ -378,6 +432,7 @@ def bridge_for_post(config: BackboneSection, journal: JournalBackend, ctx: ApiCo
         journal,
         publish_change=lambda change: ctx.hub.publish(change.event()),
         ack_hooks=ctx.ack_hooks,
+        custodian=ctx.node if isinstance(ctx.node, Node) else None,
     )
     bridge.guard_hooks(ctx.ack_hooks)
     return bridge

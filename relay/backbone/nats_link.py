@@ -28,11 +28,17 @@ from nats.js.errors import BadRequestError
 
 from relay.backbone.config import BackboneSection
 from relay.backbone.fold import EventError, RecordEvent
+from relay.backbone.handover import Handover, HandoverError
 from relay.backbone.shared import Shared, SharedError
 
 log = logging.getLogger("mesh112.backbone")
 
 REGION_STREAM = "REGION"
+SUBJECTS: dict[type[RecordEvent | Shared | Handover], str] = {  # a post's subjects: <region>.<post>.<what>
+    RecordEvent: "events",
+    Shared: "shared",
+    Handover: "bundles",
+}
 DUPLICATE_WINDOW_S = 24 * 3600.0  # a post republishing after a long cut still hits the dedup window
 PUBLISH_WINDOW = 2000  # publishes awaiting their acknowledgement at once
 STALLED_NS = 5_000_000_000  # a source silent this long (it heartbeats every second or so) is stalled
@@ -88,7 +94,7 @@ class NatsBackbone:
             await self._stream(
                 StreamConfig(
                     name=config.post_stream(config.domain),
-                    subjects=[config.post_subject(config.domain, what) for what in ("events", "shared")],
+                    subjects=[config.post_subject(config.domain, what) for what in SUBJECTS.values()],
                     storage=StorageType.FILE,
                     duplicate_window=DUPLICATE_WINDOW_S,
                 )
@@ -137,13 +143,15 @@ class NatsBackbone:
         except BadRequestError:
             await self.js.update_stream(stream)  # a changed configuration (e.g. a post added)
 
-    async def publish(self, events: Sequence[RecordEvent | Shared]) -> None:
+    async def publish(self, events: Sequence[RecordEvent | Shared | Handover]) -> None:
         """Publish to this post's stream; returns once JetStream stored every one (or had it)."""
-        subjects = {what: self.config.post_subject(self.config.domain, what) for what in ("events", "shared")}
+        subjects = {
+            kind: self.config.post_subject(self.config.domain, what) for kind, what in SUBJECTS.items()
+        }
         for start in range(0, len(events), PUBLISH_WINDOW):
             futures = [
                 await self.js.publish_async(
-                    subjects["shared" if isinstance(e, Shared) else "events"],
+                    subjects[type(e)],
                     e.encode(),
                     headers={"Nats-Msg-Id": e.event_id},
                 )
@@ -161,8 +169,9 @@ class NatsBackbone:
         info = await self.js.stream_info(stream)
         return int(info.state.last_seq)
 
-    async def events(self, stream: str) -> AsyncIterator[tuple[int, RecordEvent | Shared]]:
-        """Every event in ``stream`` from its start, then live ones: ``(stream seq, event)``."""
+    async def events(self, stream: str) -> AsyncIterator[tuple[int, str, RecordEvent | Shared | Handover]]:
+        """Every event in ``stream`` from its start, then live ones: ``(stream seq, the post that
+        published it, event)``."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def take(msg: Msg) -> None:
@@ -174,16 +183,19 @@ class NatsBackbone:
         try:
             while True:
                 msg = await queue.get()
+                _, post, what = msg.subject.split(".")  # names hold no dots (config)
                 try:
-                    event: RecordEvent | Shared = (
+                    event: RecordEvent | Shared | Handover = (
                         Shared.decode(msg.data)
-                        if msg.subject.endswith(".shared")
+                        if what == "shared"
+                        else Handover.decode(msg.data)
+                        if what == "bundles"
                         else RecordEvent.decode(msg.data)
                     )
-                except (EventError, SharedError) as exc:
+                except (EventError, SharedError, HandoverError) as exc:
                     log.warning("backbone stream %s: %s (skipped)", stream, exc)
                     continue
-                yield int(msg.metadata.sequence.stream), event
+                yield int(msg.metadata.sequence.stream), post, event
         finally:
             await sub.unsubscribe()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
@@ -112,6 +113,15 @@ class RelayCore:
             depths[queue.priority_of(item)] += 1
         return depths
 
+    def held_for(self, nodes: Collection[bytes]) -> list[Bundle]:
+        """The bundles held here addressed to one of ``nodes`` (a command post's backbone bridge
+        looks for those it could hand to the post that heard the destination)."""
+        return [
+            held.bundle
+            for held in self._held.values()
+            if held.bundle.destination.kind is DestKind.NODE and held.bundle.destination.node in nodes
+        ]
+
     def neighbours(self, link: str) -> tuple[bytes, ...]:
         """Peers up on ``link`` now (for operators; routing keeps its own view)."""
         state = self._links.get(link)
@@ -212,6 +222,18 @@ class RelayCore:
             self._routes_changed(now)
             self._route_all(now)
         return []
+
+    def handed_over(self, bundle: Bundle, now: float) -> list[Action]:
+        """A whole bundle a trusted local application hands over (a command post's backbone bridge
+        brings one from another post): taken into custody as from a neighbour, with no neighbour to
+        acknowledge; nothing if it is held, being stored or already seen here."""
+        bundle = bundle.taken_by(self.node_id)
+        known = bundle.id in self._held or bundle.id in self._incoming or bundle.id in self._seen
+        if known or bundle.is_expired(now):
+            return []
+        self._incoming[bundle.id] = _Incoming(bundle, 1, [])
+        deliver = self.router.is_for_me(bundle) and bundle.origin != self.node_id
+        return [Persist(bundle, deliver=deliver, hold=self._keeps(bundle))]
 
     def persisted(self, accepted: list[BundleId], duplicates: list[BundleId], now: float) -> list[Action]:
         """The engine made these incoming bundles durable (or found them already known)."""
