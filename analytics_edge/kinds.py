@@ -6,12 +6,14 @@ refused when it is sent, not when it arrives at the command post.
 
 from __future__ import annotations
 
+from analytics_edge.clip_wire import decode_clip_bundle
 from analytics_edge.events import decode_event, decode_snapshot_record
 from relay.bundle import Kind
 from relay.kinds import KindRegistry
 
 DETECTION_EVENT = 40  # a compact :class:`analytics_edge.events.DetectionRecord`
 SNAPSHOT = 41  # an anonymised JPEG: :class:`analytics_edge.events.SnapshotRecord`
+CLIP = 42  # a signed evidence clip: :mod:`analytics_edge.clip_wire`
 
 assert DETECTION_EVENT >= Kind.FIRST_APPLICATION_KIND
 
@@ -24,6 +26,11 @@ def _check_snapshot(payload: bytes) -> None:
     decode_snapshot_record(payload)
 
 
+def _check_clip(payload: bytes) -> None:
+    decode_clip_bundle(payload)
+
+
 def register_kinds(registry: KindRegistry) -> None:
     registry.register(DETECTION_EVENT, "detection_event", _check_event)
     registry.register(SNAPSHOT, "camera_snapshot", _check_snapshot)
+    registry.register(CLIP, "evidence_clip", _check_clip)
