@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from analytics_edge.clip_cli import register as register_clips
 from analytics_edge.synthetic import render, walking_past
 from relay.bundle import NODE_ID_LEN, Kind
 from relay.errors import Mesh112Error
@@ -61,6 +62,7 @@ def register(subparsers: Any) -> None:
     )
     stream.add_argument("--snapshot-bytes", type=int, default=6000, help="largest snapshot (JPEG) to send")
     stream.set_defaults(func=_stream)
+    register_clips(commands)  # record and verify evidence clips (analytics_edge.clip_cli)
 
 
 def _stream(args: argparse.Namespace) -> int:
