@@ -79,8 +79,10 @@ def delivered(node: FieldNode, bundle_id: str) -> bool:
 
 @contextmanager
 def region_field(
-    root: Path, proxy: ImpairProxy, leaf_port: int
-) -> Iterator[tuple[dict[str, FieldNode], Region, str]]:
+    root: Path, proxy: ImpairProxy, leaf_port: int, responder_post: str = "a"
+) -> Iterator[tuple[dict[str, FieldNode], str, Region]]:
+    """The region's nodes (the posts, the centre and the responder, on the mesh with
+    ``responder_post`` only), an operator token for a dispatcher, and the nats-servers."""
     deployment = create_demo_deployment(root / "field")
     by_slug = {node.directory.name: node for node in deployment.nodes}
     region = start_region(root / "nats", {"a": None, "b": None, "c": proxy.port}, leaf_port=leaf_port)
@@ -90,7 +92,7 @@ def region_field(
         for index, name in enumerate([*POSTS, "responder"]):
             slug = POSTS.get(name, RESPONDER)
             demo = by_slug[slug]
-            dial = [ip] if name == "responder" else []  # the responder is on the mesh with post A only
+            dial = [ip + list(POSTS).index(responder_post)] if name == "responder" else []
             text = node_config(demo.name, demo.roles, api + index, ip + index, dial, api_rate=100_000.0)
             if name in POSTS:
                 config = region.centre_config() if name == "centre" else region.post_config(name)
@@ -108,7 +110,7 @@ def region_field(
             nodes[name] = FieldNode(slug, demo.directory, api + index, ip + index)
         (root / "logs").mkdir(exist_ok=True)
         token = operator_token(deployment, frozenset({"dispatcher"}), "dispatcher B")
-        yield nodes, token
+        yield nodes, token, region
     finally:
         region.stop()
 
@@ -119,7 +121,7 @@ async def run_region(tmp_path: Path, load: int, cut_s: float) -> None:
     await proxy.start()
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        with region_field(tmp_path, proxy, leaf_port) as (nodes, token):
+        with region_field(tmp_path, proxy, leaf_port) as (nodes, token, _):
             post_a_id = next(
                 d.node_id
                 for d in create_demo_deployment(tmp_path / "field").nodes
