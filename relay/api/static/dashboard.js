@@ -182,7 +182,8 @@ function beep() {
     osc.start(); osc.stop(audio.currentTime + 0.25);
   } catch (e) { /* no audio device: the banner still shows */ }
 }
-function startBeep() { if (!beepTimer) { beep(); beepTimer = setInterval(beep, 2000); } }
+// The first beep starts the audio device (tens of ms): after the banner is painted, not before.
+function startBeep() { if (!beepTimer) { setTimeout(beep, 0); beepTimer = setInterval(beep, 2000); } }
 function stopBeep() { clearInterval(beepTimer); beepTimer = null; }
 
 // ---------- detections: one card per camera and tracked object ----------
@@ -242,15 +243,32 @@ function ackDetection(group, action, close) {
     .then((updated) => { state.ackErrors.delete(group.key); applyRecord(updated); })
     .catch((e) => { state.ackErrors.set(group.key, String(e.message)); scheduleDetections(group.key); });
 }
+// The lane shows the newest tracked objects, a page at a time; the rest wait behind "N more" (a
+// thousand cards would be built and laid out for nobody to read).
+const DETECTION_PAGE = 50;
+let detectionLimit = DETECTION_PAGE;
 function renderDetections() {
   const list = $("detections");
   if (!list) return;
-  const groups = [...state.detections.values()].filter((g) => !g.closed).sort((a, b) => b.latest.created - a.latest.created).slice(0, 200);
+  const open = [...state.detections.values()].filter((g) => !g.closed).sort((a, b) => b.latest.created - a.latest.created);
+  const groups = open.slice(0, detectionLimit);
   const existing = new Map([...list.children].map((li) => [li.dataset.group, li]));
   const cards = groups.map((g) => (dirtyDetections.has(g.key) || !existing.has(g.key) ? detectionCard(g) : existing.get(g.key)));
   dirtyDetections.clear();
   list.replaceChildren(...cards);
-  $("detection-count").textContent = fmtNumber(groups.length);
+  $("detection-count").textContent = fmtNumber(open.length);
+  moreDetections(open.length - groups.length);
+}
+function moreDetections(hidden) {
+  let button = $("detections-more");
+  if (!button && !hidden) return;
+  if (!button) {
+    button = el("button", { id: "detections-more", type: "button", class: "more",
+      onclick: () => { detectionLimit += DETECTION_PAGE; scheduleDetections(null); } });
+    $("detections").after(button);
+  }
+  button.hidden = !hidden;
+  button.textContent = `${fmtNumber(hidden)} ${t("more")}`;
 }
 
 // ---------- units, messages, links ----------
@@ -274,7 +292,14 @@ function renderUnits() {
       + `${cell(u.last_heard ? fmtAge(now() - u.last_heard) : t("never"), u.last_heard ? fmtTime(u.last_heard) : "")}${cell(linkOf(u.node_id))}${cell(pos)}</div>`;
   }).join("");
   drawUnitsOnMap(units);
-  fillSendTargets();
+  scheduleSendTargets();
+}
+// Hundreds of options in a closed list: filled when the browser is idle, not on the paint path.
+let targetsQueued = false;
+function scheduleSendTargets() {
+  if (targetsQueued) return;
+  targetsQueued = true;
+  requestIdleCallback(() => { targetsQueued = false; fillSendTargets(); }, { timeout: 500 });
 }
 function destinationText(text) {
   if (text.startsWith("node:")) return unitName(text.slice(5));
@@ -390,7 +415,7 @@ function setupMap(tiles) {
   L.control.scale({ metric: true, imperial: false }).addTo(map);
   layers.units = new Dots().addTo(map);
   layers.alarms = new Dots().addTo(map);
-  layers.places = L.featureGroup().addTo(map);
+  layers.places = new Places().addTo(map);
   map.on("click", (e) => {
     const hit = layers.alarms.hit(e.containerPoint) || layers.units.hit(e.containerPoint);
     if (hit && hit.record) showDetail(hit.record);
@@ -444,27 +469,47 @@ function fitAll() { // once, to everything known when the console opened (or to 
   if (fitted || !map || !state.loaded) return;
   const bounds = L.latLngBounds([]);
   for (const layer of [layers.units, layers.alarms]) { const b = layer.bounds(); if (b.isValid()) bounds.extend(b); }
-  if (layers.places.getLayers().length) bounds.extend(layers.places.getBounds());
+  const placed = layers.places.bounds();
+  if (placed.isValid()) bounds.extend(placed);
   if (!bounds.isValid()) return;
   fitted = true;
   map.fitBounds(bounds.pad(0.3), { maxZoom: 16 });
 }
-// Buildings from enrolment and cameras are few: each is a labelled marker that names it on the map
-// (units stay on the canvas). Markers are kept by key and moved, not rebuilt, on every update.
-const places = new Map();
-function place(key, kind, lat, lon, name, popup, stale) {
-  let marker = places.get(key);
-  const html = `<span class="glyph">${kind === "building" ? "▦" : "◉"}</span><span class="label">${esc(name)}</span>`;
-  if (!marker) {
-    marker = L.marker([lat, lon], { title: name, keyboard: true });
-    places.set(key, marker.addTo(layers.places));
-  } else marker.setLatLng([lat, lon]);
-  if (marker.options.icon.options.html !== html || marker.stale !== stale) {
-    marker.setIcon(L.divIcon({ className: `place ${kind}${stale ? " stale" : ""}`, html, iconSize: null, iconAnchor: [9, 9] }));
-    marker.stale = stale;
-  }
-  if (marker.getPopup()) marker.setPopupContent(popup); else marker.bindPopup(popup);
-}
+// Buildings from enrolment and cameras: a labelled mark each that names it on the map. All of them
+// are one HTML string in one pane, redrawn on each move (a Leaflet marker each costs a busy console
+// tens of milliseconds); a click opens the item's popup.
+const Places = L.Layer.extend({
+  onAdd(m) {
+    this._pane = L.DomUtil.create("div", "places leaflet-zoom-hide", m.getPane("markerPane"));
+    this._items = this._items || new Map();
+    L.DomEvent.disableClickPropagation(this._pane);
+    L.DomEvent.on(this._pane, "click", this.open, this);
+    m.on("moveend zoomend resize viewreset", this.draw, this);
+    this.draw();
+  },
+  onRemove(m) { this._pane.remove(); m.off("moveend zoomend resize viewreset", this.draw, this); },
+  set(key, item) { this._items.set(key, item); },
+  bounds() { return L.latLngBounds([...this._items.values()].map((d) => [d.lat, d.lon])); },
+  draw() {
+    const m = this._map;
+    if (!m) return;
+    const size = m.getSize();
+    L.DomUtil.setPosition(this._pane, m.containerPointToLayerPoint([0, 0]));
+    let html = "";
+    for (const [key, d] of this._items) {
+      const p = m.latLngToContainerPoint([d.lat, d.lon]);
+      if (p.x < -200 || p.y < -20 || p.x > size.x + 20 || p.y > size.y + 20) continue;
+      html += `<div class="place ${d.kind}${d.stale ? " stale" : ""}" role="button" tabindex="0" title="${esc(d.name)}" data-key="${esc(key)}"`
+        + ` style="transform: translate(${Math.round(p.x) - 9}px, ${Math.round(p.y) - 9}px)">`
+        + `<span class="glyph">${d.kind === "building" ? "▦" : "◉"}</span><span class="label">${esc(d.name)}</span></div>`;
+    }
+    this._pane.innerHTML = html;
+  },
+  open(event) {
+    const d = this._items.get(event.target.closest(".place")?.dataset.key);
+    if (d) L.popup({ offset: [0, -6] }).setLatLng([d.lat, d.lon]).setContent(d.popup).openOn(this._map);
+  },
+});
 function buildingPopup(b) {
   const row = (k, v) => (v ? `<dt>${esc(t(k))}</dt><dd>${esc(v)}</dd>` : "");
   return `<strong>${esc(b.name)}</strong><dl>${row("address", b.address)}${row("floors", b.floors)}`
@@ -472,7 +517,10 @@ function buildingPopup(b) {
 }
 function drawBuildingsOnMap(buildings) {
   if (!map) return;
-  for (const b of buildings) if (b.lat != null) place(`b:${b.key_id}`, "building", b.lat, b.lon, b.name, buildingPopup(b), false);
+  for (const b of buildings) {
+    if (b.lat != null) layers.places.set(`b:${b.key_id}`, { kind: "building", lat: b.lat, lon: b.lon, name: b.name, popup: buildingPopup(b) });
+  }
+  layers.places.draw();
   fitAll();
 }
 function drawUnitsOnMap(units) {
@@ -480,8 +528,10 @@ function drawUnitsOnMap(units) {
   for (const u of units) {
     if (u.lat == null || !u.roles.includes("camera")) continue;
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
-    place(`u:${u.node_id}`, "camera", u.lat, u.lon, u.name, `<strong>${esc(u.name)}</strong><br>${esc(t("camera"))} · ${fmtNumber(u.lat, 5)}°, ${fmtNumber(u.lon, 5)}°`, stale);
+    const popup = `<strong>${esc(u.name)}</strong><br>${esc(t("camera"))} · ${fmtNumber(u.lat, 5)}°, ${fmtNumber(u.lon, 5)}°`;
+    layers.places.set(`u:${u.node_id}`, { kind: "camera", lat: u.lat, lon: u.lon, name: u.name, popup, stale });
   }
+  layers.places.draw();
   layers.units.setItems(units.filter((u) => u.lat != null && !u.roles.includes("camera")).map((u) => {
     const camera = u.roles.includes("camera"), building = u.roles.includes("building");
     const stale = !u.last_heard || now() - u.last_heard > STALE_UNIT_S;
