@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +24,8 @@ import av
 import numpy as np
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, Response
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from analytics_edge.clip_wire import MAX_CLIP_BYTES, ClipDecodeError, decode_clip_bundle
 from analytics_edge.detectors.base import resize_rgb
@@ -176,9 +178,28 @@ def _summary(origin: str, manifest: ClipManifest) -> dict[str, Any]:
     }
 
 
+class ClipCollector(Collector):
+    """``mesh112_evidence_clips_total{result}``: clips verified and refused, scraped with the node's."""
+
+    def __init__(self, records: ClipRecords) -> None:
+        self._records = records
+
+    def collect(self) -> Iterator[Metric]:
+        clips = CounterMetricFamily(
+            "mesh112_evidence_clips",
+            "Evidence clips verified and refused at this command post",
+            labels=["result"],
+        )
+        for result, count in sorted(self._records.counts.items()):
+            clips.add_metric([result], count)
+        yield clips
+
+
 def command_post_app(node: Node) -> ClipRecords:
-    """Entry point ``mesh112.command_post``: clips kept in ``<data_dir>/clips/``."""
+    """Entry point ``mesh112.command_post``: clips kept in ``<data_dir>/clips/``, counted in metrics."""
     store_path = node.engine.store.path
     if store_path is None:
         raise ValueError("the node's store has no file; evidence clips need a data directory")
-    return ClipRecords(node, store_path.parent / CLIPS_DIR)
+    records = ClipRecords(node, store_path.parent / CLIPS_DIR)
+    node.collectors.append(ClipCollector(records))
+    return records

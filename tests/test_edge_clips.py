@@ -148,6 +148,9 @@ def test_a_unit_records_signed_clips_that_the_command_post_verifies_and_serves(t
         assert sum("does not match its manifest" in reason for reason in reasons) == 1, reasons
         counts = httpx.get(f"{post_node.api}/api/v1/apps/clip/counts", headers=auth(token), timeout=10).json()
         assert counts == {"verified": 2, "refused": 3}
+        admin = operator_token(deployment, frozenset({"admin"}), "admin op")
+        metrics = httpx.get(f"{post_node.api}/metrics", headers=auth(admin), timeout=10).text
+        assert 'mesh112_evidence_clips_total{result="refused"} 3.0' in metrics, metrics[-2000:]
         assert len(list((post_node.directory / "clips").glob("*.webm"))) == 2
     finally:
         stop_all(processes)
