@@ -226,7 +226,8 @@ class NodeEngine:
         """Take custody of a whole bundle a trusted local application hands over (a command post's
         backbone bridge brings one from another post) as if a neighbour had sent it: the origin is
         checked against the trust store, the store keeps it once by id and digest, and it is
-        delivered here or routed on. False if this node already held or had seen it; raises
+        delivered here or routed on. False if this node holds it or saw it since it started (one
+        seen before a restart the store keeps as a duplicate, neither stored nor delivered again); raises
         :class:`CryptoError` if the origin is not trusted here (unknown, expired or revoked)."""
         self.trust.check(bundle.origin, now)
         actions = self.core.handed_over(bundle, now)

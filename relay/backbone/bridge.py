@@ -426,13 +426,14 @@ class PostBridge:
 
 def bridge_for_post(config: BackboneSection, journal: JournalBackend, ctx: ApiContext) -> PostBridge:
     """The bridge between a post's journal and the backbone, its changes on the API's live stream;
-    from here on the API's acknowledgement hooks leave records raised at another post to that post."""
+    from here on the API's acknowledgement hooks leave records raised at another post to that post.
+    A post's relay node hands bundles to and takes them from other posts; the centre's does not."""
     bridge = PostBridge(
         NatsBackbone(config),
         journal,
         publish_change=lambda change: ctx.hub.publish(change.event()),
         ack_hooks=ctx.ack_hooks,
-        custodian=ctx.node if isinstance(ctx.node, Node) else None,
+        custodian=ctx.node if isinstance(ctx.node, Node) and config.role == "post" else None,
     )
     bridge.guard_hooks(ctx.ack_hooks)
     return bridge
