@@ -154,3 +154,42 @@ def test_a_unit_records_signed_clips_that_the_command_post_verifies_and_serves(t
         assert len(list((post_node.directory / "clips").glob("*.webm"))) == 2
     finally:
         stop_all(processes)
+
+
+def test_a_clip_recorded_while_the_post_is_unreachable_is_delivered_when_the_unit_runs_again(
+    tmp_path: Path,
+) -> None:
+    """Store-and-forward: the command post is down while the unit records, so the clip stays in the
+    unit's store; the unit's node run later (``mesh112 relay run``) delivers it, and it verifies."""
+    deployment = create_demo_deployment(tmp_path)
+    post_node, unit_node = write_field(
+        deployment,
+        api_port=free_port_base(2),
+        ip_port=free_port_base(2),
+        chain=("command-post", "responder-2"),
+    )
+    post_id = deployment.node("Command Post").node_id.hex()
+    unit_node.config.write_text(
+        unit_node.config.read_text().replace("[api]\nenabled = true", "[api]\nenabled = false")
+    )
+    command = [sys.executable, "-m", "relay", "video", "record", "--node", str(unit_node.config)]
+    command += ["--to", post_id, "--seconds", "2", "--wait", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines[-1] == {"delivered": 0, "waiting": 1}, result.stdout
+    (tmp_path / "logs").mkdir()
+    processes = [start_node(post_node, tmp_path / "logs")]
+    try:
+        wait_healthy([post_node])
+        processes.append(start_node(unit_node, tmp_path / "logs"))
+        token = operator_token(deployment, frozenset({"dispatcher"}), "dispatcher op")
+        deadline = time.monotonic() + 60
+        records: list[dict[str, Any]] = []
+        while not records and time.monotonic() < deadline:
+            records = _clip_records(post_node.api, token)
+            time.sleep(0.5)
+        assert len(records) == 1 and records[0]["body"]["verified"], records
+        assert records[0]["body"]["sha256"] == lines[0]["sha256"]
+    finally:
+        stop_all(processes)
