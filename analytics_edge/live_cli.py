@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
         "--clip", type=Path, help="a video file to stream (looped); default: a synthetic scene"
     )
     stream.add_argument("--kbps", type=int, default=64, help="what the path is expected to carry (start)")
+    stream.add_argument(
+        "--max-kbps", type=int, default=1500, help="the most the encoder may use (caps resolution and fps)"
+    )
     stream.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     stream.add_argument("--api", help="signal through this command post API (http://HOST:PORT) instead")
     stream.add_argument("--token", help=f"API token for --api (default: ${TOKEN_ENV})")
@@ -113,7 +116,8 @@ async def _stream_from(
     if link is None:
         raise VideoError(f'{args.node} has no webrtc link: add [[links]] type = "webrtc"')
     start = args.kbps * 1000
-    allow_low_bitrates(floor_bps=min(30_000, start), start_bps=start, cap_bps=max(start, 1_500_000))
+    cap = max(start, args.max_kbps * 1000)
+    allow_low_bitrates(floor_bps=min(30_000, start), start_bps=start, cap_bps=cap)
     track = LiveVideoTrack(
         _source(args.clip), Anonymiser(), bitrate=lambda: encoder_bitrate(link.video_sender(target)) or start
     )

@@ -39,6 +39,7 @@ DEMO_NODES = (
     DemoNodeSpec("responder-1", "Responder 1", ("responder",), groups=(INCIDENT,)),
     DemoNodeSpec("building-gateway", "Building Gateway", ("building",)),
     DemoNodeSpec("camera-1", "Camera 1", ("camera",)),
+    DemoNodeSpec("responder-2", "Responder 2", ("responder",), groups=(INCIDENT,)),  # helmet camera
 )
 
 

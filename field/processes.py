@@ -5,7 +5,9 @@
     responder-1 ⇄ relay-2 ⇄ relay-1 ⇄ command-post (API + dashboard on 127.0.0.1:8112)
 
 plus a LoRa segment on emulated radios (:mod:`field.radio`): command-post, relay-1 and a
-building-gateway node (LoRa only) that takes NG112 alarms over SIP on 127.0.0.1:5062;
+building-gateway node (LoRa only) that takes NG112 alarms over SIP on 127.0.0.1:5062; a camera box
+(:mod:`field.camera`) and responder-2's helmet camera (:mod:`field.helmet`), which streams live
+video over a ``webrtc`` link to the command post, where the console shows it;
 
 writes each node's ``node.toml`` and roster, starts one ``mesh112 relay run`` process per node,
 issues a token for the demo operator and prints the dashboard address. A traffic loop then sends
@@ -31,6 +33,7 @@ import httpx
 from crypto.identity import Identity
 from field.camera import CAMERA_SLUG, start_camera
 from field.deployment import DemoDeployment, create_demo_deployment
+from field.helmet import HELMET_SLUG, add_webrtc_link, start_helmet
 from field.panel import DemoPanel
 from field.radio import (
     LORA_PORT,
@@ -188,7 +191,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0) -> int:
     deployment = create_demo_deployment(root)
-    *field, camera = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG))
+    *field, camera, helmet = write_field(deployment, chain=(*CHAIN, CAMERA_SLUG, HELMET_SLUG))
+    post_id = deployment.node("Command Post").node_id
+    add_webrtc_link(field[0].config)  # the command post answers video offers, records and relays them
     app_node = next(node for node in field if node.slug == APP_NODE)
     with_app = bool(os.environ.get("DISPLAY"))
     if with_app:  # the responder app is responder-1's node (one store, one process): no relay process
@@ -210,6 +215,8 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         start_gateway(radio.gateway_config, radio.buildings, SIP_PORT, gateway_log, radio.command_post)
     )
     radio_processes.append(start_camera(camera.directory, radio.command_post, log_dir / "camera-1.log"))
+    clip = camera.directory / "clip.mkv"  # start_camera made it
+    radio_processes.append(start_helmet(helmet.directory, post_id, clip, log_dir / f"{HELMET_SLUG}.log"))
     app_command = [sys.executable, "-m", "mobile", "--node", str(app_node.directory)]
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -226,6 +233,10 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
         print(f"  {'lora-emulator':<13} pid {radio_processes[0].pid:<7} radios on tcp :{LORA_PORT}..")
         print(f"  {'building-gw':<13} pid {radio_processes[1].pid:<7} sip :{SIP_PORT} (LoRa only)")
         print(f"  {'camera-1':<13} pid {radio_processes[2].pid:<7} ip :{camera.ip_port} (generated clip)")
+        print(
+            f"  {HELMET_SLUG:<13} pid {radio_processes[3].pid:<7} ip :{helmet.ip_port}"
+            " helmet camera: live video over WebRTC to the command post"
+        )
         print(
             f"\nSend a building alarm: sipsak -vv -f {radio.alarm_message} -s sip:ng112@127.0.0.1:{SIP_PORT}"
             f" -u fire-panel-17 -a {PANEL_SECRET}"
@@ -245,6 +256,8 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
             print(f"No display: responder-1 runs as a relay. The responder app: {' '.join(app_command)}")
             print("  (with $DISPLAY set, make run opens it in responder-1's place)")
         print(f"\nDashboard: {post.api}/#token={dispatcher}")
+        print("  Live video: Responder 2's helmet camera streams to the command post; click it in the")
+        print("  console's Live video panel (recorded in command-post/video/).")
         print(f"API docs:  {post.api}/docs")
         print(f"Operator token (dispatcher) for the CLI:\n  export MESH112_TOKEN={dispatcher}")
         print(f"  mesh112 inbox --api {post.api}\n\nLogs in {log_dir}. Ctrl-C stops everything.", flush=True)
@@ -282,7 +295,7 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
                     )
                     return 1
             if any(process.poll() is not None for process in radio_processes):
-                print(f"the LoRa emulator, the building gateway or the camera exited; see {log_dir}")
+                print(f"the LoRa emulator, the building gateway or a camera exited; see {log_dir}")
                 return 1
             time.sleep(interval)
     except KeyboardInterrupt:

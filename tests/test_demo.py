@@ -1,5 +1,5 @@
-"""`make run` as a newcomer sees it: `mesh112 demo` starts the field, traffic and alarms reach the
-command post, Ctrl-C stops every process it started."""
+"""`make run` as a newcomer sees it: `mesh112 demo` starts the field, traffic, alarms and a helmet
+camera's live video reach the command post, Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -74,6 +74,13 @@ def test_demo_field_runs_carries_traffic_alarms_and_detections_then_stops(tmp_pa
             "the building alarm at the command post",
         )
         assert "EXERCISE" in alarms[0]["body"]["summary"].upper()
+        units = httpx.get(f"{api}/api/v1/units", headers=headers).json()
+        helmet = next(unit["node_id"] for unit in units if unit["name"] == "Responder 2")
+        _wait(
+            lambda: helmet in httpx.get(f"{api}/api/v1/webrtc", headers=headers).json()[0]["streams"],
+            90,
+            "responder-2's live video at the command post (the console's Live video panel)",
+        )
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(60)

@@ -2,8 +2,9 @@
 // (GET /api/v1/webrtc: each webrtc link's streams) and shows a unit's live video in a tile on click.
 // Each tile is this browser's own RTCPeerConnection to the command post, with no STUN (iceServers:
 // []): the offer goes to POST /api/v1/webrtc/view/<node>, the answer carries the unit's video relayed
-// from its one uplink, so any number of tiles and consoles share that uplink. Uses dashboard.js's
-// api(), token(), el(), unitName() and LANG.
+// from its one uplink, so any number of tiles and consoles share that uplink. A tile whose picture
+// stands still while the unit still streams (an ICE restart gives the command post a new track) is
+// opened again. Uses dashboard.js's api(), token(), el(), unitName() and LANG.
 "use strict";
 const VIDEO_TEXTS = {
   en: { liveVideo: "Live video", noStreams: "no unit is streaming", watch: "Watch", connecting: "connecting…",
@@ -14,7 +15,8 @@ const VIDEO_TEXTS = {
 const vt = (key) => (VIDEO_TEXTS[LANG] || VIDEO_TEXTS.en)[key];
 const VIDEO_POLL_MS = 3000;
 const ICE_GATHER_MS = 3000; // host candidates only: gathering ends at once, this bounds a stuck one
-const videoTiles = new Map(); // node id -> {pc, tile, video}
+const STALL_MS = 9000; // a tile's picture still this long while its unit streams: open it again
+const videoTiles = new Map(); // node id -> {pc, tile, video, link, seen, still}
 window.mesh112video = videoTiles; // tests read the tiles' peer connections from here
 
 async function pollVideo() {
@@ -38,6 +40,23 @@ async function pollVideo() {
     }));
   }));
   if (!streams.length) list.append(el("li", { class: "hint", text: vt("noStreams") }));
+  reopenStalled(new Set(streams.map((key) => key.split("/")[1])));
+}
+
+function reopenStalled(live) {
+  for (const [node, entry] of [...videoTiles]) {
+    entry.still = entry.video.currentTime === entry.seen ? entry.still + 1 : 0;
+    entry.seen = entry.video.currentTime;
+    if (entry.still * VIDEO_POLL_MS >= STALL_MS && live.has(node)) { closeTile(node); watch(node, entry.link); }
+  }
+}
+
+function closeTile(node) {
+  const entry = videoTiles.get(node);
+  if (!entry) return;
+  entry.pc.close();
+  entry.tile.remove();
+  videoTiles.delete(node);
 }
 
 async function watch(node, link) {
@@ -50,8 +69,8 @@ async function watch(node, link) {
     el("figcaption", {}, el("strong", { text: unitName(node) }), " ", status, " ", close));
   document.getElementById("video-tiles").append(tile);
   const pc = new RTCPeerConnection({ iceServers: [] });
-  videoTiles.set(node, { pc, tile, video });
-  close.onclick = () => { pc.close(); tile.remove(); videoTiles.delete(node); };
+  videoTiles.set(node, { pc, tile, video, link, seen: 0, still: 0 });
+  close.onclick = () => (videoTiles.get(node)?.tile === tile ? closeTile(node) : tile.remove());
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.ontrack = (event) => { video.srcObject = new MediaStream([event.track]); };
   pc.onconnectionstatechange = () => {
