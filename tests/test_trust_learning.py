@@ -28,6 +28,9 @@ from relay.trust import MAX_LEARNED, LearnRefusedError, TrustStore
 
 DAY = 86_400
 ROLES = frozenset({"responder"})
+# Seconds; loose because the 2-core test machine is shared (a reconnect after the
+# post's restart waits up to the IP link's reconnect_max of 10 s).
+DELIVERY_BOUND_S = 45
 
 
 def _now() -> float:
@@ -163,11 +166,11 @@ def _learned_lines(log: Path) -> list[str]:
     return lines
 
 
-def _wait_for_text(post: FieldNode, text: str, timeout: float) -> float:
+def _wait_for_text(post: FieldNode, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(message[2] == text for message in journal_messages(post)):
-            return time.monotonic()
+            return
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in the command post's journal within {timeout} s")
 
@@ -184,9 +187,8 @@ def test_post_learns_a_relay_missing_from_its_roster_and_keeps_it(tmp_path: Path
         field.start_healthy("relay-1")
         to_post = f"node:{field.node_id('command-post')}"
 
-        started = time.monotonic()
         asyncio.run(send_many(relay, field.token, to_post, ["first from a stranger"]))
-        assert _wait_for_text(post, "first from a stranger", 30) - started < 30
+        _wait_for_text(post, "first from a stranger", DELIVERY_BOUND_S)
         assert missing.read_bytes() == relay_certificate  # persisted into the post's roster
         post_log = tmp_path / "logs" / "command-post.log"
         assert len(_learned_lines(post_log)) == 1
@@ -194,5 +196,5 @@ def test_post_learns_a_relay_missing_from_its_roster_and_keeps_it(tmp_path: Path
         field.stop("command-post")  # the restarted post reads the certificate from its roster
         field.start_healthy("command-post")
         asyncio.run(send_many(relay, field.token, to_post, ["after the restart"]))
-        _wait_for_text(post, "after the restart", 30)
+        _wait_for_text(post, "after the restart", DELIVERY_BOUND_S)
         assert len(_learned_lines(post_log)) == 1  # not learned again: it came from the roster
