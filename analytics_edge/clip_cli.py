@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from analytics_edge.synthetic import render, walking_past
-from crypto.evidence import EvidenceError
+from crypto.evidence import MAX_CAMERA, EvidenceError
 from relay.bundle import NODE_ID_LEN
 from relay.errors import Mesh112Error
 
@@ -104,6 +104,8 @@ def _record(args: argparse.Namespace) -> int:
         raise ClipCommandError(f"--to must be a node id of 32 hex digits, got {args.to!r}")
     if not 0 < args.segment <= 60 or args.seconds <= 0:
         raise ClipCommandError("--seconds must be positive and --segment between 0 and 60 seconds")
+    if not 0 <= args.camera <= MAX_CAMERA:
+        raise ClipCommandError(f"--camera must be 0-{MAX_CAMERA}, got {args.camera}")
     asyncio.run(_run(args, target))
     return 0
 

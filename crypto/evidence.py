@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -19,11 +20,26 @@ from crypto.errors import CertificateError, CryptoError, DecodeError
 from crypto.identity import NODE_ID_LEN, SIGNATURE_LEN, Identity, PublicIdentity
 
 _TAG = b"mesh112/clip-manifest/v1\x00"
-MAX_MANIFEST = 4096  # bytes of JSON; a manifest with its certificate is about 700
+MAX_MANIFEST = 4096  # bytes of JSON; a manifest with its certificate is about 650
+MAX_CAMERA = 0xFFFF
 
 
 class EvidenceError(CryptoError):
     """A clip that does not match its manifest, or a manifest not signed by the node it names."""
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "node_id": str,
+    "camera": int,
+    "start": (int, float),
+    "end": (int, float),
+    "frames": int,
+    "codec": str,
+    "sha256": str,
+    "size": int,
+    "certificate": str,
+    "signature": str,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +74,14 @@ class ClipManifest:
             manifest = cls(**fields)
         except (ValueError, TypeError) as exc:
             raise DecodeError(f"not a clip manifest: {exc}") from None
-        for name, kind in (("camera", int), ("frames", int), ("size", int), ("start", (int, float))):
-            if not isinstance(getattr(manifest, name), kind):
+        for name, kind in _FIELD_TYPES.items():
+            value = getattr(manifest, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
                 raise DecodeError(f"clip manifest field {name!r} has the wrong type")
+        if not (math.isfinite(manifest.start) and math.isfinite(manifest.end)):
+            raise DecodeError("clip manifest times must be finite numbers")
+        if not 0 <= manifest.camera <= MAX_CAMERA or manifest.frames < 0 or manifest.size < 0:
+            raise DecodeError(f"clip manifest camera (0-{MAX_CAMERA}), frames and size must not be negative")
         return manifest
 
     def signer(self) -> Certificate:

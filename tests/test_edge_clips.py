@@ -9,6 +9,7 @@ Forged clips (manifest altered, signed by another node, clip altered) are refuse
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import auth
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics_edge.clip_wire import ClipDecodeError, decode_clip_bundle, encode_clip_bundle
 from crypto.certificate import Authority
@@ -193,3 +196,34 @@ def test_a_clip_recorded_while_the_post_is_unreachable_is_delivered_when_the_uni
         assert records[0]["body"]["sha256"] == lines[0]["sha256"]
     finally:
         stop_all(processes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.builds(lambda body, tail: len(body).to_bytes(2, "big") + body + tail, st.binary(), st.binary()),
+        st.builds(
+            lambda doc: len(doc).to_bytes(2, "big") + doc,
+            st.dictionaries(st.sampled_from(["camera", "node_id", "size", "x"]), st.integers()).map(
+                lambda d: json.dumps(d).encode()
+            ),
+        ),
+    )
+)
+def test_arbitrary_clip_bundles_raise_only_clip_decode_errors(payload: bytes) -> None:
+    with contextlib.suppress(ClipDecodeError):
+        decode_clip_bundle(payload)
+
+
+def test_every_field_of_a_manifest_is_typed_and_bounded() -> None:
+    manifest = _signed(Authority.generate(), Identity.generate())
+    assert len(manifest.encode()) < 900
+    fields = dataclasses.asdict(manifest)
+    for name, bad in (("camera", -1), ("camera", 70_000), ("frames", True), ("sha256", 5), ("end", "x")):
+        with pytest.raises(DecodeError):
+            ClipManifest.decode(json.dumps({**fields, name: bad}).encode())
+    with pytest.raises(DecodeError):
+        ClipManifest.decode(json.dumps({**fields, "extra": 1}).encode())
+    with pytest.raises(DecodeError):
+        ClipManifest.decode(json.dumps({**fields, "start": float("inf")}).encode())
