@@ -227,3 +227,16 @@ def test_every_field_of_a_manifest_is_typed_and_bounded() -> None:
         ClipManifest.decode(json.dumps({**fields, "extra": 1}).encode())
     with pytest.raises(DecodeError):
         ClipManifest.decode(json.dumps({**fields, "start": float("inf")}).encode())
+
+
+def test_offline_a_revoked_signer_fails_and_an_expired_one_holds_for_clips_recorded_before() -> None:
+    authority, identity = Authority.generate(), Identity.generate()
+    issued = int(time.time()) - 7200
+    expires = issued + 3600  # an hour ago
+    certificate = authority.issue(identity.public, frozenset({"responder"}), "helmet", expires, now=issued)
+    times = {"start": issued + 60, "end": issued + 70}
+    recorded = sign_clip(identity, certificate, CLIP, camera=0, frames=100, codec="vp8/webm", **times)
+    assert verify_offline(recorded, CLIP, authority.public, authority.revocations).name == "helmet"
+    revocations = authority.revoke(identity.node_id, "helmet lost")
+    with pytest.raises(EvidenceError, match="revoked"):
+        verify_offline(recorded, CLIP, authority.public, revocations)
