@@ -5,7 +5,8 @@ of ``tests/test_regional.py``); the responder's node is on the mesh with post B 
 reaches post B, so B's journal hears the unit and the sighting crosses the backbone. A dispatcher at
 post A then sends the responder a message through A's API: A's node holds it (its mesh does not
 reach the responder), hands it to post B on the backbone after the hold, and B's node takes custody
-and delivers it over B's mesh. Exactly one handover is stored on A's stream.
+and delivers it over B's mesh. The responder's receipt, held at B for A's node, goes back to A the
+same way, so A's console reads "delivered". Each handover is stored once.
 """
 
 from __future__ import annotations
@@ -94,13 +95,22 @@ async def test_a_bundle_for_a_node_at_post_b_crosses_from_post_a(tmp_path: Path)
             print(f"\nA's message reached the responder on B's mesh {took:.1f} s after it was sent")
             assert took >= HOLD_S - 1  # A's own mesh had its time first
 
-            backbone = NatsBackbone(region.post_config("a"))
-            await backbone.connect()
-            try:
-                info = await backbone.js.stream_info("POST_a", subjects_filter="region.a.bundles")
-            finally:
-                await backbone.close()
-            assert info.state.subjects == {"region.a.bundles": 1}  # handed over once
+            async with httpx.AsyncClient(
+                base_url=nodes["a"].api, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as client:
+                while (await client.get(f"/api/v1/bundles/{bundle_id}")).json()["state"] != "delivered":
+                    assert time.monotonic() - sent < 2 * HOLD_S + CROSS_S, "the receipt never came back to A"
+                    await asyncio.sleep(0.5)
+            print(f"A's message read delivered at A {time.monotonic() - sent:.1f} s after it was sent")
+            for post in ("a", "b"):  # the message from A, its receipt from B: each handed over once
+                backbone = NatsBackbone(region.post_config(post))
+                await backbone.connect()
+                try:
+                    subject = f"region.{post}.bundles"
+                    info = await backbone.js.stream_info(f"POST_{post}", subjects_filter=subject)
+                finally:
+                    await backbone.close()
+                assert info.state.subjects == {subject: 1}
     finally:
         stop_all(list(processes.values()))
         await proxy.stop()

@@ -55,6 +55,9 @@ AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]
 class Custodian(Protocol):
     """The post's relay node, as the bridge sees it (a :class:`relay.node.Node`)."""
 
+    @property
+    def node_id(self) -> bytes: ...
+
     async def hand_over(self, bundle: Bundle) -> bool: ...
 
     def held_for(self, nodes: Collection[bytes]) -> list[Bundle]: ...
@@ -124,7 +127,7 @@ class PostBridge:
         self._hooks = dict(ack_hooks or {})
         self.custodian = custodian
         self.sightings = Sightings()  # which post heard each node last
-        self._plan = HandoverPlan(self.post)
+        self._plan = HandoverPlan(self.post, custodian.node_id.hex() if custodian else "")
         self._incoming: asyncio.Queue[tuple[str, RecordEvent | Shared | Handover]] = asyncio.Queue()
         self._shared: set[str] = set()  # messages and sightings published or applied here
         self._cursor = 0
@@ -185,6 +188,7 @@ class PostBridge:
             while not self._incoming.empty() and len(changed) < BATCH:
                 post, event = self._incoming.get_nowait()
                 if isinstance(event, Handover):
+                    self.sightings.home(event.by, post)  # its receipt goes back there
                     await self._take(event)
                     continue
                 if isinstance(event, Shared):

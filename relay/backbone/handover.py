@@ -10,12 +10,15 @@ naming that post. That post's bridge gives it to its own node
 over its mesh. This post keeps its own copy meanwhile (two custodians; the destination keeps the
 first and receipts it once), so nothing is lost if the other post never reaches the node either.
 JetStream drops a republished handover by its id and the receiving store keeps a bundle once by id
-and digest, so nothing is applied twice.
+and digest, so nothing is applied twice. A handover names the relay node of the post that made it,
+which is always at that post: so the destination's receipt, held at the receiving post, finds its
+way back the same way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from relay.bundle import Bundle, BundleDecodeError, BundleId, decode_full, encode_full
@@ -31,19 +34,20 @@ class HandoverError(ValueError):
 class Handover:
     to: str  # the post that heard the destination last
     bundle: Bundle
+    by: str  # the handing post's relay node (hex id)
 
     @property
     def event_id(self) -> str:
         return f"bundle:{self.bundle.id.key().hex()}"
 
     def encode(self) -> bytes:
-        return json.dumps({"to": self.to, "bundle": encode_full(self.bundle).hex()}).encode()
+        return json.dumps({"to": self.to, "bundle": encode_full(self.bundle).hex(), "by": self.by}).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Handover:
         try:
             data = json.loads(raw)
-            return cls(str(data["to"]), decode_full(bytes.fromhex(data["bundle"])))
+            return cls(str(data["to"]), decode_full(bytes.fromhex(data["bundle"])), str(data["by"]))
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, BundleDecodeError) as exc:
             raise HandoverError(f"not a handed-over bundle: {exc}") from None
 
@@ -63,6 +67,10 @@ class Sightings:
         if known is None or at > known[0]:
             self.last[node] = (at, post)
 
+    def home(self, node_id: str, post: str) -> None:
+        """A post's own relay node: always at that post, whatever was heard of it."""
+        self.heard(node_id, math.inf, post)
+
     def elsewhere(self, post: str) -> set[bytes]:
         """The nodes another post heard last."""
         return {node for node, (_, heard_by) in self.last.items() if heard_by != post}
@@ -73,6 +81,7 @@ class HandoverPlan:
     """Which held bundles go to another post now: each once, after :data:`HOLD_S` seconds here."""
 
     post: str
+    node_id: str  # this post's relay node (hex id), named in each handover
     hold_s: float = HOLD_S
     first_held: dict[BundleId, float] = field(default_factory=dict)
     sent: set[BundleId] = field(default_factory=set)
@@ -92,5 +101,5 @@ class HandoverPlan:
             if heard is None or heard[1] == self.post:
                 continue
             self.sent.add(bundle.id)
-            out.append(Handover(heard[1], bundle))
+            out.append(Handover(heard[1], bundle, self.node_id))
         return out
