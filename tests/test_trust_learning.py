@@ -111,6 +111,21 @@ def test_outsider_expired_and_revoked_certificates_are_not_learned() -> None:
         assert trust.certificate(certificate.node_id) is None
 
 
+def test_a_learned_certificate_revoked_later_is_no_longer_trusted() -> None:
+    authority = Authority.generate()
+    trust = TrustStore(authority.public)
+    identity = Identity.generate()
+    certificate = _issue(authority, identity)
+    assert trust.learn(certificate, _now())
+
+    assert trust.update_revocations(authority.revoke(identity.node_id, "radio lost"))
+    with pytest.raises(RevokedError):
+        trust.check(identity.node_id, _now())
+    assert trust.learn(certificate, _now()) is False  # presenting it again changes nothing
+    with pytest.raises(RevokedError):
+        trust.check(identity.node_id, _now())
+
+
 def test_a_short_id_already_taken_is_refused() -> None:
     """Two identities whose node ids share their first 3 bytes (found by drawing keys; a birthday
     collision in 2^24 takes about 5000): the second certificate would make LoRa short ids ambiguous."""
