@@ -7,10 +7,12 @@ and a second console shares the unit's one uplink."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -59,9 +61,30 @@ def _stamp(shot: dict[str, object]) -> int | None:
     return None if stamped is None else stamped[0]
 
 
+@dataclass
+class Streaming:
+    post: FieldNode
+    unit: str  # node id (hex)
+    token: str  # a dispatcher's
+    command: list[str]  # the unit's mesh112 video stream
+    log: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_unit(self) -> None:
+        with self.log.open("ab") as log:
+            self.processes.append(
+                subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+
+    def kill_unit(self) -> None:
+        unit = self.processes.pop()
+        os.kill(unit.pid, signal.SIGKILL)
+        unit.wait(10)
+
+
 @pytest.fixture()
-def streaming(tmp_path: Path) -> Iterator[tuple[FieldNode, str, str]]:
-    """The command post (API, webrtc link) and a unit streaming to it: (post, unit id, token)."""
+def streaming(tmp_path: Path) -> Iterator[Streaming]:
+    """The command post (API, webrtc link) and a unit streaming to it."""
     deployment = create_demo_deployment(tmp_path)
     post_node, unit_node = write_field(
         deployment,
@@ -76,19 +99,17 @@ def streaming(tmp_path: Path) -> Iterator[tuple[FieldNode, str, str]]:
     unit_node.config.write_text(unit_config + f'\n[[links]]\ntype = "webrtc"\npeers = ["{post_id}"]\n')
     logs = tmp_path / "logs"
     logs.mkdir()
-    processes = [start_node(post_node, logs)]
+    command = [sys.executable, "-m", "relay", "video", "stream", "--node", str(unit_node.config)]
+    command += ["--to", post_id, "--sos", "--kbps", "256", "--seconds", "150", "--fallback-after", "0"]
+    token = operator_token(deployment, frozenset({"dispatcher"}), "dispatcher op")
+    unit = deployment.node("Responder 1").node_id.hex()
+    streaming = Streaming(post_node, unit, token, command, logs / "unit.log", [start_node(post_node, logs)])
     try:
         wait_healthy([post_node])
-        command = [sys.executable, "-m", "relay", "video", "stream", "--node", str(unit_node.config)]
-        command += ["--to", post_id, "--sos", "--kbps", "256", "--seconds", "120", "--fallback-after", "0"]
-        with (logs / "unit.log").open("ab") as log:
-            processes.append(
-                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            )
-        token = operator_token(deployment, frozenset({"dispatcher"}), "dispatcher op")
-        yield post_node, deployment.node("Responder 1").node_id.hex(), token
+        streaming.start_unit()
+        yield streaming
     finally:
-        stop_all(processes)
+        stop_all(streaming.processes)
 
 
 def _webrtc(post: FieldNode, token: str) -> dict[str, object]:
@@ -128,14 +149,18 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
-    streaming: tuple[FieldNode, str, str], browser: Browser, tmp_path: Path
-) -> None:
-    post, unit, token = streaming
+def _wait_stream(post: FieldNode, unit: str, token: str) -> None:
     deadline = time.monotonic() + 60
     while unit not in _webrtc(post, token)["streams"]:  # type: ignore[operator]
         assert time.monotonic() < deadline, "the unit's video never reached the command post"
         time.sleep(0.5)
+
+
+def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
+    streaming: Streaming, browser: Browser, tmp_path: Path
+) -> None:
+    post, unit, token = streaming.post, streaming.unit, streaming.token
+    _wait_stream(post, unit, token)
     assert _webrtc(post, token)["viewers"] == 0
 
     first = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -156,3 +181,20 @@ def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
     while _webrtc(post, token)["viewers"] != 1:
         assert time.monotonic() < deadline, "a closed tile must leave the command post's viewers"
         time.sleep(0.3)
+
+    # The unit dies (kill -9) and comes back: a new stream, and the open tile plays it with no click.
+    tile = f'.video-tile[data-node="{unit}"] video'
+    second.evaluate(f"window.oldPc = window.mesh112video.get('{unit}').pc")
+    streaming.kill_unit()
+    streaming.start_unit()
+    second.wait_for_function(
+        f"window.mesh112video.get('{unit}')?.pc !== window.oldPc"
+        f" && document.querySelector('{tile}')?.currentTime > 0.5",
+        timeout=60_000,
+    )
+    before = second.evaluate(TILE_PIXELS_JS, unit)
+    second.wait_for_timeout(1500)
+    after = second.evaluate(TILE_PIXELS_JS, unit)
+    stamps = [_stamp(before), _stamp(after)]
+    assert None not in stamps and stamps[1] > stamps[0], f"the reopened tile must play, read {stamps}"  # type: ignore[operator]
+    assert _webrtc(post, token)["streams"] == [unit]

@@ -2,20 +2,18 @@
 // (GET /api/v1/webrtc: each webrtc link's streams) and shows a unit's live video in a tile on click.
 // Each tile is this browser's own RTCPeerConnection to the command post, with no STUN (iceServers:
 // []): the offer goes to POST /api/v1/webrtc/view/<node>, the answer carries the unit's video relayed
-// from its one uplink, so any number of tiles and consoles share that uplink. A tile whose picture
-// stands still while the unit still streams (an ICE restart gives the command post a new track) is
+// from its one uplink, so any number of tiles and consoles share that uplink. A tile that decodes no
+// frame while the unit still streams (an ICE restart gives the command post a new track) is
 // opened again. Uses dashboard.js's api(), token(), el(), unitName() and LANG.
 "use strict";
 const VIDEO_TEXTS = {
-  en: { liveVideo: "Live video", noStreams: "no unit is streaming", watch: "Watch", connecting: "connecting…",
-    ended: "video ended", closeTile: "close" },
-  cs: { liveVideo: "Živé video", noStreams: "žádná jednotka nevysílá", watch: "Sledovat", connecting: "připojuji…",
-    ended: "video skončilo", closeTile: "zavřít" },
+  en: { liveVideo: "Live video", noStreams: "no unit is streaming", watch: "Watch", connecting: "connecting…", closeTile: "close" },
+  cs: { liveVideo: "Živé video", noStreams: "žádná jednotka nevysílá", watch: "Sledovat", connecting: "připojuji…", closeTile: "zavřít" },
 };
 const vt = (key) => (VIDEO_TEXTS[LANG] || VIDEO_TEXTS.en)[key];
 const VIDEO_POLL_MS = 3000;
 const ICE_GATHER_MS = 3000; // host candidates only: gathering ends at once, this bounds a stuck one
-const STALL_MS = 9000; // a tile's picture still this long while its unit streams: open it again
+const STALL_MS = 9000; // no frame decoded in a tile this long while its unit streams: open it again
 const videoTiles = new Map(); // node id -> {pc, tile, video, link, seen, still}
 window.mesh112video = videoTiles; // tests read the tiles' peer connections from here
 
@@ -43,12 +41,23 @@ async function pollVideo() {
   reopenStalled(new Set(streams.map((key) => key.split("/")[1])));
 }
 
-function reopenStalled(live) {
+async function reopenStalled(live) { // currentTime of a MediaStream runs on without frames: count them
   for (const [node, entry] of [...videoTiles]) {
-    entry.still = entry.video.currentTime === entry.seen ? entry.still + 1 : 0;
-    entry.seen = entry.video.currentTime;
-    if (entry.still * VIDEO_POLL_MS >= STALL_MS && live.has(node)) { closeTile(node); watch(node, entry.link); }
+    const frames = await framesDecoded(entry.pc);
+    entry.still = frames === entry.seen ? entry.still + 1 : 0;
+    entry.seen = frames;
+    if (entry.still * VIDEO_POLL_MS >= STALL_MS && live.has(node) && videoTiles.get(node) === entry) {
+      closeTile(node);
+      watch(node, entry.link);
+    }
   }
+}
+
+async function framesDecoded(pc) {
+  let frames = 0;
+  const stats = await pc.getStats().catch(() => new Map());
+  stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
+  return frames;
 }
 
 function closeTile(node) {
