@@ -5,6 +5,7 @@ directory, as ``mesh112 demo`` writes it), the demo's building gateway dialling 
 demo camera (``mesh112 camera run`` with the demo's ``camera.toml``, which carries its position)
 dialling the gateway. The page draws the building and the camera on the map by name, lists the
 camera with its position among the units, and the alarm's detail shows the building's contacts.
+``MESH112_SCREENSHOTS=docs/img`` writes docs/img/console-map.png (the map with the building's popup).
 """
 
 from __future__ import annotations
