@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
+from field.browser import CHROMIUM_ARGS
 from field.deployment import create_demo_deployment
 from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
 from field.radio import buildings_toml, start_gateway
@@ -38,15 +39,7 @@ WIRE = (CORPUS / "sip" / "synthetic-sipp-fire-alarm-message.sip").read_bytes()
 ALARMS = 100
 RATE = 4.0  # alarms per second, all sources together (the gateway allows 10 unauthenticated)
 SOURCES = 10
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+
 RENDER_JS = (Path(__file__).parent / "console_render.js").read_text()
 
 

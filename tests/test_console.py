@@ -31,6 +31,7 @@ from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT, register_kinds
 from analytics_edge.rules import EventType
 from analytics_edge.tracking import Phase
 from crypto.certificate import Certificate
+from field.browser import CHROMIUM_ARGS
 from field.deployment import DemoDeployment, create_demo_deployment
 from field.harness import journal_messages, running_field, send_many, stopped_node_engine
 from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
@@ -48,15 +49,6 @@ from relay.api.tokens import issue_token
 from relay.bundle import Destination, Priority, to_epoch
 from relay.daemon import ROSTER_DIR
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 900}
 T = TypeVar("T")
 # The README's screenshots: MESH112_SCREENSHOTS=docs/img pytest tests/test_console.py writes them there;

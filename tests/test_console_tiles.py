@@ -15,19 +15,10 @@ from PIL import Image
 from playwright.sync_api import Browser, expect, sync_playwright
 from system_tools import require_tool
 
+from field.browser import CHROMIUM_ARGS
 from field.deployment import create_demo_deployment
 from field.harness import free_port_base
 from field.processes import operator_token, start_node, stop_all, wait_healthy, write_field
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def write_mbtiles(path: Path, zoom: int, x_range: range, y_range: range) -> None:

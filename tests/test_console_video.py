@@ -23,22 +23,11 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from system_tools import require_tool
 
 from analytics_edge.live import read_stamp
+from field.browser import WEBRTC_ARGS
 from field.deployment import create_demo_deployment
 from field.harness import free_port_base
 from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",  # aioice cannot resolve mDNS host names
-    "--autoplay-policy=no-user-gesture-required",
-]
 # MESH112_SCREENSHOTS=docs/img writes the README's screenshot there; otherwise the test's temp dir.
 SHOTS = os.environ.get("MESH112_SCREENSHOTS")
 TILE_PIXELS_JS = """
@@ -141,7 +130,7 @@ def _watch(page: Page, post: FieldNode, unit: str, token: str) -> list[int]:
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=require_tool("chromium", "chromium"), headless=True, args=CHROMIUM_ARGS
+            executable_path=require_tool("chromium", "chromium"), headless=True, args=WEBRTC_ARGS
         )
         try:
             yield launched

@@ -16,16 +16,7 @@ from conftest import Field, auth
 from playwright.sync_api import Page, expect, sync_playwright
 from system_tools import require_tool
 
-# No background networking: this machine has no route out, and Chromium must not try one.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from field.browser import CHROMIUM_ARGS
 
 
 @pytest.fixture()

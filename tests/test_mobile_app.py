@@ -19,13 +19,14 @@ from mobile_display import Driven, xvfb
 from playwright.sync_api import expect, sync_playwright
 from system_tools import require_tool
 
+from field.browser import CHROMIUM_ARGS
 from field.harness import RunningField, free_port_base, running_field
 from field.radio import Radio, emulator_toml, lora_link_toml, start_emulator
 
 # The goal is 200 ms (bench/app.py measures it); two fsyncs on a 2-core machine shared with other
 # test runs take longer, so the tests bound it loosely and the benchmark reports the figure.
 DURABLE_BOUND_MS = 1000
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
 APP_SETTINGS = 'position = [50.0875, 14.4213]\npin = "2580"\n'
 
 

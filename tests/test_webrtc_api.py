@@ -17,6 +17,7 @@ import pytest
 from conftest import auth
 
 from crypto.keystore import load_node_keys
+from field.browser import WEBRTC_ARGS
 from field.deployment import DemoDeployment, create_demo_deployment
 from field.harness import free_port_base
 from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
@@ -123,18 +124,6 @@ def test_the_signal_endpoint_refuses_what_it_should(post: Post) -> None:
     }  # offered over the mesh
 
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",  # aioice cannot resolve mDNS host names
-    "--autoplay-policy=no-user-gesture-required",
-]
 VIEWER_JS = """
 async ({node, token}) => {
   const pc = new RTCPeerConnection({iceServers: []});
@@ -218,7 +207,7 @@ async def test_a_unit_s_video_reaches_a_browser_viewer_through_the_command_post(
             await link.accept(response.content)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
-                executable_path=require_tool("chromium", "chromium"), headless=True, args=CHROMIUM_ARGS
+                executable_path=require_tool("chromium", "chromium"), headless=True, args=WEBRTC_ARGS
             )
             try:
                 page = await browser.new_page()
