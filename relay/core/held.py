@@ -14,12 +14,17 @@ class Held:
     copies: int
     holders: set[bytes] = field(default_factory=set)  # neighbours known to have it
     routed: dict[bytes, tuple[str, bool]] = field(default_factory=dict)  # peer -> (link, directed)
-    routed_at: dict[bytes, float] = field(default_factory=dict)  # FLASH: peer -> when last queued for it
     given: dict[bytes, int] = field(default_factory=dict)  # copies handed to a peer (spray-and-wait)
-    sizes: dict[bool, int] = field(default_factory=dict)  # DATA frame size by "compact"
+    routed_at: dict[bytes, float] | None = None  # FLASH only: peer -> when last queued for it
+    full_size: int = 0  # DATA frame sizes, computed when first asked (0: not yet)
+    compact_size: int = 0
 
     def size(self, compact: bool) -> int:
-        if compact not in self.sizes:
-            encoded = encode_compact(self.bundle) if compact else encode_full(self.bundle)
-            self.sizes[compact] = 1 + len(encoded)
-        return self.sizes[compact]
+        """The DATA frame's size with the compact or the full encoding."""
+        if compact:
+            if not self.compact_size:
+                self.compact_size = 1 + len(encode_compact(self.bundle))
+            return self.compact_size
+        if not self.full_size:
+            self.full_size = 1 + len(encode_full(self.bundle))
+        return self.full_size
