@@ -3,8 +3,10 @@
 Faces are found with MediaPipe's BlazeFace short-range model (Apache-2.0, ONNX, see
 ``models/NOTICE.md``) and washed out beyond recognition: the face region, grown by a quarter,
 becomes a smooth gradient of its own four mean colours (no texture, no features). BlazeFace is made
-for faces that fill a good part of its 128x128 input, so it is run on the whole frame *and* on the
-upper part of every person box, where a face is large. Where a person was detected but no face was
+for faces that fill a good part of its 128x128 input, so it is run on the whole frame (large faces),
+on overlapping square tiles of two thirds of the frame's short side (the faces of people a few metres
+away: 35-55 px in a 640x360 frame, too small for the whole-frame pass once it is shrunk to 128x128)
+and on the upper part of every person box, where a face is large. Where a person was detected but no face was
 found, the top third of their box (where the head is) is washed out anyway: when unsure, blur.
 Whole persons can be masked by config.
 
@@ -27,6 +29,7 @@ from analytics_edge.detectors.ssdlite import MODELS_DIR, open_session
 from analytics_edge.tracking import Box
 
 FACE_INPUT = 128
+TILE_SHARE = 2 / 3  # tile side as a share of the frame's short side; tiles overlap by half
 
 
 class SnapshotError(Exception):
@@ -82,6 +85,20 @@ class FaceDetector:
             found.append(Detection(x1, y1, x2, y2, float(scores[i]), "face"))
         return found
 
+    def scan(self, image: np.ndarray) -> list[Detection]:
+        """Faces in ``image`` at every size: the whole frame, then overlapping square tiles."""
+        found = self.detect(image)
+        height, width = image.shape[:2]
+        side = math.ceil(min(height, width) * TILE_SHARE)
+        for y in _starts(height, side):
+            for x in _starts(width, side):
+                tile = np.ascontiguousarray(image[y : y + side, x : x + side])
+                found += [
+                    Detection(f.x1 + x, f.y1 + y, f.x2 + x, f.y2 + y, f.score, f.label)
+                    for f in self.detect(tile)
+                ]
+        return found
+
 
 class Anonymiser:
     """Blurs faces (and masks persons if configured) on a copy of a frame."""
@@ -92,7 +109,7 @@ class Anonymiser:
 
     def anonymise(self, frame: np.ndarray, persons: list[Box]) -> np.ndarray:
         height, width = frame.shape[:2]
-        regions = [(f.x1, f.y1, f.x2, f.y2) for f in self.faces.detect(frame)]
+        regions = [(f.x1, f.y1, f.x2, f.y2) for f in self.faces.scan(frame)]
         for box in persons:
             head = _head_square(box, width, height)
             if head is None:
@@ -139,6 +156,14 @@ def _head_square(box: Box, width: int, height: int) -> tuple[int, int, int, int]
     if region[2] - region[0] < 8 or region[3] - region[1] < 8:
         return None
     return region
+
+
+def _starts(length: int, side: int) -> list[int]:
+    """Offsets of tiles of ``side`` overlapping by half that cover ``length``, the last flush with its end."""
+    if length <= side:
+        return [0]
+    stride = side // 2
+    return sorted({*range(0, length - side, stride), length - side})
 
 
 def _grow(box: Box, share: float, width: int, height: int) -> tuple[int, int, int, int]:
