@@ -1,8 +1,8 @@
 """The demo field's helmet camera: responder-2 streams live video to the command post over WebRTC.
 
 Responder 2's node runs ``mesh112 video stream`` (from ``analytics_edge``, started as a process, so
-``relay`` imports nothing above it) on the demo camera's generated clip, looped: through the face
-blurring every stream gets, frame numbers and times stamped into the pixels. The offer and answer
+``relay`` imports nothing above it) on the demo camera's generated clip, looped: faces blurred on
+the device, frame numbers and times stamped into the pixels. The offer and answer
 travel as bundles over the IP chain; the video then goes over a ``webrtc`` link straight to the
 command post, which records it and shows it in the console's "Live video" panel. The encoder is
 capped at :data:`HELMET_MAX_KBPS` (240x180 at 8 fps) so the demo stays light on a small machine: the
