@@ -36,4 +36,3 @@ class RateLimiter(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._buckets)
-
