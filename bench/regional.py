@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.sim import class_figures
 from relay.backbone.bridge import PostBridge
 from relay.backbone.fold import EventKind, RecordEvent
 from relay.backbone.nats_link import REGION_STREAM, NatsBackbone
@@ -262,20 +263,7 @@ def simulator() -> dict[str, Any]:
         "command_posts": POSTS,
         "simulated_s": report.simulated_s,
         "wall_s": round(wall, 1),
-        "classes": {
-            c.priority: {
-                "sent": c.sent,
-                "deliverable": c.deliverable,
-                "delivered": c.delivered,
-                "delivery_ratio": c.delivery_ratio,
-                "latency_p50_s": c.latency_p50_s,
-                "latency_p95_s": c.latency_p95_s,
-                "oracle_p50_s": c.oracle_p50_s,
-                "oracle_p95_s": c.oracle_p95_s,
-                "p50_vs_oracle": c.p50_vs_oracle,
-            }
-            for c in report.classes
-        },
+        "classes": class_figures(report),
         "duplicates": report.duplicates,
     }
 

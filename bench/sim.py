@@ -26,6 +26,24 @@ RUNS = 3
 REGION_RELAYS, REGION_NODES, REGION_MINUTES = 50, 1000, 10.0
 
 
+def class_figures(report: Report) -> dict[str, dict[str, Any]]:
+    """Delivery and latency per priority class beside the oracle's, as the results JSON keeps them."""
+    return {
+        c.priority: {
+            "sent": c.sent,
+            "deliverable": c.deliverable,
+            "delivered": c.delivered,
+            "delivery_ratio": c.delivery_ratio,
+            "latency_p50_s": c.latency_p50_s,
+            "latency_p95_s": c.latency_p95_s,
+            "oracle_p50_s": c.oracle_p50_s,
+            "oracle_p95_s": c.oracle_p95_s,
+            "p50_vs_oracle": c.p50_vs_oracle,
+        }
+        for c in report.classes
+    }
+
+
 def _region() -> dict[str, Any]:
     """A 1,000-node scenario (the regional issue's size), as parse_scenario takes it."""
     responders = REGION_NODES - 1 - REGION_RELAYS
@@ -117,20 +135,7 @@ def run() -> dict[str, object]:
         "simulated_minutes": report.simulated_s / 60.0,
         "simulated_minutes_per_wall_second": round(statistics.median(speeds), 2),
         "x_real_time": round(statistics.median(speeds) * 60.0, 1),
-        "classes": {
-            c.priority: {
-                "sent": c.sent,
-                "deliverable": c.deliverable,
-                "delivered": c.delivered,
-                "delivery_ratio": c.delivery_ratio,
-                "latency_p50_s": c.latency_p50_s,
-                "latency_p95_s": c.latency_p95_s,
-                "oracle_p50_s": c.oracle_p50_s,
-                "oracle_p95_s": c.oracle_p95_s,
-                "p50_vs_oracle": c.p50_vs_oracle,
-            }
-            for c in report.classes
-        },
+        "classes": class_figures(report),
         "duplicates": report.duplicates,
         "bytes_per_delivered_byte": report.bytes_per_delivered_byte,
         "store_high_water_bytes": dict(report.store_high_water),
