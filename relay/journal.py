@@ -179,17 +179,7 @@ class Journal:
         seq = self._next_seq()
         cursor = await self._db.execute(
             f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                entry.bundle_id,
-                entry.origin,
-                entry.destination,
-                entry.kind,
-                entry.priority,
-                entry.created,
-                entry.received,
-                entry.text,
-                seq,
-            ),
+            (*message_row(entry), seq),
         )
         await self._db.commit()
         return replace(entry, seq=seq) if cursor.rowcount == 1 else None
@@ -219,7 +209,7 @@ class Journal:
                  priority=CASE WHEN {_rank("excluded.priority")} < {PRIORITY_RANK}
                    THEN excluded.priority ELSE priority END,
                  received=excluded.received, seq=excluded.seq""",
-            (*_record_row(entry), self._next_seq()),
+            (*record_row(entry), self._next_seq()),
         )
         await self._db.commit()
         return await self.record(entry.record_id)
@@ -234,7 +224,7 @@ class Journal:
                    ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
                      priority=excluded.priority, created=excluded.created, body=excluded.body,
                      acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
-                (*_record_row(entry), self._next_seq(), entry.closed),
+                (*record_row(entry), self._next_seq(), entry.closed),
             )
         await self._db.commit()
         return [await self.record(entry.record_id) for entry in entries]
@@ -359,7 +349,8 @@ class Journal:
         return [_unit(r) for r in rows]
 
 
-def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
+def record_row(entry: RecordEntry) -> tuple[Any, ...]:
+    """A record's columns in RECORD_COLUMNS order (without seq and closed), for either backend."""
     body, acks = json.dumps(entry.body, sort_keys=True), json.dumps(entry.acks)
     return (
         entry.record_id,
@@ -370,6 +361,20 @@ def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
         entry.received,
         body,
         acks,
+    )
+
+
+def message_row(entry: MessageEntry) -> tuple[Any, ...]:
+    """A message's columns in MESSAGE_COLUMNS order (without seq), for either backend."""
+    return (
+        entry.bundle_id,
+        entry.origin,
+        entry.destination,
+        entry.kind,
+        entry.priority,
+        entry.created,
+        entry.received,
+        entry.text,
     )
 
 

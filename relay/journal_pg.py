@@ -29,6 +29,8 @@ from relay.journal import (
     RecordEntry,
     UnitEntry,
     UnknownRecordError,
+    message_row,
+    record_row,
 )
 from relay.position import Position
 
@@ -103,14 +105,7 @@ class PgJournal:
         seq, status = await self._write(
             f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
             "ON CONFLICT (bundle_id) DO NOTHING",
-            entry.bundle_id,
-            entry.origin,
-            entry.destination,
-            entry.kind,
-            entry.priority,
-            entry.created,
-            entry.received,
-            entry.text,
+            *message_row(entry),
         )
         return replace(entry, seq=seq) if status.endswith(" 1") else None
 
@@ -131,7 +126,7 @@ class PgJournal:
             f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,NULL)
                ON CONFLICT (record_id) DO UPDATE SET body=excluded.body, priority=excluded.priority,
                  received=excluded.received, seq=excluded.seq""",
-            *_record_row(entry),
+            *record_row(entry),
         )
         return await self.record(entry.record_id)
 
@@ -142,7 +137,7 @@ class PgJournal:
                    ON CONFLICT (record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
                      priority=excluded.priority, created=excluded.created, body=excluded.body,
                      acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
-                *_record_row(entry),
+                *record_row(entry),
                 entry.closed,
             )
         return [await self.record(entry.record_id) for entry in entries]
@@ -289,19 +284,6 @@ class PgJournal:
 
 
 _NO_LIMIT = 1 << 62  # "before" when none is given: every sequence is below it
-
-
-def _record_row(entry: RecordEntry) -> tuple[Any, ...]:
-    return (
-        entry.record_id,
-        entry.type,
-        entry.origin,
-        entry.priority,
-        entry.created,
-        entry.received,
-        json.dumps(entry.body, sort_keys=True),
-        json.dumps(entry.acks),
-    )
 
 
 def _record(row: Any) -> RecordEntry:
