@@ -110,6 +110,7 @@ class Kind(IntEnum):
     GROUP_KEY = 6
     STATUS = 7
     WEBRTC_SIGNAL = 8  # a WebRTC offer or answer (relay.links.webrtc_signal) carried over the mesh
+    RECEIPTS = 9  # one end-to-end receipt for several bundles of one origin (relay.core.receipts)
     FIRST_APPLICATION_KIND = 32
 
 
