@@ -159,7 +159,6 @@ async def run(
         groups=frozenset(joined_groups(data_dir)),
     )
     node = Node(engine, links)
-    trust.on_learned(lambda certificate: engine.trust_changed())  # short ids for the LoRa encoding
     trust.on_learned(lambda certificate: remember_certificate(data_dir / ROSTER_DIR, certificate))
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     engine.on_group_key(lambda key, wrapped: save_group_key(data_dir, key, wrapped))

@@ -41,6 +41,7 @@ from relay.bundle import (
     compact_lifetime,
 )
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.certs import CertificateExchange
 from relay.core.machine import RelayCore, UnknownLinkError
 from relay.core.receipts import BundleStatus, ForgedReceiptError, Receipt, ReceiptDecodeError
 from relay.kinds import KindRegistry
@@ -89,6 +90,10 @@ class SecurityCounters:
     bad_group_keys: int = 0  # GROUP_KEY bundles that were not a key the authority sealed to this node
     future_bundles: int = 0  # bundles created further ahead than max_clock_skew_s, refused
     unopenable: int = 0  # bundles addressed to this node that did not open: forged ids, refused unseen
+    unknown_origins_refused: int = 0  # frames of origins with no certificate here, beyond the waiting room
+    unknown_origins_expired: int = 0  # frames that waited in vain for their origin's certificate
+    bad_certificates: int = 0  # certificates a neighbour answered that did not verify here
+    certificate_requests_limited: int = 0  # certificate requests from a neighbour past its rate
 
     def count(self, what: str) -> int:
         """Add one to ``what``; returns the new count (log lines carry it)."""
@@ -133,6 +138,8 @@ class NodeEngine:
         self.refused_frames = 0
         self.refused_bundles = 0
         self.security = SecurityCounters()
+        self.certificates = CertificateExchange(trust, certificate, self.security.count, self.core.neighbours)
+        trust.on_learned(lambda _: self.trust_changed())  # short ids for the LoRa encoding
         self.max_clock_skew_s = max_clock_skew_s
         self._seal = SealContext(identity)
         self._seq = SeqPermutation(identity)
@@ -382,15 +389,18 @@ class NodeEngine:
                 )
             return
         try:
-            actions = self.core.frame(link, peer, frame, now)
+            released = self.certificates.frame_received(link, peer, frame, now)  # relay/core/certs.py
+            actions = self.core.frame(link, peer, frame, now) if released is None else []
         except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError, FragmentError: hostile neighbour
             self.refused_frames += 1
             log.warning("frame from %s on %s refused: %s", peer.hex()[:8], link, exc)
             return
         await self._apply(actions, now)
+        for parked in released or ():  # their origin's certificate arrived: as if they came now
+            await self.frame_received(parked.link, parked.peer, parked.frame, now)
 
     def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
-        return self.core.next_frame(link, now)
+        return self.certificates.next_frame(link) or self.core.next_frame(link, now)
 
     async def on_timer(self, now: float) -> None:
         await self._apply(self.core.timer(now), now)

@@ -9,7 +9,8 @@ A running node also learns the certificate a neighbour proves it holds (the IP l
 :meth:`TrustStore.learn`), so a device enrolled after the node started is heard without a restart.
 Only the authority can issue such certificates, so an outsider cannot teach a node anything; the
 count is bounded all the same (:data:`MAX_LEARNED`), so even a misbehaving authority cannot grow it
-without limit.
+without limit. Certificates of origins further away are learned the same way, from the neighbour that
+carries their bundles (:mod:`relay.core.certs`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ class TrustStore:
 
     def certificate(self, node_id: bytes) -> Certificate | None:
         return self._certificates.get(node_id)
+
+    def find(self, node: bytes) -> Certificate | None:
+        """The certificate held for a node id, or for the short id a compact header names."""
+        if len(node) == SHORT_ID_LEN:
+            node = self._short_ids.get(node, b"")
+        return self._certificates.get(node)
 
     def certificates(self) -> list[Certificate]:
         """Every certificate held (each checked when added; revocations are checked on use)."""

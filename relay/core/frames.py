@@ -11,6 +11,12 @@ integers are big endian. Layouts after that byte::
     ACK              n(1) n x bundle id key(22)              -- custody: durably accepted
     SUMMARY          complete(1) n(2) n x hash(4)            -- anti-entropy: ids held
     BEACON           n(1) n x (node id(16) cost(1)) m(1) m x (name code(3) cost(1))
+    CERT_REQUEST     node id(16) or short id(3)              -- "send me this origin's certificate"
+    CERT             index(1) count(1) chunk                 -- a slice of one encoded certificate
+
+CERT_REQUEST and CERT are how a node gets the certificate of an origin it has never met from the
+neighbour that hands it that origin's bundles (:mod:`relay.core.certs`); a certificate goes in
+slices of at most :data:`CERT_CHUNK` bytes, so each slice fits one LoRa frame on any link.
 
 A FRAGMENT carries a slice of a whole DATA frame (type byte included), so reassembly ends in a
 frame that decodes like any other. Decoding is strict: any violation raises
@@ -23,6 +29,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+
+import msgpack
 
 from relay.bundle import (
     MAX_FULL_BUNDLE,
@@ -46,6 +54,8 @@ MAX_COPIES = 15
 MAX_COST = 255
 MAX_FRAME = MAX_FULL_BUNDLE + 8
 MAX_SUMMARY_HASHES = 16384
+CERT_CHUNK = 192  # with the 3 header bytes, inside one LoRa frame after its hop tag (207)
+MAX_CERT_CHUNKS = 8  # a certificate is at most 753 bytes (crypto.certificate.MAX_CERTIFICATE): 4 slices
 
 
 class FrameDecodeError(ValueError):
@@ -60,6 +70,8 @@ class FrameType(IntEnum):
     ACK = 5
     SUMMARY = 6
     BEACON = 7
+    CERT_REQUEST = 8
+    CERT = 9
 
 
 def id_hash(bundle_id: BundleId) -> bytes:
@@ -106,7 +118,28 @@ class BeaconFrame:
     names: tuple[tuple[bytes, int], ...]  # (role/group short code, cost); cost 0 = held by the sender
 
 
-Frame = DataFrame | FragmentFrame | FragmentStatusFrame | AckFrame | SummaryFrame | BeaconFrame
+@dataclass(frozen=True, slots=True)
+class CertRequestFrame:
+    node: bytes  # the node id (16 bytes), or the short id (3) a compact header names
+
+
+@dataclass(frozen=True, slots=True)
+class CertFrame:
+    index: int
+    count: int
+    chunk: bytes
+
+
+Frame = (
+    DataFrame
+    | FragmentFrame
+    | FragmentStatusFrame
+    | AckFrame
+    | SummaryFrame
+    | BeaconFrame
+    | CertRequestFrame
+    | CertFrame
+)
 
 
 def _head(kind: FrameType, arg: int = 0) -> bytes:
@@ -145,6 +178,16 @@ def encode_frame(frame: Frame) -> bytes:
             + struct.pack(">BH", int(frame.complete), len(frame.hashes))
             + b"".join(sorted(frame.hashes))
         )
+    if isinstance(frame, CertRequestFrame):
+        if len(frame.node) not in (SHORT_ID_LEN, NODE_ID_LEN):
+            raise ValueError(f"a certificate request names a {SHORT_ID_LEN}- or {NODE_ID_LEN}-byte id")
+        return _head(FrameType.CERT_REQUEST) + frame.node
+    if isinstance(frame, CertFrame):
+        if not (1 <= frame.count <= MAX_CERT_CHUNKS and 0 <= frame.index < frame.count):
+            raise ValueError("certificate slice index or count out of range")
+        if not 1 <= len(frame.chunk) <= CERT_CHUNK:
+            raise ValueError(f"a certificate slice holds 1-{CERT_CHUNK} bytes")
+        return _head(FrameType.CERT) + bytes((frame.index, frame.count)) + frame.chunk
     if len(frame.nodes) > 0xFF or len(frame.names) > 0xFF:
         raise ValueError("a beacon carries at most 255 nodes and 255 names")
     parts = [_head(FrameType.BEACON), bytes((len(frame.nodes),))]
@@ -188,7 +231,54 @@ def decode_frame(data: bytes, context: CompactContext | None = None, max_len: in
         return _decode_ack(body)
     if kind is FrameType.SUMMARY:
         return _decode_summary(body)
+    if kind is FrameType.CERT_REQUEST:
+        if len(body) not in (SHORT_ID_LEN, NODE_ID_LEN):
+            raise FrameDecodeError(f"CERT_REQUEST must name a {SHORT_ID_LEN}- or {NODE_ID_LEN}-byte id")
+        return CertRequestFrame(body)
+    if kind is FrameType.CERT:
+        return _decode_cert(body)
     return _decode_beacon(body)
+
+
+def data_origin(data: bytes) -> bytes | None:
+    """The origin a DATA frame names, read without decoding the bundle: the short id of a compact
+    one, the node id of a full one; also the short id in the first FRAGMENT of a compact DATA frame
+    (later slices do not carry it). None for any other frame, or bytes too damaged to say."""
+    if not data:
+        return None
+    kind = data[0] >> 4
+    if kind == FrameType.FRAGMENT and len(data) > 1 + 3 + 5 and data[2] == 0:
+        data = data[4:]  # the whole frame's first bytes
+        kind = data[0] >> 4
+        if kind != FrameType.DATA_COMPACT:
+            return None
+    if kind == FrameType.DATA_COMPACT:
+        return bytes(data[2 : 2 + SHORT_ID_LEN]) if len(data) >= 2 + SHORT_ID_LEN else None
+    if kind != FrameType.DATA_FULL:
+        return None
+    unpacker = msgpack.Unpacker(max_bin_len=NODE_ID_LEN, max_str_len=0, max_array_len=0, max_map_len=0)
+    unpacker.feed(data[1 : 1 + 40])  # the array header, the version and the origin: about 22 bytes
+    try:
+        if unpacker.read_array_header() < 2:
+            return None
+        unpacker.skip()
+        origin = unpacker.unpack()
+    except (ValueError, TypeError, msgpack.OutOfData, msgpack.UnpackException):
+        return None
+    return origin if isinstance(origin, bytes) and len(origin) == NODE_ID_LEN else None
+
+
+def _decode_cert(body: bytes) -> CertFrame:
+    if len(body) < 3:
+        raise FrameDecodeError("CERT frame too short")
+    index, count, chunk = body[0], body[1], body[2:]
+    if not 1 <= count <= MAX_CERT_CHUNKS:
+        raise FrameDecodeError(f"CERT count {count} is not 1-{MAX_CERT_CHUNKS}")
+    if index >= count:
+        raise FrameDecodeError(f"CERT index {index} is not below count {count}")
+    if len(chunk) > CERT_CHUNK:
+        raise FrameDecodeError(f"CERT slice of {len(chunk)} bytes exceeds {CERT_CHUNK}")
+    return CertFrame(index, count, chunk)
 
 
 def _decode_fragment(body: bytes) -> FragmentFrame:
