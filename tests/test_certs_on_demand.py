@@ -1,0 +1,224 @@
+"""Certificates on demand (relay/core/certs.py), on real engines with real SQLite stores: a node
+enrolled after the others started is heard beyond its first hop, and made-up certificates and
+floods of unknown origins are refused, counted and harm nothing stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from engine_net import IP, LORA, Deployment, EnginePump
+
+from crypto.certificate import Authority
+from crypto.identity import Identity
+from relay.bundle import Bundle, Destination, Kind, Priority, to_epoch
+from relay.core.certs import MAX_PARKED_PER_PEER, PARK_S
+from relay.core.frames import (
+    CERT_CHUNK,
+    CertFrame,
+    CertRequestFrame,
+    DataFrame,
+    FrameType,
+    decode_frame,
+    encode_frame,
+)
+from relay.engine import Delivery, NodeEngine
+from relay.links.base import LinkProfile
+from relay.trust import TrustStore
+
+NOW = to_epoch(time.time())
+
+
+async def _collect(engine: NodeEngine, timeout: float = 1.0) -> list[Delivery]:
+    try:
+        return await asyncio.wait_for(engine.receive(), timeout)
+    except TimeoutError:
+        return []
+
+
+async def _field(tmp_path: Path) -> tuple[Deployment, NodeEngine, NodeEngine, NodeEngine]:
+    """post, relay and app, all enrolled by one authority; the post started without the app's
+    certificate (the app was enrolled after the post's roster was written)."""
+    net = Deployment()
+    for name in ("post", "relay", "app"):
+        net.enrol(name, frozenset({"responder"}) if name == "app" else frozenset())
+    app, relay = await net.open("app", tmp_path, NOW), await net.open("relay", tmp_path, NOW)
+    identity, certificate = net.members["post"]
+    roster = [c for name, (_, c) in net.members.items() if name != "app"]
+    post = await NodeEngine.open(
+        identity, certificate, TrustStore(net.authority.public, roster), tmp_path / "post.sqlite", now=NOW
+    )
+    return net, post, relay, app
+
+
+async def _crosses(tmp_path: Path, second_hop: LinkProfile) -> None:
+    net, post, relay, app = await _field(tmp_path)
+    pump = EnginePump()
+    await pump.connect(IP, app, relay, NOW)
+    await pump.connect(second_hop, relay, post, NOW)
+    sent = await app.send(
+        Destination.to_node(post.node_id),
+        b"SOS floor 2",
+        kind=Kind.SOS,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=NOW,
+    )
+    assert post.trust.certificate(app.node_id) is None
+    now = await pump.run(NOW, 30)
+    got = await _collect(post)
+    assert [(d.bundle_id, d.payload) for d in got] == [(sent, b"SOS floor 2")]
+    await pump.run(now, 30)
+    assert await _collect(post, 0.2) == []  # once
+    learned = post.trust.certificate(app.node_id)
+    assert learned == net.members["app"][1]
+    assert post.certificates.requests_sent >= 1 and relay.certificates.answers_sent >= 1
+    assert post.certificates.parked() == 0 and post.refused_bundles == 0
+    assert post.security.bad_certificates == 0
+    for engine in (post, relay, app):
+        await engine.close()
+
+
+async def test_a_late_enrolled_node_is_heard_over_a_compact_lora_hop(tmp_path: Path) -> None:
+    """The LoRa hop names the origin by its short id only; the post asks for it by that."""
+    await _crosses(tmp_path, LORA)
+
+
+async def test_a_late_enrolled_node_is_heard_over_a_second_ip_hop(tmp_path: Path) -> None:
+    await _crosses(tmp_path, replace(IP, name="ip1"))
+
+
+def _stranger_bundle(origin: bytes, dest: bytes, seq: int) -> bytes:
+    bundle = Bundle(
+        origin, Destination.to_node(dest), int(NOW), seq, 600, Priority.FLASH, Kind.TEXT, b"x" * 40
+    )
+    return encode_frame(DataFrame(bundle))
+
+
+async def _post_with_neighbour(tmp_path: Path) -> tuple[Deployment, NodeEngine, bytes]:
+    net = Deployment()
+    for name in ("post", "relay", "b"):
+        net.enrol(name)
+    post = await net.open("post", tmp_path, NOW)
+    relay_id = net.members["relay"][1].node_id
+    await post.link_up(IP, relay_id, NOW)
+    return net, post, relay_id
+
+
+def _drain(engine: NodeEngine, link: str = IP.name) -> list[tuple[bytes, bytes]]:
+    out = []
+    while (frame := engine.next_frame(link, NOW)) is not None:
+        out.append(frame)
+    return out
+
+
+async def test_a_made_up_certificate_is_refused_counted_and_harms_nothing(tmp_path: Path) -> None:
+    net, post, relay_id = await _post_with_neighbour(tmp_path)
+    b_id = net.members["b"][1].node_id
+    kept = await post.send(
+        Destination.to_node(b_id),
+        b"stored before",
+        kind=Kind.TEXT,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=NOW,
+    )
+    _drain(post)
+    outsider = Identity.generate()
+    forged = Authority.generate().issue(
+        outsider.public, frozenset({"command"}), "outsider", int(time.time()) + 3600
+    )
+    await post.frame_received(IP.name, relay_id, _stranger_bundle(outsider.node_id, post.node_id, 1), NOW)
+    asked = [decode_frame(frame) for peer, frame in _drain(post) if peer == relay_id]
+    assert CertRequestFrame(outsider.node_id) in asked
+    assert post.certificates.parked() == 1
+    data = forged.encode()
+    count = -(-len(data) // CERT_CHUNK)
+    for index in range(count):
+        chunk = data[index * CERT_CHUNK : (index + 1) * CERT_CHUNK]
+        await post.frame_received(IP.name, relay_id, encode_frame(CertFrame(index, count, chunk)), NOW)
+    assert post.security.bad_certificates == 1
+    assert post.trust.certificate(outsider.node_id) is None
+    assert post.certificates.parked() == 0  # the bundle waiting for it is gone, and nothing stored
+    assert post.core.holds(kept)
+    stats = await post.store.stats()
+    assert stats.held_by_priority.get(Priority.FLASH, 0) == 1  # only the post's own bundle
+    assert await _collect(post, 0.2) == []
+    await post.close()
+
+
+async def test_a_flood_of_unknown_origins_is_bounded_counted_and_harms_nothing(tmp_path: Path) -> None:
+    net, post, relay_id = await _post_with_neighbour(tmp_path)
+    b_id = net.members["b"][1].node_id
+    kept = await post.send(
+        Destination.to_node(b_id),
+        b"stored before",
+        kind=Kind.TEXT,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=NOW,
+    )
+    _drain(post)
+    flood = 500
+    started = time.monotonic()
+    for seq in range(flood):
+        stranger = Identity.generate().node_id
+        await post.frame_received(IP.name, relay_id, _stranger_bundle(stranger, b_id, seq), NOW)
+    elapsed = time.monotonic() - started
+    assert post.certificates.parked() == MAX_PARKED_PER_PEER
+    assert post.security.unknown_origins_refused == flood - MAX_PARKED_PER_PEER
+    requests = [f for peer, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST]
+    assert 1 <= len(requests) <= MAX_PARKED_PER_PEER  # rate-limited per neighbour
+    assert post.refused_frames == 0 and elapsed < 20
+
+    # A bundle of an enrolled origin through the same neighbour is still taken, at once.
+    relay_engine = await net.open("relay", tmp_path, NOW)
+    real = await relay_engine.send(
+        Destination.to_node(post.node_id),
+        b"real alarm",
+        kind=Kind.SOS,
+        priority=Priority.FLASH,
+        lifetime=600,
+        now=NOW,
+    )
+    await relay_engine.link_up(IP, post.node_id, NOW)
+    for _ in range(20):
+        out = relay_engine.next_frame(IP.name, NOW)
+        if out is None:
+            break
+        await post.frame_received(IP.name, relay_id, out[1], NOW)
+    got = await _collect(post)
+    assert [d.bundle_id for d in got] == [real]
+    assert post.core.holds(kept)
+
+    # After PARK_S they are dropped and counted; the store never saw them.
+    await post.frame_received(IP.name, relay_id, encode_frame(CertRequestFrame(b_id)), NOW + PARK_S + 1)
+    assert post.certificates.parked() == 0
+    assert post.security.unknown_origins_expired == MAX_PARKED_PER_PEER
+    stats = await post.store.stats()
+    assert stats.held_by_priority.get(Priority.FLASH, 0) == 2  # the post's own and the real alarm
+    for engine in (post, relay_engine):
+        await engine.close()
+
+
+async def test_requests_are_answered_from_the_trust_store_within_the_lora_frame_and_rate_limited(
+    tmp_path: Path,
+) -> None:
+    net, post, relay_id = await _post_with_neighbour(tmp_path)
+    b_cert = net.members["b"][1]
+    await post.frame_received(IP.name, relay_id, encode_frame(CertRequestFrame(b_cert.node_id[:3])), NOW)
+    answer = _drain(post)
+    assert all(peer == relay_id and len(frame) <= 219 - 12 for peer, frame in answer)
+    pieces = [decode_frame(frame) for _, frame in answer]
+    assert b"".join(p.chunk for p in pieces if isinstance(p, CertFrame)) == b_cert.encode()
+    for _ in range(30):  # a neighbour asking again and again
+        await post.frame_received(IP.name, relay_id, encode_frame(CertRequestFrame(b_cert.node_id)), NOW)
+    assert post.certificates.answers_sent <= 9  # the burst of 8, then 0.2 per second
+    assert post.security.certificate_requests_limited >= 21
+    unknown = Identity.generate().node_id
+    sent = post.certificates.answers_sent
+    await post.frame_received(IP.name, relay_id, encode_frame(CertRequestFrame(unknown)), NOW + 100)
+    assert post.certificates.answers_sent == sent  # nothing to say about a node it does not know
+    await post.close()
