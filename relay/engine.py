@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,14 @@ from relay.bundle import (
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.certs import CertificateExchange
 from relay.core.machine import RelayCore, UnknownLinkError
-from relay.core.receipts import BundleStatus, ForgedReceiptError, Receipt, ReceiptDecodeError
+from relay.core.receipts import (
+    BundleStatus,
+    ForgedReceiptError,
+    Receipt,
+    ReceiptBatch,
+    ReceiptDecodeError,
+    receipts_for,
+)
 from relay.kinds import KindRegistry
 from relay.links.base import LinkProfile
 from relay.store import Store, StoreError, StoreFullError, UnknownBundleError
@@ -100,6 +107,15 @@ class SecurityCounters:
         value: int = getattr(self, what) + 1
         setattr(self, what, value)
         return value
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one call of :meth:`NodeEngine._apply` gathers to do once at its end."""
+
+    opened: dict[BundleId, bytes] = field(default_factory=dict)  # plaintexts opened at admission
+    consumed: list[BundleId] = field(default_factory=list)  # inbox entries the engine took itself
+    receipted: list[Bundle] = field(default_factory=list)  # delivered bundles whose origin gets a receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +188,7 @@ class NodeEngine:
         custody = await store.custody_records()
         for stored in await store.load_all():
             engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
-        for bundle in await store.pending_deliveries():
-            await engine._deliver(bundle, now)
+        await engine._apply([DeliverLocal(bundle) for bundle in await store.pending_deliveries()], now)
         return engine
 
     async def close(self) -> None:
@@ -380,6 +395,17 @@ class NodeEngine:
         self.core.link_down(link, peer, now)
 
     async def frame_received(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
+        await self.frames_received([(link, peer, frame)], now)
+
+    async def frames_received(self, frames: Sequence[tuple[str, bytes, bytes]], now: float) -> None:
+        """``(link, peer, frame)`` in arrival order: the core takes each, then the batch's bundles
+        are stored in one group commit and acknowledged together (no task or future per frame)."""
+        actions: list[Action] = []
+        for link, peer, frame in frames:
+            actions += self._frame_actions(link, peer, frame, now)
+        await self._apply(actions, now)
+
+    def _frame_actions(self, link: str, peer: bytes, frame: bytes, now: float) -> list[Action]:
         revocations = self.trust.revocations
         if revocations is not None and revocations.is_revoked(peer):
             count = self.security.count("revoked_frames")
@@ -387,17 +413,17 @@ class NodeEngine:
                 log.warning(
                     "frame from revoked node %s on %s dropped (%d so far)", self._display(peer), link, count
                 )
-            return
+            return []
         try:
             released = self.certificates.frame_received(link, peer, frame, now)  # relay/core/certs.py
             actions = self.core.frame(link, peer, frame, now) if released is None else []
         except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError, FragmentError: hostile neighbour
             self.refused_frames += 1
             log.warning("frame from %s on %s refused: %s", peer.hex()[:8], link, exc)
-            return
-        await self._apply(actions, now)
+            return []
         for parked in released or ():  # their origin's certificate arrived: as if they came now
-            await self.frame_received(parked.link, parked.peer, parked.frame, now)
+            actions += self._frame_actions(parked.link, parked.peer, parked.frame, now)
+        return actions
 
     def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
         return self.certificates.next_frame(link) or self.core.next_frame(link, now)
@@ -414,60 +440,89 @@ class NodeEngine:
     # -- actions ---------------------------------------------------------------------------------
 
     async def _apply(self, actions: list[Action], now: float) -> None:
-        """Carry out the core's actions. Bookkeeping writes (drops, forwarding records) run
-        concurrently so one ACK of many ids costs one group commit, not one commit per id."""
-        pending = list(actions)
+        """Carry out the core's actions. Every Persist of a round is stored in one store call and
+        handed back to the core at once; bookkeeping writes (drops, forwarding records, inbox entries
+        the engine consumed) run concurrently, so they share group commits; the deliveries' receipts
+        go out last, one per origin and path."""
+        batch = _Batch()
         bookkeeping: list[Coroutine[Any, Any, None]] = []
+        pending = list(actions)
         while pending:
-            action = pending.pop(0)
-            if isinstance(action, Persist):
-                pending += await self._persist(action, now)
-            elif isinstance(action, DeliverLocal):
-                await self._deliver(action.bundle, now)
-            elif isinstance(action, Drop):
-                bookkeeping.append(self._delete(action))
-            elif isinstance(action, MarkForwarded):
-                bookkeeping.append(
-                    self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
-                )
-            elif isinstance(action, StatusChanged):
-                status = self._named(action.status)
-                for callback in self._callbacks:
-                    callback(action.bundle_id, status)
+            persists = [action for action in pending if isinstance(action, Persist)]
+            rest = [action for action in pending if not isinstance(action, Persist)]
+            pending = await self._persist(persists, now, batch) if persists else []
+            for action in rest:
+                if isinstance(action, DeliverLocal):
+                    pending += await self._deliver(action.bundle, now, batch)
+                elif isinstance(action, Drop):
+                    bookkeeping.append(self._delete(action))
+                elif isinstance(action, MarkForwarded):
+                    bookkeeping.append(
+                        self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
+                    )
+                elif isinstance(action, StatusChanged):
+                    status = self._named(action.status)
+                    for callback in self._callbacks:
+                        callback(action.bundle_id, status)
+        if batch.consumed:
+            bookkeeping.append(self.store.ack_deliveries(batch.consumed))
         await asyncio.gather(*bookkeeping)
+        if batch.receipted:
+            await self._send_receipts(batch.receipted, now)
 
     async def _delete(self, action: Drop) -> None:
         with contextlib.suppress(UnknownBundleError):
             await self.store.delete(action.bundle_id, action.reason)
 
-    async def _persist(self, action: Persist, now: float) -> list[Action]:
-        bundle = action.bundle
+    async def _persist(self, actions: list[Persist], now: float, batch: _Batch) -> list[Action]:
+        """Check and store a round's incoming bundles in one store call, then tell the core."""
+        admitted: list[Persist] = []
+        for action in actions:
+            bundle = action.bundle
+            try:
+                self.trust.check(bundle.origin, now)
+            except CryptoError as exc:
+                self.refused_bundles += 1
+                self.core.refused(bundle.id)
+                log.warning("bundle %s dropped: origin not trusted: %s", bundle.id, exc)
+                continue
+            refusal = self._admission_refusal(bundle, action.deliver, now, batch)
+            if refusal is not None:
+                self.refused_bundles += 1
+                self.core.refused(
+                    bundle.id, final=True
+                )  # not seen: a real bundle with this id is still taken
+                log.warning(
+                    "bundle %s from %s refused (%s)", bundle.id, self._display(bundle.origin), refusal
+                )
+                continue
+            admitted.append(action)
+        if not admitted:
+            return []
+        items = [(action.bundle, action.deliver, action.hold) for action in admitted]
         try:
-            self.trust.check(bundle.origin, now)
-        except CryptoError as exc:
-            self.refused_bundles += 1
-            self.core.refused(bundle.id)
-            log.warning("bundle %s dropped: origin not trusted: %s", bundle.id, exc)
-            return []
-        refusal = self._admission_refusal(bundle, action.deliver, now)
-        if refusal is not None:
-            self.refused_bundles += 1
-            self.core.refused(bundle.id, final=True)  # not seen: a real bundle with this id is still taken
-            log.warning("bundle %s from %s refused (%s)", bundle.id, self._display(bundle.origin), refusal)
-            return []
-        try:
-            fresh = await self.store.put(bundle, now=now, deliver=action.deliver, hold=action.hold)
-        except StoreError as exc:
-            self.refused_bundles += 1
-            self.core.refused(bundle.id)
-            log.warning("bundle %s not accepted: %s", bundle.id, exc)
-            return []
-        evicted = self._evictions(now)
-        if fresh:
-            return evicted + self.core.persisted([bundle.id], [], now)
-        return evicted + self.core.persisted([], [bundle.id], now)
+            results = await self.store.put_each(items, now=now)
+        except StoreError:  # the whole commit was refused (a full disk takes only FLASH): each alone
+            results = list(await asyncio.gather(*(self._put_alone(*item, now) for item in items)))
+        accepted: list[BundleId] = []
+        duplicates: list[BundleId] = []
+        for action, result in zip(admitted, results, strict=True):
+            bundle_id = action.bundle.id
+            if isinstance(result, StoreError):
+                self.refused_bundles += 1
+                self.core.refused(bundle_id)
+                log.warning("bundle %s not accepted: %s", bundle_id, result)
+            else:
+                (accepted if result else duplicates).append(bundle_id)
+        return self._evictions(now) + self.core.persisted(accepted, duplicates, now)
 
-    def _admission_refusal(self, bundle: Bundle, deliver: bool, now: float) -> str | None:
+    async def _put_alone(self, bundle: Bundle, deliver: bool, hold: bool, now: float) -> bool | StoreError:
+        try:
+            return await self.store.put(bundle, now=now, deliver=deliver, hold=hold)
+        except StoreError as exc:
+            return exc
+
+    def _admission_refusal(self, bundle: Bundle, deliver: bool, now: float, batch: _Batch) -> str | None:
         """Why a trusted origin's bundle is still refused, or None. Dated far ahead, it would outlive
         its lifetime; addressed to this node and not opening, it is forged (or damaged), and taking
         its id as seen would make the real bundle with that id a duplicate."""
@@ -487,7 +542,7 @@ class NodeEngine:
                 return f"{count} so far: a revocation list the authority did not sign: {exc}"
         if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
             try:
-                self._open_payload(bundle, now)
+                batch.opened[bundle.id] = self._open_payload(bundle, now)
             except CryptoError as exc:
                 count = self.security.count("unopenable")
                 return f"{count} so far: addressed to this node but does not open: {exc}"
@@ -502,77 +557,98 @@ class NodeEngine:
             actions += self.core.evicted(eviction.bundle_id, eviction.reason, now)
         return actions
 
-    async def _deliver(self, bundle: Bundle, now: float) -> None:
-        """Open a bundle from the store's inbox and hand it to the app (receipts and revocations
-        are ours)."""
+    async def _deliver(self, bundle: Bundle, now: float, batch: _Batch) -> list[Action]:
+        """Open a bundle from the store's inbox and hand it to the app. Receipts, revocations and
+        group keys are the engine's own: their inbox entries are consumed at the end of the batch
+        (a crash before that only delivers them again). Returns what a receipt makes the core do."""
         if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
             await self._revocation_arrived(bundle, now)
-            await self.store.ack_delivery(bundle.id)
-            return
+            batch.consumed.append(bundle.id)
+            return []
         try:
             if bundle.origin != self.node_id:
                 self.trust.check(bundle.origin, now)  # revoked since it was stored: not delivered
-            plaintext = self._open_payload(bundle, now)
+            plaintext = batch.opened.pop(bundle.id, None)
+            if plaintext is None:
+                plaintext = self._open_payload(bundle, now)
         except StaleEpochError as exc:
             count = self.security.count("stale_epochs")
             log.warning("bundle %s refused (%d stale group epochs so far): %s", bundle.id, count, exc)
-            await self.store.ack_delivery(bundle.id)
-            return
+            batch.consumed.append(bundle.id)
+            return []
         except CryptoError as exc:
             log.warning("bundle %s for this node does not open, discarded: %s", bundle.id, exc)
-            await self.store.ack_delivery(bundle.id)
-            return
+            batch.consumed.append(bundle.id)
+            return []
         if bundle.kind == Kind.GROUP_KEY and bundle.destination == Destination.to_node(self.node_id):
-            await self.store.ack_delivery(bundle.id)
+            batch.consumed.append(bundle.id)
             self._group_key_arrived(bundle, plaintext, now)
-            return
-        if bundle.kind == Kind.RECEIPT:
-            await self.store.ack_delivery(bundle.id)
-            if bundle.destination != Destination.to_node(self.node_id):
-                # Only a pairwise seal proves which node made a receipt; a group seal proves
-                # membership, so any member could claim to be the destination.
-                count = self.security.count("forged_receipts")
-                log.warning(
-                    "receipt %s refused (%d so far): sent to %s, not sealed to this node alone",
-                    bundle.id,
-                    count,
-                    bundle.destination,
-                )
-                return
-            try:
-                receipt = Receipt.decode(plaintext)
-            except ReceiptDecodeError as exc:
-                log.warning("receipt %s refused: %s", bundle.id, exc)
-                return
-            if receipt.subject.origin != self.node_id:
-                return
-            try:
-                actions = self.core.receipt(receipt.subject, now, bundle.origin, receipt.hops, receipt.path)
-            except ForgedReceiptError as exc:
-                count = self.security.count("forged_receipts")
-                log.warning("receipt %s refused (%d so far): %s", bundle.id, count, exc)
-                return
-            await self._apply(actions, now)
-            return
+            return []
+        if bundle.kind in (Kind.RECEIPT, Kind.RECEIPTS):
+            batch.consumed.append(bundle.id)
+            return self._receipt_arrived(bundle, plaintext, now)
         dest = bundle.destination
-        if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
-            await self._send_receipt(bundle, now)
         self._inbox.put_nowait(
             Delivery(bundle.id, bundle.origin, dest, bundle.kind, bundle.priority, bundle.created, plaintext)
         )
+        if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
+            batch.receipted.append(bundle)
+        return []
 
-    async def _send_receipt(self, bundle: Bundle, now: float) -> None:
+    def _receipt_arrived(self, bundle: Bundle, plaintext: bytes, now: float) -> list[Action]:
+        """What a receipt (one subject or a batch) for bundles originated here changes; a subject
+        the sealer was not the destination of is counted forged and changes nothing."""
+        if bundle.destination != Destination.to_node(self.node_id):
+            # Only a pairwise seal proves which node made a receipt; a group seal proves
+            # membership, so any member could claim to be the destination.
+            count = self.security.count("forged_receipts")
+            log.warning(
+                "receipt %s refused (%d so far): sent to %s, not sealed to this node alone",
+                bundle.id,
+                count,
+                bundle.destination,
+            )
+            return []
+        try:
+            if bundle.kind == Kind.RECEIPTS:
+                receipts = ReceiptBatch.decode(plaintext, self.node_id).receipts()
+            else:
+                receipts = [Receipt.decode(plaintext)]
+        except ReceiptDecodeError as exc:
+            log.warning("receipt %s refused: %s", bundle.id, exc)
+            return []
+        actions: list[Action] = []
+        for receipt in receipts:
+            if receipt.subject.origin != self.node_id:
+                continue
+            try:
+                actions += self.core.receipt(receipt.subject, now, bundle.origin, receipt.hops, receipt.path)
+            except ForgedReceiptError as exc:
+                count = self.security.count("forged_receipts")
+                log.warning("receipt %s refused (%d so far): %s", bundle.id, count, exc)
+        return actions
+
+    async def _send_receipts(self, delivered: list[Bundle], now: float) -> None:
+        """One receipt per origin and path for the bundles just delivered (relay.core.receipts), at
+        the highest class among its subjects and as long-lived as the longest; stored in one commit."""
+        sends = [
+            self._send_receipt(kind, receipt.encode(), subjects, now)
+            for kind, receipt, subjects in receipts_for(delivered, int(now))
+        ]
+        await asyncio.gather(*sends)
+
+    async def _send_receipt(self, kind: Kind, plaintext: bytes, subjects: list[Bundle], now: float) -> None:
         try:
             await self.send(
-                Destination.to_node(bundle.origin),
-                Receipt.for_bundle(bundle, int(now)).encode(),
-                kind=Kind.RECEIPT,
-                priority=bundle.priority,
-                lifetime=max(60, bundle.expires - int(now)),
+                Destination.to_node(subjects[0].origin),
+                plaintext,
+                kind=kind,
+                priority=min(subject.priority for subject in subjects),
+                lifetime=max(60, max(subject.expires for subject in subjects) - int(now)),
                 now=now,
             )
         except (CryptoError, SendError) as exc:
-            log.warning("no receipt for %s: %s", bundle.id, exc)
+            log.warning("no receipt for %s: %s", ", ".join(str(subject.id) for subject in subjects), exc)
 
     # -- sealing ---------------------------------------------------------------------------------
 

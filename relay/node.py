@@ -2,7 +2,9 @@
 
 One task per link pulls a frame from the engine whenever the link is idle (that is what lets a
 FLASH bundle overtake everything queued: it waits at most for the frame already being sent), one
-task feeds link events to the engine in arrival order, and one task runs the engine's timers.
+task feeds link events to the engine in arrival order, the frames in batches (every frame queued
+while the previous batch was being stored, up to :data:`MAX_BATCH_FRAMES`: one store commit, no
+task per frame), and one task runs the engine's timers.
 Applications use :meth:`send`, ``async for delivery in node.inbox()``, :meth:`ack` and
 :meth:`status`.
 """
@@ -29,7 +31,8 @@ from relay.links.base import Link, LinkError
 log = logging.getLogger(__name__)
 
 IDLE_WAKE_S = 5.0  # an idle loop looks again at least this often, so a missed wake-up costs little
-MAX_CONCURRENT_FRAMES = 256  # frames being stored at once; the link's receive queue waits beyond
+MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH waits for one at most
+MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class Node:
         self._events: asyncio.Queue[_LinkEvent] = asyncio.Queue()
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
-        self._handlers: set[asyncio.Task[None]] = set()  # frames being handled (stored, acked)
+        self._handlers: set[asyncio.Task[None]] = set()  # batches of frames being handled (stored, acked)
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
@@ -197,30 +200,49 @@ class Node:
                 await wake.wait()
 
     async def _run_events(self) -> None:
-        """Frames are handled concurrently (bounded), so their store writes share group commits;
-        a neighbour coming or going waits until the frames before it are handled."""
+        """Frames go to the engine in batches: every frame queued by the time a batch may start
+        (at most :data:`MAX_BATCHES_IN_FLIGHT` at once) joins it, so a burst costs one store commit
+        per batch. A neighbour coming or going waits until the frames before it are handled."""
         in_flight = self._handlers
+        event: _LinkEvent | None = None
         while True:
-            event = await self._events.get()
-            if event.what != "frame" or len(in_flight) >= MAX_CONCURRENT_FRAMES:
+            if event is None:
+                event = await self._events.get()
+            if event.what != "frame":
                 await asyncio.gather(*in_flight)
-            task = asyncio.create_task(self._handle(event))
+                await self._link_event(event)
+                event = None
+                continue
+            while len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            frames = [(event.link, event.peer, event.frame)]
+            event = None
+            while len(frames) < MAX_BATCH_FRAMES and not self._events.empty():
+                event = self._events.get_nowait()
+                if event.what != "frame":
+                    break
+                frames.append((event.link, event.peer, event.frame))
+                event = None
+            task = asyncio.create_task(self._frames(frames))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-            if event.what != "frame":
-                await task
 
-    async def _handle(self, event: _LinkEvent) -> None:
+    async def _link_event(self, event: _LinkEvent) -> None:
         now = self.now()
         try:
             if event.what == "up":
                 await self.engine.link_up(self.links[event.link].profile, event.peer, now)
-            elif event.what == "down":
-                await self.engine.link_down(event.link, event.peer, now)
             else:
-                await self.engine.frame_received(event.link, event.peer, event.frame, now)
+                await self.engine.link_down(event.link, event.peer, now)
         except Exception:
             log.exception("link event %s on %s failed", event.what, event.link)
+        self._wake()
+
+    async def _frames(self, frames: list[tuple[str, bytes, bytes]]) -> None:
+        try:
+            await self.engine.frames_received(frames, self.now())
+        except Exception:  # not acknowledged: the senders send them again
+            log.exception("a batch of %d frame(s) could not be handled", len(frames))
         self._wake()
 
     async def _run_timers(self) -> None:

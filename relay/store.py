@@ -25,6 +25,9 @@ API (all methods are coroutines unless noted):
   only for this node). Raises :class:`StoreFullError` if it cannot fit (see eviction below).
 - ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
   several, all or nothing on :class:`StoreFullError`.
+- ``put_each(items, *, now) -> list[bool | StoreError]``: ``(bundle, deliver, hold)`` items, each
+  accepted or refused on its own (a refusal is returned, not raised), all in one group commit: the
+  engine stores a batch of frames from its links with it.
 - ``get(bundle_id) -> Bundle | None``: a held bundle.
 - ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
 - ``load_all() -> list[StoredBundle]``: every held bundle, highest class and oldest first, for start-up.
@@ -34,6 +37,7 @@ API (all methods are coroutines unless noted):
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
+  ``ack_deliveries(bundle_ids)``: the same for several, in one op.
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
 - ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
 - ``custody_records() -> dict[BundleId, list[(neighbour, link, at)]]``: every custody ACK recorded.
@@ -128,11 +132,13 @@ class StoreStats:
 
 _Op = Callable[[sqlite3.Connection], Any]  # runs on the store's thread, inside the batch's transaction
 _Result = tuple["_Pending", Any, StoreError | None]
+_Puts = tuple[PutRequest, ...]  # one caller's requests, each accepted or refused on its own
+_PutResult = list[bool] | StoreError  # one request's flags, or why it was refused
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    work: _Op | PutRequest  # puts are data so the writer can merge them into one dedup query
+    work: _Op | _Puts  # puts are data so the writer can merge them into one dedup query
     future: asyncio.Future[Any]
 
 
@@ -234,8 +240,22 @@ class Store:
         hold: bool = True,
     ) -> list[bool]:
         """Accept several bundles in one transaction; all or nothing if the store is full."""
-        request = PutRequest(tuple(bundles), now, local, deliver, hold)
-        return cast(list[bool], await self._enqueue(request))
+        [result] = cast(
+            list[_PutResult], await self._enqueue((PutRequest(tuple(bundles), now, local, deliver, hold),))
+        )
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    async def put_each(
+        self, items: Sequence[tuple[Bundle, bool, bool]], *, now: float
+    ) -> list[bool | StoreError]:
+        """Accept ``(bundle, deliver, hold)`` items from neighbours in one group commit, each on its
+        own: per item True (accepted), False (duplicate or expired) or the :class:`StoreError` that
+        refused it. One future for the whole batch, not one per bundle."""
+        requests = tuple(PutRequest((bundle,), now, False, deliver, hold) for bundle, deliver, hold in items)
+        results = cast(list[_PutResult], await self._enqueue(requests))
+        return [result if isinstance(result, StoreError) else result[0] for result in results]
 
     async def delete(self, bundle_id: BundleId, reason: str) -> None:
         """Drop the held copy of a bundle; its id stays seen until expiry so it is not taken again."""
@@ -327,13 +347,18 @@ class Store:
 
     async def ack_delivery(self, bundle_id: BundleId) -> None:
         """The app has durably taken the bundle: remove it from the inbox for good."""
+        await self.ack_deliveries([bundle_id])
+
+    async def ack_deliveries(self, bundle_ids: Sequence[BundleId]) -> None:
+        """:meth:`ack_delivery` for several bundles, in one op."""
+        keys = [(bundle_id.key(),) for bundle_id in bundle_ids]
 
         def op(db: sqlite3.Connection) -> None:
-            key = bundle_id.key()
-            row = db.execute("SELECT size FROM inbox WHERE id = ?", (key,)).fetchone()
-            if row is not None:
-                db.execute("DELETE FROM inbox WHERE id = ?", (key,))
-                self._budget.used -= int(row[0])
+            for (key,) in keys:
+                row = db.execute("SELECT size FROM inbox WHERE id = ?", (key,)).fetchone()
+                if row is not None:
+                    db.execute("DELETE FROM inbox WHERE id = ?", (key,))
+                    self._budget.used -= int(row[0])
 
         await self._submit(op)
 
@@ -428,7 +453,7 @@ class Store:
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return cast(T, await self._enqueue(op))
 
-    async def _enqueue(self, work: _Op | PutRequest) -> Any:
+    async def _enqueue(self, work: _Op | _Puts) -> Any:
         if self._closed:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -478,7 +503,9 @@ class Store:
         kept = []
         for item in batch:
             work = item.work
-            if isinstance(work, PutRequest) and any(b.priority is not Priority.FLASH for b in work.bundles):
+            if isinstance(work, tuple) and any(
+                b.priority is not Priority.FLASH for request in work for b in request.bundles
+            ):
                 if not item.future.done():
                     item.future.set_exception(error)
             else:
@@ -508,7 +535,7 @@ class Store:
         self._budget.batch_evicted = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for _, run in groupby(batch, key=lambda item: isinstance(item.work, PutRequest)):
+            for _, run in groupby(batch, key=lambda item: isinstance(item.work, tuple)):
                 results += self._run(db, list(run))
             if self._budget.used > self._budget.high_water:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,))
@@ -525,24 +552,34 @@ class Store:
         return results
 
     def _run(self, db: sqlite3.Connection, items: list[_Pending]) -> list[_Result]:
-        """Run consecutive ops; consecutive puts are merged unless one needs eviction."""
-        puts = [item.work for item in items if isinstance(item.work, PutRequest)]
+        """Run consecutive ops; consecutive puts are merged unless one needs eviction, then each
+        request is admitted on its own (and may be refused on its own)."""
+        works = [item.work for item in items if isinstance(item.work, tuple)]
+        puts = [request for work in works for request in work]
         if len(puts) > 1:
             try:
-                flags = admit(db, self._budget, puts, allow_eviction=False)
-                return [(item, accepted, None) for item, accepted in zip(items, flags, strict=True)]
+                flags = iter(admit(db, self._budget, puts, allow_eviction=False))
+                return [
+                    (item, [next(flags) for _ in work], None) for item, work in zip(items, works, strict=True)
+                ]
             except SplitNeeded:
                 pass
         results: list[_Result] = []
         for item in items:
-            try:  # a refusal is raised before the op wrote anything (or after rolling it back)
-                if isinstance(item.work, PutRequest):
-                    [accepted] = admit(db, self._budget, [item.work], allow_eviction=True)
-                    results.append((item, accepted, None))
-                else:
-                    results.append((item, item.work(db), None))
-            except StoreError as exc:
-                results.append((item, None, exc))
+            work = item.work
+            if not isinstance(work, tuple):
+                try:  # a refusal is raised before the op wrote anything (or after rolling it back)
+                    results.append((item, work(db), None))
+                except StoreError as exc:
+                    results.append((item, None, exc))
+                continue
+            outcomes: list[_PutResult] = []
+            for request in work:
+                try:
+                    outcomes += admit(db, self._budget, [request], allow_eviction=True)
+                except StoreError as exc:
+                    outcomes.append(exc)
+            results.append((item, outcomes, None))
         return results
 
     def _rollback(self, db: sqlite3.Connection) -> None:

@@ -11,31 +11,49 @@ arrival and ``path`` the last ``n`` entries (0-16) of its trail: the short ids o
 took custody, the destination last. ``n < hops`` means the earlier hops went unrecorded (a LoRa
 hop, whose header has no room for a trail). Receipts from before the path existed are the first
 26 bytes alone (``hops`` is then ``None``). The largest receipt, sealed, fits one LoRa frame.
+
+A destination that delivers several bundles of one origin at once (a batch of frames) sends one
+:class:`ReceiptBatch` per origin and path instead, of kind ``Kind.RECEIPTS``, for 2 to
+:data:`MAX_RECEIPT_SUBJECTS` subjects. The origin is the receipt's recipient, so only each subject's
+time and sequence travel::
+
+    delivered(uint32) hops(uint8) n(uint8) path(n x 4) subjects(m x (created uint32, seq uint16))
+
+The largest batch, sealed, fits one LoRa frame too; a single subject keeps the encoding above.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from relay.bundle import MAX_TRAIL, MAX_U32, TRAIL_ID_LEN, Bundle, BundleId
+from relay.bundle import MAX_TRAIL, MAX_U32, TRAIL_ID_LEN, Bundle, BundleId, Kind
 from relay.core.frames import ID_KEY_LEN
 from relay.core.status import BundleStatus, State  # where a bundle is; kept importable from here
 
 __all__ = [
     "LEGACY_RECEIPT_LEN",
+    "MAX_BATCH_LEN",
     "MAX_RECEIPT_LEN",
+    "MAX_RECEIPT_SUBJECTS",
     "MIN_RECEIPT_LEN",
     "BundleStatus",
     "ForgedReceiptError",
     "Receipt",
+    "ReceiptBatch",
     "ReceiptDecodeError",
     "State",
+    "receipts_for",
 ]
 
 LEGACY_RECEIPT_LEN = ID_KEY_LEN + 4
 MIN_RECEIPT_LEN = LEGACY_RECEIPT_LEN + 1
 MAX_RECEIPT_LEN = MIN_RECEIPT_LEN + MAX_TRAIL * TRAIL_ID_LEN
+MAX_RECEIPT_SUBJECTS = 16  # with the longest path, a sealed batch still fits one LoRa frame
+_SUBJECT_LEN = 6  # created(uint32) seq(uint16)
+_BATCH_HEAD_LEN = 6  # delivered(uint32) hops(uint8) n(uint8)
+MAX_BATCH_LEN = _BATCH_HEAD_LEN + MAX_TRAIL * TRAIL_ID_LEN + MAX_RECEIPT_SUBJECTS * _SUBJECT_LEN
 
 
 class ForgedReceiptError(ValueError):
@@ -102,3 +120,83 @@ class Receipt:
         if len(path) > hops:
             raise ReceiptDecodeError(f"receipt path names {len(path)} nodes for {hops} hops")
         return cls(subject, delivered, hops, path)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptBatch:
+    """One receipt for 2 to :data:`MAX_RECEIPT_SUBJECTS` bundles of one origin that arrived by the
+    same path (see the module docstring): a batch of deliveries costs one receipt bundle, not one each."""
+
+    subjects: tuple[BundleId, ...]
+    delivered: int
+    hops: int
+    path: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 2 <= len(self.subjects) <= MAX_RECEIPT_SUBJECTS:
+            raise ValueError(f"a receipt batch has 2 to {MAX_RECEIPT_SUBJECTS} subjects")
+        if len({subject.origin for subject in self.subjects}) != 1:
+            raise ValueError("the subjects of a receipt batch share one origin")
+        Receipt(self.subjects[0], self.delivered, self.hops, self.path)  # the same checks as one receipt
+
+    @property
+    def origin(self) -> bytes:
+        return self.subjects[0].origin
+
+    def receipts(self) -> list[Receipt]:
+        """One :class:`Receipt` per subject, as the origin's core takes them."""
+        return [Receipt(subject, self.delivered, self.hops, self.path) for subject in self.subjects]
+
+    def encode(self) -> bytes:
+        head = struct.pack(">IBB", max(0, min(self.delivered, MAX_U32)), self.hops, len(self.path))
+        subjects = b"".join(struct.pack(">IH", subject.created, subject.seq) for subject in self.subjects)
+        return head + b"".join(self.path) + subjects
+
+    @classmethod
+    def decode(cls, data: bytes, origin: bytes) -> ReceiptBatch:
+        """Strict, for a batch sent to ``origin`` (the node reading it); else ReceiptDecodeError."""
+        size = len(data)
+        if size > MAX_BATCH_LEN:
+            raise ReceiptDecodeError(f"a receipt batch is at most {MAX_BATCH_LEN} bytes, got {size}")
+        if size < _BATCH_HEAD_LEN:
+            raise ReceiptDecodeError(f"a receipt batch is at least {_BATCH_HEAD_LEN} bytes, got {size}")
+        data = bytes(data)
+        delivered, hops, count = struct.unpack(">IBB", data[:_BATCH_HEAD_LEN])
+        if count > min(hops, MAX_TRAIL):
+            raise ReceiptDecodeError(f"receipt batch path names {count} nodes for {hops} hops")
+        start = _BATCH_HEAD_LEN + count * TRAIL_ID_LEN
+        body = data[start:]
+        if len(body) % _SUBJECT_LEN or not 2 <= len(body) // _SUBJECT_LEN <= MAX_RECEIPT_SUBJECTS:
+            raise ReceiptDecodeError(
+                f"a receipt batch holds 2 to {MAX_RECEIPT_SUBJECTS} subjects of {_SUBJECT_LEN} bytes "
+                f"after its path; got {len(body)} bytes"
+            )
+        path = tuple(data[i : i + TRAIL_ID_LEN] for i in range(_BATCH_HEAD_LEN, start, TRAIL_ID_LEN))
+        subjects = tuple(
+            BundleId(origin, *struct.unpack(">IH", body[i : i + _SUBJECT_LEN]))
+            for i in range(0, len(body), _SUBJECT_LEN)
+        )
+        return cls(subjects, delivered, hops, path)
+
+
+def receipts_for(
+    delivered: Iterable[Bundle], at: int
+) -> list[tuple[Kind, Receipt | ReceiptBatch, list[Bundle]]]:
+    """The receipts a destination sends for bundles it just delivered: one per origin and path, in
+    batches of at most :data:`MAX_RECEIPT_SUBJECTS`; a lone subject gets the single-subject
+    :class:`Receipt`. Each comes with its kind and its subjects (whose priorities and lifetimes the
+    receipt bundle takes)."""
+    groups: dict[tuple[bytes, int, tuple[bytes, ...]], list[Bundle]] = {}
+    for bundle in delivered:
+        path = Receipt.for_bundle(bundle, at).path
+        groups.setdefault((bundle.origin, bundle.hop_count, path), []).append(bundle)
+    out: list[tuple[Kind, Receipt | ReceiptBatch, list[Bundle]]] = []
+    for (_, hops, path), bundles in groups.items():
+        for start in range(0, len(bundles), MAX_RECEIPT_SUBJECTS):
+            chunk = bundles[start : start + MAX_RECEIPT_SUBJECTS]
+            if len(chunk) == 1:
+                out.append((Kind.RECEIPT, Receipt(chunk[0].id, at, hops, path), chunk))
+            else:
+                batch = ReceiptBatch(tuple(bundle.id for bundle in chunk), at, hops, path)
+                out.append((Kind.RECEIPTS, batch, chunk))
+    return out
