@@ -9,7 +9,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from engine_net import IP, LORA, Deployment, EnginePump
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crypto.certificate import Authority
 from crypto.identity import Identity
@@ -20,7 +23,9 @@ from relay.core.frames import (
     CertFrame,
     CertRequestFrame,
     DataFrame,
+    FrameDecodeError,
     FrameType,
+    data_origin,
     decode_frame,
     encode_frame,
 )
@@ -222,3 +227,27 @@ async def test_requests_are_answered_from_the_trust_store_within_the_lora_frame_
     await post.frame_received(IP.name, relay_id, encode_frame(CertRequestFrame(unknown)), NOW + 100)
     assert post.certificates.answers_sent == sent  # nothing to say about a node it does not know
     await post.close()
+
+
+def test_certificate_frames_round_trip_and_malformed_ones_are_refused() -> None:
+    for frame in (CertRequestFrame(b"abc"), CertRequestFrame(bytes(16)), CertFrame(3, 4, b"x" * CERT_CHUNK)):
+        assert decode_frame(encode_frame(frame)) == frame
+    bad = {
+        b"\x80" + b"ab": "CERT_REQUEST must name",
+        b"\x80" + bytes(17): "CERT_REQUEST must name",
+        b"\x81" + b"abc": "non-zero argument",
+        b"\x90\x00\x00x": "CERT count 0",
+        b"\x90\x04\x04x": "CERT index 4",
+        b"\x90\x00\x09x": "CERT count 9",
+        b"\x90\x00\x01" + bytes(CERT_CHUNK + 1): "exceeds",
+        b"\x90\x00": "too short",
+    }
+    for data, why in bad.items():
+        with pytest.raises(FrameDecodeError, match=why):
+            decode_frame(data)
+
+
+@given(st.binary(max_size=64))
+def test_data_origin_never_raises(data: bytes) -> None:
+    origin = data_origin(data)
+    assert origin is None or len(origin) in (3, 16)

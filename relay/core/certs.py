@@ -199,7 +199,7 @@ class CertificateExchange:
     def _answer(self, link: str, peer: bytes, node: bytes, now: float) -> None:
         certificate = self.own if self.own.node_id.startswith(node) else self.trust.find(node)
         if certificate is None:
-            log.info(
+            log.debug(
                 "%s on %s asked for the certificate of %s, not held here", display_id(peer), link, node.hex()
             )
             return
@@ -261,7 +261,7 @@ class CertificateExchange:
         node_id = certificate.node_id
         asked = [o for (at, p, o) in self._asked if (at, p) == key and node_id.startswith(o)]
         if not asked:
-            log.info(
+            log.debug(
                 "certificate of %s from %s on %s not asked for: ignored",
                 certificate.name,
                 display_id(peer),
