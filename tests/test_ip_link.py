@@ -203,6 +203,40 @@ async def test_blackhole_is_detected_within_seconds(
     await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == 2, timeout=5)
 
 
+async def test_a_relay_follows_a_phones_slower_keepalive(
+    links: list[IpLink], authority: Authority, proxy: ImpairProxy
+) -> None:
+    """The relay pings every 0.05 s, the phone every 0.5 s: once the phone's first PING announced
+    its pace the relay stops pinging and only answers, and still notices the phone go silent."""
+    trust = Trust(authority.public, authority.revocations)
+    port = free_port()
+    relay = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", keepalive_interval=0.05, keepalive_misses=3),
+        enrol(authority, "relay"),
+        trust,
+    )
+    at_relay = await start(links, relay)
+    phone = IpLink(
+        IpLinkConfig(peers=(proxy.via(port),), keepalive_interval=0.5, keepalive_misses=3),
+        enrol(authority, "phone"),
+        trust,
+    )
+    at_phone = await start(links, phone)
+    await at_relay.until(lambda: at_relay.count("up") == 1)
+    await asyncio.sleep(0.3)  # both first PINGs crossed
+    before = relay.metrics().peers[0]
+    await asyncio.sleep(2.0)
+    after = relay.metrics().peers[0]
+    records_out = round((after.bytes_out - before.bytes_out) / 37)  # a PING or PONG record is 37 bytes
+    assert 3 <= records_out <= 5, records_out  # PONGs to the phone's 4 PINGs, none of its own (not 40)
+    assert after.dead_after_s == pytest.approx(1.5, abs=0.1)  # the phone's pace, 3 missed
+    assert at_phone.count("down") == 0 and at_relay.count("down") == 0
+    proxy.blackhole = True  # the phone goes silent: the relay still notices, at the phone's pace
+    started = time.monotonic()
+    await at_relay.until(lambda: at_relay.count("down") == 1, timeout=5)
+    assert 1.0 < time.monotonic() - started < 2.5
+
+
 async def test_backpressure_then_link_error_when_the_path_dies(
     links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:
@@ -260,7 +294,7 @@ async def run_lossy_path(links: list[IpLink], authority: Authority, proxy: Impai
     proxy.reset_probability = 0.05
     sequence = 0
     async with asyncio.timeout(10 + resets * 2):
-        while proxy.resets < resets:
+        while proxy.resets < resets or sequence < 50:  # resets, and enough frames to check order
             if pair.dialler.peers():
                 with contextlib.suppress(LinkError):
                     await pair.dialler.send(pair.listener.node_id, b"%08d" % sequence + b"." * 200)
@@ -269,7 +303,9 @@ async def run_lossy_path(links: list[IpLink], authority: Authority, proxy: Impai
     proxy.reset_probability = 0.0
     await pair.at_dialler.until(lambda: len(pair.dialler.peers()) == 1)
     await pair.dialler.send(pair.listener.node_id, b"final")
-    await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == b"final")
+    await pair.at_listener.until(
+        lambda: bool(pair.at_listener.frames) and pair.at_listener.frames[-1][1] == b"final"
+    )
     numbers = [int(frame[:8]) for _, frame in pair.at_listener.frames[:-1]]
     assert all(frame[8:] == b"." * 200 for _, frame in pair.at_listener.frames[:-1])
     assert numbers and numbers == sorted(set(numbers))  # strictly increasing

@@ -49,7 +49,10 @@ class IpLinkOptions(BaseModel):
     )
     bitrate: PositiveNumber = Field(default=DEFAULT_BITRATE, description="bytes/s the scheduler plans with")
     keepalive_interval: PositiveNumber = Field(
-        default=1.0, description="seconds between PINGs on an idle link"
+        default=1.0,
+        description="seconds between PINGs on an idle link: 1 for relays; a phone or battery profile "
+        "sets a long one (the app's enrolment writes 60), and a relay facing it then only watches its "
+        "pings instead of pinging every second",
     )
     keepalive_misses: int = Field(
         default=3, ge=1, description="silent intervals before the peer counts as gone"

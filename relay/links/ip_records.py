@@ -39,7 +39,7 @@ _HEADER = struct.Struct(">BQ")
 _TAG_LEN = 16
 MAX_RECORD = _HEADER.size + MAX_BODY + _TAG_LEN
 _FRAME_LEN = struct.Struct(">I")
-_PING = struct.Struct(">Q")
+_PING = struct.Struct(">QI")  # ping id, the sender's keepalive interval in ms
 _ACK = struct.Struct(">Q")
 _MAX_COUNTER = (1 << 64) - 1
 
@@ -50,7 +50,7 @@ class RecordError(LinkError):
 
 class RecordKind(IntEnum):
     DATA = 1  # a batch of frames
-    PING = 2  # keepalive; the body is an 8-byte ping id, echoed in PONG
+    PING = 2  # keepalive; the body is a ping id and the sender's keepalive interval, echoed in PONG
     PONG = 3
     ACK = 4  # the body is the count of the peer's records received so far (cumulative)
 
@@ -221,8 +221,9 @@ class FrameQueue:
         return frames
 
 
-def encode_ping(ping_id: int) -> bytes:
-    return _PING.pack(ping_id)
+def encode_ping(ping_id: int, keepalive_interval: float) -> bytes:
+    """The interval tells the peer how often this side pings (see :mod:`relay.links.ip_session`)."""
+    return _PING.pack(ping_id, min(round(keepalive_interval * 1000), 0xFFFFFFFF))
 
 
 def encode_ack(records_received: int) -> bytes:
@@ -236,8 +237,11 @@ def decode_ack(body: bytes) -> int:
     return int(received)
 
 
-def decode_ping(body: bytes) -> int:
+def decode_ping(body: bytes) -> tuple[int, float]:
+    """The ping id and the sender's keepalive interval in seconds."""
     if len(body) != _PING.size:
         raise RecordError(f"ping body of {len(body)} bytes, expected {_PING.size}")
-    (ping_id,) = _PING.unpack(body)
-    return int(ping_id)
+    ping_id, interval_ms = _PING.unpack(body)
+    if interval_ms == 0:
+        raise RecordError("ping announces a keepalive interval of 0 ms")
+    return int(ping_id), interval_ms / 1000

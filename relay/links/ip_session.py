@@ -7,13 +7,16 @@ Control records (ACK/PING/PONG) go ahead of data. DATA goes only as far as the s
 (:mod:`relay.links.ip_window`) allows, so neither they nor a FLASH frame queue behind more than
 about a second of the path, and the outbound queue holds at most one window too.
 
-Liveness: any authentic record from the peer proves it alive. A PING goes out every keepalive
-interval, except while DATA is in flight and acks keep coming (they are the answers); a receiver's
-PING measures the queue its answers wait behind. The peer is declared dead after
-``keepalive_interval × keepalive_misses`` of silence plus twice the window's patience (recent round
-trips, or what is in flight at the measured rate), at most ``MAX_DEAD_AFTER_S``: a slow path that
-keeps answering stays up, a blackhole on an idle or fast path is noticed within about the keepalive
-timeout.
+Liveness: any authentic record from the peer proves it alive. A PING goes out at once and then
+every keepalive interval, except while DATA is in flight and acks keep coming (they are the
+answers); a receiver's PING measures the queue its answers wait behind. Each PING announces the
+sender's interval, and the pair follows the slower side: a relay (1 s) facing a phone (a battery
+profile, say 60 s) stops pinging and only watches the phone's pings, so an idle phone wakes once per
+its own interval, not every second. The peer is declared dead after
+``keepalive_interval × keepalive_misses`` (the slower side's interval) of silence plus twice the
+window's patience (recent round trips, or what is in flight at the measured rate), at most
+``MAX_DEAD_AFTER_S``: a slow path that keeps answering stays up, a blackhole on an idle or fast path
+is noticed within about the keepalive timeout.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class PeerSession:
         self._on_frame = on_frame
         self._on_closed = on_closed
         self._interval = keepalive_interval
+        self._peer_interval: float | None = None  # announced in the peer's PINGs
         self._misses = keepalive_misses
         self._limit = queue_limit_bytes
         self._window = window
@@ -169,15 +173,28 @@ class PeerSession:
         elif kind is RecordKind.ACK:
             self._on_ack(body)
         elif kind is RecordKind.PING:
+            try:
+                _, self._peer_interval = decode_ping(body)
+            except RecordError as exc:
+                self._refuse(exc)
+                return
             if len(self._control) < _MAX_CONTROL:
                 self._control.append((RecordKind.PONG, body))
                 self._wakeup.set()
         else:
             self._on_pong(body)
 
+    def keepalive_interval(self) -> float:
+        """The slower of the two sides' intervals: the pace this connection keeps alive at."""
+        return max(self._interval, self._peer_interval or 0.0)
+
+    def pings(self) -> bool:
+        """Whether this side sends PINGs: not when the peer asked for a slower pace (it pings)."""
+        return self._peer_interval is None or self._peer_interval <= self._interval
+
     def dead_after(self) -> float:
         """Seconds of silence after which the peer is declared dead, given what is in flight now."""
-        timeout = self._interval * self._misses
+        timeout = self.keepalive_interval() * self._misses
         return min(max(timeout, MAX_DEAD_AFTER_S), timeout + 2 * self._window.patience())
 
     def _acknowledge(self) -> None:
@@ -205,7 +222,7 @@ class PeerSession:
 
     def _on_pong(self, body: bytes) -> None:
         try:
-            sent = self._pings.pop(decode_ping(body), None)
+            sent = self._pings.pop(decode_ping(body)[0], None)
         except RecordError as exc:
             self._refuse(exc)
             return
@@ -299,8 +316,9 @@ class PeerSession:
         self._frames_out += finished
 
     async def _keepalive(self) -> None:
+        self._ping()  # at once: the peer learns this side's interval, and the first round trip
         while not self.closed:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.keepalive_interval())
             silent = self._clock() - self._last_received
             dead_after = self.dead_after()
             if silent > dead_after:
@@ -309,12 +327,17 @@ class PeerSession:
                     f"{dead_after:.1f} s allowed with what was in flight)"
                 )
                 return
+            if not self.pings():
+                continue  # the peer pings at its slower pace; this side watches its silence
             if self._window.in_flight and self._clock() - self._last_answer < self._interval:
                 continue  # acks are answering: no need to ask
-            if len(self._pings) >= _MAX_OUTSTANDING_PINGS:
-                self._pings.pop(next(iter(self._pings)))
-            self._pings[self._next_ping] = self._clock()
-            if len(self._control) < _MAX_CONTROL:
-                self._control.append((RecordKind.PING, encode_ping(self._next_ping)))
-                self._wakeup.set()
-            self._next_ping += 1
+            self._ping()
+
+    def _ping(self) -> None:
+        if len(self._pings) >= _MAX_OUTSTANDING_PINGS:
+            self._pings.pop(next(iter(self._pings)))
+        self._pings[self._next_ping] = self._clock()
+        if len(self._control) < _MAX_CONTROL:
+            self._control.append((RecordKind.PING, encode_ping(self._next_ping, self._interval)))
+            self._wakeup.set()
+        self._next_ping += 1
