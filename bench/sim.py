@@ -10,7 +10,6 @@ real engine with its real store, run for ``REGION_MINUTES`` simulated minutes on
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from importlib import resources
@@ -20,7 +19,7 @@ from typing import Any
 from relay.bundle import Priority
 from relay.sim.report import Report
 from relay.sim.scenario import load_scenario, parse_scenario
-from relay.sim.world import run_scenario
+from relay.sim.world import simulate
 
 RUNS = 3
 REGION_RELAYS, REGION_NODES, REGION_MINUTES = 50, 1000, 10.0
@@ -104,7 +103,7 @@ def _region() -> dict[str, Any]:
 def _run_region() -> dict[str, Any]:
     scenario = parse_scenario(_region())
     started = time.perf_counter()
-    report = asyncio.run(run_scenario(scenario))
+    report = simulate(scenario)
     wall = time.perf_counter() - started
     flash = report.by_class(Priority.FLASH)
     return {
@@ -125,7 +124,7 @@ def run() -> dict[str, object]:
     report: Report | None = None
     for _ in range(RUNS):
         started = time.perf_counter()
-        report = asyncio.run(run_scenario(scenario))
+        report = simulate(scenario)
         speeds.append(scenario.end_s / 60.0 / (time.perf_counter() - started))
     assert report is not None
     return {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from importlib import resources
@@ -12,7 +11,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 from relay.sim.scenario import load_scenario
-from relay.sim.world import run_scenario
+from relay.sim.world import simulate
 
 
 def packaged_scenarios() -> list[str]:
@@ -52,7 +51,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(scenario_path(args.scenario), seed=args.seed)
     started = time.perf_counter()
-    report = asyncio.run(run_scenario(scenario, args.dir))
+    report = simulate(scenario, args.dir)
     wall = time.perf_counter() - started
     print(report.format_text())
     print(f"\n{report.simulated_s / 60:.0f} simulated minutes in {wall:.1f} s")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ from relay.store import Store
 from relay.trust import TrustStore
 
 CERTIFICATE_VALIDITY_S = 90 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Inspected:
-    """What the simulator learns from a frame it carries: the bundle in a DATA frame, if any."""
-
-    priority: Priority | None
-    bundle_key: bytes | None
 
 
 class Deployment:
@@ -107,14 +98,15 @@ class Deployment:
         finally:
             await store.close()
 
-    def inspect(self, frame: bytes) -> Inspected:
+    def flash_bundle(self, frame: bytes) -> bytes | None:
+        """The id key of the FLASH bundle a DATA frame carries, or None (any other frame)."""
         try:
             decoded = decode_frame(frame, self.compact_context)
         except FrameDecodeError:
-            return Inspected(None, None)
-        if isinstance(decoded, DataFrame):
-            return Inspected(decoded.bundle.priority, decoded.bundle.id.key())
-        return Inspected(None, None)
+            return None
+        if isinstance(decoded, DataFrame) and decoded.bundle.priority is Priority.FLASH:
+            return decoded.bundle.id.key()
+        return None
 
 
 async def collect_crashed(store_path: Path) -> None:

@@ -28,6 +28,7 @@ from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
 from relay.sim.deployment import Deployment, collect_crashed
 from relay.sim.links import Contact, Transmitter
+from relay.sim.loop import InlineExecutorLoop
 from relay.sim.probe import FlashProbe
 from relay.sim.report import Report, SentRecord, build_report, link_figures
 from relay.sim.scenario import Scenario
@@ -147,6 +148,7 @@ class World:
         node.engine = await self.deployment.open_engine(name, START_EPOCH + self.now)
         node.app_idle.clear()
         node.app = asyncio.create_task(self._application(node, node.engine), name=f"sim-app:{name}")
+        await self._app_turn(node)
         await self._settle(node)
 
     async def _application(self, node: _Node, engine: NodeEngine) -> None:
@@ -193,13 +195,19 @@ class World:
                 await engine.close()
         gc.collect()
 
+    async def _app_turn(self, node: _Node) -> None:
+        """After an engine call that may have queued deliveries (a frame arrived, the app sent, the
+        engine reopened its store): the app takes them now, at this simulated time. Other calls
+        (timers, links going up or down, pulling frames) never deliver, so they skip this turn."""
+        if node.engine is not None:
+            await asyncio.sleep(0)  # the app task runs if the call queued a delivery
+            await node.app_idle.wait()
+
     async def _settle(self, node: _Node) -> None:
-        """After an engine call: the app takes its deliveries, idle transmitters start, the timer re-arms."""
+        """After an engine call: idle transmitters start, the timer re-arms."""
         engine = node.engine
         if engine is None:
             return
-        await asyncio.sleep(0)  # the app task runs if the call queued a delivery
-        await node.app_idle.wait()
         for transmitter in node.transmitters.values():
             if transmitter.idle(self.now) and node.peers_up.get(transmitter.link.name):
                 self._transmit(node, engine, transmitter)
@@ -246,6 +254,7 @@ class World:
         except SendError:
             self.refused_sends += 1  # the store is full: the app was told, the bundle never existed
             return
+        await self._app_turn(node)
         await self._settle(node)
 
     # -- links ------------------------------------------------------------------------------
@@ -296,7 +305,6 @@ class World:
             raise SimulationError(
                 f"node {node.name} sent a {len(frame)}-byte frame on {link.name} (MTU {link.profile.mtu})"
             )
-        inspected = self.deployment.inspect(frame)
         if peer_id == BROADCAST:
             receivers = [c for c in node.contacts if c.link is link and self._contact_state[c].up]
         else:
@@ -305,7 +313,9 @@ class World:
             receivers = [contact] if contact is not None and self._contact_state[contact].up else []
         done = transmitter.start(len(frame), self.now)
         flash = engine.core.last_frame_class(link.name) is Priority.FLASH
-        flash_key = inspected.bundle_key if inspected.priority is Priority.FLASH else None
+        # A DATA frame rides at its bundle's class, so only FLASH traffic can carry a FLASH bundle:
+        # the other frames (most of them) are not decoded.
+        flash_key = self.deployment.flash_bundle(frame) if flash else None
         queued_at = None
         if flash_key is not None:
             routed_at = engine.core.routed_at(BundleId.from_key(flash_key), peer_id)
@@ -358,6 +368,7 @@ class World:
         await node.engine.frame_received(
             contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
         )
+        await self._app_turn(node)
         await self._settle(node)
 
     def _epoch(self) -> float:
@@ -398,8 +409,16 @@ class World:
         )
 
 
+def simulate(scenario: Scenario, directory: Path | None = None) -> Report:
+    """:func:`run_scenario` on the simulator's own event loop, whose blocking calls (the stores'
+    SQLite transactions) run inline rather than on a thread per store (:mod:`relay.sim.loop`)."""
+    with asyncio.Runner(loop_factory=InlineExecutorLoop) as runner:
+        return runner.run(run_scenario(scenario, directory))
+
+
 async def run_scenario(scenario: Scenario, directory: Path | None = None) -> Report:
-    """Play ``scenario``; the stores go in ``directory`` (kept) or in a temporary one (removed)."""
+    """Play ``scenario`` on the running loop; the stores go in ``directory`` (kept) or in a
+    temporary one (removed). Same report as :func:`simulate`, slower (a thread hop per commit)."""
     if directory is not None:
         return await World.create(scenario, directory).run()
     memory = Path("/dev/shm")  # stores in RAM: every commit fsyncs, which a simulation need not wait for
