@@ -83,6 +83,7 @@ class RelayCore:
         self._summary_wait: dict[bytes, float] = {}
         self.id_conflicts = 0  # frames that named a held id with other content: one of them is forged
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
+        self._routed_version = -1  # the router's version when every held bundle was last routed
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -220,7 +221,8 @@ class RelayCore:
         elif isinstance(frame, BeaconFrame):
             self.router.beacon_received(link, peer, frame, now)
             self._routes_changed(now)
-            self._route_all(now)
+            if self.router.version != self._routed_version:  # most beacons only confirm routes
+                self._route_all(now)
         return []
 
     def handed_over(self, bundle: Bundle, now: float) -> list[Action]:
@@ -529,6 +531,7 @@ class RelayCore:
                 state.transfers.pop((peer, bundle_id), None)
 
     def _route_all(self, now: float) -> None:
+        self._routed_version = self.router.version
         for held in list(self._held.values()):
             self._route(held, now)
 

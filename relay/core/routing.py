@@ -69,11 +69,19 @@ class Router:
         self._codes = frozenset(short_code(name) for name in names)
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
         self._routes: dict[bytes, dict[tuple[str, bytes], _Route]] = {}
+        # Counts changes that can change a routing decision (neighbours, routes, costs; not a
+        # refreshed expiry), so the relay re-routes its held bundles only when this moved: every
+        # change to _neighbours or to the routes in _routes must add one.
+        self.version = 0
+        self._reach: tuple[int, dict[bytes, int]] | None = None  # (version, reach) last computed
+        self._next_expiry: float | None = None  # when the first route expires, if known
+        self._next_expiry_known = False  # False after any change to the routes
 
     # -- neighbours and routes -------------------------------------------------------------------
 
     def link_up(self, profile: LinkProfile, peer: bytes) -> None:
         self._neighbours.setdefault(peer, {})[profile.name] = profile
+        self.version += 1
 
     def link_down(self, link: str, peer: bytes) -> None:
         links = self._neighbours.get(peer)
@@ -83,6 +91,8 @@ class Router:
                 del self._neighbours[peer]
         for routes in self._routes.values():
             routes.pop((link, peer), None)
+        self.version += 1
+        self._next_expiry_known = False
 
     def neighbours(self) -> list[bytes]:
         return list(self._neighbours)
@@ -104,30 +114,51 @@ class Router:
                 del self._routes[target][(link, peer)]
                 if not self._routes[target]:
                     del self._routes[target]
+                self.version += 1
         expires = now + ROUTE_LIFETIME_BEACONS * beacon_interval(profile)
         for node, cost in beacon.nodes:
             if node != self.node_id:
                 total = min(MAX_COST, cost + link_cost(profile))
-                self._routes.setdefault(node, {})[(link, peer)] = _Route(total, expires)
+                routes = self._routes.setdefault(node, {})
+                route = routes.get((link, peer))
+                if route is None or route.cost != total:
+                    routes[(link, peer)] = _Route(total, expires)
+                    self.version += 1
+                else:
+                    route.expires = expires
+        self._next_expiry_known = False
 
     def expire(self, now: float) -> None:
         for target in list(self._routes):
             routes = self._routes[target]
-            for key in [k for k, r in routes.items() if r.expires <= now]:
+            stale = [k for k, r in routes.items() if r.expires <= now]
+            for key in stale:
                 del routes[key]
+            if stale:
+                self.version += 1
+                self._next_expiry_known = False
             if not routes:
                 del self._routes[target]
 
     def next_deadline(self) -> float | None:
-        return min((r.expires for rs in self._routes.values() for r in rs.values()), default=None)
+        """When the first route expires (cached: the relay asks after every event)."""
+        if not self._next_expiry_known:
+            self._next_expiry = min(
+                (r.expires for rs in self._routes.values() for r in rs.values()), default=None
+            )
+            self._next_expiry_known = True
+        return self._next_expiry
 
     def reach(self) -> dict[bytes, int]:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
-        hear of it before the next regular beacon."""
+        hear of it before the next regular beacon. The same dict while :attr:`version` stands."""
+        if self._reach is not None and self._reach[0] == self.version:
+            return self._reach[1]
         reach = {peer: min(link_cost(p) for p in links.values()) for peer, links in self._neighbours.items()}
         for node, routes in self._routes.items():
             for route in routes.values():
                 reach[node] = min(route.cost, reach.get(node, route.cost))
+        self._reach = (self.version, reach)
         return reach
 
     def route_cost(self, node: bytes) -> int | None:

@@ -1,0 +1,47 @@
+"""The router's version: it moves only when a routing decision could change, so the relay re-routes
+its held bundles after a beacon that changed something, not after each one that confirms routes."""
+
+from __future__ import annotations
+
+from relay.core.frames import BeaconFrame
+from relay.core.routing import Router
+from relay.links.base import LinkProfile
+
+ME, PEER, FAR, OTHER = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32
+IP = LinkProfile(name="ip", kind="ip", mtu=1200, bitrate=50_000.0)
+
+
+def _beacon(*nodes: tuple[bytes, int]) -> BeaconFrame:
+    return BeaconFrame(((PEER, 0), *nodes), ())
+
+
+def test_a_beacon_that_only_confirms_routes_leaves_the_version_and_moves_the_expiry() -> None:
+    router = Router(ME)
+    router.link_up(IP, PEER)
+    router.beacon_received("ip", PEER, _beacon((FAR, 2)), now=100.0)
+    version, reach, expiry = router.version, router.reach(), router.next_deadline()
+    router.beacon_received("ip", PEER, _beacon((FAR, 2)), now=130.0)
+    assert router.version == version
+    assert router.reach() is reach  # cached while nothing changed
+    assert expiry is not None and router.next_deadline() == expiry + 30.0
+
+
+def test_a_new_route_a_cost_change_a_withdrawal_and_an_expiry_each_move_the_version() -> None:
+    router = Router(ME)
+    router.link_up(IP, PEER)
+    router.beacon_received("ip", PEER, _beacon((FAR, 2)), now=0.0)
+    seen = [router.version]
+    router.beacon_received("ip", PEER, _beacon((FAR, 2), (OTHER, 1)), now=1.0)  # new route
+    seen.append(router.version)
+    router.beacon_received("ip", PEER, _beacon((FAR, 5), (OTHER, 1)), now=2.0)  # cost changed
+    seen.append(router.version)
+    assert router.reach()[FAR] == 6
+    router.beacon_received("ip", PEER, _beacon((OTHER, 1)), now=3.0)  # FAR withdrawn
+    seen.append(router.version)
+    assert FAR not in router.reach()
+    deadline = router.next_deadline()
+    assert deadline is not None
+    router.expire(deadline)
+    seen.append(router.version)
+    assert router.reach() == {PEER: 1}
+    assert seen == sorted(set(seen)), "every change must move the version"
