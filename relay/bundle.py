@@ -49,7 +49,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -187,6 +187,16 @@ class Destination:
         if self.name is not None:
             return f"{self.kind.name.lower()}:{self.name}"
         return "all"
+
+
+class Header(Protocol):
+    """What routing reads of a bundle: a relay's held record answers it without the payload."""
+
+    @property
+    def destination(self) -> Destination: ...
+
+    @property
+    def priority(self) -> Priority: ...
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -54,6 +54,7 @@ from relay.core.receipts import (
 from relay.kinds import KindRegistry
 from relay.links.base import LinkProfile
 from relay.store import Store, StoreError, StoreFullError, UnknownBundleError
+from relay.store_reader import StoreReader
 from relay.trust import TrustStore
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,14 @@ class NodeEngine:
         self.keyring = keyring
         self.node_id = identity.node_id
         self.kinds = KindRegistry()
-        self.core = RelayCore(self.node_id, certificate.roles | groups, context=trust.compact_context())
+        # most held bundles stay in the store, read back when a link takes them (relay/core/held.py)
+        self._reader = StoreReader(store.path) if store.path is not None else None
+        self.core = RelayCore(
+            self.node_id,
+            certificate.roles | groups,
+            context=trust.compact_context(),
+            load=None if self._reader is None else self._reader.get,
+        )
         self.refused_frames = 0
         self.refused_bundles = 0
         self.security = SecurityCounters()
@@ -186,12 +194,14 @@ class NodeEngine:
         store = await Store.open(Path(store_path), quota_bytes)
         engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
         custody = await store.custody_records()
-        for stored in await store.load_all():
+        for stored in engine._reader.held() if engine._reader is not None else await store.load_all():
             engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
         await engine._apply([DeliverLocal(bundle) for bundle in await store.pending_deliveries()], now)
         return engine
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         await self.store.close()
 
     # -- application side ------------------------------------------------------------------------

@@ -1,30 +1,212 @@
-"""What the relay keeps in memory for each bundle it holds: who has it, where it was sent, copies."""
+"""What the relay keeps in memory for each bundle it holds, and the set of them.
+
+A relay may hold 100,000 bundles on a small device (issue 15: RSS ≤ 100 MB with the interpreter).
+So a held bundle is one slotted record of what scheduling needs (id, class, destination, expiry,
+frame sizes) and of what happened to it (who has it, where it is queued, copies handed on): about
+140 bytes, where a decoded bundle with its payload and byte strings costs 500 or more. Equal
+destinations, routes and peers are one shared object each; an empty tuple of holders or routes
+costs nothing.
+
+The decoded bundle stays in memory only when it is urgent (FLASH, IMMEDIATE: never a disk read
+before it goes on the air) or while the resident budget has room; otherwise it is read back from
+the store when a frame is built (``load``: one primary-key read, tens of µs, beside the ms a frame
+takes on any link). A core with no ``load`` (unit tests) keeps every bundle in memory.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+from collections.abc import Callable, ItemsView, Iterable, ValuesView
+from dataclasses import dataclass
+from typing import TypeVar
 
-from relay.bundle import Bundle, encode_compact, encode_full
+from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, encode_full
+from relay.core.frames import id_hash
+
+RESIDENT_BYTES = 2 << 20  # memory for decoded non-urgent bundles (a link's burst of small ones)
+RESIDENT_OVERHEAD = 400  # Python bytes of a decoded bundle beyond its encoded size (measured)
+MAX_SHARED = 4096  # distinct destinations, routes and peers shared; past that each record keeps its own
+STALE_HEAP_MIN = 1024  # expiry heap entries of dropped bundles tolerated before it is rebuilt
+
+Route = tuple[bytes, str, bool]  # (peer, link, directed): where a held bundle is queued or in flight
+Loader = Callable[[BundleId], Bundle | None]  # the store's copy of a held bundle, None if it is gone
+V = TypeVar("V")
 
 
-@dataclass(slots=True)  # one per held bundle: 100k of them must fit a small device
+@dataclass(slots=True, eq=False)
 class Held:
-    bundle: Bundle
+    id: BundleId
+    priority: Priority
+    destination: Destination
+    lifetime: int  # seconds (a shared int: a few lifetimes serve every bundle)
+    digest: int  # the id's summary hash (frames.id_hash) as an int: summaries name bundles by it
     local: bool
     copies: int
-    holders: set[bytes] = field(default_factory=set)  # neighbours known to have it
-    routed: dict[bytes, tuple[str, bool]] = field(default_factory=dict)  # peer -> (link, directed)
-    given: dict[bytes, int] = field(default_factory=dict)  # copies handed to a peer (spray-and-wait)
+    full_size: int  # the DATA frame's size with the full encoding
+    compact_size: int  # ... and with the compact one
+    bundle: Bundle | None  # None: only in the store (see the module docstring)
+    holders: tuple[bytes, ...] = ()  # neighbours known to have it
+    routed: tuple[Route, ...] = ()
+    given: dict[bytes, int] | None = None  # copies handed to a peer (spray-and-wait)
     routed_at: dict[bytes, float] | None = None  # FLASH only: peer -> when last queued for it
-    full_size: int = 0  # DATA frame sizes, computed when first asked (0: not yet)
-    compact_size: int = 0
 
-    def size(self, compact: bool) -> int:
-        """The DATA frame's size with the compact or the full encoding."""
-        if compact:
-            if not self.compact_size:
-                self.compact_size = 1 + len(encode_compact(self.bundle))
-            return self.compact_size
-        if not self.full_size:
-            self.full_size = 1 + len(encode_full(self.bundle))
-        return self.full_size
+    @property
+    def origin(self) -> bytes:
+        return self.id.origin
+
+    @property
+    def expires(self) -> int:
+        """Seconds since the Mesh112 epoch."""
+        return self.id.created + self.lifetime
+
+    def is_expired(self, now: float) -> bool:
+        return now >= self.expires
+
+    def __lt__(self, other: Held) -> bool:  # the expiry heap's order
+        return self.expires < other.expires
+
+    def route(self, peer: bytes) -> Route | None:
+        return next((route for route in self.routed if route[0] == peer), None)
+
+    def unroute(self, peer: bytes) -> Route | None:
+        """Forget where the bundle was queued for ``peer``; that route, or None."""
+        route = self.route(peer)
+        if route is not None:
+            self.routed = tuple(other for other in self.routed if other is not route)
+        return route
+
+    def directed(self, peer: bytes, default: bool) -> bool:
+        """Whether the bundle goes to ``peer`` on a directed path (``default`` if not routed to it)."""
+        route = self.route(peer)
+        return default if route is None else route[2]
+
+    def given_to(self, peer: bytes) -> int | None:
+        return None if self.given is None else self.given.get(peer)
+
+
+class _Shared:
+    """One object per equal value, so 100,000 records naming one destination share it (bounded:
+    an insider naming endless group names makes records keep their own copies, not this grow)."""
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+
+    def __call__(self, value: V) -> V:
+        shared = self._values.get(value)
+        if shared is not None:
+            return shared  # type: ignore[return-value]  # equal to value, hence of its type
+        if len(self._values) < MAX_SHARED:
+            self._values[value] = value
+        return value
+
+
+class HeldBundles:
+    """Every bundle the node holds, by id, ordered by expiry, with the decoded bundles kept in
+    memory within the resident budget."""
+
+    def __init__(self, load: Loader | None = None, resident_bytes: int | None = None) -> None:
+        self._load = load
+        self._resident_left = RESIDENT_BYTES if resident_bytes is None else resident_bytes
+        self._held: dict[BundleId, Held] = {}
+        self._expiry: list[Held] = []  # a heap; records of dropped bundles are skipped and pruned
+        self._stale = 0
+        self._shared = _Shared()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, bundle_id: BundleId) -> bool:
+        return bundle_id in self._held
+
+    def __getitem__(self, bundle_id: BundleId) -> Held:
+        return self._held[bundle_id]
+
+    def get(self, bundle_id: BundleId) -> Held | None:
+        return self._held.get(bundle_id)
+
+    def values(self) -> ValuesView[Held]:
+        return self._held.values()
+
+    def items(self) -> ItemsView[BundleId, Held]:
+        return self._held.items()
+
+    def add(self, bundle: Bundle, *, local: bool, copies: int) -> Held:
+        """Hold ``bundle`` (the held record if it is held already)."""
+        held = self._held.get(bundle.id)
+        if held is not None:
+            return held
+        full_size = 1 + len(encode_full(bundle))
+        resident = self._load is None or bundle.priority <= Priority.IMMEDIATE
+        if not resident and full_size + RESIDENT_OVERHEAD <= self._resident_left:
+            resident = True
+            self._resident_left -= full_size + RESIDENT_OVERHEAD
+        # a record with the bundle in memory shares its id; one without it shares the origin
+        bundle_id = bundle.id
+        if not resident:
+            bundle_id = BundleId(self._shared(bundle.origin), bundle.created, bundle.seq)
+        held = self._held[bundle_id] = Held(
+            bundle_id,
+            bundle.priority,
+            self._shared(bundle.destination),
+            self._shared(bundle.lifetime),
+            int.from_bytes(id_hash(bundle_id), "big"),
+            local,
+            copies,
+            full_size,
+            1 + COMPACT_HEADER_LEN + len(bundle.payload),
+            bundle if resident else None,
+        )
+        heapq.heappush(self._expiry, held)
+        return held
+
+    def remove(self, bundle_id: BundleId) -> Held | None:
+        """Stop holding ``bundle_id``; its record, or None if it was not held."""
+        held = self._held.pop(bundle_id, None)
+        if held is None:
+            return None
+        if held.bundle is not None and self._load is not None and held.priority > Priority.IMMEDIATE:
+            self._resident_left += held.full_size + RESIDENT_OVERHEAD
+        held.bundle = None  # the heap keeps the record until pruned, not the payload
+        self._stale += 1
+        if self._stale > max(STALE_HEAP_MIN, len(self._held)):
+            self._expiry = list(self._held.values())
+            heapq.heapify(self._expiry)
+            self._stale = 0
+        return held
+
+    def with_hashes(self, digests: Iterable[bytes]) -> list[Held]:
+        """The held bundles whose summary hash is one of ``digests``. A scan, not an index: an index
+        cost 90 bytes per held bundle, and a summary's arrival re-routes every held bundle anyway."""
+        wanted = {int.from_bytes(digest, "big") for digest in digests}
+        return [held for held in self._held.values() if held.digest in wanted] if wanted else []
+
+    def expired(self, now: float) -> list[BundleId]:
+        """The held bundles whose lifetime ended by ``now`` (still held: the caller drops them)."""
+        due = []
+        while self._expiry and self._expiry[0].expires <= now:
+            held = heapq.heappop(self._expiry)
+            if self._held.get(held.id) is held:
+                due.append(held.id)
+            else:
+                self._stale -= 1
+        return due
+
+    def next_expiry(self) -> int | None:
+        """When the next held bundle expires (maybe one dropped since: an early wake-up)."""
+        return self._expiry[0].expires if self._expiry else None
+
+    def bundle(self, held: Held) -> Bundle | None:
+        """The whole bundle: in memory, or read back from the store (None if the store dropped it)."""
+        if held.bundle is not None or self._load is None:
+            return held.bundle
+        return self._load(held.id)
+
+    def route(self, held: Held, peer: bytes, link: str, directed: bool) -> None:
+        """Record that ``held`` is queued for ``peer`` on ``link``."""
+        route = self._shared((self._shared(peer), link, directed))
+        held.routed = self._shared((*held.routed, route))  # most bundles share the one-route tuple
+
+    def add_holders(self, held: Held, peers: Iterable[bytes]) -> None:
+        for peer in peers:
+            if peer not in held.holders:
+                held.holders = self._shared((*held.holders, self._shared(peer)))

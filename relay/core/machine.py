@@ -9,8 +9,6 @@ enter the queues.
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -30,7 +28,7 @@ from relay.core.frames import (
     decode_frame,
     id_hash,
 )
-from relay.core.held import Held
+from relay.core.held import Held, HeldBundles, Loader
 from relay.core.outbox import (
     CONTROL_FLOW,
     LinkState,
@@ -43,12 +41,13 @@ from relay.core.outbox import (
 from relay.core.receipts import ForgedReceiptError
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
 from relay.core.scheduler import TokenBucket
+from relay.core.seen import SeenIds
 from relay.core.status import BundleStatus, State, Statuses
 from relay.core.transmit import Transmitter
 from relay.links.base import LinkProfile
 
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
-SEEN_MEMORY = 65536  # recent ids kept in memory; older duplicates are caught by the store
+SEEN_MEMORY = 65536  # recent ids no longer held kept in memory; older duplicates are caught by the store
 MAX_HOPS = 15  # the compact header counts to 15
 
 
@@ -65,19 +64,24 @@ class _Incoming:
 
 class RelayCore:
     def __init__(
-        self, node_id: bytes, names: frozenset[str] = frozenset(), *, context: CompactContext | None = None
+        self,
+        node_id: bytes,
+        names: frozenset[str] = frozenset(),
+        *,
+        context: CompactContext | None = None,
+        load: Loader | None = None,
     ) -> None:
+        """``load``: reads a held bundle back from the store, so most need not stay in memory
+        (relay.core.held); without it every held bundle does."""
         self.node_id = node_id
         self.router = Router(node_id, names)
         self.context = context  # expands compact short ids; the engine keeps it current
         self.custody = CustodyTracker()
         self.reassembler = Reassembler()
         self._links: dict[str, LinkState] = {}
-        self._held: dict[BundleId, Held] = {}
-        self._by_hash: dict[bytes, tuple[BundleId, ...]] = {}  # a tuple, not a set: 48 B, not 216 B each
-        self._expiry: list[tuple[int, BundleId]] = []
+        self._held = HeldBundles(load)
         self._incoming: dict[BundleId, _Incoming] = {}
-        self._seen: OrderedDict[BundleId, None] = OrderedDict()
+        self._seen = SeenIds(SEEN_MEMORY)
         self._statuses = Statuses()  # of bundles originated here; moved only by relay.core.status
         self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
         self._summary_wait: dict[bytes, float] = {}
@@ -117,11 +121,12 @@ class RelayCore:
     def held_for(self, nodes: Collection[bytes]) -> list[Bundle]:
         """The bundles held here addressed to one of ``nodes`` (a command post's backbone bridge
         looks for those it could hand to the post that heard the destination)."""
-        return [
-            held.bundle
+        found = [
+            self._held.bundle(held)
             for held in self._held.values()
-            if held.bundle.destination.kind is DestKind.NODE and held.bundle.destination.node in nodes
+            if held.destination.kind is DestKind.NODE and held.destination.node in nodes
         ]
+        return [bundle for bundle in found if bundle is not None]
 
     def neighbours(self, link: str) -> tuple[bytes, ...]:
         """Peers up on ``link`` now (for operators; routing keeps its own view)."""
@@ -146,18 +151,19 @@ class RelayCore:
     ) -> None:
         """A bundle reloaded from the store after a restart (spray budgets start afresh).
         ``custody``: (neighbour, link, time) of the custody ACKs recorded for it, oldest first."""
-        self._remember(bundle.id)
         if local and not self._statuses.tracked(bundle.id):
             self._statuses.originated(bundle.id, now, bundle.expires)
             if custody:
                 peer, link, at = custody[-1]
                 self._statuses.custody(bundle.id, peer, link, at)
             self._expect_receipt(bundle)
-        if not bundle.is_expired(now):
+        if bundle.is_expired(now):
+            self._remember(bundle.id)
+        else:
             held = self._hold(
                 bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now, route=False
             )
-            held.holders.update(peer for peer, _, _ in custody or ())
+            self._held.add_holders(held, (peer for peer, _, _ in custody or ()))
             self._route(held, now)
 
     def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
@@ -185,10 +191,11 @@ class RelayCore:
         for flight in self.custody.forget_link(link, peer):
             held = self._held.get(flight.bundle_id)
             if held is not None:
-                held.routed.pop(peer, None)
+                held.unroute(peer)
         for held in self._held.values():
-            if held.routed.get(peer, ("", False))[0] == link:
-                del held.routed[peer]
+            route = held.route(peer)
+            if route is not None and route[1] == link:
+                held.unroute(peer)
         if not self.router.is_neighbour(peer):
             self._summary_wait.pop(peer, None)
         self._routes_changed(now)
@@ -256,7 +263,7 @@ class RelayCore:
                 actions.append(DeliverLocal(bundle))
             if self._keeps(bundle) and not bundle.is_expired(now):
                 held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
-                held.holders.update(sender for _, sender in incoming.senders)
+                self._held.add_holders(held, (sender for _, sender in incoming.senders))
                 self._route(held, now)
         return actions
 
@@ -321,18 +328,16 @@ class RelayCore:
     def drop_origins(self, origins: frozenset[bytes]) -> list[Action]:
         """Stop carrying every bundle from these origins (just revoked): their FLASH would otherwise
         hold airtime and storage until its lifetime ends."""
-        dropped = [bundle_id for bundle_id, held in self._held.items() if held.bundle.origin in origins]
+        dropped = [bundle_id for bundle_id, held in self._held.items() if held.origin in origins]
         for bundle_id in dropped:
             self._unhold(bundle_id)
         return [Drop(bundle_id, "origin revoked") for bundle_id in dropped]
 
     def timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        while self._expiry and self._expiry[0][0] <= now:
-            _, bundle_id = heapq.heappop(self._expiry)
-            if bundle_id in self._held:
-                self._unhold(bundle_id)
-                actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
+        for bundle_id in self._held.expired(now):
+            self._unhold(bundle_id)
+            actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
         expired, forgotten = self._statuses.due(now)
         actions += [StatusChanged(bundle_id, status) for bundle_id, status in expired]
         for bundle_id in forgotten:
@@ -357,7 +362,7 @@ class RelayCore:
 
     def next_deadline(self) -> float | None:
         times = [
-            self._expiry[0][0] if self._expiry else None,
+            self._held.next_expiry(),
             self.custody.next_deadline(),
             self.reassembler.next_deadline(),
             self.router.next_deadline(),
@@ -394,7 +399,9 @@ class RelayCore:
             return []
         held = self._held.get(bundle.id)
         pending = self._incoming.get(bundle.id)
-        known = held.bundle if held is not None else pending.bundle if pending is not None else None
+        known = pending.bundle if pending is not None else None
+        if held is not None:
+            known = self._held.bundle(held)
         if known is not None and known.payload != bundle.payload:
             # One of the two is forged and a relay cannot tell which: no custody ACK, so the
             # sender keeps its copy; the destination opens only the real one (NodeEngine).
@@ -402,7 +409,7 @@ class RelayCore:
             return []
         if held is not None or (bundle.id in self._seen and not self._keeps(bundle)):
             if held is not None:
-                held.holders.add(peer)
+                self._held.add_holders(held, (peer,))
             state.queue_ack(peer, bundle.id, bundle.priority)  # durable here (or delivered here)
             return []
         if bundle.id in self._seen:
@@ -430,20 +437,19 @@ class RelayCore:
             held = self._held.get(bundle_id)
             if held is None:
                 continue
-            held.holders.add(peer)
-            _, directed = held.routed.pop(peer, (state.profile.name, False))
+            self._held.add_holders(held, (peer,))
+            route = held.unroute(peer)
+            directed = route is not None and route[2]
             if flight is None:
                 continue
             # A relay hands a directed bundle on and forgets it. The origin keeps its own until the
             # end-to-end receipt (as every node keeps FLASH): every path runs through the origin's
             # links, a copy that meets a stale route can strand at a dead end, and relays will
             # never hand a bundle back to its origin.
-            dest = held.bundle.destination
+            dest = held.destination
             # FLASH copies stay until the end-to-end receipt; the origin of an IMMEDIATE order keeps
             # its copy too, so a relay that becomes a dead end cannot lose it (found by the simulator).
-            keeps = held.bundle.priority is Priority.FLASH or (
-                held.local and held.bundle.priority is Priority.IMMEDIATE
-            )
+            keeps = held.priority is Priority.FLASH or (held.local and held.priority is Priority.IMMEDIATE)
             done = directed and dest.kind is DestKind.NODE and not keeps
             if held.local or not done:  # a relay's record of a copy it drops at once helps nobody
                 actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
@@ -468,18 +474,16 @@ class RelayCore:
             return
         self.custody.progress(bundle_id, peer, state.profile, now)
         for index in outgoing.apply_status(frame):
-            state.queue.push(SendFragment(peer, bundle_id, index), held.bundle.priority, held.bundle.origin)
+            state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
 
     def _summary(self, peer: bytes, frame: SummaryFrame, now: float) -> None:
-        for digest in frame.hashes:
-            for bundle_id in self._by_hash.get(digest, ()):
-                held = self._held[bundle_id]
-                held.holders.add(peer)
-                if held.routed.pop(peer, None) is not None:
-                    self.custody.acknowledged(bundle_id, peer)  # it has one: no custody, no more resends
-                    for state in self._links.values():
-                        state.queue.remove(SendBundle(peer, bundle_id))
-                        state.transfers.pop((peer, bundle_id), None)
+        for held in self._held.with_hashes(frame.hashes):
+            self._held.add_holders(held, (peer,))
+            if held.unroute(peer) is not None:
+                self.custody.acknowledged(held.id, peer)  # it has one: no custody, no more resends
+                for state in self._links.values():
+                    state.queue.remove(SendBundle(peer, held.id))
+                    state.transfers.pop((peer, held.id), None)
         self._summary_wait.pop(peer, None)
         self._route_all(now)
 
@@ -492,10 +496,10 @@ class RelayCore:
         self.custody.retry(bundle_id, peer, now)
         outgoing = state.transfers.get((peer, bundle_id))
         if outgoing is None:
-            state.queue.push(SendBundle(peer, bundle_id), held.bundle.priority, held.bundle.origin)
+            state.queue.push(SendBundle(peer, bundle_id), held.priority, held.origin)
             return
         for index in outgoing.to_resend():
-            state.queue.push(SendFragment(peer, bundle_id, index), held.bundle.priority, held.bundle.origin)
+            state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
 
     # -- holding and routing ---------------------------------------------------------------------
 
@@ -506,27 +510,19 @@ class RelayCore:
         return not for_me_only and bundle.hop_count < MAX_HOPS
 
     def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> Held:
-        held = self._held.get(bundle.id)
-        if held is None:
-            held = self._held[bundle.id] = Held(bundle, local, max(1, min(MAX_COPIES, copies)))
-            digest = id_hash(bundle.id)
-            self._by_hash[digest] = (*self._by_hash.get(digest, ()), bundle.id)
-            heapq.heappush(self._expiry, (bundle.expires, bundle.id))
+        held = self._held.add(bundle, local=local, copies=max(1, min(MAX_COPIES, copies)))
         if route:
             self._route(held, now)
         return held
 
     def _unhold(self, bundle_id: BundleId) -> None:
-        held = self._held.pop(bundle_id, None)
+        held = self._held.remove(bundle_id)
         if held is None:
             return
-        digest = id_hash(bundle_id)
-        rest = tuple(other for other in self._by_hash.pop(digest, ()) if other != bundle_id)
-        if rest:
-            self._by_hash[digest] = rest
+        self._remember(bundle_id)  # dropped: a copy offered again is answered from memory
         self.custody.forget_bundle(bundle_id)
         for state in self._links.values():
-            for peer in list(held.routed):
+            for peer, _, _ in held.routed:
                 state.queue.remove(SendBundle(peer, bundle_id))
                 state.transfers.pop((peer, bundle_id), None)
 
@@ -536,12 +532,12 @@ class RelayCore:
             self._route(held, now)
 
     def _route(self, held: Held, now: float) -> None:
-        bundle = held.bundle
-        if bundle.is_expired(now):
+        if held.is_expired(now):
             return
-        sizes = {False: held.size(False), True: held.size(True)}
-        for hop in self.router.next_hops(bundle, sizes):
-            if hop.peer in held.holders or hop.peer in held.routed or hop.peer == bundle.origin:
+        sizes = {False: held.full_size, True: held.compact_size}
+        # routing reads only the destination and class (relay.bundle.Header)
+        for hop in self.router.next_hops(held, sizes):  # type: ignore[arg-type]
+            if hop.peer in held.holders or held.route(hop.peer) is not None or hop.peer == held.origin:
                 continue
             state = self._links[hop.link]
             if not hop.directed:
@@ -549,12 +545,12 @@ class RelayCore:
                     continue
                 if is_costly(state.profile) and held.copies <= 1:
                     continue
-            held.routed[hop.peer] = (hop.link, hop.directed)
-            if bundle.priority is Priority.FLASH:  # the simulator's FLASH probe reads it
+            self._held.route(held, hop.peer, hop.link, hop.directed)
+            if held.priority is Priority.FLASH:  # the simulator's FLASH probe reads it
                 if held.routed_at is None:
                     held.routed_at = {}
                 held.routed_at[hop.peer] = now
-            state.queue.push(SendBundle(hop.peer, bundle.id), bundle.priority, bundle.origin)
+            state.queue.push(SendBundle(hop.peer, held.id), held.priority, held.origin)
 
     def _routes_changed(self, now: float) -> None:
         """What we reach, or its cost, changed: tell the neighbours soon (at most one triggered
@@ -574,10 +570,7 @@ class RelayCore:
                 state.next_beacon = min(state.next_beacon, max(now, soonest))
 
     def _remember(self, bundle_id: BundleId) -> None:
-        self._seen[bundle_id] = None
-        self._seen.move_to_end(bundle_id)
-        while len(self._seen) > SEEN_MEMORY:
-            self._seen.popitem(last=False)
+        self._seen.add(bundle_id)
 
     def _link(self, link: str) -> LinkState:
         state = self._links.get(link)

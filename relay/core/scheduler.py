@@ -57,6 +57,7 @@ class FairQueue(Generic[T]):
     def __init__(self, over_cap: Callable[[Priority, bytes], bool] | None = None) -> None:
         self._classes: list[_Class[T]] = [_Class() for _ in Priority]
         self._where: dict[T, tuple[Priority, bytes]] = {}
+        self._places: dict[tuple[Priority, bytes], tuple[Priority, bytes]] = {}  # one per class and flow
         self.over_cap = over_cap
 
     def __len__(self) -> int:
@@ -81,7 +82,8 @@ class FairQueue(Generic[T]):
             queue.appendleft(item)
         else:
             queue.append(item)
-        self._where[item] = (priority, flow)
+        place = (priority, flow)
+        self._where[item] = self._places.setdefault(place, place)  # 100,000 items share a few tuples
         return True
 
     def priority_of(self, item: T) -> Priority:

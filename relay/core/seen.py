@@ -1,0 +1,45 @@
+"""The ids a relay saw recently: a bounded memory in front of the store's ``seen`` table.
+
+An id is kept as a 64-bit digest in a set, with the order of arrival in a ring of machine words, so
+the oldest is forgotten first: about 80 bytes an id, where an ordered dict of ``BundleId`` objects
+cost about 250. Two ids share a digest with probability 2^-64 per pair; a forgotten id is still
+caught by the store, so this memory only saves a round trip to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+
+from relay.bundle import BundleId
+
+
+def _digest(bundle_id: BundleId) -> int:
+    return int.from_bytes(hashlib.blake2b(bundle_id.key(), digest_size=8).digest(), "big")
+
+
+class SeenIds:
+    """The last ``capacity`` distinct ids added, oldest forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("a seen memory needs room for at least one id")
+        self._ring = array("Q", bytes(8 * capacity))
+        self._ids: set[int] = set()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, bundle_id: BundleId) -> bool:
+        return _digest(bundle_id) in self._ids
+
+    def add(self, bundle_id: BundleId) -> None:
+        digest = _digest(bundle_id)
+        if digest in self._ids:
+            return
+        if len(self._ids) == len(self._ring):
+            self._ids.discard(self._ring[self._next])
+        self._ring[self._next] = digest
+        self._ids.add(digest)
+        self._next = (self._next + 1) % len(self._ring)

@@ -1,0 +1,75 @@
+"""Held bundles read back from the store on the event loop, beside the store's writer thread.
+
+The relay core keeps most held bundles only as small records (relay/core/held.py) and reads one back
+when a link is ready to send it: one primary-key SELECT on a second connection to the store's file,
+used only on the event loop's thread (tens of µs; a frame takes milliseconds on any link). In WAL
+mode it reads while the writer commits and sees every committed transaction, and the core holds a
+bundle only after its commit, so crash safety is the store's alone; ``query_only`` makes sure this
+connection never writes. Start-up reads every held bundle through it in chunks, so restoring
+100,000 never has all of them decoded at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from relay import sqlite
+from relay.bundle import Bundle, BundleDecodeError, BundleId, decode_full
+from relay.store import StoredBundle
+from relay.store_schema import StoreError
+
+CHUNK = 1000  # rows decoded at a time at start-up
+CACHE_KIB = 256  # SQLite's page cache for this connection (its default is 2 MiB)
+
+
+class StoreReader:
+    """Reads of held bundles; the connection opens at the first read, so a node whose bundles all
+    stay in memory never opens it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def get(self, bundle_id: BundleId) -> Bundle | None:
+        """The held bundle with this id, or None (delivered, expired or evicted since)."""
+        row = (
+            self._connection().execute("SELECT data FROM bundles WHERE id = ?", (bundle_id.key(),)).fetchone()
+        )
+        return None if row is None else self._decode(row[0])
+
+    def held(self) -> Iterator[StoredBundle]:
+        """Every held bundle, highest class first and oldest first within a class (the store's
+        ``load_all`` order), decoded :data:`CHUNK` at a time."""
+        cursor = self._connection().execute(
+            "SELECT data, received_at, local FROM bundles ORDER BY priority, created, rowid"
+        )
+        try:
+            while rows := cursor.fetchmany(CHUNK):
+                for data, received_at, local in rows:
+                    yield StoredBundle(self._decode(data), float(received_at), bool(local))
+        finally:
+            cursor.close()  # ends the read transaction: later reads see later commits
+
+    def close(self) -> None:
+        """Close the connection (before the store's, so the store's close checkpoints the WAL)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite.connect_sync(self.path, autocommit=True)
+            db.execute("PRAGMA query_only = ON")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # point reads: the OS caches the file
+            self._db = db
+        return self._db
+
+    def _decode(self, data: bytes) -> Bundle:
+        try:
+            return decode_full(data)
+        except BundleDecodeError as exc:
+            raise StoreError(
+                f"a stored bundle in {self.path} is corrupt ({exc}); the file is damaged"
+            ) from None

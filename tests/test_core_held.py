@@ -1,0 +1,132 @@
+"""The relay's in-memory record of held bundles (relay/core/held.py) and its seen memory (seen.py):
+small records, payloads left in the store and read back, expiry order, summaries, memory per bundle."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+import relay.core.held as held_module
+from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
+from relay.core.frames import id_hash
+from relay.core.held import HeldBundles
+from relay.core.machine import RelayCore
+from relay.core.seen import SeenIds
+from relay.links.base import LinkProfile
+
+ORIGIN = bytes([9]) * 16
+PEER = bytes([0xDD]) * 16
+ME = bytes([1]) * 16
+IP = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e9)
+NOW = 90_000_000.0
+
+
+def _bundle(seq: int, priority: Priority = Priority.ROUTINE, lifetime: int = 86_400) -> Bundle:
+    return Bundle(
+        ORIGIN,
+        Destination.to_node(PEER),
+        90_000_000 + seq // 65536,
+        seq % 65536,
+        lifetime,
+        priority,
+        40,
+        bytes([seq % 251]) * 100,
+    )
+
+
+def test_urgent_bundles_stay_in_memory_others_are_read_back_from_the_store() -> None:
+    stored = {b.id: b for b in (_bundle(1, Priority.FLASH), _bundle(2, Priority.IMMEDIATE), _bundle(3))}
+    reads: list[BundleId] = []
+
+    def load(bundle_id: BundleId) -> Bundle | None:
+        reads.append(bundle_id)
+        return stored.get(bundle_id)
+
+    held = HeldBundles(load, resident_bytes=0)
+    records = {b.priority: held.add(b, local=False, copies=1) for b in stored.values()}
+    assert records[Priority.FLASH].bundle is not None and records[Priority.IMMEDIATE].bundle is not None
+    routine = records[Priority.ROUTINE]
+    assert routine.bundle is None and routine.full_size > routine.compact_size > 100
+    assert held.bundle(routine) == _bundle(3) and reads == [routine.id]
+    assert held.bundle(records[Priority.FLASH]) == _bundle(1, Priority.FLASH) and len(reads) == 1
+    del stored[routine.id]  # evicted by the store since
+    assert held.bundle(routine) is None
+
+
+def test_resident_budget_is_spent_and_given_back() -> None:
+    one = 1 + len(encode_full(_bundle(0))) + held_module.RESIDENT_OVERHEAD
+    held = HeldBundles(lambda _: None, resident_bytes=2 * one)
+    records = [held.add(_bundle(seq), local=False, copies=1) for seq in range(3)]
+    assert [r.bundle is not None for r in records] == [True, True, False]
+    held.remove(records[0].id)
+    assert held.add(_bundle(10), local=False, copies=1).bundle is not None
+
+
+def test_without_a_store_every_bundle_stays_in_memory() -> None:
+    held = HeldBundles(None, resident_bytes=0)
+    assert all(held.add(_bundle(seq), local=False, copies=1).bundle is not None for seq in range(5))
+
+
+def test_expiry_order_skips_dropped_bundles_and_the_heap_is_pruned() -> None:
+    held = HeldBundles(None)
+    short = held.add(_bundle(1, lifetime=60), local=False, copies=1)
+    held.add(_bundle(2, lifetime=120), local=False, copies=1)
+    gone = held.add(_bundle(3, lifetime=30), local=False, copies=1)
+    held.remove(gone.id)
+    assert held.next_expiry() == gone.expires  # an early wake-up, nothing more
+    assert held.expired(short.expires) == [short.id]
+    assert short.id in held  # the caller drops it
+    for seq in range(10, 3000):  # churn: dropped records must not pile up until they expire
+        held.remove(held.add(_bundle(seq), local=False, copies=1).id)
+    assert len(held._expiry) <= max(held_module.STALE_HEAP_MIN, len(held)) + len(held) + 1
+
+
+def test_summary_hashes_find_held_bundles_and_equal_values_are_shared() -> None:
+    held = HeldBundles(None, resident_bytes=0)
+    records = [held.add(_bundle(seq), local=False, copies=1) for seq in range(50)]
+    assert held.with_hashes([id_hash(records[7].id), b"\0\0\0\0"]) == [records[7]]
+    assert held.with_hashes([]) == []
+    for record in records:
+        held.route(record, bytes(bytearray(PEER)), "ip0", True)  # a new bytes object each time
+        held.add_holders(record, [bytes(bytearray(ORIGIN))])
+    first, last = records[0], records[-1]
+    assert first.destination is last.destination and first.routed is last.routed
+    assert first.holders is last.holders and first.lifetime is last.lifetime
+    assert first.route(PEER) == (PEER, "ip0", True) and first.unroute(PEER) is not None
+    assert first.routed == () and last.route(PEER) is not None
+
+
+def test_seen_memory_forgets_the_oldest_first() -> None:
+    seen = SeenIds(3)
+    ids = [BundleId(ORIGIN, 1, seq) for seq in range(5)]
+    for bundle_id in ids[:3]:
+        seen.add(bundle_id)
+    seen.add(ids[0])  # already there: no change of order
+    assert len(seen) == 3 and all(i in seen for i in ids[:3])
+    seen.add(ids[3])
+    seen.add(ids[4])
+    assert ids[0] not in seen and ids[1] not in seen and all(i in seen for i in ids[2:])
+    with pytest.raises(ValueError):
+        SeenIds(0)
+
+
+def test_a_queued_backlog_costs_a_few_hundred_bytes_per_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15's budget: 100,000 queued bundles in ≤ 100 MB with the interpreter. The core's own
+    share per held and queued bundle, payload in the store (it was about 1.7 KB)."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    count = 20_000
+    stored = {b.id: b for b in (_bundle(seq) for seq in range(count))}
+    tracemalloc.start()
+    try:
+        core = RelayCore(ME, load=stored.get)
+        for bundle in stored.values():
+            core.restore(bundle, False, NOW)
+        core.link_up(IP, PEER, NOW)
+        per_bundle = tracemalloc.get_traced_memory()[0] / count
+    finally:
+        tracemalloc.stop()
+    assert core.queued("ip0") == count + 1  # and the summary
+    assert per_bundle < 450, f"{per_bundle:.0f} B per held bundle"
+    frame = core.next_frame("ip0", NOW)
+    assert frame is not None and frame[0] == PEER

@@ -1,0 +1,97 @@
+"""Held bundles left in the store and read back when a link takes them (relay/store_reader.py), on
+real engines and real SQLite stores: across a restart, in priority order, and when the store
+dropped one behind the core's back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from engine_net import IP, Deployment, EnginePump
+
+import relay.core.held as held_module
+from relay.bundle import Bundle, BundleId, Destination, Kind, Priority
+from relay.core.receipts import State
+from relay.engine import Delivery, NodeEngine
+from relay.store_reader import StoreReader
+
+T0 = 1000.0
+
+
+async def _collect(engine: NodeEngine) -> list[Delivery]:
+    got: list[Delivery] = []
+    while True:
+        try:
+            got += await asyncio.wait_for(engine.receive(), 0.2)
+        except TimeoutError:
+            return got
+
+
+class _CountingReader(StoreReader):
+    reads: ClassVar[list[BundleId]] = []
+
+    def get(self, bundle_id: BundleId) -> Bundle | None:
+        _CountingReader.reads.append(bundle_id)
+        return super().get(bundle_id)
+
+
+async def _send(engine: NodeEngine, to: bytes, payload: bytes, priority: Priority) -> BundleId:
+    return await engine.send(
+        Destination.to_node(to), payload, kind=Kind.TEXT, priority=priority, lifetime=3600, now=T0
+    )
+
+
+async def test_bundles_in_the_store_are_read_back_in_priority_order_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # nothing but FLASH/IMMEDIATE stays in memory
+    monkeypatch.setattr("relay.engine.StoreReader", _CountingReader)
+    _CountingReader.reads = []
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    b_id = net.members["b"][0].node_id
+    a = await net.open("a", tmp_path, T0)
+    bulk = [await _send(a, b_id, b"bulk %d" % i, Priority.BULK) for i in range(20)]
+    flash = await _send(a, b_id, b"SOS", Priority.FLASH)
+    routine = [await _send(a, b_id, b"routine %d" % i, Priority.ROUTINE) for i in range(20)]
+    await a.close()
+
+    a = await net.open("a", tmp_path, T0 + 10)  # restored from the store, a chunk at a time
+    b = await net.open("b", tmp_path, T0 + 10)
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0 + 10)
+    await pump.run(T0 + 10, 60)
+    got = await _collect(b)
+    assert [d.bundle_id for d in got] == [flash, *routine, *bulk]  # one link, strict class order
+    assert {d.payload for d in got} == {b"SOS"} | {b"bulk %d" % i for i in range(20)} | {
+        b"routine %d" % i for i in range(20)
+    }
+    assert {*routine, *bulk} <= set(_CountingReader.reads)  # (b reads back its receipts too)
+    assert flash not in _CountingReader.reads  # FLASH never waits for a read
+    assert all(a.status(i).state is State.DELIVERED for i in [flash, *routine, *bulk])
+    await a.close()
+    await b.close()
+
+
+async def test_a_bundle_the_store_dropped_is_skipped_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    b_id = net.members["b"][0].node_id
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    gone = await _send(a, b_id, b"evicted", Priority.BULK)
+    kept = await _send(a, b_id, b"kept", Priority.BULK)
+    await a.store.delete(gone, "the store made room")  # the core has not heard of it yet
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    await pump.run(T0, 10)
+    assert [d.payload for d in await _collect(b)] == [b"kept"]
+    assert a.status(kept).state is State.DELIVERED
+    await a.close()
+    await b.close()
