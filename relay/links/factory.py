@@ -15,7 +15,8 @@ from relay.trust import TrustStore
 def build_link(options: LinkOptions, node_keys: NodeKeys, data_dir: Path, trust: TrustStore) -> Link:
     """The link a ``[[links]]`` table describes. An IP link with ``tls = true`` gets (and on first
     use makes) the self-signed TLS material in ``data_dir`` and teaches ``trust`` the certificates
-    its peers prove; a LoRa link checks hop tags against ``trust``, so revocations apply to it at once."""
+    its peers prove; a LoRa link checks hop tags against ``trust``, so revocations apply to it at
+    once, and learns the certificates of radios that introduce themselves (``lora_hello``)."""
     if options.type == "ip":
         from relay.links import ip_tls
         from relay.links.ip import IpLink, IpLinkConfig
@@ -43,5 +44,10 @@ def build_link(options: LinkOptions, node_keys: NodeKeys, data_dir: Path, trust:
         return WebRtcLink(options, node_keys.identity, trust.check)
     from crypto.hop import HopAuth
     from relay.links.lora import LoRaLink
+    from relay.links.lora_hello import LoRaHello
 
-    return LoRaLink(options, HopAuth(node_keys.identity), trust.check)
+    hop = HopAuth(node_keys.identity)
+    hello = LoRaHello(
+        hop, node_keys.certificate, lambda certificate: trust.learn(certificate, to_epoch(time.time()))
+    )
+    return LoRaLink(options, hop, trust.check, hello=hello)

@@ -21,6 +21,9 @@ arrived PKI-encrypted, comes from a rostered node whose certificate is still tru
 verifies with a fresh stamp. Everything else is dropped here and counted in ``state().refused``, with
 one warning line per minute that gives the counts. There are no broadcast frames: the core addresses
 every frame, beacons and summaries included, to one neighbour (see docs/crypto.md for the bytes).
+A device enrolled after its neighbours started is in neither their roster nor their trust store; it
+introduces itself with a tagged hello (:mod:`relay.links.lora_hello`) that maps its radio to its
+node id once its certificate and tag verify.
 
 Plain text on TEXT_MESSAGE_APP and positions on POSITION_APP from stock Meshtastic users are surfaced,
 unauthenticated and never as frames, through ``on_text`` and ``on_position`` (the command post
@@ -57,7 +60,9 @@ from relay.links.lora_config import (
     check_radio,
     open_interface,
 )
+from relay.links.lora_hello import HelloRefusedError, LoRaHello
 from relay.links.lora_phy import MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
+from relay.trust import UnknownOriginError
 
 __all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
 
@@ -88,11 +93,15 @@ class LoRaLink(Link):
         hop: HopAuth,
         peer_keys: PeerKeys,
         on_text: Callable[[int, str], None] | None = None,
+        *,
+        hello: LoRaHello | None = None,
     ) -> None:
-        """``hop`` tags and checks frames; ``peer_keys`` is the trust store's check (revocations apply)."""
+        """``hop`` tags and checks frames; ``peer_keys`` is the trust store's check (revocations apply);
+        ``hello`` introduces this node to neighbours that do not know it, and checks strangers' hellos."""
         self.config = config
         self.hop = hop
         self.peer_keys = peer_keys
+        self.hello = hello
         lora = modem(config.preset)
         self.profile = LinkProfile(
             name=config.name,
@@ -156,6 +165,14 @@ class LoRaLink(Link):
         dest = self._num_by_peer.get(peer)
         if dest is None:
             raise LinkError(f"peer {peer.hex()} is not in the roster of LoRa link {self.config.name}")
+        greeting = self.hello.due(peer) if self.hello is not None else None
+        if greeting is not None and self.hello is not None:
+            await self._send_tagged(peer, dest, greeting)
+            self.hello.said(peer)
+        await self._send_tagged(peer, dest, frame)
+        self._counts["frames_sent"] += 1
+
+    async def _send_tagged(self, peer: bytes, dest: int, frame: bytes) -> None:
         now = to_epoch(time.time())
         try:
             frame = self.hop.tag(self.peer_keys(peer, now), frame, now)
@@ -166,7 +183,6 @@ class LoRaLink(Link):
             raise LoRaNakError("DUTY_CYCLE_LIMIT", dest)
         self._airtime_log.append((time.monotonic(), frame_airtime_s(self.config.preset, len(frame), True)))
         await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True)
-        self._counts["frames_sent"] += 1
 
     async def send_text(self, dest_num: int, text: str) -> None:
         """Send plain text a stock Meshtastic app shows; returns when the destination ACKed it."""
@@ -346,17 +362,48 @@ class LoRaLink(Link):
         elif not pki:
             reason = "not_pki"
         elif peer is None:
-            reason = "unknown_sender"
+            reason = self._introduced(sender, payload, "unknown_sender")
         else:
             now = to_epoch(time.time())
             try:
-                return self.hop.check(self.peer_keys(peer, now), payload, now)
+                frame = self.hop.check(self.peer_keys(peer, now), payload, now)
+                if self.hello is not None:
+                    self.hello.heard(peer)
+                return frame
             except HopAuthError as exc:
                 reason = exc.reason
+            except UnknownOriginError:
+                reason = self._introduced(sender, payload, "untrusted")  # rostered, certificate not held
             except CryptoError:
                 reason = "untrusted"  # revoked or expired since the roster was written
-        self._refuse(reason, sender)
+        if reason:
+            self._refuse(reason, sender)
         return None
+
+    def _introduced(self, sender: int, payload: bytes, otherwise: str) -> str:
+        """Take a stranger's hello: "" when it introduced an enrolled node (its radio is mapped and
+        the neighbour up), else the refusal reason (``otherwise`` if it is no hello at all)."""
+        if self.hello is None or not LoRaHello.is_hello(payload):
+            return otherwise
+        try:
+            certificate = self.hello.check(payload, to_epoch(time.time()))
+        except HelloRefusedError as exc:
+            log.info("%s: hello from !%08x refused: %s", self.config.name, sender, exc)
+            return exc.reason
+        node_id = certificate.node_id
+        if (
+            self._peer_by_num.get(sender, node_id) != node_id
+            or self._num_by_peer.get(node_id, sender) != sender
+        ):
+            return "hello_mismatch"  # the roster names this radio or this node otherwise: it wins
+        self._peer_by_num[sender] = node_id
+        self._num_by_peer[node_id] = sender
+        self.hello.heard(node_id)
+        log.info("%s: %s introduced itself from radio !%08x", self.config.name, certificate.name, sender)
+        if node_id not in self._up and self._events is not None:
+            self._up.add(node_id)
+            self._events.link_up(self.config.name, node_id)
+        return ""
 
     def _refuse(self, reason: str, sender: int) -> None:
         self._refused[reason] += 1
