@@ -15,7 +15,6 @@ import logging
 import time
 from dataclasses import asdict
 from importlib.metadata import entry_points
-from typing import Any
 
 from relay.api.app import ApiContext
 from relay.apps import CommandPostApp
@@ -76,18 +75,18 @@ class CommandPostFeed:
             self._ctx.hub.publish(Change(stored.seq, "record", stored).event())
 
     async def run(self) -> None:
-        """Record each delivery, then acknowledge it to the store. The acknowledgements run
-        concurrently (bounded), so a burst of deliveries shares store commits instead of waiting
-        for one commit each; the journal entry is committed first, so a crash in between only
+        """Record each burst of deliveries, then acknowledge it to the store in one write. The
+        acknowledgements run in the background (bounded), so the next burst is recorded while the
+        store commits; the journal entries are committed first, so a crash in between only
         re-delivers into the idempotent journal."""
         acks: set[asyncio.Task[None]] = set()
         heard = asyncio.create_task(self._record_heard(), name="heard-on-the-air")
         try:
-            async for delivery in self._node.inbox():
-                await self.record(delivery)
+            async for deliveries in self._node.inbox_batches():
+                await self.record(deliveries)
                 if len(acks) >= MAX_PENDING_ACKS:
                     await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._node.ack(delivery.bundle_id))
+                task = asyncio.create_task(self._node.ack_many([d.bundle_id for d in deliveries]))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
         finally:
@@ -95,37 +94,57 @@ class CommandPostFeed:
                 task.cancel()
             await asyncio.gather(*acks, heard, return_exceptions=True)
 
-    async def record(self, delivery: Delivery) -> None:
+    async def record(self, deliveries: list[Delivery]) -> None:
+        """Record a burst: each unit heard once (with the newest position among its deliveries), the
+        text messages in one journal commit, application records one by one."""
         received = time.time()
-        origin = delivery.origin.hex()
-        certificate = self._node.engine.trust.certificate(delivery.origin)
-        name = certificate.name if certificate else origin[:8]
-        roles = sorted(certificate.roles) if certificate else []
-        position = self._position(delivery, name, received) if delivery.kind == Kind.POSITION else None
-        unit = await self._journal.heard(origin, name=name, roles=roles, at=received, position=position)
-        self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
-        bundle_id = delivery.bundle_id.key().hex()
-        event: dict[str, Any] = {"bundle_id": bundle_id, "origin": origin, "name": name}
-        if delivery.kind == Kind.POSITION:
-            if position is not None:
-                self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
-            return
-        if delivery.kind == Kind.TEXT:
-            text = delivery.payload.decode("utf-8", errors="replace")
-            entry = MessageEntry(
-                bundle_id,
-                origin,
+        units: dict[bytes, tuple[str, list[str], Position | None]] = {}
+        positions: list[tuple[Delivery, str, Position]] = []
+        for delivery in deliveries:
+            certificate = self._node.engine.trust.certificate(delivery.origin)
+            name = certificate.name if certificate else delivery.origin.hex()[:8]
+            roles = sorted(certificate.roles) if certificate else []
+            newest = units.get(delivery.origin, ("", [], None))[2]
+            if delivery.kind == Kind.POSITION:
+                position = self._position(delivery, name, received)
+                if position is not None:
+                    positions.append((delivery, name, position))
+                    if newest is None or position.fixed > newest.fixed:
+                        newest = position
+            units[delivery.origin] = (name, roles, newest)
+        for origin, (name, roles, position) in units.items():
+            unit = await self._journal.heard(
+                origin.hex(), name=name, roles=roles, at=received, position=position
+            )
+            self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
+        for delivery, name, position in positions:
+            event = {
+                "bundle_id": delivery.bundle_id.key().hex(),
+                "origin": delivery.origin.hex(),
+                "name": name,
+            }
+            self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
+        texts = [
+            MessageEntry(
+                delivery.bundle_id.key().hex(),
+                delivery.origin.hex(),
                 str(delivery.destination),
                 delivery.kind,
                 delivery.priority.name,
                 from_epoch(delivery.created),
                 received,
-                text,
+                delivery.payload.decode("utf-8", errors="replace"),
             )
-            stored = await self._journal.add_message(entry)
-            if stored is not None:
-                self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
-            return
+            for delivery in deliveries
+            if delivery.kind == Kind.TEXT
+        ]
+        for stored in await self._journal.add_messages(texts):
+            self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
+        for delivery in deliveries:
+            if delivery.kind not in (Kind.TEXT, Kind.POSITION):
+                await self._record_app(delivery, units[delivery.origin][0], received)
+
+    async def _record_app(self, delivery: Delivery, name: str, received: float) -> None:
         app = self._apps.get(delivery.kind)
         if app is None:
             log.info("delivery of kind %d from %s has no command post application", delivery.kind, name)
@@ -134,7 +153,7 @@ class CommandPostFeed:
             record = RecordEntry(
                 update.record_id,
                 app.record_type,
-                origin,
+                delivery.origin.hex(),
                 delivery.priority.name,
                 from_epoch(delivery.created),
                 received,

@@ -20,6 +20,7 @@ traffic: unlike a time window, a cursor cannot skip two items written in the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -183,6 +184,26 @@ class Journal:
         )
         await self._db.commit()
         return replace(entry, seq=seq) if cursor.rowcount == 1 else None
+
+    async def add_messages(self, entries: Sequence[MessageEntry]) -> list[MessageEntry]:
+        """Several messages in one commit (a burst of deliveries); those stored, with their ``seq``
+        (not those the journal held already)."""
+        if not entries:
+            return []
+        rows = [(*message_row(entry), self._next_seq()) for entry in entries]
+        await self._db.executemany(
+            f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
+        )
+        await self._db.commit()
+        async with self._db.execute(
+            "SELECT bundle_id, seq FROM messages WHERE seq >= ? AND seq <= ?", (rows[0][-1], rows[-1][-1])
+        ) as cursor:
+            stored = {(row[0], row[1]) for row in await cursor.fetchall()}
+        return [
+            replace(entry, seq=row[-1])
+            for entry, row in zip(entries, rows, strict=True)
+            if (entry.bundle_id, row[-1]) in stored
+        ]
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100

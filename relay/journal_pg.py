@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -108,6 +108,12 @@ class PgJournal:
             *message_row(entry),
         )
         return replace(entry, seq=seq) if status.endswith(" 1") else None
+
+    async def add_messages(self, entries: Sequence[MessageEntry]) -> list[MessageEntry]:
+        """Several messages; those stored, with their ``seq`` (one write each: every write takes the
+        advisory lock and notifies followers on its own)."""
+        stored = [await self.add_message(entry) for entry in entries]
+        return [entry for entry in stored if entry is not None]
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100

@@ -125,12 +125,22 @@ class Node:
 
     async def inbox(self) -> AsyncIterator[Delivery]:
         """Deliveries for this node; acknowledge each with :meth:`ack` once handled."""
-        while True:
-            for delivery in await self.engine.receive():
+        async for deliveries in self.inbox_batches():
+            for delivery in deliveries:
                 yield delivery
+
+    async def inbox_batches(self) -> AsyncIterator[list[Delivery]]:
+        """Deliveries as lists of all that arrived since the last one, for an application that
+        records a burst in one write and acknowledges it with one :meth:`ack_many`."""
+        while True:
+            yield await self.engine.receive()
 
     async def ack(self, bundle_id: BundleId) -> None:
         await self.engine.ack(bundle_id)
+
+    async def ack_many(self, bundle_ids: Sequence[BundleId]) -> None:
+        """:meth:`ack` for several deliveries, in one store write."""
+        await self.engine.store.ack_deliveries(bundle_ids)
 
     def status(self, bundle_id: BundleId) -> BundleStatus:
         return self.engine.status(bundle_id)

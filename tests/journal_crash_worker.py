@@ -52,6 +52,15 @@ async def main(directory: Path, run: int, seed: int, messages: int) -> None:
     )
     node = Node(engine, [])
     journal = await Journal.open(directory / "journal.sqlite3")
+    commits = 0
+    commit = journal._db.commit  # counted, so the fsync test can ask for one log sync per commit
+
+    async def counted_commit() -> None:
+        nonlocal commits
+        await commit()
+        commits += 1
+
+    journal._db.commit = counted_commit  # type: ignore[method-assign]
     feed = CommandPostFeed(node, journal, ApiContext(node, journal, authority, lambda: None), [])
     feeding = asyncio.create_task(feed.run())
     emit("READY")
@@ -73,6 +82,7 @@ async def main(directory: Path, run: int, seed: int, messages: int) -> None:
     await asyncio.gather(feeding, return_exceptions=True)
     await node.stop()
     await journal.close()
+    emit(f"COMMITS {commits}")
     emit("DONE")
 
 
