@@ -171,6 +171,7 @@ class NodeEngine:
         self._callbacks: list[StatusCallback] = []
         self._revocation_callbacks: list[RevocationCallback] = []
         self._group_key_callbacks: list[GroupKeyCallback] = []
+        self._stored_callbacks: list[Callable[[], object]] = []
         self._next_store_expiry = 0.0
 
     @classmethod
@@ -298,6 +299,11 @@ class NodeEngine:
 
     def on_status(self, callback: StatusCallback) -> None:
         self._callbacks.append(callback)
+
+    def on_stored(self, callback: Callable[[], object]) -> None:
+        """``callback()`` runs as soon as a batch of incoming bundles is stored, before the batch's
+        deliveries and receipts: their custody ACKs are queued, and a link need not wait longer."""
+        self._stored_callbacks.append(callback)
 
     # -- revocation ------------------------------------------------------------------------------
 
@@ -461,6 +467,9 @@ class NodeEngine:
             persists = [action for action in pending if isinstance(action, Persist)]
             rest = [action for action in pending if not isinstance(action, Persist)]
             pending = await self._persist(persists, now, batch) if persists else []
+            if persists:
+                for stored in self._stored_callbacks:
+                    stored()
             for action in rest:
                 if isinstance(action, DeliverLocal):
                     pending += await self._deliver(action.bundle, now, batch)

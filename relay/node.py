@@ -60,6 +60,7 @@ class Node:
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
+        engine.on_stored(self._wake)  # custody ACKs go out before the batch's receipts are stored
 
     @property
     def node_id(self) -> bytes:
