@@ -251,3 +251,37 @@ def test_certificate_frames_round_trip_and_malformed_ones_are_refused() -> None:
 def test_data_origin_never_raises(data: bytes) -> None:
     origin = data_origin(data)
     assert origin is None or len(origin) in (3, 16)
+
+
+async def test_a_fragmented_bundle_of_an_unknown_origin_is_taken_once_its_certificate_arrived(
+    tmp_path: Path,
+) -> None:
+    """Over LoRa a 600-byte bundle crosses in fragments: the first one names the origin, the post
+    asks, and the relay's next poll after the answer gets the whole bundle taken."""
+    _, post, relay, app = await _field(tmp_path)
+    pump = EnginePump()
+    await pump.connect(IP, app, relay, NOW)
+    await pump.connect(LORA, relay, post, NOW)
+    payload = bytes(range(200)) * 3
+    sent = await app.send(
+        Destination.to_node(post.node_id),
+        payload,
+        kind=Kind.TEXT,
+        priority=Priority.FLASH,
+        lifetime=3600,
+        now=NOW,
+    )
+    now = NOW
+    got: list[Delivery] = []
+    while not got and now < NOW + 1800:
+        now = await pump.run(now, 30)
+        got = await _collect(post, 0.05)
+    assert [(d.bundle_id, d.payload) for d in got] == [(sent, payload)], f"not delivered in {now - NOW:.0f} s"
+    assert post.trust.certificate(app.node_id) is not None and post.certificates.parked() == 0
+    assert post.certificates.requests_sent >= 1 and relay.certificates.answers_sent >= 1
+    print(
+        f"fragmented bundle of a stranger taken after {now - NOW:.0f} simulated s; "
+        f"{post.refused_frames} reassembled frame(s) refused before the certificate came"
+    )
+    for engine in (post, relay, app):
+        await engine.close()
