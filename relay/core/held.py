@@ -2,10 +2,10 @@
 
 A relay may hold 100,000 bundles on a small device (issue 15: RSS ≤ 100 MB with the interpreter).
 So a held bundle is one slotted record of what scheduling needs (id, class, destination, expiry,
-frame sizes) and of what happened to it (who has it, where it is queued, copies handed on): about
-140 bytes, where a decoded bundle with its payload and byte strings costs 500 or more. Equal
-destinations, routes and peers are one shared object each; an empty tuple of holders or routes
-costs nothing.
+frame sizes, summary hash) and of what happened to it (who has it, where it is queued, copies
+handed on): about 150 bytes, where a decoded bundle with its payload and byte strings costs 500 or
+more. Equal destinations, lifetimes, peers, routes and tuples of them are one shared object each,
+so the holders and routes most records have cost nothing of their own.
 
 The decoded bundle stays in memory only when it is urgent (FLASH, IMMEDIATE: never a disk read
 before it goes on the air) or while the resident budget has room; otherwise it is read back from
