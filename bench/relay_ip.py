@@ -19,6 +19,9 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
 The LXMF side (``bench/_lxmf_field.py``) runs one RNS instance per process with TCP interfaces on
 127.0.0.1 only (config written first: no AutoInterface, no shared instance), two transport nodes in
 the three-hop case, DIRECT delivery over a link. 1 MB = 1e6 B.
+
+``MESH112_BENCH_ROUNDS=1`` runs one round of each side instead of ``ROUNDS`` (a quick before/after
+check; the committed results come from full runs).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ LATENCY_SAMPLES = 50
 LATENCY_GAP = 0.05
 LXMF_API_MESSAGES = 200
 LXMF_BULK_MESSAGES = 1000
-ROUNDS = 3
+ROUNDS = int(os.environ.get("MESH112_BENCH_ROUNDS", "3"))
 MB = 1e6
 
 
