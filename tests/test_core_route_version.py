@@ -1,5 +1,6 @@
-"""The router's version: it moves only when a routing decision could change, so the relay re-routes
-its held bundles after a beacon that changed something, not after each one that confirms routes."""
+"""What the router says changed: the relay re-routes after a beacon only the held bundles whose
+next hops may have changed (routes to the nodes named, or every bundle when a neighbour came or
+went), not every bundle after every beacon that confirms routes."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def test_a_new_route_a_cost_change_a_withdrawal_and_an_expiry_each_move_the_vers
     seen.append(router.version)
     assert router.reach() == {PEER: 1}
     assert seen == sorted(set(seen)), "every change must move the version"
+
+
+def test_changes_name_the_nodes_whose_routes_changed_and_a_neighbour_change_names_all() -> None:
+    router = Router(ME)
+    router.link_up(IP, PEER)
+    assert router.take_changes() is None  # a neighbour came: any bundle may go another way
+    router.beacon_received("ip", PEER, _beacon((FAR, 2), (OTHER, 1)), now=0.0)
+    assert router.take_changes() == {PEER, FAR, OTHER}
+    router.beacon_received("ip", PEER, _beacon((FAR, 2), (OTHER, 1)), now=30.0)
+    assert router.take_changes() == set()  # confirmed: nothing to route again
+    router.beacon_received("ip", PEER, _beacon((FAR, 3), (OTHER, 1)), now=60.0)
+    assert router.take_changes() == {FAR}
+    router.link_down("ip", PEER)
+    assert router.take_changes() is None

@@ -87,7 +87,6 @@ class RelayCore:
         self._summary_wait: dict[bytes, float] = {}
         self.id_conflicts = 0  # frames that named a held id with other content: one of them is forged
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
-        self._routed_version = -1  # the router's version when every held bundle was last routed
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -228,8 +227,7 @@ class RelayCore:
         elif isinstance(frame, BeaconFrame):
             self.router.beacon_received(link, peer, frame, now)
             self._routes_changed(now)
-            if self.router.version != self._routed_version:  # most beacons only confirm routes
-                self._route_all(now)
+            self._reroute(now)
         return []
 
     def handed_over(self, bundle: Bundle, now: float) -> list[Action]:
@@ -527,8 +525,18 @@ class RelayCore:
                 state.transfers.pop((peer, bundle_id), None)
 
     def _route_all(self, now: float) -> None:
-        self._routed_version = self.router.version
+        self.router.take_changes()  # every held bundle is routed with them now
         for held in list(self._held.values()):
+            self._route(held, now)
+
+    def _reroute(self, now: float) -> None:
+        """Route again only the held bundles whose next hops may have changed since they were last
+        routed: most beacons only confirm routes, and most changes concern routes to a few nodes."""
+        changed = self.router.take_changes()
+        if changed is None:
+            self._route_all(now)
+            return
+        for held in [h for h in self._held.values() if h.destination.node in changed]:
             self._route(held, now)
 
     def _route(self, held: Held, now: float) -> None:

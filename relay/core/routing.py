@@ -69,10 +69,10 @@ class Router:
         self._codes = frozenset(short_code(name) for name in names)
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
         self._routes: dict[bytes, dict[tuple[str, bytes], _Route]] = {}
-        # Counts changes that can change a routing decision (neighbours, routes, costs; not a
-        # refreshed expiry), so the relay re-routes its held bundles only when this moved: every
-        # change to _neighbours or to the routes in _routes must add one.
-        self.version = 0
+        # Every change to _neighbours or to the routes in _routes that can change a next hop goes
+        # through _change, so the relay re-routes only the bundles whose next hops it may change.
+        self.version = 0  # counts those changes
+        self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (version, reach) last computed
         self._next_expiry: float | None = None  # when the first route expires, if known
         self._next_expiry_known = False  # False after any change to the routes
@@ -81,7 +81,7 @@ class Router:
 
     def link_up(self, profile: LinkProfile, peer: bytes) -> None:
         self._neighbours.setdefault(peer, {})[profile.name] = profile
-        self.version += 1
+        self._change(None)
 
     def link_down(self, link: str, peer: bytes) -> None:
         links = self._neighbours.get(peer)
@@ -91,8 +91,22 @@ class Router:
                 del self._neighbours[peer]
         for routes in self._routes.values():
             routes.pop((link, peer), None)
-        self.version += 1
+        self._change(None)
         self._next_expiry_known = False
+
+    def _change(self, target: bytes | None) -> None:
+        """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went)."""
+        self.version += 1
+        if target is None:
+            self._changed = None
+        elif self._changed is not None:
+            self._changed.add(target)
+
+    def take_changes(self) -> set[bytes] | None:
+        """The nodes whose routes changed since the last call; None if a neighbour came or went
+        since, so that the next hops of any bundle may have changed."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def neighbours(self) -> list[bytes]:
         return list(self._neighbours)
@@ -114,7 +128,7 @@ class Router:
                 del self._routes[target][(link, peer)]
                 if not self._routes[target]:
                     del self._routes[target]
-                self.version += 1
+                self._change(target)
         expires = now + ROUTE_LIFETIME_BEACONS * beacon_interval(profile)
         for node, cost in beacon.nodes:
             if node != self.node_id:
@@ -123,9 +137,11 @@ class Router:
                 route = routes.get((link, peer))
                 if route is None or route.cost != total:
                     routes[(link, peer)] = _Route(total, expires)
-                    self.version += 1
+                    self._change(node)
                 else:
                     route.expires = expires
+                    if any(r.cost == total for r in routes.values() if r is not route):
+                        self._change(node)  # equal costs: the order may follow when each was offered
         self._next_expiry_known = False
 
     def expire(self, now: float) -> None:
@@ -135,7 +151,7 @@ class Router:
             for key in stale:
                 del routes[key]
             if stale:
-                self.version += 1
+                self._change(target)
                 self._next_expiry_known = False
             if not routes:
                 del self._routes[target]
