@@ -45,6 +45,8 @@ class SimLinkSpec:
     schedule: ScheduleSpec
     pairs: tuple[tuple[str, str], ...]
     lora: Modem | None = None  # set for LoRa: frame time is the preset's airtime
+    # bundle_time by payload length: the oracle asks for every hop of every search
+    _bundle_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -62,10 +64,13 @@ class SimLinkSpec:
         The bundle is counted as payload plus the compact header, split at the MTU; real frames
         are at least this big, so the oracle built on it never overestimates.
         """
-        total = payload_len + COMPACT_HEADER_LEN
-        full, last = divmod(total, self.profile.mtu)
-        seconds = full * self.frame_time(self.profile.mtu) + (self.frame_time(last) if last else 0.0)
-        return seconds + self.latency_s
+        seconds = self._bundle_times.get(payload_len)
+        if seconds is None:
+            total = payload_len + COMPACT_HEADER_LEN
+            full, last = divmod(total, self.profile.mtu)
+            frames = full * self.frame_time(self.profile.mtu) + (self.frame_time(last) if last else 0.0)
+            seconds = self._bundle_times[payload_len] = frames + self.latency_s
+        return seconds
 
 
 @dataclass(frozen=True, slots=True)
