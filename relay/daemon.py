@@ -22,18 +22,14 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError, KeyFileError
 from crypto.keyfile import write_atomic
 from crypto.keystore import load_node_keys, save_revocations
-from relay.api.app import ApiContext, create_app
-from relay.api.metrics import NodeCollector
-from relay.apps import App
+from relay.apps import App, CommandPostApp
 from relay.bundle import to_epoch
-from relay.command_post import CommandPostFeed, command_post_apps
 from relay.config import NodeConfig
 from relay.engine import NodeEngine
 from relay.enrolment import held_groups, joined_groups, load_keyring, save_group_key
@@ -45,6 +41,9 @@ from relay.node import Node
 from relay.resources import raise_open_files_limit
 from relay.systemd import Notifier
 from relay.trust import TrustStore
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("mesh112.daemon")
 
@@ -162,14 +161,25 @@ async def run(
     trust.on_learned(lambda certificate: remember_certificate(data_dir / ROSTER_DIR, certificate))
     engine.on_revocations(lambda revocations: save_revocations(data_dir, revocations))  # survives restarts
     engine.on_group_key(lambda key, wrapped: save_group_key(data_dir, key, wrapped))
-    post_apps = command_post_apps(node) if config.api.enabled else []
-    post_apps += command_post_webrtc(node, links, data_dir / VIDEO_DIR) if config.api.enabled else []
+    post_apps: list[CommandPostApp] = []
+    if config.api.enabled:
+        from relay.command_post import command_post_apps  # imports the API, see below
+
+        post_apps += command_post_apps(node)
+        post_apps += command_post_webrtc(node, links, data_dir / VIDEO_DIR)
     tasks: list[asyncio.Task[None]] = []
     journal: JournalBackend | None = None
     server: uvicorn.Server | None = None
     try:
         await node.start()
         if api_sock is not None:
+            # FastAPI and uvicorn: a second of imports a node without its API (the app) would pay
+            import uvicorn
+
+            from relay.api.app import ApiContext, create_app
+            from relay.api.metrics import NodeCollector
+            from relay.command_post import CommandPostFeed
+
             if config.command_post.database is None:
                 journal = await Journal.open(data_dir / JOURNAL_FILE)
             else:
