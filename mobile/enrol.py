@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -20,6 +21,9 @@ from crypto.keyfile import write_atomic
 from crypto.keystore import has_identity, load_identity, save_certificate, save_identity, save_revocations
 from relay.daemon import ROSTER_DIR
 from relay.enrolment import GROUPS_DIR, JOINED_FILE
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ENROL_TIMEOUT_S = 15.0
 # The IP link's keepalive on a phone: the relay it dials follows this slower pace (relay/links/ip_session.py),
@@ -34,20 +38,44 @@ class ScanError(InvitationError):
 def scan_image(path: Path) -> Invitation:
     """The invitation in the QR code of the image at ``path`` (zbar through pyzbar)."""
     from PIL import Image, UnidentifiedImageError
-    from pyzbar.pyzbar import decode
 
     try:
         with Image.open(path) as image:
-            codes = decode(image.convert("L"))
+            gray = image.convert("L")
     except (OSError, UnidentifiedImageError) as exc:
         raise ScanError(f"cannot read the image {path}: {exc}") from None
-    texts = [code.data.decode("ascii", errors="replace") for code in codes]
-    if not texts:
+    invitation = _invitation_in(gray, str(path))
+    if invitation is None:
         raise ScanError(f"no QR code found in {path}")
+    return invitation
+
+
+def scan_frame(rgba: bytes, width: int, height: int) -> Invitation | None:
+    """The invitation in one camera frame, or None while no QR code is in view.
+
+    ``rgba`` is a Kivy texture's pixels (``Camera.texture.pixels``): RGBA, bottom row first, which
+    is flipped back so zbar sees the code the right way round. A QR code that is not an invitation
+    raises :class:`ScanError`, so the screen can say so instead of scanning on in silence."""
+    from PIL import Image
+
+    if len(rgba) != width * height * 4:
+        raise ScanError(f"a {width}x{height} RGBA frame has {width * height * 4} bytes, not {len(rgba)}")
+    frame = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+    gray = frame.convert("L").transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return _invitation_in(gray, "the camera's view")
+
+
+def _invitation_in(gray: Image.Image, where: str) -> Invitation | None:
+    """The invitation among the QR codes zbar finds in a grayscale image (None: no code at all)."""
+    from pyzbar.pyzbar import decode
+
+    texts = [code.data.decode("ascii", errors="replace") for code in decode(gray)]
+    if not texts:
+        return None
     for text in texts:
         if text.startswith("M112:"):
             return Invitation.from_text(text)
-    raise ScanError(f"the QR code in {path} is not a Mesh112 invitation")
+    raise ScanError(f"the QR code in {where} is not a Mesh112 invitation")
 
 
 def node_toml(invitation: Invitation) -> str:

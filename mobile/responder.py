@@ -17,8 +17,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from analytics_edge.events import EventDecodeError, decode_event
-from analytics_edge.kinds import DETECTION_EVENT
 from mobile.appstore import AppStore
 from mobile.kinds import SOS, SOS_ACK, register_kinds
 from mobile.sos import SosDecodeError, SosRecord, decode_sos_ack, encode_sos
@@ -210,7 +208,7 @@ class Responder:
                 before = self.state.sos.phase
                 after = self.state.sos_event(event)
                 if after.phase is not before:
-                    self._write(self.store.put_sos(after))
+                    self._write(self._save_sos())
             return
         state = {
             State.FORWARDED: Delivery.FORWARDED,
@@ -221,6 +219,12 @@ class Responder:
         if state is not None and self.state.message_state(key, state):
             message = next(m for m in self.state.messages if m.bundle == key)
             self._write(self.store.put_message(message))
+
+    async def _save_sos(self) -> None:
+        """The SOS as it is when the write runs: an acknowledgement stored meanwhile is not
+        overwritten by the older phase this write was scheduled for."""
+        if self.state.sos is not None:
+            await self.store.put_sos(self.state.sos)
 
     def _write(self, write: Coroutine[Any, Any, None]) -> None:
         """A store write from a status callback (which may not await), kept until it is done."""
@@ -264,9 +268,7 @@ class Responder:
                 self.state.unit(Unit(self._name(delivery.origin), fix.lat, fix.lon, fix.fixed))
         elif delivery.kind == NG112_ALARM:
             self._alarm(delivery)
-        elif delivery.kind == DETECTION_EVENT:
-            self._detection(delivery)
-        else:
+        elif not self._detection(delivery):
             log.info("bundle of kind %d from %s not shown by the app", delivery.kind, delivery.origin.hex())
 
     def _alarm(self, delivery: NodeDelivery) -> None:
@@ -295,12 +297,19 @@ class Responder:
             )
         )
 
-    def _detection(self, delivery: NodeDelivery) -> None:
+    def _detection(self, delivery: NodeDelivery) -> bool:
+        """A camera detection (False: not one). analytics_edge is imported here, on first use: it
+        brings numpy, half a second the SOS screen should not wait for at start."""
+        from analytics_edge.events import EventDecodeError, decode_event
+        from analytics_edge.kinds import DETECTION_EVENT
+
+        if delivery.kind != DETECTION_EVENT:
+            return False
         try:
             event = decode_event(delivery.payload)
         except EventDecodeError as exc:
             log.warning("detection from %s refused: %s", delivery.origin.hex()[:8], exc)
-            return
+            return True
         name = self._name(delivery.origin)
         title = f"{event.type.name.lower().replace('_', ' ')} ({event.phase.name.lower()})"
         alarm = IncidentAlarm(
@@ -312,6 +321,7 @@ class Responder:
             source=name,
         )
         self.state.alarm(alarm)
+        return True
 
     def refresh_links(self) -> None:
         """Rows for the link screen from the node's core (called on every status push and on show)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,10 @@ from relay.position import Position
 
 log = logging.getLogger("mesh112.mobile")
 
-POSITION_EVERY_S = 60.0  # own position to the command post, while a fix is known
+EARTH_RADIUS_M = 6_371_000.0
+POSITION_CHECK_S = 60.0  # the own fix is looked at once a minute and reported to the command post
+POSITION_MOVED_M = 25.0  # when the unit moved this far since the last report,
+POSITION_STILL_S = 600.0  # or, standing still, this long after it (a report is a bundle and a receipt)
 
 
 def app_node_config(node_dir: Path) -> NodeConfig:
@@ -105,6 +109,35 @@ async def run(
                 await task
 
 
+async def run_headless(
+    node_dir: Path,
+    settings: AppSettings,
+    stop: asyncio.Event,
+    on_ready: Callable[[Responder], None] = lambda responder: None,
+) -> None:
+    """The node with no window, until ``stop``: the Android foreground service
+    (:mod:`mobile.android_service`). It sends an SOS confirmed into the app's table that the node
+    never stored (:meth:`Responder.start`) and records the SOS's progress there, but leaves the
+    deliveries in the node's inbox: the window shows them when it runs again."""
+    config = app_node_config(node_dir)
+
+    async def keep(node: Node) -> None:
+        store = await AppStore.open(config.node.data_dir)
+        try:
+            state = AppState()
+            state.me = config.node.name
+            responder = Responder(
+                node, store, state, responder_config(config, settings), FixedPosition(settings)
+            )
+            await responder.start()
+            on_ready(responder)
+            await asyncio.Event().wait()  # until the node stops and cancels this
+        finally:
+            await store.close()
+
+    await daemon.run(config, stop, apps=[keep])
+
+
 def _ride(
     config: NodeConfig,
     settings: AppSettings,
@@ -127,7 +160,7 @@ def _ride(
             on_ready(responder)
             if settings.gpsd:
                 tasks.append(asyncio.create_task(follow_gpsd(settings.gpsd, position, state)))
-            tasks.append(asyncio.create_task(report_position(responder)))
+            tasks.append(asyncio.create_task(report_position(responder, position)))
             await responder.run()
         finally:
             for task in tasks:
@@ -146,7 +179,26 @@ def _node_ended(task: asyncio.Task[None], ui: object) -> None:
             stop()
 
 
-async def report_position(responder: Responder) -> None:
+async def report_position(responder: Responder, position: Callable[[], Position | None]) -> None:
+    """Own position to the command post when it changed or a while passed: a unit standing still
+    does not wake its radio every minute to say so."""
+    last: tuple[float, float] | None = None
+    last_at = 0.0
     while True:
-        await responder.send_position()
-        await asyncio.sleep(POSITION_EVERY_S)
+        fix = position()
+        now = time.monotonic()
+        if fix is not None and (
+            last is None
+            or _metres(last, (fix.lat, fix.lon)) >= POSITION_MOVED_M
+            or now - last_at >= POSITION_STILL_S
+        ):
+            await responder.send_position()
+            last, last_at = (fix.lat, fix.lon), now
+        await asyncio.sleep(POSITION_CHECK_S)
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Distance on the ground, flat-earth: exact enough for tens of metres."""
+    north = math.radians(b[0] - a[0]) * EARTH_RADIUS_M
+    east = math.radians(b[1] - a[1]) * EARTH_RADIUS_M * math.cos(math.radians(a[0]))
+    return math.hypot(north, east)

@@ -93,3 +93,27 @@ def test_qr_image_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ScanError, match="not a Mesh112 invitation"):
         scan_image(other)
     assert 'command_post = "000102030405060708090a0b0c0d0e0f"' in node_toml(invitation)
+
+
+def test_camera_frame_with_an_invitation_qr_is_decoded() -> None:
+    """The camera path (mobile/ui/camera_scan.py) hands scan_frame a Kivy texture's pixels: RGBA,
+    bottom row first. A real rendered QR code, placed off-centre in a 640x480 frame laid out that
+    way, decodes to the same invitation; no camera was tested here (this machine has none)."""
+    from PIL import Image
+
+    from mobile.enrol import scan_frame
+
+    invitation = _invitation(Authority.generate())
+    code = qrcode.make(invitation.text(), box_size=4, border=2).get_image().convert("RGBA")
+    scene = Image.new("RGBA", (640, 480), (120, 110, 100, 255))  # a grey room around the paper
+    scene.paste(code, (200, 60))
+    texture_order = scene.transpose(Image.Transpose.FLIP_TOP_BOTTOM).tobytes()
+    assert scan_frame(texture_order, 640, 480) == invitation
+    empty = Image.new("RGBA", (640, 480), (120, 110, 100, 255)).tobytes()
+    assert scan_frame(empty, 640, 480) is None  # nothing in view yet: scanning goes on
+    other = Image.new("RGBA", (640, 480), (255, 255, 255, 255))
+    other.paste(qrcode.make("https://example.org/", box_size=4).get_image().convert("RGBA"), (10, 10))
+    with pytest.raises(ScanError, match="not a Mesh112 invitation"):
+        scan_frame(other.transpose(Image.Transpose.FLIP_TOP_BOTTOM).tobytes(), 640, 480)
+    with pytest.raises(ScanError, match="640x480 RGBA frame"):
+        scan_frame(texture_order[:-4], 640, 480)

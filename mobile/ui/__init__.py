@@ -6,3 +6,4 @@ from kivy.config import Config
 Config.set("graphics", "width", "540")
 Config.set("graphics", "height", "960")
 Config.set("input", "mouse", "mouse,disable_multitouch")  # a right click is not a second finger
+Config.set("kivy", "kivy_clock", "interrupt")  # a wake-up ends a dozing frame's sleep (mobile/ui/doze.py)

@@ -27,12 +27,13 @@ from kivy.uix.screenmanager import Screen
 from kivy.uix.textinput import TextInput
 
 from crypto.errors import CryptoError
-from mobile.enrol import enrol, scan_image
+from crypto.invite import Invitation
 from mobile.maptiles import MBTiles
 from mobile.responder import CANNED, Responder, WrongPinError
 from mobile.settings import AppSettings
 from mobile.state import AppState, Delivery, SosPhase
 from mobile.ui import widgets
+from mobile.ui.doze import Doze, prepare_clock
 from mobile.ui.i18n import tr
 from relay.bundle import Priority
 
@@ -40,8 +41,6 @@ log = logging.getLogger("mesh112.mobile.ui")
 
 KV = Path(__file__).with_name("screens.kv")
 LINKS_REFRESH_S = 2.0  # only while the link screen is shown
-IDLE_AFTER_S = 10.0  # no touch and no news this long: the window redraws at DOZE_FPS
-DOZE_FPS = 1.0  # Kivy polls its window every frame; 60 frames a second cost ~2 % CPU doing nothing
 DAY = {"bg": [1, 1, 1, 1], "fg": [0, 0, 0, 1], "button_bg": [0.12, 0.12, 0.12, 1], "button_fg": [1, 1, 1, 1]}
 NIGHT = {
     "bg": [0, 0, 0, 1],
@@ -135,6 +134,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     def __init__(self, state: AppState, settings: AppSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.title = "Mesh112"
+        prepare_clock()
         self.state = state
         self.settings = settings
         self.responder: Responder | None = None
@@ -143,9 +143,9 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         self._tasks: set[asyncio.Task[Any]] = set()
         self.confirm_view: ModalView | None = None
         self._enrol: tuple[Path, Callable[[], None]] | None = None
-        self._doze_event: Any = None
-        self._full_fps = 60.0
+        self._doze: Doze | None = None
         self.pin_view: ModalView | None = None
+        self.camera_view: ModalView | None = None
         self.set_night(settings.night)
 
     # -- building and wiring -----------------------------------------------------------------------
@@ -162,9 +162,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     def on_start(self) -> None:
         from kivy.core.window import Window
 
-        self._full_fps = Clock._max_fps
-        self._doze_event = Clock.schedule_once(self._doze, IDLE_AFTER_S)
-        Window.bind(on_motion=self.awake, on_key_down=self.awake)
+        self._doze = Doze()
+        Window.bind(on_motion=self._doze.awake, on_key_down=self._doze.awake)
         if not self.enrolled:
             self.root.ids.screens.transition.duration = 0
             self.root.ids.screens.current = "enrol"
@@ -180,13 +179,32 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         if self._enrol is not None and path.strip():
             self.run_task(self._enrol_from(Path(path.strip()).expanduser()))
 
+    def enrol_by_camera(self) -> None:
+        """The camera dialog; the invitation it sees takes the same path as one from an image."""
+        from mobile.ui.camera_scan import CameraScan
+
+        if self._enrol is not None:
+            self.camera_view = CameraScan(lambda found: self.run_task(self._enrol_with(found)), self.lang)
+            self.camera_view.open()
+
     async def _enrol_from(self, image: Path) -> None:
-        assert self._enrol is not None
-        node_dir, enrolled = self._enrol
+        from mobile.enrol import scan_image  # zbar: only a device being enrolled
+
         self.enrol_text = "…"
         try:
             invitation = await asyncio.to_thread(scan_image, image)
-            self.enrol_text = f"{invitation.name} ({', '.join(invitation.roles)})…"
+        except CryptoError as exc:
+            self.enrol_text = str(exc)
+            return
+        await self._enrol_with(invitation)
+
+    async def _enrol_with(self, invitation: Invitation) -> None:
+        from mobile.enrol import enrol  # httpx: only a device being enrolled
+
+        assert self._enrol is not None
+        node_dir, enrolled = self._enrol
+        self.enrol_text = f"{invitation.name} ({', '.join(invitation.roles)})…"
+        try:
             certificate = await asyncio.to_thread(enrol, node_dir, invitation)
         except CryptoError as exc:
             self.enrol_text = str(exc)
@@ -220,18 +238,6 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("app action failed: %s", task.exception())
-
-    # -- battery: sleep when nothing happens ------------------------------------------------------
-
-    def awake(self, *_args: Any) -> None:
-        """Back to full frame rate (a touch, a key, news from the node); doze again when idle.
-        Kivy has no public setter for its frame rate; ``Clock._max_fps`` is read on every tick."""
-        Clock._max_fps = self._full_fps
-        self._doze_event.cancel()
-        self._doze_event = Clock.schedule_once(self._doze, IDLE_AFTER_S)
-
-    def _doze(self, _dt: float) -> None:
-        Clock._max_fps = DOZE_FPS
 
     # -- look --------------------------------------------------------------------------------------
 
@@ -353,8 +359,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     def changed(self, what: str) -> None:
         if self.root is None:
             return
-        if self._doze_event is not None:
-            self.awake()
+        if self._doze is not None:
+            self._doze.awake()  # news: draw it now
         if what == "sos":
             self._draw_sos()
         elif what == "messages":
