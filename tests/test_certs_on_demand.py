@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from crypto.certificate import Authority
 from crypto.identity import Identity
 from relay.bundle import Bundle, Destination, Kind, Priority, to_epoch
-from relay.core.certs import MAX_PARKED_PER_PEER, PARK_S
+from relay.core.certs import MAX_PARKED_PER_PEER, MAX_REQUESTS, PARK_S, REQUEST_RETRY_S
 from relay.core.frames import (
     CERT_CHUNK,
     CertFrame,
@@ -285,3 +285,32 @@ async def test_a_fragmented_bundle_of_an_unknown_origin_is_taken_once_its_certif
     )
     for engine in (post, relay, app):
         await engine.close()
+
+
+async def test_a_request_lost_on_the_air_is_sent_again_a_bounded_number_of_times(tmp_path: Path) -> None:
+    net, post, relay_id = await _post_with_neighbour(tmp_path)
+    late_identity, late = net.enrol("late")  # enrolled after the post opened its trust store
+    assert post.trust.certificate(late.node_id) is None
+    bundle = Bundle(
+        late.node_id, Destination.to_node(post.node_id), int(NOW), 1, 600, Priority.FLASH, Kind.TEXT, b""
+    )
+    sender = await NodeEngine.open(late_identity, late, net.trust(), tmp_path / "late.sqlite", now=NOW)
+    sealed = sender._seal_payload(bundle, b"hello from a late unit")
+    await sender.close()
+    frame = encode_frame(DataFrame(replace(bundle, payload=sealed)))
+    await post.frame_received(IP.name, relay_id, frame, NOW)
+
+    def requests() -> int:
+        return sum(1 for _, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST)
+
+    sent = [requests()]  # each lost on the air: never answered
+    other = encode_frame(CertRequestFrame(net.members["b"][1].node_id))  # any frame from the relay
+    for step in range(1, 8):
+        await post.frame_received(IP.name, relay_id, other, NOW + step * (REQUEST_RETRY_S + 1))
+        sent.append(requests())
+    assert sent == [1, 1, 1, 1, 0, 0, 0, 0], sent  # again after REQUEST_RETRY_S, MAX_REQUESTS in all
+    assert sum(sent) == MAX_REQUESTS and post.certificates.parked() == 1
+    data = late.encode()
+    await post.frame_received(IP.name, relay_id, encode_frame(CertFrame(0, 1, data)), NOW + 130)
+    assert [d.payload for d in await _collect(post)] == [b"hello from a late unit"]
+    await post.close()

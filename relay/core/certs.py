@@ -50,7 +50,8 @@ PARK_S = 300.0  # a LoRa answer may wait for the duty cycle; the sender resends 
 MAX_PARKED_PER_PEER = 32
 MAX_PARKED = 256
 MAX_PARKED_BYTES = 4 << 20
-REQUEST_RETRY_S = 15.0  # a lost request is sent again when the bundle is, no sooner than this
+REQUEST_RETRY_S = 15.0  # a request or answer lost on the air: asked again, no sooner than this
+MAX_REQUESTS = 4  # for one origin from one neighbour while its frames wait (airtime on LoRa)
 REQUESTS_PER_S, REQUEST_BURST = 1.0, 16.0  # requests to one neighbour
 ANSWERS_PER_S, ANSWER_BURST = 0.2, 8.0  # certificates sent to one neighbour
 MAX_ASKED = 1024
@@ -95,11 +96,13 @@ class CertificateExchange:
         self._parked: OrderedDict[bytes, _Waiting] = OrderedDict()  # oldest first
         self._per_peer: Counter[tuple[str, bytes]] = Counter()
         self._parked_bytes = 0
-        self._asked: OrderedDict[tuple[str, bytes, bytes], float] = OrderedDict()
+        # (link, neighbour, origin) -> (last request, requests so far), oldest first
+        self._asked: OrderedDict[tuple[str, bytes, bytes], tuple[float, int]] = OrderedDict()
         self._requests: RateLimiter[tuple[str, bytes]] = RateLimiter(REQUESTS_PER_S, REQUEST_BURST)
         self._answers: RateLimiter[tuple[str, bytes]] = RateLimiter(ANSWERS_PER_S, ANSWER_BURST)
         self._partial: OrderedDict[tuple[str, bytes], _Partial] = OrderedDict()
         self._out: dict[str, deque[tuple[bytes, bytes]]] = {}
+        self._retry_at = 0.0
         self.requests_sent = 0
         self.answers_sent = 0
         self.learned = 0
@@ -113,6 +116,8 @@ class CertificateExchange:
         frames a certificate it completed released (handle each as just received). Raises
         FrameDecodeError for a malformed certificate frame."""
         self._expire(now)
+        if self._parked and now >= self._retry_at:
+            self._retry(now)
         kind = frame[0] >> 4 if frame else -1
         if kind == FrameType.CERT_REQUEST:
             request = decode_frame(frame)
@@ -143,6 +148,14 @@ class CertificateExchange:
 
     def _known(self, origin: bytes) -> bool:
         return self.trust.find(origin) is not None or self.own.node_id.startswith(origin)
+
+    def _retry(self, now: float) -> None:
+        """Ask again for what parked frames still wait for (a request or its answer may have been
+        lost on the air; a LoRa sender backs off before it resends the bundle itself). Runs as
+        frames arrive, at most once a second: this module has no timer of its own."""
+        self._retry_at = now + 1.0
+        for waiting in list(self._parked.values()):
+            self._ask(waiting.parked.link, waiting.parked.peer, waiting.origin, now)
 
     def _park(self, link: str, peer: bytes, origin: bytes, frame: bytes, now: float) -> None:
         key = hashlib.blake2b(link.encode() + b"\0" + peer + frame, digest_size=16).digest()
@@ -175,11 +188,11 @@ class CertificateExchange:
 
     def _ask(self, link: str, peer: bytes, origin: bytes, now: float) -> None:
         key = (link, peer, origin)
-        last = self._asked.get(key)
-        if last is not None and now - last < REQUEST_RETRY_S:
+        last, asked = self._asked.get(key, (None, 0))
+        if last is not None and (now - last < REQUEST_RETRY_S or asked >= MAX_REQUESTS):
             return
         if self._requests.take((link, peer), now) > 0:
-            return  # the bundle's resend asks again
+            return  # asked again later
         if last is None:
             log.info(
                 "origin %s unknown here: asking %s on %s for its certificate",
@@ -188,7 +201,7 @@ class CertificateExchange:
                 link,
             )
         self._asked.pop(key, None)
-        self._asked[key] = now
+        self._asked[key] = (now, asked + 1)
         while len(self._asked) > MAX_ASKED:
             self._asked.popitem(last=False)
         self._send(link, peer, encode_frame(CertRequestFrame(origin)))
@@ -326,7 +339,7 @@ class CertificateExchange:
                 PARK_S,
                 expired,
             )
-        while self._asked and next(iter(self._asked.values())) < now - PARK_S:
+        while self._asked and next(iter(self._asked.values()))[0] < now - PARK_S:
             self._asked.popitem(last=False)
 
     def _drop(self, doomed: Callable[[_Waiting], bool]) -> int:
