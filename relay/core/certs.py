@@ -51,7 +51,8 @@ MAX_PARKED_PER_PEER = 32
 MAX_PARKED = 256
 MAX_PARKED_BYTES = 4 << 20
 REQUEST_RETRY_S = 15.0  # a request or answer lost on the air: asked again, no sooner than this
-MAX_REQUESTS = 4  # for one origin from one neighbour while its frames wait (airtime on LoRa)
+RESENT_RETRY_S = 2.0  # sooner when the sender resends the parked bundle (its timeout adapts to the link)
+MAX_REQUESTS = 6  # for one origin from one neighbour while its frames wait (airtime on LoRa)
 REQUESTS_PER_S, REQUEST_BURST = 1.0, 16.0  # requests to one neighbour
 ANSWERS_PER_S, ANSWER_BURST = 0.2, 8.0  # certificates sent to one neighbour
 MAX_ASKED = 1024
@@ -159,7 +160,8 @@ class CertificateExchange:
 
     def _park(self, link: str, peer: bytes, origin: bytes, frame: bytes, now: float) -> None:
         key = hashlib.blake2b(link.encode() + b"\0" + peer + frame, digest_size=16).digest()
-        if key not in self._parked:
+        resent = key in self._parked  # no custody ACK reached the sender: maybe our request was lost
+        if not resent:
             full = (
                 self._per_peer[(link, peer)] >= MAX_PARKED_PER_PEER
                 or len(self._parked) >= MAX_PARKED
@@ -184,12 +186,13 @@ class CertificateExchange:
             self._parked[key] = _Waiting(Parked(link, peer, frame), origin, now + PARK_S)
             self._per_peer[(link, peer)] += 1
             self._parked_bytes += len(frame)
-        self._ask(link, peer, origin, now)
+        self._ask(link, peer, origin, now, RESENT_RETRY_S if resent else REQUEST_RETRY_S)
 
-    def _ask(self, link: str, peer: bytes, origin: bytes, now: float) -> None:
+    def _ask(self, link: str, peer: bytes, origin: bytes, now: float, gap: float = REQUEST_RETRY_S) -> None:
+        """Send a CERT_REQUEST unless one went less than ``gap`` seconds ago or too many went."""
         key = (link, peer, origin)
         last, asked = self._asked.get(key, (None, 0))
-        if last is not None and (now - last < REQUEST_RETRY_S or asked >= MAX_REQUESTS):
+        if last is not None and (now - last < gap or asked >= MAX_REQUESTS):
             return
         if self._requests.take((link, peer), now) > 0:
             return  # asked again later
