@@ -35,15 +35,24 @@ _BUILTIN: list[str] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand; or, when ``command`` is the name of an installed package's entry point, that
+    package's alone: ``mesh112 app`` then skips importing every other command's dependencies (the
+    camera tools' scikit-image and the daemon's stack: a second of the app's start)."""
     parser = argparse.ArgumentParser(
         prog="mesh112",
         description="Mesh112: delay-tolerant emergency messaging over LoRa, cellular/IP and WebRTC.",
     )
     parser.add_argument("--version", action="version", version=f"mesh112 {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules: list[Any] = [importlib.import_module(name) for name in _BUILTIN]
-    modules += [ep.load() for ep in entry_points(group="mesh112.commands")]
+    plugins = entry_points(group="mesh112.commands")
+    chosen = [ep for ep in plugins if ep.name == command]
+    modules: list[Any]
+    if chosen:
+        modules = [chosen[0].load()]
+    else:
+        modules = [importlib.import_module(name) for name in _BUILTIN]
+        modules += [ep.load() for ep in plugins]
     for module in modules:
         module.register(subparsers)
     return parser
@@ -57,8 +66,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments[0] if arguments else None)
+    args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
