@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from crypto.keystore import load_certificate
 from mobile.appstore import AppStore
-from mobile.responder import Responder, ResponderConfig
+from mobile.responder import EarlySos, Responder, ResponderConfig
 from mobile.settings import AppSettings
 from mobile.state import AppState
 from relay import daemon
@@ -86,13 +86,24 @@ async def run(
     ui = ResponderApp(state, settings)
     stop = asyncio.Event()
     nodes: list[asyncio.Task[None]] = []
+    position = FixedPosition(settings)
 
-    def start_node() -> None:
+    async def run_node() -> None:
+        """The SOS button is live once the app's table is open, before the node's store and links."""
         config = app_node_config(node_dir)
         state.me = config.node.name
-        task = asyncio.create_task(
-            daemon.run(config, stop, apps=[_ride(config, settings, state, ui, on_ready)])
-        )
+        store = await AppStore.open(config.node.data_dir)
+        try:
+            early = EarlySos(store, state, position)
+            await early.restore()
+            ui.sos_ready(early)
+            ride = _ride(config, settings, state, ui, store, early, position, on_ready)
+            await daemon.run(config, stop, apps=[ride])
+        finally:
+            await store.close()
+
+    def start_node() -> None:
+        task = asyncio.create_task(run_node())
         task.add_done_callback(lambda task: _node_ended(task, ui))
         nodes.append(task)
 
@@ -143,6 +154,9 @@ def _ride(
     settings: AppSettings,
     state: AppState,
     ui: ResponderApp,
+    store: AppStore,
+    early: EarlySos,
+    position: FixedPosition,
     on_ready: Callable[[Responder], None],
 ) -> App:
     """The app riding on the running node: the Responder, gpsd, position reports."""
@@ -150,12 +164,10 @@ def _ride(
     async def ride(node: Node) -> None:
         from mobile.gps import follow_gpsd
 
-        position = FixedPosition(settings)
-        store = await AppStore.open(config.node.data_dir)
         responder = Responder(node, store, state, responder_config(config, settings), position)
         tasks: list[asyncio.Task[None]] = []
         try:
-            await responder.start()
+            await early.hand_over(responder)
             ui.attach(responder)
             on_ready(responder)
             if settings.gpsd:
@@ -166,7 +178,6 @@ def _ride(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await store.close()
 
     return ride
 

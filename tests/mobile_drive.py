@@ -86,7 +86,8 @@ async def until(check: Any, timeout: float, what: str) -> None:
 
 async def script(app: Any, actions: list[str]) -> None:
     state = app.state
-    await until(lambda: app.ready or not app.enrolled, 60, "the node")  # an enrolment comes first
+    # the node (an enrolment comes first); the SOS button is live before it
+    await until(lambda: app.responder is not None or not app.enrolled, 60, "the node")
     await asyncio.sleep(0.3)  # the first frame
     for action in actions:
         verb, _, arg = action.partition(":")
@@ -104,7 +105,7 @@ async def script(app: Any, actions: list[str]) -> None:
         elif verb in ("night", "language"):
             await press(widget(app, f"root.{verb}"), 0.05)
         elif verb == "wait" and arg == "ready":
-            await until(lambda: app.ready, 60, action)
+            await until(lambda: app.responder is not None, 60, action)
         elif verb == "wait":
             what, _, value = arg.partition("=")
             if what == "sos":
@@ -185,6 +186,9 @@ def main() -> None:
         while (app := App.get_running_app()) is None or app.root is None:
             await asyncio.sleep(0.05)
         emit(window=round(time.monotonic() - started, 3))
+        if app.enrolled:
+            await until(lambda: app.ready, 60, "the SOS button")
+            emit(sos_button=round(time.monotonic() - started, 3))
         task = asyncio.ensure_future(script(app, args.actions))
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or app.stop())
 

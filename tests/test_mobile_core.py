@@ -13,7 +13,7 @@ from engine_net import IP, Deployment
 from mobile.appstore import AppStore
 from mobile.command_post import command_post_app, parse_record_id, record_id
 from mobile.kinds import SOS
-from mobile.responder import Responder, ResponderConfig, WrongPinError
+from mobile.responder import EarlySos, Responder, ResponderConfig, WrongPinError
 from mobile.sos import (
     SosAck,
     SosDecodeError,
@@ -147,6 +147,49 @@ async def test_sos_reaches_the_post_app_and_its_ack_comes_back(tmp_path: Path) -
         app_task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await app_task
+        for node in nodes.values():
+            await node.stop()
+        await store.close()
+
+
+async def test_sos_confirmed_before_the_node_runs_goes_once_it_does(tmp_path: Path) -> None:
+    """The SOS button is live from the first frame (mobile/runtime.py): confirmed then, the SOS is
+    durable in the app's table at once and sent when the node starts; one confirmed while the node
+    starts waits for it (EarlySos's gate) and a second confirm changes nothing."""
+    net = Deployment()
+    net.enrol("post", frozenset({"dispatcher"}))
+    net.enrol("responder", frozenset({"responder"}))
+    hub = InprocHub()
+    nodes = {}
+    for name in ("post", "responder"):
+        engine = await net.open(name, tmp_path, to_epoch(time.time()))
+        nodes[name] = Node(engine, [InprocLink(hub, engine.node_id, IP)])
+    post, phone = nodes["post"], nodes["responder"]
+    store = await AppStore.open(tmp_path)
+    state = AppState()
+    fix = Position.from_fix(50.0875, 14.4213, time.time(), 10)
+    early = EarlySos(store, state, position=lambda: fix)
+    try:
+        await early.restore()
+        started = time.perf_counter()
+        sos = await early.raise_sos()
+        assert (time.perf_counter() - started) < 1.0  # fsynced into the app's table (goal 200 ms)
+        assert sos.phase is SosPhase.CONFIRMED and (await store.latest_sos()) == sos
+        assert await early.raise_sos() == sos  # one live SOS at a time
+        for node in nodes.values():
+            await node.start()
+        config = ResponderConfig(Destination.to_node(post.node_id), Destination.to_node(post.node_id), "2580")
+        responder = Responder(phone, store, state, config, position=lambda: fix)
+        await early.hand_over(responder)  # Responder.start sends it
+        assert state.sos is not None and state.sos.phase is not SosPhase.CONFIRMED and state.sos.bundle
+        async with asyncio.timeout(10):
+            async for delivery in post.inbox():
+                await post.ack(delivery.bundle_id)
+                if delivery.kind == SOS:
+                    break
+        assert delivery.priority is Priority.FLASH and decode_sos(delivery.payload).number == sos.number
+        assert (await early.raise_sos()).number == sos.number  # through the Responder now: still one
+    finally:
         for node in nodes.values():
             await node.stop()
         await store.close()

@@ -29,7 +29,7 @@ from kivy.uix.textinput import TextInput
 from crypto.errors import CryptoError
 from crypto.invite import Invitation
 from mobile.maptiles import MBTiles
-from mobile.responder import CANNED, Responder, WrongPinError
+from mobile.responder import CANNED, EarlySos, Responder, WrongPinError
 from mobile.settings import AppSettings
 from mobile.state import AppState, Delivery, SosPhase
 from mobile.ui import widgets
@@ -138,6 +138,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         self.state = state
         self.settings = settings
         self.responder: Responder | None = None
+        self.early: EarlySos | None = None
         self.lang = settings.language
         self._links_event: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -215,11 +216,16 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         self.show("sos")
         enrolled()
 
-    def attach(self, responder: Responder) -> None:
-        """The node is running: the SOS button becomes live."""
-        self.responder = responder
+    def sos_ready(self, early: EarlySos) -> None:
+        """The app's table is open: the SOS button is live, before the node has started."""
+        self.early = early
         self.me_name = self.state.me
         self.ready = True
+        self.changed("sos")
+
+    def attach(self, responder: Responder) -> None:
+        """The node is running: messages, the map and the links follow it now."""
+        self.responder = responder
         self.changed("sos")
 
     def screen(self, name: str) -> Screen:
@@ -305,8 +311,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     def confirm_sos(self) -> None:
         if self.confirm_view is not None:
             self.confirm_view.dismiss()
-        if self.responder is not None:
-            self.run_task(self.responder.raise_sos())
+        if self.early is not None:
+            self.run_task(self.early.raise_sos())
 
     def ask_pin(self) -> None:
         view = ModalView(size_hint=(0.9, 0.5), auto_dismiss=False)
