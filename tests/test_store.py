@@ -283,3 +283,29 @@ async def test_concurrent_puts_near_the_quota_evict_and_refuse_one_by_one(tmp_pa
     assert sorted(s.bundle.seq for s in await store.load_all()) == [2, 3, 4]
     assert (await store.stats()).bytes_used == 3 * one
     await store.close()
+
+
+async def test_put_each_takes_or_refuses_each_item_in_one_call(tmp_path: Path) -> None:
+    one = len(encode_full(make(0)))
+    store = await Store.open(tmp_path / "s.db", quota_bytes=one * 3)
+    bulk = make(1, Priority.BULK)
+    await store.put_many([bulk, make(2, Priority.FLASH)], now=1000)
+    outcomes = await store.put_each(
+        [
+            (make(3, Priority.BULK), False, True),  # fits in a free slot
+            (make(2, Priority.FLASH), False, True),  # duplicate
+            (make(4, Priority.IMMEDIATE), True, False),  # for this node only: the inbox, evicts the BULK
+            (make(5, Priority.BULK), False, True),  # nothing lower to evict: refused alone
+            (make(4, Priority.IMMEDIATE), True, False),  # the same bundle twice in one batch
+        ],
+        now=1000,
+    )
+    assert outcomes[:3] == [True, False, True] and outcomes[4] is False
+    assert isinstance(outcomes[3], StoreFullError)
+    assert evicted_ids(store) == [bulk.id]
+    assert sorted(s.bundle.seq for s in await store.load_all()) == [2, 3]
+    assert [b.seq for b in await store.pending_deliveries()] == [4]
+    await store.ack_deliveries([make(4).id, make(9).id])  # an id never queued is no error
+    assert await store.pending_deliveries() == []
+    assert await store.put(make(5, Priority.BULK), now=1000) is True  # refused, so not seen
+    await store.close()
