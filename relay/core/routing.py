@@ -7,6 +7,12 @@
   lacks it (anti-entropy tells us who does). On costly links (cost > 1, e.g. LoRa) a binary
   spray-and-wait budget limits copies: each bundle starts with ``INITIAL_COPIES[priority]``; handing
   it on over a costly link gives away half; with one copy left it waits for a directed path.
+* FLASH to a node never waits on what beacons last said (issue 15): a neighbour's cellular link
+  comes and goes faster than LoRa beacons (15 min, triggered ones 90 s apart, 10 % of them lost)
+  can tell, so the best route is often stale. A FLASH takes its ``FLASH_PATHS`` best routes
+  through different neighbours (of equal costs, the one heard of last first), and with no route at
+  all it goes to every neighbour, whatever the copy budget; a relay that turns out a dead end does
+  the same. (The core relays a FLASH before its custody ACK and sends it twice on a lossy link.)
 * Link choice per neighbour: the cheapest link the bundle fits. Big bundles wait for a cheap link
   rather than crawl over LoRa in many fragments; FLASH takes whatever is up now.
 """
@@ -28,6 +34,7 @@ INITIAL_COPIES = {
     Priority.BULK: 2,
 }
 MAX_FRAGMENTS_ON_COSTLY_LINK = 8  # larger bundles wait for a cheap link unless FLASH
+FLASH_PATHS = 2  # FLASH to a node that is not a neighbour goes to this many next hops with a route
 ROUTE_LIFETIME_BEACONS = 3
 
 
@@ -53,7 +60,8 @@ def link_cost(profile: LinkProfile) -> int:
 class Hop:
     link: str
     peer: bytes
-    directed: bool  # True: towards the destination (direct or by route); False: opportunistic copy
+    directed: bool  # True: towards the destination (direct, by route, or a FLASH with no route);
+    # False: an opportunistic copy, limited by the spray budget
 
 
 @dataclass
@@ -230,14 +238,28 @@ class Router:
             if dest.node in self._neighbours:
                 profile = self.best_link(dest.node, size_for, bundle.priority)
                 return [] if profile is None else [Hop(profile.name, dest.node, True)]
-            routes = sorted(self._routes.get(dest.node, {}).items(), key=lambda item: item[1].cost)
+            paths = FLASH_PATHS if bundle.priority is Priority.FLASH else 1
+            # Of equal costs, the route heard of last first: a neighbour's cellular link comes and
+            # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
+            routes = sorted(
+                self._routes.get(dest.node, {}).items(), key=lambda item: (item[1].cost, -item[1].expires)
+            )
+            directed: list[Hop] = []
             for (link, via), _ in routes:
                 profile = self._neighbours.get(via, {}).get(link)
-                if profile is not None and self.fits(profile, size_for[profile.compact], bundle.priority):
-                    return [Hop(link, via, True)]
+                if profile is None or any(hop.peer == via for hop in directed):
+                    continue
+                if self.fits(profile, size_for[profile.compact], bundle.priority):
+                    directed.append(Hop(link, via, True))
+                    if len(directed) == paths:
+                        break
+            if directed:
+                return directed
+        # FLASH with no route to its node floods: every neighbour is a path, whatever the copy budget
+        flood = bundle.priority is Priority.FLASH and dest.kind is DestKind.NODE
         hops = []
         for peer in self._neighbours:
             profile = self.best_link(peer, size_for, bundle.priority)
             if profile is not None:
-                hops.append(Hop(profile.name, peer, False))
+                hops.append(Hop(profile.name, peer, flood))
         return hops

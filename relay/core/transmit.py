@@ -82,6 +82,8 @@ class Transmitter:
             held = self.held.get(item.bundle_id)
             if held is None or item.peer not in state.peers or held.is_expired(now):
                 return None
+            if item.peer in held.holders:
+                return None  # it has the bundle: a FLASH repeat whose ACK came first
             if isinstance(item, SendFragment):
                 outgoing = state.transfers.get((item.peer, item.bundle_id))
                 if outgoing is None:
@@ -154,6 +156,12 @@ class Transmitter:
                 held.given[item.peer] = give
                 if not held.directed(item.peer, default=True) and is_costly(state.profile):
                     held.copies -= give
+                whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
+                if whole and held.priority is Priority.FLASH and is_costly(state.profile):
+                    # Sent twice on a lossy costly link: a lost FLASH frame would otherwise wait a
+                    # custody timeout (~8 s on LoRa) at every hop. The repeat queues behind what
+                    # is waiting (a second path goes first) and is skipped if the ACK came.
+                    state.queue.push(item, Priority.FLASH, held.origin)
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
                 for fragment in reversed(outgoing.fragments[1:]):
