@@ -59,14 +59,17 @@ class Held:
         """Seconds since the Mesh112 epoch."""
         return self.id.created + self.lifetime
 
-    def is_expired(self, now: float) -> bool:
-        return now >= self.expires
+    def is_expired(self, now: float) -> bool:  # routing asks for every held bundle: no property call
+        return now >= self.id.created + self.lifetime
 
     def __lt__(self, other: Held) -> bool:  # the expiry heap's order
-        return self.expires < other.expires
+        return self.id.created + self.lifetime < other.id.created + other.lifetime
 
     def route(self, peer: bytes) -> Route | None:
-        return next((route for route in self.routed if route[0] == peer), None)
+        for route in self.routed:
+            if route[0] == peer:
+                return route
+        return None
 
     def unroute(self, peer: bytes) -> Route | None:
         """Forget where the bundle was queued for ``peer``; that route, or None."""
