@@ -17,19 +17,16 @@ from typing import TYPE_CHECKING
 
 from crypto.keystore import load_certificate
 from mobile.appstore import AppStore
-from mobile.responder import EarlySos, Responder, ResponderConfig
+from mobile.early import EarlySos
 from mobile.settings import AppSettings
 from mobile.state import AppState
-from relay import daemon
-from relay.apps import App
-from relay.bundle import Destination
-from relay.config import NodeConfig, load_config
-from relay.enrolment import joined_groups
-from relay.errors import ConfigError
-from relay.node import Node
 
 if TYPE_CHECKING:
+    from mobile.responder import Responder, ResponderConfig
     from mobile.ui.app import ResponderApp
+    from relay.apps import App
+    from relay.config import NodeConfig
+    from relay.node import Node
 from relay.position import Position
 
 log = logging.getLogger("mesh112.mobile")
@@ -42,6 +39,9 @@ POSITION_STILL_S = 600.0  # or, standing still, this long after it (a report is 
 
 def app_node_config(node_dir: Path) -> NodeConfig:
     """The node's config with the relay API off (the phone serves no operators)."""
+    from relay.config import load_config
+    from relay.errors import ConfigError
+
     config = load_config(node_dir / "node.toml")
     if config.node.command_post is None:
         raise ConfigError(
@@ -51,6 +51,10 @@ def app_node_config(node_dir: Path) -> NodeConfig:
 
 
 def responder_config(config: NodeConfig, settings: AppSettings) -> ResponderConfig:
+    from mobile.responder import ResponderConfig
+    from relay.bundle import Destination
+    from relay.enrolment import joined_groups
+
     post = config.node.command_post
     assert post is not None  # app_node_config checked it
     groups = joined_groups(config.node.data_dir)
@@ -79,7 +83,9 @@ async def run(
     on_ready: Callable[[Responder], None] = lambda responder: None,
 ) -> None:
     """Until the window closes. A device with no certificate shows the enrolment screen first and
-    starts its node once the invitation it scanned enrolled it."""
+    starts its node once the invitation it scanned enrolled it. Only what the SOS button needs is
+    imported before the window; the node's stack (a second or more on a loaded phone) is imported
+    in a thread while the window already runs."""
     from mobile.ui.app import ResponderApp
 
     state = AppState()
@@ -88,22 +94,27 @@ async def run(
     nodes: list[asyncio.Task[None]] = []
     position = FixedPosition(settings)
 
-    async def run_node() -> None:
+    async def run_node(reading: asyncio.Future[NodeConfig]) -> None:
         """The SOS button is live once the app's table is open, before the node's store and links."""
-        config = app_node_config(node_dir)
+        config = await reading
         state.me = config.node.name
         store = await AppStore.open(config.node.data_dir)
         try:
             early = EarlySos(store, state, position)
             await early.restore()
             ui.sos_ready(early)
+            await asyncio.to_thread(_import_node_stack)
+            from relay import daemon
+
             ride = _ride(config, settings, state, ui, store, early, position, on_ready)
             await daemon.run(config, stop, apps=[ride])
         finally:
             await store.close()
 
     def start_node() -> None:
-        task = asyncio.create_task(run_node())
+        # read (pydantic) in a thread at once, while the window (the slowest step) is created
+        reading = asyncio.get_running_loop().run_in_executor(None, app_node_config, node_dir)
+        task = asyncio.create_task(run_node(reading))
         task.add_done_callback(lambda task: _node_ended(task, ui))
         nodes.append(task)
 
@@ -130,6 +141,9 @@ async def run_headless(
     (:mod:`mobile.android_service`). It sends an SOS confirmed into the app's table that the node
     never stored (:meth:`Responder.start`) and records the SOS's progress there, but leaves the
     deliveries in the node's inbox: the window shows them when it runs again."""
+    from mobile.responder import Responder
+    from relay import daemon
+
     config = app_node_config(node_dir)
 
     async def keep(node: Node) -> None:
@@ -149,6 +163,12 @@ async def run_headless(
     await daemon.run(config, stop, apps=[keep])
 
 
+def _import_node_stack() -> None:
+    """The node, its links and the Responder's record types (run in a thread, off the window's loop)."""
+    import mobile.responder  # noqa: F401  # the payload codecs it uses
+    import relay.daemon  # noqa: F401
+
+
 def _ride(
     config: NodeConfig,
     settings: AppSettings,
@@ -163,6 +183,7 @@ def _ride(
 
     async def ride(node: Node) -> None:
         from mobile.gps import follow_gpsd
+        from mobile.responder import Responder
 
         responder = Responder(node, store, state, responder_config(config, settings), position)
         tasks: list[asyncio.Task[None]] = []

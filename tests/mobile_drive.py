@@ -33,16 +33,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
 
-from mobile.responder import Responder
 from mobile.runtime import run
 from mobile.settings import AppSettings
 from mobile.state import SosPhase
 from relay.logs import setup_logging
+
+if TYPE_CHECKING:
+    from mobile.responder import Responder
 
 ORDER = ["idle", "confirmed", "queued", "forwarded", "delivered", "acknowledged"]
 

@@ -12,8 +12,9 @@ from engine_net import IP, Deployment
 
 from mobile.appstore import AppStore
 from mobile.command_post import command_post_app, parse_record_id, record_id
+from mobile.early import EarlySos
 from mobile.kinds import SOS
-from mobile.responder import EarlySos, Responder, ResponderConfig, WrongPinError
+from mobile.responder import Responder, ResponderConfig, WrongPinError
 from mobile.sos import (
     SosAck,
     SosDecodeError,

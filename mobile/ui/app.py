@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kivy.app import App
 from kivy.clock import Clock
@@ -28,14 +28,17 @@ from kivy.uix.textinput import TextInput
 
 from crypto.errors import CryptoError
 from crypto.invite import Invitation
+from mobile.early import EarlySos
 from mobile.maptiles import MBTiles
-from mobile.responder import CANNED, EarlySos, Responder, WrongPinError
 from mobile.settings import AppSettings
 from mobile.state import AppState, Delivery, SosPhase
 from mobile.ui import widgets
 from mobile.ui.doze import Doze, prepare_clock
 from mobile.ui.i18n import tr
 from relay.bundle import Priority
+
+if TYPE_CHECKING:
+    from mobile.responder import Responder
 
 log = logging.getLogger("mesh112.mobile.ui")
 
@@ -337,6 +340,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         view.open()
 
     async def cancel_with_pin(self, pin: str, prompt: Label) -> None:
+        from mobile.responder import WrongPinError  # loaded by the node's start (mobile.runtime)
+
         if self.responder is None:
             return
         try:
@@ -350,6 +355,8 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
     # -- messages ----------------------------------------------------------------------------------
 
     def send_canned(self, key: str) -> None:
+        from mobile.responder import CANNED  # loaded by the node's start (mobile.runtime)
+
         if self.responder is not None and key in CANNED:
             self.run_task(self.responder.send_text(self.destination, f"STATUS: {key}"))
 
