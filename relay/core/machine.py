@@ -245,6 +245,7 @@ class RelayCore:
     def persisted(self, accepted: list[BundleId], duplicates: list[BundleId], now: float) -> list[Action]:
         """The engine made these incoming bundles durable (or found them already known)."""
         actions: list[Action] = []
+        fresh = set(accepted)  # a batch holds up to 256: membership in a list would be quadratic
         for bundle_id in [*accepted, *duplicates]:
             incoming = self._incoming.pop(bundle_id, None)
             if incoming is None:
@@ -254,7 +255,7 @@ class RelayCore:
             flash = bundle.priority is Priority.FLASH
             if not flash:
                 self._queue_acks(incoming, bundle_id)
-            if bundle_id in accepted:
+            if bundle_id in fresh:
                 if self.router.is_for_me(bundle) and bundle.origin != self.node_id:
                     actions.append(DeliverLocal(bundle))
                 if self._keeps(bundle) and not bundle.is_expired(now):
