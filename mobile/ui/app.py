@@ -373,7 +373,7 @@ class ResponderApp(App):  # type: ignore[misc]  # kivy is untyped
         if self.root is None:
             return
         if self._doze is not None:
-            self._doze.awake()  # news: draw it now
+            self._doze.news()
         if what == "sos":
             self._draw_sos()
         elif what == "messages":

@@ -2,12 +2,12 @@
 
 Kivy draws on a timer (60 frames a second) and reads input by polling the window system once per
 frame, so an idle window would wake the process 60 times a second. After ``IDLE_AFTER_S`` without a
-touch, a key or news from the node the app dozes. On X11 the asyncio loop watches the X server's
-socket, and no frame is drawn until the server sends something (a touch, an expose) or the node has
-news: the process sleeps. Where that socket cannot be found (Wayland, macOS, Android, whose window is
-paused anyway while in the background) it draws one frame a second, which still sees a touch within
-a second. Kivy's interruptible clock (``mobile/ui/__init__.py``) lets a wake-up end the frame's sleep
-at once instead of at the next tick.
+touch or a key the app dozes. On X11 the asyncio loop watches the X server's socket, and no frame is
+drawn until the server sends something (a touch, an expose: full rate again) or the node has news
+(a few frames to show it): the process sleeps. Where that socket cannot be found (Wayland, macOS,
+Android, whose window is paused anyway while in the background) it draws one frame a second, which
+still sees a touch within a second. Kivy's interruptible clock (``mobile/ui/__init__.py``) lets a
+wake-up end the frame's sleep at once instead of at the next tick.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from kivy.clock import Clock
 IDLE_AFTER_S = 10.0  # no touch and no news this long: doze
 DOZE_FPS = 1.0  # without the X socket to watch
 DEEP_DOZE_FPS = 1 / 300  # with it: anything that matters wakes the window through the socket
+# Frames drawn for news while dozing: a layout settles over a frame or two (a label's new texture
+# sets its height, which moves the box around it).
+NEWS_FRAMES_S = (0.0, 0.1, 0.5)
 
 
 def prepare_clock() -> None:
@@ -93,8 +96,15 @@ class Doze:
     def dozing(self) -> bool:
         return bool(Clock._max_fps != self._full_fps)
 
+    def news(self) -> None:
+        """Something new to show: draw it now without waking to full rate (news comes with every
+        status push; nobody may be looking)."""
+        if self.dozing:
+            for delay in NEWS_FRAMES_S:
+                Clock.schedule_once(_draw, delay)
+
     def awake(self, *_args: Any) -> None:
-        """A touch, a key or news: draw now at full rate, and doze again after ``IDLE_AFTER_S``."""
+        """A touch, a key, the X server: draw now at full rate, and doze again after ``IDLE_AFTER_S``."""
         if self._watching and self._fd is not None:
             asyncio.get_running_loop().remove_reader(self._fd)
             self._watching = False
