@@ -10,9 +10,10 @@
 * FLASH to a node never waits on what beacons last said (issue 15): a neighbour's cellular link
   comes and goes faster than LoRa beacons (15 min, triggered ones 90 s apart, 10 % of them lost)
   can tell, so the best route is often stale. A FLASH takes its ``FLASH_PATHS`` best routes
-  through different neighbours (of equal costs, the one heard of last first), and with no route at
-  all it goes to every neighbour, whatever the copy budget; a relay that turns out a dead end does
-  the same. (The core relays a FLASH before its custody ACK and sends it twice on a lossy link.)
+  through different neighbours (of equal costs, the one heard of last first). With no route it
+  sprays like any bundle: flooding it to every neighbour whatever the budget spent a relay's LoRa
+  duty cycle on its 19 responders in the 1,000-node region. (The core relays a FLASH before its
+  custody ACK and sends it twice on a lossy link.)
 * Link choice per neighbour: the cheapest link the bundle fits. Big bundles wait for a cheap link
   rather than crawl over LoRa in many fragments; FLASH takes whatever is up now.
 """
@@ -60,8 +61,7 @@ def link_cost(profile: LinkProfile) -> int:
 class Hop:
     link: str
     peer: bytes
-    directed: bool  # True: towards the destination (direct, by route, or a FLASH with no route);
-    # False: an opportunistic copy, limited by the spray budget
+    directed: bool  # True: towards the destination (direct or by route); False: opportunistic copy
 
 
 @dataclass
@@ -255,11 +255,9 @@ class Router:
                         break
             if directed:
                 return directed
-        # FLASH with no route to its node floods: every neighbour is a path, whatever the copy budget
-        flood = bundle.priority is Priority.FLASH and dest.kind is DestKind.NODE
         hops = []
         for peer in self._neighbours:
             profile = self.best_link(peer, size_for, bundle.priority)
             if profile is not None:
-                hops.append(Hop(profile.name, peer, flood))
+                hops.append(Hop(profile.name, peer, False))
         return hops
