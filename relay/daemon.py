@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -53,6 +54,7 @@ ROSTER_DIR = "roster"  # certificates of the other enrolled nodes, one <node id>
 VIDEO_DIR = "video"  # a command post's recordings of the units' live video (webrtc links)
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "MESH112_PASSPHRASE_FILE"
+GC_FIRST_GENERATION = 50_000  # objects allocated between young collections (CPython: 700)
 PASSPHRASE_CREDENTIAL = "mesh112-passphrase"  # systemd: LoadCredential=mesh112-passphrase:/etc/...
 
 
@@ -98,6 +100,15 @@ def remember_certificate(directory: Path, certificate: Certificate) -> None:
         )
         return
     log.info("certificate of %s learned and saved to %s", certificate.name, directory)
+
+
+def settle_garbage_collector() -> None:
+    """Freeze what start-up made (modules, roster, the bundles reloaded from the store) out of the
+    cycle collector and let its young generation grow: a busy relay allocates per frame and spent
+    about 15 % of its CPU in collections that found nothing to free."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION, middle, old)
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
@@ -222,6 +233,7 @@ async def run(
             )
             tasks.append(asyncio.create_task(server.serve(sockets=[api_sock]), name="api"))
         tasks += [asyncio.create_task(app(node), name=f"app-{index}") for index, app in enumerate(apps)]
+        settle_garbage_collector()
         log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
         if ready is not None:
             ready(node)
