@@ -134,19 +134,23 @@ class Certificate:
 
     def verify(self, authority: PublicIdentity, now: int, revocations: RevocationList | None) -> None:
         """Raise the specific error unless this certificate is valid at ``now`` (Unix seconds)."""
-        who = f"{self.name!r} ({display_id(self.node_id)})"
         if self.authority_id != authority.node_id:
-            raise CertificateError(f"certificate of {who} is from another deployment authority")
+            raise CertificateError(f"certificate of {self._who()} is from another deployment authority")
         if self._verified_by != authority.signing_key:
             authority.verify(self.signature, _CERT_TAG + self._body())
             object.__setattr__(self, "_verified_by", authority.signing_key)
         if now >= self.expires:
-            raise ExpiredError(f"certificate of {who} expired at {_utc(self.expires)}; enrol it again")
+            expired = _utc(self.expires)
+            raise ExpiredError(f"certificate of {self._who()} expired at {expired}; enrol it again")
         if revocations is not None:
             revocations.verify(authority)
             entry = revocations.entry(self.node_id)
             if entry is not None:
-                raise RevokedError(f"{who} was revoked at {_utc(entry.revoked_at)}: {entry.reason}")
+                raise RevokedError(f"{self._who()} was revoked at {_utc(entry.revoked_at)}: {entry.reason}")
+
+    def _who(self) -> str:
+        """Name and display id, for errors only (verify runs for every bundle a relay takes)."""
+        return f"{self.name!r} ({display_id(self.node_id)})"
 
 
 @dataclass(frozen=True, slots=True)
