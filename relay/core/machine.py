@@ -561,8 +561,7 @@ class RelayCore:
         if held.is_expired(now):
             return
         sizes = {False: held.full_size, True: held.compact_size}
-        # routing reads only the destination and class (relay.bundle.Header)
-        for hop in self.router.next_hops(held, sizes):  # type: ignore[arg-type]
+        for hop in self.router.next_hops(held, sizes):  # a record has what routing reads (Header)
             if hop.peer in held.holders or held.route(hop.peer) is not None or hop.peer == held.origin:
                 continue
             state = self._links[hop.link]

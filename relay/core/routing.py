@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.bundle import NODE_ID_LEN, Bundle, DestKind, Priority, short_code
+from relay.bundle import NODE_ID_LEN, Bundle, DestKind, Header, Priority, short_code
 from relay.core.fragments import max_fragmented_size
 from relay.core.frames import MAX_COST, BeaconFrame
 from relay.links.base import LinkProfile
@@ -230,7 +230,7 @@ class Router:
         ]
         return min(eligible, key=lambda p: (p.cost, -p.bitrate, p.name), default=None)
 
-    def next_hops(self, bundle: Bundle, size_for: dict[bool, int]) -> list[Hop]:
+    def next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination
         if dest.kind is DestKind.NODE and dest.node is not None:
             if dest.node == self.node_id:
