@@ -29,6 +29,7 @@ from relay.bundle import Bundle, Destination, Priority, encode_full
 from relay.engine import NodeEngine
 from relay.links.base import LinkProfile
 from relay.store import Store
+from relay.store_reader import StoreReader
 from relay.trust import TrustStore
 
 RUNS = 3
@@ -166,6 +167,19 @@ def _queued_rss_mib(directory: Path) -> tuple[float, float]:
     return empty, _engine_rss_mib(path)
 
 
+def _read_back_us(path: Path, count: int = 5000) -> float:
+    """µs to read one held bundle back from the store (what a frame of a bundle kept only as a
+    small record costs on top of building it, relay/core/held.py)."""
+    reader = StoreReader(path)
+    ids = [stored.bundle.id for _, stored in zip(range(count), reader.held(), strict=False)]
+    started = time.perf_counter()
+    for bundle_id in ids:
+        reader.get(bundle_id)
+    elapsed = time.perf_counter() - started
+    reader.close()
+    return elapsed / len(ids) * 1e6
+
+
 async def _load_all_seconds(directory: Path) -> tuple[list[float], int]:
     path = directory / "load-all.db"
     store = await Store.open(path, quota_bytes=1 << 30)
@@ -210,6 +224,7 @@ def run() -> dict[str, Any]:
         figures["rss_mib_node_engine_empty"] = empty
         figures["rss_mib_node_engine_100k_bundles_queued"] = queued
         figures["rss_bytes_per_queued_bundle"] = round((queued - empty) * 2**20 / QUEUED)
+        figures["read_back_us_per_bundle"] = round(_read_back_us(directory / "queued.db"), 1)
     figures["rss_high_water_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return figures
 
