@@ -1,13 +1,13 @@
 """FLASH over routes LoRa beacons cannot keep fresh (issue 15): a small field with real engines.
 
 A responder ``s`` reaches relay ``r`` over LoRa; ``r`` reaches two responders ``a`` and ``b`` over
-LoRa, and each of them has cellular to the command post. ``a``'s cellular comes back for 40 s and
-goes again just before the alarm, so the beacon ``r`` heard last says ``a`` reaches the post: the
-route is stale, and LoRa's rate-limited beacons cannot say so for another minute. Before the fix,
+LoRa, and each of them has cellular to the command post (``b``'s costs more, so ``a`` is the best
+route). ``a``'s cellular comes back for 3 s and goes again just before the alarm at 1,200 s, so the
+beacon ``r`` heard last says ``a`` reaches the post: the route is stale, and LoRa's rate-limited
+beacons cannot say so for another minute and a half. Before the fix,
 ``r`` handed the alarm to ``a`` alone, a dead end, and it waited there (tens of seconds, or until
-``a``'s cellular returned); now a FLASH takes its two best routes, so it arrives through ``b`` a
-frame later. Alarms with every route fresh pin the plain path: relayed before its
-custody ACK, so within 1.5 times the oracle (the alarms at 600 s and 700 s).
+``a``'s cellular returned); now a FLASH takes its two best routes, so it arrives through ``b`` one
+frame later than the alarms at 600 s and 700 s, whose routes are fresh.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ def test_flash_over_a_stale_route_arrives_a_frame_later_not_when_the_route_heals
     report = simulate(parse_scenario(_field()))
     flash = report.by_class(Priority.FLASH)
     assert flash.deliverable == 3 and flash.delivered == 3, f"missing serials {flash.missing}"
-    assert flash.oracle_p95_s is not None and flash.latency_max_s is not None
-    # the stale route costs at most the one frame the second path waits behind
-    assert flash.latency_max_s <= 1.5 * flash.oracle_p95_s + LORA_FRAME_S, (
-        f"FLASH took up to {flash.latency_max_s} s; the oracle {flash.oracle_p95_s} s"
+    assert flash.latency_max_s is not None and flash.latency_p50_s is not None
+    assert flash.oracle_p95_s is not None
+    # the stale route costs the one frame the second path waits behind, not the wait for a beacon
+    assert flash.latency_max_s <= flash.latency_p50_s + LORA_FRAME_S, (
+        f"FLASH took up to {flash.latency_max_s} s, {flash.latency_p50_s} s over fresh routes"
     )
-    assert flash.latency_p50_s is not None and flash.oracle_p50_s is not None
-    assert flash.latency_p50_s <= 1.5 * flash.oracle_p50_s  # the fresh path: no ACK frame before it
+    assert flash.latency_max_s <= 2.5 * flash.oracle_p95_s  # 86.8 s (45 times) with one route
     assert report.flash_max_wait_frames <= 1.0 + 1e-6

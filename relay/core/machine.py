@@ -252,9 +252,10 @@ class RelayCore:
                 continue
             bundle = incoming.bundle
             self._remember(bundle_id)
-            flash = bundle.priority is Priority.FLASH
-            if not flash:
-                self._queue_acks(incoming, bundle_id)
+            for link, sender in incoming.senders:
+                state = self._links.get(link)
+                if state is not None and sender in state.peers:
+                    state.queue_ack(sender, bundle_id, bundle.priority)
             if bundle_id in fresh:
                 if self.router.is_for_me(bundle) and bundle.origin != self.node_id:
                     actions.append(DeliverLocal(bundle))
@@ -262,19 +263,7 @@ class RelayCore:
                     held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
                     self._held.add_holders(held, (sender for _, sender in incoming.senders))
                     self._route(held, now)
-            if flash:  # relayed first, acknowledged after: see _queue_acks
-                self._queue_acks(incoming, bundle_id)
         return actions
-
-    def _queue_acks(self, incoming: _Incoming, bundle_id: BundleId) -> None:
-        """Custody ACKs to whoever handed the bundle over. A FLASH's ACK queues behind its next hops
-        (its sender waits several frame times for it): on LoRa an ACK first would cost the alarm
-        one more frame time (~0.6 s) on every hop. Other classes ACK first, so their senders'
-        timeouts (tuned to the link's round trip) do not fire behind a backlog."""
-        for link, sender in incoming.senders:
-            state = self._links.get(link)
-            if state is not None and sender in state.peers:
-                state.queue_ack(sender, bundle_id, incoming.bundle.priority)
 
     def refused(self, bundle_id: BundleId, *, final: bool = False) -> None:
         """The engine would not accept this incoming bundle (untrusted origin, store full). ``final``:
@@ -461,10 +450,10 @@ class RelayCore:
             dest = held.destination
             # The origin keeps its FLASH and IMMEDIATE until the receipt, so a relay that becomes a
             # dead end cannot lose them (found by the simulator). A relay hands a directed FLASH on
-            # like any bundle: routing sends it two ways and a dead end floods it on, while a copy
-            # kept to the receipt (which relays never see) went to each new next hop on every route
-            # change, to every node in the end: 184 of 226 FLASH frames on LoRa in the reference
-            # scenario went out after the alarm had arrived.
+            # like any bundle: routing sent it two ways, while a copy kept to the receipt (which
+            # relays never see) went to each new next hop on every route change, to every node in
+            # the end: 184 of 226 FLASH frames on LoRa in the reference scenario went out after the
+            # alarm had arrived.
             keeps = held.local and held.priority in (Priority.FLASH, Priority.IMMEDIATE)
             done = directed and dest.kind is DestKind.NODE and not keeps
             if held.local or not done:  # a relay's record of a copy it drops at once helps nobody

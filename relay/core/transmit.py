@@ -83,7 +83,7 @@ class Transmitter:
             if held is None or item.peer not in state.peers or held.is_expired(now):
                 return None
             if item.peer in held.holders:
-                return None  # it has the bundle: a FLASH repeat whose ACK came first
+                return None  # it has the bundle (its ACK or summary came after this was queued)
             if isinstance(item, SendFragment):
                 outgoing = state.transfers.get((item.peer, item.bundle_id))
                 if outgoing is None:
@@ -156,12 +156,6 @@ class Transmitter:
                 held.given[item.peer] = give
                 if not held.directed(item.peer, default=True) and is_costly(state.profile):
                     held.copies -= give
-                whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
-                if whole and held.priority is Priority.FLASH and is_costly(state.profile):
-                    # Sent twice on a lossy costly link: a lost FLASH frame would otherwise wait a
-                    # custody timeout (~8 s on LoRa) at every hop. The repeat queues behind what
-                    # is waiting (a second path goes first) and is skipped if the ACK came.
-                    state.queue.push(item, Priority.FLASH, held.origin)
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
                 for fragment in reversed(outgoing.fragments[1:]):
