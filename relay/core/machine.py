@@ -551,7 +551,15 @@ class RelayCore:
             return
         sizes = {False: held.full_size, True: held.compact_size}
         for hop in self.router.next_hops(held, sizes):  # a record has what routing reads (Header)
-            if hop.peer in held.holders or held.route(hop.peer) is not None or hop.peer == held.origin:
+            if hop.peer in held.holders or hop.peer == held.origin:
+                continue
+            queued = held.route(hop.peer)
+            if queued is not None:
+                if hop.directed and not queued[2]:
+                    # A spray copy queued before the route was known now goes as the directed copy:
+                    # the spray budget, spent meanwhile, would otherwise drop it with no route left.
+                    held.unroute(hop.peer)
+                    self._held.route(held, hop.peer, queued[1], True)
                 continue
             state = self._links[hop.link]
             if not hop.directed:
