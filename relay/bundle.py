@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -269,12 +269,24 @@ class Bundle:
 
     def forwarded(self) -> Bundle:
         """The copy a relay sends on: hop count incremented."""
-        return replace(self, hop_count=min(self.hop_count + 1, 0xFF))
+        return self._hop_copy(min(self.hop_count + 1, 0xFF), self.trail)
 
     def taken_by(self, node_id: bytes) -> Bundle:
         """The copy a node keeps when it takes custody: its short id appended to the trail (the
         oldest entry falls off beyond MAX_TRAIL, so the trail is always the end of the path)."""
-        return replace(self, trail=(*self.trail, node_id[:TRAIL_ID_LEN])[-MAX_TRAIL:])
+        if len(node_id) != NODE_ID_LEN:
+            raise ValueError(f"a node id is {NODE_ID_LEN} bytes")
+        return self._hop_copy(self.hop_count, (*self.trail, node_id[:TRAIL_ID_LEN])[-MAX_TRAIL:])
+
+    def _hop_copy(self, hop_count: int, trail: tuple[bytes, ...]) -> Bundle:
+        """This bundle with other hop fields, without checking again what it passed when made: a
+        relay makes two copies per bundle per hop, and ``dataclasses.replace`` validated each anew."""
+        copy = object.__new__(Bundle)
+        for name in _HEADER_FIELDS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "hop_count", hop_count)
+        object.__setattr__(copy, "trail", trail)
+        return copy
 
     @property
     def trail_gap(self) -> int:
@@ -296,6 +308,10 @@ class Bundle:
                 struct.pack(">I", compact_lifetime(self.lifetime)),
             )
         )
+
+
+# What a hop copy takes over unchanged (Bundle._hop_copy): every field but hop_count and trail
+_HEADER_FIELDS = ("origin", "destination", "created", "seq", "lifetime", "priority", "kind", "payload", "_id")
 
 
 def to_epoch(unix_time: float) -> float:
