@@ -20,6 +20,7 @@ from mobile.appstore import AppStore
 from mobile.early import EarlySos
 from mobile.settings import AppSettings
 from mobile.state import AppState
+from relay.position import Position
 
 if TYPE_CHECKING:
     from mobile.responder import Responder, ResponderConfig
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from relay.apps import App
     from relay.config import NodeConfig
     from relay.node import Node
-from relay.position import Position
 
 log = logging.getLogger("mesh112.mobile")
 
