@@ -39,7 +39,8 @@ from relay.links.base import LinkError
 from relay.links.ip_records import SessionCipher
 
 MAGIC = b"M1IP"
-VERSION = 2  # 2: DATA records carry a slice of the frame stream; ACK records
+VERSION = 3  # 2: DATA records carry a slice of the frame stream; ACK records. 3: PINGs announce
+# their sender's keepalive interval (a phone's slower pace is followed)
 DOMAIN_TAG = b"mesh112/ip-link/handshake/v1"
 CHALLENGE_LEN = 32
 EPHEMERAL_LEN = 32
