@@ -4,16 +4,20 @@ per-node transmitter that occupies the medium while a frame is on the air.
 A link is a medium with one transmitter per attached node: a LoRa radio, a cellular modem. It
 joins listed pairs of nodes; each pair is a :class:`Contact` with its own up/down schedule. A
 transmitter sends one frame at a time, to one peer or broadcast to every peer in contact, and is
-busy for the frame's serialisation time (LoRa: the Semtech airtime of the preset).
+busy for the frame's serialisation time (LoRa: the Semtech airtime of the preset). On LoRa it is
+also the node's radio: it sends the radio-level ACKs and retries of :mod:`relay.sim.arq`, and the
+link waits for the radio's answer to a unicast frame before it takes the next one.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from relay.bundle import COMPACT_HEADER_LEN
 from relay.links.base import LinkProfile
+from relay.sim.arq import UTILISATION_WINDOW_S
 from relay.sim.phy import Modem, frame_airtime
 from relay.sim.schedule import Interval, Schedule
 
@@ -45,6 +49,7 @@ class SimLinkSpec:
     schedule: ScheduleSpec
     pairs: tuple[tuple[str, str], ...]
     lora: Modem | None = None  # set for LoRa: frame time is the preset's airtime
+    radio_arq: bool = False  # LoRa: unicast frames go through the radio's ACKs and retries
     # bundle_time by payload length: the oracle asks for every hop of every search
     _bundle_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -92,27 +97,56 @@ class Transmitter:
 
     node: str
     link: SimLinkSpec
-    busy_until: float = 0.0
-    frames: int = 0
+    busy_until: float = 0.0  # the medium is ours until then (a frame, a retry or an ACK on the air)
+    awaiting_ack: bool = False  # LoRa: the link waits for the radio's answer to a unicast frame
+    frames: int = 0  # frames of ours on the air, retries included
     bytes: int = 0
+    retries: int = 0
+    acks: int = 0  # radio-level ACKs sent
+    max_retransmit: int = 0  # unicast frames the radio gave up on (MAX_RETRANSMIT)
     airtime_s: float = 0.0
     max_frame_time_s: float = 0.0
     airtime_log: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds), LoRa only
+    seen: set[int] = field(default_factory=set)  # LoRa: packet ids this radio already handed over
+    _recent: deque[tuple[float, float]] = field(default_factory=deque)  # the utilisation window
+    _recent_s: float = 0.0
 
     def idle(self, now: float) -> bool:
-        return now >= self.busy_until
+        return now >= self.busy_until and not self.awaiting_ack
 
     def start(self, frame_len: int, now: float) -> float:
-        """Occupy the medium for one frame; returns when the last bit leaves."""
+        """Occupy the medium for one frame of ours, as soon as it is free from ``now``; returns
+        when the last bit leaves."""
         seconds = self.link.frame_time(frame_len)
-        self.busy_until = now + seconds
         self.frames += 1
         self.bytes += frame_len
-        self.airtime_s += seconds
         self.max_frame_time_s = max(self.max_frame_time_s, seconds)
+        return self._occupy(max(now, self.busy_until), seconds)
+
+    def start_ack(self, now: float, ack_data_len: int) -> float:
+        """Send the radio's routing ACK as soon as the medium is free from ``now``; returns its end."""
+        self.acks += 1
+        return self._occupy(max(now, self.busy_until), self.link.frame_time(ack_data_len))
+
+    def _occupy(self, begin: float, seconds: float) -> float:
+        self.busy_until = begin + seconds
+        self.airtime_s += seconds
         if self.link.lora is not None:
-            self.airtime_log.append((now, seconds))
+            self.airtime_log.append((begin, seconds))
+            self._recent.append((begin, seconds))
+            self._recent_s += seconds
         return self.busy_until
+
+    def recent_airtime(self, now: float) -> float:
+        """Seconds this radio transmitted in the utilisation window before ``now``."""
+        while self._recent and self._recent[0][0] + self._recent[0][1] <= now - UTILISATION_WINDOW_S:
+            self._recent_s -= self._recent.popleft()[1]
+        return max(0.0, self._recent_s)
+
+    def reboot(self) -> None:
+        """The node restarted: its radio forgot what it was sending and what it had seen."""
+        self.awaiting_ack = False
+        self.seen.clear()
 
     def max_hourly_airtime(self) -> float:
         """Largest airtime (s) in any rolling hour starting at a frame: the duty cycle actually used."""

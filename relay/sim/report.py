@@ -62,6 +62,9 @@ class LinkFigures:
     max_hourly_duty: float  # busiest rolling hour's airtime / 3600 (LoRa), 0 elsewhere
     flash_frames: int  # FLASH frames that started on this transmitter
     flash_max_wait_s: float  # longest a FLASH frame waited for this transmitter
+    retries: int = 0  # LoRa: retransmissions by the radio (in frames and airtime)
+    acks: int = 0  # LoRa: radio-level ACKs this radio sent (in airtime)
+    max_retransmit: int = 0  # LoRa: unicast frames the radio gave up on after every retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,9 @@ def link_figures(t: Transmitter, probe: FlashProbe) -> LinkFigures:
         max_hourly_duty=round(t.max_hourly_airtime() / 3600.0, 6),
         flash_frames=probe.flash_frames(key),
         flash_max_wait_s=round(probe.max_wait(key), 6),
+        retries=t.retries,
+        acks=t.acks,
+        max_retransmit=t.max_retransmit,
     )
 
 

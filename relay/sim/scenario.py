@@ -128,6 +128,12 @@ class _Table:
             raise ConfigError(f"{self.where}: {key} must be between {low} and {high}, got {value}")
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where}: {key} must be true or false, got {value!r:.40}")
+        return value
+
     def text(self, key: str, default: Any = None) -> str:
         value = self._get(key, default)
         if not isinstance(value, str) or not value or len(value) > 64:
@@ -277,6 +283,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             per_frame_overhead_s=lora_frame_overhead(preset, preset.bitrate_bps / 8),
         )
         lora = preset
+        radio_arq = t.flag("radio_arq", False)
     elif kind in ("ip", "webrtc", "sim"):
         profile = LinkProfile(
             name=name,
@@ -289,6 +296,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             per_frame_overhead_s=t.number("per_frame_overhead_s", 0.0, high=10.0),
         )
         lora = None
+        radio_arq = False
     else:
         raise ConfigError(f"{t.where}: kind must be 'ip', 'lora', 'webrtc' or 'sim', got {kind!r}")
     latency = t.number("latency_s", 0.05 if kind != "lora" else 0.0, high=3600.0)
@@ -296,7 +304,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
     schedule = _parse_schedule(t.table("schedule"))
     pairs = _pairs(t, nodes)
     t.done()
-    return SimLinkSpec(profile, latency, loss, schedule, pairs, lora)
+    return SimLinkSpec(profile, latency, loss, schedule, pairs, lora, radio_arq)
 
 
 def _pairs(t: _Table, nodes: Mapping[str, NodeSpec]) -> tuple[tuple[str, str], ...]:

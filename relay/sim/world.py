@@ -4,6 +4,11 @@ A discrete-event loop: an event heap ordered by (time, sequence number). Every h
 engine calls it makes before the next event is taken, so a run is deterministic although each
 engine's store is a real SQLite file served by aiosqlite's thread. Nothing here reads a clock.
 
+On a LoRa link with ``radio_arq``, a unicast frame goes through the radio's ARQ (:mod:`relay.sim.arq`):
+the receiver's radio ACKs it, the sender's radio retries it, and the sender's link takes its next
+frame only once the radio answered; a frame the radio gave up on is, as on the real link, an error
+the node only logs. Without it a lost frame is lost, and the custody timer recovers it.
+
 A crash drops a node's engine without closing it (what was committed stays in its SQLite file,
 nothing else survives); a restart opens a new engine on the same file.
 """
@@ -26,8 +31,15 @@ from relay.bundle import BundleId, Priority
 from relay.engine import Delivery, NodeEngine, SendError
 from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
+from relay.sim.arq import (
+    ACK_DATA_LEN,
+    RELIABLE_TRANSMISSIONS,
+    channel_utilisation,
+    contention_delay,
+    retransmit_timeout,
+)
 from relay.sim.deployment import Deployment, collect_crashed
-from relay.sim.links import Contact, Transmitter
+from relay.sim.links import Contact, SimLinkSpec, Transmitter
 from relay.sim.loop import InlineExecutorLoop
 from relay.sim.probe import FlashProbe
 from relay.sim.report import Report, SentRecord, build_report, link_figures
@@ -63,6 +75,23 @@ class _Node:
 
 
 @dataclass(slots=True)
+class _Reliable:
+    """A unicast LoRa frame the sender's radio is still trying to get acknowledged."""
+
+    packet_id: int
+    sender: str
+    incarnation: int
+    link: SimLinkSpec
+    contact: Contact | None  # None: the peer is not in contact (every transmission goes unheard)
+    frame: bytes
+    flash: bool
+    started: float
+    transmissions_left: int = RELIABLE_TRANSMISSIONS - 1
+    attempt: int = 0
+    done: bool = False
+
+
+@dataclass(slots=True)
 class _ContactState:
     up: bool = False
     generation: int = 0  # counts up transitions, so a frame can tell its contact went down meanwhile
@@ -93,6 +122,10 @@ class World:
         self._loss = {
             link.name: random.Random(f"{scenario.seed}:loss:{link.name}") for link in scenario.links
         }
+        self._contention = {
+            link.name: random.Random(f"{scenario.seed}:contention:{link.name}") for link in scenario.links
+        }
+        self._packet_ids = itertools.count(1)
         self.probe = FlashProbe()
         self.now = 0.0
         self._deliveries: dict[int, list[float]] = {}
@@ -145,6 +178,8 @@ class World:
         node.incarnation += 1
         node.timer_at = None
         node.peers_up = {}
+        for transmitter in node.transmitters.values():
+            transmitter.reboot()
         node.engine = await self.deployment.open_engine(name, START_EPOCH + self.now)
         node.app_idle.clear()
         node.app = asyncio.create_task(self._application(node, node.engine), name=f"sim-app:{name}")
@@ -305,12 +340,14 @@ class World:
             raise SimulationError(
                 f"node {node.name} sent a {len(frame)}-byte frame on {link.name} (MTU {link.profile.mtu})"
             )
+        contact: Contact | None = None
         if peer_id == BROADCAST:
             receivers = [c for c in node.contacts if c.link is link and self._contact_state[c].up]
         else:
             peer = self._names.get(peer_id)
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
             receivers = [contact] if contact is not None and self._contact_state[contact].up else []
+        start = max(self.now, transmitter.busy_until)
         done = transmitter.start(len(frame), self.now)
         flash = engine.core.last_frame_class(link.name) is Priority.FLASH
         # A DATA frame rides at its bundle's class, so only FLASH traffic can carry a FLASH bundle:
@@ -322,12 +359,28 @@ class World:
             if routed_at is not None:
                 up_since = min((self._contact_state[c].up_since for c in receivers), default=self.now)
                 queued_at = max(routed_at - START_EPOCH, up_since)
-        self.probe.frame_started(
-            (node.name, link.name), node.incarnation, flash, flash_key, queued_at, self.now, done
-        )
+        reliable = link.radio_arq and peer_id != BROADCAST
+        if not reliable or flash:  # a unicast frame of a lower class holds the link to its answer
+            self.probe.frame_started(
+                (node.name, link.name), node.incarnation, flash, flash_key, queued_at, start, done
+            )
+        if reliable:
+            transmitter.awaiting_ack = True
+            packet = _Reliable(
+                next(self._packet_ids),
+                node.name,
+                node.incarnation,
+                link,
+                contact,
+                frame,
+                flash,
+                start,
+            )
+            self._radio_sent(transmitter, packet, done)
+            return
         self._at(done, self._transmitter_idle, node.name, node.incarnation)
         for contact in receivers:
-            if self._loss[link.name].random() < link.loss:
+            if not self._heard(link, frame):
                 continue
             peer = contact.other(node.name)
             generation = self._contact_state[contact].generation
@@ -343,6 +396,107 @@ class World:
                 self.nodes[peer].incarnation,
                 frame,
             )
+
+    def _heard(self, link: SimLinkSpec, frame: bytes | None) -> bool:
+        """Whether the receiver decodes one transmission of ``frame`` (None: a radio ACK)."""
+        return self._loss[link.name].random() >= link.loss
+
+    # -- the LoRa radio's ARQ ---------------------------------------------------------------
+
+    def _utilisation(self, transmitter: Transmitter) -> float:
+        return channel_utilisation(transmitter.recent_airtime(self.now))
+
+    def _radio_sent(self, transmitter: Transmitter, packet: _Reliable, done: float) -> None:
+        """One transmission of ``packet`` ends at ``done``: it reaches the peer unless lost, and the
+        retransmission timer starts when the last bit has left."""
+        link = transmitter.link
+        assert link.lora is not None
+        contact = packet.contact
+        up = contact is not None and self._contact_state[contact].up
+        if contact is not None and up and self._heard(link, packet.frame):
+            self._at(
+                done + link.latency_s,
+                self._reliable_arrive,
+                packet,
+                self._contact_state[contact].generation,
+                self.nodes[contact.other(packet.sender)].incarnation,
+            )
+        airtime = link.frame_time(len(packet.frame))
+        timeout = retransmit_timeout(airtime, self._utilisation(transmitter), link.lora)
+        self._at(done + timeout, self._radio_timeout, packet, packet.attempt)
+
+    async def _reliable_arrive(self, packet: _Reliable, generation: int, receiver_incarnation: int) -> None:
+        contact = packet.contact
+        assert contact is not None
+        state = self._contact_state[contact]
+        receiver = contact.other(packet.sender)
+        node = self.nodes[receiver]
+        if not state.up or state.generation != generation or node.engine is None:
+            return
+        if (
+            node.incarnation != receiver_incarnation
+            or self.nodes[packet.sender].incarnation != packet.incarnation
+        ):
+            return
+        link = contact.link
+        radio = node.transmitters[link.name]
+        # The radio queues its ACK first (at the ACK's priority), before its client sees the frame.
+        assert link.lora is not None
+        delay = contention_delay(self._contention[link.name], self._utilisation(radio), link.lora)
+        ack_done = radio.start_ack(self.now + delay, ACK_DATA_LEN)
+        if self._heard(link, None):
+            self._at(ack_done + link.latency_s, self._radio_acked, packet, generation)
+        self._at(ack_done, self._transmitter_idle, node.name, node.incarnation)
+        if packet.packet_id in radio.seen:
+            return  # a retry of a frame whose ACK was lost: ACKed again, not handed over twice
+        radio.seen.add(packet.packet_id)
+        await node.engine.frame_received(
+            link.name, self.deployment.node_id(packet.sender), packet.frame, self._epoch()
+        )
+        await self._app_turn(node)
+        await self._settle(node)
+
+    async def _radio_acked(self, packet: _Reliable, generation: int) -> None:
+        assert packet.contact is not None
+        state = self._contact_state[packet.contact]
+        if packet.done or not state.up or state.generation != generation:
+            return
+        await self._radio_answered(packet, failed=False)
+
+    async def _radio_timeout(self, packet: _Reliable, attempt: int) -> None:
+        if packet.done or packet.attempt != attempt:
+            return
+        node = self.nodes[packet.sender]
+        if node.incarnation != packet.incarnation or node.engine is None:
+            packet.done = True
+            return
+        if packet.transmissions_left <= 0:
+            await self._radio_answered(packet, failed=True)  # MAX_RETRANSMIT: the node logs it
+            return
+        packet.transmissions_left -= 1
+        packet.attempt += 1
+        link = packet.link
+        assert link.lora is not None
+        transmitter = node.transmitters[link.name]
+        delay = contention_delay(self._contention[link.name], self._utilisation(transmitter), link.lora)
+        transmitter.retries += 1
+        done = transmitter.start(len(packet.frame), self.now + delay)
+        self._radio_sent(transmitter, packet, done)
+
+    async def _radio_answered(self, packet: _Reliable, *, failed: bool) -> None:
+        """The radio ACKed the frame or gave up on it: the link takes its next frame."""
+        packet.done = True
+        node = self.nodes[packet.sender]
+        if node.incarnation != packet.incarnation or node.engine is None:
+            return
+        transmitter = node.transmitters[packet.link.name]
+        transmitter.awaiting_ack = False
+        if failed:
+            transmitter.max_retransmit += 1
+        if not packet.flash:  # the link was held from the frame's start to the radio's answer
+            key = (node.name, packet.link.name)
+            self.probe.frame_started(key, node.incarnation, False, None, None, packet.started, self.now)
+        await self._settle(node)
 
     async def _transmitter_idle(self, name: str, incarnation: int) -> None:
         node = self.nodes[name]
