@@ -36,7 +36,7 @@ from relay.backbone.fold import EventKind, RecordEvent
 from relay.backbone.nats_link import REGION_STREAM, NatsBackbone
 from relay.journal import Journal, RecordEntry
 from relay.sim.scenario import parse_scenario
-from relay.sim.world import run_scenario
+from relay.sim.world import simulate
 from tests.backbone_servers import Region, free_port, start_region
 from tests.impair_proxy import ImpairProxy
 
@@ -255,7 +255,7 @@ def regional_scenario() -> dict[str, Any]:
 def simulator() -> dict[str, Any]:
     scenario = parse_scenario(regional_scenario())
     started = time.perf_counter()
-    report = asyncio.run(run_scenario(scenario))
+    report = simulate(scenario)
     wall = time.perf_counter() - started
     return {
         "scenario": report.scenario,
