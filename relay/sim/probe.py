@@ -7,7 +7,9 @@ each transmitter, the probe takes the moment the engine queued the bundle for th
 later) and sums the time the transmitter spent sending non-FLASH frames between then and the FLASH
 frame's start (a custody ACK for FLASH is FLASH traffic, not a lower class). Time the transmitter
 was idle (the engine chose to wait, e.g. for duty-cycle budget) is not counted, and neither are
-retransmissions, whose timing belongs to the engine's timers.
+retransmissions, whose timing belongs to the engine's timers. With the radio ARQ
+(:mod:`relay.sim.arq`) a lower-class unicast frame holds its link from its start to the radio's
+answer, and that whole time is counted.
 
 Measuring from the routing decision, not from when the node got the bundle, is what makes this a
 test of the scheduler: a FLASH copy a node keeps until the end-to-end receipt (delivered long ago
