@@ -15,6 +15,7 @@ from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from field.lora_emulator import radio as emulated
 from field.lora_emulator.medium import LoRaMedium
 from relay.bundle import Priority
+from relay.errors import ConfigError
 from relay.links.lora_phy import modem
 from relay.sim import arq
 from relay.sim.links import SimLinkSpec
@@ -156,3 +157,12 @@ def test_timing_and_ack_size_agree_with_the_device_emulator() -> None:
             assert radio._retransmit_timeout(frame) == pytest.approx(
                 arq.retransmit_timeout(airtime, utilisation, preset)
             )
+
+
+def test_radio_arq_is_a_lora_option_read_as_true_or_false() -> None:
+    data = _scenario()
+    data["link"][0]["radio_arq"] = "yes"
+    with pytest.raises(ConfigError, match="radio_arq must be true or false"):
+        parse_scenario(data)
+    data["link"][0]["radio_arq"] = False
+    assert not parse_scenario(data).links[0].radio_arq
