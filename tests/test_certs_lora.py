@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from engine_net import Deployment
+from lora_air import NEIGHBOURS, RADIOS, Air, lora_line
 
 from crypto.certificate import Authority
 from crypto.hop import HopAuth
 from crypto.identity import Identity
 from field.adversary import OUTSIDER_NUM, OutsiderRadio
-from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
-from field.lora_emulator.radio import EmulatedRadio
 from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.core.frames import CertFrame, FrameType, encode_frame
 from relay.engine import NodeEngine
@@ -27,24 +26,16 @@ from relay.links.lora_hello import HELLO_EVERY_S, LoRaHello
 from relay.node import Node
 from relay.trust import TrustStore
 
-RADIOS = {"post": (0xA0000001, 0.0), "relay": (0xA0000002, 900.0), "field": (0xA0000003, 1800.0)}
-NEIGHBOURS = {"post": ("relay",), "relay": ("post", "field"), "field": ("relay",)}
-
 
 async def test_sos_of_a_late_enrolled_unit_crosses_a_relay_to_a_post_that_never_had_its_certificate(
     tmp_path: Path,
 ) -> None:
-    net = Deployment()
-    for name in RADIOS:
-        net.enrol(name, frozenset({"command"}) if name == "post" else frozenset({"responder"}))
-    medium = LoRaMedium("LONG_FAST", seed=5, speedup=20)
-    servers: dict[str, DeviceServer] = {}
-    radios: dict[str, EmulatedRadio] = {}
-    for name, (num, x) in RADIOS.items():
-        radios[name] = EmulatedRadio(medium, num, position=(x, 0.0), seed=5)
-        servers[name] = DeviceServer(radios[name])
-        servers[name].start()
-    assert medium.quality(RADIOS["field"][0], RADIOS["post"][0]).loss == 1.0
+    with lora_line(5, frozenset({"responder"})) as air:
+        await _late_unit_crosses_the_relay(tmp_path, air)
+
+
+async def _late_unit_crosses_the_relay(tmp_path: Path, air: Air) -> None:
+    net, radios = air.net, air.radios
     nodes: dict[str, Node] = {}
     now = to_epoch(time.time())
     try:
@@ -53,8 +44,8 @@ async def test_sos_of_a_late_enrolled_unit_crosses_a_relay_to_a_post_that_never_
             roster = [c for other, (_, c) in net.members.items() if name != "post" or other != "field"]
             trust = TrustStore(net.authority.public, roster)
             engine = await NodeEngine.open(identity, certificate, trust, tmp_path / f"{name}.sqlite", now=now)
-            radio_roster = {RADIOS[n][0]: net.members[n][1].node_id.hex() for n in NEIGHBOURS[name]}
-            config = LoRaLinkConfig(roster=radio_roster, port=servers[name].port, ack_timeout_s=10.0)
+            port = air.servers[name].port
+            config = LoRaLinkConfig(roster=air.radio_roster(name), port=port, ack_timeout_s=10.0)
             nodes[name] = Node(engine, [LoRaLink(config, HopAuth(identity), engine.trust.check)])
         post, field = nodes["post"], nodes["field"]
         field_id = field.node_id
@@ -96,9 +87,6 @@ async def test_sos_of_a_late_enrolled_unit_crosses_a_relay_to_a_post_that_never_
     finally:
         for node in nodes.values():
             await node.stop()
-        for server in servers.values():
-            server.stop()
-        medium.close()
 
 
 async def _inject_until_counted(
@@ -135,16 +123,12 @@ async def test_a_unit_missing_from_the_relays_radio_roster_introduces_itself_and
     the relay nor the post holds its certificate. Its hello (relay/links/lora_hello.py) introduces it
     to the relay; the post then asks the relay for the certificate. An outsider radio's hello with
     another authority's certificate, and a replay of the unit's own hello, are refused and counted."""
-    net = Deployment()
-    for name in RADIOS:
-        net.enrol(name, frozenset({"command"}) if name == "post" else frozenset({"responder"}))
-    medium = LoRaMedium("LONG_FAST", seed=6, speedup=20)
-    servers: dict[str, DeviceServer] = {}
-    radios: dict[str, EmulatedRadio] = {}
-    for name, (num, x) in RADIOS.items():
-        radios[name] = EmulatedRadio(medium, num, position=(x, 0.0), seed=6)
-        servers[name] = DeviceServer(radios[name])
-        servers[name].start()
+    with lora_line(6, frozenset({"responder"})) as air:
+        await _unit_introduces_itself(tmp_path, caplog, air)
+
+
+async def _unit_introduces_itself(tmp_path: Path, caplog: pytest.LogCaptureFixture, air: Air) -> None:
+    net, medium, radios = air.net, air.medium, air.radios
     outsider = OutsiderRadio(medium)  # modified firmware: any payload on the Mesh112 port, PKI flag set
     nodes: dict[str, Node] = {}
     links: dict[str, LoRaLink] = {}
@@ -158,7 +142,7 @@ async def test_a_unit_missing_from_the_relays_radio_roster_introduces_itself_and
             radio_roster = {
                 RADIOS[n][0]: net.members[n][1].node_id.hex() for n in NEIGHBOURS[name] if n != "field"
             }
-            config = LoRaLinkConfig(roster=radio_roster, port=servers[name].port, ack_timeout_s=10.0)
+            config = LoRaLinkConfig(roster=radio_roster, port=air.servers[name].port, ack_timeout_s=10.0)
             hop = HopAuth(identity)
             hello = LoRaHello(hop, certificate, lambda c, trust=trust: trust.learn(c, to_epoch(time.time())))
             links[name] = LoRaLink(config, hop, engine.trust.check, hello=hello)
@@ -215,9 +199,6 @@ async def test_a_unit_missing_from_the_relays_radio_roster_introduces_itself_and
     finally:
         for node in nodes.values():
             await node.stop()
-        for server in servers.values():
-            server.stop()
-        medium.close()
 
 
 def test_a_hello_goes_before_the_first_frame_and_again_only_after_silence() -> None:

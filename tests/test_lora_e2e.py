@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from engine_net import Deployment
+from lora_air import RADIOS, Air, lora_line
 
 from crypto.hop import HopAuth
 from field.lora_emulator.device import DeviceServer
@@ -17,28 +18,21 @@ from relay.bundle import Destination, Kind, Priority, to_epoch
 from relay.links.lora import LoRaLink, LoRaLinkConfig
 from relay.node import Node
 
-RADIOS = {"post": (0xA0000001, 0.0), "relay": (0xA0000002, 900.0), "field": (0xA0000003, 1800.0)}
-NEIGHBOURS = {"post": ("relay",), "relay": ("post", "field"), "field": ("relay",)}
-
 
 async def test_flash_alarm_crosses_two_lora_hops_ahead_of_queued_bulk(tmp_path: Path) -> None:
-    net = Deployment()
-    for name in RADIOS:
-        net.enrol(name, frozenset({"command"}) if name == "post" else frozenset())
-    medium = LoRaMedium("LONG_FAST", seed=4, speedup=20)
-    servers: dict[str, DeviceServer] = {}
-    radios: dict[str, EmulatedRadio] = {}
-    for name, (num, x) in RADIOS.items():
-        radios[name] = EmulatedRadio(medium, num, position=(x, 0.0), seed=4)
-        servers[name] = DeviceServer(radios[name])
-        servers[name].start()
-    assert medium.quality(RADIOS["field"][0], RADIOS["post"][0]).loss == 1.0
+    with lora_line(4) as air:
+        await _flash_ahead_of_bulk(tmp_path, air)
+
+
+async def _flash_ahead_of_bulk(tmp_path: Path, air: Air) -> None:
+    net, radios = air.net, air.radios
     nodes: dict[str, Node] = {}
     try:
         for name in RADIOS:
             engine = await net.open(name, tmp_path, to_epoch(time.time()))
-            roster = {RADIOS[n][0]: net.members[n][1].node_id.hex() for n in NEIGHBOURS[name]}
-            config = LoRaLinkConfig(roster=roster, port=servers[name].port, ack_timeout_s=10.0)
+            config = LoRaLinkConfig(
+                roster=air.radio_roster(name), port=air.servers[name].port, ack_timeout_s=10.0
+            )
             hop = HopAuth(net.members[name][0])
             nodes[name] = Node(engine, [LoRaLink(config, hop, engine.trust.check)])
         for node in nodes.values():
@@ -66,9 +60,6 @@ async def test_flash_alarm_crosses_two_lora_hops_ahead_of_queued_bulk(tmp_path: 
     finally:
         for node in nodes.values():
             await node.stop()
-        for server in servers.values():
-            server.stop()
-        medium.close()
 
 
 async def test_4k_message_crosses_in_fragments_with_20_percent_frame_loss(tmp_path: Path) -> None:
