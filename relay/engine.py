@@ -152,12 +152,12 @@ class NodeEngine:
         self.node_id = identity.node_id
         self.kinds = KindRegistry()
         # most held bundles stay in the store, read back when a link takes them (relay/core/held.py)
-        self._reader = StoreReader(store.path) if store.path is not None else None
+        self._reader = StoreReader(store.path)
         self.core = RelayCore(
             self.node_id,
             certificate.roles | groups,
             context=trust.compact_context(),
-            load=None if self._reader is None else self._reader.get,
+            load=self._reader.get,
         )
         self.refused_frames = 0
         self.refused_bundles = 0
@@ -195,14 +195,13 @@ class NodeEngine:
         store = await Store.open(Path(store_path), quota_bytes)
         engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
         custody = await store.custody_records()
-        for stored in engine._reader.held() if engine._reader is not None else await store.load_all():
+        for stored in engine._reader.held():
             engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
         await engine._apply([DeliverLocal(bundle) for bundle in await store.pending_deliveries()], now)
         return engine
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        self._reader.close()
         await self.store.close()
 
     # -- application side ------------------------------------------------------------------------

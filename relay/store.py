@@ -145,6 +145,7 @@ class _Pending:
 class Store:
     def __init__(
         self,
+        path: Path,
         db: sqlite3.Connection,
         thread: ThreadPoolExecutor,
         quota_bytes: int,
@@ -152,6 +153,7 @@ class Store:
         reserve: DiskReserve | None = None,
     ) -> None:
         """Use :meth:`open`."""
+        self.path = path  # the SQLite file; applications keep their own files beside it
         self._db = db  # used only on ``_thread``
         self._thread = thread
         self._reserve = reserve or DiskReserve(Path(), 0)
@@ -163,7 +165,6 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
-        self.path: Path | None = None  # the SQLite file; applications keep their own files beside it
         self._ids: dict[bytes, tuple[int, int, int]] = {}  # origin -> (created, last seq issued, reserved to)
         self._id_lock = asyncio.Lock()
 
@@ -187,7 +188,7 @@ class Store:
         except BaseException:
             thread.shutdown(wait=False)
             raise
-        store = cls(db, thread, quota_bytes, max_batch, reserve)
+        store = cls(Path(path), db, thread, quota_bytes, max_batch, reserve)
         try:
             await store._call(migrate)
             if not reserve.restore():
@@ -204,7 +205,6 @@ class Store:
             await store._call(sqlite3.Connection.close)
             thread.shutdown(wait=False)
             raise
-        store.path = Path(path)
         store._writer = asyncio.create_task(store._run_writer(), name=f"store-writer:{path}")
         return store
 
