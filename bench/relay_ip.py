@@ -13,30 +13,38 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
 - *api batch*: the same 100 B messages through ``POST /api/v1/messages/batch``, 250 per request, one
   request at a time: ``ingest`` is messages made durable at the sender per second (first request to
   last answer), the other figure is to the last arrival at the command post.
-- *latency*: one message at a time through the API on a warm path, from before the POST to the command
-  post application receiving it (wall clock, one machine); percentiles over all repetitions' samples.
+- *latency*: one message at a time on a warm, idle path, from just before it is handed to the sender's
+  relay to the command post application's ``received`` stamp (read from the command post's live
+  stream; wall clock, one machine); percentiles over all repetitions' samples. Two doors: ``app``
+  (``latency_app_*``), an application on the sender's machine writing to its open local ingest
+  WebSocket (``/api/v1/ingest``): the figure compared with LXMF's, whose sender is an application
+  calling its router in process; and ``post`` (``latency_post_*``), an operator's single
+  ``POST /api/v1/messages`` with its HTTP request and token check.
 
 The LXMF side (``bench/_lxmf_field.py``) runs one RNS instance per process with TCP interfaces on
 127.0.0.1 only (config written first: no AutoInterface, no shared instance), two transport nodes in
 the three-hop case, DIRECT delivery over a link. 1 MB = 1e6 B.
 
 ``MESH112_BENCH_ROUNDS=1`` runs one round of each side instead of ``ROUNDS`` (a quick before/after
-check; the committed results come from full runs).
+check; the committed results come from full runs); ``MESH112_BENCH_ONLY=latency`` measures only the
+latencies (and LXMF's), a check of about a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.sync.client import connect
 
 from bench._lxmf_config import verify_loopback_sockets
 from bench._lxmf_field import measure_lxmf
@@ -64,6 +72,7 @@ LATENCY_GAP = 0.05
 LXMF_API_MESSAGES = 200
 LXMF_BULK_MESSAGES = 1000
 ROUNDS = int(os.environ.get("MESH112_BENCH_ROUNDS", "3"))
+ONLY_LATENCY = os.environ.get("MESH112_BENCH_ONLY", "") == "latency"
 MB = 1e6
 
 
@@ -96,22 +105,68 @@ def _backlog(field: RunningField, size: int, count: int) -> dict[str, float]:
     return {"bundles_per_s": (count - 1) / span, "mb_per_s": (count - 1) * size / span / MB}
 
 
-def _latency(field: RunningField, samples: int) -> list[float]:
+class _Arrivals:
+    """The command post's live stream (``/api/v1/stream``): each journal message as it is written,
+    with the ``received`` stamp the command post application put on it (no polling of the journal)."""
+
+    def __init__(self, post: FieldNode, token: str) -> None:
+        self._socket = connect(f"{_ws(post.api)}/api/v1/stream?token={token}", compression=None, proxy=None)
+
+    def received(self, text: str, timeout: float = 30.0) -> float:
+        """The ``received`` stamp of the message ``text`` (the next one the stream shows)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event = json.loads(self._socket.recv(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                raise TimeoutError(
+                    f"latency probe {text[:16]} did not arrive within {timeout:.0f} s"
+                ) from None
+            if event.get("type") == "message" and event["item"]["text"] == text:
+                return float(event["item"]["received"])
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def _ws(api: str) -> str:
+    return "ws" + api.removeprefix("http")
+
+
+def _latency(field: RunningField, samples: int, door: str) -> list[float]:
+    """One message at a time, from just before it is handed to the sender's relay to the command post
+    application's ``received`` stamp. ``door``: ``app`` sends through the local ingest socket (one
+    open WebSocket, as an application on the sender's machine does), ``post`` through the operators'
+    single ``POST /api/v1/messages``."""
     post, sender = field.nodes[0], field.nodes[-1]
     to = f"node:{field.node_id('command-post')}"
-    sent: dict[str, float] = {}
-    with httpx.Client(base_url=sender.api, headers={"Authorization": f"Bearer {field.token}"}) as client:
-        for text in _texts("latency", samples, 100):
-            sent[text] = time.time()
-            client.post("/api/v1/messages", json={"to": to, "text": text}).raise_for_status()
-            deadline = time.monotonic() + 30
-            while text not in {t for _, _, t, _ in journal_messages(post)[-20:]}:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"latency probe {text[:16]} did not arrive within 30 s")
-                time.sleep(0.002)
-            time.sleep(LATENCY_GAP)
-    received = {text: at for _, _, text, at in journal_messages(post) if text in sent}
-    return [(received[text] - sent[text]) * 1000 for text in sent]
+    arrivals = _Arrivals(post, field.token)
+    latencies = []
+    try:
+        if door == "app":
+            with connect(
+                f"{_ws(sender.api)}/api/v1/ingest?token={field.token}", compression=None, proxy=None
+            ) as ingest:
+                for index, text in enumerate(_texts(f"latency-{door}", samples, 100)):
+                    frame = json.dumps({"ref": index, "messages": [{"to": to, "text": text}]})
+                    sent = time.time()
+                    ingest.send(frame)
+                    latencies.append((arrivals.received(text) - sent) * 1000)
+                    answer = json.loads(ingest.recv(timeout=30))
+                    if "bundle_id" not in answer["results"][0]:
+                        raise RuntimeError(f"ingest refused a latency probe: {answer}")
+                    time.sleep(LATENCY_GAP)
+        else:
+            headers = {"Authorization": f"Bearer {field.token}"}
+            with httpx.Client(base_url=sender.api, headers=headers) as client:
+                for text in _texts(f"latency-{door}", samples, 100):
+                    sent = time.time()
+                    client.post("/api/v1/messages", json={"to": to, "text": text}).raise_for_status()
+                    latencies.append((arrivals.received(text) - sent) * 1000)
+                    time.sleep(LATENCY_GAP)
+    finally:
+        arrivals.close()
+    return latencies
 
 
 def _api(field: RunningField, count: int) -> dict[str, float]:
@@ -159,26 +214,32 @@ def _quiesce(field: RunningField, timeout: float = 60.0) -> None:
     raise TimeoutError(f"the field did not settle within {timeout:.0f} s: {last}")
 
 
-def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], list[float]]:
-    """One fresh field; phases in the order the LXMF side runs them: latency on a warm, idle path,
-    then the API, then the two backlogs (the sender stopped, loaded, started again)."""
+def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """One fresh field; phases in the order the LXMF side runs them: latency on a warm, idle path
+    (through the app door, then the single POST), then the API, then the two backlogs (the sender
+    stopped, loaded, started again). ``MESH112_BENCH_ONLY=latency`` stops after the latencies."""
     chain = CHAINS[hops]
     figures: dict[str, Any] = {"durable": True}
+    latencies: dict[str, list[float]] = {}
     with running_field(root, chain) as field:
-        _latency(field, 1)  # warm-up: links up, routes learnt
-        _quiesce(field)
-        latencies = _latency(field, LATENCY_SAMPLES)
+        _latency(field, 1, "app")  # warm-up: links up, routes learnt
+        _latency(field, 1, "post")
+        for door in ("app", "post"):
+            _quiesce(field)
+            latencies[f"latency_{door}"] = _latency(field, LATENCY_SAMPLES, door)
+        checks = sum(verify_loopback_sockets(process.pid) for process in field.processes.values())
+        figures["loopback_only"] = checks > 0
+        if ONLY_LATENCY:
+            return figures, latencies
         _quiesce(field)
         api = _api(field, API_MESSAGES)
         _quiesce(field)
         batch = _api_batch(field, API_BATCH_MESSAGES)
-        checks = sum(verify_loopback_sockets(process.pid) for process in field.processes.values())
         sizes = {}
         for size in BACKLOG:
             _quiesce(field)
             field.stop(chain[-1])
             sizes[size] = _backlog(field, size, BACKLOG[size])
-    figures["loopback_only"] = checks > 0
     figures["backlog_100B_bundles_per_s"] = sizes[100]["bundles_per_s"]
     figures["backlog_100B_mb_per_s"] = sizes[100]["mb_per_s"]
     figures["backlog_10kB_bundles_per_s"] = sizes[10_000]["bundles_per_s"]
@@ -193,34 +254,39 @@ def _is_figure(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _summarise(rounds: Sequence[dict[str, Any]], latencies: Sequence[float]) -> dict[str, Any]:
-    """Medians (and each run) of the numeric figures; the first round's flags and notes as they are."""
+def _summarise(rounds: Sequence[dict[str, Any]], latencies: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Medians (and each run) of the numeric figures; the first round's flags and notes as they are;
+    ``<name>_ms_p50`` and ``_p99`` over every round's samples of each latency."""
     summary: dict[str, Any] = {k: v for k, v in rounds[0].items() if not _is_figure(v)}
     for key in rounds[0]:
         values = [r[key] for r in rounds if _is_figure(r.get(key))]
         if values:
             summary[f"{key}_median"] = round(statistics.median(values), 3)
             summary[f"{key}_runs"] = [round(v, 3) for v in values]
-    if latencies:
-        ordered = sorted(latencies)
-        summary["latency_ms_p50"] = round(statistics.median(ordered), 2)
-        summary["latency_ms_p99"] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2)
-        summary["latency_samples"] = len(ordered)
+    for name, samples in latencies.items():
+        if samples:
+            ordered = sorted(samples)
+            summary[f"{name}_ms_p50"] = round(statistics.median(ordered), 2)
+            summary[f"{name}_ms_p99"] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2)
+            summary[f"{name}_samples"] = len(ordered)
     return summary
 
 
 def _mesh112(hops: int) -> dict[str, Any]:
-    rounds, latencies = [], []
+    rounds: list[dict[str, Any]] = []
+    latencies: dict[str, list[float]] = {}
     for _ in range(ROUNDS):
         with tempfile.TemporaryDirectory() as directory:
             figures, samples = _mesh112_round(Path(directory), hops)
         rounds.append(figures)
-        latencies += samples
+        for name, values in samples.items():
+            latencies.setdefault(name, []).extend(values)
     return _summarise(rounds, latencies)
 
 
 def _lxmf(hops: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """LXMF at 100 B (API, bulk, latency) and at 10,000 B (bulk: sent as RNS resources)."""
+    """LXMF at 100 B (API, bulk, latency) and at 10,000 B (bulk: sent as RNS resources); with
+    ``MESH112_BENCH_ONLY=latency`` the latency and a token bulk of one message only."""
     small: list[dict[str, Any]] = []
     large: list[dict[str, Any]] = []
     latencies: list[float] = []
@@ -229,12 +295,14 @@ def _lxmf(hops: int) -> tuple[dict[str, Any], dict[str, Any]]:
             result = measure_lxmf(
                 Path(directory) / "100B",
                 hops=hops,
-                count=LXMF_BULK_MESSAGES,
-                api_count=LXMF_API_MESSAGES,
+                count=1 if ONLY_LATENCY else LXMF_BULK_MESSAGES,
+                api_count=1 if ONLY_LATENCY else LXMF_API_MESSAGES,
                 latency_samples=LATENCY_SAMPLES,
             )
             latencies += result.pop("latency_ms_samples")
             small.append(result)
+            if ONLY_LATENCY:
+                continue
             result = measure_lxmf(
                 Path(directory) / "10kB",
                 hops=hops,
@@ -245,7 +313,7 @@ def _lxmf(hops: int) -> tuple[dict[str, Any], dict[str, Any]]:
             )
             result.pop("latency_ms_samples")
             large.append(result)
-    return _summarise(small, latencies), _summarise(large, [])
+    return _summarise(small, {"latency": latencies}), _summarise(large, {}) if large else {}
 
 
 def _ratio(ours: float, theirs: float) -> float:
@@ -257,24 +325,25 @@ def run() -> dict[str, Any]:
     for hops in CHAINS:
         mesh = _mesh112(hops)
         lxmf, lxmf_large = _lxmf(hops)
-        results[f"{hops}_hop"] = {
-            "mesh112": mesh,
-            "lxmf_100B": lxmf,
-            "lxmf_10kB": lxmf_large,
-            "ratio_100B_throughput_vs_lxmf_bulk": _ratio(
-                mesh["backlog_100B_bundles_per_s_median"], lxmf["bulk_msgs_per_s_median"]
-            ),
-            "ratio_10kB_throughput_vs_lxmf_bulk": _ratio(
-                mesh["backlog_10kB_bundles_per_s_median"], lxmf_large["bulk_msgs_per_s_median"]
-            ),
-            "ratio_api_throughput_vs_lxmf_api": _ratio(
-                mesh["api_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
-            ),
-            "ratio_api_batch_ingest_vs_lxmf_api": _ratio(
-                mesh["api_batch_ingest_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
-            ),
-            "ratio_latency_p50_vs_lxmf": _ratio(mesh["latency_ms_p50"], lxmf["latency_ms_p50"]),
-            "ratio_latency_p99_vs_lxmf": _ratio(mesh["latency_ms_p99"], lxmf["latency_ms_p99"]),
+        ratios = {  # the app door is what LXMF's figure compares with: an application's send
+            "ratio_latency_app_p50_vs_lxmf": _ratio(mesh["latency_app_ms_p50"], lxmf["latency_ms_p50"]),
+            "ratio_latency_app_p99_vs_lxmf": _ratio(mesh["latency_app_ms_p99"], lxmf["latency_ms_p99"]),
         }
+        if not ONLY_LATENCY:
+            ratios |= {
+                "ratio_100B_throughput_vs_lxmf_bulk": _ratio(
+                    mesh["backlog_100B_bundles_per_s_median"], lxmf["bulk_msgs_per_s_median"]
+                ),
+                "ratio_10kB_throughput_vs_lxmf_bulk": _ratio(
+                    mesh["backlog_10kB_bundles_per_s_median"], lxmf_large["bulk_msgs_per_s_median"]
+                ),
+                "ratio_api_throughput_vs_lxmf_api": _ratio(
+                    mesh["api_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
+                ),
+                "ratio_api_batch_ingest_vs_lxmf_api": _ratio(
+                    mesh["api_batch_ingest_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
+                ),
+            }
+        results[f"{hops}_hop"] = {"mesh112": mesh, "lxmf_100B": lxmf, "lxmf_10kB": lxmf_large, **ratios}
     results["note"] = __doc__.split("\n\n", 1)[1].strip()
     return results

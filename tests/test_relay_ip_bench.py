@@ -22,8 +22,11 @@ def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
     for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", "api_msgs_per_s"):
         assert figures[key] > 0, key
     assert figures["backlog_10kB_mb_per_s"] == pytest.approx(figures["backlog_10kB_bundles_per_s"] * 0.01)
-    assert len(latencies) == relay_ip.LATENCY_SAMPLES
-    assert all(0 < latency < 30_000 for latency in latencies)
+    assert set(latencies) == {"latency_app", "latency_post"}  # the ingest socket and the single POST
+    for samples in latencies.values():
+        assert len(samples) == relay_ip.LATENCY_SAMPLES
+        assert all(0 < latency < 30_000 for latency in samples)
     summary = relay_ip._summarise([figures, figures], latencies)
     assert summary["durable"] is True
-    assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+    for door in ("app", "post"):
+        assert summary[f"latency_{door}_ms_p50"] <= summary[f"latency_{door}_ms_p99"]
