@@ -456,7 +456,7 @@ class RelayCore:
             # alarm had arrived.
             keeps = held.local and held.priority in (Priority.FLASH, Priority.IMMEDIATE)
             done = directed and dest.kind is DestKind.NODE and not keeps
-            if held.local or not done:  # a relay's record of a copy it drops at once helps nobody
+            if not done:  # a record of a copy dropped at once helps nobody (the drop deletes it)
                 actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
             if held.local:
                 status = self._statuses.custody(bundle_id, peer, state.profile.name, now)

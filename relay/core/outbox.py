@@ -78,9 +78,13 @@ class LinkState:
         pending = self.acks.setdefault(peer, {})
         pending[bundle_id] = priority
         item = SendAcks(peer)
-        best = min(pending.values())
-        self.queue.remove(item)
-        self.queue.push(item, best, CONTROL_FLOW)
+        if item in self.queue:
+            if self.queue.priority_of(item) <= priority:
+                return  # queued at the most urgent class already: O(1) per ACK, not a scan of a batch's
+            self.queue.remove(item)
+            self.queue.push(item, priority, CONTROL_FLOW)
+        else:
+            self.queue.push(item, min(pending.values()), CONTROL_FLOW)
 
     def new_transfer_id(self, peer: bytes) -> int:
         value = self.transfer_ids.get(peer, -1) + 1 & 0xFF
