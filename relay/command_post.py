@@ -22,7 +22,7 @@ from relay.bundle import Kind, from_epoch
 from relay.engine import Delivery
 from relay.heard import RECORD_TYPE as HEARD_RECORD
 from relay.heard import Heard, HeardGate, listen
-from relay.journal import Change, JournalBackend, MessageEntry, RecordEntry
+from relay.journal import Change, JournalBackend, MessageEntry, RecordEntry, UnitHeard
 from relay.node import Node
 from relay.position import (
     InvalidPositionError,
@@ -95,8 +95,8 @@ class CommandPostFeed:
             await asyncio.gather(*acks, heard, return_exceptions=True)
 
     async def record(self, deliveries: list[Delivery]) -> None:
-        """Record a burst: each unit heard once (with the newest position among its deliveries), the
-        text messages in one journal commit, application records one by one."""
+        """Record a burst: each unit heard once (with the newest position among its deliveries) and
+        the text messages in one journal commit, application records one by one."""
         received = time.time()
         units: dict[bytes, tuple[str, list[str], Position | None]] = {}
         positions: list[tuple[Delivery, str, Position]] = []
@@ -112,18 +112,10 @@ class CommandPostFeed:
                     if newest is None or position.fixed > newest.fixed:
                         newest = position
             units[delivery.origin] = (name, roles, newest)
-        for origin, (name, roles, position) in units.items():
-            unit = await self._journal.heard(
-                origin.hex(), name=name, roles=roles, at=received, position=position
-            )
-            self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
-        for delivery, name, position in positions:
-            event = {
-                "bundle_id": delivery.bundle_id.key().hex(),
-                "origin": delivery.origin.hex(),
-                "name": name,
-            }
-            self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
+        heard = [
+            UnitHeard(origin.hex(), name, roles, received, position)
+            for origin, (name, roles, position) in units.items()
+        ]
         texts = [
             MessageEntry(
                 delivery.bundle_id.key().hex(),
@@ -138,7 +130,17 @@ class CommandPostFeed:
             for delivery in deliveries
             if delivery.kind == Kind.TEXT
         ]
-        for stored in await self._journal.add_messages(texts):
+        stored_units, stored_texts = await self._journal.record_burst(heard, texts)
+        for unit in stored_units:
+            self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
+        for delivery, name, position in positions:
+            event = {
+                "bundle_id": delivery.bundle_id.key().hex(),
+                "origin": delivery.origin.hex(),
+                "name": name,
+            }
+            self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
+        for stored in stored_texts:
             self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
         for delivery in deliveries:
             if delivery.kind not in (Kind.TEXT, Kind.POSITION):

@@ -58,6 +58,14 @@ SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for tab
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
 RECORD_COLUMNS = "record_id, type, origin, priority, created, received, body, acks, seq, closed"
 UNIT_COLUMNS = "node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m, seq"
+# A unit heard: its position changes only to a newer fix (see Journal.heard).
+UNIT_UPSERT = f"""INSERT INTO units ({UNIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)
+    ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles, seq=excluded.seq,
+      last_heard=max(last_heard, excluded.last_heard),
+      lat=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lat ELSE lat END,
+      lon=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lon ELSE lon END,
+      accuracy_m=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.accuracy_m ELSE accuracy_m END,
+      fixed=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.fixed ELSE fixed END"""
 
 
 # Open records come highest priority first, then oldest first.
@@ -109,6 +117,17 @@ class UnitEntry:
     fixed: float | None  # Unix time of the position fix (not when it arrived)
     accuracy_m: int | None
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnitHeard:
+    """A unit heard from in a burst of deliveries (see :meth:`Journal.heard`)."""
+
+    node_id: str
+    name: str
+    roles: list[str]
+    at: float
+    position: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +209,14 @@ class Journal:
         (not those the journal held already)."""
         if not entries:
             return []
-        rows = [(*message_row(entry), self._next_seq()) for entry in entries]
-        await self._db.executemany(
-            f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
-        )
-        await self._db.commit()
+        return (await self.record_burst([], entries))[1]
+
+    async def _stored_messages(
+        self, entries: Sequence[MessageEntry], rows: Sequence[tuple[Any, ...]]
+    ) -> list[MessageEntry]:
+        """Those of ``entries`` (written as ``rows``) the journal did not hold already, with their seq."""
+        if not rows:
+            return []
         async with self._db.execute(
             "SELECT bundle_id, seq FROM messages WHERE seq >= ? AND seq <= ?", (rows[0][-1], rows[-1][-1])
         ) as cursor:
@@ -346,23 +368,33 @@ class Journal:
         """A unit was heard from (any bundle originated by it). Its position changes only to a newer
         fix: bundles overtake each other in a delay-tolerant network, and a late old fix must not
         move the unit back to where it was."""
-        fix = (position.lat, position.lon, position.fixed, position.accuracy_m) if position else (None,) * 4
-        await self._db.execute(
-            f"""INSERT INTO units ({UNIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)
-               ON CONFLICT(node_id) DO UPDATE SET name=excluded.name, roles=excluded.roles, seq=excluded.seq,
-                 last_heard=max(last_heard, excluded.last_heard),
-                 lat=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lat ELSE lat END,
-                 lon=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.lon ELSE lon END,
-                 accuracy_m=CASE WHEN excluded.fixed > coalesce(fixed, -1)
-                   THEN excluded.accuracy_m ELSE accuracy_m END,
-                 fixed=CASE WHEN excluded.fixed > coalesce(fixed, -1) THEN excluded.fixed ELSE fixed END""",
-            (node_id, name, json.dumps(roles), at, *fix, self._next_seq()),
-        )
+        [unit], _ = await self.record_burst([UnitHeard(node_id, name, roles, at, position)], [])
+        return unit
+
+    async def record_burst(
+        self, units: Sequence[UnitHeard], entries: Sequence[MessageEntry]
+    ) -> tuple[list[UnitEntry], list[MessageEntry]]:
+        """What a burst of deliveries tells the journal, in one commit (one fsync, not one per
+        table): the units heard (as :meth:`heard`) and the messages (as :meth:`add_messages`).
+        Returns the units as stored and the messages stored (with their ``seq``)."""
+        unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
+        message_rows = [(*message_row(entry), self._next_seq()) for entry in entries]
+        if unit_rows:
+            await self._db.executemany(UNIT_UPSERT, unit_rows)
+        if message_rows:
+            await self._db.executemany(
+                f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", message_rows
+            )
         await self._db.commit()
-        async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id = ?", (node_id,)) as cur:
-            row = await cur.fetchone()
-        assert row is not None  # written just above
-        return _unit(row)
+        stored_units = []
+        for unit in units:
+            async with self._db.execute(
+                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id = ?", (unit.node_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None  # written just above
+            stored_units.append(_unit(row))
+        return stored_units, await self._stored_messages(entries, message_rows)
 
     async def units(self) -> list[UnitEntry]:
         async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY name") as cursor:
@@ -397,6 +429,13 @@ def message_row(entry: MessageEntry) -> tuple[Any, ...]:
         entry.received,
         entry.text,
     )
+
+
+def _unit_params(unit: UnitHeard) -> tuple[Any, ...]:
+    """A unit heard as UNIT_COLUMNS without seq."""
+    position = unit.position
+    fix = (position.lat, position.lon, position.fixed, position.accuracy_m) if position else (None,) * 4
+    return (unit.node_id, unit.name, json.dumps(unit.roles), unit.at, *fix)
 
 
 def _record(row: Any) -> RecordEntry:

@@ -28,6 +28,7 @@ from relay.journal import (
     MessageEntry,
     RecordEntry,
     UnitEntry,
+    UnitHeard,
     UnknownRecordError,
     message_row,
     record_row,
@@ -114,6 +115,18 @@ class PgJournal:
         advisory lock and notifies followers on its own)."""
         stored = [await self.add_message(entry) for entry in entries]
         return [entry for entry in stored if entry is not None]
+
+    async def record_burst(
+        self, units: Sequence[UnitHeard], entries: Sequence[MessageEntry]
+    ) -> tuple[list[UnitEntry], list[MessageEntry]]:
+        """As :meth:`relay.journal.Journal.record_burst`, one write per unit and message here."""
+        stored_units = [
+            await self.heard(
+                unit.node_id, name=unit.name, roles=unit.roles, at=unit.at, position=unit.position
+            )
+            for unit in units
+        ]
+        return stored_units, await self.add_messages(entries)
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100

@@ -158,8 +158,8 @@ def test_every_journal_commit_syncs_its_log(tmp_path: Path) -> None:
     synced = re.findall(r"f(?:data)?sync\(\d+<([^>]+)>(?:\)\s+= 0| <unfinished \.\.\.>)", trace.read_text())
     journal_syncs = [i for i, path in enumerate(synced) if path.endswith("journal.sqlite3-wal")]
     store_syncs = [i for i, path in enumerate(synced) if path.endswith("store.sqlite3-wal")]
-    # Every journal commit syncs the log (a burst of deliveries is one commit of its messages, one per
-    # unit heard); NORMAL would sync only at a checkpoint or on close, a handful of times in all.
+    # Every journal commit syncs the log (a burst of deliveries is one commit of its units heard and
+    # messages); NORMAL would sync only at a checkpoint or on close, a handful of times in all.
     commits = int(re.findall(rb"COMMITS (\d+)", child.stdout)[0])
     assert commits >= 4, f"the feed committed the journal only {commits} times for {messages} messages"
     assert len(journal_syncs) >= commits, (
