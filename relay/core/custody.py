@@ -12,6 +12,8 @@ on copies sent once (Karn), never below the link's frame-time floor.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from relay.bundle import BundleId
@@ -20,6 +22,7 @@ from relay.links.base import LinkProfile
 MIN_RTO_S = 2.0
 MAX_RTO_S = 600.0
 RTO_FRAMES = 4.0  # floor of the timeout: this many full-frame times (covers the ACK's own trip on LoRa)
+STALE_HEAP_MIN = 1024  # outdated deadline entries tolerated before the heap is rebuilt
 
 
 def initial_rto(profile: LinkProfile) -> float:
@@ -36,6 +39,7 @@ class InFlight:
     deadline: float
     first_sent: float
     attempts: int = 1
+    order: int = 0  # when it was first tracked: due copies come back in this order
 
 
 @dataclass
@@ -51,6 +55,14 @@ class CustodyTracker:
         self._flights: dict[tuple[BundleId, bytes], InFlight] = {}
         self._by_bundle: dict[BundleId, set[bytes]] = {}
         self._rtt: dict[str, _RoundTrip] = {}
+        # (deadline, order, id, peer) for every deadline set; an entry whose copy moved on or left is
+        # skipped. Scanning every copy in flight on each timer, deadline query and ACK frame cost a
+        # sender with thousands of copies in flight about a tenth of its time.
+        self._deadlines: list[tuple[float, int, BundleId, bytes]] = []
+        self._orders = itertools.count()
+        # per (peer, link): no copy in flight there has a longer timeout than this, so an ACK need
+        # not look for copies to stop backing off while the link's base timeout is at least this
+        self._rto_bound: dict[tuple[bytes, str], float] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -71,11 +83,14 @@ class CustodyTracker:
         flight = self._flights.get((bundle_id, peer))
         if flight is None or flight.link != profile.name:
             rto = self.rto(profile)
-            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now)
+            order = next(self._orders) if flight is None else flight.order
+            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, order=order)
             self._flights[(bundle_id, peer)] = flight
             self._by_bundle.setdefault(bundle_id, set()).add(peer)
+            self._bound(flight)
         else:
             flight.deadline = now + flight.rto
+        self._schedule(flight)
         return flight
 
     def retry(self, bundle_id: BundleId, peer: bytes, now: float) -> None:
@@ -85,6 +100,8 @@ class CustodyTracker:
             flight.attempts += 1
             flight.rto = min(MAX_RTO_S, flight.rto * 2)
             flight.deadline = now + flight.rto
+            self._bound(flight)
+            self._schedule(flight)
 
     def progress(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> None:
         """The neighbour reported progress (a fragment status): it is alive, so end the backoff."""
@@ -92,15 +109,21 @@ class CustodyTracker:
         if flight is not None:
             flight.rto = self.rto(profile)
             flight.deadline = now + flight.rto
+            self._bound(flight)
+            self._schedule(flight)
 
     def peer_alive(self, peer: bytes, profile: LinkProfile, now: float) -> None:
         """An ACK came from ``peer``: losses on this link are random, not a dead peer or congestion
         (the token bucket bounds the load), so its other copies stop backing off."""
         base = self.rto(profile)
+        if self._rto_bound.get((peer, profile.name), 0.0) <= base:
+            return  # no copy there backs off beyond the base: nothing to scan
         for flight in self._flights.values():
             if flight.peer == peer and flight.link == profile.name and flight.rto > base:
                 flight.rto = base
                 flight.deadline = min(flight.deadline, now + base)
+                self._schedule(flight)
+        self._rto_bound[(peer, profile.name)] = base
 
     def acknowledged(self, bundle_id: BundleId, peer: bytes, now: float | None = None) -> InFlight | None:
         flight = self._pop(bundle_id, peer)
@@ -109,8 +132,18 @@ class CustodyTracker:
         return flight
 
     def due(self, now: float) -> list[InFlight]:
-        """Copies whose timeout passed; the caller queues them again and calls ``retry``."""
-        return [f for f in self._flights.values() if f.deadline <= now]
+        """Copies whose timeout passed, in the order they were first sent; the caller queues them
+        again and calls ``retry`` (a copy it leaves alone stays due)."""
+        due: dict[tuple[BundleId, bytes], InFlight] = {}
+        while self._deadlines and self._deadlines[0][0] <= now:
+            entry = heapq.heappop(self._deadlines)
+            flight = self._current(entry)
+            if flight is not None:
+                due[(flight.bundle_id, flight.peer)] = flight
+        flights = sorted(due.values(), key=lambda f: f.order)
+        for flight in flights:
+            self._schedule(flight)
+        return flights
 
     def forget_bundle(self, bundle_id: BundleId) -> None:
         for peer in list(self._by_bundle.get(bundle_id, ())):
@@ -123,7 +156,30 @@ class CustodyTracker:
         return gone
 
     def next_deadline(self) -> float | None:
-        return min((f.deadline for f in self._flights.values()), default=None)
+        while self._deadlines:
+            if self._current(self._deadlines[0]) is not None:
+                return self._deadlines[0][0]
+            heapq.heappop(self._deadlines)
+        return None
+
+    def _schedule(self, flight: InFlight) -> None:
+        heapq.heappush(self._deadlines, (flight.deadline, flight.order, flight.bundle_id, flight.peer))
+        if len(self._deadlines) > 2 * len(self._flights) + STALE_HEAP_MIN:
+            self._deadlines = [(f.deadline, f.order, f.bundle_id, f.peer) for f in self._flights.values()]
+            heapq.heapify(self._deadlines)
+
+    def _current(self, entry: tuple[float, int, BundleId, bytes]) -> InFlight | None:
+        """The copy a deadline entry is for, if it is still in flight with that deadline."""
+        deadline, order, bundle_id, peer = entry
+        flight = self._flights.get((bundle_id, peer))
+        if flight is None or flight.deadline != deadline or flight.order != order:
+            return None
+        return flight
+
+    def _bound(self, flight: InFlight) -> None:
+        key = (flight.peer, flight.link)
+        if flight.rto > self._rto_bound.get(key, 0.0):
+            self._rto_bound[key] = flight.rto
 
     def _pop(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
         flight = self._flights.pop((bundle_id, peer), None)
