@@ -80,10 +80,19 @@ class Router:
         # Every change to _neighbours or to the routes in _routes that can change a next hop goes
         # through _change, so the relay re-routes only the bundles whose next hops it may change.
         self.version = 0  # counts those changes
+        # ... of which those that change what this node reaches or at what cost (not a refresh
+        # that only reorders equal-cost routes): what reach() reads.
+        self._offer_version = 0
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
-        self._reach: tuple[int, dict[bytes, int]] | None = None  # (version, reach) last computed
+        self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
+        # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
+        # re-routes every held bundle to the nodes they name: bundles alike go alike.
+        self._hops: dict[tuple[object, ...], list[Hop]] = {}  # next_hops' answers at _hops_version
+        self._hops_version = 0
+        self._fit_all = (0, 0)  # largest sizes (full, compact) that fit every neighbour's link whole
         self._next_expiry: float | None = None  # when the first route expires, if known
         self._next_expiry_known = False  # False after any change to the routes
+        self._emptied = False  # link_down left a node with no route in _routes
 
     # -- neighbours and routes -------------------------------------------------------------------
 
@@ -98,13 +107,17 @@ class Router:
             if not links:
                 del self._neighbours[peer]
         for routes in self._routes.values():
-            routes.pop((link, peer), None)
+            if routes.pop((link, peer), None) is not None and not routes:
+                self._emptied = True  # expire() drops it
         self._change(None)
         self._next_expiry_known = False
 
-    def _change(self, target: bytes | None) -> None:
-        """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went)."""
+    def _change(self, target: bytes | None, *, reorder: bool = False) -> None:
+        """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went).
+        ``reorder``: only the order of equal-cost routes changed, not what this node offers."""
         self.version += 1
+        if not reorder:
+            self._offer_version += 1
         if target is None:
             self._changed = None
         elif self._changed is not None:
@@ -149,10 +162,15 @@ class Router:
                 else:
                     route.expires = expires
                     if any(r.cost == total for r in routes.values() if r is not route):
-                        self._change(node)  # equal costs: the order may follow when each was offered
+                        # equal costs: the order may follow when each was offered
+                        self._change(node, reorder=True)
         self._next_expiry_known = False
 
     def expire(self, now: float) -> None:
+        due = self._next_expiry is None or self._next_expiry <= now
+        if self._next_expiry_known and not due and not self._emptied:
+            return  # nothing to do, known without a look at every route (the relay asks on every timer)
+        self._emptied = False
         for target in list(self._routes):
             routes = self._routes[target]
             stale = [k for k, r in routes.items() if r.expires <= now]
@@ -176,13 +194,13 @@ class Router:
     def reach(self) -> dict[bytes, int]:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
         hear of it before the next regular beacon. The same dict while :attr:`version` stands."""
-        if self._reach is not None and self._reach[0] == self.version:
+        if self._reach is not None and self._reach[0] == self._offer_version:
             return self._reach[1]
         reach = {peer: min(link_cost(p) for p in links.values()) for peer, links in self._neighbours.items()}
         for node, routes in self._routes.items():
             for route in routes.values():
                 reach[node] = min(route.cost, reach.get(node, route.cost))
-        self._reach = (self.version, reach)
+        self._reach = (self._offer_version, reach)
         return reach
 
     def route_cost(self, node: bytes) -> int | None:
@@ -231,6 +249,28 @@ class Router:
         return min(eligible, key=lambda p: (p.cost, -p.bitrate, p.name), default=None)
 
     def next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
+        """Where ``bundle`` goes next (the list is shared: do not change it). Bundles of one class,
+        destination and size get the same answer until :attr:`version` moves, so the answer is
+        kept until then: a relay re-routes every bundle to a node whose routes changed."""
+        if self._hops_version != self.version:
+            self._hops.clear()
+            self._hops_version = self.version
+            profiles = [p for links in self._neighbours.values() for p in links.values()]
+            self._fit_all = (
+                min((p.mtu for p in profiles if not p.compact), default=0),
+                min((p.mtu for p in profiles if p.compact), default=0),
+            )
+        full, compact = size_for[False], size_for[True]
+        if full <= self._fit_all[0] and compact <= self._fit_all[1]:
+            full = compact = 0  # fits every link whole: its size changes nothing
+        dest = bundle.destination
+        key = (dest.kind, dest.node, dest.name, bundle.priority, full, compact)
+        hops = self._hops.get(key)
+        if hops is None:
+            hops = self._hops[key] = self._next_hops(bundle, size_for)
+        return hops
+
+    def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination
         if dest.kind is DestKind.NODE and dest.node is not None:
             if dest.node == self.node_id:
