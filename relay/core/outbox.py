@@ -78,13 +78,12 @@ class LinkState:
         pending = self.acks.setdefault(peer, {})
         pending[bundle_id] = priority
         item = SendAcks(peer)
-        if item in self.queue:
-            if self.queue.priority_of(item) <= priority:
-                return  # queued at the most urgent class already: O(1) per ACK, not a scan of a batch's
-            self.queue.remove(item)
-            self.queue.push(item, priority, CONTROL_FLOW)
-        else:
-            self.queue.push(item, min(pending.values()), CONTROL_FLOW)
+        # Queued, the item rides at the most urgent class pending (pending only grows while it is
+        # queued): O(1) per ACK, not a min over a batch's worth of pending ACKs.
+        queued = item in self.queue
+        best = min(self.queue.priority_of(item), priority) if queued else min(pending.values())
+        self.queue.remove(item)
+        self.queue.push(item, best, CONTROL_FLOW)
 
     def new_transfer_id(self, peer: bytes) -> int:
         value = self.transfer_ids.get(peer, -1) + 1 & 0xFF
