@@ -201,14 +201,18 @@ class Node:
         for event in self._wakes.values():
             event.set()
 
-    async def _sleep(self, name: str, deadline: float | None) -> None:
+    async def _sleep(self, name: str, deadline: float | None) -> bool:
+        """Wait for a wake-up, ``deadline`` or :data:`IDLE_WAKE_S`; True if woken before them."""
         timeout = IDLE_WAKE_S if deadline is None else min(IDLE_WAKE_S, max(0.0, deadline - self.now()))
         wake = self._wakes[name]
         # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that races
         # with the wake-up, and stop() would then wait for this loop forever.
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(timeout):
                 await wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _run_events(self) -> None:
         """Frames go to the engine in batches: every frame queued by the time a batch may start
@@ -242,7 +246,8 @@ class Node:
         now = self.now()
         try:
             if event.what == "up":
-                await self.engine.link_up(self.links[event.link].profile, event.peer, now)
+                link = self.links[event.link]
+                await self.engine.link_up(link.profile, event.peer, now, link.pace(event.peer))
             else:
                 await self.engine.link_down(event.link, event.peer, now)
         except Exception:
@@ -257,11 +262,21 @@ class Node:
         self._wake()
 
     async def _run_timers(self) -> None:
+        """The engine's timers when one is due, and at least every :data:`IDLE_WAKE_S` (the store's
+        expiry). A wake-up (a bundle sent or stored) only reads the next deadline again: running
+        the timers on each one put their work between a new bundle and the link and application
+        tasks woken with it (about 0.1 ms on each side of a hop)."""
         while True:
             self._wakes[""].clear()
             await self.engine.on_timer(self.now())
             self._wake_links()
-            await self._sleep("", self.engine.next_deadline())
+            idle_until = self.now() + IDLE_WAKE_S
+            while await self._sleep("", self._timer_deadline(idle_until)):
+                self._wakes[""].clear()
+
+    def _timer_deadline(self, idle_until: float) -> float:
+        deadline = self.engine.next_deadline()
+        return idle_until if deadline is None else min(deadline, idle_until)
 
     def _wake_links(self) -> None:
         for name, event in self._wakes.items():
