@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 from relay.bundle import NODE_ID_LEN, Bundle, DestKind, Header, Priority, short_code
 from relay.core.fragments import max_fragmented_size
@@ -42,6 +43,13 @@ ROUTE_LIFETIME_BEACONS = 3
 def beacon_interval(profile: LinkProfile) -> float:
     """Seconds between beacons: often on free links, rarely where airtime is rationed."""
     return 30.0 if profile.duty_cycle >= 1 else 900.0
+
+
+def paced_interval(profile: LinkProfile, pace: float | None) -> float:
+    """Seconds between beacons to one neighbour: the link's, or the pace its connection keeps alive
+    at when that is slower (a phone on battery announces a minute; both ends take the slower of the
+    two announced, so they agree). Its routes then live three of those."""
+    return max(beacon_interval(profile), pace or 0.0)
 
 
 def triggered_beacon_gap(profile: LinkProfile) -> float:
@@ -76,6 +84,7 @@ class Router:
         self.names = names  # roles and groups this node holds
         self._codes = frozenset(short_code(name) for name in names)
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
+        self._paces: dict[tuple[str, bytes], float] = {}  # (link, neighbour) -> beacon interval
         self._routes: dict[bytes, dict[tuple[str, bytes], _Route]] = {}
         # Every change to _neighbours or to the routes in _routes that can change a next hop goes
         # through _change, so the relay re-routes only the bundles whose next hops it may change.
@@ -85,6 +94,7 @@ class Router:
         self._offer_version = 0
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
+        self._neighbour_costs: tuple[int, dict[bytes, int]] = (-1, {})  # (offer version, costs)
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         self._hops: dict[tuple[object, ...], list[Hop]] = {}  # next_hops' answers at _hops_version
@@ -96,12 +106,15 @@ class Router:
 
     # -- neighbours and routes -------------------------------------------------------------------
 
-    def link_up(self, profile: LinkProfile, peer: bytes) -> None:
+    def link_up(self, profile: LinkProfile, peer: bytes, pace: float | None = None) -> None:
+        """``pace``: the neighbour's keepalive on this link (see :func:`paced_interval`)."""
         self._neighbours.setdefault(peer, {})[profile.name] = profile
+        self._paces[(profile.name, peer)] = paced_interval(profile, pace)
         self._change(None)
 
     def link_down(self, link: str, peer: bytes) -> None:
         links = self._neighbours.get(peer)
+        self._paces.pop((link, peer), None)
         if links is not None:
             links.pop(link, None)
             if not links:
@@ -111,6 +124,10 @@ class Router:
                 self._emptied = True  # expire() drops it
         self._change(None)
         self._next_expiry_known = False
+
+    def beacon_every(self, link: str, peer: bytes) -> float:
+        """Seconds between beacons to and from ``peer`` on ``link`` (the link's unless it is paced)."""
+        return self._paces[(link, peer)]
 
     def _change(self, target: bytes | None, *, reorder: bool = False) -> None:
         """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went).
@@ -143,27 +160,32 @@ class Router:
         # A beacon is the neighbour's whole offer: what it no longer lists it no longer reaches, so
         # a route it lost is withdrawn now rather than lingering for three beacon intervals (a
         # stale route is how a bundle ends up handed round a loop to a dead end).
+        via = (link, peer)
         offered = {node for node, _ in beacon.nodes}
-        for target in [t for t, routes in self._routes.items() if (link, peer) in routes]:
-            if target not in offered:
-                del self._routes[target][(link, peer)]
-                if not self._routes[target]:
-                    del self._routes[target]
-                self._change(target)
-        expires = now + ROUTE_LIFETIME_BEACONS * beacon_interval(profile)
+        for target in [t for t, routes in self._routes.items() if via in routes and t not in offered]:
+            routes = self._routes[target]
+            del routes[via]
+            if not routes:
+                del self._routes[target]
+            self._change(target)
+        expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
+        hop_cost = link_cost(profile)
         for node, cost in beacon.nodes:
-            if node != self.node_id:
-                total = min(MAX_COST, cost + link_cost(profile))
-                routes = self._routes.setdefault(node, {})
-                route = routes.get((link, peer))
-                if route is None or route.cost != total:
-                    routes[(link, peer)] = _Route(total, expires)
-                    self._change(node)
-                else:
-                    route.expires = expires
-                    if any(r.cost == total for r in routes.values() if r is not route):
-                        # equal costs: the order may follow when each was offered
-                        self._change(node, reorder=True)
+            if node == self.node_id:
+                continue
+            total = min(MAX_COST, cost + hop_cost)
+            routes = self._routes.get(node)
+            if routes is None:
+                routes = self._routes[node] = {}
+            route = routes.get(via)
+            if route is None or route.cost != total:
+                routes[via] = _Route(total, expires)
+                self._change(node)
+            else:
+                route.expires = expires
+                if len(routes) > 1 and any(r.cost == total for r in routes.values() if r is not route):
+                    # equal costs: the order may follow when each was offered
+                    self._change(node, reorder=True)
         self._next_expiry_known = False
 
     def expire(self, now: float) -> None:
@@ -196,12 +218,19 @@ class Router:
         hear of it before the next regular beacon. The same dict while :attr:`version` stands."""
         if self._reach is not None and self._reach[0] == self._offer_version:
             return self._reach[1]
-        reach = {peer: min(link_cost(p) for p in links.values()) for peer, links in self._neighbours.items()}
+        reach = dict(self._hop_costs())
         for node, routes in self._routes.items():
             for route in routes.values():
                 reach[node] = min(route.cost, reach.get(node, route.cost))
         self._reach = (self._offer_version, reach)
         return reach
+
+    def _hop_costs(self) -> dict[bytes, int]:
+        """Each neighbour's cheapest link cost (the same dict while what this node offers stands)."""
+        if self._neighbour_costs[0] != self._offer_version:
+            costs = {n: min(link_cost(p) for p in links.values()) for n, links in self._neighbours.items()}
+            self._neighbour_costs = (self._offer_version, costs)
+        return self._neighbour_costs[1]
 
     def route_cost(self, node: bytes) -> int | None:
         costs = [r.cost for r in self._routes.get(node, {}).values()]
@@ -211,15 +240,20 @@ class Router:
         """What this node offers ``peer``: itself, its neighbours, its routes and its names, except
         routes that go through ``peer`` itself (poisoned reverse: no two-node routing loops)."""
         reach: dict[bytes, int] = {self.node_id: 0}
-        for neighbour, links in self._neighbours.items():
+        for neighbour, cost in self._hop_costs().items():
             if neighbour != peer:
-                reach[neighbour] = min(link_cost(p) for p in links.values())
+                reach[neighbour] = cost
         for node, routes in self._routes.items():
-            costs = [r.cost for (_, via), r in routes.items() if via != peer]
-            if costs and node != peer and (node not in reach or min(costs) < reach[node]):
-                reach[node] = min(costs)
+            if node == peer:
+                continue
+            best: int | None = None
+            for (_, via), route in routes.items():
+                if via != peer and (best is None or route.cost < best):
+                    best = route.cost
+            if best is not None and (node not in reach or best < reach[node]):
+                reach[node] = best
         room = profile.mtu - 3 - 4 * len(self._codes)
-        nodes = sorted(reach.items(), key=lambda item: item[1])[: max(0, room // (NODE_ID_LEN + 1))]
+        nodes = sorted(reach.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
         return BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
 
     # -- decisions -------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ ORIGIN_SHARE = 0.02  # of a window, what one origin's FLASH (or IMMEDIATE) may s
 ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
 CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
 OVER_CAP_AIR_SHARE = 0.1  # on a duty-cycled link, an origin over its cap is paced to this share of time
+_PRIORITIES = tuple(Priority)  # iterating the enum itself costs a generator per call
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
@@ -94,7 +95,9 @@ class FairQueue(Generic[T]):
 
     def peek(self) -> T | None:
         """The next item: highest class first, then the flow whose turn it is (flows over their cap last)."""
-        for priority, cls in zip(Priority, self._classes, strict=True):
+        if not self._where:
+            return None  # an idle link asks after every frame: most often there is nothing
+        for priority, cls in zip(_PRIORITIES, self._classes, strict=True):
             if cls.turn:
                 return cls.flows[self._next_flow(priority, cls)][0]
         return None
