@@ -281,12 +281,19 @@ class Bundle:
     def _hop_copy(self, hop_count: int, trail: tuple[bytes, ...]) -> Bundle:
         """This bundle with other hop fields, without checking again what it passed when made: a
         relay makes two copies per bundle per hop, and ``dataclasses.replace`` validated each anew."""
-        copy = object.__new__(Bundle)
-        for name in _HEADER_FIELDS:
-            object.__setattr__(copy, name, getattr(self, name))
-        object.__setattr__(copy, "hop_count", hop_count)
-        object.__setattr__(copy, "trail", trail)
-        return copy
+        return _assemble(
+            self.origin,
+            self.destination,
+            self.created,
+            self.seq,
+            self.lifetime,
+            self.priority,
+            self.kind,
+            self.payload,
+            hop_count,
+            trail,
+            self._id,
+        )
 
     @property
     def trail_gap(self) -> int:
@@ -310,8 +317,39 @@ class Bundle:
         )
 
 
-# What a hop copy takes over unchanged (Bundle._hop_copy): every field but hop_count and trail
-_HEADER_FIELDS = ("origin", "destination", "created", "seq", "lifetime", "priority", "kind", "payload", "_id")
+def _assemble(
+    origin: bytes,
+    destination: Destination,
+    created: int,
+    seq: int,
+    lifetime: int,
+    priority: Priority,
+    kind: int,
+    payload: bytes,
+    hop_count: int,
+    trail: tuple[bytes, ...],
+    bundle_id: BundleId,
+) -> Bundle:
+    """A bundle from fields already checked (a hop copy, or the decoder's, which checks each as it
+    reads it): ``Bundle()`` checks them again, and every frame in and out pays for it."""
+    bundle = object.__new__(Bundle)
+    put = object.__setattr__
+    put(bundle, "origin", origin)
+    put(bundle, "destination", destination)
+    put(bundle, "created", created)
+    put(bundle, "seq", seq)
+    put(bundle, "lifetime", lifetime)
+    put(bundle, "priority", priority)
+    put(bundle, "kind", kind)
+    put(bundle, "payload", payload)
+    put(bundle, "hop_count", hop_count)
+    put(bundle, "trail", trail)
+    put(bundle, "_id", bundle_id)
+    return bundle
+
+
+_PRIORITIES = tuple(Priority)  # by value: a tuple index is cheaper than the enum's constructor
+_DEST_KINDS = tuple(DestKind)
 
 
 def to_epoch(unix_time: float) -> float:
@@ -386,7 +424,7 @@ def decode_full(data: bytes) -> Bundle:
     origin = items[1]
     if not isinstance(origin, bytes) or len(origin) != NODE_ID_LEN:
         raise BundleDecodeError("origin must be a 16-byte node id")
-    dest_kind = DestKind(_int_field(items, 2, "destination kind", 0, 3))
+    dest_kind = _DEST_KINDS[_int_field(items, 2, "destination kind", 0, 3)]
     value = items[3]
     try:
         if dest_kind is DestKind.NODE:
@@ -408,14 +446,17 @@ def decode_full(data: bytes) -> Bundle:
     created = _int_field(items, 4, "created", 0, MAX_U32)
     seq = _int_field(items, 5, "seq", 0, MAX_SEQ)
     lifetime = _int_field(items, 6, "lifetime", 1, MAX_LIFETIME_S)
-    priority = Priority(_int_field(items, 7, "priority", 0, 4))
+    priority = _PRIORITIES[_int_field(items, 7, "priority", 0, 4)]
     kind = _int_field(items, 8, "kind", 0, 0xFF)
     hop_count = _int_field(items, 9, "hop count", 0, 0xFF)
     payload = items[10]
-    if not isinstance(payload, bytes):
+    if not isinstance(payload, bytes):  # at most MAX_PAYLOAD: unpackb's max_bin_len
         raise BundleDecodeError("payload must be bytes")
     trail = _decode_trail(items[11]) if len(items) == 12 else ()
-    return Bundle(origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail)
+    bundle_id = BundleId(origin, created, seq)
+    return _assemble(
+        origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id
+    )
 
 
 def _decode_trail(value: Any) -> tuple[bytes, ...]:
