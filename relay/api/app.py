@@ -35,7 +35,7 @@ from relay.api.routes_records import event_filter, records_router
 from relay.api.routes_revocations import revocations_router
 from relay.api.routes_units import units_router
 from relay.api.routes_webrtc import webrtc_router
-from relay.api.tokens import Operator, TokenError, verify_token
+from relay.api.tokens import Operator, TokenError, TokenVerifier
 from relay.apps import Sender
 from relay.bundle import (
     BundleDecodeError,
@@ -182,6 +182,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     limiter: RateLimiter[bytes] = RateLimiter(ctx.rate_per_s, ctx.rate_burst)
+    tokens = TokenVerifier(ctx.authority)
     metrics = ApiMetrics(ctx.registry, lambda: ctx.hub.subscribers)
     if ctx.node_metrics is not None:
         ctx.registry.register(ctx.node_metrics)
@@ -190,7 +191,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if not token:
             raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'")
         try:
-            return verify_token(token, ctx.authority, ctx.revocations(), int(time.time()))
+            return tokens.verify(token, ctx.revocations(), int(time.time()))
         except TokenError as exc:
             raise HTTPException(401, str(exc)) from None
 
