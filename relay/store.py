@@ -99,6 +99,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ID_BLOCK = 256  # local ids reserved per commit: a crash skips at most this many, never reuses one
+HELD_IN_ORDER = (  # every held bundle for start-up: highest class, then oldest, then arrival order
+    "SELECT data, received_at, local FROM seen WHERE data IS NOT NULL ORDER BY priority, created, rowid"
+)
 
 
 class UnknownBundleError(StoreError):
@@ -262,9 +265,9 @@ class Store:
 
         def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
-            row = db.execute("SELECT size FROM bundles WHERE id = ?", (key,)).fetchone()
+            row = db.execute("SELECT size FROM seen WHERE id = ? AND data IS NOT NULL", (key,)).fetchone()
             if row is not None:
-                db.execute("DELETE FROM bundles WHERE id = ?", (key,))
+                db.execute("UPDATE seen SET size = NULL, data = NULL WHERE id = ?", (key,))
                 db.execute("DELETE FROM forwarding WHERE id = ?", (key,))
                 self._budget.used -= int(row[0])
                 log.debug("deleted bundle %s: %s", bundle_id, reason)
@@ -275,11 +278,11 @@ class Store:
         """Delete held bundles whose lifetime has ended and forget seen ids past expiry."""
 
         def op(db: sqlite3.Connection) -> list[BundleId]:
-            rows = db.execute("SELECT id, size FROM bundles WHERE expires <= ?", (now,)).fetchall()
-            keys = [(row[0],) for row in rows]
-            db.executemany("DELETE FROM bundles WHERE id = ?", keys)
-            db.executemany("DELETE FROM forwarding WHERE id = ?", keys)
-            db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
+            rows = db.execute(
+                "SELECT id, size FROM seen WHERE expires <= ? AND data IS NOT NULL", (now,)
+            ).fetchall()
+            db.executemany("DELETE FROM forwarding WHERE id = ?", [(row[0],) for row in rows])
+            db.execute("DELETE FROM seen WHERE expires <= ?", (now,))  # held or not
             self._budget.used -= sum(int(row[1]) for row in rows)
             return [BundleId.from_key(row[0]) for row in rows]
 
@@ -323,20 +326,17 @@ class Store:
 
         def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
-            row = db.execute("SELECT priority, size, data FROM bundles WHERE id = ?", (key,)).fetchone()
+            row = db.execute(
+                "SELECT priority, size, data, delivered FROM seen WHERE id = ? AND data IS NOT NULL", (key,)
+            ).fetchone()
             if row is None:
                 raise UnknownBundleError(f"bundle {bundle_id} is not held here, so it cannot be delivered")
-            priority, size, data = row
-            seen = db.execute("SELECT delivered FROM seen WHERE id = ?", (key,)).fetchone()
-            if seen is None or not seen[0]:
+            priority, size, data, delivered = row
+            if not delivered:
                 make_room(  # may refuse; nothing written yet
                     db, self._budget, Priority.FLASH, int(size), for_what="a delivery to this node's apps"
                 )
-                db.execute(
-                    "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, 1) "
-                    "ON CONFLICT (id) DO UPDATE SET delivered = 1",
-                    (key, decode_full(data).expires),
-                )
+                db.execute("UPDATE seen SET delivered = 1 WHERE id = ?", (key,))
                 db.execute(
                     "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
                     (key, priority, size, data),
@@ -381,14 +381,12 @@ class Store:
 
     async def get(self, bundle_id: BundleId) -> Bundle | None:
         """The held bundle with this id, or None."""
-        rows = await self._read("SELECT data FROM bundles WHERE id = ?", (bundle_id.key(),))
+        rows = await self._read("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (bundle_id.key(),))
         return _decode(rows[0][0]) if rows else None
 
     async def load_all(self) -> list[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class."""
-        rows = await self._read(
-            "SELECT data, received_at, local FROM bundles ORDER BY priority, created, rowid", ()
-        )
+        rows = await self._read(HELD_IN_ORDER, ())
         return [
             StoredBundle(_decode(data), float(received_at), bool(local)) for data, received_at, local in rows
         ]
@@ -422,7 +420,9 @@ class Store:
         """Counts per class, inbox and seen sizes, bytes used against the quota, high-water mark."""
 
         def op(db: sqlite3.Connection) -> tuple[list[Any], int, int]:
-            per_class = db.execute("SELECT priority, COUNT(*) FROM bundles GROUP BY priority").fetchall()
+            per_class = db.execute(
+                "SELECT priority, COUNT(*) FROM seen WHERE data IS NOT NULL GROUP BY priority"
+            ).fetchall()
             inbox = db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
             seen = db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
             return per_class, int(inbox), int(seen)
@@ -603,7 +603,7 @@ def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connect
 
 
 def _count_used(db: sqlite3.Connection) -> int:
-    held = db.execute("SELECT COALESCE(SUM(size), 0) FROM bundles").fetchone()[0]
+    held = db.execute("SELECT COALESCE(SUM(size), 0) FROM seen").fetchone()[0]  # NULL when not held
     inbox = db.execute("SELECT COALESCE(SUM(size), 0) FROM inbox").fetchone()[0]
     return int(held) + int(inbox)
 

@@ -59,7 +59,7 @@ class PutRequest:
         return int(self.hold) + int(self.deliver)
 
 
-_Row = tuple[bytes, Bundle, bytes, PutRequest]
+_Row = tuple[bytes, int, Bundle, bytes, PutRequest]  # key, quota bytes, bundle, its encoding, request
 
 
 def admit(
@@ -69,31 +69,43 @@ def admit(
 
     With ``allow_eviction`` (one request only) lower classes are evicted to make room, all or
     nothing; without it a request that does not fit raises :class:`SplitNeeded` before writing.
+    When the batch fits even if every bundle is new (the usual case), the insert itself finds the
+    duplicates: no lookup query before it.
     """
-    keys = [[bundle.id.key() for bundle in put.bundles] for put in puts]
-    known = _seen_among(db, (key for request_keys in keys for key in request_keys))
-    accepted: list[list[bool]] = []
-    fresh: dict[bytes, _Row] = {}
-    for put, request_keys in zip(puts, keys, strict=True):
-        flags = []
-        for bundle, key in zip(put.bundles, request_keys, strict=True):
-            is_new = key not in known and key not in fresh and not bundle.is_expired(put.now)
-            flags.append(is_new)
-            if is_new:
-                fresh[key] = (key, bundle, encode_full(bundle), put)
-        accepted.append(flags)
-    rows = list(fresh.values())
-    if budget.used + sum(len(data) * put.copies for _, _, data, put in rows) <= budget.quota:
-        _insert(db, budget, rows)
-        return accepted
-    if not allow_eviction or len(puts) != 1:
-        raise SplitNeeded
+    accepted = [[False] * len(put.bundles) for put in puts]
+    fresh: dict[bytes, tuple[_Row, int, int]] = {}  # each new key's row and (request, bundle) index
+    for i, put in enumerate(puts):
+        copies, now = put.copies, put.now
+        for j, bundle in enumerate(put.bundles):
+            key = bundle.id.key()
+            if key not in fresh and not bundle.is_expired(now):
+                data = encode_full(bundle)
+                fresh[key] = ((key, len(data) * copies, bundle, data, put), i, j)
+    rows = [row for row, _, _ in fresh.values()]
+    if budget.used + _bytes(rows) > budget.quota:  # may still fit without the duplicates
+        known = _seen_among(db, fresh)
+        rows = [row for row in rows if row[0] not in known]
+        if budget.used + _bytes(rows) > budget.quota:
+            if not allow_eviction or len(puts) != 1:
+                raise SplitNeeded
+            _evict_and_insert(db, budget, rows)
+            for row in rows:
+                accepted[0][fresh[row[0]][2]] = True
+            return accepted
+    for key in _insert(db, budget, rows):
+        _, i, j = fresh[key]
+        accepted[i][j] = True
+    return accepted
+
+
+def _evict_and_insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> None:
+    """Insert new ``rows`` one by one, evicting lower classes for each; all or nothing."""
     db.execute("SAVEPOINT accept")
     used_before, evicted_before = budget.used, len(budget.batch_evicted)
     try:
         for row in rows:
-            size = len(row[2]) * row[3].copies
-            make_room(db, budget, row[1].priority, size, for_what=f"a {row[1].priority.name} bundle")
+            priority = row[2].priority
+            make_room(db, budget, priority, row[1], for_what=f"a {priority.name} bundle")
             _insert(db, budget, [row])
     except StoreFullError:
         db.execute("ROLLBACK TO accept")
@@ -102,7 +114,6 @@ def admit(
         del budget.batch_evicted[evicted_before:]
         raise
     db.execute("RELEASE accept")
-    return accepted
 
 
 def make_room(
@@ -120,7 +131,10 @@ def make_room(
         )
     victims: list[bytes] = []
     freed = 0
-    sql = "SELECT id, size FROM bundles WHERE priority > ? ORDER BY priority DESC, created, rowid"
+    sql = (  # on the held_eviction index
+        "SELECT id, size FROM seen WHERE data IS NOT NULL AND priority > ? "
+        "ORDER BY priority DESC, created, rowid"
+    )
     for key, victim_size in db.execute(sql, (int(priority),)):
         victims.append(key)
         freed += int(victim_size)
@@ -132,33 +146,49 @@ def make_room(
             f"of {size} bytes may only evict lower classes, which hold {freed} bytes; it is refused "
             "(raise the quota or wait for bundles to be forwarded or expire)"
         )
-    db.executemany("DELETE FROM bundles WHERE id = ?", [(key,) for key in victims])
+    db.executemany("UPDATE seen SET size = NULL, data = NULL WHERE id = ?", [(key,) for key in victims])
     db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
     budget.used -= freed
     reason = f"storage full: evicted for higher-priority traffic ({for_what})"
     budget.batch_evicted.extend(Eviction(BundleId.from_key(key), reason) for key in victims)
 
 
-def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> None:
+def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[bytes]:
+    """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held);
+    returns their keys. Rows inserted by this statement are those after the highest rowid before it."""
+    last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0]
+    changes = db.total_changes
     db.executemany(
-        "INSERT INTO seen (id, expires, delivered) VALUES (?, ?, ?)",
-        [(key, bundle.expires, int(put.deliver)) for key, bundle, _, put in rows],
+        "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        [
+            (
+                key,  # ints, not bool or IntEnum: sqlite3 binds exact ints without adapting them
+                b.created + b.lifetime,
+                int(put.deliver),
+                int(b.priority),
+                b.created,
+                put.now,
+                int(put.local),
+                len(data) if put.hold else None,
+                data if put.hold else None,
+            )
+            for key, _, b, data, put in rows
+        ],
     )
-    held = [
-        (key, int(b.priority), b.created, b.expires, put.now, int(put.local), len(data), data)
-        for key, b, data, put in rows
-        if put.hold
-    ]
-    if held:
-        db.executemany(
-            "INSERT INTO bundles (id, priority, created, expires, received_at, local, size, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            held,
-        )
-    inbox = [(key, int(b.priority), len(data), data) for key, b, data, put in rows if put.deliver]
+    if db.total_changes - changes != len(rows):  # some were duplicates
+        new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
+        rows = [row for row in rows if row[0] in new]
+    inbox = [(key, int(b.priority), len(data), data) for key, _, b, data, put in rows if put.deliver]
     if inbox:
         db.executemany("INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)", inbox)
-    budget.used += sum(len(data) * put.copies for _, _, data, put in rows)
+    budget.used += _bytes(rows)
+    return [row[0] for row in rows]
+
+
+def _bytes(rows: list[_Row]) -> int:
+    """Quota bytes ``rows`` take: the encoding once per copy (held, inbox)."""
+    return sum(row[1] for row in rows)
 
 
 def _seen_among(db: sqlite3.Connection, keys: Iterable[bytes]) -> set[bytes]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from relay import sqlite
 from relay.bundle import Bundle, BundleDecodeError, BundleId, decode_full
-from relay.store import StoredBundle
+from relay.store import HELD_IN_ORDER, StoredBundle
 from relay.store_schema import StoreError
 
 CHUNK = 1000  # rows decoded at a time at start-up
@@ -35,16 +35,16 @@ class StoreReader:
     def get(self, bundle_id: BundleId) -> Bundle | None:
         """The held bundle with this id, or None (delivered, expired or evicted since)."""
         row = (
-            self._connection().execute("SELECT data FROM bundles WHERE id = ?", (bundle_id.key(),)).fetchone()
+            self._connection()
+            .execute("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (bundle_id.key(),))
+            .fetchone()
         )
         return None if row is None else self._decode(row[0])
 
     def held(self) -> Iterator[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class (the store's
         ``load_all`` order), decoded :data:`CHUNK` at a time."""
-        cursor = self._connection().execute(
-            "SELECT data, received_at, local FROM bundles ORDER BY priority, created, rowid"
-        )
+        cursor = self._connection().execute(HELD_IN_ORDER)
         try:
             while rows := cursor.fetchmany(CHUNK):
                 for data, received_at, local in rows:

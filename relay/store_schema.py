@@ -62,6 +62,39 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO meta (key, value) VALUES ('high_water_bytes', 0)",
     ],
+    # 2: one row per accepted id instead of a seen row plus a held row: a put writes one row (its
+    #    table, its id index, the expiry index, the eviction index) instead of two rows and six
+    #    B-trees. ``data`` (and ``size``) are set while the bundle is held; delete and eviction clear
+    #    them and the id stays seen until ``expires``. The bundle's columns are NULL only for ids
+    #    seen before this version and no longer held. The rowid keeps arrival order. ``bundles`` is
+    #    now a view of the held rows, for operators' and tests' reads.
+    [
+        """CREATE TABLE seen_v2 (
+            id BLOB NOT NULL UNIQUE,
+            expires INTEGER NOT NULL,
+            delivered INTEGER NOT NULL,
+            priority INTEGER,
+            created INTEGER,
+            received_at REAL,
+            local INTEGER,
+            size INTEGER,
+            data BLOB
+        )""",
+        """INSERT INTO seen_v2 (id, expires, delivered, priority, created, received_at, local, size, data)
+            SELECT b.id, b.expires, COALESCE(s.delivered, 0), b.priority, b.created, b.received_at,
+                b.local, b.size, b.data
+            FROM bundles AS b LEFT JOIN seen AS s ON s.id = b.id ORDER BY b.rowid""",
+        """INSERT INTO seen_v2 (id, expires, delivered)
+            SELECT id, expires, delivered FROM seen WHERE id NOT IN (SELECT id FROM bundles)""",
+        "DROP TABLE bundles",
+        "DROP TABLE seen",
+        "ALTER TABLE seen_v2 RENAME TO seen",
+        "CREATE INDEX seen_expiry ON seen (expires)",
+        "CREATE INDEX held_eviction ON seen (priority DESC, created) WHERE data IS NOT NULL",
+        """CREATE VIEW bundles AS
+            SELECT id, priority, created, expires, received_at, local, size, data
+            FROM seen WHERE data IS NOT NULL""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
