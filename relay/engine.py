@@ -403,8 +403,8 @@ class NodeEngine:
 
     # -- link side -------------------------------------------------------------------------------
 
-    async def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
-        self.core.link_up(profile, peer, now)
+    async def link_up(self, profile: LinkProfile, peer: bytes, now: float, pace: float | None = None) -> None:
+        self.core.link_up(profile, peer, now, pace)
 
     async def link_down(self, link: str, peer: bytes, now: float) -> None:
         self.core.link_down(link, peer, now)

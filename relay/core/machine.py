@@ -165,7 +165,10 @@ class RelayCore:
             self._held.add_holders(held, (peer for peer, _, _ in custody or ()))
             self._route(held, now)
 
-    def link_up(self, profile: LinkProfile, peer: bytes, now: float) -> None:
+    def link_up(self, profile: LinkProfile, peer: bytes, now: float, pace: float | None = None) -> None:
+        """``pace``: the keepalive interval the link's connection to ``peer`` follows, if the link
+        has one (IP). A neighbour paced slower than the link's beacons (a phone on battery) gets
+        its beacons at that pace, and only then: no triggered ones, it asked for quiet."""
         state = self._links.get(profile.name)
         if state is None or state.profile != profile:
             state = self._links[profile.name] = LinkState(profile, TokenBucket(profile, now), now)
@@ -173,7 +176,9 @@ class RelayCore:
             return
         state.peers.add(peer)
         state.next_beacon = now
-        self.router.link_up(profile, peer)
+        self.router.link_up(profile, peer, pace)
+        if self.router.beacon_every(profile.name, peer) > beacon_interval(profile):
+            state.paced[peer] = now
         self._summary_wait[peer] = now + SUMMARY_WAIT_S
         state.queue.push(SendSummary(peer), Priority.ROUTINE, CONTROL_FLOW)
         self._routes_changed(now)
@@ -351,11 +356,15 @@ class RelayCore:
         if waited:
             self._route_all(now)
         for state in self._links.values():
-            if state.peers and state.next_beacon <= now:
+            if len(state.peers) > len(state.paced) and state.next_beacon <= now:
                 for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
-                    state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
+                    if peer not in state.paced:
+                        state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
                 state.last_beacon = now
+            for peer in sorted(peer for peer, due in state.paced.items() if due <= now):
+                state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
+                state.paced[peer] = now + self.router.beacon_every(state.profile.name, peer)
         return actions
 
     def next_deadline(self) -> float | None:
@@ -365,7 +374,8 @@ class RelayCore:
             self.reassembler.next_deadline(),
             self.router.next_deadline(),
             min(self._summary_wait.values(), default=None),
-            min((s.next_beacon for s in self._links.values() if s.peers), default=None),
+            min((s.next_beacon for s in self._links.values() if len(s.peers) > len(s.paced)), default=None),
+            min((due for s in self._links.values() for due in s.paced.values()), default=None),
             min((s.blocked_until for s in self._links.values() if s.blocked_until and s.queue), default=None),
             self._statuses.next_deadline(),
         ]

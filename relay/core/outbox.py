@@ -60,6 +60,7 @@ class LinkState:
     bucket: TokenBucket
     next_beacon: float
     last_beacon: float | None = None  # when beacons last went out (triggered ones keep a gap)
+    paced: dict[bytes, float] = field(default_factory=dict)  # peers beaconed at their own pace: when next
     queue: FairQueue[Item] = field(default_factory=FairQueue)
     peers: set[bytes] = field(default_factory=set)
     acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)
@@ -101,6 +102,7 @@ class LinkState:
             if getattr(item, "peer", None) == peer:
                 self.queue.remove(item)
         self.acks.pop(peer, None)
+        self.paced.pop(peer, None)
         self.seen_replies.pop(peer, None)
         self.transfer_ids.pop(peer, None)
         for key in [k for k in self.statuses if k[0] == peer]:

@@ -57,6 +57,12 @@ class Link(ABC):
     async def stop(self) -> None:
         """Close the link and release every resource it holds."""
 
+    def pace(self, peer: bytes) -> float | None:
+        """Seconds between the keepalives this link's connection to ``peer`` exchanges, when it has
+        them (IP, read when the peer comes up): the node beacons no more often to a peer that asked
+        for a slow pace (a phone on battery). None: the link has no such pace."""
+        return None
+
     def revoked(self, revocations: RevocationList) -> None:  # noqa: B027 - most links hold no sessions
         """A newer revocation list was applied: cut the sessions of the nodes it revokes and refuse
         them from now on. A link without sessions has nothing to cut (the engine drops a revoked

@@ -5,7 +5,9 @@ pipe (one TCP connection) is mapped to the node id its handshake proved. For eve
 has one Pair1 socket of its own, closed and made anew on each reconnect so every connection starts
 with a fresh handshake and fresh keys. (Pair0 cannot talk to Pair1, so both sides use Pair1.)
 
-Nothing is reported up before the enrolment handshake succeeds; ``link_down`` is reported as soon as
+Nothing is reported up before the enrolment handshake succeeds and the peer's first record came
+(its PING, which announces its keepalive interval: :meth:`IpLink.pace` is known by then, and the
+node paces its routing beacons to a phone by it); ``link_down`` is reported as soon as
 a connection closes or stays silent for ``keepalive_misses`` keepalive intervals (longer while data is
 in flight on a slow path, see :mod:`relay.links.ip_session`). Frames still queued when a connection
 dies are dropped, never reported as sent: custody in the core sends them again.
@@ -123,6 +125,7 @@ class IpLink(Link):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: pynng.Pair1 | None = None
         self._sessions: dict[bytes, PeerSession] = {}
+        self._reported: set[bytes] = set()  # peers reported up (their session's first record came)
         self._dialler_of: dict[PeerSession, bytes] = {}
         self._closed: dict[bytes, PeerMetrics] = {}
         self._inboxes: dict[int, asyncio.Queue[bytes]] = {}  # listener pipes still in their handshake
@@ -154,6 +157,11 @@ class IpLink(Link):
             self._handshakes_refused,
             self._admission.refused.total(),
         )
+
+    def pace(self, peer: bytes) -> float | None:
+        """The connection's keepalive interval: the slower of this side's and the peer's."""
+        session = self._sessions.get(peer)
+        return None if session is None else session.keepalive_interval()
 
     def set_trust(self, trust: Trust) -> None:
         """Check new connections against ``trust`` (e.g. a newer revocation list) and cut every
@@ -398,6 +406,7 @@ class IpLink(Link):
             transport_close,
             on_frame=lambda frame: self._frame_received(peer, frame),
             on_closed=self._session_closed,
+            on_heard=self._session_heard,
             keepalive_interval=self.config.keepalive_interval,
             keepalive_misses=self.config.keepalive_misses,
             queue_limit_bytes=self.config.queue_limit_bytes,
@@ -408,9 +417,6 @@ class IpLink(Link):
         existing = self._sessions.get(peer)
         if existing is None:
             self._sessions[peer] = session
-            log.info("link %s: peer %s up", self.config.name, display_id(peer))
-            if self._events is not None:
-                self._events.link_up(self.config.name, peer)
         elif self._dialler_of[existing] != dialler and self._dialler_of[existing] < dialler:
             self._retire(session, "a connection to this peer already exists")
         else:
@@ -424,12 +430,25 @@ class IpLink(Link):
         its replacement yet, and closing now would make it report the peer down and up again."""
         asyncio.get_running_loop().call_later(self.config.handshake_timeout, session.close, reason)
 
+    def _session_heard(self, session: PeerSession) -> None:
+        """The peer's first record came (its PING, with its interval): report the peer up once."""
+        peer = session.peer
+        if self._sessions.get(peer) is not session or peer in self._reported:
+            return
+        self._reported.add(peer)
+        log.info("link %s: peer %s up", self.config.name, display_id(peer))
+        if self._events is not None:
+            self._events.link_up(self.config.name, peer)
+
     def _session_closed(self, session: PeerSession, reason: str) -> None:
         self._dialler_of.pop(session, None)
         self._closed[session.peer] = session.metrics()
         if self._sessions.get(session.peer) is not session:
             return
         del self._sessions[session.peer]
+        if session.peer not in self._reported:
+            return  # closed before its first record: never reported up
+        self._reported.discard(session.peer)
         log.info("link %s: peer %s down: %s", self.config.name, display_id(session.peer), reason)
         if self._events is not None:
             self._events.link_down(self.config.name, session.peer)

@@ -17,6 +17,12 @@ its own interval, not every second. The peer is declared dead after
 window's patience (recent round trips, or what is in flight at the measured rate), at most
 ``MAX_DEAD_AFTER_S``: a slow path that keeps answering stays up, a blackhole on an idle or fast path
 is noticed within about the keepalive timeout.
+
+A PING is only needed on a quiet connection: when this side sent DATA within the interval and heard
+the peer, both sides know the other alive and the tick sends nothing. A phone's routing beacons go
+at its keepalive pace (the node follows :meth:`PeerSession.keepalive_interval`, see
+:meth:`relay.links.base.Link.pace`), so an idle phone's link carries one beacon each way and their
+ACKs a minute, not those and a PING and a PONG besides.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class PeerSession:
         on_frame: Callable[[bytes], None],
         on_closed: Callable[[PeerSession, str], None],
         *,
+        on_heard: Callable[[PeerSession], None] | None = None,
         keepalive_interval: float,
         keepalive_misses: int,
         queue_limit_bytes: int,
@@ -99,6 +106,8 @@ class PeerSession:
         self._transport_close = transport_close
         self._on_frame = on_frame
         self._on_closed = on_closed
+        self._on_heard = on_heard
+        self.heard = False  # an authentic record came: the first is the peer's PING (its interval)
         self._interval = keepalive_interval
         self._peer_interval: float | None = None  # announced in the peer's PINGs
         self._misses = keepalive_misses
@@ -116,6 +125,7 @@ class PeerSession:
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_received = self._last_answer = clock()
+        self._data_sent_at: float | None = None  # when the last DATA record went out
         self._pings: dict[int, float] = {}
         self._next_ping = 0
         self._rtts: deque[float] = deque(maxlen=_RTT_SAMPLES)
@@ -155,6 +165,8 @@ class PeerSession:
             return
         self._last_received = self._clock()
         self._bytes_in += len(record)
+        if not self.heard and kind is not RecordKind.PING:  # a PING is heard once its interval is read
+            self._first_heard()
         if kind is RecordKind.DATA:
             try:
                 frames = self._reassembler.feed(body)
@@ -178,11 +190,18 @@ class PeerSession:
             except RecordError as exc:
                 self._refuse(exc)
                 return
+            if not self.heard:
+                self._first_heard()
             if len(self._control) < _MAX_CONTROL:
                 self._control.append((RecordKind.PONG, body))
                 self._wakeup.set()
         else:
             self._on_pong(body)
+
+    def _first_heard(self) -> None:
+        self.heard = True
+        if self._on_heard is not None:
+            self._on_heard(self)
 
     def keepalive_interval(self) -> float:
         """The slower of the two sides' intervals: the pace this connection keeps alive at."""
@@ -314,6 +333,7 @@ class PeerSession:
         await self._transport_send(record)
         self._bytes_out += len(record)
         self._frames_out += finished
+        self._data_sent_at = self._clock()
 
     async def _keepalive(self) -> None:
         self._ping()  # at once: the peer learns this side's interval, and the first round trip
@@ -331,7 +351,16 @@ class PeerSession:
                 continue  # the peer pings at its slower pace; this side watches its silence
             if self._window.in_flight and self._clock() - self._last_answer < self._interval:
                 continue  # acks are answering: no need to ask
+            if self._quietly_alive():
+                continue
             self._ping()
+
+    def _quietly_alive(self) -> bool:
+        """DATA went to the peer and something came from it within the interval: each side heard
+        the other, as a PING and its PONG would show (an idle phone's beacons and their ACKs)."""
+        now, interval = self._clock(), self.keepalive_interval()
+        sent = self._data_sent_at
+        return sent is not None and now - sent < interval and now - self._last_received < interval
 
     def _ping(self) -> None:
         if len(self._pings) >= _MAX_OUTSTANDING_PINGS:
