@@ -163,9 +163,9 @@ class Router:
         via = (link, peer)
         offered = {node for node, _ in beacon.nodes}
         for target in [t for t, routes in self._routes.items() if via in routes and t not in offered]:
-            routes = self._routes[target]
-            del routes[via]
-            if not routes:
+            left = self._routes[target]
+            del left[via]
+            if not left:
                 del self._routes[target]
             self._change(target)
         expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
