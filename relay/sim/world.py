@@ -238,14 +238,17 @@ class World:
             await asyncio.sleep(0)  # the app task runs if the call queued a delivery
             await node.app_idle.wait()
 
-    async def _settle(self, node: _Node) -> None:
-        """After an engine call: idle transmitters start, the timer re-arms."""
+    async def _settle(self, node: _Node, *, called: bool = True) -> None:
+        """After an engine call: idle transmitters start, the timer re-arms. ``called=False``: a
+        transmitter only went idle; unless a link takes a frame, the engine's deadline stands."""
         engine = node.engine
         if engine is None:
             return
         for transmitter in node.transmitters.values():
             if transmitter.idle(self.now) and node.peers_up.get(transmitter.link.name):
-                self._transmit(node, engine, transmitter)
+                called = self._transmit(node, engine, transmitter) or called
+        if not called:
+            return  # every link that asked had nothing queued: the engine did not change
         deadline = engine.next_deadline()
         if deadline is not None:
             deadline = max(deadline - START_EPOCH, self.now)
@@ -330,11 +333,13 @@ class World:
             await node.engine.link_down(contact.link.name, self.deployment.node_id(peer), self._epoch())
             await self._settle(node)
 
-    def _transmit(self, node: _Node, engine: NodeEngine, transmitter: Transmitter) -> None:
+    def _transmit(self, node: _Node, engine: NodeEngine, transmitter: Transmitter) -> bool:
+        """Hand the link the engine's next frame; whether the engine's state may have changed (a
+        frame taken, or one held back by the link's budget)."""
         link = transmitter.link
         pulled = engine.next_frame(link.name, self._epoch())
         if pulled is None:
-            return
+            return engine.core.queued(link.name) > 0
         peer_id, frame = pulled
         if len(frame) > link.profile.mtu:
             raise SimulationError(
@@ -377,7 +382,7 @@ class World:
                 start,
             )
             self._radio_sent(transmitter, packet, done)
-            return
+            return True
         self._at(done, self._transmitter_idle, node.name, node.incarnation)
         for contact in receivers:
             if not self._heard(link, frame):
@@ -396,6 +401,7 @@ class World:
                 self.nodes[peer].incarnation,
                 frame,
             )
+        return True
 
     def _heard(self, link: SimLinkSpec, frame: bytes | None) -> bool:
         """Whether the receiver decodes one transmission of ``frame`` (None: a radio ACK)."""
@@ -501,7 +507,7 @@ class World:
     async def _transmitter_idle(self, name: str, incarnation: int) -> None:
         node = self.nodes[name]
         if node.engine is not None and node.incarnation == incarnation:
-            await self._settle(node)
+            await self._settle(node, called=False)
 
     async def _arrive(
         self,
