@@ -10,7 +10,9 @@ function runs it in one transaction (deduplication, puts, forwarding state, inbo
 per batch, not one per query), and resolves each caller's future only after COMMIT (group commit).
 So **a call that returned has been made durable**; one that raised or never returned may or may not
 have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
-so they never see an uncommitted write.
+so they never see an uncommitted write. Each accepted id is one row of the ``seen`` table, holding the
+bundle while it is held (:mod:`relay.store_schema`, version 2): a put writes one row, and its insert is
+the duplicate check.
 
 Times: ``now`` is passed by the caller in seconds since the Mesh112 epoch (see
 :func:`relay.bundle.to_epoch`); the store reads no clock, so the simulator can drive it.
@@ -141,7 +143,7 @@ _PutResult = list[bool] | StoreError  # one request's flags, or why it was refus
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    work: _Op | _Puts  # puts are data so the writer can merge them into one dedup query
+    work: _Op | _Puts  # puts are data so the writer can merge them into one insert
     future: asyncio.Future[Any]
 
 
