@@ -237,6 +237,55 @@ async def test_a_relay_follows_a_phones_slower_keepalive(
     assert 1.0 < time.monotonic() - started < 2.5
 
 
+class PaceRecorder(Recorder):
+    """Also what the link says the peer's pace is at the moment it reports the peer up."""
+
+    def __init__(self, link: IpLink) -> None:
+        super().__init__()
+        self.link = link
+        self.paces: list[float | None] = []
+
+    def link_up(self, link: str, peer: bytes) -> None:
+        self.paces.append(self.link.pace(peer))
+        super().link_up(link, peer)
+
+
+async def test_a_phone_comes_up_with_its_pace_and_its_data_stands_in_for_pings(
+    links: list[IpLink], authority: Authority
+) -> None:
+    """Each side reports the other up with its first record, the PING that announces its interval,
+    so the node reads the connection's pace when the peer comes up (it paces beacons by it). While
+    the phone sends DATA and hears acks within each interval it sends no PING; idle, it pings again."""
+    trust = Trust(authority.public, authority.revocations)
+    port = free_port()
+    relay = IpLink(
+        IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", keepalive_interval=0.05),
+        enrol(authority, "relay"),
+        trust,
+    )
+    phone = IpLink(
+        IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), keepalive_interval=0.5),
+        enrol(authority, "phone"),
+        trust,
+    )
+    at_relay, at_phone = PaceRecorder(relay), PaceRecorder(phone)
+    for link, events in ((relay, at_relay), (phone, at_phone)):
+        await link.start(events)
+        links.append(link)
+    await at_relay.until(lambda: at_relay.count("up") == 1)
+    await at_phone.until(lambda: at_phone.count("up") == 1)
+    assert at_relay.paces == [0.5] and at_phone.paces == [0.5]  # the slower side's, on both ends
+    await asyncio.sleep(0.6)  # the first keepalive tick passed
+    answered = len(phone.metrics().peers[0].rtt_samples)  # PONGs: one per PING the phone sent
+    for n in range(15):  # 3 s of DATA every 0.2 s: the relay's acks answer it
+        await phone.send(relay.node_id, b"position %d" % n)
+        await asyncio.sleep(0.2)
+    assert len(phone.metrics().peers[0].rtt_samples) == answered
+    await asyncio.sleep(1.6)  # idle: three ticks
+    assert len(phone.metrics().peers[0].rtt_samples) >= answered + 2
+    assert len(at_relay.frames) == 15 and at_relay.count("down") == at_phone.count("down") == 0
+
+
 async def test_backpressure_then_link_error_when_the_path_dies(
     links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:
