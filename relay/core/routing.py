@@ -97,9 +97,10 @@ class Router:
         self._neighbour_costs: tuple[int, dict[bytes, int]] = (-1, {})  # (offer version, costs)
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
-        self._hops: dict[tuple[object, ...], list[Hop]] = {}  # next_hops' answers at _hops_version
-        self._hops_version = 0
-        self._fit_all = (0, 0)  # largest sizes (full, compact) that fit every neighbour's link whole
+        # next_hops' answers per destination node (None: not a node), dropped by _change
+        self._hops: dict[bytes | None, dict[tuple[object, ...], list[Hop]]] = {}
+        self._ordered: dict[bytes, list[tuple[str, bytes]]] = {}  # routes to a node, best first
+        self._fit_all: tuple[int, int] | None = None  # largest (full, compact) sizes every link fits
         self._next_expiry: float | None = None  # when the first route expires, if known
         self._next_expiry_known = False  # False after any change to the routes
         self._emptied = False  # link_down left a node with no route in _routes
@@ -137,8 +138,14 @@ class Router:
             self._offer_version += 1
         if target is None:
             self._changed = None
-        elif self._changed is not None:
-            self._changed.add(target)
+            self._hops.clear()
+            self._ordered.clear()
+            self._fit_all = None
+        else:
+            self._hops.pop(target, None)
+            self._ordered.pop(target, None)
+            if self._changed is not None:
+                self._changed.add(target)
 
     def take_changes(self) -> set[bytes] | None:
         """The nodes whose routes changed since the last call; None if a neighbour came or went
@@ -284,11 +291,10 @@ class Router:
 
     def next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         """Where ``bundle`` goes next (the list is shared: do not change it). Bundles of one class,
-        destination and size get the same answer until :attr:`version` moves, so the answer is
-        kept until then: a relay re-routes every bundle to a node whose routes changed."""
-        if self._hops_version != self.version:
-            self._hops.clear()
-            self._hops_version = self.version
+        destination and size get the same answer until the neighbours or the routes to that
+        destination change (:meth:`_change`), so the answer is kept until then: a relay routes
+        every held bundle again when a neighbour comes or goes."""
+        if self._fit_all is None:
             profiles = [p for links in self._neighbours.values() for p in links.values()]
             self._fit_all = (
                 min((p.mtu for p in profiles if not p.compact), default=0),
@@ -298,10 +304,13 @@ class Router:
         if full <= self._fit_all[0] and compact <= self._fit_all[1]:
             full = compact = 0  # fits every link whole: its size changes nothing
         dest = bundle.destination
-        key = (dest.kind, dest.node, dest.name, bundle.priority, full, compact)
-        hops = self._hops.get(key)
+        answers = self._hops.get(dest.node)  # None: roles, groups, everyone
+        if answers is None:
+            answers = self._hops[dest.node] = {}
+        key = (dest.kind, dest.name, bundle.priority, full, compact)
+        hops = answers.get(key)
         if hops is None:
-            hops = self._hops[key] = self._next_hops(bundle, size_for)
+            hops = answers[key] = self._next_hops(bundle, size_for)
         return hops
 
     def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
@@ -315,11 +324,14 @@ class Router:
             paths = FLASH_PATHS if bundle.priority is Priority.FLASH else 1
             # Of equal costs, the route heard of last first: a neighbour's cellular link comes and
             # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
-            routes = sorted(
-                self._routes.get(dest.node, {}).items(), key=lambda item: (item[1].cost, -item[1].expires)
-            )
+            routes = self._ordered.get(dest.node)
+            if routes is None:  # kept like the answers: bundles to one node differ in class and size
+                ranked = sorted(
+                    self._routes.get(dest.node, {}).items(), key=lambda item: (item[1].cost, -item[1].expires)
+                )
+                routes = self._ordered[dest.node] = [via for via, _ in ranked]
             directed: list[Hop] = []
-            for (link, via), _ in routes:
+            for link, via in routes:
                 profile = self._neighbours.get(via, {}).get(link)
                 if profile is None or any(hop.peer == via for hop in directed):
                     continue
