@@ -4,18 +4,23 @@ An id is kept as a 64-bit digest in a set, with the order of arrival in a ring o
 the oldest is forgotten first: about 80 bytes an id, where an ordered dict of ``BundleId`` objects
 cost about 250. Two ids share a digest with probability 2^-64 per pair; a forgotten id is still
 caught by the store, so this memory only saves a round trip to it.
+
+The digest is Python's hash of the id's key bytes: SipHash under a key drawn at random for each
+process, so nobody outside can aim an id at another's digest to have it taken as seen (ids cannot
+be pre-empted), at a tenth of the cost of a BLAKE2b per lookup (three per frame received).
 """
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 
 from relay.bundle import BundleId
 
+_U64 = (1 << 64) - 1
+
 
 def _digest(bundle_id: BundleId) -> int:
-    return int.from_bytes(hashlib.blake2b(bundle_id.key(), digest_size=8).digest(), "big")
+    return hash(bundle_id.key()) & _U64
 
 
 class SeenIds:
