@@ -4,6 +4,7 @@ went), not every bundle after every beacon that confirms routes."""
 
 from __future__ import annotations
 
+from relay.bundle import Bundle, Destination, Priority
 from relay.core.frames import BeaconFrame
 from relay.core.routing import Router
 from relay.links.base import LinkProfile
@@ -60,3 +61,25 @@ def test_changes_name_the_nodes_whose_routes_changed_and_a_neighbour_change_name
     assert router.take_changes() == {FAR}
     router.link_down("ip", PEER)
     assert router.take_changes() is None
+
+
+def test_next_hops_are_kept_per_destination_until_its_routes_or_the_neighbours_change() -> None:
+    me, peer, second, far, other = (bytes([n]) * 16 for n in range(1, 6))
+
+    def bundle(dest: bytes) -> Bundle:
+        return Bundle(me, Destination.to_node(dest), 0, 1, 36000, Priority.PRIORITY, 1, b"x")
+
+    sizes, big = {False: 100, True: 100}, {False: 5000, True: 5000}
+    router = Router(me)
+    router.link_up(IP, peer)
+    router.link_up(IP, second)
+    router.beacon_received("ip", peer, BeaconFrame(((peer, 0), (far, 2), (other, 1)), ()), now=0.0)
+    to_far, to_other = router.next_hops(bundle(far), sizes), router.next_hops(bundle(other), sizes)
+    assert [h.peer for h in to_far] == [peer]
+    router.beacon_received("ip", second, BeaconFrame(((second, 0), (far, 1)), ()), now=1.0)
+    assert [h.peer for h in router.next_hops(bundle(far), sizes)] == [second], "a cheaper route"
+    assert router.next_hops(bundle(other), sizes) is to_other, "routes to it did not change: kept"
+    assert router.next_hops(bundle(other), big) == to_other  # fits every link too: same answer
+    router.link_down("ip", second)
+    assert [h.peer for h in router.next_hops(bundle(far), sizes)] == [peer]
+    assert router.next_hops(bundle(other), sizes) is not to_other, "a neighbour went: all anew"
