@@ -4,6 +4,8 @@ went), not every bundle after every beacon that confirms routes."""
 
 from __future__ import annotations
 
+import random
+
 from relay.bundle import Bundle, Destination, Priority
 from relay.core.frames import BeaconFrame
 from relay.core.routing import Router
@@ -83,3 +85,24 @@ def test_next_hops_are_kept_per_destination_until_its_routes_or_the_neighbours_c
     router.link_down("ip", second)
     assert [h.peer for h in router.next_hops(bundle(far), sizes)] == [peer]
     assert router.next_hops(bundle(other), sizes) is not to_other, "a neighbour went: all anew"
+
+
+def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None:
+    rng = random.Random(15)
+    nodes = [bytes([n]) * 32 for n in range(3, 12)]
+    lora = LinkProfile(name="lora", kind="lora", mtu=219, bitrate=500.0, cost=10.0, duty_cycle=0.1)
+    router = Router(ME)
+    router.link_up(IP, PEER)
+    router.link_up(lora, OTHER)
+    now = 0.0
+    for _ in range(400):
+        now += rng.uniform(0.0, 40.0)
+        link, peer = rng.choice([("ip", PEER), ("lora", OTHER)])
+        offer = tuple((n, rng.randint(0, 3)) for n in rng.sample(nodes, rng.randint(0, len(nodes))))
+        if rng.random() < 0.3:
+            router.next_deadline()  # known before the beacon: kept or dropped by it
+        router.beacon_received(link, peer, BeaconFrame(((peer, 0), *offer), ()), now)
+        if rng.random() < 0.2:
+            router.expire(now)
+        scanned = min((r.expires for rs in router._routes.values() for r in rs.values()), default=None)
+        assert router.next_deadline() == scanned
