@@ -16,6 +16,13 @@ from relay.bundle import Bundle, BundleId, Priority, encode_full
 from relay.store_schema import StoreError
 
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+_ROWS_PER_INSERT = 100  # rows per INSERT statement: one statement per row reopens its four B-trees
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 9 variables: 100 rows stay under SQLite's old limit of 999
+_INSERT = (
+    "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data) VALUES "
+)
+_INSERT_ONE = f"{_INSERT}{_INSERT_ROW} ON CONFLICT (id) DO NOTHING"
+_INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)} ON CONFLICT (id) DO NOTHING"
 
 
 class StoreFullError(StoreError):
@@ -154,28 +161,29 @@ def make_room(
 
 
 def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[bytes]:
-    """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held);
-    returns their keys. Rows inserted by this statement are those after the highest rowid before it."""
+    """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held), 100
+    per statement; returns their keys. The rows inserted are those after the highest rowid before."""
     last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0]
     changes = db.total_changes
-    db.executemany(
-        "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        [
-            (
-                key,  # ints, not bool or IntEnum: sqlite3 binds exact ints without adapting them
-                b.created + b.lifetime,
-                int(put.deliver),
-                int(b.priority),
-                b.created,
-                put.now,
-                int(put.local),
-                len(data) if put.hold else None,
-                data if put.hold else None,
-            )
-            for key, _, b, data, put in rows
-        ],
-    )
+    params = [
+        (
+            key,  # ints, not bool or IntEnum: sqlite3 binds exact ints without adapting them
+            b.created + b.lifetime,
+            int(put.deliver),
+            int(b.priority),
+            b.created,
+            put.now,
+            int(put.local),
+            len(data) if put.hold else None,
+            data if put.hold else None,
+        )
+        for key, _, b, data, put in rows
+    ]
+    whole = len(params) - len(params) % _ROWS_PER_INSERT
+    for start in range(0, whole, _ROWS_PER_INSERT):
+        chunk = params[start : start + _ROWS_PER_INSERT]
+        db.execute(_INSERT_MANY, [value for row in chunk for value in row])
+    db.executemany(_INSERT_ONE, params[whole:])
     if db.total_changes - changes != len(rows):  # some were duplicates
         new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
         rows = [row for row in rows if row[0] in new]

@@ -18,7 +18,7 @@ OTHER = bytes(range(16, 32))
 def make(
     seq: int, priority: Priority = Priority.ROUTINE, *, origin: bytes = ORIGIN, created: int = 1000
 ) -> Bundle:
-    return Bundle(origin, Destination.everyone(), created, seq, 3600, priority, 40, bytes([seq]) * 50)
+    return Bundle(origin, Destination.everyone(), created, seq, 3600, priority, 40, bytes([seq % 256]) * 50)
 
 
 def _version_1_file(path: Path) -> dict[str, Bundle]:
@@ -104,7 +104,13 @@ async def test_the_insert_finds_duplicates_among_new_ids_in_one_batch(tmp_path: 
     stats = await store.stats()
     assert stats.held_by_priority[Priority.ROUTINE] == 3 and stats.seen == 5
     assert stats.bytes_used == len(encode_full(held)) + 2 * sum(len(encode_full(b)) for b in fresh)
+    many = [make(100 + n) for n in range(250)]  # past one 100-row statement, seen ids spread through it
+    seen_at = {0, 99, 100, 150, 249}
+    await store.put_many([many[n] for n in seen_at], now=1000)
+    assert await store.put_many(many, now=1000) == [n not in seen_at for n in range(250)]
+    stats = await store.stats()
     await store.close()
     store = await Store.open(tmp_path / "s.db")  # bytes used counted from the file agree
     assert (await store.stats()).bytes_used == stats.bytes_used
+    assert len(await store.load_all()) == 3 + 250
     await store.close()
