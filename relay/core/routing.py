@@ -101,8 +101,9 @@ class Router:
         self._hops: dict[bytes | None, dict[tuple[object, ...], list[Hop]]] = {}
         self._ordered: dict[bytes, list[tuple[str, bytes]]] = {}  # routes to a node, best first
         self._fit_all: tuple[int, int] | None = None  # largest (full, compact) sizes every link fits
-        self._next_expiry: float | None = None  # when the first route expires, if known
-        self._next_expiry_known = False  # False after any change to the routes
+        # A beacon sets every route through its sender to one expiry: the first route to expire is
+        # the first of these (the relay asks after every event; a scan of every route was 1.5 %).
+        self._via_expiry: dict[tuple[str, bytes], float] = {}  # (link, neighbour) with routes
         self._emptied = False  # link_down left a node with no route in _routes
 
     # -- neighbours and routes -------------------------------------------------------------------
@@ -123,8 +124,8 @@ class Router:
         for routes in self._routes.values():
             if routes.pop((link, peer), None) is not None and not routes:
                 self._emptied = True  # expire() drops it
+        self._via_expiry.pop((link, peer), None)
         self._change(None)
-        self._next_expiry_known = False
 
     def beacon_every(self, link: str, peer: bytes) -> float:
         """Seconds between beacons to and from ``peer`` on ``link`` (the link's unless it is paced)."""
@@ -168,33 +169,25 @@ class Router:
         # a route it lost is withdrawn now rather than lingering for three beacon intervals (a
         # stale route is how a bundle ends up handed round a loop to a dead end).
         via = (link, peer)
-        # The first expiry stays known unless a route that may hold it is withdrawn or refreshed
-        # (the relay asks for it after every event; a scan of every route per beacon was 1.5 %).
-        first = self._next_expiry if self._next_expiry_known else None
-        keeps_first = self._next_expiry_known
         offered = {node for node, _ in beacon.nodes}
         for target in [t for t, routes in self._routes.items() if via in routes and t not in offered]:
             left = self._routes[target]
-            gone = left.pop(via)
-            if first is not None and gone.expires <= first:
-                keeps_first = False
+            del left[via]
             if not left:
                 del self._routes[target]
             self._change(target)
         expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
         hop_cost = link_cost(profile)
-        added = False
+        self._via_expiry.pop(via, None)
         for node, cost in beacon.nodes:
             if node == self.node_id:
                 continue
-            added = True
+            self._via_expiry[via] = expires
             total = min(MAX_COST, cost + hop_cost)
             routes = self._routes.get(node)
             if routes is None:
                 routes = self._routes[node] = {}
             route = routes.get(via)
-            if route is not None and first is not None and route.expires <= first:
-                keeps_first = False
             if route is None or route.cost != total:
                 routes[via] = _Route(total, expires)
                 self._change(node)
@@ -203,16 +196,14 @@ class Router:
                 if len(routes) > 1 and any(r.cost == total for r in routes.values() if r is not route):
                     # equal costs: the order may follow when each was offered
                     self._change(node, reorder=True)
-        if not keeps_first:
-            self._next_expiry_known = False
-        elif added:
-            self._next_expiry = expires if first is None else min(first, expires)
 
     def expire(self, now: float) -> None:
-        due = self._next_expiry is None or self._next_expiry <= now
-        if self._next_expiry_known and not due and not self._emptied:
+        first = self.next_deadline()
+        if (first is None or first > now) and not self._emptied:
             return  # nothing to do, known without a look at every route (the relay asks on every timer)
         self._emptied = False
+        for key in [key for key, at in self._via_expiry.items() if at <= now]:
+            del self._via_expiry[key]
         for target in list(self._routes):
             routes = self._routes[target]
             stale = [k for k, r in routes.items() if r.expires <= now]
@@ -220,18 +211,12 @@ class Router:
                 del routes[key]
             if stale:
                 self._change(target)
-                self._next_expiry_known = False
             if not routes:
                 del self._routes[target]
 
     def next_deadline(self) -> float | None:
-        """When the first route expires (cached: the relay asks after every event)."""
-        if not self._next_expiry_known:
-            self._next_expiry = min(
-                (r.expires for rs in self._routes.values() for r in rs.values()), default=None
-            )
-            self._next_expiry_known = True
-        return self._next_expiry
+        """When the first route expires."""
+        return min(self._via_expiry.values(), default=None)
 
     def reach(self) -> dict[bytes, int]:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
