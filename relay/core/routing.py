@@ -220,13 +220,15 @@ class Router:
 
     def reach(self) -> dict[bytes, int]:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
-        hear of it before the next regular beacon. The same dict while :attr:`version` stands."""
+        hear of it before the next regular beacon. The same dict while what this node offers stands
+        (a refresh that only reorders equal-cost routes leaves it)."""
         if self._reach is not None and self._reach[0] == self._offer_version:
             return self._reach[1]
         reach = dict(self._hop_costs())
         for node, routes in self._routes.items():
-            for route in routes.values():
-                reach[node] = min(route.cost, reach.get(node, route.cost))
+            best = min((route.cost for route in routes.values()), default=None)  # None: link_down emptied it
+            if best is not None and (node not in reach or best < reach[node]):
+                reach[node] = best
         self._reach = (self._offer_version, reach)
         return reach
 
