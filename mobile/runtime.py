@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mesh112.mobile")
 
 EARTH_RADIUS_M = 6_371_000.0
-POSITION_CHECK_S = 60.0  # the own fix is looked at once a minute and reported to the command post
+POSITION_CHECK_S = 60.0  # a new fix is reported to the command post a minute after the last at the soonest
 POSITION_MOVED_M = 25.0  # when the unit moved this far since the last report,
 POSITION_STILL_S = 600.0  # or, standing still, this long after it (a report is a bundle and a receipt)
 
@@ -66,9 +66,19 @@ class FixedPosition:
     """Where the device is when no receiver says: the settings' fixed position, or gpsd's last fix."""
 
     def __init__(self, settings: AppSettings) -> None:
-        self.fix: tuple[float, float, float] | None = None
+        self._fix: tuple[float, float, float] | None = None
         if settings.position is not None:
-            self.fix = (*settings.position, 0.0)
+            self._fix = (*settings.position, 0.0)
+        self.changed = asyncio.Event()  # a new fix came (gpsd pushes them)
+
+    @property
+    def fix(self) -> tuple[float, float, float] | None:
+        return self._fix
+
+    @fix.setter
+    def fix(self, fix: tuple[float, float, float] | None) -> None:
+        self._fix = fix
+        self.changed.set()
 
     def __call__(self) -> Position | None:
         if self.fix is None:
@@ -211,9 +221,10 @@ def _node_ended(task: asyncio.Task[None], ui: object) -> None:
             stop()
 
 
-async def report_position(responder: Responder, position: Callable[[], Position | None]) -> None:
+async def report_position(responder: Responder, position: FixedPosition) -> None:
     """Own position to the command post when it changed or a while passed: a unit standing still
-    does not wake its radio every minute to say so."""
+    does not wake its radio every minute to say so. Nothing is polled: it waits for a new fix (gpsd
+    pushes them) or for the still-standing report."""
     last: tuple[float, float] | None = None
     last_at = 0.0
     while True:
@@ -226,7 +237,13 @@ async def report_position(responder: Responder, position: Callable[[], Position 
         ):
             await responder.send_position()
             last, last_at = (fix.lat, fix.lon), now
-        await asyncio.sleep(POSITION_CHECK_S)
+        position.changed.clear()
+        still = None if last is None else max(0.0, last_at + POSITION_STILL_S - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(still):
+                await position.changed.wait()
+        if position.changed.is_set():  # a receiver pushes a fix a second: a report a minute at most
+            await asyncio.sleep(max(0.0, last_at + POSITION_CHECK_S - time.monotonic()))
 
 
 def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
