@@ -231,6 +231,17 @@ async def _load_all_seconds(directory: Path) -> tuple[list[float], int]:
     return timings, path.stat().st_size
 
 
+def _store_and_ceilings(directory: Path) -> tuple[list[float], list[float], list[float]]:
+    """``put_many`` and both ceilings, RUNS times in turn: on a shared machine the load moves between
+    runs, and a ratio of medians taken minutes apart measured the load as much as the store."""
+    many, ceiling, multirow = [], [], []
+    for _ in range(RUNS):
+        many.append(asyncio.run(_put_many_throughput(directory)))
+        ceiling.append(_ceiling_throughput(directory))
+        multirow.append(_ceiling_multirow_throughput(directory))
+    return many, ceiling, multirow
+
+
 def run() -> dict[str, Any]:
     figures: dict[str, Any] = {
         "payload_bytes": len(PAYLOAD),
@@ -243,12 +254,10 @@ def run() -> dict[str, Any]:
         for producers, total in PUTS_PER_PRODUCERS.items():
             rates = [asyncio.run(_put_throughput(directory, producers, total)) for _ in range(RUNS)]
             figures[f"put_bundles_per_s_{producers}_producers"] = round(statistics.median(rates), 1)
-        many = [asyncio.run(_put_many_throughput(directory)) for _ in range(RUNS)]
+        many, ceiling, multirow = _store_and_ceilings(directory)
         figures["put_many_bundles_per_s_1_producer"] = round(statistics.median(many), 1)
-        ceiling = [_ceiling_throughput(directory) for _ in range(RUNS)]
         figures["ceiling_sqlite3_1000_rows_per_txn_per_s"] = round(statistics.median(ceiling), 1)
         figures["put_many_vs_ceiling"] = round(statistics.median(many) / statistics.median(ceiling), 3)
-        multirow = [_ceiling_multirow_throughput(directory) for _ in range(RUNS)]
         figures["ceiling_sqlite3_1000_rows_per_insert_per_s"] = round(statistics.median(multirow), 1)
         figures["put_many_vs_multirow_ceiling"] = round(
             statistics.median(many) / statistics.median(multirow), 3
