@@ -106,3 +106,34 @@ def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None
             router.expire(now)
         scanned = min((r.expires for rs in router._routes.values() for r in rs.values()), default=None)
         assert router.next_deadline() == scanned
+
+
+def test_a_reorder_of_equal_cost_routes_is_a_change_only_where_a_next_hop_changes() -> None:
+    me, p1, p2, p3, far = (bytes([n]) * 16 for n in range(1, 6))
+    sizes = {False: 100, True: 100}
+    router = Router(me)
+    for peer in (p1, p2, p3):
+        router.link_up(IP, peer)
+    router.beacon_received("ip", p1, BeaconFrame(((p1, 0), (far, 1)), ()), now=0.0)  # cost 2
+    router.beacon_received("ip", p2, BeaconFrame(((p2, 0), (far, 5)), ()), now=1.0)  # cost 6
+    router.beacon_received("ip", p3, BeaconFrame(((p3, 0), (far, 5)), ()), now=2.0)  # cost 6
+    routine = Bundle(me, Destination.to_node(far), 0, 1, 36000, Priority.ROUTINE, 1, b"x")
+    flash = Bundle(me, Destination.to_node(far), 0, 2, 36000, Priority.FLASH, 1, b"x")
+    assert [h.peer for h in router.next_hops(routine, sizes)] == [p1]
+    assert [h.peer for h in router.next_hops(flash, sizes)] == [p1, p3]  # of equal costs, the freshest
+    router.take_changes()
+    router.beacon_received("ip", p3, BeaconFrame(((p3, 0), (far, 5)), ()), now=3.0)
+    assert router.take_changes() == set(), "p3 was first of its cost already: nothing moved"
+    router.beacon_received("ip", p2, BeaconFrame(((p2, 0), (far, 5)), ()), now=4.0)
+    assert router.take_changes() == {far}, "the FLASH's second path moves to p2"
+    assert [h.peer for h in router.next_hops(flash, sizes)] == [p1, p2]
+    # A relay that routed only the routine bundle: a reorder behind its route changes nothing.
+    router2 = Router(me)
+    for peer in (p1, p2, p3):
+        router2.link_up(IP, peer)
+    for at, (peer, cost) in enumerate(((p1, 1), (p2, 5), (p3, 5))):
+        router2.beacon_received("ip", peer, BeaconFrame(((peer, 0), (far, cost)), ()), now=float(at))
+    assert [h.peer for h in router2.next_hops(routine, sizes)] == [p1]
+    router2.take_changes()
+    router2.beacon_received("ip", p2, BeaconFrame(((p2, 0), (far, 5)), ()), now=9.0)
+    assert router2.take_changes() == set()

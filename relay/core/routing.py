@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import Any
 
-from relay.bundle import NODE_ID_LEN, Bundle, DestKind, Header, Priority, short_code
+from relay.bundle import NODE_ID_LEN, Bundle, Destination, DestKind, Header, Priority, short_code
 from relay.core.fragments import max_fragmented_size
 from relay.core.frames import MAX_COST, BeaconFrame
 from relay.links.base import LinkProfile
@@ -72,6 +73,14 @@ class Hop:
     directed: bool  # True: towards the destination (direct or by route); False: opportunistic copy
 
 
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What next_hops read of the bundle it answered (a Header), to answer again after a reorder."""
+
+    destination: Destination
+    priority: Priority
+
+
 @dataclass
 class _Route:
     cost: int
@@ -98,7 +107,7 @@ class Router:
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
-        self._hops: dict[bytes | None, dict[tuple[object, ...], list[Hop]]] = {}
+        self._hops: dict[bytes | None, dict[tuple[Any, ...], tuple[list[Hop], _Asked]]] = {}
         self._ordered: dict[bytes, list[tuple[str, bytes]]] = {}  # routes to a node, best first
         self._fit_all: tuple[int, int] | None = None  # largest (full, compact) sizes every link fits
         # A beacon sets every route through its sender to one expiry: the first route to expire is
@@ -194,8 +203,26 @@ class Router:
             else:
                 route.expires = expires
                 if len(routes) > 1 and any(r.cost == total for r in routes.values() if r is not route):
-                    # equal costs: the order may follow when each was offered
-                    self._change(node, reorder=True)
+                    self._reordered(node, total)  # equal costs: in the order they were offered
+
+    def _reordered(self, node: bytes, cost: int) -> None:
+        """Routes to ``node`` of ``cost`` changed order (the one just refreshed goes first). That is
+        a change only if a next hop changes: every held bundle to ``node`` was routed with one of
+        the kept answers (or ``node`` already waits among the changes), so when no answer differs,
+        routing them again would do nothing (99 % of these re-routes in the reference scenario)."""
+        self._ordered.pop(node, None)
+        if node in self._neighbours:
+            return  # direct: routes are not read
+        routes = self._routes[node]
+        for key, (hops, asked) in self._hops.get(node, {}).items():
+            if not hops or not hops[0].directed:
+                continue  # no route fits: a copy to every neighbour, whatever their order
+            paths = FLASH_PATHS if asked.priority is Priority.FLASH else 1
+            if len(hops) == paths and all(routes[(h.link, h.peer)].cost < cost for h in hops):
+                continue  # found among cheaper routes: the reordered ones are never reached
+            if self._next_hops(asked, {False: key[3], True: key[4]}) != hops:
+                self._change(node, reorder=True)
+                return
 
     def expire(self, now: float) -> None:
         first = self.next_deadline()
@@ -308,10 +335,10 @@ class Router:
         if answers is None:
             answers = self._hops[dest.node] = {}
         key = (dest.kind, dest.name, bundle.priority, full, compact)
-        hops = answers.get(key)
-        if hops is None:
-            hops = answers[key] = self._next_hops(bundle, size_for)
-        return hops
+        kept = answers.get(key)
+        if kept is None:
+            kept = answers[key] = (self._next_hops(bundle, size_for), _Asked(dest, bundle.priority))
+        return kept[0]
 
     def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination
