@@ -60,9 +60,18 @@ async def connect(path: Path, *, autocommit: bool = False) -> aiosqlite.Connecti
     return db
 
 
-def connect_sync(path: Path, *, autocommit: bool = False) -> sqlite3.Connection:
-    """:func:`connect` for code that runs outside the event loop (plain :mod:`sqlite3`)."""
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=_isolation(autocommit))
+def connect_sync(
+    path: Path, *, autocommit: bool = False, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """:func:`connect` for code that runs outside the event loop (plain :mod:`sqlite3`);
+    ``check_same_thread=False`` for a caller that hands the connection between threads itself,
+    never using it from two at once (the store)."""
+    db = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=_isolation(autocommit),
+        check_same_thread=check_same_thread,
+    )
     try:
         for name, value, expected in _PRAGMAS:
             row = db.execute(f"PRAGMA {name} = {value}").fetchone()

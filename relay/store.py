@@ -8,6 +8,9 @@ fsync is paid once per *batch*: a single writer task takes every write queued wh
 COMMIT ran (up to ``max_batch``), hands the whole batch to the store's own thread, where one plain
 function runs it in one transaction (deduplication, puts, forwarding state, inbox: one thread hop
 per batch, not one per query), and resolves each caller's future only after COMMIT (group commit).
+A lone put of one bundle while the thread is idle (a message sent, a frame received on a quiet
+link) is committed on the event loop itself: the two thread hops cost more than its fsync on an
+idle machine, and there is nothing for the loop to do meanwhile; batches keep the thread.
 So **a call that returned has been made durable**; one that raised or never returned may or may not
 have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
 so they never see an uncommitted write. Each accepted id is one row of the ``seen`` table, holding the
@@ -74,7 +77,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -159,8 +162,9 @@ class Store:
     ) -> None:
         """Use :meth:`open`."""
         self.path = path  # the SQLite file; applications keep their own files beside it
-        self._db = db  # used only on ``_thread``
+        self._db = db  # used on ``_thread``, or on the loop while nothing runs there (see _commit)
         self._thread = thread
+        self._on_thread: set[Future[Any]] = set()  # work submitted to ``_thread`` and not finished
         self._reserve = reserve or DiskReserve(Path(), 0)
         self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
@@ -188,7 +192,8 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             db = await loop.run_in_executor(
-                thread, functools.partial(sqlite.connect_sync, Path(path), autocommit=True)
+                thread,
+                functools.partial(sqlite.connect_sync, Path(path), autocommit=True, check_same_thread=False),
             )
         except BaseException:
             thread.shutdown(wait=False)
@@ -444,8 +449,12 @@ class Store:
     # -- internals -----------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(db)`` on the store's thread: the only place the connection is used."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._db)
+        """Run ``fn(db)`` on the store's thread (the connection's place but for :meth:`_lone`
+        puts); tracked until it finishes there, even if the caller is cancelled."""
+        work = self._thread.submit(fn, self._db)
+        self._on_thread.add(work)
+        work.add_done_callback(self._on_thread.discard)
+        return await asyncio.wrap_future(work)
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._closed:
@@ -517,7 +526,10 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> StoreError | None:
         """Run ``batch`` in one transaction on the store's thread, then resolve its futures here (on
         the event loop); the error if it was rolled back."""
-        outcome = await self._call(functools.partial(self._transaction, batch))
+        if self._lone(batch):
+            outcome = self._transaction(batch, self._db)  # here: see the module docstring
+        else:
+            outcome = await self._call(functools.partial(self._transaction, batch))
         if isinstance(outcome, StoreError):
             return outcome
         self._evicted.extend(self._budget.batch_evicted)  # here, not on the thread: drain_evicted swaps it
@@ -531,8 +543,17 @@ class Store:
                 item.future.set_exception(refusal)
         return None
 
+    def _lone(self, batch: list[_Pending]) -> bool:
+        """A put of one bundle, with nothing running or waiting on the store's thread (no read can
+        see its transaction uncommitted: the loop is busy with it until COMMIT)."""
+        if len(batch) != 1 or self._on_thread:
+            return False
+        work = batch[0].work
+        return isinstance(work, tuple) and len(work) == 1 and len(work[0].bundles) == 1
+
     def _transaction(self, batch: list[_Pending], db: sqlite3.Connection) -> list[_Result] | StoreError:
-        """The batch's whole work, on the store's thread: BEGIN, every op, COMMIT."""
+        """The batch's whole work, on the store's thread (or the loop, :meth:`_lone`): BEGIN,
+        every op, COMMIT."""
         results: list[_Result] = []
         self._budget.batch_evicted = []
         try:
