@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -92,6 +92,9 @@ class MessageEntry:
     seq: int = 0  # journal sequence of the write that stored it
 
 
+MESSAGE_FIELDS = tuple(entry.name for entry in fields(MessageEntry))
+
+
 @dataclass(frozen=True, slots=True)
 class RecordEntry:
     record_id: str
@@ -141,7 +144,12 @@ class Change:
     def event(self) -> dict[str, Any]:
         """The live-stream event for this change: the whole item, so a client applies it without
         reading it back, plus the fields stream clients filter on."""
-        event: dict[str, Any] = {"type": self.type, "seq": self.seq, "item": asdict(self.item)}
+        item = self.item
+        # A message holds str and numbers only: its fields as they are, not asdict's deep copy (in a
+        # burst of text that copy was a sixth of the command post's loop, issue 15).
+        message = isinstance(item, MessageEntry)
+        body = {name: getattr(item, name) for name in MESSAGE_FIELDS} if message else asdict(item)
+        event: dict[str, Any] = {"type": self.type, "seq": self.seq, "item": body}
         if isinstance(self.item, MessageEntry):
             event.update(bundle_id=self.item.bundle_id, origin=self.item.origin, text=self.item.text)
         elif isinstance(self.item, RecordEntry):
