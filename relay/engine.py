@@ -478,7 +478,7 @@ class NodeEngine:
                     bookkeeping.append(
                         self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
                     )
-                elif isinstance(action, StatusChanged):
+                elif isinstance(action, StatusChanged) and self._callbacks:  # names only for a listener
                     status = self._named(action.status)
                     for callback in self._callbacks:
                         callback(action.bundle_id, status)
