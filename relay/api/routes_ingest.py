@@ -80,7 +80,10 @@ async def send_batch(ctx: ApiContext, messages: Iterable[SendMessage]) -> list[d
             return {"error": f"cannot send to {message.to}: {exc}"}
         return {"bundle_id": bundle_id.key().hex()}
 
-    return list(await asyncio.gather(*(one(message) for message in messages)))
+    batch = list(messages)
+    if len(batch) == 1:  # an application sending one at a time: no task to wait for
+        return [await one(batch[0])]
+    return list(await asyncio.gather(*(one(message) for message in batch)))
 
 
 def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
