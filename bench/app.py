@@ -3,8 +3,10 @@ cold start to a tappable SOS button, SOS durable time, idle CPU and wake-ups per
 
 Idle is measured over ``MESH112_BENCH_APP_IDLE_S`` seconds (default 30; the issue's 10-minute figure
 with ``MESH112_BENCH_APP_IDLE_S=600``). Wake-ups are the process's context switches (all threads)
-per second: every time the kernel had to run it. Sideband (``sbapp``) is measured the same way where
-it installs and starts headless; otherwise the result says why not.
+per second: every time the kernel had to run it (``voluntary_wakeups_per_s``: those where a thread
+waited for something; the rest are preemptions, which other load on the machine causes). Sideband
+(``sbapp``) is measured the same way where it installs and starts headless; otherwise the result
+says why not.
 """
 
 from __future__ import annotations
@@ -33,16 +35,20 @@ IDLE_S = float(os.environ.get("MESH112_BENCH_APP_IDLE_S", "30"))
 SETTLE_S = 15.0  # after start, before the idle window: the link comes up, the app dozes (IDLE_AFTER_S)
 
 
-def _switches(pid: int) -> int:
-    """Context switches of every thread of ``pid`` (psutil reads the main thread's only)."""
-    total = 0
+def _switches(pid: int) -> tuple[int, int]:
+    """Context switches of every thread of ``pid`` (psutil reads the main thread's only): all, and
+    the voluntary ones (the thread waited; the others are preemptions, which other load causes)."""
+    total = voluntary = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             status = (task / "status").read_text()
         except OSError:  # the thread ended
             continue
-        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
-    return total
+        for line in status.splitlines():
+            if "ctxt_switches" in line:
+                total += int(line.split()[1])
+                voluntary += int(line.split()[1]) if line.startswith("voluntary") else 0
+    return total, voluntary
 
 
 def _threads(pid: int) -> dict[str, int]:
@@ -60,10 +66,11 @@ def _threads(pid: int) -> dict[str, int]:
 
 
 def _idle(process: psutil.Process, seconds: float) -> dict[str, Any]:
-    def totals() -> tuple[float, int]:
+    def totals() -> tuple[float, tuple[int, int]]:
         cpu = process.cpu_times()
         return cpu.user + cpu.system, _switches(process.pid)
 
+    load = os.getloadavg()[0]
     cpu0, sw0 = totals()
     threads0 = _threads(process.pid)
     started = time.monotonic()
@@ -75,7 +82,9 @@ def _idle(process: psutil.Process, seconds: float) -> dict[str, Any]:
     return {
         "window_s": round(elapsed, 1),
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 3),
-        "wakeups_per_s": round((sw1 - sw0) / elapsed, 2),
+        "wakeups_per_s": round((sw1[0] - sw0[0]) / elapsed, 2),
+        "voluntary_wakeups_per_s": round((sw1[1] - sw0[1]) / elapsed, 2),
+        "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],  # at the start and the end
         "wakeups_per_s_by_thread": {k: v for k, v in sorted(by_thread.items()) if v >= 0.1},
     }
 
