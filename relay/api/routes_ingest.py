@@ -80,10 +80,9 @@ async def send_batch(ctx: ApiContext, messages: Iterable[SendMessage]) -> list[d
             return {"error": f"cannot send to {message.to}: {exc}"}
         return {"bundle_id": bundle_id.key().hex()}
 
-    batch = list(messages)
-    if len(batch) == 1:  # an application sending one at a time: no task to wait for
-        return [await one(batch[0])]
-    return list(await asyncio.gather(*(one(message) for message in batch)))
+    # Each message in a task, even one alone: the links woken by its send take the bundle before the
+    # answer is written (answering first delayed the frame by 0.3-0.7 ms in the trace).
+    return list(await asyncio.gather(*(one(message) for message in messages)))
 
 
 def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
