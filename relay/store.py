@@ -77,7 +77,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -164,7 +164,7 @@ class Store:
         self.path = path  # the SQLite file; applications keep their own files beside it
         self._db = db  # used on ``_thread``, or on the loop while nothing runs there (see _commit)
         self._thread = thread
-        self._on_thread: set[Future[Any]] = set()  # work submitted to ``_thread`` and not finished
+        self._on_thread: set[object] = set()  # a token per work submitted to ``_thread`` and not finished
         self._reserve = reserve or DiskReserve(Path(), 0)
         self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
@@ -450,11 +450,19 @@ class Store:
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` on the store's thread (the connection's place but for :meth:`_lone`
-        puts); tracked until it finishes there, even if the caller is cancelled."""
-        work = self._thread.submit(fn, self._db)
-        self._on_thread.add(work)
-        work.add_done_callback(self._on_thread.discard)
-        return await asyncio.wrap_future(work)
+        puts); tracked until it finishes there, even if the caller is cancelled. Through the loop's
+        ``run_in_executor``, which the simulator's loop runs inline (relay/sim/loop.py)."""
+        token = object()
+        self._on_thread.add(token)
+
+        def tracked(db: sqlite3.Connection) -> T:
+            try:
+                return fn(db)
+            finally:
+                self._on_thread.discard(token)  # set operations are atomic; the loop only reads it
+
+        work = asyncio.get_running_loop().run_in_executor(self._thread, tracked, self._db)
+        return await asyncio.shield(work)  # a cancelled caller leaves queued work to run (and untrack)
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._closed:
