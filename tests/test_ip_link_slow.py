@@ -73,7 +73,7 @@ async def run_backlog(links: list[IpLink], authority: Authority, proxy: ImpairPr
         bound = ahead / bandwidth + 4 * DELAY + 1.0  # + the keepalive records sharing the path
         print(f"FLASH after {latency:.2f} s (bound {bound:.2f} s), window peak {peak} B")
         assert latency < bound, f"FLASH took {latency:.1f} s, window peaked at {peak} B"
-        assert peak <= 3 * bandwidth, peak  # about a second of the path, not the 10 MB/s bitrate
+        assert peak <= 3 * bandwidth, peak  # about a second of the path, not the configured bitrate
         async with asyncio.timeout(backlog * RECORD_OVERHEAD / bandwidth + 30):
             await feeding
             while len(received) < backlog // 500 + 1:
