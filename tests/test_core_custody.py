@@ -8,7 +8,7 @@ from core_pump import Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.actions import Drop, MarkForwarded, Persist, StatusChanged
-from relay.core.custody import initial_rto
+from relay.core.custody import CustodyTracker, initial_rto
 from relay.core.frames import AckFrame, DataFrame, decode_frame
 from relay.core.machine import RelayCore
 from relay.core.receipts import State
@@ -113,3 +113,24 @@ def test_duplicate_arrivals_are_acknowledged_and_delivered_once() -> None:
         b.apply(b.core.frame("ip0", A, data, 0.0), 0.0)
     assert [x.id for x in b.delivered] == [bundle.id]
     assert sum(isinstance(x, Persist) for x in b.actions) == 1
+
+
+def test_tracker_deadlines_come_due_in_first_sent_order_and_an_ack_ends_the_backoff() -> None:
+    """The tracker keeps deadlines in a heap: due copies in the order first sent (as the scan of
+    every copy gave them), a copy nobody retried stays due, and an ACK frame from the neighbour
+    still resets a backed-off copy to the base timeout."""
+    tracker = CustodyTracker()
+    ids = [_bundle(Priority.ROUTINE, seq=n).id for n in (3, 1, 2)]
+    for n, bundle_id in enumerate(ids):
+        tracker.touch(bundle_id, B, IP, float(n))  # MIN_RTO_S: deadlines 2, 3, 4
+    assert tracker.next_deadline() == 2.0
+    assert [f.bundle_id for f in tracker.due(10.0)] == ids
+    assert [f.bundle_id for f in tracker.due(10.0)] == ids, "a copy left alone stays due"
+    tracker.retry(ids[0], B, 10.0)  # backed off: 4 s, due at 14
+    tracker.acknowledged(ids[1], B)
+    tracker.acknowledged(ids[2], B)
+    assert tracker.next_deadline() == 14.0 and not tracker.due(13.0)
+    tracker.peer_alive(B, IP, 11.0)
+    flight = tracker.get(ids[0], B)
+    assert flight is not None and flight.rto == 2.0
+    assert tracker.next_deadline() == 13.0
