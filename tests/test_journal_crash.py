@@ -145,7 +145,7 @@ def test_every_journal_commit_syncs_its_log(tmp_path: Path) -> None:
     assert strace, "strace is missing: run deploy/install-system-deps.sh"
     deployment(tmp_path)
     trace = tmp_path / "fsync.trace"
-    messages = 30
+    messages = 100  # in bursts of a few (each one journal commit): enough commits to count
     traced = [strace, "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace)]
     child = subprocess.run(
         [*traced, sys.executable, str(WORKER), str(tmp_path), "1", "7", str(messages)],
