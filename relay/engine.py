@@ -17,7 +17,6 @@ new key sealed to that member and signed by the authority; the engine takes them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,7 +52,7 @@ from relay.core.receipts import (
 )
 from relay.kinds import KindRegistry
 from relay.links.base import LinkProfile
-from relay.store import Store, StoreError, StoreFullError, UnknownBundleError
+from relay.store import Store, StoreError, StoreFullError
 from relay.store_reader import StoreReader
 from relay.trust import TrustStore
 
@@ -461,6 +460,7 @@ class NodeEngine:
         go out last, one per origin and path."""
         batch = _Batch()
         bookkeeping: list[Coroutine[Any, Any, None]] = []
+        drops: dict[str, list[BundleId]] = {}
         pending = list(actions)
         while pending:
             persists = [action for action in pending if isinstance(action, Persist)]
@@ -472,8 +472,8 @@ class NodeEngine:
             for action in rest:
                 if isinstance(action, DeliverLocal):
                     pending += await self._deliver(action.bundle, now, batch)
-                elif isinstance(action, Drop):
-                    bookkeeping.append(self._delete(action))
+                elif isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
+                    drops.setdefault(action.reason, []).append(action.bundle_id)
                 elif isinstance(action, MarkForwarded):
                     bookkeeping.append(
                         self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
@@ -482,15 +482,12 @@ class NodeEngine:
                     status = self._named(action.status)
                     for callback in self._callbacks:
                         callback(action.bundle_id, status)
+        bookkeeping += [self.store.delete_many(ids, reason) for reason, ids in drops.items()]
         if batch.consumed:
             bookkeeping.append(self.store.ack_deliveries(batch.consumed))
         await asyncio.gather(*bookkeeping)
         if batch.receipted:
             await self._send_receipts(batch.receipted, now)
-
-    async def _delete(self, action: Drop) -> None:
-        with contextlib.suppress(UnknownBundleError):
-            await self.store.delete(action.bundle_id, action.reason)
 
     async def _persist(self, actions: list[Persist], now: float, batch: _Batch) -> list[Action]:
         """Check and store a round's incoming bundles in one store call, then tell the core."""

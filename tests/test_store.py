@@ -186,6 +186,29 @@ async def test_forwarding_state_per_neighbour(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_delete_many_frees_space_and_forwarding_in_one_op_across_chunks(tmp_path: Path) -> None:
+    """A custody ACK's worth and more (over one IN chunk): each held copy goes, its bytes leave the
+    budget, its forwarding record goes, its id stays seen; ids not held are skipped."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    bundles = [make(seq) for seq in range(1, 701)]
+    await store.put_many(bundles, now=1000)
+    kept = bundles[-1]
+    await store.mark_forwarded(bundles[0].id, NEIGHBOUR, "ip0", "custody", now=1001)
+    gone = [bundle.id for bundle in bundles[:-1]] + [make(900).id]  # the last was never stored
+    await store.delete_many(gone, "custody accepted")
+    assert (await store.stats()).bytes_used == len(encode_full(kept))  # one bundle's worth is left
+    assert await store.forwarding(bundles[0].id) == []
+    assert [stored.bundle for stored in await store.load_all()] == [kept]
+    assert await store.put(bundles[5], now=1002) is False  # still seen
+    await store.delete_many([], "nothing")
+    await store.close()
+    store = await Store.open(path)  # the deletes were committed
+    assert [stored.bundle for stored in await store.load_all()] == [kept]
+    assert (await store.stats()).bytes_used == len(encode_full(kept))
+    await store.close()
+
+
 async def test_custody_records_come_back_in_one_read_after_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
