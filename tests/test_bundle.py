@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import msgpack
@@ -74,6 +75,20 @@ def full_fields(bundle: Bundle = SAMPLE) -> list[object]:
 
 def pack(fields: list[object]) -> bytes:
     return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def test_full_encoding_from_several_threads_at_once_is_byte_identical() -> None:
+    """encode_full reuses a Packer per thread (the store's thread and the loop both encode): threads
+    encoding at the same time each get exactly what plain msgpack.packb gives."""
+    samples = [replace(SAMPLE, seq=seq, payload=bytes([seq % 256]) * (seq % 300)) for seq in range(400)]
+    expected = [pack(full_fields(bundle)) for bundle in samples]
+
+    def encode_all(_: int) -> list[bytes]:
+        return [encode_full(bundle) for bundle in samples for _ in range(5)][::5]
+
+    with ThreadPoolExecutor(4) as pool:
+        for encoded in pool.map(encode_all, range(8)):
+            assert encoded == expected
 
 
 # -- round trips ------------------------------------------------------------------------------
