@@ -207,7 +207,7 @@ def _read_back_us(path: Path, count: int = 5000) -> float:
     ids = [stored.bundle.id for _, stored in zip(range(count), reader.held(), strict=False)]
     started = time.perf_counter()
     for bundle_id in ids:
-        reader.get(bundle_id)
+        reader.get_many([bundle_id])
     elapsed = time.perf_counter() - started
     reader.close()
     return elapsed / len(ids) * 1e6

@@ -156,7 +156,7 @@ class NodeEngine:
             self.node_id,
             certificate.roles | groups,
             context=trust.compact_context(),
-            load=self._reader.get,
+            load=self._reader.get_many,
         )
         self.refused_frames = 0
         self.refused_bundles = 0

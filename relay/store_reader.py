@@ -1,8 +1,8 @@
 """Held bundles read back from the store on the event loop, beside the store's writer thread.
 
-The relay core keeps most held bundles only as small records (relay/core/held.py) and reads one back
-when a link is ready to send it: one primary-key SELECT on a second connection to the store's file,
-used only on the event loop's thread (tens of µs; a frame takes milliseconds on any link). In WAL
+The relay core keeps most held bundles only as small records (relay/core/held.py) and reads them back
+when a link is ready to send one, with the next few queued behind it: one SELECT by primary keys on a
+second connection to the store's file, used only on the event loop's thread. In WAL
 mode it reads while the writer commits and sees every committed transaction, and the core holds a
 bundle only after its commit, so crash safety is the store's alone; ``query_only`` makes sure this
 connection never writes. Start-up reads every held bundle through it in chunks, so restoring
@@ -12,7 +12,7 @@ connection never writes. Start-up reads every held bundle through it in chunks, 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from relay import sqlite
@@ -32,14 +32,17 @@ class StoreReader:
         self.path = path
         self._db: sqlite3.Connection | None = None
 
-    def get(self, bundle_id: BundleId) -> Bundle | None:
-        """The held bundle with this id, or None (delivered, expired or evicted since)."""
-        row = (
-            self._connection()
-            .execute("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (bundle_id.key(),))
-            .fetchone()
+    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        """Those of ``bundle_ids`` still held (not delivered, expired or evicted since), by id: one
+        SELECT for a link's next few queued bundles (the core reads ahead, relay/core/held.py)."""
+        keys = {bundle_id.key(): bundle_id for bundle_id in bundle_ids}
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self._connection().execute(
+            f"SELECT id, data FROM seen WHERE id IN ({marks}) AND data IS NOT NULL", tuple(keys)
         )
-        return None if row is None else self._decode(row[0])
+        return {keys[key]: self._decode(data) for key, data in rows}
 
     def held(self) -> Iterator[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class (the store's

@@ -4,6 +4,7 @@ small records, payloads left in the store and read back, expiry order, summaries
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Sequence
 
 import pytest
 
@@ -39,9 +40,9 @@ def test_urgent_bundles_stay_in_memory_others_are_read_back_from_the_store() -> 
     stored = {b.id: b for b in (_bundle(1, Priority.FLASH), _bundle(2, Priority.IMMEDIATE), _bundle(3))}
     reads: list[BundleId] = []
 
-    def load(bundle_id: BundleId) -> Bundle | None:
-        reads.append(bundle_id)
-        return stored.get(bundle_id)
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        reads.extend(bundle_ids)
+        return {i: stored[i] for i in bundle_ids if i in stored}
 
     held = HeldBundles(load, resident_bytes=0)
     records = {b.priority: held.add(b, local=False, copies=1) for b in stored.values()}
@@ -56,7 +57,7 @@ def test_urgent_bundles_stay_in_memory_others_are_read_back_from_the_store() -> 
 
 def test_resident_budget_is_spent_and_given_back() -> None:
     one = 1 + len(encode_full(_bundle(0))) + held_module.RESIDENT_OVERHEAD
-    held = HeldBundles(lambda _: None, resident_bytes=2 * one)
+    held = HeldBundles(lambda _: {}, resident_bytes=2 * one)
     records = [held.add(_bundle(seq), local=False, copies=1) for seq in range(3)]
     assert [r.bundle is not None for r in records] == [True, True, False]
     held.remove(records[0].id)
@@ -119,7 +120,7 @@ def test_a_queued_backlog_costs_a_few_hundred_bytes_per_bundle(monkeypatch: pyte
     stored = {b.id: b for b in (_bundle(seq) for seq in range(count))}
     tracemalloc.start()
     try:
-        core = RelayCore(ME, load=stored.get)
+        core = RelayCore(ME, load=lambda ids: {i: stored[i] for i in ids})
         for bundle in stored.values():
             core.restore(bundle, False, NOW)
         core.link_up(IP, PEER, NOW)
@@ -130,3 +131,55 @@ def test_a_queued_backlog_costs_a_few_hundred_bytes_per_bundle(monkeypatch: pyte
     assert per_bundle < 450, f"{per_bundle:.0f} B per held bundle"
     frame = core.next_frame("ip0", NOW)
     assert frame is not None and frame[0] == PEER
+
+
+def test_a_read_fetches_the_bundles_queued_next_and_flash_never_waits_for_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One store read per READ_AHEAD frames of a backlog, each bundle read once, in queue order; a
+    FLASH bundle arriving in the middle goes next, from memory."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    stored = {b.id: b for b in (_bundle(seq) for seq in range(100))}
+    calls: list[list[BundleId]] = []
+
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        calls.append(list(bundle_ids))
+        return {i: stored[i] for i in bundle_ids if i in stored}
+
+    core = RelayCore(ME, load=load)
+    for bundle in stored.values():
+        core.restore(bundle, False, NOW)
+    core.link_up(IP, PEER, NOW)
+    sent = [core.next_frame("ip0", NOW) for _ in range(11)]  # the summary, then ten bundles
+    assert all(frame is not None for frame in sent) and len(calls) == 1
+    assert len(calls[0]) == held_module.READ_AHEAD
+    assert calls[0] == [_bundle(seq).id for seq in range(held_module.READ_AHEAD)]
+    flash = Bundle(ORIGIN, Destination.to_node(PEER), int(NOW), 5000, 86_400, Priority.FLASH, 40, b"SOS")
+    core.originate(flash, NOW)
+    frame = core.next_frame("ip0", NOW)
+    assert frame is not None and b"SOS" in frame[1] and len(calls) == 1
+    while core.next_frame("ip0", NOW) is not None:
+        pass
+    read = [bundle_id for call in calls for bundle_id in call]
+    assert sorted(read) == sorted(stored) and len(calls) == -(-100 // held_module.READ_AHEAD)
+
+
+def test_read_ahead_is_bounded_and_forgets_a_dropped_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = {b.id: b for b in (_bundle(seq) for seq in range(40))}
+    reads: list[BundleId] = []
+
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        reads.extend(bundle_ids)
+        return {i: stored[i] for i in bundle_ids if i in stored}
+
+    held = HeldBundles(load, resident_bytes=0)
+    records = [held.add(b, local=False, copies=1) for b in stored.values()]
+    monkeypatch.setattr(held_module, "AHEAD_BYTES", 3 * records[0].full_size)
+    assert held.bundle(records[0], records[1:]) == _bundle(0)
+    assert len(reads) == held_module.READ_AHEAD  # read together; only the newest three are kept
+    assert held.bundle(records[1]) == _bundle(1) and len(reads) == held_module.READ_AHEAD + 1
+    held.remove(records[held_module.READ_AHEAD - 1].id)
+    assert held.bundle(records[held_module.READ_AHEAD - 2]) == _bundle(held_module.READ_AHEAD - 2)
+    assert len(reads) == held_module.READ_AHEAD + 1  # kept: no read
+    del stored[records[held_module.READ_AHEAD - 3].id]  # kept, then dropped by the store: still sent
+    assert held.bundle(records[held_module.READ_AHEAD - 3]) is not None

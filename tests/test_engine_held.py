@@ -5,6 +5,7 @@ dropped one behind the core's back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,9 +33,9 @@ async def _collect(engine: NodeEngine) -> list[Delivery]:
 class _CountingReader(StoreReader):
     reads: ClassVar[list[BundleId]] = []
 
-    def get(self, bundle_id: BundleId) -> Bundle | None:
-        _CountingReader.reads.append(bundle_id)
-        return super().get(bundle_id)
+    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        _CountingReader.reads.extend(bundle_ids)
+        return super().get_many(bundle_ids)
 
 
 async def _send(engine: NodeEngine, to: bytes, payload: bytes, priority: Priority) -> BundleId:

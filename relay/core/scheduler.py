@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Generic, TypeVar
 
 from relay.bundle import Priority
@@ -101,6 +102,14 @@ class FairQueue(Generic[T]):
             if cls.turn:
                 return cls.flows[self._next_flow(priority, cls)][0]
         return None
+
+    def following(self, item: T) -> Iterator[T]:
+        """The items queued behind ``item`` in its flow, in order (what a read-ahead fetches)."""
+        where = self._where.get(item)
+        if where is None:
+            return iter(())
+        queue = self._classes[where[0]].flows[where[1]]
+        return islice(queue, 1, None) if queue[0] == item else iter(())
 
     def pop(self) -> T | None:
         item = self.peek()

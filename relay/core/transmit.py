@@ -7,6 +7,8 @@ handed over, fragments queued behind the first, custody timer started.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from relay.bundle import Priority
 from relay.core.custody import CustodyTracker
 from relay.core.fragments import OutgoingTransfer, split
@@ -89,7 +91,7 @@ class Transmitter:
                 if outgoing is None:
                     return None
                 return item.peer, encode_frame(outgoing.fragments[item.index])
-            data = self._data_frame(state, held, item.peer)
+            data = self._data_frame(state, held, item)
             if data is None:
                 return None
             if len(data) <= mtu:
@@ -135,16 +137,25 @@ class Transmitter:
             return held.copies // 2  # binary spray-and-wait
         return held.copies
 
-    def _data_frame(self, state: LinkState, held: Held, peer: bytes) -> bytes | None:
+    def _data_frame(self, state: LinkState, held: Held, item: SendBundle) -> bytes | None:
+        peer = item.peer
         copies = self._give(state, held, peer)
         if copies < 1:
             held.unroute(peer)
             return None
-        bundle = self.held.bundle(held)
+        bundle = self.held.bundle(held, self._queued_after(state, item))
         if bundle is None:
             return None  # the store evicted it since; the core hears of it next
         frame = DataFrame(bundle.forwarded(), min(MAX_COPIES, copies), compact=state.profile.compact)
         return encode_frame(frame)
+
+    def _queued_after(self, state: LinkState, item: SendBundle) -> Iterator[Held]:
+        """The held bundles queued behind ``item`` in its flow, which a store read fetches with it."""
+        for following in state.queue.following(item):
+            if isinstance(following, SendBundle):
+                held = self.held.get(following.bundle_id)
+                if held is not None:
+                    yield held
 
     def _sent(self, state: LinkState, item: Item, now: float) -> None:
         if isinstance(item, SendBundle | SendFragment):
