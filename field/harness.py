@@ -92,10 +92,11 @@ class RunningField:
 
 @contextmanager
 def running_field(
-    root: Path, chain: Sequence[str], started: Sequence[str] | None = None
+    root: Path, chain: Sequence[str], started: Sequence[str] | None = None, ip_bitrate: float | None = None
 ) -> Iterator[RunningField]:
-    """Write ``chain`` (demo slugs, each dialling the one before), start ``started`` (default: all),
-    yield, then stop every process still running by PID."""
+    """Write ``chain`` (demo slugs, each dialling the one before; ``ip_bitrate``: what their IP links
+    pace to, default the link's), start ``started`` (default: all), yield, then stop every process
+    still running by PID."""
     deployment = create_demo_deployment(root)
     nodes = write_field(
         deployment,
@@ -103,6 +104,7 @@ def running_field(
         ip_port=free_port_base(len(chain)),
         chain=chain,
         api_rate=BULK_RATE,
+        ip_bitrate=ip_bitrate,
     )
     (root / "logs").mkdir(exist_ok=True)
     token = operator_token(deployment, frozenset({"dispatcher", "responder"}), "test operator")

@@ -82,10 +82,13 @@ def node_config(
     dial: list[int],
     api_rate: float | None = None,
     command_post: bytes | None = None,
+    ip_bitrate: float | None = None,
 ) -> str:
     """``api_rate``: requests per second per operator (burst the same), for bulk loaders; None: default.
-    ``command_post``: the node id this node's position reports go to by default."""
+    ``command_post``: the node id this node's position reports go to by default.
+    ``ip_bitrate``: bytes/s the IP link paces DATA to; None: the link's default."""
     peers = ", ".join(f'"tcp://127.0.0.1:{port}"' for port in dial)
+    bitrate = f"bitrate = {ip_bitrate}\n" if ip_bitrate else ""
     rate = f"rate_per_s = {api_rate}\nrate_burst = {api_rate}\n" if api_rate else ""
     post = f'command_post = "{command_post.hex()}"\n' if command_post else ""
     return f"""# Written by mesh112 demo: a node of the demo field on loopback.
@@ -105,7 +108,7 @@ type = "ip"
 name = "ip0"
 listen = "tcp://127.0.0.1:{ip_port}"
 peers = [{peers}]
-""".replace("'", '"')
+{bitrate}""".replace("'", '"')
 
 
 def write_field(
@@ -114,6 +117,7 @@ def write_field(
     ip_port: int = IP_PORT,
     chain: Sequence[str] = CHAIN,
     api_rate: float | None = None,
+    ip_bitrate: float | None = None,
 ) -> list[FieldNode]:
     """Configs and rosters for ``chain`` (demo node slugs); each node dials the one before it, and
     the others name the command post as where their position reports go."""
@@ -124,7 +128,9 @@ def write_field(
         node = by_slug[slug]
         dial = [ip_port + index - 1] if index else []
         post = None if slug == COMMAND_POST else post_id
-        config = node_config(node.name, node.roles, api_port + index, ip_port + index, dial, api_rate, post)
+        config = node_config(
+            node.name, node.roles, api_port + index, ip_port + index, dial, api_rate, post, ip_bitrate
+        )
         node.config.write_text(config)
         roster = node.directory / ROSTER_DIR
         roster.mkdir(exist_ok=True)
