@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from bench._lxmf_config import verify_loopback_sockets
 from bench._lxmf_field import measure_lxmf
@@ -109,8 +109,8 @@ class _Arrivals:
     """The command post's live stream (``/api/v1/stream``): each journal message as it is written,
     with the ``received`` stamp the command post application put on it (no polling of the journal)."""
 
-    def __init__(self, post: FieldNode, token: str) -> None:
-        self._socket = connect(f"{_ws(post.api)}/api/v1/stream?token={token}", compression=None, proxy=None)
+    def __init__(self, socket: ClientConnection) -> None:
+        self._socket = socket
 
     def received(self, text: str, timeout: float = 30.0) -> float:
         """The ``received`` stamp of the message ``text`` (the next one the stream shows)."""
@@ -125,9 +125,6 @@ class _Arrivals:
             if event.get("type") == "message" and event["item"]["text"] == text:
                 return float(event["item"]["received"])
 
-    def close(self) -> None:
-        self._socket.close()
-
 
 def _ws(api: str) -> str:
     return "ws" + api.removeprefix("http")
@@ -140,9 +137,10 @@ def _latency(field: RunningField, samples: int, door: str) -> list[float]:
     single ``POST /api/v1/messages``."""
     post, sender = field.nodes[0], field.nodes[-1]
     to = f"node:{field.node_id('command-post')}"
-    arrivals = _Arrivals(post, field.token)
     latencies = []
-    try:
+    stream = f"{_ws(post.api)}/api/v1/stream?token={field.token}"
+    with connect(stream, compression=None, proxy=None) as socket:
+        arrivals = _Arrivals(socket)
         if door == "app":
             with connect(
                 f"{_ws(sender.api)}/api/v1/ingest?token={field.token}", compression=None, proxy=None
@@ -164,8 +162,6 @@ def _latency(field: RunningField, samples: int, door: str) -> list[float]:
                     client.post("/api/v1/messages", json={"to": to, "text": text}).raise_for_status()
                     latencies.append((arrivals.received(text) - sent) * 1000)
                     time.sleep(LATENCY_GAP)
-    finally:
-        arrivals.close()
     return latencies
 
 
