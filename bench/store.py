@@ -102,16 +102,23 @@ async def _put_many_throughput(directory: Path) -> float:
     return PUT_MANY_TOTAL / elapsed
 
 
-def _ceiling_throughput(directory: Path) -> float:
-    """Plain sqlite3, WAL + synchronous=FULL, 1,000 rows per transaction: this disk's ceiling."""
-    db = sqlite3.connect(directory / f"ceiling-{time.monotonic_ns()}.db", isolation_level=None)
+def _ceiling_table(path: Path, origin_seed: int) -> tuple[sqlite3.Connection, list[tuple[bytes, bytes]]]:
+    """A plain table in WAL with synchronous=FULL, and the rows to put in it (encoded before any
+    clock starts)."""
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.execute("CREATE TABLE bundles (id BLOB PRIMARY KEY, data BLOB NOT NULL)")
     rows = [
         (bundle.id.key(), encode_full(bundle))
-        for bundle in (_bundle(4, 1 + seq // 65536, seq % 65536) for seq in range(PUT_MANY_TOTAL))
+        for bundle in (_bundle(origin_seed, 1 + seq // 65536, seq % 65536) for seq in range(PUT_MANY_TOTAL))
     ]
+    return db, rows
+
+
+def _ceiling_throughput(directory: Path) -> float:
+    """Plain sqlite3, WAL + synchronous=FULL, 1,000 rows per transaction: this disk's ceiling."""
+    db, rows = _ceiling_table(directory / f"ceiling-{time.monotonic_ns()}.db", 4)
     started = time.perf_counter()
     for start in range(0, len(rows), PUT_MANY_BATCH):
         db.execute("BEGIN IMMEDIATE")
@@ -125,14 +132,7 @@ def _ceiling_throughput(directory: Path) -> float:
 def _ceiling_multirow_throughput(directory: Path) -> float:
     """The same ceiling with each transaction's 1,000 rows in one INSERT statement (``VALUES (..),
     (..), ...``) instead of ``executemany``: plain sqlite3 at its fastest on this disk."""
-    db = sqlite3.connect(directory / f"ceiling-multirow-{time.monotonic_ns()}.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
-    db.execute("CREATE TABLE bundles (id BLOB PRIMARY KEY, data BLOB NOT NULL)")
-    rows = [
-        (bundle.id.key(), encode_full(bundle))
-        for bundle in (_bundle(5, 1 + seq // 65536, seq % 65536) for seq in range(PUT_MANY_TOTAL))
-    ]
+    db, rows = _ceiling_table(directory / f"ceiling-multirow-{time.monotonic_ns()}.db", 5)
     sql = "INSERT INTO bundles VALUES " + ", ".join(["(?, ?)"] * PUT_MANY_BATCH)
     started = time.perf_counter()
     for start in range(0, len(rows), PUT_MANY_BATCH):

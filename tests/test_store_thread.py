@@ -1,6 +1,8 @@
 """Where the store's SQLite work runs: on its own thread through the loop's ``run_in_executor``, so
-the simulator's loop (relay/sim/loop.py) runs all of it inline; work a cancelled caller left queued
-still runs and stops counting as busy, so lone puts go back to the loop."""
+the simulator's loop (relay/sim/loop.py) runs all of it inline; a lone put commits on the event loop
+(no thread hops), durably, and never while the store's thread is using the connection; work a
+cancelled caller left queued still runs and stops counting as busy, so lone puts go back to the
+loop."""
 
 from __future__ import annotations
 
@@ -21,18 +23,34 @@ def make(seq: int) -> Bundle:
     return Bundle(ORIGIN, Destination.everyone(), 1000, seq, 3600, Priority.ROUTINE, 40, b"x" * 100)
 
 
-def test_on_the_simulators_loop_every_transaction_runs_inline(tmp_path: Path) -> None:
+def committed(path: Path) -> int:
+    """Held bundles another connection sees: only what was committed."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM bundles").fetchone()[0])
+    finally:
+        db.close()
+
+
+def trace_threads(store: Store) -> list[str]:
+    """The names of the threads the store's transactions run on, in order, from now on."""
     threads: list[str] = []
+    transaction = store._transaction
+
+    def traced(batch, db):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return transaction(batch, db)
+
+    store._transaction = traced  # type: ignore[method-assign]
+    return threads
+
+
+def test_on_the_simulators_loop_every_transaction_runs_inline(tmp_path: Path) -> None:
+    threads: list[list[str]] = []
 
     async def scenario() -> None:
         store = await Store.open(tmp_path / "s.db")
-        transaction = store._transaction
-
-        def traced(batch, db):  # type: ignore[no-untyped-def]
-            threads.append(threading.current_thread().name)
-            return transaction(batch, db)
-
-        store._transaction = traced  # type: ignore[method-assign]
+        threads.append(trace_threads(store))
         assert await store.put_many([make(1), make(2)], now=1000) == [True, True]  # a batch, not lone
         await store.delete(make(1).id, "forwarded")
         assert [s.bundle for s in await store.load_all()] == [make(2)]
@@ -40,7 +58,7 @@ def test_on_the_simulators_loop_every_transaction_runs_inline(tmp_path: Path) ->
 
     with asyncio.Runner(loop_factory=InlineExecutorLoop) as runner:
         runner.run(scenario())
-    assert threads == [threading.current_thread().name] * 2
+    assert threads == [[threading.current_thread().name] * 2]
 
 
 async def test_work_left_by_a_cancelled_caller_runs_and_untracks(tmp_path: Path) -> None:
@@ -60,14 +78,52 @@ async def test_work_left_by_a_cancelled_caller_runs_and_untracks(tmp_path: Path)
     await busy
     await store._call(lambda db: None)  # after the cancelled caller's work, in the thread's order
     assert not store._on_thread
-    threads: list[str] = []
+    threads = trace_threads(store)
+    assert await store.put(make(1), now=1000) is True
+    assert threads == [threading.current_thread().name]  # lone, on the loop again
+    await store.close()
+
+
+async def test_a_lone_put_commits_on_the_loop_and_is_durable_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    threads = trace_threads(store)
+    assert await store.put(make(1), now=1000) is True
+    assert committed(path) == 1
+    assert await asyncio.gather(*(store.put(make(i), now=1000) for i in range(2, 12))) == [True] * 10
+    assert committed(path) == 11
+    main = threading.current_thread().name
+    assert threads[0] == main  # the lone put
+    assert any(name != main for name in threads[1:])  # the burst went to the store's thread as a batch
+    await store.close()
+
+
+async def test_a_lone_put_waits_while_the_thread_uses_the_connection(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    spans: list[tuple[str, float, float]] = []
+
+    def slow_read(db: sqlite3.Connection) -> int:
+        started = time.monotonic()
+        count = int(db.execute("SELECT count(*) FROM bundles").fetchone()[0])
+        time.sleep(0.2)
+        spans.append(("read", started, time.monotonic()))
+        return count
+
     transaction = store._transaction
 
     def traced(batch, db):  # type: ignore[no-untyped-def]
-        threads.append(threading.current_thread().name)
-        return transaction(batch, db)
+        started = time.monotonic()
+        result = transaction(batch, db)
+        spans.append(("put", started, time.monotonic()))
+        return result
 
     store._transaction = traced  # type: ignore[method-assign]
+    reading = asyncio.create_task(store._call(slow_read))
+    await asyncio.sleep(0.05)  # the read is running on the store's thread
     assert await store.put(make(1), now=1000) is True
-    assert threads == [threading.current_thread().name]  # lone, on the loop again
+    assert await reading == 0  # it never saw the put, committed or not
+    span = {name: (start, end) for name, start, end in spans}
+    assert span["put"][0] >= span["read"][1]  # one user of the connection at a time
+    assert committed(path) == 1
     await store.close()
