@@ -147,13 +147,16 @@ class Change:
         item = self.item
         # A message holds str and numbers only: its fields as they are, not asdict's deep copy (in a
         # burst of text that copy was a sixth of the command post's loop, issue 15).
-        message = isinstance(item, MessageEntry)
-        body = {name: getattr(item, name) for name in MESSAGE_FIELDS} if message else asdict(item)
-        event: dict[str, Any] = {"type": self.type, "seq": self.seq, "item": body}
-        if isinstance(self.item, MessageEntry):
-            event.update(bundle_id=self.item.bundle_id, origin=self.item.origin, text=self.item.text)
-        elif isinstance(self.item, RecordEntry):
-            event.update(record_type=self.item.type, record_id=self.item.record_id, origin=self.item.origin)
+        if isinstance(item, MessageEntry):
+            body = {name: getattr(item, name) for name in MESSAGE_FIELDS}
+            return {"type": self.type, "seq": self.seq, "item": body} | {
+                "bundle_id": item.bundle_id,
+                "origin": item.origin,
+                "text": item.text,
+            }
+        event: dict[str, Any] = {"type": self.type, "seq": self.seq, "item": asdict(item)}
+        if isinstance(item, RecordEntry):
+            event.update(record_type=item.type, record_id=item.record_id, origin=item.origin)
         return event
 
 
@@ -211,13 +214,6 @@ class Journal:
         )
         await self._db.commit()
         return replace(entry, seq=seq) if cursor.rowcount == 1 else None
-
-    async def add_messages(self, entries: Sequence[MessageEntry]) -> list[MessageEntry]:
-        """Several messages in one commit (a burst of deliveries); those stored, with their ``seq``
-        (not those the journal held already)."""
-        if not entries:
-            return []
-        return (await self.record_burst([], entries))[1]
 
     async def _stored_messages(
         self, entries: Sequence[MessageEntry], rows: Sequence[tuple[Any, ...]]
@@ -383,7 +379,7 @@ class Journal:
         self, units: Sequence[UnitHeard], entries: Sequence[MessageEntry]
     ) -> tuple[list[UnitEntry], list[MessageEntry]]:
         """What a burst of deliveries tells the journal, in one commit (one fsync, not one per
-        table): the units heard (as :meth:`heard`) and the messages (as :meth:`add_messages`).
+        table): the units heard (as :meth:`heard`) and the messages (as :meth:`add_message`).
         Returns the units as stored and the messages stored (with their ``seq``)."""
         unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
         message_rows = [(*message_row(entry), self._next_seq()) for entry in entries]

@@ -110,23 +110,19 @@ class PgJournal:
         )
         return replace(entry, seq=seq) if status.endswith(" 1") else None
 
-    async def add_messages(self, entries: Sequence[MessageEntry]) -> list[MessageEntry]:
-        """Several messages; those stored, with their ``seq`` (one write each: every write takes the
-        advisory lock and notifies followers on its own)."""
-        stored = [await self.add_message(entry) for entry in entries]
-        return [entry for entry in stored if entry is not None]
-
     async def record_burst(
         self, units: Sequence[UnitHeard], entries: Sequence[MessageEntry]
     ) -> tuple[list[UnitEntry], list[MessageEntry]]:
-        """As :meth:`relay.journal.Journal.record_burst`, one write per unit and message here."""
+        """As :meth:`relay.journal.Journal.record_burst`, one write per unit and message here (every
+        write takes the advisory lock and notifies followers on its own)."""
         stored_units = [
             await self.heard(
                 unit.node_id, name=unit.name, roles=unit.roles, at=unit.at, position=unit.position
             )
             for unit in units
         ]
-        return stored_units, await self.add_messages(entries)
+        stored = [await self.add_message(entry) for entry in entries]
+        return stored_units, [entry for entry in stored if entry is not None]
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100
