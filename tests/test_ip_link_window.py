@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 
 from relay.links.ip_records import (
     MAX_FRAME,
+    MAX_KEEPALIVE_S,
     FrameQueue,
     FrameReassembler,
     RecordError,
     RecordKind,
     SessionCipher,
     decode_ack,
+    decode_ping,
     encode_ack,
+    encode_ping,
 )
 from relay.links.ip_session import PeerSession
 from relay.links.ip_window import MIN_RECORD, MIN_WINDOW, TARGET_QUEUE_S, WINDOW_CAP_S, SendWindow
@@ -85,6 +88,25 @@ def test_hostile_ack_bodies_are_refused(body: bytes) -> None:
     else:
         with pytest.raises(RecordError, match="ack body"):
             decode_ack(body)
+
+
+@given(st.binary(max_size=20))
+def test_hostile_ping_bodies_are_refused_or_announce_a_bounded_keepalive(body: bytes) -> None:
+    if len(body) != 12:
+        with pytest.raises(RecordError, match="ping body"):
+            decode_ping(body)
+    elif body[8:] == bytes(4):
+        with pytest.raises(RecordError, match="0 ms"):
+            decode_ping(body)
+    else:
+        assert 0 < decode_ping(body)[1] <= MAX_KEEPALIVE_S
+
+
+def test_a_peer_cannot_stretch_its_keepalive_beyond_the_cap() -> None:
+    """Its silence is believed for three intervals and its routes live three: a day would keep a
+    dead peer up and its routes alive for three days."""
+    assert decode_ping(encode_ping(7, 60.0)) == (7, 60.0)  # a phone on battery
+    assert decode_ping(encode_ping(7, 86_400.0)) == (7, MAX_KEEPALIVE_S)
 
 
 def window(rate: float = 2000.0, rtt: float = 0.1, bitrate: float = 10_000_000.0) -> SendWindow:

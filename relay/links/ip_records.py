@@ -40,6 +40,9 @@ _TAG_LEN = 16
 MAX_RECORD = _HEADER.size + MAX_BODY + _TAG_LEN
 _FRAME_LEN = struct.Struct(">I")
 _PING = struct.Struct(">QI")  # ping id, the sender's keepalive interval in ms
+# The slowest keepalive a peer may ask for: its silence is believed for three of them, and its routes
+# live three of them (a phone on battery asks for 60 s), so one peer cannot stretch either for days.
+MAX_KEEPALIVE_S = 600.0
 _ACK = struct.Struct(">Q")
 _MAX_COUNTER = (1 << 64) - 1
 
@@ -238,10 +241,10 @@ def decode_ack(body: bytes) -> int:
 
 
 def decode_ping(body: bytes) -> tuple[int, float]:
-    """The ping id and the sender's keepalive interval in seconds."""
+    """The ping id and the sender's keepalive interval in seconds, at most :data:`MAX_KEEPALIVE_S`."""
     if len(body) != _PING.size:
         raise RecordError(f"ping body of {len(body)} bytes, expected {_PING.size}")
     ping_id, interval_ms = _PING.unpack(body)
     if interval_ms == 0:
         raise RecordError("ping announces a keepalive interval of 0 ms")
-    return int(ping_id), interval_ms / 1000
+    return int(ping_id), min(interval_ms / 1000, MAX_KEEPALIVE_S)
