@@ -13,6 +13,11 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
 - *api batch*: the same 100 B messages through ``POST /api/v1/messages/batch``, 250 per request, one
   request at a time: ``ingest`` is messages made durable at the sender per second (first request to
   last answer), the other figure is to the last arrival at the command post.
+- *api socket*: the same 100 B messages through the local ingest WebSocket (``/api/v1/ingest``), as
+  an application on the sender's machine feeds it: frames of 250 on one open socket, up to the
+  socket's ``MAX_IN_FLIGHT`` frames unanswered at once; ``api_socket_ingest_msgs_per_s`` is messages
+  made durable at the sender per second (first frame to last answer), ``api_socket_msgs_per_s`` to
+  the last arrival at the command post.
 - *latency*: one message at a time on a warm, idle path, from just before it is handed to the sender's
   relay to the command post application's ``received`` stamp (read from the command post's live
   stream; wall clock, one machine); percentiles over all repetitions' samples. Two doors: ``app``
@@ -59,6 +64,7 @@ from field.harness import (
     wait_until,
 )
 from field.processes import FieldNode
+from relay.api.routes_ingest import MAX_IN_FLIGHT
 
 CHAINS = {
     1: ("command-post", "responder-1"),
@@ -67,6 +73,7 @@ CHAINS = {
 BACKLOG = {100: 2000, 10_000: 300}  # body bytes: bundles
 API_MESSAGES = 300
 API_BATCH_MESSAGES, API_BATCH_SIZE = 3000, 250
+API_SOCKET_MESSAGES = 4000  # in frames of API_BATCH_SIZE
 LATENCY_SAMPLES = 50
 LATENCY_GAP = 0.05
 LXMF_API_MESSAGES = 200
@@ -195,6 +202,39 @@ def _api_batch(field: RunningField, count: int) -> dict[str, float]:
     }
 
 
+def _api_socket(field: RunningField, count: int) -> dict[str, float]:
+    """``count`` messages in frames of :data:`API_BATCH_SIZE` over one open ingest socket, keeping
+    up to ``MAX_IN_FLIGHT`` frames unanswered (the socket works on that many at once)."""
+    post, sender = field.nodes[0], field.nodes[-1]
+    to = f"node:{field.node_id('command-post')}"
+    texts = _texts("socket", count, 100)
+    frames = [
+        json.dumps(
+            {"ref": start, "messages": [{"to": to, "text": t} for t in texts[start : start + API_BATCH_SIZE]]}
+        )
+        for start in range(0, count, API_BATCH_SIZE)
+    ]
+    url = f"{_ws(sender.api)}/api/v1/ingest?token={field.token}"
+    with connect(url, compression=None, proxy=None, max_size=None) as socket:
+        started = time.time()
+        sent = answered = 0
+        while answered < len(frames):
+            while sent < len(frames) and sent - answered < MAX_IN_FLIGHT:
+                socket.send(frames[sent])
+                sent += 1
+            answer = json.loads(socket.recv(timeout=60))
+            results = answer.get("results", [])
+            if len(results) != API_BATCH_SIZE or not all("bundle_id" in r for r in results):
+                raise RuntimeError(f"ingest refused in part: {str(answer)[:300]}")
+            answered += 1
+        ingested = time.time()
+    wait_until(lambda: len(_arrivals(post, "socket")), count, 300, "api socket arrivals")
+    return {
+        "ingest_msgs_per_s": count / (ingested - started),
+        "msgs_per_s": count / (_arrivals(post, "socket")[-1] - started),
+    }
+
+
 def _quiesce(field: RunningField, timeout: float = 60.0) -> None:
     """Wait until the field is idle: every delivery acknowledged and the stores' contents steady
     (custody signals and end-to-end receipts of the last phase have crossed), so one phase's
@@ -231,6 +271,8 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, lis
         api = _api(field, API_MESSAGES)
         _quiesce(field)
         batch = _api_batch(field, API_BATCH_MESSAGES)
+        _quiesce(field)
+        socket = _api_socket(field, API_SOCKET_MESSAGES)
         sizes = {}
         for size in BACKLOG:
             _quiesce(field)
@@ -243,6 +285,8 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, lis
     figures["api_msgs_per_s"] = api["msgs_per_s"]
     figures["api_batch_ingest_msgs_per_s"] = batch["ingest_msgs_per_s"]
     figures["api_batch_msgs_per_s"] = batch["msgs_per_s"]
+    figures["api_socket_ingest_msgs_per_s"] = socket["ingest_msgs_per_s"]
+    figures["api_socket_msgs_per_s"] = socket["msgs_per_s"]
     return figures, latencies
 
 
@@ -338,6 +382,9 @@ def run() -> dict[str, Any]:
                 ),
                 "ratio_api_batch_ingest_vs_lxmf_api": _ratio(
                     mesh["api_batch_ingest_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
+                ),
+                "ratio_api_socket_ingest_vs_lxmf_api": _ratio(
+                    mesh["api_socket_ingest_msgs_per_s_median"], lxmf["api_msgs_per_s_median"]
                 ),
             }
         results[f"{hops}_hop"] = {"mesh112": mesh, "lxmf_100B": lxmf, "lxmf_10kB": lxmf_large, **ratios}
