@@ -1,4 +1,5 @@
-"""Sealing for one recipient, authenticating the sender: a compact mode for LoRa, a standard one for IP.
+"""Sealing for one recipient, authenticating the sender: a compact mode (LoRa, and every unsigned bundle),
+a standard one (HPKE) for records worth proving to a third party.
 
 **Compact** (LoRa; overhead 24 bytes: an 8-byte random salt and the 16-byte Poly1305 tag):
 static-static X25519 between the sender's and the recipient's enrolled keys, HKDF-SHA256 to a key
@@ -11,6 +12,12 @@ another plaintext. With the salt, a reuse needs the same id *and* the same 64 ra
 repeated id). Keys are per direction, so A→B and B→A never share a key even for equal inputs. What
 it does not give: forward secrecy (a stolen static key opens past traffic of that node) and proof to
 a third party (either end could have made the tag).
+
+**Compact, tagged** (any size; overhead 25 bytes): the compact seal behind a mode byte (``0x13``),
+for plaintexts too long to be told apart from a standard seal by their length alone. The engine
+seals every unsigned bundle to a node this way above the LoRa size (docs/crypto.md, "Sealing
+modes": why, and what it gives up against HPKE); :meth:`SealContext.open_tagged` opens it and both
+standard modes, so bundles sealed before the change still open.
 
 **Standard** (IP): HPKE base mode from RFC 9180, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 ChaCha20-Poly1305, via ``cryptography.hazmat.primitives.hpke``. That API offers only base mode (no
@@ -53,7 +60,8 @@ STANDARD_OVERHEAD_SIGNED = 1 + HPKE_ENC_LEN + TAG_LEN + SIGNATURE_LEN
 MAX_NONCE_INPUT = 64
 MAX_PLAINTEXT = 1 << 20
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-_MODE_MAC, _MODE_SIGNED = 0x11, 0x12  # version 1 in the high nibble, mode in the low
+COMPACT_TAGGED_OVERHEAD = 1 + COMPACT_OVERHEAD
+_MODE_MAC, _MODE_SIGNED, _MODE_COMPACT = 0x11, 0x12, 0x13  # version 1 in the high nibble, mode in the low
 _NONCE_TAG = b"mesh112/nonce/v2"
 _COMPACT_SALT = b"mesh112/compact/v1"
 _MAC_SALT = b"mesh112/standard-mac/v1"
@@ -127,6 +135,19 @@ class SealContext:
             raise SealError(
                 "compact seal does not open: tampered, or not from this sender to this node"
             ) from None
+
+    def seal_compact_tagged(
+        self, recipient: PublicIdentity, nonce_input: bytes, aad: bytes, plaintext: bytes
+    ) -> bytes:
+        """The compact seal behind its mode byte: one cached key and a ChaCha20-Poly1305 pass instead
+        of HPKE's X25519 per seal, for plaintexts of any size that need no proof to a third party."""
+        return bytes((_MODE_COMPACT,)) + self.seal_compact(recipient, nonce_input, aad, plaintext)
+
+    def open_tagged(self, sender: PublicIdentity, nonce_input: bytes, aad: bytes, sealed: bytes) -> bytes:
+        """Open a seal that starts with its mode byte: a tagged compact seal or either standard one."""
+        if sealed[:1] == bytes((_MODE_COMPACT,)):
+            return self.open_compact(sender, nonce_input, aad, sealed[1:])
+        return self.open_standard(sender, aad, sealed)
 
     def seal_standard(self, recipient: PublicIdentity, aad: bytes, plaintext: bytes, sign: bool) -> bytes:
         _check_size(plaintext)

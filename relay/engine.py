@@ -3,7 +3,8 @@
 Time is always passed in (seconds since the Mesh112 epoch), and frames are pushed in and pulled
 out by the caller, so the same engine runs under the asyncio node (real clock, real links) and
 under the simulator (virtual time). The engine seals what applications send (compact pairwise seal
-for small bundles that may cross LoRa, standard HPKE seal for big ones, group key for groups), opens
+for every bundle to a node, behind a mode byte above LoRa's size; signed HPKE for big FLASH and
+IMMEDIATE ones, which must be provable later; group key for groups), opens
 what arrives for this node, stores before acknowledging, and drops bundles whose origin this node
 does not trust.
 
@@ -58,9 +59,10 @@ from relay.trust import TrustStore
 
 log = logging.getLogger(__name__)
 
-# Plaintexts up to this size get the 24-byte compact seal: frame type 1 + header 16 + seal 24 + 172
-# = 213 bytes. With LoRa's 12-byte hop tag one frame (219) holds plaintexts up to 166; the 6 bytes
-# above that are fragmented, still cheaper than the standard seal. The NG112 record (<= 158) fits.
+# Plaintexts up to this size get the 24-byte compact seal, told apart by length alone: frame type 1 +
+# header 16 + seal 24 + 172 = 213 bytes. With LoRa's 12-byte hop tag one frame (219) holds plaintexts
+# up to 166; the 6 bytes above that are fragmented. The NG112 record (<= 158) fits. Above it the
+# compact seal carries a mode byte (25 bytes), or a FLASH/IMMEDIATE one the signed standard seal.
 COMPACT_SEAL_MAX = 172
 STORE_EXPIRE_EVERY_S = 60.0
 DEFAULT_MAX_CLOCK_SKEW_S = 300.0  # a bundle created further ahead of this node's clock is refused
@@ -679,9 +681,9 @@ class NodeEngine:
                 recipient = self.trust.check(dest.node, header.created)
             if len(plaintext) <= COMPACT_SEAL_MAX:
                 return self._seal.seal_compact(recipient, nonce_input, aad, plaintext)
-            return self._seal.seal_standard(
-                recipient, aad, plaintext, sign=header.priority <= Priority.IMMEDIATE
-            )
+            if header.priority <= Priority.IMMEDIATE:  # alarms, orders: provable later (signed HPKE)
+                return self._seal.seal_standard(recipient, aad, plaintext, sign=True)
+            return self._seal.seal_compact_tagged(recipient, nonce_input, aad, plaintext)
         group = dest.name if dest.name is not None else ALL_GROUP
         key = self.keyring.latest(group)
         if key is None:
@@ -699,6 +701,6 @@ class NodeEngine:
             )
             if len(bundle.payload) <= COMPACT_SEAL_MAX + COMPACT_OVERHEAD:
                 return self._seal.open_compact(sender, nonce_input, aad, bundle.payload)
-            return self._seal.open_standard(sender, aad, bundle.payload)
+            return self._seal.open_tagged(sender, nonce_input, aad, bundle.payload)
         group = dest.name if dest.name is not None else ALL_GROUP
         return open_group(self.keyring, group, nonce_input, aad, bundle.payload, now)
