@@ -104,7 +104,9 @@ def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None
         router.beacon_received(link, peer, BeaconFrame(((peer, 0), *offer), ()), now)
         if rng.random() < 0.2:
             router.expire(now)
-        scanned = min((r.expires for rs in router._routes.values() for r in rs.values()), default=None)
+        vias = {via for routes in router._routes.values() for via in routes}
+        assert vias == set(router._via_expiry), "every route lives as long as its neighbour's last offer"
+        scanned = min((router._via_expiry[via] for via in vias), default=None)
         assert router.next_deadline() == scanned
 
 

@@ -81,10 +81,15 @@ class _Asked:
     priority: Priority
 
 
-@dataclass
-class _Route:
-    cost: int
-    expires: float
+@dataclass(slots=True)
+class _Offer:
+    """The last beacon heard from one (link, neighbour) and the routes it gave: every route through
+    that neighbour, all with one expiry. A beacon equal to it (most beacons: routes hold between
+    changes) only moves that expiry, without rebuilding a route."""
+
+    nodes: tuple[tuple[bytes, int], ...]  # as the beacon listed them
+    hop_cost: int  # the link's cost when it was applied
+    routes: dict[bytes, int]  # node -> total cost, this node itself left out
 
 
 class Router:
@@ -94,7 +99,8 @@ class Router:
         self._codes = frozenset(short_code(name) for name in names)
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
         self._paces: dict[tuple[str, bytes], float] = {}  # (link, neighbour) -> beacon interval
-        self._routes: dict[bytes, dict[tuple[str, bytes], _Route]] = {}
+        self._routes: dict[bytes, dict[tuple[str, bytes], int]] = {}  # node -> (link, neighbour) -> cost
+        self._offers: dict[tuple[str, bytes], _Offer] = {}  # the routes in _routes, per (link, neighbour)
         # Every change to _neighbours or to the routes in _routes that can change a next hop goes
         # through _change, so the relay re-routes only the bundles whose next hops it may change.
         self.version = 0  # counts those changes
@@ -110,9 +116,11 @@ class Router:
         self._hops: dict[bytes | None, dict[tuple[Any, ...], tuple[list[Hop], _Asked]]] = {}
         self._ordered: dict[bytes, list[tuple[str, bytes]]] = {}  # routes to a node, best first
         self._fit_all: tuple[int, int] | None = None  # largest (full, compact) sizes every link fits
-        # A beacon sets every route through its sender to one expiry: the first route to expire is
-        # the first of these (the relay asks after every event; a scan of every route was 1.5 %).
+        # A beacon sets every route through its sender to one expiry, kept here: the first route to
+        # expire is the first of these (the relay asks after every event; a scan was 1.5 %).
         self._via_expiry: dict[tuple[str, bytes], float] = {}  # (link, neighbour) with routes
+        # What make_beacon last made per (link, neighbour), kept while what this node offers stands.
+        self._beacons: dict[tuple[str, bytes], tuple[int, LinkProfile, BeaconFrame]] = {}
         self._emptied = False  # link_down left a node with no route in _routes
 
     # -- neighbours and routes -------------------------------------------------------------------
@@ -130,10 +138,14 @@ class Router:
             links.pop(link, None)
             if not links:
                 del self._neighbours[peer]
-        for routes in self._routes.values():
-            if routes.pop((link, peer), None) is not None and not routes:
+        offer = self._offers.pop((link, peer), None)
+        for node in offer.routes if offer is not None else ():
+            routes = self._routes[node]
+            del routes[(link, peer)]
+            if not routes:
                 self._emptied = True  # expire() drops it
         self._via_expiry.pop((link, peer), None)
+        self._beacons.pop((link, peer), None)
         self._change(None)
 
     def beacon_every(self, link: str, peer: bytes) -> float:
@@ -174,36 +186,48 @@ class Router:
         profile = self._neighbours.get(peer, {}).get(link)
         if profile is None:
             return
+        via = (link, peer)
+        hop_cost = link_cost(profile)
+        expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
+        offer = self._offers.get(via)
+        if offer is not None and offer.nodes == beacon.nodes and offer.hop_cost == hop_cost:
+            # The same offer again (three in five beacons of the reference scenario): its routes
+            # stand, only their expiry moves, and they go first among routes of equal cost.
+            if offer.routes:
+                self._via_expiry[via] = expires
+            for node, total in offer.routes.items():
+                costs = self._routes[node]
+                if len(costs) > 1 and list(costs.values()).count(total) > 1:
+                    self._reordered(node, total)  # equal costs: in the order they were offered
+            return
+        offered: dict[bytes, int] = {}
+        for node, cost in beacon.nodes:
+            if node != self.node_id:
+                offered[node] = min(MAX_COST, cost + hop_cost)
         # A beacon is the neighbour's whole offer: what it no longer lists it no longer reaches, so
         # a route it lost is withdrawn now rather than lingering for three beacon intervals (a
         # stale route is how a bundle ends up handed round a loop to a dead end).
-        via = (link, peer)
-        offered = {node for node, _ in beacon.nodes}
-        for target in [t for t, routes in self._routes.items() if via in routes and t not in offered]:
-            left = self._routes[target]
-            del left[via]
-            if not left:
-                del self._routes[target]
-            self._change(target)
-        expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
-        hop_cost = link_cost(profile)
-        self._via_expiry.pop(via, None)
-        for node, cost in beacon.nodes:
-            if node == self.node_id:
-                continue
+        for target in offer.routes if offer is not None else ():
+            if target not in offered:
+                left = self._routes[target]
+                del left[via]
+                if not left:
+                    del self._routes[target]
+                self._change(target)
+        self._offers[via] = _Offer(beacon.nodes, hop_cost, offered)
+        if offered:
             self._via_expiry[via] = expires
-            total = min(MAX_COST, cost + hop_cost)
+        else:
+            self._via_expiry.pop(via, None)
+        for node, total in offered.items():
             routes = self._routes.get(node)
             if routes is None:
                 routes = self._routes[node] = {}
-            route = routes.get(via)
-            if route is None or route.cost != total:
-                routes[via] = _Route(total, expires)
+            if routes.get(via) != total:
+                routes[via] = total
                 self._change(node)
-            else:
-                route.expires = expires
-                if len(routes) > 1 and any(r.cost == total for r in routes.values() if r is not route):
-                    self._reordered(node, total)  # equal costs: in the order they were offered
+            elif len(routes) > 1 and list(routes.values()).count(total) > 1:
+                self._reordered(node, total)  # equal costs: in the order they were offered
 
     def _reordered(self, node: bytes, cost: int) -> None:
         """Routes to ``node`` of ``cost`` changed order (the one just refreshed goes first). That is
@@ -218,7 +242,7 @@ class Router:
             if not hops or not hops[0].directed:
                 continue  # no route fits: a copy to every neighbour, whatever their order
             paths = FLASH_PATHS if asked.priority is Priority.FLASH else 1
-            if len(hops) == paths and all(routes[(h.link, h.peer)].cost < cost for h in hops):
+            if len(hops) == paths and all(routes[(h.link, h.peer)] < cost for h in hops):
                 continue  # found among cheaper routes: the reordered ones are never reached
             if self._next_hops(asked, {False: key[3], True: key[4]}) != hops:
                 self._change(node, reorder=True)
@@ -229,17 +253,14 @@ class Router:
         if (first is None or first > now) and not self._emptied:
             return  # nothing to do, known without a look at every route (the relay asks on every timer)
         self._emptied = False
-        for key in [key for key, at in self._via_expiry.items() if at <= now]:
-            del self._via_expiry[key]
-        for target in list(self._routes):
-            routes = self._routes[target]
-            stale = [k for k, r in routes.items() if r.expires <= now]
-            for key in stale:
-                del routes[key]
-            if stale:
-                self._change(target)
-            if not routes:
-                del self._routes[target]
+        for via in [via for via, at in self._via_expiry.items() if at <= now]:
+            del self._via_expiry[via]
+            for node in self._offers.pop(via).routes:
+                routes = self._routes[node]
+                del routes[via]
+                self._change(node)
+        for target in [target for target, routes in self._routes.items() if not routes]:
+            del self._routes[target]
 
     def next_deadline(self) -> float | None:
         """When the first route expires."""
@@ -253,7 +274,7 @@ class Router:
             return self._reach[1]
         reach = dict(self._hop_costs())
         for node, routes in self._routes.items():
-            best = min((route.cost for route in routes.values()), default=None)  # None: link_down emptied it
+            best = min(routes.values(), default=None)  # None: link_down emptied it
             if best is not None and (node not in reach or best < reach[node]):
                 reach[node] = best
         self._reach = (self._offer_version, reach)
@@ -267,12 +288,17 @@ class Router:
         return self._neighbour_costs[1]
 
     def route_cost(self, node: bytes) -> int | None:
-        costs = [r.cost for r in self._routes.get(node, {}).values()]
-        return min(costs, default=None)
+        return min(self._routes.get(node, {}).values(), default=None)
 
     def make_beacon(self, profile: LinkProfile, peer: bytes) -> BeaconFrame:
         """What this node offers ``peer``: itself, its neighbours, its routes and its names, except
-        routes that go through ``peer`` itself (poisoned reverse: no two-node routing loops)."""
+        routes that go through ``peer`` itself (poisoned reverse: no two-node routing loops). The
+        same frame while what this node offers stands (a relay beacons every interval, and routes
+        change far less often)."""
+        key = (profile.name, peer)
+        kept = self._beacons.get(key)
+        if kept is not None and kept[0] == self._offer_version and kept[1] == profile:
+            return kept[2]
         reach: dict[bytes, int] = {self.node_id: 0}
         for neighbour, cost in self._hop_costs().items():
             if neighbour != peer:
@@ -281,14 +307,16 @@ class Router:
             if node == peer:
                 continue
             best: int | None = None
-            for (_, via), route in routes.items():
-                if via != peer and (best is None or route.cost < best):
-                    best = route.cost
+            for (_, via), cost in routes.items():
+                if via != peer and (best is None or cost < best):
+                    best = cost
             if best is not None and (node not in reach or best < reach[node]):
                 reach[node] = best
         room = profile.mtu - 3 - 4 * len(self._codes)
         nodes = sorted(reach.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
-        return BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
+        beacon = BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
+        self._beacons[key] = (self._offer_version, profile, beacon)
+        return beacon
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -353,8 +381,9 @@ class Router:
             # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
             routes = self._ordered.get(dest.node)
             if routes is None:  # kept like the answers: bundles to one node differ in class and size
+                expiry = self._via_expiry
                 ranked = sorted(
-                    self._routes.get(dest.node, {}).items(), key=lambda item: (item[1].cost, -item[1].expires)
+                    self._routes.get(dest.node, {}).items(), key=lambda item: (item[1], -expiry[item[0]])
                 )
                 routes = self._ordered[dest.node] = [via for via, _ in ranked]
             directed: list[Hop] = []
