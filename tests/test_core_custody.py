@@ -9,7 +9,7 @@ from core_pump import Pump
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.actions import Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.custody import CustodyTracker, initial_rto
-from relay.core.frames import AckFrame, DataFrame, decode_frame
+from relay.core.frames import AckFrame, DataFrame, decode_frame, encode_frame
 from relay.core.machine import RelayCore
 from relay.core.receipts import State
 from relay.links.base import LinkProfile
@@ -134,3 +134,88 @@ def test_tracker_deadlines_come_due_in_first_sent_order_and_an_ack_ends_the_back
     flight = tracker.get(ids[0], B)
     assert flight is not None and flight.rto == 2.0
     assert tracker.next_deadline() == 13.0
+
+
+LORA = LinkProfile(
+    "lora0", "lora", mtu=219, bitrate=130.0, cost=10.0, duty_cycle=0.1, compact=True, per_frame_overhead_s=0.4
+)
+
+
+def _data_ids(core: RelayCore, link: str, now: float) -> list[tuple[bytes, object]]:
+    """Every frame the core sends now on ``link``, DATA as (peer, bundle id), others as (peer, type)."""
+    sent: list[tuple[bytes, object]] = []
+    while (out := core.next_frame(link, now)) is not None:
+        frame = decode_frame(out[1], CONTEXT)
+        sent.append((out[0], frame.bundle.id if isinstance(frame, DataFrame) else type(frame)))
+    return sent
+
+
+def test_a_neighbours_loss_estimate_rises_with_timeouts_and_fades_with_acks() -> None:
+    tracker = CustodyTracker()
+    assert tracker.loss("lora0", B) == 0.0 and not tracker.lossy("lora0", B)
+    bundle = _bundle(Priority.ROUTINE)
+    tracker.touch(bundle.id, B, LORA, 0.0)
+    tracker.acknowledged(bundle.id, B, 5.0)
+    assert tracker.loss("lora0", B) == 0.0, "a clean link is never lossy"
+    tracker.touch(bundle.id, B, LORA, 10.0)
+    tracker.retry(bundle.id, B, 20.0)  # its timeout passed: one loss
+    assert tracker.lossy("lora0", B) and not tracker.lossy("lora0", C)
+    tracker.acknowledged(bundle.id, B, 21.0)
+    acks = 0
+    while tracker.lossy("lora0", B):
+        tracker.touch(bundle.id, B, LORA, 30.0)
+        tracker.acknowledged(bundle.id, B, 31.0)
+        acks += 1
+    assert 3 <= acks <= 10, acks
+    for _ in range(20):
+        tracker.touch(bundle.id, B, LORA, 40.0)
+        tracker.acknowledged(bundle.id, B, 41.0)
+    assert tracker.loss("lora0", B) == 0.0, "long clean again: forgotten"
+
+
+def test_flash_goes_twice_only_to_a_neighbour_seen_losing_frames() -> None:
+    """On a clean link (the emulated Meshtastic air, the radio's own ARQ) a FLASH goes once; after a
+    custody timeout on that neighbour it goes twice at once, and the repeat yields to the ACK."""
+    core = RelayCore(A, context=CONTEXT)
+    core.link_up(LORA, B, 0.0)
+    core.timer(10.0)  # the summary wait is over
+    _data_ids(core, "lora0", 10.0)
+    first = _bundle(Priority.FLASH, seq=1)
+    core.originate(first, 10.0)
+    assert [peer for peer, what in _data_ids(core, "lora0", 10.0) if what == first.id] == [B]
+    core.timer(100.0)  # no ACK came: the copy times out and goes again, once
+    assert [what for _, what in _data_ids(core, "lora0", 100.0)].count(first.id) == 1
+    assert core.custody.lossy("lora0", B)
+    second = _bundle(Priority.FLASH, seq=2)
+    core.originate(second, 101.0)
+    sent = _data_ids(core, "lora0", 101.0)
+    assert [peer for peer, what in sent if what == second.id] == [B, B]
+    third = _bundle(Priority.FLASH, seq=3)
+    core.originate(third, 102.0)
+    assert _data_ids(core, "lora0", 102.0)[:1] == [(B, third.id)]  # one frame taken, the repeat waits
+    core.frame("lora0", B, _ack(third), 103.0)
+    assert third.id not in [what for _, what in _data_ids(core, "lora0", 103.0)], "ACK came: no repeat"
+
+
+def _ack(bundle: Bundle) -> bytes:
+    return encode_frame(AckFrame((bundle.id,)))
+
+
+def test_an_ack_frame_at_flash_carries_only_flash_ids() -> None:
+    """A FLASH's custody ACK is the relay's frame before its forward: a long ACK frame (every id
+    pending) delays the alarm, so the lower classes' ids follow in a frame of their own."""
+    core = RelayCore(B, context=CONTEXT)
+    core.link_up(LORA, A, 0.0)
+    core.timer(10.0)
+    _data_ids(core, "lora0", 10.0)
+    routine = [_bundle(Priority.ROUTINE, dest=C, seq=seq) for seq in (1, 2, 3)]
+    flash = _bundle(Priority.FLASH, dest=C, seq=4)
+    for bundle in [*routine, flash]:
+        core.frame("lora0", A, encode_frame(DataFrame(bundle, 1, compact=True)), 10.0)
+    core.persisted([b.id for b in [*routine, flash]], [], 10.0)
+    acks = []
+    while (out := core.next_frame("lora0", 10.0)) is not None:
+        frame = decode_frame(out[1], CONTEXT)
+        if isinstance(frame, AckFrame):
+            acks.append(set(frame.ids))
+    assert acks == [{flash.id}, {b.id for b in routine}]

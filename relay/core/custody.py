@@ -8,6 +8,10 @@ router then looks for another way) or the bundle expires.
 The first timeout adapts to each link as TCP's does (RFC 6298): a smoothed round trip (send to
 custody ACK, which includes the neighbour's durable commit) plus four deviations, measured only
 on copies sent once (Karn), never below the link's frame-time floor.
+
+It also keeps, per neighbour on each link, how often a copy's timeout passed against how often an
+ACK came (:meth:`CustodyTracker.loss`): the sender repeats FLASH frames to a neighbour it has seen
+lose them (:mod:`relay.core.transmit`), where waiting for a timeout would cost an alarm seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ MIN_RTO_S = 2.0
 MAX_RTO_S = 600.0
 RTO_FRAMES = 4.0  # floor of the timeout: this many full-frame times (covers the ACK's own trip on LoRa)
 STALE_HEAP_MIN = 1024  # outdated deadline entries tolerated before the heap is rebuilt
+LOSS_GAIN = 0.125  # weight of one outcome (a timeout or an ACK) in a neighbour's loss estimate
+LOSSY = 0.05  # a neighbour whose copies time out at least this often (estimate) is lossy
 
 
 def initial_rto(profile: LinkProfile) -> float:
@@ -63,6 +69,9 @@ class CustodyTracker:
         # per (peer, link): no copy in flight there has a longer timeout than this, so an ACK need
         # not look for copies to stop backing off while the link's base timeout is at least this
         self._rto_bound: dict[tuple[bytes, str], float] = {}
+        # per (link, peer): share of recent outcomes that were timeouts, as an exponential average;
+        # absent until a timeout, so a neighbour that never lost a copy costs nothing to look up
+        self._loss: dict[tuple[str, bytes], float] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -77,6 +86,13 @@ class CustodyTracker:
         if measured is None:
             return floor
         return min(MAX_RTO_S, max(floor, measured.srtt + 4 * measured.rttvar))
+
+    def loss(self, link: str, peer: bytes) -> float:
+        """How often copies to ``peer`` on ``link`` lately needed their timeout (0: never seen)."""
+        return self._loss.get((link, peer), 0.0)
+
+    def lossy(self, link: str, peer: bytes) -> bool:
+        return self._loss.get((link, peer), 0.0) >= LOSSY
 
     def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
@@ -97,6 +113,7 @@ class CustodyTracker:
         """The timeout passed and the copy is queued again: back off (double, up to MAX_RTO_S)."""
         flight = self._flights.get((bundle_id, peer))
         if flight is not None:
+            self._outcome(flight.link, peer, lost=True)
             flight.attempts += 1
             flight.rto = min(MAX_RTO_S, flight.rto * 2)
             flight.deadline = now + flight.rto
@@ -126,9 +143,12 @@ class CustodyTracker:
         self._rto_bound[(peer, profile.name)] = base
 
     def acknowledged(self, bundle_id: BundleId, peer: bytes, now: float | None = None) -> InFlight | None:
+        """The neighbour took the copy (``now``: its ACK came now; None: it had it already)."""
         flight = self._pop(bundle_id, peer)
-        if flight is not None and now is not None and flight.attempts == 1:
-            self._sample(flight.link, now - flight.first_sent)
+        if flight is not None and now is not None:
+            self._outcome(flight.link, peer, lost=False)
+            if flight.attempts == 1:
+                self._sample(flight.link, now - flight.first_sent)
         return flight
 
     def due(self, now: float) -> list[InFlight]:
@@ -189,6 +209,17 @@ class CustodyTracker:
             if not peers:
                 del self._by_bundle[bundle_id]
         return flight
+
+    def _outcome(self, link: str, peer: bytes, *, lost: bool) -> None:
+        key = (link, peer)
+        before = self._loss.get(key)
+        if before is None and not lost:
+            return
+        after = (1 - LOSS_GAIN) * (before or 0.0) + (LOSS_GAIN if lost else 0.0)
+        if after < LOSSY * LOSS_GAIN:
+            del self._loss[key]  # long clean again: forgotten, as if never lost
+        else:
+            self._loss[key] = after
 
     def _sample(self, link: str, rtt: float) -> None:
         measured = self._rtt.get(link)
