@@ -51,7 +51,7 @@ from relay.core.receipts import (
     ReceiptDecodeError,
     receipts_for,
 )
-from relay.kinds import KindRegistry
+from relay.kinds import KindError, KindRegistry
 from relay.links.base import LinkProfile
 from relay.store import Store, StoreError, StoreFullError
 from relay.store_reader import StoreReader
@@ -81,6 +81,15 @@ class SendError(Exception):
 class StorageFullError(SendError):
     """The store cannot take the bundle: its quota is held by classes it may not evict, or the disk
     is full (the API answers 507)."""
+
+
+def _not_stored(outcome: bool | StoreError) -> SendError:
+    """Why the store did not take a bundle this node originated, for the application."""
+    if isinstance(outcome, StoreFullError):
+        return StorageFullError(f"store is full, bundle not accepted: {outcome}")
+    if isinstance(outcome, StoreError):
+        return SendError(f"store write failed, bundle not accepted: {outcome}")
+    return SendError("the store took this bundle's fresh id as seen; send it again")
 
 
 class RevocationError(CryptoError):
@@ -118,6 +127,17 @@ class _Batch:
     opened: dict[BundleId, bytes] = field(default_factory=dict)  # plaintexts opened at admission
     consumed: list[BundleId] = field(default_factory=list)  # inbox entries the engine took itself
     receipted: list[Bundle] = field(default_factory=list)  # delivered bundles whose origin gets a receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message of a batch an application sends (:meth:`NodeEngine.send_many`)."""
+
+    destination: Destination
+    payload: bytes
+    kind: int
+    priority: Priority = Priority.PRIORITY
+    lifetime: int = 3600  # seconds, rounded as :meth:`NodeEngine.send` does
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,29 +244,7 @@ class NodeEngine:
             counter = await self.store.next_bundle_id(self.node_id, int(now))
         except StoreFullError as exc:  # the disk is full
             raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
-        # The store's counter, unique across crashes, through a permutation only this node knows:
-        # nobody can name this node's next id and pre-empt it (crypto/ids.py).
-        bundle_id = BundleId(self.node_id, counter.created, self._seq.seq(counter.created, counter.seq))
-        header = Bundle(
-            self.node_id,
-            destination,
-            bundle_id.created,
-            bundle_id.seq,
-            compact_lifetime(lifetime),
-            Priority(priority),
-            kind,
-            b"",
-        )
-        bundle = Bundle(
-            header.origin,
-            header.destination,
-            header.created,
-            header.seq,
-            header.lifetime,
-            header.priority,
-            header.kind,
-            self._seal_payload(header, payload),
-        )
+        bundle = self._sealed(Outgoing(destination, payload, kind, priority, lifetime), counter)
         for_me = destination.kind is DestKind.NODE and destination.node == self.node_id
         try:
             await self.store.put(bundle, now=now, local=True, deliver=for_me, hold=not for_me)
@@ -254,6 +252,70 @@ class NodeEngine:
             raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
         await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
         return bundle.id
+
+    async def send_many(self, messages: Sequence[Outgoing], now: float) -> list[BundleId | SendError]:
+        """:meth:`send` for a batch an application hands over at once: ids reserved together, every
+        bundle stored in one commit and handed to the core in one step (no task, future or commit
+        per message). Each message stands alone: its durable id, or the :class:`SendError` saying
+        why it was not sent (nothing of it stored; the others are not held back by it)."""
+        if not messages:
+            return []
+        try:
+            counters = await self.store.next_bundle_ids(self.node_id, int(now), len(messages))
+        except StoreFullError as exc:  # the disk is full
+            return [StorageFullError(f"store is full, bundle not accepted: {exc}")] * len(messages)
+        results: list[BundleId | SendError] = []
+        items: list[tuple[Bundle, bool, bool]] = []
+        for message, counter in zip(messages, counters, strict=True):
+            try:
+                self.kinds.validate(message.kind, message.payload)
+                bundle = self._sealed(message, counter)
+            except (KindError, CryptoError) as exc:
+                results.append(SendError(str(exc)))
+                continue
+            dest = message.destination
+            for_me = dest.kind is DestKind.NODE and dest.node == self.node_id
+            items.append((bundle, for_me, not for_me))
+            results.append(bundle.id)
+        try:
+            stored = await self.store.put_each(items, now=now, local=True) if items else []
+        except StoreError as exc:  # the whole commit was refused
+            stored = [exc] * len(items)
+        actions = self._evictions(now)
+        refused: dict[BundleId, SendError] = {}
+        for (bundle, _, _), outcome in zip(items, stored, strict=True):
+            if outcome is True:
+                actions += self.core.originate(bundle, now)
+            else:
+                refused[bundle.id] = _not_stored(outcome)
+        await self._apply(actions, now)
+        return [refused.get(result, result) if isinstance(result, BundleId) else result for result in results]
+
+    def _sealed(self, message: Outgoing, counter: BundleId) -> Bundle:
+        """The bundle for ``message`` under the store's fresh ``counter``, its payload sealed."""
+        # The store's counter, unique across crashes, through a permutation only this node knows:
+        # nobody can name this node's next id and pre-empt it (crypto/ids.py).
+        seq = self._seq.seq(counter.created, counter.seq)
+        header = Bundle(
+            self.node_id,
+            message.destination,
+            counter.created,
+            seq,
+            compact_lifetime(message.lifetime),
+            Priority(message.priority),
+            message.kind,
+            b"",
+        )
+        return Bundle(
+            header.origin,
+            header.destination,
+            header.created,
+            header.seq,
+            header.lifetime,
+            header.priority,
+            header.kind,
+            self._seal_payload(header, message.payload),
+        )
 
     async def hand_over(self, bundle: Bundle, now: float) -> bool:
         """Take custody of a whole bundle a trusted local application hands over (a command post's

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from crypto.certificate import RevocationList
 from relay.bundle import Bundle, BundleId, Destination, Priority, to_epoch
 from relay.core.receipts import BundleStatus
-from relay.engine import Delivery, NodeEngine, SecurityCounters, StatusCallback
+from relay.engine import Delivery, NodeEngine, Outgoing, SecurityCounters, SendError, StatusCallback
 from relay.kinds import KindRegistry
 from relay.links.base import Link, LinkError
 
@@ -115,6 +115,13 @@ class Node:
         )
         self._wake()
         return bundle_id
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[BundleId | SendError]:
+        """:meth:`send` for a batch: per message its durable id or why it was not sent; one store
+        commit and one wake-up of the links for the lot (:meth:`relay.engine.NodeEngine.send_many`)."""
+        results = await self.engine.send_many(messages, self.now())
+        self._wake()
+        return results
 
     async def hand_over(self, bundle: Bundle) -> bool:
         """Take custody of a bundle a trusted local application brings whole (see

@@ -30,9 +30,9 @@ API (all methods are coroutines unless noted):
   only for this node). Raises :class:`StoreFullError` if it cannot fit (see eviction below).
 - ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
   several, all or nothing on :class:`StoreFullError`.
-- ``put_each(items, *, now) -> list[bool | StoreError]``: ``(bundle, deliver, hold)`` items, each
-  accepted or refused on its own (a refusal is returned, not raised), all in one group commit: the
-  engine stores a batch of frames from its links with it.
+- ``put_each(items, *, now, local=False) -> list[bool | StoreError]``: ``(bundle, deliver, hold)``
+  items, each accepted or refused on its own (a refusal is returned, not raised), all in one group
+  commit: the engine stores a batch of frames from its links, or a batch an application sends, with it.
 - ``get(bundle_id) -> Bundle | None``: a held bundle.
 - ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
   ``delete_many(bundle_ids, reason)``: the same for several, in one op.
@@ -40,6 +40,7 @@ API (all methods are coroutines unless noted):
 - ``expire(now) -> list[BundleId]``: drop held bundles past their lifetime and forget expired seen ids.
 - ``next_bundle_id(origin, now_epoch_s) -> BundleId``: a fresh id for a bundle originated here, never
   reused across restarts (a block of ids is reserved by a commit before the first is returned).
+  ``next_bundle_ids(origin, now_epoch_s, count) -> list[BundleId]``: ``count`` of them, one commit at most.
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
@@ -106,6 +107,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 IN_CHUNK = 500  # ids per "WHERE id IN (...)" statement, under SQLite's bound-parameter limit
 ID_BLOCK = 256  # local ids reserved per commit: a crash skips at most this many, never reuses one
+BATCH_BLOCK = 8  # a batch of n ids reserves a block of max(ID_BLOCK, 8 n) from its last: 8 batches a commit
 HELD_IN_ORDER = (  # every held bundle for start-up: highest class, then oldest, then arrival order
     "SELECT data, received_at, local FROM seen WHERE data IS NOT NULL ORDER BY priority, created, rowid"
 )
@@ -260,12 +262,12 @@ class Store:
         return result
 
     async def put_each(
-        self, items: Sequence[tuple[Bundle, bool, bool]], *, now: float
+        self, items: Sequence[tuple[Bundle, bool, bool]], *, now: float, local: bool = False
     ) -> list[bool | StoreError]:
-        """Accept ``(bundle, deliver, hold)`` items from neighbours in one group commit, each on its
-        own: per item True (accepted), False (duplicate or expired) or the :class:`StoreError` that
-        refused it. One future for the whole batch, not one per bundle."""
-        requests = tuple(PutRequest((bundle,), now, False, deliver, hold) for bundle, deliver, hold in items)
+        """Accept ``(bundle, deliver, hold)`` items (from neighbours, or ``local``: originated here) in
+        one group commit, each on its own: per item True (accepted), False (duplicate or expired) or
+        the :class:`StoreError` that refused it. One future for the whole batch, not one per bundle."""
+        requests = tuple(PutRequest((bundle,), now, local, deliver, hold) for bundle, deliver, hold in items)
         results = cast(list[_PutResult], await self._enqueue(requests))
         return [result if isinstance(result, StoreError) else result[0] for result in results]
 
@@ -317,6 +319,13 @@ class Store:
         Ids are reserved :data:`ID_BLOCK` at a time (one commit) and issued from memory; a crash
         skips the rest of a block, a clean :meth:`close` records the last id issued.
         """
+        return (await self.next_bundle_ids(origin, now_epoch_s, 1))[0]
+
+    async def next_bundle_ids(self, origin: bytes, now_epoch_s: int, count: int) -> list[BundleId]:
+        """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most:
+        a batch that passes its block reserves a block of ``max(ID_BLOCK, BATCH_BLOCK * count)`` ids
+        from its last one, so an application sending batches pays one reservation commit per
+        :data:`BATCH_BLOCK` of them (and one at each new second, as a lone sender)."""
         async with self._id_lock:
             block = self._ids.get(origin)
             if block is None:
@@ -328,19 +337,24 @@ class Store:
                 last = None if row is None else (int(row[0]), int(row[1]))
             else:
                 last = block[:2]
-            if last is None or now_epoch_s > last[0]:
-                created, seq = now_epoch_s, 0
-            elif last[1] < MAX_SEQ:
-                created, seq = last[0], last[1] + 1
-            else:
-                created, seq = last[0] + 1, 0
+            ids = []
+            for _ in range(count):
+                if last is None or now_epoch_s > last[0]:
+                    last = (now_epoch_s, 0)
+                elif last[1] < MAX_SEQ:
+                    last = (last[0], last[1] + 1)
+                else:
+                    last = (last[0] + 1, 0)
+                ids.append(BundleId(origin, *last))
+            created, seq = ids[-1].created, ids[-1].seq
             if block is None or created != block[0] or seq > block[2]:
-                reserved = min(seq + ID_BLOCK - 1, MAX_SEQ)
+                ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
+                reserved = min(seq + ahead - 1, MAX_SEQ)
                 await self._submit(_id_mark(origin, created, reserved))
             else:
                 reserved = block[2]
             self._ids[origin] = (created, seq, reserved)
-            return BundleId(origin, created, seq)
+            return ids
 
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""

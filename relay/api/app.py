@@ -8,7 +8,7 @@ what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as PathLib
 from typing import Annotated, Any, Protocol
@@ -47,7 +47,7 @@ from relay.bundle import (
     from_epoch,
 )
 from relay.core.receipts import BundleStatus
-from relay.engine import SecurityCounters, SendError, StorageFullError
+from relay.engine import Outgoing, SecurityCounters, SendError, StorageFullError
 from relay.journal import JournalBackend
 from relay.position import (
     MAX_ACCURACY_M,
@@ -73,6 +73,8 @@ class NodeControl(Sender, Protocol):
     def node_id(self) -> bytes: ...
 
     def status(self, bundle_id: BundleId) -> BundleStatus: ...
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[BundleId | SendError]: ...
 
     def link_info(self) -> list[dict[str, Any]]: ...
 
