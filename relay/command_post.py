@@ -1,7 +1,10 @@
 """The command post application: every delivery into the journal and the live stream, then acked.
 
 The journal entry is committed before the store's acknowledgement, so a crash between the two
-re-delivers into the idempotent journal rather than losing the delivery. Installed applications
+re-delivers into the idempotent journal rather than losing the delivery. Because the journal keeps a
+message once per bundle id (its primary key) and a record once per record id, the feed takes
+deliveries before the node's own commit (``inbox_batches(idempotent=True)``): a bundle seen again
+after a failed commit or a crash changes nothing. Installed applications
 (NG112 alarms, camera detections) turn their payload kinds into records through
 :class:`relay.apps.CommandPostApp` factories found in the ``mesh112.command_post`` entry-point group.
 What stock Meshtastic radios say on a LoRa channel becomes ``meshtastic`` records, marked
@@ -82,7 +85,7 @@ class CommandPostFeed:
         acks: set[asyncio.Task[None]] = set()
         heard = asyncio.create_task(self._record_heard(), name="heard-on-the-air")
         try:
-            async for deliveries in self._node.inbox_batches():
+            async for deliveries in self._node.inbox_batches(idempotent=True):
                 await self.record(deliveries)
                 if len(acks) >= MAX_PENDING_ACKS:
                     await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)

@@ -69,6 +69,7 @@ DEFAULT_MAX_CLOCK_SKEW_S = 300.0  # a bundle created further ahead of this node'
 ALL_GROUP = "all"  # the group key that seals bundles for everyone
 
 REVOCATION_LIFETIME_S = 68 * 3600  # the longest the compact header carries
+ENGINE_KINDS = frozenset({Kind.REVOCATION, Kind.GROUP_KEY, Kind.RECEIPT, Kind.RECEIPTS})  # not for apps
 StatusCallback = Callable[[BundleId, BundleStatus], None]
 RevocationCallback = Callable[[RevocationList], object]  # what it returns is ignored
 GroupKeyCallback = Callable[[GroupKey, bytes], object]  # the key and its wrapped form, to keep
@@ -127,6 +128,7 @@ class _Batch:
     opened: dict[BundleId, bytes] = field(default_factory=dict)  # plaintexts opened at admission
     consumed: list[BundleId] = field(default_factory=list)  # inbox entries the engine took itself
     receipted: list[Bundle] = field(default_factory=list)  # delivered bundles whose origin gets a receipt
+    early: set[BundleId] = field(default_factory=set)  # handed to the application before their commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,7 @@ class NodeEngine:
             self.node_id,
             certificate.roles | groups,
             context=trust.compact_context(),
-            load=self._reader.get_many,
+            load=self._load,
         )
         self.refused_frames = 0
         self.refused_bundles = 0
@@ -192,8 +194,13 @@ class NodeEngine:
         self._callbacks: list[StatusCallback] = []
         self._revocation_callbacks: list[RevocationCallback] = []
         self._group_key_callbacks: list[GroupKeyCallback] = []
-        self._stored_callbacks: list[Callable[[], object]] = []
+        self._ready_callbacks: list[Callable[[], object]] = []
+        # sent here, frame queued, commit running: a link may build the frame before the store has it
+        self._committing: dict[BundleId, Bundle] = {}
         self._next_store_expiry = 0.0
+        # Set by an application that keeps what it records once per bundle id, across restarts:
+        # it gets bundles before this node's commit (see _deliver_early).
+        self.deliver_before_commit = False
 
     @classmethod
     async def open(
@@ -238,19 +245,41 @@ class NodeEngine:
         now: float,
     ) -> BundleId:
         """Seal and store a bundle; it is durable when this returns. Lifetimes are whole minutes
-        (the LoRa header's unit), from 1 minute to 68 h 15 min; others are rounded into that range."""
+        (the LoRa header's unit), from 1 minute to 68 h 15 min; others are rounded into that range.
+
+        A bundle for another node is queued for the links *while* its commit runs (the callbacks of
+        :meth:`on_frames_ready` run then), so its frame may leave before it is durable here; this
+        still returns only after the commit. If the commit fails, :class:`StorageFullError` is
+        raised, the bundle is not sent again, and a frame that left may still be delivered: the
+        application, told "not accepted", may send it again (at least once, as after a crash
+        between the commit and the answer). Why: docs/relay-core.md, "Sending while committing"."""
         self.kinds.validate(kind, payload)
         try:
             counter = await self.store.next_bundle_id(self.node_id, int(now))
         except StoreFullError as exc:  # the disk is full
             raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
         bundle = self._sealed(Outgoing(destination, payload, kind, priority, lifetime), counter)
-        for_me = destination.kind is DestKind.NODE and destination.node == self.node_id
+        if destination.kind is DestKind.NODE and destination.node == self.node_id:
+            try:  # delivered here: into the inbox in the same commit, then to the application
+                await self.store.put(bundle, now=now, local=True, deliver=True, hold=False)
+            except StoreFullError as exc:
+                raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
+            await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
+            return bundle.id
+        self._committing[bundle.id] = bundle
         try:
-            await self.store.put(bundle, now=now, local=True, deliver=for_me, hold=not for_me)
-        except StoreFullError as exc:
-            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
-        await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
+            self.core.originate(bundle, now)  # nothing to do for a bundle to elsewhere
+            for ready in self._ready_callbacks:
+                ready()
+            await self.store.put(bundle, now=now, local=True, overlap=True)
+        except StoreError as exc:
+            self.core.not_stored(bundle.id)
+            if isinstance(exc, StoreFullError):
+                raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
+            raise
+        finally:
+            del self._committing[bundle.id]
+        await self._apply(self._evictions(now), now)
         return bundle.id
 
     async def send_many(self, messages: Sequence[Outgoing], now: float) -> list[BundleId | SendError]:
@@ -362,10 +391,11 @@ class NodeEngine:
     def on_status(self, callback: StatusCallback) -> None:
         self._callbacks.append(callback)
 
-    def on_stored(self, callback: Callable[[], object]) -> None:
-        """``callback()`` runs as soon as a batch of incoming bundles is stored, before the batch's
-        deliveries and receipts: their custody ACKs are queued, and a link need not wait longer."""
-        self._stored_callbacks.append(callback)
+    def on_frames_ready(self, callback: Callable[[], object]) -> None:
+        """``callback()`` runs when frames were queued that the links need not wait longer for: a
+        batch of incoming bundles' custody ACKs as soon as it is stored (before its deliveries and
+        receipts), a bundle sent here as soon as it is sealed (before its commit, see :meth:`send`)."""
+        self._ready_callbacks.append(callback)
 
     # -- revocation ------------------------------------------------------------------------------
 
@@ -506,6 +536,13 @@ class NodeEngine:
     def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
         return self.certificates.next_frame(link) or self.core.next_frame(link, now)
 
+    def _load(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        """The core's read of held bundles: from the store, or the bundles still committing."""
+        committing = {i: self._committing[i] for i in bundle_ids if i in self._committing}
+        if len(committing) == len(bundle_ids):
+            return committing
+        return self._reader.get_many(bundle_ids) | committing
+
     async def on_timer(self, now: float) -> None:
         await self._apply(self.core.timer(now), now)
         if now >= self._next_store_expiry:
@@ -531,8 +568,8 @@ class NodeEngine:
             rest = [action for action in pending if not isinstance(action, Persist)]
             pending = await self._persist(persists, now, batch) if persists else []
             if persists:
-                for stored in self._stored_callbacks:
-                    stored()
+                for ready in self._ready_callbacks:
+                    ready()
             for action in rest:
                 if isinstance(action, DeliverLocal):
                     pending += await self._deliver(action.bundle, now, batch)
@@ -578,6 +615,8 @@ class NodeEngine:
             admitted.append(action)
         if not admitted:
             return []
+        if self.deliver_before_commit:
+            self._deliver_early(admitted, now, batch)
         items = [(action.bundle, action.deliver, action.hold) for action in admitted]
         try:
             results = await self.store.put_each(items, now=now)
@@ -594,6 +633,39 @@ class NodeEngine:
             else:
                 (accepted if result else duplicates).append(bundle_id)
         return self._evictions(now) + self.core.persisted(accepted, duplicates, now)
+
+    def _deliver_early(self, admitted: list[Persist], now: float, batch: _Batch) -> None:
+        """Hand the application the batch's bundles for it before their commit, which runs meanwhile.
+
+        Only for an application that keeps what it records once per bundle id across restarts
+        (:attr:`deliver_before_commit`): if the commit then fails or the process dies first, no
+        custody ACK went out, the previous hop sends the bundle again, and the application sees it
+        a second time; so too a bundle this node took before a restart, whose ACK was lost. The
+        store's inbox still gets it in the commit, so a crash after the commit but before the
+        application's ack delivers it again as ever. The engine's own kinds (receipts, revocations,
+        group keys) and bundles that do not open wait for the commit (:meth:`_deliver`)."""
+        for action in admitted:
+            bundle = action.bundle
+            if not action.deliver or bundle.kind in ENGINE_KINDS:
+                continue
+            plaintext = batch.opened.get(bundle.id)
+            if plaintext is None:
+                try:
+                    plaintext = batch.opened[bundle.id] = self._open_payload(bundle, now)
+                except CryptoError:
+                    continue  # counted and logged by _deliver after the commit
+            self._inbox.put_nowait(
+                Delivery(
+                    bundle.id,
+                    bundle.origin,
+                    bundle.destination,
+                    bundle.kind,
+                    bundle.priority,
+                    bundle.created,
+                    plaintext,
+                )
+            )
+            batch.early.add(bundle.id)
 
     async def _put_alone(self, bundle: Bundle, deliver: bool, hold: bool, now: float) -> bool | StoreError:
         try:
@@ -640,6 +712,10 @@ class NodeEngine:
         """Open a bundle from the store's inbox and hand it to the app. Receipts, revocations and
         group keys are the engine's own: their inbox entries are consumed at the end of the batch
         (a crash before that only delivers them again). Returns what a receipt makes the core do."""
+        if bundle.id in batch.early:  # the application has it (_deliver_early); now it is durable
+            if bundle.destination.kind is DestKind.NODE and bundle.origin != self.node_id:
+                batch.receipted.append(bundle)
+            return []
         if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
             await self._revocation_arrived(bundle, now)
             batch.consumed.append(bundle.id)

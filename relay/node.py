@@ -63,7 +63,7 @@ class Node:
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
-        engine.on_stored(self._wake)  # custody ACKs go out before the batch's receipts are stored
+        engine.on_frames_ready(self._wake)  # ACKs before a batch's receipts; a bundle sent, before its commit
 
     @property
     def node_id(self) -> bytes:
@@ -109,12 +109,11 @@ class Node:
         priority: Priority = Priority.PRIORITY,
         lifetime: int = 3600,
     ) -> BundleId:
-        """Returns the bundle id once the bundle is durable in this node's store."""
-        bundle_id = await self.engine.send(
+        """Returns the bundle id once the bundle is durable in this node's store; its frame may have
+        left meanwhile (:meth:`relay.engine.NodeEngine.send`)."""
+        return await self.engine.send(  # the engine woke the links as soon as the frame was queued
             destination, payload, kind=kind, priority=priority, lifetime=lifetime, now=self.now()
         )
-        self._wake()
-        return bundle_id
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[BundleId | SendError]:
         """:meth:`send` for a batch: per message its durable id or why it was not sent; one store
@@ -140,9 +139,16 @@ class Node:
             for delivery in deliveries:
                 yield delivery
 
-    async def inbox_batches(self) -> AsyncIterator[list[Delivery]]:
+    async def inbox_batches(self, *, idempotent: bool = False) -> AsyncIterator[list[Delivery]]:
         """Deliveries as lists of all that arrived since the last one, for an application that
-        records a burst in one write and acknowledges it with one :meth:`ack_many`."""
+        records a burst in one write and acknowledges it with one :meth:`ack_many`.
+
+        ``idempotent=True`` is a promise: the application keeps what it records once per bundle id
+        however often a bundle comes, across its restarts (the command post's journal: a message
+        per bundle id). It then gets each bundle as it arrives, while this node commits it, not
+        after; it may see a bundle again after a failed commit or a crash (docs/relay-core.md,
+        "Delivering while committing"). Without it, a bundle comes once its commit is done."""
+        self.engine.deliver_before_commit = idempotent
         while True:
             yield await self.engine.receive()
 

@@ -8,9 +8,11 @@ fsync is paid once per *batch*: a single writer task takes every write queued wh
 COMMIT ran (up to ``max_batch``), hands the whole batch to the store's own thread, where one plain
 function runs it in one transaction (deduplication, puts, forwarding state, inbox: one thread hop
 per batch, not one per query), and resolves each caller's future only after COMMIT (group commit).
-A lone put of one bundle while the thread is idle (a message sent, a frame received on a quiet
-link) is committed on the event loop itself: the two thread hops cost more than its fsync on an
-idle machine, and there is nothing for the loop to do meanwhile; batches keep the thread.
+A lone put of one bundle while the thread is idle (a frame received on a quiet link) is committed on
+the event loop itself: the two thread hops cost more than its fsync on an idle machine, and there is
+nothing for the loop to do meanwhile; batches keep the thread, and so does a put whose caller has
+work for the loop while it commits (``overlap=True``: a bundle sent here, whose frame a link hands
+over during the commit, docs/relay-core.md).
 So **a call that returned has been made durable**; one that raised or never returned may or may not
 have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
 so they never see an uncommitted write. Each accepted id is one row of the ``seen`` table, holding the
@@ -24,10 +26,11 @@ API (all methods are coroutines unless noted):
 
 - ``Store.open(path, quota_bytes=256 MiB, *, max_batch=256)``: create or migrate, start the writer.
 - ``close()``: finish queued writes, stop the writer, close the file.
-- ``put(bundle, *, now, local=False, deliver=False, hold=True) -> bool``: accept a bundle; False if it
-  is a duplicate (held, or seen and not yet expired) or already expired. ``deliver=True`` also puts
-  it in the app inbox in the *same* transaction; ``hold=False`` keeps no forwarding copy (a bundle
-  only for this node). Raises :class:`StoreFullError` if it cannot fit (see eviction below).
+- ``put(bundle, *, now, local=False, deliver=False, hold=True, overlap=False) -> bool``: accept a
+  bundle; False if it is a duplicate (held, or seen and not yet expired) or already expired.
+  ``deliver=True`` also puts it in the app inbox in the *same* transaction; ``hold=False`` keeps no
+  forwarding copy (a bundle only for this node); ``overlap=True``: commit on the store's thread even
+  alone. Raises :class:`StoreFullError` if it cannot fit (see eviction below).
 - ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
   several, all or nothing on :class:`StoreFullError`.
 - ``put_each(items, *, now, local=False) -> list[bool | StoreError]``: ``(bundle, deliver, hold)``
@@ -152,6 +155,7 @@ _PutResult = list[bool] | StoreError  # one request's flags, or why it was refus
 class _Pending:
     work: _Op | _Puts  # puts are data so the writer can merge them into one insert
     future: asyncio.Future[Any]
+    overlap: bool = False  # the caller has loop work while this commits: never on the loop (_lone)
 
 
 class Store:
@@ -239,10 +243,22 @@ class Store:
     # -- writes (group-committed) -------------------------------------------------------------
 
     async def put(
-        self, bundle: Bundle, *, now: float, local: bool = False, deliver: bool = False, hold: bool = True
+        self,
+        bundle: Bundle,
+        *,
+        now: float,
+        local: bool = False,
+        deliver: bool = False,
+        hold: bool = True,
+        overlap: bool = False,
     ) -> bool:
-        """Accept one bundle durably; False if duplicate or expired. See the module docstring."""
-        return (await self.put_many([bundle], now=now, local=local, deliver=deliver, hold=hold))[0]
+        """Accept one bundle durably; False if duplicate or expired. ``overlap``: the caller has work
+        for the event loop while this commits, so it is committed on the store's thread even alone."""
+        request = PutRequest((bundle,), now, local, deliver, hold)
+        [result] = cast(list[_PutResult], await self._enqueue((request,), overlap=overlap))
+        if isinstance(result, StoreError):
+            raise result
+        return result[0]
 
     async def put_many(
         self,
@@ -500,11 +516,11 @@ class Store:
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return cast(T, await self._enqueue(op))
 
-    async def _enqueue(self, work: _Op | _Puts) -> Any:
+    async def _enqueue(self, work: _Op | _Puts, *, overlap: bool = False) -> Any:
         if self._closed:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(work, future))
+        self._queue.put_nowait(_Pending(work, future, overlap))
         return await future
 
     async def _run_writer(self) -> None:
@@ -581,8 +597,9 @@ class Store:
 
     def _lone(self, batch: list[_Pending]) -> bool:
         """A put of one bundle, with nothing running or waiting on the store's thread (no read can
-        see its transaction uncommitted: the loop is busy with it until COMMIT)."""
-        if len(batch) != 1 or self._on_thread:
+        see its transaction uncommitted: the loop is busy with it until COMMIT), whose caller has
+        nothing for the loop to do meanwhile."""
+        if len(batch) != 1 or self._on_thread or batch[0].overlap:
             return False
         work = batch[0].work
         return isinstance(work, tuple) and len(work) == 1 and len(work[0].bundles) == 1

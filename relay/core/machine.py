@@ -135,7 +135,8 @@ class RelayCore:
     # -- events ----------------------------------------------------------------------------------
 
     def originate(self, bundle: Bundle, now: float) -> list[Action]:
-        """A bundle made on this node and already durable in the store."""
+        """A bundle made on this node: durable in the store already if it is for this node, else
+        possibly still committing (its frame may leave meanwhile; :meth:`not_stored` if it fails)."""
         self._statuses.originated(bundle.id, now, bundle.expires)
         self._remember(bundle.id)
         actions: list[Action] = []
@@ -234,6 +235,13 @@ class RelayCore:
             self._routes_changed(now)
             self._reroute(now)
         return []
+
+    def not_stored(self, bundle_id: BundleId) -> None:
+        """A bundle originated here whose commit failed after :meth:`originate` (store full): stop
+        sending it and forget its status. A frame that left already may still be delivered."""
+        self._unhold(bundle_id)
+        self._statuses.not_stored(bundle_id)
+        self._receipt_from.pop(bundle_id, None)
 
     def handed_over(self, bundle: Bundle, now: float) -> list[Action]:
         """A whole bundle a trusted local application hands over (a command post's backbone bridge

@@ -9,10 +9,12 @@ As h11 keeps its connection states in one table, the status of a bundle moves on
     queued | forwarded --evicted--> evicted (with the store's reason)
     expired | evicted --receipt--> delivered (the receipt proves it arrived after all)
     delivered | expired | evicted --forgotten--> unknown (an hour after it became final)
+    queued | forwarded --not stored--> unknown (its commit failed after its frame left)
 
 A few events change nothing and are allowed (:data:`IGNORED`): a custody ACK or a second receipt
 that crossed the first receipt, an eviction of a copy the store had not yet dropped after delivery
-or expiry. Any other pair is a bug in the core and raises :class:`IllegalTransitionError`.
+or expiry, a failed commit of a bundle whose receipt came first. Any other pair is a bug in the
+core and raises :class:`IllegalTransitionError`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Event(Enum):
     LIFETIME_ENDED = "lifetime ended"
     EVICTED = "evicted"  # the store dropped it for higher-priority traffic
     FORGOTTEN = "forgotten"  # final long enough that nobody will ask any more
+    NOT_STORED = "not stored"  # its frame left before the commit, which failed: the app was refused
 
 
 TRANSITIONS: Mapping[tuple[State, Event], State] = {
@@ -72,6 +75,8 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = {
     (State.DELIVERED, Event.FORGOTTEN): State.UNKNOWN,
     (State.EXPIRED, Event.FORGOTTEN): State.UNKNOWN,
     (State.EVICTED, Event.FORGOTTEN): State.UNKNOWN,
+    (State.QUEUED, Event.NOT_STORED): State.UNKNOWN,
+    (State.FORWARDED, Event.NOT_STORED): State.UNKNOWN,
 }
 
 IGNORED: frozenset[tuple[State, Event]] = frozenset(
@@ -80,6 +85,7 @@ IGNORED: frozenset[tuple[State, Event]] = frozenset(
         (State.DELIVERED, Event.RECEIPT),
         (State.DELIVERED, Event.EVICTED),
         (State.EXPIRED, Event.EVICTED),
+        (State.DELIVERED, Event.NOT_STORED),  # the receipt proves it arrived: forgotten in an hour
     }
 )
 
@@ -212,6 +218,12 @@ class Statuses:
             now,
             lambda old: BundleStatus(State.EVICTED, old.peer, old.link, now, reason=reason),
         )
+
+    def not_stored(self, bundle_id: BundleId) -> None:
+        """Forget a bundle whose commit failed: the application was refused and never got its id."""
+        entry = self._entries.get(bundle_id)
+        if entry is not None and next_state(entry.status.state, Event.NOT_STORED) is State.UNKNOWN:
+            del self._entries[bundle_id]  # its deadline is skipped when due
 
     def due(self, now: float) -> tuple[list[tuple[BundleId, BundleStatus]], list[BundleId]]:
         """(pending bundles whose lifetime ended, now expired; final ones forgotten at last)."""
