@@ -266,11 +266,8 @@ class NodeEngine:
                 raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
             await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
             return bundle.id
-        self._committing[bundle.id] = bundle
+        self._leave_while_committing([bundle], now)
         try:
-            self.core.originate(bundle, now)  # nothing to do for a bundle to elsewhere
-            for ready in self._ready_callbacks:
-                ready()
             await self.store.put(bundle, now=now, local=True, overlap=True)
         except StoreError as exc:
             self.core.not_stored(bundle.id)
@@ -285,7 +282,8 @@ class NodeEngine:
     async def send_many(self, messages: Sequence[Outgoing], now: float) -> list[BundleId | SendError]:
         """:meth:`send` for a batch an application hands over at once: ids reserved together, every
         bundle stored in one commit and handed to the core in one step (no task, future or commit
-        per message). Each message stands alone: its durable id, or the :class:`SendError` saying
+        per message); as in :meth:`send`, the frames of bundles for other nodes may leave while the
+        commit runs. Each message stands alone: its durable id, or the :class:`SendError` saying
         why it was not sent (nothing of it stored; the others are not held back by it)."""
         if not messages:
             return []
@@ -306,19 +304,41 @@ class NodeEngine:
             for_me = dest.kind is DestKind.NODE and dest.node == self.node_id
             items.append((bundle, for_me, not for_me))
             results.append(bundle.id)
+        # As in send: bundles for other nodes are queued while the commit runs; those for this node
+        # enter the inbox in the commit, and the core after it.
+        leaving = [bundle for bundle, for_me, _ in items if not for_me]
+        self._leave_while_committing(leaving, now)
         try:
-            stored = await self.store.put_each(items, now=now, local=True) if items else []
+            stored = (
+                await self.store.put_each(items, now=now, local=True, overlap=bool(leaving)) if items else []
+            )
         except StoreError as exc:  # the whole commit was refused
             stored = [exc] * len(items)
+        finally:
+            for bundle in leaving:
+                del self._committing[bundle.id]
         actions = self._evictions(now)
         refused: dict[BundleId, SendError] = {}
-        for (bundle, _, _), outcome in zip(items, stored, strict=True):
-            if outcome is True:
-                actions += self.core.originate(bundle, now)
-            else:
+        for (bundle, for_me, _), outcome in zip(items, stored, strict=True):
+            if outcome is not True:
                 refused[bundle.id] = _not_stored(outcome)
+                if not for_me:
+                    self.core.not_stored(bundle.id)
+            elif for_me:
+                actions += self.core.originate(bundle, now)
         await self._apply(actions, now)
         return [refused.get(result, result) if isinstance(result, BundleId) else result for result in results]
+
+    def _leave_while_committing(self, bundles: list[Bundle], now: float) -> None:
+        """Queue bundles for other nodes whose commit is about to run, and wake the links: their
+        frames may leave meanwhile (docs/relay-core.md, "Sending while committing"). The caller
+        drops them from ``_committing`` once the commit is done, and tells the core if it failed."""
+        for bundle in bundles:
+            self._committing[bundle.id] = bundle
+            self.core.originate(bundle, now)  # nothing to do for a bundle to elsewhere
+        if bundles:
+            for ready in self._ready_callbacks:
+                ready()
 
     def _sealed(self, message: Outgoing, counter: BundleId) -> Bundle:
         """The bundle for ``message`` under the store's fresh ``counter``, its payload sealed."""

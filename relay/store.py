@@ -33,9 +33,10 @@ API (all methods are coroutines unless noted):
   alone. Raises :class:`StoreFullError` if it cannot fit (see eviction below).
 - ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
   several, all or nothing on :class:`StoreFullError`.
-- ``put_each(items, *, now, local=False) -> list[bool | StoreError]``: ``(bundle, deliver, hold)``
-  items, each accepted or refused on its own (a refusal is returned, not raised), all in one group
-  commit: the engine stores a batch of frames from its links, or a batch an application sends, with it.
+- ``put_each(items, *, now, local=False, overlap=False) -> list[bool | StoreError]``:
+  ``(bundle, deliver, hold)`` items, each accepted or refused on its own (a refusal is returned,
+  not raised), all in one group commit: the engine stores a batch of frames from its links, or a
+  batch an application sends, with it.
 - ``get(bundle_id) -> Bundle | None``: a held bundle.
 - ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
   ``delete_many(bundle_ids, reason)``: the same for several, in one op.
@@ -278,13 +279,19 @@ class Store:
         return result
 
     async def put_each(
-        self, items: Sequence[tuple[Bundle, bool, bool]], *, now: float, local: bool = False
+        self,
+        items: Sequence[tuple[Bundle, bool, bool]],
+        *,
+        now: float,
+        local: bool = False,
+        overlap: bool = False,
     ) -> list[bool | StoreError]:
         """Accept ``(bundle, deliver, hold)`` items (from neighbours, or ``local``: originated here) in
         one group commit, each on its own: per item True (accepted), False (duplicate or expired) or
-        the :class:`StoreError` that refused it. One future for the whole batch, not one per bundle."""
+        the :class:`StoreError` that refused it. One future for the whole batch, not one per bundle.
+        ``overlap``: as for :meth:`put`."""
         requests = tuple(PutRequest((bundle,), now, local, deliver, hold) for bundle, deliver, hold in items)
-        results = cast(list[_PutResult], await self._enqueue(requests))
+        results = cast(list[_PutResult], await self._enqueue(requests, overlap=overlap))
         return [result if isinstance(result, StoreError) else result[0] for result in results]
 
     async def delete(self, bundle_id: BundleId, reason: str) -> None:

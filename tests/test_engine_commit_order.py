@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from engine_net import IP, Deployment, EnginePump
 
-from relay.bundle import Destination, Kind, Priority
+from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.core.receipts import State
-from relay.engine import Delivery, NodeEngine, StorageFullError
+from relay.engine import Delivery, NodeEngine, Outgoing, StorageFullError
 
 T0 = 1000.0
 T1 = T0 + 11  # after the pair settled; the warm-up send reserved this second's ids
@@ -222,5 +222,25 @@ async def test_an_early_delivery_whose_put_is_refused_comes_again_and_is_never_a
     assert len(seen) >= 2 and {d.bundle_id for d in seen} == {bundle_id}
     assert a.status(bundle_id).state is State.QUEUED, "B took custody of a bundle it could not store"
     assert await b.store.pending_deliveries() == []
+    await a.close()
+    await b.close()
+
+
+async def test_send_many_hands_frames_over_before_its_commit_and_reports_each_refusal(tmp_path: Path) -> None:
+    a, b, _ = await _pair(tmp_path, quota_a=600)
+    dest = Destination.to_node(b.node_id)
+    batch = [Outgoing(dest, b"fits", Kind.TEXT), Outgoing(dest, b"z" * 800, Kind.TEXT)]
+    with commits_held(a):
+        send = asyncio.create_task(a.send_many(batch, T1))
+        frames = [await _frame(a), await _frame(a)]
+        assert not send.done(), "send_many answered before its commit"
+    kept, refused = await asyncio.wait_for(send, 10)
+    assert isinstance(kept, BundleId) and isinstance(refused, StorageFullError)
+    for frame in frames:
+        await b.frame_received(IP.name, a.node_id, frame, T1)
+    deliveries = await asyncio.wait_for(b.receive(), 2)
+    ids = {delivery.payload[:4]: delivery.bundle_id for delivery in deliveries}
+    assert ids[b"fits"] == kept and a.core.holds(kept)
+    assert not a.core.holds(ids[b"zzzz"]) and a.status(ids[b"zzzz"]).state is State.UNKNOWN
     await a.close()
     await b.close()
