@@ -1,0 +1,51 @@
+"""A burst of deliveries into the journal: what ``record_burst`` reports stored, and the live events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from relay.bundle import EPOCH_UNIX
+from relay.journal import Change, Journal, MessageEntry, UnitHeard
+
+T0 = EPOCH_UNIX + 50_000_000
+
+
+def _message(index: int) -> MessageEntry:
+    return MessageEntry(f"{index:044x}", "aa" * 16, "node:bb", 3, "PRIORITY", T0, T0 + 1, f"text {index}")
+
+
+async def test_a_burst_reports_only_the_messages_it_stored_with_their_seq(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        unit = UnitHeard("aa" * 16, "Responder 1", ["responder"], T0 + 1)
+        _, first = await journal.record_burst([unit], [_message(i) for i in range(5)])
+        assert [m.text for m in first] == [f"text {i}" for i in range(5)]
+        held = {m.bundle_id: m for m in await journal.messages()}
+        assert first == [held[m.bundle_id] for m in first]  # the seq each got, as the journal has it
+        # Delivered again (a crash before the store's ack): the held ones are not reported twice.
+        _, again = await journal.record_burst([unit], [_message(i) for i in range(3, 8)])
+        assert [m.text for m in again] == ["text 5", "text 6", "text 7"]
+        held = {m.bundle_id: m for m in await journal.messages()}
+        assert again == [held[m.bundle_id] for m in again]
+        assert len(held) == 8
+        _, none = await journal.record_burst([unit], [_message(i) for i in range(8)])
+        assert none == []
+    finally:
+        await journal.close()
+
+
+async def test_a_message_event_carries_every_field_of_the_stored_message(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        _, [stored] = await journal.record_burst([], [_message(1)])
+        event = Change(stored.seq, "message", stored).event()
+        assert event["item"] == asdict(stored)
+        assert (event["type"], event["seq"], event["bundle_id"], event["text"]) == (
+            "message",
+            stored.seq,
+            stored.bundle_id,
+            "text 1",
+        )
+    finally:
+        await journal.close()
