@@ -1,6 +1,6 @@
 """Where one message's latency goes: a timestamp trace of a one-hop field (issue 15).
 
-    .venv/bin/python -m bench._trace_latency [--door app|post] [--probes 50]
+    .venv/bin/python -m bench._trace_latency [--door app|post] [--probes 50] [--slowest 0]
 
 Runs the one-hop field of ``bench/relay_ip.py`` (real ``mesh112 relay run`` processes), sends
 ``--probes`` messages one at a time through the door ``relay_ip`` times (``app``: the ingest
@@ -10,6 +10,8 @@ entry (``>``) and exit (``<``) of the functions in :data:`POINTS`, wrapped in ea
 a ``sitecustomize`` written to a temporary directory (``PYTHONPATH``), so no product code carries
 the trace; every call appends ``<wall-clock ns> <label>`` to its process's file. A step is listed
 when at least 80 % of the probes passed it; ``#2`` is a label's second call within a probe.
+``--slowest N`` then prints every step of the N probes slowest to reach the command post's feed
+(the tail: what the median hides).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def _wrapped(fn: Callable[..., Any], label: str, log: Callable[[str], None]) -> 
     return traced
 
 
-def _steps(logs: dict[str, Path], start: str) -> list[tuple[float, str, int]]:
-    """(median ms since ``start``, step, probes) for the steps most probes passed, in time order."""
+def _probes(logs: dict[str, Path], start: str) -> list[list[tuple[int, str, str]]]:
+    """Every process's events, (ns, side, label), cut into probes at each ``start`` of the client."""
     events = sorted(
         (int(stamp), side, label)
         for side, path in logs.items()
@@ -110,6 +112,11 @@ def _steps(logs: dict[str, Path], start: str) -> list[tuple[float, str, int]]:
             probes.append([event])
         elif probes:
             probes[-1].append(event)
+    return probes
+
+
+def _steps(probes: list[list[tuple[int, str, str]]]) -> list[tuple[float, str, int]]:
+    """(median ms since the probe's start, step, probes) for the steps most probes passed, in time order."""
     offsets: dict[str, list[float]] = defaultdict(list)
     for probe in probes:
         seen: Counter[str] = Counter()
@@ -129,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--door", choices=("app", "post"), default="app")
     parser.add_argument("--probes", type=int, default=50)
+    parser.add_argument("--slowest", type=int, default=0)
     args = parser.parse_args()
     from bench import relay_ip
     from field.harness import running_field
@@ -151,8 +159,22 @@ def main() -> None:
         for pid, slug in sides.items():
             logs["R" if slug == "command-post" else "S"] = traces / f"{pid}.log"
         print(f"{args.probes} probes through the {args.door} door, load {os.getloadavg()[0]:.1f}")
-        for offset, step, count in _steps(logs, "client.send>" if args.door == "app" else "client.post>"):
+        probes = _probes(logs, "client.send>" if args.door == "app" else "client.post>")
+        for offset, step, count in _steps(probes):
             print(f"{offset:9.3f} ms  {step}  ({count})")
+        fed = [(_reached(probe, "R feed>"), probe) for probe in probes]
+        for reached, probe in sorted(fed, key=lambda item: -item[0])[: args.slowest]:
+            print(f"\none of the slowest: the feed at {reached:.3f} ms")
+            for stamp, side, label in probe:
+                print(f"{(stamp - probe[0][0]) / 1e6:9.3f} ms  {side} {label}")
+
+
+def _reached(probe: list[tuple[int, str, str]], step: str) -> float:
+    """ms from the probe's start to its first ``step`` (``side label``); infinity if it never came."""
+    for stamp, side, label in probe:
+        if f"{side} {label}" == step:
+            return (stamp - probe[0][0]) / 1e6
+    return float("inf")
 
 
 if __name__ == "__main__":
