@@ -219,3 +219,27 @@ def test_an_ack_frame_at_flash_carries_only_flash_ids() -> None:
         if isinstance(frame, AckFrame):
             acks.append(set(frame.ids))
     assert acks == [{flash.id}, {b.id for b in routine}]
+
+
+def test_an_origin_past_its_flash_share_gets_no_repeat() -> None:
+    """A repeat is not paced like the origin's own frames, so a flood past its share gets none."""
+    core = RelayCore(A, context=CONTEXT)
+    core.link_up(LORA, B, 0.0)
+    core.timer(10.0)
+    _data_ids(core, "lora0", 10.0)
+    first = _bundle(Priority.FLASH, seq=1)
+    core.originate(first, 10.0)
+    _data_ids(core, "lora0", 10.0)
+    core.timer(100.0)
+    _data_ids(core, "lora0", 100.0)
+    assert core.custody.lossy("lora0", B)
+    flood = [_bundle(Priority.FLASH, seq=seq) for seq in range(2, 40)]
+    sent: list[object] = []
+    now = 101.0
+    for bundle in flood:
+        core.originate(bundle, now)
+    while now < 400.0:
+        sent += [what for _, what in _data_ids(core, "lora0", now)]
+        now += 1.0
+    times = [sent.count(b.id) for b in flood if b.id in sent]
+    assert times[0] == 2 and times[-1] == 1 and set(times) == {1, 2}, times

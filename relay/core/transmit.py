@@ -182,11 +182,14 @@ class Transmitter:
                     whole
                     and held.priority is Priority.FLASH
                     and self.custody.lossy(state.profile.name, item.peer)
+                    and not state.bucket.over_cap(Priority.FLASH, held.origin)
                 ):
                     # Sent twice to a neighbour seen losing frames: a lost alarm frame would wait a
                     # custody timeout (~8 s on LoRa) at this hop. On a clean link (the radio's own
-                    # ARQ recovers) nothing is repeated. The repeat queues behind what is waiting
-                    # (a second path goes first) and is skipped if the ACK came first.
+                    # ARQ recovers) nothing is repeated, nor for an origin past its FLASH share (a
+                    # repeat, as a resend, is not paced: a flood's would be twice as loud). The
+                    # repeat queues behind what is waiting (a second path goes first) and is
+                    # skipped if the ACK came first.
                     state.queue.push(item, Priority.FLASH, held.origin)
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
