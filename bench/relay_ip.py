@@ -224,7 +224,8 @@ def _api_socket(field: RunningField, count: int) -> dict[str, float]:
                 sent += 1
             answer = json.loads(socket.recv(timeout=60))
             results = answer.get("results", [])
-            if len(results) != API_BATCH_SIZE or not all("bundle_id" in r for r in results):
+            size = min(API_BATCH_SIZE, count - answer.get("ref", 0))
+            if len(results) != size or not all("bundle_id" in r for r in results):
                 raise RuntimeError(f"ingest refused in part: {str(answer)[:300]}")
             answered += 1
         ingested = time.time()

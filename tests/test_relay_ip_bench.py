@@ -16,10 +16,14 @@ def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
 ) -> None:
     monkeypatch.setattr(relay_ip, "BACKLOG", {100: 60, 10_000: 20})
     monkeypatch.setattr(relay_ip, "API_MESSAGES", 20)
+    monkeypatch.setattr(relay_ip, "API_BATCH_MESSAGES", 300)
+    monkeypatch.setattr(relay_ip, "API_SOCKET_MESSAGES", 600)  # 250 + 250 + 100: frames in flight at once
     figures, latencies = relay_ip._mesh112_round(tmp_path, hops=3)
 
     assert figures["durable"] is True and figures["loopback_only"] is True
-    for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", "api_msgs_per_s"):
+    rates = ("api_msgs_per_s", "api_batch_ingest_msgs_per_s", "api_batch_msgs_per_s")
+    rates += ("api_socket_ingest_msgs_per_s", "api_socket_msgs_per_s")
+    for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", *rates):
         assert figures[key] > 0, key
     assert figures["backlog_10kB_mb_per_s"] == pytest.approx(figures["backlog_10kB_bundles_per_s"] * 0.01)
     assert set(latencies) == {"latency_app", "latency_post"}  # the ingest socket and the single POST
