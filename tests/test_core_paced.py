@@ -1,11 +1,13 @@
 """A neighbour whose link keeps alive at a slow pace (a phone on battery, issue 17): its beacons go at
-that pace, its routes live three of those, and route changes elsewhere do not wake it."""
+that pace, its routes live three of those, and route changes elsewhere do not wake it. The other
+neighbours of a free link get a beacon every interval only while it says something new (issue 15):
+one that repeats the last waits for the refresh, every ``REFRESH_BEACONS``-th interval."""
 
 from __future__ import annotations
 
 from relay.core.frames import BeaconFrame, decode_frame
 from relay.core.machine import RelayCore
-from relay.core.routing import ROUTE_LIFETIME_BEACONS, Router, beacon_interval
+from relay.core.routing import REFRESH_BEACONS, ROUTE_LIFETIME_BEACONS, Router, beacon_interval
 from relay.links.base import LinkProfile
 
 RELAY, OTHER, PHONE, LATE, FAR = (bytes([n]) * 16 for n in b"ROPLF")
@@ -32,8 +34,9 @@ def test_a_paced_neighbour_gets_beacons_at_its_pace_the_others_at_the_links() ->
     core.link_up(IP, OTHER, 0.0, pace=1.0)  # a relay's own keepalive: faster than beacons, no effect
     core.link_up(IP, PHONE, 0.0, pace=PHONE_PACE)
     sent = _beacons(core, 600.0)
-    assert sent[PHONE] == [PHONE_PACE * n for n in range(11)]
-    assert len(sent[OTHER]) == 21 and sent[OTHER][-1] == 600.0  # every 30 s, as before
+    assert sent[PHONE] == [PHONE_PACE * n for n in range(11)]  # its keepalive: every one goes
+    refresh = REFRESH_BEACONS * beacon_interval(IP)  # nothing changed: only the refresh goes
+    assert sent[OTHER] == [refresh * n for n in range(5)]
 
 
 def test_a_phone_alone_on_its_link_sleeps_until_the_paced_beacon() -> None:
@@ -50,7 +53,7 @@ def test_route_changes_elsewhere_trigger_beacons_to_relays_not_to_a_paced_phone(
     _beacons(core, 10.0)  # the beacons of the links coming up
     core.link_up(IP, LATE, 12.0)  # a new neighbour: what RELAY reaches changed
     sent = _beacons(core, 59.0, start=12.0)
-    assert sent[OTHER] == [12.0, 42.0]  # told at once, then every 30 s from there
+    assert sent[OTHER] == [12.0]  # told at once; at 42 s the same again: it waits for the refresh
     assert PHONE not in sent  # the phone hears of it at its next beacon, at 60 s
 
 
@@ -61,4 +64,24 @@ def test_routes_from_a_paced_neighbour_live_three_of_its_beacons() -> None:
     router.expire(100.0 + ROUTE_LIFETIME_BEACONS * beacon_interval(IP) + 1)  # the link's lifetime: 90 s
     assert router.route_cost(FAR) == 2  # still there: the next beacon comes at 60 s, not 30
     router.expire(100.0 + ROUTE_LIFETIME_BEACONS * PHONE_PACE + 1)
+    assert router.route_cost(FAR) is None
+
+
+def test_an_unchanged_beacon_waits_for_the_refresh_counted_from_the_last_change() -> None:
+    core = RelayCore(RELAY)
+    core.link_up(IP, OTHER, 0.0)
+    assert _beacons(core, 99.5)[OTHER] == [0.0]
+    core.link_up(IP, LATE, 100.0)  # what RELAY offers changed: told at once
+    sent = _beacons(core, 400.0, start=100.0)
+    assert sent[OTHER] == [100.0, 250.0, 400.0]
+
+
+def test_routes_from_a_free_link_live_three_refreshes() -> None:
+    router = Router(PHONE)
+    router.link_up(IP, RELAY)
+    router.beacon_received("ip0", RELAY, BeaconFrame(((FAR, 1),), ()), 100.0)
+    lifetime = ROUTE_LIFETIME_BEACONS * REFRESH_BEACONS * beacon_interval(IP)
+    router.expire(100.0 + lifetime - 1)
+    assert router.route_cost(FAR) == 2  # an unchanged beacon may be four intervals away
+    router.expire(100.0 + lifetime)
     assert router.route_cost(FAR) is None

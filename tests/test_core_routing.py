@@ -6,7 +6,7 @@ from core_pump import Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.frames import BeaconFrame, DataFrame, decode_frame
-from relay.core.routing import ROUTE_LIFETIME_BEACONS, Hop, Router, beacon_interval
+from relay.core.routing import REFRESH_BEACONS, ROUTE_LIFETIME_BEACONS, Hop, Router, beacon_interval
 from relay.links.base import LinkProfile
 
 A, B, C, D, E, Z = (bytes([n]) * 16 for n in b"ABCDEZ")
@@ -31,7 +31,7 @@ def test_beacon_route_is_used_then_expires() -> None:
     router.beacon_received("ip0", B, BeaconFrame(((C, 1),), ()), 100.0)
     assert router.next_hops(bundle, SIZES) == [Hop("ip0", B, True)]
     assert router.route_cost(C) == 2
-    router.expire(100.0 + ROUTE_LIFETIME_BEACONS * beacon_interval(IP))
+    router.expire(100.0 + ROUTE_LIFETIME_BEACONS * REFRESH_BEACONS * beacon_interval(IP))
     assert router.route_cost(C) is None
     assert {h.directed for h in router.next_hops(bundle, SIZES)} == {False}
 

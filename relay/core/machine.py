@@ -366,7 +366,7 @@ class RelayCore:
         for state in self._links.values():
             if len(state.peers) > len(state.paced) and state.next_beacon <= now:
                 for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
-                    if peer not in state.paced:
+                    if peer not in state.paced and self.router.beacon_due(state.profile, peer, now):
                         state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
                 state.last_beacon = now

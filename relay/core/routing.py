@@ -1,8 +1,12 @@
 """Where a bundle should go next: direct, by learned route, or opportunistically by copy budget.
 
 * Direct when the destination node is a neighbour.
-* Learned routes come from neighbours' beacons (node id, cost); a route lives three beacon
-  intervals of its link and costs the link's cost plus what the neighbour advertised.
+* Learned routes come from neighbours' beacons (node id, cost); a route lives three beacons of
+  its neighbour and costs the link's cost plus what the neighbour advertised.
+* On a link without a duty cycle (IP, WebRTC) a beacon that repeats the last one queued to that
+  neighbour goes only every ``REFRESH_BEACONS``-th interval (routes from there live three of
+  those): what changed goes at once in a triggered beacon, the link itself notices a neighbour
+  that goes, and three in five beacons of the reference scenario only repeated the last one.
 * Otherwise, and always for roles, groups and everyone, the bundle goes to every neighbour that
   lacks it (anti-entropy tells us who does). On costly links (cost > 1, e.g. LoRa) a binary
   spray-and-wait budget limits copies: each bundle starts with ``INITIAL_COPIES[priority]``; handing
@@ -39,6 +43,7 @@ INITIAL_COPIES = {
 MAX_FRAGMENTS_ON_COSTLY_LINK = 8  # larger bundles wait for a cheap link unless FLASH
 FLASH_PATHS = 2  # FLASH to a node that is not a neighbour goes to this many next hops with a route
 ROUTE_LIFETIME_BEACONS = 3
+REFRESH_BEACONS = 5  # on a free link an unchanged beacon goes every 5th interval (150 s on IP)
 
 
 def beacon_interval(profile: LinkProfile) -> float:
@@ -51,6 +56,12 @@ def paced_interval(profile: LinkProfile, pace: float | None) -> float:
     at when that is slower (a phone on battery announces a minute; both ends take the slower of the
     two announced, so they agree). Its routes then live three of those."""
     return max(beacon_interval(profile), pace or 0.0)
+
+
+def refreshes(profile: LinkProfile) -> bool:
+    """Whether an unchanged beacon on this link waits for the refresh (:data:`REFRESH_BEACONS`):
+    on links without a duty cycle, where beacons go often and the link tells when a neighbour goes."""
+    return profile.duty_cycle >= 1
 
 
 def triggered_beacon_gap(profile: LinkProfile) -> float:
@@ -121,6 +132,8 @@ class Router:
         self._via_expiry: dict[tuple[str, bytes], float] = {}  # (link, neighbour) with routes
         # What make_beacon last made per (link, neighbour), kept while what this node offers stands.
         self._beacons: dict[tuple[str, bytes], tuple[int, LinkProfile, BeaconFrame]] = {}
+        # The last beacon queued to each (link, neighbour) that counted as a refresh, and when.
+        self._queued_beacons: dict[tuple[str, bytes], tuple[BeaconFrame, float]] = {}
         self._emptied = False  # link_down left a node with no route in _routes
 
     # -- neighbours and routes -------------------------------------------------------------------
@@ -146,11 +159,33 @@ class Router:
                 self._emptied = True  # expire() drops it
         self._via_expiry.pop((link, peer), None)
         self._beacons.pop((link, peer), None)
+        self._queued_beacons.pop((link, peer), None)  # up again: told everything at once
         self._change(None)
 
     def beacon_every(self, link: str, peer: bytes) -> float:
         """Seconds between beacons to and from ``peer`` on ``link`` (the link's unless it is paced)."""
         return self._paces[(link, peer)]
+
+    def _route_lifetime(self, profile: LinkProfile, peer: bytes) -> float:
+        """Three beacons of ``peer``: three refreshes where an unchanged beacon waits for one (a
+        paced neighbour's beacons all go, at its pace: they are its link's keepalive)."""
+        every = self._paces[(profile.name, peer)]
+        if refreshes(profile) and every <= beacon_interval(profile):
+            every *= REFRESH_BEACONS
+        return ROUTE_LIFETIME_BEACONS * every
+
+    def beacon_due(self, profile: LinkProfile, peer: bytes, now: float) -> bool:
+        """Whether the regular beacon to ``peer`` goes now: always, unless the link refreshes
+        (:func:`refreshes`) and it would repeat the last one queued to ``peer`` less than
+        ``REFRESH_BEACONS`` intervals ago. A yes counts as queued."""
+        beacon = self.make_beacon(profile, peer)
+        key = (profile.name, peer)
+        last = self._queued_beacons.get(key)
+        refresh = (REFRESH_BEACONS - 0.5) * beacon_interval(profile)  # the 5th interval, whatever rounding
+        if last is not None and refreshes(profile) and last[0] == beacon and now - last[1] < refresh:
+            return False
+        self._queued_beacons[key] = (beacon, now)
+        return True
 
     def _change(self, target: bytes | None, *, reorder: bool = False) -> None:
         """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went).
@@ -188,7 +223,7 @@ class Router:
             return
         via = (link, peer)
         hop_cost = link_cost(profile)
-        expires = now + ROUTE_LIFETIME_BEACONS * self.beacon_every(link, peer)
+        expires = now + self._route_lifetime(profile, peer)
         offer = self._offers.get(via)
         if offer is not None and offer.nodes == beacon.nodes and offer.hop_cost == hop_cost:
             # The same offer again (three in five beacons of the reference scenario): its routes
