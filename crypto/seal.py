@@ -99,6 +99,7 @@ class SealContext:
         self._max_peers = max_peers
         self._random = random
         self._keys: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
+        self._ciphers: OrderedDict[tuple[bool, bytes], ChaCha20Poly1305] = OrderedDict()
 
     def _key(self, peer: PublicIdentity, salt: bytes, sending: bool) -> bytes:
         me, them = self.identity.node_id, peer.node_id
@@ -116,18 +117,32 @@ class SealContext:
             self._keys.move_to_end(slot)
         return key
 
+    def _cipher(self, peer: PublicIdentity, sending: bool) -> ChaCha20Poly1305:
+        """The compact seal's AEAD for one direction, made once per pair like its key (making one
+        costs as much as sealing 100 bytes with it)."""
+        slot = (sending, peer.encode())
+        cipher = self._ciphers.get(slot)
+        if cipher is None:
+            cipher = ChaCha20Poly1305(self._key(peer, _COMPACT_SALT, sending))
+            self._ciphers[slot] = cipher
+            if len(self._ciphers) > self._max_peers:
+                self._ciphers.popitem(last=False)
+        else:
+            self._ciphers.move_to_end(slot)
+        return cipher
+
     def seal_compact(
         self, recipient: PublicIdentity, nonce_input: bytes, aad: bytes, plaintext: bytes
     ) -> bytes:
         _check_size(plaintext)
-        cipher = ChaCha20Poly1305(self._key(recipient, _COMPACT_SALT, sending=True))
+        cipher = self._cipher(recipient, sending=True)
         salt = self._random(NONCE_SALT_LEN)
         return salt + cipher.encrypt(derive_nonce(nonce_input, salt), plaintext, aad)
 
     def open_compact(self, sender: PublicIdentity, nonce_input: bytes, aad: bytes, sealed: bytes) -> bytes:
         if not COMPACT_OVERHEAD <= len(sealed) <= MAX_PLAINTEXT + COMPACT_OVERHEAD:
             raise SealError(f"compact sealed payload has an impossible length ({len(sealed)} bytes)")
-        cipher = ChaCha20Poly1305(self._key(sender, _COMPACT_SALT, sending=False))
+        cipher = self._cipher(sender, sending=False)
         salt = sealed[:NONCE_SALT_LEN]
         try:
             return cipher.decrypt(derive_nonce(nonce_input, salt), sealed[NONCE_SALT_LEN:], aad)

@@ -67,6 +67,7 @@ MAX_COMPACT_LIFETIME_MIN = 0x0FFF
 MAX_COMPACT_HOPS = 0x0F
 MAX_U32 = 0xFFFF_FFFF
 MAX_SEQ = 0xFFFF
+_ID_TAIL = struct.Struct(">IH")  # a bundle id key after the origin: created, seq
 TRAIL_ID_LEN = 4  # a node in the trail: the first 4 bytes of its node id
 MAX_TRAIL = 16  # entries; a longer path keeps its last MAX_TRAIL nodes (the hop count tells the rest)
 
@@ -208,13 +209,13 @@ class BundleId:
 
     def key(self) -> bytes:
         """22 bytes, stable and sortable: the store's primary key and the compact seal's nonce input."""
-        return self.origin + struct.pack(">IH", self.created, self.seq)
+        return self.origin + _ID_TAIL.pack(self.created, self.seq)
 
     @classmethod
     def from_key(cls, key: bytes) -> BundleId:
         if len(key) != NODE_ID_LEN + 6:
             raise BundleDecodeError(f"bundle id key must be {NODE_ID_LEN + 6} bytes, got {len(key)}")
-        created, seq = struct.unpack(">IH", key[NODE_ID_LEN:])
+        created, seq = _ID_TAIL.unpack(key[NODE_ID_LEN:])
         return cls(key[:NODE_ID_LEN], created, seq)
 
     def __str__(self) -> str:
@@ -399,6 +400,23 @@ def encode_full(bundle: Bundle) -> bytes:
     return out
 
 
+_node_destinations: dict[bytes, Destination] = {}
+MAX_SHARED_DESTINATIONS = 4096  # node destinations the decoder keeps; past that it starts again
+
+
+def _node_destination(node: bytes) -> Destination:
+    """The destination ``node``, one shared object per node id: a backlog names a handful of nodes,
+    and making and checking a new one cost a sixth of decoding a 100-byte bundle. Destinations are
+    frozen, so sharing them is safe; the store's thread and the loop may both fill the table."""
+    dest = _node_destinations.get(node)
+    if dest is None:
+        dest = Destination(DestKind.NODE, node=node)
+        if len(_node_destinations) >= MAX_SHARED_DESTINATIONS:
+            _node_destinations.clear()
+        _node_destinations[node] = dest
+    return dest
+
+
 def _int_field(items: list[Any], index: int, name: str, low: int, high: int) -> int:
     value = items[index]
     if type(value) is not int or not low <= value <= high:
@@ -441,7 +459,7 @@ def decode_full(data: bytes) -> Bundle:
         if dest_kind is DestKind.NODE:
             if not isinstance(value, bytes):
                 raise BundleDecodeError("a node destination must be bytes")
-            dest = Destination(dest_kind, node=value)
+            dest = _node_destination(value)
         elif dest_kind is DestKind.ALL:
             if value is not None:
                 raise BundleDecodeError("an ALL destination carries no value")
@@ -554,7 +572,7 @@ def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> 
         node = context.nodes.get(dest_short)
         if node is None:
             raise BundleDecodeError(f"destination short id {dest_short.hex()} is not an enrolled node")
-        dest = Destination.to_node(node)
+        dest = _node_destination(node)
     elif dest_kind is DestKind.ALL:
         if dest_short != bytes(SHORT_ID_LEN):
             raise BundleDecodeError("an ALL destination must have a zero short code")

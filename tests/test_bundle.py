@@ -171,6 +171,22 @@ def test_full_refuses_destination_value_of_the_wrong_type(dest_kind: DestKind, v
         decode_full(pack(fields))
 
 
+def test_decoded_node_destinations_are_shared_and_still_checked() -> None:
+    """Bundles to one node decode to one Destination object (a bounded table); a node id of the
+    wrong length is refused as before and not remembered."""
+    to = Destination.to_node(bytes(range(16)))
+    first, second = (decode_full(encode_full(replace(SAMPLE, destination=to, seq=seq))) for seq in (1, 2))
+    assert first.destination == to and first.destination is second.destination
+    fields = full_fields(first)
+    fields[3] = bytes(15)
+    for _ in range(2):
+        with pytest.raises(BundleDecodeError, match="destination"):
+            decode_full(pack(fields))
+    nodes = [n.to_bytes(16, "big") for n in range(5000)]  # more than the table holds
+    others = [decode_full(encode_full(replace(SAMPLE, destination=Destination.to_node(n)))) for n in nodes]
+    assert [b.destination.node for b in others] == nodes
+
+
 @pytest.mark.parametrize("version", [0, 2, 255, True, 1.0, "1", None, [1]])
 def test_full_refuses_unknown_versions(version: object) -> None:
     fields = full_fields()
