@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 IDLE_WAKE_S = 60.0
 MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH waits for one at most
 MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits
+# A link hands frames over without waiting while its window has room, so a link draining a batch
+# held the loop for all of it (250 frames: the batch's own answer, its commit done meanwhile, came
+# only after them). It lets the loop's other work in every this many frames.
+YIELD_EVERY_FRAMES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +304,7 @@ class Node:
                 event.set()
 
     async def _run_link(self, name: str, link: Link) -> None:
+        sent = 0
         while True:
             self._wakes[name].clear()
             out = self.engine.next_frame(name, self.now()) if self._link_known(name) else None
@@ -311,6 +316,9 @@ class Node:
                 await link.send(peer, frame)
             except LinkError as exc:
                 log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
+            sent += 1
+            if sent % YIELD_EVERY_FRAMES == 0:
+                await asyncio.sleep(0)
 
     def _link_known(self, name: str) -> bool:
         return self.engine.core.has_link(name)
