@@ -43,8 +43,7 @@ API (all methods are coroutines unless noted):
 - ``load_all() -> list[StoredBundle]``: every held bundle, highest class and oldest first, for start-up.
 - ``expire(now) -> list[BundleId]``: drop held bundles past their lifetime and forget expired seen ids.
 - ``next_bundle_id(origin, now_epoch_s) -> BundleId``: a fresh id for a bundle originated here, never
-  reused across restarts (ids up to ``ID_AHEAD_S`` past the clock are reserved by a commit before the
-  first is returned, and the reservation is renewed ahead in the background).
+  reused across restarts (a block of ids is reserved by a commit before the first is returned).
   ``next_bundle_ids(origin, now_epoch_s, count) -> list[BundleId]``: ``count`` of them, one commit at most.
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
@@ -111,10 +110,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IN_CHUNK = 500  # ids per "WHERE id IN (...)" statement, under SQLite's bound-parameter limit
-# A reservation commit covers every local id created up to this many seconds past the clock, and is
-# renewed in the background once half of that is left: a sender that keeps sending never waits for
-# one; after a crash, ids continue past the reservation (dated up to this far ahead).
-ID_AHEAD_S = 60
+ID_BLOCK = 256  # local ids reserved per commit: a crash skips at most this many, never reuses one
+BATCH_BLOCK = 8  # a batch of n ids reserves a block of max(ID_BLOCK, 8 n) from its last: 8 batches a commit
 HELD_IN_ORDER = (  # every held bundle for start-up: highest class, then oldest, then arrival order
     "SELECT data, received_at, local FROM seen WHERE data IS NOT NULL ORDER BY priority, created, rowid"
 )
@@ -186,10 +183,8 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
-        # origin -> (created, seq) of the last id issued, and the reservation: every id up to it is durable
-        self._ids: dict[bytes, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self._ids: dict[bytes, tuple[int, int, int]] = {}  # origin -> (created, last seq issued, reserved to)
         self._id_lock = asyncio.Lock()
-        self._renewals: dict[bytes, asyncio.Task[None]] = {}  # reservations renewed in the background
 
     @classmethod
     async def open(
@@ -236,10 +231,9 @@ class Store:
         """Finish the writes already queued, record the last ids issued, then close the file."""
         if self._closed:
             return
-        await asyncio.gather(*self._renewals.values())  # they write before the last ids do
         async with self._id_lock:
-            for origin, (last, _) in self._ids.items():
-                await self._submit(_id_mark(origin, *last, lower=True))
+            for origin, (created, seq, _) in self._ids.items():
+                await self._submit(_id_mark(origin, created, seq))
         self._closed = True
         self._queue.put_nowait(None)
         if self._writer is not None:
@@ -344,30 +338,28 @@ class Store:
         """A fresh id for a bundle this node originates: never reused, even after ``kill -9``.
 
         ``created`` is ``now_epoch_s`` unless the clock went back or 65536 ids were taken in this
-        second; then it continues from the last id issued (possibly ahead of the clock). A commit
-        reserves every id created up to :data:`ID_AHEAD_S` past the clock before the first of them
-        is returned, the reservation is renewed in the background while ids are taken, and ids are
-        issued from memory; after a crash ids continue past the reservation, a clean :meth:`close`
-        records the last id issued.
+        second; then it continues from the last id issued (possibly a second ahead of the clock).
+        Ids are reserved :data:`ID_BLOCK` at a time (one commit) and issued from memory; a crash
+        skips the rest of a block, a clean :meth:`close` records the last id issued.
         """
         return (await self.next_bundle_ids(origin, now_epoch_s, 1))[0]
 
     async def next_bundle_ids(self, origin: bytes, now_epoch_s: int, count: int) -> list[BundleId]:
-        """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most,
-        and none while the sender keeps sending (the reservation is renewed ahead, in the background)."""
+        """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most:
+        a batch that passes its block reserves a block of ``max(ID_BLOCK, BATCH_BLOCK * count)`` ids
+        from its last one, so an application sending batches pays one reservation commit per
+        :data:`BATCH_BLOCK` of them (and one at each new second, as a lone sender)."""
         async with self._id_lock:
-            state = self._ids.get(origin)
-            last: tuple[int, int] | None
-            if state is None:
+            block = self._ids.get(origin)
+            if block is None:
                 row = await self._call(
                     lambda db: db.execute(
                         "SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)
                     ).fetchone()
                 )
                 last = None if row is None else (int(row[0]), int(row[1]))
-                reserved = last or (-1, 0)
             else:
-                last, reserved = state
+                last = block[:2]
             ids = []
             for _ in range(count):
                 if last is None or now_epoch_s > last[0]:
@@ -377,32 +369,15 @@ class Store:
                 else:
                     last = (last[0] + 1, 0)
                 ids.append(BundleId(origin, *last))
-            end = (ids[-1].created, ids[-1].seq)
-            if end > reserved:  # committed before any of them is returned (or leaves in a frame)
-                reserved = (max(end[0], now_epoch_s) + ID_AHEAD_S, MAX_SEQ)
-                await self._submit(_id_mark(origin, *reserved))
-            elif now_epoch_s + ID_AHEAD_S // 2 > reserved[0] and origin not in self._renewals:
-                self._renew(origin, (now_epoch_s + ID_AHEAD_S, MAX_SEQ))
-            known = self._ids.get(origin)  # a renewal may have landed while this one committed
-            self._ids[origin] = (end, reserved if known is None else max(reserved, known[1]))
+            created, seq = ids[-1].created, ids[-1].seq
+            if block is None or created != block[0] or seq > block[2]:
+                ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
+                reserved = min(seq + ahead - 1, MAX_SEQ)
+                await self._submit(_id_mark(origin, created, reserved))
+            else:
+                reserved = block[2]
+            self._ids[origin] = (created, seq, reserved)
             return ids
-
-    def _renew(self, origin: bytes, reservation: tuple[int, int]) -> None:
-        """Commit ``reservation`` without making a sender wait; ids past the current one are issued
-        only once it is durable (until then, one that needs them reserves, and waits, itself)."""
-
-        async def renew() -> None:
-            try:
-                await self._submit(_id_mark(origin, *reservation))
-            except StoreError as exc:  # the next id past the reservation tries again, and waits
-                log.warning("store: local ids not reserved ahead: %s", exc)
-                return
-            finally:
-                del self._renewals[origin]
-            last, reserved = self._ids[origin]
-            self._ids[origin] = (last, max(reserved, reservation))
-
-        self._renewals[origin] = asyncio.create_task(renew(), name=f"store-ids:{origin.hex()[:8]}")
 
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
@@ -698,21 +673,14 @@ class Store:
         self._budget.used = _count_used(db)
 
 
-def _id_mark(
-    origin: bytes, created: int, seq: int, *, lower: bool = False
-) -> Callable[[sqlite3.Connection], None]:
-    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued.
-    It never lowers the mark (a renewal and a reservation may commit in either order) unless
-    ``lower``: a clean close records the last id it really issued."""
-    sql = (
-        "INSERT INTO origin_seq (origin, created, seq) VALUES (?, ?, ?) ON CONFLICT (origin) DO UPDATE"
-        " SET created = excluded.created, seq = excluded.seq"
-    )
-    if not lower:
-        sql += " WHERE (excluded.created, excluded.seq) > (origin_seq.created, origin_seq.seq)"
+def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
+    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued."""
 
     def op(db: sqlite3.Connection) -> None:
-        db.execute(sql, (origin, created, seq))
+        db.execute(
+            "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
+            (origin, created, seq),
+        )
 
     return op
 

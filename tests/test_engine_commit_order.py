@@ -20,7 +20,6 @@ from engine_net import IP, Deployment, EnginePump
 from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import Delivery, NodeEngine, Outgoing, StorageFullError
-from relay.store import ID_AHEAD_S, Store
 
 T0 = 1000.0
 T1 = T0 + 11  # after the pair settled; the warm-up send reserved this second's ids
@@ -245,32 +244,3 @@ async def test_send_many_hands_frames_over_before_its_commit_and_reports_each_re
     assert not a.core.holds(ids[b"zzzz"]) and a.status(ids[b"zzzz"]).state is State.UNKNOWN
     await a.close()
     await b.close()
-
-
-def _reserved(path: Path, origin: bytes) -> tuple[int, int]:
-    with contextlib.closing(sqlite3.connect(path)) as raw:
-        row = raw.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)).fetchone()
-    return int(row[0]), int(row[1])
-
-
-async def test_a_sender_that_keeps_sending_never_waits_for_an_id_reservation(tmp_path: Path) -> None:
-    """The one commit left before a frame: a new second's ids. The reservation covers ID_AHEAD_S and
-    is renewed in the background, so a message every few seconds for minutes takes its id with the
-    store's write lock held elsewhere (a commit would wait for the lock, past the 2 s allowed)."""
-    store = await Store.open(tmp_path / "s.db")
-    origin = bytes(range(16))
-    await store.next_bundle_id(origin, 500)  # the first reservation is committed before its id
-    taken = set()
-    for now in range(503, 800, 7):
-        lock = sqlite3.connect(store.path, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
-            taken.add(await asyncio.wait_for(store.next_bundle_id(origin, now), 2))
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-        async with asyncio.timeout(5):  # a renewal it started lands now that the lock is free
-            while _reserved(store.path, origin)[0] < now + ID_AHEAD_S // 2:
-                await asyncio.sleep(0.01)
-    assert len(taken) == len(range(503, 800, 7))
-    await store.close()

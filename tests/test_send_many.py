@@ -9,10 +9,10 @@ from pathlib import Path
 
 from engine_net import IP, Deployment, EnginePump
 
-from relay.bundle import MAX_SEQ, BundleId, Destination, Kind, Priority
+from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import NodeEngine, Outgoing, SendError, StorageFullError
-from relay.store import ID_AHEAD_S, Store
+from relay.store import BATCH_BLOCK, Store
 
 T0 = 1000.0
 ORIGIN = bytes(range(16))
@@ -31,15 +31,15 @@ async def test_a_batch_of_ids_is_contiguous_reserved_ahead_and_never_reused(tmp_
     first = await store.next_bundle_ids(ORIGIN, 500, 250)
     assert first == [BundleId(ORIGIN, 500, seq) for seq in range(250)]
     mark = _reserved(path)
-    assert mark == (500 + ID_AHEAD_S, MAX_SEQ)  # committed before the ids were returned
-    taken = set(first)
-    for _ in range(7):  # the next batches come out of that reservation: no commit
-        taken |= set(await store.next_bundle_ids(ORIGIN, 500, 250))
+    assert mark == (500, 249 + BATCH_BLOCK * 250 - 1)  # committed before the ids were returned
+    for _ in range(BATCH_BLOCK - 1):  # the next batches come out of that reservation: no commit
+        await store.next_bundle_ids(ORIGIN, 500, 250)
         assert _reserved(path) == mark
+    taken = set(first)
     # kill -9 now (the mark, not close(), is what the next start sees): every id issued is below it
     crashed = await Store.open(path)
     after = await crashed.next_bundle_ids(ORIGIN, 500, 3)
-    assert after == [BundleId(ORIGIN, mark[0] + 1, n) for n in (0, 1, 2)]
+    assert after == [BundleId(ORIGIN, 500, mark[1] + n) for n in (1, 2, 3)]
     assert not taken & set(after)
     await crashed.close()
     await store.close()
