@@ -18,6 +18,8 @@ def test_bench_short_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ours["group"]["overhead_bytes"] == 26 <= 32
     assert ours["standard_hpke_mac"]["overhead_bytes"] == 65
     assert ours["standard_hpke_signed"]["overhead_bytes"] == 113
+    assert ours["compact_tagged_10kB"]["overhead_bytes"] == 25  # the mode byte + the compact seal
+    assert ours["standard_hpke_mac_10kB"]["overhead_bytes"] == 65
     lxmf = figures["lxmf_opportunistic"]
     assert lxmf["container_overhead_bytes"] == 111  # matches the research note's measurement
     assert lxmf["overhead_bytes"] > ours["standard_hpke_signed"]["overhead_bytes"]
