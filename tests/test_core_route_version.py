@@ -8,7 +8,7 @@ import random
 
 from relay.bundle import Bundle, Destination, Priority
 from relay.core.frames import BeaconFrame
-from relay.core.routing import Router
+from relay.core.routing import Router, link_cost
 from relay.links.base import LinkProfile
 
 ME, PEER, FAR, OTHER = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32
@@ -139,3 +139,42 @@ def test_a_reorder_of_equal_cost_routes_is_a_change_only_where_a_next_hop_change
     router2.take_changes()
     router2.beacon_received("ip", p2, BeaconFrame(((p2, 0), (far, 5)), ()), now=9.0)
     assert router2.take_changes() == set()
+
+
+def _offer_to(router: Router, peer: bytes) -> dict[bytes, int]:
+    """What a beacon to ``peer`` must offer, computed from every route (poisoned reverse)."""
+    offer = {router.node_id: 0}
+    for neighbour, links in router._neighbours.items():
+        if neighbour != peer:
+            offer[neighbour] = min(link_cost(p) for p in links.values())
+    for node, routes in router._routes.items():
+        costs = [cost for (_, via), cost in routes.items() if via != peer]
+        if node != peer and costs and (node not in offer or min(costs) < offer[node]):
+            offer[node] = min(costs)
+    return offer
+
+
+def test_each_neighbours_beacon_offers_the_best_route_not_through_it() -> None:
+    rng = random.Random(151)
+    peers = [bytes([n]) * 32 for n in range(20, 24)]
+    nodes = [bytes([n]) * 32 for n in range(3, 12)] + peers
+    lora = LinkProfile(name="lora", kind="lora", mtu=219, bitrate=500.0, cost=10.0, duty_cycle=0.1)
+    router = Router(ME)
+    for peer in peers:
+        router.link_up(IP, peer)
+    router.link_up(lora, peers[0])
+    now = 0.0
+    for _ in range(300):
+        now += rng.uniform(0.0, 40.0)
+        link, peer = rng.choice([("ip", p) for p in peers] + [("lora", peers[0])])
+        offer = tuple((n, rng.randint(0, 4)) for n in rng.sample(nodes, rng.randint(0, len(nodes))))
+        router.beacon_received(link, peer, BeaconFrame(((peer, 0), *offer), ()), now)
+        if rng.random() < 0.2:
+            router.expire(now)
+        if rng.random() < 0.05:  # a neighbour goes and comes back: its routes go with it
+            gone = rng.choice(peers)
+            router.link_down("ip", gone)
+            router.link_up(IP, gone)
+        for to in peers:
+            beacon = router.make_beacon(IP, to)
+            assert dict(beacon.nodes) == _offer_to(router, to)

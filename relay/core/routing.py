@@ -121,6 +121,7 @@ class Router:
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: tuple[int, dict[bytes, int]] = (-1, {})  # (offer version, costs)
+        self._only: tuple[int, dict[bytes, bytes]] = (-1, {})  # (offer version, _only_via())
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
@@ -315,6 +316,24 @@ class Router:
         self._reach = (self._offer_version, reach)
         return reach
 
+    def _only_via(self) -> dict[bytes, bytes]:
+        """The nodes whose cost in :meth:`reach` only routes through one neighbour give, with that
+        neighbour: a beacon to it must offer them at their cost without it (poisoned reverse). The
+        same dict while what this node offers stands (a relay beacons each neighbour from it)."""
+        if self._only[0] == self._offer_version:
+            return self._only[1]
+        reach, hops = self.reach(), self._hop_costs()
+        only: dict[bytes, bytes] = {}
+        for node, routes in self._routes.items():
+            best = reach.get(node)
+            if best is None or hops.get(node, MAX_COST + 1) <= best:
+                continue  # no route left (link_down emptied it), or a link of ours is as cheap
+            vias = {via for (_, via), cost in routes.items() if cost == best}
+            if len(vias) == 1:
+                only[node] = vias.pop()
+        self._only = (self._offer_version, only)
+        return only
+
     def _hop_costs(self) -> dict[bytes, int]:
         """Each neighbour's cheapest link cost (the same dict while what this node offers stands)."""
         if self._neighbour_costs[0] != self._offer_version:
@@ -334,19 +353,21 @@ class Router:
         kept = self._beacons.get(key)
         if kept is not None and kept[0] == self._offer_version and kept[1] == profile:
             return kept[2]
+        hops = self._hop_costs()
+        only = self._only_via()
         reach: dict[bytes, int] = {self.node_id: 0}
-        for neighbour, cost in self._hop_costs().items():
-            if neighbour != peer:
-                reach[neighbour] = cost
-        for node, routes in self._routes.items():
+        for node, cost in self.reach().items():
             if node == peer:
                 continue
-            best: int | None = None
-            for (_, via), cost in routes.items():
-                if via != peer and (best is None or cost < best):
-                    best = cost
-            if best is not None and (node not in reach or best < reach[node]):
-                reach[node] = best
+            if only.get(node) == peer:  # its cost comes through peer alone: offer the best without
+                best = hops.get(node)
+                for (_, via), through in self._routes[node].items():
+                    if via != peer and (best is None or through < best):
+                        best = through
+                if best is None:
+                    continue
+                cost = best
+            reach[node] = cost
         room = profile.mtu - 3 - 4 * len(self._codes)
         nodes = sorted(reach.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
         beacon = BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
