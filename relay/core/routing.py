@@ -120,7 +120,7 @@ class Router:
         self._offer_version = 0
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
-        self._neighbour_costs: tuple[int, dict[bytes, int]] = (-1, {})  # (offer version, costs)
+        self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
         self._only: tuple[int, dict[bytes, bytes]] = (-1, {})  # (offer version, _only_via())
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
@@ -199,6 +199,7 @@ class Router:
             self._hops.clear()
             self._ordered.clear()
             self._fit_all = None
+            self._neighbour_costs = None
         else:
             self._hops.pop(target, None)
             self._ordered.pop(target, None)
@@ -335,11 +336,11 @@ class Router:
         return only
 
     def _hop_costs(self) -> dict[bytes, int]:
-        """Each neighbour's cheapest link cost (the same dict while what this node offers stands)."""
-        if self._neighbour_costs[0] != self._offer_version:
+        """Each neighbour's cheapest link cost (the same dict until a neighbour comes or goes)."""
+        if self._neighbour_costs is None:
             costs = {n: min(link_cost(p) for p in links.values()) for n, links in self._neighbours.items()}
-            self._neighbour_costs = (self._offer_version, costs)
-        return self._neighbour_costs[1]
+            self._neighbour_costs = costs
+        return self._neighbour_costs
 
     def route_cost(self, node: bytes) -> int | None:
         return min(self._routes.get(node, {}).values(), default=None)
