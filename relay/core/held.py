@@ -52,6 +52,7 @@ class Held:
     compact_size: int  # ... and with the compact one
     bundle: Bundle | None  # None: only in the store (see the module docstring)
     holders: tuple[bytes, ...] = ()  # neighbours known to have it
+    named: tuple[bytes, ...] = ()  # neighbours whose summary named its hash (no custody: a hash is no id)
     routed: tuple[Route, ...] = ()
     given: dict[bytes, int] | None = None  # copies handed to a peer (spray-and-wait)
     routed_at: dict[bytes, float] | None = None  # FLASH only: peer -> when last queued for it
@@ -240,6 +241,11 @@ class HeldBundles:
         """Record that ``held`` is queued for ``peer`` on ``link``."""
         route = self._shared((self._shared(peer), link, directed))
         held.routed = self._shared((*held.routed, route))  # most bundles share the one-route tuple
+
+    def name(self, held: Held, peer: bytes) -> None:
+        """Record that ``peer``'s summary named ``held`` by its hash."""
+        if peer not in held.named:
+            held.named = self._shared((*held.named, self._shared(peer)))
 
     def add_holders(self, held: Held, peers: Iterable[bytes]) -> None:
         for peer in peers:

@@ -510,10 +510,31 @@ class RelayCore:
             state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
 
     def _summary(self, peer: bytes, frame: SummaryFrame, now: float) -> None:
+        """``peer`` names bundles by 4-byte hashes: all it holds (a complete summary), or some of
+        them, or, answering a copy, ones it passed on ("seen": never complete). A hash is not the
+        id, so it is never custody (a collision would drop a bundle nobody holds). A spray copy
+        skips a neighbour that named it. A directed copy waits for custody: it goes if still
+        queued, and goes once more if in flight and named in a complete summary (the neighbour
+        holds it: killed after its commit, before its ACK), so the neighbour ACKs the duplicate.
+        Otherwise (maybe "seen", or named a second time) the wait ends without custody."""
         for held in self._held.with_hashes(frame.hashes):
-            self._held.add_holders(held, (peer,))
+            route = held.route(peer)
+            directed = route is not None and route[2]
+            if directed and peer not in held.named:
+                flight = self.custody.get(held.id, peer)
+                if flight is None or frame.complete:
+                    self._held.name(held, peer)
+                    if flight is not None:
+                        state = self._link(flight.link)
+                        self.custody.progress(held.id, peer, state.profile, now)  # alive: no backoff
+                        self._send_again(state, held, peer)
+                    continue
+            if frame.complete and not directed:
+                self._held.name(held, peer)
+            else:
+                self._held.add_holders(held, (peer,))
             if held.unroute(peer) is not None:
-                self.custody.acknowledged(held.id, peer)  # it has one: no custody, no more resends
+                self.custody.acknowledged(held.id, peer)  # no custody, no more resends
                 for state in self._links.values():
                     state.queue.remove(SendBundle(peer, held.id))
                     state.transfers.pop((peer, held.id), None)
@@ -527,12 +548,15 @@ class RelayCore:
             self.custody.acknowledged(bundle_id, peer)
             return
         self.custody.retry(bundle_id, peer, now)
-        outgoing = state.transfers.get((peer, bundle_id))
+        self._send_again(state, held, peer)
+
+    def _send_again(self, state: LinkState, held: Held, peer: bytes) -> None:
+        outgoing = state.transfers.get((peer, held.id))
         if outgoing is None:
-            state.queue.push(SendBundle(peer, bundle_id), held.priority, held.origin)
+            state.queue.push(SendBundle(peer, held.id), held.priority, held.origin)
             return
         for index in outgoing.to_resend():
-            state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
+            state.queue.push(SendFragment(peer, held.id, index), held.priority, held.origin)
 
     # -- holding and routing ---------------------------------------------------------------------
 
@@ -581,6 +605,8 @@ class RelayCore:
         for hop in self.router.next_hops(held, sizes):  # a record has what routing reads (Header)
             if hop.peer in held.holders or hop.peer == held.origin:
                 continue
+            if not hop.directed and hop.peer in held.named:
+                continue  # its summary named it: no spray copy (a directed one waits for custody)
             queued = held.route(hop.peer)
             if queued is not None:
                 if hop.directed and not queued[2]:
