@@ -85,3 +85,23 @@ def test_routes_from_a_free_link_live_three_refreshes() -> None:
     assert router.route_cost(FAR) == 2  # an unchanged beacon may be four intervals away
     router.expire(100.0 + lifetime)
     assert router.route_cost(FAR) is None
+
+
+def test_lora_without_a_duty_cycle_beacons_every_interval_its_beacons_being_its_only_sign_of_life() -> None:
+    us915 = LinkProfile("lora0", "lora", mtu=219, bitrate=500.0, cost=10.0, duty_cycle=1.0)
+    core = RelayCore(RELAY)
+    core.link_up(us915, OTHER, 0.0)
+    sent: list[float] = []
+    now = 0.0
+    while now <= 120.0:
+        core.timer(now)
+        while (out := core.next_frame("lora0", now)) is not None:
+            if isinstance(decode_frame(out[1], None, max_len=us915.mtu), BeaconFrame):
+                sent.append(now)
+        now += 0.5
+    assert sent == [0.0, 30.0, 60.0, 90.0, 120.0]  # the same beacon each time, still sent
+    router = Router(PHONE)
+    router.link_up(us915, RELAY)
+    router.beacon_received("lora0", RELAY, BeaconFrame(((FAR, 1),), ()), 100.0)
+    router.expire(100.0 + ROUTE_LIFETIME_BEACONS * beacon_interval(us915))
+    assert router.route_cost(FAR) is None  # three intervals, as before

@@ -3,10 +3,10 @@
 * Direct when the destination node is a neighbour.
 * Learned routes come from neighbours' beacons (node id, cost); a route lives three beacons of
   its neighbour and costs the link's cost plus what the neighbour advertised.
-* On a link without a duty cycle (IP, WebRTC) a beacon that repeats the last one queued to that
-  neighbour goes only every ``REFRESH_BEACONS``-th interval (routes from there live three of
-  those): what changed goes at once in a triggered beacon, the link itself notices a neighbour
-  that goes, and three in five beacons of the reference scenario only repeated the last one.
+* On a cheap link without a duty cycle (IP, WebRTC) a beacon that repeats the last one queued to
+  that neighbour goes only every ``REFRESH_BEACONS``-th interval (routes from there live three of
+  those): what changed goes at the next interval, the link itself notices a neighbour that goes,
+  and three in five beacons of the reference scenario only repeated the last one.
 * Otherwise, and always for roles, groups and everyone, the bundle goes to every neighbour that
   lacks it (anti-entropy tells us who does). On costly links (cost > 1, e.g. LoRa) a binary
   spray-and-wait budget limits copies: each bundle starts with ``INITIAL_COPIES[priority]``; handing
@@ -60,8 +60,10 @@ def paced_interval(profile: LinkProfile, pace: float | None) -> float:
 
 def refreshes(profile: LinkProfile) -> bool:
     """Whether an unchanged beacon on this link waits for the refresh (:data:`REFRESH_BEACONS`):
-    on links without a duty cycle, where beacons go often and the link tells when a neighbour goes."""
-    return profile.duty_cycle >= 1
+    on cheap links without a duty cycle (IP, WebRTC), where beacons go often and the link itself
+    tells when a neighbour goes. Not on LoRa, even where no duty cycle applies (US 915): nothing
+    but its beacons says a LoRa neighbour is still there."""
+    return profile.duty_cycle >= 1 and not is_costly(profile)
 
 
 def triggered_beacon_gap(profile: LinkProfile) -> float:
