@@ -9,6 +9,8 @@ neighbour, which holds it, acknowledges the duplicate with custody.
 
 from __future__ import annotations
 
+import pytest
+
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.actions import Action, Drop, Persist
 from relay.core.custody import initial_rto
@@ -16,8 +18,8 @@ from relay.core.frames import AckFrame, DataFrame, SummaryFrame, decode_frame, e
 from relay.core.machine import RelayCore
 from relay.links.base import LinkProfile
 
-A, B, C = b"A" * 16, b"B" * 16, b"C" * 16
-CONTEXT = CompactContext.from_names([A, B, C], [])
+A, B, C, D = b"A" * 16, b"B" * 16, b"C" * 16, b"D" * 16
+CONTEXT = CompactContext.from_names([A, B, C, D], [])
 IP = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e6)
 LORA = LinkProfile(
     "lora0", "lora", mtu=219, bitrate=130.0, cost=10.0, duty_cycle=0.1, compact=True, per_frame_overhead_s=0.4
@@ -91,9 +93,14 @@ class Crashing:
         return None
 
 
-def _stored_then_killed(profile: LinkProfile) -> tuple[Crashing, Bundle]:
-    """A sends a bundle for C to B; B stores it and dies before its custody ACK goes out."""
+def _stored_then_killed(profile: LinkProfile, others: int = 0) -> tuple[Crashing, Bundle]:
+    """A sends a bundle for C to B; B stores it and dies before its custody ACK goes out.
+    ``others``: ROUTINE bundles for C that B holds besides (its summary lists the most urgent)."""
     net = Crashing(profile)
+    for seq in range(others):
+        routine = Bundle(D, Destination.to_node(C), 0, seq, LIFETIME, Priority.ROUTINE, 1, b"backlog")
+        net.stored.append(routine)
+        net.b.restore(routine, local=False, now=0.0)
     net.start(0.0)
     for now in (0.0, 6.0):  # beacons and summaries: A learns B reaches C
         net.a.timer(now)
@@ -103,17 +110,20 @@ def _stored_then_killed(profile: LinkProfile) -> tuple[Crashing, Bundle]:
     bundle = _bundle()
     net.a.originate(bundle, 10.0)
     net.a_to_b(10.0)
-    assert [x.id for x in net.stored] == [bundle.id], "B was handed the bundle"
+    assert [x.id for x in net.stored[others:]] == [bundle.id], "B was handed the bundle"
     net.store_all(10.0)  # durable at B ...
     net.crash(10.5)  # ... and B dies before its ACK left
     assert net.a.holds(bundle.id) and net.b.holds(bundle.id)
     return net, bundle
 
 
-def test_a_relay_killed_before_its_ack_takes_custody_after_the_restart_on_lora() -> None:
+@pytest.mark.parametrize("others", [0, 80], ids=["complete-summary", "full-summary"])
+def test_a_relay_killed_before_its_ack_takes_custody_after_the_restart_on_lora(others: int) -> None:
     """LoRa tells A nothing when B dies: A's copy is in flight, backing off. B's first summary
-    after the restart names it; the copy goes once more and B's ACK for it releases A's copy."""
-    net, bundle = _stored_then_killed(LORA)
+    after the restart names it; the copy goes once more and B's ACK for it releases A's copy.
+    A relay holding more than a LoRa frame lists (53) sends a partial summary of its most urgent:
+    as full as a frame takes, it is still a list of what B holds, not a "seen" answer."""
+    net, bundle = _stored_then_killed(LORA, others)
     net.a.timer(60.0)  # A's copy timed out while B was down: it went again into the void
     net.a.next_frame("lora0", 60.0)
     net.start(120.0, a_sees_it=False)  # B is back, its summary first

@@ -43,7 +43,7 @@ from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costl
 from relay.core.scheduler import TokenBucket
 from relay.core.seen import SeenIds
 from relay.core.status import BundleStatus, State, Statuses
-from relay.core.transmit import Transmitter
+from relay.core.transmit import Transmitter, summary_room
 from relay.links.base import LinkProfile
 
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
@@ -229,7 +229,7 @@ class RelayCore:
         if isinstance(frame, FragmentStatusFrame):
             self._fragment_status(state, peer, frame, now)
         elif isinstance(frame, SummaryFrame):
-            self._summary(peer, frame, now)
+            self._summary(state, peer, frame, now)
         elif isinstance(frame, BeaconFrame):
             self.router.beacon_received(link, peer, frame, now)
             self._routes_changed(now)
@@ -509,27 +509,28 @@ class RelayCore:
         for index in outgoing.apply_status(frame):
             state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
 
-    def _summary(self, peer: bytes, frame: SummaryFrame, now: float) -> None:
-        """``peer`` names bundles by 4-byte hashes: all it holds (a complete summary), or some of
-        them, or, answering a copy, ones it passed on ("seen": never complete). A hash is not the
-        id, so it is never custody (a collision would drop a bundle nobody holds). A spray copy
-        skips a neighbour that named it. A directed copy waits for custody: it goes if still
-        queued, and goes once more if in flight and named in a complete summary (the neighbour
-        holds it: killed after its commit, before its ACK), so the neighbour ACKs the duplicate.
-        Otherwise (maybe "seen", or named a second time) the wait ends without custody."""
+    def _summary(self, via: LinkState, peer: bytes, frame: SummaryFrame, now: float) -> None:
+        """``peer`` names bundles by 4-byte hashes: those it holds (all, or the most urgent that fit
+        a frame) or, answering a copy, ones it passed on ("seen": a short list, never complete). A
+        hash is not the id, so it is never custody (a collision would drop a bundle nobody holds).
+        A spray copy skips a neighbour that named it. A directed copy waits for custody: it goes if
+        still queued, and goes once more if in flight and named in a list of what the neighbour
+        holds (killed after its commit, before its ACK), so the neighbour ACKs the duplicate. Named
+        in a short partial list ("seen", maybe) or a second time, the wait ends without custody."""
+        holds = frame.complete or len(frame.hashes) >= summary_room(via.profile.mtu)
         for held in self._held.with_hashes(frame.hashes):
             route = held.route(peer)
             directed = route is not None and route[2]
             if directed and peer not in held.named:
                 flight = self.custody.get(held.id, peer)
-                if flight is None or frame.complete:
+                if flight is None or holds:
                     self._held.name(held, peer)
                     if flight is not None:
-                        state = self._link(flight.link)
-                        self.custody.progress(held.id, peer, state.profile, now)  # alive: no backoff
-                        self._send_again(state, held, peer)
+                        on = self._link(flight.link)
+                        self.custody.progress(held.id, peer, on.profile, now)  # alive: no backoff
+                        self._send_again(on, held, peer)
                     continue
-            if frame.complete and not directed:
+            if holds and not directed:
                 self._held.name(held, peer)
             else:
                 self._held.add_holders(held, (peer,))

@@ -37,6 +37,12 @@ from relay.core.outbox import (
 from relay.core.routing import Router, is_costly
 
 
+def summary_room(mtu: int) -> int:
+    """How many hashes a SUMMARY on a link of this MTU lists at most (what a contact summary of a
+    node holding more lists: its most urgent)."""
+    return min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+
+
 class Transmitter:
     def __init__(self, held: HeldBundles, router: Router, custody: CustodyTracker) -> None:
         self.held = held
@@ -109,7 +115,7 @@ class Transmitter:
             status = state.statuses.get((item.peer, item.transfer))
             return None if status is None else (item.peer, encode_frame(status))
         if isinstance(item, SendSummary):
-            room = min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+            room = summary_room(mtu)
             replies = state.seen_replies.get(item.peer)
             if replies:
                 return item.peer, encode_frame(
@@ -212,7 +218,7 @@ class Transmitter:
         elif isinstance(item, SendStatus):
             state.statuses.pop((item.peer, item.transfer), None)
         elif isinstance(item, SendSummary) and state.seen_replies.get(item.peer):
-            room = min(MAX_SUMMARY_HASHES, (state.profile.mtu - 4) // HASH_LEN)
+            room = summary_room(state.profile.mtu)
             replies = state.seen_replies[item.peer]
             replies.difference_update(sorted(replies)[:room])
             if replies:
