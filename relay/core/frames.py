@@ -57,6 +57,7 @@ MAX_FRAME = MAX_FULL_BUNDLE + 8
 MAX_SUMMARY_HASHES = 16384
 CERT_CHUNK = 192  # with the 3 header bytes, inside one LoRa frame after its hop tag (207)
 MAX_CERT_CHUNKS = 8  # a certificate is at most 753 bytes (crypto.certificate.MAX_CERTIFICATE): 4 slices
+_ACK_ID = struct.Struct(f">{NODE_ID_LEN}sIH")  # an ACK's id key (BundleId.key), read in one unpack per id
 
 
 class FrameDecodeError(ValueError):
@@ -321,8 +322,7 @@ def _decode_ack(body: bytes) -> AckFrame:
     count = body[0]
     if len(body) != 1 + count * ID_KEY_LEN:
         raise FrameDecodeError(f"ACK of {count} ids must be {1 + count * ID_KEY_LEN} bytes after the type")
-    keys = (body[1 + i * ID_KEY_LEN : 1 + (i + 1) * ID_KEY_LEN] for i in range(count))
-    return AckFrame(tuple(BundleId.from_key(key) for key in keys))
+    return AckFrame(tuple(BundleId(*fields) for fields in _ACK_ID.iter_unpack(body[1:])))
 
 
 def _decode_summary(body: bytes) -> SummaryFrame:

@@ -460,9 +460,11 @@ class RelayCore:
     def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
         actions: list[Action] = []
         self.custody.peer_alive(peer, state.profile, now)
+        dropped = f"custody accepted by {peer.hex()[:8]} over {state.profile.name}"
         for bundle_id in frame.ids:
             flight = self.custody.acknowledged(bundle_id, peer, now)
-            state.transfers.pop((peer, bundle_id), None)
+            if state.transfers:  # fragmented copies only: most ACKs name none
+                state.transfers.pop((peer, bundle_id), None)
             held = self._held.get(bundle_id)
             if held is None:
                 continue
@@ -492,9 +494,7 @@ class RelayCore:
                     actions.append(StatusChanged(bundle_id, status))
             if done:
                 self._unhold(bundle_id)
-                actions.append(
-                    Drop(bundle_id, f"custody accepted by {peer.hex()[:8]} over {state.profile.name}")
-                )
+                actions.append(Drop(bundle_id, dropped))
         return actions
 
     def _fragment_status(self, state: LinkState, peer: bytes, frame: FragmentStatusFrame, now: float) -> None:

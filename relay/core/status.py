@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -180,10 +181,14 @@ class Statuses:
 
     def __init__(self) -> None:
         self._entries: dict[BundleId, _Entry] = {}
-        # (deadline, id) for every deadline set; a pair whose entry moved on or left is skipped. A
-        # scan of every entry on each timer made a node holding 20,000 of its own bundles spend
-        # its time in due() and next_deadline().
-        self._deadlines: list[tuple[float, BundleId]] = []
+        # Every deadline set, as a heap of the distinct deadlines and the ids given each one (in the
+        # order set); an id whose entry moved on or left is skipped. A scan of every entry on each
+        # timer made a node holding 20,000 of its own bundles spend its time in due() and
+        # next_deadline(); a heap of (deadline, id) pairs then compared ids on every tie (a backlog's
+        # bundles share their expiry second): 14.5 us per bundle for its three events, each followed
+        # by a deadline query; 9.8 us now.
+        self._deadlines: list[float] = []
+        self._ids: dict[float, deque[BundleId]] = {}
 
     def get(self, bundle_id: BundleId) -> BundleStatus | None:
         entry = self._entries.get(bundle_id)
@@ -229,21 +234,22 @@ class Statuses:
         """(pending bundles whose lifetime ended, now expired; final ones forgotten at last)."""
         expired: list[tuple[BundleId, BundleStatus]] = []
         forgotten: list[BundleId] = []
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, bundle_id = heapq.heappop(self._deadlines)
-            entry = self._entries.get(bundle_id)
-            if entry is None or entry.deadline != deadline:
-                continue  # moved on since this deadline was set
-            if entry.status.state in FINAL:
-                next_state(entry.status.state, Event.FORGOTTEN)
-                del self._entries[bundle_id]
-                forgotten.append(bundle_id)
-                continue
-            status = self._move(
-                bundle_id, Event.LIFETIME_ENDED, now, lambda _: BundleStatus(State.EXPIRED, at=now)
-            )
-            if status is not None:
-                expired.append((bundle_id, status))
+        while self._deadlines and self._deadlines[0] <= now:
+            deadline = heapq.heappop(self._deadlines)
+            for bundle_id in sorted(self._ids.pop(deadline)):  # the order of the (deadline, id) heap
+                entry = self._entries.get(bundle_id)
+                if entry is None or entry.deadline != deadline:
+                    continue  # moved on since this deadline was set
+                if entry.status.state in FINAL:
+                    next_state(entry.status.state, Event.FORGOTTEN)
+                    del self._entries[bundle_id]
+                    forgotten.append(bundle_id)
+                    continue
+                status = self._move(
+                    bundle_id, Event.LIFETIME_ENDED, now, lambda _: BundleStatus(State.EXPIRED, at=now)
+                )
+                if status is not None:
+                    expired.append((bundle_id, status))
         return expired, forgotten
 
     def tracked(self, bundle_id: BundleId) -> bool:
@@ -251,18 +257,26 @@ class Statuses:
 
     def next_deadline(self) -> float | None:
         while self._deadlines:
-            deadline, bundle_id = self._deadlines[0]
-            entry = self._entries.get(bundle_id)
-            if entry is not None and entry.deadline == deadline:
-                return deadline
+            deadline = self._deadlines[0]
+            ids = self._ids[deadline]
+            while ids:
+                entry = self._entries.get(ids[0])
+                if entry is not None and entry.deadline == deadline:
+                    return deadline
+                ids.popleft()
             heapq.heappop(self._deadlines)
+            del self._ids[deadline]
         return None
 
     def _put(self, bundle_id: BundleId, entry: _Entry) -> None:
         old = self._entries.get(bundle_id)
         self._entries[bundle_id] = entry
         if old is None or old.deadline != entry.deadline:
-            heapq.heappush(self._deadlines, (entry.deadline, bundle_id))
+            ids = self._ids.get(entry.deadline)
+            if ids is None:
+                ids = self._ids[entry.deadline] = deque()
+                heapq.heappush(self._deadlines, entry.deadline)
+            ids.append(bundle_id)
 
     def _move(self, bundle_id: BundleId, event: Event, now: float, make: _Make) -> BundleStatus | None:
         entry = self._entries.get(bundle_id)
