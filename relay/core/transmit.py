@@ -137,7 +137,7 @@ class Transmitter:
         if not pending:
             return []
         room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
-        ids = sorted(pending, key=lambda i: pending[i])[:room]
+        ids = sorted(pending, key=pending.__getitem__)[:room]
         if priority is Priority.FLASH:
             ids = [i for i in ids if pending[i] is Priority.FLASH] or ids
         return ids
