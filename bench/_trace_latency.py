@@ -45,6 +45,7 @@ POINTS = (
     ("relay.engine", "NodeEngine", "next_frame", "next_frame"),
     ("relay.links.ip", "IpLink", "send", "link.send"),
     ("relay.links.ip_session", "PeerSession", "_send_data", "send_data"),
+    ("relay.links.ip_session", "PeerSession", "_send_inline", "send_inline"),
     ("relay.links.ip_session", "PeerSession", "on_record", "on_record"),
     ("relay.node", "Node", "_frames", "batch"),
     ("relay.engine", "NodeEngine", "_deliver", "deliver"),

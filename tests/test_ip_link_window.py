@@ -231,6 +231,60 @@ async def test_forged_and_impossible_acks_do_not_harm_the_session() -> None:
         session.close("test over")
 
 
+class NngWire(Wire):
+    """A transport with nng's non-blocking hand-over, which can be told it has no room."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = True
+
+    def try_send(self, record: bytes) -> bool:
+        if self.room:
+            self.records.append(record)
+        return self.room
+
+
+async def test_an_idle_session_sends_in_the_callers_turn_and_keeps_the_record_order() -> None:
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    wire = NngWire()
+    session = PeerSession(
+        b"\x02" * 16,
+        ours,
+        wire.send,
+        lambda: None,
+        on_frame=lambda frame: None,
+        on_closed=lambda s, reason: None,
+        transport_try_send=wire.try_send,
+        keepalive_interval=60.0,
+        keepalive_misses=3,
+        queue_limit_bytes=256 * 1024,
+        window=SendWindow(10_000_000.0, 0.01, 100_000, now=time.monotonic()),
+    )
+    session.start()
+    try:
+        async with asyncio.timeout(2):
+            while not wire.records:  # the first PING goes through the sender task
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the sender task parks: nothing to send
+        await session.enqueue(b"a" * 100)
+        assert len(wire.records) == 2  # no loop turn in between: sent inline
+        wire.room = False
+        await session.enqueue(b"b" * 100)  # sealed inline, refused by nng: the sender task sends it
+        wire.room = True
+        await session.enqueue(b"c" * 100)  # queued behind it, never inline ahead of it
+        async with asyncio.timeout(2):
+            while len(wire.records) < 4:
+                await asyncio.sleep(0.01)
+        opened = [peers.open(record) for record in wire.records]  # counters in order, or open refuses
+        assert [kind for kind, _ in opened] == [RecordKind.PING] + [RecordKind.DATA] * 3
+        reassembler = FrameReassembler()
+        frames = [frame for _, body in opened[1:] for frame in reassembler.feed(body)]
+        assert frames == [b"a" * 100, b"b" * 100, b"c" * 100]
+        assert session.metrics().frames_out == 3
+    finally:
+        session.close("test over")
+
+
 @pytest.mark.long
 @settings(max_examples=20_000, deadline=None)
 @given(st.binary(max_size=5000), st.integers(1, 500))

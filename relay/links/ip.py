@@ -268,7 +268,7 @@ class IpLink(Link):
             self._inboxes.pop(pipe.id, None)
             self._admission.settled(pipe.id)
         session = self._establish(
-            established, crossed, _sender(pipe), lambda: _close_pipe(pipe), dialler=established.peer_node_id
+            established, crossed, pipe, lambda: _close_pipe(pipe), dialler=established.peer_node_id
         )
         self._pipe_sessions[pipe.id] = session
         if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
@@ -346,7 +346,7 @@ class IpLink(Link):
                 handshake.cancel()
                 closed.cancel()
                 await asyncio.gather(handshake, closed, return_exceptions=True)
-            session = self._establish(established, crossed, _sender(pipe), socket.close, dialler=self.node_id)
+            session = self._establish(established, crossed, pipe, socket.close, dialler=self.node_id)
             self._spawn(self._close_when(gone, session))
             while not session.closed:
                 try:
@@ -383,7 +383,7 @@ class IpLink(Link):
         self,
         established: Established,
         crossed: _Crossing,
-        transport_send: Callable[[bytes], Awaitable[None]],
+        pipe: pynng.Pipe,
         transport_close: Callable[[], None],
         *,
         dialler: bytes,
@@ -402,10 +402,11 @@ class IpLink(Link):
         session = PeerSession(
             peer,
             established.cipher,
-            transport_send,
+            _sender(pipe),
             transport_close,
             on_frame=lambda frame: self._frame_received(peer, frame),
             on_closed=self._session_closed,
+            transport_try_send=_try_sender(pipe),
             on_heard=self._session_heard,
             keepalive_interval=self.config.keepalive_interval,
             keepalive_misses=self.config.keepalive_misses,
@@ -485,16 +486,28 @@ class IpLink(Link):
             self._loop.call_soon_threadsafe(callback, *args)
 
 
+def _try_sender(pipe: pynng.Pipe) -> Callable[[bytes], bool]:
+    """Hand a record to nng on ``pipe`` now if it has room; False (nothing sent) if it has none."""
+    socket = pipe.socket
+
+    def try_send(record: bytes) -> bool:
+        try:
+            socket.send_msg(pynng.Message(record, pipe), block=False)
+        except pynng.TryAgain:
+            return False
+        return True
+
+    return try_send
+
+
 def _sender(pipe: pynng.Pipe) -> Callable[[bytes], Awaitable[None]]:
     """Send records on ``pipe``: handed to nng at once while it has room, waiting only when it has
     none. ``pipe.asend`` alone has an nng thread wake the event loop after every record to say it
     went (three more context switches a record: an idle phone's wake-ups, a busy relay's CPU)."""
-    socket = pipe.socket
+    try_send = _try_sender(pipe)
 
     async def send(record: bytes) -> None:
-        try:
-            socket.send_msg(pynng.Message(record, pipe), block=False)
-        except pynng.TryAgain:
+        if not try_send(record):
             await pipe.asend(record)
 
     return send

@@ -1,8 +1,11 @@
 """One authenticated IP connection to one peer: outbound queue, windowed sender, acks, keepalive.
 
-The session owns no socket: it gets a ``transport_send`` coroutine and a ``transport_close``
-callable from :mod:`relay.links.ip`, so it works the same for dialled and accepted connections.
-All sealing happens in the single sender task, which keeps record counters in sending order.
+The session owns no socket: it gets a ``transport_send`` coroutine, a non-blocking
+``transport_try_send`` and a ``transport_close`` callable from :mod:`relay.links.ip`, so it works
+the same for dialled and accepted connections.
+Records are sealed in the single sender task, which keeps record counters in sending order, or,
+when that task waits with nothing queued, by ``enqueue`` itself (one loop turn earlier, see
+:meth:`PeerSession._send_inline`).
 Control records (ACK/PING/PONG) go ahead of data. DATA goes only as far as the send window
 (:mod:`relay.links.ip_window`) allows, so neither they nor a FLASH frame queue behind more than
 about a second of the path, and the outbound queue holds at most one window too.
@@ -93,6 +96,7 @@ class PeerSession:
         on_frame: Callable[[bytes], None],
         on_closed: Callable[[PeerSession, str], None],
         *,
+        transport_try_send: Callable[[bytes], bool] | None = None,
         on_heard: Callable[[PeerSession], None] | None = None,
         keepalive_interval: float,
         keepalive_misses: int,
@@ -103,6 +107,7 @@ class PeerSession:
         self.peer = peer
         self._cipher = cipher
         self._transport_send = transport_send
+        self._transport_try_send = transport_try_send
         self._transport_close = transport_close
         self._on_frame = on_frame
         self._on_closed = on_closed
@@ -122,6 +127,8 @@ class PeerSession:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._queue_bound = min(queue_limit_bytes, window.window)
         self._wakeup = asyncio.Event()
+        self._parked = False  # the sender task waits for work and holds no sealed record
+        self._unsent: tuple[bytes, int] | None = None  # a DATA record sealed inline that nng refused
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_received = self._last_answer = clock()
@@ -144,8 +151,31 @@ class PeerSession:
             await self._room.wait()
         if self.closed:
             raise LinkError(f"connection to peer closed: {self.close_reason}")
+        idle = self._parked and not self._outbox.bytes and not self._control and not self._ack_due
         self._outbox.append(frame)
+        if idle and self._unsent is None and self._transport_try_send is not None and self._send_inline():
+            return
         self._wakeup.set()
+
+    def _send_inline(self) -> bool:
+        """Seal and hand the first record to nng in the caller's turn, not the sender task's next
+        one: only when that task is parked with nothing queued (so the counter order and control
+        records first still hold) and the window and pacing allow it now. True if the outbox
+        emptied, so the sender task need not wake."""
+        size = self._window.record_size(self._outbox.bytes)
+        if not size or self._window.pace_delay(self._clock()) > 0:
+            return False
+        record, finished = self._seal_data(size)
+        try:
+            sent = self._transport_try_send is not None and self._transport_try_send(record)
+        except Exception as exc:  # the pipe died: the sender task tries once more and closes the session
+            log.debug("inline send to %s failed: %s", self.peer.hex()[:8], exc)
+            sent = False
+        if not sent:
+            self._unsent = (record, finished)
+            return False
+        self._data_sent(record, finished)
+        return not self._outbox.bytes
 
     def adopt_queue(self, other: PeerSession) -> None:
         """Take over the frames a connection this one replaces has not begun to send."""
@@ -294,12 +324,22 @@ class PeerSession:
         try:
             while not self.closed:
                 self._wakeup.clear()
+                if self._unsent is not None:  # sealed before anything queued since: it goes first
+                    record, finished = self._unsent
+                    self._unsent = None
+                    await self._transport_send(record)
+                    self._data_sent(record, finished)
+                    continue
                 if self._control or self._ack_due:
                     await self._send_control()
                     continue
                 size = self._window.record_size(self._outbox.bytes)
                 if not size:
-                    await self._wakeup.wait()  # data, room in the window, or a control record
+                    self._parked = True
+                    try:
+                        await self._wakeup.wait()  # data, room in the window, or a control record
+                    finally:
+                        self._parked = False
                     continue
                 delay = self._window.pace_delay(self._clock())
                 if delay > 0:
@@ -325,12 +365,20 @@ class PeerSession:
         self._bytes_out += len(record)
 
     async def _send_data(self, size: int) -> None:
+        record, finished = self._seal_data(size)
+        await self._transport_send(record)
+        self._data_sent(record, finished)
+
+    def _seal_data(self, size: int) -> tuple[bytes, int]:
+        """The next DATA record of ``size`` stream bytes, counted in flight before an ack can come."""
         chunk, finished = self._outbox.take(size)
         self._room.set()
         counter = self._cipher.sealed
         record = self._cipher.seal(RecordKind.DATA, chunk)
-        self._window.on_sent(counter, len(chunk), finished, self._clock())  # before an ack can come
-        await self._transport_send(record)
+        self._window.on_sent(counter, len(chunk), finished, self._clock())
+        return record, finished
+
+    def _data_sent(self, record: bytes, finished: int) -> None:
         self._bytes_out += len(record)
         self._frames_out += finished
         self._data_sent_at = self._clock()
