@@ -22,7 +22,7 @@ from relay.links.ip_records import (
     encode_ack,
     encode_ping,
 )
-from relay.links.ip_session import PeerSession
+from relay.links.ip_session import INLINE_AFTER_QUIET_S, PeerSession
 from relay.links.ip_window import MIN_RECORD, MIN_WINDOW, TARGET_QUEUE_S, WINDOW_CAP_S, SendWindow
 
 FRAMES = st.lists(st.binary(min_size=1, max_size=700), min_size=1, max_size=40)
@@ -268,19 +268,25 @@ async def test_an_idle_session_sends_in_the_callers_turn_and_keeps_the_record_or
         await asyncio.sleep(0.01)  # the sender task parks: nothing to send
         await session.enqueue(b"a" * 100)
         assert len(wire.records) == 2  # no loop turn in between: sent inline
+        await session.enqueue(b"z" * 100)  # right after a record: the sender task takes it, coalescing
+        assert len(wire.records) == 2
+        async with asyncio.timeout(2):
+            while len(wire.records) < 3:
+                await asyncio.sleep(0.001)
+        await asyncio.sleep(INLINE_AFTER_QUIET_S)  # quiet again
         wire.room = False
         await session.enqueue(b"b" * 100)  # sealed inline, refused by nng: the sender task sends it
         wire.room = True
         await session.enqueue(b"c" * 100)  # queued behind it, never inline ahead of it
         async with asyncio.timeout(2):
-            while len(wire.records) < 4:
+            while len(wire.records) < 5:
                 await asyncio.sleep(0.01)
         opened = [peers.open(record) for record in wire.records]  # counters in order, or open refuses
-        assert [kind for kind, _ in opened] == [RecordKind.PING] + [RecordKind.DATA] * 3
+        assert [kind for kind, _ in opened] == [RecordKind.PING] + [RecordKind.DATA] * 4
         reassembler = FrameReassembler()
         frames = [frame for _, body in opened[1:] for frame in reassembler.feed(body)]
-        assert frames == [b"a" * 100, b"b" * 100, b"c" * 100]
-        assert session.metrics().frames_out == 3
+        assert frames == [b"a" * 100, b"z" * 100, b"b" * 100, b"c" * 100]
+        assert session.metrics().frames_out == 4
     finally:
         session.close("test over")
 
