@@ -137,20 +137,20 @@ async def test_a_put_refused_after_its_frame_left_is_reported_and_never_sent_aga
     await b.close()
 
 
+async def _text_framed(a: NodeEngine, b: NodeEngine, text: bytes) -> tuple[BundleId, bytes]:
+    """``text`` sent from a to b, and the frame that carries it."""
+    bundle_id = await a.send(
+        Destination.to_node(b.node_id), text, kind=Kind.TEXT, priority=Priority.PRIORITY, lifetime=600, now=T1
+    )
+    return bundle_id, await _frame(a)
+
+
 async def test_an_idempotent_application_gets_the_bundle_before_the_commit_and_the_ack_after(
     tmp_path: Path,
 ) -> None:
     a, b, _ = await _pair(tmp_path)
     b.deliver_before_commit = True
-    bundle_id = await a.send(
-        Destination.to_node(b.node_id),
-        b"early",
-        kind=Kind.TEXT,
-        priority=Priority.PRIORITY,
-        lifetime=600,
-        now=T1,
-    )
-    frame = await _frame(a)
+    bundle_id, frame = await _text_framed(a, b, b"early")
     with commits_held(b):
         stored = asyncio.create_task(b.frame_received(IP.name, a.node_id, frame, T1))
         [delivery] = await asyncio.wait_for(b.receive(), 2)
@@ -170,15 +170,7 @@ async def test_an_application_not_declared_idempotent_gets_the_bundle_after_the_
     tmp_path: Path,
 ) -> None:
     a, b, _ = await _pair(tmp_path)
-    bundle_id = await a.send(
-        Destination.to_node(b.node_id),
-        b"late",
-        kind=Kind.TEXT,
-        priority=Priority.PRIORITY,
-        lifetime=600,
-        now=T1,
-    )
-    frame = await _frame(a)
+    bundle_id, frame = await _text_framed(a, b, b"late")
     with commits_held(b):
         stored = asyncio.create_task(b.frame_received(IP.name, a.node_id, frame, T1))
         receive = asyncio.create_task(b.receive())

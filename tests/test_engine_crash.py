@@ -10,6 +10,8 @@ from pathlib import Path
 
 from engine_net import IP, Deployment, EnginePump
 
+from crypto.certificate import Certificate
+from crypto.identity import Identity
 from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.engine import NodeEngine
 from relay.trust import TrustStore
@@ -42,7 +44,8 @@ def _run_and_kill(directory: Path, after_lines: int) -> list[BundleId]:
     return claimed
 
 
-async def test_engine_killed_mid_send_loses_nothing_it_claimed(tmp_path: Path) -> None:
+def _enrolled_pair(tmp_path: Path) -> tuple[Deployment, Identity, Certificate, Certificate]:
+    """Nodes a and b enrolled, with a's key and both certificates written for the worker process."""
     net = Deployment()
     identity_a, cert_a = net.enrol("a")
     _, cert_b = net.enrol("b")
@@ -50,6 +53,11 @@ async def test_engine_killed_mid_send_loses_nothing_it_claimed(tmp_path: Path) -
     (tmp_path / "a.key").write_bytes(identity_a.private_bytes())
     (tmp_path / "a.cert").write_bytes(cert_a.encode())
     (tmp_path / "b.cert").write_bytes(cert_b.encode())
+    return net, identity_a, cert_a, cert_b
+
+
+async def test_engine_killed_mid_send_loses_nothing_it_claimed(tmp_path: Path) -> None:
+    net, identity_a, cert_a, cert_b = _enrolled_pair(tmp_path)
     claimed = await asyncio.to_thread(_run_and_kill, tmp_path, 60)
     a = await NodeEngine.open(
         identity_a,
@@ -118,13 +126,7 @@ async def test_killed_after_the_frame_left_and_before_the_commit_loses_nothing_a
     not landed. Every bundle whose send returned is still held after the restart; the one in flight is
     not (its application got no answer and may send again: at least once), its frame is still
     delivered once, and its id is never issued again."""
-    net = Deployment()
-    identity_a, cert_a = net.enrol("a")
-    _, cert_b = net.enrol("b")
-    (tmp_path / "authority.pub").write_bytes(net.authority.public.encode())
-    (tmp_path / "a.key").write_bytes(identity_a.private_bytes())
-    (tmp_path / "a.cert").write_bytes(cert_a.encode())
-    (tmp_path / "b.cert").write_bytes(cert_b.encode())
+    net, identity_a, cert_a, cert_b = _enrolled_pair(tmp_path)
     claimed, frames = await asyncio.to_thread(_run_until_held, tmp_path, 20)
     assert len(claimed) == 20
     a = await NodeEngine.open(
