@@ -221,7 +221,10 @@ function scheduleDetections(key) {
 function detectionCard(group) {
   const r = group.latest, b = r.body;
   const li = el("li", { class: `card detection ${r.priority}`, "data-group": group.key });
-  const img = group.snapshot ? el("img", { class: "thumb", alt: `${b.camera} ${b.event}`, src: `data:image/jpeg;base64,${group.snapshot.jpeg_base64}` }) : el("div", { class: "thumb empty" });
+  // Without a picture the box says why: one was announced and is still crossing, or none was taken.
+  const coming = group.records.some((x) => x.body.snapshot_follows);
+  const img = group.snapshot ? el("img", { class: "thumb", alt: `${b.camera} ${b.event}`, src: `data:image/jpeg;base64,${group.snapshot.jpeg_base64}` })
+    : el("div", { class: "thumb empty", text: t(coming ? "pictureComing" : "noPicture") });
   const facts = [b.rule && `${t("rule")}: ${b.rule}`, b.count != null && `${t("count")}: ${fmtNumber(b.count)}`,
     b.dwell_s != null && `${t("dwell")}: ${fmtNumber(b.dwell_s, 1)} s`, b.score != null && `${fmtNumber(b.score * 100)} %`].filter(Boolean);
   const actions = state.canAck ? el("div", { class: "card-actions" },
