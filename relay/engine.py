@@ -254,29 +254,27 @@ class NodeEngine:
         application, told "not accepted", may send it again (at least once, as after a crash
         between the commit and the answer). Why: docs/relay-core.md, "Sending while committing"."""
         self.kinds.validate(kind, payload)
+        for_me = destination.kind is DestKind.NODE and destination.node == self.node_id
         try:
             counter = await self.store.next_bundle_id(self.node_id, int(now))
-        except StoreFullError as exc:  # the disk is full
-            raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
-        bundle = self._sealed(Outgoing(destination, payload, kind, priority, lifetime), counter)
-        if destination.kind is DestKind.NODE and destination.node == self.node_id:
-            try:  # delivered here: into the inbox in the same commit, then to the application
+            bundle = self._sealed(Outgoing(destination, payload, kind, priority, lifetime), counter)
+            if for_me:  # delivered here: into the inbox in the same commit, then to the application
                 await self.store.put(bundle, now=now, local=True, deliver=True, hold=False)
-            except StoreFullError as exc:
-                raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
-            await self._apply(self._evictions(now) + self.core.originate(bundle, now), now)
-            return bundle.id
-        self._leave_while_committing([bundle], now)
-        try:
-            await self.store.put(bundle, now=now, local=True, overlap=True)
-        except StoreError as exc:
-            self.core.not_stored(bundle.id)
-            if isinstance(exc, StoreFullError):
-                raise StorageFullError(f"store is full, bundle not accepted: {exc}") from None
-            raise
-        finally:
-            del self._committing[bundle.id]
-        await self._apply(self._evictions(now), now)
+            else:
+                self._leave_while_committing([bundle], now)
+                try:
+                    await self.store.put(bundle, now=now, local=True, overlap=True)
+                except StoreError:
+                    self.core.not_stored(bundle.id)
+                    raise
+                finally:
+                    del self._committing[bundle.id]
+        except StoreFullError as exc:  # the disk or the quota; any other StoreError goes up as it is
+            raise _not_stored(exc) from None
+        actions = self._evictions(now)
+        if for_me:
+            actions += self.core.originate(bundle, now)
+        await self._apply(actions, now)
         return bundle.id
 
     async def send_many(self, messages: Sequence[Outgoing], now: float) -> list[BundleId | SendError]:
@@ -335,7 +333,8 @@ class NodeEngine:
         drops them from ``_committing`` once the commit is done, and tells the core if it failed."""
         for bundle in bundles:
             self._committing[bundle.id] = bundle
-            self.core.originate(bundle, now)  # nothing to do for a bundle to elsewhere
+            actions = self.core.originate(bundle, now)
+            assert not actions, f"the core answered a bundle for another node with {actions}"
         if bundles:
             for ready in self._ready_callbacks:
                 ready()
@@ -805,25 +804,25 @@ class NodeEngine:
 
     async def _send_receipts(self, delivered: list[Bundle], now: float) -> None:
         """One receipt per origin and path for the bundles just delivered (relay.core.receipts), at
-        the highest class among its subjects and as long-lived as the longest; stored in one commit."""
-        sends = [
-            self._send_receipt(kind, receipt.encode(), subjects, now)
-            for kind, receipt, subjects in receipts_for(delivered, int(now))
-        ]
-        await asyncio.gather(*sends)
-
-    async def _send_receipt(self, kind: Kind, plaintext: bytes, subjects: list[Bundle], now: float) -> None:
-        try:
-            await self.send(
+        the highest class among its subjects and as long-lived as the longest; all of them sent as
+        one :meth:`send_many` (one id reservation, one commit, one core step)."""
+        receipts = receipts_for(delivered, int(now))
+        messages = [
+            Outgoing(
                 Destination.to_node(subjects[0].origin),
-                plaintext,
-                kind=kind,
-                priority=min(subject.priority for subject in subjects),
-                lifetime=max(60, max(subject.expires for subject in subjects) - int(now)),
-                now=now,
+                receipt.encode(),
+                kind,
+                min(subject.priority for subject in subjects),
+                max(60, max(subject.expires for subject in subjects) - int(now)),
             )
-        except (CryptoError, SendError) as exc:
-            log.warning("no receipt for %s: %s", ", ".join(str(subject.id) for subject in subjects), exc)
+            for kind, receipt, subjects in receipts
+        ]
+        results = await self.send_many(messages, now)
+        for (_, _, subjects), result in zip(receipts, results, strict=True):
+            if isinstance(result, SendError):
+                log.warning(
+                    "no receipt for %s: %s", ", ".join(str(subject.id) for subject in subjects), result
+                )
 
     # -- sealing ---------------------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ class LinkState:
         # Queued, the item rides at the most urgent class pending (pending only grows while it is
         # queued): O(1) per ACK, not a min over a batch's worth of pending ACKs.
         queued = item in self.queue
+        if queued and priority >= self.queue.priority_of(item) and self.queue.is_last(item):
+            return  # a batch's ACKs after its first: moving the item again would leave it in place
         best = min(self.queue.priority_of(item), priority) if queued else min(pending.values())
         self.queue.remove(item)
         self.queue.push(item, best, CONTROL_FLOW)

@@ -91,6 +91,16 @@ class FairQueue(Generic[T]):
     def priority_of(self, item: T) -> Priority:
         return self._where[item][0]
 
+    def is_last(self, item: T) -> bool:
+        """True if ``item`` is queued last in its flow and taking it out and pushing it again at
+        its class would change nothing (its flow keeps other items, or takes its turn last)."""
+        where = self._where.get(item)
+        if where is None:
+            return False
+        cls = self._classes[where[0]]
+        queue = cls.flows[where[1]]
+        return queue[-1] == item and (len(queue) > 1 or cls.turn[-1] == where[1])
+
     def flow_of(self, item: T) -> bytes:
         return self._where[item][1]
 

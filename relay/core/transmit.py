@@ -8,6 +8,7 @@ handed over, fragments queued behind the first, custody timer started.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 from relay.bundle import BundleId, Priority
 from relay.core.custody import CustodyTracker
@@ -137,6 +138,9 @@ class Transmitter:
         if not pending:
             return []
         room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
+        values = pending.values()
+        if min(values) == max(values):  # one class (a backlog's ACKs): the oldest, as sorting gives
+            return list(islice(pending, room))
         ids = sorted(pending, key=pending.__getitem__)[:room]
         if priority is Priority.FLASH:
             ids = [i for i in ids if pending[i] is Priority.FLASH] or ids
