@@ -33,7 +33,15 @@ from typing import Any
 ENV = "MESH112_TRACE_DIR"
 # (module, class or "", function, label): the path of one message, both sides.
 POINTS = (
+    (
+        "uvicorn.protocols.websockets.websockets_sansio_impl",
+        "WebSocketsSansIOProtocol",
+        "data_received",
+        "ws.data",
+    ),
     ("relay.api.routes_ingest", "", "send_batch", "ingest"),
+    ("relay.node", "Node", "send_many", "node.send_many"),
+    ("relay.store", "Store", "next_bundle_ids", "next_ids"),
     ("relay.api.app", "_BodyLimit", "__call__", "http"),
     ("relay.api.tokens", "TokenVerifier", "verify", "token"),
     ("relay.node", "Node", "send", "node.send"),
@@ -47,8 +55,10 @@ POINTS = (
     ("relay.links.ip_session", "PeerSession", "_send_data", "send_data"),
     ("relay.links.ip_session", "PeerSession", "_send_inline", "send_inline"),
     ("relay.links.ip_session", "PeerSession", "on_record", "on_record"),
+    ("relay.node", "Node", "frame_received", "frame_received"),
     ("relay.node", "Node", "_frames", "batch"),
     ("relay.engine", "NodeEngine", "_deliver", "deliver"),
+    ("relay.engine", "NodeEngine", "_deliver_early", "deliver_early"),
     ("relay.command_post", "CommandPostFeed", "record", "feed"),
     ("relay.journal", "Journal", "record_burst", "journal"),
     ("websockets.sync.connection", "Connection", "send", "client.send"),

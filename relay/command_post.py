@@ -143,8 +143,9 @@ class CommandPostFeed:
                 "name": name,
             }
             self._ctx.hub.publish({"type": "position", **event, **asdict(position)})
-        for stored in stored_texts:
-            self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
+        if self._ctx.hub.subscribers:  # no event is built for nobody (a backlog's burst)
+            for stored in stored_texts:
+                self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
         for delivery in deliveries:
             if delivery.kind not in (Kind.TEXT, Kind.POSITION):
                 await self._record_app(delivery, units[delivery.origin][0], received)

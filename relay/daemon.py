@@ -181,6 +181,7 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     journal: JournalBackend | None = None
     server: uvicorn.Server | None = None
+    ingest: asyncio.AbstractServer | None = None
     try:
         await node.start()
         if api_sock is not None:
@@ -188,6 +189,7 @@ async def run(
             import uvicorn
 
             from relay.api.app import ApiContext, create_app
+            from relay.api.ingest_unix import SOCKET_FILE, open_ingest_socket
             from relay.api.metrics import NodeCollector
             from relay.command_post import CommandPostFeed
 
@@ -232,6 +234,7 @@ async def run(
                 uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off", access_log=False)
             )
             tasks.append(asyncio.create_task(server.serve(sockets=[api_sock]), name="api"))
+            ingest = await open_ingest_socket(ctx, data_dir / SOCKET_FILE)
         tasks += [asyncio.create_task(app(node), name=f"app-{index}") for index, app in enumerate(apps)]
         settle_garbage_collector()
         log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
@@ -249,6 +252,8 @@ async def run(
                 notifier.notify("STOPPING=1")
         if server is not None:
             server.should_exit = True
+        if ingest is not None:
+            ingest.close()  # no new clients; those connected finish with the node
         for task in tasks:
             if task.get_name() != "api":
                 task.cancel()

@@ -119,3 +119,83 @@ def test_the_ingest_socket_refuses_without_a_sending_token(field: Field, role: s
             return socket.close_code
 
     assert asyncio.run(scenario()) == code
+
+
+def test_frames_sent_before_the_client_leaves_are_all_sent_and_the_door_stays_open(field: Field) -> None:
+    """A client that closes without reading its answers: every frame it sent before its close was
+    taken, so each message arrives once; the next client is served as usual."""
+    marker = uuid.uuid4().hex[:8]
+    url = field.relay.api.replace("http", "ws") + f"/api/v1/ingest?token={field.field_token}"
+    texts = [f"{marker} gone {f}/{n}" for f in range(4) for n in range(50)]
+
+    async def scenario() -> dict[str, object]:
+        async with websockets.connect(url) as socket:
+            for f in range(4):
+                batch = [{"to": f"node:{field.post_id}", "text": t} for t in texts[f * 50 : (f + 1) * 50]]
+                await socket.send(json.dumps({"ref": f, "messages": batch}))
+        async with websockets.connect(url) as socket:
+            await socket.send(json.dumps({"ref": "next", "messages": [{"to": "all", "text": f"{marker} x"}]}))
+            return dict(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+
+    answer = asyncio.run(scenario())
+    assert answer["ref"] == "next" and "bundle_id" in answer["results"][0]  # type: ignore[index]
+    assert sorted(_journal_texts(field, f"{marker} gone", len(texts))) == sorted(texts)
+
+
+def _unix_session(field: Field, token: str, lines: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Open the relay's ingest Unix socket, send the token line then ``lines``; the answers (the
+    token's first), until as many as lines sent or the socket closes."""
+    import socket
+
+    from relay.api.ingest_unix import SOCKET_FILE
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(field.relay.directory / SOCKET_FILE))
+        reader = sock.makefile("rb")
+        sock.sendall(json.dumps({"token": token}).encode() + b"\n")
+        answers = [json.loads(reader.readline() or b"null")]
+        if answers[0] is None or "error" in answers[0]:
+            return answers
+        for line in lines:  # pipelined: every line goes before any answer is read
+            sock.sendall(json.dumps(line).encode() + b"\n")
+        while len(answers) <= len(lines):
+            answers.append(json.loads(reader.readline()))
+        return answers
+
+
+def test_the_ingest_unix_socket_takes_batches_for_the_node_s_own_user_only(field: Field) -> None:
+    import stat
+
+    from relay.api.ingest_unix import SOCKET_FILE
+
+    path = field.relay.directory / SOCKET_FILE
+    assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    marker = uuid.uuid4().hex[:8]
+    frames = [
+        {
+            "ref": f,
+            "messages": [
+                {"to": f"node:{field.post_id}", "text": f"{marker} unix {f}/{n}"} for n in range(50)
+            ],
+        }
+        for f in range(4)
+    ]
+    frames[1]["messages"][3] = {"to": "nobody-here", "text": f"{marker} lost"}  # type: ignore[index]
+    answers = _unix_session(field, field.field_token, [*frames, {"messages": []}])
+    assert answers[0] == {"ready": True}
+    [refused] = [a for a in answers[1:] if "ref" not in a]  # answered as soon as it was read
+    assert "not a batch" in str(refused["error"])
+    by_ref = {a["ref"]: a["results"] for a in answers[1:] if "ref" in a}
+    assert sorted(by_ref) == [0, 1, 2, 3]  # type: ignore[type-var]
+    assert "no node known here is named 'nobody-here'" in by_ref[1][3]["error"]  # type: ignore[index]
+    sent = [r["bundle_id"] for results in by_ref.values() for r in results if "bundle_id" in r]  # type: ignore[attr-defined]
+    assert len(sent) == len(set(sent)) == 199
+    assert len(_journal_texts(field, f"{marker} unix", 199)) == 199
+
+
+@pytest.mark.parametrize("role", ["garbage", "observer"])
+def test_the_ingest_unix_socket_refuses_a_token_that_may_not_send(field: Field, role: str) -> None:
+    token = "m112.garbage.token" if role == "garbage" else field.tokens[role]
+    [answer] = _unix_session(field, token, [{"messages": [{"to": "all", "text": "x"}]}])
+    assert "error" in answer and ("may not send" in str(answer["error"])) == (role == "observer")

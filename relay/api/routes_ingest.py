@@ -23,7 +23,6 @@ what the application can fix (an unknown destination, a missing group key, a ful
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,6 +108,69 @@ def _result(outcome: BundleId | SendError, to: str) -> dict[str, str]:
     return {"bundle_id": outcome.key().hex()}
 
 
+async def serve_frames(
+    ctx: ApiContext,
+    receive: Callable[[], Awaitable[str | bytes | None]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Answer the batch frames ``receive`` returns (None: the client left) through ``send``, up to
+    :data:`MAX_IN_FLIGHT` at once; returns once the client left and every frame taken was sent.
+
+    The task that read a frame hands the reading on to a new task and sends the frame's messages
+    itself: they leave in the turn that read them (a task started per frame cost a lone message a
+    loop turn), while the frames after it are read and committed alongside."""
+    sending = asyncio.Lock()  # one answer on the socket at a time
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    tasks: set[asyncio.Task[None]] = set()
+    reader: asyncio.Task[None] | None = None  # the task waiting for the next frame
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def answer(message: dict[str, Any]) -> None:
+        async with sending:
+            await send(message)
+
+    def read_next() -> None:
+        nonlocal reader
+        reader = asyncio.create_task(read_and_send())
+        tasks.add(reader)
+        reader.add_done_callback(tasks.discard)
+
+    async def read_and_send() -> None:
+        raw: str | bytes | None = None
+        try:
+            raw = await receive()
+        finally:
+            if raw is None and not closed.done():  # the client left (or the socket failed)
+                closed.set_result(None)
+        if raw is None:
+            return
+        try:
+            batch = SendBatch.model_validate_json(raw)
+        except ValidationError as exc:
+            read_next()
+            await answer({"error": f"not a batch: {exc.errors()[0]['msg']}"})
+            return
+        await slots.acquire()
+        read_next()
+        try:
+            results = await send_batch(ctx, batch.messages)
+            await answer({"ref": batch.ref, "results": results})
+        finally:
+            slots.release()
+
+    read_next()
+    try:
+        await closed
+    finally:
+        if reader is not None:
+            reader.cancel()  # waiting for a frame that will not come (the handler was cancelled)
+        while tasks:  # what was taken is sent; only the answers are lost
+            done, _ = await asyncio.wait(set(tasks))
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a client gone before its answer is no error
+
+
 def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
     router = APIRouter(tags=["messages"])
 
@@ -131,37 +193,14 @@ def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
         if refusal is not None:
             await websocket.close(code=refusal[0], reason=refusal[1][:120])
             return
-        sending = asyncio.Lock()  # one frame on the socket at a time
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        tasks: set[asyncio.Task[None]] = set()
 
-        async def answer(batch: SendBatch) -> None:
+        async def receive() -> str | None:
             try:
-                results = await send_batch(ctx, batch.messages)
-                async with sending:
-                    await websocket.send_json({"ref": batch.ref, "results": results})
-            finally:
-                slots.release()
+                return await websocket.receive_text()
+            except WebSocketDisconnect:
+                return None
 
-        try:
-            while True:
-                raw = await websocket.receive_text()
-                try:
-                    batch = SendBatch.model_validate_json(raw)
-                except ValidationError as exc:
-                    async with sending:
-                        await websocket.send_json({"error": f"not a batch: {exc.errors()[0]['msg']}"})
-                    continue
-                await slots.acquire()
-                task = asyncio.create_task(answer(batch))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            for task in list(tasks):  # what was taken is sent; only the answers are lost
-                with contextlib.suppress(Exception):
-                    await task
+        await serve_frames(ctx, receive, websocket.send_json)
 
     return router
 
