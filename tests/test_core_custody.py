@@ -8,7 +8,7 @@ from core_pump import Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.actions import Drop, MarkForwarded, Persist, StatusChanged
-from relay.core.custody import CustodyTracker, initial_rto
+from relay.core.custody import LINK_MEMORY, LOSSY, CustodyTracker, initial_rto
 from relay.core.frames import AckFrame, DataFrame, decode_frame, encode_frame
 from relay.core.machine import RelayCore
 from relay.core.receipts import State
@@ -159,10 +159,10 @@ def test_a_neighbours_loss_estimate_rises_with_timeouts_and_fades_with_acks() ->
     assert tracker.loss("lora0", B) == 0.0, "a clean link is never lossy"
     tracker.touch(bundle.id, B, LORA, 10.0)
     tracker.retry(bundle.id, B, 20.0)  # its timeout passed: one loss
-    assert tracker.lossy("lora0", B) and not tracker.lossy("lora0", C)
+    assert tracker.loss("lora0", B) >= LOSSY and tracker.loss("lora0", C) == 0.0
     tracker.acknowledged(bundle.id, B, 21.0)
     acks = 0
-    while tracker.lossy("lora0", B):
+    while tracker.loss("lora0", B) >= LOSSY:
         tracker.touch(bundle.id, B, LORA, 30.0)
         tracker.acknowledged(bundle.id, B, 31.0)
         acks += 1
@@ -171,6 +171,24 @@ def test_a_neighbours_loss_estimate_rises_with_timeouts_and_fades_with_acks() ->
         tracker.touch(bundle.id, B, LORA, 40.0)
         tracker.acknowledged(bundle.id, B, 41.0)
     assert tracker.loss("lora0", B) == 0.0, "long clean again: forgotten"
+
+
+def test_a_link_that_lost_a_copy_lately_is_lossy_for_every_neighbour_on_it() -> None:
+    """A relay sends each responder a few frames an hour: its first alarm to one of them must not
+    go once on a medium that has just lost a copy to another neighbour. Forgotten after LINK_MEMORY
+    clean outcomes on the link; a neighbour's own estimate still counts on its own."""
+    tracker = CustodyTracker()
+    bundle = _bundle(Priority.ROUTINE)
+    tracker.touch(bundle.id, B, LORA, 0.0)
+    tracker.retry(bundle.id, B, 10.0)  # lost to B
+    assert tracker.lossy("lora0", C) and tracker.loss("lora0", C) == 0.0, "C: the link's loss"
+    assert not tracker.lossy("ip0", C), "another link is not judged by this one"
+    for step in range(LINK_MEMORY):
+        assert tracker.lossy("lora0", C), step
+        tracker.touch(bundle.id, C, LORA, 20.0 + step)
+        tracker.acknowledged(bundle.id, C, 20.5 + step)
+    assert not tracker.lossy("lora0", C), "clean for LINK_MEMORY outcomes: forgotten"
+    assert tracker.lossy("lora0", B), "B's own estimate still says it lost a copy"
 
 
 def test_flash_goes_twice_only_to_a_neighbour_seen_losing_frames() -> None:

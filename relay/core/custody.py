@@ -10,7 +10,8 @@ custody ACK, which includes the neighbour's durable commit) plus four deviations
 on copies sent once (Karn), never below the link's frame-time floor.
 
 It also keeps, per neighbour on each link, how often a copy's timeout passed against how often an
-ACK came (:meth:`CustodyTracker.loss`): the sender repeats FLASH frames to a neighbour it has seen
+ACK came (:meth:`CustodyTracker.loss`), and per link how many outcomes ago its last timeout was:
+the sender repeats FLASH frames on a link that lost a copy lately, or to a neighbour it has seen
 lose them (:mod:`relay.core.transmit`), where waiting for a timeout would cost an alarm seconds.
 """
 
@@ -30,6 +31,7 @@ RTO_FRAMES = 4.0  # floor of the timeout: this many full-frame times (covers the
 STALE_HEAP_MIN = 1024  # outdated deadline entries tolerated before the heap is rebuilt
 LOSS_GAIN = 0.125  # weight of one outcome (a timeout or an ACK) in a neighbour's loss estimate
 LOSSY = 0.05  # a neighbour whose copies time out at least this often (estimate) is lossy
+LINK_MEMORY = 64  # a link whose copies (to any neighbour) timed out within this many outcomes is lossy
 
 
 def initial_rto(profile: LinkProfile) -> float:
@@ -77,6 +79,11 @@ class CustodyTracker:
         # per (link, peer): share of recent outcomes that were timeouts, as an exponential average;
         # absent until a timeout, so a neighbour that never lost a copy costs nothing to look up
         self._loss: dict[tuple[str, bytes], float] = {}
+        # per link: outcomes since its last timeout, absent when none in the last LINK_MEMORY. A
+        # neighbour's own estimate alone forgot a 10 %-lossy link after seven ACKs in a row (half of
+        # the time), and a relay sends each responder a few frames an hour, so its first alarm to
+        # one of them went once on a medium that had just lost frames to the others
+        self._since_timeout: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -97,7 +104,9 @@ class CustodyTracker:
         return self._loss.get((link, peer), 0.0)
 
     def lossy(self, link: str, peer: bytes) -> bool:
-        return self._loss.get((link, peer), 0.0) >= LOSSY
+        """Whether a copy to ``peer`` on ``link`` may well be lost: the link lost a copy within its
+        last LINK_MEMORY outcomes, or this neighbour's own estimate is at least LOSSY."""
+        return link in self._since_timeout or self._loss.get((link, peer), 0.0) >= LOSSY
 
     def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
@@ -230,6 +239,14 @@ class CustodyTracker:
         return flight
 
     def _outcome(self, link: str, peer: bytes, *, lost: bool) -> None:
+        if lost:
+            self._since_timeout[link] = 0
+        elif link in self._since_timeout:
+            since = self._since_timeout[link] + 1
+            if since >= LINK_MEMORY:
+                del self._since_timeout[link]  # clean for long: forgotten
+            else:
+                self._since_timeout[link] = since
         key = (link, peer)
         before = self._loss.get(key)
         if before is None and not lost:
