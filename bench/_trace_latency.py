@@ -1,16 +1,17 @@
 """Where one message's latency goes: a timestamp trace of a one-hop field (issue 15).
 
-    .venv/bin/python -m bench._trace_latency [--door app|post] [--probes 50] [--slowest 0]
+    .venv/bin/python -m bench._trace_latency [--door app|ws|post] [--probes 50] [--slowest 0]
 
 Runs the one-hop field of ``bench/relay_ip.py`` (real ``mesh112 relay run`` processes), sends
-``--probes`` messages one at a time through the door ``relay_ip`` times (``app``: the ingest
-WebSocket; ``post``: the single POST), and prints, per step, the median time since the client
-handed the message over, across the probes: client (B), sender (S), command post (R). Steps are the
-entry (``>``) and exit (``<``) of the functions in :data:`POINTS`, wrapped in each relay process by
-a ``sitecustomize`` written to a temporary directory (``PYTHONPATH``), so no product code carries
-the trace; every call appends ``<wall-clock ns> <label>`` to its process's file. A step is listed
-when at least 80 % of the probes passed it; ``#2`` is a label's second call within a probe.
-``--slowest N`` then prints every step of the N probes slowest to reach the command post's feed
+``--probes`` messages one at a time through the door ``relay_ip`` times (``app``: the ingest Unix
+socket; ``ws``: the ingest WebSocket; ``post``: the single POST), and prints, per step, the median
+time since the client handed the message over, across the probes: client (B), sender (S), command
+post (R). Steps are the entry (``>``) and exit (``<``) of the functions in :data:`POINTS`, wrapped
+in each relay process by a ``sitecustomize`` written to a temporary directory (``PYTHONPATH``), so
+no product code carries the trace; every call appends ``<wall-clock ns> <label>`` to its process's
+file. A step is listed when at least 80 % of the probes passed it; ``#2`` is a label's second call
+within a probe. ``--slowest N`` then prints every step of the N probes slowest to reach the command
+post's feed
 (the tail: what the median hides).
 """
 
@@ -62,8 +63,10 @@ POINTS = (
     ("relay.command_post", "CommandPostFeed", "record", "feed"),
     ("relay.journal", "Journal", "record_burst", "journal"),
     ("websockets.sync.connection", "Connection", "send", "client.send"),
+    ("bench.relay_ip", "", "_send_line", "client.line"),
     ("httpx", "Client", "post", "client.post"),
 )
+START = {"app": "client.line>", "ws": "client.send>", "post": "client.post>"}  # a probe's first step
 SITE = (
     f"import os\nif os.environ.get({ENV!r}):\n    from bench._trace_latency import install\n    install()\n"
 )
@@ -145,7 +148,7 @@ def _steps(probes: list[list[tuple[int, str, str]]]) -> list[tuple[float, str, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--door", choices=("app", "post"), default="app")
+    parser.add_argument("--door", choices=tuple(START), default="app")
     parser.add_argument("--probes", type=int, default=50)
     parser.add_argument("--slowest", type=int, default=0)
     args = parser.parse_args()
@@ -170,7 +173,7 @@ def main() -> None:
         for pid, slug in sides.items():
             logs["R" if slug == "command-post" else "S"] = traces / f"{pid}.log"
         print(f"{args.probes} probes through the {args.door} door, load {os.getloadavg()[0]:.1f}")
-        probes = _probes(logs, "client.send>" if args.door == "app" else "client.post>")
+        probes = _probes(logs, START[args.door])
         for offset, step, count in _steps(probes):
             print(f"{offset:9.3f} ms  {step}  ({count})")
         fed = [(_reached(probe, "R feed>"), probe) for probe in probes]

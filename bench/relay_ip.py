@@ -20,11 +20,13 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
   the last arrival at the command post.
 - *latency*: one message at a time on a warm, idle path, from just before it is handed to the sender's
   relay to the command post application's ``received`` stamp (read from the command post's live
-  stream; wall clock, one machine); percentiles over all repetitions' samples. Two doors: ``app``
-  (``latency_app_*``), an application on the sender's machine writing to its open local ingest
-  WebSocket (``/api/v1/ingest``): the figure compared with LXMF's, whose sender is an application
-  calling its router in process; and ``post`` (``latency_post_*``), an operator's single
-  ``POST /api/v1/messages`` with its HTTP request and token check.
+  stream; wall clock, one machine); percentiles over all repetitions' samples. Three doors: ``app``
+  (``latency_app_*``), an application on the sender's machine writing a line to its open ingest
+  Unix socket (``<data_dir>/ingest.sock``): the figure compared with LXMF's, whose sender is an
+  application calling its router in process; ``ws`` (``latency_ws_*``), the same through the ingest
+  WebSocket (``/api/v1/ingest``, the app door until the Unix socket came); and ``post``
+  (``latency_post_*``), an operator's single ``POST /api/v1/messages`` with its HTTP request and
+  token check.
 
 The LXMF side (``bench/_lxmf_field.py``) runs one RNS instance per process with TCP interfaces on
 127.0.0.1 only (config written first: no AutoInterface, no shared instance), two transport nodes in
@@ -41,6 +43,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -64,6 +67,7 @@ from field.harness import (
     wait_until,
 )
 from field.processes import FieldNode
+from relay.api.ingest_unix import SOCKET_FILE
 from relay.api.routes_ingest import MAX_IN_FLIGHT
 
 CHAINS = {
@@ -139,39 +143,63 @@ def _ws(api: str) -> str:
     return "ws" + api.removeprefix("http")
 
 
+def _send_line(sock: socket.socket, line: bytes) -> None:
+    """One line to the ingest Unix socket (a function of its own: ``bench._trace_latency`` times it)."""
+    sock.sendall(line)
+
+
 def _latency(field: RunningField, samples: int, door: str) -> list[float]:
     """One message at a time, from just before it is handed to the sender's relay to the command post
-    application's ``received`` stamp. ``door``: ``app`` sends through the local ingest socket (one
-    open WebSocket, as an application on the sender's machine does), ``post`` through the operators'
-    single ``POST /api/v1/messages``."""
+    application's ``received`` stamp. ``door``: ``app`` writes a line to the node's ingest Unix
+    socket (``<data_dir>/ingest.sock``, kept open, as an application on the sender's machine
+    does), ``ws`` a frame to the ingest WebSocket (kept open), ``post`` the operators' single
+    ``POST /api/v1/messages``."""
     post, sender = field.nodes[0], field.nodes[-1]
     to = f"node:{field.node_id('command-post')}"
     latencies = []
+    texts = _texts(f"latency-{door}", samples, 100)
     stream = f"{_ws(post.api)}/api/v1/stream?token={field.token}"
-    with connect(stream, compression=None, proxy=None) as socket:
-        arrivals = _Arrivals(socket)
+    with connect(stream, compression=None, proxy=None) as socket_:
+        arrivals = _Arrivals(socket_)
         if door == "app":
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(sender.directory / SOCKET_FILE))
+                reader = sock.makefile("rb")
+                sock.sendall(json.dumps({"token": field.token}).encode() + b"\n")
+                if "ready" not in json.loads(reader.readline() or b"{}"):
+                    raise RuntimeError("the ingest socket refused the bench's token")
+                for index, text in enumerate(texts):
+                    line = json.dumps({"ref": index, "messages": [{"to": to, "text": text}]}).encode() + b"\n"
+                    sent = time.time()
+                    _send_line(sock, line)
+                    latencies.append((arrivals.received(text) - sent) * 1000)
+                    _check_answer(json.loads(reader.readline()))
+                    time.sleep(LATENCY_GAP)
+        elif door == "ws":
             with connect(
                 f"{_ws(sender.api)}/api/v1/ingest?token={field.token}", compression=None, proxy=None
             ) as ingest:
-                for index, text in enumerate(_texts(f"latency-{door}", samples, 100)):
+                for index, text in enumerate(texts):
                     frame = json.dumps({"ref": index, "messages": [{"to": to, "text": text}]})
                     sent = time.time()
                     ingest.send(frame)
                     latencies.append((arrivals.received(text) - sent) * 1000)
-                    answer = json.loads(ingest.recv(timeout=30))
-                    if "bundle_id" not in answer["results"][0]:
-                        raise RuntimeError(f"ingest refused a latency probe: {answer}")
+                    _check_answer(json.loads(ingest.recv(timeout=30)))
                     time.sleep(LATENCY_GAP)
         else:
             headers = {"Authorization": f"Bearer {field.token}"}
             with httpx.Client(base_url=sender.api, headers=headers) as client:
-                for text in _texts(f"latency-{door}", samples, 100):
+                for text in texts:
                     sent = time.time()
                     client.post("/api/v1/messages", json={"to": to, "text": text}).raise_for_status()
                     latencies.append((arrivals.received(text) - sent) * 1000)
                     time.sleep(LATENCY_GAP)
     return latencies
+
+
+def _check_answer(answer: dict[str, Any]) -> None:
+    if "bundle_id" not in answer.get("results", [{}])[0]:
+        raise RuntimeError(f"ingest refused a latency probe: {answer}")
 
 
 def _api(field: RunningField, count: int) -> dict[str, float]:
@@ -255,15 +283,15 @@ def _quiesce(field: RunningField, timeout: float = 60.0) -> None:
 
 def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One fresh field; phases in the order the LXMF side runs them: latency on a warm, idle path
-    (through the app door, then the single POST), then the API, then the two backlogs (the sender
-    stopped, loaded, started again). ``MESH112_BENCH_ONLY=latency`` stops after the latencies."""
+    (through the app door, the WebSocket, then the single POST), then the API, then the two backlogs
+    (the sender stopped, loaded, started again). ``MESH112_BENCH_ONLY=latency`` stops after the latencies."""
     chain = CHAINS[hops]
     figures: dict[str, Any] = {"durable": True}
     latencies: dict[str, list[float]] = {}
     with running_field(root, chain) as field:
         _latency(field, 1, "app")  # warm-up: links up, routes learnt
         _latency(field, 1, "post")
-        for door in ("app", "post"):
+        for door in ("app", "ws", "post"):
             _quiesce(field)
             latencies[f"latency_{door}"] = _latency(field, LATENCY_SAMPLES, door)
         checks = sum(verify_loopback_sockets(process.pid) for process in field.processes.values())
@@ -275,7 +303,7 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, lis
         _quiesce(field)
         batch = _api_batch(field, API_BATCH_MESSAGES)
         _quiesce(field)
-        socket = _api_socket(field, API_SOCKET_MESSAGES)
+        ingest_socket = _api_socket(field, API_SOCKET_MESSAGES)
         sizes = {}
         for size in BACKLOG:
             _quiesce(field)
@@ -288,8 +316,8 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, lis
     figures["api_msgs_per_s"] = api["msgs_per_s"]
     figures["api_batch_ingest_msgs_per_s"] = batch["ingest_msgs_per_s"]
     figures["api_batch_msgs_per_s"] = batch["msgs_per_s"]
-    figures["api_socket_ingest_msgs_per_s"] = socket["ingest_msgs_per_s"]
-    figures["api_socket_msgs_per_s"] = socket["msgs_per_s"]
+    figures["api_socket_ingest_msgs_per_s"] = ingest_socket["ingest_msgs_per_s"]
+    figures["api_socket_msgs_per_s"] = ingest_socket["msgs_per_s"]
     return figures, latencies
 
 

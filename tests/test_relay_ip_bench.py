@@ -26,11 +26,11 @@ def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
     for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", *rates):
         assert figures[key] > 0, key
     assert figures["backlog_10kB_mb_per_s"] == pytest.approx(figures["backlog_10kB_bundles_per_s"] * 0.01)
-    assert set(latencies) == {"latency_app", "latency_post"}  # the ingest socket and the single POST
+    assert set(latencies) == {"latency_app", "latency_ws", "latency_post"}  # Unix socket, WebSocket, POST
     for samples in latencies.values():
         assert len(samples) == relay_ip.LATENCY_SAMPLES
         assert all(0 < latency < 30_000 for latency in samples)
     summary = relay_ip._summarise([figures, figures], latencies)
     assert summary["durable"] is True
-    for door in ("app", "post"):
+    for door in ("app", "ws", "post"):
         assert summary[f"latency_{door}_ms_p50"] <= summary[f"latency_{door}_ms_p99"]
