@@ -81,6 +81,7 @@ import asyncio
 import errno
 import functools
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -184,6 +185,9 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
         self._ids: dict[bytes, tuple[int, int, int]] = {}  # origin -> (created, last seq issued, reserved to)
+        # No seen id expires before this (a lower bound: lowered when a put is queued, set from the
+        # file by an expire), so an expire with nothing due skips its transaction.
+        self._first_expiry = -math.inf
         self._id_lock = asyncio.Lock()
 
     @classmethod
@@ -220,6 +224,7 @@ class Store:
                 lambda db: db.execute("SELECT value FROM meta WHERE key = 'high_water_bytes'").fetchone()[0]
             )
             store._budget.high_water = max(int(high), store._budget.used)
+            store._first_expiry = await store._call(_first_expiry)
         except BaseException:
             await store._call(sqlite3.Connection.close)
             thread.shutdown(wait=False)
@@ -321,18 +326,29 @@ class Store:
             await self._submit(op)
 
     async def expire(self, now: float) -> list[BundleId]:
-        """Delete held bundles whose lifetime has ended and forget seen ids past expiry."""
+        """Delete held bundles whose lifetime has ended and forget seen ids past expiry. Without a
+        commit when no seen id is due yet (a node expires every minute, and most minutes nothing);
+        an expire called while another runs returns at once."""
+        if self._first_expiry > now:
+            return []
+        self._first_expiry = math.inf  # puts queued from here on lower it (_enqueue)
 
-        def op(db: sqlite3.Connection) -> list[BundleId]:
+        def op(db: sqlite3.Connection) -> tuple[list[BundleId], float]:
             rows = db.execute(
                 "SELECT id, size FROM seen WHERE expires <= ? AND data IS NOT NULL", (now,)
             ).fetchall()
             db.executemany("DELETE FROM forwarding WHERE id = ?", [(row[0],) for row in rows])
             db.execute("DELETE FROM seen WHERE expires <= ?", (now,))  # held or not
             self._budget.used -= sum(int(row[1]) for row in rows)
-            return [BundleId.from_key(row[0]) for row in rows]
+            return [BundleId.from_key(row[0]) for row in rows], _first_expiry(db)
 
-        return await self._submit(op)
+        try:
+            expired, first = await self._submit(op)
+        except BaseException:
+            self._first_expiry = -math.inf  # not known: the next expire looks
+            raise
+        self._first_expiry = min(self._first_expiry, first)
+        return expired
 
     async def next_bundle_id(self, origin: bytes, now_epoch_s: int) -> BundleId:
         """A fresh id for a bundle this node originates: never reused, even after ``kill -9``.
@@ -529,6 +545,10 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if isinstance(work, tuple):
+            for request in work:
+                for bundle in request.bundles:
+                    self._first_expiry = min(self._first_expiry, bundle.created + bundle.lifetime)
         self._queue.put_nowait(_Pending(work, future, overlap))
         return await future
 
@@ -673,6 +693,12 @@ class Store:
         except Exception as exc:  # no transaction open (BEGIN itself failed)
             log.debug("rollback: %s", exc)
         self._budget.used = _count_used(db)
+
+
+def _first_expiry(db: sqlite3.Connection) -> float:
+    """When the first seen id expires (infinity: none is seen), on the ``seen_expiry`` index."""
+    first = db.execute("SELECT MIN(expires) FROM seen").fetchone()[0]
+    return math.inf if first is None else float(first)
 
 
 def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:

@@ -69,6 +69,33 @@ async def test_expire_drops_held_bundles_past_lifetime(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_expire_commits_only_when_an_id_is_due(tmp_path: Path) -> None:
+    """A node expires every minute and most minutes nothing is due: no transaction then. The first
+    expiry is known across a reopen and lowered by a put queued while an expire runs."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    first, second = make(1, lifetime=100), make(2, lifetime=200)
+    await store.put_many([first, second], now=1000)
+    await store.close()
+    store = await Store.open(path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert await store.expire(now=1099) == []
+    assert statements == []  # nothing due: not even a BEGIN
+    expiring = asyncio.create_task(store.expire(now=1100))
+    await asyncio.sleep(0)  # its op is queued
+    short = make(3, lifetime=20)  # queued behind it: due at 1020, before the file's next (1200)
+    assert await store.put(short, now=1000) is True
+    assert await expiring == [first.id]
+    assert "BEGIN IMMEDIATE" in statements
+    assert await store.expire(now=1020) == [short.id]
+    statements.clear()
+    assert await store.expire(now=1199) == []
+    assert statements == []
+    assert await store.expire(now=1200) == [second.id]
+    await store.close()
+
+
 async def test_put_many_dedups_within_the_batch(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
     a, b = make(1), make(2)
