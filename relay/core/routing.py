@@ -105,6 +105,10 @@ class _Offer:
     routes: dict[bytes, int]  # node -> total cost, this node itself left out
 
 
+_OnlyVia = dict[bytes, tuple[bytes, int | None]]  # node -> (its only neighbour, best cost without it)
+_Kept = tuple[dict[bytes, int], _OnlyVia, LinkProfile, BeaconFrame]  # a beacon and what it was made from
+
+
 class Router:
     def __init__(self, node_id: bytes, names: frozenset[str] = frozenset()) -> None:
         self.node_id = node_id
@@ -123,7 +127,7 @@ class Router:
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
-        self._only: tuple[int, dict[bytes, bytes]] = (-1, {})  # (offer version, _only_via())
+        self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
@@ -133,8 +137,10 @@ class Router:
         # A beacon sets every route through its sender to one expiry, kept here: the first route to
         # expire is the first of these (the relay asks after every event; a scan was 1.5 %).
         self._via_expiry: dict[tuple[str, bytes], float] = {}  # (link, neighbour) with routes
-        # What make_beacon last made per (link, neighbour), kept while what this node offers stands.
-        self._beacons: dict[tuple[str, bytes], tuple[int, LinkProfile, BeaconFrame]] = {}
+        self._first_expiry: tuple[float | None] | None = None  # (min of _via_expiry,); None: not known
+        # What make_beacon last made per (link, neighbour), with the reach() and _only_via() it was
+        # made from: kept while those stand (the same objects while their contents do).
+        self._beacons: dict[tuple[str, bytes], _Kept] = {}
         # The last beacon queued to each (link, neighbour) that counted as a refresh, and when.
         self._queued_beacons: dict[tuple[str, bytes], tuple[BeaconFrame, float]] = {}
         self._emptied = False  # link_down left a node with no route in _routes
@@ -160,7 +166,7 @@ class Router:
             del routes[(link, peer)]
             if not routes:
                 self._emptied = True  # expire() drops it
-        self._via_expiry.pop((link, peer), None)
+        self._forget_expiry((link, peer))
         self._beacons.pop((link, peer), None)
         self._queued_beacons.pop((link, peer), None)  # up again: told everything at once
         self._change(None)
@@ -181,11 +187,13 @@ class Router:
         """Whether the regular beacon to ``peer`` goes now: always, unless the link refreshes
         (:func:`refreshes`) and it would repeat the last one queued to ``peer`` less than
         ``REFRESH_BEACONS`` intervals ago. A yes counts as queued."""
+        if not refreshes(profile):
+            return True  # every regular beacon goes: nothing to compare it with
         beacon = self.make_beacon(profile, peer)
         key = (profile.name, peer)
         last = self._queued_beacons.get(key)
         refresh = (REFRESH_BEACONS - 0.5) * beacon_interval(profile)  # the 5th interval, whatever rounding
-        if last is not None and refreshes(profile) and last[0] == beacon and now - last[1] < refresh:
+        if last is not None and last[0] == beacon and now - last[1] < refresh:
             return False
         self._queued_beacons[key] = (beacon, now)
         return True
@@ -233,7 +241,7 @@ class Router:
             # The same offer again (three in five beacons of the reference scenario): its routes
             # stand, only their expiry moves, and they go first among routes of equal cost.
             if offer.routes:
-                self._via_expiry[via] = expires
+                self._set_expiry(via, expires)
             for node, total in offer.routes.items():
                 costs = self._routes[node]
                 if len(costs) > 1 and list(costs.values()).count(total) > 1:
@@ -255,9 +263,9 @@ class Router:
                 self._change(target)
         self._offers[via] = _Offer(beacon.nodes, hop_cost, offered)
         if offered:
-            self._via_expiry[via] = expires
+            self._set_expiry(via, expires)
         else:
-            self._via_expiry.pop(via, None)
+            self._forget_expiry(via)
         for node, total in offered.items():
             routes = self._routes.get(node)
             if routes is None:
@@ -293,7 +301,7 @@ class Router:
             return  # nothing to do, known without a look at every route (the relay asks on every timer)
         self._emptied = False
         for via in [via for via, at in self._via_expiry.items() if at <= now]:
-            del self._via_expiry[via]
+            self._forget_expiry(via)
             for node in self._offers.pop(via).routes:
                 routes = self._routes[node]
                 del routes[via]
@@ -302,8 +310,24 @@ class Router:
             del self._routes[target]
 
     def next_deadline(self) -> float | None:
-        """When the first route expires."""
-        return min(self._via_expiry.values(), default=None)
+        """When the first route expires (kept: the relay asks after every event, and most events
+        move no route's expiry)."""
+        if self._first_expiry is None:
+            self._first_expiry = (min(self._via_expiry.values(), default=None),)
+        return self._first_expiry[0]
+
+    def _set_expiry(self, via: tuple[str, bytes], at: float) -> None:
+        old = self._via_expiry.get(via)
+        self._via_expiry[via] = at
+        kept = self._first_expiry
+        if kept is not None and (old is None or (kept[0] is not None and old > kept[0])):
+            self._first_expiry = (at if kept[0] is None else min(kept[0], at),)  # it was not the first
+        else:
+            self._first_expiry = None  # it may have been the first
+
+    def _forget_expiry(self, via: tuple[str, bytes]) -> None:
+        if self._via_expiry.pop(via, None) is not None:
+            self._first_expiry = None
 
     def reach(self) -> dict[bytes, int]:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
@@ -316,24 +340,36 @@ class Router:
             best = min(routes.values(), default=None)  # None: link_down emptied it
             if best is not None and (node not in reach or best < reach[node]):
                 reach[node] = best
+        if self._reach is not None:
+            last = self._reach[1]
+            if reach == last and list(reach) == list(last):  # the order too: beacons list ties in it
+                reach = last  # most changes leave every best cost: beacons built on it stand
         self._reach = (self._offer_version, reach)
         return reach
 
-    def _only_via(self) -> dict[bytes, bytes]:
+    def _only_via(self) -> _OnlyVia:
         """The nodes whose cost in :meth:`reach` only routes through one neighbour give, with that
-        neighbour: a beacon to it must offer them at their cost without it (poisoned reverse). The
-        same dict while what this node offers stands (a relay beacons each neighbour from it)."""
+        neighbour and the best cost without it (None: none): a beacon to it must offer them at that
+        cost (poisoned reverse). The same dict while what this node offers stands (a relay beacons
+        each neighbour from it), and while its contents do."""
         if self._only[0] == self._offer_version:
             return self._only[1]
         reach, hops = self.reach(), self._hop_costs()
-        only: dict[bytes, bytes] = {}
+        only: _OnlyVia = {}
         for node, routes in self._routes.items():
             best = reach.get(node)
             if best is None or hops.get(node, MAX_COST + 1) <= best:
                 continue  # no route left (link_down emptied it), or a link of ours is as cheap
             vias = {via for (_, via), cost in routes.items() if cost == best}
             if len(vias) == 1:
-                only[node] = vias.pop()
+                via = vias.pop()
+                without = hops.get(node)
+                for (_, other), through in routes.items():
+                    if other != via and (without is None or through < without):
+                        without = through
+                only[node] = (via, without)
+        if only == self._only[1]:
+            only = self._only[1]
         self._only = (self._offer_version, only)
         return only
 
@@ -353,28 +389,29 @@ class Router:
         same frame while what this node offers stands (a relay beacons every interval, and routes
         change far less often)."""
         key = (profile.name, peer)
+        reach, only = self.reach(), self._only_via()
         kept = self._beacons.get(key)
-        if kept is not None and kept[0] == self._offer_version and kept[1] == profile:
-            return kept[2]
-        hops = self._hop_costs()
-        only = self._only_via()
-        reach: dict[bytes, int] = {self.node_id: 0}
-        for node, cost in self.reach().items():
+        if (
+            kept is not None
+            and kept[0] is reach
+            and kept[1] is only
+            and (kept[2] is profile or kept[2] == profile)
+        ):
+            return kept[3]
+        offer: dict[bytes, int] = {self.node_id: 0}
+        for node, cost in reach.items():
             if node == peer:
                 continue
-            if only.get(node) == peer:  # its cost comes through peer alone: offer the best without
-                best = hops.get(node)
-                for (_, via), through in self._routes[node].items():
-                    if via != peer and (best is None or through < best):
-                        best = through
-                if best is None:
+            through = only.get(node)
+            if through is not None and through[0] == peer:  # only through peer: the best without
+                if through[1] is None:
                     continue
-                cost = best
-            reach[node] = cost
+                cost = through[1]
+            offer[node] = cost
         room = profile.mtu - 3 - 4 * len(self._codes)
-        nodes = sorted(reach.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
+        nodes = sorted(offer.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
         beacon = BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
-        self._beacons[key] = (self._offer_version, profile, beacon)
+        self._beacons[key] = (reach, only, profile, beacon)
         return beacon
 
     # -- decisions -------------------------------------------------------------------------------
