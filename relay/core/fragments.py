@@ -153,7 +153,9 @@ class Reassembler:
             del self._completed[key]
 
     def next_deadline(self) -> float | None:
-        return min((p.touched + self.timeout for p in self._partials.values()), default=None)
+        if not self._partials:
+            return None  # asked after every event, and most often nothing is being reassembled
+        return min(p.touched for p in self._partials.values()) + self.timeout
 
     def _remember_completed(self, key: tuple[str, bytes, int], count: int, last: bytes, whole: bytes) -> None:
         if len(whole) > COMPLETED_MAX_BYTES // COMPLETED_MEMORY:

@@ -251,6 +251,11 @@ class TokenBucket:
         """Take the cost of one frame of ``priority`` from ``origin`` if the budget allows it."""
         if self.available_at(size, now, priority, origin, continuing) > now:
             return False
+        self.charge(size, now, priority, origin)
+        return True
+
+    def charge(self, size: int, now: float, priority: Priority, origin: bytes | None) -> None:
+        """Take the cost of one frame that :meth:`available_at` said fits ``now``."""
         cost = self.cost(size)
         key = (priority, origin) if priority in CAPPED and origin else None
         if key is not None:
@@ -262,4 +267,3 @@ class TokenBucket:
             self._by_origin[key] = self._by_origin.get(key, 0.0) + cost
         self._spent.append((now, cost, key))
         self._total += cost
-        return True

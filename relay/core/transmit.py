@@ -64,9 +64,11 @@ class Transmitter:
             peer, data = built
             priority, origin = state.queue.priority_of(item), self._origin(state, item)
             continuing = isinstance(item, SendFragment)
-            if not state.bucket.spend(len(data), now, priority, origin, continuing):
-                state.blocked_until = state.bucket.available_at(len(data), now, priority, origin, continuing)
+            at = state.bucket.available_at(len(data), now, priority, origin, continuing)
+            if at > now:
+                state.blocked_until = at
                 return None
+            state.bucket.charge(len(data), now, priority, origin)
             state.queue.take(item)  # also passes the turn to the next flow
             state.last_class = priority
             self._sent(state, item, priority, now)
