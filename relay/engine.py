@@ -385,6 +385,10 @@ class NodeEngine:
             out.append(self._inbox.get_nowait())
         return out
 
+    def deliveries_waiting(self) -> bool:
+        """Whether deliveries wait for :meth:`receive` (the simulator's app takes a turn only then)."""
+        return not self._inbox.empty()
+
     async def ack(self, bundle_id: BundleId) -> None:
         await self.store.ack_delivery(bundle_id)
 
@@ -578,6 +582,8 @@ class NodeEngine:
         handed back to the core at once; bookkeeping writes (drops, forwarding records, inbox entries
         the engine consumed) run concurrently, so they share group commits; the deliveries' receipts
         go out last, one per origin and path."""
+        if not actions:
+            return  # most frames (beacons, summaries) and timers leave nothing to carry out
         batch = _Batch()
         bookkeeping: list[Coroutine[Any, Any, None]] = []
         drops: dict[str, list[BundleId]] = {}
@@ -605,7 +611,8 @@ class NodeEngine:
         bookkeeping += [self.store.delete_many(ids, reason) for reason, ids in drops.items()]
         if batch.consumed:
             bookkeeping.append(self.store.ack_deliveries(batch.consumed))
-        await asyncio.gather(*bookkeeping)
+        if bookkeeping:
+            await asyncio.gather(*bookkeeping)
         if batch.receipted:
             await self._send_receipts(batch.receipted, now)
 

@@ -140,6 +140,11 @@ class CertificateExchange:
         self._park(link, peer, origin, frame, now)
         return []
 
+    def queued(self, link: str) -> int:
+        """Certificate frames waiting for ``link``."""
+        queue = self._out.get(link)
+        return len(queue) if queue else 0
+
     def next_frame(self, link: str) -> tuple[bytes, bytes] | None:
         """The next certificate frame for ``link`` as (peer, bytes), or None."""
         queue = self._out.get(link)

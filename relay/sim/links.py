@@ -52,6 +52,8 @@ class SimLinkSpec:
     radio_arq: bool = False  # LoRa: unicast frames go through the radio's ACKs and retries
     # bundle_time by payload length: the oracle asks for every hop of every search
     _bundle_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # frame_time by frame length: asked for every frame sent (LoRa: the Semtech formula)
+    _frame_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -59,9 +61,14 @@ class SimLinkSpec:
 
     def frame_time(self, frame_len: int) -> float:
         """Seconds the transmitter is busy sending a frame of ``frame_len`` bytes."""
-        if self.lora is not None:
-            return frame_airtime(min(frame_len, self.profile.mtu), self.lora)
-        return frame_len / self.profile.bitrate + self.profile.per_frame_overhead_s
+        seconds = self._frame_times.get(frame_len)
+        if seconds is None:
+            if self.lora is not None:
+                seconds = frame_airtime(min(frame_len, self.profile.mtu), self.lora)
+            else:
+                seconds = frame_len / self.profile.bitrate + self.profile.per_frame_overhead_s
+            self._frame_times[frame_len] = seconds
+        return seconds
 
     def bundle_time(self, payload_len: int) -> float:
         """Lower bound on one hop for a bundle: its frames back to back, then the latency.
@@ -110,6 +117,7 @@ class Transmitter:
     max_frame_time_s: float = 0.0
     airtime_log: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds), LoRa only
     seen: set[int] = field(default_factory=set)  # LoRa: packet ids this radio already handed over
+    contacts: list[Contact] = field(default_factory=list)  # the pairs it reaches (a broadcast: those up)
     _recent: deque[tuple[float, float]] = field(default_factory=deque)  # the utilisation window
     _recent_s: float = 0.0
 

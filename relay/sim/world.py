@@ -114,7 +114,10 @@ class World:
             for node, peer in ((contact.a, contact.b), (contact.b, contact.a)):
                 state = self.nodes[node]
                 state.contacts.append(contact)
-                state.transmitters.setdefault(contact.link.name, Transmitter(node, contact.link))
+                transmitter = state.transmitters.setdefault(
+                    contact.link.name, Transmitter(node, contact.link)
+                )
+                transmitter.contacts.append(contact)
                 self._by_link_pair[(contact.link.name, node, peer)] = contact
         self._names = {deployment.node_id(name): name for name in self.nodes}
         self._heap: list[tuple[float, int, Callable[[], Any], tuple[Any, ...]]] = []
@@ -234,9 +237,11 @@ class World:
         """After an engine call that may have queued deliveries (a frame arrived, the app sent, the
         engine reopened its store): the app takes them now, at this simulated time. Other calls
         (timers, links going up or down, pulling frames) never deliver, so they skip this turn."""
-        if node.engine is not None:
-            await asyncio.sleep(0)  # the app task runs if the call queued a delivery
-            await node.app_idle.wait()
+        engine = node.engine
+        if engine is None or (node.app_idle.is_set() and not engine.deliveries_waiting()):
+            return  # the app waits for deliveries and none came: its turn would do nothing
+        await asyncio.sleep(0)  # the app task runs: the call queued a delivery
+        await node.app_idle.wait()
 
     async def _settle(self, node: _Node, *, called: bool = True) -> None:
         """After an engine call: idle transmitters start, the timer re-arms. ``called=False``: a
@@ -337,6 +342,8 @@ class World:
         """Hand the link the engine's next frame; whether the engine's state may have changed (a
         frame taken, or one held back by the link's budget)."""
         link = transmitter.link
+        if not engine.core.queued(link.name) and not engine.certificates.queued(link.name):
+            return False  # most often, a link that goes idle has nothing queued
         pulled = engine.next_frame(link.name, self._epoch())
         if pulled is None:
             return engine.core.queued(link.name) > 0
@@ -347,7 +354,7 @@ class World:
             )
         contact: Contact | None = None
         if peer_id == BROADCAST:
-            receivers = [c for c in node.contacts if c.link is link and self._contact_state[c].up]
+            receivers = [c for c in transmitter.contacts if self._contact_state[c].up]
         else:
             peer = self._names.get(peer_id)
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
