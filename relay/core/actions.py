@@ -1,4 +1,8 @@
-"""What the relay core asks its owner (the engine) to do. The core never does I/O itself."""
+"""What the relay core asks its owner (the engine) to do. The core never does I/O itself.
+
+Actions are not frozen: a relay makes a few per bundle, and a frozen dataclass's init sets each
+field through ``object.__setattr__`` (a ``Persist`` 1.02 µs, not 0.25). Nothing changes one after
+it is made."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from relay.bundle import Bundle, BundleId
 from relay.core.receipts import BundleStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Persist:
     """Store ``bundle`` durably (and put it in the app inbox if ``deliver``), then call
     ``RelayCore.persisted``; the neighbour gets its custody ACK only after that."""
@@ -18,7 +22,7 @@ class Persist:
     hold: bool  # False: only for this node, keep no forwarding copy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drop:
     """Delete the held copy; the id stays seen so a late duplicate is recognised."""
 
@@ -26,14 +30,14 @@ class Drop:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliverLocal:
     """A durable bundle for this node's applications (already in the store's inbox)."""
 
     bundle: Bundle
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MarkForwarded:
     """``peer`` acknowledged durable custody of the bundle over ``link``."""
 
@@ -42,7 +46,7 @@ class MarkForwarded:
     link: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusChanged:
     """A bundle originated here moved on (forwarded, delivered, expired)."""
 
