@@ -44,6 +44,7 @@ __all__ = [
     "ReceiptBatch",
     "ReceiptDecodeError",
     "State",
+    "receipt_path",
     "receipts_for",
 ]
 
@@ -85,12 +86,8 @@ class Receipt:
 
     @classmethod
     def for_bundle(cls, subject: Bundle, delivered: int) -> Receipt:
-        """The receipt a destination sends for ``subject`` as it stored it (the trail ends with the
-        destination itself); a trail longer than the hop count (a lying relay) is cut to fit."""
-        hops = subject.hop_count
-        return cls(
-            subject.id, delivered, hops, subject.trail[max(0, len(subject.trail) - min(hops, MAX_TRAIL)) :]
-        )
+        """The receipt a destination sends for ``subject`` as it stored it (:func:`receipt_path`)."""
+        return cls(subject.id, delivered, subject.hop_count, receipt_path(subject))
 
     def encode(self) -> bytes:
         head = self.subject.key() + struct.pack(">I", max(0, min(self.delivered, MAX_U32)))
@@ -179,6 +176,13 @@ class ReceiptBatch:
         return cls(subjects, delivered, hops, path)
 
 
+def receipt_path(subject: Bundle) -> tuple[bytes, ...]:
+    """The path a receipt for ``subject`` reports as its destination stored it (the trail ends with
+    the destination itself); a trail longer than the hop count (a lying relay) is cut to fit."""
+    trail = subject.trail
+    return trail[max(0, len(trail) - min(subject.hop_count, MAX_TRAIL)) :]
+
+
 def receipts_for(
     delivered: Iterable[Bundle], at: int
 ) -> list[tuple[Kind, Receipt | ReceiptBatch, list[Bundle]]]:
@@ -188,8 +192,7 @@ def receipts_for(
     receipt bundle takes)."""
     groups: dict[tuple[bytes, int, tuple[bytes, ...]], list[Bundle]] = {}
     for bundle in delivered:
-        path = Receipt.for_bundle(bundle, at).path
-        groups.setdefault((bundle.origin, bundle.hop_count, path), []).append(bundle)
+        groups.setdefault((bundle.origin, bundle.hop_count, receipt_path(bundle)), []).append(bundle)
     out: list[tuple[Kind, Receipt | ReceiptBatch, list[Bundle]]] = []
     for (_, hops, path), bundles in groups.items():
         for start in range(0, len(bundles), MAX_RECEIPT_SUBJECTS):
