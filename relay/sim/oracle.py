@@ -42,14 +42,15 @@ class Oracle:
                 peer = contact.other(node)
                 if peer in done:
                     continue
-                arrival = _hop_arrival(contact, t, contact.link.bundle_time(payload_len))
+                arrival = hop_arrival(contact, t, contact.link.bundle_time(payload_len))
                 if arrival is not None and arrival < best.get(peer, float("inf")):
                     best[peer] = arrival
                     heapq.heappush(heap, (arrival, peer))
         return best
 
 
-def _hop_arrival(contact: Contact, t: float, hop_time: float) -> float | None:
+def hop_arrival(contact: Contact, t: float, hop_time: float) -> float | None:
+    """When a hop of ``hop_time`` over ``contact`` started no earlier than ``t`` can arrive, if ever."""
     schedule = contact.schedule
     interval = schedule.interval_at_or_after(t)
     while interval is not None:

@@ -37,9 +37,13 @@ def node_alive(scenario: Scenario, node: str) -> Schedule:
     return Schedule.always(scenario.end_s).minus(down)
 
 
-def build_oracle(scenario: Scenario, contacts: tuple[Contact, ...]) -> Oracle:
-    """The oracle sees a contact only while both of its nodes are running."""
+def alive_contacts(scenario: Scenario, contacts: tuple[Contact, ...]) -> tuple[Contact, ...]:
+    """Each contact only while both of its nodes are running: what the oracle searches."""
     alive = {node.name: node_alive(scenario, node.name) for node in scenario.nodes}
-    return Oracle(
+    return tuple(
         Contact(c.link, c.a, c.b, c.schedule.intersect(alive[c.a]).intersect(alive[c.b])) for c in contacts
     )
+
+
+def build_oracle(scenario: Scenario, contacts: tuple[Contact, ...]) -> Oracle:
+    return Oracle(alive_contacts(scenario, contacts))
