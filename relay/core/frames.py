@@ -81,7 +81,7 @@ def id_hash(bundle_id: BundleId) -> bytes:
     return hashlib.blake2b(bundle_id.key(), digest_size=HASH_LEN).digest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per bundle sent or received, and a frozen init costs ~4x more
 class DataFrame:
     bundle: Bundle
     copies: int = 1  # spray-and-wait copies handed over with this bundle (1 = wait for direct delivery)
