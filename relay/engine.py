@@ -611,7 +611,9 @@ class NodeEngine:
         bookkeeping += [self.store.delete_many(ids, reason) for reason, ids in drops.items()]
         if batch.consumed:
             bookkeeping.append(self.store.ack_deliveries(batch.consumed))
-        if bookkeeping:
+        if len(bookkeeping) == 1:
+            await bookkeeping[0]  # one store op: no task to run it beside nothing
+        elif bookkeeping:
             await asyncio.gather(*bookkeeping)
         if batch.receipted:
             await self._send_receipts(batch.receipted, now)

@@ -23,6 +23,7 @@ from relay.core.frames import (
     DataFrame,
     FragmentFrame,
     FragmentStatusFrame,
+    Frame,
     FrameDecodeError,
     SummaryFrame,
     decode_frame,
@@ -87,6 +88,9 @@ class RelayCore:
         self._summary_wait: dict[bytes, float] = {}
         self.id_conflicts = 0  # frames that named a held id with other content: one of them is forged
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
+        # The last beacon heard per (link, neighbour), as (bytes, link MTU, frame): most beacons
+        # repeat the last one, and the same bytes decode to the same frame.
+        self._heard: dict[tuple[str, bytes], tuple[bytes, int, BeaconFrame]] = {}
         self._transmitter = Transmitter(self._held, self.router, self.custody)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -191,6 +195,7 @@ class RelayCore:
             return
         state.peers.discard(peer)
         state.forget_peer(peer)
+        self._heard.pop((link, peer), None)
         self.router.link_down(link, peer)
         self.reassembler.drop_peer(link, peer)
         for flight in self.custody.forget_link(link, peer):
@@ -211,7 +216,14 @@ class RelayCore:
         state = self._link(link)
         if peer not in state.peers:
             self.link_up(state.profile, peer, now)  # heard before announced (e.g. a LoRa neighbour)
-        frame = decode_frame(data, self.context, max_len=state.profile.mtu)
+        mtu = state.profile.mtu
+        heard = self._heard.get((link, peer))
+        if heard is not None and heard[0] == data and heard[1] == mtu:
+            frame: Frame = heard[2]
+        else:
+            frame = decode_frame(data, self.context, max_len=mtu)
+            if isinstance(frame, BeaconFrame):
+                self._heard[(link, peer)] = (data, mtu, frame)
         if isinstance(frame, FragmentFrame):
             whole, reply = self.reassembler.add(link, peer, frame, now)
             if reply is not None:

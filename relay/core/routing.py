@@ -30,7 +30,7 @@ from typing import Any
 
 from relay.bundle import NODE_ID_LEN, Bundle, Destination, DestKind, Header, Priority, short_code
 from relay.core.fragments import max_fragmented_size
-from relay.core.frames import MAX_COST, BeaconFrame
+from relay.core.frames import MAX_COST, BeaconFrame, encode_frame
 from relay.links.base import LinkProfile
 
 INITIAL_COPIES = {
@@ -141,6 +141,7 @@ class Router:
         # What make_beacon last made per (link, neighbour), with the reach() and _only_via() it was
         # made from: kept while those stand (the same objects while their contents do).
         self._beacons: dict[tuple[str, bytes], _Kept] = {}
+        self._encoded: dict[tuple[str, bytes], tuple[BeaconFrame, bytes]] = {}  # ... and its bytes
         # The last beacon queued to each (link, neighbour) that counted as a refresh, and when.
         self._queued_beacons: dict[tuple[str, bytes], tuple[BeaconFrame, float]] = {}
         self._emptied = False  # link_down left a node with no route in _routes
@@ -168,6 +169,7 @@ class Router:
                 self._emptied = True  # expire() drops it
         self._forget_expiry((link, peer))
         self._beacons.pop((link, peer), None)
+        self._encoded.pop((link, peer), None)
         self._queued_beacons.pop((link, peer), None)  # up again: told everything at once
         self._change(None)
 
@@ -414,6 +416,15 @@ class Router:
         self._beacons[key] = (reach, only, profile, beacon)
         return beacon
 
+    def beacon_frame(self, profile: LinkProfile, peer: bytes) -> bytes:
+        """:meth:`make_beacon` as a frame, encoded once per beacon (most go out unchanged)."""
+        beacon = self.make_beacon(profile, peer)
+        key = (profile.name, peer)
+        encoded = self._encoded.get(key)
+        if encoded is None or encoded[0] is not beacon:
+            encoded = self._encoded[key] = (beacon, encode_frame(beacon))
+        return encoded[1]
+
     # -- decisions -------------------------------------------------------------------------------
 
     def is_for_me(self, bundle: Bundle) -> bool:
@@ -435,6 +446,10 @@ class Router:
 
     def best_link(self, peer: bytes, size_for: dict[bool, int], priority: Priority) -> LinkProfile | None:
         """The cheapest link to ``peer`` the bundle fits; ``size_for[compact]`` is its frame size."""
+        links = self._neighbours.get(peer)
+        if links is not None and len(links) == 1:  # most neighbours are on one link
+            for profile in links.values():
+                return profile if self.fits(profile, size_for[profile.compact], priority) else None
         eligible = [
             p for p in self._neighbours.get(peer, {}).values() if self.fits(p, size_for[p.compact], priority)
         ]

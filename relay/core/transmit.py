@@ -129,7 +129,7 @@ class Transmitter:
             return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
         if item.peer not in state.peers:
             return None
-        return item.peer, encode_frame(self.router.make_beacon(state.profile, item.peer))
+        return item.peer, self.router.beacon_frame(state.profile, item.peer)
 
     def _ack_ids(self, state: LinkState, item: SendAcks, priority: Priority) -> list[BundleId]:
         """The ids one ACK frame to ``item.peer`` carries, most urgent first. An ACK riding at FLASH
