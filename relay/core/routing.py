@@ -114,6 +114,7 @@ class Router:
         self.node_id = node_id
         self.names = names  # roles and groups this node holds
         self._codes = frozenset(short_code(name) for name in names)
+        self._names_offered = tuple((code, 0) for code in sorted(self._codes))[:255]  # in every beacon
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
         self._paces: dict[tuple[str, bytes], float] = {}  # (link, neighbour) -> beacon interval
         self._routes: dict[bytes, dict[tuple[str, bytes], int]] = {}  # node -> (link, neighbour) -> cost
@@ -142,6 +143,10 @@ class Router:
         # made from: kept while those stand (the same objects while their contents do).
         self._beacons: dict[tuple[str, bytes], _Kept] = {}
         self._encoded: dict[tuple[str, bytes], tuple[BeaconFrame, bytes]] = {}  # ... and its bytes
+        # reach() with this node at cost 0, cheapest first (ties in reach's order): a beacon to a
+        # neighbour that is no node's only way is this list without that neighbour.
+        self._ranked: tuple[dict[bytes, int] | None, list[tuple[bytes, int]]] = (None, [])
+        self._only_vias: tuple[_OnlyVia | None, set[bytes]] = (None, set())  # the neighbours in it
         # The last beacon queued to each (link, neighbour) that counted as a refresh, and when.
         self._queued_beacons: dict[tuple[str, bytes], tuple[BeaconFrame, float]] = {}
         self._emptied = False  # link_down left a node with no route in _routes
@@ -362,9 +367,15 @@ class Router:
             best = reach.get(node)
             if best is None or hops.get(node, MAX_COST + 1) <= best:
                 continue  # no route left (link_down emptied it), or a link of ours is as cheap
-            vias = {via for (_, via), cost in routes.items() if cost == best}
-            if len(vias) == 1:
-                via = vias.pop()
+            via: bytes | None = None
+            for (_, neighbour), cost in routes.items():
+                if cost == best:
+                    if via is None:
+                        via = neighbour
+                    elif neighbour != via:
+                        break  # a second neighbour as cheap
+            else:
+                assert via is not None  # best is one of these costs
                 without = hops.get(node)
                 for (_, other), through in routes.items():
                     if other != via and (without is None or through < without):
@@ -400,19 +411,27 @@ class Router:
             and (kept[2] is profile or kept[2] == profile)
         ):
             return kept[3]
-        offer: dict[bytes, int] = {self.node_id: 0}
-        for node, cost in reach.items():
-            if node == peer:
-                continue
-            through = only.get(node)
-            if through is not None and through[0] == peer:  # only through peer: the best without
-                if through[1] is None:
+        if self._only_vias[0] is not only:
+            self._only_vias = (only, {via for via, _ in only.values()})
+        if peer not in self._only_vias[1]:  # no node only through peer: every cost as reached
+            if self._ranked[0] is not reach:
+                self._ranked = (reach, sorted([(self.node_id, 0), *reach.items()], key=itemgetter(1)))
+            nodes = [entry for entry in self._ranked[1] if entry[0] != peer]
+        else:
+            offer: dict[bytes, int] = {self.node_id: 0}
+            for node, cost in reach.items():
+                if node == peer:
                     continue
-                cost = through[1]
-            offer[node] = cost
+                through = only.get(node)
+                if through is not None and through[0] == peer:  # only through peer: the best without
+                    if through[1] is None:
+                        continue
+                    cost = through[1]
+                offer[node] = cost
+            nodes = sorted(offer.items(), key=itemgetter(1))
         room = profile.mtu - 3 - 4 * len(self._codes)
-        nodes = sorted(offer.items(), key=itemgetter(1))[: max(0, room // (NODE_ID_LEN + 1))]
-        beacon = BeaconFrame(tuple(nodes[:255]), tuple((code, 0) for code in sorted(self._codes))[:255])
+        nodes = nodes[: max(0, room // (NODE_ID_LEN + 1))]
+        beacon = BeaconFrame(tuple(nodes[:255]), self._names_offered)
         self._beacons[key] = (reach, only, profile, beacon)
         return beacon
 
