@@ -42,6 +42,10 @@ STATUS_MEMORY_S = 3600.0  # how long an origin can still ask about a bundle once
 
 
 class State(Enum):
+    # Members are singletons and compare by identity: hash them so, in C. Enum's own __hash__ is a
+    # Python call (hash of the name), and each transition looks two up (three moves per bundle sent).
+    __hash__ = object.__hash__
+
     UNKNOWN = "unknown"
     QUEUED = "queued"
     FORWARDED = "forwarded"
@@ -51,6 +55,8 @@ class State(Enum):
 
 
 class Event(Enum):
+    __hash__ = object.__hash__  # as State's
+
     ORIGINATED = "originated"  # made here and durable in the store
     CUSTODY = "custody"  # a neighbour took custody of it
     RECEIPT = "receipt"  # the destination's end-to-end receipt arrived
