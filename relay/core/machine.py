@@ -390,25 +390,26 @@ class RelayCore:
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`timer` has work. Asked after every event (by the simulator,
         some 44,000 times a reference run): one pass, no list or generator per term."""
-        times = [
-            self._held.next_expiry(),
+        first: float | None = self._held.next_expiry()
+        for t in (
             self.custody.next_deadline(),
             self.reassembler.next_deadline(),
             self.router.next_deadline(),
             self._statuses.next_deadline(),
-            *self._summary_wait.values(),
-        ]
-        for s in self._links.values():
-            if len(s.peers) > len(s.paced):
-                times.append(s.next_beacon)
-            if s.paced:
-                times += s.paced.values()
-            if s.blocked_until and s.queue:
-                times.append(s.blocked_until)
-        first = None
-        for t in times:
+        ):
             if t is not None and (first is None or t < first):
                 first = t
+        for t in self._summary_wait.values():
+            if first is None or t < first:
+                first = t
+        for s in self._links.values():
+            if len(s.peers) > len(s.paced) and (first is None or s.next_beacon < first):
+                first = s.next_beacon
+            for t in s.paced.values():
+                if first is None or t < first:
+                    first = t
+            if s.blocked_until and s.queue and (first is None or s.blocked_until < first):
+                first = s.blocked_until
         return first
 
     # -- sending ---------------------------------------------------------------------------------

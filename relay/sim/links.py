@@ -160,13 +160,15 @@ class Transmitter:
 
     def max_hourly_airtime(self) -> float:
         """Largest airtime (s) in any rolling hour starting at a frame: the duty cycle actually used."""
+        log = self.airtime_log  # thousands of frames a run: locals, not attribute lookups
         best = 0.0
         total = 0.0
         first = 0
-        for start, seconds in self.airtime_log:
+        for start, seconds in log:
             total += seconds
-            while self.airtime_log[first][0] <= start - 3600.0:
-                total -= self.airtime_log[first][1]
+            while log[first][0] <= start - 3600.0:
+                total -= log[first][1]
                 first += 1
-            best = max(best, total)
+            if total > best:
+                best = total
         return best
