@@ -168,6 +168,9 @@ class CustodyTracker:
     def due(self, now: float) -> list[InFlight]:
         """Copies whose timeout passed, in the order they were first sent; the caller queues them
         again and calls ``retry`` (a copy it leaves alone stays due)."""
+        heap, fifo = self._deadlines, self._fifo
+        if not (heap and heap[0][0] <= now) and not (fifo and fifo[0][0] <= now):
+            return []  # asked on every timer, and most often nothing is due
         due: dict[tuple[BundleId, bytes], InFlight] = {}
         while self._deadlines and self._deadlines[0][0] <= now:
             entry = heapq.heappop(self._deadlines)
