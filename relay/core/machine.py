@@ -609,6 +609,8 @@ class RelayCore:
         if changed is None:
             self._route_all(now)
             return
+        if not changed:
+            return  # most beacons repeat the last one: no held bundle to look at
         for held in [h for h in self._held.values() if h.destination.node in changed]:
             self._route(held, now)
 
