@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 
-from relay.bundle import BundleId, Priority
+from relay.bundle import Bundle, BundleId, Priority
 from relay.core.custody import CustodyTracker
 from relay.core.fragments import OutgoingTransfer, split
 from relay.core.frames import (
@@ -22,7 +22,6 @@ from relay.core.frames import (
     DataFrame,
     SummaryFrame,
     encode_frame,
-    id_hash,
 )
 from relay.core.held import Held, HeldBundles
 from relay.core.outbox import (
@@ -49,6 +48,7 @@ class Transmitter:
         self.held = held
         self.router = router
         self.custody = custody
+        self._built: dict[str, tuple[Bundle, int, bool, bytes]] = {}  # per link: the last DATA frame
 
     def next_frame(self, state: LinkState, now: float) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
@@ -125,7 +125,7 @@ class Transmitter:
                     SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
                 )
             ranked = sorted(self.held.values(), key=lambda h: (h.priority, h.id.created))
-            hashes = frozenset(id_hash(h.id) for h in ranked[:room])
+            hashes = frozenset(h.digest.to_bytes(HASH_LEN, "big") for h in ranked[:room])  # id_hash
             return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
         if item.peer not in state.peers:
             return None
@@ -168,8 +168,13 @@ class Transmitter:
         bundle = self.held.bundle(held, self._queued_after(state, item))
         if bundle is None:
             return None  # the store evicted it since; the core hears of it next
-        frame = DataFrame(bundle.forwarded(), min(MAX_COPIES, copies), compact=state.profile.compact)
-        return encode_frame(frame)
+        copies, compact = min(MAX_COPIES, copies), state.profile.compact
+        built = self._built.get(state.profile.name)
+        if built is not None and built[0] is bundle and built[1] == copies and built[2] == compact:
+            return built[3]  # the same frame again: a link over its budget asks after every event
+        data = encode_frame(DataFrame(bundle.forwarded(), copies, compact=compact))
+        self._built[state.profile.name] = (bundle, copies, compact, data)
+        return data
 
     def _queued_after(self, state: LinkState, item: SendBundle) -> Iterator[Held]:
         """The held bundles queued behind ``item`` in its flow, which a store read fetches with it."""
