@@ -58,6 +58,7 @@ class FairQueue(Generic[T]):
 
     def __init__(self, over_cap: Callable[[Priority, bytes], bool] | None = None) -> None:
         self._classes: list[_Class[T]] = [_Class() for _ in Priority]
+        self._by_class = list(zip(_PRIORITIES, self._classes, strict=True))  # peek's order, made once
         self._where: dict[T, tuple[Priority, bytes]] = {}
         self._places: dict[tuple[Priority, bytes], tuple[Priority, bytes]] = {}  # one per class and flow
         self.over_cap = over_cap
@@ -108,7 +109,7 @@ class FairQueue(Generic[T]):
         """The next item: highest class first, then the flow whose turn it is (flows over their cap last)."""
         if not self._where:
             return None  # an idle link asks after every frame: most often there is nothing
-        for priority, cls in zip(_PRIORITIES, self._classes, strict=True):
+        for priority, cls in self._by_class:
             if cls.turn:
                 return cls.flows[self._next_flow(priority, cls)][0]
         return None
