@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from relay.bundle import NODE_ID_LEN, Bundle, Destination, DestKind, Header, Priority, short_code
 from relay.core.fragments import max_fragmented_size
@@ -79,15 +79,13 @@ def link_cost(profile: LinkProfile) -> int:
     return max(1, min(MAX_COST, round(profile.cost)))
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
+class Hop(NamedTuple):  # a tuple, made in C: the router makes one per next hop it works out
     link: str
     peer: bytes
     directed: bool  # True: towards the destination (direct or by route); False: opportunistic copy
 
 
-@dataclass(frozen=True, slots=True)
-class _Asked:
+class _Asked(NamedTuple):
     """What next_hops read of the bundle it answered (a Header), to answer again after a reorder."""
 
     destination: Destination
