@@ -23,6 +23,7 @@ what the application can fix (an unknown destination, a missing group key, a ful
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.websockets import WebSocketDisconnected
 
 from relay.api.destinations import resolve_destination
 from relay.api.permissions import Action, allowed
@@ -40,6 +42,8 @@ from relay.engine import Outgoing, SendError, StorageFullError
 if TYPE_CHECKING:
     from crypto.certificate import Certificate
     from relay.api.app import ApiContext
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
 MAX_BATCH = 500  # messages per request or frame (a batch of short texts still fits the 64 KiB body)
@@ -113,8 +117,9 @@ async def serve_frames(
     receive: Callable[[], Awaitable[str | bytes | None]],
     send: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> None:
-    """Answer the batch frames ``receive`` returns (None: the client left) through ``send``, up to
-    :data:`MAX_IN_FLIGHT` at once; returns once the client left and every frame taken was sent.
+    """Answer the batch frames ``receive`` returns (None: the client left) through ``send`` (raises
+    ConnectionError once the client left), up to :data:`MAX_IN_FLIGHT` at once; returns once the
+    client left and every frame taken was sent.
 
     The task that read a frame hands the reading on to a new task and sends the frame's messages
     itself: they reach the links in the turn that read them (a task started per frame cost a lone
@@ -135,7 +140,13 @@ async def serve_frames(
             return
         reader = asyncio.create_task(read_and_send())
         tasks.add(reader)
-        reader.add_done_callback(tasks.discard)
+        reader.add_done_callback(done)
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and not isinstance(failure, ConnectionError):  # a client gone is no error
+            log.error("an ingest frame failed: %s", failure, exc_info=failure)
 
     async def read_and_send() -> None:
         nonlocal reader
@@ -171,10 +182,7 @@ async def serve_frames(
         if reader is not None:
             reader.cancel()  # waiting for a frame that will not come (the handler was cancelled)
         while tasks:  # what was taken is sent; only the answers are lost
-            done, _ = await asyncio.wait(set(tasks))
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: a client gone before its answer is no error
+            await asyncio.wait(set(tasks))
 
 
 def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
@@ -203,10 +211,16 @@ def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
         async def receive() -> str | None:
             try:
                 return await websocket.receive_text()
-            except WebSocketDisconnect:
+            except (WebSocketDisconnect, WebSocketDisconnected):  # the latter: an answer found it gone
                 return None
 
-        await serve_frames(ctx, receive, websocket.send_json)
+        async def send(message: dict[str, Any]) -> None:
+            try:
+                await websocket.send_json(message)
+            except (WebSocketDisconnect, WebSocketDisconnected, OSError) as exc:
+                raise ConnectionError(f"the ingest client left: {exc}") from exc
+
+        await serve_frames(ctx, receive, send)
 
     return router
 
