@@ -342,8 +342,10 @@ class Router:
             return self._reach[1]
         reach = dict(self._hop_costs())
         for node, routes in self._routes.items():
-            best = min(routes.values(), default=None)  # None: link_down emptied it
-            if best is not None and (node not in reach or best < reach[node]):
+            if not routes:
+                continue  # link_down emptied it
+            best = min(routes.values())  # no default= keyword: parsing it was most of the call
+            if node not in reach or best < reach[node]:
                 reach[node] = best
         if self._reach is not None:
             last = self._reach[1]
