@@ -199,3 +199,26 @@ def test_the_ingest_unix_socket_refuses_a_token_that_may_not_send(field: Field, 
     token = "m112.garbage.token" if role == "garbage" else field.tokens[role]
     [answer] = _unix_session(field, token, [{"messages": [{"to": "all", "text": "x"}]}])
     assert "error" in answer and ("may not send" in str(answer["error"])) == (role == "observer")
+
+
+def test_the_ingest_unix_socket_answers_an_over_long_line_and_sends_nothing_of_it(field: Field) -> None:
+    import socket
+
+    from relay.api.ingest_unix import MAX_LINE, SOCKET_FILE
+
+    marker = uuid.uuid4().hex[:8]
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(field.relay.directory / SOCKET_FILE))
+        reader = sock.makefile("rb")
+        sock.sendall(json.dumps({"token": field.field_token}).encode() + b"\n")
+        assert json.loads(reader.readline()) == {"ready": True}
+        batch = {"ref": 1, "messages": [{"to": f"node:{field.post_id}", "text": f"{marker} long"}]}
+        line = json.dumps(batch).encode()
+        sock.sendall(line[:-1] + b" " * (MAX_LINE + 1 - len(line)) + b"}\n")
+        answer = json.loads(reader.readline())
+        assert answer == {"error": f"a line is longer than {MAX_LINE} bytes"}
+        assert reader.readline() == b""  # the door closed: the rest of the stream has no line boundary
+    after = {"ref": 2, "messages": [{"to": f"node:{field.post_id}", "text": f"{marker} after"}]}
+    assert "bundle_id" in str(_unix_session(field, field.field_token, [after])[1])  # the door still serves
+    assert _journal_texts(field, marker, 1) == [f"{marker} after"]  # and nothing of the long line was sent

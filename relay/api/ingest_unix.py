@@ -63,7 +63,10 @@ async def _serve(ctx: ApiContext, reader: asyncio.StreamReader, writer: asyncio.
     async def receive() -> bytes | None:
         try:
             line = await reader.readline()
-        except (ValueError, ConnectionError):  # a line over MAX_LINE, or the client vanished
+        except ValueError:  # over MAX_LINE: the stream cannot find the next line, so the door closes
+            writer.write(json.dumps({"error": f"a line is longer than {MAX_LINE} bytes"}).encode() + b"\n")
+            return None
+        except ConnectionError:  # the client vanished
             return None
         return line or None
 
