@@ -201,7 +201,8 @@ class Transmitter:
                     and self.custody.lossy(state.profile.name, item.peer)
                     and not state.bucket.over_cap(Priority.FLASH, held.origin)
                 ):
-                    # Sent twice to a neighbour seen losing frames: a lost alarm frame would wait a
+                    # Sent twice on a link that lost a copy lately, or to a neighbour seen losing
+                    # frames (CustodyTracker.lossy): a lost alarm frame would wait a
                     # custody timeout (~8 s on LoRa) at this hop. On a clean link (the radio's own
                     # ARQ recovers) nothing is repeated, nor for an origin past its FLASH share (a
                     # repeat, as a resend, is not paced: a flood's would be twice as loud). The
