@@ -307,6 +307,11 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     except KeyboardInterrupt:
         pass
     finally:
+        # A second signal must not cut the clean-up short: `make run` passes a SIGTERM sent to its
+        # process group on to this process once more, and a second Ctrl-C is common. The children
+        # run in their own sessions, so an interrupted stop_all would leave them running.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_all([*processes, *radio_processes])
         panel.stop()
     return 0

@@ -1,5 +1,6 @@
 """`make run` as a newcomer sees it: `mesh112 demo` starts the field, traffic, alarms and a helmet
-camera's live video reach the command post, Ctrl-C stops every process it started."""
+camera's live video reach the command post, Ctrl-C stops every process it started (a second signal
+during the clean-up too)."""
 
 from __future__ import annotations
 
@@ -81,8 +82,10 @@ def test_demo_field_runs_carries_traffic_alarms_and_detections_then_stops(tmp_pa
             90,
             "responder-2's live video at the command post (the console's Live video panel)",
         )
-    finally:
+    finally:  # Ctrl-C, then a second signal during the clean-up (as `make` passes a SIGTERM on)
         demo.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        demo.send_signal(signal.SIGTERM)
         demo.wait(60)
         out.close()
     assert demo.returncode == 0
