@@ -14,6 +14,8 @@ import pytest
 import websockets
 from conftest import Field, auth
 
+from relay.api.routes_ingest import MAX_IN_FLIGHT
+
 
 def _journal_texts(field: Field, marker: str, want: int) -> list[str]:
     """Texts carrying ``marker`` in the command post's journal, once ``want`` arrived (or 30 s)."""
@@ -126,12 +128,13 @@ def test_frames_sent_before_the_client_leaves_are_all_sent_and_the_door_stays_op
     taken, so each message arrives once; the next client is served as usual."""
     marker = uuid.uuid4().hex[:8]
     url = field.relay.api.replace("http", "ws") + f"/api/v1/ingest?token={field.field_token}"
-    texts = [f"{marker} gone {f}/{n}" for f in range(4) for n in range(50)]
+    frames = MAX_IN_FLIGHT + 8  # the last frames are read after answers found the client gone
+    texts = [f"{marker} gone {f}/{n}" for f in range(frames) for n in range(5)]
 
     async def scenario() -> dict[str, object]:
         async with websockets.connect(url) as socket:
-            for f in range(4):
-                batch = [{"to": f"node:{field.post_id}", "text": t} for t in texts[f * 50 : (f + 1) * 50]]
+            for f in range(frames):
+                batch = [{"to": f"node:{field.post_id}", "text": t} for t in texts[f * 5 : (f + 1) * 5]]
                 await socket.send(json.dumps({"ref": f, "messages": batch}))
         async with websockets.connect(url) as socket:
             await socket.send(json.dumps({"ref": "next", "messages": [{"to": "all", "text": f"{marker} x"}]}))

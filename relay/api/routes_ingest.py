@@ -208,11 +208,13 @@ def ingest_router(ctx: ApiContext, require: Require) -> APIRouter:
             await websocket.close(code=refusal[0], reason=refusal[1][:120])
             return
 
-        async def receive() -> str | None:
-            try:
-                return await websocket.receive_text()
-            except (WebSocketDisconnect, WebSocketDisconnected):  # the latter: an answer found it gone
+        async def receive() -> str | bytes | None:
+            # Not receive_text: once an answer found the client gone, Starlette refuses it, although
+            # the frames the client sent before its close still wait to be read (and must be sent).
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
                 return None
+            return message.get("text") or message.get("bytes") or ""
 
         async def send(message: dict[str, Any]) -> None:
             try:
