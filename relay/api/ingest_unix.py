@@ -21,13 +21,10 @@ import contextlib
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.api.permissions import Action, allowed
-from relay.api.routes_ingest import serve_frames
-from relay.api.tokens import TokenError, verify_token
+from relay.api.routes_ingest import sender_refusal, serve_frames
 
 if TYPE_CHECKING:
     from relay.api.app import ApiContext
@@ -93,10 +90,5 @@ def _refusal(ctx: ApiContext, first: bytes | None) -> str | None:
         return 'the first line must be {"token": "<token>"}'
     if not isinstance(token, str):
         return 'the first line must be {"token": "<token>"}'
-    try:
-        operator = verify_token(token, ctx.authority, ctx.revocations(), int(time.time()))
-    except TokenError as exc:
-        return str(exc)
-    if not allowed(operator.roles, Action.SEND_MESSAGE):
-        return f"{operator.display} may not send messages"
-    return None
+    refusal = sender_refusal(ctx, token)
+    return None if refusal is None else refusal.reason

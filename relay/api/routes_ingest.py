@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
@@ -234,10 +235,22 @@ def _refusal(ctx: ApiContext, websocket: WebSocket, token: str | None) -> tuple[
         return 4403, "the ingest socket is for applications on this machine; use /api/v1/messages/batch"
     if not token:
         return 4401, "missing token: connect with ?token=<token>"
+    refusal = sender_refusal(ctx, token)
+    return None if refusal is None else (4403 if refusal.forbidden else 4401, refusal.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRefusal:
+    reason: str
+    forbidden: bool  # a valid token that may not send (else: not a valid token)
+
+
+def sender_refusal(ctx: ApiContext, token: str) -> SenderRefusal | None:
+    """Why ``token`` may not send through an ingest door (both doors ask), or None."""
     try:
         operator = verify_token(token, ctx.authority, ctx.revocations(), int(time.time()))
     except TokenError as exc:
-        return 4401, str(exc)
+        return SenderRefusal(str(exc), forbidden=False)
     if not allowed(operator.roles, Action.SEND_MESSAGE):
-        return 4403, f"{operator.display} may not send messages"
+        return SenderRefusal(f"{operator.display} may not send messages", forbidden=True)
     return None
