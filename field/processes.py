@@ -54,7 +54,7 @@ COMMAND_POST = "command-post"
 CHAIN = (COMMAND_POST, "relay-1", "relay-2", "responder-1")
 APP_NODE = "responder-1"  # with a display, the responder app runs this node (make run)
 TOKEN_DAYS = 7
-WALK_CENTRE = (48.1374, 11.5755)  # where the demo's responder walks (degrees north, east)
+WALK_CENTRE = (48.2071, 16.3711)  # responder-1 walks round the demo building (degrees north, east)
 WALK_STEPS = 60
 
 

@@ -62,7 +62,7 @@ def test_demo_field_runs_carries_traffic_alarms_and_detections_then_stops(tmp_pa
             60,
             "responder-1's position at the command post",
         )
-        assert abs(walker[0]["lat"] - 48.1374) < 0.01 and abs(walker[0]["lon"] - 11.5755) < 0.01
+        assert abs(walker[0]["lat"] - 48.2071) < 0.01 and abs(walker[0]["lon"] - 16.3711) < 0.01
         assert walker[0]["fixed"] <= time.time() and walker[0]["accuracy_m"] == 5
         _wait(
             lambda: httpx.get(f"{api}/api/v1/records?type=detection", headers=headers).json(),

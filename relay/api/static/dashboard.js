@@ -499,12 +499,18 @@ const Places = L.Layer.extend({
     const size = m.getSize();
     L.DomUtil.setPosition(this._pane, m.containerPointToLayerPoint([0, 0]));
     let html = "";
+    const taken = []; // label boxes drawn so far: a label that would cover one moves down a line
     for (const [key, d] of this._items) {
       const p = m.latLngToContainerPoint([d.lat, d.lon]);
       if (p.x < -200 || p.y < -20 || p.x > size.x + 20 || p.y > size.y + 20) continue;
+      const x = Math.round(p.x) - 9, y = Math.round(p.y) - 9;
+      const box = { x: x + 21, y, w: 8 + 7 * d.name.length, h: 18 }; // 12 px bold: about 7 px a letter
+      for (let tries = 0; tries < 8 && taken.some((o) => box.x < o.x + o.w && o.x < box.x + box.w && box.y < o.y + o.h && o.y < box.y + box.h); tries++) box.y += 19;
+      taken.push(box);
       html += `<div class="place ${d.kind}${d.stale ? " stale" : ""}" role="button" tabindex="0" title="${esc(d.name)}" data-key="${esc(key)}"`
-        + ` style="transform: translate(${Math.round(p.x) - 9}px, ${Math.round(p.y) - 9}px)">`
-        + `<span class="glyph">${d.kind === "building" ? "▦" : "◉"}</span><span class="label">${esc(d.name)}</span></div>`;
+        + ` style="transform: translate(${x}px, ${y}px)">`
+        + `<span class="glyph">${d.kind === "building" ? "▦" : "◉"}</span>`
+        + `<span class="label"${box.y !== y ? ` style="transform: translateY(${box.y - y}px)"` : ""}>${esc(d.name)}</span></div>`;
     }
     this._pane.innerHTML = html;
   },
