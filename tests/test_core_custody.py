@@ -136,6 +136,32 @@ def test_tracker_deadlines_come_due_in_first_sent_order_and_an_ack_ends_the_back
     assert tracker.next_deadline() == 13.0
 
 
+def test_on_an_ordered_link_a_copy_waits_while_the_neighbour_acknowledges_older_ones() -> None:
+    """An IP session delivers in order and loses frames only with the connection: a copy whose
+    timeout passed while the neighbour still acknowledges copies sent before it is queued there,
+    not lost. It becomes due a timeout after the last ACK, or at once when a copy sent after it is
+    acknowledged (the neighbour refused it). An unordered link resends as before."""
+    ordered = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e6, ordered=True)
+    for profile, held in ((ordered, True), (IP, False)):
+        tracker = CustodyTracker()
+        ids = [_bundle(Priority.ROUTINE, seq=n).id for n in range(4)]
+        for bundle_id in ids:
+            tracker.touch(bundle_id, B, profile, 0.0)  # MIN_RTO_S: all due at 2
+        tracker.acknowledged(ids[0], B, 1.9)
+        due = [f.bundle_id for f in tracker.due(2.5)]
+        if not held:
+            assert due == ids[1:]
+            continue
+        assert due == [] and tracker.next_deadline() == 3.9  # 2 s after the last ACK
+        tracker.acknowledged(ids[1], B, 3.0)
+        assert [f.bundle_id for f in tracker.due(3.9)] == [] and tracker.next_deadline() == 5.0
+        tracker.acknowledged(ids[3], B, 4.0)  # a later copy arrived: ids[2] was refused, not queued
+        assert [f.bundle_id for f in tracker.due(5.0)] == [ids[2]]
+        assert tracker.retries == 0
+        tracker.retry(ids[2], B, 5.0)
+        assert tracker.retries == 1
+
+
 LORA = LinkProfile(
     "lora0", "lora", mtu=219, bitrate=130.0, cost=10.0, duty_cycle=0.1, compact=True, per_frame_overhead_s=0.4
 )

@@ -9,6 +9,15 @@ The first timeout adapts to each link as TCP's does (RFC 6298): a smoothed round
 custody ACK, which includes the neighbour's durable commit) plus four deviations, measured only
 on copies sent once (Karn), never below the link's frame-time floor.
 
+On an ordered link (``LinkProfile.ordered``: an IP session, where frames arrive in the order sent
+and are lost only with the connection) a copy whose timeout passes is not sent again while the
+neighbour keeps acknowledging copies sent before it (its last ACK less than the copy's timeout
+ago, none of them sent after it): it waits in the neighbour's queue. A loaded receiver reads
+records faster than it stores their bundles, so seconds of frames can wait there; resending them
+(15,061 resends of a 20,000-bundle backlog at load 7) only added to its work. The copy becomes due
+a timeout after the neighbour's last ACK; an ACK of a copy sent after it (the neighbour refused
+it) makes it due at once.
+
 It also keeps, per neighbour on each link, how often a copy's timeout passed against how often an
 ACK came (:meth:`CustodyTracker.loss`), and per link how many outcomes ago its last timeout was:
 the sender repeats FLASH frames on a link that lost a copy lately, or to a neighbour it has seen
@@ -84,6 +93,10 @@ class CustodyTracker:
         # the time), and a relay sends each responder a few frames an hour, so its first alarm to
         # one of them went once on a medium that had just lost frames to the others
         self._since_timeout: dict[str, int] = {}
+        self.retries = 0  # copies sent again because their timeout passed
+        self._ordered: set[str] = set()  # links whose profile is ordered (IP sessions)
+        # per (link, peer) of an ordered link: when its last ACK came, and the latest order it ACKed
+        self._progress: dict[tuple[str, bytes], tuple[float, int]] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -112,6 +125,8 @@ class CustodyTracker:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
         flight = self._flights.get((bundle_id, peer))
         if flight is None or flight.link != profile.name:
+            if profile.ordered:
+                self._ordered.add(profile.name)
             rto = self.rto(profile)
             order = next(self._orders) if flight is None else flight.order
             flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, order=order)
@@ -127,6 +142,7 @@ class CustodyTracker:
         """The timeout passed and the copy is queued again: back off (double, up to MAX_RTO_S)."""
         flight = self._flights.get((bundle_id, peer))
         if flight is not None:
+            self.retries += 1
             self._outcome(flight.link, peer, lost=True)
             flight.attempts += 1
             flight.rto = min(MAX_RTO_S, flight.rto * 2)
@@ -160,6 +176,10 @@ class CustodyTracker:
         """The neighbour took the copy (``now``: its ACK came now; None: it had it already)."""
         flight = self._pop(bundle_id, peer)
         if flight is not None and now is not None:
+            if flight.link in self._ordered:
+                key = (flight.link, peer)
+                _, latest = self._progress.get(key, (now, -1))
+                self._progress[key] = (now, max(latest, flight.order))
             self._outcome(flight.link, peer, lost=False)
             if flight.attempts == 1:
                 self._sample(flight.link, now - flight.first_sent)
@@ -183,14 +203,30 @@ class CustodyTracker:
                 due[(flight.bundle_id, flight.peer)] = flight
         flights = sorted(due.values(), key=lambda f: f.order)
         for flight in flights:
+            queued_until = self._queued_until(flight, now)
+            if queued_until is not None:
+                flight.deadline = queued_until
             self._schedule(flight)
-        return flights
+        return [flight for flight in flights if flight.deadline <= now]
+
+    def _queued_until(self, flight: InFlight, now: float) -> float | None:
+        """When a due copy on an ordered link becomes due after all, if its neighbour is still
+        working through older copies (see the module docstring); None if it is due now."""
+        if flight.link not in self._ordered:
+            return None
+        progress = self._progress.get((flight.link, flight.peer))
+        if progress is None:
+            return None
+        acked_at, latest = progress
+        until = acked_at + flight.rto
+        return until if latest < flight.order and until > now else None
 
     def forget_bundle(self, bundle_id: BundleId) -> None:
         for peer in list(self._by_bundle.get(bundle_id, ())):
             self._pop(bundle_id, peer)
 
     def forget_link(self, link: str, peer: bytes) -> list[InFlight]:
+        self._progress.pop((link, peer), None)
         gone = [f for f in self._flights.values() if f.link == link and f.peer == peer]
         for flight in gone:
             self._pop(flight.bundle_id, flight.peer)

@@ -30,6 +30,10 @@ class LinkProfile:
     duty_cycle: float = 1.0  # fraction of time the node may transmit (EU 868: 0.01 or 0.1)
     compact: bool = False  # carry bundles in the compact (LoRa) encoding
     per_frame_overhead_s: float = 0.0  # fixed airtime/latency per frame (LoRa preamble)
+    # Frames reach the neighbour in the order sent and are lost only with the connection (an IP
+    # session): a copy not yet acknowledged while the neighbour acknowledges older ones waits in its
+    # queue, it is not lost, and its custody timeout does not resend it (relay/core/custody.py)
+    ordered: bool = False
 
 
 class LinkEvents(Protocol):

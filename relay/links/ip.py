@@ -116,7 +116,9 @@ class IpLink(Link):
         """``learn`` is offered each peer certificate a handshake proved (see :meth:`TrustStore.learn`):
         a device enrolled after this node started is then believed as an origin too."""
         self.config = config
-        self.profile = LinkProfile(name=config.name, kind="ip", mtu=MAX_FRAME, bitrate=config.bitrate)
+        self.profile = LinkProfile(
+            name=config.name, kind="ip", mtu=MAX_FRAME, bitrate=config.bitrate, ordered=True
+        )
         self._credentials = credentials
         self._trust = trust
         self._clock = clock
