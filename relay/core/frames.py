@@ -57,6 +57,7 @@ MAX_FRAME = MAX_FULL_BUNDLE + 8
 MAX_SUMMARY_HASHES = 16384
 CERT_CHUNK = 192  # with the 3 header bytes, inside one LoRa frame after its hop tag (207)
 MAX_CERT_CHUNKS = 8  # a certificate is at most 753 bytes (crypto.certificate.MAX_CERTIFICATE): 4 slices
+_BEACON_ENTRY = {w: struct.Struct(f">{w}sB") for w in (NODE_ID_LEN, SHORT_ID_LEN)}  # a beacon's entries
 _ACK_ID = struct.Struct(f">{NODE_ID_LEN}sIH")  # an ACK's id key (BundleId.key), read in one unpack per id
 
 
@@ -353,7 +354,7 @@ def _decode_beacon(body: bytes) -> BeaconFrame:
         end = pos + count * (width + 1)
         if end > len(body):
             raise FrameDecodeError("BEACON frame truncated inside its entries")
-        out = tuple((body[p : p + width], body[p + width]) for p in range(pos, end, width + 1))
+        out = tuple(_BEACON_ENTRY[width].iter_unpack(body[pos:end]))  # (id, cost) pairs, in C
         pos = end
         return out
 

@@ -143,7 +143,11 @@ class FairQueue(Generic[T]):
     def _next_flow(self, priority: Priority, cls: _Class[T]) -> bytes:
         if self.over_cap is None or priority not in CAPPED:
             return cls.turn[0]
-        return next((flow for flow in cls.turn if not self.over_cap(priority, flow)), cls.turn[0])
+        over_cap = self.over_cap
+        for flow in cls.turn:  # a loop, not next() over a generator: asked for every FLASH frame
+            if not over_cap(priority, flow):
+                return flow
+        return cls.turn[0]
 
     def remove(self, item: T) -> bool:
         where = self._where.pop(item, None)
@@ -195,8 +199,9 @@ class TokenBucket:
         if not self._spent:
             self._total = 0.0
             self._by_origin.clear()
-        for key in [k for k, until in self._paced_until.items() if until <= now]:
-            del self._paced_until[key]
+        if self._paced_until:  # most often empty: no list to build
+            for key in [k for k, until in self._paced_until.items() if until <= now]:
+                del self._paced_until[key]
 
     def over_cap(self, priority: Priority, origin: bytes | None) -> bool:
         """Whether ``origin`` spent its share of the window on ``priority`` (FLASH, IMMEDIATE)."""

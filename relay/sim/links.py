@@ -50,14 +50,14 @@ class SimLinkSpec:
     pairs: tuple[tuple[str, str], ...]
     lora: Modem | None = None  # set for LoRa: frame time is the preset's airtime
     radio_arq: bool = False  # LoRa: unicast frames go through the radio's ACKs and retries
+    name: str = field(init=False, compare=False)  # the profile's: read for every event of a node
     # bundle_time by payload length: the oracle asks for every hop of every search
     _bundle_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
     # frame_time by frame length: asked for every frame sent (LoRa: the Semtech formula)
     _frame_times: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.profile.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.profile.name)
 
     def frame_time(self, frame_len: int) -> float:
         """Seconds the transmitter is busy sending a frame of ``frame_len`` bytes."""
