@@ -12,6 +12,10 @@ so no two of its frames share one. ``tag`` is keyed BLAKE2b-64 over the stamp an
 receiver accepts a stamp within ``window_s`` of its own clock and only once (it remembers the stamps
 accepted from each peer within the window), so a recorded frame cannot be played back later, nor
 twice now. 12 bytes in all: see docs/crypto.md for why 8 bytes of tag suffice on a duty-cycled air.
+
+A frame several nodes are to check (a LoRa broadcast whose forward is also a custody ACK) carries a
+stamp and tag for each, the addressee's first, and their count: ``frame | (stamp | tag) * n | n``
+(:meth:`HopAuth.tag_many`). Each tag covers the stamp and the frame, as above.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import hmac
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -33,6 +38,7 @@ HOP_OVERHEAD = STAMP_LEN + TAG_LEN
 TICKS_PER_S = 4  # 2^32 quarter seconds: 34 years from the epoch
 DEFAULT_WINDOW_S = 300.0
 MAX_STAMPS_PER_PEER = 4096  # far above what a duty-cycled radio can send within the window
+MAX_TAGS = 255  # tags on one frame (tag_many): the count is one byte
 _SALT = b"mesh112/hop-tag/v1"
 _STAMP = struct.Struct(">I")
 
@@ -93,6 +99,37 @@ class HopAuth:
             forgotten, _ = seen.popitem(last=False)
             self._floor[sender] = max(self._floor.get(sender, -1), forgotten)
         return frame
+
+    def tag_many(
+        self, addressee: PublicIdentity, also: Sequence[PublicIdentity], frame: bytes, now: float
+    ) -> bytes:
+        """``frame`` tagged for ``addressee`` and for each of ``also``, the nodes that are to overhear
+        it (a broadcast on the air): ``frame | (stamp | tag) per node, the addressee's first | count``."""
+        if len(also) >= MAX_TAGS:
+            raise ValueError(f"a frame carries at most {MAX_TAGS} hop tags")
+        tags = [self.tag(peer, frame, now)[len(frame) :] for peer in (addressee, *also)]
+        return frame + b"".join(tags) + bytes([len(tags)])
+
+    def check_many(self, peer: PublicIdentity, data: bytes, now: float) -> tuple[bytes, bool]:
+        """The frame inside ``data`` (from :meth:`tag_many`) from ``peer``, and whether this node is its
+        addressee (False: it overhears it), if one of its tags is this node's, with a fresh stamp, as
+        :meth:`check` asks of any frame; else :class:`HopAuthError` (``tag``: every tag is another
+        node's, or forged)."""
+        count = data[-1] if data else 0
+        end = len(data) - 1 - count * HOP_OVERHEAD
+        if count < 1 or end <= 0:
+            raise HopAuthError("short", f"{len(data)} bytes cannot hold a frame and {count} hop tag(s)")
+        frame = data[:end]
+        for index in range(count):
+            start = end + index * HOP_OVERHEAD
+            try:
+                self.check(peer, frame + data[start : start + HOP_OVERHEAD], now)
+            except HopAuthError as exc:
+                if exc.reason == "tag":
+                    continue  # another node's tag (or forged): try the next
+                raise
+            return frame, index == 0
+        raise HopAuthError("tag", "no hop tag on this frame is this node's: it is for other nodes, or forged")
 
     def _mac(self, peer: PublicIdentity, *, sending: bool, head: bytes, frame: bytes) -> bytes:
         key = self._key(peer, sending)

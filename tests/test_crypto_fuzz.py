@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from crypto.certificate import Authority, Certificate, RevocationList
 from crypto.errors import CryptoError, DecodeError, KeyFileError, SealError
 from crypto.group import GroupKey, GroupKeyring, open_group, seal_group, unwrap_group_key, wrap_group_key
+from crypto.hop import HopAuth
 from crypto.identity import Identity
 from crypto.keyfile import decode_secret, encode_secret
 from crypto.seal import open_compact, open_standard, seal_compact, seal_standard
@@ -26,6 +27,7 @@ AUTHORITY.revoke(B.node_id, "test", now=NOW)
 GROUP = GroupKey.generate("incident-9", 4)
 RING = GroupKeyring([GROUP])
 ID = bytes(22)
+HOP_FRAME = b"\x25" + bytes(40)
 
 TARGETS: dict[str, tuple[bytes, Callable[[bytes], object], type[CryptoError]]] = {
     "certificate": (
@@ -64,6 +66,11 @@ TARGETS: dict[str, tuple[bytes, Callable[[bytes], object], type[CryptoError]]] =
         CryptoError,
     ),
     "group_key_message": (GROUP.encode(), GroupKey.decode, DecodeError),
+    "hop_tags": (  # a LoRa broadcast tagged for its addressee B and for A, which overhears it
+        HopAuth(B).tag_many(B.public, [A.public], HOP_FRAME, 1000.0),
+        lambda data: HopAuth(A).check_many(B.public, data, 1000.0),
+        CryptoError,
+    ),
     "key_file": (
         encode_secret(bytes(64), None),
         lambda data: decode_secret(data, None, "fuzz"),
@@ -103,6 +110,8 @@ def _fuzz(name: str, examples: int) -> None:
             return
         if isinstance(result, GroupKey):  # unauthenticated message: it must at least be canonical
             assert result.encode() == data
+        elif name == "hop_tags":  # B's tag is not A's to check: only the frame A's tag covers counts
+            assert result == (HOP_FRAME, False), data.hex()
         else:  # authenticated: no mutation may be accepted
             pytest.fail(f"mutated {name} was accepted: {data.hex()}")
 

@@ -57,3 +57,30 @@ def test_a_restarted_sender_is_accepted_again() -> None:
     hop_b = HopAuth(B)
     assert hop_b.check(A.public, HopAuth(A).tag(B.public, b"one", 100.0), 100.0) == b"one"
     assert hop_b.check(A.public, HopAuth(A).tag(B.public, b"two", 101.0), 101.0) == b"two"
+
+
+def test_a_frame_tagged_for_several_nodes_tells_each_whether_it_is_the_addressee() -> None:
+    """tag_many: the addressee and each overhearing node find their own tag; any other node finds
+    none; altered, replayed or stale, it is refused as a single-tag frame is."""
+    hop_a, hop_b, hop_c = HopAuth(A, window_s=60.0), HopAuth(B, window_s=60.0), HopAuth(C, window_s=60.0)
+    frame = b"\x25" + bytes(100)
+    data = hop_a.tag_many(B.public, [C.public], frame, 1000.0)
+    assert len(data) == len(frame) + 2 * HOP_OVERHEAD + 1
+    assert hop_b.check_many(A.public, data, 1000.5) == (frame, True)
+    assert hop_c.check_many(A.public, data, 1000.5) == (frame, False)
+    with pytest.raises(HopAuthError) as replay:
+        hop_c.check_many(A.public, data, 1001.0)
+    assert replay.value.reason == "replay"
+    with pytest.raises(HopAuthError) as stranger:
+        HopAuth(Identity.generate()).check_many(A.public, data, 1000.5)
+    assert stranger.value.reason == "tag"
+    with pytest.raises(HopAuthError) as altered:
+        HopAuth(C).check_many(A.public, bytes([data[0] ^ 1]) + data[1:], 1000.5)
+    assert altered.value.reason == "tag"
+    with pytest.raises(HopAuthError) as stale:
+        HopAuth(C, window_s=60.0).check_many(A.public, data, 1100.0)
+    assert stale.value.reason == "stale"
+    for short in (b"", bytes([2]), data[-25:]):  # no room for a frame before its tags
+        with pytest.raises(HopAuthError) as cut:
+            hop_c.check_many(A.public, short, 1000.5)
+        assert cut.value.reason == "short"
