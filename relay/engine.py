@@ -536,6 +536,21 @@ class NodeEngine:
             actions += self._frame_actions(link, peer, frame, now)
         await self._apply(actions, now)
 
+    async def frame_overheard(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
+        """A frame ``peer`` sent to another neighbour, which the link heard and authenticated as
+        ``peer``'s: the custody ACK of a bundle we gave it, if it forwards that bundle (an
+        ``implicit_ack`` link; docs/relay-core.md, "Custody")."""
+        revocations = self.trust.revocations
+        if revocations is not None and revocations.is_revoked(peer):
+            return
+        try:
+            actions = self.core.overheard(link, peer, frame, now)
+        except (ValueError, UnknownLinkError) as exc:  # FrameDecodeError: hostile neighbour
+            self.refused_frames += 1
+            log.warning("frame overheard from %s on %s refused: %s", peer.hex()[:8], link, exc)
+            return
+        await self._apply(actions, now)
+
     def _frame_actions(self, link: str, peer: bytes, frame: bytes, now: float) -> list[Action]:
         revocations = self.trust.revocations
         if revocations is not None and revocations.is_revoked(peer):

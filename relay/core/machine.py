@@ -87,6 +87,7 @@ class RelayCore:
         self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
         self._summary_wait: dict[bytes, float] = {}
         self.id_conflicts = 0  # frames that named a held id with other content: one of them is forged
+        self.implicit_acks = 0  # custody ACKs taken from a neighbour's overheard forward
         self._reach: dict[bytes, int] = {}  # what our last beacons offered, to notice route changes
         # The last beacon heard per (link, neighbour), as (bytes, link MTU, frame): most beacons
         # repeat the last one, and the same bytes decode to the same frame.
@@ -248,6 +249,31 @@ class RelayCore:
             self._reroute(now)
         return []
 
+    def overheard(self, link: str, peer: bytes, data: bytes, now: float) -> list[Action]:
+        """A frame ``peer`` sent on ``link`` to another neighbour, which this node heard and the link
+        authenticated as ``peer``'s like any frame. A DATA frame of a bundle whose custody we await
+        from ``peer`` is its custody ACK: it forwards only what it holds durably (the implicit ACK of
+        an ``implicit_ack`` link). Anything else overheard is none of our business. Raises
+        FrameDecodeError for hostile bytes."""
+        state = self._link(link)
+        if peer not in state.peers:
+            return []
+        frame = decode_frame(data, self.context, max_len=state.profile.mtu)
+        if not isinstance(frame, DataFrame) or self.custody.get(frame.bundle.id, peer) is None:
+            return []
+        self.implicit_acks += 1
+        return self._acked(state, peer, AckFrame((frame.bundle.id,)), now)
+
+    def take_implicit_acks(self, link: str) -> tuple[bytes, ...]:
+        """The neighbours whose custody ACK is the frame :meth:`next_frame` just gave for ``link``
+        (our forward of a bundle they gave us): the link must let them hear it, authenticated. Asked
+        once, right after the frame (a certificate frame the engine sends in between names none)."""
+        state = self._links.get(link)
+        if state is None:
+            return ()
+        acks, state.last_implicit = state.last_implicit, ()
+        return acks
+
     def not_stored(self, bundle_id: BundleId) -> None:
         """A bundle originated here whose commit failed after :meth:`originate` (store full): stop
         sending it and forget its status. A frame that left already may still be delivered."""
@@ -277,18 +303,38 @@ class RelayCore:
                 continue
             bundle = incoming.bundle
             self._remember(bundle_id)
+            held: Held | None = None
+            keeps = bundle_id in fresh and self._keeps(bundle) and not bundle.is_expired(now)
+            overheard: list[tuple[LinkState, bytes]] = []
             for link, sender in incoming.senders:
                 state = self._links.get(link)
                 if state is not None and sender in state.peers:
-                    state.queue_ack(sender, bundle_id, bundle.priority)
+                    if keeps and state.profile.implicit_ack and bundle.priority is Priority.FLASH:
+                        overheard.append((state, sender))  # decided once it is routed
+                    else:
+                        state.queue_ack(sender, bundle_id, bundle.priority)
             if bundle_id in fresh:
                 if self.router.is_for_me(bundle) and bundle.origin != self.node_id:
                     actions.append(DeliverLocal(bundle))
-                if self._keeps(bundle) and not bundle.is_expired(now):
+                if keeps:
                     held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
                     self._held.add_holders(held, (sender for _, sender in incoming.senders))
                     self._route(held, now)
+            for state, sender in overheard:
+                self._ack_by_forward(state, sender, held, bundle)
         return actions
+
+    def _ack_by_forward(self, state: LinkState, sender: bytes, held: Held | None, bundle: Bundle) -> None:
+        """Acknowledge a FLASH bundle ``sender`` gave us on an ``implicit_ack`` link by our forward
+        of it on the same link, which ``sender`` hears: one frame less before the alarm moves on. If
+        it does not go on there, an ACK frame goes; if ``sender`` misses the forward, its resend is
+        a duplicate here, answered as any duplicate (an ACK while held, "seen" once passed on)."""
+        link = state.profile.name
+        routes = () if held is None else held.routed
+        if any(peer != sender and on == link for peer, on, _ in routes):
+            state.implicit.setdefault(bundle.id, []).append(sender)
+        else:
+            state.queue_ack(sender, bundle.id, bundle.priority)
 
     def refused(self, bundle_id: BundleId, *, final: bool = False) -> None:
         """The engine would not accept this incoming bundle (untrusted origin, store full). ``final``:
@@ -593,6 +639,8 @@ class RelayCore:
         self._remember(bundle_id)  # dropped: a copy offered again is answered from memory
         self.custody.forget_bundle(bundle_id)
         for state in self._links.values():
+            if state.implicit:
+                state.implicit.pop(bundle_id, None)
             for peer, _, _ in held.routed:
                 state.queue.remove(SendBundle(peer, bundle_id))
                 state.transfers.pop((peer, bundle_id), None)

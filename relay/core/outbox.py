@@ -70,6 +70,10 @@ class LinkState:
     transfer_ids: dict[bytes, int] = field(default_factory=dict)
     blocked_until: float | None = None  # over budget: when the head of the queue fits again
     last_class: Priority | None = None  # the class of the last frame sent (the simulator's probe)
+    # implicit ACKs (LinkProfile.implicit_ack): per bundle, the neighbours whose custody ACK is our
+    # next DATA frame of it on this link; and the neighbours the last frame given acknowledges
+    implicit: dict[BundleId, list[bytes]] = field(default_factory=dict)
+    last_implicit: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         self.queue.over_cap = self.bucket.over_cap  # origins past their FLASH/IMMEDIATE share go last

@@ -71,6 +71,13 @@ class Transmitter:
             state.bucket.charge(len(data), now, priority, origin)
             state.queue.take(item)  # also passes the turn to the next flow
             state.last_class = priority
+            state.last_implicit = ()
+            if (
+                state.implicit
+                and isinstance(item, SendBundle)
+                and (item.peer, item.bundle_id) not in state.transfers
+            ):
+                state.last_implicit = tuple(state.implicit.pop(item.bundle_id, ()))  # a whole DATA frame
             self._sent(state, item, priority, now)
             return peer, data
         return None

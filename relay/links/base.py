@@ -30,6 +30,10 @@ class LinkProfile:
     duty_cycle: float = 1.0  # fraction of time the node may transmit (EU 868: 0.01 or 0.1)
     compact: bool = False  # carry bundles in the compact (LoRa) encoding
     per_frame_overhead_s: float = 0.0  # fixed airtime/latency per frame (LoRa preamble)
+    # Every neighbour in range hears a DATA frame sent to one of them, authenticated, and the link
+    # can make the frame reach the neighbours it names (a broadcast medium): a relay forwarding a
+    # FLASH on the link it came in on sends no custody ACK, its forward is the ACK (docs/relay-core.md)
+    implicit_ack: bool = False
     # Frames reach the neighbour in the order sent and are lost only with the connection (an IP
     # session): a copy not yet acknowledged while the neighbour acknowledges older ones waits in its
     # queue, it is not lost, and its custody timeout does not resend it (relay/core/custody.py)
@@ -40,6 +44,7 @@ class LinkEvents(Protocol):
     def link_up(self, link: str, peer: bytes) -> None: ...
     def link_down(self, link: str, peer: bytes) -> None: ...
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None: ...
+    def frame_overheard(self, link: str, peer: bytes, frame: bytes) -> None: ...
 
 
 class LinkError(Mesh112Error):
@@ -56,6 +61,12 @@ class Link(ABC):
     @abstractmethod
     async def send(self, peer: bytes, frame: bytes) -> None:
         """Send one frame to ``peer`` (or BROADCAST). Raises LinkError if the peer is unreachable."""
+
+    async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+        """Send ``frame`` to ``peer`` so that the neighbours ``acks`` hear it too, authenticated
+        (``profile.implicit_ack``): it is their custody ACK. A link that cannot sends it to ``peer``
+        alone; those neighbours then resend, and the duplicate is answered as any duplicate is."""
+        await self.send(peer, frame)
 
     @abstractmethod
     async def stop(self) -> None:

@@ -3,7 +3,8 @@
 The oracle counts a hop as the payload and a 16-byte header (:mod:`relay.sim.oracle`). A node sends
 more: the end-to-end seal and the frame's own bytes, and a relay forwarding a bundle on the link it
 came in on sends its custody ACK there first (its one radio finishes the exchange with the previous
-hop before it starts the next; docs/relay-core.md, "Custody"). This bound charges both and nothing
+hop before it starts the next; docs/relay-core.md, "Custody"), unless the link has the implicit ACK
+(``LinkProfile.implicit_ack``: the forward is the ACK). This bound charges both and nothing
 else: no loss, no queueing, no duty cycle. The core cannot beat it, so a latency against it shows
 what scheduling and custody can still win, and the oracle against it what the protocol's shape
 costs (docs/simulator.md, "Fourth pass").
@@ -39,7 +40,8 @@ def frame_lengths(payload_len: int, compact: bool) -> tuple[int, int]:
 
 class ProtocolBound:
     """Earliest arrivals when every hop costs its real frames and a relay ACKs before forwarding on
-    the same link. Build it on the oracle's contacts (``topology.build_oracle``'s, crashes cut out)."""
+    the same link (not on an ``implicit_ack`` link). Build it on the oracle's contacts
+    (``topology.build_oracle``'s, crashes cut out)."""
 
     def __init__(self, contacts: Iterable[Contact]) -> None:
         self._adjacent: dict[str, list[Contact]] = {}
@@ -63,7 +65,8 @@ class ProtocolBound:
             for contact in self._adjacent.get(node, ()):
                 link = contact.link
                 data_s, ack_s = self._hop_times(link, payload_len)
-                hop = data_s + (ack_s if link.name == came_on else 0.0) + link.latency_s
+                acks_first = link.name == came_on and not link.profile.implicit_ack
+                hop = data_s + (ack_s if acks_first else 0.0) + link.latency_s
                 arrival = hop_arrival(contact, t, hop)
                 state = (contact.other(node), link.name)
                 if arrival is not None and arrival < best.get(state, float("inf")):

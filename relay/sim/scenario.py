@@ -281,6 +281,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             duty_cycle=t.number("duty_cycle", 0.1, low=0.001, high=1.0),
             compact=True,
             per_frame_overhead_s=lora_frame_overhead(preset, preset.bitrate_bps / 8),
+            implicit_ack=t.flag("implicit_ack", True),
         )
         lora = preset
         radio_arq = t.flag("radio_arq", False)

@@ -371,7 +371,9 @@ class World:
             if routed_at is not None:
                 up_since = min((self._contact_state[c].up_since for c in receivers), default=self.now)
                 queued_at = max(routed_at - START_EPOCH, up_since)
-        reliable = link.radio_arq and peer_id != BROADCAST
+        # a forward that is an implicit ACK goes as a broadcast: the radio neither ACKs nor retries it
+        overheard = link.profile.implicit_ack and self._overhear(node, engine, link, frame, done)
+        reliable = link.radio_arq and peer_id != BROADCAST and not overheard
         if not reliable or flash:  # a unicast frame of a lower class holds the link to its answer
             self.probe.frame_started(
                 (node.name, link.name), node.incarnation, flash, flash_key, queued_at, start, done
@@ -409,6 +411,35 @@ class World:
                 frame,
             )
         return True
+
+    def _overhear(
+        self, node: _Node, engine: NodeEngine, link: SimLinkSpec, frame: bytes, done: float
+    ) -> bool:
+        """The neighbours this frame acknowledges (an implicit custody ACK) hear it, each as any
+        receiver does (loss drawn per receiver); the others' radios hear it too, but it holds
+        nothing for them, so it is not drawn or delivered (the draws of a run without it stay).
+        Whether it acknowledges any."""
+        acks = engine.core.take_implicit_acks(link.name)
+        for peer_id in acks:
+            peer = self._names.get(peer_id)
+            contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
+            if peer is None or contact is None or not self._contact_state[contact].up:
+                continue
+            if not self._heard(link, frame):
+                continue
+            self._at(
+                done + link.latency_s,
+                self._arrive,
+                contact,
+                self._contact_state[contact].generation,
+                node.name,
+                node.incarnation,
+                peer,
+                self.nodes[peer].incarnation,
+                frame,
+                True,
+            )
+        return bool(acks)
 
     def _heard(self, link: SimLinkSpec, frame: bytes | None) -> bool:
         """Whether the receiver decodes one transmission of ``frame`` (None: a radio ACK)."""
@@ -525,12 +556,19 @@ class World:
         receiver: str,
         receiver_incarnation: int,
         frame: bytes,
+        overheard: bool = False,
     ) -> None:
         state = self._contact_state[contact]
         node = self.nodes[receiver]
         if not state.up or state.generation != generation or node.engine is None:
             return  # the contact broke or the receiver crashed while the frame was in flight
         if node.incarnation != receiver_incarnation or self.nodes[sender].incarnation != sender_incarnation:
+            return
+        if overheard:  # a frame to another neighbour, our custody ACK (relay.core.machine.overheard)
+            await node.engine.frame_overheard(
+                contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
+            )
+            await self._settle(node)
             return
         await node.engine.frame_received(
             contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
