@@ -40,6 +40,7 @@ def make_link(num: int, config: LoRaLinkConfig, **kw: Any) -> LoRaLink:
 class Recorder:
     def __init__(self) -> None:
         self.frames: list[tuple[bytes, bytes]] = []
+        self.overheard: list[tuple[bytes, bytes]] = []
         self.ups: list[bytes] = []
         self.downs: list[bytes] = []
 
@@ -51,6 +52,9 @@ class Recorder:
 
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
         self.frames.append((peer, frame))
+
+    def frame_overheard(self, link: str, peer: bytes, frame: bytes) -> None:
+        self.overheard.append((peer, frame))
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -230,6 +234,36 @@ async def test_untagged_broadcast_and_foreign_frames_never_reach_the_core(field:
     assert await until(lambda: sum(link_a.state().refused.values()) == 3)
     assert link_a.state().refused == {"short": 1, "not_addressed": 1, "tag": 1}
     assert events_a.frames == [] and link_a.state().frames_received == 0
+
+
+async def test_a_forward_that_acknowledges_reaches_its_addressee_and_is_overheard_by_the_acknowledged(
+    field: Field,
+) -> None:
+    """send_acknowledging: one channel broadcast; B takes it as its frame, C as overheard (its
+    custody ACK), each after checking its own hop tag; a replay of it is refused at both."""
+    for num, x in ((NUM_A, 500), (NUM_B, 0), (NUM_C, 1000)):
+        field.radio(num, x)
+    events = {num: Recorder() for num in (NUM_A, NUM_B, NUM_C)}
+    link_a = await field.link(NUM_A, events[NUM_A])
+    link_b = await field.link(NUM_B, events[NUM_B])
+    link_c = await field.link(NUM_C, events[NUM_C])
+    assert link_a.profile.implicit_ack  # the default
+    alarm = b"\x25" + bytes(100)
+    await link_a.send_acknowledging(ID_B, alarm, (ID_C,))  # no radio ACK to wait for
+    assert await until(lambda: events[NUM_B].frames and events[NUM_C].overheard)
+    assert events[NUM_B].frames == [(ID_A, alarm)] and events[NUM_B].overheard == []
+    assert events[NUM_C].overheard == [(ID_A, alarm)] and events[NUM_C].frames == []
+    assert link_a.state().frames_sent == 1
+    sent = [p for p in field.radios[NUM_A].sent_from_phone if p.decoded.portnum == 300]
+    assert [p.to for p in sent] == [0xFFFFFFFF] and not sent[0].want_ack
+    field.radios[NUM_A].send_from_app(sent[0].decoded.payload, portnum=300)  # replayed on the air
+    assert await until(
+        lambda: link_b.state().refused.get("replay") == 1 == link_c.state().refused.get("replay")
+    )
+    too_long = bytes(207)  # with two tags past a channel packet's 231 bytes: a direct message to B
+    await link_a.send_acknowledging(ID_B, too_long, (ID_C,))
+    assert await until(lambda: len(events[NUM_B].frames) == 2)
+    assert events[NUM_B].frames[1] == (ID_A, too_long) and len(events[NUM_C].overheard) == 1
 
 
 async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> None:

@@ -47,7 +47,7 @@ from meshtastic.protobuf import mesh_pb2
 from pubsub import pub
 
 from crypto.errors import CryptoError
-from crypto.hop import HOP_OVERHEAD, HopAuth, HopAuthError
+from crypto.hop import HOP_OVERHEAD, MAX_TAGS, HopAuth, HopAuthError
 from crypto.identity import PublicIdentity
 from relay.bundle import to_epoch
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
@@ -61,7 +61,7 @@ from relay.links.lora_config import (
     open_interface,
 )
 from relay.links.lora_hello import HelloRefusedError, LoRaHello
-from relay.links.lora_phy import MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
+from relay.links.lora_phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
 from relay.trust import UnknownOriginError
 
 __all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
@@ -116,6 +116,7 @@ class LoRaLink(Link):
             # never promises airtime the radio's own duty-cycle count would refuse.
             per_frame_overhead_s=frame_airtime_s(config.preset, MAX_DM_PAYLOAD, True)
             - (MAX_DM_PAYLOAD - HOP_OVERHEAD) / (lora.bitrate_bps / 8.0),
+            implicit_ack=config.implicit_ack,
         )
         self.on_text = on_text
         self.on_position: Callable[[int, float, float], None] | None = None  # radio, lat, lon
@@ -172,17 +173,45 @@ class LoRaLink(Link):
         await self._send_tagged(peer, dest, frame)
         self._counts["frames_sent"] += 1
 
+    async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+        """Send ``frame`` to ``peer`` as a channel broadcast that the neighbours ``acks`` (the ones it
+        is the custody ACK of) can check too: ``frame | (stamp | tag) per node, the addressee's
+        first | count`` (docs/crypto.md, "Hop tags"). No radio ACK comes for a broadcast: the
+        addressee's custody ACK is the answer. Too long for a channel packet, it goes as a direct
+        message to ``peer`` alone (those neighbours resend, and are acknowledged explicitly)."""
+        known = tuple(ack for ack in acks if ack in self._num_by_peer)[: MAX_TAGS - 1]
+        dest = self._num_by_peer.get(peer)
+        length = len(frame) + HOP_OVERHEAD * (1 + len(known)) + 1
+        greeting = self.hello is not None and self.hello.due(peer) is not None
+        if not known or dest is None or length > MAX_CHANNEL_PAYLOAD or greeting:
+            await self.send(peer, frame)  # which refuses what cannot be sent at all
+            return
+        now = to_epoch(time.time())
+        try:
+            keys = [self.peer_keys(node, now) for node in known]
+            payload = self.hop.tag_many(self.peer_keys(peer, now), keys, frame, now)
+        except CryptoError as exc:
+            raise LinkError(f"no hop key for a neighbour on {self.config.name}: {exc}") from None
+        self._spend(dest, frame_airtime_s(self.config.preset, len(payload), False))
+        await self._send_and_wait(BROADCAST_NUM, payload, self.config.app_port, want_ack=False)
+        self._counts["frames_sent"] += 1
+        self._counts["implicit_acks_sent"] += len(known)
+
     async def _send_tagged(self, peer: bytes, dest: int, frame: bytes) -> None:
         now = to_epoch(time.time())
         try:
             frame = self.hop.tag(self.peer_keys(peer, now), frame, now)
         except CryptoError as exc:
             raise LinkError(f"no hop key for {peer.hex()[:8]} on {self.config.name}: {exc}") from None
+        self._spend(dest, frame_airtime_s(self.config.preset, len(frame), True))
+        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True)
+
+    def _spend(self, dest: int, airtime_s: float) -> None:
+        """Count a frame's airtime, or refuse it as the radio would past the duty cycle."""
         if self.profile.duty_cycle < 1.0 and self._airtime_last_hour() > self.profile.duty_cycle * 3600.0:
             self._naks["DUTY_CYCLE_LIMIT"] += 1  # the radio would refuse it too; spare the round trip
             raise LoRaNakError("DUTY_CYCLE_LIMIT", dest)
-        self._airtime_log.append((time.monotonic(), frame_airtime_s(self.config.preset, len(frame), True)))
-        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True)
+        self._airtime_log.append((time.monotonic(), airtime_s))
 
     async def send_text(self, dest_num: int, text: str) -> None:
         """Send plain text a stock Meshtastic app shows; returns when the destination ACKed it."""
@@ -336,15 +365,24 @@ class LoRaLink(Link):
         if portnum == ROUTING_APP and request_id:
             self._routing_answer(request_id, sender, reason)
         elif portnum == self.config.app_port:
-            frame = self._authenticated(interface, sender, payload, to, pki)
-            if frame is None:
+            if to == BROADCAST_NUM and not pki:
+                heard = self._acknowledging(sender, payload)
+            else:
+                frame = self._authenticated(interface, sender, payload, to, pki)
+                heard = None if frame is None else (frame, True)
+            if heard is None:
                 return
+            frame, addressed = heard
             peer = self._peer_by_num[sender]
             if peer not in self._up:
                 self._up.add(peer)
                 self._events.link_up(self.config.name, peer)
             self._counts["frames_received"] += 1
-            self._events.frame_received(self.config.name, peer, frame)
+            if addressed:
+                self._events.frame_received(self.config.name, peer, frame)
+            else:
+                self._counts["frames_overheard"] += 1
+                self._events.frame_overheard(self.config.name, peer, frame)
         elif portnum == TEXT_MESSAGE_APP and self.on_text is not None:
             self.on_text(sender, payload.decode("utf-8", errors="replace"))
         elif portnum == POSITION_APP and self.on_position is not None:
@@ -379,6 +417,31 @@ class LoRaLink(Link):
         if reason:
             self._refuse(reason, sender)
         return None
+
+    def _acknowledging(self, sender: int, payload: bytes) -> tuple[bytes, bool] | None:
+        """The frame of a broadcast from :meth:`send_acknowledging` and whether it is addressed to
+        this node, if one of its tags is this node's and holds with a fresh stamp, as any frame's
+        must; else None. A broadcast whose tags are all for other nodes is not counted as refused
+        (their direct messages never reach this node either)."""
+        peer = self._peer_by_num.get(sender)
+        if peer is None:
+            self._refuse("unknown_sender", sender)
+            return None
+        now = to_epoch(time.time())
+        try:
+            frame, addressed = self.hop.check_many(self.peer_keys(peer, now), payload, now)
+        except HopAuthError as exc:
+            if exc.reason == "tag":
+                self._counts["broadcasts_for_others"] += 1
+            else:  # a channel broadcast of another format on our port is not addressed to us
+                self._refuse("not_addressed" if exc.reason == "short" else exc.reason, sender)
+            return None
+        except CryptoError:
+            self._refuse("untrusted", sender)  # revoked or expired since the roster was written
+            return None
+        if self.hello is not None:
+            self.hello.heard(peer)
+        return frame, addressed
 
     def _introduced(self, sender: int, payload: bytes, otherwise: str) -> str:
         """Take a stranger's hello: "" when it introduced an enrolled node (its radio is mapped and

@@ -55,6 +55,11 @@ class LoRaLinkConfig(BaseModel):
         description="Meshtastic node number = Mesh112 node id (32 hex digits)",
         json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
+    implicit_ack: bool = Field(
+        default=True,
+        description="a relay forwarding a FLASH it got on this link sends no custody ACK: its forward goes "
+        "as a channel broadcast tagged for the next hop and for the neighbours it acknowledges",
+    )
     ack_timeout_s: Seconds = 60.0
     connect_timeout_s: Seconds = 30.0
     reconnect_min_s: Seconds = 0.5
