@@ -13,7 +13,8 @@ more with the Meshtastic radio's ACKs and retries modelled on its LoRa link (``r
 1-10, with and without the radio's ARQ: per seed the FLASH p95 against the oracle's p95 and the
 worst FLASH wait; over the seeds the median, the worst and how many are within 1.5. Beside them, the
 protocol's own lower bound (:mod:`relay.sim.bound`: real frame sizes, the relay's ACK before its
-forward, nothing lost or queued), its p95 against the same oracle p95: what no scheduling can win.
+forward unless the LoRa link's implicit ACK makes the forward the ACK, nothing lost or queued), its
+p95 against the same oracle p95: what no scheduling can win.
 """
 
 from __future__ import annotations
