@@ -103,11 +103,16 @@ class CommandPostFeed:
         received = time.time()
         units: dict[bytes, tuple[str, list[str], Position | None]] = {}
         positions: list[tuple[Delivery, str, Position]] = []
+        trust = self._node.engine.trust
         for delivery in deliveries:
-            certificate = self._node.engine.trust.certificate(delivery.origin)
-            name = certificate.name if certificate else delivery.origin.hex()[:8]
-            roles = sorted(certificate.roles) if certificate else []
-            newest = units.get(delivery.origin, ("", [], None))[2]
+            known = units.get(delivery.origin)
+            if known is None:  # a burst's deliveries mostly share a few origins: looked up once each
+                certificate = trust.certificate(delivery.origin)
+                name = certificate.name if certificate else delivery.origin.hex()[:8]
+                roles = sorted(certificate.roles) if certificate else []
+                newest = None
+            else:
+                name, roles, newest = known
             if delivery.kind == Kind.POSITION:
                 position = self._position(delivery, name, received)
                 if position is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError, SealError, StaleEpochError
 from crypto.group import GroupKey, GroupKeyring, open_group, seal_group, unwrap_group_key
-from crypto.identity import Identity, display_id
+from crypto.identity import Identity, PublicIdentity, display_id
 from crypto.ids import SeqPermutation
 from crypto.seal import COMPACT_OVERHEAD, SealContext
 from relay.bundle import (
@@ -129,6 +129,10 @@ class _Batch:
     consumed: list[BundleId] = field(default_factory=list)  # inbox entries the engine took itself
     receipted: list[Bundle] = field(default_factory=list)  # delivered bundles whose origin gets a receipt
     early: set[BundleId] = field(default_factory=set)  # handed to the application before their commit
+    # origins checked against the trust store in this batch (at its one ``now``), and the revocation
+    # list they were checked under: a batch's bundles mostly share a few origins
+    trusted: dict[bytes, PublicIdentity] = field(default_factory=dict)
+    revocations: RevocationList | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,7 +643,7 @@ class NodeEngine:
         for action in actions:
             bundle = action.bundle
             try:
-                self.trust.check(bundle.origin, now)
+                self._trusted(bundle.origin, now, batch)
             except CryptoError as exc:
                 self.refused_bundles += 1
                 self.core.refused(bundle.id)
@@ -694,7 +698,7 @@ class NodeEngine:
             plaintext = batch.opened.get(bundle.id)
             if plaintext is None:
                 try:
-                    plaintext = batch.opened[bundle.id] = self._open_payload(bundle, now)
+                    plaintext = batch.opened[bundle.id] = self._open_payload(bundle, now, batch)
                 except CryptoError:
                     continue  # counted and logged by _deliver after the commit
             self._inbox.put_nowait(
@@ -736,7 +740,7 @@ class NodeEngine:
                 return f"{count} so far: a revocation list the authority did not sign: {exc}"
         if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
             try:
-                batch.opened[bundle.id] = self._open_payload(bundle, now)
+                batch.opened[bundle.id] = self._open_payload(bundle, now, batch)
             except CryptoError as exc:
                 count = self.security.count("unopenable")
                 return f"{count} so far: addressed to this node but does not open: {exc}"
@@ -765,10 +769,10 @@ class NodeEngine:
             return []
         try:
             if bundle.origin != self.node_id:
-                self.trust.check(bundle.origin, now)  # revoked since it was stored: not delivered
+                self._trusted(bundle.origin, now, batch)  # revoked since it was stored: not delivered
             plaintext = batch.opened.pop(bundle.id, None)
             if plaintext is None:
-                plaintext = self._open_payload(bundle, now)
+                plaintext = self._open_payload(bundle, now, batch)
         except StaleEpochError as exc:
             count = self.security.count("stale_epochs")
             log.warning("bundle %s refused (%d stale group epochs so far): %s", bundle.id, count, exc)
@@ -874,14 +878,27 @@ class NodeEngine:
             raise SealError(f"this node holds no key for group {group!r}; it cannot send to {dest}")
         return seal_group(key, nonce_input, aad, plaintext)
 
-    def _open_payload(self, bundle: Bundle, now: float) -> bytes:
+    def _trusted(self, origin: bytes, now: float, batch: _Batch) -> PublicIdentity:
+        """``trust.check`` once per origin and batch: admission, opening and delivery each asked
+        it (three certificate checks per bundle). A revocation list taken meanwhile, by this batch
+        or another task during its commit, empties the batch's memory."""
+        revocations = self.trust.revocations
+        if batch.revocations is not revocations:
+            batch.trusted.clear()
+            batch.revocations = revocations
+        public = batch.trusted.get(origin)
+        if public is None:
+            public = batch.trusted[origin] = self.trust.check(origin, now)
+        return public
+
+    def _open_payload(self, bundle: Bundle, now: float, batch: _Batch) -> bytes:
         dest = bundle.destination
         nonce_input, aad = bundle.id.key(), bundle.aad()
         if dest.kind is DestKind.NODE:
             sender = (
                 self.identity.public
                 if bundle.origin == self.node_id
-                else self.trust.check(bundle.origin, now)
+                else self._trusted(bundle.origin, now, batch)
             )
             if len(bundle.payload) <= COMPACT_SEAL_MAX + COMPACT_OVERHEAD:
                 return self._seal.open_compact(sender, nonce_input, aad, bundle.payload)

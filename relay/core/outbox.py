@@ -64,6 +64,9 @@ class LinkState:
     queue: FairQueue[Item] = field(default_factory=FairQueue)
     peers: set[bytes] = field(default_factory=set)
     acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)
+    # one queue item per peer, made once: a new one per ACK cost an init and, its hash equal but not
+    # its identity, two generated __eq__ calls in the queue's lookups (a receiver queues one per bundle)
+    ack_items: dict[bytes, SendAcks] = field(default_factory=dict)
     statuses: dict[tuple[bytes, int], FragmentStatusFrame] = field(default_factory=dict)
     seen_replies: dict[bytes, set[bytes]] = field(default_factory=dict)  # peer -> id hashes to report
     transfers: dict[tuple[bytes, BundleId], OutgoingTransfer] = field(default_factory=dict)
@@ -82,7 +85,9 @@ class LinkState:
         """Accumulate custody ACKs per peer; the ACK item rides at the most urgent class waiting."""
         pending = self.acks.setdefault(peer, {})
         pending[bundle_id] = priority
-        item = SendAcks(peer)
+        item = self.ack_items.get(peer)
+        if item is None:
+            item = self.ack_items[peer] = SendAcks(peer)
         # Queued, the item rides at the most urgent class pending (pending only grows while it is
         # queued): O(1) per ACK, not a min over a batch's worth of pending ACKs.
         queued = item in self.queue
@@ -108,6 +113,7 @@ class LinkState:
             if getattr(item, "peer", None) == peer:
                 self.queue.remove(item)
         self.acks.pop(peer, None)
+        self.ack_items.pop(peer, None)
         self.paced.pop(peer, None)
         self.seen_replies.pop(peer, None)
         self.transfer_ids.pop(peer, None)
