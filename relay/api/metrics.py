@@ -9,6 +9,7 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
 * ``mesh112_lora_airtime_seconds{link}`` against ``mesh112_lora_airtime_budget_seconds{link}``: own
   transmit time in the last hour and what the region's duty cycle allows per hour;
 * ``mesh112_queue_depth{link,priority}``: items waiting to be sent, per class;
+* ``mesh112_custody_resends_total``: copies sent again because their custody timeout passed;
 * ``mesh112_store_bytes``, ``mesh112_store_quota_bytes``, ``mesh112_store_bundles{priority}``,
   ``mesh112_store_inbox``, ``mesh112_store_evictions_total``;
 * ``mesh112_security_events_total{what}``: what revoked or hostile peers tried and the node refused
@@ -125,6 +126,11 @@ class NodeCollector(Collector):
                 airtime.add_metric([name], link.state().airtime_last_hour_s)
                 budget.add_metric([name], link.profile.duty_cycle * HOUR_S)
         yield from (peer_up, depth, airtime, budget)
+        yield CounterMetricFamily(
+            "mesh112_custody_resends",
+            "Copies sent again because their custody timeout passed",
+            value=engine.core.custody.retries,
+        )
 
     def _security(self) -> Iterator[Metric]:
         engine = self._node.engine
