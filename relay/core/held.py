@@ -123,6 +123,7 @@ class HeldBundles:
         self._shared = _Shared()
         self._ahead: dict[BundleId, tuple[Bundle, int]] = {}  # read ahead: bundle, its full_size
         self._ahead_bytes = 0
+        self.changes = 0  # bundles added or removed: a summary of what is held stands while it does
 
     def __len__(self) -> int:
         return len(self._held)
@@ -169,6 +170,7 @@ class HeldBundles:
             bundle if resident else None,
         )
         heapq.heappush(self._expiry, held)
+        self.changes += 1
         return held
 
     def remove(self, bundle_id: BundleId) -> Held | None:
@@ -176,6 +178,7 @@ class HeldBundles:
         held = self._held.pop(bundle_id, None)
         if held is None:
             return None
+        self.changes += 1
         if held.bundle is not None and self._load is not None and held.priority > Priority.IMMEDIATE:
             self._resident_left += held.full_size + RESIDENT_OVERHEAD
         held.bundle = None  # the heap keeps the record until pruned, not the payload

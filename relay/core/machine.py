@@ -666,38 +666,40 @@ class RelayCore:
         if held.is_expired(now):
             return
         sizes = {False: held.full_size, True: held.compact_size}
+        holders, origin = held.holders, held.id.origin  # read once: a relay re-routes often
         for hop in self.router.next_hops(held, sizes):  # a record has what routing reads (Header)
-            if hop.peer in held.holders or hop.peer == held.origin:
+            peer = hop.peer
+            if peer in holders or peer == origin:
                 continue
-            if not hop.directed and hop.peer in held.named:
+            if not hop.directed and peer in held.named:
                 continue  # its summary named it: no spray copy (a directed one waits for custody)
-            queued = held.route(hop.peer)
+            queued = held.route(peer)
             if queued is not None:
                 if hop.directed and not queued[2]:
                     # A spray copy queued before the route was known now goes as the directed copy:
                     # the spray budget, spent meanwhile, would otherwise drop it with no route left.
-                    held.unroute(hop.peer)
-                    self._held.route(held, hop.peer, queued[1], True)
+                    held.unroute(peer)
+                    self._held.route(held, peer, queued[1], True)
                 continue
             state = self._links[hop.link]
             if not hop.directed:
-                if hop.peer in self._summary_wait:
+                if peer in self._summary_wait:
                     continue
                 if is_costly(state.profile) and held.copies <= 1:
                     continue
-            self._held.route(held, hop.peer, hop.link, hop.directed)
+            self._held.route(held, peer, hop.link, hop.directed)
             if held.priority is Priority.FLASH:  # the simulator's FLASH probe reads it
                 if held.routed_at is None:
                     held.routed_at = {}
-                held.routed_at[hop.peer] = now
-            state.queue.push(SendBundle(hop.peer, held.id), held.priority, held.origin)
+                held.routed_at[peer] = now
+            state.queue.push(SendBundle(peer, held.id), held.priority, origin)
 
     def _routes_changed(self, now: float) -> None:
         """What we reach, or its cost, changed: tell the neighbours soon (at most one triggered
         beacon per gap per link) instead of at the next regular beacon, up to 15 minutes on LoRa,
         while they route by what we used to offer."""
         reach = self.router.reach()
-        if reach == self._reach:
+        if reach is self._reach or reach == self._reach:  # most often the router's kept dict
             return
         self._reach = reach
         for state in self._links.values():

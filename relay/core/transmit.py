@@ -49,6 +49,8 @@ class Transmitter:
         self.router = router
         self.custody = custody
         self._built: dict[str, tuple[Bundle, int, bool, bytes]] = {}  # per link: the last DATA frame
+        # per link: the last summary of what is held, with HeldBundles.changes and the room it had
+        self._summaries: dict[str, tuple[int, int, bytes]] = {}
 
     def next_frame(self, state: LinkState, now: float) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
@@ -131,9 +133,14 @@ class Transmitter:
                 return item.peer, encode_frame(
                     SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
                 )
+            kept = self._summaries.get(state.profile.name)
+            if kept is not None and kept[0] == self.held.changes and kept[1] == room:
+                return item.peer, kept[2]  # nothing held came or went: a link over its budget asks again
             ranked = sorted(self.held.values(), key=lambda h: (h.priority, h.id.created))
             hashes = frozenset(h.digest.to_bytes(HASH_LEN, "big") for h in ranked[:room])  # id_hash
-            return item.peer, encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
+            data = encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
+            self._summaries[state.profile.name] = (self.held.changes, room, data)
+            return item.peer, data
         if item.peer not in state.peers:
             return None
         return item.peer, self.router.beacon_frame(state.profile, item.peer)
