@@ -327,14 +327,43 @@ class RelayCore:
     def _ack_by_forward(self, state: LinkState, sender: bytes, held: Held | None, bundle: Bundle) -> None:
         """Acknowledge a FLASH bundle ``sender`` gave us on an ``implicit_ack`` link by our forward
         of it on the same link, which ``sender`` hears: one frame less before the alarm moves on. If
-        it does not go on there, an ACK frame goes; if ``sender`` misses the forward, its resend is
-        a duplicate here, answered as any duplicate (an ACK while held, "seen" once passed on)."""
+        it goes on elsewhere, an ACK frame goes; if it goes nowhere (a dead end), "seen" goes (see
+        :meth:`_dead_end`). If ``sender`` misses the forward, its resend is a duplicate here,
+        answered as any duplicate (an ACK while held, "seen" once passed on or at a dead end)."""
         link = state.profile.name
         routes = () if held is None else held.routed
-        if any(peer != sender and on == link for peer, on, _ in routes):
+        if held is not None and self._dead_end(state, sender, held):
+            self._say_seen(state, sender, bundle.id, bundle.priority)
+        elif any(peer != sender and on == link for peer, on, _ in routes):
             state.implicit.setdefault(bundle.id, []).append(sender)
         else:
             state.queue_ack(sender, bundle.id, bundle.priority)
+
+    def _dead_end(self, state: LinkState, sender: bytes, held: Held) -> bool:
+        """Whether a relay that holds a FLASH for a node, routed nowhere, refuses ``sender``'s
+        custody of it (on an ``implicit_ack`` link, where the answer waits for the routing): it
+        keeps its copy and says "seen", so the sender keeps its own and its other path (a relay
+        dropped a FLASH once a dead end took custody, while its copy to the second next hop was
+        lost: 786 s on seed 3 of the reference scenario, until the dead end's cellular came back).
+        Not to the origin, which keeps its FLASH to the receipt anyway: only its status would change."""
+        return (
+            state.profile.implicit_ack
+            and held.priority is Priority.FLASH
+            and held.destination.kind is DestKind.NODE
+            and not held.routed
+            and not held.local
+            and sender != held.origin
+        )
+
+    def _say_seen(self, state: LinkState, peer: bytes, bundle_id: BundleId, priority: Priority) -> None:
+        """Answer ``peer``'s copy with "seen" (a SUMMARY naming it), not custody: it stops sending it
+        here and keeps its copy. The reply goes at the bundle's class (a SUMMARY queued at a lower
+        class moves up: a FLASH's "seen" once waited behind a duty-cycle-blocked summary)."""
+        state.seen_replies.setdefault(peer, set()).add(id_hash(bundle_id))
+        reply = SendSummary(peer)
+        if reply in state.queue and state.queue.priority_of(reply) > priority:
+            state.queue.remove(reply)
+        state.queue.push(reply, priority, CONTROL_FLOW)
 
     def refused(self, bundle_id: BundleId, *, final: bool = False) -> None:
         """The engine would not accept this incoming bundle (untrusted origin, store full). ``final``:
@@ -495,17 +524,16 @@ class RelayCore:
         if held is not None or (bundle.id in self._seen and not self._keeps(bundle)):
             if held is not None:
                 self._held.add_holders(held, (peer,))
+                if self._dead_end(state, peer, held):
+                    self._say_seen(state, peer, bundle.id, bundle.priority)  # still no way on
+                    return []
             state.queue_ack(peer, bundle.id, bundle.priority)  # durable here (or delivered here)
             return []
         if bundle.id in self._seen:
             # Passed on and dropped: taking custody again is impossible (the store refuses a seen
             # id), and an ACK would make the sender drop the last copy. Say "seen" instead: the
             # sender stops sending it here but keeps custody.
-            state.seen_replies.setdefault(peer, set()).add(id_hash(bundle.id))
-            reply = SendSummary(peer)
-            if reply in state.queue and state.queue.priority_of(reply) > bundle.priority:
-                state.queue.remove(reply)  # a summary queued at a lower class must not hold a FLASH reply
-            state.queue.push(reply, bundle.priority, CONTROL_FLOW)
+            self._say_seen(state, peer, bundle.id, bundle.priority)
             return []
         incoming = self._incoming.get(bundle.id)
         if incoming is not None:
@@ -606,6 +634,14 @@ class RelayCore:
         state = self._links.get(link)
         if held is None or state is None or peer not in state.peers:
             self.custody.acknowledged(bundle_id, peer)
+            return
+        if peer in held.holders:
+            # It has the bundle: it sent it here too (two relays sent each other the same bundle,
+            # and its ACK of ours was lost), or a summary said so after ours went. The link skips a
+            # copy to a holder, so the timeout fired again and again with nothing sent (18 times for
+            # one copy on seed 112): the wait ends without custody, as after a "seen" reply.
+            self.custody.acknowledged(bundle_id, peer)
+            held.unroute(peer)
             return
         self.custody.retry(bundle_id, peer, now)
         self._send_again(state, held, peer)
