@@ -422,13 +422,13 @@ class Journal:
             inserted = cursor.rowcount  # summed over the rows; an ignored (held) one counts 0
         await self._db.commit()
         stored_units = []
-        for unit in units:
-            async with self._db.execute(
-                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id = ?", (unit.node_id,)
-            ) as cursor:
-                row = await cursor.fetchone()
-            assert row is not None  # written just above
-            stored_units.append(_unit(row))
+        if units:  # one read for all: each call is a trip to the journal's thread (0.1-1 ms under load)
+            ids = [unit.node_id for unit in units]
+            rows = await self._db.execute_fetchall(
+                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id IN ({','.join('?' * len(ids))})", ids
+            )
+            by_id = {row[0]: row for row in rows}
+            stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
         return stored_units, await self._stored_messages(entries, message_rows, inserted)
 
     async def units(self) -> list[UnitEntry]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from relay.bundle import EPOCH_UNIX
 from relay.journal import Change, Journal, MessageEntry, UnitHeard
+from relay.position import Position
 
 T0 = EPOCH_UNIX + 50_000_000
 
@@ -47,5 +48,26 @@ async def test_a_message_event_carries_every_field_of_the_stored_message(tmp_pat
             stored.bundle_id,
             "text 1",
         )
+    finally:
+        await journal.close()
+
+
+async def test_a_burst_reports_each_unit_as_stored_in_the_order_heard(tmp_path: Path) -> None:
+    """Several units in one burst come back in the order given, each as the journal holds it: a
+    unit heard again without a fix keeps its earlier position."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        fix = Position(48.2, 16.37, int(T0), 5)
+        await journal.record_burst([UnitHeard("cc" * 16, "Camera 1", ["camera"], T0, fix)], [])
+        heard = [
+            UnitHeard("dd" * 16, "Responder 2", ["responder"], T0 + 2),
+            UnitHeard("cc" * 16, "Camera 1", ["camera"], T0 + 2),
+            UnitHeard("aa" * 16, "Responder 1", ["responder"], T0 + 2),
+        ]
+        stored, _ = await journal.record_burst(heard, [])
+        assert [u.node_id for u in stored] == [u.node_id for u in heard]
+        assert stored == [{u.node_id: u for u in await journal.units()}[u.node_id] for u in heard]
+        assert (stored[1].lat, stored[1].lon, stored[1].last_heard) == (48.2, 16.37, T0 + 2)
+        assert stored[0].lat is None
     finally:
         await journal.close()
