@@ -138,13 +138,14 @@ def test_tracker_deadlines_come_due_in_first_sent_order_and_an_ack_ends_the_back
 
 def test_on_an_ordered_link_a_copy_waits_while_the_neighbour_acknowledges_older_ones() -> None:
     """An IP session delivers in order and loses frames only with the connection: a copy whose
-    timeout passed while the neighbour still acknowledges copies sent before it is queued there,
-    not lost. It becomes due a timeout after the last ACK, or at once when a copy sent after it is
-    acknowledged (the neighbour refused it). An unordered link resends as before."""
+    timeout passed while the neighbour keeps acknowledging is queued there, not lost. It becomes
+    due a timeout after the last ACK, or a timeout after a due check found a copy sent after it
+    acknowledged (refused; the grace covers batches finishing out of order at the receiver). An
+    unordered link resends as before."""
     ordered = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e6, ordered=True)
     for profile, held in ((ordered, True), (IP, False)):
         tracker = CustodyTracker()
-        ids = [_bundle(Priority.ROUTINE, seq=n).id for n in range(4)]
+        ids = [_bundle(Priority.ROUTINE, seq=n).id for n in range(6)]
         for bundle_id in ids:
             tracker.touch(bundle_id, B, profile, 0.0)  # MIN_RTO_S: all due at 2
         tracker.acknowledged(ids[0], B, 1.9)
@@ -155,10 +156,14 @@ def test_on_an_ordered_link_a_copy_waits_while_the_neighbour_acknowledges_older_
         assert due == [] and tracker.next_deadline() == 3.9  # 2 s after the last ACK
         tracker.acknowledged(ids[1], B, 3.0)
         assert [f.bundle_id for f in tracker.due(3.9)] == [] and tracker.next_deadline() == 5.0
-        tracker.acknowledged(ids[3], B, 4.0)  # a later copy arrived: ids[2] was refused, not queued
-        assert [f.bundle_id for f in tracker.due(5.0)] == [ids[2]]
+        tracker.acknowledged(ids[3], B, 4.0)  # a later copy arrived: ids[2] refused, or reordered
+        assert [f.bundle_id for f in tracker.due(5.0)] == []  # overtaken seen now: 2 s of grace
+        tracker.acknowledged(ids[4], B, 5.5)
+        tracker.acknowledged(ids[5], B, 6.5)
+        assert [f.bundle_id for f in tracker.due(6.9)] == []
+        assert [f.bundle_id for f in tracker.due(7.0)] == [ids[2]]  # the ACKs go on: refused
         assert tracker.retries == 0
-        tracker.retry(ids[2], B, 5.0)
+        tracker.retry(ids[2], B, 7.0)
         assert tracker.retries == 1
 
 

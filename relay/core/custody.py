@@ -11,12 +11,13 @@ on copies sent once (Karn), never below the link's frame-time floor.
 
 On an ordered link (``LinkProfile.ordered``: an IP session, where frames arrive in the order sent
 and are lost only with the connection) a copy whose timeout passes is not sent again while the
-neighbour keeps acknowledging copies sent before it (its last ACK less than the copy's timeout
-ago, none of them sent after it): it waits in the neighbour's queue. A loaded receiver reads
-records faster than it stores their bundles, so seconds of frames can wait there; resending them
-(15,061 resends of a 20,000-bundle backlog at load 7) only added to its work. The copy becomes due
-a timeout after the neighbour's last ACK; an ACK of a copy sent after it (the neighbour refused
-it) makes it due at once.
+neighbour keeps acknowledging (its last ACK less than the copy's timeout ago): it waits in the
+neighbour's queue. A loaded receiver reads records faster than it stores their bundles, so seconds
+of frames can wait there; resending them (15,061 resends of a 20,000-bundle backlog at load 7)
+only added to its work. The copy becomes due a timeout after the neighbour's last ACK, or a
+timeout after a due check first found a copy sent after it acknowledged (the neighbour refused it;
+the grace covers the receiver finishing its two batches in flight out of order, which made a
+whole batch of 256 due at once).
 
 It also keeps, per neighbour on each link, how often a copy's timeout passed against how often an
 ACK came (:meth:`CustodyTracker.loss`), and per link how many outcomes ago its last timeout was:
@@ -58,6 +59,7 @@ class InFlight:
     first_sent: float
     attempts: int = 1
     order: int = 0  # when it was first tracked: due copies come back in this order
+    overtaken_at: float | None = None  # ordered links: when a copy sent after it was seen ACKed
 
 
 @dataclass
@@ -219,7 +221,13 @@ class CustodyTracker:
             return None
         acked_at, latest = progress
         until = acked_at + flight.rto
-        return until if latest < flight.order and until > now else None
+        if until <= now:
+            return None  # the neighbour fell silent: resend as on any link
+        if latest > flight.order:  # overtaken: refused, or its batch finishes after a later one
+            if flight.overtaken_at is None:
+                flight.overtaken_at = now
+            until = min(until, flight.overtaken_at + flight.rto)
+        return until if until > now else None
 
     def forget_bundle(self, bundle_id: BundleId) -> None:
         for peer in list(self._by_bundle.get(bundle_id, ())):
