@@ -20,10 +20,11 @@ traffic: unlike a time window, a cursor cannot skip two items written in the sam
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import aiosqlite
 
@@ -53,6 +54,7 @@ COLUMNS_ADDED = {
     "messages": {"seq": "INTEGER NOT NULL DEFAULT 0"},
     "records": {"seq": "INTEGER NOT NULL DEFAULT 0", "closed": "REAL"},
 }
+_T = TypeVar("_T")
 MAX_SEQ = 1 << 62  # a cursor beyond any journal's life, within SQLite's 64-bit integers
 SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for table in COLUMNS_ADDED]
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
@@ -412,24 +414,38 @@ class Journal:
         Returns the units as stored and the messages stored (with their ``seq``)."""
         unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
         message_rows = [(*message_row(entry), self._next_seq()) for entry in entries]
-        if unit_rows:
-            await self._db.executemany(UNIT_UPSERT, unit_rows)
-        inserted = 0
-        if message_rows:
-            cursor = await self._db.executemany(
-                f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", message_rows
-            )
-            inserted = cursor.rowcount  # summed over the rows; an ignored (held) one counts 0
-        await self._db.commit()
-        stored_units = []
-        if units:  # one read for all: each call is a trip to the journal's thread (0.1-1 ms under load)
-            ids = [unit.node_id for unit in units]
-            rows = await self._db.execute_fetchall(
-                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id IN ({','.join('?' * len(ids))})", ids
-            )
-            by_id = {row[0]: row for row in rows}
-            stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
+        ids = [unit.node_id for unit in units]
+
+        def write(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+            if unit_rows:
+                db.executemany(UNIT_UPSERT, unit_rows)
+            inserted = 0
+            if message_rows:
+                inserted = db.executemany(  # summed over the rows; an ignored (held) one counts 0
+                    f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    message_rows,
+                ).rowcount
+            db.commit()
+            if not ids:
+                return inserted, []
+            marks = ",".join("?" * len(ids))
+            return inserted, db.execute(
+                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id IN ({marks})", ids
+            ).fetchall()
+
+        inserted, rows = await self._in_one_trip(write)
+        by_id = {row[0]: row for row in rows}
+        stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
         return stored_units, await self._stored_messages(entries, message_rows, inserted)
+
+    async def _in_one_trip(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the journal's connection in one trip to aiosqlite's thread. Each awaited
+        call is a trip: the thread wakes, then the event loop, and under load each waited 0.3-1.3 ms
+        for the GIL while the loop worked (a burst took four to six: 4-6 ms before the live stream
+        heard of it; docs/benchmarks.md). aiosqlite has no public call for this; its own methods use
+        ``Connection._execute``, and tests/test_journal_burst.py fails if that ever changes."""
+        result = await self._db._execute(work, self._db._conn)  # type: ignore[no-untyped-call]
+        return cast(_T, result)
 
     async def units(self) -> list[UnitEntry]:
         async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY name") as cursor:
