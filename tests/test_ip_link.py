@@ -124,6 +124,9 @@ async def test_frames_flow_both_ways_in_order(links: list[IpLink], authority: Au
     big = bytes(range(256)) * 256  # one full 64 KiB frame
     await pair.dialler.send(pair.listener.node_id, big)
     await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == big)
+    async with asyncio.timeout(5):  # counted once the send returned, which can be after it arrived
+        while pair.dialler.metrics().peers[0].frames_out < 501:
+            await asyncio.sleep(0.01)
     metrics = pair.dialler.metrics().peers[0]
     assert (
         metrics.up and metrics.frames_out == 501 and metrics.frames_in == 500 and metrics.records_refused == 0
