@@ -253,7 +253,8 @@ async def test_a_forward_that_acknowledges_reaches_its_addressee_and_is_overhear
     assert await until(lambda: events[NUM_B].frames and events[NUM_C].overheard)
     assert events[NUM_B].frames == [(ID_A, alarm)] and events[NUM_B].overheard == []
     assert events[NUM_C].overheard == [(ID_A, alarm)] and events[NUM_C].frames == []
-    assert link_a.state().frames_sent == 1
+    assert link_a.state().frames_sent == 1 and link_a.state().implicit_acks_sent == 1
+    assert link_c.state().frames_overheard == 1 and link_b.state().frames_overheard == 0
     sent = [p for p in field.radios[NUM_A].sent_from_phone if p.decoded.portnum == 300]
     assert [p.to for p in sent] == [0xFFFFFFFF] and not sent[0].want_ack
     field.radios[NUM_A].send_from_app(sent[0].decoded.payload, portnum=300)  # replayed on the air

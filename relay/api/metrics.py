@@ -10,6 +10,7 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
   transmit time in the last hour and what the region's duty cycle allows per hour;
 * ``mesh112_queue_depth{link,priority}``: items waiting to be sent, per class;
 * ``mesh112_custody_resends_total``: copies sent again because their custody timeout passed;
+* ``mesh112_implicit_acks_total``: custody ACKs taken from a neighbour's overheard forward (LoRa);
 * ``mesh112_store_bytes``, ``mesh112_store_quota_bytes``, ``mesh112_store_bundles{priority}``,
   ``mesh112_store_inbox``, ``mesh112_store_evictions_total``;
 * ``mesh112_security_events_total{what}``: what revoked or hostile peers tried and the node refused
@@ -130,6 +131,11 @@ class NodeCollector(Collector):
             "mesh112_custody_resends",
             "Copies sent again because their custody timeout passed",
             value=engine.core.custody.retries,
+        )
+        yield CounterMetricFamily(
+            "mesh112_implicit_acks",
+            "Custody ACKs taken from a neighbour's overheard forward (LoRa implicit_ack)",
+            value=engine.core.implicit_acks,
         )
 
     def _security(self) -> Iterator[Metric]:

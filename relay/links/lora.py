@@ -252,6 +252,9 @@ class LoRaLink(Link):
             ack_timeouts=self._counts["ack_timeouts"],
             unknown_senders=self._refused["unknown_sender"],
             refused=dict(self._refused),
+            implicit_acks_sent=self._counts["implicit_acks_sent"],
+            frames_overheard=self._counts["frames_overheard"],
+            broadcasts_for_others=self._counts["broadcasts_for_others"],
             last_error=self._last_error,
         )
 

@@ -97,6 +97,12 @@ class LoRaLinkState:
     ack_timeouts: int = 0
     unknown_senders: int = 0
     refused: Mapping[str, int] = field(default_factory=dict)  # frames dropped before the core, by reason
+    # implicit custody ACKs: neighbours our forwards acknowledged, forwards of others we took as
+    # our ACK, and tagged broadcasts none of whose tags was ours (a neighbour's forward to others,
+    # or garbage under a rostered radio's number)
+    implicit_acks_sent: int = 0
+    frames_overheard: int = 0
+    broadcasts_for_others: int = 0
     last_error: str = ""
 
 
