@@ -19,14 +19,14 @@ traffic: unlike a time window, a cursor cannot skip two items written in the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from relay import sqlite
 from relay.position import Position
@@ -194,31 +194,50 @@ class UnknownRecordError(LookupError):
     """An acknowledgement named a record the journal does not hold."""
 
 
+class JournalClosedError(RuntimeError):
+    """The journal was used after :meth:`Journal.close`."""
+
+
+INSERT_MESSAGES = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+PUT_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
+    ON CONFLICT(record_id) DO UPDATE SET body=excluded.body,
+      priority=CASE WHEN {_rank("excluded.priority")} < {PRIORITY_RANK}
+        THEN excluded.priority ELSE priority END,
+      received=excluded.received, seq=excluded.seq"""
+MERGE_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+    ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
+      priority=excluded.priority, created=excluded.created, body=excluded.body,
+      acks=excluded.acks, seq=excluded.seq, closed=excluded.closed"""
+
+
 class Journal:
-    def __init__(self, db: aiosqlite.Connection, seq: int = 0) -> None:
-        self._db = db
+    """The journal on a plain :mod:`sqlite3` connection used only on the journal's own thread, as
+    the store uses its file (:meth:`relay.store.Store._call`): every operation is one function run
+    there, so it costs one trip whatever number of statements it takes."""
+
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor, seq: int = 0) -> None:
+        """Use :meth:`open`."""
+        self._db = db  # used on ``_thread`` only
+        self._thread = thread
         self._seq = seq  # the last journal sequence number written
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
-        db = await sqlite.connect(path)
-        for statement in SCHEMA:
-            await db.execute(statement)
-        for table, columns in COLUMNS_ADDED.items():
-            async with db.execute(f"PRAGMA table_info({table})") as cursor:
-                present = {row[1] for row in await cursor.fetchall()}
-            for column, sql_type in columns.items():
-                if column not in present:
-                    await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-        for statement in SEQ_INDEXES:
-            await db.execute(statement)
-        await db.commit()
-        seq = 0
-        for table in COLUMNS_ADDED:
-            async with db.execute(f"SELECT coalesce(max(seq), 0) FROM {table}") as cursor:
-                row = await cursor.fetchone()
-            seq = max(seq, int(row[0]) if row else 0)
-        return cls(db, seq)
+        """Open (creating or migrating) the journal file at ``path``."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"journal:{Path(path).name}")
+        try:
+            db = await asyncio.get_running_loop().run_in_executor(thread, sqlite.connect_sync, Path(path))
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        journal = cls(db, thread)
+        try:
+            journal._seq = await journal._call(_migrate)
+        except BaseException:
+            await journal.close()
+            raise
+        return journal
 
     @property
     def cursor(self) -> int:
@@ -230,37 +249,34 @@ class Journal:
         return self._seq
 
     async def close(self) -> None:
-        await self._db.close()
+        if self._closed:
+            return
+        await self._call(sqlite3.Connection.close)
+        self._closed = True
+        self._thread.shutdown(wait=False)
+
+    async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work(db)`` on the journal's thread in one trip. Each trip wakes the thread, then the
+        event loop, and under load each waited 0.3-1.3 ms for the GIL while the loop worked (a burst
+        once took four to six: 4-6 ms before the live stream heard of it; docs/benchmarks.md).
+        Shielded: a cancelled caller leaves its write to finish there, never half done. Through the
+        loop's ``run_in_executor``, which the simulator's loop runs inline (relay/sim/loop.py)."""
+        if self._closed:
+            raise JournalClosedError("the journal is closed")
+        work_done = asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
+        return await asyncio.shield(work_done)
 
     async def add_message(self, entry: MessageEntry) -> MessageEntry | None:
         """The message as stored (with its ``seq``), or None if the journal held it already."""
         seq = self._next_seq()
-        cursor = await self._db.execute(
-            f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (*message_row(entry), seq),
-        )
-        await self._db.commit()
-        return entry.stored_as(seq) if cursor.rowcount == 1 else None
+        row = (*message_row(entry), seq)
 
-    async def _stored_messages(
-        self, entries: Sequence[MessageEntry], rows: Sequence[tuple[Any, ...]], inserted: int
-    ) -> list[MessageEntry]:
-        """Those of ``entries`` (written as ``rows``, ``inserted`` of them new) the journal did not
-        hold already, with their seq. Read back only when some were held: a burst of new messages,
-        the usual case, costs no query."""
-        if not rows:
-            return []
-        if inserted == len(rows):
-            return [entry.stored_as(row[-1]) for entry, row in zip(entries, rows, strict=True)]
-        async with self._db.execute(
-            "SELECT bundle_id, seq FROM messages WHERE seq >= ? AND seq <= ?", (rows[0][-1], rows[-1][-1])
-        ) as cursor:
-            stored = {(row[0], row[1]) for row in await cursor.fetchall()}
-        return [
-            entry.stored_as(row[-1])
-            for entry, row in zip(entries, rows, strict=True)
-            if (entry.bundle_id, row[-1]) in stored
-        ]
+        def write(db: sqlite3.Connection) -> int:
+            inserted = db.execute(INSERT_MESSAGES, row).rowcount
+            db.commit()
+            return inserted
+
+        return entry.stored_as(seq) if await self._call(write) == 1 else None
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100
@@ -274,38 +290,34 @@ class Journal:
             params.append(origin)
         query += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        async with self._db.execute(query, params) as cursor:
-            return [MessageEntry(*row) for row in await cursor.fetchall()]
+        rows = await self._call(lambda db: db.execute(query, params).fetchall())
+        return [MessageEntry(*row) for row in rows]
 
     async def put_record(self, entry: RecordEntry) -> RecordEntry:
         """Insert a record, or replace the body of one already held (an Update); acks are kept, and
         so is the highest priority it arrived with (a follow-up sent at BULK does not turn a FLASH
         alarm into a routine one). Returns the record as stored."""
-        await self._db.execute(
-            f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
-               ON CONFLICT(record_id) DO UPDATE SET body=excluded.body,
-                 priority=CASE WHEN {_rank("excluded.priority")} < {PRIORITY_RANK}
-                   THEN excluded.priority ELSE priority END,
-                 received=excluded.received, seq=excluded.seq""",
-            (*record_row(entry), self._next_seq()),
-        )
-        await self._db.commit()
-        return await self.record(entry.record_id)
+        row = (*record_row(entry), self._next_seq())
+
+        def write(db: sqlite3.Connection) -> RecordEntry:
+            db.execute(PUT_RECORD, row)
+            db.commit()
+            return _read_record(db, entry.record_id)
+
+        return await self._call(write)
 
     async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
         """Write whole records (body, acknowledgements and closed) as another source settled them, in
         one commit: the backbone's folded state of records other command posts share
         (:mod:`relay.backbone.bridge`). Returns them as stored."""
-        for entry in entries:
-            await self._db.execute(
-                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
-                     priority=excluded.priority, created=excluded.created, body=excluded.body,
-                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
-                (*record_row(entry), self._next_seq(), entry.closed),
-            )
-        await self._db.commit()
-        return [await self.record(entry.record_id) for entry in entries]
+        rows = [(*record_row(entry), self._next_seq(), entry.closed) for entry in entries]
+
+        def write(db: sqlite3.Connection) -> list[RecordEntry]:
+            db.executemany(MERGE_RECORD, rows)
+            db.commit()
+            return [_read_record(db, entry.record_id) for entry in entries]
+
+        return await self._call(write)
 
     async def records(
         self,
@@ -325,8 +337,8 @@ class Journal:
                 params.append(value)
         query += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)
-        async with self._db.execute(query, params) as cursor:
-            return [_record(row) for row in await cursor.fetchall()]
+        rows = await self._call(lambda db: db.execute(query, params).fetchall())
+        return [_record(row) for row in rows]
 
     async def open_records(
         self, *, type: str | None = None, limit: int = 1000, origin: str | None = None
@@ -341,59 +353,67 @@ class Journal:
                 params.append(value)
         query += f" ORDER BY {PRIORITY_RANK}, created LIMIT ?"
         params.append(limit)
-        async with self._db.execute(query, params) as cursor:
-            return [_record(row) for row in await cursor.fetchall()]
+        rows = await self._call(lambda db: db.execute(query, params).fetchall())
+        return [_record(row) for row in rows]
 
     async def record(self, record_id: str) -> RecordEntry:
-        async with self._db.execute(
-            f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise UnknownRecordError(f"no record {record_id!r} in the journal")
-        return _record(row)
+        return await self._call(lambda db: _read_record(db, record_id))
 
     async def add_ack(self, record_id: str, ack: dict[str, Any], *, close: bool = False) -> RecordEntry:
-        """Append an acknowledgement; ``close`` takes the record out of the open queue for good."""
-        entry = await self.record(record_id)
-        acks = [*entry.acks, ack]
-        closed = entry.closed if entry.closed is not None or not close else float(ack["at"])
-        await self._db.execute(
-            "UPDATE records SET acks = ?, closed = ?, seq = ? WHERE record_id = ?",
-            (json.dumps(acks), closed, self._next_seq(), record_id),
-        )
-        await self._db.commit()
-        return await self.record(record_id)
+        """Append an acknowledgement; ``close`` takes the record out of the open queue for good. Read,
+        appended and written in one trip, so two acknowledgements at once both stay."""
+        seq = self._next_seq()
+
+        def write(db: sqlite3.Connection) -> RecordEntry:
+            entry = _read_record(db, record_id)
+            acks = [*entry.acks, ack]
+            closed = entry.closed if entry.closed is not None or not close else float(ack["at"])
+            db.execute(
+                "UPDATE records SET acks = ?, closed = ?, seq = ? WHERE record_id = ?",
+                (json.dumps(acks), closed, seq, record_id),
+            )
+            db.commit()
+            return _read_record(db, record_id)
+
+        return await self._call(write)
 
     async def update_ack(self, record_id: str, index: int, changes: dict[str, Any]) -> RecordEntry:
         """Merge ``changes`` into acknowledgement ``index`` of a record (e.g. its delivery state)."""
-        entry = await self.record(record_id)
-        if not 0 <= index < len(entry.acks):
-            raise UnknownRecordError(f"record {record_id!r} has no acknowledgement {index}")
-        acks = [dict(ack) for ack in entry.acks]
-        acks[index].update(changes)
-        await self._db.execute(
-            "UPDATE records SET acks = ?, seq = ? WHERE record_id = ?",
-            (json.dumps(acks), self._next_seq(), record_id),
-        )
-        await self._db.commit()
-        return await self.record(record_id)
+        seq = self._next_seq()
+
+        def write(db: sqlite3.Connection) -> RecordEntry:
+            entry = _read_record(db, record_id)
+            if not 0 <= index < len(entry.acks):
+                raise UnknownRecordError(f"record {record_id!r} has no acknowledgement {index}")
+            acks = [dict(ack) for ack in entry.acks]
+            acks[index].update(changes)
+            db.execute(
+                "UPDATE records SET acks = ?, seq = ? WHERE record_id = ?", (json.dumps(acks), seq, record_id)
+            )
+            db.commit()
+            return _read_record(db, record_id)
+
+        return await self._call(write)
 
     async def changes(self, after: int, limit: int = 500) -> list[Change]:
         """Every item whose last write came after journal sequence ``after``, oldest write first, at
         most ``limit``; continue from the last one's ``seq``."""
         after = max(0, min(after, MAX_SEQ))  # a client's cursor, e.g. the stream's ?after=
-        found: list[Change] = []
-        queries = (
+        queries: tuple[tuple[str, str, Callable[[Any], MessageEntry | RecordEntry | UnitEntry]], ...] = (
             ("message", f"SELECT {MESSAGE_COLUMNS} FROM messages", lambda r: MessageEntry(*r)),
             ("record", f"SELECT {RECORD_COLUMNS} FROM records", _record),
             ("unit", f"SELECT {UNIT_COLUMNS} FROM units", _unit),
         )
-        for kind, select, make in queries:
-            async with self._db.execute(
-                f"{select} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-            ) as cur:
-                found += [Change(int(row[8]), kind, make(row)) for row in await cur.fetchall()]  # seq is 9th
+
+        def read(db: sqlite3.Connection) -> list[list[Any]]:
+            return [
+                db.execute(f"{select} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+                for _, select, _ in queries
+            ]
+
+        found: list[Change] = []
+        for (kind, _, make), rows in zip(queries, await self._call(read), strict=True):
+            found += [Change(int(row[8]), kind, make(row)) for row in rows]  # seq is 9th
         found.sort(key=lambda change: change.seq)
         return found[:limit]
 
@@ -410,47 +430,75 @@ class Journal:
         self, units: Sequence[UnitHeard], entries: Sequence[MessageEntry]
     ) -> tuple[list[UnitEntry], list[MessageEntry]]:
         """What a burst of deliveries tells the journal, in one commit (one fsync, not one per
-        table): the units heard (as :meth:`heard`) and the messages (as :meth:`add_message`).
-        Returns the units as stored and the messages stored (with their ``seq``)."""
+        table) and one trip: the units heard (as :meth:`heard`) and the messages (as
+        :meth:`add_message`). Returns the units as stored and the messages stored (with their
+        ``seq``)."""
         unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
         message_rows = [(*message_row(entry), self._next_seq()) for entry in entries]
         ids = [unit.node_id for unit in units]
 
-        def write(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+        def write(db: sqlite3.Connection) -> tuple[list[Any], set[int] | None]:
             if unit_rows:
                 db.executemany(UNIT_UPSERT, unit_rows)
             inserted = 0
-            if message_rows:
-                inserted = db.executemany(  # summed over the rows; an ignored (held) one counts 0
-                    f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    message_rows,
-                ).rowcount
+            if message_rows:  # rowcount is summed over the rows; an ignored (held) one counts 0
+                inserted = db.executemany(INSERT_MESSAGES, message_rows).rowcount
             db.commit()
-            if not ids:
-                return inserted, []
-            marks = ",".join("?" * len(ids))
-            return inserted, db.execute(
-                f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id IN ({marks})", ids
+            units_stored: list[Any] = []
+            if ids:
+                marks = ",".join("?" * len(ids))
+                units_stored = db.execute(
+                    f"SELECT {UNIT_COLUMNS} FROM units WHERE node_id IN ({marks})", ids
+                ).fetchall()
+            if inserted == len(message_rows):  # all new, the usual case: nothing to read back
+                return units_stored, None
+            held_since = db.execute(
+                "SELECT seq FROM messages WHERE seq >= ? AND seq <= ?",
+                (message_rows[0][-1], message_rows[-1][-1]),
             ).fetchall()
+            return units_stored, {row[0] for row in held_since}
 
-        inserted, rows = await self._in_one_trip(write)
+        rows, stored_seqs = await self._call(write)
         by_id = {row[0]: row for row in rows}
         stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
-        return stored_units, await self._stored_messages(entries, message_rows, inserted)
-
-    async def _in_one_trip(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the journal's connection in one trip to aiosqlite's thread. Each awaited
-        call is a trip: the thread wakes, then the event loop, and under load each waited 0.3-1.3 ms
-        for the GIL while the loop worked (a burst took four to six: 4-6 ms before the live stream
-        heard of it; docs/benchmarks.md). aiosqlite has no public call for this; its own methods use
-        ``Connection._execute``, and tests/test_journal_burst.py fails if that ever changes."""
-        result = await self._db._execute(work, self._db._conn)  # type: ignore[no-untyped-call]
-        return cast(_T, result)
+        stored_messages = [
+            entry.stored_as(row[-1])
+            for entry, row in zip(entries, message_rows, strict=True)
+            if stored_seqs is None or row[-1] in stored_seqs
+        ]
+        return stored_units, stored_messages
 
     async def units(self) -> list[UnitEntry]:
-        async with self._db.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY name") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._call(
+            lambda db: db.execute(f"SELECT {UNIT_COLUMNS} FROM units ORDER BY name").fetchall()
+        )
         return [_unit(r) for r in rows]
+
+
+def _migrate(db: sqlite3.Connection) -> int:
+    """Create or bring up to date the journal's tables; the last journal sequence written."""
+    for statement in SCHEMA:
+        db.execute(statement)
+    for table, columns in COLUMNS_ADDED.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, sql_type in columns.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+    for statement in SEQ_INDEXES:
+        db.execute(statement)
+    db.commit()
+    seq = 0
+    for table in COLUMNS_ADDED:
+        row = db.execute(f"SELECT coalesce(max(seq), 0) FROM {table}").fetchone()
+        seq = max(seq, int(row[0]) if row else 0)
+    return seq
+
+
+def _read_record(db: sqlite3.Connection, record_id: str) -> RecordEntry:
+    row = db.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)).fetchone()
+    if row is None:
+        raise UnknownRecordError(f"no record {record_id!r} in the journal")
+    return _record(row)
 
 
 def record_row(entry: RecordEntry) -> tuple[Any, ...]:

@@ -58,7 +58,7 @@ async def main(directory: Path, run: int, seed: int, messages: int) -> None:
         nonlocal commits
         commits += statement == "COMMIT"
 
-    await journal._db.set_trace_callback(traced)
+    await journal._call(lambda db: db.set_trace_callback(traced))
     feed = CommandPostFeed(node, journal, ApiContext(node, journal, authority, lambda: None), [])
     feeding = asyncio.create_task(feed.run())
     emit("READY")

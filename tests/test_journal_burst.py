@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from threading import current_thread
+from typing import Any
+
+import pytest
 
 from relay.bundle import EPOCH_UNIX
-from relay.journal import Change, Journal, MessageEntry, UnitHeard
+from relay.journal import (
+    Change,
+    Journal,
+    JournalClosedError,
+    MessageEntry,
+    RecordEntry,
+    UnitHeard,
+    UnknownRecordError,
+)
 from relay.position import Position
 
 T0 = EPOCH_UNIX + 50_000_000
@@ -69,5 +84,54 @@ async def test_a_burst_reports_each_unit_as_stored_in_the_order_heard(tmp_path: 
         assert stored == [{u.node_id: u for u in await journal.units()}[u.node_id] for u in heard]
         assert (stored[1].lat, stored[1].lon, stored[1].last_heard) == (48.2, 16.37, T0 + 2)
         assert stored[0].lat is None
+    finally:
+        await journal.close()
+
+
+async def test_a_burst_is_one_trip_to_the_journals_own_thread(tmp_path: Path) -> None:
+    """Every statement of a burst runs on the journal's own thread, in one trip there: each trip
+    waits for that thread and then for a busy event loop (issue 15)."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    threads: list[str] = []
+    await journal._call(lambda db: db.set_trace_callback(lambda _: threads.append(current_thread().name)))
+    trips = 0
+    call = journal._call
+
+    async def counted(work: Callable[[sqlite3.Connection], Any]) -> Any:
+        nonlocal trips
+        trips += 1
+        return await call(work)
+
+    try:
+        journal._call = counted  # type: ignore[method-assign]
+        unit = UnitHeard("aa" * 16, "Responder 1", ["responder"], T0 + 1)
+        await journal.record_burst([unit], [_message(i) for i in range(5)])
+        await journal.record_burst([unit], [_message(i) for i in range(3, 8)])  # some held: read back
+        assert trips == 2
+        assert threads and {name.split("_")[0] for name in threads} == {"journal:journal.sqlite3"}
+    finally:
+        journal._call = call  # type: ignore[method-assign]
+        await journal.close()
+    await journal.close()  # a second close does nothing
+    with pytest.raises(JournalClosedError):
+        await journal.messages()
+
+
+async def test_two_acknowledgements_at_once_both_stay(tmp_path: Path) -> None:
+    """An acknowledgement is read, appended and written in one trip: two at once do not overwrite
+    each other."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        record = RecordEntry("alarm-1", "alarm", "aa" * 16, "FLASH", T0, T0 + 1, {"text": "fire"})
+        await journal.put_record(record)
+        await asyncio.gather(
+            journal.add_ack("alarm-1", {"by": "dispatcher 1", "at": T0 + 2}),
+            journal.add_ack("alarm-1", {"by": "dispatcher 2", "at": T0 + 3}, close=True),
+        )
+        stored = await journal.record("alarm-1")
+        assert [ack["by"] for ack in stored.acks] == ["dispatcher 1", "dispatcher 2"]
+        assert stored.closed == T0 + 3
+        with pytest.raises(UnknownRecordError):
+            await journal.add_ack("alarm-2", {"by": "dispatcher 1", "at": T0 + 4})
     finally:
         await journal.close()

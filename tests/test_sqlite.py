@@ -44,11 +44,13 @@ async def test_every_async_opener_uses_the_durability_settings(tmp_path: Path) -
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     gateway = await AlarmStore.open(tmp_path / "ng112-gateway.sqlite")
     try:
-        for opened in (journal, gateway):
-            assert await _settings(opened._db) == EXPECTED, type(opened).__name__
-        # the store's connection is plain sqlite3, used only on the store's own thread
-        pragmas = await store._call(lambda db: {n: db.execute(f"PRAGMA {n}").fetchone()[0] for n in EXPECTED})
-        assert pragmas == EXPECTED, "Store"
+        assert await _settings(gateway._db) == EXPECTED, "AlarmStore"
+        # the store's and the journal's connections are plain sqlite3, each used only on its own thread
+        for name, opened in (("Store", store), ("Journal", journal)):
+            pragmas = await opened._call(
+                lambda db: {n: db.execute(f"PRAGMA {n}").fetchone()[0] for n in EXPECTED}
+            )
+            assert pragmas == EXPECTED, name
     finally:
         await gateway.close()
         await journal.close()
