@@ -161,6 +161,26 @@ def test_full_refuses_out_of_range_fields(index: int, value: object, field_name:
         decode_full(pack(fields))
 
 
+def test_full_names_the_first_bad_integer_field() -> None:
+    """The six integer fields are tested in one go; the error still names the first bad one."""
+    fields = full_fields()
+    fields[6], fields[9] = 0, 256  # lifetime and hop count both out of range
+    with pytest.raises(BundleDecodeError, match="lifetime"):
+        decode_full(pack(fields))
+
+
+def test_decoded_and_hop_copies_equal_bundles_built_and_checked() -> None:
+    """The decoder and the hop copies set the slots directly; every field, the id included, is what
+    ``Bundle()`` (which checks them) and ``dataclasses.replace`` give."""
+    bundle = replace(SAMPLE, hop_count=3, trail=(b"\x01" * 4, b"\x02" * 4))
+    decoded = decode_full(encode_full(bundle))
+    assert decoded == bundle and decoded.id == bundle.id and decoded.trail == bundle.trail
+    assert type(decoded.priority) is Priority
+    assert decoded.forwarded() == replace(bundle, hop_count=4)
+    taken = decoded.taken_by(b"\x07" * 16)
+    assert taken == replace(bundle, trail=(*bundle.trail, b"\x07" * 4)) and taken.id == bundle.id
+
+
 @pytest.mark.parametrize(
     ("dest_kind", "value"), [(DestKind.ALL, b"\x00"), (DestKind.NODE, "medic"), (DestKind.ROLE, b"medic")]
 )
