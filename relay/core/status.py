@@ -278,11 +278,14 @@ class Statuses:
         old = self._entries.get(bundle_id)
         self._entries[bundle_id] = entry
         if old is None or old.deadline != entry.deadline:
-            ids = self._ids.get(entry.deadline)
-            if ids is None:
-                ids = self._ids[entry.deadline] = []
-                heapq.heappush(self._deadlines, entry.deadline)
-            ids.append(bundle_id)
+            self._due_at(bundle_id, entry.deadline)
+
+    def _due_at(self, bundle_id: BundleId, deadline: float) -> None:
+        ids = self._ids.get(deadline)
+        if ids is None:
+            ids = self._ids[deadline] = []
+            heapq.heappush(self._deadlines, deadline)
+        ids.append(bundle_id)
 
     def _move(self, bundle_id: BundleId, event: Event, now: float, make: _Make) -> BundleStatus | None:
         entry = self._entries.get(bundle_id)
@@ -298,5 +301,8 @@ class Statuses:
             deadline = max(deadline, now) + STATUS_MEMORY_S
         elif new_state in FINAL:  # a receipt after expiry or eviction: remembered afresh
             deadline = max(deadline, now + STATUS_MEMORY_S)
-        self._put(bundle_id, _Entry(status, deadline))
+        entry.status = status  # in place: no new entry per move (two per bundle sent)
+        if deadline != entry.deadline:
+            entry.deadline = deadline
+            self._due_at(bundle_id, deadline)
         return status
