@@ -237,7 +237,8 @@ class Bundle:
     payload: bytes
     hop_count: int = 0
     trail: tuple[bytes, ...] = ()  # TRAIL_ID_LEN-byte ids of the nodes that took custody, oldest first
-    _id: BundleId = field(init=False, repr=False, compare=False)
+    # a slot, not a property over one: read about 15 times per bundle at each end of a hop
+    id: BundleId = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.origin) != NODE_ID_LEN:
@@ -257,11 +258,7 @@ class Bundle:
         if len(self.trail) > MAX_TRAIL or any(len(entry) != TRAIL_ID_LEN for entry in self.trail):
             raise ValueError(f"a trail holds at most {MAX_TRAIL} ids of {TRAIL_ID_LEN} bytes")
         object.__setattr__(self, "priority", Priority(self.priority))
-        object.__setattr__(self, "_id", BundleId(self.origin, self.created, self.seq))
-
-    @property
-    def id(self) -> BundleId:
-        return self._id
+        object.__setattr__(self, "id", BundleId(self.origin, self.created, self.seq))
 
     @property
     def expires(self) -> int:
@@ -297,7 +294,7 @@ class Bundle:
             self.payload,
             hop_count,
             trail,
-            self._id,
+            self.id,
         )
 
     @property
@@ -380,7 +377,7 @@ _new_bundle = object.__new__
         "payload",
         "hop_count",
         "trail",
-        "_id",
+        "id",
     )
 )
 assert len(fields(Bundle)) == 11, "_assemble sets every field of Bundle"
