@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, encode_full
 from relay.core.frames import id_hash
+from relay.core.scheduler import RECEIPT_KINDS, flow_of
 
 RESIDENT_BYTES = 2 << 20  # memory for decoded non-urgent bundles (a link's burst of small ones)
 RESIDENT_OVERHEAD = 400  # Python bytes of a decoded bundle beyond its encoded size (measured)
@@ -51,6 +52,7 @@ class Held:
     full_size: int  # the DATA frame's size with the full encoding
     compact_size: int  # ... and with the compact one
     bundle: Bundle | None  # None: only in the store (see the module docstring)
+    flow: bytes  # whose share of a link its frames spend (scheduler.flow_of): the origin, or a receipt's
     holders: tuple[bytes, ...] = ()  # neighbours known to have it
     named: tuple[bytes, ...] = ()  # neighbours whose summary named its hash (no custody: a hash is no id)
     routed: tuple[Route, ...] = ()
@@ -168,6 +170,8 @@ class HeldBundles:
             full_size,
             1 + COMPACT_HEADER_LEN + len(bundle.payload),
             bundle if resident else None,
+            # a shared object: the id's own origin, or one per origin that receipts answer
+            bundle_id.origin if bundle.kind not in RECEIPT_KINDS else self._shared(flow_of(bundle)),
         )
         heapq.heappush(self._expiry, held)
         self.changes += 1

@@ -17,6 +17,15 @@ bundle already started go on, and the next bundle waits for all of them) and nev
 last ``origin_cap`` of the budget, which stays for origins within their cap. Control frames (flow
 ``b""``: custody ACKs, summaries) of those classes are not capped, but may not spend that last share
 either: a flood's ACKs must not eat it.
+
+An end-to-end receipt travels at its subject's class, but it is the answer to another origin's
+traffic, so it spends a share of its own: the flow of receipts to the origin it answers
+(:func:`flow_of`), not its sender's. A command post that answered an enrolled rogue's 60 FLASH
+bundles spent its own share on the receipts, and its receipts for real alarms were then queued behind
+them and paced like the flood (a field unit's "delivered" came 85 s late on the emulated air). Now
+the receipts to the flooder go over their cap (counted in ``over_cap_frames`` under that flow) and
+the post's other traffic is untouched. Kept apart from the answered origin's own flow, receipts sent
+to a node (by anyone) never count against that node's own alarms.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, TypeVar
 
-from relay.bundle import Priority
+from relay.bundle import Bundle, Kind, Priority
 from relay.links.base import LinkProfile
 
 T = TypeVar("T", bound=Hashable)
@@ -39,9 +48,25 @@ ORIGIN_SHARE = 0.02  # of a window, what one origin's FLASH (or IMMEDIATE) may s
 ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
 CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
 OVER_CAP_AIR_SHARE = 0.1  # on a duty-cycled link, an origin over its cap is paced to this share of time
+RECEIPT_KINDS = frozenset({Kind.RECEIPT, Kind.RECEIPTS})
+RECEIPT_FLOW = b"\x00receipts to "  # + the answered origin: never a node id (those are 16 bytes)
 _PRIORITIES = tuple(Priority)  # iterating the enum itself costs a generator per call
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
+
+
+def flow_of(bundle: Bundle) -> bytes:
+    """The flow whose share of a link ``bundle``'s frames spend: its origin's, or for a receipt, the
+    receipts to the origin it answers (its destination)."""
+    node = bundle.destination.node
+    if bundle.kind in RECEIPT_KINDS and node is not None:
+        return RECEIPT_FLOW + node
+    return bundle.origin
+
+
+def answered_origin(flow: bytes) -> bytes | None:
+    """The origin a flow of receipts answers (None: the flow is an origin's own, or control)."""
+    return flow[len(RECEIPT_FLOW) :] if flow.startswith(RECEIPT_FLOW) else None
 
 
 @dataclass
