@@ -38,6 +38,7 @@ from field.lora_emulator.medium import AirFrame, LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
 from relay.bundle import Bundle, BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.frames import AckFrame, DataFrame, encode_frame
+from relay.core.scheduler import answered_origin
 from relay.engine import NodeEngine
 from relay.links.base import Link
 from relay.links.ip import IpLink, IpLinkConfig
@@ -299,11 +300,12 @@ class LoRaField(_Field):
                 assert isinstance(link, LoRaLink)
                 for reason, count in link.state().refused.items():
                     out[f"{name}.lora_refused.{reason}"] = count
+            core = node.engine.core
             for link_name in node.links:
-                state = node.engine.core._links.get(link_name)
-                capped = sum(state.bucket.over_cap_frames.values()) if state is not None else 0
-                if capped:
-                    out[f"{name}.over_cap_frames"] = capped
+                capped = core.over_cap_frames(link_name) if core.has_link(link_name) else {}
+                for flow, count in capped.items():  # an origin's own bundles, or the receipts to it
+                    key = "over_cap_frames" if answered_origin(flow) is None else "over_cap_receipts"
+                    out[f"{name}.{key}"] = out.get(f"{name}.{key}", 0) + count
         return out
 
     def forged_data(self, origin: str, created: int, seq: int, to: str = "post") -> bytes:

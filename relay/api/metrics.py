@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from relay.bundle import Priority
+from relay.core.scheduler import answered_origin
 from relay.links.lora_config import LoRaLinkState
 from relay.store import StoreStats
 
@@ -110,6 +111,12 @@ class NodeCollector(Collector):
             "LoRa transmit time the region's duty cycle allows per hour",
             labels=["link"],
         )
+        over_cap = CounterMetricFamily(
+            "mesh112_over_cap_frames",
+            "Frames sent while their origin was over its FLASH/IMMEDIATE share of the link (a flood), "
+            "its own bundles or the receipts answering them",
+            labels=["link", "origin", "flow"],
+        )
         for name, link in self._node.links.items():
             kind = link.profile.kind
             up = set(engine.core.neighbours(name))
@@ -123,10 +130,15 @@ class NodeCollector(Collector):
             depths = engine.core.queue_depths(name) if engine.core.has_link(name) else {}
             for priority in Priority:
                 depth.add_metric([name, priority.name], depths.get(priority, 0))
+            capped = engine.core.over_cap_frames(name) if engine.core.has_link(name) else {}
+            for flow, count in sorted(capped.items()):
+                answered = answered_origin(flow)
+                origin, what = (flow, "bundles") if answered is None else (answered, "receipts")
+                over_cap.add_metric([name, origin.hex(), what], count)
             if isinstance(link, _Radio):
                 airtime.add_metric([name], link.state().airtime_last_hour_s)
                 budget.add_metric([name], link.profile.duty_cycle * HOUR_S)
-        yield from (peer_up, depth, airtime, budget)
+        yield from (peer_up, depth, airtime, budget, over_cap)
         yield CounterMetricFamily(
             "mesh112_custody_resends",
             "Copies sent again because their custody timeout passed",

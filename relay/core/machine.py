@@ -114,6 +114,11 @@ class RelayCore:
     def queued(self, link: str) -> int:
         return len(self._link(link).queue)
 
+    def over_cap_frames(self, link: str) -> dict[bytes, int]:
+        """Frames sent on ``link`` while their flow was over its FLASH/IMMEDIATE share, per flow (an
+        origin, or the receipts to one: relay.core.scheduler.flow_of), for operators' metrics."""
+        return dict(self._link(link).bucket.over_cap_frames)
+
     def queue_depths(self, link: str) -> dict[Priority, int]:
         """Items waiting on ``link`` per class (for operators' metrics)."""
         queue = self._link(link).queue
@@ -594,7 +599,7 @@ class RelayCore:
             return
         self.custody.progress(bundle_id, peer, state.profile, now)
         for index in outgoing.apply_status(frame):
-            state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.origin)
+            state.queue.push(SendFragment(peer, bundle_id, index), held.priority, held.flow)
 
     def _summary(self, via: LinkState, peer: bytes, frame: SummaryFrame, now: float) -> None:
         """``peer`` names bundles by 4-byte hashes: those it holds (all, or the most urgent that fit
@@ -649,10 +654,10 @@ class RelayCore:
     def _send_again(self, state: LinkState, held: Held, peer: bytes) -> None:
         outgoing = state.transfers.get((peer, held.id))
         if outgoing is None:
-            state.queue.push(SendBundle(peer, held.id), held.priority, held.origin)
+            state.queue.push(SendBundle(peer, held.id), held.priority, held.flow)
             return
         for index in outgoing.to_resend():
-            state.queue.push(SendFragment(peer, held.id, index), held.priority, held.origin)
+            state.queue.push(SendFragment(peer, held.id, index), held.priority, held.flow)
 
     # -- holding and routing ---------------------------------------------------------------------
 
@@ -728,7 +733,7 @@ class RelayCore:
                 if held.routed_at is None:
                     held.routed_at = {}
                 held.routed_at[peer] = now
-            state.queue.push(SendBundle(peer, held.id), held.priority, origin)
+            state.queue.push(SendBundle(peer, held.id), held.priority, held.flow)
 
     def _routes_changed(self, now: float) -> None:
         """What we reach, or its cost, changed: tell the neighbours soon (at most one triggered

@@ -213,7 +213,7 @@ class Transmitter:
                     whole
                     and held.priority is Priority.FLASH
                     and self.custody.lossy(state.profile.name, item.peer)
-                    and not state.bucket.over_cap(Priority.FLASH, held.origin)
+                    and not state.bucket.over_cap(Priority.FLASH, held.flow)
                 ):
                     # Sent twice on a link that lost a copy lately, or to a neighbour seen losing
                     # frames (CustodyTracker.lossy): a lost alarm frame would wait a
@@ -222,14 +222,14 @@ class Transmitter:
                     # repeat, as a resend, is not paced: a flood's would be twice as loud). The
                     # repeat queues behind what is waiting (a second path goes first) and is
                     # skipped if the ACK came first.
-                    state.queue.push(item, Priority.FLASH, held.origin)
+                    state.queue.push(item, Priority.FLASH, held.flow)
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
                 for fragment in reversed(outgoing.fragments[1:]):
                     state.queue.push(
                         SendFragment(item.peer, item.bundle_id, fragment.index),
                         held.priority,
-                        held.origin,
+                        held.flow,
                         front=True,
                     )
             self.custody.touch(item.bundle_id, item.peer, state.profile, now)
