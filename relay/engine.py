@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -194,7 +195,10 @@ class NodeEngine:
         self.max_clock_skew_s = max_clock_skew_s
         self._seal = SealContext(identity)
         self._seq = SeqPermutation(identity)
-        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        # deliveries for the applications: a deque and an event, not an asyncio.Queue, whose put and
+        # get cost about 0.4 µs more per bundle (receive takes everything waiting at once anyway)
+        self._inbox: deque[Delivery] = deque()
+        self._inbox_ready = asyncio.Event()
         self._callbacks: list[StatusCallback] = []
         self._revocation_callbacks: list[RevocationCallback] = []
         self._group_key_callbacks: list[GroupKeyCallback] = []
@@ -383,15 +387,20 @@ class NodeEngine:
 
     async def receive(self) -> list[Delivery]:
         """Wait for deliveries; each is returned again after a restart until :meth:`ack`."""
-        first = await self._inbox.get()
-        out = [first]
-        while not self._inbox.empty():
-            out.append(self._inbox.get_nowait())
+        while not self._inbox:
+            self._inbox_ready.clear()
+            await self._inbox_ready.wait()
+        out = list(self._inbox)
+        self._inbox.clear()
         return out
+
+    def _to_applications(self, delivery: Delivery) -> None:
+        self._inbox.append(delivery)
+        self._inbox_ready.set()
 
     def deliveries_waiting(self) -> bool:
         """Whether deliveries wait for :meth:`receive` (the simulator's app takes a turn only then)."""
-        return not self._inbox.empty()
+        return bool(self._inbox)
 
     async def ack(self, bundle_id: BundleId) -> None:
         await self.store.ack_delivery(bundle_id)
@@ -701,7 +710,7 @@ class NodeEngine:
                     plaintext = batch.opened[bundle.id] = self._open_payload(bundle, now, batch)
                 except CryptoError:
                     continue  # counted and logged by _deliver after the commit
-            self._inbox.put_nowait(
+            self._to_applications(
                 Delivery(
                     bundle.id,
                     bundle.origin,
@@ -790,7 +799,7 @@ class NodeEngine:
             batch.consumed.append(bundle.id)
             return self._receipt_arrived(bundle, plaintext, now)
         dest = bundle.destination
-        self._inbox.put_nowait(
+        self._to_applications(
             Delivery(bundle.id, bundle.origin, dest, bundle.kind, bundle.priority, bundle.created, plaintext)
         )
         if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
