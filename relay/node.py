@@ -317,10 +317,13 @@ class Node:
                 await self._sleep(name, self.engine.next_deadline())
                 continue
             peer, frame = out
-            acks = self.engine.core.take_implicit_acks(name) if link.profile.implicit_ack else ()
+            acks: tuple[bytes, ...] = ()
+            also: tuple[bytes, ...] = ()
+            if link.profile.implicit_ack:
+                acks, also = self.engine.core.take_implicit_acks(name), self.engine.core.take_addressees(name)
             try:
-                if acks:
-                    await link.send_acknowledging(peer, frame, acks)
+                if acks or also:
+                    await link.send_acknowledging(peer, frame, acks, also)
                 else:
                     await link.send(peer, frame)
             except LinkError as exc:
