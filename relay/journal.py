@@ -20,6 +20,7 @@ traffic: unlike a time window, a cursor cannot skip two items written in the sam
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -55,6 +56,10 @@ COLUMNS_ADDED = {
     "records": {"seq": "INTEGER NOT NULL DEFAULT 0", "closed": "REAL"},
 }
 _T = TypeVar("_T")
+# A new journal's pages: a message of up to 10 kB fits several to a page instead of spanning three
+# overflow pages of 4 KiB, each its own log frame to write, sync and checkpoint (half of the
+# journal's thread time per 10 kB message, issue 15; docs/store.md). Existing journals keep theirs.
+PAGE_SIZE = 65536
 MAX_SEQ = 1 << 62  # a cursor beyond any journal's life, within SQLite's 64-bit integers
 SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for table in COLUMNS_ADDED]
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
@@ -227,7 +232,9 @@ class Journal:
         """Open (creating or migrating) the journal file at ``path``."""
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"journal:{Path(path).name}")
         try:
-            db = await asyncio.get_running_loop().run_in_executor(thread, sqlite.connect_sync, Path(path))
+            db = await asyncio.get_running_loop().run_in_executor(
+                thread, functools.partial(sqlite.connect_sync, Path(path), page_size=PAGE_SIZE)
+            )
         except BaseException:
             thread.shutdown(wait=False)
             raise

@@ -14,6 +14,12 @@ lose a delivered message from both):
 - ``foreign_keys=ON``: declared references are enforced (SQLite leaves them off by default).
 
 Each setting is read back after it is set, so a file that does not honour one is refused here.
+
+A caller may ask for a larger ``page_size`` (the journal does: docs/store.md). It applies to a new
+file only, in the same first write that creates it, so a crash cannot leave a file half converted;
+an existing file keeps its page size. The WAL is checkpointed every :data:`CHECKPOINT_BYTES` whatever
+the file's page size (SQLite counts ``wal_autocheckpoint`` in pages), so larger pages do not grow
+the log on disk.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import aiosqlite
 
 from relay.errors import Mesh112Error
 
-__all__ = ["BUSY_TIMEOUT_MS", "SQLiteSetupError", "connect", "connect_sync"]
+__all__ = ["BUSY_TIMEOUT_MS", "CHECKPOINT_BYTES", "SQLiteSetupError", "connect", "connect_sync"]
 
 BUSY_TIMEOUT_MS = 5000
+CHECKPOINT_BYTES = 1000 * 4096  # SQLite's default: 1000 pages of its default 4 KiB
 SYNCHRONOUS_FULL = 2  # what PRAGMA synchronous reads back for FULL
 
 # Set in this order: the journal mode first (it may create the -wal file), then per-connection settings.
@@ -61,11 +68,11 @@ async def connect(path: Path, *, autocommit: bool = False) -> aiosqlite.Connecti
 
 
 def connect_sync(
-    path: Path, *, autocommit: bool = False, check_same_thread: bool = True
+    path: Path, *, autocommit: bool = False, check_same_thread: bool = True, page_size: int | None = None
 ) -> sqlite3.Connection:
     """:func:`connect` for code that runs outside the event loop (plain :mod:`sqlite3`);
     ``check_same_thread=False`` for a caller that hands the connection between threads itself,
-    never using it from two at once (the store)."""
+    never using it from two at once (the store); ``page_size`` for a new file (see above)."""
     db = sqlite3.connect(
         path,
         timeout=BUSY_TIMEOUT_MS / 1000,
@@ -73,11 +80,15 @@ def connect_sync(
         check_same_thread=check_same_thread,
     )
     try:
+        if page_size is not None:  # before the journal mode, whose switch writes a new file's header
+            db.execute(f"PRAGMA page_size = {int(page_size)}")
         for name, value, expected in _PRAGMAS:
             row = db.execute(f"PRAGMA {name} = {value}").fetchone()
             if name != "journal_mode":
                 row = db.execute(f"PRAGMA {name}").fetchone()
             _check(path, name, row[0] if row else None, expected)
+        (size,) = db.execute("PRAGMA page_size").fetchone()  # the file's own, if it existed
+        db.execute(f"PRAGMA wal_autocheckpoint = {max(1, CHECKPOINT_BYTES // size)}")
     except BaseException:
         db.close()
         raise

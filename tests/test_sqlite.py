@@ -29,6 +29,7 @@ EXPECTED = {
     "busy_timeout": sqlite.BUSY_TIMEOUT_MS,
     "foreign_keys": 1,
 }
+PAGES = ("page_size", "wal_autocheckpoint")
 
 
 async def _settings(db: aiosqlite.Connection) -> dict[str, Any]:
@@ -104,3 +105,34 @@ async def test_a_file_that_refuses_wal_is_refused_with_a_reason() -> None:
         await sqlite.connect(Path(":memory:"))
     with pytest.raises(sqlite.SQLiteSetupError, match="journal_mode"):
         sqlite.connect_sync(Path(":memory:"))
+
+
+async def test_a_new_journal_takes_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """The journal's page size applies to a new file only; a journal written with SQLite's default
+    4 KiB pages opens with its pages and rows as they were. Either way the log is checkpointed
+    after the same number of bytes."""
+    new = await Journal.open(tmp_path / "new.sqlite3")
+    try:
+        pages = await new._call(lambda db: [db.execute(f"PRAGMA {n}").fetchone()[0] for n in PAGES])
+        assert pages == [65536, sqlite.CHECKPOINT_BYTES // 65536]
+    finally:
+        await new.close()
+    old = sqlite.connect_sync(tmp_path / "old.sqlite3")  # as Journal.open made it before
+    old.execute(
+        "CREATE TABLE messages (bundle_id TEXT PRIMARY KEY, origin TEXT NOT NULL, "
+        "destination TEXT NOT NULL, kind INTEGER NOT NULL, priority TEXT NOT NULL, "
+        "created REAL NOT NULL, received REAL NOT NULL, text TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO messages VALUES ('b1', 'aa', 'node:bb', 3, 'ROUTINE', 1.0, 2.0, ?)", ("x" * 10_000,)
+    )
+    old.commit()
+    old.close()
+    journal = await Journal.open(tmp_path / "old.sqlite3")
+    try:
+        pages = await journal._call(lambda db: [db.execute(f"PRAGMA {n}").fetchone()[0] for n in PAGES])
+        assert pages == [4096, sqlite.CHECKPOINT_BYTES // 4096]
+        [message] = await journal.messages()
+        assert (message.bundle_id, message.text) == ("b1", "x" * 10_000)
+    finally:
+        await journal.close()
