@@ -15,7 +15,7 @@ from crypto.hop import HOP_OVERHEAD, HopAuth
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
-from relay.bundle import Bundle, Destination, Kind, Priority, to_epoch
+from relay.bundle import Bundle, BundleId, Destination, Kind, Priority, to_epoch
 from relay.links.lora import LoRaLink, LoRaLinkConfig
 from relay.node import Node
 
@@ -38,6 +38,13 @@ async def until(predicate: object, timeout: float) -> bool:
     return False
 
 
+async def _delivered(post: Node, bundle_id: BundleId) -> None:
+    async for delivery in post.inbox():
+        await post.ack(delivery.bundle_id)
+        if delivery.bundle_id == bundle_id:
+            return
+
+
 async def test_an_alarm_reaches_the_post_through_the_second_next_hop_of_one_broadcast(tmp_path: Path) -> None:
     net = Deployment()
     for name in RADIOS:
@@ -53,7 +60,7 @@ async def test_an_alarm_reaches_the_post_through_the_second_next_hop_of_one_broa
         for name in RADIOS:
             engine = await net.open(name, tmp_path, to_epoch(time.time()))
             roster = {RADIOS[n][0]: net.members[n][1].node_id.hex() for n in NEIGHBOURS[name]}
-            config = LoRaLinkConfig(roster=roster, port=servers[name].port, ack_timeout_s=10.0)
+            config = LoRaLinkConfig(roster=roster, port=servers[name].port, ack_timeout_s=3.0)
             nodes[name] = Node(engine, [LoRaLink(config, HopAuth(net.members[name][0]), engine.trust.check)])
         for node in nodes.values():
             await node.start()
@@ -67,20 +74,15 @@ async def test_an_alarm_reaches_the_post_through_the_second_next_hop_of_one_broa
             "routes via r1, r2"
         )
         first, second = (hop.peer for hop in hops())
+        hello = await field.send(to_post, b"on scene", kind=Kind.TEXT, priority=Priority.PRIORITY)
+        await asyncio.wait_for(_delivered(post, hello), 60)  # the field's first exchanges are over
         names = {nodes[n].node_id: n for n in ("r1", "r2")}
         down = names[first]
         await nodes.pop(down).stop()  # the first next hop's node is down; the field unit does not know
         servers.pop(down).stop()
         before = len(radios["field"].sent_from_phone)
         alarm = await field.send(to_post, b"FIRE B2-Z14 floor 2", kind=Kind.SOS, priority=Priority.FLASH)
-
-        async def delivered() -> None:
-            async for delivery in post.inbox():
-                await post.ack(delivery.bundle_id)
-                if delivery.bundle_id == alarm:
-                    return
-
-        await asyncio.wait_for(delivered(), 60)
+        await asyncio.wait_for(_delivered(post, alarm), 60)
         sent = [p for p in radios["field"].sent_from_phone[before:] if p.decoded.portnum == PORT]
         two = [p for p in sent if p.to == 0xFFFFFFFF and p.decoded.payload[-1] >> 5 == 1]
         assert two, "the alarm left the field unit tagged for both next hops"
