@@ -77,6 +77,10 @@ class FrameType(IntEnum):
     CERT = 9
 
 
+_FRAME_TYPES = {int(kind): kind for kind in FrameType}  # every frame's type, looked up per frame
+_DATA_FULL, _DATA_COMPACT = FrameType.DATA_FULL, FrameType.DATA_COMPACT
+
+
 def id_hash(bundle_id: BundleId) -> bytes:
     """The 4-byte digest of a bundle id used in anti-entropy summaries."""
     return hashlib.blake2b(bundle_id.key(), digest_size=HASH_LEN).digest()
@@ -208,16 +212,15 @@ def decode_frame(data: bytes, context: CompactContext | None = None, max_len: in
         raise FrameDecodeError("empty frame")
     data = bytes(data)
     type_value, arg = data[0] >> 4, data[0] & 0x0F
-    try:
-        kind = FrameType(type_value)
-    except ValueError:
-        raise FrameDecodeError(f"unknown frame type {type_value}") from None
+    kind = _FRAME_TYPES.get(type_value)  # not FrameType(...) and FrameType.X: each an enum call
+    if kind is None:
+        raise FrameDecodeError(f"unknown frame type {type_value}")
     body = data[1:]
-    if kind in (FrameType.DATA_FULL, FrameType.DATA_COMPACT):
+    if kind is _DATA_FULL or kind is _DATA_COMPACT:
         if arg == 0:
             raise FrameDecodeError("a DATA frame must hand over at least one copy")
         try:
-            if kind is FrameType.DATA_FULL:
+            if kind is _DATA_FULL:
                 return DataFrame(decode_full(body), arg, compact=False)
             if context is None:
                 raise FrameDecodeError("compact DATA frame on a link without a compact context")
