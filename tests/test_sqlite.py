@@ -28,6 +28,7 @@ EXPECTED = {
     "synchronous": 2,  # FULL
     "busy_timeout": sqlite.BUSY_TIMEOUT_MS,
     "foreign_keys": 1,
+    "secure_delete": 2,  # FAST
 }
 PAGES = ("page_size", "wal_autocheckpoint")
 
