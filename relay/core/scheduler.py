@@ -22,9 +22,9 @@ An end-to-end receipt travels at its subject's class, but it is the answer to an
 traffic, so it spends a share of its own: the flow of receipts to the origin it answers
 (:func:`flow_of`), not its sender's. A command post that answered an enrolled rogue's 60 FLASH
 bundles spent its own share on the receipts, and its receipts for real alarms were then queued behind
-them and paced like the flood (a field unit's "delivered" came 85 s late on the emulated air). Now
-the receipts to the flooder go over their cap (counted in ``over_cap_frames`` under that flow) and
-the post's other traffic is untouched. Kept apart from the answered origin's own flow, receipts sent
+them and paced like the flood (on the emulated air the third alarm's receipt went on up to 107 s
+late). Now the receipts to the flooder go over their cap (counted in ``over_cap_frames`` under that
+flow) and the post's other traffic is untouched. Kept apart from the answered origin's own flow, receipts sent
 to a node (by anyone) never count against that node's own alarms.
 """
 
