@@ -72,3 +72,5 @@ async def test_an_enrolled_rogue_flooding_flash_cannot_take_the_reserve(tmp_path
     # (docs/crypto.md). That the rogue cannot take the budget itself is test_core_scheduler's.
     _, attacked = await _compare(tmp_path, "rogue_flash", speedup=10.0, bound=3.0)
     assert attacked.counters.get("relay.over_cap_frames", 0) >= 1  # the relay held the rogue to its share
+    # the post's receipts for the flood spend the share of the receipts to the rogue, not the post's
+    assert "post.over_cap_frames" not in attacked.counters, attacked.counters
