@@ -13,12 +13,9 @@ receiver accepts a stamp within ``window_s`` of its own clock and only once (it 
 accepted from each peer within the window), so a recorded frame cannot be played back later, nor
 twice now. 12 bytes in all: see docs/crypto.md for why 8 bytes of tag suffice on a duty-cycled air.
 
-A frame several nodes are to check (a LoRa broadcast whose forward is also a custody ACK, or a FLASH
-forward to two next hops at once) carries a stamp and tag for each, the addressees' first, then the
-nodes that only overhear it, and one byte: ``frame | (stamp | tag) * n | (a - 1) << 5 | n`` for ``a``
-addressees (1-8) of ``n`` tags (1-31) (:meth:`HopAuth.tag_many`). Each of these tags covers the stamp,
-the frame and the node's role (1: addressee, 0: overhears), so moving a tag across the boundary or
-changing ``a`` makes it fail: who takes custody is authenticated, not only what.
+A frame several nodes are to check (a LoRa broadcast whose forward is also a custody ACK) carries a
+stamp and tag for each, the addressee's first, and their count: ``frame | (stamp | tag) * n | n``
+(:meth:`HopAuth.tag_many`). Each tag covers the stamp and the frame, as above.
 """
 
 from __future__ import annotations
@@ -41,9 +38,7 @@ HOP_OVERHEAD = STAMP_LEN + TAG_LEN
 TICKS_PER_S = 4  # 2^32 quarter seconds: 34 years from the epoch
 DEFAULT_WINDOW_S = 300.0
 MAX_STAMPS_PER_PEER = 4096  # far above what a duty-cycled radio can send within the window
-MAX_TAGS = 31  # tags on one frame (tag_many): the low 5 bits of its last byte (a LoRa packet holds 19)
-MAX_ADDRESSEES = 8  # of them addressees: the high 3 bits
-_ROLE = (b"\x00", b"\x01")  # what a tag of tag_many covers after the frame: overhears, addressee
+MAX_TAGS = 255  # tags on one frame (tag_many): the count is one byte
 _SALT = b"mesh112/hop-tag/v1"
 _STAMP = struct.Struct(">I")
 
@@ -106,48 +101,34 @@ class HopAuth:
         return frame
 
     def tag_many(
-        self,
-        addressees: Sequence[PublicIdentity],
-        also: Sequence[PublicIdentity],
-        frame: bytes,
-        now: float,
+        self, addressee: PublicIdentity, also: Sequence[PublicIdentity], frame: bytes, now: float
     ) -> bytes:
-        """``frame`` tagged for each of ``addressees`` (the nodes it is for, its next hops) and for each
-        of ``also`` (the nodes that are to overhear it: a broadcast on the air) in the format above."""
-        count = len(addressees) + len(also)
-        if not 1 <= len(addressees) <= MAX_ADDRESSEES or count > MAX_TAGS:
-            raise ValueError(f"a frame carries 1-{MAX_ADDRESSEES} addressees and at most {MAX_TAGS} hop tags")
-        tags = [
-            self.tag(peer, frame + _ROLE[addressed], now)[len(frame) + 1 :]
-            for addressed, group in ((True, addressees), (False, also))
-            for peer in group
-        ]
-        return frame + b"".join(tags) + bytes([(len(addressees) - 1) << 5 | count])
+        """``frame`` tagged for ``addressee`` and for each of ``also``, the nodes that are to overhear
+        it (a broadcast on the air): ``frame | (stamp | tag) per node, the addressee's first | count``."""
+        if len(also) >= MAX_TAGS:
+            raise ValueError(f"a frame carries at most {MAX_TAGS} hop tags")
+        tags = [self.tag(peer, frame, now)[len(frame) :] for peer in (addressee, *also)]
+        return frame + b"".join(tags) + bytes([len(tags)])
 
     def check_many(self, peer: PublicIdentity, data: bytes, now: float) -> tuple[bytes, bool]:
-        """The frame inside ``data`` (from :meth:`tag_many`) from ``peer``, and whether this node is one
-        of its addressees (False: it overhears it), if one of its tags is this node's for that role,
-        with a fresh stamp, as :meth:`check` asks of any frame; else :class:`HopAuthError` (``short``:
-        malformed; ``tag``: every tag is another node's, or forged, or moved to another role)."""
-        last = data[-1] if data else 0
-        count, addressees = last & MAX_TAGS, (last >> 5) + 1
+        """The frame inside ``data`` (from :meth:`tag_many`) from ``peer``, and whether this node is its
+        addressee (False: it overhears it), if one of its tags is this node's, with a fresh stamp, as
+        :meth:`check` asks of any frame; else :class:`HopAuthError` (``tag``: every tag is another
+        node's, or forged)."""
+        count = data[-1] if data else 0
         end = len(data) - 1 - count * HOP_OVERHEAD
-        if count < 1 or addressees > count or end <= 0:
-            raise HopAuthError(
-                "short",
-                f"{len(data)} bytes cannot hold a frame, {count} hop tag(s) and {addressees} addressee(s)",
-            )
+        if count < 1 or end <= 0:
+            raise HopAuthError("short", f"{len(data)} bytes cannot hold a frame and {count} hop tag(s)")
         frame = data[:end]
         for index in range(count):
             start = end + index * HOP_OVERHEAD
-            role = _ROLE[index < addressees]
             try:
-                self.check(peer, frame + role + data[start : start + HOP_OVERHEAD], now)
+                self.check(peer, frame + data[start : start + HOP_OVERHEAD], now)
             except HopAuthError as exc:
                 if exc.reason == "tag":
                     continue  # another node's tag (or forged): try the next
                 raise
-            return frame, index < addressees
+            return frame, index == 0
         raise HopAuthError("tag", "no hop tag on this frame is this node's: it is for other nodes, or forged")
 
     def _mac(self, peer: PublicIdentity, *, sending: bool, head: bytes, frame: bytes) -> bytes:

@@ -317,13 +317,10 @@ class Node:
                 await self._sleep(name, self.engine.next_deadline())
                 continue
             peer, frame = out
-            acks: tuple[bytes, ...] = ()
-            also: tuple[bytes, ...] = ()
-            if link.profile.implicit_ack:
-                acks, also = self.engine.core.take_implicit_acks(name), self.engine.core.take_addressees(name)
+            acks = self.engine.core.take_implicit_acks(name) if link.profile.implicit_ack else ()
             try:
-                if acks or also:
-                    await link.send_acknowledging(peer, frame, acks, also)
+                if acks:
+                    await link.send_acknowledging(peer, frame, acks)
                 else:
                     await link.send(peer, frame)
             except LinkError as exc:

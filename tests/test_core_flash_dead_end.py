@@ -32,13 +32,12 @@ def _alarm() -> Bundle:
 
 
 def _frames(core: RelayCore, link: str, now: float) -> list[tuple[bytes, object, bytes]]:
-    """Every frame sent now: (peer, bundle id or frame, bytes), once for each of its addressees."""
+    """Every frame sent now: (peer, bundle id or frame, bytes)."""
     out = []
     while (pulled := core.next_frame(link, now)) is not None:
         frame = decode_frame(pulled[1], CONTEXT)
+        out.append((pulled[0], frame.bundle.id if isinstance(frame, DataFrame) else frame, pulled[1]))
         core.take_implicit_acks(link)
-        for peer in (pulled[0], *core.take_addressees(link)):
-            out.append((peer, frame.bundle.id if isinstance(frame, DataFrame) else frame, pulled[1]))
     return out
 
 

@@ -66,8 +66,8 @@ TARGETS: dict[str, tuple[bytes, Callable[[bytes], object], type[CryptoError]]] =
         CryptoError,
     ),
     "group_key_message": (GROUP.encode(), GroupKey.decode, DecodeError),
-    "hop_tags": (  # a LoRa broadcast from B tagged for its addressees B and A and for B overhearing
-        HopAuth(B).tag_many([B.public, A.public], [B.public], HOP_FRAME, 1000.0),
+    "hop_tags": (  # a LoRa broadcast tagged for its addressee B and for A, which overhears it
+        HopAuth(B).tag_many(B.public, [A.public], HOP_FRAME, 1000.0),
         lambda data: HopAuth(A).check_many(B.public, data, 1000.0),
         CryptoError,
     ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,7 +16,6 @@ from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
-from relay.bundle import to_epoch
 from relay.links.base import BROADCAST, LinkError
 from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
 
@@ -267,41 +265,6 @@ async def test_a_forward_that_acknowledges_reaches_its_addressee_and_is_overhear
     await link_a.send_acknowledging(ID_B, too_long, (ID_C,))
     assert await until(lambda: len(events[NUM_B].frames) == 2)
     assert events[NUM_B].frames[1] == (ID_A, too_long) and len(events[NUM_C].overheard) == 1
-
-
-async def test_a_forward_to_two_next_hops_is_one_broadcast_each_takes_as_its_own(field: Field) -> None:
-    """send_acknowledging with a further addressee (a FLASH to two next hops): one channel
-    broadcast, which B and C each take as a frame for it; with the last byte altered on the air (C
-    named an overhearer) C refuses it; too long for a channel packet, a direct message to each."""
-    for num, x in ((NUM_A, 500), (NUM_B, 0), (NUM_C, 1000)):
-        field.radio(num, x)
-    events = {num: Recorder() for num in (NUM_A, NUM_B, NUM_C)}
-    link_a = await field.link(NUM_A, events[NUM_A])
-    await field.link(NUM_B, events[NUM_B])
-    link_c = await field.link(NUM_C, events[NUM_C])
-    alarm = b"\x25" + bytes(100)
-    await link_a.send_acknowledging(ID_B, alarm, (), (ID_C,))
-    assert await until(lambda: events[NUM_B].frames and events[NUM_C].frames)
-    assert events[NUM_B].frames == [(ID_A, alarm)] == events[NUM_C].frames
-    assert events[NUM_B].overheard == [] == events[NUM_C].overheard
-    sent = [p for p in field.radios[NUM_A].sent_from_phone if p.decoded.portnum == 300]
-    assert [p.to for p in sent] == [0xFFFFFFFF] and link_a.state().frames_sent == 1
-    payload = sent[0].decoded.payload
-    assert len(payload) == len(alarm) + 2 * 12 + 1 and payload[-1] == 1 << 5 | 2
-    alarm2 = b"\x25" + bytes(99) + b"\x01"
-    tagged = HopAuth(KEYS[NUM_A]).tag_many(
-        [KEYS[NUM_B].public, KEYS[NUM_C].public], [], alarm2, to_epoch(time.time()) + 1
-    )
-    demoted = tagged[:-1] + bytes([2])  # altered on the air: one addressee, C's tag an overhearer's
-    field.radios[NUM_A].send_from_app(demoted, portnum=300)
-    assert await until(lambda: len(events[NUM_B].frames) == 2 and link_c.state().broadcasts_for_others == 1)
-    assert events[NUM_B].frames[1] == (ID_A, alarm2) and len(events[NUM_C].frames) == 1
-    too_long = bytes(207)  # with two tags past a channel packet's 231 bytes: a direct message each
-    await link_a.send_acknowledging(ID_B, too_long, (), (ID_C,))
-    assert await until(lambda: len(events[NUM_B].frames) == 3 and len(events[NUM_C].frames) == 2)
-    assert events[NUM_B].frames[2] == (ID_A, too_long) == events[NUM_C].frames[1]
-    direct = [p.to for p in field.radios[NUM_A].sent_from_phone if p.decoded.portnum == 300][-2:]
-    assert direct == [NUM_B, NUM_C]
 
 
 async def test_link_waits_for_a_radio_that_is_not_there_yet(field: Field) -> None:

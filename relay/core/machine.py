@@ -279,17 +279,6 @@ class RelayCore:
         acks, state.last_implicit = state.last_implicit, ()
         return acks
 
-    def take_addressees(self, link: str) -> tuple[bytes, ...]:
-        """The other neighbours the frame :meth:`next_frame` just gave for ``link`` is for: a FLASH
-        copy to a second next hop rides in the same broadcast on an ``implicit_ack`` link, and each
-        of them takes it as sent to it (docs/relay-core.md, "Custody"). Asked once, right after the
-        frame, like :meth:`take_implicit_acks`."""
-        state = self._links.get(link)
-        if state is None:
-            return ()
-        also, state.last_addressees = state.last_addressees, ()
-        return also
-
     def not_stored(self, bundle_id: BundleId) -> None:
         """A bundle originated here whose commit failed after :meth:`originate` (store full): stop
         sending it and forget its status. A frame that left already may still be delivered."""

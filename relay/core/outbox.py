@@ -77,8 +77,6 @@ class LinkState:
     # next DATA frame of it on this link; and the neighbours the last frame given acknowledges
     implicit: dict[BundleId, list[bytes]] = field(default_factory=dict)
     last_implicit: tuple[bytes, ...] = ()
-    # the other neighbours the last frame given is for (a FLASH broadcast to two next hops)
-    last_addressees: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         self.queue.over_cap = self.bucket.over_cap  # origins past their FLASH/IMMEDIATE share go last

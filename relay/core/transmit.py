@@ -73,42 +73,16 @@ class Transmitter:
             state.bucket.charge(len(data), now, priority, origin)
             state.queue.take(item)  # also passes the turn to the next flow
             state.last_class = priority
-            state.last_implicit = state.last_addressees = ()
-            whole = (
-                item
-                if isinstance(item, SendBundle) and (peer, item.bundle_id) not in state.transfers
-                else None
-            )
-            if state.implicit and whole is not None:
-                state.last_implicit = tuple(state.implicit.pop(whole.bundle_id, ()))  # a whole DATA frame
+            state.last_implicit = ()
+            if (
+                state.implicit
+                and isinstance(item, SendBundle)
+                and (item.peer, item.bundle_id) not in state.transfers
+            ):
+                state.last_implicit = tuple(state.implicit.pop(item.bundle_id, ()))  # a whole DATA frame
             self._sent(state, item, priority, now)
-            if whole is not None and priority is Priority.FLASH and state.profile.implicit_ack:
-                state.last_addressees = self._also_addressed(state, whole, data, now)
             return peer, data
         return None
-
-    def _also_addressed(
-        self, state: LinkState, item: SendBundle, data: bytes, now: float
-    ) -> tuple[bytes, ...]:
-        """The other neighbours on this link that the FLASH frame just given is also for: its copies
-        queued to them (a second route) go in the same broadcast instead of one frame later on the
-        same radio (an ``implicit_ack`` link broadcasts a FLASH forward anyway). Each takes custody
-        as an addressee. Only copies whose frame is byte for byte the same (a directed copy carries
-        one copy; a spray copy its own share) and that are queued now go along."""
-        held = self.held.get(item.bundle_id)
-        if held is None or len(held.routed) < 2:
-            return ()
-        link, also = state.profile.name, []
-        for peer, on, _ in held.routed:
-            other = SendBundle(peer, item.bundle_id)
-            if peer == item.peer or on != link or other not in state.queue:
-                continue
-            if self._build(state, other, now) != (peer, data):
-                continue  # another copy count, a fragment, or nothing to send (a holder, gone, spent)
-            state.queue.remove(other)
-            self._sent(state, other, Priority.FLASH, now)
-            also.append(peer)
-        return tuple(also)
 
     def _origin(self, state: LinkState, item: Item) -> bytes | None:
         """Whose share of the link a frame spends: its flow, except a bundle sent again to a peer

@@ -62,15 +62,11 @@ class Link(ABC):
     async def send(self, peer: bytes, frame: bytes) -> None:
         """Send one frame to ``peer`` (or BROADCAST). Raises LinkError if the peer is unreachable."""
 
-    async def send_acknowledging(
-        self, peer: bytes, frame: bytes, acks: tuple[bytes, ...], addressees: tuple[bytes, ...] = ()
-    ) -> None:
-        """Send ``frame`` to ``peer`` and to the further ``addressees`` (a FLASH to two next hops) so
-        that the neighbours ``acks`` hear it too, authenticated (``profile.implicit_ack``): it is their
-        custody ACK. A link that cannot sends it to ``peer`` and to each addressee alone; the
-        neighbours ``acks`` then resend, and the duplicate is answered as any duplicate is."""
-        for target in (peer, *addressees):
-            await self.send(target, frame)
+    async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+        """Send ``frame`` to ``peer`` so that the neighbours ``acks`` hear it too, authenticated
+        (``profile.implicit_ack``): it is their custody ACK. A link that cannot sends it to ``peer``
+        alone; those neighbours then resend, and the duplicate is answered as any duplicate is."""
+        await self.send(peer, frame)
 
     @abstractmethod
     async def stop(self) -> None:

@@ -47,7 +47,7 @@ from meshtastic.protobuf import mesh_pb2
 from pubsub import pub
 
 from crypto.errors import CryptoError
-from crypto.hop import HOP_OVERHEAD, MAX_ADDRESSEES, MAX_TAGS, HopAuth, HopAuthError
+from crypto.hop import HOP_OVERHEAD, MAX_TAGS, HopAuth, HopAuthError
 from crypto.identity import PublicIdentity
 from relay.bundle import to_epoch
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
@@ -173,30 +173,23 @@ class LoRaLink(Link):
         await self._send_tagged(peer, dest, frame)
         self._counts["frames_sent"] += 1
 
-    async def send_acknowledging(
-        self, peer: bytes, frame: bytes, acks: tuple[bytes, ...], addressees: tuple[bytes, ...] = ()
-    ) -> None:
-        """Send ``frame`` to ``peer`` and the further ``addressees`` (a FLASH to two next hops) as one
-        channel broadcast that the neighbours ``acks`` (the ones it is the custody ACK of) can check
-        too: ``frame | (stamp | tag) per node, the addressees' first | count`` (docs/crypto.md, "Hop
-        tags"). No radio ACK comes for a broadcast: each addressee's custody ACK is the answer. Too
-        long for a channel packet, it goes as a direct message to each addressee (the neighbours
-        ``acks`` resend, and are acknowledged explicitly)."""
-        more = tuple(node for node in addressees if node in self._num_by_peer and node != peer)
-        more = more[: MAX_ADDRESSEES - 1]
-        known = tuple(ack for ack in acks if ack in self._num_by_peer)[: MAX_TAGS - 1 - len(more)]
+    async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+        """Send ``frame`` to ``peer`` as a channel broadcast that the neighbours ``acks`` (the ones it
+        is the custody ACK of) can check too: ``frame | (stamp | tag) per node, the addressee's
+        first | count`` (docs/crypto.md, "Hop tags"). No radio ACK comes for a broadcast: the
+        addressee's custody ACK is the answer. Too long for a channel packet, it goes as a direct
+        message to ``peer`` alone (those neighbours resend, and are acknowledged explicitly)."""
+        known = tuple(ack for ack in acks if ack in self._num_by_peer)[: MAX_TAGS - 1]
         dest = self._num_by_peer.get(peer)
-        length = len(frame) + HOP_OVERHEAD * (1 + len(more) + len(known)) + 1
-        greeting = self.hello is not None and any(self.hello.due(node) is not None for node in (peer, *more))
-        if not (known or more) or dest is None or length > MAX_CHANNEL_PAYLOAD or greeting:
-            for target in (peer, *addressees):
-                await self.send(target, frame)  # which refuses what cannot be sent at all
+        length = len(frame) + HOP_OVERHEAD * (1 + len(known)) + 1
+        greeting = self.hello is not None and self.hello.due(peer) is not None
+        if not known or dest is None or length > MAX_CHANNEL_PAYLOAD or greeting:
+            await self.send(peer, frame)  # which refuses what cannot be sent at all
             return
         now = to_epoch(time.time())
         try:
-            heads = [self.peer_keys(node, now) for node in (peer, *more)]
             keys = [self.peer_keys(node, now) for node in known]
-            payload = self.hop.tag_many(heads, keys, frame, now)
+            payload = self.hop.tag_many(self.peer_keys(peer, now), keys, frame, now)
         except CryptoError as exc:
             raise LinkError(f"no hop key for a neighbour on {self.config.name}: {exc}") from None
         self._spend(dest, frame_airtime_s(self.config.preset, len(payload), False))

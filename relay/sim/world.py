@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto.hop import HOP_OVERHEAD
 from relay.bundle import BundleId, Priority
 from relay.engine import Delivery, NodeEngine, SendError
 from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
-from relay.links.lora_phy import PKI_OVERHEAD
 from relay.sim.arq import (
     ACK_DATA_LEN,
     RELIABLE_TRANSMISSIONS,
@@ -58,16 +56,6 @@ OVERDUE_POLL_S = 1.0  # after those, an engine whose deadline stays in the past 
 
 class SimulationError(Mesh112Error):
     """The simulated engines did something the simulator cannot continue from."""
-
-
-def _broadcast_extra(tags: int) -> int:
-    """Bytes a LoRa broadcast with ``tags`` hop tags besides its addressee's (the implicit ACK's
-    overhearers, a second next hop) costs beyond a direct message: a simulated frame stands for the
-    direct message, whose hop tag and PKI overhead no frame is charged (docs/simulator.md); the
-    broadcast carries a tag per node and a count byte, no PKI (``frame | (stamp | tag) * n | n``)."""
-    if not tags:
-        return 0
-    return max(0, HOP_OVERHEAD * (1 + tags) + 1 - HOP_OVERHEAD - PKI_OVERHEAD)
 
 
 @dataclass(slots=True)
@@ -375,10 +363,6 @@ class World:
             raise SimulationError(
                 f"node {node.name} sent a {len(frame)}-byte frame on {link.name} (MTU {link.profile.mtu})"
             )
-        acks: tuple[bytes, ...] = ()
-        also: tuple[bytes, ...] = ()  # a FLASH forward to two next hops goes as one broadcast
-        if link.profile.implicit_ack:
-            acks, also = engine.core.take_implicit_acks(name), engine.core.take_addressees(name)
         contact: Contact | None = None
         if peer_id == BROADCAST:
             receivers = [c for c in transmitter.contacts if self._contact_state[c].up]
@@ -387,7 +371,7 @@ class World:
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
             receivers = [contact] if contact is not None and self._contact_state[contact].up else []
         start = max(self.now, transmitter.busy_until)
-        done = transmitter.start(len(frame) + _broadcast_extra(len(also) + len(acks)), self.now)
+        done = transmitter.start(len(frame), self.now)
         flash = engine.core.last_frame_class(link.name) is Priority.FLASH
         # A DATA frame rides at its bundle's class, so only FLASH traffic can carry a FLASH bundle:
         # the other frames (most of them) are not decoded.
@@ -399,8 +383,8 @@ class World:
                 up_since = min((self._contact_state[c].up_since for c in receivers), default=self.now)
                 queued_at = max(routed_at - START_EPOCH, up_since)
         # a forward that is an implicit ACK goes as a broadcast: the radio neither ACKs nor retries it
-        self._overhear(node, link, acks, frame, done)
-        reliable = link.radio_arq and peer_id != BROADCAST and not acks and not also
+        overheard = link.profile.implicit_ack and self._overhear(node, engine, link, frame, done)
+        reliable = link.radio_arq and peer_id != BROADCAST and not overheard
         if not reliable or flash:  # a unicast frame of a lower class holds the link to its answer
             self.probe.frame_started(
                 (node.name, link.name), node.incarnation, flash, flash_key, queued_at, start, done
@@ -420,11 +404,6 @@ class World:
             self._radio_sent(transmitter, packet, done)
             return True
         self._at(done, self._transmitter_idle, node.name, node.incarnation)
-        for also_id in also:
-            addressee = self._names.get(also_id)
-            to = self._by_link_pair.get((link.name, node.name, addressee)) if addressee else None
-            if to is not None and self._contact_state[to].up:
-                receivers.append(to)
         for contact in receivers:
             if not self._heard(link, frame):
                 continue
@@ -445,11 +424,13 @@ class World:
         return True
 
     def _overhear(
-        self, node: _Node, link: SimLinkSpec, acks: tuple[bytes, ...], frame: bytes, done: float
-    ) -> None:
-        """The neighbours this frame acknowledges (``acks``, an implicit custody ACK) hear it, each as
-        any receiver does (loss drawn per receiver); the others' radios hear it too, but it holds
-        nothing for them, so it is not drawn or delivered (the draws of a run without it stay)."""
+        self, node: _Node, engine: NodeEngine, link: SimLinkSpec, frame: bytes, done: float
+    ) -> bool:
+        """The neighbours this frame acknowledges (an implicit custody ACK) hear it, each as any
+        receiver does (loss drawn per receiver); the others' radios hear it too, but it holds
+        nothing for them, so it is not drawn or delivered (the draws of a run without it stay).
+        Whether it acknowledges any."""
+        acks = engine.core.take_implicit_acks(link.name)
         for peer_id in acks:
             peer = self._names.get(peer_id)
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
@@ -469,6 +450,7 @@ class World:
                 frame,
                 True,
             )
+        return bool(acks)
 
     def _heard(self, link: SimLinkSpec, frame: bytes | None) -> bool:
         """Whether the receiver decodes one transmission of ``frame`` (None: a radio ACK)."""
