@@ -325,6 +325,8 @@ class Node:
                     await link.send(peer, frame)
             except LinkError as exc:
                 log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
+                self.engine.core.frame_lost(name, peer, frame, self.now())
+                self._wakes[""].set()  # the timers: the copy may be due sooner now
             sent += 1
             if sent % YIELD_EVERY_FRAMES == 0:
                 await asyncio.sleep(0)

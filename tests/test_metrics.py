@@ -192,6 +192,7 @@ def test_gateway_node_metrics_with_a_scrape_token(tmp_path: Path) -> None:
             assert all(0 <= depth < 100 for depth in depths), depths
         assert _value(after, "mesh112_custody_resends_total") >= 0  # a lossy air may need some
         assert _value(after, "mesh112_implicit_acks_total") >= 0  # exported (FLASH over LoRa only)
+        assert _value(after, "mesh112_frames_lost_total") >= 0  # exported (a radio that gave up)
         assert _value(after, "mesh112_store_quota_bytes") == 256 << 20
         assert 0 <= _value(after, "mesh112_store_bytes") < 1 << 20
         assert sum(value for _, value in after["mesh112_store_bundles"]) >= 0

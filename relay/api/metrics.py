@@ -145,6 +145,11 @@ class NodeCollector(Collector):
             value=engine.core.custody.retries,
         )
         yield CounterMetricFamily(
+            "mesh112_frames_lost",
+            "Frames a link gave up on (LoRa: MAX_RETRANSMIT) whose copy was resent early",
+            value=engine.core.frames_lost,
+        )
+        yield CounterMetricFamily(
             "mesh112_implicit_acks",
             "Custody ACKs taken from a neighbour's overheard forward (LoRa implicit_ack)",
             value=engine.core.implicit_acks,

@@ -60,6 +60,7 @@ class InFlight:
     attempts: int = 1
     order: int = 0  # when it was first tracked: due copies come back in this order
     overtaken_at: float | None = None  # ordered links: when a copy sent after it was seen ACKed
+    lost: bool = False  # the link reported a frame of it lost, and it was made due early once
 
 
 @dataclass
@@ -151,6 +152,19 @@ class CustodyTracker:
             flight.deadline = now + flight.rto
             self._bound(flight)
             self._schedule(flight)
+
+    def lost(self, bundle_id: BundleId, peer: bytes, link: str, now: float, delay: float) -> bool:
+        """The link gave up on a frame of this copy (the radio's MAX_RETRANSMIT): make it due in
+        ``delay`` rather than at its timeout, once per copy. Later resends back off from there as
+        after any timeout, so a neighbour that is gone gets no more frames than before. False if
+        nothing changed."""
+        flight = self._flights.get((bundle_id, peer))
+        if flight is None or flight.link != link or flight.lost or flight.deadline <= now + delay:
+            return False
+        flight.lost = True
+        flight.deadline = now + delay
+        self._schedule(flight)
+        return True
 
     def progress(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> None:
         """The neighbour reported progress (a fragment status): it is alive, so end the backoff."""

@@ -9,12 +9,13 @@ enter the queues.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
-from relay.core.custody import CustodyTracker
+from relay.core.custody import CustodyTracker, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
 from relay.core.frames import (
     MAX_COPIES,
@@ -93,6 +94,10 @@ class RelayCore:
         # repeat the last one, and the same bytes decode to the same frame.
         self._heard: dict[tuple[str, bytes], tuple[bytes, int, BeaconFrame]] = {}
         self._transmitter = Transmitter(self._held, self.router, self.custody)
+        # the delay of a lost frame's resend: seeded by the node id, so two nodes whose frames
+        # collided draw different delays, and a run is repeatable
+        self._rng = random.Random(node_id)
+        self.frames_lost = 0  # DATA frames the link gave up on, resent early (frame_lost)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -278,6 +283,32 @@ class RelayCore:
             return ()
         acks, state.last_implicit = state.last_implicit, ()
         return acks
+
+    def frame_lost(self, link: str, peer: bytes, data: bytes, now: float) -> None:
+        """The link could not deliver ``data`` (bytes :meth:`next_frame` gave) to ``peer``: on LoRa,
+        the radio's MAX_RETRANSMIT. A DATA frame's or fragment's copy is sent again after a random
+        delay of up to four frame times (two hidden terminals whose frames collided have equal
+        firmware retry timers, so an immediate resend could collide again), not at its custody
+        timeout; once per copy (CustodyTracker.lost). Other frames are left to their own resends."""
+        state = self._links.get(link)
+        if state is None:
+            return
+        try:
+            frame = decode_frame(data, self.context, max_len=state.profile.mtu)
+        except FrameDecodeError:
+            return  # a compact frame whose context changed since: its custody timeout stands
+        if isinstance(frame, DataFrame):
+            bundle_id = frame.bundle.id
+        elif isinstance(frame, FragmentFrame):
+            transfer = state.transfer_by_id(peer, frame.transfer)
+            if transfer is None:
+                return
+            bundle_id = transfer[0]
+        else:
+            return
+        delay = self._rng.uniform(0.0, initial_rto(state.profile))
+        if self.custody.lost(bundle_id, peer, link, now, delay):
+            self.frames_lost += 1
 
     def not_stored(self, bundle_id: BundleId) -> None:
         """A bundle originated here whose commit failed after :meth:`originate` (store full): stop
