@@ -292,3 +292,26 @@ def test_an_origin_past_its_flash_share_gets_no_repeat() -> None:
         now += 1.0
     times = [sent.count(b.id) for b in flood if b.id in sent]
     assert times[0] == 2 and times[-1] == 1 and set(times) == {1, 2}, times
+
+
+def test_a_silent_neighbour_on_an_ordered_link_gets_one_copy_again_not_its_backlog() -> None:
+    """A neighbour that stops answering on a live IP session (a stalled disk) is working through its
+    queue or refusing: the oldest due copy goes again as a probe and the others wait until it is
+    answered or a timeout later, not the whole backlog at once. An answer ends the probe; the
+    connection's end hands every copy back."""
+    ordered = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e6, ordered=True)
+    tracker = CustodyTracker()
+    ids = [_bundle(Priority.ROUTINE, seq=n).id for n in range(5)]
+    for n, bundle_id in enumerate(ids):
+        tracker.touch(bundle_id, B, ordered, n * 0.01)  # MIN_RTO_S: due from 2.0 to 2.04
+    assert [f.bundle_id for f in tracker.due(2.0)] == [ids[0]]
+    tracker.retry(ids[0], B, 2.0)
+    assert [f.bundle_id for f in tracker.due(2.05)] == []  # the others wait behind the probe
+    assert tracker.next_deadline() == 4.0
+    assert [f.bundle_id for f in tracker.due(4.0)] == [ids[1]]  # still silent: the next probe
+    tracker.retry(ids[1], B, 4.0)
+    tracker.acknowledged(ids[0], B, 4.5)  # it woke: the rest are queued there, 2 s from its answer
+    assert [f.bundle_id for f in tracker.due(6.0)] == []
+    tracker.acknowledged(ids[2], B, 6.1)
+    assert sorted(f.bundle_id for f in tracker.forget_link("ip0", B)) == sorted([ids[1], ids[3], ids[4]])
+    assert tracker.retries == 2
