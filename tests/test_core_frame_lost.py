@@ -55,14 +55,17 @@ def test_a_lost_data_frame_goes_again_within_four_frame_times_then_backs_off_as_
     assert lost is not None and 75.0 <= lost.deadline <= 75.0 + initial_rto(RADIO)
     deadline = lost.deadline
     assert _data(core, deadline) == [frame], "the copy goes again after the short delay"
-    # The same copy lost again: no second early resend, the backoff doubles from the resend.
+    # The same copy lost again: no second early resend. The early one did not back off: the next
+    # comes a timeout later, then the intervals double as without the loss report.
     core.frame_lost(RADIO.name, B, frame, deadline + 15.0)
     assert core.frames_lost == 1
     flight = core.custody.get(alarm.id, B)
     assert flight is not None and flight.attempts == 2
-    assert flight.deadline == deadline + 2 * rto
+    assert flight.deadline == deadline + rto
     assert _data(core, flight.deadline - 1.0) == []
-    assert _data(core, flight.deadline) == [frame]
+    resent = flight.deadline
+    assert _data(core, resent) == [frame]
+    assert flight.attempts == 3 and flight.deadline == resent + 2 * rto
 
 
 def test_two_nodes_draw_different_delays_and_a_run_repeats() -> None:

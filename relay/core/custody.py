@@ -64,7 +64,8 @@ class InFlight:
     attempts: int = 1
     order: int = 0  # when it was first tracked: due copies come back in this order
     overtaken_at: float | None = None  # ordered links: when a copy sent after it was seen ACKed
-    lost: bool = False  # the link reported a frame of it lost, and it was made due early once
+    lost: bool = False  # the link reported a frame of it lost, and it was made due early (once)
+    early: bool = False  # due early for that: the resend does not back off
 
 
 @dataclass
@@ -149,26 +150,30 @@ class CustodyTracker:
         return flight
 
     def retry(self, bundle_id: BundleId, peer: bytes, now: float) -> None:
-        """The timeout passed and the copy is queued again: back off (double, up to MAX_RTO_S)."""
+        """The timeout passed and the copy is queued again: back off (double, up to MAX_RTO_S), except
+        for the early resend of a lost frame (:meth:`lost`)."""
         flight = self._flights.get((bundle_id, peer))
         if flight is not None:
             self.retries += 1
             self._outcome(flight.link, peer, lost=True)
             flight.attempts += 1
-            flight.rto = min(MAX_RTO_S, flight.rto * 2)
+            if flight.early:
+                flight.early = False
+            else:
+                flight.rto = min(MAX_RTO_S, flight.rto * 2)
             flight.deadline = now + flight.rto
             self._bound(flight)
             self._schedule(flight)
 
     def lost(self, bundle_id: BundleId, peer: bytes, link: str, now: float, delay: float) -> bool:
         """The link gave up on a frame of this copy (the radio's MAX_RETRANSMIT): make it due in
-        ``delay`` rather than at its timeout, once per copy. Later resends back off from there as
-        after any timeout, so a neighbour that is gone gets no more frames than before. False if
-        nothing changed."""
+        ``delay`` rather than at its timeout, once per copy. That resend does not back off: the next
+        comes a timeout after it, then doubling as before, so a neighbour that is gone gets one
+        frame more than before, and the intervals after it are the same. False if nothing changed."""
         flight = self._flights.get((bundle_id, peer))
         if flight is None or flight.link != link or flight.lost or flight.deadline <= now + delay:
             return False
-        flight.lost = True
+        flight.lost = flight.early = True
         flight.deadline = now + delay
         self._schedule(flight)
         return True
