@@ -80,9 +80,8 @@ _TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
 REFUSED_LOG_EVERY_S = 60.0  # at most one warning line per link per minute about dropped frames
 
 # Custody ACKs do not hold the link while the radio retries them: a lost one is sent again for the
-# resent DATA frame. Summaries and beacons still wait: a node's first summary and beacon to each
-# neighbour, given to the radio back to back, collided with its neighbours' (a field's first
-# bundle took 26 s instead of 2 in the rogue-flood run).
+# resent DATA frame. Summaries and beacons still wait: not waiting for them put bursts on the air
+# (docs/lora.md, "What waits for the radio ACK").
 _NOT_AWAITED = frozenset({FrameType.ACK})
 
 PeerKeys = Callable[[bytes, float], PublicIdentity]  # node id, now -> its key, or CryptoError if untrusted
