@@ -16,8 +16,6 @@ from crypto.identity import Identity, PublicIdentity
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
-from relay.bundle import Bundle, Destination, Priority
-from relay.core.frames import AckFrame, FrameType, encode_frame
 from relay.links.base import BROADCAST, LinkError
 from relay.links.lora import LoRaLink, LoRaLinkConfig, LoRaNakError
 
@@ -26,7 +24,6 @@ KEYS = {num: Identity.generate() for num in (NUM_A, NUM_B, NUM_C)}
 ID_A, ID_B, ID_C = (KEYS[num].node_id for num in (NUM_A, NUM_B, NUM_C))
 ROSTER = {num: key.node_id.hex() for num, key in KEYS.items()}
 PUBLIC = {key.node_id: key.public for key in KEYS.values()}
-DATA = bytes([FrameType.DATA_FULL << 4])  # the first byte of a DATA frame: the link waits for its radio ACK
 
 
 def peer_keys(node_id: bytes, now: float) -> PublicIdentity:
@@ -138,37 +135,13 @@ async def test_nak_is_raised_and_counted(field: Field) -> None:
     field.radio(NUM_B, 50_000)  # out of range: three transmissions, then MAX_RETRANSMIT
     link_a = await field.link(NUM_A, Recorder())
     with pytest.raises(LoRaNakError) as refused:
-        await link_a.send(ID_B, DATA + b"anyone there?")  # a DATA frame: the link waits for its ACK
+        await link_a.send(ID_B, b"anyone there?")
     assert refused.value.reason == "MAX_RETRANSMIT"
     assert link_a.state().naks == {"MAX_RETRANSMIT": 1}
     assert "MAX_RETRANSMIT" in link_a.state().last_error
     with pytest.raises(LoRaNakError) as no_key:  # in the roster but never heard: no public key
-        await link_a.send(ID_C, DATA + b"hello?")
+        await link_a.send(ID_C, b"hello?")
     assert no_key.value.reason == "PKI_SEND_FAIL_PUBLIC_KEY"
-
-
-async def test_a_control_frame_does_not_hold_the_link_while_its_radio_retries(field: Field) -> None:
-    """A custody ACK goes with the radio's retries but the link does not wait for them: the next
-    frame (an alarm) goes at once, and the control frame's NAK is still counted when it comes."""
-    field.radio(NUM_A, 0)
-    field.radio(NUM_B, 500)
-    field.radios[NUM_B].rebroadcast = False  # else B relays A's frames to C: an implicit ACK, no NAK
-    field.radio(NUM_C, 50_000)  # out of range: three transmissions, then MAX_RETRANSMIT
-    events_b = Recorder()
-    link_a = await field.link(NUM_A, Recorder())
-    await field.link(NUM_B, events_b)
-    bundle = Bundle(ID_A, Destination.to_node(ID_B), 0, 1, 3600, Priority.FLASH, 1, b"x")
-    ack = encode_frame(AckFrame((bundle.id,)))
-    started = field.medium.now()
-    await link_a.send(ID_C, ack)  # C's radio never answers
-    assert field.medium.now() - started < 1.0, "the ACK frame held the link"
-    assert link_a.state().frames_not_awaited == 1
-    await link_a.send(ID_B, DATA + b"alarm")  # waits for B's radio ACK, not for C's retries
-    assert link_a.state().naks == {}, "the DATA frame waited for the control frame's retries"
-    assert await until(lambda: events_b.frames == [(ID_A, DATA + b"alarm")])
-    assert await until(lambda: link_a.state().naks == {"MAX_RETRANSMIT": 1}), "the radio gave up"
-    assert field.medium.now() - started > 10.0  # three transmissions: the firmware retried it
-    assert "MAX_RETRANSMIT" in link_a.state().last_error and link_a.state().frames_sent == 2
 
 
 async def _transfer_with_fault(field: Field, fault: Callable[[], None]) -> tuple[LoRaLink, Recorder]:

@@ -9,12 +9,9 @@ The library has known weak spots (see docs/lora.md) and this wrapper covers them
   and ignores events from any interface but its current one;
 * library callbacks run on library threads: they only copy data and hand over to asyncio with
   ``loop.call_soon_threadsafe``; blocking library calls run on one worker thread of the link's own;
-* a DATA frame (or fragment) counts as sent only when the destination radio ACKs it. NAKs
-  (TOO_LARGE, DUTY_CYCLE_LIMIT, MAX_RETRANSMIT, PKI failures...) and missing ACKs raise
-  ``LoRaNakError`` or ``LinkError`` so the core resends it soon, and they are counted in ``state()``.
-  A custody ACK goes with the radio's retries too, but the link does not wait for them: an alarm
-  waited behind a custody ACK's retransmissions (20 s in the rogue-flood run); its NAK or timeout
-  is counted all the same.
+* a frame counts as sent only when the destination radio ACKs it. NAKs (TOO_LARGE,
+  DUTY_CYCLE_LIMIT, MAX_RETRANSMIT, PKI failures...) and missing ACKs raise ``LoRaNakError`` or
+  ``LinkError`` so the core retransmits, and they are counted in ``state()``.
 
 Meshtastic node numbers are mapped to Mesh112 node ids through the configured roster, and the
 roster alone proves nothing: anyone can put any ``from`` on the air. So every Mesh112 frame is a
@@ -53,7 +50,6 @@ from crypto.errors import CryptoError
 from crypto.hop import HOP_OVERHEAD, MAX_TAGS, HopAuth, HopAuthError
 from crypto.identity import PublicIdentity
 from relay.bundle import to_epoch
-from relay.core.frames import FrameType
 from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
 from relay.links.lora_config import (
     BROADCAST_NUM,
@@ -78,11 +74,6 @@ ROUTING_APP = 5
 _EARLY_RESULTS = 64  # routing answers that overtook their sendData() return, kept briefly
 _TOPICS = ("meshtastic.receive", "meshtastic.connection.lost")
 REFUSED_LOG_EVERY_S = 60.0  # at most one warning line per link per minute about dropped frames
-
-# Custody ACKs do not hold the link while the radio retries them: a lost one is sent again for the
-# resent DATA frame. Summaries and beacons still wait: not waiting for them put bursts on the air
-# (docs/lora.md, "What waits for the radio ACK").
-_NOT_AWAITED = frozenset({FrameType.ACK})
 
 PeerKeys = Callable[[bytes, float], PublicIdentity]  # node id, now -> its key, or CryptoError if untrusted
 
@@ -137,7 +128,6 @@ class LoRaLink(Link):
         self._iface: Any = None
         self._up: set[bytes] = set()
         self._pending: dict[int, _Pending] = {}
-        self._unawaited: set[asyncio.Task[None]] = set()  # radio ACKs of control frames, counted
         self._early: OrderedDict[int, str] = OrderedDict()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -180,8 +170,7 @@ class LoRaLink(Link):
         if greeting is not None and self.hello is not None:
             await self._send_tagged(peer, dest, greeting)
             self.hello.said(peer)
-        wait = frame[0] >> 4 not in _NOT_AWAITED
-        await self._send_tagged(peer, dest, frame, wait)
+        await self._send_tagged(peer, dest, frame)
         self._counts["frames_sent"] += 1
 
     async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
@@ -208,14 +197,14 @@ class LoRaLink(Link):
         self._counts["frames_sent"] += 1
         self._counts["implicit_acks_sent"] += len(known)
 
-    async def _send_tagged(self, peer: bytes, dest: int, frame: bytes, wait: bool = True) -> None:
+    async def _send_tagged(self, peer: bytes, dest: int, frame: bytes) -> None:
         now = to_epoch(time.time())
         try:
             frame = self.hop.tag(self.peer_keys(peer, now), frame, now)
         except CryptoError as exc:
             raise LinkError(f"no hop key for {peer.hex()[:8]} on {self.config.name}: {exc}") from None
         self._spend(dest, frame_airtime_s(self.config.preset, len(frame), True))
-        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True, wait=wait)
+        await self._send_and_wait(dest, frame, self.config.app_port, want_ack=True)
 
     def _spend(self, dest: int, airtime_s: float) -> None:
         """Count a frame's airtime, or refuse it as the radio would past the duty cycle."""
@@ -241,7 +230,6 @@ class LoRaLink(Link):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect_task
         self._fail_pending("LoRa link stopped")
-        await asyncio.gather(*self._unawaited, return_exceptions=True)
         iface, self._iface = self._iface, None
         if iface is not None:
             await asyncio.to_thread(_close_quietly, iface)
@@ -262,7 +250,6 @@ class LoRaLink(Link):
             naks=dict(self._naks),
             airtime_last_hour_s=round(self._airtime_last_hour(), 3),
             ack_timeouts=self._counts["ack_timeouts"],
-            frames_not_awaited=self._counts["frames_not_awaited"],
             unknown_senders=self._refused["unknown_sender"],
             refused=dict(self._refused),
             implicit_acks_sent=self._counts["implicit_acks_sent"],
@@ -272,11 +259,7 @@ class LoRaLink(Link):
         )
 
     # ---- sending ----
-    async def _send_and_wait(
-        self, dest: int, data: bytes, port: int, want_ack: bool, wait: bool = True
-    ) -> None:
-        """Give ``data`` to the radio; with ``want_ack``, return when the destination's radio ACKed
-        it, or (``wait`` False) at once, the ACK or NAK counted when it comes."""
+    async def _send_and_wait(self, dest: int, data: bytes, port: int, want_ack: bool) -> None:
         iface = self._iface
         if iface is None:
             raise LinkError(f"LoRa radio at {self._where()} is not connected")
@@ -302,22 +285,6 @@ class LoRaLink(Link):
             return
         pending = _Pending(dest, loop.create_future())
         self._pending[packet_id] = pending
-        if wait:
-            await self._settle(packet_id, pending)
-            return
-        self._counts["frames_not_awaited"] += 1
-        task = asyncio.create_task(self._settle(packet_id, pending))
-        self._unawaited.add(task)
-        task.add_done_callback(self._settled)
-
-    def _settled(self, task: asyncio.Task[None]) -> None:
-        self._unawaited.discard(task)
-        exc = None if task.cancelled() else task.exception()
-        if isinstance(exc, LinkError) and not isinstance(exc, LoRaNakError) and not self._stopping:
-            self._note_error(f"control frame: {exc}")  # a NAK is noted where it arrives
-
-    async def _settle(self, packet_id: int, pending: _Pending) -> None:
-        dest = pending.dest
         try:
             await asyncio.wait_for(pending.future, self.config.ack_timeout_s)
         except TimeoutError:

@@ -95,7 +95,6 @@ class LoRaLinkState:
     naks: Mapping[str, int] = field(default_factory=dict)
     airtime_last_hour_s: float = 0.0  # own frames, by the Semtech formula (relays and ACKs not seen)
     ack_timeouts: int = 0
-    frames_not_awaited: int = 0  # custody ACKs: sent without waiting for their radio ACK
     unknown_senders: int = 0
     refused: Mapping[str, int] = field(default_factory=dict)  # frames dropped before the core, by reason
     # implicit custody ACKs: neighbours our forwards acknowledged, forwards of others we took as
