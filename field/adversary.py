@@ -38,7 +38,7 @@ from field.lora_emulator.medium import AirFrame, LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
 from relay.bundle import Bundle, BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.frames import AckFrame, DataFrame, encode_frame
-from relay.core.scheduler import answered_origin
+from relay.core.scheduler import receipts_sender
 from relay.engine import NodeEngine
 from relay.links.base import Link
 from relay.links.ip import IpLink, IpLinkConfig
@@ -303,8 +303,8 @@ class LoRaField(_Field):
             core = node.engine.core
             for link_name in node.links:
                 capped = core.over_cap_frames(link_name) if core.has_link(link_name) else {}
-                for flow, count in capped.items():  # an origin's own bundles, or the receipts to it
-                    key = "over_cap_frames" if answered_origin(flow) is None else "over_cap_receipts"
+                for flow, count in capped.items():  # an origin's own bundles, or its receipts
+                    key = "over_cap_frames" if receipts_sender(flow) is None else "over_cap_receipts"
                     out[f"{name}.{key}"] = out.get(f"{name}.{key}", 0) + count
         return out
 

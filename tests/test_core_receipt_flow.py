@@ -1,8 +1,10 @@
-"""Receipts spend the share of the origin they answer, not their sender's (relay/core/scheduler.py).
+"""Receipts spend a share of their own, apart from their sender's bundles (relay/core/scheduler.py).
 
 The rogue-flood outlier of issue 15: a command post that answered an enrolled rogue's FLASH flood
-with one FLASH receipt per bundle went over its own FLASH share, so its receipts for the real
-alarms were queued behind the flood's receipts and paced to a tenth of the air with them."""
+with one FLASH receipt per bundle went over its own FLASH share, so its own FLASH (a revocation of
+the rogue) was paced to a tenth of the air with the flood's receipts. The share is the sender's
+receipts, not the answered origin's: an insider cannot make fresh shares by addressing receipts to
+made-up nodes."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _receipt(to: bytes, seq: int) -> Bundle:
     return Bundle(POST, Destination.to_node(to), 10, seq, 3600, Priority.FLASH, Kind.RECEIPT, bytes(60))
 
 
-def test_a_flood_of_receipts_leaves_the_senders_other_receipts_and_alarms_unpaced() -> None:
+def test_a_flood_of_receipts_leaves_the_senders_own_alarms_unpaced() -> None:
     pump = Pump(CONTEXT)
     post = pump.add(POST)
     for peer in (ROGUE, FIELD):
@@ -44,24 +46,30 @@ def test_a_flood_of_receipts_leaves_the_senders_other_receipts_and_alarms_unpace
         sent += 1
     bucket = post.core._links["lora0"].bucket
     assert 0 < sent < 20  # the flood's receipts went over their share and are paced ...
-    assert bucket.over_cap(Priority.FLASH, RECEIPT_FLOW + ROGUE)
-    assert bucket.over_cap_frames[RECEIPT_FLOW + ROGUE] > 0
+    assert bucket.over_cap(Priority.FLASH, RECEIPT_FLOW + POST)
+    assert bucket.over_cap_frames[RECEIPT_FLOW + POST] > 0
     assert not bucket.over_cap(Priority.FLASH, POST)  # ... and the post is no flooder for it
-    for bundle in (
-        _receipt(FIELD, 100),
-        Bundle(POST, Destination.to_node(FIELD), 10, 101, 3600, Priority.FLASH, Kind.SOS, bytes(60)),
-    ):
-        post.core.originate(bundle, 10.0)
-        out = post.core.next_frame("lora0", 10.0)  # at once: not behind the flood's receipts
-        assert out is not None
-        frame = decode_frame(out[1], CONTEXT)
-        assert isinstance(frame, DataFrame) and frame.bundle.id == bundle.id
+    alarm = Bundle(POST, Destination.to_node(FIELD), 10, 101, 3600, Priority.FLASH, Kind.SOS, bytes(60))
+    post.core.originate(alarm, 10.0)
+    out = post.core.next_frame("lora0", 10.0)  # at once: not behind the flood's receipts
+    assert out is not None
+    frame = decode_frame(out[1], CONTEXT)
+    assert isinstance(frame, DataFrame) and frame.bundle.id == alarm.id
 
 
 def test_receipts_sent_to_a_node_never_count_against_its_own_alarms() -> None:
     fake = Bundle(ROGUE, Destination.to_node(FIELD), 10, 1, 3600, Priority.FLASH, Kind.RECEIPTS, bytes(60))
     alarm = Bundle(FIELD, Destination.to_node(POST), 10, 1, 3600, Priority.FLASH, Kind.SOS, bytes(60))
-    assert flow_of(fake) == RECEIPT_FLOW + FIELD != flow_of(alarm) == FIELD
+    assert flow_of(fake) == RECEIPT_FLOW + ROGUE != flow_of(alarm) == FIELD
+
+
+def test_an_insider_gets_one_share_for_all_its_receipts_wherever_they_go() -> None:
+    """FLASH "receipts" from a rogue to a hundred made-up nodes are one flow, paced as one."""
+    fakes = [
+        Bundle(ROGUE, Destination.to_node(bytes([n]) * 16), 10, n, 3600, Priority.FLASH, Kind.RECEIPT, b"")
+        for n in range(100)
+    ]
+    assert {flow_of(fake) for fake in fakes} == {RECEIPT_FLOW + ROGUE}
 
 
 def test_operators_see_the_flood_and_its_receipts_over_their_share() -> None:
@@ -88,8 +96,8 @@ def test_operators_see_the_flood_and_its_receipts_over_their_share() -> None:
     ]
     assert samples == [
         (
-            {"link": "lora0", "origin": ROGUE.hex(), "flow": "receipts"},
-            post.core.over_cap_frames("lora0")[RECEIPT_FLOW + ROGUE],
+            {"link": "lora0", "origin": POST.hex(), "flow": "receipts"},
+            post.core.over_cap_frames("lora0")[RECEIPT_FLOW + POST],
         )
     ]
     assert samples[0][1] > 0

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from relay.bundle import Priority
-from relay.core.scheduler import answered_origin
+from relay.core.scheduler import receipts_sender
 from relay.links.lora_config import LoRaLinkState
 from relay.store import StoreStats
 
@@ -132,8 +132,8 @@ class NodeCollector(Collector):
                 depth.add_metric([name, priority.name], depths.get(priority, 0))
             capped = engine.core.over_cap_frames(name) if engine.core.has_link(name) else {}
             for flow, count in sorted(capped.items()):
-                answered = answered_origin(flow)
-                origin, what = (flow, "bundles") if answered is None else (answered, "receipts")
+                sender = receipts_sender(flow)
+                origin, what = (flow, "bundles") if sender is None else (sender, "receipts")
                 over_cap.add_metric([name, origin.hex(), what], count)
             if isinstance(link, _Radio):
                 airtime.add_metric([name], link.state().airtime_last_hour_s)

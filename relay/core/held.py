@@ -52,7 +52,7 @@ class Held:
     full_size: int  # the DATA frame's size with the full encoding
     compact_size: int  # ... and with the compact one
     bundle: Bundle | None  # None: only in the store (see the module docstring)
-    flow: bytes  # whose share of a link its frames spend (scheduler.flow_of): the origin, or a receipt's
+    flow: bytes  # whose share of a link its frames spend (scheduler.flow_of): its origin, or its receipts
     holders: tuple[bytes, ...] = ()  # neighbours known to have it
     named: tuple[bytes, ...] = ()  # neighbours whose summary named its hash (no custody: a hash is no id)
     routed: tuple[Route, ...] = ()
@@ -170,7 +170,7 @@ class HeldBundles:
             full_size,
             1 + COMPACT_HEADER_LEN + len(bundle.payload),
             bundle if resident else None,
-            # a shared object: the id's own origin, or one per origin that receipts answer
+            # a shared object: the id's own origin, or one per origin for its receipts
             bundle_id.origin if bundle.kind not in RECEIPT_KINDS else self._shared(flow_of(bundle)),
         )
         heapq.heappush(self._expiry, held)

@@ -121,7 +121,7 @@ class RelayCore:
 
     def over_cap_frames(self, link: str) -> dict[bytes, int]:
         """Frames sent on ``link`` while their flow was over its FLASH/IMMEDIATE share, per flow (an
-        origin, or the receipts to one: relay.core.scheduler.flow_of), for operators' metrics."""
+        origin's bundles, or its receipts: relay.core.scheduler.flow_of), for operators' metrics."""
         return dict(self._link(link).bucket.over_cap_frames)
 
     def queue_depths(self, link: str) -> dict[Priority, int]:

@@ -19,13 +19,15 @@ last ``origin_cap`` of the budget, which stays for origins within their cap. Con
 either: a flood's ACKs must not eat it.
 
 An end-to-end receipt travels at its subject's class, but it is the answer to another origin's
-traffic, so it spends a share of its own: the flow of receipts to the origin it answers
-(:func:`flow_of`), not its sender's. A command post that answered an enrolled rogue's 60 FLASH
-bundles spent its own share on the receipts, and its receipts for real alarms were then queued behind
-them and paced like the flood (on the emulated air the third alarm's receipt went on up to 107 s
-late). Now the receipts to the flooder go over their cap (counted in ``over_cap_frames`` under that
-flow) and the post's other traffic is untouched. Kept apart from the answered origin's own flow, receipts sent
-to a node (by anyone) never count against that node's own alarms.
+traffic, so it spends a share apart from its sender's own bundles: the flow of that sender's receipts
+(:func:`flow_of`). A command post that answered an enrolled rogue's 60 FLASH bundles spent its own
+share on the receipts, and its own FLASH (a revocation of the rogue) was then paced like the flood.
+Now its receipts go over their cap (counted in ``over_cap_frames`` under that flow) and its own
+alarms are untouched; receipts sent to a node never count against that node's own alarms. The flow
+is the sender's, not the answered origin's: keyed by destination, an enrolled rogue sending FLASH
+"receipts" to a hundred made-up nodes would have had a hundred fresh shares, where it now has two
+(its bundles and its receipts). The price: a post's receipts for real alarms queue behind its
+receipts to a flood (a FLASH receipt is a status for the sender's screen, not the alarm itself).
 """
 
 from __future__ import annotations
@@ -49,23 +51,22 @@ ORIGIN_MIN_FRAMES = 4  # ... but never less than this many full frames
 CAPPED = frozenset({Priority.FLASH, Priority.IMMEDIATE})
 OVER_CAP_AIR_SHARE = 0.1  # on a duty-cycled link, an origin over its cap is paced to this share of time
 RECEIPT_KINDS = frozenset({Kind.RECEIPT, Kind.RECEIPTS})
-RECEIPT_FLOW = b"\x00receipts to "  # + the answered origin: never a node id (those are 16 bytes)
+RECEIPT_FLOW = b"\x00receipts from "  # + the sender: never a node id (those are 16 bytes)
 _PRIORITIES = tuple(Priority)  # iterating the enum itself costs a generator per call
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
 
 def flow_of(bundle: Bundle) -> bytes:
-    """The flow whose share of a link ``bundle``'s frames spend: its origin's, or for a receipt, the
-    receipts to the origin it answers (its destination)."""
-    node = bundle.destination.node
-    if bundle.kind in RECEIPT_KINDS and node is not None:
-        return RECEIPT_FLOW + node
+    """The flow whose share of a link ``bundle``'s frames spend: its origin's own, or for a receipt,
+    its origin's receipts."""
+    if bundle.kind in RECEIPT_KINDS:
+        return RECEIPT_FLOW + bundle.origin
     return bundle.origin
 
 
-def answered_origin(flow: bytes) -> bytes | None:
-    """The origin a flow of receipts answers (None: the flow is an origin's own, or control)."""
+def receipts_sender(flow: bytes) -> bytes | None:
+    """The origin whose receipts a flow is (None: the flow is an origin's own bundles, or control)."""
     return flow[len(RECEIPT_FLOW) :] if flow.startswith(RECEIPT_FLOW) else None
 
 
