@@ -209,6 +209,9 @@ class NodeEngine:
         # Set by an application that keeps what it records once per bundle id, across restarts:
         # it gets bundles before this node's commit (see _deliver_early).
         self.deliver_before_commit = False
+        # Its deliveries the store keeps no copy of (not held for forwarding): what each still
+        # awaits, its commit here and the application's ack (2, 1). Custody ACK and receipt after both.
+        self._app_keeps: dict[BundleId, int] = {}
 
     @classmethod
     async def open(
@@ -403,7 +406,26 @@ class NodeEngine:
         return bool(self._inbox)
 
     async def ack(self, bundle_id: BundleId) -> None:
+        """For an application that takes deliveries after their commit; one that takes them before
+        (:attr:`deliver_before_commit`) acks with :meth:`ack_many`, which releases their custody ACKs."""
         await self.store.ack_delivery(bundle_id)
+
+    async def ack_many(self, bundle_ids: Sequence[BundleId], now: float) -> None:
+        """The application keeps these deliveries: the custody ACKs and receipts of those delivered
+        before their commit, and kept by it alone, go now (or once their commit is done); then they
+        leave the inbox."""
+        kept: list[BundleId] = []
+        for bundle_id in bundle_ids:
+            waits = self._app_keeps.pop(bundle_id, 0)
+            if waits == 2:
+                self._app_keeps[bundle_id] = 1  # its commit here is still running (_persist)
+            elif waits == 1:
+                kept.append(bundle_id)
+        if kept:
+            await self._apply(self.core.persisted(kept, [], now), now, early=kept)
+            for ready in self._ready_callbacks:
+                ready()
+        await self.store.ack_deliveries(bundle_ids)
 
     def trust_changed(self) -> None:
         """Call after adding certificates or revocations to ``trust``: the LoRa encoding's short ids
@@ -605,14 +627,15 @@ class NodeEngine:
 
     # -- actions ---------------------------------------------------------------------------------
 
-    async def _apply(self, actions: list[Action], now: float) -> None:
+    async def _apply(self, actions: list[Action], now: float, early: Sequence[BundleId] = ()) -> None:
         """Carry out the core's actions. Every Persist of a round is stored in one store call and
         handed back to the core at once; bookkeeping writes (drops, forwarding records, inbox entries
         the engine consumed) run concurrently, so they share group commits; the deliveries' receipts
-        go out last, one per origin and path."""
+        go out last, one per origin and path. ``early``: delivered before their commit (ack_many)."""
         if not actions:
             return  # most frames (beacons, summaries) and timers leave nothing to carry out
         batch = _Batch()
+        batch.early.update(early)
         bookkeeping: list[Coroutine[Any, Any, None]] = []
         drops: dict[str, list[BundleId]] = {}
         pending = list(actions)
@@ -674,18 +697,26 @@ class NodeEngine:
         if self.deliver_before_commit:
             self._deliver_early(admitted, now, batch)
         items = [(action.bundle, action.deliver, action.hold) for action in admitted]
+        app_has = {
+            action.bundle.id for action in admitted if action.bundle.id in batch.early and not action.hold
+        }
+        for bundle_id in app_has:
+            self._app_keeps[bundle_id] = 2  # this commit, then the application's ack (ack_many)
         try:
-            results = await self.store.put_each(items, now=now)
+            results = await self.store.put_each(items, now=now, app_has=app_has)
         except StoreError:  # the whole commit was refused (a full disk takes only FLASH): each alone
-            results = list(await asyncio.gather(*(self._put_alone(*item, now) for item in items)))
+            results = list(await asyncio.gather(*(self._put_alone(item, now, app_has) for item in items)))
         accepted: list[BundleId] = []
         duplicates: list[BundleId] = []
         for action, result in zip(admitted, results, strict=True):
             bundle_id = action.bundle.id
+            waits = self._app_keeps.pop(bundle_id, 0)
             if isinstance(result, StoreError):
                 self.refused_bundles += 1
                 self.core.refused(bundle_id)
                 log.warning("bundle %s not accepted: %s", bundle_id, result)
+            elif result and waits == 2:  # kept by the application alone, which has not acked it yet
+                self._app_keeps[bundle_id] = 1
             else:
                 (accepted if result else duplicates).append(bundle_id)
         return self._evictions(now) + self.core.persisted(accepted, duplicates, now)
@@ -723,11 +754,14 @@ class NodeEngine:
             )
             batch.early.add(bundle.id)
 
-    async def _put_alone(self, bundle: Bundle, deliver: bool, hold: bool, now: float) -> bool | StoreError:
+    async def _put_alone(
+        self, item: tuple[Bundle, bool, bool], now: float, app_has: set[BundleId]
+    ) -> bool | StoreError:
         try:
-            return await self.store.put(bundle, now=now, deliver=deliver, hold=hold)
+            [result] = await self.store.put_each([item], now=now, app_has=app_has)
         except StoreError as exc:
             return exc
+        return result
 
     def _admission_refusal(self, bundle: Bundle, deliver: bool, now: float, batch: _Batch) -> str | None:
         """Why a trusted origin's bundle is still refused, or None. Dated far ahead, it would outlive

@@ -157,11 +157,12 @@ class Node:
             yield await self.engine.receive()
 
     async def ack(self, bundle_id: BundleId) -> None:
-        await self.engine.ack(bundle_id)
+        await self.engine.ack_many([bundle_id], self.now())
 
     async def ack_many(self, bundle_ids: Sequence[BundleId]) -> None:
-        """:meth:`ack` for several deliveries, in one store write."""
-        await self.engine.store.ack_deliveries(bundle_ids)
+        """:meth:`ack` for several deliveries, in one store write. With ``inbox_batches(idempotent=
+        True)`` an ack also says the application keeps them: their custody ACKs and receipts wait for it."""
+        await self.engine.ack_many(bundle_ids, self.now())
 
     def status(self, bundle_id: BundleId) -> BundleStatus:
         return self.engine.status(bundle_id)

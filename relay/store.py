@@ -83,7 +83,7 @@ import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -92,7 +92,17 @@ from typing import Any, TypeVar, cast
 
 from relay import sqlite
 from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
-from relay.store_accept import Budget, Eviction, PutRequest, SplitNeeded, StoreFullError, admit, make_room
+from relay.store_accept import (
+    AWAITING_APP,
+    Budget,
+    Eviction,
+    PutRequest,
+    SplitNeeded,
+    StoreFullError,
+    admit,
+    forget_awaiting,
+    make_room,
+)
 from relay.store_reserve import DiskReserve
 from relay.store_schema import StoreError, migrate
 
@@ -214,6 +224,9 @@ class Store:
         store = cls(Path(path), db, thread, quota_bytes, max_batch, reserve)
         try:
             await store._call(migrate)
+            forgotten = await store._call(forget_awaiting)
+            if forgotten:
+                log.info("store: %d ids an application had not acknowledged keeping are forgotten", forgotten)
             if not reserve.restore():
                 store.disk_full = (
                     f"disk full: no room for the {reserve_bytes}-byte FLASH reserve beside {path}"
@@ -290,12 +303,18 @@ class Store:
         now: float,
         local: bool = False,
         overlap: bool = False,
+        app_has: Collection[BundleId] = (),
     ) -> list[bool | StoreError]:
         """Accept ``(bundle, deliver, hold)`` items (from neighbours, or ``local``: originated here) in
         one group commit, each on its own: per item True (accepted), False (duplicate or expired) or
         the :class:`StoreError` that refused it. One future for the whole batch, not one per bundle.
-        ``overlap``: as for :meth:`put`."""
-        requests = tuple(PutRequest((bundle,), now, local, deliver, hold) for bundle, deliver, hold in items)
+        ``overlap``: as for :meth:`put`. ``app_has``: ids of delivered, not held items an application
+        already took and acks once it keeps them: their id is recorded without an inbox copy, and
+        forgotten at the next open unless acknowledged (docs/store.md, "Kept by the application")."""
+        requests = tuple(
+            PutRequest((bundle,), now, local, deliver, hold, bundle.id in app_has)
+            for bundle, deliver, hold in items
+        )
         results = cast(list[_PutResult], await self._enqueue(requests, overlap=overlap))
         return [result if isinstance(result, StoreError) else result[0] for result in results]
 
@@ -425,7 +444,8 @@ class Store:
 
     async def ack_deliveries(self, bundle_ids: Sequence[BundleId]) -> None:
         """:meth:`ack_delivery` for several bundles, in one op: a sum and a delete per
-        :data:`IN_CHUNK` ids, not a query and a delete per id (a command post acks every bundle)."""
+        :data:`IN_CHUNK` ids, not a query and a delete per id (a command post acks every bundle).
+        An id put with ``app_has`` is marked delivered, so the next open keeps it as seen."""
         keys = list(dict.fromkeys(bundle_id.key() for bundle_id in bundle_ids))
 
         def op(db: sqlite3.Connection) -> None:
@@ -434,6 +454,7 @@ class Store:
                 where = f"WHERE id IN ({', '.join('?' * len(chunk))})"
                 (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM inbox {where}", chunk).fetchone()
                 db.execute(f"DELETE FROM inbox {where}", chunk)
+                db.execute(f"UPDATE seen SET delivered = 1 {where} AND delivered = {AWAITING_APP}", chunk)
                 self._budget.used -= int(size)
 
         await self._submit(op)

@@ -21,6 +21,10 @@ _INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 9 variables: 100 rows stay under 
 _INSERT = (
     "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data) VALUES "
 )
+# ``seen.delivered``: 0 not for this node, 1 delivered (in the inbox until the app's ack), AWAITING_APP
+# handed to an application before the commit, kept by it and not by the store (no inbox copy) until
+# its ack; at open such ids are forgotten (:func:`forget_awaiting`).
+AWAITING_APP = 2
 _INSERT_ONE = f"{_INSERT}{_INSERT_ROW} ON CONFLICT (id) DO NOTHING"
 _INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)} ON CONFLICT (id) DO NOTHING"
 
@@ -60,10 +64,11 @@ class PutRequest:
     local: bool
     deliver: bool
     hold: bool
+    app_has: bool = False  # delivered early to an app that acks once it keeps it: no inbox copy
 
     @property
     def copies(self) -> int:
-        return int(self.hold) + int(self.deliver)
+        return int(self.hold) + int(self.deliver and not self.app_has)
 
 
 _Row = tuple[bytes, int, Bundle, bytes, PutRequest]  # key, quota bytes, bundle, its encoding, request
@@ -169,7 +174,7 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
         (
             key,  # ints, not bool or IntEnum: sqlite3 binds exact ints without adapting them
             b.created + b.lifetime,
-            int(put.deliver),
+            AWAITING_APP if put.app_has else int(put.deliver),
             int(b.priority),
             b.created,
             put.now,
@@ -187,11 +192,24 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
     if db.total_changes - changes != len(rows):  # some were duplicates
         new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
         rows = [row for row in rows if row[0] in new]
-    inbox = [(key, int(b.priority), len(data), data) for key, _, b, data, put in rows if put.deliver]
+    inbox = [
+        (key, int(b.priority), len(data), data)
+        for key, _, b, data, put in rows
+        if put.deliver and not put.app_has
+    ]
     if inbox:
         db.executemany("INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)", inbox)
     budget.used += _bytes(rows)
     return [row[0] for row in rows]
+
+
+def forget_awaiting(db: sqlite3.Connection) -> int:
+    """At open: forget the ids an application had not acknowledged keeping when the node stopped.
+    No custody ACK or receipt went out for them, so their previous hop sends them again and they
+    are accepted and delivered again (the application keeps them once per id); an id the
+    application did keep, whose ack did not commit here, comes again only as a duplicate it
+    ignores. Returns how many were forgotten."""
+    return db.execute("DELETE FROM seen WHERE delivered = ?", (AWAITING_APP,)).rowcount
 
 
 def _bytes(rows: list[_Row]) -> int:

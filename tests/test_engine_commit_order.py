@@ -159,9 +159,31 @@ async def test_an_idempotent_application_gets_the_bundle_before_the_commit_and_t
         assert b.next_frame(IP.name, T1) is None, "custody was taken before the commit"
         assert a.status(bundle_id).state is State.QUEUED
     await asyncio.wait_for(stored, 10)
+    # committed: the id only, no inbox copy (the application keeps the bundle), and no custody yet
+    assert await b.store.pending_deliveries() == []
+    assert b.next_frame(IP.name, T1) is None, "custody was taken before the application kept it"
+    await b.ack_many([bundle_id], T1)  # the application's own commit is done
     await asyncio.gather(*await _answers(b, a))
     assert a.status(bundle_id).state in (State.FORWARDED, State.DELIVERED)  # custody, then the receipt
-    assert [bundle.id for bundle in await b.store.pending_deliveries()] == [bundle_id]  # until the app acks
+    await a.close()
+    await b.close()
+
+
+async def test_the_application_may_ack_before_the_commit_and_custody_follows_the_commit(
+    tmp_path: Path,
+) -> None:
+    a, b, _ = await _pair(tmp_path)
+    b.deliver_before_commit = True
+    bundle_id, frame = await _text_framed(a, b, b"fast app")
+    with commits_held(b):
+        stored = asyncio.create_task(b.frame_received(IP.name, a.node_id, frame, T1))
+        [delivery] = await asyncio.wait_for(b.receive(), 2)
+        acked = asyncio.create_task(b.ack_many([delivery.bundle_id], T1))
+        await asyncio.sleep(0.2)
+        assert b.next_frame(IP.name, T1) is None, "custody was taken before the commit"
+    await asyncio.wait_for(asyncio.gather(stored, acked), 10)
+    await asyncio.gather(*await _answers(b, a))
+    assert a.status(bundle_id).state in (State.FORWARDED, State.DELIVERED)
     await a.close()
     await b.close()
 
@@ -183,10 +205,11 @@ async def test_an_application_not_declared_idempotent_gets_the_bundle_after_the_
     await b.close()
 
 
-async def test_an_early_delivery_whose_put_is_refused_comes_again_and_is_never_acked(tmp_path: Path) -> None:
-    """B cannot keep the bundle (quota): its application got it before the commit, B takes no
-    custody, A sends it again and the application sees it again: why only an application that keeps
-    a bundle once per id may take deliveries early."""
+async def test_an_early_delivery_kept_by_the_application_alone_takes_no_room_and_custody_waits_for_its_ack(
+    tmp_path: Path,
+) -> None:
+    """B's store keeps only the id of a bundle its application keeps (no inbox copy), so a bundle
+    larger than B's whole quota is taken; custody only once the application says it keeps it."""
     net = Deployment()
     for name in ("a", "b"):
         net.enrol(name)
@@ -205,15 +228,16 @@ async def test_an_early_delivery_whose_put_is_refused_comes_again_and_is_never_a
         now=T0,
     )
     seen: list[Delivery] = []
-    for second in range(0, 120, 5):
+    for second in range(0, 30, 5):
         await pump.run(T0 + second, 5, dt=0.5)
         with contextlib.suppress(TimeoutError):
             seen += await asyncio.wait_for(b.receive(), 0.05)
-        if len(seen) >= 2:
-            break
-    assert len(seen) >= 2 and {d.bundle_id for d in seen} == {bundle_id}
-    assert a.status(bundle_id).state is State.QUEUED, "B took custody of a bundle it could not store"
-    assert await b.store.pending_deliveries() == []
+    assert [d.bundle_id for d in seen] == [bundle_id], "delivered once: the resends wait with the first"
+    assert a.status(bundle_id).state is State.QUEUED, "B took custody before its application kept it"
+    assert await b.store.pending_deliveries() == [] and (await b.store.stats()).bytes_used == 0
+    await b.ack_many([bundle_id], T0 + 30)
+    await pump.run(T0 + 30, 5, dt=0.5)
+    assert a.status(bundle_id).state in (State.FORWARDED, State.DELIVERED)
     await a.close()
     await b.close()
 
