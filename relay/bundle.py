@@ -385,6 +385,7 @@ assert len(fields(Bundle)) == 11, "_assemble sets every field of Bundle"
 
 _PRIORITIES = tuple(Priority)  # by value: a tuple index is cheaper than the enum's constructor
 _DEST_KINDS = tuple(DestKind)
+_NODE, _ALL = DestKind.NODE, DestKind.ALL  # read per bundle decoded: a member read is a slow lookup on 3.11
 
 
 def to_epoch(unix_time: float) -> float:
@@ -492,11 +493,11 @@ def decode_full(data: bytes) -> Bundle:
     dest_kind = _DEST_KINDS[_int_field(items, 2, "destination kind", 0, 3)]
     value = items[3]
     try:
-        if dest_kind is DestKind.NODE:
+        if dest_kind is _NODE:
             if not isinstance(value, bytes):
                 raise BundleDecodeError("a node destination must be bytes")
             dest = _node_destination(value)
-        elif dest_kind is DestKind.ALL:
+        elif dest_kind is _ALL:
             if value is not None:
                 raise BundleDecodeError("an ALL destination carries no value")
             dest = Destination(dest_kind)

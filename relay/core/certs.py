@@ -58,6 +58,9 @@ ANSWERS_PER_S, ANSWER_BURST = 0.2, 8.0  # certificates sent to one neighbour
 MAX_ASKED = 1024
 MAX_PARTIAL = 64  # certificates being reassembled, one per (link, neighbour)
 MAX_OUT_PER_LINK = 64
+# the two types frame_received looks for in every frame, as ints (an enum member read is a slow
+# metaclass lookup on Python 3.11)
+_CERT_REQUEST_VALUE, _CERT_VALUE = int(FrameType.CERT_REQUEST), int(FrameType.CERT)
 
 Count = Callable[[str], int]  # the engine's security counter: adds one to a field, returns the count
 Neighbours = Callable[[str], tuple[bytes, ...]]  # the peers up on a link now
@@ -120,12 +123,12 @@ class CertificateExchange:
         if self._parked and now >= self._retry_at:
             self._retry(now)
         kind = frame[0] >> 4 if frame else -1
-        if kind == FrameType.CERT_REQUEST:
+        if kind == _CERT_REQUEST_VALUE:
             request = decode_frame(frame)
             assert isinstance(request, CertRequestFrame)
             self._answer(link, peer, request.node, now)
             return []
-        if kind == FrameType.CERT:
+        if kind == _CERT_VALUE:
             piece = decode_frame(frame)
             assert isinstance(piece, CertFrame)
             return self._piece(link, peer, piece, now)

@@ -79,6 +79,9 @@ class FrameType(IntEnum):
 
 _FRAME_TYPES = {int(kind): kind for kind in FrameType}  # every frame's type, looked up per frame
 _DATA_FULL, _DATA_COMPACT = FrameType.DATA_FULL, FrameType.DATA_COMPACT
+# data_origin's types as plain ints: it reads a frame's first byte for every frame received
+_FRAGMENT_VALUE = int(FrameType.FRAGMENT)
+_DATA_FULL_VALUE, _DATA_COMPACT_VALUE = int(_DATA_FULL), int(_DATA_COMPACT)
 
 
 def id_hash(bundle_id: BundleId) -> bytes:
@@ -257,14 +260,14 @@ def data_origin(data: bytes) -> bytes | None:
     if not data:
         return None
     kind = data[0] >> 4
-    if kind == FrameType.FRAGMENT and len(data) > 1 + 3 + 5 and data[2] == 0:
+    if kind == _FRAGMENT_VALUE and len(data) > 1 + 3 + 5 and data[2] == 0:
         data = data[4:]  # the whole frame's first bytes
         kind = data[0] >> 4
-        if kind != FrameType.DATA_COMPACT:
+        if kind != _DATA_COMPACT_VALUE:
             return None
-    if kind == FrameType.DATA_COMPACT:
+    if kind == _DATA_COMPACT_VALUE:
         return bytes(data[2 : 2 + SHORT_ID_LEN]) if len(data) >= 2 + SHORT_ID_LEN else None
-    if kind != FrameType.DATA_FULL:
+    if kind != _DATA_FULL_VALUE:
         return None
     if bytes(data[1:5]) in _FULL_ORIGIN_PREFIXES and len(data) >= 5 + NODE_ID_LEN:
         return bytes(data[5 : 5 + NODE_ID_LEN])  # as every full bundle starts; no Unpacker per frame
