@@ -25,6 +25,7 @@ frame that decodes like any other. Decoding is strict: any violation raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ CERT_CHUNK = 192  # with the 3 header bytes, inside one LoRa frame after its hop
 MAX_CERT_CHUNKS = 8  # a certificate is at most 753 bytes (crypto.certificate.MAX_CERTIFICATE): 4 slices
 _BEACON_ENTRY = {w: struct.Struct(f">{w}sB") for w in (NODE_ID_LEN, SHORT_ID_LEN)}  # a beacon's entries
 _ACK_ID = struct.Struct(f">{NODE_ID_LEN}sIH")  # an ACK's id key (BundleId.key), read in one unpack per id
+# (origin, created, seq) -> BundleId in C, as BundleId(*fields) does through a Python __new__ (0.37 ->
+# 0.18 µs per id; one per bundle at each hop)
+_new_id = functools.partial(tuple.__new__, BundleId)
 
 
 class FrameDecodeError(ValueError):
@@ -329,7 +333,7 @@ def _decode_ack(body: bytes) -> AckFrame:
     count = body[0]
     if len(body) != 1 + count * ID_KEY_LEN:
         raise FrameDecodeError(f"ACK of {count} ids must be {1 + count * ID_KEY_LEN} bytes after the type")
-    return AckFrame(tuple(BundleId(*fields) for fields in _ACK_ID.iter_unpack(body[1:])))
+    return AckFrame(tuple(map(_new_id, _ACK_ID.iter_unpack(body[1:]))))
 
 
 def _decode_summary(body: bytes) -> SummaryFrame:
