@@ -33,10 +33,11 @@ API (all methods are coroutines unless noted):
   alone. Raises :class:`StoreFullError` if it cannot fit (see eviction below).
 - ``put_many(bundles, *, now, local=False, deliver=False, hold=True) -> list[bool]``: the same for
   several, all or nothing on :class:`StoreFullError`.
-- ``put_each(items, *, now, local=False, overlap=False) -> list[bool | StoreError]``:
+- ``put_each(items, *, now, local=False, overlap=False, app_has=()) -> list[bool | StoreError]``:
   ``(bundle, deliver, hold)`` items, each accepted or refused on its own (a refusal is returned,
   not raised), all in one group commit: the engine stores a batch of frames from its links, or a
-  batch an application sends, with it.
+  batch an application sends, with it. ``app_has``: ids an application already took and keeps
+  itself: their id is recorded, with no inbox copy, and forgotten at open unless acked.
 - ``get(bundle_id) -> Bundle | None``: a held bundle.
 - ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
   ``delete_many(bundle_ids, reason)``: the same for several, in one op.
@@ -48,7 +49,7 @@ API (all methods are coroutines unless noted):
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
-  ``ack_deliveries(bundle_ids)``: the same for several, in one op.
+  ``ack_deliveries(bundle_ids)``: the same for several, in one op (an ``app_has`` id: marked delivered).
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
 - ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
 - ``custody_records() -> dict[BundleId, list[(neighbour, link, at)]]``: every custody ACK recorded.
