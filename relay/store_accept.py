@@ -91,7 +91,7 @@ def admit(
         for j, bundle in enumerate(put.bundles):
             key = bundle.id.key()
             if key not in fresh and not bundle.is_expired(now):
-                data = encode_full(bundle)
+                data = encode_full(bundle) if copies else b""  # app_has, not held: the id alone
                 fresh[key] = ((key, len(data) * copies, bundle, data, put), i, j)
     rows = [row for row, _, _ in fresh.values()]
     if budget.used + _bytes(rows) > budget.quota:  # may still fit without the duplicates
