@@ -51,21 +51,70 @@ def test_a_new_route_a_cost_change_a_withdrawal_and_an_expiry_each_move_the_vers
     assert seen == sorted(set(seen)), "every change must move the version"
 
 
-def test_changes_name_the_nodes_whose_routes_changed_and_a_neighbour_change_names_all() -> None:
-    router = Router(ME)
-    router.link_up(IP, PEER)
+def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_names_all() -> None:
+    me, peer, far, other = (bytes([n]) * 16 for n in range(1, 5))
+    sizes = {False: 100, True: 100}
+
+    def beacon(sender: bytes, *nodes: tuple[bytes, int]) -> BeaconFrame:
+        return BeaconFrame(((sender, 0), *nodes), ())
+
+    router = Router(me)
+    router.link_up(IP, peer)
     assert router.take_changes() is None  # a neighbour came: any bundle may go another way
-    router.beacon_received("ip", PEER, _beacon((FAR, 2), (OTHER, 1)), now=0.0)
-    assert router.take_changes() == {PEER, FAR, OTHER}
-    router.beacon_received("ip", PEER, _beacon((FAR, 2), (OTHER, 1)), now=30.0)
+    router.beacon_received("ip", peer, beacon(peer, (far, 2), (other, 1)), now=0.0)
+    assert router.take_changes() == set()  # no bundle was routed to them yet: none to route again
+    for dest in (far, other):
+        router.next_hops(
+            Bundle(me, Destination.to_node(dest), 0, 1, 36000, Priority.PRIORITY, 1, b"x"), sizes
+        )
+    router.beacon_received("ip", peer, beacon(peer, (far, 2), (other, 1)), now=30.0)
     assert router.take_changes() == set()  # confirmed: nothing to route again
-    router.beacon_received("ip", PEER, _beacon((FAR, 3), (OTHER, 1)), now=60.0)
-    assert router.take_changes() == {FAR}
-    router.link_down("ip", PEER)
+    router.beacon_received("ip", peer, beacon(peer, (far, 3), (other, 1)), now=60.0)
+    assert router.take_changes() == {far}
+    router.link_down("ip", peer)
     assert router.take_changes() is None
 
 
-def test_next_hops_are_kept_per_destination_until_its_routes_or_the_neighbours_change() -> None:
+def test_kept_answers_and_only_via_entries_stay_what_a_fresh_look_gives() -> None:
+    """The router keeps next-hop answers across changes that cannot touch them (routes to other
+    nodes, a neighbour they do not go through), and each node's poisoned-reverse entry until its
+    routes change: both must be what computing anew gives."""
+    rng = random.Random(112)
+    me, *nodes = (bytes([n]) * 16 for n in range(1, 12))
+    lora = LinkProfile(name="lora", kind="lora", mtu=219, bitrate=500.0, cost=10.0, duty_cycle=0.1)
+    links = [(IP, nodes[0]), (lora, nodes[1]), (IP, nodes[2]), (lora, nodes[0])]
+    router = Router(me)
+    sizes = [{False: 100, True: 90}, {False: 400, True: 380}]
+    now = 0.0
+    for _ in range(600):
+        now += rng.uniform(0.0, 40.0)
+        profile, peer = rng.choice(links)
+        if rng.random() < 0.05:
+            router.link_down(profile.name, peer)
+        elif rng.random() < 0.1 or not router.is_neighbour(peer, profile.name):
+            router.link_up(profile, peer)
+        else:
+            offer = tuple((n, rng.randint(0, 3)) for n in rng.sample(nodes, rng.randint(0, len(nodes))))
+            router.beacon_received(profile.name, peer, BeaconFrame(((peer, 0), *offer), ()), now)
+        if rng.random() < 0.2:
+            router.expire(now)
+        router.take_changes()
+        for dest in rng.sample(nodes, 3):
+            priority = rng.choice(list(Priority))
+            router.next_hops(
+                Bundle(me, Destination.to_node(dest), 0, 1, 36000, priority, 1, b"x"), rng.choice(sizes)
+            )
+        router._ordered.clear()  # the routes ranked anew too
+        for answers in router._hops.values():
+            for key, (hops, asked) in answers.items():
+                assert router._next_hops(asked, {False: key[3], True: key[4]}) == hops
+        only = dict(router._only_via())
+        router._only_nodes.clear()
+        router._only = (-1, {})
+        assert router._only_via() == only
+
+
+def test_next_hops_are_kept_per_destination_until_its_routes_or_its_neighbours_change() -> None:
     me, peer, second, far, other = (bytes([n]) * 16 for n in range(1, 6))
 
     def bundle(dest: bytes) -> Bundle:
@@ -83,8 +132,10 @@ def test_next_hops_are_kept_per_destination_until_its_routes_or_the_neighbours_c
     assert router.next_hops(bundle(other), sizes) is to_other, "routes to it did not change: kept"
     assert router.next_hops(bundle(other), big) == to_other  # fits every link too: same answer
     router.link_down("ip", second)
-    assert [h.peer for h in router.next_hops(bundle(far), sizes)] == [peer]
-    assert router.next_hops(bundle(other), sizes) is not to_other, "a neighbour went: all anew"
+    assert [h.peer for h in router.next_hops(bundle(far), sizes)] == [peer], "its way went with it"
+    assert router.next_hops(bundle(other), sizes) is to_other, "through a neighbour that stays: kept"
+    router.link_down("ip", peer)
+    assert router.next_hops(bundle(other), sizes) == [], "its way went too"
 
 
 def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None:

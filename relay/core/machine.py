@@ -503,6 +503,8 @@ class RelayCore:
                         state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
                 state.last_beacon = now
+            if not state.paced:
+                continue  # most links pace no neighbour: no sorted list to build on every timer
             for peer in sorted(peer for peer, due in state.paced.items() if due <= now):
                 state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
                 state.paced[peer] = now + self.router.beacon_every(state.profile.name, peer)
@@ -655,6 +657,7 @@ class RelayCore:
         holds (killed after its commit, before its ACK), so the neighbour ACKs the duplicate. Named
         in a short partial list ("seen", maybe) or a second time, the wait ends without custody."""
         holds = frame.complete or len(frame.hashes) >= summary_room(via.profile.mtu)
+        unrouted: set[BundleId] = set()
         for held in self._held.with_hashes(frame.hashes):
             route = held.route(peer)
             directed = route is not None and route[2]
@@ -672,12 +675,17 @@ class RelayCore:
             else:
                 self._held.add_holders(held, (peer,))
             if held.unroute(peer) is not None:
+                unrouted.add(held.id)
                 self.custody.acknowledged(held.id, peer)  # no custody, no more resends
                 for state in self._links.values():
                     state.queue.remove(SendBundle(peer, held.id))
                     state.transfers.pop((peer, held.id), None)
-        self._summary_wait.pop(peer, None)
-        self._route_all(now)
+        if self._summary_wait.pop(peer, None) is not None:
+            self._route_all(now)  # the summary it was waited for: spray copies may go to it now
+            return
+        # Otherwise only the bundles it named changed, and those routing changed meanwhile: the
+        # others would be routed as they were (two in three summaries, each a pass over all held).
+        self._reroute(now, unrouted)
 
     def _retransmit(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> None:
         held = self._held.get(bundle_id)
@@ -736,16 +744,18 @@ class RelayCore:
         for held in list(self._held.values()):
             self._route(held, now)
 
-    def _reroute(self, now: float) -> None:
+    def _reroute(self, now: float, also: set[BundleId] | None = None) -> None:
         """Route again only the held bundles whose next hops may have changed since they were last
-        routed: most beacons only confirm routes, and most changes concern routes to a few nodes."""
+        routed (most beacons only confirm routes, and most changes concern routes to a few nodes),
+        and those in ``also``."""
         changed = self.router.take_changes()
         if changed is None:
             self._route_all(now)
             return
-        if not changed:
+        if not changed and not also:
             return  # most beacons repeat the last one: no held bundle to look at
-        for held in [h for h in self._held.values() if h.destination.node in changed]:
+        also = also or set()
+        for held in [h for h in self._held.values() if h.destination.node in changed or h.id in also]:
             self._route(held, now)
 
     def _route(self, held: Held, now: float) -> None:

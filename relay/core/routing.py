@@ -128,6 +128,10 @@ class Router:
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
         self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
+        # _only_via's entry per node (None: not only through one neighbour) until _change drops it:
+        # a command post has a route to every node through each of its 16 cellular neighbours, and
+        # every beacon it heard made it look at all of them again (8 % of a reference run)
+        self._only_nodes: dict[bytes, tuple[bytes, int | None] | None] = {}
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
@@ -156,7 +160,7 @@ class Router:
         """``pace``: the neighbour's keepalive on this link (see :func:`paced_interval`)."""
         self._neighbours.setdefault(peer, {})[profile.name] = profile
         self._paces[(profile.name, peer)] = paced_interval(profile, pace)
-        self._change(None)
+        self._neighbour_changed(peer)
 
     def link_down(self, link: str, peer: bytes) -> None:
         links = self._neighbours.get(peer)
@@ -175,7 +179,7 @@ class Router:
         self._beacons.pop((link, peer), None)
         self._encoded.pop((link, peer), None)
         self._queued_beacons.pop((link, peer), None)  # up again: told everything at once
-        self._change(None)
+        self._neighbour_changed(peer)
 
     def beacon_every(self, link: str, peer: bytes) -> float:
         """Seconds between beacons to and from ``peer`` on ``link`` (the link's unless it is paced)."""
@@ -204,27 +208,50 @@ class Router:
         self._queued_beacons[key] = (beacon, now)
         return True
 
-    def _change(self, target: bytes | None, *, reorder: bool = False) -> None:
-        """Next hops may change for bundles to ``target`` (None: to anyone; a neighbour came or went).
-        ``reorder``: only the order of equal-cost routes changed, not what this node offers."""
+    def _neighbour_changed(self, peer: bytes) -> None:
+        """A link to ``peer`` came or went: next hops may change for bundles to anyone (the relay
+        routes every held bundle again). The answers that read the neighbours go: a copy to every
+        neighbour, none found, the way straight to ``peer`` and any way through it; those that
+        follow routes through the others stand (a reference run's contacts came and went 366
+        times, and each time all were worked out again), unless the links every bundle fits
+        whole changed, which moves the answers' keys."""
+        self.version += 1
+        self._offer_version += 1
+        self._only_nodes.clear()
+        self._changed = None
+        self._ordered.clear()
+        self._neighbour_costs = None
+        fit_all, self._fit_all = self._fit_all, self._fit_every_link()
+        if fit_all != self._fit_all:
+            self._hops.clear()
+            return
+        self._hops.pop(peer, None)
+        self._hops.pop(None, None)  # roles, groups, everyone: a copy to every neighbour
+        for answers in self._hops.values():
+            for key in [
+                key
+                for key, (hops, _) in answers.items()
+                if not hops or not hops[0].directed or any(hop.peer == peer for hop in hops)
+            ]:
+                del answers[key]
+
+    def _change(self, target: bytes, *, reorder: bool = False) -> None:
+        """Next hops may change for bundles to ``target``. ``reorder``: only the order of equal-cost
+        routes changed, not what this node offers."""
         self.version += 1
         if not reorder:
             self._offer_version += 1
-        if target is None:
-            self._changed = None
-            self._hops.clear()
-            self._ordered.clear()
-            self._fit_all = None
-            self._neighbour_costs = None
-        else:
-            self._hops.pop(target, None)
-            self._ordered.pop(target, None)
-            if self._changed is not None:
-                self._changed.add(target)
+            self._only_nodes.pop(target, None)
+        self._ordered.pop(target, None)
+        # Every held bundle to ``target`` was routed with one of its kept answers since its last
+        # change: none kept, none to route again (half of the changes a beacon brings).
+        if self._hops.pop(target, None) and self._changed is not None:
+            self._changed.add(target)
 
     def take_changes(self) -> set[bytes] | None:
-        """The nodes whose routes changed since the last call; None if a neighbour came or went
-        since, so that the next hops of any bundle may have changed."""
+        """The nodes whose kept next hops changed since the last call (a held bundle to any other
+        node would be routed as it was); None if a neighbour came or went since, so that the next
+        hops of any bundle may have changed."""
         changed, self._changed = self._changed, set()
         return changed
 
@@ -368,28 +395,41 @@ class Router:
             return self._only[1]
         reach, hops = self.reach(), self._hop_costs()
         only: _OnlyVia = {}
+        known = self._only_nodes
         for node, routes in self._routes.items():
-            best = reach.get(node)
-            if best is None or hops.get(node, MAX_COST + 1) <= best:
-                continue  # no route left (link_down emptied it), or a link of ours is as cheap
-            via: bytes | None = None
-            for (_, neighbour), cost in routes.items():
-                if cost == best:
-                    if via is None:
-                        via = neighbour
-                    elif neighbour != via:
-                        break  # a second neighbour as cheap
+            if node in known:
+                entry = known[node]
             else:
-                assert via is not None  # best is one of these costs
-                without = hops.get(node)
-                for (_, other), through in routes.items():
-                    if other != via and (without is None or through < without):
-                        without = through
-                only[node] = (via, without)
+                entry = known[node] = self._only_entry(node, routes, reach, hops)
+            if entry is not None:
+                only[node] = entry
         if only == self._only[1]:
             only = self._only[1]
         self._only = (self._offer_version, only)
         return only
+
+    @staticmethod
+    def _only_entry(
+        node: bytes, routes: dict[tuple[str, bytes], int], reach: dict[bytes, int], hops: dict[bytes, int]
+    ) -> tuple[bytes, int | None] | None:
+        """``node``'s entry in :meth:`_only_via`: (its only neighbour, the best cost without it), or
+        None. Reads only ``node``'s routes and the neighbours' link costs, as its reach does."""
+        best = reach.get(node)
+        if best is None or hops.get(node, MAX_COST + 1) <= best:
+            return None  # no route left (link_down emptied it), or a link of ours is as cheap
+        via: bytes | None = None
+        for (_, neighbour), cost in routes.items():
+            if cost == best:
+                if via is None:
+                    via = neighbour
+                elif neighbour != via:
+                    return None  # a second neighbour as cheap
+        assert via is not None  # best is one of these costs
+        without = hops.get(node)
+        for (_, other), through in routes.items():
+            if other != via and (without is None or through < without):
+                without = through
+        return via, without
 
     def _hop_costs(self) -> dict[bytes, int]:
         """Each neighbour's cheapest link cost (the same dict until a neighbour comes or goes)."""
@@ -488,11 +528,7 @@ class Router:
         destination change (:meth:`_change`), so the answer is kept until then: a relay routes
         every held bundle again when a neighbour comes or goes."""
         if self._fit_all is None:
-            profiles = [p for links in self._neighbours.values() for p in links.values()]
-            self._fit_all = (
-                min((p.mtu for p in profiles if not p.compact), default=0),
-                min((p.mtu for p in profiles if p.compact), default=0),
-            )
+            self._fit_all = self._fit_every_link()
         full, compact = size_for[False], size_for[True]
         if full <= self._fit_all[0] and compact <= self._fit_all[1]:
             full = compact = 0  # fits every link whole: its size changes nothing
@@ -505,6 +541,14 @@ class Router:
         if kept is None:
             kept = answers[key] = (self._next_hops(bundle, size_for), _Asked(dest, bundle.priority))
         return kept[0]
+
+    def _fit_every_link(self) -> tuple[int, int]:
+        """The largest (full, compact) frame sizes every neighbour's link carries whole."""
+        profiles = [p for links in self._neighbours.values() for p in links.values()]
+        return (
+            min((p.mtu for p in profiles if not p.compact), default=0),
+            min((p.mtu for p in profiles if p.compact), default=0),
+        )
 
     def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination

@@ -29,9 +29,10 @@ class SeenIds:
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
             raise ValueError("a seen memory needs room for at least one id")
-        self._ring = array("Q", bytes(8 * capacity))
+        self._capacity = capacity
+        self._ring = array("Q")  # grows to capacity as ids come: a node (re)starts without 512 KiB to zero
         self._ids: set[int] = set()
-        self._next = 0
+        self._next = 0  # the oldest, once the ring is full
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -43,8 +44,10 @@ class SeenIds:
         digest = _digest(bundle_id)
         if digest in self._ids:
             return
-        if len(self._ids) == len(self._ring):
-            self._ids.discard(self._ring[self._next])
-        self._ring[self._next] = digest
         self._ids.add(digest)
-        self._next = (self._next + 1) % len(self._ring)
+        if len(self._ring) < self._capacity:
+            self._ring.append(digest)
+            return
+        self._ids.discard(self._ring[self._next])
+        self._ring[self._next] = digest
+        self._next = (self._next + 1) % self._capacity

@@ -36,6 +36,10 @@ from relay.core.outbox import (
 )
 from relay.core.routing import Router, is_costly
 
+# a tuple, not ``SendBundle | SendFragment``: isinstance with a union is 0.2 µs slower (Python 3.11),
+# and both checks run for every frame a link takes
+_BUNDLE_ITEMS = (SendBundle, SendFragment)
+
 
 def summary_room(mtu: int) -> int:
     """How many hashes a SUMMARY on a link of this MTU lists at most (what a contact summary of a
@@ -98,7 +102,7 @@ class Transmitter:
 
     def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
         mtu = state.profile.mtu
-        if isinstance(item, SendBundle | SendFragment):
+        if isinstance(item, _BUNDLE_ITEMS):
             held = self.held.get(item.bundle_id)
             if held is None or item.peer not in state.peers or held.is_expired(now):
                 return None
@@ -199,7 +203,7 @@ class Transmitter:
                     yield held
 
     def _sent(self, state: LinkState, item: Item, priority: Priority, now: float) -> None:
-        if isinstance(item, SendBundle | SendFragment):
+        if isinstance(item, _BUNDLE_ITEMS):
             held = self.held[item.bundle_id]
             if held.given_to(item.peer) is None:
                 give = self._give(state, held, item.peer)

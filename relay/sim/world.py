@@ -196,7 +196,7 @@ class World:
         node.app_idle.clear()
         node.app = asyncio.create_task(self._application(node, node.engine), name=f"sim-app:{name}")
         await self._app_turn(node)
-        await self._settle(node)
+        self._settle(node)
 
     async def _application(self, node: _Node, engine: NodeEngine) -> None:
         """The node's app: records each delivery at the simulated time it is handed over, then acks."""
@@ -252,7 +252,7 @@ class World:
         await asyncio.sleep(0)  # the app task runs: the call queued a delivery
         await node.app_idle.wait()
 
-    async def _settle(self, node: _Node, *, called: bool = True) -> None:
+    def _settle(self, node: _Node, *, called: bool = True) -> None:
         """After an engine call: idle transmitters start, the timer re-arms. ``called=False``: a
         transmitter only went idle; unless a link takes a frame, the engine's deadline stands."""
         engine = node.engine
@@ -289,7 +289,7 @@ class World:
         node.last_timer = at
         node.timer_at = None
         await node.engine.on_timer(START_EPOCH + self.now)
-        await self._settle(node)
+        self._settle(node)
 
     async def _send(self, send: PlannedSend) -> None:
         node = self.nodes[send.src]
@@ -308,7 +308,7 @@ class World:
             self.refused_sends += 1  # the store is full: the app was told, the bundle never existed
             return
         await self._app_turn(node)
-        await self._settle(node)
+        self._settle(node)
 
     # -- links ------------------------------------------------------------------------------
 
@@ -329,7 +329,7 @@ class World:
                     contact.link.profile, self.deployment.node_id(peer.name), self._epoch()
                 )
         for node in (a, b):
-            await self._settle(node)
+            self._settle(node)
 
     async def _contact_down(self, contact: Contact) -> None:
         state = self._contact_state[contact]
@@ -346,7 +346,7 @@ class World:
         if node.engine is not None:
             node.peers_up.get(contact.link.name, set()).discard(peer)
             await node.engine.link_down(contact.link.name, self.deployment.node_id(peer), self._epoch())
-            await self._settle(node)
+            self._settle(node)
 
     def _transmit(self, node: _Node, engine: NodeEngine, transmitter: Transmitter) -> bool:
         """Hand the link the engine's next frame; whether the engine's state may have changed (a
@@ -509,7 +509,7 @@ class World:
             link.name, self.deployment.node_id(packet.sender), packet.frame, self._epoch()
         )
         await self._app_turn(node)
-        await self._settle(node)
+        self._settle(node)
 
     async def _radio_acked(self, packet: _Reliable, generation: int) -> None:
         assert packet.contact is not None
@@ -551,12 +551,12 @@ class World:
         if not packet.flash:  # the link was held from the frame's start to the radio's answer
             key = (node.name, packet.link.name)
             self.probe.frame_started(key, node.incarnation, False, None, None, packet.started, self.now)
-        await self._settle(node)
+        self._settle(node)
 
     async def _transmitter_idle(self, name: str, incarnation: int) -> None:
         node = self.nodes[name]
         if node.engine is not None and node.incarnation == incarnation:
-            await self._settle(node, called=False)
+            self._settle(node, called=False)
 
     async def _arrive(
         self,
@@ -579,13 +579,13 @@ class World:
             await node.engine.frame_overheard(
                 contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
             )
-            await self._settle(node)
+            self._settle(node)
             return
         await node.engine.frame_received(
             contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
         )
         await self._app_turn(node)
-        await self._settle(node)
+        self._settle(node)
 
     def _epoch(self) -> float:
         return START_EPOCH + self.now
