@@ -18,7 +18,9 @@ from relay.bundle import (
     MAX_LIFETIME_S,
     MAX_PAYLOAD,
     MAX_SEQ,
+    MAX_TRAIL,
     MAX_U32,
+    TRAIL_ID_LEN,
     Bundle,
     BundleDecodeError,
     BundleId,
@@ -179,6 +181,18 @@ def test_decoded_and_hop_copies_equal_bundles_built_and_checked() -> None:
     assert decoded.forwarded() == replace(bundle, hop_count=4)
     taken = decoded.taken_by(b"\x07" * 16)
     assert taken == replace(bundle, trail=(*bundle.trail, b"\x07" * 4)) and taken.id == bundle.id
+
+
+def test_every_trail_length_decodes_to_its_ids_and_bad_lengths_are_refused() -> None:
+    """The decoder cuts a trail with one struct per length: each length gives its ids in order."""
+    for count in range(1, MAX_TRAIL + 1):
+        trail = tuple(bytes((index,)) * TRAIL_ID_LEN for index in range(1, count + 1))
+        decoded = decode_full(encode_full(replace(SAMPLE, hop_count=count, trail=trail)))
+        assert decoded.trail == trail and all(type(entry) is bytes for entry in decoded.trail)
+    items = msgpack.unpackb(encode_full(replace(SAMPLE, hop_count=1, trail=(b"\x01" * TRAIL_ID_LEN,))))
+    for bad in (b"\x01" * (TRAIL_ID_LEN - 1), b"\x01" * (TRAIL_ID_LEN * (MAX_TRAIL + 1)), b""):
+        with pytest.raises(BundleDecodeError, match="trail must be"):
+            decode_full(msgpack.packb([*items[:11], bad], use_bin_type=True))
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,15 @@ def test_every_frame_round_trips(frame: object) -> None:
     assert decode_frame(data, CONTEXT) == frame
 
 
+def test_ack_ids_decode_as_bundle_ids() -> None:
+    """The decoder makes an ACK's ids in C (tuple.__new__): each is a BundleId, fields named."""
+    sent = tuple(BundleId(A if seq % 2 else B, 900 + seq, seq) for seq in range(255))
+    got = decode_frame(encode_frame(AckFrame(sent)))
+    assert isinstance(got, AckFrame) and got.ids == sent
+    assert all(type(i) is BundleId for i in got.ids)
+    assert (got.ids[7].origin, got.ids[7].created, got.ids[7].seq) == (A, 907, 7)
+
+
 def test_fragment_header_is_four_bytes() -> None:
     data = encode_frame(FragmentFrame(7, 2, 5, b"xyz"))
     assert len(data) == FRAGMENT_HEADER_LEN + 3
