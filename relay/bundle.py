@@ -414,23 +414,22 @@ def _packer() -> msgpack.Packer:
 def encode_full(bundle: Bundle) -> bytes:
     dest = bundle.destination
     value: bytes | str | None = dest.node if dest.node is not None else dest.name
-    trail = [b"".join(bundle.trail)] if bundle.trail else []
-    out: bytes = _packer().pack(
-        [
-            WIRE_VERSION,
-            bundle.origin,
-            int(dest.kind),
-            value,
-            bundle.created,
-            bundle.seq,
-            bundle.lifetime,
-            int(bundle.priority),
-            bundle.kind,
-            bundle.hop_count,
-            bundle.payload,
-            *trail,
-        ]
-    )
+    fields = [
+        WIRE_VERSION,
+        bundle.origin,
+        dest.kind,  # an IntEnum packs as its int: no int() call (two per bundle encoded)
+        value,
+        bundle.created,
+        bundle.seq,
+        bundle.lifetime,
+        bundle.priority,
+        bundle.kind,
+        bundle.hop_count,
+        bundle.payload,
+    ]
+    if bundle.trail:
+        fields.append(b"".join(bundle.trail))
+    out: bytes = _packer().pack(fields)
     return out
 
 
