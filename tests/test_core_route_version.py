@@ -108,9 +108,11 @@ def test_kept_answers_and_only_via_entries_stay_what_a_fresh_look_gives() -> Non
         for answers in router._hops.values():
             for key, (hops, asked) in answers.items():
                 assert router._next_hops(asked, {False: key[3], True: key[4]}) == hops
-        only = dict(router._only_via())
+        reach, only = dict(router.reach()), dict(router._only_via())
         router._only_nodes.clear()
-        router._only = (-1, {})
+        router._best.clear()
+        router._only, router._reach = (-1, {}), None
+        assert router.reach() == reach
         assert router._only_via() == only
 
 

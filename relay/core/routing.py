@@ -132,6 +132,7 @@ class Router:
         # a command post has a route to every node through each of its 16 cellular neighbours, and
         # every beacon it heard made it look at all of them again (8 % of a reference run)
         self._only_nodes: dict[bytes, tuple[bytes, int | None] | None] = {}
+        self._best: dict[bytes, int] = {}  # each node's cheapest route, kept the same way for reach()
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
@@ -218,6 +219,7 @@ class Router:
         self.version += 1
         self._offer_version += 1
         self._only_nodes.clear()
+        self._best.clear()
         self._changed = None
         self._ordered.clear()
         self._neighbour_costs = None
@@ -242,6 +244,7 @@ class Router:
         if not reorder:
             self._offer_version += 1
             self._only_nodes.pop(target, None)
+            self._best.pop(target, None)
         self._ordered.pop(target, None)
         # Every held bundle to ``target`` was routed with one of its kept answers since its last
         # change: none kept, none to route again (half of the changes a beacon brings).
@@ -372,10 +375,13 @@ class Router:
         if self._reach is not None and self._reach[0] == self._offer_version:
             return self._reach[1]
         reach = dict(self._hop_costs())
+        bests = self._best
         for node, routes in self._routes.items():
-            if not routes:
-                continue  # link_down emptied it
-            best = min(routes.values())  # no default= keyword: parsing it was most of the call
+            best = bests.get(node)
+            if best is None:
+                if not routes:
+                    continue  # link_down emptied it
+                best = bests[node] = min(routes.values())  # no default=: parsing it was most of the call
             known = reach.get(node)
             if known is None or best < known:
                 reach[node] = best
