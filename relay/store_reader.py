@@ -6,7 +6,9 @@ second connection to the store's file, used only on the event loop's thread. In 
 mode it reads while the writer commits and sees every committed transaction, and the core holds a
 bundle only after its commit, so crash safety is the store's alone; ``query_only`` makes sure this
 connection never writes. Start-up reads every held bundle through it in chunks, so restoring
-100,000 never has all of them decoded at once.
+100,000 never has all of them decoded at once; it sorts their keys alone and then reads the rows by
+rowid, because a sort of whole rows wrote every held payload to a SQLite temporary file and read it
+back (the ``held_eviction`` index runs the other way).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 
 from relay import sqlite
 from relay.bundle import Bundle, BundleDecodeError, BundleId, decode_full
-from relay.store import HELD_IN_ORDER, StoredBundle
+from relay.store import IN_CHUNK, StoredBundle
 from relay.store_schema import StoreError
 
-CHUNK = 1000  # rows decoded at a time at start-up
+CHUNK = IN_CHUNK  # rows read and decoded at a time at start-up, one "rowid IN (...)" each
+# the store's load_all order (HELD_IN_ORDER): highest class first, then oldest, then arrival
+HELD_ORDER = "SELECT rowid FROM seen WHERE data IS NOT NULL ORDER BY priority, created, rowid"
 CACHE_KIB = 256  # SQLite's page cache for this connection (its default is 2 MiB)
 
 
@@ -46,14 +50,27 @@ class StoreReader:
 
     def held(self) -> Iterator[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class (the store's
-        ``load_all`` order), decoded :data:`CHUNK` at a time."""
-        cursor = self._connection().execute(HELD_IN_ORDER)
+        ``load_all`` order), read and decoded :data:`CHUNK` at a time. A row deleted between the
+        sort and its read is skipped: it is no longer held."""
+        db = self._connection()
+        order = db.execute(HELD_ORDER)
         try:
-            while rows := cursor.fetchmany(CHUNK):
-                for data, received_at, local in rows:
-                    yield StoredBundle(self._decode(data), float(received_at), bool(local))
+            while rowids := [rowid for (rowid,) in order.fetchmany(CHUNK)]:
+                marks = ",".join("?" * len(rowids))
+                rows = {
+                    row[0]: row[1:]
+                    for row in db.execute(
+                        f"SELECT rowid, data, received_at, local FROM seen WHERE rowid IN ({marks}) "
+                        "AND data IS NOT NULL",
+                        rowids,
+                    )
+                }
+                for rowid in rowids:
+                    if (row := rows.get(rowid)) is not None:
+                        data, received_at, local = row
+                        yield StoredBundle(self._decode(data), float(received_at), bool(local))
         finally:
-            cursor.close()  # ends the read transaction: later reads see later commits
+            order.close()  # ends the read transaction: later reads see later commits
 
     def close(self) -> None:
         """Close the connection (before the store's, so the store's close checkpoints the WAL)."""
