@@ -728,9 +728,10 @@ class NodeEngine:
         (:attr:`deliver_before_commit`): if the commit then fails or the process dies first, no
         custody ACK went out, the previous hop sends the bundle again, and the application sees it
         a second time; so too a bundle this node took before a restart, whose ACK was lost. The
-        store's inbox still gets it in the commit, so a crash after the commit but before the
-        application's ack delivers it again as ever. The engine's own kinds (receipts, revocations,
-        group keys) and bundles that do not open wait for the commit (:meth:`_deliver`)."""
+        store keeps only the id of one not held for forwarding, and forgets it at the next open
+        unless the application acked it (:meth:`ack_many`), so a crash before that ack takes the
+        resend again; a held one also gets its inbox copy. The engine's own kinds (receipts,
+        revocations, group keys) and bundles that do not open wait for the commit (:meth:`_deliver`)."""
         for action in admitted:
             bundle = action.bundle
             if not action.deliver or bundle.kind in ENGINE_KINDS:
