@@ -52,7 +52,7 @@ def test_a_new_route_a_cost_change_a_withdrawal_and_an_expiry_each_move_the_vers
 
 
 def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_names_all() -> None:
-    me, peer, far, other = (bytes([n]) * 16 for n in range(1, 5))
+    me, peer, second, far, other = (bytes([n]) * 16 for n in range(1, 6))
     sizes = {False: 100, True: 100}
 
     def beacon(sender: bytes, *nodes: tuple[bytes, int]) -> BeaconFrame:
@@ -60,6 +60,7 @@ def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_n
 
     router = Router(me)
     router.link_up(IP, peer)
+    router.link_up(IP, second)
     assert router.take_changes() is None  # a neighbour came: any bundle may go another way
     router.beacon_received("ip", peer, beacon(peer, (far, 2), (other, 1)), now=0.0)
     assert router.take_changes() == set()  # no bundle was routed to them yet: none to route again
@@ -70,7 +71,9 @@ def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_n
     router.beacon_received("ip", peer, beacon(peer, (far, 2), (other, 1)), now=30.0)
     assert router.take_changes() == set()  # confirmed: nothing to route again
     router.beacon_received("ip", peer, beacon(peer, (far, 3), (other, 1)), now=60.0)
-    assert router.take_changes() == {far}
+    assert router.take_changes() == set()  # a cost changed behind the same next hop: same answer
+    router.beacon_received("ip", second, beacon(second, (far, 1)), now=61.0)
+    assert router.take_changes() == {far}  # a cheaper route: bundles to far go another way
     router.link_down("ip", peer)
     assert router.take_changes() is None
 

@@ -125,6 +125,9 @@ class Router:
         # that only reorders equal-cost routes): what reach() reads.
         self._offer_version = 0
         self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
+        # The answers a change dropped, per node in _changed (None: a bundle to it may have been
+        # routed with a later one): take_changes names a node only if one comes out different.
+        self._was: dict[bytes, dict[tuple[Any, ...], tuple[list[Hop], _Asked]] | None] = {}
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
         self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
@@ -221,6 +224,7 @@ class Router:
         self._only_nodes.clear()
         self._best.clear()
         self._changed = None
+        self._was.clear()
         self._ordered.clear()
         self._neighbour_costs = None
         fit_all, self._fit_all = self._fit_all, self._fit_every_link()
@@ -248,14 +252,32 @@ class Router:
         self._ordered.pop(target, None)
         # Every held bundle to ``target`` was routed with one of its kept answers since its last
         # change: none kept, none to route again (half of the changes a beacon brings).
-        if self._hops.pop(target, None) and self._changed is not None:
+        dropped = self._hops.pop(target, None)
+        if dropped and self._changed is not None:
+            self._was[target] = None if target in self._changed else dropped
             self._changed.add(target)
 
-    def take_changes(self) -> set[bytes] | None:
-        """The nodes whose kept next hops changed since the last call (a held bundle to any other
-        node would be routed as it was); None if a neighbour came or went since, so that the next
-        hops of any bundle may have changed."""
+    def take_changes(self, *, check: bool = True) -> set[bytes] | None:
+        """The nodes whose next hops changed since the last call (a held bundle to any other node
+        would be routed as it was); None if a neighbour came or went since, so that the next hops
+        of any bundle may have changed. ``check``: work out anew the answers each change dropped
+        and leave out a node whose answers all come out the same (its bundles would be routed as
+        they were: about half of the nodes a beacon changes); False: the caller routes them all."""
         changed, self._changed = self._changed, set()
+        was, self._was = self._was, {}
+        if changed is None or not check:
+            return changed
+        for node, dropped in was.items():
+            if dropped is None:
+                continue
+            answers = self._hops[node] = {}
+            same = True
+            for key, (hops, asked) in dropped.items():
+                fresh = self._next_hops(asked, {False: key[3], True: key[4]})
+                answers[key] = (fresh, asked)
+                same = same and fresh == hops
+            if same:
+                changed.discard(node)
         return changed
 
     def neighbours(self) -> list[bytes]:
@@ -545,6 +567,8 @@ class Router:
         key = (dest.kind, dest.name, bundle.priority, full, compact)
         kept = answers.get(key)
         if kept is None:
+            if dest.node in self._was:
+                self._was[dest.node] = None  # routed with an answer newer than the dropped ones
             kept = answers[key] = (self._next_hops(bundle, size_for), _Asked(dest, bundle.priority))
         return kept[0]
 
