@@ -79,7 +79,8 @@ class CustodyTracker:
 
     def __init__(self) -> None:
         self._flights: dict[tuple[BundleId, bytes], InFlight] = {}
-        self._by_bundle: dict[BundleId, set[bytes]] = {}
+        # the peers of each bundle's copies in flight: a tuple (most bundles have one), not a set
+        self._by_bundle: dict[BundleId, tuple[bytes, ...]] = {}
         self._rtt: dict[str, _RoundTrip] = {}
         # (deadline, order, id, peer) for every deadline set; an entry whose copy moved on or left is
         # skipped. Scanning every copy in flight on each timer, deadline query and ACK frame cost a
@@ -134,15 +135,20 @@ class CustodyTracker:
 
     def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""
-        flight = self._flights.get((bundle_id, peer))
+        key = (bundle_id, peer)
+        flight = self._flights.get(key)
         if flight is None or flight.link != profile.name:
             if profile.ordered:
                 self._ordered.add(profile.name)
             rto = self.rto(profile)
-            order = next(self._orders) if flight is None else flight.order
+            if flight is None:
+                order = next(self._orders)
+                peers = self._by_bundle.get(bundle_id)
+                self._by_bundle[bundle_id] = (peer,) if peers is None else (*peers, peer)
+            else:
+                order = flight.order
             flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, order=order)
-            self._flights[(bundle_id, peer)] = flight
-            self._by_bundle.setdefault(bundle_id, set()).add(peer)
+            self._flights[key] = flight
             self._bound(flight)
         else:
             flight.deadline = now + flight.rto
@@ -209,7 +215,8 @@ class CustodyTracker:
                 _, latest = self._progress.get(key, (now, -1))
                 self._progress[key] = (now, max(latest, flight.order))
                 self._probing.pop(key, None)
-            self._outcome(flight.link, peer, lost=False)
+            if self._loss or flight.link in self._since_timeout:  # else an ACK changes neither
+                self._outcome(flight.link, peer, lost=False)
             if flight.attempts == 1:
                 self._sample(flight.link, now - flight.first_sent)
         return flight
@@ -261,7 +268,7 @@ class CustodyTracker:
         return until if until > now else None
 
     def forget_bundle(self, bundle_id: BundleId) -> None:
-        for peer in list(self._by_bundle.get(bundle_id, ())):
+        for peer in self._by_bundle.get(bundle_id, ()):  # a tuple: _pop replaces it, not changes it
             self._pop(bundle_id, peer)
 
     def forget_link(self, link: str, peer: bytes) -> list[InFlight]:
@@ -310,11 +317,10 @@ class CustodyTracker:
 
     def _pop(self, bundle_id: BundleId, peer: bytes) -> InFlight | None:
         flight = self._flights.pop((bundle_id, peer), None)
-        peers = self._by_bundle.get(bundle_id)
-        if peers is not None:
-            peers.discard(peer)
-            if not peers:
-                del self._by_bundle[bundle_id]
+        if flight is not None:  # _by_bundle names exactly the peers of the copies in _flights
+            peers = self._by_bundle.pop(bundle_id)
+            if len(peers) > 1:
+                self._by_bundle[bundle_id] = tuple(other for other in peers if other != peer)
         return flight
 
     def _outcome(self, link: str, peer: bytes, *, lost: bool) -> None:
