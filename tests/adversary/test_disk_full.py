@@ -4,6 +4,8 @@ floods the log, and once space is freed the node takes everything again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -13,13 +15,14 @@ import httpx
 import pytest
 from conftest import auth
 from disk import fill, tmpfs
-from engine_net import Deployment
+from engine_net import IP, Deployment, EnginePump
 
 from field.deployment import create_demo_deployment
 from field.harness import free_port_base
 from field.processes import operator_token, start_node, stop_all, wait_healthy, write_field
-from relay.bundle import Destination, Kind, Priority, to_epoch
-from relay.engine import StorageFullError
+from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
+from relay.core.receipts import State
+from relay.engine import NodeEngine, StorageFullError
 
 
 async def test_engine_on_a_full_disk_refuses_specifically_and_keeps_flash(tmp_path: Path) -> None:
@@ -62,6 +65,73 @@ async def test_engine_on_a_full_disk_refuses_specifically_and_keeps_flash(tmp_pa
             assert await engine.store.get(back) is not None and engine.store.disk_full is None
         finally:
             await engine.close()
+
+
+async def _delivered(post: NodeEngine, pump: EnginePump, now: float, seconds: int) -> list[BundleId]:
+    """Run the pair for ``seconds``; the ids the post's application was handed meanwhile."""
+    ids: list[BundleId] = []
+    for second in range(0, seconds, 5):
+        await pump.run(now + second, 5, dt=0.5)
+        with contextlib.suppress(TimeoutError):
+            ids += [delivery.bundle_id for delivery in await asyncio.wait_for(post.receive(), 0.05)]
+    return ids
+
+
+async def test_an_early_delivery_the_full_disk_refuses_stays_with_its_sender_until_space_is_back(
+    tmp_path: Path,
+) -> None:
+    """The post's application (idempotent: it gets bundles before the store's commit) has the
+    bundle and acks it, but the store refused its id for want of disk: no custody ACK goes, so
+    the sender keeps it and sends it again; once space is freed the resend is taken, handed over
+    again (the application keeps it once per id) and acknowledged."""
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        net = Deployment()
+        net.enrol("post")
+        net.enrol("field")
+        now = to_epoch(time.time())
+        post = await net.open("post", disk, now)
+        field = await net.open("field", tmp_path, now)
+        post.deliver_before_commit = True
+        pump = EnginePump()
+        await pump.connect(IP, field, post, now)
+        filler = disk / "filler"
+        try:
+            fill(filler)
+            with pytest.raises(StorageFullError, match="disk full"):
+                for _ in range(10_000):  # SQLite may still have free pages: use them up
+                    await post.send(
+                        Destination.to_node(field.node_id),
+                        b"x" * 2000,
+                        kind=Kind.TEXT,
+                        priority=Priority.ROUTINE,
+                        lifetime=3600,
+                        now=now,
+                    )
+            assert post.store.disk_full is not None and post.refused_bundles == 0
+            report = await field.send(
+                Destination.to_node(post.node_id),
+                b"smoke on floor 3",
+                kind=Kind.TEXT,
+                priority=Priority.PRIORITY,
+                lifetime=3600,
+                now=now,
+            )
+            first = await _delivered(post, pump, now, 20)
+            assert report in first, "the application gets it before the refused commit"
+            await post.ack_many(first, now + 20)
+            await pump.run(now + 20, 5, dt=0.5)
+            assert field.status(report).state is State.QUEUED, "custody taken for a bundle the store refused"
+            assert post.refused_bundles >= 1, "the store refused the bundle's id"
+            filler.unlink()
+            again = await _delivered(post, pump, now + 25, 60)
+            assert again.count(report) == 1, "the resend is taken once space is back"
+            await post.ack_many(again, now + 85)
+            await pump.run(now + 85, 5, dt=0.5)
+            assert field.status(report).state in (State.FORWARDED, State.DELIVERED)
+            assert post.store.disk_full is None
+        finally:
+            await post.close()
+            await field.close()
 
 
 def test_api_answers_507_and_healthz_says_degraded_on_a_full_disk(tmp_path: Path) -> None:
