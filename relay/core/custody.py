@@ -82,6 +82,9 @@ class CustodyTracker:
         # the peers of each bundle's copies in flight: a tuple (most bundles have one), not a set
         self._by_bundle: dict[BundleId, tuple[bytes, ...]] = {}
         self._rtt: dict[str, _RoundTrip] = {}
+        # per link: the profile and its first timeout, until the next round-trip sample on it (a
+        # burst of first sends between two ACK frames computes it once, not once per copy)
+        self._rtos: dict[str, tuple[LinkProfile, float]] = {}
         # (deadline, order, id, peer) for every deadline set; an entry whose copy moved on or left is
         # skipped. Scanning every copy in flight on each timer, deadline query and ACK frame cost a
         # sender with thousands of copies in flight about a tenth of its time. A deadline no earlier
@@ -118,11 +121,15 @@ class CustodyTracker:
 
     def rto(self, profile: LinkProfile) -> float:
         """The first timeout for a copy sent on ``profile`` now."""
-        floor = initial_rto(profile)
+        cached = self._rtos.get(profile.name)
+        if cached is not None and cached[0] is profile:
+            return cached[1]
+        rto = floor = initial_rto(profile)
         measured = self._rtt.get(profile.name)
-        if measured is None:
-            return floor
-        return min(MAX_RTO_S, max(floor, measured.srtt + 4 * measured.rttvar))
+        if measured is not None:
+            rto = min(MAX_RTO_S, max(floor, measured.srtt + 4 * measured.rttvar))
+        self._rtos[profile.name] = (profile, rto)
+        return rto
 
     def loss(self, link: str, peer: bytes) -> float:
         """How often copies to ``peer`` on ``link`` lately needed their timeout (0: never seen)."""
@@ -343,6 +350,7 @@ class CustodyTracker:
             self._loss[key] = after
 
     def _sample(self, link: str, rtt: float) -> None:
+        self._rtos.pop(link, None)
         measured = self._rtt.get(link)
         if measured is None:
             self._rtt[link] = _RoundTrip(rtt, rtt / 2)
