@@ -34,6 +34,7 @@ from relay.bundle import (
     decode_full,
     encode_compact,
     encode_full,
+    full_size,
     short_code,
 )
 
@@ -99,6 +100,26 @@ def test_full_encoding_from_several_threads_at_once_is_byte_identical() -> None:
 @given(bundles())
 def test_full_round_trip(bundle: Bundle) -> None:
     assert decode_full(encode_full(bundle)) == bundle
+
+
+@given(bundles(), st.integers(0, MAX_TRAIL))
+def test_full_size_is_the_full_encodings_length(bundle: Bundle, trail: int) -> None:
+    bundle = replace(bundle, trail=tuple(bytes([i]) * TRAIL_ID_LEN for i in range(trail)))
+    assert full_size(bundle) == len(encode_full(bundle))
+
+
+@pytest.mark.parametrize("width", [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000])
+def test_full_size_at_each_msgpack_width_boundary(width: int) -> None:
+    """Each integer field, the payload and the name at the edges of msgpack's size classes."""
+    samples = [
+        replace(SAMPLE, created=width, seq=min(width, MAX_SEQ), lifetime=max(1, width)),
+        replace(SAMPLE, kind=min(width, 255), hop_count=min(width, 255), payload=bytes(width)),
+        replace(SAMPLE, payload=bytes(MAX_PAYLOAD), destination=Destination.everyone()),
+        replace(SAMPLE, destination=Destination.to_group("g" * min(max(width, 1), 64))),
+        replace(SAMPLE, destination=Destination.to_group("é" * 16)),  # 32 bytes: str8, not fixstr
+    ]
+    for bundle in samples:
+        assert full_size(bundle) == len(encode_full(bundle))
 
 
 @given(bundles(max_payload=255 - COMPACT_HEADER_LEN))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
-from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, encode_full
+from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, full_size
 from relay.core.frames import id_hash
 from relay.core.scheduler import RECEIPT_KINDS, flow_of
 
@@ -150,11 +150,11 @@ class HeldBundles:
         held = self._held.get(bundle.id)
         if held is not None:
             return held
-        full_size = 1 + len(encode_full(bundle))
+        size = 1 + full_size(bundle)  # the DATA frame's type byte and the full encoding
         resident = self._load is None or bundle.priority <= Priority.IMMEDIATE
-        if not resident and full_size + RESIDENT_OVERHEAD <= self._resident_left:
+        if not resident and size + RESIDENT_OVERHEAD <= self._resident_left:
             resident = True
-            self._resident_left -= full_size + RESIDENT_OVERHEAD
+            self._resident_left -= size + RESIDENT_OVERHEAD
         # a record with the bundle in memory shares its id; one without it shares the origin
         bundle_id = bundle.id
         if not resident:
@@ -167,7 +167,7 @@ class HeldBundles:
             int.from_bytes(id_hash(bundle_id), "big"),
             local,
             copies,
-            full_size,
+            size,
             1 + COMPACT_HEADER_LEN + len(bundle.payload),
             bundle if resident else None,
             # a shared object: the id's own origin, or one per origin for its receipts
