@@ -121,6 +121,11 @@ class _Shared:
             self._values[value] = value
         return value
 
+    def find(self, value: V) -> V | None:
+        """The shared object equal to ``value``, or None: a caller whose value is most often shared
+        already looks it up before sharing its parts."""
+        return self._values.get(value)  # type: ignore[return-value]  # equal to value, hence of its type
+
 
 class HeldBundles:
     """Every bundle the node holds, by id, ordered by expiry, with the decoded bundles kept in
@@ -262,7 +267,8 @@ class HeldBundles:
 
     def route(self, held: Held, peer: bytes, link: str, directed: bool) -> None:
         """Record that ``held`` is queued for ``peer`` on ``link``."""
-        route = self._shared((self._shared(peer), link, directed))
+        shared = self._shared
+        route = shared.find((peer, link, directed)) or shared((shared(peer), link, directed))
         held.routed = self._shared((*held.routed, route))  # most bundles share the one-route tuple
 
     def name(self, held: Held, peer: bytes) -> None:
@@ -273,4 +279,5 @@ class HeldBundles:
     def add_holders(self, held: Held, peers: Iterable[bytes]) -> None:
         for peer in peers:
             if peer not in held.holders:
-                held.holders = self._shared((*held.holders, self._shared(peer)))
+                shared = self._shared
+                held.holders = shared.find((*held.holders, peer)) or shared((*held.holders, shared(peer)))
