@@ -138,6 +138,9 @@ class HeldBundles:
         self._expiry: list[Held] = []  # a heap; records of dropped bundles are skipped and pruned
         self._stale = 0
         self._shared = _Shared()
+        # the last destination held, as given and as shared: the decoder gives one object per node
+        # destination, and a backlog names a few, so most adds skip its dataclass hash (0.23 µs)
+        self._destination: tuple[Destination, Destination] | None = None
         self._ahead: dict[BundleId, tuple[Bundle, int]] = {}  # read ahead: bundle, its full_size
         self._ahead_bytes = 0
         self.changes = 0  # bundles added or removed: a summary of what is held stands while it does
@@ -174,10 +177,13 @@ class HeldBundles:
         bundle_id = bundle.id
         if not resident:
             bundle_id = BundleId(self._shared(bundle.origin), bundle.created, bundle.seq)
+        last = self._destination
+        if last is None or last[0] is not bundle.destination:
+            last = self._destination = (bundle.destination, self._shared(bundle.destination))
         held = self._held[bundle_id] = Held(
             bundle_id,
             bundle.priority,
-            self._shared(bundle.destination),
+            last[1],
             self._shared(bundle.lifetime),
             local,
             copies,
