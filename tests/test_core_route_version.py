@@ -51,7 +51,7 @@ def test_a_new_route_a_cost_change_a_withdrawal_and_an_expiry_each_move_the_vers
     assert seen == sorted(set(seen)), "every change must move the version"
 
 
-def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_names_all() -> None:
+def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_names_those_through_it() -> None:
     me, peer, second, far, other = (bytes([n]) * 16 for n in range(1, 6))
     sizes = {False: 100, True: 100}
 
@@ -75,7 +75,9 @@ def test_changes_name_the_nodes_whose_next_hops_changed_and_a_neighbour_change_n
     router.beacon_received("ip", second, beacon(second, (far, 1)), now=61.0)
     assert router.take_changes() == {far}  # a cheaper route: bundles to far go another way
     router.link_down("ip", peer)
-    assert router.take_changes() is None
+    assert router.take_changes() == {other}  # its way went with peer; far's goes through second
+    router.link_down("ip", second)
+    assert router.take_changes() is None  # no neighbour left: nothing fits any link
 
 
 def test_kept_answers_and_only_via_entries_stay_what_a_fresh_look_gives() -> None:

@@ -205,7 +205,7 @@ class RelayCore:
         self._summary_wait[peer] = now + SUMMARY_WAIT_S
         state.queue.push(SendSummary(peer), Priority.ROUTINE, CONTROL_FLOW)
         self._routes_changed(now)
-        self._route_all(now)
+        self._reroute(now)
 
     def link_down(self, link: str, peer: bytes, now: float) -> None:
         state = self._links.get(link)
@@ -227,7 +227,7 @@ class RelayCore:
         if not self.router.is_neighbour(peer):
             self._summary_wait.pop(peer, None)
         self._routes_changed(now)
-        self._route_all(now)
+        self._reroute(now)  # the bundles whose next hops read that neighbour (their routes to it went)
 
     def frame(self, link: str, peer: bytes, data: bytes, now: float) -> list[Action]:
         """One frame from ``peer``. Raises FrameDecodeError (or FragmentError) for hostile bytes."""

@@ -124,10 +124,10 @@ class Router:
         # ... of which those that change what this node reaches or at what cost (not a refresh
         # that only reorders equal-cost routes): what reach() reads.
         self._offer_version = 0
-        self._changed: set[bytes] | None = set()  # nodes whose routes changed; None: the neighbours
+        self._changed: set[bytes | None] | None = set()  # nodes whose next hops changed; None: all
         # The answers a change dropped, per node in _changed (None: a bundle to it may have been
         # routed with a later one): take_changes names a node only if one comes out different.
-        self._was: dict[bytes, dict[tuple[Any, ...], tuple[list[Hop], _Asked]] | None] = {}
+        self._was: dict[bytes | None, dict[tuple[Any, ...], tuple[list[Hop], _Asked]] | None] = {}
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
         self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
@@ -213,33 +213,40 @@ class Router:
         return True
 
     def _neighbour_changed(self, peer: bytes) -> None:
-        """A link to ``peer`` came or went: next hops may change for bundles to anyone (the relay
-        routes every held bundle again). The answers that read the neighbours go: a copy to every
+        """A link to ``peer`` came or went. The answers that read the neighbours go: a copy to every
         neighbour, none found, the way straight to ``peer`` and any way through it; those that
         follow routes through the others stand (a reference run's contacts came and went 366
-        times, and each time all were worked out again), unless the links every bundle fits
-        whole changed, which moves the answers' keys."""
+        times, and each time all were worked out again), and so do the routes of the bundles they
+        answer, so only the destinations (None: roles, groups, everyone) whose answers went are
+        changes. Unless the sizes every link carries whole changed, which moves the answers'
+        keys: then every bundle may go another way."""
         self.version += 1
         self._offer_version += 1
         self._only_nodes.clear()
         self._best.clear()
-        self._changed = None
-        self._was.clear()
         self._ordered.clear()
         self._neighbour_costs = None
         fit_all, self._fit_all = self._fit_all, self._fit_every_link()
         if fit_all != self._fit_all:
             self._hops.clear()
+            self._changed = None
+            self._was.clear()
             return
-        self._hops.pop(peer, None)
-        self._hops.pop(None, None)  # roles, groups, everyone: a copy to every neighbour
-        for answers in self._hops.values():
-            for key in [
+        for node, answers in self._hops.items():
+            gone = [
                 key
                 for key, (hops, _) in answers.items()
-                if not hops or not hops[0].directed or any(hop.peer == peer for hop in hops)
-            ]:
+                if node is None
+                or node == peer
+                or not hops
+                or not hops[0].directed
+                or any(hop.peer == peer for hop in hops)
+            ]
+            for key in gone:
                 del answers[key]
+            if gone and self._changed is not None:
+                self._changed.add(node)
+                self._was[node] = None  # not compared: the neighbours changed under them
 
     def _change(self, target: bytes, *, reorder: bool = False) -> None:
         """Next hops may change for bundles to ``target``. ``reorder``: only the order of equal-cost
@@ -257,7 +264,7 @@ class Router:
             self._was[target] = None if target in self._changed else dropped
             self._changed.add(target)
 
-    def take_changes(self, *, check: bool = True) -> set[bytes] | None:
+    def take_changes(self, *, check: bool = True) -> set[bytes | None] | None:
         """The nodes whose next hops changed since the last call (a held bundle to any other node
         would be routed as it was); None if a neighbour came or went since, so that the next hops
         of any bundle may have changed. ``check``: work out anew the answers each change dropped
