@@ -174,12 +174,33 @@ def test_read_ahead_is_bounded_and_forgets_a_dropped_bundle(monkeypatch: pytest.
 
     held = HeldBundles(load, resident_bytes=0)
     records = [held.add(b, local=False, copies=1) for b in stored.values()]
-    monkeypatch.setattr(held_module, "AHEAD_BYTES", 3 * records[0].full_size)
+    monkeypatch.setattr(held_module, "AHEAD_BYTES", 6 * records[0].full_size)
     assert held.bundle(records[0], records[1:]) == _bundle(0)
-    assert len(reads) == held_module.READ_AHEAD  # read together; only the newest three are kept
-    assert held.bundle(records[1]) == _bundle(1) and len(reads) == held_module.READ_AHEAD + 1
-    held.remove(records[held_module.READ_AHEAD - 1].id)
-    assert held.bundle(records[held_module.READ_AHEAD - 2]) == _bundle(held_module.READ_AHEAD - 2)
-    assert len(reads) == held_module.READ_AHEAD + 1  # kept: no read
-    del stored[records[held_module.READ_AHEAD - 3].id]  # kept, then dropped by the store: still sent
-    assert held.bundle(records[held_module.READ_AHEAD - 3]) is not None
+    assert reads == [record.id for record in records[:4]]  # three ahead: half the budget a read
+    assert held.bundle(records[1]) == _bundle(1) and len(reads) == 4  # kept: no read
+    held.remove(records[3].id)
+    held.bundle(records[3])
+    assert reads[4:] == [records[3].id]  # its read-ahead copy went with it: read again
+    del stored[records[2].id]  # kept, then dropped by the store: still sent
+    assert held.bundle(records[2]) == _bundle(2) and len(reads) == 5
+
+
+def test_a_backlog_of_large_bundles_is_read_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read brings at most half the read-ahead's budget, so nothing it brings is dropped before its
+    frame is built. Before, 32 bundles of 10 kB were read into 256 KiB and the next five dropped:
+    a sender read each bundle of a 10 kB backlog 1.9 times."""
+    stored = {b.id: b for b in (_bundle(seq) for seq in range(40))}
+    calls: list[list[BundleId]] = []
+
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+        calls.append(list(bundle_ids))
+        return {i: stored[i] for i in bundle_ids if i in stored}
+
+    held = HeldBundles(load, resident_bytes=0)
+    records = [held.add(b, local=False, copies=1) for b in stored.values()]
+    monkeypatch.setattr(held_module, "AHEAD_BYTES", 8 * records[0].full_size)
+    for index, record in enumerate(records):
+        assert held.bundle(record, records[index + 1 :]) == _bundle(index)
+    read = [bundle_id for call in calls for bundle_id in call]
+    assert read == [record.id for record in records]  # each once, in queue order
+    assert [len(call) for call in calls] == [5] * 8  # the one needed and four ahead

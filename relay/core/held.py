@@ -33,7 +33,8 @@ RESIDENT_OVERHEAD = 400  # Python bytes of a decoded bundle beyond its encoded s
 MAX_SHARED = 4096  # distinct destinations, routes and peers shared; past that each record keeps its own
 STALE_HEAP_MIN = 1024  # expiry heap entries of dropped bundles tolerated before it is rebuilt
 READ_AHEAD = 32  # bundles read from the store in one go: the one a frame needs and those queued next
-AHEAD_BYTES = 256 << 10  # encoded bytes of bundles read ahead and not yet sent (oldest dropped first)
+AHEAD_BYTES = 256 << 10  # encoded bytes of bundles read ahead and not yet sent (oldest dropped first;
+# a read brings at most half of it, so 32 bundles of 10 kB are not read to drop the first five unsent)
 
 Route = tuple[bytes, str, bool]  # (peer, link, directed): where a held bundle is queued or in flight
 Loader = Callable[[Sequence[BundleId]], dict[BundleId, Bundle]]  # the store's copies of those still held
@@ -250,9 +251,12 @@ class HeldBundles:
         ahead = self._unahead(held.id)
         if ahead is not None:
             return ahead
-        wanted = [held]
+        wanted, room = [held], AHEAD_BYTES // 2
         for other in islice(following, READ_AHEAD - 1):  # a bounded look, however long the queue
             if other.bundle is None and other.id not in self._ahead and other is not held:
+                room -= other.full_size
+                if room < 0:  # half the budget a read: what it brings is sent before it is dropped
+                    break
                 wanted.append(other)
         loaded = self._load([record.id for record in wanted])
         for record in wanted[1:]:
