@@ -150,3 +150,13 @@ def test_fuzz_mutated_frames_decode_or_refuse(frame: object, data: st.DataObject
 @settings(max_examples=20000, deadline=None)
 def test_fuzz_long_random_frames(data: bytes) -> None:
     _fuzz(data)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_data_frames_first_byte_is_its_type_and_copies(compact: bool) -> None:
+    """The head byte is looked up per copies, not built per frame: the wire keeps type << 4 | copies."""
+    bundle = Bundle(A, Destination.to_node(B), 1000, 7, 3600, Priority.ROUTINE, 40, b"x")
+    for copies in range(1, 16):
+        frame = encode_frame(DataFrame(bundle, copies, compact))
+        assert frame[0] == ((2 if compact else 1) << 4) | copies
+        assert decode_frame(frame, CONTEXT if compact else None) == DataFrame(bundle, copies, compact)

@@ -86,6 +86,10 @@ _DATA_FULL, _DATA_COMPACT = FrameType.DATA_FULL, FrameType.DATA_COMPACT
 # data_origin's types as plain ints: it reads a frame's first byte for every frame received
 _FRAGMENT_VALUE = int(FrameType.FRAGMENT)
 _DATA_FULL_VALUE, _DATA_COMPACT_VALUE = int(_DATA_FULL), int(_DATA_COMPACT)
+# a DATA frame's first byte by its copies, made once: built per frame, it cost an enum read, int()
+# and bytes() for every bundle sent
+_FULL_HEADS = tuple(bytes(((_DATA_FULL_VALUE << 4) | copies,)) for copies in range(MAX_COPIES + 1))
+_COMPACT_HEADS = tuple(bytes(((_DATA_COMPACT_VALUE << 4) | copies,)) for copies in range(MAX_COPIES + 1))
 
 
 def id_hash(bundle_id: BundleId) -> bytes:
@@ -165,8 +169,8 @@ def encode_frame(frame: Frame) -> bytes:
         if not 1 <= frame.copies <= MAX_COPIES:
             raise ValueError(f"copies must be 1-{MAX_COPIES}")
         if frame.compact:
-            return _head(FrameType.DATA_COMPACT, frame.copies) + encode_compact(frame.bundle)
-        return _head(FrameType.DATA_FULL, frame.copies) + encode_full(frame.bundle)
+            return _COMPACT_HEADS[frame.copies] + encode_compact(frame.bundle)
+        return _FULL_HEADS[frame.copies] + encode_full(frame.bundle)
     if isinstance(frame, FragmentFrame):
         if not (0 <= frame.transfer <= 0xFF and 1 <= frame.count <= MAX_FRAGMENTS):
             raise ValueError("fragment transfer or count out of range")
