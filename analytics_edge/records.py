@@ -59,13 +59,17 @@ class CameraRecords:
     kinds: ClassVar[Mapping[int, str]] = {DETECTION_EVENT: "detection_event", SNAPSHOT: "camera_snapshot"}
 
     async def handle(self, delivery: Delivery) -> list[RecordUpdate]:
+        """A record id names the event's camera, its sequence number and its whole second: a camera
+        numbers its events from 1 again after a restart, so the sequence number alone would file a
+        new intrusion under an old event's record (and its old time) at the command post."""
         origin = delivery.origin.hex()[:8]
         try:
             if delivery.kind == DETECTION_EVENT:
                 body = event_body(delivery.payload)
-                return [RecordUpdate(f"{origin}-{body['camera']}-{body['seq']}", body)]
-            body = snapshot_body(delivery.payload)
-            return [RecordUpdate(f"{origin}-{body['camera']}-{body['event_seq']}-snapshot", body)]
+                return [RecordUpdate(f"{origin}-{body['camera']}-{body['seq']}-{int(body['time'])}", body)]
+            body = snapshot_body(delivery.payload)  # its time is the illustrated event's whole second
+            event = f"{origin}-{body['camera']}-{body['event_seq']}-{int(body['time'])}"
+            return [RecordUpdate(f"{event}-snapshot", body)]
         except ValueError:
             return []
 

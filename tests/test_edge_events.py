@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given, settings
@@ -20,9 +21,12 @@ from analytics_edge.events import (
     encode_event,
     encode_snapshot_record,
 )
+from analytics_edge.kinds import DETECTION_EVENT, SNAPSHOT
+from analytics_edge.records import CameraRecords
 from analytics_edge.rules import EventType, Trend
 from analytics_edge.tracking import Phase
-from relay.bundle import COMPACT_HEADER_LEN, EPOCH_UNIX, Priority
+from relay.bundle import COMPACT_HEADER_LEN, EPOCH_UNIX, BundleId, Destination, Priority
+from relay.engine import Delivery
 
 LORA_DIRECT_PAYLOAD = 219  # Meshtastic direct message limit
 CRYPTO_BUDGET = 32  # ARCHITECTURE §4
@@ -161,3 +165,25 @@ def test_snapshot_round_trip_and_limits() -> None:
 def test_fuzz_snapshot_decoder_short(data: bytes) -> None:
     with contextlib.suppress(EventDecodeError):
         decode_snapshot_record(data)
+
+
+async def test_a_restarted_cameras_events_get_records_of_their_own() -> None:
+    """A camera numbers its events from 1 again after a restart: the same sequence number at another
+    time is another record (not an update of the old one, with its old time); the same event
+    delivered twice is the same record, and its snapshot's record names the same event."""
+
+    def delivery(kind: int, payload: bytes) -> Delivery:
+        origin = bytes(range(16))
+        return Delivery(BundleId(origin, 1, 1), origin, Destination.to_node(bytes(16)), kind,
+                        Priority.IMMEDIATE, 1, payload)  # fmt: skip
+
+    records = CameraRecords()
+    first = _intrusion()
+    after_restart = dataclasses.replace(first, time=first.time + 3 * 3600)
+    [a] = await records.handle(delivery(DETECTION_EVENT, encode_event(first)))
+    [again] = await records.handle(delivery(DETECTION_EVENT, encode_event(first)))
+    [b] = await records.handle(delivery(DETECTION_EVENT, encode_event(after_restart)))
+    assert a.record_id == again.record_id and a.record_id != b.record_id
+    snap = SnapshotRecord(first.camera, first.seq, int(first.time), 640, 360, JPEG)
+    [s] = await records.handle(delivery(SNAPSHOT, encode_snapshot_record(snap)))
+    assert s.record_id == f"{a.record_id}-snapshot"
