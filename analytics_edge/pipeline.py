@@ -82,7 +82,10 @@ class CameraPipeline:
         self.config = config or PipelineConfig()
         self.detector = detector
         self.rules = list(rules)
-        self.tracker = Tracker(tracker)
+        # object ids from the start's whole second (a 32-bit subject on the wire): a restarted
+        # camera's objects get ids its earlier objects did not have, unless it tracked more than
+        # one new object a second on average before the restart
+        self.tracker = Tracker(tracker, first_id=max(1, int(start_time) & 0xFFFF_FFFF))
         self.anonymiser = anonymiser if anonymiser is not None or not self.config.snapshots else Anonymiser()
         self.start_time = start_time
         self.stats = PipelineStats()

@@ -102,10 +102,13 @@ class _Track:
 
 
 class Tracker:
-    def __init__(self, config: TrackerConfig | None = None) -> None:
+    def __init__(self, config: TrackerConfig | None = None, *, first_id: int = 1) -> None:
+        """``first_id``: the first object's id. A camera starts from its start time, so after a
+        restart its new objects do not take the ids of objects it tracked before (the command post
+        shows one card per camera and object)."""
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
-        self._next_id = 1
+        self._next_id = first_id
 
     @property
     def objects(self) -> list[TrackedObject]:

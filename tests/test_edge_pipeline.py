@@ -49,6 +49,24 @@ def _pipeline() -> CameraPipeline:
     )
 
 
+def test_a_restarted_camera_gives_its_objects_new_ids(clip: Path) -> None:
+    """The command post shows one card per camera and tracked object: a camera restarted an hour
+    later must not give the person it sees now the id of the person it saw before."""
+    subjects = []
+    for start in (time.time(), time.time() + 3600):
+        pipeline = CameraPipeline(
+            SsdlitePersonDetector(SsdlitePersonConfig()),
+            [IntrusionRule(0, RESTRICTED)],
+            PipelineConfig(camera=3, snapshots=False),
+            start_time=start,
+        )
+        frames = VideoSource(SourceConfig(str(clip), target_fps=5)).frames()
+        events = [decode_event(o.payload) for f in frames for o in pipeline.process(f)]
+        assert events, "the clip's person enters the zone"
+        subjects.append({event.subject for event in events})
+    assert subjects[0] and subjects[1] and subjects[0].isdisjoint(subjects[1])
+
+
 def test_event_then_anonymised_snapshot(clip: Path) -> None:
     pipeline = _pipeline()
     frames = VideoSource(SourceConfig(str(clip), target_fps=5)).frames()
