@@ -191,7 +191,12 @@ def demo_walk(step: int) -> tuple[float, float]:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (``timeout``, a service manager) stops the field as Ctrl-C does: every child by PID."""
+    """SIGTERM (``timeout``, a service manager) or Ctrl-C stops the field: every child by PID. Any
+    later signal is ignored from here, before the clean-up starts: `make run` passes a SIGTERM sent
+    to its process group on once more, and one that came before the clean-up's own first line raised
+    a second KeyboardInterrupt out of it, leaving the children (in their own sessions) running."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -224,8 +229,9 @@ def run_demo(root: Path, *, duration: float | None = None, interval: float = 5.0
     clip = camera.directory / "clip.mkv"  # start_camera made it
     radio_processes.append(start_helmet(helmet.directory, post_id, clip, log_dir / f"{HELMET_SLUG}.log"))
     app_command = [sys.executable, "-m", "mobile", "--node", str(app_node.directory)]
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         panel.start()
         wait_healthy(field)
         if with_app:
