@@ -606,8 +606,13 @@ class NodeEngine:
             actions += self._frame_actions(parked.link, parked.peer, parked.frame, now)
         return actions
 
-    def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
-        return self.certificates.next_frame(link) or self.core.next_frame(link, now)
+    def next_frame(
+        self, link: str, now: float, lowest: Priority = Priority.BULK
+    ) -> tuple[bytes, bytes] | None:
+        """The next frame for ``link``: certificates first, then the core's; FLASH only when
+        ``lowest`` is FLASH (certificate frames then wait, as other classes do)."""
+        certificate = self.certificates.next_frame(link) if lowest is not Priority.FLASH else None
+        return certificate or self.core.next_frame(link, now, lowest)
 
     def _load(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
         """The core's read of held bundles: from the store, or the bundles still committing."""

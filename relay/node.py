@@ -1,7 +1,8 @@
 """``Node``: the thin asyncio runner around a :class:`NodeEngine`: real clock, real links.
 
 One task per link pulls a frame from the engine whenever the link is idle (that is what lets a
-FLASH bundle overtake everything queued: it waits at most for the frame already being sent), one
+FLASH bundle overtake everything queued: it waits at most for the frame already being sent; on
+LoRa, not for that frame's radio ACK, see :meth:`Node._run_link`), one
 task feeds link events to the engine in arrival order, the frames in batches (every frame queued
 while the previous batch was being stored, up to :data:`MAX_BATCH_FRAMES`: one store commit, no
 task per frame), and one task runs the engine's timers.
@@ -29,6 +30,7 @@ from relay.kinds import KindRegistry
 from relay.links.base import Link, LinkError
 
 log = logging.getLogger(__name__)
+_FLASH, _BULK = Priority.FLASH, Priority.BULK
 
 # An idle loop looks again at least this often: the store's expiry runs once a minute. Every timer
 # the loops wait for is in the engine's next deadline, so a shorter look only woke an idle phone
@@ -64,6 +66,8 @@ class Node:
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()  # batches of frames being handled (stored, acked)
+        # per link with ``flash_alongside`` (LoRa): its sends still running (awaiting a radio ACK)
+        self._sending: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self.links}
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
@@ -92,7 +96,8 @@ class Node:
         for link in self.links.values():
             with contextlib.suppress(LinkError):
                 await link.stop()
-        tasks = [*self._tasks, *self._handlers]  # a cancelled frame is simply not acknowledged
+        sending = [task for link_sends in self._sending.values() for task in link_sends]
+        tasks = [*self._tasks, *self._handlers, *sending]  # a cancelled frame is simply not acknowledged
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -100,6 +105,8 @@ class Node:
                 await task
         self._tasks.clear()
         self._handlers.clear()
+        for link_sends in self._sending.values():
+            link_sends.clear()
         await self.engine.close()
 
     # -- application API -------------------------------------------------------------------------
@@ -310,27 +317,42 @@ class Node:
                 event.set()
 
     async def _run_link(self, name: str, link: Link) -> None:
+        """Hands the link a frame whenever it is idle. A link with ``flash_alongside`` (LoRa, whose
+        send waits for the radio's ACK) sends each frame as a task and meanwhile takes FLASH frames
+        only, so no alarm waits for another frame's ACK (docs/links.md)."""
         sent = 0
+        sending = self._sending[name]
         while True:
             self._wakes[name].clear()
-            out = self.engine.next_frame(name, self.now()) if self._link_known(name) else None
+            out = None
+            if len(sending) <= link.flash_alongside and self._link_known(name):
+                out = self.engine.next_frame(name, self.now(), _FLASH if sending else _BULK)
             if out is None:
                 await self._sleep(name, self.engine.next_deadline())
                 continue
             peer, frame = out
             acks = self.engine.core.take_implicit_acks(name) if link.profile.implicit_ack else ()
-            try:
-                if acks:
-                    await link.send_acknowledging(peer, frame, acks)
-                else:
-                    await link.send(peer, frame)
-            except LinkError as exc:
-                log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
-                self.engine.core.frame_lost(name, peer, frame, self.now())
-                self._wakes[""].set()  # the timers: the copy may be due sooner now
+            if link.flash_alongside:
+                task = asyncio.create_task(self._send(name, link, peer, frame, acks))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+                task.add_done_callback(lambda _: self._wakes[name].set())
+                continue
+            await self._send(name, link, peer, frame, acks)
             sent += 1
             if sent % YIELD_EVERY_FRAMES == 0:
                 await asyncio.sleep(0)
+
+    async def _send(self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+        try:
+            if acks:
+                await link.send_acknowledging(peer, frame, acks)
+            else:
+                await link.send(peer, frame)
+        except LinkError as exc:
+            log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
+            self.engine.core.frame_lost(name, peer, frame, self.now())
+            self._wakes[""].set()  # the timers: the copy may be due sooner now
 
     def _link_known(self, name: str) -> bool:
         return self.engine.core.has_link(name)

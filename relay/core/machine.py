@@ -537,9 +537,12 @@ class RelayCore:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def next_frame(self, link: str, now: float) -> tuple[bytes, bytes] | None:
-        """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
-        return self._transmitter.next_frame(self._link(link), now)
+    def next_frame(
+        self, link: str, now: float, lowest: Priority = Priority.BULK
+    ) -> tuple[bytes, bytes] | None:
+        """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or of a
+        class below ``lowest``)."""
+        return self._transmitter.next_frame(self._link(link), now, lowest)
 
     def last_frame_class(self, link: str) -> Priority | None:
         """The class of the frame :meth:`next_frame` last gave for ``link`` (control frames ride at

@@ -39,6 +39,7 @@ from relay.core.routing import Router, is_costly
 # a tuple, not ``SendBundle | SendFragment``: isinstance with a union is 0.2 µs slower (Python 3.11),
 # and both checks run for every frame a link takes
 _BUNDLE_ITEMS = (SendBundle, SendFragment)
+_BULK = Priority.BULK  # a module alias: an enum member read costs more (Python 3.11)
 
 
 def summary_room(mtu: int) -> int:
@@ -56,12 +57,18 @@ class Transmitter:
         # per link: the last summary of what is held, with HeldBundles.changes and the room it had
         self._summaries: dict[str, tuple[int, int, bytes]] = {}
 
-    def next_frame(self, state: LinkState, now: float) -> tuple[bytes, bytes] | None:
-        """The next frame for an idle link as (peer, bytes), or None (empty or over budget)."""
+    def next_frame(
+        self, state: LinkState, now: float, lowest: Priority = Priority.BULK
+    ) -> tuple[bytes, bytes] | None:
+        """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or the
+        next frame is of a class below ``lowest``: a LoRa link whose last frame awaits its radio
+        ACK takes FLASH only)."""
         state.blocked_until = None
         for _ in range(len(state.queue) + 1):
             item = state.queue.peek()
             if item is None:
+                return None
+            if lowest is not _BULK and state.queue.priority_of(item) > lowest:
                 return None
             built = self._build(state, item, now)
             if built is None:

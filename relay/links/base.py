@@ -53,6 +53,10 @@ class LinkError(Mesh112Error):
 
 class Link(ABC):
     profile: LinkProfile
+    # FLASH frames the node hands the link while an earlier frame's send is still running: a LoRa
+    # send returns only when the radio's ACK comes, up to three tries later (about 25 s), and an
+    # alarm must not wait for it. 0: one frame at a time (a link whose send returns at once).
+    flash_alongside: int = 0
 
     @abstractmethod
     async def start(self, events: LinkEvents) -> None:

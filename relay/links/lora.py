@@ -11,7 +11,10 @@ The library has known weak spots (see docs/lora.md) and this wrapper covers them
   ``loop.call_soon_threadsafe``; blocking library calls run on one worker thread of the link's own;
 * a frame counts as sent only when the destination radio ACKs it. NAKs (TOO_LARGE,
   DUTY_CYCLE_LIMIT, MAX_RETRANSMIT, PKI failures...) and missing ACKs raise ``LoRaNakError`` or
-  ``LinkError`` so the core retransmits, and they are counted in ``state()``.
+  ``LinkError`` so the core retransmits, and they are counted in ``state()``. The radio keeps
+  several packets in flight, each with its own id, retries and ACK: while a frame awaits its ACK
+  (up to about 25 s of retries), the node hands this link FLASH frames only, a few at a time
+  (``flash_alongside``), and the radio sends each after the transmission under way.
 
 Meshtastic node numbers are mapped to Mesh112 node ids through the configured roster, and the
 roster alone proves nothing: anyone can put any ``from`` on the air. So every Mesh112 frame is a
@@ -86,6 +89,10 @@ class _Pending:
 
 class LoRaLink(Link):
     """A Mesh112 link over one Meshtastic radio."""
+
+    # FLASH frames alongside the one awaiting its ACK: few enough that the radio's TX queue (16
+    # packets, with its routing ACKs and retries) never fills and blocks the library's send.
+    flash_alongside = 4
 
     def __init__(
         self,
