@@ -411,7 +411,9 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
-def encode_full(bundle: Bundle) -> bytes:
+def encode_full(bundle: Bundle, hop_count: int | None = None) -> bytes:
+    """The full encoding; ``hop_count`` in place of the bundle's (a relay's forwarded frame, without
+    a hop copy made only to be encoded)."""
     dest = bundle.destination
     value: bytes | str | None = dest.node if dest.node is not None else dest.name
     fields = [
@@ -424,7 +426,7 @@ def encode_full(bundle: Bundle) -> bytes:
         bundle.lifetime,
         bundle.priority,
         bundle.kind,
-        bundle.hop_count,
+        bundle.hop_count if hop_count is None else hop_count,
         bundle.payload,
     ]
     if bundle.trail:
@@ -602,12 +604,13 @@ class CompactContext:
         return cls(nodes, {short_code(name): name for name in names})
 
 
-def encode_compact(bundle: Bundle) -> bytes:
-    """Compact header + payload. The lifetime is rounded down to whole minutes (at least one)."""
+def encode_compact(bundle: Bundle, hop_count: int | None = None) -> bytes:
+    """Compact header + payload. The lifetime is rounded down to whole minutes (at least one);
+    ``hop_count`` in place of the bundle's, as in :func:`encode_full`."""
     if bundle.created > MAX_U32:
         raise BundleEncodeError("created does not fit the compact header")
     minutes = max(1, min(bundle.lifetime // 60, MAX_COMPACT_LIFETIME_MIN))
-    hops = min(bundle.hop_count, MAX_COMPACT_HOPS)
+    hops = min(bundle.hop_count if hop_count is None else hop_count, MAX_COMPACT_HOPS)
     dest = bundle.destination
     head = struct.pack(
         ">B3s3sIHBH",

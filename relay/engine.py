@@ -40,6 +40,7 @@ from relay.bundle import (
     Kind,
     Priority,
     compact_lifetime,
+    encode_full,
 )
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.certs import CertificateExchange
@@ -614,9 +615,10 @@ class NodeEngine:
         certificate = self.certificates.next_frame(link) if lowest is not Priority.FLASH else None
         return certificate or self.core.next_frame(link, now, lowest)
 
-    def _load(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
-        """The core's read of held bundles: from the store, or the bundles still committing."""
-        committing = {i: self._committing[i] for i in bundle_ids if i in self._committing}
+    def _load(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
+        """The core's read of held bundles' full encodings: from the store, or of the bundles still
+        committing."""
+        committing = {i: encode_full(self._committing[i]) for i in bundle_ids if i in self._committing}
         if len(committing) == len(bundle_ids):
             return committing
         return self._reader.get_many(bundle_ids) | committing

@@ -36,9 +36,10 @@ class StoreReader:
         self.path = path
         self._db: sqlite3.Connection | None = None
 
-    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
-        """Those of ``bundle_ids`` still held (not delivered, expired or evicted since), by id: one
-        SELECT for a link's next few queued bundles (the core reads ahead, relay/core/held.py)."""
+    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
+        """The full encodings of those of ``bundle_ids`` still held (not delivered, expired or
+        evicted since), by id: one SELECT for a link's next few queued bundles (the core reads
+        ahead, relay/core/held.py). Not decoded: the core builds their frames from these bytes."""
         keys = {bundle_id.key(): bundle_id for bundle_id in bundle_ids}
         if not keys:
             return {}
@@ -46,7 +47,7 @@ class StoreReader:
         rows = self._connection().execute(
             f"SELECT id, data FROM seen WHERE id IN ({marks}) AND data IS NOT NULL", tuple(keys)
         )
-        return {keys[key]: self._decode(data) for key, data in rows}
+        return {keys[key]: data for key, data in rows}
 
     def held(self) -> Iterator[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class (the store's

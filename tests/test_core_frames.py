@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority
+from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority, encode_full
 from relay.core.frames import (
     FRAGMENT_HEADER_LEN,
     AckFrame,
@@ -18,6 +20,7 @@ from relay.core.frames import (
     SummaryFrame,
     decode_frame,
     encode_frame,
+    forwarded_data_frame,
 )
 
 A, B = b"\x01" * 16, b"\x02" * 16
@@ -160,3 +163,52 @@ def test_a_data_frames_first_byte_is_its_type_and_copies(compact: bool) -> None:
         frame = encode_frame(DataFrame(bundle, copies, compact))
         assert frame[0] == ((2 if compact else 1) << 4) | copies
         assert decode_frame(frame, CONTEXT if compact else None) == DataFrame(bundle, copies, compact)
+
+
+_names = st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1, max_size=64)
+forwardable = st.builds(
+    Bundle,
+    origin=st.binary(min_size=16, max_size=16),
+    destination=st.one_of(
+        st.binary(min_size=16, max_size=16).map(Destination.to_node),
+        _names.map(Destination.to_role),  # fixstr and str8
+        _names.map(Destination.to_group),
+        st.just(Destination.everyone()),
+    ),
+    created=st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 127, 128, 255, 256, 65535, 65536])),
+    seq=st.integers(0, 0xFFFF),
+    lifetime=st.integers(1, 30 * 24 * 3600),
+    priority=st.sampled_from(list(Priority)),
+    kind=st.integers(0, 255),
+    payload=st.one_of(st.binary(max_size=300), st.integers(0, 70_000).map(bytes)),
+    hop_count=st.one_of(st.integers(0, 255), st.sampled_from([126, 127, 128, 254, 255])),
+    trail=st.lists(st.binary(min_size=4, max_size=4), max_size=16).map(tuple),
+)
+
+
+@given(forwardable, st.integers(1, 15))
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_forwarded_frame_from_stored_bytes_is_the_encoders_frame(bundle: Bundle, copies: int) -> None:
+    """The frame built from a stored full encoding with the hop count raised in its bytes, and the
+    one built from the bundle without a hop copy, are byte for byte the old path's: decode, hop
+    copy, encode (the hop count's width grows from 127 to 128 and stays at 255)."""
+    expected = encode_frame(DataFrame(bundle.forwarded(), copies))
+    assert forwarded_data_frame(encode_full(bundle), copies, compact=False) == expected
+    assert forwarded_data_frame(bundle, copies, compact=False) == expected
+
+
+@given(bundles, st.integers(1, 15))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_a_forwarded_compact_frame_is_the_encoders_frame(bundle: Bundle, copies: int) -> None:
+    expected = encode_frame(DataFrame(bundle.forwarded(), copies, compact=True))
+    assert forwarded_data_frame(encode_full(bundle), copies, compact=True) == expected
+    assert forwarded_data_frame(bundle, copies, compact=True) == expected
+
+
+def test_every_hop_count_is_raised_in_the_stored_bytes() -> None:
+    base = Bundle(A, Destination.to_node(B), 1000, 7, 3600, Priority.ROUTINE, 1, b"x" * 100)
+    for hop_count in range(256):
+        bundle = replace(base, hop_count=hop_count)
+        frame = forwarded_data_frame(encode_full(bundle), 1, compact=False)
+        assert frame == encode_frame(DataFrame(bundle.forwarded(), 1))
+        assert decode_frame(frame).bundle.hop_count == min(hop_count + 1, 255)  # type: ignore[union-attr]

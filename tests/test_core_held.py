@@ -40,9 +40,9 @@ def test_urgent_bundles_stay_in_memory_others_are_read_back_from_the_store() -> 
     stored = {b.id: b for b in (_bundle(1, Priority.FLASH), _bundle(2, Priority.IMMEDIATE), _bundle(3))}
     reads: list[BundleId] = []
 
-    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         reads.extend(bundle_ids)
-        return {i: stored[i] for i in bundle_ids if i in stored}
+        return {i: encode_full(stored[i]) for i in bundle_ids if i in stored}
 
     held = HeldBundles(load, resident_bytes=0)
     records = {b.priority: held.add(b, local=False, copies=1) for b in stored.values()}
@@ -120,7 +120,7 @@ def test_a_queued_backlog_costs_a_few_hundred_bytes_per_bundle(monkeypatch: pyte
     stored = {b.id: b for b in (_bundle(seq) for seq in range(count))}
     tracemalloc.start()
     try:
-        core = RelayCore(ME, load=lambda ids: {i: stored[i] for i in ids})
+        core = RelayCore(ME, load=lambda ids: {i: encode_full(stored[i]) for i in ids})
         for bundle in stored.values():
             core.restore(bundle, False, NOW)
         core.link_up(IP, PEER, NOW)
@@ -142,9 +142,9 @@ def test_a_read_fetches_the_bundles_queued_next_and_flash_never_waits_for_one(
     stored = {b.id: b for b in (_bundle(seq) for seq in range(100))}
     calls: list[list[BundleId]] = []
 
-    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         calls.append(list(bundle_ids))
-        return {i: stored[i] for i in bundle_ids if i in stored}
+        return {i: encode_full(stored[i]) for i in bundle_ids if i in stored}
 
     core = RelayCore(ME, load=load)
     for bundle in stored.values():
@@ -168,14 +168,14 @@ def test_read_ahead_is_bounded_and_forgets_a_dropped_bundle(monkeypatch: pytest.
     stored = {b.id: b for b in (_bundle(seq) for seq in range(40))}
     reads: list[BundleId] = []
 
-    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         reads.extend(bundle_ids)
-        return {i: stored[i] for i in bundle_ids if i in stored}
+        return {i: encode_full(stored[i]) for i in bundle_ids if i in stored}
 
     held = HeldBundles(load, resident_bytes=0)
     records = [held.add(b, local=False, copies=1) for b in stored.values()]
     monkeypatch.setattr(held_module, "AHEAD_BYTES", 6 * records[0].full_size)
-    assert held.bundle(records[0], records[1:]) == _bundle(0)
+    assert held.source(records[0], records[1:]) == encode_full(_bundle(0))
     assert reads == [record.id for record in records[:4]]  # three ahead: half the budget a read
     assert held.bundle(records[1]) == _bundle(1) and len(reads) == 4  # kept: no read
     held.remove(records[3].id)
@@ -192,15 +192,15 @@ def test_a_backlog_of_large_bundles_is_read_once_each(monkeypatch: pytest.Monkey
     stored = {b.id: b for b in (_bundle(seq) for seq in range(40))}
     calls: list[list[BundleId]] = []
 
-    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+    def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         calls.append(list(bundle_ids))
-        return {i: stored[i] for i in bundle_ids if i in stored}
+        return {i: encode_full(stored[i]) for i in bundle_ids if i in stored}
 
     held = HeldBundles(load, resident_bytes=0)
     records = [held.add(b, local=False, copies=1) for b in stored.values()]
     monkeypatch.setattr(held_module, "AHEAD_BYTES", 8 * records[0].full_size)
     for index, record in enumerate(records):
-        assert held.bundle(record, records[index + 1 :]) == _bundle(index)
+        assert held.source(record, records[index + 1 :]) == encode_full(_bundle(index))
     read = [bundle_id for call in calls for bundle_id in call]
     assert read == [record.id for record in records]  # each once, in queue order
     assert [len(call) for call in calls] == [5] * 8  # the one needed and four ahead

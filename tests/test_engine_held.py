@@ -13,7 +13,7 @@ import pytest
 from engine_net import IP, Deployment, EnginePump
 
 import relay.core.held as held_module
-from relay.bundle import Bundle, BundleId, Destination, Kind, Priority
+from relay.bundle import BundleId, Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import Delivery, NodeEngine
 from relay.store_reader import StoreReader
@@ -33,7 +33,7 @@ async def _collect(engine: NodeEngine) -> list[Delivery]:
 class _CountingReader(StoreReader):
     reads: ClassVar[list[BundleId]] = []
 
-    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, Bundle]:
+    def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         _CountingReader.reads.extend(bundle_ids)
         return super().get_many(bundle_ids)
 

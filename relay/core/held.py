@@ -8,12 +8,13 @@ more. Equal destinations, lifetimes, peers, routes and tuples of them are one sh
 so the holders and routes most records have cost nothing of their own.
 
 The decoded bundle stays in memory only when it is urgent (FLASH, IMMEDIATE: never a disk read
-before it goes on the air) or while the resident budget has room; otherwise it is read back from
-the store when a frame is built (``load``). A read fetches the bundles queued behind it in the
-link's flow too, up to :data:`READ_AHEAD` of them (one SELECT, not 12-20 µs per bundle each with its
-own): they wait in a small cache bounded by :data:`AHEAD_BYTES` until their frames are built. FLASH
-and IMMEDIATE are always in memory, so no read, and no read-ahead, ever comes before their frames.
-A core with no ``load`` (unit tests) keeps every bundle in memory.
+before it goes on the air) or while the resident budget has room; otherwise its full encoding is
+read back from the store when a frame is built (``load``), and the frame is made from those bytes
+without decoding them (relay.core.frames.forwarded_data_frame). A read fetches the bundles queued
+behind it in the link's flow too, up to :data:`READ_AHEAD` of them (one SELECT, not 12-20 µs per
+bundle each with its own): they wait in a small cache bounded by :data:`AHEAD_BYTES` until their
+frames are built. FLASH and IMMEDIATE are always in memory, so no read, and no read-ahead, ever
+comes before their frames. A core with no ``load`` (unit tests) keeps every bundle in memory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
-from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, full_size
+from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, decode_full, full_size
 from relay.core.frames import id_hash
 from relay.core.scheduler import RECEIPT_KINDS, flow_of
 
@@ -37,7 +38,7 @@ AHEAD_BYTES = 256 << 10  # encoded bytes of bundles read ahead and not yet sent 
 # a read brings at most half of it, so 32 bundles of 10 kB are not read to drop the first five unsent)
 
 Route = tuple[bytes, str, bool]  # (peer, link, directed): where a held bundle is queued or in flight
-Loader = Callable[[Sequence[BundleId]], dict[BundleId, Bundle]]  # the store's copies of those still held
+Loader = Callable[[Sequence[BundleId]], dict[BundleId, bytes]]  # the full encodings of those still held
 V = TypeVar("V")
 
 
@@ -142,7 +143,7 @@ class HeldBundles:
         # the last destination held, as given and as shared: the decoder gives one object per node
         # destination, and a backlog names a few, so most adds skip its dataclass hash (0.23 µs)
         self._destination: tuple[Destination, Destination] | None = None
-        self._ahead: dict[BundleId, tuple[Bundle, int]] = {}  # read ahead: bundle, its full_size
+        self._ahead: dict[BundleId, bytes] = {}  # read ahead: the stored full encodings
         self._ahead_bytes = 0
         self.changes = 0  # bundles added or removed: a summary of what is held stands while it does
 
@@ -243,9 +244,15 @@ class HeldBundles:
         """When the next held bundle expires (maybe one dropped since: an early wake-up)."""
         return self._expiry[0].expires if self._expiry else None
 
-    def bundle(self, held: Held, following: Iterable[Held] = ()) -> Bundle | None:
-        """The whole bundle: in memory, read ahead, or read back from the store with those of
-        ``following`` (the bundles queued next) that are only there (None if the store dropped it)."""
+    def bundle(self, held: Held) -> Bundle | None:
+        """The whole bundle, from memory or the store (None if the store dropped it)."""
+        source = self.source(held)
+        return decode_full(source) if isinstance(source, bytes) else source
+
+    def source(self, held: Held, following: Iterable[Held] = ()) -> Bundle | bytes | None:
+        """The bundle in memory, or else its full encoding: read ahead, or read back from the store
+        with those of ``following`` (the bundles queued next) that are only there (None if the
+        store dropped it). A frame is built from the bytes as they are."""
         if held.bundle is not None or self._load is None:
             return held.bundle
         ahead = self._unahead(held.id)
@@ -260,20 +267,19 @@ class HeldBundles:
                 wanted.append(other)
         loaded = self._load([record.id for record in wanted])
         for record in wanted[1:]:
-            bundle = loaded.get(record.id)
-            if bundle is not None:
-                self._ahead[record.id] = (bundle, record.full_size)
-                self._ahead_bytes += record.full_size
+            encoded = loaded.get(record.id)
+            if encoded is not None:
+                self._ahead[record.id] = encoded
+                self._ahead_bytes += len(encoded)
         while self._ahead_bytes > AHEAD_BYTES:  # oldest first: their link has moved on
             self._unahead(next(iter(self._ahead)))
         return loaded.get(held.id)
 
-    def _unahead(self, bundle_id: BundleId) -> Bundle | None:
-        entry = self._ahead.pop(bundle_id, None)
-        if entry is None:
-            return None
-        self._ahead_bytes -= entry[1]
-        return entry[0]
+    def _unahead(self, bundle_id: BundleId) -> bytes | None:
+        encoded = self._ahead.pop(bundle_id, None)
+        if encoded is not None:
+            self._ahead_bytes -= len(encoded)
+        return encoded
 
     def route(self, held: Held, peer: bytes, link: str, directed: bool) -> None:
         """Record that ``held`` is queued for ``peer`` on ``link``."""

@@ -19,9 +19,9 @@ from relay.core.frames import (
     MAX_COPIES,
     MAX_SUMMARY_HASHES,
     AckFrame,
-    DataFrame,
     SummaryFrame,
     encode_frame,
+    forwarded_data_frame,
 )
 from relay.core.held import Held, HeldBundles
 from relay.core.outbox import (
@@ -53,7 +53,7 @@ class Transmitter:
         self.held = held
         self.router = router
         self.custody = custody
-        self._built: dict[str, tuple[Bundle, int, bool, bytes]] = {}  # per link: the last DATA frame
+        self._built: dict[str, tuple[Bundle | bytes, int, bool, bytes]] = {}  # per link: the last DATA frame
         # per link: the last summary of what is held, with HeldBundles.changes and the room it had
         self._summaries: dict[str, tuple[int, int, bytes]] = {}
 
@@ -190,15 +190,15 @@ class Transmitter:
         if copies < 1:
             held.unroute(peer)
             return None
-        bundle = self.held.bundle(held, self._queued_after(state, item))
-        if bundle is None:
+        source = self.held.source(held, self._queued_after(state, item))
+        if source is None:
             return None  # the store evicted it since; the core hears of it next
         copies, compact = min(MAX_COPIES, copies), state.profile.compact
         built = self._built.get(state.profile.name)
-        if built is not None and built[0] is bundle and built[1] == copies and built[2] == compact:
+        if built is not None and built[0] is source and built[1] == copies and built[2] == compact:
             return built[3]  # the same frame again: a link over its budget asks after every event
-        data = encode_frame(DataFrame(bundle.forwarded(), copies, compact=compact))
-        self._built[state.profile.name] = (bundle, copies, compact, data)
+        data = forwarded_data_frame(source, copies, compact)
+        self._built[state.profile.name] = (source, copies, compact, data)
         return data
 
     def _queued_after(self, state: LinkState, item: SendBundle) -> Iterator[Held]:
