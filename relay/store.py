@@ -84,6 +84,7 @@ import functools
 import logging
 import math
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -191,7 +192,10 @@ class Store:
         self._budget = Budget(quota_bytes)
         self._max_batch = max_batch
         self._closed = False
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        # The writer's queue (None: stop), and the future it waits on while the queue is empty: a
+        # deque and one future, not an asyncio.Queue, whose get and put each look the loop up.
+        self._queue: deque[_Pending | None] = deque()
+        self._wake: asyncio.Future[None] | None = None
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
@@ -254,7 +258,7 @@ class Store:
             for origin, (created, seq, _) in self._ids.items():
                 await self._submit(_id_mark(origin, created, seq))
         self._closed = True
-        self._queue.put_nowait(None)
+        self._put(None)
         if self._writer is not None:
             await self._writer
         await self._call(sqlite3.Connection.close)
@@ -571,19 +575,29 @@ class Store:
             for request in work:
                 for bundle in request.bundles:
                     self._first_expiry = min(self._first_expiry, bundle.created + bundle.lifetime)
-        self._queue.put_nowait(_Pending(work, future, overlap))
+        self._put(_Pending(work, future, overlap))
         return await future
+
+    def _put(self, item: _Pending | None) -> None:
+        self._queue.append(item)
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _run_writer(self) -> None:
         """Group commit: everything queued while the last COMMIT ran goes into the next transaction."""
+        queue = self._queue
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            while not queue:
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
+            first = queue.popleft()
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
+            while len(batch) < self._max_batch and queue:
+                item = queue.popleft()
                 if item is None:
                     stopping = True
                     break
