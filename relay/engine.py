@@ -562,7 +562,10 @@ class NodeEngine:
         self.core.link_down(link, peer, now)
 
     async def frame_received(self, link: str, peer: bytes, frame: bytes, now: float) -> None:
-        await self.frames_received([(link, peer, frame)], now)
+        """One frame: :meth:`frames_received` without the batch (the simulator's every arrival)."""
+        actions = self._frame_actions(link, peer, frame, now)
+        if actions:  # most frames (beacons, summaries) leave nothing to carry out
+            await self._apply(actions, now)
 
     async def frames_received(self, frames: Sequence[tuple[str, bytes, bytes]], now: float) -> None:
         """``(link, peer, frame)`` in arrival order: the core takes each, then the batch's bundles
