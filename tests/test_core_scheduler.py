@@ -183,3 +183,34 @@ def test_an_origin_over_its_cap_is_paced_to_a_share_of_the_air() -> None:
     gaps = [b - a for a, b in itertools.pairwise(paced)]
     assert min(gaps) >= bucket.cost(200) / OVER_CAP_AIR_SHARE  # a tenth of the air at most
     assert bucket.spend(200, now, Priority.FLASH, A)  # another origin is not held back
+
+
+def test_while_a_frame_awaits_its_radio_ack_only_flash_within_its_share_goes() -> None:
+    # next_frame(lowest=FLASH): what relay.node asks of a LoRa link whose last frame awaits its ACK
+    pump = Pump(CONTEXT)
+    a = pump.add(A)
+    pump.add(B)
+    a.core.link_up(LORA, B, 0.0)
+    a.core.timer(10.0)
+    while a.core.next_frame("lora0", 10.0) is not None:  # the contact's control frames
+        pass
+    a.core.originate(_bundle(A, 1, Priority.ROUTINE, size=150), 10.0)
+    assert a.core.next_frame("lora0", 10.0, Priority.FLASH) is None  # a lower class waits for the answer
+    for seq in range(200):  # a flood of FLASH from one origin, past its share
+        a.core.originate(_bundle(C, seq, Priority.FLASH, size=150), 10.0)
+    while a.core.next_frame("lora0", 10.0) is not None:
+        pass
+    bucket = a.core._links["lora0"].bucket
+    assert bucket.over_cap(Priority.FLASH, C)
+    paced = a.core._links["lora0"].blocked_until
+    assert paced is not None  # the flood's next frame fits its paced share then
+    assert a.core.next_frame("lora0", paced, Priority.FLASH) is None  # but it waits for the answer
+    a.core.originate(_bundle(A, 2, Priority.FLASH, size=150), paced)
+    alarm = a.core.next_frame("lora0", paced, Priority.FLASH)  # another origin's alarm goes alongside
+    assert alarm is not None
+    frame = decode_frame(alarm[1], CONTEXT)
+    assert isinstance(frame, DataFrame) and frame.bundle.origin == A
+    flood = a.core.next_frame("lora0", paced)  # once the link is free, the flood's frame goes
+    assert flood is not None
+    frame = decode_frame(flood[1], CONTEXT)
+    assert isinstance(frame, DataFrame) and frame.bundle.origin == C

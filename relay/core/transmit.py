@@ -62,13 +62,17 @@ class Transmitter:
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or the
         next frame is of a class below ``lowest``: a LoRa link whose last frame awaits its radio
-        ACK takes FLASH only)."""
+        ACK takes FLASH only, and none of an origin past its FLASH share: a flood's frames wait for
+        the link's answers as before, and do not fill the radio ahead of other alarms)."""
         state.blocked_until = None
         for _ in range(len(state.queue) + 1):
             item = state.queue.peek()
             if item is None:
                 return None
-            if lowest is not _BULK and state.queue.priority_of(item) > lowest:
+            if lowest is not _BULK and (
+                state.queue.priority_of(item) > lowest
+                or state.bucket.over_cap(lowest, self._origin(state, item))
+            ):
                 return None
             built = self._build(state, item, now)
             if built is None:
