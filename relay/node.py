@@ -338,8 +338,8 @@ class Node:
 
     async def _run_link(self, name: str, link: Link) -> None:
         """Hands the link a frame whenever it is idle. A link with ``flash_alongside`` (LoRa, whose
-        send waits for the radio's ACK) sends each frame as a task and meanwhile takes FLASH frames
-        only, so no alarm waits for another frame's ACK (docs/links.md)."""
+        send lasts until the radio's ACK) runs each send as a task and meanwhile takes FLASH frames
+        only, so no alarm waits for another frame's ACK (docs/lora.md)."""
         sent = 0
         sending = self._sending[name]
         while True:
@@ -353,26 +353,35 @@ class Node:
             peer, frame = out
             acks = self.engine.core.take_implicit_acks(name) if link.profile.implicit_ack else ()
             if link.flash_alongside:
-                task = asyncio.create_task(self._send(name, link, peer, frame, acks))
+                task = asyncio.create_task(self._alongside(name, link, peer, frame, acks))
                 sending.add(task)
                 task.add_done_callback(sending.discard)
                 task.add_done_callback(lambda _: self._wakes[name].set())
                 continue
-            await self._send(name, link, peer, frame, acks)
+            try:
+                if acks:
+                    await link.send_acknowledging(peer, frame, acks)
+                else:
+                    await link.send(peer, frame)
+            except LinkError as exc:
+                self._lost(name, peer, frame, exc)
             sent += 1
             if sent % YIELD_EVERY_FRAMES == 0:
                 await asyncio.sleep(0)
 
-    async def _send(self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
+    async def _alongside(
+        self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]
+    ) -> None:
+        """One frame's send on a link with ``flash_alongside``, as a task of its own."""
         try:
-            if acks:
-                await link.send_acknowledging(peer, frame, acks)
-            else:
-                await link.send(peer, frame)
+            await (link.send_acknowledging(peer, frame, acks) if acks else link.send(peer, frame))
         except LinkError as exc:
-            log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
-            self.engine.core.frame_lost(name, peer, frame, self.now())
-            self._wakes[""].set()  # the timers: the copy may be due sooner now
+            self._lost(name, peer, frame, exc)
+
+    def _lost(self, name: str, peer: bytes, frame: bytes, exc: LinkError) -> None:
+        log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
+        self.engine.core.frame_lost(name, peer, frame, self.now())
+        self._wakes[""].set()  # the timers: the copy may be due sooner now
 
     def _link_known(self, name: str) -> bool:
         return self.engine.core.has_link(name)
