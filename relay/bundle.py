@@ -352,6 +352,7 @@ def _assemble(
 
 
 _new_bundle = object.__new__
+_new_id = tuple.__new__  # a BundleId from checked fields (0.28 -> 0.15 µs: one per bundle decoded)
 (
     _set_origin,
     _set_destination,
@@ -558,7 +559,7 @@ def decode_full(data: bytes) -> Bundle:
     if not isinstance(payload, bytes):  # at most MAX_PAYLOAD: unpackb's max_bin_len
         raise BundleDecodeError("payload must be bytes")
     trail = _decode_trail(items[11]) if len(items) == 12 else ()
-    bundle_id = BundleId(origin, created, seq)
+    bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__
     return _assemble(
         origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id
     )
