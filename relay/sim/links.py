@@ -6,7 +6,8 @@ joins listed pairs of nodes; each pair is a :class:`Contact` with its own up/dow
 transmitter sends one frame at a time, to one peer or broadcast to every peer in contact, and is
 busy for the frame's serialisation time (LoRa: the Semtech airtime of the preset). On LoRa it is
 also the node's radio: it sends the radio-level ACKs and retries of :mod:`relay.sim.arq`, and the
-link waits for the radio's answer to a unicast frame before it takes the next one.
+link waits for the radio's answer to a unicast frame before it takes the next one, except FLASH
+frames, a few of which go alongside (``FLASH_ALONGSIDE``, as ``relay.links.lora``).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Transmitter:
     node: str
     link: SimLinkSpec
     busy_until: float = 0.0  # the medium is ours until then (a frame, a retry or an ACK on the air)
-    awaiting_ack: bool = False  # LoRa: the link waits for the radio's answer to a unicast frame
+    awaiting_ack: int = 0  # LoRa: unicast frames awaiting the radio's answer (then FLASH goes only)
     frames: int = 0  # frames of ours on the air, retries included
     bytes: int = 0
     retries: int = 0
@@ -155,7 +156,7 @@ class Transmitter:
 
     def reboot(self) -> None:
         """The node restarted: its radio forgot what it was sending and what it had seen."""
-        self.awaiting_ack = False
+        self.awaiting_ack = 0
         self.seen.clear()
 
     def max_hourly_airtime(self) -> float:

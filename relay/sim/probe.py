@@ -8,8 +8,10 @@ later) and sums the time the transmitter spent sending non-FLASH frames between 
 frame's start (a custody ACK for FLASH is FLASH traffic, not a lower class). Time the transmitter
 was idle (the engine chose to wait, e.g. for duty-cycle budget) is not counted, and neither are
 retransmissions, whose timing belongs to the engine's timers. With the radio ARQ
-(:mod:`relay.sim.arq`) a lower-class unicast frame holds its link from its start to the radio's
-answer, and that whole time is counted.
+(:mod:`relay.sim.arq`) a unicast frame holds its link to the radio's answer for lower classes only:
+a FLASH frame goes alongside, so its airtime is counted, not its wait for the answer. A lower
+class's radio retry on the air is not counted either (at most one frame, and the retries of a
+frame go on while a FLASH waits for reasons of its own, such as its origin's share).
 
 Measuring from the routing decision, not from when the node got the bundle, is what makes this a
 test of the scheduler: a FLASH copy a node keeps until the end-to-end receipt (delivered long ago

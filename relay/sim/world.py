@@ -33,6 +33,7 @@ from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
 from relay.sim.arq import (
     ACK_DATA_LEN,
+    FLASH_ALONGSIDE,
     RELIABLE_TRANSMISSIONS,
     channel_utilisation,
     contention_delay,
@@ -47,6 +48,7 @@ from relay.sim.scenario import Scenario
 from relay.sim.topology import build_contacts, build_oracle
 from relay.sim.traffic import PlannedSend, plan_traffic, serial_of
 
+_FLASH, _BULK = Priority.FLASH, Priority.BULK
 START_EPOCH = 90_000_000.0  # simulated time 0, in seconds since the Mesh112 epoch (late 2026)
 MAX_EVENTS = 20_000_000
 CLOCK_STEP_S = 1e-6
@@ -85,7 +87,6 @@ class _Reliable:
     contact: Contact | None  # None: the peer is not in contact (every transmission goes unheard)
     frame: bytes
     flash: bool
-    started: float
     transmissions_left: int = RELIABLE_TRANSMISSIONS - 1
     attempt: int = 0
     done: bool = False
@@ -265,7 +266,11 @@ class World:
             return
         now, peers_up = self.now, node.peers_up
         for link, transmitter in node.transmitters.items():  # Transmitter.idle, inline: every event
-            if now >= transmitter.busy_until and not transmitter.awaiting_ack and peers_up.get(link):
+            if (
+                now >= transmitter.busy_until
+                and transmitter.awaiting_ack <= FLASH_ALONGSIDE
+                and peers_up.get(link)
+            ):
                 called = self._transmit(node, engine, transmitter) or called
         if not called:
             return  # every link that asked had nothing queued: the engine did not change
@@ -364,7 +369,9 @@ class World:
         core = engine.core
         if not core.queued(name) and not engine.certificates.queued(name):
             return False  # most often, a link that goes idle has nothing queued
-        pulled = engine.next_frame(name, START_EPOCH + self.now)
+        # while frames await the radio's answer, the link takes FLASH only (relay.node, flash_alongside)
+        lowest = _FLASH if transmitter.awaiting_ack else _BULK
+        pulled = engine.next_frame(name, START_EPOCH + self.now, lowest)
         if pulled is None:
             return core.queued(name) > 0
         peer_id, frame = pulled
@@ -394,12 +401,11 @@ class World:
         # a forward that is an implicit ACK goes as a broadcast: the radio neither ACKs nor retries it
         overheard = link.profile.implicit_ack and self._overhear(node, engine, link, frame, done)
         reliable = link.radio_arq and peer_id != BROADCAST and not overheard
-        if not reliable or flash:  # a unicast frame of a lower class holds the link to its answer
-            self.probe.frame_started(
-                (node.name, link.name), node.incarnation, flash, flash_key, queued_at, start, done
-            )
+        self.probe.frame_started(
+            (node.name, link.name), node.incarnation, flash, flash_key, queued_at, start, done
+        )
         if reliable:
-            transmitter.awaiting_ack = True
+            transmitter.awaiting_ack += 1
             packet = _Reliable(
                 next(self._packet_ids),
                 node.name,
@@ -408,7 +414,6 @@ class World:
                 contact,
                 frame,
                 flash,
-                start,
             )
             self._radio_sent(transmitter, packet, done)
             return True
@@ -554,12 +559,9 @@ class World:
         if node.incarnation != packet.incarnation or node.engine is None:
             return
         transmitter = node.transmitters[packet.link.name]
-        transmitter.awaiting_ack = False
+        transmitter.awaiting_ack -= 1
         if failed:
             transmitter.max_retransmit += 1
-        if not packet.flash:  # the link was held from the frame's start to the radio's answer
-            key = (node.name, packet.link.name)
-            self.probe.frame_started(key, node.incarnation, False, None, None, packet.started, self.now)
         self._settle(node)
 
     def _transmitter_idle(self, name: str, incarnation: int) -> None:
