@@ -103,6 +103,7 @@ class _Offer:
     routes: dict[bytes, int]  # node -> total cost, this node itself left out
 
 
+_NODE, _FLASH = DestKind.NODE, Priority.FLASH  # module aliases: an enum member read costs more (3.11)
 _OnlyVia = dict[bytes, tuple[bytes, int | None]]  # node -> (its only neighbour, best cost without it)
 # a beacon, what it was made from, and the offer version it was last found standing at
 _Kept = tuple[dict[bytes, int], _OnlyVia, LinkProfile, BeaconFrame, int]
@@ -551,7 +552,8 @@ class Router:
         links = self._neighbours.get(peer)
         if links is not None and len(links) == 1:  # most neighbours are on one link
             for profile in links.values():
-                return profile if self.fits(profile, size_for[profile.compact], priority) else None
+                size = size_for[profile.compact]
+                return profile if size <= profile.mtu or self.fits(profile, size, priority) else None
         eligible = [
             p for p in self._neighbours.get(peer, {}).values() if self.fits(p, size_for[p.compact], priority)
         ]
@@ -589,13 +591,13 @@ class Router:
 
     def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination
-        if dest.kind is DestKind.NODE and dest.node is not None:
+        if dest.kind is _NODE and dest.node is not None:
             if dest.node == self.node_id:
                 return []
             if dest.node in self._neighbours:
                 profile = self.best_link(dest.node, size_for, bundle.priority)
                 return [] if profile is None else [Hop(profile.name, dest.node, True)]
-            paths = FLASH_PATHS if bundle.priority is Priority.FLASH else 1
+            paths = FLASH_PATHS if bundle.priority is _FLASH else 1
             # Of equal costs, the route heard of last first: a neighbour's cellular link comes and
             # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
             routes = self._ordered.get(dest.node)
@@ -610,7 +612,8 @@ class Router:
                 profile = self._neighbours.get(via, {}).get(link)
                 if profile is None or (directed and any(hop.peer == via for hop in directed)):
                     continue
-                if self.fits(profile, size_for[profile.compact], bundle.priority):
+                size = size_for[profile.compact]
+                if size <= profile.mtu or self.fits(profile, size, bundle.priority):  # fits' first test
                     directed.append(Hop(link, via, True))
                     if len(directed) == paths:
                         break
