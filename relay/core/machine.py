@@ -124,7 +124,8 @@ class RelayCore:
         return link in self._links
 
     def queued(self, link: str) -> int:
-        return len(self._link(link).queue)
+        """Items waiting on ``link`` (the simulator asks after every event, for each idle link)."""
+        return len((self._links.get(link) or self._link(link)).queue)  # _link raises for an unknown one
 
     def over_cap_frames(self, link: str) -> dict[bytes, int]:
         """Frames sent on ``link`` while their flow was over its FLASH/IMMEDIATE share, per flow (an
@@ -522,15 +523,18 @@ class RelayCore:
         ):
             if t is not None and (first is None or t < first):
                 first = t
-        for t in self._summary_wait.values():
-            if first is None or t < first:
-                first = t
-        for s in self._links.values():
-            if len(s.peers) > len(s.paced) and (first is None or s.next_beacon < first):
-                first = s.next_beacon
-            for t in s.paced.values():
+        if self._summary_wait:  # most often empty: no iterator to make
+            for t in self._summary_wait.values():
                 if first is None or t < first:
                     first = t
+        for s in self._links.values():
+            paced = s.paced
+            if len(s.peers) > len(paced) and (first is None or s.next_beacon < first):
+                first = s.next_beacon
+            if paced:
+                for t in paced.values():
+                    if first is None or t < first:
+                        first = t
             if s.blocked_until and s.queue and (first is None or s.blocked_until < first):
                 first = s.blocked_until
         return first
@@ -757,9 +761,13 @@ class RelayCore:
             return
         if not changed and not also:
             return  # most beacons repeat the last one: no held bundle to look at
-        also = also or set()
-        for held in [h for h in self._held.values() if h.destination.node in changed or h.id in also]:
-            self._route(held, now)
+        held = self._held.values()
+        if also:
+            rerouted = [h for h in held if h.destination.node in changed or h.id in also]
+        else:  # a beacon's changes: no id to hash per held bundle
+            rerouted = [h for h in held if h.destination.node in changed]
+        for record in rerouted:
+            self._route(record, now)
 
     def _route(self, held: Held, now: float) -> None:
         if held.is_expired(now):
