@@ -628,7 +628,9 @@ class NodeEngine:
         return self._reader.get_many(bundle_ids) | committing
 
     async def on_timer(self, now: float) -> None:
-        await self._apply(self.core.timer(now), now)
+        actions = self.core.timer(now)
+        if actions:  # most timers leave nothing to carry out
+            await self._apply(actions, now)
         if now >= self._next_store_expiry:
             self._next_store_expiry = now + STORE_EXPIRE_EVERY_S
             await self.store.expire(now)

@@ -492,11 +492,12 @@ class RelayCore:
         self.reassembler.expire(now)
         self.router.expire(now)
         self._routes_changed(now)
-        waited = [peer for peer, until in self._summary_wait.items() if until <= now]
-        for peer in waited:
-            del self._summary_wait[peer]
-        if waited:
-            self._route_all(now)
+        if self._summary_wait:  # most timers wait for no summary: no list to make
+            waited = [peer for peer, until in self._summary_wait.items() if until <= now]
+            for peer in waited:
+                del self._summary_wait[peer]
+            if waited:
+                self._route_all(now)
         for state in self._links.values():
             if len(state.peers) > len(state.paced) and state.next_beacon <= now:
                 for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
@@ -546,7 +547,7 @@ class RelayCore:
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or of a
         class below ``lowest``)."""
-        return self._transmitter.next_frame(self._link(link), now, lowest)
+        return self._transmitter.next_frame(self._links.get(link) or self._link(link), now, lowest)
 
     def last_frame_class(self, link: str) -> Priority | None:
         """The class of the frame :meth:`next_frame` last gave for ``link`` (control frames ride at
