@@ -574,7 +574,9 @@ class Store:
         if isinstance(work, tuple):
             for request in work:
                 for bundle in request.bundles:
-                    self._first_expiry = min(self._first_expiry, bundle.created + bundle.lifetime)
+                    expires = bundle.created + bundle.lifetime
+                    if expires < self._first_expiry:
+                        self._first_expiry = expires
         self._put(_Pending(work, future, overlap))
         return await future
 

@@ -232,7 +232,7 @@ class RelayCore:
 
     def frame(self, link: str, peer: bytes, data: bytes, now: float) -> list[Action]:
         """One frame from ``peer``. Raises FrameDecodeError (or FragmentError) for hostile bytes."""
-        state = self._link(link)
+        state = self._links.get(link) or self._link(link)  # _link raises for an unknown one
         if peer not in state.peers:
             self.link_up(state.profile, peer, now)  # heard before announced (e.g. a LoRa neighbour)
         mtu = state.profile.mtu

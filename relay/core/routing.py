@@ -208,7 +208,7 @@ class Router:
         key = (profile.name, peer)
         last = self._queued_beacons.get(key)
         refresh = (REFRESH_BEACONS - 0.5) * beacon_interval(profile)  # the 5th interval, whatever rounding
-        if last is not None and last[0] == beacon and now - last[1] < refresh:
+        if last is not None and (last[0] is beacon or last[0] == beacon) and now - last[1] < refresh:
             return False
         self._queued_beacons[key] = (beacon, now)
         return True

@@ -276,7 +276,9 @@ class World:
             return  # every link that asked had nothing queued: the engine did not change
         deadline = engine.core.next_deadline()  # NodeEngine.next_deadline asks it: one call less
         if deadline is not None:
-            deadline = max(deadline - START_EPOCH, self.now)
+            deadline -= START_EPOCH
+            if deadline < now:  # max() without the builtin's call: asked after every event
+                deadline = now
             if deadline == self.now and node.last_timer == self.now:
                 # Still due right after its timer ran (float rounding of epoch-sized times): a real
                 # clock would have moved on, so the simulated one does too.
