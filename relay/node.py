@@ -377,6 +377,8 @@ class Node:
             await (link.send_acknowledging(peer, frame, acks) if acks else link.send(peer, frame))
         except LinkError as exc:
             self._lost(name, peer, frame, exc)
+        except Exception:  # a task of its own: nobody else would see it (the custody timer resends)
+            log.exception("link %s failed sending to %s", name, peer.hex()[:8])
 
     def _lost(self, name: str, peer: bytes, frame: bytes, exc: LinkError) -> None:
         log.warning("link %s could not send to %s: %s", name, peer.hex()[:8], exc)
