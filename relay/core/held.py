@@ -9,12 +9,13 @@ so the holders and routes most records have cost nothing of their own.
 
 The decoded bundle stays in memory only when it is urgent (FLASH, IMMEDIATE: never a disk read
 before it goes on the air) or while the resident budget has room; otherwise its full encoding is
-read back from the store when a frame is built (``load``), and the frame is made from those bytes
-without decoding them (relay.core.frames.forwarded_data_frame). A read fetches the bundles queued
-behind it in the link's flow too, up to :data:`READ_AHEAD` of them (one SELECT, not 12-20 µs per
-bundle each with its own): they wait in a small cache bounded by :data:`AHEAD_BYTES` until their
-frames are built. FLASH and IMMEDIATE are always in memory, so no read, and no read-ahead, ever
-comes before their frames. A core with no ``load`` (unit tests) keeps every bundle in memory.
+read back from the store when a frame is built (``load``), and an IP frame is made from those bytes
+without decoding them (relay.core.frames.forwarded_data_frame; a compact LoRa frame decodes them).
+A read fetches the bundles queued behind it in the link's flow too, up to :data:`READ_AHEAD` of
+them (one SELECT, not 12-20 µs per bundle each with its own): they wait in a small cache bounded by
+:data:`AHEAD_BYTES` until their frames are built. FLASH and IMMEDIATE are always in memory, so no
+read, and no read-ahead, ever comes before their frames. A core with no ``load`` (unit tests) keeps
+every bundle in memory.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ class HeldBundles:
     def source(self, held: Held, following: Iterable[Held] = ()) -> Bundle | bytes | None:
         """The bundle in memory, or else its full encoding: read ahead, or read back from the store
         with those of ``following`` (the bundles queued next) that are only there (None if the
-        store dropped it). A frame is built from the bytes as they are."""
+        store dropped it). An IP frame is built from the bytes as they are, a compact one decodes them."""
         if held.bundle is not None or self._load is None:
             return held.bundle
         ahead = self._unahead(held.id)

@@ -86,7 +86,6 @@ class _Reliable:
     link: SimLinkSpec
     contact: Contact | None  # None: the peer is not in contact (every transmission goes unheard)
     frame: bytes
-    flash: bool
     transmissions_left: int = RELIABLE_TRANSMISSIONS - 1
     attempt: int = 0
     done: bool = False
@@ -175,7 +174,7 @@ class World:
                 t, _, handler, args = pop(heap)
                 self.now = t
                 # A handler with nothing to await (a transmitter going idle, a superseded timer:
-                # a third of the events) returns None, not a coroutine made only to be awaited.
+                # about half of the events) returns None, not a coroutine made only to be awaited.
                 work = handler(*args)
                 if work is not None:
                     await work
@@ -265,7 +264,9 @@ class World:
         if engine is None:
             return
         now, peers_up = self.now, node.peers_up
-        for link, transmitter in node.transmitters.items():  # Transmitter.idle, inline: every event
+        # A link takes a frame when its medium is free and at most FLASH_ALONGSIDE frames await the
+        # radio's answer (then FLASH only, see _transmit); checked inline, as it is after every event.
+        for link, transmitter in node.transmitters.items():
             if (
                 now >= transmitter.busy_until
                 and transmitter.awaiting_ack <= FLASH_ALONGSIDE
@@ -415,7 +416,6 @@ class World:
                 link,
                 contact,
                 frame,
-                flash,
             )
             self._radio_sent(transmitter, packet, done)
             return True
