@@ -4,7 +4,7 @@ field unit is out of the post's range, so everything between them crosses the re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -13,6 +13,7 @@ from engine_net import Deployment
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
+from relay.node import Node
 
 RADIOS = {"post": (0xA0000001, 0.0), "relay": (0xA0000002, 900.0), "field": (0xA0000003, 1800.0)}
 NEIGHBOURS = {"post": ("relay",), "relay": ("post", "field"), "field": ("relay",)}
@@ -52,3 +53,12 @@ def lora_line(seed: int, unit_roles: frozenset[str] = frozenset()) -> Iterator[A
         for server in servers.values():
             server.stop()
         medium.close()
+
+
+async def stop_field(nodes: Iterable[Node], servers: Iterable[DeviceServer], medium: LoRaMedium) -> None:
+    """Stop a field a test built by hand: its nodes, then their radios' device servers, then the air."""
+    for node in nodes:
+        await node.stop()
+    for server in servers:
+        server.stop()
+    medium.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from core_pump import Pump
+from core_pump import CoreNode, Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
 from relay.core.frames import DataFrame, decode_frame
@@ -144,14 +144,20 @@ def test_flows_over_their_cap_yield_to_the_others() -> None:
     assert [queue.pop() for _ in range(5)] == ["alarm", "flood0", "flood1", "flood2", "order"]
 
 
-def test_one_origin_flooding_flash_cannot_take_the_reserve_from_another() -> None:
+def _lora_sender() -> CoreNode:
+    """A with a LoRa contact to B at 0 s, its contact's control frames sent by 10 s."""
     pump = Pump(CONTEXT)
     a = pump.add(A)
     pump.add(B)
     a.core.link_up(LORA, B, 0.0)
     a.core.timer(10.0)
-    while a.core.next_frame("lora0", 10.0) is not None:  # the contact's control frames
+    while a.core.next_frame("lora0", 10.0) is not None:
         pass
+    return a
+
+
+def test_one_origin_flooding_flash_cannot_take_the_reserve_from_another() -> None:
+    a = _lora_sender()
     for seq in range(200):  # far more FLASH than the hour's 36 s allow, all from one origin
         a.core.originate(_bundle(C, seq, Priority.FLASH, size=150), 10.0)
     flood = 0
@@ -187,13 +193,7 @@ def test_an_origin_over_its_cap_is_paced_to_a_share_of_the_air() -> None:
 
 def test_while_a_frame_awaits_its_radio_ack_only_flash_within_its_share_goes() -> None:
     # next_frame(lowest=FLASH): what relay.node asks of a LoRa link whose last frame awaits its ACK
-    pump = Pump(CONTEXT)
-    a = pump.add(A)
-    pump.add(B)
-    a.core.link_up(LORA, B, 0.0)
-    a.core.timer(10.0)
-    while a.core.next_frame("lora0", 10.0) is not None:  # the contact's control frames
-        pass
+    a = _lora_sender()
     a.core.originate(_bundle(A, 1, Priority.ROUTINE, size=150), 10.0)
     assert a.core.next_frame("lora0", 10.0, Priority.FLASH) is None  # a lower class waits for the answer
     for seq in range(200):  # a flood of FLASH from one origin, past its share

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from engine_net import Deployment
-from lora_air import RADIOS, Air, lora_line
+from lora_air import RADIOS, Air, lora_line, stop_field
 
 from crypto.hop import HopAuth
 from field.lora_emulator.device import DeviceServer
@@ -98,8 +98,4 @@ async def test_4k_message_crosses_in_fragments_with_20_percent_frame_loss(tmp_pa
         assert await asyncio.wait_for(first(), 90) == message
         assert medium.stats.lost > 0  # frames really were lost on the way
     finally:
-        for node in nodes.values():
-            await node.stop()
-        for server in servers.values():
-            server.stop()
-        medium.close()
+        await stop_field(nodes.values(), servers.values(), medium)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from engine_net import Deployment
+from lora_air import stop_field
 
 from crypto.hop import HopAuth
 from field.lora_emulator.device import DeviceServer
@@ -81,8 +82,4 @@ async def test_flash_goes_while_a_frame_to_a_silent_neighbour_awaits_its_ack(tmp
         assert arrived - start < 4 * full_frame, (arrived - start, full_frame, waited)
         assert not waited, "the alarm arrived only after the silent neighbour's frame gave up"
     finally:
-        for node in nodes.values():
-            await node.stop()
-        for server in servers.values():
-            server.stop()
-        medium.close()
+        await stop_field(nodes.values(), servers.values(), medium)
