@@ -11,7 +11,7 @@ import pytest
 import relay.core.held as held_module
 from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
 from relay.core.frames import id_hash
-from relay.core.held import HeldBundles
+from relay.core.held import DamagedStoreError, HeldBundles
 from relay.core.machine import RelayCore
 from relay.core.seen import SeenIds
 from relay.links.base import LinkProfile
@@ -53,6 +53,17 @@ def test_urgent_bundles_stay_in_memory_others_are_read_back_from_the_store() -> 
     assert held.bundle(records[Priority.FLASH]) == _bundle(1, Priority.FLASH) and len(reads) == 1
     del stored[routine.id]  # evicted by the store since
     assert held.bundle(routine) is None
+
+
+def test_a_damaged_stored_bundle_is_the_stores_fault_not_a_neighbours() -> None:
+    # The engine takes a ValueError out of the core for a neighbour's bad frame (refused, counted as
+    # hostile); a held bundle that does not decode from the store's bytes must not look like one.
+    bundle = _bundle(3)
+    held = HeldBundles(lambda ids: {i: encode_full(bundle)[:40] for i in ids}, resident_bytes=0)
+    record = held.add(bundle, local=False, copies=1)
+    with pytest.raises(DamagedStoreError, match="corrupt") as raised:
+        held.bundle(record)
+    assert not isinstance(raised.value, ValueError)
 
 
 def test_resident_budget_is_spent_and_given_back() -> None:

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
-from relay.bundle import COMPACT_HEADER_LEN, Bundle, BundleId, Destination, Priority, decode_full, full_size
+from relay.bundle import (
+    COMPACT_HEADER_LEN,
+    Bundle,
+    BundleDecodeError,
+    BundleId,
+    Destination,
+    Priority,
+    decode_full,
+    full_size,
+)
 from relay.core.frames import id_hash
 from relay.core.scheduler import RECEIPT_KINDS, flow_of
 
@@ -41,6 +50,11 @@ AHEAD_BYTES = 256 << 10  # encoded bytes of bundles read ahead and not yet sent 
 Route = tuple[bytes, str, bool]  # (peer, link, directed): where a held bundle is queued or in flight
 Loader = Callable[[Sequence[BundleId]], dict[BundleId, bytes]]  # the full encodings of those still held
 V = TypeVar("V")
+
+
+class DamagedStoreError(RuntimeError):
+    """A held bundle read back from the store does not decode: the store's file is damaged. Not a
+    ValueError, so the engine does not take it for a neighbour's bad frame."""
 
 
 @dataclass(slots=True, eq=False)
@@ -248,7 +262,15 @@ class HeldBundles:
     def bundle(self, held: Held) -> Bundle | None:
         """The whole bundle, from memory or the store (None if the store dropped it)."""
         source = self.source(held)
-        return decode_full(source) if isinstance(source, bytes) else source
+        if not isinstance(source, bytes):
+            return source
+        try:
+            return decode_full(source)
+        except BundleDecodeError as exc:
+            raise DamagedStoreError(
+                f"held bundle {held.id} read back from the store is corrupt ({exc}): the store's file "
+                "is damaged; restore it from a backup or move it aside"
+            ) from None
 
     def source(self, held: Held, following: Iterable[Held] = ()) -> Bundle | bytes | None:
         """The bundle in memory, or else its full encoding: read ahead, or read back from the store
