@@ -16,7 +16,6 @@ from field.lora_emulator import radio as emulated
 from field.lora_emulator.medium import LoRaMedium
 from relay.bundle import Priority
 from relay.errors import ConfigError
-from relay.links.lora import LoRaLink
 from relay.links.lora_phy import modem
 from relay.sim import arq
 from relay.sim.links import SimLinkSpec
@@ -144,7 +143,6 @@ def test_timing_and_ack_size_agree_with_the_device_emulator() -> None:
     assert arq.RELIABLE_TRANSMISSIONS == emulated.RELIABLE_TRANSMISSIONS
     assert (arq.CW_MIN, arq.CW_MAX) == (emulated.CW_MIN, emulated.CW_MAX)
     assert arq.PROCESSING_ALLOWANCE_S == emulated.PROCESSING_ALLOWANCE_S
-    assert LoRaLink.flash_alongside == arq.FLASH_ALONGSIDE
     routing = mesh_pb2.Routing(error_reason=mesh_pb2.Routing.NONE)
     ack = mesh_pb2.Data(
         portnum=portnums_pb2.ROUTING_APP, payload=routing.SerializeToString(), request_id=0xFFFFFFFF

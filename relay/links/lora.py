@@ -64,7 +64,14 @@ from relay.links.lora_config import (
     open_interface,
 )
 from relay.links.lora_hello import HelloRefusedError, LoRaHello
-from relay.links.lora_phy import MAX_CHANNEL_PAYLOAD, MAX_DM_PAYLOAD, duty_cycle, frame_airtime_s, modem
+from relay.links.lora_phy import (
+    FLASH_ALONGSIDE,
+    MAX_CHANNEL_PAYLOAD,
+    MAX_DM_PAYLOAD,
+    duty_cycle,
+    frame_airtime_s,
+    modem,
+)
 from relay.trust import UnknownOriginError
 
 __all__ = ["LoRaLink", "LoRaLinkConfig", "LoRaLinkState", "LoRaNakError"]
@@ -90,9 +97,7 @@ class _Pending:
 class LoRaLink(Link):
     """A Mesh112 link over one Meshtastic radio."""
 
-    # FLASH frames alongside the one awaiting its ACK: few enough that the radio's TX queue (16
-    # packets, with its routing ACKs and retries) never fills and blocks the library's send.
-    flash_alongside = 4
+    flash_alongside = FLASH_ALONGSIDE
 
     def __init__(
         self,

@@ -16,6 +16,9 @@ from typing import Literal, get_args
 
 MESHTASTIC_HEADER_LEN = 16  # to, from, id, flags, channel hash, next hop, relay node
 MAX_LORA_PAYLOAD_LEN = 255  # SX12xx FIFO: the whole PHY payload including the header
+# FLASH frames a LoRa link hands its radio while another frame awaits its ACK: few enough that the
+# radio's TX queue (16 packets, with its routing ACKs and retries) never fills and blocks a send
+FLASH_ALONGSIDE = 4
 PKI_OVERHEAD = 12  # AES-CCM 8-byte tag + 4-byte extra nonce on PKI direct messages
 MAX_DM_PAYLOAD = 219  # largest PRIVATE_APP payload in a PKI direct message
 MAX_CHANNEL_PAYLOAD = 231  # largest PRIVATE_APP payload on a channel (broadcast)

@@ -1,8 +1,9 @@
 """Meshtastic's radio-level ARQ, as the simulator's LoRa link models it.
 
 The real LoRa link (``relay.links.lora``) sends every unicast frame with ``want_ack`` and waits for
-the radio's answer before it sends the next one, except FLASH frames: up to :data:`FLASH_ALONGSIDE`
-go while others await their answers. The firmware (ReliableRouter) transmits the packet
+the radio's answer before it sends the next one, except FLASH frames: up to
+``relay.links.lora_phy.FLASH_ALONGSIDE`` go while others await their answers. The firmware
+(ReliableRouter) transmits the packet
 up to three times, waiting a retransmission timeout after each transmission for the receiver's
 routing ACK, and then reports ``MAX_RETRANSMIT``, which the link raises as a ``LinkError``: the node
 logs it and the core's custody timer takes over. The receiving radio ACKs every copy it decodes but
@@ -22,7 +23,6 @@ RELIABLE_TRANSMISSIONS = 3  # the first send and two retries, then MAX_RETRANSMI
 CW_MIN, CW_MAX = 3, 8  # contention window exponents, mapped from the channel utilisation
 PROCESSING_ALLOWANCE_S = 4.5  # the firmware's allowance in its retransmission timer
 ACK_DATA_LEN = 11  # an encoded routing ACK (Data: ROUTING_APP, Routing NONE, request_id)
-FLASH_ALONGSIDE = 4  # relay.links.lora.LoRaLink.flash_alongside
 UTILISATION_WINDOW_S = 60.0  # the firmware measures channel utilisation over the last minute
 
 

@@ -31,9 +31,9 @@ from relay.bundle import BundleId, Priority
 from relay.engine import Delivery, NodeEngine, SendError
 from relay.errors import Mesh112Error
 from relay.links.base import BROADCAST
+from relay.links.lora_phy import FLASH_ALONGSIDE
 from relay.sim.arq import (
     ACK_DATA_LEN,
-    FLASH_ALONGSIDE,
     RELIABLE_TRANSMISSIONS,
     channel_utilisation,
     contention_delay,
