@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import random
 
 from core_pump import Pump
 
@@ -315,3 +317,29 @@ def test_a_silent_neighbour_on_an_ordered_link_gets_one_copy_again_not_its_backl
     tracker.acknowledged(ids[2], B, 6.1)
     assert sorted(f.bundle_id for f in tracker.forget_link("ip0", B)) == sorted([ids[1], ids[3], ids[4]])
     assert tracker.retries == 2
+
+
+def test_the_next_deadline_is_kept_only_until_a_copy_moves_or_leaves() -> None:
+    """next_deadline is asked after every event and kept meanwhile: after touches, retries, losses,
+    ACKs and dues it is what a fresh look at every copy in flight gives."""
+    rng = random.Random(15)
+    tracker = CustodyTracker()
+    ids = [_bundle(Priority.ROUTINE, seq=n).id for n in range(12)]
+    now = 0.0
+    for _ in range(600):
+        now += rng.random()
+        bundle_id, peer = rng.choice(ids), rng.choice((B, C))
+        step = rng.randrange(5)
+        if step == 0:
+            tracker.touch(bundle_id, peer, rng.choice((IP, LORA)), now)
+        elif step == 1:
+            tracker.retry(bundle_id, peer, now)
+        elif step == 2:
+            tracker.acknowledged(bundle_id, peer, now)
+        elif step == 3:
+            tracker.lost(bundle_id, peer, "lora0", now, 0.5)
+        else:
+            tracker.due(now)
+        fresh = copy.deepcopy(tracker)
+        fresh._next = None
+        assert tracker.next_deadline() == fresh.next_deadline()

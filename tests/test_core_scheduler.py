@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import random
 
 from core_pump import CoreNode, Pump
 
@@ -214,3 +216,25 @@ def test_while_a_frame_awaits_its_radio_ack_only_flash_within_its_share_goes() -
     assert flood is not None
     frame = decode_frame(flood[1], CONTEXT)
     assert isinstance(frame, DataFrame) and frame.bundle.origin == C
+
+
+def test_an_answer_over_budget_is_kept_only_while_it_stands() -> None:
+    """A frame over budget keeps its answer (a link over its budget is asked after every event of its
+    node) until a charge or the oldest frame ageing out of the window changes it: an origin's cap
+    ages out with its frames, and its next frame fits sooner. Every answer is the fresh one."""
+    rng = random.Random(15)
+    bucket = TokenBucket(LORA, 0.0)
+    now, kept = 0.0, 0
+    for _ in range(1500):
+        now += rng.expovariate(1 / 15.0)
+        size = rng.choice((20, 100, 219))
+        priority = rng.choice((Priority.FLASH, Priority.IMMEDIATE, Priority.ROUTINE))
+        origin = rng.choice((A, B, b"", None))
+        fresh = copy.deepcopy(bucket)
+        fresh._later = None  # what it would answer without the kept answer
+        kept += bucket._later is not None
+        at = bucket.available_at(size, now, priority, origin)
+        assert at == fresh.available_at(size, now, priority, origin)
+        if at <= now:
+            bucket.charge(size, now, priority, origin)
+    assert kept > 100  # over budget for much of the run: answers were kept and checked

@@ -3,6 +3,7 @@ on a lossy network with evictions, receipts and expiry never stepping outside th
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -201,3 +202,33 @@ def test_an_evicted_bundle_reads_evicted_with_the_reason_in_the_core() -> None:
     assert origin.core.evicted(BundleId(RELAY, 0, 0), REASON, 6.0) == []  # a relayed bundle has no status
     origin.core.timer(3600.0 + STATUS_MEMORY_S + 1)
     assert origin.core.status(bundle.id).state is State.UNKNOWN  # forgotten an hour after its lifetime
+
+
+def test_the_next_deadline_is_kept_only_until_a_status_moves_or_comes_due() -> None:
+    """next_deadline is asked after every event and kept meanwhile: after originations, moves,
+    refusals and dues it is what a fresh look at every status gives."""
+    rng = random.Random(15)
+    statuses = Statuses()
+    ids = [BundleId(ORIGIN, 100, n) for n in range(10)]
+    now = 0.0
+    for _ in range(600):
+        now += rng.random() * 20.0
+        bundle_id, step = rng.choice(ids), rng.randrange(6)
+        try:
+            if step == 0:
+                statuses.originated(bundle_id, now, now + rng.random() * 100.0)
+            elif step == 1:
+                statuses.custody(bundle_id, RELAY, "ip0", now)
+            elif step == 2:
+                statuses.receipt(bundle_id, now, 1, ())
+            elif step == 3:
+                statuses.evicted(bundle_id, REASON, now)
+            elif step == 4:
+                statuses.not_stored(bundle_id)
+            else:
+                statuses.due(now)
+        except IllegalTransitionError:
+            continue
+        fresh = copy.deepcopy(statuses)
+        fresh._next = None
+        assert statuses.next_deadline() == fresh.next_deadline()

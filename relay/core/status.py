@@ -195,6 +195,9 @@ class Statuses:
         # query; 9.8 us now.
         self._deadlines: list[float] = []
         self._ids: dict[float, list[BundleId]] = {}
+        # next_deadline's answer, kept until a deadline is set, an entry goes or one comes due (the
+        # relay asks after every event)
+        self._next: tuple[float | None] | None = None
 
     def get(self, bundle_id: BundleId) -> BundleStatus | None:
         entry = self._entries.get(bundle_id)
@@ -235,12 +238,14 @@ class Statuses:
         entry = self._entries.get(bundle_id)
         if entry is not None and next_state(entry.status.state, Event.NOT_STORED) is State.UNKNOWN:
             del self._entries[bundle_id]  # its deadline is skipped when due
+            self._next = None
 
     def due(self, now: float) -> tuple[list[tuple[BundleId, BundleStatus]], list[BundleId]]:
         """(pending bundles whose lifetime ended, now expired; final ones forgotten at last)."""
         expired: list[tuple[BundleId, BundleStatus]] = []
         forgotten: list[BundleId] = []
         while self._deadlines and self._deadlines[0] <= now:
+            self._next = None
             deadline = heapq.heappop(self._deadlines)
             for bundle_id in sorted(self._ids.pop(deadline)):  # the order of the (deadline, id) heap
                 entry = self._entries.get(bundle_id)
@@ -262,17 +267,25 @@ class Statuses:
         return bundle_id in self._entries
 
     def next_deadline(self) -> float | None:
+        kept = self._next
+        if kept is not None:
+            return kept[0]
+        first = None
         while self._deadlines:
             deadline = self._deadlines[0]
             ids = self._ids[deadline]
             while ids:
                 entry = self._entries.get(ids[-1])
                 if entry is not None and entry.deadline == deadline:
-                    return deadline
+                    first = deadline
+                    break
                 ids.pop()
+            if first is not None:
+                break
             heapq.heappop(self._deadlines)
             del self._ids[deadline]
-        return None
+        self._next = (first,)
+        return first
 
     def _put(self, bundle_id: BundleId, entry: _Entry) -> None:
         old = self._entries.get(bundle_id)
@@ -281,6 +294,7 @@ class Statuses:
             self._due_at(bundle_id, entry.deadline)
 
     def _due_at(self, bundle_id: BundleId, deadline: float) -> None:
+        self._next = None
         ids = self._ids.get(deadline)
         if ids is None:
             ids = self._ids[deadline] = []
