@@ -147,10 +147,17 @@ class World:
     async def run(self) -> Report:
         # What lived before the run (modules, the scenario) stays out of the garbage collections
         # meanwhile: the full ones that free a crashed node's engine scanned it all, 2-3 % of a run.
+        # The collector's own passes stop meanwhile: in a reference run its 82 young ones found no
+        # garbage (2 % of the run). Cycles are freed where a run makes them, when a crashed node's
+        # engine is dropped (collect_crashed) and at the end (_close_all).
         gc.freeze()
+        enabled = gc.isenabled()
+        gc.disable()
         try:
             return await self._play()
         finally:
+            if enabled:
+                gc.enable()
             gc.unfreeze()
 
     async def _play(self) -> Report:
@@ -200,7 +207,8 @@ class World:
         node.engine = await self.deployment.open_engine(name, START_EPOCH + self.now)
         node.app_idle.clear()
         node.app = asyncio.create_task(self._application(node, node.engine), name=f"sim-app:{name}")
-        await self._app_turn(node)
+        if self._app_due(node):
+            await self._app_turn(node)
         self._settle(node)
 
     async def _application(self, node: _Node, engine: NodeEngine) -> None:
@@ -247,13 +255,18 @@ class World:
                 await engine.close()
         gc.collect()
 
-    async def _app_turn(self, node: _Node) -> None:
+    @staticmethod
+    def _app_due(node: _Node) -> bool:
         """After an engine call that may have queued deliveries (a frame arrived, the app sent, the
-        engine reopened its store): the app takes them now, at this simulated time. Other calls
-        (timers, links going up or down, pulling frames) never deliver, so they skip this turn."""
+        engine reopened its store): whether the app has a turn to take, at this simulated time.
+        Other calls (timers, links going up or down, pulling frames) never deliver, so they skip
+        it. A plain check, not a coroutine: most frames deliver nothing."""
         engine = node.engine
-        if engine is None or (node.app_idle.is_set() and not engine.deliveries_waiting()):
-            return  # the app waits for deliveries and none came: its turn would do nothing
+        return engine is not None and (not node.app_idle.is_set() or engine.deliveries_waiting())
+
+    @staticmethod
+    async def _app_turn(node: _Node) -> None:
+        """The app takes the deliveries waiting (:meth:`_app_due`)."""
         await asyncio.sleep(0)  # the app task runs: the call queued a delivery
         await node.app_idle.wait()
 
@@ -263,14 +276,16 @@ class World:
         engine = node.engine
         if engine is None:
             return
-        now, peers_up = self.now, node.peers_up
-        # A link takes a frame when its medium is free and at most FLASH_ALONGSIDE frames await the
-        # radio's answer (then FLASH only, see _transmit); checked inline, as it is after every event.
+        now, peers_up, core = self.now, node.peers_up, engine.core
+        # A link takes a frame when its medium is free, at most FLASH_ALONGSIDE frames await the
+        # radio's answer (then FLASH only, see _transmit) and something is queued (most often not:
+        # 32,000 of 52,000 checks a reference run); checked inline, as it is after every event.
         for link, transmitter in node.transmitters.items():
             if (
                 now >= transmitter.busy_until
                 and transmitter.awaiting_ack <= FLASH_ALONGSIDE
                 and peers_up.get(link)
+                and (core.queued(link) or engine.certificates.queued(link))
             ):
                 called = self._transmit(node, engine, transmitter) or called
         if not called:
@@ -323,7 +338,8 @@ class World:
         except SendError:
             self.refused_sends += 1  # the store is full: the app was told, the bundle never existed
             return
-        await self._app_turn(node)
+        if self._app_due(node):
+            await self._app_turn(node)
         self._settle(node)
 
     # -- links ------------------------------------------------------------------------------
@@ -365,13 +381,11 @@ class World:
             self._settle(node)
 
     def _transmit(self, node: _Node, engine: NodeEngine, transmitter: Transmitter) -> bool:
-        """Hand the link the engine's next frame; whether the engine's state may have changed (a
-        frame taken, or one held back by the link's budget)."""
+        """Hand the link, which has frames queued, the engine's next frame; whether the engine's
+        state may have changed (a frame taken, or one held back by the link's budget)."""
         link = transmitter.link
         name = link.name
         core = engine.core
-        if not core.queued(name) and not engine.certificates.queued(name):
-            return False  # most often, a link that goes idle has nothing queued
         # while frames await the radio's answer, the link takes FLASH only (relay.node, flash_alongside)
         lowest = _FLASH if transmitter.awaiting_ack else _BULK
         pulled = engine.next_frame(name, START_EPOCH + self.now, lowest)
@@ -524,7 +538,8 @@ class World:
         await node.engine.frame_received(
             link.name, self.deployment.node_id(packet.sender), packet.frame, self._epoch()
         )
-        await self._app_turn(node)
+        if self._app_due(node):
+            await self._app_turn(node)
         self._settle(node)
 
     async def _radio_acked(self, packet: _Reliable, generation: int) -> None:
@@ -597,7 +612,8 @@ class World:
         await node.engine.frame_received(
             contact.link.name, self.deployment.node_id(sender), frame, self._epoch()
         )
-        await self._app_turn(node)
+        if self._app_due(node):
+            await self._app_turn(node)
         self._settle(node)
 
     def _epoch(self) -> float:
