@@ -8,8 +8,9 @@ import random
 
 from core_pump import CoreNode, Pump
 
-from relay.bundle import Bundle, CompactContext, Destination, Priority
+from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority
 from relay.core.frames import DataFrame, decode_frame
+from relay.core.outbox import SendAcks, SendBeacon, SendBundle, SendFragment, SendStatus, SendSummary
 from relay.core.scheduler import OVER_CAP_AIR_SHARE, FairQueue, TokenBucket
 from relay.links.base import LinkProfile
 
@@ -238,3 +239,20 @@ def test_an_answer_over_budget_is_kept_only_while_it_stands() -> None:
         if at <= now:
             bucket.charge(size, now, priority, origin)
     assert kept > 100  # over budget for much of the run: answers were kept and checked
+
+
+def test_queue_items_of_different_kinds_for_one_peer_are_distinct() -> None:
+    """Queue items are named tuples (hashed in C): an ACK, a summary and a beacon for one peer, a
+    bundle and its fragment, are different items, all queued."""
+    bundle_id = BundleId(A, 100, 0)
+    items = [
+        SendAcks(B),
+        SendSummary(B),
+        SendBeacon(B),
+        SendBundle(B, bundle_id),
+        SendFragment(B, bundle_id, 0),
+        SendStatus(B, 0),
+    ]
+    queue: FairQueue[object] = FairQueue()
+    assert all(queue.push(item, Priority.ROUTINE, b"") for item in items)
+    assert len(queue) == len(items) and [queue.pop() for _ in items] == items

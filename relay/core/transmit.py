@@ -123,7 +123,7 @@ class Transmitter:
                 outgoing = state.transfers.get((item.peer, item.bundle_id))
                 if outgoing is None:
                     return None
-                return item.peer, encode_frame(outgoing.fragments[item.index])
+                return item.peer, encode_frame(outgoing.fragments[item.number])
             data = self._data_frame(state, held, item)
             if data is None:
                 return None
