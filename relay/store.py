@@ -199,7 +199,10 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
-        self._ids: dict[bytes, tuple[int, int, int]] = {}  # origin -> (created, last seq issued, reserved to)
+        # origin -> (created, seq) of the last id issued and the reservation committed: no id above
+        # it is issued before a commit records it (it may lie in the next second: _reserve_ahead)
+        self._ids: dict[bytes, tuple[tuple[int, int], tuple[int, int]]] = {}
+        self._ahead: set[bytes] = set()  # origins whose next second's reservation is queued
         # No seen id expires before this (a lower bound: lowered when a put is queued, set from the
         # file by an expire), so an expire with nothing due skips its transaction.
         self._first_expiry = -math.inf
@@ -255,8 +258,8 @@ class Store:
         if self._closed:
             return
         async with self._id_lock:
-            for origin, (created, seq, _) in self._ids.items():
-                await self._submit(_id_mark(origin, created, seq))
+            for origin, (last, _) in self._ids.items():
+                await self._submit(_id_mark(origin, *last))
         self._closed = True
         self._put(None)
         if self._writer is not None:
@@ -388,7 +391,8 @@ class Store:
         """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most:
         a batch that passes its block reserves a block of ``max(ID_BLOCK, BATCH_BLOCK * count)`` ids
         from its last one, so an application sending batches pays one reservation commit per
-        :data:`BATCH_BLOCK` of them (and one at each new second, as a lone sender)."""
+        :data:`BATCH_BLOCK` of them. The next second's first block is reserved off the path
+        (:meth:`_reserve_ahead`), so a sender busy every second pays no commit at a new second."""
         async with self._id_lock:
             block = self._ids.get(origin)
             if block is None:
@@ -398,8 +402,9 @@ class Store:
                     ).fetchone()
                 )
                 last = None if row is None else (int(row[0]), int(row[1]))
+                reserved: tuple[int, int] | None = None  # the row's ids may all have been issued
             else:
-                last = block[:2]
+                last, reserved = block
             ids = []
             for _ in range(count):
                 if last is None or now_epoch_s > last[0]:
@@ -409,15 +414,37 @@ class Store:
                 else:
                     last = (last[0] + 1, 0)
                 ids.append(BundleId(origin, *last))
-            created, seq = ids[-1].created, ids[-1].seq
-            if block is None or created != block[0] or seq > block[2]:
-                ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
-                reserved = min(seq + ahead - 1, MAX_SEQ)
-                await self._submit(_id_mark(origin, created, reserved))
-            else:
-                reserved = block[2]
-            self._ids[origin] = (created, seq, reserved)
+            issued = (ids[-1].created, ids[-1].seq)
+            ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
+            if reserved is None or issued > reserved:
+                reserved = (issued[0], min(issued[1] + ahead - 1, MAX_SEQ))
+                await self._submit(_id_reserve(origin, *reserved))
+                if origin in self._ids:  # the next second's, if it committed with this one
+                    reserved = max(reserved, self._ids[origin][1])
+            self._ids[origin] = (issued, reserved)
+            if reserved[0] == issued[0]:
+                self._reserve_ahead(origin, (issued[0] + 1, min(ahead - 1, MAX_SEQ)))
             return ids
+
+    def _reserve_ahead(self, origin: bytes, reserved: tuple[int, int]) -> None:
+        """Queue the reservation of the next second's first block, not awaited: its ids are issued
+        only once it committed. The writer is not woken: the reservation commits with the bundle put
+        right after the id, and a writer woken before it would start that commit on the store's
+        thread while the loop seals and sends the bundle's frame (the thread contends for the GIL).
+        A crash restarted within that second dates its ids at most a second ahead."""
+        if origin in self._ahead or self._closed:
+            return
+        self._ahead.add(origin)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(_id_reserve(origin, *reserved), future))
+        future.add_done_callback(functools.partial(self._reserved_ahead, origin, reserved))
+
+    def _reserved_ahead(self, origin: bytes, reserved: tuple[int, int], future: asyncio.Future[None]) -> None:
+        self._ahead.discard(origin)
+        if future.cancelled() or future.exception() is not None:
+            return  # the next second reserves on the path, as a first id does
+        last, current = self._ids[origin]
+        self._ids[origin] = (last, max(current, reserved))
 
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
@@ -740,11 +767,27 @@ def _first_expiry(db: sqlite3.Connection) -> float:
 
 
 def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
-    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued."""
+    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued
+    (:meth:`Store.close`: the last one issued)."""
 
     def op(db: sqlite3.Connection) -> None:
         db.execute(
             "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
+            (origin, created, seq),
+        )
+
+    return op
+
+
+def _id_reserve(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
+    """The op raising ``origin``'s mark to ``(created, seq)``, never lowering it: a block reserved
+    in this second may commit after the next second's (:meth:`Store._reserve_ahead`)."""
+
+    def op(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO origin_seq (origin, created, seq) VALUES (?, ?, ?) ON CONFLICT (origin) DO UPDATE"
+            " SET created = excluded.created, seq = excluded.seq"
+            " WHERE (excluded.created, excluded.seq) > (origin_seq.created, origin_seq.seq)",
             (origin, created, seq),
         )
 

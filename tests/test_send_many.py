@@ -30,16 +30,19 @@ async def test_a_batch_of_ids_is_contiguous_reserved_ahead_and_never_reused(tmp_
     store = await Store.open(path)
     first = await store.next_bundle_ids(ORIGIN, 500, 250)
     assert first == [BundleId(ORIGIN, 500, seq) for seq in range(250)]
+    assert _reserved(path) == (500, 249 + BATCH_BLOCK * 250 - 1)  # committed before the ids were returned
+    await store.put_many([], now=500)  # the next commit reserves the next second's first block
     mark = _reserved(path)
-    assert mark == (500, 249 + BATCH_BLOCK * 250 - 1)  # committed before the ids were returned
+    assert mark == (501, BATCH_BLOCK * 250 - 1)
     for _ in range(BATCH_BLOCK - 1):  # the next batches come out of that reservation: no commit
         await store.next_bundle_ids(ORIGIN, 500, 250)
         assert _reserved(path) == mark
     taken = set(first)
-    # kill -9 now (the mark, not close(), is what the next start sees): every id issued is below it
+    # kill -9 now (the mark, not close(), is what the next start sees): every id issued is below it;
+    # restarted within the same second, the ids continue past the next second's reservation
     crashed = await Store.open(path)
     after = await crashed.next_bundle_ids(ORIGIN, 500, 3)
-    assert after == [BundleId(ORIGIN, 500, mark[1] + n) for n in (1, 2, 3)]
+    assert after == [BundleId(ORIGIN, 501, mark[1] + n) for n in (1, 2, 3)]
     assert not taken & set(after)
     await crashed.close()
     await store.close()

@@ -10,7 +10,7 @@ import pytest
 
 from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
 from relay.errors import Mesh112Error
-from relay.store import Store, StoreClosedError, StoreFullError, UnknownBundleError
+from relay.store import ID_BLOCK, Store, StoreClosedError, StoreFullError, UnknownBundleError
 from relay.store_schema import SCHEMA_VERSION, StoreError
 
 ORIGIN = bytes(range(16))
@@ -263,6 +263,59 @@ async def test_next_bundle_id_never_reused(tmp_path: Path) -> None:
     assert await store.next_bundle_id(ORIGIN, 400) == BundleId(ORIGIN, 500, 3)  # clock went back
     assert await store.next_bundle_id(ORIGIN, 501) == BundleId(ORIGIN, 501, 0)
     assert await store.next_bundle_id(b"\x01" * 16, 400) == BundleId(b"\x01" * 16, 400, 0)
+    await store.close()
+
+
+def _id_mark(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as raw:
+        row = raw.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (ORIGIN,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+async def test_next_bundle_id_in_a_new_second_waits_for_no_commit(tmp_path: Path) -> None:
+    """The next second's first block is reserved in the commit of the bundle given the id before it
+    (off the sender's path), so the first id of second 501 is issued while the file is locked."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    first = await store.next_bundle_id(ORIGIN, 500)
+    assert first == BundleId(ORIGIN, 500, 0)
+    assert _id_mark(path) == (500, ID_BLOCK - 1)
+    await store.put(make(first.seq, created=first.created), now=500)  # as the engine does next
+    assert _id_mark(path) == (501, ID_BLOCK - 1)  # reserved in the same commit
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # no commit can land now
+    try:
+        issued = await asyncio.wait_for(store.next_bundle_id(ORIGIN, 501), 0.5)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert issued == BundleId(ORIGIN, 501, 0)
+    await store.put(make(issued.seq, created=issued.created), now=501)
+    assert _id_mark(path) == (502, ID_BLOCK - 1)
+    # kill -9 now: a restart within second 501 continues past the block reserved ahead (a second
+    # ahead of the clock), a later one at its own second
+    crashed = await Store.open(path)
+    assert await crashed.next_bundle_id(ORIGIN, 501) == BundleId(ORIGIN, 502, ID_BLOCK)
+    await crashed.close()
+    crashed = await Store.open(path)
+    assert await crashed.next_bundle_id(ORIGIN, 504) == BundleId(ORIGIN, 504, 0)
+    await crashed.close()
+    await store.close()
+
+
+async def test_a_block_reserved_after_the_next_seconds_never_lowers_the_mark(tmp_path: Path) -> None:
+    """Second 501's block is queued first, then a batch passes second 500's block: both commit
+    together, and the file keeps the higher mark, under which 501's ids are issued from memory."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.next_bundle_id(ORIGIN, 500)  # reserves 500's block, queues 501's
+    await store.next_bundle_ids(ORIGIN, 500, 300)  # past 500's block: reserves more of 500
+    assert _id_mark(path) == (501, ID_BLOCK - 1)
+    issued = await store.next_bundle_id(ORIGIN, 501)
+    assert issued == BundleId(ORIGIN, 501, 0)
+    crashed = await Store.open(path)  # kill -9 now
+    assert await crashed.next_bundle_id(ORIGIN, 501) > issued
+    await crashed.close()
     await store.close()
 
 
