@@ -18,7 +18,7 @@ from crypto.certificate import Authority
 from crypto.identity import Identity
 from relay.links.base import BROADCAST, LinkError
 from relay.links.ip import IpLink, IpLinkConfig
-from relay.links.ip_handshake import Credentials, Trust
+from relay.links.ip_handshake import Credentials, Initiator, Responder, Trust
 from relay.links.ip_tls import ensure_self_signed
 
 NOW = int(time.time())
@@ -484,3 +484,111 @@ async def test_silent_connections_are_closed_after_the_handshake_timeout(links: 
             while len(silent.pipes) != 0:
                 await asyncio.sleep(0.02)
     assert listener.peers() == ()
+
+
+async def test_stop_returns_when_a_dial_is_cancelled_as_its_hello_goes_out(
+    monkeypatch: pytest.MonkeyPatch, authority: Authority
+) -> None:
+    """pynng loses a cancellation that comes when its operation has completed in nng but the loop
+    has not heard yet: the dialler's handshake went on to await an answer from a listener that never
+    gives one, and stop() waited for it for ever (the teardown hang of issue 15, made certain here
+    by holding the loop while the HELLO goes out)."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    link = IpLink(IpLinkConfig(peers=(address,), **FAST), enrol(authority, "field"), Trust(authority.public))
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+    silent = pynng.Pair1(recv_timeout=5000)  # takes the HELLO, never answers
+
+    def stop_once_the_hello_is_out() -> None:  # the loop is held: the HELLO's send completes in nng
+        silent.listen(address)
+        silent.recv()
+        stopping.append(loop.create_task(link.stop()))
+
+    start = Initiator.start
+
+    def start_then_hold(initiator: Initiator) -> bytes:
+        loop.call_soon(stop_once_the_hello_is_out)  # runs once the handshake awaits its send
+        return start(initiator)
+
+    monkeypatch.setattr(Initiator, "start", start_then_hold)
+    try:
+        await link.start(Recorder())
+        async with asyncio.timeout(10):
+            while not stopping:
+                await asyncio.sleep(0.01)
+        done, _ = await asyncio.wait(stopping, timeout=3)
+        assert done, "stop() still waits for the cancelled handshake"
+    finally:
+        if stopping and not stopping[0].done():
+            silent.send(b"no hello")  # unwind the stuck handshake (it fails on this), so stop() ends
+            await asyncio.wait(stopping, timeout=5)
+        silent.close()
+
+
+async def test_stop_returns_when_an_accept_is_cancelled_as_its_hello_goes_out(
+    monkeypatch: pytest.MonkeyPatch, authority: Authority
+) -> None:
+    """The listener's side of the same loss: its handshake went on to await the AUTH that stop()
+    had cut off, and stop() waited the whole handshake timeout."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    trust = Trust(authority.public)
+    link = IpLink(
+        IpLinkConfig(listen=address, **dict(FAST, handshake_timeout=5.0)), enrol(authority, "cp"), trust
+    )
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+    client = pynng.Pair1(recv_timeout=5000)
+
+    def stop_once_the_hello_is_out() -> None:  # the loop is held: the listener's send completes in nng
+        client.recv()
+        stopping.append(loop.create_task(link.stop()))
+
+    receive_hello = Responder.receive_hello
+
+    def receive_then_hold(responder: Responder, message: bytes, now: float) -> bytes:
+        loop.call_soon(stop_once_the_hello_is_out)  # runs once the handshake awaits its send
+        return receive_hello(responder, message, now)
+
+    monkeypatch.setattr(Responder, "receive_hello", receive_then_hold)
+    try:
+        await link.start(Recorder())
+        client.dial(address, block=True)
+        client.send(Initiator(enrol(authority, "field"), trust).start())
+        async with asyncio.timeout(10):
+            while not stopping:
+                await asyncio.sleep(0.01)
+        done, _ = await asyncio.wait(stopping, timeout=2)
+        assert done, "stop() waited for the cancelled handshake's timeout"
+    finally:
+        await asyncio.wait(stopping or [asyncio.create_task(link.stop())], timeout=10)
+        client.close()
+
+
+async def test_stop_returns_even_if_a_dial_handshake_ignores_its_cancellation(
+    monkeypatch: pytest.MonkeyPatch, authority: Authority
+) -> None:
+    """stop() does not rest on the handshake ending at its cancel: the dialling socket is closed
+    before the handshake is awaited, which ends every pynng operation on it."""
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens: only closing ends the wait
+    link = IpLink(IpLinkConfig(peers=(address,), **FAST), enrol(authority, "field"), Trust(authority.public))
+    sockets: list[pynng.Pair1] = []
+
+    async def deaf_handshake(_link: IpLink, socket: pynng.Pair1, address: str) -> None:
+        sockets.append(socket)
+        socket.dial(address, block=False)
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await socket.arecv_msg()
+
+    monkeypatch.setattr(IpLink, "_dial_handshake", deaf_handshake)
+    await link.start(Recorder())
+    async with asyncio.timeout(5):
+        while not sockets:
+            await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(link.stop())
+    try:
+        done, _ = await asyncio.wait([stopping], timeout=3)
+        assert done, "stop() waits for a handshake that ignores its cancellation"
+    finally:
+        sockets[0].close()  # unwinds the handshake if stop() did not
+        await asyncio.wait([stopping], timeout=5)

@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pynng
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,6 +49,8 @@ MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated, i
 MAX_PENDING_PER_SOURCE = 8  # likewise, from one source address
 _HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
 _RECORDS_PER_WAKE = 64  # records taken per readiness of a socket before other callbacks run
+
+T = TypeVar("T")
 
 
 class IpLinkConfig(BaseModel):
@@ -259,7 +261,7 @@ class IpLink(Link):
             async with asyncio.timeout(self.config.handshake_timeout):
                 hello = responder.receive_hello(await inbox.get(), self._clock())
                 sent_at = time.monotonic()
-                await pipe.asend(hello)
+                await _keeping_cancellation(pipe.asend(hello))
                 established = responder.receive_auth(await inbox.get())
                 crossed = _Crossing(max(time.monotonic() - sent_at, 1e-6), len(hello))
         except (HandshakeError, TimeoutError, pynng.NNGException) as exc:
@@ -346,6 +348,8 @@ class IpLink(Link):
                 self._refuse(exc, f"dialled {address}")
                 return None
             finally:
+                if not handshake.done():
+                    socket.close()  # ends whatever the handshake awaits on it, so awaiting it below ends
                 handshake.cancel()
                 closed.cancel()
                 await asyncio.gather(handshake, closed, return_exceptions=True)
@@ -368,11 +372,11 @@ class IpLink(Link):
         socket.dial(address, block=False)
         hello = initiator.start()
         sent_at = time.monotonic()
-        await socket.asend(hello)
-        reply = await socket.arecv_msg()
+        await _keeping_cancellation(socket.asend(hello))
+        reply = await _keeping_cancellation(socket.arecv_msg())
         crossed = _Crossing(max(time.monotonic() - sent_at, 1e-6), len(hello))
         auth, established = initiator.receive(reply.bytes, self._clock())
-        await reply.pipe.asend(auth)
+        await _keeping_cancellation(reply.pipe.asend(auth))
         return established, crossed, reply.pipe
 
     async def _close_when(self, gone: asyncio.Event, session: PeerSession) -> None:
@@ -527,6 +531,22 @@ class _Inbound:
             self._loop.remove_reader(self._fd)
             self.ended.set_result(None)
         self._socket.close()
+
+
+async def _keeping_cancellation(operation: Awaitable[T]) -> T:
+    """Await a pynng operation, and raise the task's cancellation even if pynng swallowed it.
+
+    pynng answers a cancel by cancelling the nng aio and awaiting its completion; when nng had
+    completed it already (a send handed to the connection before the loop heard), it returns the
+    result and the CancelledError is gone. A handshake then went on to await an answer that never
+    came, and ``stop()`` waited for it for ever (issue 15, docs/ip-link.md "Stopping")."""
+    task = asyncio.current_task()
+    assert task is not None
+    requested = task.cancelling()
+    result = await operation
+    if task.cancelling() > requested:
+        raise asyncio.CancelledError
+    return result
 
 
 def _try_sender(pipe: pynng.Pipe) -> Callable[[bytes], bool]:
