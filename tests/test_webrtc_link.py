@@ -15,6 +15,7 @@ from engine_net import Deployment
 from crypto.identity import Identity
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
+from relay.links.base import LinkError
 from relay.links.webrtc import WebRtcLink
 from relay.links.webrtc_config import WebRtcLinkOptions
 from relay.links.webrtc_signal import SignalError, SignalType, decode, encode
@@ -187,3 +188,21 @@ async def test_when_both_offer_the_lower_id_wins_until_its_offer_is_evidently_lo
     assert answer is not None
     await high.accept(answer)
     await asyncio.wait_for(_until(lambda: high.node_id in low.peers()), 10)
+
+
+async def test_a_stopped_link_opens_no_peer_connection() -> None:
+    """An offer that reaches a link after its stop() (a signal in flight, the peer's offering loop
+    being cancelled) made a peer connection nobody would close: its ICE sockets and tasks outlived
+    the link."""
+    a, b = Identity.generate(), Identity.generate()
+    keys = {a.node_id: a.public, b.node_id: b.public}
+    offerer = WebRtcLink(WebRtcLinkOptions(), a, lambda node, now: keys[node])
+    stopped = WebRtcLink(WebRtcLinkOptions(), b, lambda node, now: keys[node])
+    offer = await offerer.offer(b.node_id)
+    await stopped.stop()
+    with pytest.raises(LinkError, match="stopped"):
+        await stopped.accept(offer)
+    with pytest.raises(LinkError, match="stopped"):
+        await stopped.offer(a.node_id)
+    assert stopped._sessions == {}
+    await offerer.stop()

@@ -359,6 +359,9 @@ class WebRtcLink(Link):
             except ValueError as exc:
                 await pc.close()
                 raise SignalError(f"offer from {display_id(peer)} does not apply: {exc}") from None
+        if self._stopping:  # stop() closed the connections it knew: this one would outlive the link
+            await pc.close()
+            raise LinkError(f"link {self.config.name} is stopped")
         channel = pc.createDataChannel("mesh112", ordered=True, negotiated=True, id=CHANNEL_ID)
         channel.bufferedAmountLowThreshold = QUEUE_LIMIT_BYTES // 2
         session = _Session(peer, session_id, pc, channel, offerer=remote_offer is None)
