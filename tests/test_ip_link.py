@@ -353,13 +353,17 @@ async def run_lossy_path(links: list[IpLink], authority: Authority, proxy: Impai
                     sequence += 1
             await asyncio.sleep(0.002)
     proxy.reset_probability = 0.0
-    await pair.at_dialler.until(lambda: len(pair.dialler.peers()) == 1)
-    await pair.dialler.send(pair.listener.node_id, b"final")
-    await pair.at_listener.until(
-        lambda: bool(pair.at_listener.frames) and pair.at_listener.frames[-1][1] == b"final"
-    )
-    numbers = [int(frame[:8]) for _, frame in pair.at_listener.frames[:-1]]
-    assert all(frame[8:] == b"." * 200 for _, frame in pair.at_listener.frames[:-1])
+    # The loop may end on a reset the dialler has not heard of yet: a frame sent now can go on the
+    # connection it cut and be lost with it. Custody (the core's) would send it again; so does this.
+    async with asyncio.timeout(10):
+        while b"final" not in (frame for _, frame in pair.at_listener.frames):
+            if pair.dialler.peers():
+                with contextlib.suppress(LinkError):
+                    await pair.dialler.send(pair.listener.node_id, b"final")
+            await asyncio.sleep(0.2)
+    numbered = [frame for _, frame in pair.at_listener.frames if frame != b"final"]
+    numbers = [int(frame[:8]) for frame in numbered]
+    assert all(frame[8:] == b"." * 200 for frame in numbered)
     assert numbers and numbers == sorted(set(numbers))  # strictly increasing
     assert pair.at_dialler.count("down") >= 1  # some resets hit handshakes rather than sessions
 
