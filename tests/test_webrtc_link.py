@@ -206,3 +206,16 @@ async def test_a_stopped_link_opens_no_peer_connection() -> None:
         await stopped.offer(a.node_id)
     assert stopped._sessions == {}
     await offerer.stop()
+
+
+async def test_stop_right_after_an_ice_restart_closes_the_replaced_connection(
+    pair: tuple[Node, Node, DirectSignaller, Deployment],
+) -> None:
+    """The replaced connection's close was a task of the link that stop() cancelled before it ran:
+    the connection stayed up, its sockets and tasks outliving the link."""
+    post, field, _, _ = pair
+    await asyncio.wait_for(_until(lambda: post.node_id in link(field).peers()), 10)
+    replaced = link(field)._sessions[post.node_id].pc
+    link(field).restart_ice(post.node_id)
+    await link(field).stop()
+    assert replaced.connectionState == "closed"

@@ -137,6 +137,7 @@ class WebRtcLink(Link):
         self._events: LinkEvents | None = None
         self._sessions: dict[bytes, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # peer connections closing: stop() awaits them
         self._dialling: dict[bytes, asyncio.Task[None]] = {}
         self._answered: dict[bytes, deque[int]] = {}  # recent offers per peer: a replay is refused
         self._offers = self._answers = self._refused = self._restarts = 0
@@ -197,6 +198,8 @@ class WebRtcLink(Link):
         self._tasks.clear()
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(s.pc.close() for s in sessions), return_exceptions=True)
+        while self._closing:  # never cancelled: a close cut short leaves the connection up
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self.video_sink is not None:
             await self.video_sink.close()  # recordings are finished, not cut
 
@@ -404,7 +407,9 @@ class WebRtcLink(Link):
         session.drained.set()
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
-        self._spawn(session.pc.close())
+        closing = asyncio.create_task(session.pc.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
         if was_up:
             log.info("link %s: peer %s down: %s", self.config.name, display_id(session.peer), reason)
             if self._events is not None:
