@@ -257,7 +257,8 @@ class Bundle:
             raise ValueError(f"payload is larger than {MAX_PAYLOAD} bytes")
         if len(self.trail) > MAX_TRAIL or any(len(entry) != TRAIL_ID_LEN for entry in self.trail):
             raise ValueError(f"a trail holds at most {MAX_TRAIL} ids of {TRAIL_ID_LEN} bytes")
-        object.__setattr__(self, "priority", Priority(self.priority))
+        if type(self.priority) is not Priority:  # most come as one: the enum's call is two Python frames
+            object.__setattr__(self, "priority", Priority(self.priority))
         object.__setattr__(self, "id", BundleId(self.origin, self.created, self.seq))
 
     @property
@@ -647,7 +648,7 @@ def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> 
     priority_value = (first >> 3) & 0b111
     if priority_value > Priority.BULK:
         raise BundleDecodeError(f"priority {priority_value} is not a priority class")
-    dest_kind = DestKind((first >> 1) & 0b11)
+    dest_kind = _DEST_KINDS[(first >> 1) & 0b11]  # two bits: every value a kind
     origin = context.nodes.get(origin_short)
     if origin is None:
         raise BundleDecodeError(f"origin short id {origin_short.hex()} is not an enrolled node")

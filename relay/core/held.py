@@ -257,7 +257,10 @@ class HeldBundles:
 
     def next_expiry(self) -> int | None:
         """When the next held bundle expires (maybe one dropped since: an early wake-up)."""
-        return self._expiry[0].expires if self._expiry else None
+        if not self._expiry:
+            return None
+        first = self._expiry[0]
+        return first.id.created + first.lifetime  # not the property: asked after every event
 
     def bundle(self, held: Held) -> Bundle | None:
         """The whole bundle, from memory or the store (None if the store dropped it)."""

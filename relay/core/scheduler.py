@@ -202,7 +202,8 @@ class TokenBucket:
             raise ValueError(f"link {profile.name}: bitrate must be > 0 and duty cycle in (0, 1]")
         self.profile = profile
         self.window = DUTY_WINDOW_S if profile.duty_cycle < 1 else IP_BURST_S
-        self.capacity = max(profile.duty_cycle * self.window, self.cost(profile.mtu))
+        self._full_cost = self.cost(profile.mtu)  # a full frame's, which limit() asks for every frame
+        self.capacity = max(profile.duty_cycle * self.window, self._full_cost)
         self.origin_cap = max(ORIGIN_SHARE * self.capacity, ORIGIN_MIN_FRAMES * self.cost(profile.mtu))
         self._spent: deque[tuple[float, float, tuple[Priority, bytes] | None]] = deque()  # oldest first
         self._total = 0.0
@@ -247,7 +248,7 @@ class TokenBucket:
         base = self.capacity if priority is Priority.FLASH else self.capacity * (1 - FLASH_RESERVE)
         if over_cap:
             base -= self.origin_cap
-        return max(base, self.cost(self.profile.mtu))
+        return max(base, self._full_cost)
 
     def available_at(
         self,
