@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ VIDEO_DIR = "video"  # a command post's recordings of the units' live video (web
 PASSPHRASE_ENV = "MESH112_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "MESH112_PASSPHRASE_FILE"
 GC_FIRST_GENERATION = 50_000  # objects allocated between young collections (CPython: 700)
+SWITCH_INTERVAL_S = 0.001  # how long a thread waits for the GIL before asking its holder (CPython: 0.005)
 PASSPHRASE_CREDENTIAL = "mesh112-passphrase"  # systemd: LoadCredential=mesh112-passphrase:/etc/...
 
 
@@ -102,13 +104,17 @@ def remember_certificate(directory: Path, certificate: Certificate) -> None:
     log.info("certificate of %s learned and saved to %s", certificate.name, directory)
 
 
-def settle_garbage_collector() -> None:
+def settle_interpreter() -> None:
     """Freeze what start-up made (modules, roster, the bundles reloaded from the store) out of the
     cycle collector and let its young generation grow: a busy relay allocates per frame and spent
-    about 15 % of its CPU in collections that found nothing to free."""
+    about 15 % of its CPU in collections that found nothing to free. Shorten the GIL's switch
+    interval: the event loop, the store's and the journal's threads and nng's callbacks take turns
+    on every message, and a turn that waited out CPython's 5 ms for a thread running Python slowed
+    a lone message's path (docs/benchmarks.md, "Fifteenth pass")."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_FIRST_GENERATION, middle, old)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
@@ -236,7 +242,7 @@ async def run(
             tasks.append(asyncio.create_task(server.serve(sockets=[api_sock]), name="api"))
             ingest = await open_ingest_socket(ctx, data_dir / SOCKET_FILE)
         tasks += [asyncio.create_task(app(node), name=f"app-{index}") for index, app in enumerate(apps)]
-        settle_garbage_collector()
+        settle_interpreter()
         log.info("node %s running with links %s", config.node.name, ", ".join(node.links) or "none")
         if ready is not None:
             ready(node)
