@@ -15,14 +15,19 @@ import httpx
 import numpy as np
 import pytest
 from conftest import auth
+from engine_net import Deployment
 
+from crypto.identity import Identity
 from crypto.keystore import load_node_keys
 from field.browser import WEBRTC_ARGS
 from field.deployment import DemoDeployment, create_demo_deployment
 from field.harness import free_port_base
 from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+from relay.api.app import ApiContext, create_app
+from relay.api.tokens import issue_token
 from relay.bundle import Destination, Kind, to_epoch
 from relay.engine import NodeEngine
+from relay.journal import Journal
 from relay.links.webrtc import WebRtcLink
 from relay.links.webrtc_config import WebRtcLinkOptions
 from relay.node import Node
@@ -227,4 +232,39 @@ async def test_a_unit_s_video_reaches_a_browser_viewer_through_the_command_post(
         assert stamped is not None and stamped[0] > 0, "the page's frame must carry the unit's stamp"
         assert stamped[0] < track.frames
     finally:
+        await node.stop()
+
+
+async def test_an_offer_to_a_stopping_link_is_told_to_come_back_not_a_server_error(tmp_path: Path) -> None:
+    """A signal that reaches the API while the node shuts down finds its webrtc link stopped: the
+    offering unit gets 503 with the reason (it offers again), not a 500."""
+    net = Deployment()
+    identity, cert = net.enrol("post", frozenset({"dispatcher"}))
+    unit_identity, _ = net.enrol("unit")
+    keys = {identity.node_id: identity.public, unit_identity.node_id: unit_identity.public}
+    stopping = WebRtcLink(WebRtcLinkOptions(), identity, lambda node, now: keys[node])
+    engine = await NodeEngine.open(
+        identity, cert, net.trust(), tmp_path / "store.sqlite3", now=to_epoch(time.time())
+    )
+    node = Node(engine, [stopping])
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    offerer = WebRtcLink(WebRtcLinkOptions(), unit_identity, lambda node, now: keys[node])
+    now = int(time.time())
+    operator = net.authority.issue(Identity.generate().public, frozenset({"responder"}), "unit", now + 3600)
+    token = issue_token(net.authority.identity, operator, now + 3600)
+    app = create_app(ApiContext(node, journal, net.authority.public, lambda: None))
+    try:
+        offer = await offerer.offer(identity.node_id)
+        await stopping.stop()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client:
+            response = await client.post(
+                "/api/v1/webrtc/signal", content=offer, headers={"Authorization": f"Bearer {token}"}
+            )
+        assert response.status_code == 503, response.text
+        assert "stopped" in response.json()["detail"] and "offer again" in response.json()["detail"]
+    finally:
+        await offerer.stop()
+        await journal.close()
         await node.stop()

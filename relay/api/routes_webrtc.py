@@ -110,6 +110,8 @@ def webrtc_router(ctx: ApiContext, require: Require) -> APIRouter:
             answer = await pick(link).accept(body)
         except SignalError as exc:
             raise HTTPException(422, f"signal refused: {exc}") from None
+        except LinkError as exc:  # the link is stopping with the node: the peer offers again later
+            raise HTTPException(503, f"{exc}; offer again once the node is back") from None
         if answer is None:
             return Response(status_code=204)
         return Response(answer, media_type=OCTETS)
