@@ -27,6 +27,7 @@ _INSERT = (
 AWAITING_APP = 2
 _INSERT_ONE = f"{_INSERT}{_INSERT_ROW} ON CONFLICT (id) DO NOTHING"
 _INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)} ON CONFLICT (id) DO NOTHING"
+_INSERT_INBOX = "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)"
 
 
 class StoreFullError(StoreError):
@@ -167,8 +168,10 @@ def make_room(
 
 def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[bytes]:
     """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held), 100
-    per statement; returns their keys. The rows inserted are those after the highest rowid before."""
-    last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0]
+    per statement; returns their keys. The rows inserted are those after the highest rowid before;
+    a lone row (most puts: a frame received) was inserted if the count of changes moved, so it needs
+    no query for that rowid."""
+    last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0] if len(rows) > 1 else 0
     changes = db.total_changes
     params = [
         (
@@ -188,17 +191,25 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
     for start in range(0, whole, _ROWS_PER_INSERT):
         chunk = params[start : start + _ROWS_PER_INSERT]
         db.execute(_INSERT_MANY, [value for row in chunk for value in row])
-    db.executemany(_INSERT_ONE, params[whole:])
+    if len(params) == 1:
+        db.execute(_INSERT_ONE, params[0])
+    else:
+        db.executemany(_INSERT_ONE, params[whole:])
     if db.total_changes - changes != len(rows):  # some were duplicates
-        new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
-        rows = [row for row in rows if row[0] in new]
+        if len(rows) == 1:
+            rows = []
+        else:
+            new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
+            rows = [row for row in rows if row[0] in new]
     inbox = [
         (key, int(b.priority), len(data), data)
         for key, _, b, data, put in rows
         if put.deliver and not put.app_has
     ]
-    if inbox:
-        db.executemany("INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)", inbox)
+    if len(inbox) == 1:
+        db.execute(_INSERT_INBOX, inbox[0])
+    elif inbox:
+        db.executemany(_INSERT_INBOX, inbox)
     budget.used += _bytes(rows)
     return [row[0] for row in rows]
 

@@ -96,6 +96,21 @@ async def test_expire_commits_only_when_an_id_is_due(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_lone_put_is_one_insert_and_still_finds_its_duplicate(tmp_path: Path) -> None:
+    """A put of one bundle (a frame received) asks no rowid: the count of changes says whether its
+    insert took it; a duplicate is refused and puts nothing in the inbox."""
+    store = await Store.open(tmp_path / "s.db")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    bundle = make(1)
+    assert await store.put(bundle, now=1000, deliver=True) is True
+    assert not [sql for sql in statements if sql.startswith("SELECT")]
+    assert await store.put(bundle, now=1001, deliver=True) is False
+    assert [b.id for b in await store.pending_deliveries()] == [bundle.id]
+    assert (await store.stats()).inbox == 1
+    await store.close()
+
+
 async def test_put_many_dedups_within_the_batch(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
     a, b = make(1), make(2)
