@@ -628,7 +628,16 @@ class NodeEngine:
         return self._reader.get_many(bundle_ids) | committing
 
     async def on_timer(self, now: float) -> None:
+        damaged = self.core.damaged  # the timer drops these (and starts a new dict)
         actions = self.core.timer(now)
+        for bundle_id, error in damaged.items():
+            log.error(
+                "bundle %s dropped: its copy in the store %s does not decode (%s); the file is "
+                "damaged: restore it from a backup or move it aside (the node's other bundles go on)",
+                bundle_id,
+                self.store.path,
+                error,
+            )
         if actions:  # most timers leave nothing to carry out
             await self._apply(actions, now)
         if now >= self._next_store_expiry:

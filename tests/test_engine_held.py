@@ -5,6 +5,8 @@ dropped one behind the core's back."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -94,5 +96,43 @@ async def test_a_bundle_the_store_dropped_is_skipped_not_sent(
     await pump.run(T0, 10)
     assert [d.payload for d in await _collect(b)] == [b"kept"]
     assert a.status(kept).state is State.DELIVERED
+    await a.close()
+    await b.close()
+
+
+async def test_a_damaged_stored_bundle_is_dropped_and_the_link_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A held bundle whose row in the store's file was overwritten (bit rot, a disk error) makes no
+    frame: it is dropped as an eviction is, with a reason and an error naming the file, and the
+    bundles queued with it still go out on that link (the error used to end the link's loop)."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # read back from the store's bytes
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    b_id = net.members["b"][0].node_id
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    first = await _send(a, b_id, b"first", Priority.BULK)
+    damaged = await _send(a, b_id, b"damaged", Priority.BULK)
+    last = await _send(a, b_id, b"last", Priority.BULK)
+    with sqlite3.connect(a.store.path) as db:  # the node's writer is up: another connection, WAL
+        db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1 not a bundle" * 4, damaged.key()))
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    with caplog.at_level(logging.ERROR, logger="relay.engine"):
+        await pump.run(T0, 10)
+    assert sorted(d.payload for d in await _collect(b)) == [b"first", b"last"]
+    assert a.status(first).state is State.DELIVERED and a.status(last).state is State.DELIVERED
+    status = a.status(damaged)
+    assert status.state is State.EVICTED and status.reason is not None
+    assert status.reason.startswith("damaged in the store: its stored copy does not decode")
+    assert not a.core.holds(damaged) and a.core.damaged_total == 1
+    assert [r.levelno for r in caplog.records if str(damaged) in r.getMessage()] == [logging.ERROR]
+    assert str(a.store.path) in caplog.text and "restore it from a backup" in caplog.text
+    with sqlite3.connect(a.store.path) as db:  # dropped from the store too, as an eviction is
+        assert db.execute("SELECT data FROM seen WHERE id = ?", (damaged.key(),)).fetchall() in (
+            [],
+            [(None,)],
+        )
     await a.close()
     await b.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from engine_net import Deployment
 from impair_proxy import ImpairProxy
 
+import relay.core.held as held_module
+from relay.api.metrics import NodeCollector
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
 from relay.links.ip import IpLink, IpLinkConfig
@@ -111,3 +114,59 @@ async def test_a_reset_mid_stream_loses_nothing_and_duplicates_nothing(
     with pytest.raises(TimeoutError):
         leftovers = await collect(post, 1, 0.5)
     assert leftovers == []
+
+
+async def test_a_damaged_row_in_the_store_does_not_end_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One held bundle's row overwritten in the store's file, as a disk error or bit rot would: the
+    node's link keeps sending the others to the neighbour over loopback IP, the damaged one reads
+    as dropped, with why, and the metric counts it. Before, its decode error ended the link's loop
+    and nothing more went out on it."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # BULK is read back from the store's bytes
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    trust = Trust(net.authority.public, net.authority.revocations)
+    port = free_port()
+    configs = {
+        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **TIMING),
+        "field": IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **TIMING),
+    }
+    engines = {name: await net.open(name, tmp_path, to_epoch(time.time())) for name in configs}
+    to_field = Destination.to_node(engines["field"].node_id)
+    ids = [
+        await engines["post"].send(
+            to_field,
+            b"bulk %d" % i,
+            kind=Kind.TEXT,
+            priority=Priority.BULK,
+            lifetime=3600,
+            now=to_epoch(time.time()),
+        )
+        for i in range(6)
+    ]
+    damaged = ids[2]
+    with sqlite3.connect(engines["post"].store.path) as db:
+        db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1" * 64, damaged.key()))
+    post, field_node = (
+        Node(engines[name], [IpLink(configs[name], Credentials(*net.members[name]), trust)])
+        for name in configs
+    )
+    for node in (post, field_node):
+        await node.start()
+    try:
+        got = await collect(field_node, 5, 10)
+        assert sorted(got) == [b"bulk %d" % i for i in range(6) if i != 2]
+        await wait_delivered(post, [i for i in ids if i != damaged], 10)
+        async with asyncio.timeout(5):  # the timers drop it once the link found it damaged
+            while post.status(damaged).state is not State.EVICTED:
+                await asyncio.sleep(0.05)
+        assert (post.status(damaged).reason or "").startswith("damaged in the store")
+        collector = NodeCollector(post)
+        await collector.refresh()
+        counted = [m for m in collector.collect() if m.name == "mesh112_store_damaged"]
+        assert [s.value for s in counted[0].samples] == [1.0]
+    finally:
+        for node in (post, field_node):
+            await node.stop()

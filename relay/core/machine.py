@@ -13,7 +13,7 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
+from relay.bundle import Bundle, BundleDecodeError, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.custody import CustodyTracker, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
@@ -51,6 +51,7 @@ from relay.links.base import LinkProfile
 SUMMARY_WAIT_S = 5.0  # how long a new contact gets to send its summary before we copy blindly
 SEEN_MEMORY = 65536  # recent ids no longer held kept in memory; older duplicates are caught by the store
 MAX_HOPS = 15  # the compact header counts to 15
+DAMAGED = "damaged in the store"  # how a dropped bundle's reason begins when its stored copy did not decode
 # Enum members read once per bundle in the receive and forward paths: on Python 3.11 each
 # ``Priority.FLASH`` goes through EnumType.__getattr__ (about 75 ns against a module global's 20).
 _FLASH = Priority.FLASH
@@ -100,7 +101,11 @@ class RelayCore:
         # The last beacon heard per (link, neighbour), as (bytes, link MTU, frame): most beacons
         # repeat the last one, and the same bytes decode to the same frame.
         self._heard: dict[tuple[str, bytes], tuple[bytes, int, BeaconFrame]] = {}
-        self._transmitter = Transmitter(self._held, self.router, self.custody)
+        self._transmitter = Transmitter(self._held, self.router, self.custody, self._stored_damaged)
+        # held bundles whose stored bytes did not decode when a frame was built, with why: no
+        # longer held, their drop and status are the next timer's (next_frame returns no actions)
+        self.damaged: dict[BundleId, str] = {}
+        self.damaged_total = 0  # such bundles since the node started (a metric)
         # the delay of a lost frame's resend: seeded by the node id, so two nodes whose frames
         # collided draw different delays, and a run is repeatable
         self._rng = random.Random(node_id)
@@ -478,8 +483,24 @@ class RelayCore:
             self._unhold(bundle_id)
         return [Drop(bundle_id, "origin revoked") for bundle_id in dropped]
 
+    def _stored_damaged(self, held: Held, exc: BundleDecodeError) -> None:
+        """A held bundle's stored copy does not decode: stop holding it at once, so no link
+        offers it again and each goes on with its other bundles."""
+        self._unhold(held.id)
+        self.damaged[held.id] = str(exc)
+        self.damaged_total += 1
+
     def timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
+        if self.damaged:  # as an eviction: dropped from the store, and its status says why
+            for bundle_id, error in self.damaged.items():
+                reason = f"{DAMAGED}: its stored copy does not decode ({error})"
+                actions.append(Drop(bundle_id, reason))
+                if self._statuses.tracked(bundle_id):  # originated here
+                    status = self._statuses.evicted(bundle_id, reason, now)
+                    if status is not None:
+                        actions.append(StatusChanged(bundle_id, status))
+            self.damaged = {}
         for bundle_id in self._held.expired(now):
             self._unhold(bundle_id)
             actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
@@ -515,6 +536,8 @@ class RelayCore:
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`timer` has work. Asked after every event (by the simulator,
         some 44,000 times a reference run): one pass, no list or generator per term."""
+        if self.damaged:
+            return 0.0  # their drops are due now
         first: float | None = self._held.next_expiry()
         for t in (
             self.custody.next_deadline(),

@@ -7,10 +7,10 @@ handed over, fragments queued behind the first, custody timer started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
-from relay.bundle import Bundle, BundleId, Priority
+from relay.bundle import Bundle, BundleDecodeError, BundleId, Priority
 from relay.core.custody import CustodyTracker
 from relay.core.fragments import OutgoingTransfer, split
 from relay.core.frames import (
@@ -49,8 +49,15 @@ def summary_room(mtu: int) -> int:
 
 
 class Transmitter:
-    def __init__(self, held: HeldBundles, router: Router, custody: CustodyTracker) -> None:
+    def __init__(
+        self,
+        held: HeldBundles,
+        router: Router,
+        custody: CustodyTracker,
+        damaged: Callable[[Held, BundleDecodeError], None],
+    ) -> None:
         self.held = held
+        self._damaged = damaged  # told of a held bundle whose stored bytes make no frame
         self.router = router
         self.custody = custody
         self._built: dict[str, tuple[Bundle | bytes, int, bool, bytes]] = {}  # per link: the last DATA frame
@@ -201,7 +208,11 @@ class Transmitter:
         built = self._built.get(state.profile.name)
         if built is not None and built[0] is source and built[1] == copies and built[2] == compact:
             return built[3]  # the same frame again: a link over its budget asks after every event
-        data = forwarded_data_frame(source, copies, compact)
+        try:
+            data = forwarded_data_frame(source, copies, compact)
+        except BundleDecodeError as exc:  # only stored bytes are decoded here: the store's file is damaged
+            self._damaged(held, exc)  # dropped, so the link goes on with the next frame
+            return None
         self._built[state.profile.name] = (source, copies, compact, data)
         return data
 
