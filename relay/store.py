@@ -705,8 +705,11 @@ class Store:
         self._budget.batch_evicted = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for _, run in groupby(batch, key=lambda item: isinstance(item.work, tuple)):
-                results += self._run(db, list(run))
+            if len(batch) == 1:  # most transactions (a frame's put, an ACK's record): no grouping
+                results = self._run(db, batch)
+            else:
+                for _, run in groupby(batch, key=lambda item: isinstance(item.work, tuple)):
+                    results += self._run(db, list(run))
             if self._budget.used > self._budget.high_water:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,))
             db.execute("COMMIT")
