@@ -236,7 +236,7 @@ class NodeEngine:
         store = await Store.open(Path(store_path), quota_bytes)
         engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
         custody = await store.custody_records()
-        for stored in engine._reader.held():
+        for stored in engine._reader.held(engine.core.damaged_in_store):  # dropped at the first timer
             engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
         await engine._apply([DeliverLocal(bundle) for bundle in await store.pending_deliveries()], now)
         return engine

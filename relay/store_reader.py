@@ -14,11 +14,11 @@ back (the ``held_eviction`` index runs the other way).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from relay import sqlite
-from relay.bundle import Bundle, BundleDecodeError, BundleId, decode_full
+from relay.bundle import BundleDecodeError, BundleId, decode_full
 from relay.store import IN_CHUNK, StoredBundle
 from relay.store_schema import StoreError
 
@@ -49,10 +49,12 @@ class StoreReader:
         )
         return {keys[key]: data for key, data in rows}
 
-    def held(self) -> Iterator[StoredBundle]:
+    def held(self, damaged: Callable[[BundleId, str], None] | None = None) -> Iterator[StoredBundle]:
         """Every held bundle, highest class first and oldest first within a class (the store's
         ``load_all`` order), read and decoded :data:`CHUNK` at a time. A row deleted between the
-        sort and its read is skipped: it is no longer held."""
+        sort and its read is skipped: it is no longer held. A row that does not decode (the file
+        is damaged) is told to ``damaged`` with why and skipped, so one bad row does not keep the
+        node from starting; with no ``damaged``, it raises :class:`StoreError`."""
         db = self._connection()
         order = db.execute(HELD_ORDER)
         try:
@@ -61,15 +63,24 @@ class StoreReader:
                 rows = {
                     row[0]: row[1:]
                     for row in db.execute(
-                        f"SELECT rowid, data, received_at, local FROM seen WHERE rowid IN ({marks}) "
+                        f"SELECT rowid, id, data, received_at, local FROM seen WHERE rowid IN ({marks}) "
                         "AND data IS NOT NULL",
                         rowids,
                     )
                 }
                 for rowid in rowids:
                     if (row := rows.get(rowid)) is not None:
-                        data, received_at, local = row
-                        yield StoredBundle(self._decode(data), float(received_at), bool(local))
+                        key, data, received_at, local = row
+                        try:
+                            bundle = decode_full(data)
+                        except BundleDecodeError as exc:
+                            if damaged is None:
+                                raise StoreError(
+                                    f"a stored bundle in {self.path} is corrupt ({exc}); the file is damaged"
+                                ) from None
+                            damaged(BundleId.from_key(key), str(exc))
+                            continue
+                        yield StoredBundle(bundle, float(received_at), bool(local))
         finally:
             order.close()  # ends the read transaction: later reads see later commits
 
@@ -86,11 +97,3 @@ class StoreReader:
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # point reads: the OS caches the file
             self._db = db
         return self._db
-
-    def _decode(self, data: bytes) -> Bundle:
-        try:
-            return decode_full(data)
-        except BundleDecodeError as exc:
-            raise StoreError(
-                f"a stored bundle in {self.path} is corrupt ({exc}); the file is damaged"
-            ) from None

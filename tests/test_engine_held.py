@@ -136,3 +136,35 @@ async def test_a_damaged_stored_bundle_is_dropped_and_the_link_goes_on(
         )
     await a.close()
     await b.close()
+
+
+async def test_a_damaged_stored_bundle_does_not_keep_the_node_from_starting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row overwritten while the node was stopped: the node opens with the others (before, the
+    start-up read raised StoreError and the node did not start), sends them, and drops the damaged
+    one from the store at its first timer, with an error naming the file."""
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    b_id = net.members["b"][0].node_id
+    a = await net.open("a", tmp_path, T0)
+    ids = [await _send(a, b_id, b"routine %d" % i, Priority.ROUTINE) for i in range(3)]
+    path = a.store.path
+    await a.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1" * 40, ids[1].key()))
+    with caplog.at_level(logging.ERROR, logger="relay.engine"):
+        a = await net.open("a", tmp_path, T0 + 10)
+        b = await net.open("b", tmp_path, T0 + 10)
+        pump = EnginePump()
+        await pump.connect(IP, a, b, T0 + 10)
+        await pump.run(T0 + 10, 10)
+    assert sorted(d.payload for d in await _collect(b)) == [b"routine 0", b"routine 2"]
+    assert not a.core.holds(ids[1]) and a.core.damaged_total == 1
+    assert [r.levelno for r in caplog.records if str(ids[1]) in r.getMessage()] == [logging.ERROR]
+    assert str(path) in caplog.text
+    with sqlite3.connect(path) as db:  # dropped from the store, as an eviction is
+        assert db.execute("SELECT data FROM seen WHERE id = ?", (ids[1].key(),)).fetchall() in ([], [(None,)])
+    await a.close()
+    await b.close()

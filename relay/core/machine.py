@@ -13,7 +13,7 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from relay.bundle import Bundle, BundleDecodeError, BundleId, CompactContext, DestKind, Priority
+from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
 from relay.core.custody import CustodyTracker, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
@@ -101,7 +101,7 @@ class RelayCore:
         # The last beacon heard per (link, neighbour), as (bytes, link MTU, frame): most beacons
         # repeat the last one, and the same bytes decode to the same frame.
         self._heard: dict[tuple[str, bytes], tuple[bytes, int, BeaconFrame]] = {}
-        self._transmitter = Transmitter(self._held, self.router, self.custody, self._stored_damaged)
+        self._transmitter = Transmitter(self._held, self.router, self.custody, self.damaged_in_store)
         # held bundles whose stored bytes did not decode when a frame was built, with why: no
         # longer held, their drop and status are the next timer's (next_frame returns no actions)
         self.damaged: dict[BundleId, str] = {}
@@ -483,11 +483,12 @@ class RelayCore:
             self._unhold(bundle_id)
         return [Drop(bundle_id, "origin revoked") for bundle_id in dropped]
 
-    def _stored_damaged(self, held: Held, exc: BundleDecodeError) -> None:
-        """A held bundle's stored copy does not decode: stop holding it at once, so no link
-        offers it again and each goes on with its other bundles."""
-        self._unhold(held.id)
-        self.damaged[held.id] = str(exc)
+    def damaged_in_store(self, bundle_id: BundleId, error: str) -> None:
+        """A held bundle's stored copy does not decode (found building its frame, or reading the
+        store at start-up): stop holding it at once, so no link offers it again and each goes on
+        with its other bundles."""
+        self._unhold(bundle_id)
+        self.damaged[bundle_id] = error
         self.damaged_total += 1
 
     def timer(self, now: float) -> list[Action]:

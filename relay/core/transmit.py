@@ -54,7 +54,7 @@ class Transmitter:
         held: HeldBundles,
         router: Router,
         custody: CustodyTracker,
-        damaged: Callable[[Held, BundleDecodeError], None],
+        damaged: Callable[[BundleId, str], None],
     ) -> None:
         self.held = held
         self._damaged = damaged  # told of a held bundle whose stored bytes make no frame
@@ -211,7 +211,7 @@ class Transmitter:
         try:
             data = forwarded_data_frame(source, copies, compact)
         except BundleDecodeError as exc:  # only stored bytes are decoded here: the store's file is damaged
-            self._damaged(held, exc)  # dropped, so the link goes on with the next frame
+            self._damaged(held.id, str(exc))  # dropped, so the link goes on with the next frame
             return None
         self._built[state.profile.name] = (source, copies, compact, data)
         return data
