@@ -347,8 +347,6 @@ class Node:
             out = None
             if len(sending) <= link.flash_alongside and self._link_known(name):
                 out = self.engine.next_frame(name, self.now(), _FLASH if sending else _BULK)
-                if self.engine.core.damaged:  # a stored bundle did not decode: the timers drop it
-                    self._wakes[""].set()
             if out is None:
                 await self._sleep(name, self.engine.next_deadline())
                 continue
