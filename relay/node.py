@@ -348,7 +348,14 @@ class Node:
             if len(sending) <= link.flash_alongside and self._link_known(name):
                 out = self.engine.next_frame(name, self.now(), _FLASH if sending else _BULK)
             if out is None:
-                await self._sleep(name, self.engine.next_deadline())
+                deadline = self.engine.next_deadline()
+                if deadline is not None and deadline <= self.now():
+                    # Due, and no frame: the timers' work (a copy's timeout set by a frame taken since
+                    # they slept, a damaged stored bundle's drop). They run now and wake the links
+                    # after; sleeping on a deadline already past, this loop asked again and again.
+                    self._wakes[""].set()
+                    deadline = None
+                await self._sleep(name, deadline)
                 continue
             peer, frame = out
             acks = self.engine.core.take_implicit_acks(name) if link.profile.implicit_ack else ()

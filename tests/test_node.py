@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_net import IP, LORA, Deployment
 
-from relay.bundle import CompactContext, Destination, Kind, Priority, to_epoch
+import relay.core.held as held_module
+from relay.bundle import BundleId, CompactContext, Destination, Kind, Priority, to_epoch
 from relay.core.frames import DataFrame, decode_frame
 from relay.core.receipts import State
 from relay.engine import Delivery
@@ -136,3 +142,97 @@ async def test_an_unexpected_error_in_a_send_alongside_is_logged_and_the_link_go
     finally:
         for node in (post, field):
             await node.stop()
+
+
+class _Deaf:
+    """The events of a neighbour that takes frames and never answers."""
+
+    def link_up(self, link: str, peer: bytes) -> None: ...
+    def link_down(self, link: str, peer: bytes) -> None: ...
+    def frame_received(self, link: str, peer: bytes, frame: bytes) -> None: ...
+    def frame_overheard(self, link: str, peer: bytes, frame: bytes) -> None: ...
+
+
+@dataclass
+class _Asked:
+    node: Node
+    bundle_id: BundleId
+    frames: int = 0  # the link's asks for a frame (engine.next_frame calls)
+
+
+@asynccontextmanager
+async def _sending_to_a_deaf_neighbour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, damaged: bool
+) -> AsyncIterator[_Asked]:
+    """A node holding one BULK bundle for a neighbour that takes frames and never answers (no ACK,
+    no summary: nothing wakes the node's timers), its row in the store overwritten if ``damaged``."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # BULK is read back from the store's bytes
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    field_id = net.members["field"][0].node_id
+    engine = await net.open("post", tmp_path, to_epoch(time.time()))
+    bundle_id = await engine.send(
+        Destination.to_node(field_id),
+        b"bulk",
+        kind=Kind.TEXT,
+        priority=Priority.BULK,
+        lifetime=3600,
+        now=to_epoch(time.time()),
+    )
+    if damaged:
+        with sqlite3.connect(engine.store.path) as db:  # bit rot: the row no longer decodes
+            db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1" * 64, bundle_id.key()))
+    hub = InprocHub()
+    deaf = InprocLink(hub, field_id, IP)
+    await deaf.start(_Deaf())
+    asked = _Asked(Node(engine, [InprocLink(hub, engine.node_id, IP)]), bundle_id)
+    next_frame = engine.next_frame
+
+    def counted(*args: Any) -> tuple[bytes, bytes] | None:
+        asked.frames += 1
+        return next_frame(*args)
+
+    monkeypatch.setattr(engine, "next_frame", counted)
+    await asked.node.start()
+    try:
+        yield asked
+    finally:
+        await asked.node.stop()
+        await deaf.stop()
+
+
+async def test_a_damaged_stored_bundle_does_not_spin_the_link_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's deadline is now while a bundle found damaged in the store waits to be dropped; the
+    link, with nothing else to send, slept on that deadline and asked for a frame again and again
+    (43,000 times in 0.5 s) until another event or deadline woke the timers. The timers drop it."""
+    async with _sending_to_a_deaf_neighbour(tmp_path, monkeypatch, damaged=True) as asked:
+        core = asked.node.engine.core
+        async with asyncio.timeout(5):
+            while core.damaged_total == 0:
+                await asyncio.sleep(0.01)
+        before = asked.frames
+        await asyncio.sleep(0.5)
+        assert asked.frames - before < 20, f"the link asked for a frame {asked.frames - before} times"
+        assert asked.node.status(asked.bundle_id).state is State.EVICTED
+
+
+async def test_a_copy_whose_timeout_passes_is_sent_again_then_without_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy's custody timeout (2 s on IP at first) is set when its frame is taken, after the timers
+    last read their deadline; the link slept on it, and from then on asked for a frame in a loop
+    (about 35,000 times in 0.5 s) until the timers woke for a later deadline of their own (3 s
+    later here), which is also when the copy went again."""
+    async with _sending_to_a_deaf_neighbour(tmp_path, monkeypatch, damaged=False) as asked:
+        custody = asked.node.engine.core.custody
+        async with asyncio.timeout(5):
+            while not len(custody):  # its frame was taken: its timeout runs
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(2.3)  # past the timeout
+        before = asked.frames
+        await asyncio.sleep(0.5)
+        assert asked.frames - before < 20, f"the link asked for a frame {asked.frames - before} times"
+        assert custody.retries >= 1  # sent again at its timeout
