@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import socket
 import statistics
 import sys
@@ -197,6 +198,7 @@ async def test_spoofed_flood_with_rotating_from_does_not_delay_the_real_alarm(
     gateway = rig.gateway
     assert gateway.udp_address
     without = [await _real_alarm_udp(gateway, n) for n in range(9)]
+    flood_began = time.monotonic()
     flood = asyncio.create_task(
         _sipp(
             "-sf",
@@ -219,6 +221,7 @@ async def test_spoofed_flood_with_rotating_from_does_not_delay_the_real_alarm(
         await asyncio.sleep(0.005)
     during = [await _real_alarm_udp(gateway, 100 + n) for n in range(9)]
     code, out = await flood
+    flood_took = time.monotonic() - flood_began
     assert code == 0, out[-2000:]
     code, out = await _sipp(
         "-sf", str(HERE / "sipp" / "panel_auth_uac.xml"), "-au", "fire-panel-17", "-ap", SECRET,
@@ -234,7 +237,9 @@ async def test_spoofed_flood_with_rotating_from_does_not_delay_the_real_alarm(
     assert attacked <= 2 * base + 0.010  # 10 ms of slack for the scheduler on a shared 2-core machine
     counts = gateway.counts
     assert counts["rate_limited"] + counts["unauthenticated_accepted"] == FLOOD  # every spoof answered
-    assert counts["unauthenticated_accepted"] <= GatewayConfig().rate_burst + 2
+    # the burst, and what the bucket refilled while the flood lasted (longer on a loaded machine)
+    config = GatewayConfig()
+    assert counts["unauthenticated_accepted"] <= config.rate_burst + math.ceil(config.rate_per_s * flood_took)
     flash = await _flash_held(rig.node)  # the real alarms plus at most the unauthenticated FLASH budget
     assert flash <= 9 + 9 + 1 + GatewayConfig().flash_burst + 1  # + 1: the budget refills meanwhile
     assert any("rate limit" in r.message and "so far" in r.message for r in caplog.records)
