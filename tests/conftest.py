@@ -3,6 +3,7 @@ IP link tests' impairment proxy and started links."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,18 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def interpreter_restored() -> Iterator[None]:
+    """For a test that runs the relay daemon in process: its start-up settles the interpreter
+    (``relay.daemon.settle_interpreter``: GIL switch interval, young generation, frozen objects);
+    put back after, so the tests that follow in the worker run on CPython's settings."""
+    switch, threshold = sys.getswitchinterval(), gc.get_threshold()
+    yield
+    sys.setswitchinterval(switch)
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from relay.config import load_config
 from relay.node import Node
 
 
-def test_the_daemon_settles_the_interpreter_when_started(tmp_path: Path) -> None:
+def test_the_daemon_settles_the_interpreter_when_started(tmp_path: Path, interpreter_restored: None) -> None:
     seen: dict[str, float] = {}
-    switch, threshold = sys.getswitchinterval(), gc.get_threshold()
+    switch = sys.getswitchinterval()
 
     async def start_and_stop(config_path: Path) -> None:
         stop = asyncio.Event()
@@ -33,12 +33,7 @@ def test_the_daemon_settles_the_interpreter_when_started(tmp_path: Path) -> None
             await daemon.run(load_config(config_path), stop, ready=ready)
 
     with running_field(tmp_path, ("command-post", "responder-1"), started=()) as field:
-        try:
-            asyncio.run(start_and_stop(field.node("responder-1").config))
-        finally:
-            sys.setswitchinterval(switch)
-            gc.set_threshold(*threshold)
-            gc.unfreeze()
+        asyncio.run(start_and_stop(field.node("responder-1").config))
     assert seen["switch"] == daemon.SWITCH_INTERVAL_S < switch
     assert seen["young"] == daemon.GC_FIRST_GENERATION
     assert seen["frozen"] > 0

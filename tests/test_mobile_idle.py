@@ -55,7 +55,9 @@ async def _watch(node_dir: Path) -> dict[str, object]:
             await running
 
 
-def test_an_idle_phone_link_is_quiet_between_its_paced_beacons(tmp_path: Path) -> None:
+def test_an_idle_phone_link_is_quiet_between_its_paced_beacons(
+    tmp_path: Path, interpreter_restored: None
+) -> None:
     with running_field(tmp_path, ("command-post", "responder-1"), started=("command-post",)) as field:
         node_dir = field.node("responder-1").directory
         with (node_dir / "node.toml").open("a") as config:  # the phone profile (ip0 is the last table)

@@ -66,8 +66,7 @@ class LinkState:
     queue: FairQueue[Item] = field(default_factory=FairQueue)
     peers: set[bytes] = field(default_factory=set)
     acks: dict[bytes, dict[BundleId, Priority]] = field(default_factory=dict)
-    # one queue item per peer, made once: a new one per ACK cost an init and, its hash equal but not
-    # its identity, two generated __eq__ calls in the queue's lookups (a receiver queues one per bundle)
+    # one queue item per peer, made once, not one per ACK (a receiver queues one per bundle)
     ack_items: dict[bytes, SendAcks] = field(default_factory=dict)
     statuses: dict[tuple[bytes, int], FragmentStatusFrame] = field(default_factory=dict)
     seen_replies: dict[bytes, set[bytes]] = field(default_factory=dict)  # peer -> id hashes to report
