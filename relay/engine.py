@@ -628,9 +628,9 @@ class NodeEngine:
         return self._reader.get_many(bundle_ids) | committing
 
     async def on_timer(self, now: float) -> None:
-        damaged = self.core.damaged  # the timer drops these (and starts a new dict)
+        damaged = list(self.core.damaged.items())  # the timer drops these and forgets them
         actions = self.core.timer(now)
-        for bundle_id, error in damaged.items():
+        for bundle_id, error in damaged:
             log.error(
                 "bundle %s dropped: its copy in the store %s does not decode (%s); the file is "
                 "damaged: restore it from a backup or move it aside (the node's other bundles go on)",

@@ -40,6 +40,14 @@ class _CountingReader(StoreReader):
         return super().get_many(bundle_ids)
 
 
+def _two_enrolled() -> tuple[Deployment, bytes]:
+    """Nodes "a" and "b" enrolled; b's node id (what a sends to)."""
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    return net, net.members["b"][0].node_id
+
+
 async def _send(engine: NodeEngine, to: bytes, payload: bytes, priority: Priority) -> BundleId:
     return await engine.send(
         Destination.to_node(to), payload, kind=Kind.TEXT, priority=priority, lifetime=3600, now=T0
@@ -52,10 +60,7 @@ async def test_bundles_in_the_store_are_read_back_in_priority_order_after_a_rest
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # nothing but FLASH/IMMEDIATE stays in memory
     monkeypatch.setattr("relay.engine.StoreReader", _CountingReader)
     _CountingReader.reads = []
-    net = Deployment()
-    for name in ("a", "b"):
-        net.enrol(name)
-    b_id = net.members["b"][0].node_id
+    net, b_id = _two_enrolled()
     a = await net.open("a", tmp_path, T0)
     bulk = [await _send(a, b_id, b"bulk %d" % i, Priority.BULK) for i in range(20)]
     flash = await _send(a, b_id, b"SOS", Priority.FLASH)
@@ -83,10 +88,7 @@ async def test_a_bundle_the_store_dropped_is_skipped_not_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
-    net = Deployment()
-    for name in ("a", "b"):
-        net.enrol(name)
-    b_id = net.members["b"][0].node_id
+    net, b_id = _two_enrolled()
     a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
     gone = await _send(a, b_id, b"evicted", Priority.BULK)
     kept = await _send(a, b_id, b"kept", Priority.BULK)
@@ -107,10 +109,7 @@ async def test_a_damaged_stored_bundle_is_dropped_and_the_link_goes_on(
     frame: it is dropped as an eviction is, with a reason and an error naming the file, and the
     bundles queued with it still go out on that link (the error used to end the link's loop)."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # read back from the store's bytes
-    net = Deployment()
-    for name in ("a", "b"):
-        net.enrol(name)
-    b_id = net.members["b"][0].node_id
+    net, b_id = _two_enrolled()
     a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
     first = await _send(a, b_id, b"first", Priority.BULK)
     damaged = await _send(a, b_id, b"damaged", Priority.BULK)
@@ -144,10 +143,7 @@ async def test_a_damaged_stored_bundle_does_not_keep_the_node_from_starting(
     """A row overwritten while the node was stopped: the node opens with the others (before, the
     start-up read raised StoreError and the node did not start), sends them, and drops the damaged
     one from the store at its first timer, with an error naming the file."""
-    net = Deployment()
-    for name in ("a", "b"):
-        net.enrol(name)
-    b_id = net.members["b"][0].node_id
+    net, b_id = _two_enrolled()
     a = await net.open("a", tmp_path, T0)
     ids = [await _send(a, b_id, b"routine %d" % i, Priority.ROUTINE) for i in range(3)]
     path = a.store.path

@@ -490,6 +490,16 @@ async def test_silent_connections_are_closed_after_the_handshake_timeout(links: 
     assert listener.peers() == ()
 
 
+async def _stop_returns(stopping: list[asyncio.Task[None]], within: float) -> bool:
+    """Whether the stop() that the held loop starts (appended to ``stopping``) returns ``within``
+    seconds of starting."""
+    async with asyncio.timeout(10):
+        while not stopping:
+            await asyncio.sleep(0.01)
+    done, _ = await asyncio.wait(stopping, timeout=within)
+    return bool(done)
+
+
 async def test_stop_returns_when_a_dial_is_cancelled_as_its_hello_goes_out(
     monkeypatch: pytest.MonkeyPatch, authority: Authority
 ) -> None:
@@ -517,11 +527,7 @@ async def test_stop_returns_when_a_dial_is_cancelled_as_its_hello_goes_out(
     monkeypatch.setattr(Initiator, "start", start_then_hold)
     try:
         await link.start(Recorder())
-        async with asyncio.timeout(10):
-            while not stopping:
-                await asyncio.sleep(0.01)
-        done, _ = await asyncio.wait(stopping, timeout=3)
-        assert done, "stop() still waits for the cancelled handshake"
+        assert await _stop_returns(stopping, within=3), "stop() still waits for the cancelled handshake"
     finally:
         if stopping and not stopping[0].done():
             silent.send(b"no hello")  # unwind the stuck handshake (it fails on this), so stop() ends
@@ -558,11 +564,7 @@ async def test_stop_returns_when_an_accept_is_cancelled_as_its_hello_goes_out(
         await link.start(Recorder())
         client.dial(address, block=True)
         client.send(Initiator(enrol(authority, "field"), trust).start())
-        async with asyncio.timeout(10):
-            while not stopping:
-                await asyncio.sleep(0.01)
-        done, _ = await asyncio.wait(stopping, timeout=2)
-        assert done, "stop() waited for the cancelled handshake's timeout"
+        assert await _stop_returns(stopping, within=2), "stop() waited for the cancelled handshake's timeout"
     finally:
         await asyncio.wait(stopping or [asyncio.create_task(link.stop())], timeout=10)
         client.close()
