@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +12,25 @@ from crypto.certificate import Authority, Certificate
 from crypto.identity import Identity
 from relay.engine import NodeEngine
 from relay.links.base import BROADCAST, LinkProfile
+from relay.links.ip import IpLink, IpLinkConfig
+from relay.links.ip_handshake import Credentials, Trust
 from relay.trust import TrustStore
 
 IP = LinkProfile("ip0", "ip", mtu=64000, bitrate=1e7)
 LORA = LinkProfile(
     "lora0", "lora", mtu=219, bitrate=125.0, cost=10.0, duty_cycle=0.1, compact=True, per_frame_overhead_s=0.3
 )
+
+
+# Keepalives and reconnects short enough for a test to see a link drop and come back in a second.
+IP_TIMING = {"keepalive_interval": 0.25, "keepalive_misses": 3, "reconnect_min": 0.05, "reconnect_max": 0.5}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -38,6 +53,33 @@ class Deployment:
     async def open(self, name: str, directory: Path, now: float) -> NodeEngine:
         identity, cert = self.members[name]
         return await NodeEngine.open(identity, cert, self.trust(), directory / f"{name}.sqlite", now=now)
+
+
+@dataclass
+class IpField:
+    """A command post ("post") listening on a free loopback port and a field unit ("field") dialling it,
+    enrolled in one deployment: the IP link each of them runs."""
+
+    net: Deployment
+    configs: dict[str, IpLinkConfig]
+
+    def link(self, name: str) -> IpLink:
+        trust = Trust(self.net.authority.public, self.net.authority.revocations)
+        return IpLink(self.configs[name], Credentials(*self.net.members[name]), trust)
+
+
+def ip_field(dial: Callable[[int], str] = lambda port: f"tcp://127.0.0.1:{port}") -> IpField:
+    """The post and the field unit; the field unit dials ``dial(port)`` (an impairing proxy's address, or
+    the post's own)."""
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    port = free_port()
+    configs = {
+        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **IP_TIMING),
+        "field": IpLinkConfig(peers=(dial(port),), **IP_TIMING),
+    }
+    return IpField(net, configs)
 
 
 class EnginePump:

@@ -9,20 +9,16 @@ keeps acknowledging older copies: the sender waits (relay/core/custody.py, order
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from engine_net import Deployment
+from engine_net import ip_field
 
 from relay.bundle import Destination, Kind, to_epoch
 from relay.engine import Outgoing
-from relay.links.ip import IpLink, IpLinkConfig
-from relay.links.ip_handshake import Credentials, Trust
 from relay.node import Node
 
-TIMING = {"keepalive_interval": 0.25, "keepalive_misses": 3, "reconnect_min": 0.05, "reconnect_max": 0.5}
 COUNT = 4000
 HANDLE_S = 0.002  # per frame and batch at the receiver (two batches run at once): about 4 s for all
 STALL_S = 3.5  # the receiver's one stall: past the 2 s custody floor, short of the 40 s test bound
@@ -32,30 +28,12 @@ Handle = Callable[[Frames, float], Awaitable[None]]
 Handler = Callable[[Handle, Frames, float], Awaitable[None]]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def _backlog_to(tmp_path: Path, handle_slowly: Handler) -> tuple[int, float]:
     """Send COUNT bundles from a field unit to a command post whose frame handling is
     ``handle_slowly(handle, frames, now)``; the sender's resends and the seconds it took."""
-    net = Deployment()
-    net.enrol("post", frozenset({"command"}))
-    net.enrol("field")
-    trust = Trust(net.authority.public, net.authority.revocations)
-    port = free_port()
-    configs = {
-        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **TIMING),
-        "field": IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **TIMING),
-    }
+    ip = ip_field()
     post, sender = [
-        Node(
-            await net.open(name, tmp_path, to_epoch(time.time())),
-            [IpLink(configs[name], Credentials(*net.members[name]), trust)],
-        )
+        Node(await ip.net.open(name, tmp_path, to_epoch(time.time())), [ip.link(name)])
         for name in ("post", "field")
     ]
     handle = post.engine.frames_received

@@ -3,52 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from engine_net import Deployment
+from engine_net import ip_field
 from impair_proxy import ImpairProxy
 
 import relay.core.held as held_module
 from relay.api.metrics import NodeCollector
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
-from relay.links.ip import IpLink, IpLinkConfig
-from relay.links.ip_handshake import Credentials, Trust
+from relay.links.ip import IpLink
 from relay.node import Node
-
-TIMING = {"keepalive_interval": 0.25, "keepalive_misses": 3, "reconnect_min": 0.05, "reconnect_max": 0.5}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 async def field(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, ImpairProxy]]:
-    net = Deployment()
-    net.enrol("post", frozenset({"command"}))
-    net.enrol("field")
-    trust = Trust(net.authority.public, net.authority.revocations)
     proxy = ImpairProxy(0)
     await proxy.start()
-    port = free_port()
-    configs = {
-        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **TIMING),
-        "field": IpLinkConfig(peers=(proxy.via(port),), **TIMING),
-    }
+    ip = ip_field(proxy.via)
     nodes = []
     for name in ("post", "field"):
-        engine = await net.open(name, tmp_path, to_epoch(time.time()))
-        link = IpLink(configs[name], Credentials(*net.members[name]), trust)
-        nodes.append(Node(engine, [link]))
+        engine = await ip.net.open(name, tmp_path, to_epoch(time.time()))
+        nodes.append(Node(engine, [ip.link(name)]))
     for node in nodes:
         await node.start()
     yield nodes[0], nodes[1], proxy
@@ -124,16 +104,8 @@ async def test_a_damaged_row_in_the_store_does_not_end_the_link(
     as dropped, with why, and the metric counts it. Before, its decode error ended the link's loop
     and nothing more went out on it."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # BULK is read back from the store's bytes
-    net = Deployment()
-    net.enrol("post", frozenset({"command"}))
-    net.enrol("field")
-    trust = Trust(net.authority.public, net.authority.revocations)
-    port = free_port()
-    configs = {
-        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **TIMING),
-        "field": IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **TIMING),
-    }
-    engines = {name: await net.open(name, tmp_path, to_epoch(time.time())) for name in configs}
+    ip = ip_field()
+    engines = {name: await ip.net.open(name, tmp_path, to_epoch(time.time())) for name in ip.configs}
     to_field = Destination.to_node(engines["field"].node_id)
     ids = [
         await engines["post"].send(
@@ -149,10 +121,7 @@ async def test_a_damaged_row_in_the_store_does_not_end_the_link(
     damaged = ids[2]
     with sqlite3.connect(engines["post"].store.path) as db:
         db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1" * 64, damaged.key()))
-    post, field_node = (
-        Node(engines[name], [IpLink(configs[name], Credentials(*net.members[name]), trust)])
-        for name in configs
-    )
+    post, field_node = (Node(engines[name], [ip.link(name)]) for name in ip.configs)
     for node in (post, field_node):
         await node.start()
     try:
