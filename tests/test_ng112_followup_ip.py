@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_net import Deployment
+from engine_net import IP_TIMING, Deployment, free_port
 from ng112_samples import BREWERY_PIDF, BREWERY_SENDER, brewery_cap, sip_message
 from system_tools import require_tool
 from test_ng112_corpus_lora import _as_sent, _expected, _panel_sends
@@ -40,14 +40,6 @@ from relay.links.ip_handshake import Credentials, Trust
 from relay.node import Node
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
-TIMING = {"keepalive_interval": 0.25, "keepalive_misses": 3, "reconnect_min": 0.05, "reconnect_max": 0.5}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -81,10 +73,10 @@ async def _open_field(tmp_path: Path, fetch_after_s: float, lose_followup: bool)
     net.enrol("post", frozenset({"dispatcher"}))
     net.enrol("gateway", frozenset({"building"}))
     trust = Trust(net.authority.public, net.authority.revocations)
-    port = _free_port()
+    port = free_port()
     configs = {
-        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **TIMING),
-        "gateway": IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **TIMING),
+        "post": IpLinkConfig(listen=f"tcp://127.0.0.1:{port}", **IP_TIMING),
+        "gateway": IpLinkConfig(peers=(f"tcp://127.0.0.1:{port}",), **IP_TIMING),
     }
     nodes: dict[str, Node] = {}
     for name in ("post", "gateway"):
