@@ -394,6 +394,8 @@ class Store:
         :data:`BATCH_BLOCK` of them. The next second's first block is reserved off the path
         (:meth:`_reserve_ahead`), so a sender busy every second pays no commit at a new second."""
         async with self._id_lock:
+            if self._closed:  # close() recorded the last id issued: one issued now would be reused
+                raise StoreClosedError("the store is closed")
             block = self._ids.get(origin)
             if block is None:
                 row = await self._call(

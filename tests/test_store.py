@@ -383,6 +383,18 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
         await store.get(make(1).id)
 
 
+async def test_a_closed_store_issues_no_id(tmp_path: Path) -> None:
+    """Ids of a reserved block are issued from memory: one issued after close() recorded the last
+    would be issued again after the next open."""
+    store = await Store.open(tmp_path / "s.db")
+    await store.next_bundle_id(ORIGIN, 1000)  # a block reserved: the next ids need no commit
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.next_bundle_id(ORIGIN, 1000)
+    with pytest.raises(StoreClosedError):
+        await store.next_bundle_ids(ORIGIN, 1000, 3)
+
+
 async def test_concurrent_puts_near_the_quota_evict_and_refuse_one_by_one(tmp_path: Path) -> None:
     one = len(encode_full(make(0)))
     store = await Store.open(tmp_path / "s.db", quota_bytes=one * 3)
