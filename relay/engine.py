@@ -191,6 +191,7 @@ class NodeEngine:
         )
         self.refused_frames = 0
         self.refused_bundles = 0
+        self.damaged_inbox = 0  # inbox copies that did not decode at start-up, dropped (a metric)
         self.security = SecurityCounters()
         self.certificates = CertificateExchange(trust, certificate, self.security.count, self.core.neighbours)
         trust.on_learned(lambda _: self.trust_changed())  # short ids for the LoRa encoding
@@ -238,8 +239,29 @@ class NodeEngine:
         custody = await store.custody_records()
         for stored in engine._reader.held(engine.core.damaged_in_store):  # dropped at the first timer
             engine.core.restore(stored.bundle, stored.local, now, custody.get(stored.bundle.id, []))
-        await engine._apply([DeliverLocal(bundle) for bundle in await store.pending_deliveries()], now)
+        damaged: list[tuple[BundleId, str]] = []
+        inbox = await store.pending_deliveries(
+            damaged=lambda bundle_id, error: damaged.append((bundle_id, error))
+        )
+        if damaged:
+            await engine._drop_damaged_inbox(damaged)
+        await engine._apply([DeliverLocal(bundle) for bundle in inbox], now)
         return engine
+
+    async def _drop_damaged_inbox(self, damaged: list[tuple[BundleId, str]]) -> None:
+        """Inbox copies that do not decode cannot be delivered: say which, and drop them, so the
+        node opens with its other bundles and does not stop at them again at the next start."""
+        for bundle_id, error in damaged:
+            log.error(
+                "bundle %s not delivered: its inbox copy in the store %s does not decode (%s); the "
+                "file is damaged: restore it from a backup or move it aside (the copy is dropped, the "
+                "node's other bundles go on)",
+                bundle_id,
+                self.store.path,
+                error,
+            )
+        self.damaged_inbox += len(damaged)
+        await self.store.ack_deliveries([bundle_id for bundle_id, _ in damaged])
 
     async def close(self) -> None:
         self._reader.close()

@@ -47,7 +47,8 @@ API (all methods are coroutines unless noted):
   reused across restarts (a block of ids is reserved by a commit before the first is returned).
   ``next_bundle_ids(origin, now_epoch_s, count) -> list[BundleId]``: ``count`` of them, one commit at most.
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
-- ``pending_deliveries(limit=None) -> list[Bundle]``: inbox contents not yet acknowledged by the app.
+- ``pending_deliveries(limit=None, damaged=None) -> list[Bundle]``: inbox contents not yet acknowledged
+  by the app (a copy that does not decode told to ``damaged`` and skipped).
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
   ``ack_deliveries(bundle_ids)``: the same for several, in one op (an ``app_has`` id: marked delivered).
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
@@ -522,12 +523,25 @@ class Store:
             StoredBundle(_decode(data), float(received_at), bool(local)) for data, received_at, local in rows
         ]
 
-    async def pending_deliveries(self, limit: int | None = None) -> list[Bundle]:
-        """Bundles in the app inbox not yet acknowledged, highest class first, then in arrival order."""
+    async def pending_deliveries(
+        self, limit: int | None = None, *, damaged: Callable[[BundleId, str], None] | None = None
+    ) -> list[Bundle]:
+        """Bundles in the app inbox not yet acknowledged, highest class first, then in arrival order.
+        A copy that does not decode (the file is damaged) is told to ``damaged`` with why and
+        skipped, so one bad row does not keep the node from starting; with no ``damaged``, it
+        raises :class:`StoreError`."""
         rows = await self._read(
-            "SELECT data FROM inbox ORDER BY priority, seq LIMIT ?", (-1 if limit is None else limit,)
+            "SELECT id, data FROM inbox ORDER BY priority, seq LIMIT ?", (-1 if limit is None else limit,)
         )
-        return [_decode(row[0]) for row in rows]
+        if damaged is None:
+            return [_decode(data) for _, data in rows]
+        bundles = []
+        for key, data in rows:
+            try:
+                bundles.append(decode_full(data))
+            except BundleDecodeError as exc:
+                damaged(BundleId.from_key(key), str(exc))
+        return bundles
 
     async def forwarding(self, bundle_id: BundleId) -> list[tuple[bytes, str, str, float]]:
         """What is recorded about this bundle per neighbour and link, oldest first."""

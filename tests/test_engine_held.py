@@ -164,3 +164,33 @@ async def test_a_damaged_stored_bundle_does_not_keep_the_node_from_starting(
         assert db.execute("SELECT data FROM seen WHERE id = ?", (ids[1].key(),)).fetchall() in ([], [(None,)])
     await a.close()
     await b.close()
+
+
+async def test_a_damaged_inbox_copy_does_not_keep_the_node_from_starting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An inbox copy (delivered here, not yet taken by the application) overwritten while the node
+    was stopped: the node opens and delivers the others (before, the start-up read raised
+    StoreError and the node did not start); the damaged one is dropped from the inbox, with an
+    error naming the bundle and the file, and counted."""
+    net, b_id = _two_enrolled()
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    ids = [await _send(a, b_id, b"routine %d" % i, Priority.ROUTINE) for i in range(3)]
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    await pump.run(T0, 10)
+    path = b.store.path
+    await b.close()  # before its application took them: they wait in its inbox
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM inbox").fetchone() == (3,)
+        db.execute("UPDATE inbox SET data = ? WHERE id = ?", (b"\xc1" * 40, ids[1].key()))
+    with caplog.at_level(logging.ERROR, logger="relay.engine"):
+        b = await net.open("b", tmp_path, T0 + 10)
+    assert sorted(d.payload for d in await _collect(b)) == [b"routine 0", b"routine 2"]
+    assert b.damaged_inbox == 1
+    assert [r.levelno for r in caplog.records if str(ids[1]) in r.getMessage()] == [logging.ERROR]
+    assert str(path) in caplog.text and "restore it from a backup" in caplog.text
+    await b.close()
+    with sqlite3.connect(path) as db:  # dropped: the next start does not stop at it again
+        assert db.execute("SELECT COUNT(*) FROM inbox WHERE id = ?", (ids[1].key(),)).fetchone() == (0,)
+    await a.close()

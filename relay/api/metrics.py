@@ -13,7 +13,8 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
 * ``mesh112_implicit_acks_total``: custody ACKs taken from a neighbour's overheard forward (LoRa);
 * ``mesh112_store_bytes``, ``mesh112_store_quota_bytes``, ``mesh112_store_bundles{priority}``,
   ``mesh112_store_inbox``, ``mesh112_store_evictions_total``, ``mesh112_store_damaged_total``
-  (held bundles whose stored copy did not decode, dropped: the store's file is damaged);
+  (held bundles, and inbox copies at start-up, whose stored copy did not decode, dropped: the
+  store's file is damaged);
 * ``mesh112_security_events_total{what}``: what revoked or hostile peers tried and the node refused
   (frames of a revoked neighbour, forged receipts, stale group epochs, bad revocation lists...), and
   ``mesh112_revocation_serial``: the serial of the revocation list held (-1: none);
@@ -191,6 +192,7 @@ class NodeCollector(Collector):
         )
         yield CounterMetricFamily(
             "mesh112_store_damaged",
-            "Held bundles dropped since the node started because their stored copy did not decode",
-            value=self._node.engine.core.damaged_total,
+            "Bundles dropped since the node started because their stored copy (held or in the "
+            "inbox) did not decode",
+            value=self._node.engine.core.damaged_total + self._node.engine.damaged_inbox,
         )
