@@ -137,6 +137,40 @@ async def test_a_damaged_stored_bundle_is_dropped_and_the_link_goes_on(
     await b.close()
 
 
+async def test_a_damaged_stored_bundle_whose_header_scans_is_dropped_at_its_custody_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row damaged past its header (here a byte appended) still makes a frame: the frame is built
+    by scanning the header only. The neighbour refuses it (its full decode does) and takes the
+    bundles around it; the sender used to send it again at every custody timeout, for its whole
+    lifetime. Now the timeout decodes the stored copy before it goes again, and drops it as a
+    damaged row: sent once, refused once."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # read back from the store's bytes
+    net, b_id = _two_enrolled()
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    first = await _send(a, b_id, b"first", Priority.BULK)
+    damaged = await _send(a, b_id, b"damaged", Priority.BULK)
+    last = await _send(a, b_id, b"last", Priority.BULK)
+    with sqlite3.connect(a.store.path) as db:  # the node's writer is up: another connection, WAL
+        db.execute("UPDATE seen SET data = CAST(data || x'00' AS BLOB) WHERE id = ?", (damaged.key(),))
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    with caplog.at_level(logging.ERROR, logger="relay.engine"):
+        await pump.run(T0, 120)
+    assert sorted(d.payload for d in await _collect(b)) == [b"first", b"last"]
+    assert a.status(first).state is State.DELIVERED and a.status(last).state is State.DELIVERED
+    assert b.refused_frames == 1  # the one copy sent; the link and b's store took the others
+    status = a.status(damaged)
+    assert status.state is State.EVICTED and status.reason is not None
+    assert status.reason.startswith("damaged in the store: its stored copy does not decode")
+    assert not a.core.holds(damaged) and a.core.damaged_total == 1
+    assert [r.levelno for r in caplog.records if str(damaged) in r.getMessage()] == [logging.ERROR]
+    with sqlite3.connect(b.store.path) as db:  # the neighbour stored nothing of it
+        assert db.execute("SELECT COUNT(*) FROM seen WHERE id = ?", (damaged.key(),)).fetchone() == (0,)
+    await a.close()
+    await b.close()
+
+
 async def test_a_damaged_stored_bundle_does_not_keep_the_node_from_starting(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -275,6 +275,20 @@ class HeldBundles:
                 "is damaged; restore it from a backup or move it aside"
             ) from None
 
+    def undecodable(self, held: Held) -> str | None:
+        """Why the stored copy of ``held`` does not decode, or None (it does, it is in memory, or
+        the store dropped it). A frame is built from the stored bytes by scanning their header
+        only, so a copy damaged past the header goes out and every neighbour refuses it; a custody
+        timeout asks this before the copy goes again, so it does not go again at every timeout."""
+        source = self.source(held)
+        if not isinstance(source, bytes):
+            return None
+        try:
+            decode_full(source)
+        except BundleDecodeError as exc:
+            return str(exc)
+        return None
+
     def source(self, held: Held, following: Iterable[Held] = ()) -> Bundle | bytes | None:
         """The bundle in memory, or else its full encoding: read ahead, or read back from the store
         with those of ``following`` (the bundles queued next) that are only there (None if the

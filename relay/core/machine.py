@@ -733,6 +733,11 @@ class RelayCore:
             self.custody.acknowledged(bundle_id, peer)
             held.unroute(peer)
             return
+        if held.bundle is None:  # read back from the store: its header scanned, the rest maybe not
+            error = self._held.undecodable(held)
+            if error is not None:  # the neighbour refused it (no ACK): it would go again at every timeout
+                self.damaged_in_store(bundle_id, error)
+                return
         self.custody.retry(bundle_id, peer, now)
         self._send_again(state, held, peer)
 
