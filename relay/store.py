@@ -333,22 +333,24 @@ class Store:
 
     async def delete_many(self, bundle_ids: Sequence[BundleId], reason: str) -> None:
         """:meth:`delete` for several in one op of a group commit: a custody ACK hands over up to
-        255 bundles, and one op costs one future, not one per bundle. Ids not held are skipped."""
+        255 bundles, and one op costs one future, not one per bundle. Ids not held are skipped.
+        Three statements per :data:`IN_CHUNK` ids, not an UPDATE and a DELETE per bundle (a sender
+        deletes every bundle it hands on)."""
 
         def op(db: sqlite3.Connection) -> None:
             keys = [bundle_id.key() for bundle_id in bundle_ids]
-            rows: list[Any] = []
+            deleted = 0
             for start in range(0, len(keys), IN_CHUNK):
                 chunk = keys[start : start + IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows += db.execute(
-                    f"SELECT id, size FROM seen WHERE id IN ({marks}) AND data IS NOT NULL", chunk
-                ).fetchall()
-            held = [(row[0],) for row in rows]
-            db.executemany("UPDATE seen SET size = NULL, data = NULL WHERE id = ?", held)
-            db.executemany("DELETE FROM forwarding WHERE id = ?", held)
-            self._budget.used -= sum(int(row[1]) for row in rows)
-            log.debug("deleted %d bundles: %s", len(rows), reason)
+                where = f"WHERE id IN ({','.join('?' * len(chunk))})"
+                (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {where}", chunk).fetchone()
+                cleared = db.execute(
+                    f"UPDATE seen SET size = NULL, data = NULL {where} AND data IS NOT NULL", chunk
+                )
+                deleted += cleared.rowcount
+                db.execute(f"DELETE FROM forwarding {where}", chunk)  # those of an id not held serve nothing
+                self._budget.used -= int(size)
+            log.debug("deleted %d bundles: %s", deleted, reason)
 
         if bundle_ids:
             await self._submit(op)

@@ -228,6 +228,20 @@ async def test_forwarding_state_per_neighbour(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_delete_many_runs_statements_per_chunk_not_per_bundle(tmp_path: Path) -> None:
+    """A custody ACK's 255 bundles leave in a few statements, not an UPDATE and a DELETE each (the
+    sender deletes every bundle it hands on); the bytes they held leave the budget."""
+    store = await Store.open(tmp_path / "s.db")
+    bundles = [make(seq) for seq in range(1, 257)]
+    await store.put_many(bundles, now=1000)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    await store.delete_many([bundle.id for bundle in bundles[:255]], "custody accepted")
+    assert len(statements) <= 6, statements  # BEGIN, a sum, an update, a delete, COMMIT
+    assert (await store.stats()).bytes_used == len(encode_full(bundles[-1]))
+    await store.close()
+
+
 async def test_delete_many_frees_space_and_forwarding_in_one_op_across_chunks(tmp_path: Path) -> None:
     """A custody ACK's worth and more (over one IN chunk): each held copy goes, its bytes leave the
     budget, its forwarding record goes, its id stays seen; ids not held are skipped."""
