@@ -204,6 +204,10 @@ class JournalClosedError(RuntimeError):
 
 
 INSERT_MESSAGES = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+# A burst's messages go up to this many rows to one INSERT: a statement per row reopens the table
+# and its three indexes (a command post's burst is a frame batch's worth, about 250 messages). 100
+# rows of 9 variables stay under SQLite's old limit of 999.
+MESSAGES_PER_INSERT = 100
 PUT_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
     ON CONFLICT(record_id) DO UPDATE SET body=excluded.body,
       priority=CASE WHEN {_rank("excluded.priority")} < {PRIORITY_RANK}
@@ -447,9 +451,12 @@ class Journal:
         def write(db: sqlite3.Connection) -> tuple[list[Any], set[int] | None]:
             if unit_rows:
                 db.executemany(UNIT_UPSERT, unit_rows)
-            inserted = 0
-            if message_rows:  # rowcount is summed over the rows; an ignored (held) one counts 0
-                inserted = db.executemany(INSERT_MESSAGES, message_rows).rowcount
+            inserted = 0  # rows inserted: an ignored one (held already) counts 0
+            for start in range(0, len(message_rows), MESSAGES_PER_INSERT):
+                chunk = message_rows[start : start + MESSAGES_PER_INSERT]
+                values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
+                sql = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES {values}"
+                inserted += db.execute(sql, [value for row in chunk for value in row]).rowcount
             db.commit()
             units_stored: list[Any] = []
             if ids:

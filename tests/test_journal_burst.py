@@ -51,6 +51,24 @@ async def test_a_burst_reports_only_the_messages_it_stored_with_their_seq(tmp_pa
         await journal.close()
 
 
+async def test_a_burst_inserts_its_messages_a_hundred_to_a_statement(tmp_path: Path) -> None:
+    """A command post's burst (a frame batch's worth) is a few INSERTs, not one per message; the
+    messages held already are skipped and not reported, in every statement."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    statements: list[str] = []
+    try:
+        await journal.record_burst([], [_message(i) for i in range(0, 250, 50)])  # 0, 50, ... 200
+        await journal._call(lambda db: db.set_trace_callback(statements.append))
+        _, stored = await journal.record_burst([], [_message(i) for i in range(250)])
+        inserts = [sql for sql in statements if sql.startswith("INSERT")]
+        assert len(inserts) == 3  # 100, 100 and 50 rows
+        assert [m.text for m in stored] == [f"text {i}" for i in range(250) if i % 50]
+        held = {m.bundle_id: m for m in await journal.messages(limit=1000)}
+        assert len(held) == 250 and stored == [held[m.bundle_id] for m in stored]
+    finally:
+        await journal.close()
+
+
 async def test_a_message_event_carries_every_field_of_the_stored_message(tmp_path: Path) -> None:
     journal = await Journal.open(tmp_path / "journal.sqlite3")
     try:
