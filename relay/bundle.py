@@ -388,6 +388,7 @@ assert len(fields(Bundle)) == 11, "_assemble sets every field of Bundle"
 _PRIORITIES = tuple(Priority)  # by value: a tuple index is cheaper than the enum's constructor
 _DEST_KINDS = tuple(DestKind)
 _NODE, _ALL = DestKind.NODE, DestKind.ALL  # read per bundle decoded: a member read is a slow lookup on 3.11
+_BULK_VALUE = int(Priority.BULK)  # the last class's value, compared per compact bundle decoded
 
 
 def to_epoch(unix_time: float) -> float:
@@ -611,8 +612,10 @@ def encode_compact(bundle: Bundle, hop_count: int | None = None) -> bytes:
     ``hop_count`` in place of the bundle's, as in :func:`encode_full`."""
     if bundle.created > MAX_U32:
         raise BundleEncodeError("created does not fit the compact header")
-    minutes = max(1, min(bundle.lifetime // 60, MAX_COMPACT_LIFETIME_MIN))
-    hops = min(bundle.hop_count if hop_count is None else hop_count, MAX_COMPACT_HOPS)
+    minutes = _compact_minutes(bundle.lifetime)
+    hops = bundle.hop_count if hop_count is None else hop_count
+    if hops > MAX_COMPACT_HOPS:  # not min(): the builtin parses its arguments on every call (3.11)
+        hops = MAX_COMPACT_HOPS
     dest = bundle.destination
     head = struct.pack(
         ">B3s3sIHBH",
@@ -627,9 +630,15 @@ def encode_compact(bundle: Bundle, hop_count: int | None = None) -> bytes:
     return head + bundle.payload
 
 
+def _compact_minutes(lifetime: int) -> int:
+    """The whole minutes of ``lifetime`` the compact header carries (at least one), in conditionals."""
+    minutes = lifetime // 60
+    return 1 if minutes < 1 else MAX_COMPACT_LIFETIME_MIN if minutes > MAX_COMPACT_LIFETIME_MIN else minutes
+
+
 def compact_lifetime(lifetime: int) -> int:
     """The lifetime a bundle has after a trip through the compact encoding."""
-    return max(1, min(lifetime // 60, MAX_COMPACT_LIFETIME_MIN)) * 60
+    return _compact_minutes(lifetime) * 60
 
 
 def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> Bundle:
@@ -646,18 +655,18 @@ def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> 
     if first & 1:
         raise BundleDecodeError("reserved bit set in compact header")
     priority_value = (first >> 3) & 0b111
-    if priority_value > Priority.BULK:
+    if priority_value > _BULK_VALUE:
         raise BundleDecodeError(f"priority {priority_value} is not a priority class")
     dest_kind = _DEST_KINDS[(first >> 1) & 0b11]  # two bits: every value a kind
     origin = context.nodes.get(origin_short)
     if origin is None:
         raise BundleDecodeError(f"origin short id {origin_short.hex()} is not an enrolled node")
-    if dest_kind is DestKind.NODE:
+    if dest_kind is _NODE:
         node = context.nodes.get(dest_short)
         if node is None:
             raise BundleDecodeError(f"destination short id {dest_short.hex()} is not an enrolled node")
         dest = _node_destination(node)
-    elif dest_kind is DestKind.ALL:
+    elif dest_kind is _ALL:
         if dest_short != bytes(SHORT_ID_LEN):
             raise BundleDecodeError("an ALL destination must have a zero short code")
         dest = Destination.everyone()

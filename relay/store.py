@@ -739,7 +739,8 @@ class Store:
             return StoreError(
                 f"store write failed and was rolled back ({exc}); check disk space and the file"
             )
-        self._budget.high_water = max(self._budget.high_water, self._budget.used)
+        if self._budget.used > self._budget.high_water:  # not max(): a call that parses its arguments
+            self._budget.high_water = self._budget.used
         return results
 
     def _run(self, db: sqlite3.Connection, items: list[_Pending]) -> list[_Result]:

@@ -49,8 +49,9 @@ LINK_MEMORY = 64  # a link whose copies (to any neighbour) timed out within this
 
 
 def initial_rto(profile: LinkProfile) -> float:
-    frame_time = profile.per_frame_overhead_s + profile.mtu / profile.bitrate
-    return min(MAX_RTO_S, max(MIN_RTO_S, RTO_FRAMES * frame_time))
+    rto = RTO_FRAMES * (profile.per_frame_overhead_s + profile.mtu / profile.bitrate)
+    # conditionals, not min() and max(): the builtins parse their arguments on every call (3.11)
+    return MIN_RTO_S if rto < MIN_RTO_S else MAX_RTO_S if rto > MAX_RTO_S else rto
 
 
 @dataclass(slots=True)
@@ -130,7 +131,8 @@ class CustodyTracker:
         rto = floor = initial_rto(profile)
         measured = self._rtt.get(profile.name)
         if measured is not None:
-            rto = min(MAX_RTO_S, max(floor, measured.srtt + 4 * measured.rttvar))
+            rto = measured.srtt + 4 * measured.rttvar
+            rto = floor if floor > rto else MAX_RTO_S if rto > MAX_RTO_S else rto
         self._rtos[profile.name] = (profile, rto)
         return rto
 
@@ -176,7 +178,7 @@ class CustodyTracker:
             if flight.early:
                 flight.early = False
             else:
-                flight.rto = min(MAX_RTO_S, flight.rto * 2)
+                flight.rto = flight.rto * 2 if flight.rto * 2 < MAX_RTO_S else MAX_RTO_S
             flight.deadline = now + flight.rto
             self._bound(flight)
             self._schedule(flight)
@@ -300,7 +302,7 @@ class CustodyTracker:
             fifo.popleft()
         first = None
         if heap and fifo:
-            first = min(heap[0][0], fifo[0][0])
+            first = heap[0][0] if heap[0][0] <= fifo[0][0] else fifo[0][0]  # min() without its call
         elif heap or fifo:
             first = (heap or fifo)[0][0]
         self._next = (first,)

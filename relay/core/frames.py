@@ -90,6 +90,9 @@ _DATA_FULL_VALUE, _DATA_COMPACT_VALUE = int(_DATA_FULL), int(_DATA_COMPACT)
 # and bytes() for every bundle sent
 _FULL_HEADS = tuple(bytes(((_DATA_FULL_VALUE << 4) | copies,)) for copies in range(MAX_COPIES + 1))
 _COMPACT_HEADS = tuple(bytes(((_DATA_COMPACT_VALUE << 4) | copies,)) for copies in range(MAX_COPIES + 1))
+# the other types as module aliases: reading an enum's member costs ten times a global's (Python 3.11)
+_FRAGMENT, _FRAGMENT_STATUS, _ACK = FrameType.FRAGMENT, FrameType.FRAGMENT_STATUS, FrameType.ACK
+_SUMMARY, _CERT_REQUEST, _CERT = FrameType.SUMMARY, FrameType.CERT_REQUEST, FrameType.CERT
 
 
 def id_hash(bundle_id: BundleId) -> bytes:
@@ -160,8 +163,14 @@ Frame = (
 )
 
 
-def _head(kind: FrameType, arg: int = 0) -> bytes:
-    return bytes(((int(kind) << 4) | arg,))
+def _head(kind: FrameType) -> bytes:
+    return bytes((int(kind) << 4,))
+
+
+# the first byte of each frame but DATA (whose low nibble is its copies), made once
+_FRAGMENT_HEAD, _FRAGMENT_STATUS_HEAD, _ACK_HEAD = _head(_FRAGMENT), _head(_FRAGMENT_STATUS), _head(_ACK)
+_SUMMARY_HEAD, _CERT_REQUEST_HEAD, _CERT_HEAD = _head(_SUMMARY), _head(_CERT_REQUEST), _head(_CERT)
+_BEACON_HEAD = _head(FrameType.BEACON)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -176,42 +185,43 @@ def encode_frame(frame: Frame) -> bytes:
             raise ValueError("fragment transfer or count out of range")
         if not 0 <= frame.index < frame.count:
             raise ValueError("fragment index out of range")
-        return _head(FrameType.FRAGMENT) + bytes((frame.transfer, frame.index, frame.count)) + frame.chunk
+        return _FRAGMENT_HEAD + bytes((frame.transfer, frame.index, frame.count)) + frame.chunk
     if isinstance(frame, FragmentStatusFrame):
         bitmap = bytearray((frame.count + 7) // 8)
         for index in frame.received:
             if not 0 <= index < frame.count:
                 raise ValueError("received index out of range")
             bitmap[index // 8] |= 0x80 >> (index % 8)
-        return _head(FrameType.FRAGMENT_STATUS) + bytes((frame.transfer, frame.count)) + bytes(bitmap)
+        return _FRAGMENT_STATUS_HEAD + bytes((frame.transfer, frame.count)) + bytes(bitmap)
     if isinstance(frame, AckFrame):
         if not 1 <= len(frame.ids) <= 0xFF:
             raise ValueError("an ACK carries 1-255 ids")
-        return _head(FrameType.ACK) + bytes((len(frame.ids),)) + b"".join(i.key() for i in frame.ids)
+        return _ACK_HEAD + bytes((len(frame.ids),)) + b"".join(i.key() for i in frame.ids)
     if isinstance(frame, SummaryFrame):
         if len(frame.hashes) > MAX_SUMMARY_HASHES:
             raise ValueError(f"a summary carries at most {MAX_SUMMARY_HASHES} hashes")
         return (
-            _head(FrameType.SUMMARY)
+            _SUMMARY_HEAD
             + struct.pack(">BH", int(frame.complete), len(frame.hashes))
             + b"".join(sorted(frame.hashes))
         )
     if isinstance(frame, CertRequestFrame):
         if len(frame.node) not in (SHORT_ID_LEN, NODE_ID_LEN):
             raise ValueError(f"a certificate request names a {SHORT_ID_LEN}- or {NODE_ID_LEN}-byte id")
-        return _head(FrameType.CERT_REQUEST) + frame.node
+        return _CERT_REQUEST_HEAD + frame.node
     if isinstance(frame, CertFrame):
         if not (1 <= frame.count <= MAX_CERT_CHUNKS and 0 <= frame.index < frame.count):
             raise ValueError("certificate slice index or count out of range")
         if not 1 <= len(frame.chunk) <= CERT_CHUNK:
             raise ValueError(f"a certificate slice holds 1-{CERT_CHUNK} bytes")
-        return _head(FrameType.CERT) + bytes((frame.index, frame.count)) + frame.chunk
+        return _CERT_HEAD + bytes((frame.index, frame.count)) + frame.chunk
     if len(frame.nodes) > 0xFF or len(frame.names) > 0xFF:
         raise ValueError("a beacon carries at most 255 nodes and 255 names")
-    parts = [_head(FrameType.BEACON), bytes((len(frame.nodes),))]
-    parts += [node + bytes((min(cost, MAX_COST),)) for node, cost in frame.nodes]
+    parts = [_BEACON_HEAD, bytes((len(frame.nodes),))]
+    # a conditional, not min(): the builtin parses its arguments on every call (Python 3.11)
+    parts += [node + bytes((MAX_COST if cost > MAX_COST else cost,)) for node, cost in frame.nodes]
     parts.append(bytes((len(frame.names),)))
-    parts += [code + bytes((min(cost, MAX_COST),)) for code, cost in frame.names]
+    parts += [code + bytes((MAX_COST if cost > MAX_COST else cost,)) for code, cost in frame.names]
     return b"".join(parts)
 
 
@@ -305,19 +315,19 @@ def decode_frame(data: bytes, context: CompactContext | None = None, max_len: in
             raise FrameDecodeError(f"bad bundle in DATA frame: {exc}") from None
     if arg != 0:
         raise FrameDecodeError(f"{kind.name} frame has a non-zero argument nibble")
-    if kind is FrameType.FRAGMENT:
+    if kind is _FRAGMENT:
         return _decode_fragment(body)
-    if kind is FrameType.FRAGMENT_STATUS:
+    if kind is _FRAGMENT_STATUS:
         return _decode_fragment_status(body)
-    if kind is FrameType.ACK:
+    if kind is _ACK:
         return _decode_ack(body)
-    if kind is FrameType.SUMMARY:
+    if kind is _SUMMARY:
         return _decode_summary(body)
-    if kind is FrameType.CERT_REQUEST:
+    if kind is _CERT_REQUEST:
         if len(body) not in (SHORT_ID_LEN, NODE_ID_LEN):
             raise FrameDecodeError(f"CERT_REQUEST must name a {SHORT_ID_LEN}- or {NODE_ID_LEN}-byte id")
         return CertRequestFrame(body)
-    if kind is FrameType.CERT:
+    if kind is _CERT:
         return _decode_cert(body)
     return _decode_beacon(body)
 

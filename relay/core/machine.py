@@ -54,7 +54,7 @@ MAX_HOPS = 15  # the compact header counts to 15
 DAMAGED = "damaged in the store"  # how a dropped bundle's reason begins when its stored copy did not decode
 # Enum members read once per bundle in the receive and forward paths: on Python 3.11 each
 # ``Priority.FLASH`` goes through EnumType.__getattr__ (about 75 ns against a module global's 20).
-_FLASH = Priority.FLASH
+_FLASH, _ROUTINE = Priority.FLASH, Priority.ROUTINE  # module aliases: an enum member read costs more
 _NODE = DestKind.NODE
 _KEPT_TO_RECEIPT = (Priority.FLASH, Priority.IMMEDIATE)  # by its origin, to the receipt (_acked)
 
@@ -209,7 +209,7 @@ class RelayCore:
         if self.router.beacon_every(profile.name, peer) > beacon_interval(profile):
             state.paced[peer] = now
         self._summary_wait[peer] = now + SUMMARY_WAIT_S
-        state.queue.push(SendSummary(peer), Priority.ROUTINE, CONTROL_FLOW)
+        state.queue.push(SendSummary(peer), _ROUTINE, CONTROL_FLOW)
         self._routes_changed(now)
         self._reroute(now)
 
@@ -400,8 +400,8 @@ class RelayCore:
         Not to the origin, which keeps its FLASH to the receipt anyway: only its status would change."""
         return (
             state.profile.implicit_ack
-            and held.priority is Priority.FLASH
-            and held.destination.kind is DestKind.NODE
+            and held.priority is _FLASH
+            and held.destination.kind is _NODE
             and not held.routed
             and not held.local
             and sender != held.origin
@@ -428,7 +428,7 @@ class RelayCore:
             state = self._links.get(link)
             if state is not None and sender in state.peers:
                 state.seen_replies.setdefault(sender, set()).add(id_hash(bundle_id))
-                state.queue.push(SendSummary(sender), Priority.ROUTINE, CONTROL_FLOW)
+                state.queue.push(SendSummary(sender), _ROUTINE, CONTROL_FLOW)
 
     def receipt(
         self,
@@ -524,13 +524,13 @@ class RelayCore:
             if len(state.peers) > len(state.paced) and state.next_beacon <= now:
                 for peer in sorted(state.peers):  # sets of bytes iterate in a per-process order
                     if peer not in state.paced and self.router.beacon_due(state.profile, peer, now):
-                        state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
+                        state.queue.push(SendBeacon(peer), _ROUTINE, CONTROL_FLOW)
                 state.next_beacon = now + beacon_interval(state.profile)
                 state.last_beacon = now
             if not state.paced:
                 continue  # most links pace no neighbour: no sorted list to build on every timer
             for peer in sorted(peer for peer, due in state.paced.items() if due <= now):
-                state.queue.push(SendBeacon(peer), Priority.ROUTINE, CONTROL_FLOW)
+                state.queue.push(SendBeacon(peer), _ROUTINE, CONTROL_FLOW)
                 state.paced[peer] = now + self.router.beacon_every(state.profile.name, peer)
         return actions
 
@@ -758,7 +758,8 @@ class RelayCore:
         return not for_me_only and bundle.hop_count < MAX_HOPS
 
     def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> Held:
-        held = self._held.add(bundle, local=local, copies=max(1, min(MAX_COPIES, copies)))
+        copies = 1 if copies < 1 else MAX_COPIES if copies > MAX_COPIES else copies  # no min() or max() call
+        held = self._held.add(bundle, local=local, copies=copies)
         if route:
             self._route(held, now)
         return held
@@ -846,7 +847,10 @@ class RelayCore:
                     if state.last_beacon is None
                     else state.last_beacon + triggered_beacon_gap(state.profile)
                 )
-                state.next_beacon = min(state.next_beacon, max(now, soonest))
+                if soonest < now:  # conditionals, not min() and max(), whose arguments are parsed
+                    soonest = now
+                if soonest < state.next_beacon:
+                    state.next_beacon = soonest
 
     def _remember(self, bundle_id: BundleId) -> None:
         self._seen.add(bundle_id)

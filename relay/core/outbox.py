@@ -94,7 +94,12 @@ class LinkState:
         queued = item in self.queue
         if queued and priority >= self.queue.priority_of(item) and self.queue.is_last(item):
             return  # a batch's ACKs after its first: moving the item again would leave it in place
-        best = min(self.queue.priority_of(item), priority) if queued else min(pending.values())
+        if queued:  # a conditional, not min(): the builtin parses its arguments on every call
+            best = self.queue.priority_of(item)
+            if priority < best:
+                best = priority
+        else:
+            best = min(pending.values())
         self.queue.remove(item)
         self.queue.push(item, best, CONTROL_FLOW)
 

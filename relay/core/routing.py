@@ -76,7 +76,8 @@ def is_costly(profile: LinkProfile) -> bool:
 
 
 def link_cost(profile: LinkProfile) -> int:
-    return max(1, min(MAX_COST, round(profile.cost)))
+    cost = round(profile.cost)  # between 1 and MAX_COST, in conditionals: asked per beacon heard
+    return 1 if cost < 1 else MAX_COST if cost > MAX_COST else cost
 
 
 class Hop(NamedTuple):  # a tuple, made in C: the router makes one per next hop it works out
@@ -103,7 +104,8 @@ class _Offer:
     routes: dict[bytes, int]  # node -> total cost, this node itself left out
 
 
-_NODE, _FLASH = DestKind.NODE, Priority.FLASH  # module aliases: an enum member read costs more (3.11)
+# module aliases: an enum member read costs ten times a global's (Python 3.11)
+_NODE, _ALL, _FLASH = DestKind.NODE, DestKind.ALL, Priority.FLASH
 _OnlyVia = dict[bytes, tuple[bytes, int | None]]  # node -> (its only neighbour, best cost without it)
 # a beacon, what it was made from, and the offer version it was last found standing at
 _Kept = tuple[dict[bytes, int], _OnlyVia, LinkProfile, BeaconFrame, int]
@@ -357,7 +359,7 @@ class Router:
         for key, (hops, asked) in self._hops.get(node, {}).items():
             if not hops or not hops[0].directed:
                 continue  # no route fits: a copy to every neighbour, whatever their order
-            paths = FLASH_PATHS if asked.priority is Priority.FLASH else 1
+            paths = FLASH_PATHS if asked.priority is _FLASH else 1
             if len(hops) == paths and all(routes[(h.link, h.peer)] < cost for h in hops):
                 continue  # found among cheaper routes: the reordered ones are never reached
             if self._next_hops(asked, {False: key[3], True: key[4]}) != hops:
@@ -382,7 +384,8 @@ class Router:
         """When the first route expires (kept: the relay asks after every event, and most events
         move no route's expiry)."""
         if self._first_expiry is None:
-            self._first_expiry = (min(self._via_expiry.values(), default=None),)
+            expiries = self._via_expiry.values()
+            self._first_expiry = (min(expiries) if expiries else None,)  # no default=: parsed per call
         return self._first_expiry[0]
 
     def _set_expiry(self, via: tuple[str, bytes], at: float) -> None:
@@ -390,7 +393,8 @@ class Router:
         self._via_expiry[via] = at
         kept = self._first_expiry
         if kept is not None and (old is None or (kept[0] is not None and old > kept[0])):
-            self._first_expiry = (at if kept[0] is None else min(kept[0], at),)  # it was not the first
+            # it was not the first (a conditional, not min(): the builtin parses its arguments)
+            self._first_expiry = (at if kept[0] is None or at < kept[0] else kept[0],)
         else:
             self._first_expiry = None  # it may have been the first
 
@@ -411,7 +415,11 @@ class Router:
             if best is None:
                 if not routes:
                     continue  # link_down emptied it
-                best = bests[node] = min(routes.values())  # no default=: parsing it was most of the call
+                least = MAX_COST + 1  # above any route's (offers are capped at MAX_COST)
+                for cost in routes.values():  # not min(): parsing its arguments was most of the call
+                    if cost < least:
+                        least = cost
+                best = bests[node] = least
             known = reach.get(node)
             if known is None or best < known:
                 reach[node] = best
@@ -514,7 +522,8 @@ class Router:
                 offer[node] = cost
             nodes = sorted(offer.items(), key=itemgetter(1))
         room = profile.mtu - 3 - 4 * len(self._codes)
-        nodes = nodes[: max(0, room // (NODE_ID_LEN + 1))]
+        fit = room // (NODE_ID_LEN + 1)
+        nodes = nodes[: fit if fit > 0 else 0]
         beacon = BeaconFrame(tuple(nodes[:255]), self._names_offered)
         self._beacons[key] = (reach, only, profile, beacon, self._offer_version)
         return beacon
@@ -532,9 +541,9 @@ class Router:
 
     def is_for_me(self, bundle: Bundle) -> bool:
         dest = bundle.destination
-        if dest.kind is DestKind.NODE:
+        if dest.kind is _NODE:
             return dest.node == self.node_id
-        if dest.kind is DestKind.ALL:
+        if dest.kind is _ALL:
             return True
         return dest.name in self.names
 

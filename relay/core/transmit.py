@@ -39,13 +39,15 @@ from relay.core.routing import Router, is_costly
 # a tuple, not ``SendBundle | SendFragment``: isinstance with a union is 0.2 µs slower (Python 3.11),
 # and both checks run for every frame a link takes
 _BUNDLE_ITEMS = (SendBundle, SendFragment)
-_BULK = Priority.BULK  # a module alias: an enum member read costs more (Python 3.11)
+# module aliases: an enum member read costs ten times a global's (Python 3.11)
+_BULK, _FLASH, _ROUTINE = Priority.BULK, Priority.FLASH, Priority.ROUTINE
 
 
 def summary_room(mtu: int) -> int:
     """How many hashes a SUMMARY on a link of this MTU lists at most (what a contact summary of a
     node holding more lists: its most urgent)."""
-    return min(MAX_SUMMARY_HASHES, (mtu - 4) // HASH_LEN)
+    room = (mtu - 4) // HASH_LEN
+    return room if room < MAX_SUMMARY_HASHES else MAX_SUMMARY_HASHES  # no min(): asked per summary
 
 
 class Transmitter:
@@ -175,13 +177,16 @@ class Transmitter:
         pending = state.acks.get(item.peer)
         if not pending:
             return []
-        room = min(0xFF, (state.profile.mtu - 2) // ID_KEY_LEN)
+        room = (state.profile.mtu - 2) // ID_KEY_LEN
+        if room > 0xFF:  # a conditional, not min(): the builtin parses its arguments on every call
+            room = 0xFF
         values = pending.values()
-        if min(values) == max(values):  # one class (a backlog's ACKs): the oldest, as sorting gives
+        # one id (most ACKs), or one class (a backlog's): the oldest, as sorting gives
+        if len(pending) == 1 or min(values) == max(values):
             return list(islice(pending, room))
         ids = sorted(pending, key=pending.__getitem__)[:room]
-        if priority is Priority.FLASH:
-            ids = [i for i in ids if pending[i] is Priority.FLASH] or ids
+        if priority is _FLASH:
+            ids = [i for i in ids if pending[i] is _FLASH] or ids
         return ids
 
     def _give(self, state: LinkState, held: Held, peer: bytes) -> int:
@@ -204,7 +209,7 @@ class Transmitter:
         source = self.held.source(held, self._queued_after(state, item))
         if source is None:
             return None  # the store evicted it since; the core hears of it next
-        copies, compact = min(MAX_COPIES, copies), state.profile.compact
+        copies, compact = copies if copies < MAX_COPIES else MAX_COPIES, state.profile.compact
         built = self._built.get(state.profile.name)
         if built is not None and built[0] is source and built[1] == copies and built[2] == compact:
             return built[3]  # the same frame again: a link over its budget asks after every event
@@ -237,9 +242,9 @@ class Transmitter:
                 whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
                 if (
                     whole
-                    and held.priority is Priority.FLASH
+                    and held.priority is _FLASH
                     and self.custody.lossy(state.profile.name, item.peer)
-                    and not state.bucket.over_cap(Priority.FLASH, held.flow)
+                    and not state.bucket.over_cap(_FLASH, held.flow)
                 ):
                     # Sent twice on a link that lost a copy lately, or to a neighbour seen losing
                     # frames (CustodyTracker.lossy): a lost alarm frame would wait a
@@ -248,7 +253,7 @@ class Transmitter:
                     # repeat, as a resend, is not paced: a flood's would be twice as loud). The
                     # repeat queues behind what is waiting (a second path goes first) and is
                     # skipped if the ACK came first.
-                    state.queue.push(item, Priority.FLASH, held.flow)
+                    state.queue.push(item, _FLASH, held.flow)
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if isinstance(item, SendBundle) and outgoing is not None:
                 for fragment in reversed(outgoing.fragments[1:]):
@@ -274,4 +279,4 @@ class Transmitter:
             replies = state.seen_replies[item.peer]
             replies.difference_update(sorted(replies)[:room])
             if replies:
-                state.queue.push(item, Priority.ROUTINE, CONTROL_FLOW)
+                state.queue.push(item, _ROUTINE, CONTROL_FLOW)

@@ -131,8 +131,10 @@ class Transmitter:
         seconds = self.link.frame_time(frame_len)
         self.frames += 1
         self.bytes += frame_len
-        self.max_frame_time_s = max(self.max_frame_time_s, seconds)
-        return self._occupy(max(now, self.busy_until), seconds)
+        # conditionals, not max(): the builtin parses its arguments on every call (Python 3.11)
+        if seconds > self.max_frame_time_s:
+            self.max_frame_time_s = seconds
+        return self._occupy(self.busy_until if self.busy_until > now else now, seconds)
 
     def start_ack(self, now: float, ack_data_len: int) -> float:
         """Send the radio's routing ACK as soon as the medium is free from ``now``; returns its end."""

@@ -54,7 +54,7 @@ def hop_arrival(contact: Contact, t: float, hop_time: float) -> float | None:
     schedule = contact.schedule
     interval = schedule.interval_at_or_after(t)
     while interval is not None:
-        start = max(t, interval[0])
+        start = interval[0] if interval[0] > t else t  # not max(): it parses its arguments per call
         if start + hop_time <= interval[1]:
             return start + hop_time
         interval = schedule.interval_at_or_after(interval[1])

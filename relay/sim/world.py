@@ -403,9 +403,9 @@ class World:
             peer = self._names.get(peer_id)
             contact = self._by_link_pair.get((link.name, node.name, peer)) if peer else None
             receivers = [contact] if contact is not None and self._contact_state[contact].up else []
-        start = max(self.now, transmitter.busy_until)
+        start = transmitter.busy_until if transmitter.busy_until > self.now else self.now  # no max() call
         done = transmitter.start(len(frame), self.now)
-        flash = core.last_frame_class(name) is Priority.FLASH
+        flash = core.last_frame_class(name) is _FLASH
         # A DATA frame rides at its bundle's class, so only FLASH traffic can carry a FLASH bundle:
         # the other frames (most of them) are not decoded.
         flash_key = self.deployment.flash_bundle(frame) if flash else None
