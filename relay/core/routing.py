@@ -611,21 +611,28 @@ class Router:
             # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
             routes = self._ordered.get(dest.node)
             if routes is None:  # kept like the answers: bundles to one node differ in class and size
-                expiry = self._via_expiry
-                ranked = sorted(
-                    self._routes.get(dest.node, {}).items(), key=lambda item: (item[1], -expiry[item[0]])
-                )
-                routes = self._ordered[dest.node] = [via for via, _ in ranked]
+                known = self._routes.get(dest.node, {})
+                if len(known) < 2:
+                    routes = list(known)  # one route or none: nothing to rank (most nodes)
+                else:
+                    expiry = self._via_expiry
+                    ranked = sorted(known.items(), key=lambda item: (item[1], -expiry[item[0]]))
+                    routes = [via for via, _ in ranked]
+                self._ordered[dest.node] = routes
             directed: list[Hop] = []
+            taken: tuple[bytes, ...] = ()  # the neighbours of directed, each taken once
             for link, via in routes:
+                if via in taken:
+                    continue
                 profile = self._neighbours.get(via, {}).get(link)
-                if profile is None or (directed and any(hop.peer == via for hop in directed)):
+                if profile is None:
                     continue
                 size = size_for[profile.compact]
                 if size <= profile.mtu or self.fits(profile, size, bundle.priority):  # fits' first test
                     directed.append(Hop(link, via, True))
                     if len(directed) == paths:
                         break
+                    taken += (via,)
             if directed:
                 return directed
         hops = []
