@@ -684,7 +684,7 @@ def decode_compact(data: bytes, context: CompactContext, max_len: int = 255) -> 
         created,
         seq,
         minutes * 60,
-        Priority(priority_value),
+        _PRIORITIES[priority_value],  # checked above: a tuple index, not the enum's constructor
         kind,
         bytes(data[COMPACT_HEADER_LEN:]),
         hops_life >> 12,
