@@ -137,3 +137,18 @@ async def test_a_new_journal_takes_large_pages_and_an_old_one_keeps_its_own(tmp_
         assert (message.bundle_id, message.text) == ("b1", "x" * 10_000)
     finally:
         await journal.close()
+
+
+def test_blobs_and_nulls_are_bound_through_registered_adapters_unchanged() -> None:
+    """Python 3.11's sqlite3 adapts every bytes and None parameter: with no adapter registered for
+    them, each bind made and threw away an AttributeError (the store binds several per bundle).
+    Importing relay.sqlite registers adapters that return the value itself."""
+    assert (bytes, sqlite3.PrepareProtocol) in sqlite3.adapters
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a, b)")
+    db.execute("INSERT INTO t VALUES (?, ?)", (b"\x00id", None))
+    assert db.execute("SELECT a, typeof(a), b, typeof(b) FROM t").fetchall() == [
+        (b"\x00id", "blob", None, "null")
+    ]
+    db.close()
