@@ -44,8 +44,9 @@ def test_fair_queue_is_unique_and_removable() -> None:
     queue: FairQueue[str] = FairQueue()
     assert queue.push("x", Priority.ROUTINE, b"f")
     assert not queue.push("x", Priority.FLASH, b"f")
+    assert len(queue) == queue.size() == 1
     assert queue.remove("x") and not queue.remove("x")
-    assert len(queue) == 0 and queue.peek() is None
+    assert len(queue) == queue.size() == 0 and queue.peek() is None
 
 
 def _bundle(origin: bytes, seq: int, priority: Priority, size: int = 100) -> Bundle:

@@ -130,7 +130,7 @@ class RelayCore:
 
     def queued(self, link: str) -> int:
         """Items waiting on ``link`` (the simulator asks after every event, for each idle link)."""
-        return len((self._links.get(link) or self._link(link)).queue)  # _link raises for an unknown one
+        return (self._links.get(link) or self._link(link)).queue.size()  # _link raises for an unknown one
 
     def over_cap_frames(self, link: str) -> dict[bytes, int]:
         """Frames sent on ``link`` while their flow was over its FLASH/IMMEDIATE share, per flow (an

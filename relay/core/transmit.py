@@ -74,7 +74,7 @@ class Transmitter:
         ACK takes FLASH only, and none of an origin past its FLASH share: a flood's frames wait for
         the link's answers as before, and do not fill the radio ahead of other alarms)."""
         state.blocked_until = None
-        for _ in range(len(state.queue) + 1):
+        for _ in range(state.queue.size() + 1):
             item = state.queue.peek()
             if item is None:
                 return None
