@@ -42,7 +42,7 @@ from relay.bundle import (
     compact_lifetime,
     encode_full,
 )
-from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, Replace, StatusChanged
 from relay.core.certs import CertificateExchange
 from relay.core.machine import RelayCore, UnknownLinkError
 from relay.core.receipts import (
@@ -699,10 +699,13 @@ class NodeEngine:
                     bookkeeping.append(
                         self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)
                     )
-                elif isinstance(action, StatusChanged) and self._callbacks:  # names only for a listener
-                    status = self._named(action.status)
-                    for callback in self._callbacks:
-                        callback(action.bundle_id, status)
+                elif isinstance(action, StatusChanged):
+                    if self._callbacks:  # names only for a listener
+                        status = self._named(action.status)
+                        for callback in self._callbacks:
+                            callback(action.bundle_id, status)
+                elif isinstance(action, Replace):  # a neighbour's copy of a damaged row: rare, last
+                    bookkeeping.append(self._replace(action.bundle))
         bookkeeping += [self.store.delete_many(ids, reason) for reason, ids in drops.items()]
         if batch.consumed:
             bookkeeping.append(self.store.ack_deliveries(batch.consumed))
@@ -712,6 +715,27 @@ class NodeEngine:
             await asyncio.gather(*bookkeeping)
         if batch.receipted:
             await self._send_receipts(batch.receipted, now)
+
+    async def _replace(self, bundle: Bundle) -> None:
+        """Store a neighbour's copy in place of a held copy that does not decode, then let the
+        core acknowledge it (the links are woken for that ACK). Refused, no ACK goes: the
+        neighbour keeps custody and its next copy tries again."""
+        try:
+            stored = await self.store.replace(bundle)
+        except StoreError as exc:
+            stored = False
+            log.warning("bundle %s: a neighbour's copy could not replace its damaged one: %s", bundle.id, exc)
+        else:
+            log.warning(
+                "bundle %s: its held copy in the store %s did not decode (the file is damaged: check "
+                "the disk); %s",
+                bundle.id,
+                self.store.path,
+                "a neighbour's copy took its place" if stored else "it is no longer held",
+            )
+        self.core.replaced(bundle.id, stored)
+        for ready in self._ready_callbacks:
+            ready()
 
     async def _persist(self, actions: list[Persist], now: float, batch: _Batch) -> list[Action]:
         """Check and store a round's incoming bundles in one store call, then tell the core."""

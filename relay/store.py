@@ -39,6 +39,7 @@ API (all methods are coroutines unless noted):
   batch an application sends, with it. ``app_has``: ids an application already took and keeps
   itself: their id is recorded, with no inbox copy, and forgotten at open unless acked.
 - ``get(bundle_id) -> Bundle | None``: a held bundle.
+- ``replace(bundle) -> bool``: a neighbour's copy in place of a held copy that does not decode.
 - ``delete(bundle_id, reason)``: drop the held copy (custody passed on, delivered...); the id stays seen.
   ``delete_many(bundle_ids, reason)``: the same for several, in one op.
 - ``load_all() -> list[StoredBundle]``: every held bundle, highest class and oldest first, for start-up.
@@ -94,7 +95,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from relay import sqlite
-from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full
+from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full, encode_full
 from relay.store_accept import (
     AWAITING_APP,
     Budget,
@@ -326,6 +327,23 @@ class Store:
         )
         results = cast(list[_PutResult], await self._enqueue(requests, overlap=overlap))
         return [result if isinstance(result, StoreError) else result[0] for result in results]
+
+    async def replace(self, bundle: Bundle) -> bool:
+        """Put ``bundle`` in place of its held copy, which does not decode (the file is damaged): that
+        row only, in one transaction, the rest of it as it was (its id stays seen, its inbox copy
+        and delivery mark untouched: an application does not get it twice). False if it is no
+        longer held."""
+        key, data = bundle.id.key(), encode_full(bundle)
+
+        def op(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT size FROM seen WHERE id = ? AND data IS NOT NULL", (key,)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE seen SET size = ?, data = ? WHERE id = ?", (len(data), data, key))
+            self._budget.used += len(data) - int(row[0])
+            return True
+
+        return await self._submit(op)
 
     async def delete(self, bundle_id: BundleId, reason: str) -> None:
         """Drop the held copy of a bundle; its id stays seen until expiry so it is not taken again."""

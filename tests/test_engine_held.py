@@ -15,10 +15,13 @@ import pytest
 from engine_net import IP, Deployment, EnginePump
 
 import relay.core.held as held_module
-from relay.bundle import BundleId, Destination, Kind, Priority
+from crypto.group import GroupKey, GroupKeyring
+from relay.bundle import BundleId, Destination, Kind, Priority, decode_full
+from relay.core.frames import FrameType
 from relay.core.receipts import State
 from relay.engine import Delivery, NodeEngine
 from relay.store_reader import StoreReader
+from relay.trust import TrustStore
 
 T0 = 1000.0
 
@@ -169,6 +172,90 @@ async def test_a_damaged_stored_bundle_whose_header_scans_is_dropped_at_its_cust
         assert db.execute("SELECT COUNT(*) FROM seen WHERE id = ?", (damaged.key(),)).fetchone() == (0,)
     await a.close()
     await b.close()
+
+
+async def test_a_neighbours_copy_takes_the_place_of_a_damaged_stored_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """b holds a bundle for its group (delivered to its application, and kept to pass on) whose row
+    is then damaged; a, which missed b's custody ACK, sends it again in one batch with new bundles.
+    Reading its copy back to compare used to raise DamagedStoreError and leave the whole batch
+    unacknowledged, to come again and again. Now the good copy replaces the damaged row, the batch
+    is taken and acknowledged, b passes the bundle on, and b's application does not get it twice."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # b reads its held copy back from the store
+    net = Deployment()
+    for name in ("a", "b", "c"):
+        net.enrol(name)
+    key = GroupKey.generate("incident-7")
+
+    async def member(name: str, now: float) -> NodeEngine:
+        identity, cert = net.members[name]
+        trust = TrustStore(net.authority.public, [c for _, c in net.members.values()], groups=["incident-7"])
+        return await NodeEngine.open(
+            identity,
+            cert,
+            trust,
+            tmp_path / f"{name}.sqlite",
+            now=now,
+            keyring=GroupKeyring([key]),
+            groups=frozenset({"incident-7"}),
+        )
+
+    a, b = await member("a", T0), await member("b", T0)
+    await a.link_up(IP, b.node_id, T0)
+    await b.link_up(IP, a.node_id, T0)
+    everyone = await a.send(
+        Destination.to_group("incident-7"),
+        b"to all",
+        kind=Kind.TEXT,
+        priority=Priority.ROUTINE,
+        lifetime=3600,
+        now=T0,
+    )
+    now = T0
+    while not b.core.holds(everyone):  # b's custody ACKs never reach a
+        for engine in (a, b):
+            await engine.on_timer(now)
+        for src, dst in ((a, b), (b, a)):
+            while (out := src.next_frame(IP.name, now)) is not None:
+                if src is a or out[1][0] >> 4 != FrameType.ACK:
+                    await dst.frame_received(IP.name, src.node_id, out[1], now)
+        now += 0.5
+        assert now < T0 + 30
+    assert [d.payload for d in await _collect(b)] == [b"to all"]
+    assert b.core.holds(everyone)
+    with sqlite3.connect(b.store.path) as db:
+        db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1" * 40, everyone.key()))
+    c_id = net.members["c"][0].node_id
+    new = [await _send(a, c_id, b"new %d" % i, Priority.ROUTINE) for i in range(3)]
+    later = T0 + 60
+    await a.on_timer(later)  # past a's custody timeout: the copy for everyone goes again
+    frames = []
+    while (out := a.next_frame(IP.name, later)) is not None:
+        frames.append((IP.name, a.node_id, out[1]))
+    assert sum(frame[0] >> 4 == FrameType.DATA_FULL for _, _, frame in frames) == 4
+    with caplog.at_level(logging.WARNING, logger="relay.engine"):
+        await b.frames_received(frames, later)  # one batch: the resent copy and the new bundles
+    assert [r.levelno for r in caplog.records if str(everyone) in r.getMessage()] == [logging.WARNING]
+    assert "a neighbour's copy took its place" in caplog.text and str(b.store.path) in caplog.text
+
+    pump = EnginePump()  # b's ACKs reach a now
+    pump.links.append((IP, a, b))
+    await pump.run(later, 10)
+    assert all(a.status(i).state is State.FORWARDED for i in new)
+    assert a.status(everyone).state is State.FORWARDED  # b took custody of it again
+    c = await member("c", later + 10)
+    await pump.connect(IP, b, c, later + 10)
+    await pump.run(later + 10, 20)
+    got = await _collect(c)
+    assert sorted(d.payload for d in got) == [b"new 0", b"new 1", b"new 2", b"to all"]
+    assert await _collect(b) == []  # delivered to b's application once, before the damage
+    with sqlite3.connect(b.store.path) as db:  # the held row replaced; the inbox as it was
+        [(data,)] = db.execute("SELECT data FROM seen WHERE id = ?", (everyone.key(),)).fetchall()
+        assert decode_full(data).id == everyone
+        assert db.execute("SELECT COUNT(*) FROM inbox WHERE id = ?", (everyone.key(),)).fetchone() == (1,)
+    for engine in (a, b, c):
+        await engine.close()
 
 
 async def test_a_damaged_stored_bundle_does_not_keep_the_node_from_starting(

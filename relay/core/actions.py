@@ -23,6 +23,14 @@ class Persist:
 
 
 @dataclass(slots=True)
+class Replace:
+    """Put ``bundle`` (a neighbour's copy) in place of its held copy in the store, which does not
+    decode, then call ``RelayCore.replaced``; the neighbour gets its custody ACK only after that."""
+
+    bundle: Bundle
+
+
+@dataclass(slots=True)
 class Drop:
     """Delete the held copy; the id stays seen so a late duplicate is recognised."""
 
@@ -54,4 +62,4 @@ class StatusChanged:
     status: BundleStatus
 
 
-Action = Persist | Drop | DeliverLocal | MarkForwarded | StatusChanged
+Action = Persist | Replace | Drop | DeliverLocal | MarkForwarded | StatusChanged

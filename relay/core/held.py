@@ -276,6 +276,15 @@ class HeldBundles:
                 "is damaged; restore it from a backup or move it aside"
             ) from None
 
+    def replace(self, held: Held, bundle: Bundle) -> None:
+        """Keep ``bundle`` in memory for ``held``, whose stored copy does not decode, until the
+        store holds it in its place (and after, within the resident budget as ever): no frame is
+        built from the damaged bytes meanwhile."""
+        if held.bundle is None and self._load is not None and held.priority > Priority.IMMEDIATE:
+            self._resident_left -= held.full_size + RESIDENT_OVERHEAD  # remove() gives it back
+        held.bundle = bundle
+        self._unahead(held.id)
+
     def undecodable(self, held: Held) -> str | None:
         """Why the stored copy of ``held`` does not decode, or None (it does, it is in memory, or
         the store dropped it). A frame is built from the stored bytes by scanning their header

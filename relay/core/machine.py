@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
-from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, StatusChanged
+from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, Replace, StatusChanged
 from relay.core.custody import CustodyTracker, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
 from relay.core.frames import (
@@ -30,7 +30,7 @@ from relay.core.frames import (
     decode_frame,
     id_hash,
 )
-from relay.core.held import Held, HeldBundles, Loader
+from relay.core.held import DamagedStoreError, Held, HeldBundles, Loader
 from relay.core.outbox import (
     CONTROL_FLOW,
     LinkState,
@@ -91,6 +91,9 @@ class RelayCore:
         self._links: dict[str, LinkState] = {}
         self._held = HeldBundles(load)
         self._incoming: dict[BundleId, _Incoming] = {}
+        # held bundles whose damaged stored copy a neighbour's copy is replacing: who sent it (their
+        # custody ACKs wait for the store), with its class
+        self._replacing: dict[BundleId, tuple[Priority, list[tuple[str, bytes]]]] = {}
         self._seen = SeenIds(SEEN_MEMORY)
         self._statuses = Statuses()  # of bundles originated here; moved only by relay.core.status
         self._receipt_from: dict[BundleId, bytes] = {}  # originated id -> the only node that may receipt it
@@ -595,7 +598,10 @@ class RelayCore:
         pending = self._incoming.get(bundle.id)
         known = pending.bundle if pending is not None else None
         if held is not None:
-            known = self._held.bundle(held)
+            try:
+                known = self._held.bundle(held)
+            except DamagedStoreError:  # this copy takes the place of ours (no cost when none is raised)
+                return self._replace(state, peer, held, bundle)
         if known is not None and known.payload != bundle.payload:
             # One of the two is forged and a relay cannot tell which: no custody ACK, so the
             # sender keeps its copy; the destination opens only the real one (NodeEngine).
@@ -626,6 +632,31 @@ class RelayCore:
             bundle, frame.copies, [(state.profile.name, peer)], deliver, keeps
         )
         return [Persist(bundle, deliver=deliver, hold=keeps)]
+
+    def _replace(self, state: LinkState, peer: bytes, held: Held, bundle: Bundle) -> list[Action]:
+        """A neighbour's copy of a held bundle whose stored copy does not decode (the file is
+        damaged): it goes out from memory from now on, the store puts it in place of the damaged
+        row, and ``peer`` gets its custody ACK once that is durable. Before, the read raised and
+        the whole batch of frames went unacknowledged, to be sent again and again."""
+        senders = self._replacing.get(bundle.id)
+        if senders is not None:  # a second copy while the first is being stored
+            senders[1].append((state.profile.name, peer))
+            return []
+        self._held.replace(held, bundle)
+        self._held.add_holders(held, (peer,))
+        self._replacing[bundle.id] = (bundle.priority, [(state.profile.name, peer)])
+        return [Replace(bundle)]
+
+    def replaced(self, bundle_id: BundleId, stored: bool) -> None:
+        """The engine put a neighbour's copy in place of the damaged one (``stored``), or found it
+        no longer held (expired or dropped meanwhile: no ACK, the sender keeps custody)."""
+        priority, senders = self._replacing.pop(bundle_id)
+        if not stored:
+            return
+        for link, sender in senders:
+            state = self._links.get(link)
+            if state is not None and sender in state.peers:
+                state.queue_ack(sender, bundle_id, priority)
 
     def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
         actions: list[Action] = []
