@@ -37,9 +37,11 @@ async def _collect(engine: NodeEngine) -> list[Delivery]:
 
 class _CountingReader(StoreReader):
     reads: ClassVar[list[BundleId]] = []
+    calls: ClassVar[int] = 0
 
     def get_many(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         _CountingReader.reads.extend(bundle_ids)
+        _CountingReader.calls += 1
         return super().get_many(bundle_ids)
 
 
@@ -172,6 +174,33 @@ async def test_a_damaged_stored_bundle_whose_header_scans_is_dropped_at_its_cust
         assert db.execute("SELECT COUNT(*) FROM seen WHERE id = ?", (damaged.key(),)).fetchone() == (0,)
     await a.close()
     await b.close()
+
+
+async def test_copies_due_together_are_checked_with_one_read_per_read_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled neighbour's copies fall due together: their stored copies are decoded before they
+    go again (the test above), read READ_AHEAD to a SELECT, not one each, and their frames then
+    take what was read."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    monkeypatch.setattr("relay.engine.StoreReader", _CountingReader)
+    net, b_id = _two_enrolled()
+    a = await net.open("a", tmp_path, T0)
+    await a.link_up(IP, b_id, T0)
+    for i in range(40):
+        await _send(a, b_id, b"bulk %d" % i, Priority.BULK)
+    while a.next_frame(IP.name, T0) is not None:  # taken by a neighbour that never answers
+        pass
+    _CountingReader.reads, _CountingReader.calls = [], 0
+    await a.on_timer(T0 + 30)
+    assert len(_CountingReader.reads) == 40  # each copy read once ...
+    calls = _CountingReader.calls
+    assert calls == 2  # ... in two SELECTs (one per copy before)
+    resent = 0
+    while a.next_frame(IP.name, T0 + 30) is not None:
+        resent += 1
+    assert resent >= 40 and _CountingReader.calls == calls  # the frames read nothing more
+    await a.close()
 
 
 async def test_a_neighbours_copy_takes_the_place_of_a_damaged_stored_copy(

@@ -285,19 +285,35 @@ class HeldBundles:
         held.bundle = bundle
         self._unahead(held.id)
 
-    def undecodable(self, held: Held) -> str | None:
-        """Why the stored copy of ``held`` does not decode, or None (it does, it is in memory, or
-        the store dropped it). A frame is built from the stored bytes by scanning their header
-        only, so a copy damaged past the header goes out and every neighbour refuses it; a custody
-        timeout asks this before the copy goes again, so it does not go again at every timeout."""
-        source = self.source(held)
-        if not isinstance(source, bytes):
-            return None
-        try:
-            decode_full(source)
-        except BundleDecodeError as exc:
-            return str(exc)
-        return None
+    def undecodable(self, records: Sequence[Held]) -> dict[BundleId, str]:
+        """Those of ``records`` (held only in the store) whose stored copy does not decode, with why.
+        A frame is built from the stored bytes by scanning their header only, so a copy damaged
+        past the header goes out and every neighbour refuses it; custody timeouts ask this before
+        their copies go again, so such a copy does not go again at every timeout. Read
+        :data:`READ_AHEAD` at a time, not one SELECT each (a stalled neighbour's copies fall due
+        together); the good copies wait read ahead for their frames."""
+        errors: dict[BundleId, str] = {}
+        wanted = [held.id for held in records if held.id not in self._ahead]
+        loaded: dict[BundleId, bytes] = {}
+        if self._load is not None:
+            for start in range(0, len(wanted), READ_AHEAD):
+                loaded.update(self._load(wanted[start : start + READ_AHEAD]))
+        for held in records:
+            encoded = self._ahead.get(held.id) or loaded.get(held.id)
+            if encoded is None:
+                continue  # the store dropped it: the core hears of it next
+            try:
+                decode_full(encoded)
+            except BundleDecodeError as exc:
+                errors[held.id] = str(exc)
+                self._unahead(held.id)
+                continue
+            if held.id not in self._ahead:
+                self._ahead[held.id] = encoded
+                self._ahead_bytes += len(encoded)
+        while self._ahead_bytes > AHEAD_BYTES:  # oldest first, as a read ahead does
+            self._unahead(next(iter(self._ahead)))
+        return errors
 
     def source(self, held: Held, following: Iterable[Held] = ()) -> Bundle | bytes | None:
         """The bundle in memory, or else its full encoding: read ahead, or read back from the store

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, Replace, StatusChanged
-from relay.core.custody import CustodyTracker, initial_rto
+from relay.core.custody import CustodyTracker, InFlight, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
 from relay.core.frames import (
     MAX_COPIES,
@@ -512,7 +512,10 @@ class RelayCore:
         actions += [StatusChanged(bundle_id, status) for bundle_id, status in expired]
         for bundle_id in forgotten:
             self._receipt_from.pop(bundle_id, None)
-        for flight in self.custody.due(now):
+        flights = self.custody.due(now)
+        if flights:
+            self._check_stored(flights)
+        for flight in flights:
             self._retransmit(flight.bundle_id, flight.peer, flight.link, now)
         self.reassembler.expire(now)
         self.router.expire(now)
@@ -750,6 +753,19 @@ class RelayCore:
         # others would be routed as they were (two in three summaries, each a pass over all held).
         self._reroute(now, unrouted)
 
+    def _check_stored(self, flights: list[InFlight]) -> None:
+        """Before copies go again at their custody timeout, decode those held only in the store:
+        their first frame was built scanning the header alone, and one damaged past it was refused
+        by the neighbour (no ACK) and would go again at every timeout. Dropped as damaged instead."""
+        records = [
+            held
+            for flight in flights
+            if (held := self._held.get(flight.bundle_id)) is not None and held.bundle is None
+        ]
+        if records:
+            for bundle_id, error in self._held.undecodable(records).items():
+                self.damaged_in_store(bundle_id, error)
+
     def _retransmit(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> None:
         held = self._held.get(bundle_id)
         state = self._links.get(link)
@@ -764,11 +780,6 @@ class RelayCore:
             self.custody.acknowledged(bundle_id, peer)
             held.unroute(peer)
             return
-        if held.bundle is None:  # read back from the store: its header scanned, the rest maybe not
-            error = self._held.undecodable(held)
-            if error is not None:  # the neighbour refused it (no ACK): it would go again at every timeout
-                self.damaged_in_store(bundle_id, error)
-                return
         self.custody.retry(bundle_id, peer, now)
         self._send_again(state, held, peer)
 
