@@ -244,14 +244,27 @@ class NodeEngine:
             damaged=lambda bundle_id, error: damaged.append((bundle_id, error))
         )
         if damaged:
-            await engine._drop_damaged_inbox(damaged)
+            inbox += await engine._damaged_inbox(damaged)
         await engine._apply([DeliverLocal(bundle) for bundle in inbox], now)
         return engine
 
-    async def _drop_damaged_inbox(self, damaged: list[tuple[BundleId, str]]) -> None:
-        """Inbox copies that do not decode cannot be delivered: say which, and drop them, so the
-        node opens with its other bundles and does not stop at them again at the next start."""
+    async def _damaged_inbox(self, damaged: list[tuple[BundleId, str]]) -> list[Bundle]:
+        """Inbox copies that do not decode: one also held to pass on (a group's bundle) is written
+        again from that copy and returned, to be delivered; the others cannot be delivered: say
+        which, and drop them, so the node opens with its other bundles and does not stop at them
+        again at the next start."""
+        written = await self.store.inbox_from_held([bundle_id for bundle_id, _ in damaged])
+        restored = {bundle.id for bundle in written}
         for bundle_id, error in damaged:
+            if bundle_id in restored:
+                log.warning(
+                    "bundle %s: its inbox copy in the store %s did not decode (%s) and was written "
+                    "again from its held copy (the file is damaged: check the disk)",
+                    bundle_id,
+                    self.store.path,
+                    error,
+                )
+                continue
             log.error(
                 "bundle %s not delivered: its inbox copy in the store %s does not decode (%s); the "
                 "file is damaged: restore it from a backup or move it aside (the copy is dropped, the "
@@ -260,8 +273,11 @@ class NodeEngine:
                 self.store.path,
                 error,
             )
-        self.damaged_inbox += len(damaged)
-        await self.store.ack_deliveries([bundle_id for bundle_id, _ in damaged])
+        lost = [bundle_id for bundle_id, _ in damaged if bundle_id not in restored]
+        self.damaged_inbox += len(lost)
+        if lost:
+            await self.store.ack_deliveries(lost)
+        return written
 
     async def close(self) -> None:
         self._reader.close()

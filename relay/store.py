@@ -50,6 +50,7 @@ API (all methods are coroutines unless noted):
 - ``enqueue_delivery(bundle_id)``: put a held bundle in the app inbox, at most once per id ever.
 - ``pending_deliveries(limit=None, damaged=None) -> list[Bundle]``: inbox contents not yet acknowledged
   by the app (a copy that does not decode told to ``damaged`` and skipped).
+  ``inbox_from_held(bundle_ids) -> list[Bundle]``: such copies written again from held copies that decode.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
   ``ack_deliveries(bundle_ids)``: the same for several, in one op (an ``app_has`` id: marked delivered).
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
@@ -562,6 +563,28 @@ class Store:
             except BundleDecodeError as exc:
                 damaged(BundleId.from_key(key), str(exc))
         return bundles
+
+    async def inbox_from_held(self, bundle_ids: Sequence[BundleId]) -> list[Bundle]:
+        """Write the inbox copies of ``bundle_ids``, which do not decode, again from their held
+        copies where one is held and decodes (a group's bundle is delivered here and kept to pass
+        on), in one transaction; the bundles so written."""
+        keys = [bundle_id.key() for bundle_id in bundle_ids]
+
+        def op(db: sqlite3.Connection) -> list[Bundle]:
+            written = []
+            for key in keys:
+                row = db.execute("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (key,)).fetchone()
+                if row is None:
+                    continue
+                try:
+                    bundle = decode_full(row[0])
+                except BundleDecodeError:
+                    continue  # damaged too: start-up drops it as a damaged held bundle
+                db.execute("UPDATE inbox SET data = ? WHERE id = ?", (row[0], key))
+                written.append(bundle)
+            return written
+
+        return await self._submit(op)
 
     async def forwarding(self, bundle_id: BundleId) -> list[tuple[bytes, str, str, float]]:
         """What is recorded about this bundle per neighbour and link, oldest first."""

@@ -24,6 +24,7 @@ from relay.store_reader import StoreReader
 from relay.trust import TrustStore
 
 T0 = 1000.0
+GROUP = "incident-7"
 
 
 async def _collect(engine: NodeEngine) -> list[Delivery]:
@@ -51,6 +52,22 @@ def _two_enrolled() -> tuple[Deployment, bytes]:
     for name in ("a", "b"):
         net.enrol(name)
     return net, net.members["b"][0].node_id
+
+
+async def _member(net: Deployment, key: GroupKey, name: str, directory: Path, now: float) -> NodeEngine:
+    """``name``'s engine, a member of :data:`GROUP` (it delivers the group's bundles and keeps
+    them to pass on)."""
+    identity, cert = net.members[name]
+    trust = TrustStore(net.authority.public, [c for _, c in net.members.values()], groups=[GROUP])
+    return await NodeEngine.open(
+        identity,
+        cert,
+        trust,
+        directory / f"{name}.sqlite",
+        now=now,
+        keyring=GroupKeyring([key]),
+        groups=frozenset({GROUP}),
+    )
 
 
 async def _send(engine: NodeEngine, to: bytes, payload: bytes, priority: Priority) -> BundleId:
@@ -215,26 +232,12 @@ async def test_a_neighbours_copy_takes_the_place_of_a_damaged_stored_copy(
     net = Deployment()
     for name in ("a", "b", "c"):
         net.enrol(name)
-    key = GroupKey.generate("incident-7")
-
-    async def member(name: str, now: float) -> NodeEngine:
-        identity, cert = net.members[name]
-        trust = TrustStore(net.authority.public, [c for _, c in net.members.values()], groups=["incident-7"])
-        return await NodeEngine.open(
-            identity,
-            cert,
-            trust,
-            tmp_path / f"{name}.sqlite",
-            now=now,
-            keyring=GroupKeyring([key]),
-            groups=frozenset({"incident-7"}),
-        )
-
-    a, b = await member("a", T0), await member("b", T0)
+    key = GroupKey.generate(GROUP)
+    a, b = await _member(net, key, "a", tmp_path, T0), await _member(net, key, "b", tmp_path, T0)
     await a.link_up(IP, b.node_id, T0)
     await b.link_up(IP, a.node_id, T0)
     everyone = await a.send(
-        Destination.to_group("incident-7"),
+        Destination.to_group(GROUP),
         b"to all",
         kind=Kind.TEXT,
         priority=Priority.ROUTINE,
@@ -273,7 +276,7 @@ async def test_a_neighbours_copy_takes_the_place_of_a_damaged_stored_copy(
     await pump.run(later, 10)
     assert all(a.status(i).state is State.FORWARDED for i in new)
     assert a.status(everyone).state is State.FORWARDED  # b took custody of it again
-    c = await member("c", later + 10)
+    c = await _member(net, key, "c", tmp_path, later + 10)
     await pump.connect(IP, b, c, later + 10)
     await pump.run(later + 10, 20)
     got = await _collect(c)
@@ -343,4 +346,44 @@ async def test_a_damaged_inbox_copy_does_not_keep_the_node_from_starting(
     await b.close()
     with sqlite3.connect(path) as db:  # dropped: the next start does not stop at it again
         assert db.execute("SELECT COUNT(*) FROM inbox WHERE id = ?", (ids[1].key(),)).fetchone() == (0,)
+    await a.close()
+
+
+async def test_a_damaged_inbox_copy_of_a_held_bundle_is_written_again_from_the_held_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group's bundle is delivered here and kept to pass on: two copies in the store. With its
+    inbox copy damaged while the node was stopped, start-up writes that copy again from the held
+    one and delivers it, with a warning; nothing is dropped or counted."""
+    net = Deployment()
+    for name in ("a", "b"):
+        net.enrol(name)
+    key = GroupKey.generate(GROUP)
+    a, b = await _member(net, key, "a", tmp_path, T0), await _member(net, key, "b", tmp_path, T0)
+    sent = await a.send(
+        Destination.to_group(GROUP),
+        b"to all",
+        kind=Kind.TEXT,
+        priority=Priority.ROUTINE,
+        lifetime=3600,
+        now=T0,
+    )
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    await pump.run(T0, 10)
+    assert b.core.holds(sent)
+    path = b.store.path
+    await b.close()  # before its application took it: it waits in the inbox
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE inbox SET data = ? WHERE id = ?", (b"\xc1" * 40, sent.key()))
+    with caplog.at_level(logging.WARNING, logger="relay.engine"):
+        b = await _member(net, key, "b", tmp_path, T0 + 10)
+    assert [d.payload for d in await _collect(b)] == [b"to all"]
+    assert b.damaged_inbox == 0 and b.core.holds(sent)
+    assert [r.levelno for r in caplog.records if str(sent) in r.getMessage()] == [logging.WARNING]
+    assert "written again from its held copy" in caplog.text and str(path) in caplog.text
+    await b.close()
+    with sqlite3.connect(path) as db:
+        [(data,)] = db.execute("SELECT data FROM inbox WHERE id = ?", (sent.key(),)).fetchall()
+        assert decode_full(data).id == sent
     await a.close()
