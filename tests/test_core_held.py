@@ -10,6 +10,7 @@ import pytest
 
 import relay.core.held as held_module
 from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
+from relay.core.actions import Drop
 from relay.core.frames import id_hash
 from relay.core.held import DamagedStoreError, HeldBundles
 from relay.core.machine import RelayCore
@@ -64,6 +65,25 @@ def test_a_damaged_stored_bundle_is_the_stores_fault_not_a_neighbours() -> None:
     with pytest.raises(DamagedStoreError, match="corrupt") as raised:
         held.bundle(record)
     assert not isinstance(raised.value, ValueError)
+
+
+def test_a_damaged_stored_bundle_looked_for_by_the_backbone_is_dropped_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command post's backbone bridge asks for the bundles held for nodes another post heard
+    (``held_for``); one whose stored copy does not decode raised DamagedStoreError there and ended
+    the bridge's loop. It is dropped as when a link builds its frame, and the others are found."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    good, bad = _bundle(1), _bundle(2)
+    stored = {good.id: encode_full(good), bad.id: encode_full(bad)[:40]}
+    core = RelayCore(ME, load=lambda ids: {i: stored[i] for i in ids if i in stored})
+    for bundle in (good, bad):
+        core.restore(bundle, False, NOW)
+    assert core.held_for({PEER}) == [good]
+    assert not core.holds(bad.id) and core.holds(good.id) and core.damaged_total == 1
+    assert core.damaged[bad.id].startswith("not a msgpack bundle")  # the decoder's reason
+    [drop] = [action for action in core.timer(NOW) if isinstance(action, Drop)]
+    assert drop.bundle_id == bad.id and drop.reason.startswith("damaged in the store")
 
 
 def test_resident_budget_is_spent_and_given_back() -> None:

@@ -57,6 +57,14 @@ class DamagedStoreError(RuntimeError):
     """A held bundle read back from the store does not decode: the store's file is damaged. Not a
     ValueError, so the engine does not take it for a neighbour's bad frame."""
 
+    def __init__(self, bundle_id: BundleId, reason: str) -> None:
+        super().__init__(
+            f"held bundle {bundle_id} read back from the store is corrupt ({reason}): the store's file "
+            "is damaged; restore it from a backup or move it aside"
+        )
+        self.bundle_id = bundle_id
+        self.reason = reason  # the decoder's: what a dropped bundle's status says
+
 
 @dataclass(slots=True, eq=False)
 class Held:
@@ -271,10 +279,7 @@ class HeldBundles:
         try:
             return decode_full(source)
         except BundleDecodeError as exc:
-            raise DamagedStoreError(
-                f"held bundle {held.id} read back from the store is corrupt ({exc}): the store's file "
-                "is damaged; restore it from a backup or move it aside"
-            ) from None
+            raise DamagedStoreError(held.id, str(exc)) from None
 
     def replace(self, held: Held, bundle: Bundle) -> None:
         """Keep ``bundle`` in memory for ``held``, whose stored copy does not decode, until the

@@ -150,13 +150,22 @@ class RelayCore:
 
     def held_for(self, nodes: Collection[bytes]) -> list[Bundle]:
         """The bundles held here addressed to one of ``nodes`` (a command post's backbone bridge
-        looks for those it could hand to the post that heard the destination)."""
-        found = [
-            self._held.bundle(held)
-            for held in self._held.values()
-            if held.destination.kind is DestKind.NODE and held.destination.node in nodes
-        ]
-        return [bundle for bundle in found if bundle is not None]
+        looks for those it could hand to the post that heard the destination). One whose stored copy
+        does not decode is dropped as when a link builds its frame: the error ended the bridge's loop."""
+        found: list[Bundle] = []
+        damaged: list[DamagedStoreError] = []
+        for held in self._held.values():
+            if held.destination.kind is DestKind.NODE and held.destination.node in nodes:
+                try:
+                    bundle = self._held.bundle(held)
+                except DamagedStoreError as exc:
+                    damaged.append(exc)
+                    continue
+                if bundle is not None:
+                    found.append(bundle)
+        for error in damaged:  # not while iterating what they are dropped from
+            self.damaged_in_store(error.bundle_id, error.reason)
+        return found
 
     def neighbours(self, link: str) -> tuple[bytes, ...]:
         """Peers up on ``link`` now (for operators; routing keeps its own view)."""
