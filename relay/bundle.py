@@ -219,7 +219,7 @@ class BundleId(NamedTuple):
         if len(key) != NODE_ID_LEN + 6:
             raise BundleDecodeError(f"bundle id key must be {NODE_ID_LEN + 6} bytes, got {len(key)}")
         created, seq = _ID_TAIL.unpack(key[NODE_ID_LEN:])
-        return cls(key[:NODE_ID_LEN], created, seq)
+        return _new_id(cls, (key[:NODE_ID_LEN], created, seq))  # in C: cls() is a Python __new__
 
     def __str__(self) -> str:
         return f"{self.origin.hex()[:8]}-{self.created}-{self.seq}"
@@ -255,11 +255,11 @@ class Bundle:
             raise ValueError("hop_count must fit in one byte")
         if len(self.payload) > MAX_PAYLOAD:
             raise ValueError(f"payload is larger than {MAX_PAYLOAD} bytes")
-        if len(self.trail) > MAX_TRAIL or any(len(entry) != TRAIL_ID_LEN for entry in self.trail):
+        if self.trail and (len(self.trail) > MAX_TRAIL or any(len(e) != TRAIL_ID_LEN for e in self.trail)):
             raise ValueError(f"a trail holds at most {MAX_TRAIL} ids of {TRAIL_ID_LEN} bytes")
         if type(self.priority) is not Priority:  # most come as one: the enum's call is two Python frames
             object.__setattr__(self, "priority", Priority(self.priority))
-        object.__setattr__(self, "id", BundleId(self.origin, self.created, self.seq))
+        object.__setattr__(self, "id", _new_id(BundleId, (self.origin, self.created, self.seq)))  # in C
 
     @property
     def expires(self) -> int:

@@ -35,10 +35,10 @@ from relay.core.outbox import (
     CONTROL_FLOW,
     LinkState,
     SendBeacon,
-    SendBundle,
     SendFragment,
     SendStatus,
     SendSummary,
+    send_bundle,
 )
 from relay.core.receipts import ForgedReceiptError
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
@@ -753,7 +753,7 @@ class RelayCore:
                 unrouted.add(held.id)
                 self.custody.acknowledged(held.id, peer)  # no custody, no more resends
                 for state in self._links.values():
-                    state.queue.remove(SendBundle(peer, held.id))
+                    state.queue.remove(send_bundle((peer, held.id)))
                     state.transfers.pop((peer, held.id), None)
         if self._summary_wait.pop(peer, None) is not None:
             self._route_all(now)  # the summary it was waited for: spray copies may go to it now
@@ -795,7 +795,7 @@ class RelayCore:
     def _send_again(self, state: LinkState, held: Held, peer: bytes) -> None:
         outgoing = state.transfers.get((peer, held.id))
         if outgoing is None:
-            state.queue.push(SendBundle(peer, held.id), held.priority, held.flow)
+            state.queue.push(send_bundle((peer, held.id)), held.priority, held.flow)
             return
         for index in outgoing.to_resend():
             state.queue.push(SendFragment(peer, held.id, index), held.priority, held.flow)
@@ -825,7 +825,7 @@ class RelayCore:
             if state.implicit:
                 state.implicit.pop(bundle_id, None)
             for peer, _, _ in held.routed:
-                state.queue.remove(SendBundle(peer, bundle_id))
+                state.queue.remove(send_bundle((peer, bundle_id)))
                 state.transfers.pop((peer, bundle_id), None)
 
     def _route_all(self, now: float) -> None:
@@ -881,7 +881,7 @@ class RelayCore:
                 if held.routed_at is None:
                     held.routed_at = {}
                 held.routed_at[peer] = now
-            state.queue.push(SendBundle(peer, held.id), held.priority, held.flow)
+            state.queue.push(send_bundle((peer, held.id)), held.priority, held.flow)
 
     def _routes_changed(self, now: float) -> None:
         """What we reach, or its cost, changed: tell the neighbours soon (at most one triggered

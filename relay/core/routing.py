@@ -100,6 +100,10 @@ class _Asked(NamedTuple):
     priority: Priority
 
 
+# as _new_hop: one per answer worked out
+_new_asked: Callable[[tuple[Destination, Priority]], _Asked] = functools.partial(tuple.__new__, _Asked)
+
+
 @dataclass(slots=True)
 class _Offer:
     """The last beacon heard from one (link, neighbour) and the routes it gave: every route through
@@ -594,7 +598,7 @@ class Router:
         if kept is None:
             if dest.node in self._was:
                 self._was[dest.node] = None  # routed with an answer newer than the dropped ones
-            kept = answers[key] = (self._next_hops(bundle, size_for), _Asked(dest, bundle.priority))
+            kept = answers[key] = (self._next_hops(bundle, size_for), _new_asked((dest, bundle.priority)))
         return kept[0]
 
     def _fit_every_link(self) -> tuple[int, int]:
