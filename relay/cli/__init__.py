@@ -18,7 +18,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Any
 
 from crypto.errors import CryptoError
 from relay.bundle import DestinationError
@@ -36,9 +35,11 @@ _BUILTIN: list[str] = [
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """Every subcommand; or, when ``command`` is the name of an installed package's entry point, that
-    package's alone: ``mesh112 app`` then skips importing every other command's dependencies (the
-    camera tools' scikit-image and the daemon's stack: a second of the app's start)."""
+    """The subcommands ``command`` needs: an installed package's alone when it names one of their entry
+    points (``mesh112 app`` then skips every other command's dependencies: a second of the app's
+    start), the relay's own alone when it is one of theirs (``mesh112 relay run`` starts each node of a
+    field without the camera tools' numpy, scipy and onnxruntime, nor the demo's emulator), every
+    subcommand otherwise (help, or a command nobody has: argparse lists them all)."""
     parser = argparse.ArgumentParser(
         prog="mesh112",
         description="Mesh112: delay-tolerant emergency messaging over LoRa, cellular/IP and WebRTC.",
@@ -47,14 +48,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     plugins = entry_points(group="mesh112.commands")
     chosen = [ep for ep in plugins if ep.name == command]
-    modules: list[Any]
     if chosen:
-        modules = [chosen[0].load()]
-    else:
-        modules = [importlib.import_module(name) for name in _BUILTIN]
-        modules += [ep.load() for ep in plugins]
-    for module in modules:
-        module.register(subparsers)
+        chosen[0].load().register(subparsers)
+        return parser
+    for name in _BUILTIN:
+        importlib.import_module(name).register(subparsers)
+    if command not in subparsers.choices:
+        for ep in plugins:
+            ep.load().register(subparsers)
     return parser
 
 
