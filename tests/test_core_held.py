@@ -10,8 +10,8 @@ import pytest
 
 import relay.core.held as held_module
 from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
-from relay.core.actions import Drop
-from relay.core.frames import id_hash
+from relay.core.actions import Drop, Replace
+from relay.core.frames import AckFrame, DataFrame, decode_frame, encode_frame, id_hash
 from relay.core.held import DamagedStoreError, HeldBundles
 from relay.core.machine import RelayCore
 from relay.core.seen import SeenIds
@@ -84,6 +84,39 @@ def test_a_damaged_stored_bundle_looked_for_by_the_backbone_is_dropped_not_raise
     assert core.damaged[bad.id].startswith("not a msgpack bundle")  # the decoder's reason
     [drop] = [action for action in core.timer(NOW) if isinstance(action, Drop)]
     assert drop.bundle_id == bad.id and drop.reason.startswith("damaged in the store")
+
+
+def test_copies_of_a_damaged_held_bundle_are_acknowledged_once_its_replacement_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first neighbour's copy of a held bundle whose stored copy does not decode replaces it
+    (a Replace action); another copy (another neighbour, or a resend) arriving before the engine
+    calls ``replaced`` is not acknowledged at once from the copy in memory: every ACK waits for the
+    store, and none goes if the replacement was refused."""
+    monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
+    other = bytes([0xEE]) * 16
+    bundles = [_bundle(1), _bundle(2)]
+    stored = {bundle.id: encode_full(bundle)[:40] for bundle in bundles}
+    core = RelayCore(ME, load=lambda ids: {i: stored[i] for i in ids if i in stored})
+
+    def acked_to() -> list[bytes]:
+        peers = []
+        while (out := core.next_frame(IP.name, NOW)) is not None:
+            if isinstance(decode_frame(out[1]), AckFrame):
+                peers.append(out[0])
+        return peers
+
+    for bundle in bundles:
+        core.restore(bundle, False, NOW)
+    for peer in (ORIGIN, other):
+        core.link_up(IP, peer, NOW)
+    for bundle, stored_ok in zip(bundles, (True, False), strict=True):
+        data = encode_frame(DataFrame(bundle))
+        assert [type(a) for a in core.frame(IP.name, ORIGIN, data, NOW)] == [Replace]
+        assert core.frame(IP.name, other, data, NOW) == [] and core.frame(IP.name, ORIGIN, data, NOW) == []
+        assert acked_to() == [], "ACK before the replacement was durable"
+        core.replaced(bundle.id, stored_ok)
+        assert sorted(acked_to()) == (sorted([ORIGIN, other]) if stored_ok else [])
 
 
 def test_resident_budget_is_spent_and_given_back() -> None:

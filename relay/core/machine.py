@@ -622,6 +622,8 @@ class RelayCore:
         seen = held is None and bundle.id in self._seen  # one lookup: a digest of the id's key each
         if held is not None or (seen and not self._keeps(bundle)):
             if held is not None:
+                if self._replacing and bundle.id in self._replacing:  # ours is being stored: ACK after
+                    return self._replace(state, peer, held, bundle)
                 self._held.add_holders(held, (peer,))
                 if self._dead_end(state, peer, held):
                     self._say_seen(state, peer, bundle.id, bundle.priority)  # still no way on
@@ -651,8 +653,9 @@ class RelayCore:
         row, and ``peer`` gets its custody ACK once that is durable. Before, the read raised and
         the whole batch of frames went unacknowledged, to be sent again and again."""
         senders = self._replacing.get(bundle.id)
-        if senders is not None:  # a second copy while the first is being stored
+        if senders is not None:  # another copy while the first is being stored: its ACK waits too
             senders[1].append((state.profile.name, peer))
+            self._held.add_holders(held, (peer,))
             return []
         self._held.replace(held, bundle)
         self._held.add_holders(held, (peer,))
