@@ -90,7 +90,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -126,8 +126,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IN_CHUNK = 500  # ids per "WHERE id IN (...)" statement, under SQLite's bound-parameter limit
-ID_BLOCK = 256  # local ids reserved per commit: a crash skips at most this many, never reuses one
-BATCH_BLOCK = 8  # a batch of n ids reserves a block of max(ID_BLOCK, 8 n) from its last: 8 batches a commit
+ID_BLOCK = 256  # seqs per second issued from memory under a committed floor (and its raises' step)
+BATCH_BLOCK = 8  # a batch of n ids raises the floor to its last seq + max(ID_BLOCK, 8 n): 8 batches a commit
+ID_HORIZON_S = 600  # how far ahead a commit lets ids be issued from memory; renewed halfway, off the path
 HELD_IN_ORDER = (  # every held bundle for start-up: highest class, then oldest, then arrival order
     "SELECT data, received_at, local FROM seen WHERE data IS NOT NULL ORDER BY priority, created, rowid"
 )
@@ -202,10 +203,7 @@ class Store:
         self._evicted: list[Eviction] = []
         self._writer: asyncio.Task[None] | None = None
         self.evictions = 0  # bundles evicted for space since the store opened (for metrics)
-        # origin -> (created, seq) of the last id issued and the reservation committed: no id above
-        # it is issued before a commit records it (it may lie in the next second: _reserve_ahead)
-        self._ids: dict[bytes, tuple[tuple[int, int], tuple[int, int]]] = {}
-        self._ahead: set[bytes] = set()  # origins whose next second's reservation is queued
+        self._ids: dict[bytes, _Ids] = {}  # origins this store issued ids for since it opened
         # No seen id expires before this (a lower bound: lowered when a put is queued, set from the
         # file by an expire), so an expire with nothing due skips its transaction.
         self._first_expiry = -math.inf
@@ -261,8 +259,8 @@ class Store:
         if self._closed:
             return
         async with self._id_lock:
-            for origin, (last, _) in self._ids.items():
-                await self._submit(_id_mark(origin, *last))
+            for origin, ids in self._ids.items():
+                await self._submit(_id_write(origin, ids.closing()))
         self._closed = True
         self._put(None)
         if self._writer is not None:
@@ -404,71 +402,74 @@ class Store:
 
         ``created`` is ``now_epoch_s`` unless the clock went back or 65536 ids were taken in this
         second; then it continues from the last id issued (possibly a second ahead of the clock).
-        Ids are reserved :data:`ID_BLOCK` at a time (one commit) and issued from memory; a crash
-        skips the rest of a block, a clean :meth:`close` records the last id issued.
+        Ids are issued from memory under a committed mark (:class:`_IdMark`); after a crash a
+        second's ids start above the floor the mark recorded, a clean :meth:`close` records the last.
         """
         return (await self.next_bundle_ids(origin, now_epoch_s, 1))[0]
 
     async def next_bundle_ids(self, origin: bytes, now_epoch_s: int, count: int) -> list[BundleId]:
-        """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most:
-        a batch that passes its block reserves a block of ``max(ID_BLOCK, BATCH_BLOCK * count)`` ids
-        from its last one, so an application sending batches pays one reservation commit per
-        :data:`BATCH_BLOCK` of them. The next second's first block is reserved off the path
-        (:meth:`_reserve_ahead`), so a sender busy every second pays no commit at a new second."""
+        """``count`` fresh ids in order, as :meth:`next_bundle_id` issues them, with one commit at most.
+
+        Ids are issued from memory while the committed :class:`_IdMark` covers them; one it does not
+        cover waits for a commit raising the floor (to its seq + ``max(ID_BLOCK, BATCH_BLOCK * count)``,
+        so a sender of batches pays one per :data:`BATCH_BLOCK` of them) or opening a new window (the
+        first id after :data:`ID_HORIZON_S` of silence, or after opening). The window is renewed off
+        the path (:meth:`_renew`), so a sender silent for less than half of it pays no commit."""
         async with self._id_lock:
             if self._closed:  # close() recorded the last id issued: one issued now would be reused
                 raise StoreClosedError("the store is closed")
-            block = self._ids.get(origin)
-            if block is None:
-                row = await self._call(
-                    lambda db: db.execute(
-                        "SELECT created, seq FROM origin_seq WHERE origin = ?", (origin,)
-                    ).fetchone()
-                )
-                last = None if row is None else (int(row[0]), int(row[1]))
-                reserved: tuple[int, int] | None = None  # the row's ids may all have been issued
-            else:
-                last, reserved = block
-            ids = []
+            state = self._ids.get(origin)
+            if state is None:
+                mark = await self._call(functools.partial(_id_read, origin=origin))
+                state = self._ids[origin] = _Ids(mark.last, mark, mark)
+            issued = []
+            covered = True
+            last = state.last
             for _ in range(count):
-                if last is None or now_epoch_s > last[0]:
-                    last = (now_epoch_s, 0)
-                elif last[1] < MAX_SEQ:
-                    last = (last[0], last[1] + 1)
-                else:
-                    last = (last[0] + 1, 0)
-                ids.append(BundleId(origin, *last))
-            issued = (ids[-1].created, ids[-1].seq)
-            ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
-            if reserved is None or issued > reserved:
-                reserved = (issued[0], min(issued[1] + ahead - 1, MAX_SEQ))
-                await self._submit(_id_reserve(origin, *reserved))
-                if origin in self._ids:  # the next second's, if it committed with this one
-                    reserved = max(reserved, self._ids[origin][1])
-            self._ids[origin] = (issued, reserved)
-            if reserved[0] == issued[0]:
-                self._reserve_ahead(origin, (issued[0] + 1, min(ahead - 1, MAX_SEQ)))
-            return ids
+                last = state.prior.next_after(last, now_epoch_s)
+                issued.append(BundleId(origin, *last))
+                covered = covered and state.issuable(last)
+            if not covered:
+                ahead = ID_BLOCK if count == 1 else max(ID_BLOCK, BATCH_BLOCK * count)
+                floor = state.floor_at(last[0], min(last[1] + ahead, MAX_SEQ + 1))
+                covering = _IdMark(max(state.mark.last, (last[0] - 1, MAX_SEQ)), last[0], floor)
+                # shielded: a cancelled caller's cover still updates the mark when it commits
+                await asyncio.shield(self._id_op(state, _id_cover(origin, last, floor), covering))
+            state.last = last
+            if last[0] > state.mark.horizon - ID_HORIZON_S // 2 and not state.pending:
+                self._renew(origin, state)
+            return issued
 
-    def _reserve_ahead(self, origin: bytes, reserved: tuple[int, int]) -> None:
-        """Queue the reservation of the next second's first block, not awaited: its ids are issued
-        only once it committed. The writer is not woken: the reservation commits with the bundle put
-        right after the id, and a writer woken before it would start that commit on the store's
-        thread while the loop seals and sends the bundle's frame (the thread contends for the GIL).
-        A crash restarted within that second dates its ids at most a second ahead."""
-        if origin in self._ahead or self._closed:
-            return
-        self._ahead.add(origin)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(_id_reserve(origin, *reserved), future))
-        future.add_done_callback(functools.partial(self._reserved_ahead, origin, reserved))
+    def _renew(self, origin: bytes, state: _Ids) -> None:
+        """Queue the next window, not awaited. The writer is not woken: the renewal commits with the
+        bundle put right after the id, and a writer woken before it would start that commit on the
+        store's thread while the loop seals and sends the bundle's frame (the thread contends for
+        the GIL)."""
+        created = state.last[0]
+        floor = state.floor_at(created + 1, ID_BLOCK)
+        renewing = _IdMark(max(state.mark.last, (created, -1)), created + ID_HORIZON_S, floor)
+        self._id_op(state, _id_renew(origin, created, floor), renewing, wake=False)
 
-    def _reserved_ahead(self, origin: bytes, reserved: tuple[int, int], future: asyncio.Future[None]) -> None:
-        self._ahead.discard(origin)
-        if future.cancelled() or future.exception() is not None:
-            return  # the next second reserves on the path, as a first id does
-        last, current = self._ids[origin]
-        self._ids[origin] = (last, max(current, reserved))
+    def _id_op(
+        self,
+        state: _Ids,
+        op: Callable[[sqlite3.Connection], _IdMark],
+        covering: _IdMark,
+        *,
+        wake: bool = True,
+    ) -> asyncio.Future[_IdMark]:
+        """Queue an op that rewrites an origin's mark. Until it commits, an id is issued from memory
+        only if ``covering`` (what the op's row covers at least) covers it too: the op may lower
+        the floor, and whether it commits is not known yet."""
+        future: asyncio.Future[_IdMark] = asyncio.get_running_loop().create_future()
+        pending = _Pending(op, future)
+        if wake:
+            self._put(pending)
+        else:
+            self._queue.append(pending)
+        state.pending.append(covering)
+        future.add_done_callback(functools.partial(state.committed, covering))
+        return future
 
     async def enqueue_delivery(self, bundle_id: BundleId) -> None:
         """Put a held bundle in the app inbox; a no-op if this id was ever queued for the app."""
@@ -829,30 +830,115 @@ def _first_expiry(db: sqlite3.Connection) -> float:
     return math.inf if first is None else float(first)
 
 
-def _id_mark(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
-    """The op recording ``(created, seq)`` as the highest id of ``origin`` that may have been issued
-    (:meth:`Store.close`: the last one issued)."""
+_BELOW_ALL = (0, -1)  # a mark no id is at or below
 
-    def op(db: sqlite3.Connection) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _IdMark:
+    """What the file says of an origin's ids: none above ``last`` was issued, except ids dated at most
+    ``horizon`` (-1: none) with a seq below ``floor``."""
+
+    last: tuple[int, int]
+    horizon: int
+    floor: int
+
+    def covers(self, created: int, seq: int) -> bool:
+        return (created, seq) <= self.last or (created <= self.horizon and seq < self.floor)
+
+    def next_after(self, last: tuple[int, int], now_epoch_s: int) -> tuple[int, int]:
+        """The id after ``last`` at ``now_epoch_s``, outside this mark's window: an id of a run the
+        mark was read at the open of may lie below the floor of any second up to the horizon."""
+        created, seq = (now_epoch_s, 0) if now_epoch_s > last[0] else (last[0], last[1] + 1)
+        while True:
+            if created <= self.horizon:
+                seq = max(seq, self.floor)
+            if seq <= MAX_SEQ:
+                return created, seq
+            created, seq = created + 1, 0
+
+
+@dataclass(slots=True)
+class _Ids:
+    """One origin's ids in this run."""
+
+    last: tuple[int, int]  # the last id issued (the file's mark before the first)
+    mark: _IdMark  # the last committed: every id issued is covered
+    prior: _IdMark  # the mark at open: ids of earlier runs are all covered by it
+    pending: list[_IdMark] = field(default_factory=list)  # what queued ops' rows cover at least
+
+    def issuable(self, issued: tuple[int, int]) -> bool:
+        """Covered by the committed mark and by every row queued to replace it."""
+        if not self.mark.covers(*issued):
+            return False
+        return not self.pending or all(mark.covers(*issued) for mark in self.pending)
+
+    def floor_at(self, created: int, floor: int) -> int:
+        """``floor``, or an earlier run's if its window reaches ``created``."""
+        return max(floor, self.prior.floor) if created <= self.prior.horizon else floor
+
+    def committed(self, covering: _IdMark, future: asyncio.Future[_IdMark]) -> None:
+        """An op of :meth:`Store._id_op` finished (in queue order): its row is the file's."""
+        self.pending.remove(covering)
+        if not future.cancelled() and future.exception() is None:
+            self.mark = future.result()
+
+    def closing(self) -> _IdMark:
+        """What a clean close records: the last id, and an earlier run's window if ids of that run
+        may lie above it."""
+        if self.last >= (self.prior.horizon, self.prior.floor - 1):
+            return _IdMark(self.last, -1, 0)
+        return _IdMark(self.last, self.prior.horizon, self.prior.floor)
+
+
+def _id_read(db: sqlite3.Connection, origin: bytes) -> _IdMark:
+    row = db.execute(
+        "SELECT created, seq, horizon, floor FROM origin_seq WHERE origin = ?", (origin,)
+    ).fetchone()
+    if row is None:
+        return _IdMark(_BELOW_ALL, -1, 0)
+    if row[2] is None:  # written before schema 3, or by a clean close
+        return _IdMark((int(row[0]), int(row[1])), -1, 0)
+    return _IdMark((int(row[0]), int(row[1])), int(row[2]), int(row[3]))
+
+
+def _id_write(origin: bytes, mark: _IdMark) -> Callable[[sqlite3.Connection], _IdMark]:
+    """The op recording ``mark`` as ``origin``'s."""
+
+    def op(db: sqlite3.Connection) -> _IdMark:
+        horizon = None if mark.horizon < 0 else mark.horizon
         db.execute(
-            "INSERT OR REPLACE INTO origin_seq (origin, created, seq) VALUES (?, ?, ?)",
-            (origin, created, seq),
+            "INSERT OR REPLACE INTO origin_seq (origin, created, seq, horizon, floor) VALUES (?, ?, ?, ?, ?)",
+            (origin, *mark.last, horizon, None if horizon is None else mark.floor),
         )
+        return mark
 
     return op
 
 
-def _id_reserve(origin: bytes, created: int, seq: int) -> Callable[[sqlite3.Connection], None]:
-    """The op raising ``origin``'s mark to ``(created, seq)``, never lowering it: a block reserved
-    in this second may commit after the next second's (:meth:`Store._reserve_ahead`)."""
+def _id_cover(origin: bytes, last: tuple[int, int], floor: int) -> Callable[[sqlite3.Connection], _IdMark]:
+    """The op making ``origin``'s mark cover every id up to ``last``, the last issued: ids of earlier
+    seconds go under the mark, ids of ``last``'s second under ``floor``, which applies up to the
+    horizon (a new one past it). ``floor`` may be lower than the file's: no id after ``last`` was
+    issued, and it keeps an earlier run's floor while that run's window is ahead."""
 
-    def op(db: sqlite3.Connection) -> None:
-        db.execute(
-            "INSERT INTO origin_seq (origin, created, seq) VALUES (?, ?, ?) ON CONFLICT (origin) DO UPDATE"
-            " SET created = excluded.created, seq = excluded.seq"
-            " WHERE (excluded.created, excluded.seq) > (origin_seq.created, origin_seq.seq)",
-            (origin, created, seq),
-        )
+    def op(db: sqlite3.Connection) -> _IdMark:
+        mark = _id_read(db, origin)
+        created = last[0]
+        horizon = mark.horizon if created <= mark.horizon else created + ID_HORIZON_S
+        return _id_write(origin, _IdMark(max(mark.last, (created - 1, MAX_SEQ)), horizon, floor))(db)
+
+    return op
+
+
+def _id_renew(origin: bytes, created: int, floor: int) -> Callable[[sqlite3.Connection], _IdMark]:
+    """The op moving ``origin``'s window to ``created`` + :data:`ID_HORIZON_S`, ``created`` the last
+    id's second: every id up to that second is at most (created, floor - 1) or under the mark, so
+    the floor of later seconds starts again at ``floor``."""
+
+    def op(db: sqlite3.Connection) -> _IdMark:
+        mark = _id_read(db, origin)
+        last = max(mark.last, (created, mark.floor - 1))
+        return _id_write(origin, _IdMark(last, max(mark.horizon, created + ID_HORIZON_S), floor))(db)
 
     return op
 

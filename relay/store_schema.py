@@ -95,6 +95,13 @@ MIGRATIONS: list[list[str]] = [
             SELECT id, priority, created, expires, received_at, local, size, data
             FROM seen WHERE data IS NOT NULL""",
     ],
+    # 3: an origin's id mark gains a window: besides ids up to (created, seq), ids dated up to
+    #    ``horizon`` with a seq below ``floor`` may have been issued (relay/store.py, _IdMark). NULL in
+    #    rows written before: no window, the mark alone.
+    [
+        "ALTER TABLE origin_seq ADD COLUMN horizon INTEGER",
+        "ALTER TABLE origin_seq ADD COLUMN floor INTEGER",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,20 +9,22 @@ from pathlib import Path
 
 from engine_net import IP, Deployment, EnginePump
 
-from relay.bundle import BundleId, Destination, Kind, Priority
+from relay.bundle import MAX_SEQ, BundleId, Destination, Kind, Priority
 from relay.core.receipts import State
 from relay.engine import NodeEngine, Outgoing, SendError, StorageFullError
-from relay.store import BATCH_BLOCK, Store
+from relay.store import BATCH_BLOCK, ID_BLOCK, ID_HORIZON_S, Store
 
 T0 = 1000.0
 ORIGIN = bytes(range(16))
 
 
-def _reserved(path: Path) -> tuple[int, int]:
+def _reserved(path: Path) -> tuple[int, int, int, int]:
     """The id mark the store committed for ORIGIN (what a restart after kill -9 continues from)."""
     with sqlite3.connect(path) as raw:
-        row = raw.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (ORIGIN,)).fetchone()
-    return int(row[0]), int(row[1])
+        row = raw.execute(
+            "SELECT created, seq, horizon, floor FROM origin_seq WHERE origin = ?", (ORIGIN,)
+        ).fetchone()
+    return row[0], row[1], row[2], row[3]
 
 
 async def test_a_batch_of_ids_is_contiguous_reserved_ahead_and_never_reused(tmp_path: Path) -> None:
@@ -30,19 +32,18 @@ async def test_a_batch_of_ids_is_contiguous_reserved_ahead_and_never_reused(tmp_
     store = await Store.open(path)
     first = await store.next_bundle_ids(ORIGIN, 500, 250)
     assert first == [BundleId(ORIGIN, 500, seq) for seq in range(250)]
-    assert _reserved(path) == (500, 249 + BATCH_BLOCK * 250 - 1)  # committed before the ids were returned
-    await store.put_many([], now=500)  # the next commit reserves the next second's first block
-    mark = _reserved(path)
-    assert mark == (501, BATCH_BLOCK * 250 - 1)
-    for _ in range(BATCH_BLOCK - 1):  # the next batches come out of that reservation: no commit
-        await store.next_bundle_ids(ORIGIN, 500, 250)
-        assert _reserved(path) == mark
+    floor = 249 + BATCH_BLOCK * 250
+    mark = _reserved(path)  # committed before the ids were returned
+    assert mark == (499, MAX_SEQ, 500 + ID_HORIZON_S, floor)
     taken = set(first)
-    # kill -9 now (the mark, not close(), is what the next start sees): every id issued is below it;
-    # restarted within the same second, the ids continue past the next second's reservation
+    for now in (500,) * (BATCH_BLOCK - 1) + (501,):  # the next batches stay under the floor: no commit
+        taken |= set(await store.next_bundle_ids(ORIGIN, now, 250))
+        assert _reserved(path) == mark
+    # kill -9 now (the mark, not close(), is what the next start sees): every id issued is below the
+    # floor in its second; restarted within the same second, the ids start at the floor
     crashed = await Store.open(path)
-    after = await crashed.next_bundle_ids(ORIGIN, 500, 3)
-    assert after == [BundleId(ORIGIN, 501, mark[1] + n) for n in (1, 2, 3)]
+    after = await crashed.next_bundle_ids(ORIGIN, 501, 3)
+    assert after == [BundleId(ORIGIN, 501, floor + n) for n in (0, 1, 2)]
     assert not taken & set(after)
     await crashed.close()
     await store.close()
@@ -58,7 +59,7 @@ async def test_a_batch_of_ids_rolls_into_the_next_second_after_65536(tmp_path: P
     store = await Store.open(path)
     ids = await store.next_bundle_ids(ORIGIN, 7, 3)
     assert ids == [BundleId(ORIGIN, 7, 65535), BundleId(ORIGIN, 8, 0), BundleId(ORIGIN, 8, 1)]
-    assert _reserved(path) >= (8, 1)
+    assert _reserved(path) == (7, MAX_SEQ, 8 + ID_HORIZON_S, 1 + ID_BLOCK)  # the floor counts from 8's
     await store.close()
 
 

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from relay.bundle import Bundle, BundleId, Destination, Priority, encode_full
+from relay.bundle import MAX_SEQ, Bundle, BundleId, Destination, Priority, encode_full
 from relay.errors import Mesh112Error
-from relay.store import ID_BLOCK, Store, StoreClosedError, StoreFullError, UnknownBundleError
-from relay.store_schema import SCHEMA_VERSION, StoreError
+from relay.store import (
+    BATCH_BLOCK,
+    ID_BLOCK,
+    ID_HORIZON_S,
+    Store,
+    StoreClosedError,
+    StoreFullError,
+    UnknownBundleError,
+)
+from relay.store_schema import MIGRATIONS, SCHEMA_VERSION, StoreError
 
 ORIGIN = bytes(range(16))
 NEIGHBOUR = b"\xaa" * 16
@@ -295,57 +304,124 @@ async def test_next_bundle_id_never_reused(tmp_path: Path) -> None:
     await store.close()
 
 
-def _id_mark(path: Path) -> tuple[int, int]:
+def _id_mark(path: Path) -> tuple[int, int, int | None, int | None]:
+    """ORIGIN's row: (created, seq, horizon, floor)."""
     with sqlite3.connect(path) as raw:
-        row = raw.execute("SELECT created, seq FROM origin_seq WHERE origin = ?", (ORIGIN,)).fetchone()
-    return int(row[0]), int(row[1])
+        row = raw.execute(
+            "SELECT created, seq, horizon, floor FROM origin_seq WHERE origin = ?", (ORIGIN,)
+        ).fetchone()
+    return row[0], row[1], row[2], row[3]
 
 
-async def test_next_bundle_id_in_a_new_second_waits_for_no_commit(tmp_path: Path) -> None:
-    """The next second's first block is reserved in the commit of the bundle given the id before it
-    (off the sender's path), so the first id of second 501 is issued while the file is locked."""
+async def _locked_id(store: Store, now: int) -> BundleId:
+    """An id issued while another connection holds the file's write lock: no commit can land."""
+    lock = sqlite3.connect(store.path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        return await asyncio.wait_for(store.next_bundle_id(ORIGIN, now), 0.5)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+async def test_the_first_id_after_a_silence_within_the_horizon_waits_for_no_commit(tmp_path: Path) -> None:
+    """The first id opens a window of ID_HORIZON_S seconds with a floor: the first id of a later second
+    in it is issued from memory, while the file is locked, after a silence of up to the horizon."""
     path = tmp_path / "s.db"
     store = await Store.open(path)
     first = await store.next_bundle_id(ORIGIN, 500)
     assert first == BundleId(ORIGIN, 500, 0)
-    assert _id_mark(path) == (500, ID_BLOCK - 1)
-    await store.put(make(first.seq, created=first.created), now=500)  # as the engine does next
-    assert _id_mark(path) == (501, ID_BLOCK - 1)  # reserved in the same commit
-    lock = sqlite3.connect(path, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # no commit can land now
-    try:
-        issued = await asyncio.wait_for(store.next_bundle_id(ORIGIN, 501), 0.5)
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    assert issued == BundleId(ORIGIN, 501, 0)
-    await store.put(make(issued.seq, created=issued.created), now=501)
-    assert _id_mark(path) == (502, ID_BLOCK - 1)
-    # kill -9 now: a restart within second 501 continues past the block reserved ahead (a second
-    # ahead of the clock), a later one at its own second
-    crashed = await Store.open(path)
-    assert await crashed.next_bundle_id(ORIGIN, 501) == BundleId(ORIGIN, 502, ID_BLOCK)
-    await crashed.close()
-    crashed = await Store.open(path)
-    assert await crashed.next_bundle_id(ORIGIN, 504) == BundleId(ORIGIN, 504, 0)
-    await crashed.close()
+    assert _id_mark(path) == (499, MAX_SEQ, 500 + ID_HORIZON_S, ID_BLOCK)
+    assert await _locked_id(store, 501) == BundleId(ORIGIN, 501, 0)
+    silent = 500 + ID_HORIZON_S - 1  # a silence of nearly the horizon
+    assert await _locked_id(store, silent) == BundleId(ORIGIN, silent, 0)
+    await store.put(make(1), now=silent)  # the renewal, queued with that id, commits with the put
+    assert _id_mark(path) == (silent, ID_BLOCK - 1, silent + ID_HORIZON_S, ID_BLOCK)
+    assert await _locked_id(store, silent + ID_HORIZON_S) == BundleId(ORIGIN, silent + ID_HORIZON_S, 0)
     await store.close()
 
 
-async def test_a_block_reserved_after_the_next_seconds_never_lowers_the_mark(tmp_path: Path) -> None:
-    """Second 501's block is queued first, then a batch passes second 500's block: both commit
-    together, and the file keeps the higher mark, under which 501's ids are issued from memory."""
+async def test_a_restart_after_kill_9_is_not_dated_ahead_and_reuses_no_id(tmp_path: Path) -> None:
+    """A crashed node's ids of a second up to the horizon start at the floor (those before the crash
+    are all below it), later ones at 0: none is dated ahead of the clock."""
     path = tmp_path / "s.db"
     store = await Store.open(path)
-    await store.next_bundle_id(ORIGIN, 500)  # reserves 500's block, queues 501's
-    await store.next_bundle_ids(ORIGIN, 500, 300)  # past 500's block: reserves more of 500
-    assert _id_mark(path) == (501, ID_BLOCK - 1)
-    issued = await store.next_bundle_id(ORIGIN, 501)
-    assert issued == BundleId(ORIGIN, 501, 0)
+    taken = {await store.next_bundle_id(ORIGIN, 500) for _ in range(3)}
+    taken |= set(await store.next_bundle_ids(ORIGIN, 501, 300))  # past the floor: raised on the path
+    floor = 299 + BATCH_BLOCK * 300
+    assert _id_mark(path) == (500, MAX_SEQ, 500 + ID_HORIZON_S, floor)
+    for now, expected in [
+        (501, BundleId(ORIGIN, 501, floor)),  # restarted within the same second
+        (560, BundleId(ORIGIN, 560, floor)),
+        (500 + ID_HORIZON_S + 1, BundleId(ORIGIN, 500 + ID_HORIZON_S + 1, 0)),  # past the horizon
+    ]:
+        crashed = await Store.open(path)  # kill -9 now: no close recorded the last id
+        after = await crashed.next_bundle_ids(ORIGIN, now, 3)
+        assert after[0] == expected and not taken & set(after)
+        await crashed.close()
+        with sqlite3.connect(path) as raw:  # as if that restart never happened
+            raw.execute(
+                "UPDATE origin_seq SET created = 500, seq = ?, horizon = ?, floor = ?",
+                (MAX_SEQ, 500 + ID_HORIZON_S, floor),
+            )
+    await store.close()
+
+
+async def test_a_clock_set_back_across_a_crash_reuses_no_id(tmp_path: Path) -> None:
+    """Set back before or after a crash, ids continue above the mark (dated ahead, as the clock
+    forces) and a second of the old window starts at its floor; a clean close keeps that window."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    taken = [await store.next_bundle_id(ORIGIN, 500) for _ in range(3)]
+    taken.append(await store.next_bundle_id(ORIGIN, 400))  # set back in the run
+    assert taken[-1] == BundleId(ORIGIN, 500, 3)
+    for now in (400, 499, 500, 400):
+        crashed = await Store.open(path)  # kill -9 of the run before
+        after = [await crashed.next_bundle_id(ORIGIN, now) for _ in range(2)]
+        assert after[0].created == 500 and after[0].seq >= ID_BLOCK
+        taken += after
+        await crashed.close()
+        reopened = await Store.open(path)
+        taken.append(await reopened.next_bundle_id(ORIGIN, now))  # right after the last
+        assert taken[-1] == BundleId(ORIGIN, 500, after[-1].seq + 1)
+    assert len(taken) == len(set(taken))
+    await store.close()
+
+
+async def test_a_cover_queued_after_a_renewal_keeps_the_renewal(tmp_path: Path) -> None:
+    """A renewal is queued with an id, then a batch passes its floor: both commit together, and the
+    file keeps the renewed horizon with the raised floor."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.next_bundle_id(ORIGIN, 500)
+    late = 500 + ID_HORIZON_S // 2 + 1
+    issued = [await store.next_bundle_id(ORIGIN, late)]  # queues the renewal, not committed
+    issued += await store.next_bundle_ids(ORIGIN, late, 300)  # past the floor: commits both
+    assert _id_mark(path) == (late, ID_BLOCK - 1, late + ID_HORIZON_S, 300 + BATCH_BLOCK * 300)
     crashed = await Store.open(path)  # kill -9 now
-    assert await crashed.next_bundle_id(ORIGIN, 501) > issued
+    assert await crashed.next_bundle_id(ORIGIN, late) > max(issued)
     await crashed.close()
     await store.close()
+
+
+async def test_a_store_of_schema_2_opens_and_its_id_mark_holds(tmp_path: Path) -> None:
+    """A file written by the code before the id window (schema 2, its mark a reserved block) opens,
+    migrates, and continues above the mark; the next crash uses the window."""
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as raw:
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute("INSERT INTO origin_seq (origin, created, seq) VALUES (?, 501, 255)", (ORIGIN,))
+    store = await Store.open(path)
+    assert await store.next_bundle_id(ORIGIN, 501) == BundleId(ORIGIN, 501, 256)
+    assert await store.next_bundle_id(ORIGIN, 502) == BundleId(ORIGIN, 502, 0)
+    assert _id_mark(path) == (501, 255, 501 + ID_HORIZON_S, 256 + ID_BLOCK)  # the old mark kept
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert _id_mark(path) == (502, 0, None, None)
 
 
 async def test_next_bundle_id_rolls_into_next_second_after_65536(tmp_path: Path) -> None:
@@ -452,4 +528,69 @@ async def test_put_each_takes_or_refuses_each_item_in_one_call(tmp_path: Path) -
     await store.ack_deliveries([make(4).id, make(9).id])  # an id never queued is no error
     assert await store.pending_deliveries() == []
     assert await store.put(make(5, Priority.BULK), now=1000) is True  # refused, so not seen
+    await store.close()
+
+
+async def test_random_ids_across_kills_clock_changes_and_closes_are_never_reused(tmp_path: Path) -> None:
+    """Batches of 1-500 ids, silences around the horizon, the clock set back, clean restarts, and
+    kill -9 (the next run opens a copy of what the file had committed): no id twice, none dated
+    ahead of the latest clock reading."""
+    rng = random.Random(112)
+    store = await Store.open(tmp_path / "s.db")
+    issued: set[BundleId] = set()
+    now = latest = 1000
+    kills = 0
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.1:
+            now += rng.choice([1, 2, ID_HORIZON_S // 2 - 1, ID_HORIZON_S // 2 + 1, ID_HORIZON_S + 1])
+        elif roll < 0.13:
+            now -= rng.randint(1, ID_HORIZON_S + 100)
+        elif roll < 0.2:
+            copy = tmp_path / f"kill{step}.db"
+            source, target = sqlite3.connect(store.path), sqlite3.connect(copy)
+            source.backup(target)  # committed transactions only, as kill -9 leaves them
+            source.close()
+            target.close()
+            await store.close()  # the killed run's file is not opened again
+            store = await Store.open(copy)
+            kills += 1
+        elif roll < 0.23:
+            await store.close()
+            store = await Store.open(store.path)
+        elif roll < 0.4:
+            await store.put_many([], now=now)  # commits what is queued (a renewal)
+        else:
+            count = rng.choice([1, 1, 1, rng.randint(2, 500)])
+            ids = await store.next_bundle_ids(ORIGIN, now, count)
+            latest = max(latest, now)
+            assert len(set(ids)) == count and not issued & set(ids), f"step {step}: an id issued twice"
+            assert ids[-1].created <= latest, f"step {step}: {ids[-1]} dated ahead of {latest}"
+            issued |= set(ids)
+    await store.close()
+    assert kills > 30 and len(issued) > 10_000
+
+
+async def test_an_id_caller_cancelled_during_its_commit_leaves_the_mark_right(tmp_path: Path) -> None:
+    """The commit a caller waits on for its ids still lands when the caller is cancelled, and the
+    next caller gets the ids the cancelled one never had, under the mark that commit wrote."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.next_bundle_id(ORIGIN, 500)
+    later = 500 + ID_HORIZON_S + 1  # past the window: a new one commits on the path
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    waiting = asyncio.create_task(store.next_bundle_ids(ORIGIN, later, 3))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    lock.execute("ROLLBACK")
+    lock.close()
+    issued = await store.next_bundle_ids(ORIGIN, later, 3)
+    assert issued[0] == BundleId(ORIGIN, later, 0)
+    assert _id_mark(path) == (later - 1, MAX_SEQ, later + ID_HORIZON_S, 2 + ID_BLOCK)
+    crashed = await Store.open(path)  # kill -9 now
+    assert await crashed.next_bundle_id(ORIGIN, later) == BundleId(ORIGIN, later, 2 + ID_BLOCK)
+    await crashed.close()
     await store.close()
