@@ -446,7 +446,10 @@ class Store:
         store's thread while the loop seals and sends the bundle's frame (the thread contends for
         the GIL)."""
         created = state.last[0]
-        floor = state.floor_at(created + 1, ID_BLOCK)
+        # an earlier run's window still ahead: its seconds' ids start at its floor, so room above it
+        # (its floor alone made the next second's first id wait for a commit after each renewal)
+        earlier = state.prior.floor if created + 1 <= state.prior.horizon else 0
+        floor = min(earlier + ID_BLOCK, MAX_SEQ + 1)
         renewing = _IdMark(max(state.mark.last, (created, -1)), created + ID_HORIZON_S, floor)
         self._id_op(state, _id_renew(origin, created, floor), renewing, wake=False)
 

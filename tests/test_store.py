@@ -367,6 +367,24 @@ async def test_a_restart_after_kill_9_is_not_dated_ahead_and_reuses_no_id(tmp_pa
     await store.close()
 
 
+async def test_after_a_crash_a_renewal_leaves_room_above_the_earlier_runs_floor(tmp_path: Path) -> None:
+    """Restarted after kill -9 in the earlier run's window, a second's ids start at that run's floor;
+    the renewal keeps ID_BLOCK seqs above it, so the next second's first id after the renewal is still
+    issued from memory (with the earlier floor alone it waited for a commit)."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.next_bundle_id(ORIGIN, 500)
+    crashed = await Store.open(path)  # kill -9 of the run before
+    assert await crashed.next_bundle_id(ORIGIN, 600) == BundleId(ORIGIN, 600, ID_BLOCK)
+    late = 500 + ID_HORIZON_S // 2 + 1  # past half of the window: its id queues the renewal
+    assert await _locked_id(crashed, late) == BundleId(ORIGIN, late, ID_BLOCK)
+    await crashed.put(make(1), now=late)  # the renewal commits with the put
+    assert _id_mark(path)[2] == late + ID_HORIZON_S  # renewed
+    assert await _locked_id(crashed, late + 1) == BundleId(ORIGIN, late + 1, ID_BLOCK)
+    await crashed.close()
+    await store.close()
+
+
 async def test_a_clock_set_back_across_a_crash_reuses_no_id(tmp_path: Path) -> None:
     """Set back before or after a crash, ids continue above the mark (dated ahead, as the clock
     forces) and a second of the old window starts at its floor; a clean close keeps that window."""
