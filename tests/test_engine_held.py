@@ -70,10 +70,69 @@ async def _member(net: Deployment, key: GroupKey, name: str, directory: Path, no
     )
 
 
+async def _group_of_two(
+    tmp_path: Path, *others: str
+) -> tuple[Deployment, GroupKey, NodeEngine, NodeEngine, BundleId]:
+    """Members "a" and "b" of :data:`GROUP` (and ``others`` enrolled), and a's ROUTINE bundle to the
+    group, sent but not yet passed on."""
+    net = Deployment()
+    for name in ("a", "b", *others):
+        net.enrol(name)
+    key = GroupKey.generate(GROUP)
+    a, b = await _member(net, key, "a", tmp_path, T0), await _member(net, key, "b", tmp_path, T0)
+    to_all = Destination.to_group(GROUP)
+    sent = await a.send(to_all, b"to all", kind=Kind.TEXT, priority=Priority.ROUTINE, lifetime=3600, now=T0)
+    return net, key, a, b, sent
+
+
+def _assert_dropped_as_damaged(
+    engine: NodeEngine, bundle_id: BundleId, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``bundle_id`` no longer held by ``engine``: evicted with the damaged row's reason, counted, and
+    one error line about it."""
+    status = engine.status(bundle_id)
+    assert status.state is State.EVICTED and status.reason is not None
+    assert status.reason.startswith("damaged in the store: its stored copy does not decode")
+    assert not engine.core.holds(bundle_id) and engine.core.damaged_total == 1
+    assert [r.levelno for r in caplog.records if str(bundle_id) in r.getMessage()] == [logging.ERROR]
+
+
+async def _pump_and_check_the_others(
+    a: NodeEngine,
+    b: NodeEngine,
+    others: tuple[BundleId, BundleId],
+    seconds: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Run a and b over IP for ``seconds``, errors logged: the first and last bundles of
+    :func:`_three_sent_one_damaged` reach b's application and read as delivered at a."""
+    pump = EnginePump()
+    await pump.connect(IP, a, b, T0)
+    with caplog.at_level(logging.ERROR, logger="relay.engine"):
+        await pump.run(T0, seconds)
+    assert sorted(d.payload for d in await _collect(b)) == [b"first", b"last"]
+    assert all(a.status(bundle_id).state is State.DELIVERED for bundle_id in others)
+
+
 async def _send(engine: NodeEngine, to: bytes, payload: bytes, priority: Priority) -> BundleId:
     return await engine.send(
         Destination.to_node(to), payload, kind=Kind.TEXT, priority=priority, lifetime=3600, now=T0
     )
+
+
+async def _three_sent_one_damaged(
+    tmp_path: Path, damage: str, *parameters: object
+) -> tuple[NodeEngine, NodeEngine, BundleId, BundleId, BundleId]:
+    """a holds three BULK bundles for b (read back from the store's bytes), the middle one's row
+    damaged by the SQL ``damage`` (its last parameter the row's id); a, b and the three ids."""
+    net, b_id = _two_enrolled()
+    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
+    first = await _send(a, b_id, b"first", Priority.BULK)
+    damaged = await _send(a, b_id, b"damaged", Priority.BULK)
+    last = await _send(a, b_id, b"last", Priority.BULK)
+    with sqlite3.connect(a.store.path) as db:  # the node's writer is up: another connection, WAL
+        db.execute(damage, (*parameters, damaged.key()))
+    return a, b, first, damaged, last
 
 
 async def test_bundles_in_the_store_are_read_back_in_priority_order_after_a_restart(
@@ -131,24 +190,11 @@ async def test_a_damaged_stored_bundle_is_dropped_and_the_link_goes_on(
     frame: it is dropped as an eviction is, with a reason and an error naming the file, and the
     bundles queued with it still go out on that link (the error used to end the link's loop)."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # read back from the store's bytes
-    net, b_id = _two_enrolled()
-    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
-    first = await _send(a, b_id, b"first", Priority.BULK)
-    damaged = await _send(a, b_id, b"damaged", Priority.BULK)
-    last = await _send(a, b_id, b"last", Priority.BULK)
-    with sqlite3.connect(a.store.path) as db:  # the node's writer is up: another connection, WAL
-        db.execute("UPDATE seen SET data = ? WHERE id = ?", (b"\xc1 not a bundle" * 4, damaged.key()))
-    pump = EnginePump()
-    await pump.connect(IP, a, b, T0)
-    with caplog.at_level(logging.ERROR, logger="relay.engine"):
-        await pump.run(T0, 10)
-    assert sorted(d.payload for d in await _collect(b)) == [b"first", b"last"]
-    assert a.status(first).state is State.DELIVERED and a.status(last).state is State.DELIVERED
-    status = a.status(damaged)
-    assert status.state is State.EVICTED and status.reason is not None
-    assert status.reason.startswith("damaged in the store: its stored copy does not decode")
-    assert not a.core.holds(damaged) and a.core.damaged_total == 1
-    assert [r.levelno for r in caplog.records if str(damaged) in r.getMessage()] == [logging.ERROR]
+    a, b, first, damaged, last = await _three_sent_one_damaged(
+        tmp_path, "UPDATE seen SET data = ? WHERE id = ?", b"\xc1 not a bundle" * 4
+    )
+    await _pump_and_check_the_others(a, b, (first, last), 10, caplog)
+    _assert_dropped_as_damaged(a, damaged, caplog)
     assert str(a.store.path) in caplog.text and "restore it from a backup" in caplog.text
     with sqlite3.connect(a.store.path) as db:  # dropped from the store too, as an eviction is
         assert db.execute("SELECT data FROM seen WHERE id = ?", (damaged.key(),)).fetchall() in (
@@ -168,25 +214,12 @@ async def test_a_damaged_stored_bundle_whose_header_scans_is_dropped_at_its_cust
     lifetime. Now the timeout decodes the stored copy before it goes again, and drops it as a
     damaged row: sent once, refused once."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # read back from the store's bytes
-    net, b_id = _two_enrolled()
-    a, b = await net.open("a", tmp_path, T0), await net.open("b", tmp_path, T0)
-    first = await _send(a, b_id, b"first", Priority.BULK)
-    damaged = await _send(a, b_id, b"damaged", Priority.BULK)
-    last = await _send(a, b_id, b"last", Priority.BULK)
-    with sqlite3.connect(a.store.path) as db:  # the node's writer is up: another connection, WAL
-        db.execute("UPDATE seen SET data = CAST(data || x'00' AS BLOB) WHERE id = ?", (damaged.key(),))
-    pump = EnginePump()
-    await pump.connect(IP, a, b, T0)
-    with caplog.at_level(logging.ERROR, logger="relay.engine"):
-        await pump.run(T0, 120)
-    assert sorted(d.payload for d in await _collect(b)) == [b"first", b"last"]
-    assert a.status(first).state is State.DELIVERED and a.status(last).state is State.DELIVERED
+    a, b, first, damaged, last = await _three_sent_one_damaged(
+        tmp_path, "UPDATE seen SET data = CAST(data || x'00' AS BLOB) WHERE id = ?"
+    )
+    await _pump_and_check_the_others(a, b, (first, last), 120, caplog)
     assert b.refused_frames == 1  # the one copy sent; the link and b's store took the others
-    status = a.status(damaged)
-    assert status.state is State.EVICTED and status.reason is not None
-    assert status.reason.startswith("damaged in the store: its stored copy does not decode")
-    assert not a.core.holds(damaged) and a.core.damaged_total == 1
-    assert [r.levelno for r in caplog.records if str(damaged) in r.getMessage()] == [logging.ERROR]
+    _assert_dropped_as_damaged(a, damaged, caplog)
     with sqlite3.connect(b.store.path) as db:  # the neighbour stored nothing of it
         assert db.execute("SELECT COUNT(*) FROM seen WHERE id = ?", (damaged.key(),)).fetchone() == (0,)
     await a.close()
@@ -229,21 +262,9 @@ async def test_a_neighbours_copy_takes_the_place_of_a_damaged_stored_copy(
     unacknowledged, to come again and again. Now the good copy replaces the damaged row, the batch
     is taken and acknowledged, b passes the bundle on, and b's application does not get it twice."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)  # b reads its held copy back from the store
-    net = Deployment()
-    for name in ("a", "b", "c"):
-        net.enrol(name)
-    key = GroupKey.generate(GROUP)
-    a, b = await _member(net, key, "a", tmp_path, T0), await _member(net, key, "b", tmp_path, T0)
+    net, key, a, b, everyone = await _group_of_two(tmp_path, "c")
     await a.link_up(IP, b.node_id, T0)
     await b.link_up(IP, a.node_id, T0)
-    everyone = await a.send(
-        Destination.to_group(GROUP),
-        b"to all",
-        kind=Kind.TEXT,
-        priority=Priority.ROUTINE,
-        lifetime=3600,
-        now=T0,
-    )
     now = T0
     while not b.core.holds(everyone):  # b's custody ACKs never reach a
         for engine in (a, b):
@@ -355,19 +376,7 @@ async def test_a_damaged_inbox_copy_of_a_held_bundle_is_written_again_from_the_h
     """A group's bundle is delivered here and kept to pass on: two copies in the store. With its
     inbox copy damaged while the node was stopped, start-up writes that copy again from the held
     one and delivers it, with a warning; nothing is dropped or counted."""
-    net = Deployment()
-    for name in ("a", "b"):
-        net.enrol(name)
-    key = GroupKey.generate(GROUP)
-    a, b = await _member(net, key, "a", tmp_path, T0), await _member(net, key, "b", tmp_path, T0)
-    sent = await a.send(
-        Destination.to_group(GROUP),
-        b"to all",
-        kind=Kind.TEXT,
-        priority=Priority.ROUTINE,
-        lifetime=3600,
-        now=T0,
-    )
+    net, key, a, b, sent = await _group_of_two(tmp_path)
     pump = EnginePump()
     await pump.connect(IP, a, b, T0)
     await pump.run(T0, 10)
