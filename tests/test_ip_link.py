@@ -14,11 +14,13 @@ import pynng
 import pytest
 from impair_proxy import ImpairProxy
 
+import relay.links.ip as ip_module
 from crypto.certificate import Authority
 from crypto.identity import Identity
 from relay.links.base import BROADCAST, LinkError
 from relay.links.ip import IpLink, IpLinkConfig
 from relay.links.ip_handshake import Credentials, Initiator, Responder, Trust
+from relay.links.ip_records import RecordKind, pack_frames
 from relay.links.ip_tls import ensure_self_signed
 
 NOW = int(time.time())
@@ -598,3 +600,44 @@ async def test_stop_returns_even_if_a_dial_handshake_ignores_its_cancellation(
     finally:
         sockets[0].close()  # unwinds the handshake if stop() did not
         await asyncio.wait([stopping], timeout=5)
+
+
+async def test_records_right_behind_the_auth_reach_the_session(
+    monkeypatch: pytest.MonkeyPatch, authority: Authority
+) -> None:
+    """A dialler sends its first DATA records right behind its AUTH. While the listener's handshake
+    still awaited its HELLO's send, they came into the handshake's inbox with the AUTH, and were
+    dropped with it: the session then refused every later record for counter 0, which it never saw
+    (a camera's events did not reach a command post process for 20 s, in tests/test_edge_node.py).
+    They are the session's first records, and are taken in order."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    trust = Trust(authority.public)
+    link = IpLink(IpLinkConfig(listen=address, **FAST), enrol(authority, "cp"), trust)
+    recorder = Recorder()
+    keeping = ip_module._keeping_cancellation
+
+    async def slow_send(operation: Any) -> Any:  # the HELLO's send completes late, as under load
+        result = await keeping(operation)
+        await asyncio.sleep(0.5)
+        return result
+
+    monkeypatch.setattr(ip_module, "_keeping_cancellation", slow_send)
+    client = pynng.Pair1(recv_timeout=5000)
+    try:
+        await link.start(recorder)
+        client.dial(address, block=True)
+        initiator = Initiator(enrol(authority, "field"), trust)
+        await asyncio.to_thread(client.send, initiator.start())
+        reply = await asyncio.to_thread(client.recv)
+        auth, established = initiator.receive(reply, time.time())
+        frames = [b"first frame", b"second frame"]
+        for record in [auth] + [established.cipher.seal(RecordKind.DATA, pack_frames([f])) for f in frames]:
+            await asyncio.to_thread(client.send, record)
+        async with asyncio.timeout(5):
+            while len(recorder.frames) < len(frames):
+                await recorder.changed.wait()
+                recorder.changed.clear()
+        assert [frame for _, frame in recorder.frames] == frames
+    finally:
+        await link.stop()
+        client.close()

@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_HANDSHAKES = 64  # connections accepted but not yet authenticated, in all
 MAX_PENDING_PER_SOURCE = 8  # likewise, from one source address
-_HANDSHAKE_INBOX = 2  # HELLO then AUTH: anything more before the handshake ends is a protocol error
+# HELLO, AUTH, and the dialler's first two records, which may come right behind its AUTH while the
+# accepting task still awaits its HELLO's send (they are the session's): anything more before the
+# handshake ends closes the connection (a dialler then connects again)
+_HANDSHAKE_INBOX = 4
 _RECORDS_PER_WAKE = 64  # records taken per readiness of a socket before other callbacks run
 
 T = TypeVar("T")
@@ -275,6 +278,11 @@ class IpLink(Link):
             established, crossed, pipe, lambda: _close_pipe(pipe), dialler=established.peer_node_id
         )
         self._pipe_sessions[pipe.id] = session
+        # The dialler sends its first records right behind its AUTH: while this task still awaited
+        # its HELLO's send, they came into the handshake's inbox. They are the session's first, in
+        # order; dropped, the session refused every later record for a counter it never saw.
+        while not inbox.empty():
+            self._dispatch(session, inbox.get_nowait())
         if self._listener is None or all(p.id != pipe.id for p in self._listener.pipes):
             session.close("peer disconnected during the handshake")  # its removal came too early
 
