@@ -203,7 +203,13 @@ class JournalClosedError(RuntimeError):
     """The journal was used after :meth:`Journal.close`."""
 
 
-INSERT_MESSAGES = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+def _insert_messages(rows: int) -> str:
+    """One INSERT of ``rows`` messages; a message already held is ignored."""
+    values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES {values}"
+
+
+INSERT_MESSAGES = _insert_messages(1)
 # A burst's messages go up to this many rows to one INSERT: a statement per row reopens the table
 # and its three indexes (a command post's burst is a frame batch's worth, about 250 messages). 100
 # rows of 9 variables stay under SQLite's old limit of 999.
@@ -454,8 +460,7 @@ class Journal:
             inserted = 0  # rows inserted: an ignored one (held already) counts 0
             for start in range(0, len(message_rows), MESSAGES_PER_INSERT):
                 chunk = message_rows[start : start + MESSAGES_PER_INSERT]
-                values = ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(chunk))
-                sql = f"INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES {values}"
+                sql = _insert_messages(len(chunk))
                 inserted += db.execute(sql, [value for row in chunk for value in row]).rowcount
             db.commit()
             units_stored: list[Any] = []

@@ -285,7 +285,7 @@ class HeldBundles:
         """Keep ``bundle`` in memory for ``held``, whose stored copy does not decode, until the
         store holds it in its place (and after, within the resident budget as ever): no frame is
         built from the damaged bytes meanwhile."""
-        if held.bundle is None and self._load is not None and held.priority > Priority.IMMEDIATE:
+        if held.bundle is None and self._load is not None and held.priority > _IMMEDIATE:
             self._resident_left -= held.full_size + RESIDENT_OVERHEAD  # remove() gives it back
         held.bundle = bundle
         self._unahead(held.id)
