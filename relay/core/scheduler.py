@@ -124,6 +124,10 @@ class FairQueue(Generic[T]):
     def priority_of(self, item: T) -> Priority:
         return self._where[item][0]
 
+    def place_of(self, item: T) -> tuple[Priority, bytes]:
+        """``item``'s class and flow in one lookup (the link's next frame needs both)."""
+        return self._where[item]
+
     def is_last(self, item: T) -> bool:
         """True if ``item`` is queued last in its flow and taking it out and pushing it again at
         its class would change nothing (its flow keeps other items, or takes its turn last)."""

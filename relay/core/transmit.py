@@ -72,30 +72,47 @@ class Transmitter:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or the
         next frame is of a class below ``lowest``: a LoRa link whose last frame awaits its radio
         ACK takes FLASH only, and none of an origin past its FLASH share: a flood's frames wait for
-        the link's answers as before, and do not fill the radio ahead of other alarms)."""
+        the link's answers as before, and do not fill the radio ahead of other alarms).
+
+        A bundle's held record is looked up and its copies worked out once per frame: its share of
+        the link, its bytes and what :meth:`_sent_bundle` commits come from that one look (three
+        lookups and two ``_give`` per frame before)."""
         state.blocked_until = None
-        for _ in range(state.queue.size() + 1):
-            item = state.queue.peek()
+        queue = state.queue
+        for _ in range(queue.size() + 1):
+            item = queue.peek()
             if item is None:
                 return None
-            if lowest is not _BULK and (
-                state.queue.priority_of(item) > lowest
-                or state.bucket.over_cap(lowest, self._origin(state, item))
-            ):
+            priority, flow = queue.place_of(item)
+            origin: bytes | None = flow  # whose share of the link the frame spends
+            held = None
+            if isinstance(item, _BUNDLE_ITEMS):
+                held = self.held.get(item.bundle_id)
+                if held is not None and isinstance(item, SendBundle) and held.given_to(item.peer) is not None:
+                    # A bundle sent again to a peer that had it (a custody retransmission) is this
+                    # relay's retry and counts against nobody. Counting retries made honest
+                    # responders whose alarm frames were lost (10 % on LoRa) exceed their share and
+                    # be paced like a flood (the reference scenario's FLASH median went from 1.17
+                    # to 1.74 times the oracle).
+                    origin = None
+            if lowest is not _BULK and (priority > lowest or state.bucket.over_cap(lowest, origin)):
                 return None
-            built = self._build(state, item, now)
-            if built is None:
-                state.queue.remove(item)
+            give = 0
+            if held is not None:
+                built = self._bundle_frame(state, held, item, now)  # type: ignore[arg-type]  # a bundle item
+                data, give = (None, 0) if built is None else built
+            else:
+                data = None if isinstance(item, _BUNDLE_ITEMS) else self._control_frame(state, item)
+            if data is None:
+                queue.remove(item)
                 continue
-            peer, data = built
-            priority, origin = state.queue.priority_of(item), self._origin(state, item)
             continuing = isinstance(item, SendFragment)
             at = state.bucket.available_at(len(data), now, priority, origin, continuing)
             if at > now:
                 state.blocked_until = at
                 return None
             state.bucket.charge(len(data), now, priority, origin)
-            state.queue.take(item)  # also passes the turn to the next flow
+            queue.take(item)  # also passes the turn to the next flow
             state.last_class = priority
             state.last_implicit = ()
             if (
@@ -104,70 +121,65 @@ class Transmitter:
                 and (item.peer, item.bundle_id) not in state.transfers
             ):
                 state.last_implicit = tuple(state.implicit.pop(item.bundle_id, ()))  # a whole DATA frame
-            self._sent(state, item, priority, now)
-            return peer, data
+            if held is not None:
+                self._sent_bundle(state, item, held, give, now)  # type: ignore[arg-type]  # a bundle item
+            else:
+                self._sent_control(state, item, priority)
+            return item.peer, data
         return None
 
-    def _origin(self, state: LinkState, item: Item) -> bytes | None:
-        """Whose share of the link a frame spends: its flow, except a bundle sent again to a peer
-        that had it already (a custody retransmission), which is this relay's retry and counts
-        against nobody. Counting retries made honest responders whose alarm frames were lost (10 %
-        on LoRa) exceed their share and be paced like a flood (the reference scenario's FLASH
-        median went from 1.17 to 1.74 times the oracle)."""
-        if isinstance(item, SendBundle):
-            held = self.held.get(item.bundle_id)
-            if held is not None and held.given_to(item.peer) is not None:
-                return None
-        return state.queue.flow_of(item)
-
-    def _build(self, state: LinkState, item: Item, now: float) -> tuple[bytes, bytes] | None:
-        mtu = state.profile.mtu
-        if isinstance(item, _BUNDLE_ITEMS):
-            held = self.held.get(item.bundle_id)
-            if held is None or item.peer not in state.peers or held.is_expired(now):
-                return None
-            if item.peer in held.holders:
-                return None  # it has the bundle (its ACK or summary came after this was queued)
-            if isinstance(item, SendFragment):
-                outgoing = state.transfers.get((item.peer, item.bundle_id))
-                if outgoing is None:
-                    return None
-                return item.peer, encode_frame(outgoing.fragments[item.number])
-            data = self._data_frame(state, held, item)
-            if data is None:
-                return None
-            if len(data) <= mtu:
-                return item.peer, data
+    def _bundle_frame(
+        self, state: LinkState, held: Held, item: SendBundle | SendFragment, now: float
+    ) -> tuple[bytes, int] | None:
+        """A bundle item's frame and the copies it hands over (:meth:`_give`), or None if it is not
+        to be sent to that peer any more."""
+        if item.peer not in state.peers or held.is_expired(now):
+            return None
+        if item.peer in held.holders:
+            return None  # it has the bundle (its ACK or summary came after this was queued)
+        if isinstance(item, SendFragment):
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if outgoing is None:
-                fragments = split(data, mtu, state.new_transfer_id(item.peer))
-                outgoing = OutgoingTransfer(fragments[0].transfer, fragments)
-                state.transfers[(item.peer, item.bundle_id)] = outgoing
-            return item.peer, encode_frame(outgoing.fragments[0])
+                return None
+            return encode_frame(outgoing.fragments[item.number]), self._give(state, held, item.peer)
+        give = self._give(state, held, item.peer)
+        data = self._data_frame(state, held, item, give)
+        if data is None:
+            return None
+        mtu = state.profile.mtu
+        if len(data) <= mtu:
+            return data, give
+        outgoing = state.transfers.get((item.peer, item.bundle_id))
+        if outgoing is None:
+            fragments = split(data, mtu, state.new_transfer_id(item.peer))
+            outgoing = OutgoingTransfer(fragments[0].transfer, fragments)
+            state.transfers[(item.peer, item.bundle_id)] = outgoing
+        return encode_frame(outgoing.fragments[0]), give
+
+    def _control_frame(self, state: LinkState, item: Item) -> bytes | None:
+        """The frame of an item that carries no bundle: ACKs, a fragment status, a summary, a beacon."""
         if isinstance(item, SendAcks):
             ids = self._ack_ids(state, item, state.queue.priority_of(item))
-            return (item.peer, encode_frame(AckFrame(tuple(ids)))) if ids else None
+            return encode_frame(AckFrame(tuple(ids))) if ids else None
         if isinstance(item, SendStatus):
             status = state.statuses.get((item.peer, item.transfer))
-            return None if status is None else (item.peer, encode_frame(status))
+            return None if status is None else encode_frame(status)
         if isinstance(item, SendSummary):
-            room = summary_room(mtu)
+            room = summary_room(state.profile.mtu)
             replies = state.seen_replies.get(item.peer)
             if replies:
-                return item.peer, encode_frame(
-                    SummaryFrame(frozenset(sorted(replies)[:room]), complete=False)
-                )
+                return encode_frame(SummaryFrame(frozenset(sorted(replies)[:room]), complete=False))
             kept = self._summaries.get(state.profile.name)
             if kept is not None and kept[0] == self.held.changes and kept[1] == room:
-                return item.peer, kept[2]  # nothing held came or went: a link over its budget asks again
+                return kept[2]  # nothing held came or went: a link over its budget asks again
             ranked = sorted(self.held.values(), key=lambda h: (h.priority, h.id.created))
             hashes = frozenset(h.digest.to_bytes(HASH_LEN, "big") for h in ranked[:room])  # id_hash
             data = encode_frame(SummaryFrame(hashes, complete=len(ranked) <= room))
             self._summaries[state.profile.name] = (self.held.changes, room, data)
-            return item.peer, data
+            return data
         if item.peer not in state.peers:
             return None
-        return item.peer, self.router.beacon_frame(state.profile, item.peer)
+        return self.router.beacon_frame(state.profile, item.peer)
 
     def _ack_ids(self, state: LinkState, item: SendAcks, priority: Priority) -> list[BundleId]:
         """The ids one ACK frame to ``item.peer`` carries, most urgent first. An ACK riding at FLASH
@@ -200,9 +212,8 @@ class Transmitter:
             return held.copies // 2  # binary spray-and-wait
         return held.copies
 
-    def _data_frame(self, state: LinkState, held: Held, item: SendBundle) -> bytes | None:
+    def _data_frame(self, state: LinkState, held: Held, item: SendBundle, copies: int) -> bytes | None:
         peer = item.peer
-        copies = self._give(state, held, peer)
         if copies < 1:
             held.unroute(peer)
             return None
@@ -229,42 +240,46 @@ class Transmitter:
                 if held is not None:
                     yield held
 
-    def _sent(self, state: LinkState, item: Item, priority: Priority, now: float) -> None:
-        if isinstance(item, _BUNDLE_ITEMS):
-            held = self.held[item.bundle_id]
-            if held.given_to(item.peer) is None:
-                give = self._give(state, held, item.peer)
-                if held.given is None:
-                    held.given = {}
-                held.given[item.peer] = give
-                if not held.directed(item.peer, default=True) and is_costly(state.profile):
-                    held.copies -= give
-                whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
-                if (
-                    whole
-                    and held.priority is _FLASH
-                    and self.custody.lossy(state.profile.name, item.peer)
-                    and not state.bucket.over_cap(_FLASH, held.flow)
-                ):
-                    # Sent twice on a link that lost a copy lately, or to a neighbour seen losing
-                    # frames (CustodyTracker.lossy): a lost alarm frame would wait a
-                    # custody timeout (~8 s on LoRa) at this hop. On a clean link (the radio's own
-                    # ARQ recovers) nothing is repeated, nor for an origin past its FLASH share (a
-                    # repeat, as a resend, is not paced: a flood's would be twice as loud). The
-                    # repeat queues behind what is waiting (a second path goes first) and is
-                    # skipped if the ACK came first.
-                    state.queue.push(item, _FLASH, held.flow)
-            outgoing = state.transfers.get((item.peer, item.bundle_id))
-            if isinstance(item, SendBundle) and outgoing is not None:
-                for fragment in reversed(outgoing.fragments[1:]):
-                    state.queue.push(
-                        SendFragment(item.peer, item.bundle_id, fragment.index),
-                        held.priority,
-                        held.flow,
-                        front=True,
-                    )
-            self.custody.touch(item.bundle_id, item.peer, state.profile, now)
-        elif isinstance(item, SendAcks):
+    def _sent_bundle(
+        self, state: LinkState, item: SendBundle | SendFragment, held: Held, give: int, now: float
+    ) -> None:
+        """A bundle's frame went: copies handed over (``give``, as its frame counted them), the FLASH
+        repeat on a lossy link, fragments queued behind the first, custody's timer started."""
+        if held.given_to(item.peer) is None:
+            if held.given is None:
+                held.given = {}
+            held.given[item.peer] = give
+            if is_costly(state.profile) and not held.directed(item.peer, default=True):
+                held.copies -= give
+            whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
+            if (
+                whole
+                and held.priority is _FLASH
+                and self.custody.lossy(state.profile.name, item.peer)
+                and not state.bucket.over_cap(_FLASH, held.flow)
+            ):
+                # Sent twice on a link that lost a copy lately, or to a neighbour seen losing
+                # frames (CustodyTracker.lossy): a lost alarm frame would wait a
+                # custody timeout (~8 s on LoRa) at this hop. On a clean link (the radio's own
+                # ARQ recovers) nothing is repeated, nor for an origin past its FLASH share (a
+                # repeat, as a resend, is not paced: a flood's would be twice as loud). The
+                # repeat queues behind what is waiting (a second path goes first) and is
+                # skipped if the ACK came first.
+                state.queue.push(item, _FLASH, held.flow)
+        outgoing = state.transfers.get((item.peer, item.bundle_id))
+        if isinstance(item, SendBundle) and outgoing is not None:
+            for fragment in reversed(outgoing.fragments[1:]):
+                state.queue.push(
+                    SendFragment(item.peer, item.bundle_id, fragment.index),
+                    held.priority,
+                    held.flow,
+                    front=True,
+                )
+        self.custody.touch(item.bundle_id, item.peer, state.profile, now)
+
+    def _sent_control(self, state: LinkState, item: Item, priority: Priority) -> None:
+        """A control frame went: the ids an ACK carried, a status or a summary's replies are done."""
+        if isinstance(item, SendAcks):
             pending = state.acks.get(item.peer, {})
             for bundle_id in self._ack_ids(state, item, priority):
                 del pending[bundle_id]
