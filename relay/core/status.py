@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -96,6 +96,10 @@ IGNORED: frozenset[tuple[State, Event]] = frozenset(
 )
 
 FINAL = frozenset({State.DELIVERED, State.EXPIRED, State.EVICTED})
+# module aliases for the members read per bundle sent: an enum member read from its class is a
+# Python __getattr__ on 3.11
+_UNKNOWN, _QUEUED, _FORWARDED, _DELIVERED = State.UNKNOWN, State.QUEUED, State.FORWARDED, State.DELIVERED
+_ORIGINATED, _CUSTODY, _RECEIPT = Event.ORIGINATED, Event.CUSTODY, Event.RECEIPT
 
 
 class IllegalTransitionError(RuntimeError):
@@ -174,9 +178,6 @@ class _Entry:
     deadline: float  # pending: when its lifetime ends; final: when it is forgotten
 
 
-_Make = Callable[[BundleStatus], BundleStatus]  # the new status from the old one
-
-
 class Statuses:
     """The status of every bundle originated here, each moved only through :data:`TRANSITIONS`.
 
@@ -205,33 +206,38 @@ class Statuses:
 
     def originated(self, bundle_id: BundleId, now: float, expires: float) -> None:
         """A bundle made here (or reloaded after a restart) is queued until ``expires``."""
-        entry = self._entries.get(bundle_id)
-        next_state(entry.status.state if entry is not None else State.UNKNOWN, Event.ORIGINATED)
-        self._put(bundle_id, _Entry(BundleStatus(State.QUEUED, at=now), expires))
+        entries = self._entries
+        entry = entries.get(bundle_id)
+        next_state(entry.status.state if entry is not None else _UNKNOWN, _ORIGINATED)
+        entries[bundle_id] = _Entry(BundleStatus(_QUEUED, None, None, now), expires)
+        if entry is None or entry.deadline != expires:
+            self._due_at(bundle_id, expires)
 
     def custody(self, bundle_id: BundleId, peer: bytes, link: str, now: float) -> BundleStatus | None:
-        return self._move(
-            bundle_id, Event.CUSTODY, now, lambda _: BundleStatus(State.FORWARDED, peer, link, now)
-        )
+        entry = self._move(bundle_id, _CUSTODY)
+        if entry is None:
+            return None
+        status = entry.status = BundleStatus(_FORWARDED, peer, link, now)  # not final: same deadline
+        return status
 
     def receipt(
         self, bundle_id: BundleId, now: float, hops: int | None, path: tuple[bytes, ...]
     ) -> BundleStatus | None:
         """Delivered; the first hop (``peer``, ``link``) is kept from the status before."""
-        return self._move(
-            bundle_id,
-            Event.RECEIPT,
-            now,
-            lambda old: BundleStatus(State.DELIVERED, old.peer, old.link, now, hops, path),
-        )
+        entry = self._move(bundle_id, _RECEIPT)
+        if entry is None:
+            return None
+        old = entry.status
+        status = BundleStatus(_DELIVERED, old.peer, old.link, now, hops, path)
+        return self._final(bundle_id, entry, status, now)
 
     def evicted(self, bundle_id: BundleId, reason: str, now: float) -> BundleStatus | None:
-        return self._move(
-            bundle_id,
-            Event.EVICTED,
-            now,
-            lambda old: BundleStatus(State.EVICTED, old.peer, old.link, now, reason=reason),
-        )
+        entry = self._move(bundle_id, Event.EVICTED)
+        if entry is None:
+            return None
+        old = entry.status
+        status = BundleStatus(State.EVICTED, old.peer, old.link, now, reason=reason)
+        return self._final(bundle_id, entry, status, now)
 
     def not_stored(self, bundle_id: BundleId) -> None:
         """Forget a bundle whose commit failed: the application was refused and never got its id."""
@@ -256,10 +262,8 @@ class Statuses:
                     del self._entries[bundle_id]
                     forgotten.append(bundle_id)
                     continue
-                status = self._move(
-                    bundle_id, Event.LIFETIME_ENDED, now, lambda _: BundleStatus(State.EXPIRED, at=now)
-                )
-                if status is not None:
+                if self._move(bundle_id, Event.LIFETIME_ENDED) is not None:
+                    status = self._final(bundle_id, entry, BundleStatus(State.EXPIRED, at=now), now)
                     expired.append((bundle_id, status))
         return expired, forgotten
 
@@ -287,12 +291,6 @@ class Statuses:
         self._next = (first,)
         return first
 
-    def _put(self, bundle_id: BundleId, entry: _Entry) -> None:
-        old = self._entries.get(bundle_id)
-        self._entries[bundle_id] = entry
-        if old is None or old.deadline != entry.deadline:
-            self._due_at(bundle_id, entry.deadline)
-
     def _due_at(self, bundle_id: BundleId, deadline: float) -> None:
         self._next = None
         ids = self._ids.get(deadline)
@@ -301,20 +299,25 @@ class Statuses:
             heapq.heappush(self._deadlines, deadline)
         ids.append(bundle_id)
 
-    def _move(self, bundle_id: BundleId, event: Event, now: float, make: _Make) -> BundleStatus | None:
+    def _move(self, bundle_id: BundleId, event: Event) -> _Entry | None:
+        """The entry ``event`` moves on through :data:`TRANSITIONS` (the caller sets its new status),
+        or None if the event is ignored in its state; an event the table does not allow raises."""
         entry = self._entries.get(bundle_id)
         if entry is None:  # only origination starts a status
             raise IllegalTransitionError(f"bundle {bundle_id} has no status here; it cannot be {event.value}")
-        old = entry.status
-        new_state = next_state(old.state, event)
-        if (old.state, event) in IGNORED:
-            return None
-        status = make(old)
-        deadline = entry.deadline
-        if new_state in FINAL and old.state not in FINAL:
-            deadline = max(deadline, now) + STATUS_MEMORY_S
-        elif new_state in FINAL:  # a receipt after expiry or eviction: remembered afresh
-            deadline = max(deadline, now + STATUS_MEMORY_S)
+        state = entry.status.state
+        if (state, event) in TRANSITIONS:
+            return entry
+        next_state(state, event)  # raises unless ignored
+        return None
+
+    def _final(self, bundle_id: BundleId, entry: _Entry, status: BundleStatus, now: float) -> BundleStatus:
+        """Set ``status``, a final one, in ``entry``: remembered STATUS_MEMORY_S past its deadline (the
+        lifetime's end) or past now, whichever is later, or afresh when it was final already."""
+        if entry.status.state in FINAL:  # a receipt after expiry or eviction
+            deadline = entry.deadline if entry.deadline > now + STATUS_MEMORY_S else now + STATUS_MEMORY_S
+        else:
+            deadline = (entry.deadline if entry.deadline > now else now) + STATUS_MEMORY_S
         entry.status = status  # in place: no new entry per move (two per bundle sent)
         if deadline != entry.deadline:
             entry.deadline = deadline
