@@ -224,9 +224,11 @@ class CustodyTracker:
         if flight is not None and now is not None:
             if flight.link in self._ordered:
                 key = (flight.link, peer)
-                _, latest = self._progress.get(key, (now, -1))
-                self._progress[key] = (now, max(latest, flight.order))
-                self._probing.pop(key, None)
+                progress = self._progress.get(key)
+                order = flight.order  # conditionals, not max(): asked per copy acknowledged
+                self._progress[key] = (now, order if progress is None or progress[1] < order else progress[1])
+                if self._probing:  # most often empty: no pop
+                    self._probing.pop(key, None)
             if self._loss or flight.link in self._since_timeout:  # else an ACK changes neither
                 self._outcome(flight.link, peer, lost=False)
             if flight.attempts == 1:
