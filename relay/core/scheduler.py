@@ -211,6 +211,9 @@ class TokenBucket:
         if profile.bitrate <= 0 or not 0 < profile.duty_cycle <= 1:
             raise ValueError(f"link {profile.name}: bitrate must be > 0 and duty cycle in (0, 1]")
         self.profile = profile
+        # cost()'s terms and whether limit() is the capacity, read per frame (a profile is frozen)
+        self._overhead, self._bitrate = profile.per_frame_overhead_s, profile.bitrate
+        self._regulated = profile.duty_cycle < 1
         self.window = DUTY_WINDOW_S if profile.duty_cycle < 1 else IP_BURST_S
         self._full_cost = self.cost(profile.mtu)  # a full frame's, which limit() asks for every frame
         self.capacity = max(profile.duty_cycle * self.window, self._full_cost)
@@ -226,7 +229,7 @@ class TokenBucket:
 
     def cost(self, size: int) -> float:
         """Seconds of channel time one frame of ``size`` bytes takes."""
-        return self.profile.per_frame_overhead_s + size / self.profile.bitrate
+        return self._overhead + size / self._bitrate
 
     def _forget(self, now: float) -> None:
         while self._spent and self._spent[0][0] <= now - self.window:
@@ -253,7 +256,7 @@ class TokenBucket:
     def limit(self, priority: Priority, over_cap: bool = False) -> float:
         """Channel seconds per window that frames of ``priority`` may fill; an origin over its cap
         leaves the last share of a duty-cycled budget to the others."""
-        if self.profile.duty_cycle >= 1:
+        if not self._regulated:
             return self.capacity
         base = self.capacity if priority is _FLASH else self.capacity * (1 - FLASH_RESERVE)
         if over_cap:
@@ -293,7 +296,9 @@ class TokenBucket:
         at = now
         if over_cap and origin and not continuing:
             at = max(now, self._paced_until.get((priority, origin), now))
-        excess = self._total + self.cost(size) - self.limit(priority, restricted)
+        # cost() and limit() written out: asked for every frame a link takes
+        limit = self.limit(priority, restricted) if self._regulated else self.capacity
+        excess = self._total + (self._overhead + size / self._bitrate) - limit
         if excess > _EPSILON:
             freed = 0.0
             for when, cost, _ in self._spent:
@@ -324,12 +329,12 @@ class TokenBucket:
 
     def charge(self, size: int, now: float, priority: Priority, origin: bytes | None) -> None:
         """Take the cost of one frame that :meth:`available_at` said fits ``now``."""
-        cost = self.cost(size)
+        cost = self._overhead + size / self._bitrate  # cost(), written out: once per frame
         key = (priority, origin) if priority in CAPPED and origin else None
         if key is not None:
             if self.over_cap(*key):
                 self.over_cap_frames[key[1]] += 1
-                if self.profile.duty_cycle < 1:
+                if self._regulated:
                     start = max(now, self._paced_until.get(key, now))
                     self._paced_until[key] = start + cost / OVER_CAP_AIR_SHARE
             self._by_origin[key] = self._by_origin.get(key, 0.0) + cost
