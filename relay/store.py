@@ -17,7 +17,10 @@ So **a call that returned has been made durable**; one that raised or never retu
 have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
 so they never see an uncommitted write. Each accepted id is one row of the ``seen`` table, holding the
 bundle while it is held (:mod:`relay.store_schema`, version 2): a put writes one row, and its insert is
-the duplicate check.
+the duplicate check. A row not held here is written outside the id index and found in memory until
+a few thousand are settled into it together (version 4, :class:`relay.store_accept.RecentIds`), so
+the index's pages are not dirtied at random by every commit: every statement that looks a row up by
+its id says ``settled`` (held rows always are), or goes by rowid through :class:`RecentIds`.
 
 Times: ``now`` is passed by the caller in seconds since the Mesh112 epoch (see
 :func:`relay.bundle.to_epoch`); the store reads no clock, so the simulator can drive it.
@@ -102,6 +105,7 @@ from relay.store_accept import (
     Budget,
     Eviction,
     PutRequest,
+    RecentIds,
     SplitNeeded,
     StoreFullError,
     admit,
@@ -194,6 +198,7 @@ class Store:
         self._reserve = reserve or DiskReserve(Path(), 0)
         self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
+        self._recent = RecentIds()  # used where ``_db`` is
         self._max_batch = max_batch
         self._closed = False
         # The writer's queue (None: stop), and the future it waits on while the queue is empty: a
@@ -247,6 +252,7 @@ class Store:
             )
             store._budget.high_water = max(int(high), store._budget.used)
             store._first_expiry = await store._call(_first_expiry)
+            await store._call(store._recent.load)
         except BaseException:
             await store._call(sqlite3.Connection.close)
             thread.shutdown(wait=False)
@@ -335,10 +341,12 @@ class Store:
         key, data = bundle.id.key(), encode_full(bundle)
 
         def op(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT size FROM seen WHERE id = ? AND data IS NOT NULL", (key,)).fetchone()
+            row = db.execute(
+                "SELECT size FROM seen WHERE settled AND id = ? AND data IS NOT NULL", (key,)
+            ).fetchone()
             if row is None:
                 return False
-            db.execute("UPDATE seen SET size = ?, data = ? WHERE id = ?", (len(data), data, key))
+            db.execute("UPDATE seen SET size = ?, data = ? WHERE settled AND id = ?", (len(data), data, key))
             self._budget.used += len(data) - int(row[0])
             return True
 
@@ -360,10 +368,9 @@ class Store:
             for start in range(0, len(keys), IN_CHUNK):
                 chunk = keys[start : start + IN_CHUNK]
                 where = f"WHERE id IN ({','.join('?' * len(chunk))})"
-                (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {where}", chunk).fetchone()
-                cleared = db.execute(
-                    f"UPDATE seen SET size = NULL, data = NULL {where} AND data IS NOT NULL", chunk
-                )
+                held = f"{where} AND settled AND data IS NOT NULL"  # held rows are settled
+                (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {held}", chunk).fetchone()
+                cleared = db.execute(f"UPDATE seen SET size = NULL, data = NULL {held}", chunk)
                 deleted += cleared.rowcount
                 db.execute(f"DELETE FROM forwarding {where}", chunk)  # those of an id not held serve nothing
                 self._budget.used -= int(size)
@@ -385,7 +392,8 @@ class Store:
                 "SELECT id, size FROM seen WHERE expires <= ? AND data IS NOT NULL", (now,)
             ).fetchall()
             db.executemany("DELETE FROM forwarding WHERE id = ?", [(row[0],) for row in rows])
-            db.execute("DELETE FROM seen WHERE expires <= ?", (now,))  # held or not
+            self._recent.expire(db, now)
+            db.execute("DELETE FROM seen WHERE expires <= ?", (now,))  # held or not, settled or not
             self._budget.used -= sum(int(row[1]) for row in rows)
             return [BundleId.from_key(row[0]) for row in rows], _first_expiry(db)
 
@@ -480,7 +488,9 @@ class Store:
         def op(db: sqlite3.Connection) -> None:
             key = bundle_id.key()
             row = db.execute(
-                "SELECT priority, size, data, delivered FROM seen WHERE id = ? AND data IS NOT NULL", (key,)
+                "SELECT priority, size, data, delivered FROM seen "
+                "WHERE settled AND id = ? AND data IS NOT NULL",
+                (key,),
             ).fetchone()
             if row is None:
                 raise UnknownBundleError(f"bundle {bundle_id} is not held here, so it cannot be delivered")
@@ -489,7 +499,7 @@ class Store:
                 make_room(  # may refuse; nothing written yet
                     db, self._budget, Priority.FLASH, int(size), for_what="a delivery to this node's apps"
                 )
-                db.execute("UPDATE seen SET delivered = 1 WHERE id = ?", (key,))
+                db.execute("UPDATE seen SET delivered = 1 WHERE settled AND id = ?", (key,))
                 db.execute(
                     "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)",
                     (key, priority, size, data),
@@ -505,16 +515,24 @@ class Store:
     async def ack_deliveries(self, bundle_ids: Sequence[BundleId]) -> None:
         """:meth:`ack_delivery` for several bundles, in one op: a sum and a delete per
         :data:`IN_CHUNK` ids, not a query and a delete per id (a command post acks every bundle).
-        An id put with ``app_has`` is marked delivered, so the next open keeps it as seen."""
+        An id put with ``app_has`` is marked delivered, so the next open keeps it as seen: by rowid
+        while its row is unsettled (:class:`RecentIds`), on the id index once settled."""
         keys = list(dict.fromkeys(bundle_id.key() for bundle_id in bundle_ids))
 
         def op(db: sqlite3.Connection) -> None:
+            recent = self._recent.rows
             for start in range(0, len(keys), IN_CHUNK):
                 chunk = keys[start : start + IN_CHUNK]
                 where = f"WHERE id IN ({', '.join('?' * len(chunk))})"
                 (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM inbox {where}", chunk).fetchone()
                 db.execute(f"DELETE FROM inbox {where}", chunk)
-                db.execute(f"UPDATE seen SET delivered = 1 {where} AND delivered = {AWAITING_APP}", chunk)
+                rowids = [rowid for key in chunk if (rowid := recent.get(key)) is not None]
+                awaiting = f"AND delivered = {AWAITING_APP}"
+                if rowids:  # RecentIds forgets a row when it is deleted: its rowid is that row's
+                    marks = ", ".join("?" * len(rowids))
+                    db.execute(f"UPDATE seen SET delivered = 1 WHERE rowid IN ({marks}) {awaiting}", rowids)
+                if len(rowids) < len(chunk):
+                    db.execute(f"UPDATE seen SET delivered = 1 {where} AND settled {awaiting}", chunk)
                 self._budget.used -= int(size)
 
         await self._submit(op)
@@ -538,7 +556,9 @@ class Store:
 
     async def get(self, bundle_id: BundleId) -> Bundle | None:
         """The held bundle with this id, or None."""
-        rows = await self._read("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (bundle_id.key(),))
+        rows = await self._read(
+            "SELECT data FROM seen WHERE settled AND id = ? AND data IS NOT NULL", (bundle_id.key(),)
+        )
         return _decode(rows[0][0]) if rows else None
 
     async def load_all(self) -> list[StoredBundle]:
@@ -577,7 +597,9 @@ class Store:
         def op(db: sqlite3.Connection) -> list[Bundle]:
             written = []
             for key in keys:
-                row = db.execute("SELECT data FROM seen WHERE id = ? AND data IS NOT NULL", (key,)).fetchone()
+                row = db.execute(
+                    "SELECT data FROM seen WHERE settled AND id = ? AND data IS NOT NULL", (key,)
+                ).fetchone()
                 if row is None:
                     continue
                 try:
@@ -775,6 +797,7 @@ class Store:
                     results += self._run(db, list(run))
             if self._budget.used > self._budget.high_water:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,))
+            self._recent.settle(db)
             db.execute("COMMIT")
         except Exception as exc:
             self._rollback(db)
@@ -786,6 +809,7 @@ class Store:
             )
         if self._budget.used > self._budget.high_water:  # not max(): a call that parses its arguments
             self._budget.high_water = self._budget.used
+        self._recent.committed()
         return results
 
     def _run(self, db: sqlite3.Connection, items: list[_Pending]) -> list[_Result]:
@@ -795,7 +819,7 @@ class Store:
         puts = [request for work in works for request in work]
         if len(puts) > 1:
             try:
-                flags = iter(admit(db, self._budget, puts, allow_eviction=False))
+                flags = iter(admit(db, self._budget, self._recent, puts, allow_eviction=False))
                 return [
                     (item, [next(flags) for _ in work], None) for item, work in zip(items, works, strict=True)
                 ]
@@ -813,7 +837,7 @@ class Store:
             outcomes: list[_PutResult] = []
             for request in work:
                 try:
-                    outcomes += admit(db, self._budget, [request], allow_eviction=True)
+                    outcomes += admit(db, self._budget, self._recent, [request], allow_eviction=True)
                 except StoreError as exc:
                     outcomes.append(exc)
             results.append((item, outcomes, None))
@@ -824,6 +848,7 @@ class Store:
             db.execute("ROLLBACK")
         except Exception as exc:  # no transaction open (BEGIN itself failed)
             log.debug("rollback: %s", exc)
+        self._recent.rolled_back()
         self._budget.used = _count_used(db)
 
 

@@ -11,22 +11,29 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from relay.bundle import Bundle, BundleId, Priority, encode_full
 from relay.store_schema import StoreError
 
 _IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
+SETTLE_ROWS = 4096  # unsettled rows of earlier seconds that a transaction settles into the id index
+SETTLE_ALL = 1 << 16  # unsettled rows settled whatever their second (65,536: an origin's second)
+_ORIGIN, _SECOND = 16, 20  # a key: origin, creation second (4 bytes, big-endian), seq (2 bytes)
+_LOWEST, _HIGHEST = bytes(6), b"\xff" * 6  # an origin's first and last key, past its 16 bytes
 _ROWS_PER_INSERT = 100  # rows per INSERT statement: one statement per row reopens its four B-trees
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 9 variables: 100 rows stay under SQLite's old limit of 999
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 10 variables: 100 rows stay under SQLite's old limit of 999
 _INSERT = (
-    "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data) VALUES "
+    "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data, settled) "
+    "VALUES "
 )
 # ``seen.delivered``: 0 not for this node, 1 delivered (in the inbox until the app's ack), AWAITING_APP
 # handed to an application before the commit, kept by it and not by the store (no inbox copy) until
 # its ack; at open such ids are forgotten (:func:`forget_awaiting`).
 AWAITING_APP = 2
-_INSERT_ONE = f"{_INSERT}{_INSERT_ROW} ON CONFLICT (id) DO NOTHING"
-_INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)} ON CONFLICT (id) DO NOTHING"
+_ON_SEEN = " ON CONFLICT (id) WHERE settled DO NOTHING"  # a settled (indexed) id: a duplicate
+_INSERT_ONE = f"{_INSERT}{_INSERT_ROW}{_ON_SEEN}"
+_INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)}{_ON_SEEN}"
 _INSERT_INBOX = "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)"
 
 
@@ -75,56 +82,193 @@ class PutRequest:
 _Row = tuple[bytes, int, Bundle, bytes, PutRequest]  # key, quota bytes, bundle, its encoding, request
 
 
+class RecentIds:
+    """The unsettled rows of the ``seen`` table (schema 4): key -> rowid, in memory.
+
+    A row not held here is written with ``settled = 0``, outside the partial id index ``seen_id``:
+    its id is found in :attr:`rows` instead. When a row of a later second than any waiting comes
+    and :data:`SETTLE_ROWS` wait, the transaction settles those of earlier seconds into the index
+    (their entries written together, above an origin's earlier ones, each page once); the current
+    second's stay, so a new id is above every settled id of its origin and needs no lookup in the
+    index (:meth:`maybe_indexed`). Held rows are settled when written (the reader and every
+    held-row statement look them up in the index). :attr:`rows` changes with the open transaction,
+    which keeps an undo log: a rollback restores what was committed. The store reads the unsettled
+    rows back at open (:meth:`load`), so a crash loses nothing of it. Ints and bytes only, no tuple
+    per row: thousands of tuples kept alive made the garbage collector's passes longer.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, int] = {}  # a plain dict: admission tests every key
+        self._added: list[bytes] = []  # by the open transaction
+        self._removed: list[tuple[bytes, int]] = []  # by the open transaction (expired), with rowids
+        self._newest = b""  # the latest second (4 bytes of a key) among the rows
+        self._turned = False  # a row of a later second came: the earlier seconds' rows may settle
+        self._settling: list[bytes] = []  # the rows the open transaction settles
+        self.tops: dict[bytes, bytes] = {}  # per origin read so far: no key above it is on the index
+
+    def load(self, db: sqlite3.Connection) -> None:
+        """At open: the unsettled rows on disk (one pass over the table, as the open's other reads)."""
+        self.rows = {
+            bytes(key): rowid for key, rowid in db.execute("SELECT id, rowid FROM seen WHERE NOT settled")
+        }
+        self._newest = max((key[_ORIGIN:_SECOND] for key in self.rows), default=b"")
+
+    def add(self, keys: list[bytes], rowids: list[int]) -> None:
+        """Rows written unsettled by the open transaction (none: a batch's were all duplicates)."""
+        if not keys:
+            return
+        self.rows.update(zip(keys, rowids, strict=True))
+        self._added += keys
+        newest = max(key[_ORIGIN:_SECOND] for key in keys)
+        if newest > self._newest:
+            self._newest, self._turned = newest, True
+
+    def maybe_indexed(self, db: sqlite3.Connection, keys: list[bytes]) -> list[bytes]:
+        """Those of ``keys`` that may be on the id index: not above their origin's top key there
+        (read once per origin, one indexed MAX, then kept up to date)."""
+        top = self.tops
+        found = []
+        for key in keys:
+            origin = key[:_ORIGIN]
+            highest = top.get(origin)
+            if highest is None:
+                (row,) = db.execute(
+                    "SELECT MAX(id) FROM seen WHERE settled AND id >= ? AND id <= ?",
+                    (origin + _LOWEST, origin + _HIGHEST),
+                ).fetchone()
+                highest = top[origin] = b"" if row is None else bytes(row)
+            if key <= highest:
+                found.append(key)
+        return found
+
+    def indexed(self, keys: list[bytes]) -> None:
+        """``keys`` go on the id index in the open transaction: their origins' tops rise (kept if it
+        rolls back: a top only has to be at or above every key on the index)."""
+        top = self.tops
+        for key in keys:
+            origin = key[:_ORIGIN]
+            highest = top.get(origin)
+            if highest is not None and key > highest:
+                top[origin] = key
+
+    def mark(self) -> int:
+        return len(self._added)
+
+    def rollback_to(self, mark: int) -> None:
+        """A savepoint rolled back: forget the rows added since ``mark`` (expiry is not in one)."""
+        rows = self.rows
+        for key in self._added[mark:]:
+            del rows[key]
+        del self._added[mark:]
+
+    def expire(self, db: sqlite3.Connection, now: float) -> None:
+        """The open transaction is about to delete the rows expired at ``now``: on ``seen_expiry``."""
+        rows = self.rows
+        for key, rowid in db.execute("SELECT id, rowid FROM seen WHERE expires <= ? AND NOT settled", (now,)):
+            if rows.pop(bytes(key), None) is not None:
+                self._removed.append((bytes(key), rowid))
+
+    def settle(self, db: sqlite3.Connection) -> None:
+        """Before COMMIT: settle the rows of seconds before the newest into the id index when
+        :data:`SETTLE_ROWS` wait, and every row when :data:`SETTLE_ALL` do (a second of ids that
+        does not end, or a clock set back)."""
+        rows = self.rows
+        if len(rows) >= SETTLE_ALL:
+            settling = list(rows)
+        elif self._turned and len(rows) >= SETTLE_ROWS:  # looked at once a second, not per commit
+            self._turned = False
+            newest = self._newest
+            settling = [key for key in rows if key[_ORIGIN:_SECOND] < newest]
+            if len(settling) < SETTLE_ROWS:
+                return
+        else:
+            return
+        rowids = [rows[key] for key in settling]
+        for start in range(0, len(rowids), _IN_CHUNK):
+            chunk = rowids[start : start + _IN_CHUNK]
+            db.execute(f"UPDATE seen SET settled = 1 WHERE rowid IN ({', '.join('?' * len(chunk))})", chunk)
+        self.indexed(settling)
+        self._settling = settling
+
+    def committed(self) -> None:
+        rows = self.rows
+        for key in self._settling:
+            del rows[key]
+        self._settling = []
+        self._added = []
+        self._removed = []
+
+    def rolled_back(self) -> None:
+        self.rollback_to(0)
+        self.rows.update(self._removed)
+        self._removed = []
+        self._settling = []
+
+
 def admit(
-    db: sqlite3.Connection, budget: Budget, puts: list[PutRequest], *, allow_eviction: bool
+    db: sqlite3.Connection,
+    budget: Budget,
+    recent: RecentIds,
+    puts: list[PutRequest],
+    *,
+    allow_eviction: bool,
 ) -> list[list[bool]]:
     """Store the new, unexpired bundles of ``puts``; per request, which bundles were accepted.
 
     With ``allow_eviction`` (one request only) lower classes are evicted to make room, all or
     nothing; without it a request that does not fit raises :class:`SplitNeeded` before writing.
     When the batch fits even if every bundle is new (the usual case), the insert itself finds the
-    duplicates: no lookup query before it.
+    duplicates of held bundles; those of bundles not held (written unsettled, outside the id index)
+    are looked up in ``recent`` and with one indexed query per :data:`_IN_CHUNK` before it.
     """
     accepted = [[False] * len(put.bundles) for put in puts]
     fresh: dict[bytes, tuple[_Row, int, int]] = {}  # each new key's row and (request, bundle) index
-    for i, put in enumerate(puts):
-        copies, now = put.copies, put.now
+    recent_rows = recent.rows
+    unsettled: list[bytes] = []  # keys not held: written outside the index, so the insert cannot
+    for i, put in enumerate(puts):  # find their duplicates
+        copies, now, hold = put.copies, put.now, put.hold
         for j, bundle in enumerate(put.bundles):
             key = bundle.id.key()
-            if key not in fresh and not bundle.is_expired(now):
+            if key not in fresh and key not in recent_rows and not bundle.is_expired(now):
                 data = encode_full(bundle) if copies else b""  # app_has, not held: the id alone
                 fresh[key] = ((key, len(data) * copies, bundle, data, put), i, j)
+                if not hold:
+                    unsettled.append(key)
     rows = [row for row, _, _ in fresh.values()]
+    if unsettled and (maybe := recent.maybe_indexed(db, unsettled)):
+        known = _seen_among(db, maybe)
+        rows = [row for row in rows if row[0] not in known]
     if budget.used + _bytes(rows) > budget.quota:  # may still fit without the duplicates
-        known = _seen_among(db, fresh)
+        known = _seen_among(db, [row[0] for row in rows])
         rows = [row for row in rows if row[0] not in known]
         if budget.used + _bytes(rows) > budget.quota:
             if not allow_eviction or len(puts) != 1:
                 raise SplitNeeded
-            _evict_and_insert(db, budget, rows)
+            _evict_and_insert(db, budget, recent, rows)
             for row in rows:
                 accepted[0][fresh[row[0]][2]] = True
             return accepted
-    for key in _insert(db, budget, rows):
+    for key in _insert(db, budget, recent, rows, unsettled=bool(unsettled)):
         _, i, j = fresh[key]
         accepted[i][j] = True
     return accepted
 
 
-def _evict_and_insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> None:
+def _evict_and_insert(db: sqlite3.Connection, budget: Budget, recent: RecentIds, rows: list[_Row]) -> None:
     """Insert new ``rows`` one by one, evicting lower classes for each; all or nothing."""
     db.execute("SAVEPOINT accept")
-    used_before, evicted_before = budget.used, len(budget.batch_evicted)
+    used_before, evicted_before, recent_before = budget.used, len(budget.batch_evicted), recent.mark()
     try:
         for row in rows:
             priority = row[2].priority
             make_room(db, budget, priority, row[1], for_what=f"a {priority.name} bundle")
-            _insert(db, budget, [row])
+            _insert(db, budget, recent, [row], unsettled=not row[4].hold)
     except StoreFullError:
         db.execute("ROLLBACK TO accept")
         db.execute("RELEASE accept")
         budget.used = used_before
         del budget.batch_evicted[evicted_before:]
+        recent.rollback_to(recent_before)
         raise
     db.execute("RELEASE accept")
 
@@ -159,18 +303,22 @@ def make_room(
             f"of {size} bytes may only evict lower classes, which hold {freed} bytes; it is refused "
             "(raise the quota or wait for bundles to be forwarded or expire)"
         )
-    db.executemany("UPDATE seen SET size = NULL, data = NULL WHERE id = ?", [(key,) for key in victims])
+    victims_by_key = [(key,) for key in victims]  # held, so settled: on the id index
+    db.executemany("UPDATE seen SET size = NULL, data = NULL WHERE settled AND id = ?", victims_by_key)
     db.executemany("DELETE FROM forwarding WHERE id = ?", [(key,) for key in victims])
     budget.used -= freed
     reason = f"storage full: evicted for higher-priority traffic ({for_what})"
     budget.batch_evicted.extend(Eviction(BundleId.from_key(key), reason) for key in victims)
 
 
-def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[bytes]:
+def _insert(
+    db: sqlite3.Connection, budget: Budget, recent: RecentIds, rows: list[_Row], *, unsettled: bool
+) -> list[bytes]:
     """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held), 100
     per statement; returns their keys. The rows inserted are those after the highest rowid before;
     a lone row (most puts: a frame received) was inserted if the count of changes moved, so it needs
-    no query for that rowid."""
+    no query for that rowid. Rows not held (``unsettled``: some are) are written unsettled and
+    added to ``recent``."""
     last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0] if len(rows) > 1 else 0
     changes = db.total_changes
     params = [
@@ -184,6 +332,7 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
             int(put.local),
             len(data) if put.hold else None,
             data if put.hold else None,
+            int(put.hold),  # settled: a held row goes on the id index at once
         )
         for key, _, b, data, put in rows
     ]
@@ -191,8 +340,9 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
     for start in range(0, whole, _ROWS_PER_INSERT):
         chunk = params[start : start + _ROWS_PER_INSERT]
         db.execute(_INSERT_MANY, [value for row in chunk for value in row])
+    lone = None  # the rowid of a lone row
     if len(params) == 1:
-        db.execute(_INSERT_ONE, params[0])
+        lone = db.execute(_INSERT_ONE, params[0]).lastrowid
     else:
         db.executemany(_INSERT_ONE, params[whole:])
     if db.total_changes - changes != len(rows):  # some were duplicates
@@ -201,6 +351,10 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
         else:
             new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
             rows = [row for row in rows if row[0] in new]
+    if unsettled and rows:
+        recent.add(*_unsettled(db, params, last if lone is None else lone - 1, len(rows)))
+    if recent.tops:  # the held rows' keys (a duplicate's is on the index already: no harm in it)
+        recent.indexed([row[0] for row in params if row[-1]])
     inbox = [
         (key, int(b.priority), len(data), data)
         for key, _, b, data, put in rows
@@ -212,6 +366,19 @@ def _insert(db: sqlite3.Connection, budget: Budget, rows: list[_Row]) -> list[by
         db.executemany(_INSERT_INBOX, inbox)
     budget.used += _bytes(rows)
     return [row[0] for row in rows]
+
+
+def _unsettled(
+    db: sqlite3.Connection, params: list[tuple[Any, ...]], last: int, inserted: int
+) -> tuple[list[bytes], list[int]]:
+    """The keys and rowids of the unsettled rows just inserted after rowid ``last``. With no
+    duplicate among them, SQLite gave them the rowids after ``last`` in order (one more than the
+    largest each): no query; else they are read back."""
+    if inserted == len(params):
+        unsettled = [i for i, row in enumerate(params) if not row[-1]]
+        return [params[i][0] for i in unsettled], [last + 1 + i for i in unsettled]
+    added = db.execute("SELECT id, rowid FROM seen WHERE rowid > ? AND NOT settled", (last,)).fetchall()
+    return [bytes(key) for key, _ in added], [rowid for _, rowid in added]
 
 
 def forget_awaiting(db: sqlite3.Connection) -> int:
@@ -229,12 +396,12 @@ def _bytes(rows: list[_Row]) -> int:
 
 
 def _seen_among(db: sqlite3.Connection, keys: Iterable[bytes]) -> set[bytes]:
-    """The subset of ``keys`` already in the seen table."""
+    """Those of ``keys`` (not in :class:`RecentIds`) already on the id index: one query per chunk."""
     unique = list(dict.fromkeys(keys))
     found: set[bytes] = set()
     for start in range(0, len(unique), _IN_CHUNK):
         chunk = unique[start : start + _IN_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        rows = db.execute(f"SELECT id FROM seen WHERE id IN ({marks})", chunk)
+        rows = db.execute(f"SELECT id FROM seen WHERE settled AND id IN ({marks})", chunk)
         found.update(bytes(row[0]) for row in rows)
     return found

@@ -5,10 +5,11 @@ when a link is ready to send one, with the next few queued behind it: one SELECT
 second connection to the store's file, used only on the event loop's thread. In WAL
 mode it reads while the writer commits and sees every committed transaction, and the core holds a
 bundle only after its commit, so crash safety is the store's alone; ``query_only`` makes sure this
-connection never writes. Start-up reads every held bundle through it in chunks, so restoring
-100,000 never has all of them decoded at once; it sorts their keys alone and then reads the rows by
-rowid, because a sort of whole rows wrote every held payload to a SQLite temporary file and read it
-back (the ``held_eviction`` index runs the other way).
+connection never writes; held rows are settled (schema 4), so the read by ids is on the id index.
+Start-up reads every held bundle through it in chunks, so restoring 100,000 never has all of them
+decoded at once; it sorts their keys alone and then reads the rows by rowid, because a sort of whole
+rows wrote every held payload to a SQLite temporary file and read it back (the ``held_eviction``
+index runs the other way).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class StoreReader:
             return {}
         marks = ",".join("?" * len(keys))
         rows = self._connection().execute(
-            f"SELECT id, data FROM seen WHERE id IN ({marks}) AND data IS NOT NULL", tuple(keys)
+            f"SELECT id, data FROM seen WHERE settled AND id IN ({marks}) AND data IS NOT NULL", tuple(keys)
         )
         return {keys[key]: data for key, data in rows}
 

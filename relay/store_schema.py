@@ -102,6 +102,40 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE origin_seq ADD COLUMN horizon INTEGER",
         "ALTER TABLE origin_seq ADD COLUMN floor INTEGER",
     ],
+    # 4: the id index is partial (``seen_id``, ``WHERE settled``). A row not held here (a command
+    #    post's delivered bundle) is written unsettled: it is appended in arrival order and its id is
+    #    looked up in memory (relay/store_accept.py, RecentIds), and a few thousand are settled into
+    #    the index in one transaction. Ids are a keyed permutation within their second
+    #    (crypto/ids.py), so each commit's inserts into the index landed on as many pages as it had
+    #    ids, each a WAL frame. Held rows are settled when written. The table is rebuilt (SQLite
+    #    cannot drop a UNIQUE column constraint) with its rowids, which keep arrival order.
+    [
+        "DROP VIEW bundles",
+        """CREATE TABLE seen_v4 (
+            id BLOB NOT NULL,
+            expires INTEGER NOT NULL,
+            delivered INTEGER NOT NULL,
+            priority INTEGER,
+            created INTEGER,
+            received_at REAL,
+            local INTEGER,
+            size INTEGER,
+            data BLOB,
+            settled INTEGER NOT NULL
+        )""",
+        """INSERT INTO seen_v4
+            (rowid, id, expires, delivered, priority, created, received_at, local, size, data, settled)
+            SELECT rowid, id, expires, delivered, priority, created, received_at, local, size, data, 1
+            FROM seen ORDER BY rowid""",
+        "DROP TABLE seen",
+        "ALTER TABLE seen_v4 RENAME TO seen",
+        "CREATE UNIQUE INDEX seen_id ON seen (id) WHERE settled",
+        "CREATE INDEX seen_expiry ON seen (expires)",
+        "CREATE INDEX held_eviction ON seen (priority DESC, created) WHERE data IS NOT NULL",
+        """CREATE VIEW bundles AS
+            SELECT id, priority, created, expires, received_at, local, size, data
+            FROM seen WHERE data IS NOT NULL""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -438,7 +438,7 @@ async def test_a_store_of_schema_2_opens_and_its_id_mark_holds(tmp_path: Path) -
     assert _id_mark(path) == (501, 255, 501 + ID_HORIZON_S, 256 + ID_BLOCK)  # the old mark kept
     await store.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert _id_mark(path) == (502, 0, None, None)
 
 

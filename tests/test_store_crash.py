@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from store_crash_worker import make_bundle, recorded_deliveries, wants_delivery
+from store_crash_worker import held_here, make_bundle, recorded_deliveries, wants_delivery
 
 from relay.bundle import BundleId
 from relay.store import Store
@@ -98,11 +98,13 @@ async def check_invariants(tmp_path: Path, claims: Claims) -> None:
             assert wants_delivery(BundleId.from_key(bytes.fromhex(key))), f"{key} was never meant for the app"
         for key, for_app in claims.put.items():
             bundle = make_bundle(BundleId.from_key(bytes.fromhex(key)))
-            if key not in claims.delete_requested:
+            if key not in claims.delete_requested and held_here(bundle.id):
                 assert await store.get(bundle.id) == bundle, f"acknowledged bundle {key} lost"
             if for_app:
                 assert key in pending or key in delivered, f"bundle {key} for the app lost"
             assert await store.put(bundle, now=1000.0) is False, f"{key} accepted again after restart"
+            again = await store.put_each([(bundle, True, False)], now=1000.0)  # looked up as not held
+            assert again == [False], f"{key} accepted again after restart, not to be held"
     finally:
         await store.close()
 

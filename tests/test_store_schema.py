@@ -71,7 +71,7 @@ async def test_a_version_1_file_is_migrated_with_what_it_held_saw_and_queued(tmp
     held = ["flash", "delivered_held", "late_id_first", "early_id_second"]  # class, created, arrival
     store = await Store.open(path)
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert raw.execute("SELECT count(*) FROM bundles").fetchone()[0] == 4  # the view of held rows
     raw.close()
     assert [s.bundle for s in await store.load_all()] == [bundles[name] for name in held]
