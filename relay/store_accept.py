@@ -119,32 +119,37 @@ class RecentIds:
             return
         self.rows.update(zip(keys, rowids, strict=True))
         self._added += keys
-        newest = max(key[_ORIGIN:_SECOND] for key in keys)
+        span = _one_origin(keys)
+        newest = span[1][_ORIGIN:_SECOND] if span else max(key[_ORIGIN:_SECOND] for key in keys)
         if newest > self._newest:
             self._newest, self._turned = newest, True
 
     def maybe_indexed(self, db: sqlite3.Connection, keys: list[bytes]) -> list[bytes]:
         """Those of ``keys`` that may be on the id index: not above their origin's top key there
         (read once per origin, one indexed MAX, then kept up to date)."""
-        top = self.tops
-        found = []
-        for key in keys:
-            origin = key[:_ORIGIN]
-            highest = top.get(origin)
-            if highest is None:
-                (row,) = db.execute(
-                    "SELECT MAX(id) FROM seen WHERE settled AND id >= ? AND id <= ?",
-                    (origin + _LOWEST, origin + _HIGHEST),
-                ).fetchone()
-                highest = top[origin] = b"" if row is None else bytes(row)
-            if key <= highest:
-                found.append(key)
-        return found
+        span = _one_origin(keys)
+        if span is not None and span[0] > self._top(db, span[0][:_ORIGIN]):
+            return []  # the usual batch: one sender's ids, all above what is settled
+        return [key for key in keys if key <= self._top(db, key[:_ORIGIN])]
+
+    def _top(self, db: sqlite3.Connection, origin: bytes) -> bytes:
+        highest = self.tops.get(origin)
+        if highest is None:
+            (row,) = db.execute(
+                "SELECT MAX(id) FROM seen WHERE settled AND id >= ? AND id <= ?",
+                (origin + _LOWEST, origin + _HIGHEST),
+            ).fetchone()
+            highest = self.tops[origin] = b"" if row is None else bytes(row)
+        return highest
 
     def indexed(self, keys: list[bytes]) -> None:
         """``keys`` go on the id index in the open transaction: their origins' tops rise (kept if it
         rolls back: a top only has to be at or above every key on the index)."""
         top = self.tops
+        if not keys:
+            return
+        if (span := _one_origin(keys)) is not None:
+            keys = [span[1]]
         for key in keys:
             origin = key[:_ORIGIN]
             highest = top.get(origin)
@@ -203,6 +208,13 @@ class RecentIds:
         self.rows.update(self._removed)
         self._removed = []
         self._settling = []
+
+
+def _one_origin(keys: list[bytes]) -> tuple[bytes, bytes] | None:
+    """The lowest and highest of ``keys`` if all are of one origin (a batch from one sender, the
+    usual case: a comparison in C per key, not a slice each), else None; ``keys`` not empty."""
+    lowest, highest = min(keys), max(keys)
+    return (lowest, highest) if lowest[:_ORIGIN] == highest[:_ORIGIN] else None
 
 
 def admit(

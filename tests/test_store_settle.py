@@ -5,6 +5,7 @@ rolled-back put see both (docs/store.md, "Schema")."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sqlite3
 from pathlib import Path
@@ -88,6 +89,35 @@ async def test_an_id_is_refused_the_same_unsettled_settled_and_after_a_crash(tmp
     finally:
         await crashed.close()
         await store.close()
+
+
+async def test_a_batch_of_several_origins_is_looked_up_per_origin(tmp_path: Path) -> None:
+    """Each origin's ids are compared with that origin's highest settled key: one origin's settled
+    second does not hide another's duplicates, nor make its new ids look settled."""
+    other = bytes(range(100, 116))
+
+    def of(origin: bytes, bundle: Bundle) -> Bundle:
+        return dataclasses.replace(bundle, origin=origin)
+
+    rnd = random.Random(8)
+    a_early = second(7000, 10, rnd)
+    b_early = [of(other, b) for b in second(6990, 3, rnd)]  # an origin whose clock is behind
+    store = await Store.open(tmp_path / "s.db")
+    assert await store.put_each([(b, True, False) for b in [*a_early, *b_early]], now=7000) == [True] * 13
+    a_next = make(5, 7001)
+    assert await store.put_each([(a_next, True, False)], now=7001) == [True]  # settles a_early and b_early
+    a_late = make(max(b.id.seq for b in a_early) - 1, 7000)  # below a's top, new
+    b_new = of(other, make(3, 7001))  # above b's top, new
+    mixed = [a_late, b_new, a_early[0], b_early[0], a_next]
+    assert await store.put_each([(b, True, False) for b in mixed], now=7001) == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert await store.put_each([(b, True, False) for b in mixed], now=7001) == [False] * 5
+    await store.close()
 
 
 async def test_a_settle_is_all_or_nothing_at_a_crash(tmp_path: Path) -> None:
