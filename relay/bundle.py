@@ -68,6 +68,12 @@ MAX_COMPACT_HOPS = 0x0F
 MAX_U32 = 0xFFFF_FFFF
 MAX_SEQ = 0xFFFF
 _ID_TAIL = struct.Struct(">IH")  # a bundle id key after the origin: created, seq
+_AAD_HEAD = struct.Struct(">4s4B")  # b"M112", version, destination kind, priority, kind
+_U32 = struct.Struct(">I")
+# The aad's lifetime bytes by lifetime: a backlog's bundles share a few lifetimes, and each made
+# anew was two Python calls and a pack. Cleared when full, as _node_destinations.
+_AAD_LIFETIMES: dict[int, bytes] = {}
+_MAX_AAD_LIFETIMES = 1024
 TRAIL_ID_LEN = 4  # a node in the trail: the first 4 bytes of its node id
 MAX_TRAIL = 16  # entries; a longer path keeps its last MAX_TRAIL nodes (the hop count tells the rest)
 
@@ -306,16 +312,26 @@ class Bundle:
 
     def aad(self) -> bytes:
         """The immutable header fields, identical whatever the encoding: what the seal authenticates."""
+        return self.seal_inputs()[1]
+
+    def seal_inputs(self) -> tuple[bytes, bytes]:
+        """The id's key (the compact seal's nonce input) and :meth:`aad`, which holds it: sealing and
+        opening need both, and each key is a pack and a concatenation (one per bundle at each end)."""
         dest = self.destination
-        return b"".join(
+        key = self.id.key()
+        lifetime = _AAD_LIFETIMES.get(self.lifetime)
+        if lifetime is None:
+            if len(_AAD_LIFETIMES) >= _MAX_AAD_LIFETIMES:
+                _AAD_LIFETIMES.clear()
+            # the lifetime as it survives the compact encoding, so a seal made over IP still opens
+            # after a LoRa hop rounded the lifetime to whole minutes
+            lifetime = _AAD_LIFETIMES[self.lifetime] = _U32.pack(compact_lifetime(self.lifetime))
+        return key, b"".join(
             (
-                b"M112",
-                bytes((WIRE_VERSION, dest.kind, self.priority, self.kind)),
-                self.id.key(),
+                _AAD_HEAD.pack(b"M112", WIRE_VERSION, dest.kind, self.priority, self.kind),
+                key,
                 dest.node if dest.node is not None else (dest.name or "").encode(),
-                # the lifetime as it survives the compact encoding, so a seal made over IP still
-                # opens after a LoRa hop rounded the lifetime to whole minutes
-                struct.pack(">I", compact_lifetime(self.lifetime)),
+                lifetime,
             )
         )
 
@@ -516,7 +532,10 @@ def decode_full(data: bytes) -> Bundle:
     origin = items[1]
     if not isinstance(origin, bytes) or len(origin) != NODE_ID_LEN:
         raise BundleDecodeError("origin must be a 16-byte node id")
-    dest_kind = _DEST_KINDS[_int_field(items, 2, "destination kind", 0, 3)]
+    dest_value = items[2]
+    if type(dest_value) is not int or not 0 <= dest_value <= 3:  # the call only to name what is wrong
+        _int_field(items, 2, "destination kind", 0, 3)
+    dest_kind = _DEST_KINDS[dest_value]
     value = items[3]
     try:
         if dest_kind is _NODE:

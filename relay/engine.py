@@ -700,8 +700,13 @@ class NodeEngine:
         drops: dict[str, list[BundleId]] = {}
         pending = list(actions)
         while pending:
-            persists = [action for action in pending if isinstance(action, Persist)]
-            rest = [action for action in pending if not isinstance(action, Persist)]
+            persists: list[Persist] = []
+            rest: list[Action] = []
+            for action in pending:  # one pass: two comprehensions tested each action twice
+                if isinstance(action, Persist):
+                    persists.append(action)
+                else:
+                    rest.append(action)
             pending = await self._persist(persists, now, batch) if persists else []
             if persists:
                 for ready in self._ready_callbacks:
@@ -966,16 +971,24 @@ class NodeEngine:
         the highest class among its subjects and as long-lived as the longest; all of them sent as
         one :meth:`send_many` (one id reservation, one commit, one core step)."""
         receipts = receipts_for(delivered, int(now))
-        messages = [
-            Outgoing(
-                Destination.to_node(subjects[0].origin),
-                receipt.encode(),
-                kind,
-                min(subject.priority for subject in subjects),
-                max(60, max(subject.expires for subject in subjects) - int(now)),
+        messages: list[Outgoing] = []
+        for kind, receipt, subjects in receipts:
+            first = subjects[0]
+            priority, expires = first.priority, first.created + first.lifetime
+            for subject in subjects:  # a loop, not min() and max() over two generators per receipt
+                if subject.priority < priority:
+                    priority = subject.priority
+                if subject.created + subject.lifetime > expires:
+                    expires = subject.created + subject.lifetime
+            messages.append(
+                Outgoing(
+                    Destination.to_node(first.origin),
+                    receipt.encode(),
+                    kind,
+                    priority,
+                    max(60, expires - int(now)),
+                )
             )
-            for kind, receipt, subjects in receipts
-        ]
         results = await self.send_many(messages, now)
         for (_, _, subjects), result in zip(receipts, results, strict=True):
             if isinstance(result, SendError):
@@ -989,7 +1002,7 @@ class NodeEngine:
         dest = header.destination
         if header.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
             return plaintext  # signed by the authority; see the module docstring
-        nonce_input, aad = header.id.key(), header.aad()
+        nonce_input, aad = header.seal_inputs()
         if dest.kind is DestKind.NODE and dest.node is not None:
             if dest.node == self.node_id:
                 recipient = self.identity.public
@@ -1021,7 +1034,7 @@ class NodeEngine:
 
     def _open_payload(self, bundle: Bundle, now: float, batch: _Batch) -> bytes:
         dest = bundle.destination
-        nonce_input, aad = bundle.id.key(), bundle.aad()
+        nonce_input, aad = bundle.seal_inputs()
         if dest.kind is DestKind.NODE:
             sender = (
                 self.identity.public

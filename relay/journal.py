@@ -451,7 +451,9 @@ class Journal:
         :meth:`add_message`). Returns the units as stored and the messages stored (with their
         ``seq``)."""
         unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
-        message_rows = [(*message_row(entry), self._next_seq()) for entry in entries]
+        # the messages' seqs follow the units' (a burst's are numbered here, not one call each)
+        message_rows = [(*message_row(entry), seq) for seq, entry in enumerate(entries, self._seq + 1)]
+        self._seq += len(message_rows)
         ids = [unit.node_id for unit in units]
 
         def write(db: sqlite3.Connection) -> tuple[list[Any], set[int] | None]:

@@ -119,9 +119,10 @@ class CertificateExchange:
         """None when ``frame`` is for the core; else it was taken here, and the list holds the parked
         frames a certificate it completed released (handle each as just received). Raises
         FrameDecodeError for a malformed certificate frame."""
-        self._expire(now)
-        if self._parked and now >= self._retry_at:
-            self._retry(now)
+        if self._parked:  # most frames come with none parked: no call
+            self._expire(now)
+            if self._parked and now >= self._retry_at:
+                self._retry(now)
         kind = frame[0] >> 4 if frame else -1
         if kind == _CERT_REQUEST_VALUE:
             request = decode_frame(frame)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -418,7 +419,7 @@ class IpLink(Link):
             established.cipher,
             _sender(pipe),
             transport_close,
-            on_frame=lambda frame: self._frame_received(peer, frame),
+            on_frame=self._frame_sink(peer),
             on_closed=self._session_closed,
             transport_try_send=_try_sender(pipe),
             on_heard=self._session_heard,
@@ -476,9 +477,12 @@ class IpLink(Link):
                 "link %s: handling a record from %s failed", self.config.name, display_id(session.peer)
             )
 
-    def _frame_received(self, peer: bytes, frame: bytes) -> None:
-        if self._events is not None:
-            self._events.frame_received(self.config.name, peer, frame)
+    def _frame_sink(self, peer: bytes) -> Callable[[bytes], None]:
+        """Where ``peer``'s frames go: the node's ``frame_received`` with this link and ``peer``
+        bound, in C (a lambda and a method in between were two Python calls per frame)."""
+        if self._events is None:  # stopped meanwhile: as before, no frame reaches a stopping node
+            return _drop
+        return functools.partial(self._events.frame_received, self.config.name, peer)
 
     def _refuse(self, exc: BaseException, where: str) -> None:
         if isinstance(exc, HandshakeError):
@@ -539,6 +543,10 @@ class _Inbound:
             self._loop.remove_reader(self._fd)
             self.ended.set_result(None)
         self._socket.close()
+
+
+def _drop(frame: bytes) -> None:
+    """The frame sink of a session made after the link stopped."""
 
 
 async def _keeping_cancellation(operation: Awaitable[T]) -> T:
