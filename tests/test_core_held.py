@@ -14,7 +14,7 @@ from relay.core.actions import Drop, Replace
 from relay.core.frames import AckFrame, DataFrame, decode_frame, encode_frame, id_hash
 from relay.core.held import DamagedStoreError, HeldBundles
 from relay.core.machine import RelayCore
-from relay.core.seen import SeenIds
+from relay.core.seen import SeenIds, id_digest
 from relay.links.base import LinkProfile
 
 ORIGIN = bytes([9]) * 16
@@ -164,7 +164,7 @@ def test_summary_hashes_find_held_bundles_and_equal_values_are_shared() -> None:
 
 def test_seen_memory_forgets_the_oldest_first() -> None:
     seen = SeenIds(3)
-    ids = [BundleId(ORIGIN, 1, seq) for seq in range(5)]
+    ids = [id_digest(BundleId(ORIGIN, 1, seq)) for seq in range(5)]
     for bundle_id in ids[:3]:
         seen.add(bundle_id)
     seen.add(ids[0])  # already there: no change of order

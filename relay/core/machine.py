@@ -43,7 +43,7 @@ from relay.core.outbox import (
 from relay.core.receipts import ForgedReceiptError
 from relay.core.routing import INITIAL_COPIES, Router, beacon_interval, is_costly, triggered_beacon_gap
 from relay.core.scheduler import TokenBucket
-from relay.core.seen import SeenIds
+from relay.core.seen import SeenIds, id_digest
 from relay.core.status import BundleStatus, State, Statuses
 from relay.core.transmit import Transmitter, summary_room
 from relay.links.base import LinkProfile
@@ -70,6 +70,7 @@ class _Incoming:
     senders: list[tuple[str, bytes]]
     deliver: bool  # for an application here: decided once when it comes, as its Persist says
     keeps: bool  # a forwarding copy is kept (RelayCore._keeps)
+    digest: int  # its id_digest: asked when it came, added to the seen memory once persisted
 
 
 class RelayCore:
@@ -347,11 +348,13 @@ class RelayCore:
         brings one from another post): taken into custody as from a neighbour, with no neighbour to
         acknowledge; nothing if it is held, being stored or already seen here."""
         bundle = bundle.taken_by(self.node_id)
-        known = bundle.id in self._held or bundle.id in self._incoming or bundle.id in self._seen
+        digest = id_digest(bundle.id)
+        known = bundle.id in self._held or bundle.id in self._incoming or digest in self._seen
         if known or bundle.is_expired(now):
             return []
         deliver = self.router.is_for_me(bundle) and bundle.origin != self.node_id
-        incoming = self._incoming[bundle.id] = _Incoming(bundle, 1, [], deliver, self._keeps(bundle))
+        keeps = self._keeps(bundle)
+        incoming = self._incoming[bundle.id] = _Incoming(bundle, 1, [], deliver, keeps, digest)
         return [Persist(bundle, deliver=deliver, hold=incoming.keeps)]
 
     def persisted(self, accepted: list[BundleId], duplicates: list[BundleId], now: float) -> list[Action]:
@@ -363,7 +366,7 @@ class RelayCore:
             if incoming is None:
                 continue
             bundle = incoming.bundle
-            self._remember(bundle_id)
+            self._seen.add(incoming.digest)
             held: Held | None = None
             is_fresh = bundle_id in fresh
             keeps = is_fresh and incoming.keeps and not bundle.is_expired(now)
@@ -619,7 +622,8 @@ class RelayCore:
             # sender keeps its copy; the destination opens only the real one (NodeEngine).
             self.id_conflicts += 1
             return []
-        seen = held is None and bundle.id in self._seen  # one lookup: a digest of the id's key each
+        digest = id_digest(bundle.id)  # kept for persisted: the id's key is packed once per bundle
+        seen = held is None and digest in self._seen
         if held is not None or (seen and not self._keeps(bundle)):
             if held is not None:
                 if self._replacing and bundle.id in self._replacing:  # ours is being stored: ACK after
@@ -643,7 +647,7 @@ class RelayCore:
         deliver = self.router.is_for_me(bundle) and bundle.origin != self.node_id
         keeps = self._keeps(bundle)
         self._incoming[bundle.id] = _Incoming(
-            bundle, frame.copies, [(state.profile.name, peer)], deliver, keeps
+            bundle, frame.copies, [(state.profile.name, peer)], deliver, keeps, digest
         )
         return [Persist(bundle, deliver=deliver, hold=keeps)]
 
@@ -907,7 +911,7 @@ class RelayCore:
                     state.next_beacon = soonest
 
     def _remember(self, bundle_id: BundleId) -> None:
-        self._seen.add(bundle_id)
+        self._seen.add(id_digest(bundle_id))
 
     def _link(self, link: str) -> LinkState:
         state = self._links.get(link)
