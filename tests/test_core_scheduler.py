@@ -49,6 +49,20 @@ def test_fair_queue_is_unique_and_removable() -> None:
     assert len(queue) == queue.size() == 0 and queue.peek() is None
 
 
+def test_an_item_stays_only_last_in_its_flow_at_a_class_as_urgent() -> None:
+    """What a receiver asks before moving its custody ACK item: pushing it again would change nothing."""
+    queue: FairQueue[str] = FairQueue()
+    assert not queue.stays("acks", Priority.ROUTINE)  # not queued
+    queue.push("acks", Priority.PRIORITY, b"")
+    assert queue.stays("acks", Priority.PRIORITY) and queue.stays("acks", Priority.ROUTINE)
+    assert not queue.stays("acks", Priority.IMMEDIATE)  # a more urgent ACK moves it up
+    queue.push("bulk", Priority.PRIORITY, b"o")
+    assert not queue.stays("acks", Priority.ROUTINE)  # alone in its flow, whose turn is not last
+    queue.push("summary", Priority.PRIORITY, b"")
+    assert not queue.stays("acks", Priority.ROUTINE)  # not last in its flow
+    assert queue.stays("summary", Priority.ROUTINE)  # last, its flow keeps another item
+
+
 def _bundle(origin: bytes, seq: int, priority: Priority, size: int = 100) -> Bundle:
     return Bundle(origin, Destination.to_node(B), 10, seq, 3600, priority, 1, bytes(size))
 

@@ -98,10 +98,9 @@ class LinkState:
             item = self.ack_items[peer] = SendAcks(peer)
         # Queued, the item rides at the most urgent class pending (pending only grows while it is
         # queued): O(1) per ACK, not a min over a batch's worth of pending ACKs.
-        queued = item in self.queue
-        if queued and priority >= self.queue.priority_of(item) and self.queue.is_last(item):
+        if self.queue.stays(item, priority):
             return  # a batch's ACKs after its first: moving the item again would leave it in place
-        if queued:  # a conditional, not min(): the builtin parses its arguments on every call
+        if item in self.queue:  # a conditional, not min(): the builtin parses its arguments on every call
             best = self.queue.priority_of(item)
             if priority < best:
                 best = priority

@@ -128,11 +128,13 @@ class FairQueue(Generic[T]):
         """``item``'s class and flow in one lookup (the link's next frame needs both)."""
         return self._where[item]
 
-    def is_last(self, item: T) -> bool:
-        """True if ``item`` is queued last in its flow and taking it out and pushing it again at
-        its class would change nothing (its flow keeps other items, or takes its turn last)."""
+    def stays(self, item: T, priority: Priority) -> bool:
+        """True if ``item`` is queued at ``priority`` or a more urgent class, last in its flow, and
+        taking it out and pushing it again at its class would change nothing (its flow keeps other
+        items, or takes its turn last). One call with one lookup: a receiver asks it for each custody
+        ACK it queues, where asking whether queued, the class and whether last took three."""
         where = self._where.get(item)
-        if where is None:
+        if where is None or priority < where[0]:
             return False
         cls = self._classes[where[0]]
         queue = cls.flows[where[1]]
