@@ -3,6 +3,7 @@ deliveries, its wire format, and that only the destination's pairwise seal is be
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from relay.core.receipts import (
     ReceiptBatch,
     ReceiptDecodeError,
     State,
+    receipt_path,
     receipts_for,
 )
 from relay.engine import NodeEngine
@@ -114,6 +116,21 @@ def test_receipts_for_groups_by_origin_and_path_in_chunks_and_keeps_one_subject_
     assert single == Receipt(BundleId(A, 5000, 100), 6000, 1, (C[:4],))
     _, first, _ = out[0]
     assert isinstance(first, ReceiptBatch) and first.hops == 2 and first.path == (B[:4], C[:4])
+
+
+def test_receipts_for_groups_interleaved_origins_and_cuts_a_trail_longer_than_its_hops() -> None:
+    """Subjects are grouped by run of one origin and path: an origin that comes back after another
+    joins its first group, and a lying relay's long trail is cut as receipt_path cuts it."""
+    a1, b1, a2 = _arrived(A, 1, (B, C)), _arrived(B, 1, (B, C)), _arrived(A, 2, (B, C))
+    lying = dataclasses.replace(_arrived(A, 3, (B, C)), hop_count=1)  # two trail entries, one hop
+    out = receipts_for([a1, b1, a2, lying], 6000)
+    assert [(kind, subjects) for kind, _, subjects in out] == [
+        (Kind.RECEIPTS, [a1, a2]),
+        (Kind.RECEIPT, [b1]),
+        (Kind.RECEIPT, [lying]),
+    ]
+    _, cut, _ = out[2]
+    assert cut == Receipt(lying.id, 6000, 1, (C[:4],)) and cut.path == receipt_path(lying)
 
 
 async def _exchange(src: NodeEngine, dst: NodeEngine, now: float) -> list[Bundle]:

@@ -191,8 +191,17 @@ def receipts_for(
     :class:`Receipt`. Each comes with its kind and its subjects (whose priorities and lifetimes the
     receipt bundle takes)."""
     groups: dict[tuple[bytes, int, tuple[bytes, ...]], list[Bundle]] = {}
+    key: tuple[bytes, int, tuple[bytes, ...]] | None = None
+    group: list[Bundle] = []
     for bundle in delivered:
-        groups.setdefault((bundle.origin, bundle.hop_count, receipt_path(bundle)), []).append(bundle)
+        trail, hops = bundle.trail, bundle.hop_count
+        # receipt_path's answer without its call when the whole trail is reported (most often)
+        path = trail if len(trail) <= hops and len(trail) <= MAX_TRAIL else receipt_path(bundle)
+        subject_key = (bundle.origin, hops, path)
+        if subject_key != key:  # a batch's subjects come in runs of one origin and path: one lookup a run
+            key = subject_key
+            group = groups.setdefault(key, [])
+        group.append(bundle)
     out: list[tuple[Kind, Receipt | ReceiptBatch, list[Bundle]]] = []
     for (_, hops, path), bundles in groups.items():
         for start in range(0, len(bundles), MAX_RECEIPT_SUBJECTS):
