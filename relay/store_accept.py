@@ -167,11 +167,17 @@ class RecentIds:
         del self._added[mark:]
 
     def expire(self, db: sqlite3.Connection, now: float) -> None:
-        """The open transaction is about to delete the rows expired at ``now``: on ``seen_expiry``."""
-        rows = self.rows
+        """The open transaction is about to delete the rows expired at ``now``: on ``seen_expiry``. A
+        rollback restores those committed before it, not one it wrote itself (put, then expired)."""
+        rows, added = self.rows, set(self._added)
         for key, rowid in db.execute("SELECT id, rowid FROM seen WHERE expires <= ? AND NOT settled", (now,)):
-            if rows.pop(bytes(key), None) is not None:
-                self._removed.append((bytes(key), rowid))
+            key = bytes(key)
+            if rows.pop(key, None) is None:
+                continue
+            if key in added:  # written by this transaction: a rollback has nothing to restore
+                self._added.remove(key)
+            else:
+                self._removed.append((key, rowid))
 
     def settle(self, db: sqlite3.Connection) -> None:
         """Before COMMIT: settle the rows of seconds before the newest into the id index when
