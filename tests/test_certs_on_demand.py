@@ -325,3 +325,31 @@ async def test_a_request_lost_on_the_air_is_sent_again_a_bounded_number_of_times
     await post.frame_received(IP.name, relay_id, encode_frame(CertFrame(0, 1, data)), NOW + 200)
     assert [d.payload for d in await _collect(post)] == [b"hello from a late unit"]
     await post.close()
+
+
+async def test_requests_for_an_origin_are_counted_afresh_once_the_last_is_old(tmp_path: Path) -> None:
+    """The bound on requests holds while frames wait: once the last request is PARK_S old, the
+    origin's next frame is asked for at once, even when nothing was parked in between."""
+    net, post, relay_id = await _post_with_neighbour(tmp_path)
+    late_identity, late = net.enrol("late")
+    bundle = Bundle(
+        late.node_id, Destination.to_node(post.node_id), int(NOW), 1, 3600, Priority.FLASH, Kind.TEXT, b""
+    )
+    sender = await NodeEngine.open(late_identity, late, net.trust(), tmp_path / "late.sqlite", now=NOW)
+    sealed = sender._seal_payload(bundle, b"hello again")
+    await sender.close()
+    frame = encode_frame(DataFrame(replace(bundle, payload=sealed)))
+    other = encode_frame(CertRequestFrame(net.members["b"][1].node_id))  # any frame from the relay
+
+    def requests() -> int:
+        return sum(1 for _, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST)
+
+    await post.frame_received(IP.name, relay_id, frame, NOW)
+    for step in range(1, MAX_REQUESTS + 2):  # every request lost on the air, until no more go
+        await post.frame_received(IP.name, relay_id, other, NOW + step * (REQUEST_RETRY_S + 1))
+    assert requests() == MAX_REQUESTS
+    await post.frame_received(IP.name, relay_id, other, NOW + PARK_S + 5)  # the parked frame expires
+    assert post.certificates.parked() == 0
+    await post.frame_received(IP.name, relay_id, frame, NOW + 3 * PARK_S)  # the relay tries again
+    assert requests() == 1
+    await post.close()

@@ -119,7 +119,7 @@ class CertificateExchange:
         """None when ``frame`` is for the core; else it was taken here, and the list holds the parked
         frames a certificate it completed released (handle each as just received). Raises
         FrameDecodeError for a malformed certificate frame."""
-        if self._parked:  # most frames come with none parked: no call
+        if self._parked or self._asked:  # most frames come with neither: no call
             self._expire(now)
             if self._parked and now >= self._retry_at:
                 self._retry(now)
