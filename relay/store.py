@@ -758,7 +758,7 @@ class Store:
         """Run ``batch`` in one transaction on the store's thread, then resolve its futures here (on
         the event loop); the error if it was rolled back."""
         if self._lone(batch):
-            outcome = self._transaction(batch, self._db)  # here: see the module docstring
+            outcome = self._transaction(batch, self._db, settle=False)  # here: see the module docstring
         else:
             outcome = await self._call(functools.partial(self._transaction, batch))
         if isinstance(outcome, StoreError):
@@ -783,9 +783,12 @@ class Store:
         work = batch[0].work
         return isinstance(work, tuple) and len(work) == 1 and len(work[0].bundles) == 1
 
-    def _transaction(self, batch: list[_Pending], db: sqlite3.Connection) -> list[_Result] | StoreError:
+    def _transaction(
+        self, batch: list[_Pending], db: sqlite3.Connection, *, settle: bool = True
+    ) -> list[_Result] | StoreError:
         """The batch's whole work, on the store's thread (or the loop, :meth:`_lone`): BEGIN,
-        every op, COMMIT."""
+        every op, COMMIT. ``settle``: settle unsettled ids if due (not on the loop: thousands of
+        rows would hold it for milliseconds; the next transaction on the thread does)."""
         results: list[_Result] = []
         self._budget.batch_evicted = []
         try:
@@ -797,7 +800,8 @@ class Store:
                     results += self._run(db, list(run))
             if self._budget.used > self._budget.high_water:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'high_water_bytes'", (self._budget.used,))
-            self._recent.settle(db)
+            if settle:
+                self._recent.settle(db)
             db.execute("COMMIT")
         except Exception as exc:
             self._rollback(db)

@@ -120,6 +120,29 @@ async def test_a_batch_of_several_origins_is_looked_up_per_origin(tmp_path: Path
     await store.close()
 
 
+async def test_a_lone_put_committed_on_the_event_loop_leaves_the_settle_to_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """A put of one bundle while the store's thread is idle commits on the loop; a settle of
+    thousands of rows there would hold the loop, so the next transaction on the thread does it."""
+    path = tmp_path / "s.db"
+    rnd = random.Random(9)
+    early = second(8000, 10, rnd)
+    store = await Store.open(path)
+    await store.put_each([(b, True, False) for b in early], now=8000)
+    turn = make(1, 8001)
+    assert await store.put(turn, now=8001, deliver=True, hold=False) is True  # alone: on the loop
+    assert {settled(path)[b.id.key()] for b in early} == {0}
+    assert await store.put_each([(make(2, 8001), True, False), (make(3, 8001), True, False)], now=8001) == [
+        True,
+        True,
+    ]
+    flags = settled(path)
+    assert {flags[b.id.key()] for b in early} == {1} and flags[turn.id.key()] == 0
+    assert await store.put_each([(b, True, False) for b in [*early, turn]], now=8001) == [False] * 11
+    await store.close()
+
+
 async def test_a_settle_is_all_or_nothing_at_a_crash(tmp_path: Path) -> None:
     """The settling transaction commits with the batch that starts a new second; the committed file
     before it (kill -9 then) and the file after it refuse every id."""
@@ -132,7 +155,7 @@ async def test_a_settle_is_all_or_nothing_at_a_crash(tmp_path: Path) -> None:
         raw.backup(into)  # what a kill -9 before the settle leaves
     before = await Store.open(copy)
     turn = make(7, 2001)
-    await store.put_each([(turn, True, False)], now=2001)
+    await store.put_each([(turn, True, False)], now=2001, overlap=True)  # on the thread: it settles
     assert {settled(path)[b.id.key()] for b in early} == {1}
     after = await Store.open(path)  # and one after it
     try:
@@ -150,8 +173,9 @@ async def test_expiry_forgets_ids_in_both_parts_and_an_ack_reaches_only_its_own_
     keep = make(70000 % 65536, 3000)  # outlives them, one rowid below the last
     last = make(9, 3001, lifetime=60)  # unsettled, the highest rowid: SQLite gives it to the next row
     store = await Store.open(path)
-    for batch, now in ((short, 3000), ([keep], 3000), ([last], 3001)):
-        await store.put_each([(b, True, False) for b in batch], now=now, app_has={b.id for b in batch})
+    for batch, now in ((short, 3000), ([keep], 3000), ([last], 3001)):  # each on the thread: it settles
+        items = [(b, True, False) for b in batch]
+        await store.put_each(items, now=now, app_has={b.id for b in batch}, overlap=True)
     flags = settled(path)
     assert {flags[b.id.key()] for b in [*short, keep]} == {1} and flags[last.id.key()] == 0
     assert await store.expire(3100) == []  # none was held

@@ -37,9 +37,9 @@ def trace_threads(store: Store) -> list[str]:
     threads: list[str] = []
     transaction = store._transaction
 
-    def traced(batch, db):  # type: ignore[no-untyped-def]
+    def traced(batch, db, **options):  # type: ignore[no-untyped-def]
         threads.append(threading.current_thread().name)
-        return transaction(batch, db)
+        return transaction(batch, db, **options)
 
     store._transaction = traced  # type: ignore[method-assign]
     return threads
