@@ -214,6 +214,9 @@ class RecentIds:
         self.rows.update(self._removed)
         self._removed = []
         self._settling = []
+        # a top read after the transaction's expiry deleted keys would be below them once they are
+        # back: read again (one indexed MAX per origin)
+        self.tops.clear()
 
 
 def _one_origin(keys: list[bytes]) -> tuple[bytes, bytes] | None:
