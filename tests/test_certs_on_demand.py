@@ -14,7 +14,7 @@ from engine_net import IP, LORA, Deployment, EnginePump
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto.certificate import Authority
+from crypto.certificate import Authority, Certificate
 from crypto.identity import Identity
 from relay.bundle import Bundle, Destination, Kind, Priority, to_epoch
 from relay.core.certs import (
@@ -116,6 +116,27 @@ async def _post_with_neighbour(tmp_path: Path) -> tuple[Deployment, NodeEngine, 
     relay_id = net.members["relay"][1].node_id
     await post.link_up(IP, relay_id, NOW)
     return net, post, relay_id
+
+
+async def _late_unit_frame(
+    net: Deployment, post: NodeEngine, tmp_path: Path, payload: bytes, *, lifetime: int
+) -> tuple[Certificate, bytes]:
+    """A FLASH DATA frame for the post from a unit enrolled after the post opened its trust store,
+    sealed by the unit's own engine: the post has to ask for the unit's certificate."""
+    late_identity, late = net.enrol("late")
+    assert post.trust.certificate(late.node_id) is None
+    bundle = Bundle(
+        late.node_id, Destination.to_node(post.node_id), int(NOW), 1, lifetime, Priority.FLASH, Kind.TEXT, b""
+    )
+    sender = await NodeEngine.open(late_identity, late, net.trust(), tmp_path / "late.sqlite", now=NOW)
+    sealed = sender._seal_payload(bundle, payload)
+    await sender.close()
+    return late, encode_frame(DataFrame(replace(bundle, payload=sealed)))
+
+
+def _requests_sent(post: NodeEngine) -> int:
+    """Certificate requests among the frames the post has queued since the last call."""
+    return sum(1 for _, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST)
 
 
 def _drain(engine: NodeEngine, link: str = IP.name) -> list[tuple[bytes, bytes]]:
@@ -295,29 +316,17 @@ async def test_a_fragmented_bundle_of_an_unknown_origin_is_taken_once_its_certif
 
 async def test_a_request_lost_on_the_air_is_sent_again_a_bounded_number_of_times(tmp_path: Path) -> None:
     net, post, relay_id = await _post_with_neighbour(tmp_path)
-    late_identity, late = net.enrol("late")  # enrolled after the post opened its trust store
-    assert post.trust.certificate(late.node_id) is None
-    bundle = Bundle(
-        late.node_id, Destination.to_node(post.node_id), int(NOW), 1, 600, Priority.FLASH, Kind.TEXT, b""
-    )
-    sender = await NodeEngine.open(late_identity, late, net.trust(), tmp_path / "late.sqlite", now=NOW)
-    sealed = sender._seal_payload(bundle, b"hello from a late unit")
-    await sender.close()
-    frame = encode_frame(DataFrame(replace(bundle, payload=sealed)))
+    late, frame = await _late_unit_frame(net, post, tmp_path, b"hello from a late unit", lifetime=600)
     await post.frame_received(IP.name, relay_id, frame, NOW)
-
-    def requests() -> int:
-        return sum(1 for _, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST)
-
-    sent = [requests()]  # each lost on the air: never answered
+    sent = [_requests_sent(post)]  # each lost on the air: never answered
     await post.frame_received(IP.name, relay_id, frame, NOW + 1)  # the relay resends it at once
-    sent.append(requests())
+    sent.append(_requests_sent(post))
     await post.frame_received(IP.name, relay_id, frame, NOW + 1 + RESENT_RETRY_S)  # and again
-    sent.append(requests())
+    sent.append(_requests_sent(post))
     other = encode_frame(CertRequestFrame(net.members["b"][1].node_id))  # any frame from the relay
     for step in range(1, 8):
         await post.frame_received(IP.name, relay_id, other, NOW + 10 + step * (REQUEST_RETRY_S + 1))
-        sent.append(requests())
+        sent.append(_requests_sent(post))
     # Again when the bundle is resent (after RESENT_RETRY_S) or after REQUEST_RETRY_S; bounded.
     assert sent == [1, 0, 1] + [1] * (MAX_REQUESTS - 2) + [0] * (9 - MAX_REQUESTS), sent
     assert post.certificates.parked() == 1
@@ -331,25 +340,14 @@ async def test_requests_for_an_origin_are_counted_afresh_once_the_last_is_old(tm
     """The bound on requests holds while frames wait: once the last request is PARK_S old, the
     origin's next frame is asked for at once, even when nothing was parked in between."""
     net, post, relay_id = await _post_with_neighbour(tmp_path)
-    late_identity, late = net.enrol("late")
-    bundle = Bundle(
-        late.node_id, Destination.to_node(post.node_id), int(NOW), 1, 3600, Priority.FLASH, Kind.TEXT, b""
-    )
-    sender = await NodeEngine.open(late_identity, late, net.trust(), tmp_path / "late.sqlite", now=NOW)
-    sealed = sender._seal_payload(bundle, b"hello again")
-    await sender.close()
-    frame = encode_frame(DataFrame(replace(bundle, payload=sealed)))
+    _, frame = await _late_unit_frame(net, post, tmp_path, b"hello again", lifetime=3600)
     other = encode_frame(CertRequestFrame(net.members["b"][1].node_id))  # any frame from the relay
-
-    def requests() -> int:
-        return sum(1 for _, f in _drain(post) if f[0] >> 4 == FrameType.CERT_REQUEST)
-
     await post.frame_received(IP.name, relay_id, frame, NOW)
     for step in range(1, MAX_REQUESTS + 2):  # every request lost on the air, until no more go
         await post.frame_received(IP.name, relay_id, other, NOW + step * (REQUEST_RETRY_S + 1))
-    assert requests() == MAX_REQUESTS
+    assert _requests_sent(post) == MAX_REQUESTS
     await post.frame_received(IP.name, relay_id, other, NOW + PARK_S + 5)  # the parked frame expires
     assert post.certificates.parked() == 0
     await post.frame_received(IP.name, relay_id, frame, NOW + 3 * PARK_S)  # the relay tries again
-    assert requests() == 1
+    assert _requests_sent(post) == 1
     await post.close()
