@@ -777,8 +777,9 @@ class Store:
     def _lone(self, batch: list[_Pending]) -> bool:
         """A put of one bundle, with nothing running or waiting on the store's thread (no read can
         see its transaction uncommitted: the loop is busy with it until COMMIT), whose caller has
-        nothing for the loop to do meanwhile."""
-        if len(batch) != 1 or self._on_thread or batch[0].overlap:
+        nothing for the loop to do meanwhile. Not when every unsettled id must be settled (a node
+        whose every write is a lone put would never settle them otherwise)."""
+        if len(batch) != 1 or self._on_thread or batch[0].overlap or self._recent.full():
             return False
         work = batch[0].work
         return isinstance(work, tuple) and len(work) == 1 and len(work[0].bundles) == 1

@@ -89,12 +89,14 @@ class RecentIds:
     its id is found in :attr:`rows` instead. When a row of a later second than any waiting comes
     and :data:`SETTLE_ROWS` wait, the transaction settles those of earlier seconds into the index
     (their entries written together, above an origin's earlier ones, each page once); the current
-    second's stay, so a new id is above every settled id of its origin and needs no lookup in the
-    index (:meth:`maybe_indexed`). Held rows are settled when written (the reader and every
-    held-row statement look them up in the index). :attr:`rows` changes with the open transaction,
-    which keeps an undo log: a rollback restores what was committed. The store reads the unsettled
-    rows back at open (:meth:`load`), so a crash loses nothing of it. Ints and bytes only, no tuple
-    per row: thousands of tuples kept alive made the garbage collector's passes longer.
+    second's stay, so a new id is usually above every settled id of its origin and needs no lookup
+    in the index (:meth:`maybe_indexed`; an origin whose clock is behind the newest second gets its
+    current second settled, and its new ids are looked up). Held rows are settled when written (the
+    reader and every held-row statement look them up in the index). :attr:`rows` changes with the
+    open transaction, which keeps an undo log: a rollback restores what was committed. The store
+    reads the unsettled rows back at open (:meth:`load`), so a crash loses nothing of it. Ints and
+    bytes only, no tuple per row: thousands of tuples kept alive made the garbage collector's passes
+    longer.
     """
 
     def __init__(self) -> None:
@@ -179,12 +181,16 @@ class RecentIds:
             else:
                 self._removed.append((key, rowid))
 
+    def full(self) -> bool:
+        """:data:`SETTLE_ALL` rows wait: the next transaction must settle them, wherever it runs."""
+        return len(self.rows) >= SETTLE_ALL
+
     def settle(self, db: sqlite3.Connection) -> None:
         """Before COMMIT: settle the rows of seconds before the newest into the id index when
         :data:`SETTLE_ROWS` wait, and every row when :data:`SETTLE_ALL` do (a second of ids that
         does not end, or a clock set back)."""
         rows = self.rows
-        if len(rows) >= SETTLE_ALL:
+        if self.full():
             settling = list(rows)
         elif self._turned and len(rows) >= SETTLE_ROWS:  # looked at once a second, not per commit
             self._turned = False

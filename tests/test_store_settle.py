@@ -143,6 +143,27 @@ async def test_a_lone_put_committed_on_the_event_loop_leaves_the_settle_to_the_n
     await store.close()
 
 
+async def test_lone_puts_alone_still_settle_every_row_at_the_cap(tmp_path: Path) -> None:
+    """A node whose every write is a lone put (a quiet link, the application away: no ack, no
+    batch) settles nothing on the loop; at SETTLE_ALL waiting rows the next put goes to the thread,
+    which settles them all, so the memory of unsettled ids stays bounded."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    ids = []
+    for seq in range(4 * SETTLE + 1):  # one second that does not end: no turn, only the cap
+        bundle = make(seq, 9000)
+        assert await store.put(bundle, now=9000, deliver=True, hold=False) is True
+        ids.append(bundle.id.key())
+    after = make(4 * SETTLE + 1, 9000)
+    assert await store.put(after, now=9000, deliver=True, hold=False) is True  # on the loop again
+    flags = settled(path)
+    assert [flags[key] for key in ids] == [1] * len(ids), "the put at the cap settled every row"
+    assert flags[after.id.key()] == 0
+    again = [(make(seq, 9000), True, False) for seq in (0, 4 * SETTLE, 4 * SETTLE + 1)]
+    assert await store.put_each(again, now=9000) == [False] * 3
+    await store.close()
+
+
 async def test_a_settle_is_all_or_nothing_at_a_crash(tmp_path: Path) -> None:
     """The settling transaction commits with the batch that starts a new second; the committed file
     before it (kill -9 then) and the file after it refuse every id."""
