@@ -310,12 +310,9 @@ class Bundle:
         The origin sends with hop count 0 and each hop adds one, so a full trail has one entry per hop."""
         return max(0, self.hop_count - len(self.trail))
 
-    def aad(self) -> bytes:
-        """The immutable header fields, identical whatever the encoding: what the seal authenticates."""
-        return self.seal_inputs()[1]
-
     def seal_inputs(self) -> tuple[bytes, bytes]:
-        """The id's key (the compact seal's nonce input) and :meth:`aad`, which holds it: sealing and
+        """The id's key (the compact seal's nonce input) and the aad, which holds it: the immutable
+        header fields, identical whatever the encoding, that the seal authenticates. Sealing and
         opening need both, and each key is a pack and a concatenation (one per bundle at each end)."""
         dest = self.destination
         key = self.id.key()

@@ -66,7 +66,7 @@ class _BeforeTaggedSeal(NodeEngine):
             return super()._seal_payload(header, plaintext)
         assert header.destination.node is not None
         recipient = self.trust.check(header.destination.node, header.created)
-        return self._seal.seal_standard(recipient, header.aad(), plaintext, sign=False)
+        return self._seal.seal_standard(recipient, header.seal_inputs()[1], plaintext, sign=False)
 
 
 async def test_bundles_sealed_before_the_change_still_open(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ async def _forge_receipt(key: GroupKey, a: NodeEngine, b: NodeEngine, m: NodeEng
         Kind.RECEIPT,
         b"",
     )
-    payload = seal_group(key, header.id.key(), header.aad(), Receipt(subject, int(T0)).encode())
+    payload = seal_group(key, header.id.key(), header.seal_inputs()[1], Receipt(subject, int(T0)).encode())
     await a.link_up(IP, m.node_id, T0)
     await a.frame_received("ip0", m.node_id, encode_frame(DataFrame(replace(header, payload=payload))), T0)
     assert a.status(subject).state is not State.DELIVERED
@@ -259,7 +259,7 @@ async def test_a_removed_member_sealing_with_the_old_epoch_is_refused_after_the_
             Kind.TEXT,
             b"",
         )
-        payload = seal_group(old, header.id.key(), header.aad(), b"all units: stand down")
+        payload = seal_group(old, header.id.key(), header.seal_inputs()[1], b"all units: stand down")
         await member.link_up(IP, thief, T0)
         await member.frame_received(
             "ip0", thief, encode_frame(DataFrame(replace(header, payload=payload))), T0
