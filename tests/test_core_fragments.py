@@ -68,6 +68,30 @@ def test_only_lost_fragments_are_resent() -> None:
     assert whole == data
 
 
+def test_a_receiver_that_timed_out_its_partial_gets_every_fragment_again() -> None:
+    """A status is what the receiver holds now: after its partial transfer timed out it holds none
+    of what it reported before, and the sender resends those too. A sender that kept the union of
+    the statuses polled with the last fragment for ever (found by the exactly-once soak at 50 %
+    loss: ``_scenario(0, 0.5, 24, 0, limit_s=40000.0)``, a bundle never delivered)."""
+    fragments = split(bytes(range(200)) * 3, 219, transfer=4)
+    assert len(fragments) == 3
+    outgoing = OutgoingTransfer(4, fragments)
+    receiver = Reassembler(timeout=60.0)
+    receiver.add("l", A, fragments[0], 0.0)
+    _, status = receiver.add("l", A, fragments[2], 1.0)  # fragment 1 lost on the air
+    assert status is not None and outgoing.apply_status(status) == [1]
+    assert receiver.expire(100.0) == 1  # the resend is lost too; the node's timer drops the partial
+    _, status = receiver.add("l", A, fragments[1], 120.0)  # the next resend
+    assert status is None and len(receiver) == 1  # a new partial transfer, holding fragment 1 alone
+    _, status = receiver.add("l", A, fragments[1], 150.0)  # resent again: a duplicate, so a status
+    assert status is not None and status.received == frozenset({1})
+    assert outgoing.apply_status(status) == [0, 2]
+    assert outgoing.to_resend() == [0, 2]
+    receiver.add("l", A, fragments[0], 151.0)
+    whole, _ = receiver.add("l", A, fragments[2], 152.0)
+    assert whole == bytes(range(200)) * 3
+
+
 def test_reassembly_bounds_refuse_instead_of_growing() -> None:
     receiver = Reassembler(max_transfers=2, max_bytes=1000)
     receiver.add("l", A, FragmentFrame(1, 0, 3, b"x" * 10), 0.0)
