@@ -128,9 +128,6 @@ class Held:
         route = self.route(peer)
         return default if route is None else route[2]
 
-    def given_to(self, peer: bytes) -> int | None:
-        return None if self.given is None else self.given.get(peer)
-
 
 class _Shared:
     """One object per equal value, so 100,000 records naming one destination share it (bounded:

@@ -76,7 +76,8 @@ class Transmitter:
 
         A bundle's held record is looked up and its copies worked out once per frame: its share of
         the link, its bytes and what :meth:`_sent_bundle` commits come from that one look (three
-        lookups and two ``_give`` per frame before)."""
+        lookups and two ``_give`` per frame before), and so do the copies it was given before, if
+        any (three ``given_to`` calls per frame before)."""
         state.blocked_until = None
         queue = state.queue
         for _ in range(queue.size() + 1):
@@ -86,20 +87,23 @@ class Transmitter:
             priority, flow = queue.place_of(item)
             origin: bytes | None = flow  # whose share of the link the frame spends
             held = None
+            given = None  # copies handed to item.peer before: this frame is a retransmission
             if isinstance(item, _BUNDLE_ITEMS):
                 held = self.held.get(item.bundle_id)
-                if held is not None and isinstance(item, SendBundle) and held.given_to(item.peer) is not None:
-                    # A bundle sent again to a peer that had it (a custody retransmission) is this
-                    # relay's retry and counts against nobody. Counting retries made honest
-                    # responders whose alarm frames were lost (10 % on LoRa) exceed their share and
-                    # be paced like a flood (the reference scenario's FLASH median went from 1.17
-                    # to 1.74 times the oracle).
-                    origin = None
+                if held is not None and held.given is not None:
+                    given = held.given.get(item.peer)
+                    if given is not None and isinstance(item, SendBundle):
+                        # A bundle sent again to a peer that had it (a custody retransmission) is
+                        # this relay's retry and counts against nobody. Counting retries made
+                        # honest responders whose alarm frames were lost (10 % on LoRa) exceed their
+                        # share and be paced like a flood (the reference scenario's FLASH median
+                        # went from 1.17 to 1.74 times the oracle).
+                        origin = None
             if lowest is not _BULK and (priority > lowest or state.bucket.over_cap(lowest, origin)):
                 return None
             give = 0
             if held is not None:
-                built = self._bundle_frame(state, held, item, now)  # type: ignore[arg-type]  # a bundle item
+                built = self._bundle_frame(state, held, item, given, now)  # type: ignore[arg-type]  # a bundle item
                 data, give = (None, 0) if built is None else built
             else:
                 data = None if isinstance(item, _BUNDLE_ITEMS) else self._control_frame(state, item)
@@ -122,18 +126,18 @@ class Transmitter:
             ):
                 state.last_implicit = tuple(state.implicit.pop(item.bundle_id, ()))  # a whole DATA frame
             if held is not None:
-                self._sent_bundle(state, item, held, give, now)  # type: ignore[arg-type]  # a bundle item
+                self._sent_bundle(state, item, held, give, given, now)  # type: ignore[arg-type]  # a bundle item
             else:
                 self._sent_control(state, item, priority)
             return item.peer, data
         return None
 
     def _bundle_frame(
-        self, state: LinkState, held: Held, item: SendBundle | SendFragment, now: float
+        self, state: LinkState, held: Held, item: SendBundle | SendFragment, given: int | None, now: float
     ) -> tuple[bytes, int] | None:
         """A bundle item's frame and the copies it hands over (:meth:`_give`), or None if it is not
         to be sent to that peer any more."""
-        if item.peer not in state.peers or held.is_expired(now):
+        if item.peer not in state.peers or now >= held.id.created + held.lifetime:  # expired: no call
             return None
         if item.peer in held.holders:
             return None  # it has the bundle (its ACK or summary came after this was queued)
@@ -141,8 +145,8 @@ class Transmitter:
             outgoing = state.transfers.get((item.peer, item.bundle_id))
             if outgoing is None:
                 return None
-            return encode_frame(outgoing.fragments[item.number]), self._give(state, held, item.peer)
-        give = self._give(state, held, item.peer)
+            return encode_frame(outgoing.fragments[item.number]), self._give(state, held, item.peer, given)
+        give = self._give(state, held, item.peer, given)
         data = self._data_frame(state, held, item, give)
         if data is None:
             return None
@@ -201,9 +205,9 @@ class Transmitter:
             ids = [i for i in ids if pending[i] is _FLASH] or ids
         return ids
 
-    def _give(self, state: LinkState, held: Held, peer: bytes) -> int:
-        """Copies handed to ``peer`` with this bundle; 0 = the spray budget forbids sending it."""
-        given = held.given_to(peer)
+    def _give(self, state: LinkState, held: Held, peer: bytes, given: int | None) -> int:
+        """Copies handed to ``peer`` with this bundle (``given``: those handed before, if any); 0 =
+        the spray budget forbids sending it."""
         if given is not None:
             return given  # a retransmission carries what the first transmission promised
         if held.directed(peer, default=True):
@@ -217,9 +221,11 @@ class Transmitter:
         if copies < 1:
             held.unroute(peer)
             return None
-        source = self.held.source(held, self._queued_after(state, item))
+        source: Bundle | bytes | None = held.bundle  # in memory: no read, no look at what follows
         if source is None:
-            return None  # the store evicted it since; the core hears of it next
+            source = self.held.source(held, self._queued_after(state, item))
+            if source is None:
+                return None  # the store evicted it since; the core hears of it next
         copies, compact = copies if copies < MAX_COPIES else MAX_COPIES, state.profile.compact
         built = self._built.get(state.profile.name)
         if built is not None and built[0] is source and built[1] == copies and built[2] == compact:
@@ -241,14 +247,22 @@ class Transmitter:
                     yield held
 
     def _sent_bundle(
-        self, state: LinkState, item: SendBundle | SendFragment, held: Held, give: int, now: float
+        self,
+        state: LinkState,
+        item: SendBundle | SendFragment,
+        held: Held,
+        give: int,
+        given: int | None,
+        now: float,
     ) -> None:
-        """A bundle's frame went: copies handed over (``give``, as its frame counted them), the FLASH
-        repeat on a lossy link, fragments queued behind the first, custody's timer started."""
-        if held.given_to(item.peer) is None:
+        """A bundle's frame went: copies handed over (``give``, as its frame counted them; ``given``:
+        those handed before, None on a first send), the FLASH repeat on a lossy link, fragments
+        queued behind the first, custody's timer started."""
+        if given is None:
             if held.given is None:
-                held.given = {}
-            held.given[item.peer] = give
+                held.given = {item.peer: give}
+            else:
+                held.given[item.peer] = give
             if is_costly(state.profile) and not held.directed(item.peer, default=True):
                 held.copies -= give
             whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
