@@ -120,7 +120,8 @@ class Held:
         """Forget where the bundle was queued for ``peer``; that route, or None."""
         route = self.route(peer)
         if route is not None:
-            self.routed = tuple(other for other in self.routed if other is not route)
+            routed = self.routed  # most often that route alone: no generator and tuple() per ACK
+            self.routed = () if len(routed) == 1 else tuple(other for other in routed if other is not route)
         return route
 
     def directed(self, peer: bytes, default: bool) -> bool:
@@ -158,6 +159,9 @@ class HeldBundles:
         self._load = load
         self._resident_left = RESIDENT_BYTES if resident_bytes is None else resident_bytes
         self._held: dict[BundleId, Held] = {}
+        # the held record of an id, or None: the dict's own get, not a method around it (a Python
+        # call per lookup, and a frame sent and its ACK look a bundle up three times)
+        self.get: Callable[[BundleId], Held | None] = self._held.get
         self._expiry: list[Held] = []  # a heap; records of dropped bundles are skipped and pruned
         self._stale = 0
         self._shared = _Shared()
@@ -176,9 +180,6 @@ class HeldBundles:
 
     def __getitem__(self, bundle_id: BundleId) -> Held:
         return self._held[bundle_id]
-
-    def get(self, bundle_id: BundleId) -> Held | None:
-        return self._held.get(bundle_id)
 
     def values(self) -> ValuesView[Held]:
         return self._held.values()

@@ -679,8 +679,9 @@ class RelayCore:
 
     def _acked(self, state: LinkState, peer: bytes, frame: AckFrame, now: float) -> list[Action]:
         actions: list[Action] = []
+        link = state.profile.name
         self.custody.peer_alive(peer, state.profile, now)
-        dropped = f"custody accepted by {peer.hex()[:8]} over {state.profile.name}"
+        dropped = f"custody accepted by {peer.hex()[:8]} over {link}"
         for bundle_id in frame.ids:
             flight = self.custody.acknowledged(bundle_id, peer, now)
             if state.transfers:  # fragmented copies only: most ACKs name none
@@ -708,9 +709,9 @@ class RelayCore:
             done = directed and dest.kind is _NODE and not keeps
             if not done:  # a record of a copy dropped at once helps nobody (the drop deletes it)
                 self._held.add_holders(held, (peer,))  # a dropped record's holders help nobody either
-                actions.append(MarkForwarded(bundle_id, peer, state.profile.name))
+                actions.append(MarkForwarded(bundle_id, peer, link))
             if held.local:
-                status = self._statuses.custody(bundle_id, peer, state.profile.name, now)
+                status = self._statuses.custody(bundle_id, peer, link, now)
                 if status is not None:
                     actions.append(StatusChanged(bundle_id, status))
             if done:
