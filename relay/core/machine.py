@@ -472,7 +472,7 @@ class RelayCore:
         status = self._statuses.receipt(subject, now, hops, path)
         if status is not None:
             actions.append(StatusChanged(subject, status))
-        if subject in self._held:
+        if self._held.get(subject) is not None:  # the dict's get: no Python call per subject
             self._unhold(subject)
             actions.append(Drop(subject, "delivered: end-to-end receipt received"))
         return actions

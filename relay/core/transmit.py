@@ -258,6 +258,8 @@ class Transmitter:
         """A bundle's frame went: copies handed over (``give``, as its frame counted them; ``given``:
         those handed before, None on a first send), the FLASH repeat on a lossy link, fragments
         queued behind the first, custody's timer started."""
+        # its transfer, if fragmented (most links have none: no key made, no lookup per frame)
+        outgoing = state.transfers.get((item.peer, item.bundle_id)) if state.transfers else None
         if given is None:
             if held.given is None:
                 held.given = {item.peer: give}
@@ -265,10 +267,10 @@ class Transmitter:
                 held.given[item.peer] = give
             if is_costly(state.profile) and not held.directed(item.peer, default=True):
                 held.copies -= give
-            whole = isinstance(item, SendBundle) and (item.peer, item.bundle_id) not in state.transfers
             if (
-                whole
-                and held.priority is _FLASH
+                held.priority is _FLASH
+                and outgoing is None  # a whole DATA frame, not a transfer's first fragment
+                and isinstance(item, SendBundle)
                 and self.custody.lossy(state.profile.name, item.peer)
                 and not state.bucket.over_cap(_FLASH, held.flow)
             ):
@@ -280,8 +282,7 @@ class Transmitter:
                 # repeat queues behind what is waiting (a second path goes first) and is
                 # skipped if the ACK came first.
                 state.queue.push(item, _FLASH, held.flow)
-        outgoing = state.transfers.get((item.peer, item.bundle_id))
-        if isinstance(item, SendBundle) and outgoing is not None:
+        if outgoing is not None and isinstance(item, SendBundle):
             for fragment in reversed(outgoing.fragments[1:]):
                 state.queue.push(
                     SendFragment(item.peer, item.bundle_id, fragment.index),
