@@ -52,7 +52,9 @@ LEGACY_RECEIPT_LEN = ID_KEY_LEN + 4
 MIN_RECEIPT_LEN = LEGACY_RECEIPT_LEN + 1
 MAX_RECEIPT_LEN = MIN_RECEIPT_LEN + MAX_TRAIL * TRAIL_ID_LEN
 MAX_RECEIPT_SUBJECTS = 16  # with the longest path, a sealed batch still fits one LoRa frame
-_SUBJECT_LEN = 6  # created(uint32) seq(uint16)
+_SUBJECT = struct.Struct(">IH")  # a batch's subject: created(uint32) seq(uint16)
+_SUBJECT_LEN = _SUBJECT.size
+_new_id = tuple.__new__  # a BundleId from checked fields, in C: BundleId() is a Python __new__
 _BATCH_HEAD_LEN = 6  # delivered(uint32) hops(uint8) n(uint8)
 MAX_BATCH_LEN = _BATCH_HEAD_LEN + MAX_TRAIL * TRAIL_ID_LEN + MAX_RECEIPT_SUBJECTS * _SUBJECT_LEN
 
@@ -169,10 +171,8 @@ class ReceiptBatch:
                 f"after its path; got {len(body)} bytes"
             )
         path = tuple(data[i : i + TRAIL_ID_LEN] for i in range(_BATCH_HEAD_LEN, start, TRAIL_ID_LEN))
-        subjects = tuple(
-            BundleId(origin, *struct.unpack(">IH", body[i : i + _SUBJECT_LEN]))
-            for i in range(0, len(body), _SUBJECT_LEN)
-        )
+        # cut in C, each id made in C: an origin reads one batch per 16 bundles it sent
+        subjects = tuple([_new_id(BundleId, (origin, *fields)) for fields in _SUBJECT.iter_unpack(body)])
         return cls(subjects, delivered, hops, path)
 
 
