@@ -8,6 +8,7 @@ from pathlib import Path
 
 from test_store import make
 
+from relay.bundle import encode_full
 from relay.store import Store
 
 
@@ -30,5 +31,38 @@ async def test_an_id_kept_by_the_app_alone_is_forgotten_at_open_unless_acknowled
         again = await store.put_each([(kept, True, False), (lost, True, False)], now=1001.0)
         assert again == [False, True], "the acknowledged id stays seen; the other is taken again"
         assert [b.id for b in await store.pending_deliveries()] == [lost.id]
+    finally:
+        await store.close()
+
+
+async def test_an_ack_reads_the_inbox_only_when_it_holds_copies(tmp_path: Path) -> None:
+    """Acks of ids the application alone keeps (a command post's) find no inbox copy: with the inbox
+    empty the ack marks them delivered without its sum and delete; with copies in it, an ack of both
+    kinds removes the copies and gives back their quota bytes."""
+    store = await Store.open(tmp_path / "store.sqlite3")
+    statements: list[str] = []
+    try:
+        kept, copied = [make(i) for i in range(1, 4)], [make(i, size=500) for i in range(4, 6)]
+        await store.put_each([(b, True, False) for b in kept], now=1000.0, app_has={b.id for b in kept})
+        store._db.set_trace_callback(statements.append)
+        await store.ack_deliveries([b.id for b in kept[:2]])
+        assert not [sql for sql in statements if "FROM inbox" in sql and "EXISTS" not in sql]
+        await store.put_each([(b, True, False) for b in copied], now=1000.0)
+        assert (await store.stats()).inbox == 2
+        statements.clear()
+        await store.ack_deliveries([kept[2].id, copied[0].id])
+        assert [sql.split()[0] for sql in statements if "FROM inbox WHERE id IN" in sql] == [
+            "SELECT",
+            "DELETE",
+        ]
+        stats = await store.stats()
+        assert (stats.inbox, stats.bytes_used) == (1, len(encode_full(copied[1])))
+        assert [b.id for b in await store.pending_deliveries()] == [copied[1].id]
+    finally:
+        await store.close()
+    store = await Store.open(tmp_path / "store.sqlite3")
+    try:  # every acked id stays seen after a reopen; the one never acked is still delivered
+        assert await store.put_each([(b, True, False) for b in kept], now=1001.0) == [False] * 3
+        assert [b.id for b in await store.pending_deliveries()] == [copied[1].id]
     finally:
         await store.close()
