@@ -159,7 +159,8 @@ class CustodyTracker:
                 self._by_bundle[bundle_id] = (peer,) if peers is None else (*peers, peer)
             else:
                 order = flight.order
-            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, order=order)
+            # positional (attempts 1, then order): a keyword makes the dataclass's init match names
+            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, 1, order)
             self._flights[key] = flight
             self._bound(flight)
         else:
