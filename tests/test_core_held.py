@@ -203,7 +203,8 @@ def test_a_read_fetches_the_bundles_queued_next_and_flash_never_waits_for_one(
     """One store read per READ_AHEAD frames of a backlog, each bundle read once, in queue order; a
     FLASH bundle arriving in the middle goes next, from memory."""
     monkeypatch.setattr(held_module, "RESIDENT_BYTES", 0)
-    stored = {b.id: b for b in (_bundle(seq) for seq in range(100))}
+    count = 3 * held_module.READ_AHEAD + 4  # three full reads and a short one
+    stored = {b.id: b for b in (_bundle(seq) for seq in range(count))}
     calls: list[list[BundleId]] = []
 
     def load(bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
@@ -225,7 +226,7 @@ def test_a_read_fetches_the_bundles_queued_next_and_flash_never_waits_for_one(
     while core.next_frame("ip0", NOW) is not None:
         pass
     read = [bundle_id for call in calls for bundle_id in call]
-    assert sorted(read) == sorted(stored) and len(calls) == -(-100 // held_module.READ_AHEAD)
+    assert sorted(read) == sorted(stored) and len(calls) == 4
 
 
 def test_read_ahead_is_bounded_and_forgets_a_dropped_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
