@@ -40,7 +40,6 @@ SCHEMA = [
         bundle_id TEXT PRIMARY KEY, origin TEXT NOT NULL, destination TEXT NOT NULL,
         kind INTEGER NOT NULL, priority TEXT NOT NULL, created REAL NOT NULL, received REAL NOT NULL,
         text TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS messages_received ON messages(received)",
     """CREATE TABLE IF NOT EXISTS records (
         record_id TEXT PRIMARY KEY, type TEXT NOT NULL, origin TEXT NOT NULL, priority TEXT NOT NULL,
         created REAL NOT NULL, received REAL NOT NULL, body TEXT NOT NULL, acks TEXT NOT NULL)""",
@@ -62,6 +61,9 @@ _T = TypeVar("_T")
 PAGE_SIZE = 65536
 MAX_SEQ = 1 << 62  # a cursor beyond any journal's life, within SQLite's 64-bit integers
 SEQ_INDEXES = [f"CREATE INDEX IF NOT EXISTS {table}_seq ON {table}(seq)" for table in COLUMNS_ADDED]
+# Indexes of earlier releases that no query reads, dropped on open: each cost every message written an
+# index entry (messages by arrival time: the messages are read by seq, issue 15).
+INDEXES_DROPPED = ["messages_received"]
 MESSAGE_COLUMNS = "bundle_id, origin, destination, kind, priority, created, received, text, seq"
 RECORD_COLUMNS = "record_id, type, origin, priority, created, received, body, acks, seq, closed"
 UNIT_COLUMNS = "node_id, name, roles, last_heard, lat, lon, fixed, accuracy_m, seq"
@@ -211,7 +213,7 @@ def _insert_messages(rows: int) -> str:
 
 INSERT_MESSAGES = _insert_messages(1)
 # A burst's messages go up to this many rows to one INSERT: a statement per row reopens the table
-# and its three indexes (a command post's burst is a frame batch's worth, about 250 messages). 100
+# and its two indexes (a command post's burst is a frame batch's worth, about 250 messages). 100
 # rows of 9 variables stay under SQLite's old limit of 999.
 MESSAGES_PER_INSERT = 100
 PUT_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)
@@ -507,6 +509,8 @@ def _migrate(db: sqlite3.Connection) -> int:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
     for statement in SEQ_INDEXES:
         db.execute(statement)
+    for index in INDEXES_DROPPED:
+        db.execute(f"DROP INDEX IF EXISTS {index}")
     db.commit()
     seq = 0
     for table in COLUMNS_ADDED:
