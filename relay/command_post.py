@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 
 from relay.api.app import ApiContext
 from relay.apps import CommandPostApp
-from relay.bundle import Kind, from_epoch
+from relay.bundle import Kind, Priority, from_epoch
 from relay.engine import Delivery
 from relay.heard import RECORD_TYPE as HEARD_RECORD
 from relay.heard import Heard, HeardGate, listen
@@ -39,6 +39,9 @@ log = logging.getLogger("mesh112.command_post")
 
 MAX_PENDING_ACKS = 256  # deliveries recorded in the journal whose store acknowledgement is in flight
 MAX_HEARD_QUEUE = 64  # stock Meshtastic packets waiting for the journal
+# read per delivery: an enum member or its name is a slow lookup on Python 3.11
+_TEXT, _POSITION = Kind.TEXT, Kind.POSITION
+_PRIORITY_NAMES = tuple(priority.name for priority in Priority)  # by value
 
 
 def command_post_apps(node: Node) -> list[CommandPostApp]:
@@ -101,42 +104,50 @@ class CommandPostFeed:
         """Record a burst: each unit heard once (with the newest position among its deliveries) and
         the text messages in one journal commit, application records one by one."""
         received = time.time()
-        units: dict[bytes, tuple[str, list[str], Position | None]] = {}
+        # per origin: its hex id (the unit's and each message's), name, roles and newest position
+        units: dict[bytes, tuple[str, str, list[str], Position | None]] = {}
         positions: list[tuple[Delivery, str, Position]] = []
+        texts: list[MessageEntry] = []
+        destination, destination_text = None, ""  # a burst's deliveries mostly share one: str() once
         trust = self._node.engine.trust
         for delivery in deliveries:
-            known = units.get(delivery.origin)
+            origin = delivery.origin
+            known = units.get(origin)
             if known is None:  # a burst's deliveries mostly share a few origins: looked up once each
-                certificate = trust.certificate(delivery.origin)
-                name = certificate.name if certificate else delivery.origin.hex()[:8]
+                certificate = trust.certificate(origin)
+                origin_hex = origin.hex()
+                name = certificate.name if certificate else origin_hex[:8]
                 roles = sorted(certificate.roles) if certificate else []
                 newest = None
             else:
-                name, roles, newest = known
-            if delivery.kind == Kind.POSITION:
+                origin_hex, name, roles, newest = known
+            kind = delivery.kind
+            if kind == _TEXT:
+                if delivery.destination is not destination:
+                    destination = delivery.destination
+                    destination_text = str(destination)
+                texts.append(
+                    MessageEntry(
+                        delivery.bundle_id.key().hex(),
+                        origin_hex,
+                        destination_text,
+                        kind,
+                        _PRIORITY_NAMES[delivery.priority],
+                        from_epoch(delivery.created),
+                        received,
+                        delivery.payload.decode("utf-8", errors="replace"),
+                    )
+                )
+            elif kind == _POSITION:
                 position = self._position(delivery, name, received)
                 if position is not None:
                     positions.append((delivery, name, position))
                     if newest is None or position.fixed > newest.fixed:
                         newest = position
-            units[delivery.origin] = (name, roles, newest)
+            units[origin] = (origin_hex, name, roles, newest)
         heard = [
-            UnitHeard(origin.hex(), name, roles, received, position)
-            for origin, (name, roles, position) in units.items()
-        ]
-        texts = [
-            MessageEntry(
-                delivery.bundle_id.key().hex(),
-                delivery.origin.hex(),
-                str(delivery.destination),
-                delivery.kind,
-                delivery.priority.name,
-                from_epoch(delivery.created),
-                received,
-                delivery.payload.decode("utf-8", errors="replace"),
-            )
-            for delivery in deliveries
-            if delivery.kind == Kind.TEXT
+            UnitHeard(origin_hex, name, roles, received, position)
+            for origin_hex, name, roles, position in units.values()
         ]
         stored_units, stored_texts = await self._journal.record_burst(heard, texts)
         for unit in stored_units:
@@ -153,7 +164,7 @@ class CommandPostFeed:
                 self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
         for delivery in deliveries:
             if delivery.kind not in (Kind.TEXT, Kind.POSITION):
-                await self._record_app(delivery, units[delivery.origin][0], received)
+                await self._record_app(delivery, units[delivery.origin][1], received)
 
     async def _record_app(self, delivery: Delivery, name: str, received: float) -> None:
         app = self._apps.get(delivery.kind)
