@@ -23,6 +23,7 @@ from relay.links.ip_records import (
     MAX_FRAME,
     RecordError,
     RecordKind,
+    RecordsLost,
     SessionCipher,
     pack_frames,
     unpack_frames,
@@ -133,6 +134,20 @@ def test_records_refuse_replay_reorder_and_tampering() -> None:
     with pytest.raises(RecordError, match="authentication"):
         receiver.open(bytes(tampered))
     assert receiver.open(second) == (RecordKind.DATA, b"two")  # a refused record changes nothing
+
+
+def test_an_authentic_record_after_a_gap_says_records_were_lost() -> None:
+    sender, receiver = SessionCipher(b"k" * 32, b"r" * 32), SessionCipher(b"r" * 32, b"k" * 32)
+    first, _lost, third = (sender.seal(RecordKind.ACK, b"%d" % n) for n in range(3))
+    assert receiver.open(first) == (RecordKind.ACK, b"0")
+    with pytest.raises(RecordsLost, match="counter 2, expected 1: 1 lost"):
+        receiver.open(third)
+    forged = bytearray(third)  # a record ahead that is not the peer's: refused as before
+    forged[-1] ^= 1
+    with pytest.raises(RecordError, match="replay or injection") as refused:
+        receiver.open(bytes(forged))
+    assert not isinstance(refused.value, RecordsLost)
+    assert receiver.opened == 1
 
 
 @given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=50))

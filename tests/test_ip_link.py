@@ -193,6 +193,42 @@ async def test_injected_records_are_refused_and_the_link_goes_on(
     await pair.at_listener.until(lambda: pair.at_listener.frames[-1][1] == b"after reconnect")
 
 
+async def test_a_record_the_listener_drops_costs_a_reconnect_not_the_keepalive(
+    links: list[IpLink], authority: Authority
+) -> None:
+    """nng's polyamorous Pair1 discards a record when the connection's send queue is full and says
+    it went: the dialler then refused every later record until its keepalive gave up (3.9 s)."""
+    pair = await connected_pair(links, authority, reconnect_min=0.05, reconnect_max=0.5)
+    session = pair.listener._sessions[pair.dialler.node_id]
+    try_send, send = session._transport_try_send, session._transport_send
+    assert try_send is not None
+    dropped: list[bytes] = []
+
+    def drop_first(record: bytes) -> bool:  # as nng does: gone, and reported sent
+        if not dropped:
+            dropped.append(record)
+            return True
+        return try_send(record)
+
+    async def drop_first_async(record: bytes) -> None:
+        if not drop_first(record):
+            await send(record)
+
+    session._transport_try_send, session._transport_send = drop_first, drop_first_async
+    started = time.monotonic()
+    await pair.listener.send(pair.dialler.node_id, b"lost")
+    with contextlib.suppress(LinkError):  # gone already if a PONG was the record dropped
+        await pair.listener.send(pair.dialler.node_id, b"after the gap")
+    await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == 2, timeout=3)
+    assert time.monotonic() - started < 2.0  # 1 s keepalive, 3 misses: silence alone takes over 3 s
+    assert len(dropped) == 1 and pair.at_dialler.frames == []
+    await pair.at_listener.until(lambda: pair.at_listener.count("up") == 2)
+    await pair.listener.send(pair.dialler.node_id, b"after reconnect")
+    await pair.at_dialler.until(
+        lambda: pair.at_dialler.frames == [(pair.listener.node_id, b"after reconnect")]
+    )
+
+
 async def test_blackhole_is_detected_within_seconds(
     links: list[IpLink], authority: Authority, proxy: ImpairProxy
 ) -> None:

@@ -244,6 +244,27 @@ async def test_forged_and_impossible_acks_do_not_harm_the_session() -> None:
         session.close("test over")
 
 
+async def test_a_record_after_lost_ones_ends_the_session_at_once() -> None:
+    """nng's polyamorous Pair1 drops a record when the connection's send queue is full: every later
+    record would be refused, and the window waited for acks until the keepalive gave up (3.9 s)."""
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    closed: list[str] = []
+    session = _fast_session(ours, Wire().send, on_closed=lambda s, reason: closed.append(reason))
+    session.start()
+    try:
+        session.on_record(peers.seal(RecordKind.PING, encode_ping(0, 1.0)))
+        peers.seal(RecordKind.ACK, encode_ack(0))  # dropped on the way
+        forged = bytearray(peers.seal(RecordKind.ACK, encode_ack(0)))
+        forged[-1] ^= 1
+        session.on_record(bytes(forged))  # ahead but not the peer's: refused, the session goes on
+        assert closed == [] and session.metrics().records_refused == 1
+        session.on_record(peers.seal(RecordKind.PONG, encode_ping(0, 1.0)))  # the peer's, after the gap
+        assert len(closed) == 1 and "lost on the way" in closed[0]
+        assert session.metrics().records_refused == 2 and not session.metrics().up
+    finally:
+        session.close("test over")
+
+
 class NngWire(Wire):
     """A transport with nng's non-blocking hand-over, which can be told it has no room."""
 

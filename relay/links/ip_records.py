@@ -6,8 +6,10 @@ Every pynng message after the handshake is one record::
 
 Each direction has its own key and counts from 0. The receiver accepts only the next counter, so a
 record that is injected, altered, replayed, reordered or dropped is refused with
-:class:`RecordError` (pynng over TCP delivers in order, so a gap can only be tampering). This holds
-on plain ``tcp://`` as well as on ``tls+tcp://``.
+:class:`RecordError`. This holds on plain ``tcp://`` as well as on ``tls+tcp://``. TCP delivers in
+order, but nng does not deliver everything: a listener's polyamorous Pair1 socket discards a record
+when the connection's send queue is full. An authentic record after such a gap raises
+:class:`RecordsLost`: every later record would be refused too, so the session ends at once.
 
 The DATA bodies of one direction, concatenated, are a stream of link frames, each
 ``length(4, big endian) | frame``. A record carries whatever slice of that stream the sender's window
@@ -49,6 +51,11 @@ _MAX_COUNTER = (1 << 64) - 1
 
 class RecordError(LinkError):
     """A record after the handshake was not authentic, not in sequence or malformed."""
+
+
+class RecordsLost(RecordError):
+    """An authentic record came with a counter past the next one: the peer's records between were
+    lost on the way (nng dropped them), so this session can never open another record."""
 
 
 class RecordKind(IntEnum):
@@ -98,17 +105,25 @@ class SessionCipher:
         kind_value, counter = _HEADER.unpack_from(record)
         if kind_value not in RecordKind._value2member_map_:
             raise RecordError(f"unknown record kind {kind_value}")
-        if counter != self._receive_counter:
-            raise RecordError(
-                f"record counter {counter}, expected {self._receive_counter} (replay or injection)"
-            )
         header = record[: _HEADER.size]
+        if counter != self._receive_counter:
+            expected = f"record counter {counter}, expected {self._receive_counter}"
+            if counter > self._receive_counter and self._authentic(header, record):
+                raise RecordsLost(f"{expected}: {counter - self._receive_counter} lost on the way")
+            raise RecordError(f"{expected} (replay or injection)")
         try:
             body = self._receive.decrypt(b"\x00\x00\x00\x00" + header[1:], record[_HEADER.size :], header)
         except InvalidTag as exc:
             raise RecordError("record failed authentication (injected or altered)") from exc
         self._receive_counter += 1
         return RecordKind(kind_value), body
+
+    def _authentic(self, header: bytes, record: bytes) -> bool:
+        try:
+            self._receive.decrypt(b"\x00\x00\x00\x00" + header[1:], record[_HEADER.size :], header)
+        except InvalidTag:
+            return False
+        return True
 
 
 def pack_frames(frames: Sequence[bytes]) -> bytes:

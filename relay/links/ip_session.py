@@ -44,6 +44,7 @@ from relay.links.ip_records import (
     FrameReassembler,
     RecordError,
     RecordKind,
+    RecordsLost,
     SessionCipher,
     decode_ack,
     decode_ping,
@@ -200,6 +201,10 @@ class PeerSession:
             return
         try:
             kind, body = self._cipher.open(record)
+        except RecordsLost as exc:  # no later record could open: connect again now, not after silence
+            self._refuse(exc)
+            self.close(f"the peer's records were lost on the way: {exc}")
+            return
         except RecordError as exc:
             self._refuse(exc)
             return
