@@ -222,6 +222,8 @@ async def test_a_record_the_listener_drops_costs_a_reconnect_not_the_keepalive(
     await pair.at_dialler.until(lambda: pair.at_dialler.count("up") == 2, timeout=3)
     assert time.monotonic() - started < 2.0  # 1 s keepalive, 3 misses: silence alone takes over 3 s
     assert len(dropped) == 1 and pair.at_dialler.frames == []
+    assert pair.dialler.metrics().connections_lost_records == 1
+    assert pair.listener.metrics().connections_lost_records == 0  # it only saw the connection close
     await pair.at_listener.until(lambda: pair.at_listener.count("up") == 2)
     await pair.listener.send(pair.dialler.node_id, b"after reconnect")
     await pair.at_dialler.until(

@@ -105,6 +105,7 @@ class LinkMetrics:
     handshakes_completed: int
     handshakes_refused: int
     connections_refused: int  # closed before their handshake: a source or the listener was at its cap
+    connections_lost_records: int  # closed because nng lost records of the peer (RecordsLost)
 
 
 class IpLink(Link):
@@ -146,7 +147,7 @@ class IpLink(Link):
         )
         self._learn = learn
         self._tasks: set[asyncio.Task[None]] = set()
-        self._handshakes_completed = self._handshakes_refused = 0
+        self._handshakes_completed = self._handshakes_refused = self._connections_lost_records = 0
         self._stopping = False
 
     @property
@@ -166,6 +167,7 @@ class IpLink(Link):
             self._handshakes_completed,
             self._handshakes_refused,
             self._admission.refused.total(),
+            self._connections_lost_records,
         )
 
     def pace(self, peer: bytes) -> float | None:
@@ -458,6 +460,8 @@ class IpLink(Link):
 
     def _session_closed(self, session: PeerSession, reason: str) -> None:
         self._dialler_of.pop(session, None)
+        if session.records_lost:
+            self._connections_lost_records += 1
         self._closed[session.peer] = session.metrics()
         if self._sessions.get(session.peer) is not session:
             return

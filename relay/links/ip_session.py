@@ -144,6 +144,7 @@ class PeerSession:
         self._bytes_in = self._bytes_out = self._frames_in = self._frames_out = self._refused = 0
         self.closed = False
         self.close_reason = ""
+        self.records_lost = False  # closed because the transport lost the peer's records
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._keepalive())]
@@ -203,6 +204,7 @@ class PeerSession:
             kind, body = self._cipher.open(record)
         except RecordsLost as exc:  # no later record could open: connect again now, not after silence
             self._refuse(exc)
+            self.records_lost = True
             self.close(f"the peer's records were lost on the way: {exc}")
             return
         except RecordError as exc:
