@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import random
 
@@ -246,6 +247,29 @@ def test_flash_goes_twice_only_to_a_neighbour_seen_losing_frames() -> None:
     assert _data_ids(core, "lora0", 102.0)[:1] == [(B, third.id)]  # one frame taken, the repeat waits
     core.frame("lora0", B, _ack(third), 103.0)
     assert third.id not in [what for _, what in _data_ids(core, "lora0", 103.0)], "ACK came: no repeat"
+
+
+def test_flash_goes_twice_on_a_link_that_does_not_retransmit_until_it_proved_clean() -> None:
+    """A link whose lost frames stay lost (the simulator's LoRa without its radio's ARQ) starts as if
+    it had just lost a copy: a responder's first alarm there goes twice, before any loss was seen,
+    until LINK_MEMORY ACKs in a row. A link that retransmits itself (every real one) repeats nothing
+    before a loss (the test above)."""
+    core = RelayCore(A, context=CONTEXT)
+    core.link_up(dataclasses.replace(LORA, retransmits=False), B, 0.0)
+    core.timer(10.0)
+    _data_ids(core, "lora0", 10.0)
+    assert core.custody.lossy("lora0", B)
+    first = _bundle(Priority.FLASH, seq=1)
+    core.originate(first, 10.0)
+    assert [peer for peer, what in _data_ids(core, "lora0", 10.0) if what == first.id] == [B, B]
+    tracker = CustodyTracker()
+    tracker.unproven("lora0")
+    bundle = _bundle(Priority.ROUTINE)
+    for step in range(LINK_MEMORY):
+        assert tracker.lossy("lora0", B), step
+        tracker.touch(bundle.id, B, LORA, 20.0 + step)
+        tracker.acknowledged(bundle.id, B, 20.5 + step)
+    assert not tracker.lossy("lora0", B), "LINK_MEMORY ACKs in a row: clean"
 
 
 def _ack(bundle: Bundle) -> bytes:

@@ -142,8 +142,16 @@ class CustodyTracker:
 
     def lossy(self, link: str, peer: bytes) -> bool:
         """Whether a copy to ``peer`` on ``link`` may well be lost: the link lost a copy within its
-        last LINK_MEMORY outcomes, or this neighbour's own estimate is at least LOSSY."""
+        last LINK_MEMORY outcomes (or has not had that many since it came, :meth:`unproven`), or
+        this neighbour's own estimate is at least LOSSY."""
         return link in self._since_timeout or self._loss.get((link, peer), 0.0) >= LOSSY
+
+    def unproven(self, link: str) -> None:
+        """A new link that does not resend lost frames itself: lossy until LINK_MEMORY outcomes in a
+        row were ACKs, as if it had just lost a copy. Its loss is not known yet, and a responder
+        sends a few frames an hour: taken as none, its first alarm went once and, lost, waited a
+        custody timeout (8-16 s on LoRa)."""
+        self._since_timeout[link] = 0
 
     def touch(self, bundle_id: BundleId, peer: bytes, profile: LinkProfile, now: float) -> InFlight:
         """A frame of this copy went out: the timeout runs from now (a first send starts tracking)."""

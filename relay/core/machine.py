@@ -214,6 +214,8 @@ class RelayCore:
         state = self._links.get(profile.name)
         if state is None or state.profile != profile:
             state = self._links[profile.name] = LinkState(profile, TokenBucket(profile, now), now)
+            if not profile.retransmits:
+                self.custody.unproven(profile.name)
         if peer in state.peers:
             return
         state.peers.add(peer)

@@ -38,6 +38,10 @@ class LinkProfile:
     # session): a copy not yet acknowledged while the neighbour acknowledges older ones waits in its
     # queue, it is not lost, and its custody timeout does not resend it (relay/core/custody.py)
     ordered: bool = False
+    # The link resends a lost frame itself, as every real one does (TCP, the data channel, the LoRa
+    # radio's ACK and retries): the core repeats no FLASH on it before it saw a copy lost. False: the
+    # simulator's LoRa without its radio's ARQ, where a lost frame is lost (relay/core/custody.py)
+    retransmits: bool = True
 
 
 class LinkEvents(Protocol):

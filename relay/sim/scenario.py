@@ -272,6 +272,7 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             preset = modem(t.text("preset", "LONG_FAST"))
         except ValueError as exc:
             raise ConfigError(f"{t.where}: {exc}") from None
+        radio_arq = t.flag("radio_arq", False)
         profile = LinkProfile(
             name=name,
             kind="lora",
@@ -282,9 +283,9 @@ def _parse_link(t: _Table, nodes: Mapping[str, NodeSpec]) -> SimLinkSpec:
             compact=True,
             per_frame_overhead_s=lora_frame_overhead(preset, preset.bitrate_bps / 8),
             implicit_ack=t.flag("implicit_ack", True),
+            retransmits=radio_arq,
         )
         lora = preset
-        radio_arq = t.flag("radio_arq", False)
     elif kind in ("ip", "webrtc", "sim"):
         profile = LinkProfile(
             name=name,
