@@ -9,7 +9,7 @@ import random
 from core_pump import CoreNode, Pump
 
 from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority
-from relay.core.frames import DataFrame, decode_frame
+from relay.core.frames import BeaconFrame, DataFrame, decode_frame
 from relay.core.outbox import SendAcks, SendBeacon, SendBundle, SendFragment, SendStatus, SendSummary
 from relay.core.scheduler import OVER_CAP_AIR_SHARE, FairQueue, TokenBucket
 from relay.links.base import LinkProfile
@@ -150,6 +150,27 @@ def test_over_budget_link_returns_none_and_a_deadline() -> None:
     flash = a.core.next_frame("lora0", 10.0)  # the reserve lets the alarm out at once
     assert flash is not None and isinstance(decode_frame(flash[1], CONTEXT), DataFrame)
     assert a.core.next_frame("lora0", 10.0) is None
+
+
+def test_a_new_neighbours_first_beacon_may_spend_the_flash_reserve() -> None:
+    """A relay whose LoRa budget for the lower classes went on a backlog (a partition healed) kept
+    its first beacon to a neighbour that came up at ROUTINE for minutes, and an alarm found no
+    route through that neighbour meanwhile (seed 10 of the reference scenario: 195 s held)."""
+    pump = Pump(CONTEXT)
+    a = pump.add(A)
+    pump.add(B)
+    pump.add(C)
+    a.core.link_up(LORA, B, 0.0)
+    a.core.timer(10.0)
+    for seq in range(40):
+        a.core.originate(_bundle(A, seq, Priority.ROUTINE, size=150), 0.0)
+    while a.core.next_frame("lora0", 10.0) is not None:
+        pass
+    a.core.link_up(LORA, C, 20.0)
+    a.core.timer(20.0)
+    beacon = a.core.next_frame("lora0", 20.0)
+    assert beacon is not None and beacon[0] == C and isinstance(decode_frame(beacon[1], CONTEXT), BeaconFrame)
+    assert a.core.next_frame("lora0", 20.0) is None, "the rest waits for the lower classes' budget"
 
 
 def test_flows_over_their_cap_yield_to_the_others() -> None:
