@@ -48,7 +48,6 @@ def _relay_with_alarm() -> tuple[RelayCore, RelayCore, RelayCore, dict[bytes, by
     for peer in (A, D, B):
         r.link_up(LORA, peer, 0.0)
     d.link_up(LORA, R, 0.0)
-    _frames(d, "lora0", 0.0)  # its beacon to R, a new neighbour (at FLASH), before the alarm comes
     b.link_up(LORA, R, 0.0)
     b.link_up(IP, C, 0.0)
     offer = b.router.make_beacon(LORA, R)

@@ -27,8 +27,7 @@ def _alarm(seq: int = 1) -> Bundle:
 
 
 def _field(lora: LinkProfile, relay_to_b: LinkProfile) -> tuple[RelayCore, RelayCore]:
-    """A -- R on ``lora``; R -- B on ``relay_to_b``; B -- C on IP. Routes learned from beacons, and
-    what the links' coming up queued (a new neighbour's beacon goes at FLASH) already sent."""
+    """A -- R on ``lora``; R -- B on ``relay_to_b``; B -- C on IP. Routes learned from beacons."""
     a, r, b = (RelayCore(n, context=CONTEXT) for n in (A, R, B))
     a.link_up(lora, R, 0.0)
     r.link_up(lora, A, 0.0)
@@ -40,8 +39,6 @@ def _field(lora: LinkProfile, relay_to_b: LinkProfile) -> tuple[RelayCore, Relay
     b.link_up(IP, C, 0.0)
     r.router.beacon_received(relay_to_b.name, B, b.router.make_beacon(relay_to_b, R), 0.0)
     a.router.beacon_received(lora.name, R, r.router.make_beacon(lora, A), 0.0)
-    for core in (a, r):
-        _sent(core, lora.name, 0.0)
     return a, r
 
 

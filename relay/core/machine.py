@@ -220,10 +220,11 @@ class RelayCore:
             return
         state.peers.add(peer)
         state.next_beacon = now
-        if profile.duty_cycle < 1:
-            # A new neighbour's first beacon may spend the FLASH reserve: on a rationed link whose
-            # lower classes spent their share (a partition healed, its backlog going) it waited
-            # minutes at ROUTINE, and alarms found no route through that neighbour meanwhile
+        if profile.duty_cycle < 1 and state.bucket.available_at(profile.mtu, now, _ROUTINE, b"") > now:
+            # A new neighbour's first beacon may spend the FLASH reserve when the lower classes spent
+            # their share (a partition healed, its backlog going): at ROUTINE it waited minutes, and
+            # alarms found no route through that neighbour meanwhile. Otherwise it goes as before: at
+            # FLASH it went ahead of the alarms of a neighbour first heard in the middle of them
             state.queue.push(SendBeacon(peer), _FLASH, CONTROL_FLOW)
         self.router.link_up(profile, peer, pace)
         if self.router.beacon_every(profile.name, peer) > beacon_interval(profile):
