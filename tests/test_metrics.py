@@ -237,6 +237,8 @@ def test_a_neighbour_that_went_away_reads_0_and_what_waits_for_it_is_counted(tmp
         )
         assert sent.status_code == 202, sent.text
         samples = _scrape(post.api, token)
+        for why in ("refused_at_cap", "handshake_refused", "lost_records"):
+            assert _value(samples, "mesh112_ip_connections_closed_total", link="ip0", why=why) == 0.0
         assert _value(samples, "mesh112_store_bundles", priority="FLASH") == 1.0
         assert _value(samples, "mesh112_store_bytes") > 0
         assert _value(samples, "mesh112_api_messages_sent_total") == 1.0

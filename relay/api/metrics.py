@@ -11,6 +11,8 @@ on the hot paths: a frame sent or a bundle stored costs nothing extra. Families 
 * ``mesh112_queue_depth{link,priority}``: items waiting to be sent, per class;
 * ``mesh112_custody_resends_total``: copies sent again because their custody timeout passed;
 * ``mesh112_implicit_acks_total``: custody ACKs taken from a neighbour's overheard forward (LoRa);
+* ``mesh112_ip_connections_closed_total{link,why}``: IP connections a link closed for a reason an
+  operator acts on (strangers at the caps, failed handshakes, records nng lost);
 * ``mesh112_store_bytes``, ``mesh112_store_quota_bytes``, ``mesh112_store_bundles{priority}``,
   ``mesh112_store_inbox``, ``mesh112_store_evictions_total``, ``mesh112_store_damaged_total``
   (held bundles, and inbox copies at start-up, whose stored copy did not decode, dropped: the
@@ -35,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from relay.bundle import Priority
 from relay.core.scheduler import receipts_sender
+from relay.links.ip import IpLink
 from relay.links.lora_config import LoRaLinkState
 from relay.store import StoreStats
 
@@ -119,6 +122,12 @@ class NodeCollector(Collector):
             "its own bundles or the receipts answering them",
             labels=["link", "origin", "flow"],
         )
+        closed = CounterMetricFamily(
+            "mesh112_ip_connections_closed",
+            "IP connections closed: refused_at_cap (a source or the listener at its cap), "
+            "handshake_refused (failed authentication), lost_records (nng lost records of the peer)",
+            labels=["link", "why"],
+        )
         for name, link in self._node.links.items():
             kind = link.profile.kind
             up = set(engine.core.neighbours(name))
@@ -140,7 +149,12 @@ class NodeCollector(Collector):
             if isinstance(link, _Radio):
                 airtime.add_metric([name], link.state().airtime_last_hour_s)
                 budget.add_metric([name], link.profile.duty_cycle * HOUR_S)
-        yield from (peer_up, depth, airtime, budget, over_cap)
+            if isinstance(link, IpLink):
+                figures = link.metrics()
+                closed.add_metric([name, "refused_at_cap"], figures.connections_refused)
+                closed.add_metric([name, "handshake_refused"], figures.handshakes_refused)
+                closed.add_metric([name, "lost_records"], figures.connections_lost_records)
+        yield from (peer_up, depth, airtime, budget, over_cap, closed)
         yield CounterMetricFamily(
             "mesh112_custody_resends",
             "Copies sent again because their custody timeout passed",
