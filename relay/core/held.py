@@ -163,7 +163,8 @@ class HeldBundles:
         self._resident_left = RESIDENT_BYTES if resident_bytes is None else resident_bytes
         self._held: dict[BundleId, Held] = {}
         # the held record of an id, or None: the dict's own get, not a method around it (a Python
-        # call per lookup, and a frame sent and its ACK look a bundle up three times)
+        # call per lookup, and a frame sent and its ACK look a bundle up three times). Bound to this
+        # dict: a copy of the object (copy.deepcopy) would look in the original's; none is made.
         self.get: Callable[[BundleId], Held | None] = self._held.get
         self._expiry: list[Held] = []  # a heap; records of dropped bundles are skipped and pruned
         self._stale = 0
