@@ -5,7 +5,8 @@ FLASH bundle overtake everything queued: it waits at most for the frame already 
 LoRa, not for that frame's radio ACK, see :meth:`Node._run_link`), one
 task feeds link events to the engine in arrival order, the frames in batches (every frame queued
 while the previous batch was being stored, up to :data:`MAX_BATCH_FRAMES`: one store commit, no
-task per frame), and one task runs the engine's timers.
+task per frame; a FLASH frame goes ahead of the frames waiting, in a batch of its own), and one task
+runs the engine's timers.
 Applications use :meth:`send`, ``async for delivery in node.inbox()``, :meth:`ack` and
 :meth:`status`.
 """
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from crypto.certificate import RevocationList
 from relay.bundle import Bundle, BundleId, Destination, Priority, to_epoch
+from relay.core.frames import data_priority
 from relay.core.receipts import BundleStatus
 from relay.engine import Delivery, NodeEngine, Outgoing, SecurityCounters, SendError, StatusCallback
 from relay.kinds import KindRegistry
@@ -36,7 +39,7 @@ _FLASH, _BULK = Priority.FLASH, Priority.BULK
 # the loops wait for is in the engine's next deadline, so a shorter look only woke an idle phone
 # (every 5 s was 12 wake-ups a minute beside one beacon exchange; issue 17).
 IDLE_WAKE_S = 60.0
-MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH waits for one at most
+MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH goes ahead of them
 MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits
 # A link hands frames over without waiting while its window has room, so a link draining a batch
 # held the loop for all of it (250 frames: the batch's own answer, its commit done meanwhile, came
@@ -55,7 +58,10 @@ class _LinkEvent:
 class _Frames(list[tuple[str, bytes, bytes]]):
     """Frames received one after another, as (link, peer, frame): one entry in the event queue for
     all of them. A link hands over a record's frames in one go (an IP record carries about 20), and
-    an event and a queue put and get per frame cost about 1.5 µs each."""
+    an event and a queue put and get per frame cost about 1.5 µs each. ``flash`` counts the FLASH
+    frames put at its front, ahead of the frames that were waiting (:meth:`Node.frame_received`)."""
+
+    flash = 0
 
 
 class Node:
@@ -68,7 +74,10 @@ class Node:
         self.engine = engine
         self.links = {link.profile.name: link for link in links}
         self._clock = clock
-        self._events: asyncio.Queue[_LinkEvent | _Frames] = asyncio.Queue()
+        # link events and frames not yet taken by the events task, in arrival order (a FLASH frame
+        # excepted); ``_queued`` is set when an entry is added
+        self._events: deque[_LinkEvent | _Frames] = deque()
+        self._queued = asyncio.Event()
         # the last entry of ``_events`` while it is a batch of frames not yet taken: the frames that
         # come next join it, in order, as no other link event came between
         self._receiving: _Frames | None = None
@@ -230,10 +239,21 @@ class Node:
         self._queue(_LinkEvent("down", link, peer))
 
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
+        events = self._events
+        if events and data_priority(frame) == _FLASH and all(type(e) is _Frames for e in events):
+            # Frames wait (a backlog read faster than it is stored: thousands over IP). A FLASH
+            # frame goes ahead of them, after the FLASH frames that went ahead before it, so it
+            # joins the next batch; never ahead of a link event (a neighbour's coming or going).
+            head = events[0]
+            assert isinstance(head, _Frames)
+            head.insert(head.flash, (link, peer, frame))
+            head.flash += 1
+            return
         frames = self._receiving
         if frames is None:
             frames = self._receiving = _Frames()
-            self._events.put_nowait(frames)
+            events.append(frames)
+            self._queued.set()
         frames.append((link, peer, frame))
 
     def frame_overheard(self, link: str, peer: bytes, frame: bytes) -> None:
@@ -241,7 +261,8 @@ class Node:
 
     def _queue(self, event: _LinkEvent) -> None:
         self._receiving = None  # frames after it wait for it
-        self._events.put_nowait(event)
+        self._events.append(event)
+        self._queued.set()
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -267,31 +288,53 @@ class Node:
         (at most :data:`MAX_BATCHES_IN_FLIGHT` at once) joins it, so a burst costs one store commit
         per batch. A neighbour coming or going waits until the frames before it are handled."""
         in_flight = self._handlers
-        event: _LinkEvent | _Frames | None = None
+        events = self._events
         while True:
-            if event is None:
-                event = await self._events.get()
+            while not events:
+                self._queued.clear()
+                await self._queued.wait()
+            event = events[0]
             if isinstance(event, _LinkEvent):
+                events.popleft()
                 await asyncio.gather(*in_flight)
                 await self._link_event(event)
-                event = None
                 continue
             while len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            frames: list[tuple[str, bytes, bytes]] = []
-            while isinstance(event, _Frames):
-                if event is self._receiving:
-                    self._receiving = None  # frames from now on go in the next batch
-                room = MAX_BATCH_FRAMES - len(frames)
-                if len(event) > room:  # the rest start the next batch
-                    frames += event[:room]
-                    del event[:room]
-                    break
-                frames += event
-                event = None if self._events.empty() else self._events.get_nowait()
+            frames = self._next_batch()
             task = asyncio.create_task(self._frames(frames))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
+
+    def _next_batch(self) -> list[tuple[str, bytes, bytes]]:
+        """The next batch, from the front of the queue: the FLASH frames that went ahead, alone (a
+        batch of one quick commit, not of 256 frames), else up to :data:`MAX_BATCH_FRAMES` frames
+        in arrival order."""
+        events = self._events
+        head = events[0]
+        assert isinstance(head, _Frames)
+        if head.flash:
+            take = min(head.flash, MAX_BATCH_FRAMES)
+            frames = head[:take]
+            del head[:take]
+            head.flash -= take
+            if not head:
+                if head is self._receiving:
+                    self._receiving = None
+                events.popleft()
+            return frames
+        frames = []
+        while events and isinstance(head := events[0], _Frames):
+            if head is self._receiving:
+                self._receiving = None  # frames from now on go in the next batch
+            room = MAX_BATCH_FRAMES - len(frames)
+            if len(head) > room:  # the rest start the next batch
+                frames += head[:room]
+                del head[:room]
+                break
+            frames += head
+            events.popleft()
+        return frames
 
     async def _link_event(self, event: _LinkEvent) -> None:
         now = self.now()

@@ -18,6 +18,7 @@ from relay.core.frames import (
     FragmentStatusFrame,
     FrameDecodeError,
     SummaryFrame,
+    data_priority,
     decode_frame,
     encode_frame,
     forwarded_data_frame,
@@ -212,3 +213,26 @@ def test_every_hop_count_is_raised_in_the_stored_bytes() -> None:
         frame = forwarded_data_frame(encode_full(bundle), 1, compact=False)
         assert frame == encode_frame(DataFrame(bundle.forwarded(), 1))
         assert decode_frame(frame).bundle.hop_count == min(hop_count + 1, 255)  # type: ignore[union-attr]
+
+
+@given(st.one_of(forwardable.map(lambda b: (b, False)), bundles.map(lambda b: (b, True))), st.integers(1, 15))
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_data_frames_priority_is_read_without_decoding(case: tuple[Bundle, bool], copies: int) -> None:
+    """What ``data_priority`` reads (a relay's FLASH frames go ahead of frames waiting) is the
+    decoder's priority, full frames of every destination kind and field width, and compact ones."""
+    bundle, compact = case
+    frame = encode_frame(DataFrame(bundle, copies, compact))
+    decoded = decode_frame(frame, CONTEXT if compact else None)
+    assert data_priority(frame) == decoded.bundle.priority  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("frame", [AckFrame((BundleId(A, 1, 2),)), SummaryFrame(frozenset(), True)])
+def test_frames_that_carry_no_bundle_have_no_priority(frame: object) -> None:
+    assert data_priority(encode_frame(frame)) is None  # type: ignore[arg-type]
+
+
+@given(st.binary(max_size=120))
+@settings(max_examples=2000)
+def test_data_priority_never_raises_on_hostile_bytes(data: bytes) -> None:
+    priority = data_priority(data)
+    assert priority is None or 0 <= priority < 0x80

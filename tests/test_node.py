@@ -16,9 +16,9 @@ from engine_net import IP, LORA, Deployment
 
 import relay.core.held as held_module
 from relay.bundle import BundleId, CompactContext, Destination, Kind, Priority, to_epoch
-from relay.core.frames import DataFrame, decode_frame
+from relay.core.frames import DataFrame, data_priority, decode_frame
 from relay.core.receipts import State
-from relay.engine import Delivery
+from relay.engine import Delivery, Outgoing
 from relay.links.inproc import InprocHub, InprocLink
 from relay.node import Node
 
@@ -236,3 +236,46 @@ async def test_a_copy_whose_timeout_passes_is_sent_again_then_without_spinning(
         await asyncio.sleep(0.5)
         assert asked.frames - before < 20, f"the link asked for a frame {asked.frames - before} times"
         assert custody.retries >= 1  # sent again at its timeout
+
+
+async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path: Path) -> None:
+    """A backlog read faster than it is stored waits in the node's queue (thousands of frames over
+    IP); a FLASH frame that arrives behind it is admitted in the next batch, alone, not after them."""
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    now = to_epoch(time.time())
+    post_engine = await net.open("post", tmp_path, now)
+    field = await net.open("field", tmp_path, now)
+    post = Node(post_engine, [InprocLink(InprocHub(), post_engine.node_id, IP)])
+    try:
+        await field.link_up(IP, post_engine.node_id, now)
+        to_post = Destination.to_node(post_engine.node_id)
+        routine = [Outgoing(to_post, b"report %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(600)]
+        await field.send_many(routine, now)
+        backlog = [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
+        assert len(backlog) >= 600
+        await field.send(to_post, b"gas leak", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=now)
+        out = field.next_frame(IP.name, now)
+        assert out is not None and data_priority(out[1]) == Priority.FLASH
+        await post.start()
+        post.link_up(IP.name, field.node_id)
+        for _ in range(100):  # the neighbour is known before its frames come
+            if post_engine.core.neighbours(IP.name):
+                break
+            await asyncio.sleep(0.01)
+        for frame in backlog:  # all queued in one turn of the loop: none handled yet
+            post.frame_received(IP.name, field.node_id, frame)
+        post.frame_received(IP.name, field.node_id, out[1])
+        order = []
+        async with asyncio.timeout(30):
+            async for batch in post.inbox_batches():
+                order += [delivery.payload for delivery in batch]
+                await post.ack_many([delivery.bundle_id for delivery in batch])
+                if len(order) == 601:
+                    break
+        assert order[0] == b"gas leak", order[:3]
+        assert sorted(order[1:]) == sorted(message.payload for message in routine)
+    finally:
+        await post.stop()
+        await field.close()

@@ -256,31 +256,64 @@ def forwarded_data_frame(source: Bundle | bytes, copies: int, compact: bool) -> 
 # msgpack's width of an unsigned integer by its first byte, as the bundle's encoder writes them:
 # a positive fixint, uint8, uint16 or uint32; 0 for any other byte
 _UINT_WIDTHS = bytes([1] * 0x80 + [0] * 0x4C + [2, 3, 5] + [0] * 0x31)
-_BIN8, _STR8, _NIL = 0xC4, 0xD9, 0xC0
+_BIN8, _STR8, _NIL, _UINT32 = 0xC4, 0xD9, 0xC0, 0xCE
 _HOP_AFTER_127 = b"\xcc\x80"  # the hop count 128 is a uint8: one byte wider than 127
 
 
-def _hop_raised(encoded: bytes, head: bytes) -> bytes | None:
-    """``head`` and ``encoded`` (a full bundle encoding) with the hop count one higher, found by
-    walking the header's fields by their msgpack widths; None for any layout the encoder does not
-    write (the caller decodes instead)."""
-    if len(encoded) < 30 or encoded[2] != _BIN8 or encoded[3] != NODE_ID_LEN:
+def _field_at(encoded: bytes, start: int, skip: int) -> int | None:
+    """Where a full bundle encoding's integer field ``skip`` places after the destination starts,
+    found from ``start`` (the encoding's first byte) by walking the header's fields by their msgpack
+    widths (created, seq, lifetime, priority, kind, hop count follow the destination); None for any
+    layout the encoder does not write (the caller decodes instead)."""
+    if len(encoded) < start + 30 or encoded[start + 2] != _BIN8 or encoded[start + 3] != NODE_ID_LEN:
         return None  # [header, version, origin(bin8 16), dest kind] before the destination at 21
-    tag = encoded[21]
+    tag = encoded[start + 21]
     if tag in (_BIN8, _STR8):
-        pos = 23 + encoded[22]
+        pos = start + 23 + encoded[start + 22]
     elif 0xA0 <= tag <= 0xBF:  # fixstr
-        pos = 22 + (tag & 0x1F)
+        pos = start + 22 + (tag & 0x1F)
     elif tag == _NIL:
-        pos = 22
+        pos = start + 22
     else:
         return None
-    for _ in range(5):  # created, seq, lifetime, priority, kind
+    for _ in range(skip):
         width = _UINT_WIDTHS[encoded[pos]] if pos < len(encoded) else 0
         if not width:
             return None
         pos += width
-    if pos + 1 >= len(encoded):
+    return pos if pos < len(encoded) else None
+
+
+_PRIORITY_FIELD, _HOP_FIELD = 3, 5  # after created, seq, lifetime; and after priority and kind too
+
+
+def data_priority(data: bytes) -> int | None:
+    """The priority class (its value) of the bundle a DATA frame carries, read without decoding it:
+    a relay with frames waiting lets a FLASH frame go ahead of them (relay/node.py). None for any
+    other frame or a layout not recognised (such a frame simply keeps its place)."""
+    if len(data) < 2:
+        return None
+    kind = data[0] >> 4
+    if kind == _DATA_COMPACT_VALUE:
+        return (data[1] >> 3) & 0b111  # the compact header's first byte: version | priority | ...
+    if kind != _DATA_FULL_VALUE:
+        return None
+    if len(data) > 56 and data[3] == data[22] == _BIN8 and data[40] == _UINT32:  # to a node, as most go
+        pos = 45 + _UINT_WIDTHS[data[45]]  # past seq and lifetime: inline, a third of the walk's cost
+        pos += _UINT_WIDTHS[data[pos]]  # (at most 55: inside the frame)
+    else:
+        found = _field_at(data, 1, _PRIORITY_FIELD)
+        if found is None:
+            return None
+        pos = found
+    return data[pos] if data[pos] < 0x80 else None
+
+
+def _hop_raised(encoded: bytes, head: bytes) -> bytes | None:
+    """``head`` and ``encoded`` (a full bundle encoding) with the hop count one higher; None for any
+    layout the encoder does not write (the caller decodes instead)."""
+    pos = _field_at(encoded, 0, _HOP_FIELD)
+    if pos is None or pos + 1 >= len(encoded):
         return None
     hop = encoded[pos]
     if hop < 0x7F:
