@@ -411,6 +411,8 @@ class Node:
             try:
                 if acks:
                     await link.send_acknowledging(peer, frame, acks)
+                elif data_priority(frame) == _FLASH:
+                    await link.send_flash(peer, frame)
                 else:
                     await link.send(peer, frame)
             except LinkError as exc:

@@ -318,3 +318,45 @@ async def test_an_idle_session_sends_in_the_callers_turn_and_keeps_the_record_or
 @given(st.binary(max_size=5000), st.integers(1, 500))
 def test_fuzz_hostile_stream_bytes_long(data: bytes, cut: int) -> None:
     test_hostile_stream_bytes_are_refused_or_parsed_with_bounded_memory.hypothesis.inner_test(data, cut)  # type: ignore[attr-defined]
+
+
+def test_flash_frames_go_ahead_of_the_frames_not_yet_started() -> None:
+    queue = FrameQueue()
+    for frame in (b"a" * 100, b"b" * 100, b"c" * 100):
+        queue.append(frame)
+    chunk, _ = queue.take(50)  # "a" is started: it finishes first, whatever comes
+    queue.append(b"F" * 10, ahead=True)
+    queue.append(b"G" * 10, ahead=True)  # behind the FLASH frame that went ahead before it
+    assert queue.ahead_bytes == 28 and queue.bytes == 3 * 104 - 50 + 28
+    rest, finished = queue.take(10_000)
+    assert finished == 5 and queue.bytes == 0 and queue.ahead_bytes == 0
+    assert FrameReassembler().feed(chunk + rest) == [b"a" * 100, b"F" * 10, b"G" * 10, b"b" * 100, b"c" * 100]
+    queue.append(b"x" * 10)
+    queue.append(b"F" * 10, ahead=True)
+    assert queue.take_unstarted() == [b"F" * 10, b"x" * 10] and queue.ahead_bytes == 0
+
+
+async def test_a_flash_frame_does_not_wait_behind_a_full_queue() -> None:
+    """A FLASH frame handed to a session whose queue holds a window of frames goes ahead of them at
+    once; without it, it waited for the window's worth to leave (80 ms behind a 100 B backlog)."""
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    wire = Wire()
+    session = _fast_session(ours, wire.send)  # not started yet: nothing leaves the queue
+    for index in range(10_000):
+        try:
+            await asyncio.wait_for(session.enqueue(b"r%05d" % index + b"." * 994), 0.05)
+        except TimeoutError:
+            break  # full: an ordinary frame waits for room
+    assert 90 <= index < 10_000
+    await asyncio.wait_for(session.enqueue(b"FLASH", flash=True), 0.05)  # at once
+    session.start()
+    try:
+        opened: list[tuple[RecordKind, bytes]] = []
+        async with asyncio.timeout(2):
+            while not any(kind is RecordKind.DATA for kind, _ in opened):
+                opened += map(peers.open, wire.records[len(opened) :])  # once each, in order
+                await asyncio.sleep(0.01)
+        data = next(body for kind, body in opened if kind is RecordKind.DATA)
+        assert FrameReassembler().feed(data)[0] == b"FLASH"
+    finally:
+        session.close("test over")

@@ -70,6 +70,11 @@ class Link(ABC):
     async def send(self, peer: bytes, frame: bytes) -> None:
         """Send one frame to ``peer`` (or BROADCAST). Raises LinkError if the peer is unreachable."""
 
+    async def send_flash(self, peer: bytes, frame: bytes) -> None:
+        """Send a FLASH frame: a link that queues frames of its own (IP: up to a window of them)
+        puts it ahead of them; any other sends it as any frame (it already went first)."""
+        await self.send(peer, frame)
+
     async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
         """Send ``frame`` to ``peer`` so that the neighbours ``acks`` hear it too, authenticated
         (``profile.implicit_ack``): it is their custody ACK. A link that cannot sends it to ``peer``

@@ -201,16 +201,23 @@ class IpLink(Link):
             self._spawn(self._dial_loop(address))
 
     async def send(self, peer: bytes, frame: bytes) -> None:
+        await self._enqueue(peer, frame, flash=False)
+
+    async def send_flash(self, peer: bytes, frame: bytes) -> None:
+        """A FLASH frame goes ahead of the frames a session has queued (up to a window of them)."""
+        await self._enqueue(peer, frame, flash=True)
+
+    async def _enqueue(self, peer: bytes, frame: bytes, flash: bool) -> None:
         if not 0 < len(frame) <= MAX_FRAME:
             raise LinkError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME} on link {self.config.name}")
         if peer == BROADCAST:
             for neighbour in list(self._sessions.values()):
-                await neighbour.enqueue(frame)
+                await neighbour.enqueue(frame, flash)
             return
         session = self._sessions.get(peer)
         if session is None:
             raise LinkError(f"peer {display_id(peer)} is not connected on link {self.config.name}")
-        await session.enqueue(frame)
+        await session.enqueue(frame, flash)
 
     async def stop(self) -> None:
         """Close every connection (peers see them close) without reporting to a node that is stopping."""

@@ -189,22 +189,31 @@ class FrameReassembler:
 class FrameQueue:
     """Frames waiting to be sent, seen as the DATA stream: ``take`` cuts it into records of any size.
 
-    A frame can span records; frames not yet started can be handed to another connection.
+    A frame can span records; frames not yet started can be handed to another connection. A FLASH
+    frame goes ahead of the frames not yet started, behind the FLASH frames that went ahead before it.
     """
 
     def __init__(self) -> None:
         self._frames: deque[bytes] = deque()
         self._started = b""  # the rest of a frame (length prefix included) a record began to carry
         self.bytes = 0  # stream bytes waiting, length prefixes included
+        self._ahead = 0  # frames at the front of ``_frames`` that went ahead
+        self.ahead_bytes = 0  # their stream bytes
 
     def __len__(self) -> int:
         return len(self._frames) + (1 if self._started else 0)
 
-    def append(self, frame: bytes) -> None:
+    def append(self, frame: bytes, ahead: bool = False) -> None:
         if not 0 < len(frame) <= MAX_FRAME:
             raise RecordError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME}")
-        self._frames.append(frame)
-        self.bytes += _FRAME_LEN.size + len(frame)
+        encoded = _FRAME_LEN.size + len(frame)
+        if ahead:
+            self._frames.insert(self._ahead, frame)
+            self._ahead += 1
+            self.ahead_bytes += encoded
+        else:
+            self._frames.append(frame)
+        self.bytes += encoded
 
     def take(self, limit: int) -> tuple[bytes, int]:
         """The next ``limit`` bytes of the stream (fewer if less waits) and how many frames they finish."""
@@ -218,6 +227,9 @@ class FrameQueue:
         while self._frames and size < limit:
             frame = self._frames.popleft()
             encoded = _FRAME_LEN.size + len(frame)
+            if self._ahead:
+                self._ahead -= 1
+                self.ahead_bytes -= encoded
             if size + encoded <= limit:
                 parts += (_FRAME_LEN.pack(len(frame)), frame)
                 size += encoded
@@ -235,6 +247,7 @@ class FrameQueue:
         frames = list(self._frames)
         self._frames.clear()
         self.bytes = len(self._started)
+        self._ahead = self.ahead_bytes = 0
         return frames
 
 

@@ -149,10 +149,16 @@ class PeerSession:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._sender()), asyncio.create_task(self._keepalive())]
 
-    async def enqueue(self, frame: bytes) -> None:
+    async def enqueue(self, frame: bytes, flash: bool = False) -> None:
         """Queue one frame; waits while the queue holds a window's worth (``queue_limit_bytes`` at
-        most), so whoever hands frames over keeps the choice of what goes next."""
-        while self._outbox.bytes and self._outbox.bytes + len(frame) > self._queue_bound and not self.closed:
+        most), so whoever hands frames over keeps the choice of what goes next. A FLASH frame goes
+        ahead of the frames queued (not behind up to a window of them) and waits only while the
+        FLASH frames ahead of them hold that much."""
+        outbox = self._outbox
+        while not self.closed:
+            queued = outbox.ahead_bytes if flash else outbox.bytes
+            if not queued or queued + len(frame) <= self._queue_bound:
+                break
             self._room.clear()
             await self._room.wait()
         if self.closed:
@@ -164,7 +170,7 @@ class PeerSession:
             and not self._ack_due
             and (self._data_sent_at is None or self._clock() - self._data_sent_at >= INLINE_AFTER_QUIET_S)
         )
-        self._outbox.append(frame)
+        outbox.append(frame, flash)
         if idle and self._unsent is None and self._transport_try_send is not None and self._send_inline():
             return
         self._wakeup.set()
