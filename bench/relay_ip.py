@@ -18,6 +18,10 @@ Mesh112 (each figure per repetition; medians over ``ROUNDS`` fresh fields):
   socket's ``MAX_IN_FLIGHT`` frames unanswered at once; ``api_socket_ingest_msgs_per_s`` is messages
   made durable at the sender per second (first frame to last answer), ``api_socket_msgs_per_s`` to
   the last arrival at the command post.
+- *FLASH behind a backlog*: a backlog of 20,000 bundles of 100 B as above; once 3,000 have arrived,
+  one FLASH message is POSTed to the sender's relay API. ``backlog_flash_ms`` is from just before the
+  POST to the command post application's ``received`` stamp, ``backlog_after_flash`` how many of
+  the backlog arrived after it (the frames it overtook on the way).
 - *latency*: one message at a time on a warm, idle path, from just before it is handed to the sender's
   relay to the command post application's ``received`` stamp (read from the command post's live
   stream; wall clock, one machine); percentiles over all repetitions' samples. Three doors: ``app``
@@ -78,6 +82,8 @@ CHAINS = {
 # body bytes: bundles. Enough for a steady rate: at 300 bundles of 10 kB (0.3 s) the IP window's
 # ramp-up decided the figure; LXMF sends the same 10 kB backlog, and LXMF_BULK_MESSAGES at 100 B.
 BACKLOG = {100: 10_000, 10_000: 2_000}
+# a FLASH message sent once FLASH_AFTER bundles of a FLASH_BACKLOG backlog of 100 B have arrived
+FLASH_BACKLOG, FLASH_AFTER = 20_000, 3_000
 API_MESSAGES = 300
 API_BATCH_MESSAGES, API_BATCH_SIZE = 3000, 250
 API_SOCKET_MESSAGES = 4000  # in frames of API_BATCH_SIZE
@@ -125,6 +131,29 @@ def _backlog(field: RunningField, size: int, count: int) -> dict[str, float]:
     # and is timed from the sender's start instead (a lower bound: it includes the process start).
     span = arrived[-1] - arrived[0] if arrived[-1] > arrived[0] else arrived[-1] - started
     return {"bundles_per_s": (count - 1) / span, "mb_per_s": (count - 1) * size / span / MB}
+
+
+def _flash_behind_backlog(field: RunningField, count: int) -> dict[str, float]:
+    """A FLASH message POSTed to the sender once :data:`FLASH_AFTER` bundles of a ``count`` backlog
+    of 100 B have arrived: from just before the POST to the command post application's
+    ``received`` stamp, and how many of the backlog arrived after it."""
+    post, sender = field.nodes[0], field.nodes[-1]
+    to = f"node:{field.node_id('command-post')}"
+    texts = _texts("flashbacklog", count, 100)
+    asyncio.run(preload(sender, bytes.fromhex(field.node_id("command-post")), texts))
+    before = journal_count(post)
+    field.start_healthy(sender.slug)
+    _await_arrivals(post, before, FLASH_AFTER, 120, "backlog before the FLASH probe")
+    alarm = f"flashprobe-{os.urandom(6).hex()}"
+    headers = {"Authorization": f"Bearer {field.token}"}
+    with httpx.Client(base_url=sender.api, headers=headers) as client:
+        sent = time.time()
+        response = client.post("/api/v1/messages", json={"to": to, "text": alarm, "priority": "FLASH"})
+        response.raise_for_status()
+    _await_arrivals(post, before, count + 1, 600, "backlog and FLASH probe arrivals")
+    received = next(stamp for _, _, text, stamp in journal_messages(post) if text == alarm)
+    behind = sum(stamp > received for stamp in _arrivals(post, "flashbacklog"))
+    return {"flash_ms": (received - sent) * 1000, "backlog_after_flash": behind}
 
 
 class _Arrivals:
@@ -321,10 +350,15 @@ def _mesh112_round(root: Path, hops: int) -> tuple[dict[str, Any], dict[str, lis
             _quiesce(field)
             field.stop(chain[-1])
             sizes[size] = _backlog(field, size, BACKLOG[size])
+        _quiesce(field)
+        field.stop(chain[-1])
+        flash = _flash_behind_backlog(field, FLASH_BACKLOG)
     figures["backlog_100B_bundles_per_s"] = sizes[100]["bundles_per_s"]
     figures["backlog_100B_mb_per_s"] = sizes[100]["mb_per_s"]
     figures["backlog_10kB_bundles_per_s"] = sizes[10_000]["bundles_per_s"]
     figures["backlog_10kB_mb_per_s"] = sizes[10_000]["mb_per_s"]
+    figures["backlog_flash_ms"] = flash["flash_ms"]
+    figures["backlog_after_flash"] = flash["backlog_after_flash"]
     figures["api_msgs_per_s"] = api["msgs_per_s"]
     figures["api_batch_ingest_msgs_per_s"] = batch["ingest_msgs_per_s"]
     figures["api_batch_msgs_per_s"] = batch["msgs_per_s"]

@@ -18,6 +18,8 @@ def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
     monkeypatch.setattr(relay_ip, "API_MESSAGES", 20)
     monkeypatch.setattr(relay_ip, "API_BATCH_MESSAGES", 300)
     monkeypatch.setattr(relay_ip, "API_SOCKET_MESSAGES", 600)  # 250 + 250 + 100: frames in flight at once
+    monkeypatch.setattr(relay_ip, "FLASH_BACKLOG", 400)
+    monkeypatch.setattr(relay_ip, "FLASH_AFTER", 50)
     figures, latencies = relay_ip._mesh112_round(tmp_path, hops=3)
 
     assert figures["durable"] is True and figures["loopback_only"] is True
@@ -26,6 +28,7 @@ def test_three_hop_round_delivers_every_phase_and_reports_its_rates(
     for key in ("backlog_100B_bundles_per_s", "backlog_10kB_bundles_per_s", *rates):
         assert figures[key] > 0, key
     assert figures["backlog_10kB_mb_per_s"] == pytest.approx(figures["backlog_10kB_bundles_per_s"] * 0.01)
+    assert 0 < figures["backlog_flash_ms"] < 30_000 and 0 <= figures["backlog_after_flash"] <= 350
     assert set(latencies) == {"latency_app", "latency_ws", "latency_post"}  # Unix socket, WebSocket, POST
     for samples in latencies.values():
         assert len(samples) == relay_ip.LATENCY_SAMPLES
