@@ -414,12 +414,37 @@ class Node:
                 elif data_priority(frame) == _FLASH:
                     await link.send_flash(peer, frame)
                 else:
-                    await link.send(peer, frame)
+                    taken = link.try_send(peer, frame)
+                    if taken is None:
+                        await link.send(peer, frame)
+                    elif not taken:
+                        await self._send_when_room(name, link, peer, frame)
             except LinkError as exc:
                 self._lost(name, peer, frame, exc)
             sent += 1
             if sent % YIELD_EVERY_FRAMES == 0:
                 await asyncio.sleep(0)
+
+    async def _send_when_room(self, name: str, link: Link, peer: bytes, frame: bytes) -> None:
+        """Wait until ``peer`` has room for ``frame`` (an IP session holding a window of frames, a
+        slow path), sending FLASH frames meanwhile: they need no room, and neither an alarm for
+        another peer nor one for this peer waits for that room."""
+        sending = asyncio.ensure_future(link.send(peer, frame))
+        wake = self._wakes[name]
+        try:
+            while not sending.done():
+                wake.clear()
+                while (out := self.engine.next_frame(name, self.now(), _FLASH)) is not None:
+                    try:
+                        await link.send_flash(*out)
+                    except LinkError as exc:
+                        self._lost(name, out[0], out[1], exc)
+                woken = asyncio.ensure_future(wake.wait())
+                await asyncio.wait((sending, woken), return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+        finally:
+            sending.cancel()  # a node stopping: the frame is simply not acknowledged
+        sending.result()  # its LinkError, if the peer went
 
     async def _alongside(
         self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]

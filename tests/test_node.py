@@ -279,3 +279,51 @@ async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path
     finally:
         await post.stop()
         await field.close()
+
+
+class _DeafLink(InprocLink):
+    """A neighbour that stopped reading (its process paused): frames to it fill its queue."""
+
+    async def _read(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
+    """The link task waits for a full peer's room for the frame it holds; FLASH frames, to any
+    peer, go meanwhile (before, every frame of the link waited for that peer)."""
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("paused")
+    net.enrol("field")
+    now = to_epoch(time.time())
+    hub = InprocHub()
+    engines = {name: await net.open(name, tmp_path, now) for name in ("post", "paused", "field")}
+    paused = _DeafLink(hub, engines["paused"].node_id, IP)
+    post = Node(engines["post"], [InprocLink(hub, engines["post"].node_id, IP)])
+    field = Node(engines["field"], [InprocLink(hub, engines["field"].node_id, IP)])
+    nodes = (post, Node(engines["paused"], [paused]), field)
+    for node in nodes:
+        await node.start()
+    try:
+        for _ in range(100):
+            if len(engines["post"].core.neighbours(IP.name)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        to_paused = Destination.to_node(engines["paused"].node_id)
+        backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(1100)]
+        await post.send_many(backlog)  # more than the paused peer's queue holds: the link task waits
+        async with asyncio.timeout(10):
+            while not paused._queue.full():
+                await asyncio.sleep(0.01)
+        await post.send(
+            Destination.to_node(field.node_id), b"evacuate", kind=Kind.SOS, priority=Priority.FLASH
+        )
+        async with asyncio.timeout(10):
+            async for delivery in field.inbox():
+                assert delivery.payload == b"evacuate"
+                await field.ack(delivery.bundle_id)
+                break
+        assert paused._queue.full()  # still waiting for room: nothing was pushed past it
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -75,6 +75,13 @@ class Link(ABC):
         puts it ahead of them; any other sends it as any frame (it already went first)."""
         await self.send(peer, frame)
 
+    def try_send(self, peer: bytes, frame: bytes) -> bool | None:
+        """Hand ``frame`` over only if ``peer`` can take it without waiting: True if taken, False
+        if it cannot now (nothing sent), None if this link cannot tell (the node awaits
+        :meth:`send`). While a frame waits for a full peer the node still sends FLASH frames
+        (:meth:`send_flash`), so one slow peer holds no alarm back."""
+        return None
+
     async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:
         """Send ``frame`` to ``peer`` so that the neighbours ``acks`` hear it too, authenticated
         (``profile.implicit_ack``): it is their custody ACK. A link that cannot sends it to ``peer``

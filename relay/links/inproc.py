@@ -54,16 +54,32 @@ class InprocLink(Link):
             other._peer_up(self.node_id)
 
     async def send(self, peer: bytes, frame: bytes) -> None:
+        self._check(frame)
+        targets = self.hub.others(self.node_id) if peer == BROADCAST else [self._member(peer)]
+        for target in targets:
+            await target._queue.put((self.node_id, frame))
+
+    def try_send(self, peer: bytes, frame: bytes) -> bool | None:
+        if peer == BROADCAST:
+            return None
+        self._check(frame)
+        queue = self._member(peer)._queue
+        if queue.full():
+            return False
+        queue.put_nowait((self.node_id, frame))
+        return True
+
+    def _check(self, frame: bytes) -> None:
         if self._events is None:
             raise LinkError(f"link {self.profile.name} is not started")
         if len(frame) > self.profile.mtu:
             raise LinkError(f"frame of {len(frame)} bytes exceeds the {self.profile.mtu}-byte MTU")
-        targets = self.hub.others(self.node_id) if peer == BROADCAST else [self.hub.member(peer)]
-        if targets == [None]:
+
+    def _member(self, peer: bytes) -> InprocLink:
+        target = self.hub.member(peer)
+        if target is None:
             raise LinkError(f"peer {peer.hex()[:8]} is not on this link")
-        for target in targets:
-            if target is not None:
-                await target._queue.put((self.node_id, frame))
+        return target
 
     async def stop(self) -> None:
         for other in self.hub.leave(self):

@@ -154,26 +154,31 @@ class PeerSession:
         most), so whoever hands frames over keeps the choice of what goes next. A FLASH frame goes
         ahead of the frames queued (not behind up to a window of them) and waits only while the
         FLASH frames ahead of them hold that much."""
-        outbox = self._outbox
-        while not self.closed:
-            queued = outbox.ahead_bytes if flash else outbox.bytes
-            if not queued or queued + len(frame) <= self._queue_bound:
-                break
+        while not self.offer(frame, flash):
             self._room.clear()
             await self._room.wait()
+
+    def offer(self, frame: bytes, flash: bool = False) -> bool:
+        """Queue one frame if the queue has room for it now (see :meth:`enqueue`); False if it has
+        none (nothing queued). Raises LinkError once the session is closed."""
         if self.closed:
             raise LinkError(f"connection to peer closed: {self.close_reason}")
+        outbox = self._outbox
+        queued = outbox.ahead_bytes if flash else outbox.bytes
+        if queued and queued + len(frame) > self._queue_bound:
+            return False
         idle = (
             self._parked
-            and not self._outbox.bytes
+            and not outbox.bytes
             and not self._control
             and not self._ack_due
             and (self._data_sent_at is None or self._clock() - self._data_sent_at >= INLINE_AFTER_QUIET_S)
         )
         outbox.append(frame, flash)
         if idle and self._unsent is None and self._transport_try_send is not None and self._send_inline():
-            return
+            return True
         self._wakeup.set()
+        return True
 
     def _send_inline(self) -> bool:
         """Seal and hand the first record to nng in the caller's turn, not the sender task's next
