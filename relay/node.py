@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from crypto.certificate import RevocationList
 from relay.bundle import Bundle, BundleId, Destination, Priority, to_epoch
-from relay.core.frames import data_priority
+from relay.core.frames import goes_ahead
 from relay.core.receipts import BundleStatus
 from relay.engine import Delivery, NodeEngine, Outgoing, SecurityCounters, SendError, StatusCallback
 from relay.kinds import KindRegistry
@@ -41,6 +41,9 @@ _FLASH, _BULK = Priority.FLASH, Priority.BULK
 IDLE_WAKE_S = 60.0
 MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH goes ahead of them
 MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits
+# frames of one neighbour that may wait ahead of the others at once: an honest one sends a few
+# alarms; a flood of FLASH frames from one keeps the arrival order beyond this
+MAX_AHEAD_PER_PEER = 16
 # A link hands frames over without waiting while its window has room, so a link draining a batch
 # held the loop for all of it (250 frames: the batch's own answer, its commit done meanwhile, came
 # only after them). It lets the loop's other work in every this many frames.
@@ -86,6 +89,11 @@ class Node:
         self._handlers: set[asyncio.Task[None]] = set()  # batches of frames being handled (stored, acked)
         # per link with ``flash_alongside`` (LoRa): its sends still running (awaiting a radio ACK)
         self._sending: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self.links}
+        # frames that went ahead of the frames waiting, per neighbour (at most MAX_AHEAD_PER_PEER)
+        self._ahead: dict[bytes, int] = {}
+        # FLASH frames waiting for room a stalled peer's queue lacks, per (link, peer): later ones
+        # to that peer wait behind them
+        self._flash_waiting: dict[tuple[str, bytes], set[asyncio.Task[None]]] = {}
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
@@ -115,6 +123,7 @@ class Node:
             with contextlib.suppress(LinkError):
                 await link.stop()
         sending = [task for link_sends in self._sending.values() for task in link_sends]
+        sending += [task for waiting in self._flash_waiting.values() for task in waiting]
         tasks = [*self._tasks, *self._handlers, *sending]  # a cancelled frame is simply not acknowledged
         for task in tasks:
             task.cancel()
@@ -239,22 +248,38 @@ class Node:
         self._queue(_LinkEvent("down", link, peer))
 
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
-        events = self._events
-        if events and data_priority(frame) == _FLASH and all(type(e) is _Frames for e in events):
-            # Frames wait (a backlog read faster than it is stored: thousands over IP). A FLASH
-            # frame goes ahead of them, after the FLASH frames that went ahead before it, so it
-            # joins the next batch; never ahead of a link event (a neighbour's coming or going).
-            head = events[0]
-            assert isinstance(head, _Frames)
-            head.insert(head.flash, (link, peer, frame))
-            head.flash += 1
+        if goes_ahead(frame) and self._ahead.get(peer, 0) < MAX_AHEAD_PER_PEER:
+            # Frames may wait (a backlog read faster than it is stored: thousands over IP). A FLASH
+            # frame (or a certificate one may need) goes ahead of them, behind those that went
+            # ahead before it, so it joins the next batch; never ahead of a link event (a
+            # neighbour's coming or going). A neighbour past its count keeps its frames' places.
+            segment = self._ahead_segment()
+            segment.insert(segment.flash, (link, peer, frame))
+            segment.flash += 1
+            self._ahead[peer] = self._ahead.get(peer, 0) + 1
             return
         frames = self._receiving
         if frames is None:
             frames = self._receiving = _Frames()
-            events.append(frames)
+            self._events.append(frames)
             self._queued.set()
         frames.append((link, peer, frame))
+
+    def _ahead_segment(self) -> _Frames:
+        """Where a frame that goes ahead is put, at the front: the frames queued after the last
+        link event, or a new entry if none are."""
+        events = self._events
+        at = len(events)
+        while at and type(events[at - 1]) is _Frames:
+            at -= 1
+        if at < len(events):
+            segment = events[at]
+            assert isinstance(segment, _Frames)
+            return segment
+        segment = self._receiving = _Frames()
+        events.append(segment)
+        self._queued.set()
+        return segment
 
     def frame_overheard(self, link: str, peer: bytes, frame: bytes) -> None:
         self._queue(_LinkEvent("overheard", link, peer, frame))
@@ -322,9 +347,15 @@ class Node:
                 if head is self._receiving:
                     self._receiving = None
                 events.popleft()
+            ahead = self._ahead
+            for _, peer, _ in frames:
+                if ahead[peer] > 1:
+                    ahead[peer] -= 1
+                else:
+                    del ahead[peer]
             return frames
         frames = []
-        while events and isinstance(head := events[0], _Frames):
+        while events and isinstance(head := events[0], _Frames) and not head.flash:
             if head is self._receiving:
                 self._receiving = None  # frames from now on go in the next batch
             room = MAX_BATCH_FRAMES - len(frames)
@@ -411,8 +442,8 @@ class Node:
             try:
                 if acks:
                     await link.send_acknowledging(peer, frame, acks)
-                elif data_priority(frame) == _FLASH:
-                    await link.send_flash(peer, frame)
+                elif goes_ahead(frame):
+                    await self._send_ahead(name, link, peer, frame)
                 else:
                     taken = link.try_send(peer, frame)
                     if taken is None:
@@ -427,24 +458,60 @@ class Node:
 
     async def _send_when_room(self, name: str, link: Link, peer: bytes, frame: bytes) -> None:
         """Wait until ``peer`` has room for ``frame`` (an IP session holding a window of frames, a
-        slow path), sending FLASH frames meanwhile: they need no room, and neither an alarm for
+        slow path), sending FLASH frames meanwhile: they need no room, so neither an alarm for
         another peer nor one for this peer waits for that room."""
         sending = asyncio.ensure_future(link.send(peer, frame))
         wake = self._wakes[name]
+        woken: asyncio.Future[Any] | None = None
         try:
             while not sending.done():
                 wake.clear()
                 while (out := self.engine.next_frame(name, self.now(), _FLASH)) is not None:
-                    try:
-                        await link.send_flash(*out)
-                    except LinkError as exc:
-                        self._lost(name, out[0], out[1], exc)
+                    await self._send_ahead(name, link, *out)
                 woken = asyncio.ensure_future(wake.wait())
                 await asyncio.wait((sending, woken), return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
-        finally:
-            sending.cancel()  # a node stopping: the frame is simply not acknowledged
+        finally:  # also when the node stops: the frame is then simply not acknowledged
+            if woken is not None:
+                woken.cancel()
+            if not sending.done():
+                sending.cancel()
+            elif not sending.cancelled():
+                sending.exception()  # retrieved here; raised just below
         sending.result()  # its LinkError, if the peer went
+
+    async def _send_ahead(self, name: str, link: Link, peer: bytes, frame: bytes) -> None:
+        """A FLASH frame (or a certificate frame one may need), ahead of the frames the link holds
+        for its peer. Where the link has no room even for it (a stalled peer's queue holds a
+        window of such frames) it waits in a task of its own, behind that peer's other waiting
+        ones, and the link task goes on with the other peers."""
+        key = (name, peer)
+        waiting = self._flash_waiting.get(key)
+        if not waiting:
+            taken = link.try_send(peer, frame, flash=True)
+            if taken is None:
+                await link.send_flash(peer, frame)
+                return
+            if taken:
+                return
+            waiting = self._flash_waiting[key] = set()
+        task = asyncio.create_task(self._send_flash_later(key, link, frame, tuple(waiting)))
+        waiting.add(task)
+
+    async def _send_flash_later(
+        self, key: tuple[str, bytes], link: Link, frame: bytes, before: tuple[asyncio.Task[None], ...]
+    ) -> None:
+        name, peer = key
+        try:
+            await asyncio.gather(*before, return_exceptions=True)  # that peer's earlier ones first
+            await link.send_flash(peer, frame)
+        except LinkError as exc:
+            self._lost(name, peer, frame, exc)
+        finally:
+            waiting = self._flash_waiting[key]
+            waiting.discard(asyncio.current_task())
+            if not waiting:
+                del self._flash_waiting[key]
 
     async def _alongside(
         self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]

@@ -13,6 +13,8 @@ from relay.core.frames import (
     FRAGMENT_HEADER_LEN,
     AckFrame,
     BeaconFrame,
+    CertFrame,
+    CertRequestFrame,
     DataFrame,
     FragmentFrame,
     FragmentStatusFrame,
@@ -22,6 +24,7 @@ from relay.core.frames import (
     decode_frame,
     encode_frame,
     forwarded_data_frame,
+    goes_ahead,
 )
 
 A, B = b"\x01" * 16, b"\x02" * 16
@@ -236,3 +239,21 @@ def test_frames_that_carry_no_bundle_have_no_priority(frame: object) -> None:
 def test_data_priority_never_raises_on_hostile_bytes(data: bytes) -> None:
     priority = data_priority(data)
     assert priority is None or 0 <= priority < 0x80
+
+
+def test_flash_data_and_certificate_frames_go_ahead_of_frames_waiting() -> None:
+    """What a relay takes before the frames waiting: FLASH DATA, and the certificate frames a FLASH
+    frame of a new origin needs (it must not overtake them); junk that only looks like a DATA
+    frame's first byte does not (a hostile neighbour's two bytes are not an alarm)."""
+    flash = Bundle(A, Destination.to_node(B), 1000, 7, 3600, Priority.FLASH, 3, b"sos")
+    for compact in (False, True):
+        assert goes_ahead(encode_frame(DataFrame(flash, 1, compact)))
+        assert not goes_ahead(
+            encode_frame(DataFrame(replace(flash, priority=Priority.IMMEDIATE), 1, compact))
+        )
+    assert goes_ahead(encode_frame(CertRequestFrame(bytes(16)))) and goes_ahead(
+        encode_frame(CertFrame(0, 1, b"c"))
+    )
+    assert not goes_ahead(encode_frame(AckFrame((BundleId(A, 1, 2),))))
+    for junk in (b"", b" \x00", b" " + bytes(10), b"\x10" + bytes(60), b"\x20" + bytes(20)):
+        assert not goes_ahead(junk), junk

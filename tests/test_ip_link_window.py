@@ -76,7 +76,7 @@ def test_frames_not_yet_started_move_to_a_new_connection() -> None:
         queue.append(frame)
     chunk, finished = queue.take(50)  # the first frame is started, not finished
     assert finished == 0 and len(chunk) == 50
-    assert queue.take_unstarted() == [b"b" * 100, b"c" * 100]
+    assert queue.take_unstarted() == ([b"b" * 100, b"c" * 100], 0)
     assert queue.bytes == 104 - 50 and len(queue) == 1
     rest, finished = queue.take(1000)
     assert finished == 1 and FrameReassembler().feed(chunk + rest) == [b"a" * 100]
@@ -333,7 +333,7 @@ def test_flash_frames_go_ahead_of_the_frames_not_yet_started() -> None:
     assert FrameReassembler().feed(chunk + rest) == [b"a" * 100, b"F" * 10, b"G" * 10, b"b" * 100, b"c" * 100]
     queue.append(b"x" * 10)
     queue.append(b"F" * 10, ahead=True)
-    assert queue.take_unstarted() == [b"F" * 10, b"x" * 10] and queue.ahead_bytes == 0
+    assert queue.take_unstarted() == ([b"F" * 10, b"x" * 10], 1) and queue.ahead_bytes == 0
 
 
 async def test_a_flash_frame_does_not_wait_behind_a_full_queue() -> None:

@@ -324,6 +324,59 @@ async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
                 await field.ack(delivery.bundle_id)
                 break
         assert paused._queue.full()  # still waiting for room: nothing was pushed past it
+        # An alarm to the paused peer itself finds no room either: it waits on its own, and the
+        # next alarm to the field unit still goes.
+        await post.send(to_paused, b"sos to paused", kind=Kind.SOS, priority=Priority.FLASH)
+        await asyncio.sleep(0.1)
+        await post.send(Destination.to_node(field.node_id), b"stay", kind=Kind.SOS, priority=Priority.FLASH)
+        async with asyncio.timeout(10):
+            async for delivery in field.inbox():
+                assert delivery.payload == b"stay"
+                await field.ack(delivery.bundle_id)
+                break
     finally:
         for node in nodes:
             await node.stop()
+    assert not post._flash_waiting  # the alarm still waiting was cancelled with the node, not leaked
+
+
+async def test_alarms_from_one_unit_keep_their_order_when_they_go_ahead(tmp_path: Path) -> None:
+    """The first alarm arrives with nothing waiting, the second behind a report: both go ahead of
+    what waits, in the order they came ("evacuate north", then its correction)."""
+    net = Deployment()
+    net.enrol("post", frozenset({"command"}))
+    net.enrol("field")
+    now = to_epoch(time.time())
+    post_engine = await net.open("post", tmp_path, now)
+    field = await net.open("field", tmp_path, now)
+    post = Node(post_engine, [InprocLink(InprocHub(), post_engine.node_id, IP)])
+    try:
+        await field.link_up(IP, post_engine.node_id, now)
+        to_post = Destination.to_node(post_engine.node_id)
+        frames = []
+        for payload, priority in ((b"evacuate north", Priority.FLASH), (b"report", Priority.ROUTINE)):
+            await field.send(to_post, payload, kind=Kind.SOS, priority=priority, lifetime=600, now=now)
+            frames += [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
+        await field.send(
+            to_post, b"cancel: south", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=now
+        )
+        frames += [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
+        await post.start()
+        post.link_up(IP.name, field.node_id)
+        for _ in range(100):
+            if post_engine.core.neighbours(IP.name):
+                break
+            await asyncio.sleep(0.01)
+        for frame in frames:
+            post.frame_received(IP.name, field.node_id, frame)
+        order: list[bytes] = []
+        async with asyncio.timeout(30):
+            async for batch in post.inbox_batches():
+                order += [delivery.payload for delivery in batch]
+                await post.ack_many([delivery.bundle_id for delivery in batch])
+                if len(order) == 3:
+                    break
+        assert order == [b"evacuate north", b"cancel: south", b"report"]
+    finally:
+        await post.stop()
+        await field.close()

@@ -35,6 +35,7 @@ from itertools import starmap
 import msgpack
 
 from relay.bundle import (
+    COMPACT_HEADER_LEN,
     MAX_FULL_BUNDLE,
     NODE_ID_LEN,
     SHORT_ID_LEN,
@@ -287,16 +288,26 @@ def _field_at(encoded: bytes, start: int, skip: int) -> int | None:
 _PRIORITY_FIELD, _HOP_FIELD = 3, 5  # after created, seq, lifetime; and after priority and kind too
 
 
+_CERT_VALUES = (int(_CERT_REQUEST), int(_CERT))
+
+
+def goes_ahead(data: bytes) -> bool:
+    """Whether a relay takes this frame before the frames waiting (relay/node.py, IP sessions): a
+    FLASH DATA frame, and the certificate frames (CERT, CERT_REQUEST) a FLASH frame of an origin met
+    for the first time needs, which it must not overtake."""
+    return data_priority(data) == 0 or (len(data) > 1 and data[0] >> 4 in _CERT_VALUES)
+
+
 def data_priority(data: bytes) -> int | None:
-    """The priority class (its value) of the bundle a DATA frame carries, read without decoding it:
-    a relay with frames waiting lets a FLASH frame go ahead of them (relay/node.py). None for any
-    other frame or a layout not recognised (such a frame simply keeps its place)."""
-    if len(data) < 2:
-        return None
-    kind = data[0] >> 4
+    """The priority class (its value) of the bundle a DATA frame carries, read without decoding it
+    (see :func:`goes_ahead`). None for any other frame or a layout not recognised (such a frame
+    simply keeps its place); a frame that reads as DATA here may still fail to decode."""
+    kind = data[0] >> 4 if data else 0
     if kind == _DATA_COMPACT_VALUE:
+        if len(data) < 1 + COMPACT_HEADER_LEN or not data[0] & 0x0F:
+            return None  # no whole header, or no copies: not a frame a relay sends
         return (data[1] >> 3) & 0b111  # the compact header's first byte: version | priority | ...
-    if kind != _DATA_FULL_VALUE:
+    if kind != _DATA_FULL_VALUE or not data[0] & 0x0F:
         return None
     if len(data) > 56 and data[3] == data[22] == _BIN8 and data[40] == _UINT32:  # to a node, as most go
         pos = 45 + _UINT_WIDTHS[data[45]]  # past seq and lifetime: inline, a third of the walk's cost

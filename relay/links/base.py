@@ -71,15 +71,17 @@ class Link(ABC):
         """Send one frame to ``peer`` (or BROADCAST). Raises LinkError if the peer is unreachable."""
 
     async def send_flash(self, peer: bytes, frame: bytes) -> None:
-        """Send a FLASH frame: a link that queues frames of its own (IP: up to a window of them)
-        puts it ahead of them; any other sends it as any frame (it already went first)."""
+        """Send a FLASH frame (or a certificate frame one may need): a link that queues frames of
+        its own (IP: up to a window of them) puts it ahead of them; any other sends it as any
+        frame (it already went first)."""
         await self.send(peer, frame)
 
-    def try_send(self, peer: bytes, frame: bytes) -> bool | None:
-        """Hand ``frame`` over only if ``peer`` can take it without waiting: True if taken, False
-        if it cannot now (nothing sent), None if this link cannot tell (the node awaits
-        :meth:`send`). While a frame waits for a full peer the node still sends FLASH frames
-        (:meth:`send_flash`), so one slow peer holds no alarm back."""
+    def try_send(self, peer: bytes, frame: bytes, flash: bool = False) -> bool | None:
+        """Hand ``frame`` over (as :meth:`send_flash` with ``flash``) only if ``peer`` can take it
+        without waiting: True if taken, False if it cannot now (nothing sent), None if this link
+        cannot tell (the node awaits :meth:`send` or :meth:`send_flash`). While a frame waits for
+        a full peer the node still sends FLASH frames, and a FLASH frame that finds no room waits
+        on its own, so one slow peer holds no alarm to another back."""
         return None
 
     async def send_acknowledging(self, peer: bytes, frame: bytes, acks: tuple[bytes, ...]) -> None:

@@ -59,7 +59,7 @@ class InprocLink(Link):
         for target in targets:
             await target._queue.put((self.node_id, frame))
 
-    def try_send(self, peer: bytes, frame: bytes) -> bool | None:
+    def try_send(self, peer: bytes, frame: bytes, flash: bool = False) -> bool | None:
         if peer == BROADCAST:
             return None
         self._check(frame)

@@ -207,7 +207,7 @@ class IpLink(Link):
         """A FLASH frame goes ahead of the frames a session has queued (up to a window of them)."""
         await self._enqueue(peer, frame, flash=True)
 
-    def try_send(self, peer: bytes, frame: bytes) -> bool | None:
+    def try_send(self, peer: bytes, frame: bytes, flash: bool = False) -> bool | None:
         """Queue ``frame`` if ``peer``'s session has room now; None for a broadcast (send waits)."""
         if peer == BROADCAST:
             return None
@@ -216,7 +216,7 @@ class IpLink(Link):
         session = self._sessions.get(peer)
         if session is None:
             raise LinkError(f"peer {display_id(peer)} is not connected on link {self.config.name}")
-        return session.offer(frame)
+        return session.offer(frame, flash)
 
     async def _enqueue(self, peer: bytes, frame: bytes, flash: bool) -> None:
         if not 0 < len(frame) <= MAX_FRAME:

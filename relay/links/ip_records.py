@@ -242,13 +242,14 @@ class FrameQueue:
         self.bytes -= size
         return b"".join(parts), finished
 
-    def take_unstarted(self) -> list[bytes]:
-        """Remove and return the frames no record has begun to carry."""
-        frames = list(self._frames)
+    def take_unstarted(self) -> tuple[list[bytes], int]:
+        """Remove and return the frames no record has begun to carry, and how many of them (at
+        the front) went ahead."""
+        frames, ahead = list(self._frames), self._ahead
         self._frames.clear()
         self.bytes = len(self._started)
         self._ahead = self.ahead_bytes = 0
-        return frames
+        return frames, ahead
 
 
 def encode_ping(ping_id: int, keepalive_interval: float) -> bytes:

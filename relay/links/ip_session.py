@@ -202,8 +202,9 @@ class PeerSession:
 
     def adopt_queue(self, other: PeerSession) -> None:
         """Take over the frames a connection this one replaces has not begun to send."""
-        for frame in other._outbox.take_unstarted():
-            self._outbox.append(frame)
+        frames, ahead = other._outbox.take_unstarted()
+        for index, frame in enumerate(frames):
+            self._outbox.append(frame, ahead=index < ahead)
         other._room.set()
         self._wakeup.set()
 
