@@ -1,7 +1,9 @@
 """The cellular/IP link: pynng Pair1 over ``tcp://`` or ``tls+tcp://``, one session per enrolled peer.
 
 Shape of the sockets: a node that listens has one Pair1 socket in polyamorous mode, and each pynng
-pipe (one TCP connection) is mapped to the node id its handshake proved. For every peer it dials it
+pipe (one TCP connection) is mapped to the node id its handshake proved. That socket discards what
+a connection has no room for instead of pushing back, so a listener's sessions bound the records
+the dialler has not acknowledged (:data:`_LISTENER_UNACKED_RECORDS`). For every peer it dials it
 has one Pair1 socket of its own, closed and made anew on each reconnect so every connection starts
 with a fresh handshake and fresh keys. (Pair0 cannot talk to Pair1, so both sides use Pair1.)
 
@@ -53,6 +55,15 @@ MAX_PENDING_PER_SOURCE = 8  # likewise, from one source address
 # handshake ends closes the connection (a dialler then connects again)
 _HANDSHAKE_INBOX = 4
 _RECORDS_PER_WAKE = 64  # records taken per readiness of a socket before other callbacks run
+# A listener's polyamorous socket discards a record for a connection whose nng queue (two records,
+# and one being written) is full, and says it went (docs/ip-link.md, "Sockets"). So a listener's
+# session has at most _LISTENER_UNACKED_RECORDS records out that the dialler has not acknowledged,
+# and a dialling socket lets nng take up to _DIALLER_RECV_BUFFER records off the connection while
+# its loop does not read (nng's most is 8192). A whole dialler process stopped leaves the records
+# to the kernel's socket buffers, which count small records dear: 0.3 s stops lost records at 512
+# out, none at 64 or fewer; a burst after a stop overran nng's queue under TLS once in 17 runs at 32.
+_DIALLER_RECV_BUFFER = 1024
+_LISTENER_UNACKED_RECORDS = 16
 
 T = TypeVar("T")
 
@@ -296,7 +307,12 @@ class IpLink(Link):
             self._inboxes.pop(pipe.id, None)
             self._admission.settled(pipe.id)
         session = self._establish(
-            established, crossed, pipe, lambda: _close_pipe(pipe), dialler=established.peer_node_id
+            established,
+            crossed,
+            pipe,
+            lambda: _close_pipe(pipe),
+            dialler=established.peer_node_id,
+            unacked_records_limit=_LISTENER_UNACKED_RECORDS,
         )
         self._pipe_sessions[pipe.id] = session
         # The dialler sends its first records right behind its AUTH: while this task still awaited
@@ -355,7 +371,7 @@ class IpLink(Link):
 
     async def _connect_once(self, address: str) -> bytes | None:
         """Dial, handshake, serve until the connection ends; the peer's node id if it was authenticated."""
-        socket = pynng.Pair1(recv_max_size=MAX_RECORD + 64)
+        socket = pynng.Pair1(recv_max_size=MAX_RECORD + 64, recv_buffer_size=_DIALLER_RECV_BUFFER)
         gone = asyncio.Event()
         inbound: _Inbound | None = None
         try:
@@ -422,6 +438,7 @@ class IpLink(Link):
         transport_close: Callable[[], None],
         *,
         dialler: bytes,
+        unacked_records_limit: int | None = None,
     ) -> PeerSession:
         """Start an authenticated connection: it becomes the peer's, or lingers if a better one exists."""
         peer = established.peer_node_id
@@ -447,6 +464,7 @@ class IpLink(Link):
             keepalive_misses=self.config.keepalive_misses,
             queue_limit_bytes=self.config.queue_limit_bytes,
             window=SendWindow(self.config.bitrate, crossed.seconds, crossed.sent_bytes, time.monotonic()),
+            unacked_records_limit=unacked_records_limit,
         )
         self._dialler_of[session] = dialler
         session.start()

@@ -107,8 +107,12 @@ class PeerSession:
         keepalive_misses: int,
         queue_limit_bytes: int,
         window: SendWindow,
+        unacked_records_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``unacked_records_limit``: DATA waits while this many records the peer has not acknowledged
+        are out, for a transport that discards what it has no room for instead of pushing back (a
+        listener's polyamorous socket, see :mod:`relay.links.ip`); None for one that pushes back."""
         self.peer = peer
         self._cipher = cipher
         self._transport_send = transport_send
@@ -123,6 +127,7 @@ class PeerSession:
         self._misses = keepalive_misses
         self._limit = queue_limit_bytes
         self._window = window
+        self._unacked_limit = unacked_records_limit
         self._clock = clock
         self._outbox = FrameQueue()
         self._reassembler = FrameReassembler()
@@ -185,7 +190,7 @@ class PeerSession:
         one: only when that task is parked with nothing queued (so the counter order and control
         records first still hold) and the window and pacing allow it now. True if the outbox
         emptied, so the sender task need not wake."""
-        size = self._window.record_size(self._outbox.bytes)
+        size = self._data_size()
         if not size or self._window.pace_delay(self._clock()) > 0:
             return False
         record, finished = self._seal_data(size)
@@ -362,7 +367,7 @@ class PeerSession:
                 if self._control or self._ack_due:
                     await self._send_control()
                     continue
-                size = self._window.record_size(self._outbox.bytes)
+                size = self._data_size()
                 if not size:
                     self._parked = True
                     try:
@@ -397,6 +402,20 @@ class PeerSession:
         record, finished = self._seal_data(size)
         await self._transport_send(record)
         self._data_sent(record, finished)
+
+    def _data_size(self) -> int:
+        """Stream bytes the next DATA record may carry now (0: wait for an ack): what the window
+        allows, unless the peer has not acknowledged ``unacked_records_limit`` records. Control
+        records count too (they take the same room in the transport), but only DATA draws an ACK,
+        so with no DATA in flight a record goes regardless: its ACK covers the records before it."""
+        limit = self._unacked_limit
+        if (
+            limit is not None
+            and self._window.in_flight
+            and self._cipher.sealed - self._window.acked_records >= limit
+        ):
+            return 0
+        return self._window.record_size(self._outbox.bytes)
 
     def _seal_data(self, size: int) -> tuple[bytes, int]:
         """The next DATA record of ``size`` stream bytes, counted in flight before an ack can come."""

@@ -84,6 +84,11 @@ class SendWindow:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def acked_records(self) -> int:
+        """Records of every kind the peer's latest ACK says it received."""
+        return self._acked_records
+
     def metrics(self) -> WindowMetrics:
         return WindowMetrics(self._window, self._in_flight, self._rate(), self._min_rtt, self._frames_acked)
 
