@@ -201,6 +201,7 @@ def _fast_session(
     *,
     try_send: Callable[[bytes], bool] | None = None,
     on_closed: Callable[[PeerSession, str], None] = lambda s, reason: None,
+    unacked_records_limit: int | None = None,
 ) -> PeerSession:
     """A session on a fast path (10 MB/s, 10 ms) whose records go to ``send`` (and ``try_send``)."""
     return PeerSession(
@@ -215,7 +216,36 @@ def _fast_session(
         keepalive_misses=3,
         queue_limit_bytes=256 * 1024,
         window=SendWindow(10_000_000.0, 0.01, 100_000, now=time.monotonic()),
+        unacked_records_limit=unacked_records_limit,
     )
+
+
+async def test_a_session_with_a_record_limit_waits_for_acks_beyond_it() -> None:
+    """A listener's transport discards what its queue has no room for: DATA records beyond the
+    limit wait for the peer's ACK, however much the window allows; control records do not."""
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    wire = Wire()
+    session = _fast_session(ours, wire.send, unacked_records_limit=2)
+    session.start()
+    opened: list[RecordKind] = []
+
+    async def settle() -> None:
+        await asyncio.sleep(0.05)
+        opened.extend(peers.open(record)[0] for record in wire.records[len(opened) :])
+
+    try:
+        for _ in range(4):  # 240 kB: four records of at most 64 KiB, well inside the window
+            await session.enqueue(b"f" * 60_000)
+        await settle()
+        assert opened.count(RecordKind.DATA) == 2 and session.metrics().in_flight_bytes > 0
+        session.on_record(peers.seal(RecordKind.PING, encode_ping(0, 60.0)))  # answered at once
+        await settle()
+        assert opened.count(RecordKind.DATA) == 2 and opened[-1] is RecordKind.PONG
+        session.on_record(peers.seal(RecordKind.ACK, encode_ack(len(opened))))
+        await settle()
+        assert opened.count(RecordKind.DATA) == 4
+    finally:
+        session.close("test over")
 
 
 async def test_forged_and_impossible_acks_do_not_harm_the_session() -> None:

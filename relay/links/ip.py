@@ -56,14 +56,13 @@ MAX_PENDING_PER_SOURCE = 8  # likewise, from one source address
 _HANDSHAKE_INBOX = 4
 _RECORDS_PER_WAKE = 64  # records taken per readiness of a socket before other callbacks run
 # A listener's polyamorous socket discards a record for a connection whose nng queue (two records,
-# and one being written) is full, and says it went (docs/ip-link.md, "Sockets"). So a listener's
-# session has at most _LISTENER_UNACKED_RECORDS records out that the dialler has not acknowledged,
-# and a dialling socket lets nng take up to _DIALLER_RECV_BUFFER records off the connection while
-# its loop does not read (nng's most is 8192). A whole dialler process stopped leaves the records
-# to the kernel's socket buffers, which count small records dear: 0.3 s stops lost records at 512
-# out, none at 64 or fewer; a burst after a stop overran nng's queue under TLS once in 17 runs at 32.
+# and one being written to TCP) is full, and says it went (docs/ip-link.md, "Sockets"). So a
+# listener's session keeps at most _LISTENER_UNACKED_RECORDS DATA records unacknowledged (a burst
+# of 4 records lost none in pynng alone, 8 and more lost some), and a dialling socket lets nng take
+# up to _DIALLER_RECV_BUFFER records off the connection while its loop does not read (nng's most
+# is 8192), so the kernel buffers do not fill behind a busy dialler.
 _DIALLER_RECV_BUFFER = 1024
-_LISTENER_UNACKED_RECORDS = 16
+_LISTENER_UNACKED_RECORDS = 4
 
 T = TypeVar("T")
 

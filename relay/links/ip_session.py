@@ -8,7 +8,9 @@ when that task waits with nothing queued, by ``enqueue`` itself (one loop turn e
 :meth:`PeerSession._send_inline`).
 Control records (ACK/PING/PONG) go ahead of data. DATA goes only as far as the send window
 (:mod:`relay.links.ip_window`) allows, so neither they nor a FLASH frame queue behind more than
-about a second of the path, and the outbound queue holds at most one window too.
+about a second of the path, and the outbound queue holds at most one window too. On a transport that
+discards what it has no room for (a listener's), DATA also waits while ``unacked_records_limit``
+DATA records are unacknowledged.
 
 Liveness: any authentic record from the peer proves it alive. A PING goes out at once and then
 every keepalive interval, except while DATA is in flight and acks keep coming (they are the
@@ -110,9 +112,9 @@ class PeerSession:
         unacked_records_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``unacked_records_limit``: DATA waits while this many records the peer has not acknowledged
-        are out, for a transport that discards what it has no room for instead of pushing back (a
-        listener's polyamorous socket, see :mod:`relay.links.ip`); None for one that pushes back."""
+        """``unacked_records_limit``: DATA waits while this many DATA records are unacknowledged, for
+        a transport that discards what it has no room for instead of pushing back (a listener's
+        polyamorous socket, see :mod:`relay.links.ip`); None for one that pushes back."""
         self.peer = peer
         self._cipher = cipher
         self._transport_send = transport_send
@@ -405,15 +407,9 @@ class PeerSession:
 
     def _data_size(self) -> int:
         """Stream bytes the next DATA record may carry now (0: wait for an ack): what the window
-        allows, unless the peer has not acknowledged ``unacked_records_limit`` records. Control
-        records count too (they take the same room in the transport), but only DATA draws an ACK,
-        so with no DATA in flight a record goes regardless: its ACK covers the records before it."""
-        limit = self._unacked_limit
-        if (
-            limit is not None
-            and self._window.in_flight
-            and self._cipher.sealed - self._window.acked_records >= limit
-        ):
+        allows, unless ``unacked_records_limit`` DATA records are unacknowledged. Control records
+        are not counted: only DATA draws an ACK, so they could wait for ever."""
+        if self._unacked_limit is not None and self._window.records_in_flight >= self._unacked_limit:
             return 0
         return self._window.record_size(self._outbox.bytes)
 

@@ -85,9 +85,9 @@ class SendWindow:
         return self._in_flight
 
     @property
-    def acked_records(self) -> int:
-        """Records of every kind the peer's latest ACK says it received."""
-        return self._acked_records
+    def records_in_flight(self) -> int:
+        """DATA records sent and not yet acknowledged."""
+        return len(self._flight)
 
     def metrics(self) -> WindowMetrics:
         return WindowMetrics(self._window, self._in_flight, self._rate(), self._min_rtt, self._frames_acked)
