@@ -241,7 +241,7 @@ async def test_a_listener_streaming_to_a_dialler_that_stops_reading_loses_nothin
 ) -> None:
     """The listener's polyamorous socket discarded what a connection's nng queue had no room for:
     a dialler whose loop stopped reading for 0.3 s lost records, and the connection was made again
-    (1 of 1 such stops, 3 runs of 3, before the listener bounded its unacknowledged records)."""
+    (3 runs of 3, tcp and tls+tcp, before the listener bounded its unacknowledged records)."""
     inbounds: list[ip_module._Inbound] = []
 
     class Recorded(ip_module._Inbound):
