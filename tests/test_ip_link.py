@@ -250,7 +250,7 @@ async def test_a_listener_streaming_to_a_dialler_that_stops_reading_loses_nothin
             inbounds.append(self)
 
     monkeypatch.setattr(ip_module, "_Inbound", Recorded)
-    tls = {"tls": ensure_self_signed(tmp_path)} if scheme == "tls+tcp" else {}
+    tls: dict[str, Any] = {"tls": ensure_self_signed(tmp_path)} if scheme == "tls+tcp" else {}
     pair = await connected_pair(links, authority, scheme=scheme, **tls)
     dialler_inbound = inbounds[-1]  # made by the dial, after the listener's
     loop = asyncio.get_running_loop()
