@@ -63,7 +63,7 @@ class Budget:
     batch_evicted: list[Eviction] = field(default_factory=list)  # evictions not yet committed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per bundle received, and a frozen init costs ~4x more
 class PutRequest:
     """One caller's put/put_many: its bundles are accepted or refused together."""
 
