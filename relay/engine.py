@@ -713,7 +713,12 @@ class NodeEngine:
                     ready()
             for action in rest:
                 if isinstance(action, DeliverLocal):
-                    pending += await self._deliver(action.bundle, now, batch)
+                    bundle = action.bundle
+                    if bundle.id not in batch.early:
+                        pending += await self._deliver(bundle, now, batch)
+                    # the application has it (_deliver_early), and now it is durable: no coroutine
+                    elif bundle.destination.kind is DestKind.NODE and bundle.origin != self.node_id:
+                        batch.receipted.append(bundle)
                 elif isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
                     drops.setdefault(action.reason, []).append(action.bundle_id)
                 elif isinstance(action, MarkForwarded):
@@ -821,6 +826,7 @@ class NodeEngine:
         unless the application acked it (:meth:`ack_many`), so a crash before that ack takes the
         resend again; a held one also gets its inbox copy. The engine's own kinds (receipts,
         revocations, group keys) and bundles that do not open wait for the commit (:meth:`_deliver`)."""
+        waiting = len(self._inbox)
         for action in admitted:
             bundle = action.bundle
             if not action.deliver or bundle.kind in ENGINE_KINDS:
@@ -831,7 +837,7 @@ class NodeEngine:
                     plaintext = batch.opened[bundle.id] = self._open_payload(bundle, now, batch)
                 except CryptoError:
                     continue  # counted and logged by _deliver after the commit
-            self._to_applications(
+            self._inbox.append(  # as _to_applications does; the event is set once, below
                 Delivery(
                     bundle.id,
                     bundle.origin,
@@ -843,6 +849,8 @@ class NodeEngine:
                 )
             )
             batch.early.add(bundle.id)
+        if len(self._inbox) > waiting:
+            self._inbox_ready.set()
 
     async def _put_alone(
         self, item: tuple[Bundle, bool, bool], now: float, app_has: set[BundleId]
@@ -891,11 +899,8 @@ class NodeEngine:
     async def _deliver(self, bundle: Bundle, now: float, batch: _Batch) -> list[Action]:
         """Open a bundle from the store's inbox and hand it to the app. Receipts, revocations and
         group keys are the engine's own: their inbox entries are consumed at the end of the batch
-        (a crash before that only delivers them again). Returns what a receipt makes the core do."""
-        if bundle.id in batch.early:  # the application has it (_deliver_early); now it is durable
-            if bundle.destination.kind is DestKind.NODE and bundle.origin != self.node_id:
-                batch.receipted.append(bundle)
-            return []
+        (a crash before that only delivers them again). Returns what a receipt makes the core do.
+        Not for a bundle the application has already (:meth:`_deliver_early`): :meth:`_apply`."""
         if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
             await self._revocation_arrived(bundle, now)
             batch.consumed.append(bundle.id)

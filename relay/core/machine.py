@@ -63,7 +63,7 @@ class UnknownLinkError(KeyError):
     """A frame or request named a link that never came up on this node."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Incoming:
     bundle: Bundle
     copies: int
