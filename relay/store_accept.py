@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from relay.bundle import Bundle, BundleId, Priority, encode_full
@@ -366,7 +367,7 @@ def _insert(
     whole = len(params) - len(params) % _ROWS_PER_INSERT
     for start in range(0, whole, _ROWS_PER_INSERT):
         chunk = params[start : start + _ROWS_PER_INSERT]
-        db.execute(_INSERT_MANY, [value for row in chunk for value in row])
+        db.execute(_INSERT_MANY, list(chain.from_iterable(chunk)))  # flattened in C
     lone = None  # the rowid of a lone row
     if len(params) == 1:
         lone = db.execute(_INSERT_ONE, params[0]).lastrowid
