@@ -283,9 +283,7 @@ class Bundle:
     def taken_by(self, node_id: bytes) -> Bundle:
         """The copy a node keeps when it takes custody: its short id appended to the trail (the
         oldest entry falls off beyond MAX_TRAIL, so the trail is always the end of the path)."""
-        if len(node_id) != NODE_ID_LEN:
-            raise ValueError(f"a node id is {NODE_ID_LEN} bytes")
-        return self._hop_copy(self.hop_count, (*self.trail, node_id[:TRAIL_ID_LEN])[-MAX_TRAIL:])
+        return self._hop_copy(self.hop_count, _taken_trail(self.trail, node_id))
 
     def _hop_copy(self, hop_count: int, trail: tuple[bytes, ...]) -> Bundle:
         """This bundle with other hop fields, without checking again what it passed when made: a
@@ -331,6 +329,13 @@ class Bundle:
                 lifetime,
             )
         )
+
+
+def _taken_trail(trail: tuple[bytes, ...], node_id: bytes) -> tuple[bytes, ...]:
+    """``trail`` with ``node_id``'s short id appended, the oldest entry falling off beyond MAX_TRAIL."""
+    if len(node_id) != NODE_ID_LEN:
+        raise ValueError(f"a node id is {NODE_ID_LEN} bytes")
+    return (*trail, node_id[:TRAIL_ID_LEN])[-MAX_TRAIL:]
 
 
 class _Fields:
@@ -482,7 +487,10 @@ def _int_field(items: list[Any], index: int, name: str, low: int, high: int) -> 
 _BYTES_LIKE = (bytes, bytearray, memoryview)  # made once: ``bytes | bytearray | ...`` is built per call
 
 
-def decode_full(data: bytes) -> Bundle:
+def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
+    """The bundle ``data`` encodes; with ``taken_by`` (a node id), as that node keeps it when it
+    takes custody (:meth:`Bundle.taken_by`): a receiver keeps every bundle a DATA frame brings, and
+    decoding it, then copying it, made two bundles per frame."""
     if not isinstance(data, _BYTES_LIKE):
         raise BundleDecodeError("a bundle must be bytes")
     if len(data) > MAX_FULL_BUNDLE:
@@ -559,6 +567,8 @@ def decode_full(data: bytes) -> Bundle:
     if not isinstance(payload, bytes):  # at most MAX_PAYLOAD: unpackb's max_bin_len
         raise BundleDecodeError("payload must be bytes")
     trail = _decode_trail(items[11]) if len(items) == 12 else ()
+    if taken_by is not None:
+        trail = _taken_trail(trail, taken_by)
     bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__
     return _assemble(
         origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id

@@ -257,3 +257,19 @@ def test_flash_data_and_certificate_frames_go_ahead_of_frames_waiting() -> None:
     assert not goes_ahead(encode_frame(AckFrame((BundleId(A, 1, 2),))))
     for junk in (b"", b" \x00", b" " + bytes(10), b"\x10" + bytes(60), b"\x20" + bytes(20)):
         assert not goes_ahead(junk), junk
+
+
+@given(forwardable, st.integers(1, 15), st.booleans(), st.binary(min_size=16, max_size=16))
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_data_frame_decoded_for_its_receiver_is_the_bundle_it_takes(
+    bundle: Bundle, copies: int, compact: bool, receiver: bytes
+) -> None:
+    """A receiver decodes a DATA frame's bundle as it keeps it, in one bundle: the same as decoding
+    it, then taking it (its short id at the end of the trail, the oldest falling off past 16)."""
+    if compact:
+        bundle = replace(bundle, origin=A, destination=Destination.to_node(B), trail=())
+    data = encode_frame(DataFrame(bundle, copies, compact))
+    plain, taken = decode_frame(data, CONTEXT), decode_frame(data, CONTEXT, taken_by=receiver)
+    assert isinstance(plain, DataFrame) and isinstance(taken, DataFrame)
+    assert taken == replace(plain, bundle=plain.bundle.taken_by(receiver))
+    assert taken.bundle.trail[-1] == receiver[:4] and taken.bundle.id == bundle.id

@@ -342,8 +342,14 @@ _HOPS = tuple(bytes((hop,)) for hop in range(0x80))  # a hop count below 128: on
 _HOPS_UINT8 = tuple(bytes((0xCC, hop)) for hop in range(0x100))  # 128-255 as a uint8
 
 
-def decode_frame(data: bytes, context: CompactContext | None = None, max_len: int = MAX_FRAME) -> Frame:
-    """Decode one frame. ``context`` expands compact short ids; ``max_len`` is the link's limit."""
+def decode_frame(
+    data: bytes,
+    context: CompactContext | None = None,
+    max_len: int = MAX_FRAME,
+    taken_by: bytes | None = None,
+) -> Frame:
+    """Decode one frame. ``context`` expands compact short ids; ``max_len`` is the link's limit;
+    ``taken_by``: a DATA frame's bundle comes as this node keeps it (:meth:`Bundle.taken_by`)."""
     if len(data) > max_len:
         raise FrameDecodeError(f"frame of {len(data)} bytes exceeds the {max_len}-byte limit")
     if not data:
@@ -359,10 +365,11 @@ def decode_frame(data: bytes, context: CompactContext | None = None, max_len: in
             raise FrameDecodeError("a DATA frame must hand over at least one copy")
         try:
             if kind is _DATA_FULL:
-                return DataFrame(decode_full(body), arg, compact=False)
+                return DataFrame(decode_full(body, taken_by), arg, compact=False)
             if context is None:
                 raise FrameDecodeError("compact DATA frame on a link without a compact context")
-            return DataFrame(decode_compact(body, context, max_len=max_len), arg, compact=True)
+            bundle = decode_compact(body, context, max_len=max_len)
+            return DataFrame(bundle if taken_by is None else bundle.taken_by(taken_by), arg, compact=True)
         except BundleDecodeError as exc:
             raise FrameDecodeError(f"bad bundle in DATA frame: {exc}") from None
     if arg != 0:

@@ -266,7 +266,7 @@ class RelayCore:
         if heard is not None and heard[0] == data and heard[1] == mtu:
             frame: Frame = heard[2]
         else:
-            frame = decode_frame(data, self.context, max_len=mtu)
+            frame = decode_frame(data, self.context, max_len=mtu, taken_by=self.node_id)
             if isinstance(frame, BeaconFrame):
                 self._heard[(link, peer)] = (data, mtu, frame)
         if isinstance(frame, FragmentFrame):
@@ -276,7 +276,9 @@ class RelayCore:
                 state.queue.push(SendStatus(peer, reply.transfer), Priority.PRIORITY, CONTROL_FLOW)
             if whole is None:
                 return []
-            frame = decode_frame(whole, self.context, max_len=max_fragmented_size(state.profile.mtu))
+            frame = decode_frame(
+                whole, self.context, max_len=max_fragmented_size(state.profile.mtu), taken_by=self.node_id
+            )
             if not isinstance(frame, DataFrame):
                 raise FrameDecodeError("a reassembled transfer must hold a DATA frame")
         if isinstance(frame, DataFrame):
@@ -614,7 +616,7 @@ class RelayCore:
     # -- receiving -------------------------------------------------------------------------------
 
     def _data(self, state: LinkState, peer: bytes, frame: DataFrame, now: float) -> list[Action]:
-        bundle = frame.bundle.taken_by(self.node_id)  # what we store and send on names us in its trail
+        bundle = frame.bundle  # decoded as we keep it (taken_by): what we store and send on names us
         if bundle.is_expired(now):
             return []
         held = self._held.get(bundle.id)
