@@ -163,7 +163,7 @@ class CommandPostFeed:
             for stored in stored_texts:
                 self._ctx.hub.publish(Change(stored.seq, "message", stored).event())
         for delivery in deliveries:
-            if delivery.kind not in (Kind.TEXT, Kind.POSITION):
+            if delivery.kind not in (_TEXT, _POSITION):
                 await self._record_app(delivery, units[delivery.origin][1], received)
 
     async def _record_app(self, delivery: Delivery, name: str, received: float) -> None:

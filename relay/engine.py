@@ -60,7 +60,9 @@ from relay.store_reader import StoreReader
 from relay.trust import TrustStore
 
 log = logging.getLogger(__name__)
-_FLASH = Priority.FLASH  # a module alias: an enum member read costs more (Python 3.11), once per frame
+# module aliases: an enum member read costs more (Python 3.11); these are read once per frame or bundle
+_FLASH = Priority.FLASH
+_NODE, _ALL, _REVOCATION = DestKind.NODE, DestKind.ALL, Kind.REVOCATION
 
 # Plaintexts up to this size get the 24-byte compact seal, told apart by length alone: frame type 1 +
 # header 16 + seal 24 + 172 = 213 bytes. With LoRa's 12-byte hop tag one frame (219) holds plaintexts
@@ -717,7 +719,7 @@ class NodeEngine:
                     if bundle.id not in batch.early:
                         pending += await self._deliver(bundle, now, batch)
                     # the application has it (_deliver_early), and now it is durable: no coroutine
-                    elif bundle.destination.kind is DestKind.NODE and bundle.origin != self.node_id:
+                    elif bundle.destination.kind is _NODE and bundle.origin != self.node_id:
                         batch.receipted.append(bundle)
                 elif isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
                     drops.setdefault(action.reason, []).append(action.bundle_id)
@@ -873,13 +875,13 @@ class NodeEngine:
                 f"max_clock_skew_s = {self.max_clock_skew_s:g}"
             )
         dest = bundle.destination
-        if bundle.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
+        if bundle.kind == _REVOCATION and dest.kind is _ALL:
             try:  # checked before it is stored, so no relay carries a forged list (FLASH, never evicted)
                 RevocationList.decode(bundle.payload).verify(self.trust.authority)
             except CryptoError as exc:
                 count = self.security.count("bad_revocations")
                 return f"{count} so far: a revocation list the authority did not sign: {exc}"
-        if deliver and dest.kind is DestKind.NODE and dest.node == self.node_id:
+        if deliver and dest.kind is _NODE and dest.node == self.node_id:
             try:
                 batch.opened[bundle.id] = self._open_payload(bundle, now, batch)
             except CryptoError as exc:
@@ -901,7 +903,7 @@ class NodeEngine:
         group keys are the engine's own: their inbox entries are consumed at the end of the batch
         (a crash before that only delivers them again). Returns what a receipt makes the core do.
         Not for a bundle the application has already (:meth:`_deliver_early`): :meth:`_apply`."""
-        if bundle.kind == Kind.REVOCATION and bundle.destination.kind is DestKind.ALL:
+        if bundle.kind == _REVOCATION and bundle.destination.kind is _ALL:
             await self._revocation_arrived(bundle, now)
             batch.consumed.append(bundle.id)
             return []
@@ -931,7 +933,7 @@ class NodeEngine:
         self._to_applications(
             Delivery(bundle.id, bundle.origin, dest, bundle.kind, bundle.priority, bundle.created, plaintext)
         )
-        if dest.kind is DestKind.NODE and bundle.origin != self.node_id:
+        if dest.kind is _NODE and bundle.origin != self.node_id:
             batch.receipted.append(bundle)
         return []
 
@@ -1005,10 +1007,10 @@ class NodeEngine:
 
     def _seal_payload(self, header: Bundle, plaintext: bytes) -> bytes:
         dest = header.destination
-        if header.kind == Kind.REVOCATION and dest.kind is DestKind.ALL:
+        if header.kind == _REVOCATION and dest.kind is _ALL:
             return plaintext  # signed by the authority; see the module docstring
         nonce_input, aad = header.seal_inputs()
-        if dest.kind is DestKind.NODE and dest.node is not None:
+        if dest.kind is _NODE and dest.node is not None:
             if dest.node == self.node_id:
                 recipient = self.identity.public
             else:
@@ -1040,7 +1042,7 @@ class NodeEngine:
     def _open_payload(self, bundle: Bundle, now: float, batch: _Batch) -> bytes:
         dest = bundle.destination
         nonce_input, aad = bundle.seal_inputs()
-        if dest.kind is DestKind.NODE:
+        if dest.kind is _NODE:
             sender = (
                 self.identity.public
                 if bundle.origin == self.node_id
