@@ -118,9 +118,7 @@ class CommandPostFeed:
                 origin_hex = origin.hex()
                 name = certificate.name if certificate else origin_hex[:8]
                 roles = sorted(certificate.roles) if certificate else []
-                newest = None
-            else:
-                origin_hex, name, roles, newest = known
+                known = units[origin] = (origin_hex, name, roles, None)
             kind = delivery.kind
             if kind == _TEXT:
                 if delivery.destination is not destination:
@@ -129,7 +127,7 @@ class CommandPostFeed:
                 texts.append(
                     MessageEntry(
                         delivery.bundle_id.key().hex(),
-                        origin_hex,
+                        known[0],
                         destination_text,
                         kind,
                         _PRIORITY_NAMES[delivery.priority],
@@ -138,13 +136,13 @@ class CommandPostFeed:
                         delivery.payload.decode("utf-8", errors="replace"),
                     )
                 )
-            elif kind == _POSITION:
+            elif kind == _POSITION:  # the unit's entry changes only for a newer fix
+                origin_hex, name, roles, newest = known
                 position = self._position(delivery, name, received)
                 if position is not None:
                     positions.append((delivery, name, position))
                     if newest is None or position.fixed > newest.fixed:
-                        newest = position
-            units[origin] = (origin_hex, name, roles, newest)
+                        units[origin] = (origin_hex, name, roles, position)
         heard = [
             UnitHeard(origin_hex, name, roles, received, position)
             for origin_hex, name, roles, position in units.values()
