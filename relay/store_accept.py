@@ -75,10 +75,6 @@ class PutRequest:
     hold: bool
     app_has: bool = False  # delivered early to an app that acks once it keeps it: no inbox copy
 
-    @property
-    def copies(self) -> int:
-        return int(self.hold) + int(self.deliver and not self.app_has)
-
 
 _Row = tuple[bytes, int, Bundle, bytes, PutRequest]  # key, quota bytes, bundle, its encoding, request
 
@@ -254,7 +250,8 @@ def admit(
     recent_rows = recent.rows
     unsettled: list[bytes] = []  # keys not held: written outside the index, so the insert cannot
     for i, put in enumerate(puts):  # find their duplicates
-        copies, now, hold = put.copies, put.now, put.hold
+        now, hold = put.now, put.hold
+        copies = hold + (put.deliver and not put.app_has)  # held, and in the inbox unless the app has it
         for j, bundle in enumerate(put.bundles):
             key = bundle.id.key()
             if key not in fresh and key not in recent_rows and not bundle.is_expired(now):
