@@ -61,6 +61,43 @@ def test_on_the_simulators_loop_every_transaction_runs_inline(tmp_path: Path) ->
     assert threads == [[threading.current_thread().name] * 2]
 
 
+def test_on_the_simulators_loop_a_write_the_writer_would_take_alone_commits_in_its_callers_turn(
+    tmp_path: Path,
+) -> None:
+    """The writer waits with nothing queued and no callback is ready: it would run next and take the
+    op alone, so the op commits without waking it, durably. Otherwise it goes to the writer, which
+    takes what was queued meanwhile in one transaction, as on any loop."""
+    path = tmp_path / "s.db"
+    batches: list[int] = []
+
+    async def scenario() -> None:
+        store = await Store.open(path)
+        transaction = store._transaction
+
+        def traced(batch, db, **options):  # type: ignore[no-untyped-def]
+            batches.append(len(batch))
+            return transaction(batch, db, **options)
+
+        store._transaction = traced  # type: ignore[method-assign]
+        await asyncio.sleep(0)  # the writer starts waiting
+        waiting = store._wake
+        assert await store.put(make(1), now=1000) is True
+        assert store._wake is waiting  # never woken
+        assert committed(path) == 1
+        assert await asyncio.gather(*(store.put(make(i), now=1000) for i in range(2, 7))) == [True] * 5
+        assert store._wake is not waiting  # the burst woke the writer: one transaction
+        asyncio.get_running_loop().call_soon(lambda: None)  # a callback is ready: not the writer's turn next
+        waiting = store._wake
+        await store.delete(make(1).id, "forwarded")
+        assert store._wake is not waiting
+        assert committed(path) == 5
+        await store.close()
+
+    with asyncio.Runner(loop_factory=InlineExecutorLoop) as runner:
+        runner.run(scenario())
+    assert batches == [1, 5, 1]
+
+
 async def test_work_left_by_a_cancelled_caller_runs_and_untracks(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
 

@@ -45,3 +45,9 @@ class InlineExecutorLoop(asyncio.SelectorEventLoop):
         except Exception as exc:  # the awaiting caller gets it, as from an executor's thread
             future.set_exception(exc)
         return future
+
+    def nothing_ready(self) -> bool:
+        """No callback waits for its turn: a task woken now is the next to run. A store whose
+        writer would take only the op being queued commits it in its caller's turn then
+        (``Store._writer_next_alone``): the same transaction, without two turns of the loop."""
+        return not self._ready
