@@ -52,6 +52,17 @@ class TrustStore:
         self._learned: set[bytes] = set()
         self._on_learned: list[Callable[[Certificate], None]] = []
 
+    def copy(self) -> TrustStore:
+        """A store that believes what this one does and learns on its own from now on, with no
+        callbacks (the simulator gives every node of a field its own from one roster: holding a
+        1,000-node roster certificate by certificate for each node took 4 % of a run)."""
+        copy = TrustStore(self.authority, (), self.revocations)
+        copy.groups = self.groups
+        copy._certificates = dict(self._certificates)
+        copy._short_ids = dict(self._short_ids)
+        copy._learned = set(self._learned)
+        return copy
+
     def add(self, certificate: Certificate, now: float) -> None:
         """Believe ``certificate`` after checking it (``now`` in Mesh112 epoch seconds)."""
         certificate.verify(self.authority, int(from_epoch(now)), self.revocations)

@@ -50,6 +50,22 @@ def _issuer(authority: Authority) -> Authority:
     return Authority(authority.identity, (), authority.revocations)
 
 
+def test_a_copy_believes_the_same_and_learns_on_its_own() -> None:
+    authority = Authority.generate()
+    known = _issue(authority, Identity.generate(), "responder-1")
+    trust = TrustStore(authority.public, [known], groups=["g"])
+    trust.learn(_issue(authority, Identity.generate(), "responder-2"), _now())
+    learned: list[Certificate] = []
+    trust.on_learned(learned.append)
+    copy = trust.copy()
+    assert copy.certificates() == trust.certificates() and copy.groups == trust.groups
+    assert copy.find(known.node_id[:SHORT_ID_LEN]) is known
+    new = _issue(authority, Identity.generate(), "responder-3")
+    assert copy.learn(new, _now()) is True
+    assert trust.find(new.node_id) is None and not learned  # the original neither holds it nor hears of it
+    assert trust.learn(new, _now()) is True  # and still learns it itself
+
+
 def test_learns_an_authority_signed_certificate_once_and_tells_the_listeners() -> None:
     authority = Authority.generate()
     trust = TrustStore(authority.public)

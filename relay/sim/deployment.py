@@ -46,7 +46,8 @@ class Deployment:
         self.certificates = certificates
         self.kind = int(Kind.TEXT)
         self._ids = {name: identity.node_id for name, identity in identities.items()}
-        self.compact_context = self.trust().compact_context()
+        self._roster = TrustStore(authority.public, certificates.values(), authority.revocations)
+        self.compact_context = self._roster.compact_context()
         # flash_bundle's answers by frame: of 2,547 FLASH-class frames a reference run sends, 371
         # differ (a FLASH repeat, a resend, the same ACK again); each was decoded every time
         self._flash_keys: dict[bytes, bytes | None] = {}
@@ -80,7 +81,7 @@ class Deployment:
 
     def trust(self) -> TrustStore:
         """What every node believes: the authority and the whole roster (each node gets its own)."""
-        return TrustStore(self.authority.public, self.certificates.values(), self.authority.revocations)
+        return self._roster.copy()
 
     def store_path(self, name: str) -> Path:
         return self.directory / f"{name}.sqlite"
