@@ -57,12 +57,16 @@ def test_a_copy_believes_the_same_and_learns_on_its_own() -> None:
     trust.learn(_issue(authority, Identity.generate(), "responder-2"), _now())
     learned: list[Certificate] = []
     trust.on_learned(learned.append)
+    context = trust.compact_context()
     copy = trust.copy()
     assert copy.certificates() == trust.certificates() and copy.groups == trust.groups
     assert copy.find(known.node_id[:SHORT_ID_LEN]) is known
+    assert copy.compact_context() is context  # kept while no certificate is held anew
     new = _issue(authority, Identity.generate(), "responder-3")
     assert copy.learn(new, _now()) is True
     assert trust.find(new.node_id) is None and not learned  # the original neither holds it nor hears of it
+    assert new.node_id[:SHORT_ID_LEN] in copy.compact_context().nodes
+    assert trust.compact_context() is context
     assert trust.learn(new, _now()) is True  # and still learns it itself
 
 
