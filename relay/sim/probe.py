@@ -62,9 +62,15 @@ class FlashProbe:
             return
         self._first_sent.add(first)
         eligible = max(queued_at, start - WINDOW_S)
-        waited = sum(
-            max(0.0, min(e, start) - max(s, eligible)) for s, e in self._others.get(tx, ()) if e > eligible
-        )
+        # A transmitter's frames end in the order they start (each starts once the last has ended),
+        # so those ending after ``eligible`` are the last ones: found from the end, not by a walk
+        # through the hour (1 % of a reference run), and summed in their order as before.
+        recent = []
+        for span in reversed(self._others.get(tx, ())):
+            if span[1] <= eligible:
+                break
+            recent.append(span)
+        waited = sum(max(0.0, min(e, start) - max(s, eligible)) for s, e in reversed(recent))
         self._max_wait[tx] = max(self._max_wait.get(tx, 0.0), waited)
 
     def max_wait(self, tx: TxKey) -> float:
