@@ -121,6 +121,33 @@ def test_oracle_needs_an_interval_long_enough_for_the_whole_bundle() -> None:
     assert Oracle(contacts).earliest_arrival("a", "zz", 0.0, 8) is None
 
 
+def test_oracle_stops_at_the_destination_with_the_whole_search_answer() -> None:
+    """earliest_arrival ends the search when the destination's time is known: the same time, bit
+    for bit, as the search over every node gives, on random fields of contacts that come and go."""
+    rng = random.Random(15)
+    names = [f"n{i}" for i in range(12)]
+    for _ in range(20):
+        contacts = []
+        for _ in range(30):
+            a, b = rng.sample(names, 2)
+            starts = sorted(rng.uniform(0.0, 500.0) for _ in range(3))
+            up = tuple((start, start + rng.uniform(0.5, 40.0)) for start in starts)
+            merged = [up[0]]
+            for start, end in up[1:]:  # a schedule's intervals do not overlap
+                if start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+                else:
+                    merged.append((start, end))
+            link = _ip(f"l{rng.randrange(3)}", latency=rng.uniform(0.0, 2.0), bitrate=rng.uniform(50.0, 5000.0))
+            contacts.append(Contact(link, a, b, Schedule(tuple(merged))))
+        oracle = Oracle(contacts)
+        t0, size = rng.uniform(0.0, 300.0), rng.randrange(8, 400)
+        for src in names:
+            everyone = oracle.arrivals(src, t0, size)
+            for dst in names:
+                assert oracle.earliest_arrival(src, dst, t0, size) == everyone.get(dst)
+
+
 def test_lora_link_times_use_airtime_and_fragments() -> None:
     profile = LinkProfile(name="lora", kind="lora", mtu=200, bitrate=130.0, compact=True)
     lora = SimLinkSpec(profile, 0.0, 0.1, ScheduleSpec("always"), (), LONG_FAST)

@@ -26,10 +26,13 @@ class Oracle:
 
     def earliest_arrival(self, src: str, dst: str, t0: float, payload_len: int) -> float | None:
         """Earliest time ``dst`` can hold a bundle of ``payload_len`` bytes created at ``src`` at ``t0``."""
-        return self.arrivals(src, t0, payload_len).get(dst)
+        return self.arrivals(src, t0, payload_len, until=dst).get(dst)
 
-    def arrivals(self, src: str, t0: float, payload_len: int) -> Mapping[str, float]:
-        """Earliest arrival at every reachable node."""
+    def arrivals(self, src: str, t0: float, payload_len: int, until: str | None = None) -> Mapping[str, float]:
+        """Earliest arrival at every reachable node; with ``until``, the search stops when that
+        node's is known (a hop never arrives before it starts, so the first time a node is taken
+        from the heap is its earliest): the report asks once per bundle sent, and a 1,000-node
+        field's whole search per bundle was 4 % of its run."""
         best: dict[str, float] = {src: t0}
         heap: list[tuple[float, str]] = [(t0, src)]
         done: set[str] = set()
@@ -38,6 +41,8 @@ class Oracle:
             if node in done:
                 continue
             done.add(node)
+            if node == until:
+                break
             for contact in self._adjacent.get(node, ()):
                 peer = contact.other(node)
                 if peer in done:
