@@ -138,7 +138,9 @@ def test_oracle_stops_at_the_destination_with_the_whole_search_answer() -> None:
                     merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
                 else:
                     merged.append((start, end))
-            link = _ip(f"l{rng.randrange(3)}", latency=rng.uniform(0.0, 2.0), bitrate=rng.uniform(50.0, 5000.0))
+            link = _ip(
+                f"l{rng.randrange(3)}", latency=rng.uniform(0.0, 2.0), bitrate=rng.uniform(50.0, 5000.0)
+            )
             contacts.append(Contact(link, a, b, Schedule(tuple(merged))))
         oracle = Oracle(contacts)
         t0, size = rng.uniform(0.0, 300.0), rng.randrange(8, 400)

@@ -28,7 +28,9 @@ class Oracle:
         """Earliest time ``dst`` can hold a bundle of ``payload_len`` bytes created at ``src`` at ``t0``."""
         return self.arrivals(src, t0, payload_len, until=dst).get(dst)
 
-    def arrivals(self, src: str, t0: float, payload_len: int, until: str | None = None) -> Mapping[str, float]:
+    def arrivals(
+        self, src: str, t0: float, payload_len: int, until: str | None = None
+    ) -> Mapping[str, float]:
         """Earliest arrival at every reachable node; with ``until``, the search stops when that
         node's is known (a hop never arrives before it starts, so the first time a node is taken
         from the heap is its earliest): the report asks once per bundle sent, and a 1,000-node
