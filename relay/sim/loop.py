@@ -50,4 +50,4 @@ class InlineExecutorLoop(asyncio.SelectorEventLoop):
         """No callback waits for its turn: a task woken now is the next to run. A store whose
         writer would take only the op being queued commits it in its caller's turn then
         (``Store._writer_next_alone``): the same transaction, without two turns of the loop."""
-        return not self._ready
+        return not self._ready  # type: ignore[attr-defined]  # BaseEventLoop's queue of ready callbacks
