@@ -18,7 +18,7 @@ import relay.core.held as held_module
 from relay.bundle import BundleId, CompactContext, Destination, Kind, Priority, to_epoch
 from relay.core.frames import DataFrame, data_priority, decode_frame
 from relay.core.receipts import State
-from relay.engine import Delivery, Outgoing
+from relay.engine import Delivery, NodeEngine, Outgoing
 from relay.links.inproc import InprocHub, InprocLink
 from relay.node import Node
 
@@ -238,9 +238,10 @@ async def test_a_copy_whose_timeout_passes_is_sent_again_then_without_spinning(
         assert custody.retries >= 1  # sent again at its timeout
 
 
-async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path: Path) -> None:
-    """A backlog read faster than it is stored waits in the node's queue (thousands of frames over
-    IP); a FLASH frame that arrives behind it is admitted in the next batch, alone, not after them."""
+@asynccontextmanager
+async def _post_beside_a_field_engine(tmp_path: Path) -> AsyncIterator[tuple[Node, NodeEngine, float]]:
+    """A command post's node on an in-process link, not started, and a field unit's bare engine
+    whose frames the test hands to the post itself; the field's side of the link is up."""
     net = Deployment()
     net.enrol("post", frozenset({"command"}))
     net.enrol("field")
@@ -250,7 +251,38 @@ async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path
     post = Node(post_engine, [InprocLink(InprocHub(), post_engine.node_id, IP)])
     try:
         await field.link_up(IP, post_engine.node_id, now)
-        to_post = Destination.to_node(post_engine.node_id)
+        yield post, field, now
+    finally:
+        await post.stop()
+        await field.close()
+
+
+async def _admitted_in_order(post: Node, field: NodeEngine, frames: list[bytes], count: int) -> list[bytes]:
+    """Start the post with the field as its neighbour, hand it every frame in one turn of the loop
+    (none handled before the last came), and return the payloads as its application got them."""
+    await post.start()
+    post.link_up(IP.name, field.node_id)
+    for _ in range(100):  # the neighbour is known before its frames come
+        if post.engine.core.neighbours(IP.name):
+            break
+        await asyncio.sleep(0.01)
+    for frame in frames:
+        post.frame_received(IP.name, field.node_id, frame)
+    order: list[bytes] = []
+    async with asyncio.timeout(30):
+        async for batch in post.inbox_batches():
+            order += [delivery.payload for delivery in batch]
+            await post.ack_many([delivery.bundle_id for delivery in batch])
+            if len(order) == count:
+                break
+    return order
+
+
+async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path: Path) -> None:
+    """A backlog read faster than it is stored waits in the node's queue (thousands of frames over
+    IP); a FLASH frame that arrives behind it is admitted in the next batch, alone, not after them."""
+    async with _post_beside_a_field_engine(tmp_path) as (post, field, now):
+        to_post = Destination.to_node(post.node_id)
         routine = [Outgoing(to_post, b"report %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(600)]
         await field.send_many(routine, now)
         backlog = [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
@@ -258,27 +290,9 @@ async def test_a_flash_frame_goes_ahead_of_frames_waiting_for_admission(tmp_path
         await field.send(to_post, b"gas leak", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=now)
         out = field.next_frame(IP.name, now)
         assert out is not None and data_priority(out[1]) == Priority.FLASH
-        await post.start()
-        post.link_up(IP.name, field.node_id)
-        for _ in range(100):  # the neighbour is known before its frames come
-            if post_engine.core.neighbours(IP.name):
-                break
-            await asyncio.sleep(0.01)
-        for frame in backlog:  # all queued in one turn of the loop: none handled yet
-            post.frame_received(IP.name, field.node_id, frame)
-        post.frame_received(IP.name, field.node_id, out[1])
-        order = []
-        async with asyncio.timeout(30):
-            async for batch in post.inbox_batches():
-                order += [delivery.payload for delivery in batch]
-                await post.ack_many([delivery.bundle_id for delivery in batch])
-                if len(order) == 601:
-                    break
+        order = await _admitted_in_order(post, field, [*backlog, out[1]], 601)
         assert order[0] == b"gas leak", order[:3]
         assert sorted(order[1:]) == sorted(message.payload for message in routine)
-    finally:
-        await post.stop()
-        await field.close()
 
 
 class _DeafLink(InprocLink):
@@ -343,40 +357,15 @@ async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
 async def test_alarms_from_one_unit_keep_their_order_when_they_go_ahead(tmp_path: Path) -> None:
     """The first alarm arrives with nothing waiting, the second behind a report: both go ahead of
     what waits, in the order they came ("evacuate north", then its correction)."""
-    net = Deployment()
-    net.enrol("post", frozenset({"command"}))
-    net.enrol("field")
-    now = to_epoch(time.time())
-    post_engine = await net.open("post", tmp_path, now)
-    field = await net.open("field", tmp_path, now)
-    post = Node(post_engine, [InprocLink(InprocHub(), post_engine.node_id, IP)])
-    try:
-        await field.link_up(IP, post_engine.node_id, now)
-        to_post = Destination.to_node(post_engine.node_id)
-        frames = []
-        for payload, priority in ((b"evacuate north", Priority.FLASH), (b"report", Priority.ROUTINE)):
+    async with _post_beside_a_field_engine(tmp_path) as (post, field, now):
+        to_post = Destination.to_node(post.node_id)
+        frames: list[bytes] = []
+        for payload, priority in (
+            (b"evacuate north", Priority.FLASH),
+            (b"report", Priority.ROUTINE),
+            (b"cancel: south", Priority.FLASH),
+        ):
             await field.send(to_post, payload, kind=Kind.SOS, priority=priority, lifetime=600, now=now)
             frames += [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
-        await field.send(
-            to_post, b"cancel: south", kind=Kind.SOS, priority=Priority.FLASH, lifetime=600, now=now
-        )
-        frames += [out[1] for out in iter(lambda: field.next_frame(IP.name, now), None)]
-        await post.start()
-        post.link_up(IP.name, field.node_id)
-        for _ in range(100):
-            if post_engine.core.neighbours(IP.name):
-                break
-            await asyncio.sleep(0.01)
-        for frame in frames:
-            post.frame_received(IP.name, field.node_id, frame)
-        order: list[bytes] = []
-        async with asyncio.timeout(30):
-            async for batch in post.inbox_batches():
-                order += [delivery.payload for delivery in batch]
-                await post.ack_many([delivery.bundle_id for delivery in batch])
-                if len(order) == 3:
-                    break
+        order = await _admitted_in_order(post, field, frames, 3)
         assert order == [b"evacuate north", b"cancel: south", b"report"]
-    finally:
-        await post.stop()
-        await field.close()
