@@ -467,7 +467,10 @@ class Node:
             while not sending.done():
                 wake.clear()
                 while (out := self.engine.next_frame(name, self.now(), _FLASH)) is not None:
-                    await self._send_ahead(name, link, *out)
+                    try:
+                        await self._send_ahead(name, link, *out)
+                    except LinkError as exc:  # that alarm's peer went: it is lost, not the frame waiting
+                        self._lost(name, out[0], out[1], exc)
                 woken = asyncio.ensure_future(wake.wait())
                 await asyncio.wait((sending, woken), return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
