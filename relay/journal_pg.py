@@ -121,13 +121,8 @@ class PgJournal:
             )
             for unit in units
         ]
-        stored: list[MessageEntry] = []
-        for entry in entries:
-            added = await self.add_message(entry)
-            if added is not None:  # given its seq in place, as the SQLite journal does
-                entry.seq = added.seq
-                stored.append(entry)
-        return stored_units, stored
+        stored = [await self.add_message(entry) for entry in entries]
+        return stored_units, [entry for entry in stored if entry is not None]
 
     async def messages(
         self, *, before: int | None = None, origin: str | None = None, limit: int = 100
