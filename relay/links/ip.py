@@ -221,24 +221,27 @@ class IpLink(Link):
         """Queue ``frame`` if ``peer``'s session has room now; None for a broadcast (send waits)."""
         if peer == BROADCAST:
             return None
-        if not 0 < len(frame) <= MAX_FRAME:
-            raise LinkError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME} on link {self.config.name}")
-        session = self._sessions.get(peer)
-        if session is None:
-            raise LinkError(f"peer {display_id(peer)} is not connected on link {self.config.name}")
-        return session.offer(frame, flash)
+        return self._session(peer, frame).offer(frame, flash)
 
     async def _enqueue(self, peer: bytes, frame: bytes, flash: bool) -> None:
-        if not 0 < len(frame) <= MAX_FRAME:
-            raise LinkError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME} on link {self.config.name}")
-        if peer == BROADCAST:
-            for neighbour in list(self._sessions.values()):
-                await neighbour.enqueue(frame, flash)
+        if peer != BROADCAST:
+            await self._session(peer, frame).enqueue(frame, flash)
             return
+        self._check_size(frame)
+        for neighbour in list(self._sessions.values()):
+            await neighbour.enqueue(frame, flash)
+
+    def _session(self, peer: bytes, frame: bytes) -> PeerSession:
+        """``peer``'s session for ``frame``; LinkError if the frame cannot go or the peer is not here."""
+        self._check_size(frame)
         session = self._sessions.get(peer)
         if session is None:
             raise LinkError(f"peer {display_id(peer)} is not connected on link {self.config.name}")
-        await session.enqueue(frame, flash)
+        return session
+
+    def _check_size(self, frame: bytes) -> None:
+        if not 0 < len(frame) <= MAX_FRAME:
+            raise LinkError(f"frame of {len(frame)} bytes outside 1..{MAX_FRAME} on link {self.config.name}")
 
     async def stop(self) -> None:
         """Close every connection (peers see them close) without reporting to a node that is stopping."""
