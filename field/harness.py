@@ -33,21 +33,27 @@ from relay.trust import TrustStore
 BULK_RATE = 100_000.0  # API requests per second per operator: the tests inject thousands of bundles
 
 
+_HANDED_OUT: set[int] = set()  # ports this process already gave out: a second call never repeats them
+
+
 def free_port_base(count: int) -> int:
-    """A port such that ``count`` consecutive ports are free now."""
-    for _ in range(50):
+    """A port such that ``count`` consecutive ports are free now and none was handed out before by
+    this process (a probe's port is free again once closed, so two calls could otherwise overlap)."""
+    for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = int(probe.getsockname()[1])
-        if base + count >= 65535:
+        ports = range(base, base + count)
+        if base + count >= 65535 or _HANDED_OUT.intersection(ports):
             continue
         try:
-            for offset in range(count):
+            for port in ports:
                 with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + offset))
-            return base
+                    s.bind(("127.0.0.1", port))
         except OSError:
             continue
+        _HANDED_OUT.update(ports)
+        return base
     raise RuntimeError("no free port range on 127.0.0.1")
 
 
