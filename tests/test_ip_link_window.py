@@ -221,11 +221,12 @@ def _fast_session(
 
 
 async def test_a_session_with_a_record_limit_waits_for_acks_beyond_it() -> None:
-    """A listener's transport discards what its queue has no room for: DATA records beyond the
-    limit wait for the peer's ACK, however much the window allows; control records do not."""
+    """A listener's transport discards what its queue has no room for: while DATA is in flight, DATA
+    waits once the limit of records of any kind is unacknowledged, however much the window allows;
+    control records do not wait, and count."""
     ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
     wire = Wire()
-    session = _fast_session(ours, wire.send, unacked_records_limit=2)
+    session = _fast_session(ours, wire.send, unacked_records_limit=3)
     session.start()
     opened: list[RecordKind] = []
 
@@ -237,13 +238,36 @@ async def test_a_session_with_a_record_limit_waits_for_acks_beyond_it() -> None:
         for _ in range(4):  # 240 kB: four records of at most 64 KiB, well inside the window
             await session.enqueue(b"f" * 60_000)
         await settle()
-        assert opened.count(RecordKind.DATA) == 2 and session.metrics().in_flight_bytes > 0
+        assert sorted(opened) == [RecordKind.DATA, RecordKind.DATA, RecordKind.PING]  # the PING: at start
         session.on_record(peers.seal(RecordKind.PING, encode_ping(0, 60.0)))  # answered at once
         await settle()
-        assert opened.count(RecordKind.DATA) == 2 and opened[-1] is RecordKind.PONG
-        session.on_record(peers.seal(RecordKind.ACK, encode_ack(len(opened))))
+        assert opened[3:] == [RecordKind.PONG]
+        session.on_record(peers.seal(RecordKind.ACK, encode_ack(2)))  # one DATA and the PONG still out
+        await settle()
+        assert opened[4:] == [RecordKind.DATA]
+        session.on_record(peers.seal(RecordKind.ACK, encode_ack(5)))
         await settle()
         assert opened.count(RecordKind.DATA) == 4
+    finally:
+        session.close("test over")
+
+
+async def test_a_session_with_a_record_limit_answers_pings_while_no_data_is_in_flight() -> None:
+    """Only DATA draws an ACK: with none in flight, the control records unacknowledged hold nothing
+    back (they would otherwise for ever)."""
+    ours, peers = SessionCipher(b"o" * 32, b"p" * 32), SessionCipher(b"p" * 32, b"o" * 32)
+    wire = Wire()
+    session = _fast_session(ours, wire.send, unacked_records_limit=3)
+    session.start()
+    try:
+        for number in range(6):
+            session.on_record(peers.seal(RecordKind.PING, encode_ping(number, 60.0)))
+            await asyncio.sleep(0.02)
+        kinds = [peers.open(record)[0] for record in wire.records]
+        assert sorted(kinds) == [RecordKind.PING] + [RecordKind.PONG] * 6  # the PING: at start
+        await session.enqueue(b"f" * 1000)  # DATA still goes: nothing of it is in flight
+        await asyncio.sleep(0.05)
+        assert peers.open(wire.records[-1])[0] is RecordKind.DATA
     finally:
         session.close("test over")
 

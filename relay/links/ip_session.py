@@ -9,8 +9,8 @@ when that task waits with nothing queued, by ``enqueue`` itself (one loop turn e
 Control records (ACK/PING/PONG) go ahead of data. DATA goes only as far as the send window
 (:mod:`relay.links.ip_window`) allows, so neither they nor a FLASH frame queue behind more than
 about a second of the path, and the outbound queue holds at most one window too. On a transport that
-discards what it has no room for (a listener's), DATA also waits while ``unacked_records_limit``
-DATA records are unacknowledged.
+discards what it has no room for (a listener's), DATA also waits while DATA is in flight and
+``unacked_records_limit`` records of any kind are unacknowledged.
 
 Liveness: any authentic record from the peer proves it alive. A PING goes out at once and then
 every keepalive interval, except while DATA is in flight and acks keep coming (they are the
@@ -112,9 +112,10 @@ class PeerSession:
         unacked_records_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``unacked_records_limit``: DATA waits while this many DATA records are unacknowledged, for
-        a transport that discards what it has no room for instead of pushing back (a listener's
-        polyamorous socket, see :mod:`relay.links.ip`); None for one that pushes back."""
+        """``unacked_records_limit``: while DATA is in flight, DATA waits once this many records of
+        any kind are unacknowledged, for a transport that discards what it has no room for instead
+        of pushing back (a listener's polyamorous socket, see :mod:`relay.links.ip`); None for one
+        that pushes back."""
         self.peer = peer
         self._cipher = cipher
         self._transport_send = transport_send
@@ -304,6 +305,8 @@ class PeerSession:
             self._queue_bound = min(self._limit, self._window.window)
             self._room.set()
             self._wakeup.set()
+        elif self._unacked_limit is not None:
+            self._wakeup.set()  # control records it covered may have held DATA back
 
     def _on_pong(self, body: bytes) -> None:
         try:
@@ -407,11 +410,23 @@ class PeerSession:
 
     def _data_size(self) -> int:
         """Stream bytes the next DATA record may carry now (0: wait for an ack): what the window
-        allows, unless ``unacked_records_limit`` DATA records are unacknowledged. Control records
-        are not counted: only DATA draws an ACK, so they could wait for ever."""
-        if self._unacked_limit is not None and self._window.records_in_flight >= self._unacked_limit:
+        allows, unless the transport may be full (:meth:`_transport_full`)."""
+        if self._transport_full():
             return 0
         return self._window.record_size(self._outbox.bytes)
+
+    def _transport_full(self) -> bool:
+        """Whether ``unacked_records_limit`` records of any kind (DATA, ACK, PING, PONG) are handed
+        over and not yet acknowledged, so another DATA record could be discarded. Counted only while
+        DATA is in flight: only DATA draws an ACK, and that ACK covers every record sealed before it.
+        Control records never wait for it: they are few, and one sent after a lost record shows the
+        peer the gap at once (it then connects again) rather than after the keepalive's silence."""
+        limit = self._unacked_limit
+        return (
+            limit is not None
+            and self._window.records_in_flight > 0
+            and self._cipher.sealed - self._window.acked_records >= limit
+        )
 
     def _seal_data(self, size: int) -> tuple[bytes, int]:
         """The next DATA record of ``size`` stream bytes, counted in flight before an ack can come."""

@@ -89,6 +89,11 @@ class SendWindow:
         """DATA records sent and not yet acknowledged."""
         return len(self._flight)
 
+    @property
+    def acked_records(self) -> int:
+        """Records of every kind the peer said it received (its last ACK's count)."""
+        return self._acked_records
+
     def metrics(self) -> WindowMetrics:
         return WindowMetrics(self._window, self._in_flight, self._rate(), self._min_rtt, self._frames_acked)
 
