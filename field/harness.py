@@ -36,6 +36,18 @@ BULK_RATE = 100_000.0  # API requests per second per operator: the tests inject 
 _HANDED_OUT: set[int] = set()  # ports this process already gave out: a second call never repeats them
 
 
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port free now for ``kind`` on 127.0.0.1, never one this process handed out before."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
 def free_port_base(count: int) -> int:
     """A port such that ``count`` consecutive ports are free now and none was handed out before by
     this process (a probe's port is free again once closed, so two calls could otherwise overlap)."""

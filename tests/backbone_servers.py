@@ -14,17 +14,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from field.harness import free_port
 from relay.backbone.config import BackboneSection
 from relay.backbone.servers import ServerConfig, hub, leaf
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 HUB_DOMAIN = "hub"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout_s: float = 15.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from crypto.certificate import Authority, Certificate
 from crypto.identity import Identity
+from field.harness import free_port
 from relay.engine import NodeEngine
 from relay.links.base import BROADCAST, LinkProfile
 from relay.links.ip import IpLink, IpLinkConfig
@@ -24,13 +24,6 @@ LORA = LinkProfile(
 
 # Keepalives and reconnects short enough for a test to see a link drop and come back in a second.
 IP_TIMING = {"keepalive_interval": 0.25, "keepalive_misses": 3, "reconnect_min": 0.05, "reconnect_max": 0.5}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -33,7 +33,7 @@ from analytics_edge.tracking import Phase
 from crypto.certificate import Certificate
 from field.browser import CHROMIUM_ARGS
 from field.deployment import DemoDeployment, create_demo_deployment
-from field.harness import journal_messages, running_field, send_many, stopped_node_engine
+from field.harness import free_port, journal_messages, running_field, send_many, stopped_node_engine
 from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
 from field.radio import (
     Radio,
@@ -189,12 +189,6 @@ def node_token(deployment: DemoDeployment, certificate: Certificate) -> str:
     """An API token for an enrolled node's own identity (a building operator at its gateway)."""
     expires = int(time.time()) + 3600
     return issue_token(deployment.authority.identity, certificate, expires)
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def preload_detections(camera: FieldNode, post_id: bytes, count: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from impair_proxy import ImpairProxy
 import relay.links.ip as ip_module
 from crypto.certificate import Authority
 from crypto.identity import Identity
+from field.harness import free_port
 from relay.links.base import BROADCAST, LinkError
 from relay.links.ip import IpLink, IpLinkConfig
 from relay.links.ip_handshake import Credentials, Initiator, Responder, Trust
@@ -60,13 +60,6 @@ class Recorder:
             while not condition():
                 self.changed.clear()
                 await self.changed.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from field.harness import free_port
 from relay.cli import main
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "ng112"
@@ -30,16 +31,10 @@ def test_parse_hostile_cap_is_a_one_line_error(capsys: pytest.CaptureFixture[str
     assert "DTD or entity declaration refused" in capsys.readouterr().err
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_gateway_command_takes_an_alarm(tmp_path: Path) -> None:
     script = shutil.which("mesh112", path=str(Path(sys.executable).parent))
     assert script is not None
-    port = _free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     args = [script, "ng112", "gateway", "--data", str(tmp_path), "--udp-port", str(port), "--tcp-port", "0"]
     process = subprocess.Popen([*args, "--duration", "4"], stdout=subprocess.PIPE, text=True)
     try:

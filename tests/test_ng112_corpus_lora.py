@@ -30,6 +30,7 @@ from ng112_samples import cap_differences, kept_fields, sip_message, sipp_alarm_
 from system_tools import require_tool
 
 from crypto.hop import HopAuth
+from field.harness import free_port
 from field.lora_emulator.device import DeviceServer
 from field.lora_emulator.medium import LoRaMedium
 from field.lora_emulator.radio import EmulatedRadio
@@ -67,12 +68,6 @@ POST, GATEWAY = 0xA0000001, 0xA0000003
 REGION = "US"
 FOLLOWUP_ON_LORA = MAX_FRAGMENTS_ON_COSTLY_LINK * (LORA_FRAME - HOP_TAG - FRAGMENT_HEADER_LEN)
 FOLLOWUP_ON_LORA -= FRAME_TYPE + COMPACT_HEADER + CRYPTO_BUDGET
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_sent(cap: bytes) -> bytes:
@@ -114,7 +109,7 @@ async def _panel_sends(
     if scenario is not None:
         path = work / f"{name}.xml"
         path.write_text(scenario, encoding)
-        target = ["-t", "u1", "-p", str(_free_udp_port()), f"127.0.0.1:{port}"]
+        target = ["-t", "u1", "-p", str(free_port(socket.SOCK_DGRAM)), f"127.0.0.1:{port}"]
         code, out = await _run([sipp, "-sf", str(path), *common, *target], work, 40)
         return code, "SIPp" if code == 0 else out[-1500:]
     head = (
@@ -126,7 +121,7 @@ async def _panel_sends(
     path = work / f"{name}.sip"
     path.write_bytes(head.encode() + body)
     args = [sipsak, "-vv", "-f", str(path), "-s", f"sip:ng112@127.0.0.1:{port}", "-E", "udp"]
-    code, out = await _run([*args, "-l", str(_free_udp_port())], work, 30)
+    code, out = await _run([*args, "-l", str(free_port(socket.SOCK_DGRAM))], work, 30)
     return (0, "sipsak") if code == 0 and "200 OK" in out else (code or 1, out[-1500:])
 
 

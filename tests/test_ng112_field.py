@@ -37,6 +37,7 @@ from ng112_samples import (
 from system_tools import require_tool
 
 from field.deployment import create_demo_deployment
+from field.harness import free_port
 from field.processes import FieldNode, node_config, operator_token, start_node, stop_all, wait_healthy
 from field.radio import (
     Radio,
@@ -65,16 +66,10 @@ CORPUS = HERE.parents[0].parent / "shared" / "corpus" / "ng112"
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
-def _free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _free_sip_port() -> int:
     """A port free for both UDP and TCP (the gateway listens on both)."""
     for _ in range(50):
-        port = _free_port(socket.SOCK_DGRAM)
+        port = free_port(socket.SOCK_DGRAM)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -136,14 +131,14 @@ def _write_field(root: Path, panel_port: int, api_port: int) -> tuple[FieldNode,
     deployment = create_demo_deployment(root)
     post = deployment.node("Command Post")
     gateway = deployment.node("Building Gateway")
-    radio_post = Radio("command-post", 0xA0000001, 0.0, _free_port())
-    radio_gateway = Radio("building-gateway", 0xA0000003, 900.0, _free_port())
+    radio_post = Radio("command-post", 0xA0000001, 0.0, free_port())
+    radio_gateway = Radio("building-gateway", 0xA0000003, 900.0, free_port())
     emulator = root / "lora-emulator.toml"
-    observer = observer_radio(_free_port() - 3)
+    observer = observer_radio(free_port() - 3)
     emulator.write_text(emulator_toml((radio_post, radio_gateway, observer), speedup=20.0, region=REGION))
     buildings = buildings_toml(panel_port, digest_secret=None)
     post.config.write_text(
-        node_config(post.name, post.roles, api_port, _free_port(), [])
+        node_config(post.name, post.roles, api_port, free_port(), [])
         + lora_link_toml(radio_post, {radio_gateway.num: gateway.node_id}, REGION)
     )
     roster = {radio_post.num: post.node_id}
@@ -172,7 +167,7 @@ async def test_alarms_cross_lora_whole_and_acks_read_whole(tmp_path: Path) -> No
     sipp, sipsak = require_tool("sipp", "sip-tester"), require_tool("sipsak", "sipsak")
     meshtastic = Path(sys.executable).parent / "meshtastic"
     assert meshtastic.exists(), "the stock meshtastic CLI comes with the [lora] extra"
-    panel_port, api_port, sip_port = _free_port(socket.SOCK_DGRAM), _free_port(), _free_sip_port()
+    panel_port, api_port, sip_port = free_port(socket.SOCK_DGRAM), free_port(), _free_sip_port()
     post, gateway_config, emulator, token, post_id, observer_port = _write_field(
         tmp_path / "field", panel_port, api_port
     )
@@ -206,11 +201,11 @@ async def test_alarms_cross_lora_whole_and_acks_read_whole(tmp_path: Path) -> No
         common = ["-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-timeout_error", "-m", "1"]
         scenario = ["-sf", str(HERE / "sipp" / "alarm_uac.xml"), "-inf", str(HERE / "sipp" / "xxe.csv")]
         for mode, kind in (("u1", socket.SOCK_DGRAM), ("t1", socket.SOCK_STREAM)):
-            target = ["-t", mode, "-p", str(_free_port(kind)), f"127.0.0.1:{sip_port}"]
+            target = ["-t", mode, "-p", str(free_port(kind)), f"127.0.0.1:{sip_port}"]
             code, out = await _run([sipp, *scenario, *common, *target], tmp_path, 40)
             assert code == 0, out[-2000:]
         # the brewery panel: SIPp sends the alarm from brewery_port, then takes the acks there
-        brewery_port = _free_port(socket.SOCK_DGRAM)
+        brewery_port = free_port(socket.SOCK_DGRAM)
         (brewery_dir / "alarm.xml").write_text(
             sipp_alarm_scenario(BREWERY_SENDER, multipart_body(brewery, BREWERY_PIDF)), "utf-8"
         )
@@ -230,7 +225,7 @@ async def test_alarms_cross_lora_whole_and_acks_read_whole(tmp_path: Path) -> No
                 b"\r\n".join(line for line in raw.split(b"\r\n") if not line.startswith(b"Via:"))
             )
             args = [sipsak, "-vv", "-f", str(message), "-s", f"sip:ng112@127.0.0.1:{sip_port}", "-E", "udp"]
-            code, out = await _run([*args, "-l", str(_free_port(socket.SOCK_DGRAM))], tmp_path, 30)
+            code, out = await _run([*args, "-l", str(free_port(socket.SOCK_DGRAM))], tmp_path, 30)
             assert code == 0 and "200 OK" in out, out[-2000:]
 
         async with httpx.AsyncClient(base_url=post.api, headers=headers, timeout=5.0) as api:

@@ -32,7 +32,7 @@ from ng112_samples import (
     sipp_alarm_scenario,
 )
 from system_tools import require_tool
-from test_ng112_field import _free_port, _free_sip_port, _run, _trace_notes, _wait_for
+from test_ng112_field import _free_sip_port, _run, _trace_notes, _wait_for
 
 from field.deployment import create_demo_deployment
 from field.processes import start_node, stop_all, wait_healthy
@@ -77,7 +77,7 @@ async def test_dispatcher_at_post_b_acknowledges_an_alarm_raised_at_post_a(tmp_p
                 (gateway.directory / ROSTER_DIR / f"{other.node_id.hex()}.cert").write_bytes(
                     other.certificate.encode()
                 )
-            buildings = buildings_toml(_free_port(), digest_secret=None)
+            buildings = buildings_toml(free_port(), digest_secret=None)
             for directory in (gateway.directory, *(nodes[name].directory for name in POSTS)):
                 (directory / "buildings.toml").write_text(buildings)
             logs = tmp_path / "logs"
@@ -106,7 +106,7 @@ async def test_dispatcher_at_post_b_acknowledges_an_alarm_raised_at_post_a(tmp_p
             alarm = sipp_alarm_scenario(BREWERY_SENDER, multipart_body(brewery_cap(sent), BREWERY_PIDF))
             (building / "alarm.xml").write_text(alarm, "utf-8")
             (building / "acks.xml").write_text(SIPP_ACK_SCENARIO, "utf-8")
-            building_port = _free_port(socket.SOCK_DGRAM)
+            building_port = free_port(socket.SOCK_DGRAM)
             common = ["-i", "127.0.0.1", "-nostdin", "-t", "u1", "-p", str(building_port)]
             once = ["-timeout", "20s", "-timeout_error", "-m", "1"]
             code, out = await _run(

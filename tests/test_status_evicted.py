@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import uvicorn
 from engine_net import Deployment
 
 from crypto.identity import Identity
+from field.harness import free_port
 from relay.api.app import ApiContext, create_app
 from relay.api.tokens import issue_token
 from relay.bundle import BundleId, to_epoch
@@ -25,12 +25,6 @@ from relay.node import Node
 TEXT = "x" * 900  # sealed and stored, a little over 1 kB per bundle
 QUOTA = 3400  # three such BULK bundles fit, a fourth bundle does not
 REASON = "storage full: evicted for higher-priority traffic (a FLASH bundle)"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_an_evicted_bundle_reads_evicted_with_the_reason(tmp_path: Path) -> None:
@@ -46,7 +40,7 @@ async def test_an_evicted_bundle_reads_evicted_with_the_reason(tmp_path: Path) -
     operator = net.authority.issue(Identity.generate().public, frozenset({"dispatcher"}), "op", now + 3600)
     token = issue_token(net.authority.identity, operator, now + 3600)
     ctx = ApiContext(node, journal, net.authority.public, lambda: None)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ import httpx
 from crypto.certificate import Authority
 from crypto.identity import Identity
 from field.deployment import create_demo_deployment
-from field.harness import free_port_base
+from field.harness import free_port, free_port_base
 from field.processes import stop_all, wait_healthy, write_field
 from relay.links.ip import MAX_PENDING_HANDSHAKES, IpLink, IpLinkConfig
 from relay.links.ip_handshake import Credentials, Trust
@@ -58,13 +58,6 @@ def _enrol(authority: Authority, name: str) -> Credentials:
     return Credentials(
         identity, authority.issue(identity.public, frozenset({"relay"}), name, NOW + 3600, now=NOW)
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _stranger(port: int, sources: list[str], count: int) -> list[socket.socket]:
@@ -105,7 +98,7 @@ async def _listener_under(sources: list[str], count: int) -> tuple[float, float,
     """(connect time without the attack, the worst of three (re)connects under it, refusals counted)."""
     authority = Authority.generate(now=NOW - 1000)
     trust = Trust(authority.public)
-    port = _free_port()
+    port = free_port()
     listener = IpLink(
         IpLinkConfig(name="ip0", listen=f"tcp://127.0.0.1:{port}", **FAST), _enrol(authority, "post"), trust
     )
