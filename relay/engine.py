@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -652,12 +652,13 @@ class NodeEngine:
         return actions
 
     def next_frame(
-        self, link: str, now: float, lowest: Priority = Priority.BULK
+        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for ``link``: certificates first, then the core's; FLASH only when
-        ``lowest`` is FLASH (certificate frames then wait, as other classes do)."""
+        ``lowest`` is FLASH (certificate frames then wait, as other classes do); none but FLASH
+        for the ``busy`` peers (their queue is full)."""
         certificate = self.certificates.next_frame(link) if lowest is not _FLASH else None
-        return certificate or self.core.next_frame(link, now, lowest)
+        return certificate or self.core.next_frame(link, now, lowest, busy)
 
     def _load(self, bundle_ids: Sequence[BundleId]) -> dict[BundleId, bytes]:
         """The core's read of held bundles' full encodings: from the store, or of the bundles still

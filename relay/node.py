@@ -91,9 +91,12 @@ class Node:
         self._sending: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self.links}
         # frames that went ahead of the frames waiting, per neighbour (at most MAX_AHEAD_PER_PEER)
         self._ahead: dict[bytes, int] = {}
-        # FLASH frames waiting for room a stalled peer's queue lacks, per (link, peer): later ones
-        # to that peer wait behind them
-        self._flash_waiting: dict[tuple[str, bytes], set[asyncio.Task[None]]] = {}
+        # frames waiting for room a stalled peer's queue lacks, per (link, peer, FLASH or not): later
+        # ones of the same kind to that peer wait behind them, and the link goes on with the others
+        self._waiting: dict[tuple[str, bytes, bool], set[asyncio.Task[None]]] = {}
+        # per link, the peers with an ordinary frame waiting for room: the core holds back their
+        # other frames (FLASH excepted) and gives the link those of the other peers
+        self._busy: dict[str, set[bytes]] = {name: set() for name in self.links}
         # Prometheus collectors of the applications riding on this node, scraped with the node's own.
         self.collectors: list[Collector] = []
         engine.on_revocations(self._revoked)
@@ -123,7 +126,7 @@ class Node:
             with contextlib.suppress(LinkError):
                 await link.stop()
         sending = [task for link_sends in self._sending.values() for task in link_sends]
-        sending += [task for waiting in self._flash_waiting.values() for task in waiting]
+        sending += [task for waiting in self._waiting.values() for task in waiting]
         tasks = [*self._tasks, *self._handlers, *sending]  # a cancelled frame is simply not acknowledged
         for task in tasks:
             task.cancel()
@@ -420,7 +423,7 @@ class Node:
             self._wakes[name].clear()
             out = None
             if len(sending) <= link.flash_alongside and self._link_known(name):
-                out = self.engine.next_frame(name, self.now(), _FLASH if sending else _BULK)
+                out = self.engine.next_frame(name, self.now(), _FLASH if sending else _BULK, self._busy[name])
             if out is None:
                 deadline = self.engine.next_deadline()
                 if deadline is not None and deadline <= self.now():
@@ -449,72 +452,56 @@ class Node:
                     if taken is None:
                         await link.send(peer, frame)
                     elif not taken:
-                        await self._send_when_room(name, link, peer, frame)
+                        self._send_later(name, link, peer, frame, flash=False)
             except LinkError as exc:
                 self._lost(name, peer, frame, exc)
             sent += 1
             if sent % YIELD_EVERY_FRAMES == 0:
                 await asyncio.sleep(0)
 
-    async def _send_when_room(self, name: str, link: Link, peer: bytes, frame: bytes) -> None:
-        """Wait until ``peer`` has room for ``frame`` (an IP session holding a window of frames, a
-        slow path), sending FLASH frames meanwhile: they need no room, so neither an alarm for
-        another peer nor one for this peer waits for that room."""
-        sending = asyncio.ensure_future(link.send(peer, frame))
-        wake = self._wakes[name]
-        woken: asyncio.Future[Any] | None = None
-        try:
-            while not sending.done():
-                wake.clear()
-                while (out := self.engine.next_frame(name, self.now(), _FLASH)) is not None:
-                    try:
-                        await self._send_ahead(name, link, *out)
-                    except LinkError as exc:  # that alarm's peer went: it is lost, not the frame waiting
-                        self._lost(name, out[0], out[1], exc)
-                woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait((sending, woken), return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-        finally:  # also when the node stops: the frame is then simply not acknowledged
-            if woken is not None:
-                woken.cancel()
-            if not sending.done():
-                sending.cancel()
-            elif not sending.cancelled():
-                sending.exception()  # retrieved here; raised just below
-        sending.result()  # its LinkError, if the peer went
-
     async def _send_ahead(self, name: str, link: Link, peer: bytes, frame: bytes) -> None:
         """A FLASH frame (or a certificate frame one may need), ahead of the frames the link holds
         for its peer. Where the link has no room even for it (a stalled peer's queue holds a
         window of such frames) it waits in a task of its own, behind that peer's other waiting
         ones, and the link task goes on with the other peers."""
-        key = (name, peer)
-        waiting = self._flash_waiting.get(key)
-        if not waiting:
+        if not self._waiting.get((name, peer, True)):
             taken = link.try_send(peer, frame, flash=True)
             if taken is None:
                 await link.send_flash(peer, frame)
                 return
             if taken:
                 return
-            waiting = self._flash_waiting[key] = set()
-        task = asyncio.create_task(self._send_flash_later(key, link, frame, tuple(waiting)))
-        waiting.add(task)
+        self._send_later(name, link, peer, frame, flash=True)
 
-    async def _send_flash_later(
-        self, key: tuple[str, bytes], link: Link, frame: bytes, before: tuple[asyncio.Task[None], ...]
+    def _send_later(self, name: str, link: Link, peer: bytes, frame: bytes, flash: bool) -> None:
+        """Hand ``frame`` over once ``peer`` has room for it, in a task of its own behind that peer's
+        frames of the same kind already waiting. An ordinary frame makes the peer busy: the core
+        holds its other frames back until the frame went, and the link task goes on with the other
+        peers' (one slow or paused peer held every frame of the link back, docs/ip-link.md)."""
+        key = (name, peer, flash)
+        waiting = self._waiting.setdefault(key, set())
+        task = asyncio.create_task(self._send_when_room(key, link, frame, tuple(waiting)))
+        waiting.add(task)
+        if not flash:
+            self._busy[name].add(peer)
+
+    async def _send_when_room(
+        self, key: tuple[str, bytes, bool], link: Link, frame: bytes, before: tuple[asyncio.Task[None], ...]
     ) -> None:
-        name, peer = key
+        name, peer, flash = key
         try:
             await asyncio.gather(*before, return_exceptions=True)  # that peer's earlier ones first
-            await link.send_flash(peer, frame)
+            await (link.send_flash(peer, frame) if flash else link.send(peer, frame))
         except LinkError as exc:
             self._lost(name, peer, frame, exc)
         finally:
-            waiting = self._flash_waiting[key]
+            waiting = self._waiting[key]
             waiting.discard(asyncio.current_task())
             if not waiting:
-                del self._flash_waiting[key]
+                del self._waiting[key]
+                if not flash:
+                    self._busy[name].discard(peer)
+                    self._wakes[name].set()  # its frames may go again
 
     async def _alongside(
         self, name: str, link: Link, peer: bytes, frame: bytes, acks: tuple[bytes, ...]

@@ -11,7 +11,7 @@ from core_pump import CoreNode, Pump
 from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority
 from relay.core.frames import BeaconFrame, DataFrame, decode_frame
 from relay.core.outbox import SendAcks, SendBeacon, SendBundle, SendFragment, SendStatus, SendSummary
-from relay.core.scheduler import OVER_CAP_AIR_SHARE, FairQueue, TokenBucket
+from relay.core.scheduler import OVER_CAP_AIR_SHARE, SKIP_SCAN, FairQueue, TokenBucket
 from relay.links.base import LinkProfile
 
 A, B, C = b"A" * 16, b"B" * 16, b"C" * 16
@@ -65,6 +65,50 @@ def test_an_item_stays_only_last_in_its_flow_at_a_class_as_urgent() -> None:
 
 def _bundle(origin: bytes, seq: int, priority: Priority, size: int = 100) -> Bundle:
     return Bundle(origin, Destination.to_node(B), 10, seq, 3600, priority, 1, bytes(size))
+
+
+def test_peek_skipping_passes_over_a_stalled_peers_items_in_order() -> None:
+    """A peer with no room: the first other item of the flow whose turn it is, then of the other
+    flows and classes; the stalled peer's items keep their places."""
+    queue: FairQueue[str] = FairQueue()
+    for i in range(3):
+        queue.push(f"stalled{i}", Priority.IMMEDIATE, b"post")
+    queue.push("field0", Priority.IMMEDIATE, b"post")
+    queue.push("cam0", Priority.IMMEDIATE, b"cam")
+    queue.push("bulk0", Priority.BULK, b"post")
+
+    def stalled(item: str) -> bool:
+        return item.startswith("stalled")
+
+    order = []
+    while (item := queue.peek_skipping(stalled)) is not None:
+        queue.take(item)
+        order.append(item)
+    assert order == ["field0", "cam0", "bulk0"]
+    assert [queue.pop() for _ in range(3)] == ["stalled0", "stalled1", "stalled2"]
+
+
+def test_peek_skipping_keeps_flows_over_their_cap_last() -> None:
+    queue: FairQueue[str] = FairQueue(over_cap=lambda priority, flow: flow == b"rogue")
+    queue.push("flood0", Priority.IMMEDIATE, b"rogue")
+    queue.push("stalled0", Priority.IMMEDIATE, b"post")
+    queue.push("field0", Priority.IMMEDIATE, b"post")
+    queue.push("phone0", Priority.IMMEDIATE, b"phone")
+    order = []
+    while (item := queue.peek_skipping(lambda item: item == "stalled0")) is not None:
+        queue.take(item)
+        order.append(item)
+    assert order == ["field0", "phone0", "flood0"]
+
+
+def test_peek_skipping_looks_at_a_bounded_part_of_a_flow() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for i in range(SKIP_SCAN):
+        queue.push(f"stalled{i}", Priority.ROUTINE, b"post")
+    queue.push("field0", Priority.ROUTINE, b"post")
+    assert queue.peek_skipping(lambda item: item.startswith("stalled")) is None
+    queue.remove("stalled0")
+    assert queue.peek_skipping(lambda item: item.startswith("stalled")) == "field0"
 
 
 def test_flash_behind_1000_bulk_goes_next() -> None:

@@ -351,7 +351,60 @@ async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             await node.stop()
-    assert not post._flash_waiting  # the alarm still waiting was cancelled with the node, not leaked
+    assert not post._waiting  # the frames still waiting were cancelled with the node, not leaked
+
+
+async def test_a_peer_with_no_room_holds_no_other_peers_messages_back(tmp_path: Path) -> None:
+    """One paused peer with a full queue: the frame that found no room waits on its own, the core
+    holds that peer's next frames back, and ordinary messages to the other peers go (before, the
+    link task waited for that room and every peer's routine traffic with it)."""
+    net = Deployment()
+    for name in ("post", "paused", "field"):
+        net.enrol(name)
+    now = to_epoch(time.time())
+    hub = InprocHub()
+    engines = {name: await net.open(name, tmp_path, now) for name in ("post", "paused", "field")}
+    paused = _DeafLink(hub, engines["paused"].node_id, IP)
+    post = Node(engines["post"], [InprocLink(hub, engines["post"].node_id, IP)])
+    field = Node(engines["field"], [InprocLink(hub, engines["field"].node_id, IP)])
+    nodes = (post, Node(engines["paused"], [paused]), field)
+    for node in nodes:
+        await node.start()
+    try:
+        for _ in range(100):
+            if len(engines["post"].core.neighbours(IP.name)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        to_paused = Destination.to_node(engines["paused"].node_id)
+        backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(1100)]
+        await post.send_many(backlog)
+        async with asyncio.timeout(10):
+            while not paused._queue.full():
+                await asyncio.sleep(0.01)
+        to_field = Destination.to_node(field.node_id)
+        sent = [
+            await post.send(to_field, b"report %d" % i, kind=Kind.TEXT, priority=Priority.ROUTINE)
+            for i in range(20)
+        ]
+        received = []
+        async with asyncio.timeout(10):
+            async for delivery in field.inbox():
+                received.append(delivery.payload)
+                await field.ack(delivery.bundle_id)
+                if len(received) == len(sent):
+                    break
+        assert sorted(received) == sorted(b"report %d" % i for i in range(20))
+        assert paused._queue.full() and post._busy[IP.name] == {engines["paused"].node_id}
+        queued = paused._queue.qsize()
+        paused._queue.get_nowait()  # the paused peer takes one frame: the one waiting for room goes
+        async with asyncio.timeout(10):
+            while post._busy[IP.name] and paused._queue.qsize() < queued:
+                await asyncio.sleep(0.01)
+        assert paused._queue.full()
+    finally:
+        for node in nodes:
+            await node.stop()
+    assert not post._waiting and not post._busy[IP.name]
 
 
 async def test_alarms_from_one_unit_keep_their_order_when_they_go_ahead(tmp_path: Path) -> None:

@@ -595,11 +595,11 @@ class RelayCore:
     # -- sending ---------------------------------------------------------------------------------
 
     def next_frame(
-        self, link: str, now: float, lowest: Priority = Priority.BULK
+        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or of a
-        class below ``lowest``)."""
-        return self._transmitter.next_frame(self._links.get(link) or self._link(link), now, lowest)
+        class below ``lowest``); none but FLASH for the ``busy`` peers (no room for them now)."""
+        return self._transmitter.next_frame(self._links.get(link) or self._link(link), now, lowest, busy)
 
     def last_frame_class(self, link: str) -> Priority | None:
         """The class of the frame :meth:`next_frame` last gave for ``link`` (control frames ride at

@@ -54,6 +54,7 @@ RECEIPT_KINDS = frozenset({Kind.RECEIPT, Kind.RECEIPTS})
 RECEIPT_FLOW = b"\x00receipts from "  # + the sender: never a node id (those are 16 bytes)
 _FLASH = Priority.FLASH  # a module alias: an enum member read costs ten times a global's (3.11)
 _PRIORITIES = tuple(Priority)  # iterating the enum itself costs a generator per call
+SKIP_SCAN = 1024  # items of one flow looked at for one whose peer has room (FairQueue.peek_skipping)
 _EPSILON = 1e-6  # float slack (epoch-sized times step by ~1.5e-8 s), so "fits now" and "fits at
 # available_at" always agree
 
@@ -151,6 +152,30 @@ class FairQueue(Generic[T]):
             if cls.turn:
                 return cls.flows[self._next_flow(priority, cls)][0]
         return None
+
+    def peek_skipping(self, skipped: Callable[[T], bool]) -> T | None:
+        """As :meth:`peek`, passing over the items ``skipped`` names (their peer has no room now): the
+        first other item of the flow whose turn it is, else of the flows after it, else of the next
+        class. Only the first :data:`SKIP_SCAN` items of a flow are looked at, so a backlog for a
+        stalled peer costs a bounded walk, not one over all of it."""
+        if not self._where:
+            return None
+        for priority, cls in self._by_class:
+            if not cls.turn:
+                continue
+            for flow in self._flows_in_turn(priority, cls):
+                for item in islice(cls.flows[flow], SKIP_SCAN):
+                    if not skipped(item):
+                        return item
+        return None
+
+    def _flows_in_turn(self, priority: Priority, cls: _Class[T]) -> list[bytes]:
+        """The class's flows in the order :meth:`peek` would serve them: within their cap first."""
+        if self.over_cap is None or priority not in CAPPED:
+            return list(cls.turn)
+        over_cap = self.over_cap
+        capped = [flow for flow in cls.turn if over_cap(priority, flow)]
+        return [flow for flow in cls.turn if flow not in capped] + capped
 
     def following(self, item: T) -> Iterator[T]:
         """The items queued behind ``item`` in its flow, in order (what a read-ahead fetches)."""

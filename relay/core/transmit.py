@@ -7,7 +7,7 @@ handed over, fragments queued behind the first, custody timer started.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from itertools import islice
 
 from relay.bundle import Bundle, BundleDecodeError, BundleId, Priority
@@ -67,7 +67,7 @@ class Transmitter:
         self._summaries: dict[str, tuple[int, int, bytes]] = {}
 
     def next_frame(
-        self, state: LinkState, now: float, lowest: Priority = Priority.BULK
+        self, state: LinkState, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or the
         next frame is of a class below ``lowest``: a LoRa link whose last frame awaits its radio
@@ -77,11 +77,22 @@ class Transmitter:
         A bundle's held record is looked up and its copies worked out once per frame: its share of
         the link, its bytes and what :meth:`_sent_bundle` commits come from that one look (three
         lookups and two ``_give`` per frame before), and so do the copies it was given before, if
-        any (three ``given_to`` calls per frame before)."""
+        any (three ``given_to`` calls per frame before).
+
+        ``busy``: peers the link has no room for now (a stalled IP peer's queue is full). Their
+        frames wait and the others' go, FLASH excepted: a FLASH frame has room of its own."""
         state.blocked_until = None
         queue = state.queue
+        skipped: Callable[[Item], bool] | None = None
+        if busy:
+
+            def waits(item: Item) -> bool:
+                return item.peer in busy and queue.priority_of(item) is not _FLASH
+
+            skipped = waits
+
         for _ in range(queue.size() + 1):
-            item = queue.peek()
+            item = queue.peek() if skipped is None else queue.peek_skipping(skipped)
             if item is None:
                 return None
             priority, flow = queue.place_of(item)
