@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -405,6 +406,60 @@ async def test_a_peer_with_no_room_holds_no_other_peers_messages_back(tmp_path: 
         for node in nodes:
             await node.stop()
     assert not post._waiting and not post._busy[IP.name]
+
+
+async def test_a_peer_that_left_while_a_frame_waited_for_its_room_gets_frames_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """Review of 8e47368 (hR): a frame waiting for a paused peer's room keeps that peer busy until
+    its send returns. The in-process link's send to a peer that left the hub never returns (it
+    waits on the departed link's queue), so the peer stays busy for ever: once it is back, the core
+    passes over every frame for it but FLASH, and it gets nothing. Before 8e47368 the link task
+    itself waited there, for every peer."""
+    net = Deployment()
+    for name in ("post", "paused"):
+        net.enrol(name)
+    now = to_epoch(time.time())
+    hub = InprocHub()
+    post_engine = await net.open("post", tmp_path, now)
+    (tmp_path / "first").mkdir()
+    paused_engine = await net.open("paused", tmp_path / "first", now)
+    paused_id = paused_engine.node_id
+    post = Node(post_engine, [InprocLink(hub, post_engine.node_id, IP)])
+    paused_node = Node(paused_engine, [_DeafLink(hub, paused_id, IP)])
+    back: Node | None = None
+    for node in (post, paused_node):
+        await node.start()
+    try:
+        async with asyncio.timeout(10):
+            while not post_engine.core.neighbours(IP.name):
+                await asyncio.sleep(0.01)
+        to_paused = Destination.to_node(paused_id)
+        backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(1100)]
+        await post.send_many(backlog)
+        async with asyncio.timeout(10):
+            while post._busy[IP.name] != {paused_id}:
+                await asyncio.sleep(0.01)
+        await paused_node.stop()  # the paused unit goes (it left the hub: the post sees it down)
+        (tmp_path / "again").mkdir()
+        back_engine = await net.open("paused", tmp_path / "again", to_epoch(time.time()))
+        back = Node(back_engine, [InprocLink(hub, paused_id, IP)])
+        await back.start()  # and comes back
+        await post.send(to_paused, b"report in", kind=Kind.TEXT, priority=Priority.IMMEDIATE)
+        received: list[bytes] = []
+
+        async def first() -> None:
+            async for delivery in back.inbox():
+                received.append(delivery.payload)
+                return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first(), 10)
+        assert received, f"nothing reached the unit back on the hub; busy: {post._busy[IP.name]}"
+    finally:
+        for node in (post, back):
+            if node is not None:
+                await node.stop()
 
 
 async def test_alarms_from_one_unit_keep_their_order_when_they_go_ahead(tmp_path: Path) -> None:
