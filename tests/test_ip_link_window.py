@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.links.base import LinkError
 from relay.links.ip_records import (
     MAX_FRAME,
     MAX_KEEPALIVE_S,
@@ -414,3 +415,33 @@ async def test_a_flash_frame_does_not_wait_behind_a_full_queue() -> None:
         assert FrameReassembler().feed(data)[0] == b"FLASH"
     finally:
         session.close("test over")
+
+
+async def test_a_frame_waiting_for_room_on_a_replaced_connection_goes_to_its_replacement() -> None:
+    """Review of 8e47368 (hR): a frame that found no room waits in ``enqueue`` on the session it
+    found (``IpLink._enqueue``, now in a task of its own while the peer counts as busy). When the
+    peer connects again, the new session adopts the old one's queue and wakes that wait; the frame
+    then goes into the old session's emptied queue, behind a window nobody acknowledges, and is
+    dropped unreported when the old session is retired (custody resends it a timeout later), while
+    the peer's later frames, of any class, go on the new connection ahead of it."""
+    old_cipher = SessionCipher(b"o" * 32, b"p" * 32)
+    new_cipher = SessionCipher(b"O" * 32, b"P" * 32)
+    old = _fast_session(old_cipher, Wire().send)  # not started: a stalled path, nothing leaves
+    new = _fast_session(new_cipher, Wire().send)
+    for index in range(10_000):
+        if not old.offer(b"r%05d" % index + b"." * 994):
+            break  # full
+    waiting = asyncio.create_task(old.enqueue(b"parked" + b"." * 994))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    new.adopt_queue(old)  # the peer connected again
+    try:
+        async with asyncio.timeout(1):
+            await waiting
+    except LinkError:
+        pass  # told to hand it over again: as good
+    try:
+        assert old.metrics().queue_frames == 0, "the parked frame stayed on the replaced connection"
+    finally:
+        old.close("test over")
+        new.close("test over")
