@@ -40,7 +40,7 @@ from relay.links.base import BROADCAST, Link, LinkError, LinkEvents, LinkProfile
 from relay.links.ip_admission import Admission
 from relay.links.ip_config import DEFAULT_BITRATE, Address, PositiveNumber, check_endpoints
 from relay.links.ip_handshake import Credentials, Established, HandshakeError, Initiator, Responder, Trust
-from relay.links.ip_records import MAX_FRAME, MAX_RECORD
+from relay.links.ip_records import BATCH_TARGET, MAX_FRAME, MAX_RECORD
 from relay.links.ip_session import PeerMetrics, PeerSession
 from relay.links.ip_tls import TlsMaterial, client_config, server_config
 from relay.links.ip_window import SendWindow
@@ -64,6 +64,9 @@ _RECORDS_PER_WAKE = 64  # records taken per readiness of a socket before other c
 # is 8192), so the kernel buffers do not fill behind a busy dialler.
 _DIALLER_RECV_BUFFER = 1024
 _LISTENER_UNACKED_RECORDS = 3
+# ... and a listener's DATA records carry up to twice the usual stream bytes, so three records a
+# round trip still carry 384 KB (3 x 64 KB cost a 50 ms path a quarter of its rate, 4 x 64 KB before)
+_LISTENER_RECORD_BYTES = 2 * BATCH_TARGET
 
 T = TypeVar("T")
 
@@ -315,7 +318,7 @@ class IpLink(Link):
             pipe,
             lambda: _close_pipe(pipe),
             dialler=established.peer_node_id,
-            unacked_records_limit=_LISTENER_UNACKED_RECORDS,
+            accepted=True,
         )
         self._pipe_sessions[pipe.id] = session
         # The dialler sends its first records right behind its AUTH: while this task still awaited
@@ -441,9 +444,11 @@ class IpLink(Link):
         transport_close: Callable[[], None],
         *,
         dialler: bytes,
-        unacked_records_limit: int | None = None,
+        accepted: bool = False,
     ) -> PeerSession:
-        """Start an authenticated connection: it becomes the peer's, or lingers if a better one exists."""
+        """Start an authenticated connection: it becomes the peer's, or lingers if a better one exists.
+        ``accepted``: on the listener's socket, which discards what it has no room for (see
+        :data:`_LISTENER_UNACKED_RECORDS`)."""
         peer = established.peer_node_id
         self._handshakes_completed += 1
         self._peer_certificates[peer] = established.peer_certificate
@@ -466,8 +471,14 @@ class IpLink(Link):
             keepalive_interval=self.config.keepalive_interval,
             keepalive_misses=self.config.keepalive_misses,
             queue_limit_bytes=self.config.queue_limit_bytes,
-            window=SendWindow(self.config.bitrate, crossed.seconds, crossed.sent_bytes, time.monotonic()),
-            unacked_records_limit=unacked_records_limit,
+            window=SendWindow(
+                self.config.bitrate,
+                crossed.seconds,
+                crossed.sent_bytes,
+                time.monotonic(),
+                largest_record=_LISTENER_RECORD_BYTES if accepted else BATCH_TARGET,
+            ),
+            unacked_records_limit=_LISTENER_UNACKED_RECORDS if accepted else None,
         )
         self._dialler_of[session] = dialler
         session.start()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from relay.links.ip_records import BATCH_TARGET, RecordError
+from relay.links.ip_records import BATCH_TARGET, MAX_BODY, RecordError
 
 TARGET_QUEUE_S = 1.0  # standing queue the window aims for on a slow path
 WINDOW_CAP_S = 2.0  # the window never exceeds bitrate × this
@@ -59,10 +59,21 @@ class _InFlight:
 class SendWindow:
     """Flow control for the DATA records of one direction of one session; all times are ``now`` args."""
 
-    def __init__(self, bitrate: float, handshake_rtt: float, handshake_bytes: int, now: float) -> None:
+    def __init__(
+        self,
+        bitrate: float,
+        handshake_rtt: float,
+        handshake_bytes: int,
+        now: float,
+        largest_record: int = BATCH_TARGET,
+    ) -> None:
+        """``largest_record``: stream bytes one DATA record carries at most (at most ``MAX_BODY``)."""
         if bitrate <= 0 or handshake_rtt <= 0 or handshake_bytes <= 0:
             raise ValueError("bitrate, handshake round trip and size must be positive")
+        if not 0 < largest_record <= MAX_BODY:
+            raise ValueError(f"a record carries 1 to {MAX_BODY} bytes, not {largest_record}")
         self._bitrate = bitrate
+        self._largest_record = largest_record
         self._cap = max(MIN_WINDOW, int(bitrate * WINDOW_CAP_S))
         self._min_rtt = handshake_rtt
         self._rtts: deque[float] = deque([handshake_rtt], maxlen=_RECENT_RTTS)
@@ -100,7 +111,7 @@ class SendWindow:
     def record_size(self, waiting: int) -> int:
         """Bytes of the DATA stream the next record may carry now; 0 means wait for an ack."""
         room = self._window - self._in_flight
-        size = min(waiting, room, BATCH_TARGET, max(MIN_RECORD, self._window // 4))
+        size = min(waiting, room, self._largest_record, max(MIN_RECORD, self._window // 4))
         return size if size > 0 and size >= min(waiting, MIN_RECORD) else 0
 
     def pace_delay(self, now: float) -> float:
