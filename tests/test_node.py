@@ -462,56 +462,6 @@ async def test_a_peer_that_left_while_a_frame_waited_for_its_room_gets_frames_wh
                 await node.stop()
 
 
-async def test_a_paused_peers_backlog_deeper_than_the_skip_scan_holds_no_other_peers_messages_back(
-    tmp_path: Path,
-) -> None:
-    """Review of 8e47368 (hR): as the test above, with a backlog for the paused peer that leaves
-    more than SKIP_SCAN (1,024) of its frames in the core's queue. The command post's own messages
-    are one flow (their origin), so its routine report to another unit queues behind them there;
-    peek_skipping looks at the first 1,024 items of the flow only, finds none for another peer,
-    and the report waits for the paused peer's room, as every frame did before 8e47368. Over IP,
-    where the paused peer's session holds about a window of bytes (some 25 frames of 10 kB), a
-    dump of 1,100 such bundles to one stalled phone is enough."""
-    net = Deployment()
-    for name in ("post", "paused", "field"):
-        net.enrol(name)
-    now = to_epoch(time.time())
-    hub = InprocHub()
-    engines = {name: await net.open(name, tmp_path, now) for name in ("post", "paused", "field")}
-    paused = _DeafLink(hub, engines["paused"].node_id, IP)
-    post = Node(engines["post"], [InprocLink(hub, engines["post"].node_id, IP)])
-    field = Node(engines["field"], [InprocLink(hub, engines["field"].node_id, IP)])
-    nodes = (post, Node(engines["paused"], [paused]), field)
-    for node in nodes:
-        await node.start()
-    try:
-        async with asyncio.timeout(10):
-            while len(engines["post"].core.neighbours(IP.name)) < 2:
-                await asyncio.sleep(0.01)
-        to_paused = Destination.to_node(engines["paused"].node_id)
-        backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(2200)]
-        await post.send_many(backlog)  # the paused peer's queue takes 1,024: over 1,100 stay queued
-        async with asyncio.timeout(10):
-            while not paused._queue.full() or not post._busy[IP.name]:
-                await asyncio.sleep(0.01)
-        await post.send(
-            Destination.to_node(field.node_id), b"report", kind=Kind.TEXT, priority=Priority.ROUTINE
-        )
-        received: list[bytes] = []
-
-        async def first() -> None:
-            async for delivery in field.inbox():
-                received.append(delivery.payload)
-                return
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(first(), 10)
-        assert received == [b"report"], "the report waited behind the paused peer's backlog"
-    finally:
-        for node in nodes:
-            await node.stop()
-
-
 async def test_alarms_from_one_unit_keep_their_order_when_they_go_ahead(tmp_path: Path) -> None:
     """The first alarm arrives with nothing waiting, the second behind a report: both go ahead of
     what waits, in the order they came ("evacuate north", then its correction)."""
