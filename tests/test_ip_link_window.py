@@ -418,12 +418,12 @@ async def test_a_flash_frame_does_not_wait_behind_a_full_queue() -> None:
 
 
 async def test_a_frame_waiting_for_room_on_a_replaced_connection_goes_to_its_replacement() -> None:
-    """Review of 8e47368 (hR): a frame that found no room waits in ``enqueue`` on the session it
-    found (``IpLink._enqueue``, now in a task of its own while the peer counts as busy). When the
-    peer connects again, the new session adopts the old one's queue and wakes that wait; the frame
-    then goes into the old session's emptied queue, behind a window nobody acknowledges, and is
-    dropped unreported when the old session is retired (custody resends it a timeout later), while
-    the peer's later frames, of any class, go on the new connection ahead of it."""
+    """A frame that found no room waits for it on the session it found. When the peer connects
+    again, the new session adopts the old one's queue and wakes that wait: the frame must not go
+    into the old session's emptied queue (behind a window nobody acknowledges, dropped unreported
+    when the old one is retired, overtaken by the peer's later frames on the new connection). The
+    replaced session refuses it; ``IpLink`` then hands it to the new one (found by the review of
+    8e47368)."""
     old_cipher = SessionCipher(b"o" * 32, b"p" * 32)
     new_cipher = SessionCipher(b"O" * 32, b"P" * 32)
     old = _fast_session(old_cipher, Wire().send)  # not started: a stalled path, nothing leaves

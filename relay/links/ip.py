@@ -229,11 +229,18 @@ class IpLink(Link):
 
     async def _enqueue(self, peer: bytes, frame: bytes, flash: bool) -> None:
         if peer != BROADCAST:
-            await self._session(peer, frame).enqueue(frame, flash)
+            await self._enqueue_when_room(peer, frame, flash)
             return
         self._check_size(frame)
-        for neighbour in list(self._sessions.values()):
-            await neighbour.enqueue(frame, flash)
+        for neighbour in list(self._sessions):
+            await self._enqueue_when_room(neighbour, frame, flash)
+
+    async def _enqueue_when_room(self, peer: bytes, frame: bytes, flash: bool) -> None:
+        """Queue ``frame`` on ``peer``'s session once it has room, looking the session up again
+        after each wait: a newer connection that took the queue over wakes those waiting on the
+        old one, whose queue is then empty and goes with it."""
+        while not (session := self._session(peer, frame)).offer(frame, flash):
+            await session.wait_for_room()
 
     def _session(self, peer: bytes, frame: bytes) -> PeerSession:
         """``peer``'s session for ``frame``; LinkError if the frame cannot go or the peer is not here."""

@@ -152,6 +152,7 @@ class PeerSession:
         self._bytes_in = self._bytes_out = self._frames_in = self._frames_out = self._refused = 0
         self.closed = False
         self.close_reason = ""
+        self.replaced = False  # a newer connection took the queue over: no more frames here
         self.records_lost = False  # closed because the transport lost the peer's records
 
     def start(self) -> None:
@@ -163,14 +164,21 @@ class PeerSession:
         ahead of the frames queued (not behind up to a window of them) and waits only while the
         FLASH frames ahead of them hold that much."""
         while not self.offer(frame, flash):
-            self._room.clear()
-            await self._room.wait()
+            await self.wait_for_room()
+
+    async def wait_for_room(self) -> None:
+        """Until the queue may have room again: an ack released some, or a newer connection took
+        the queue over (whoever waits then hands the frame to that one, see ``IpLink._enqueue``)."""
+        self._room.clear()
+        await self._room.wait()
 
     def offer(self, frame: bytes, flash: bool = False) -> bool:
         """Queue one frame if the queue has room for it now (see :meth:`enqueue`); False if it has
         none (nothing queued). Raises LinkError once the session is closed."""
         if self.closed:
             raise LinkError(f"connection to peer closed: {self.close_reason}")
+        if self.replaced:
+            raise LinkError("connection to peer replaced by a newer one: hand the frame to that one")
         outbox = self._outbox
         queued = outbox.ahead_bytes if flash else outbox.bytes
         if queued and queued + len(frame) > self._queue_bound:
@@ -209,7 +217,9 @@ class PeerSession:
         return not self._outbox.bytes
 
     def adopt_queue(self, other: PeerSession) -> None:
-        """Take over the frames a connection this one replaces has not begun to send."""
+        """Take over the frames a connection this one replaces has not begun to send; the old one
+        takes no more (those waiting for its room wake, and go to this one)."""
+        other.replaced = True
         frames, ahead = other._outbox.take_unstarted()
         for index, frame in enumerate(frames):
             self._outbox.append(frame, ahead=index < ahead)
