@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -652,7 +652,7 @@ class NodeEngine:
         return actions
 
     def next_frame(
-        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
+        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Set[bytes] = frozenset()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for ``link``: certificates first, then the core's; FLASH only when
         ``lowest`` is FLASH (certificate frames then wait, as other classes do); none but FLASH

@@ -248,6 +248,11 @@ class Node:
         self._queue(_LinkEvent("up", link, peer))
 
     def link_down(self, link: str, peer: bytes) -> None:
+        # Frames waiting for that peer's room will not find it (a link's send to a peer gone may
+        # wait for ever): they are dropped, and the core reroutes what it gave that peer.
+        for flash in (False, True):
+            for task in self._waiting.get((link, peer, flash), ()):
+                task.cancel()
         self._queue(_LinkEvent("down", link, peer))
 
     def frame_received(self, link: str, peer: bytes, frame: bytes) -> None:
@@ -494,6 +499,8 @@ class Node:
             await (link.send_flash(peer, frame) if flash else link.send(peer, frame))
         except LinkError as exc:
             self._lost(name, peer, frame, exc)
+        except Exception:  # a task of its own: nobody else would see it (the custody timer resends)
+            log.exception("link %s failed sending to %s", name, peer.hex()[:8])
         finally:
             waiting = self._waiting[key]
             waiting.discard(asyncio.current_task())

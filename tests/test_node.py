@@ -411,11 +411,10 @@ async def test_a_peer_with_no_room_holds_no_other_peers_messages_back(tmp_path: 
 async def test_a_peer_that_left_while_a_frame_waited_for_its_room_gets_frames_when_it_is_back(
     tmp_path: Path,
 ) -> None:
-    """Review of 8e47368 (hR): a frame waiting for a paused peer's room keeps that peer busy until
-    its send returns. The in-process link's send to a peer that left the hub never returns (it
-    waits on the departed link's queue), so the peer stays busy for ever: once it is back, the core
-    passes over every frame for it but FLASH, and it gets nothing. Before 8e47368 the link task
-    itself waited there, for every peer."""
+    """A frame waiting for a paused peer's room keeps that peer busy until its send returns; the
+    in-process link's send to a peer that left never returns. The peer going down drops what waits
+    for it, so once it is back it gets its frames (found by the review of 8e47368: it stayed busy
+    for ever and got nothing but FLASH)."""
     net = Deployment()
     for name in ("post", "paused"):
         net.enrol(name)

@@ -10,7 +10,7 @@ enter the queues.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Set
 from dataclasses import dataclass
 
 from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
@@ -595,7 +595,7 @@ class RelayCore:
     # -- sending ---------------------------------------------------------------------------------
 
     def next_frame(
-        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
+        self, link: str, now: float, lowest: Priority = Priority.BULK, busy: Set[bytes] = frozenset()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or of a
         class below ``lowest``); none but FLASH for the ``busy`` peers (no room for them now)."""

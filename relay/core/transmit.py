@@ -7,7 +7,7 @@ handed over, fragments queued behind the first, custody timer started.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator, Set
 from itertools import islice
 
 from relay.bundle import Bundle, BundleDecodeError, BundleId, Priority
@@ -67,7 +67,7 @@ class Transmitter:
         self._summaries: dict[str, tuple[int, int, bytes]] = {}
 
     def next_frame(
-        self, state: LinkState, now: float, lowest: Priority = Priority.BULK, busy: Collection[bytes] = ()
+        self, state: LinkState, now: float, lowest: Priority = Priority.BULK, busy: Set[bytes] = frozenset()
     ) -> tuple[bytes, bytes] | None:
         """The next frame for an idle link as (peer, bytes), or None (empty, over budget, or the
         next frame is of a class below ``lowest``: a LoRa link whose last frame awaits its radio
@@ -84,7 +84,8 @@ class Transmitter:
         state.blocked_until = None
         queue = state.queue
         skipped: Callable[[Item], bool] | None = None
-        if busy:
+        all_busy = bool(busy) and state.peers <= busy  # nobody else to give a frame: no walk
+        if busy and not all_busy:
 
             def waits(item: Item) -> bool:
                 return item.peer in busy and queue.priority_of(item) is not _FLASH
@@ -96,6 +97,8 @@ class Transmitter:
             if item is None:
                 return None
             priority, flow = queue.place_of(item)
+            if all_busy and priority is not _FLASH and item.peer in busy:
+                return None
             origin: bytes | None = flow  # whose share of the link the frame spends
             held = None
             given = None  # copies handed to item.peer before: this frame is a retransmission
