@@ -204,6 +204,9 @@ class Store:
         self.disk_full: str | None = None  # why writes are refused for want of disk space, if they are
         self._budget = Budget(quota_bytes)
         self._recent = RecentIds()  # used where ``_db`` is
+        # whether the forwarding table may hold rows, where ``_db`` is used: a relay that hands every
+        # bundle on along a route records none, and its deletes skip that table's statement
+        self._forwarding_rows = True
         self._max_batch = max_batch
         self._closed = False
         # The writer's queue (None: stop), and the future it waits on while the queue is empty: a
@@ -256,6 +259,7 @@ class Store:
                 )
                 log.warning("store: %s; only FLASH is taken until space is freed", store.disk_full)
             store._budget.used = await store._call(_count_used)
+            store._forwarding_rows = await store._call(_any_forwarding)
             high = await store._call(
                 lambda db: db.execute("SELECT value FROM meta WHERE key = 'high_water_bytes'").fetchone()[0]
             )
@@ -381,8 +385,10 @@ class Store:
                 (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {held}", chunk).fetchone()
                 cleared = db.execute(f"UPDATE seen SET size = NULL, data = NULL {held}", chunk)
                 deleted += cleared.rowcount
-                db.execute(f"DELETE FROM forwarding {where}", chunk)  # those of an id not held serve nothing
                 self._budget.used -= int(size)
+                # those of an id not held serve nothing
+                if self._forwarding_rows and db.execute(f"DELETE FROM forwarding {where}", chunk).rowcount:
+                    self._forwarding_rows = _any_forwarding(db)
             log.debug("deleted %d bundles: %s", deleted, reason)
 
         if bundle_ids:
@@ -565,6 +571,7 @@ class Store:
 
         def op(db: sqlite3.Connection) -> None:
             db.execute(sql, params)
+            self._forwarding_rows = True
 
         await self._submit(op)
 
@@ -889,6 +896,7 @@ class Store:
             log.debug("rollback: %s", exc)
         self._recent.rolled_back()
         self._budget.used = _count_used(db)
+        self._forwarding_rows = True  # the rows a delete took may be back
 
 
 def _first_expiry(db: sqlite3.Connection) -> float:
@@ -1014,6 +1022,11 @@ def _count_used(db: sqlite3.Connection) -> int:
     held = db.execute("SELECT COALESCE(SUM(size), 0) FROM seen").fetchone()[0]  # NULL when not held
     inbox = db.execute("SELECT COALESCE(SUM(size), 0) FROM inbox").fetchone()[0]
     return int(held) + int(inbox)
+
+
+def _any_forwarding(db: sqlite3.Connection) -> bool:
+    found: int = db.execute("SELECT EXISTS (SELECT 1 FROM forwarding)").fetchone()[0]
+    return found == 1
 
 
 def _is_disk_full(exc: BaseException) -> bool:

@@ -274,6 +274,38 @@ async def test_delete_many_frees_space_and_forwarding_in_one_op_across_chunks(tm
     await store.close()
 
 
+async def test_deletes_skip_the_forwarding_table_only_while_it_is_empty(tmp_path: Path) -> None:
+    """A relay that hands every bundle on records no forwarding state, and its deletes run no
+    statement on that table; a record written later (or found at open) is still deleted with its
+    bundle, and a rolled-back delete's records count as there again."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    bundles = [make(seq) for seq in range(1, 6)]
+    await store.put_many(bundles, now=1000)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    await store.delete_many([bundles[0].id], "custody accepted")
+    assert not [s for s in statements if "forwarding" in s], statements
+    await store.mark_forwarded(bundles[1].id, NEIGHBOUR, "ip0", "custody", now=1001)
+    await store.mark_forwarded(bundles[2].id, NEIGHBOUR, "ip0", "custody", now=1001)
+    await store.delete_many([bundles[1].id], "custody accepted")
+    assert await store.forwarding(bundles[1].id) == []
+    await store.close()
+    store = await Store.open(path)  # the record of bundles[2] is found at open
+    await store.delete_many([bundles[2].id], "custody accepted")
+    assert await store.forwarding(bundles[2].id) == []
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    await store.delete_many([bundles[3].id], "custody accepted")  # the table is empty again
+    assert not [s for s in statements if "forwarding" in s], statements
+    await store.mark_forwarded(bundles[4].id, NEIGHBOUR, "ip0", "custody", now=1002)
+    store._forwarding_rows = False  # as after a delete that emptied the table and was rolled back
+    store._rollback(store._db)
+    await store.delete_many([bundles[4].id], "custody accepted")
+    assert await store.forwarding(bundles[4].id) == []
+    await store.close()
+
+
 async def test_custody_records_come_back_in_one_read_after_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
