@@ -22,8 +22,7 @@ SETTLE_ROWS = 4096  # unsettled rows of earlier seconds that a transaction settl
 SETTLE_ALL = 1 << 16  # unsettled rows settled whatever their second (65,536: an origin's second)
 _ORIGIN, _SECOND = 16, 20  # a key: origin, creation second (4 bytes, big-endian), seq (2 bytes)
 _LOWEST, _HIGHEST = bytes(6), b"\xff" * 6  # an origin's first and last key, past its 16 bytes
-_ROWS_PER_INSERT = 100  # rows per INSERT statement: one statement per row reopens its four B-trees
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 10 variables: 100 rows stay under SQLite's old limit of 999
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # 10 variables: 64 rows stay under SQLite's old limit of 999
 _INSERT = (
     "INSERT INTO seen (id, expires, delivered, priority, created, received_at, local, size, data, settled) "
     "VALUES "
@@ -33,8 +32,11 @@ _INSERT = (
 # its ack; at open such ids are forgotten (:func:`forget_awaiting`).
 AWAITING_APP = 2
 _ON_SEEN = " ON CONFLICT (id) WHERE settled DO NOTHING"  # a settled (indexed) id: a duplicate
-_INSERT_ONE = f"{_INSERT}{_INSERT_ROW}{_ON_SEEN}"
-_INSERT_MANY = f"{_INSERT}{', '.join([_INSERT_ROW] * _ROWS_PER_INSERT)}{_ON_SEEN}"
+# Rows per INSERT statement, widest first: a batch's rows go in statements of these widths (a
+# batch of 60 in four), as one statement per row reopens its four B-trees; a few widths, so
+# their statements stay in the connection's cache.
+_INSERT_WIDTHS = (64, 32, 16, 8, 4, 2, 1)
+_INSERTS = {width: f"{_INSERT}{', '.join([_INSERT_ROW] * width)}{_ON_SEEN}" for width in _INSERT_WIDTHS}
 _INSERT_INBOX = "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)"
 
 
@@ -339,11 +341,11 @@ def make_room(
 def _insert(
     db: sqlite3.Connection, budget: Budget, recent: RecentIds, rows: list[_Row], *, unsettled: bool
 ) -> list[bytes]:
-    """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held), 100
-    per statement; returns their keys. The rows inserted are those after the highest rowid before;
-    a lone row (most puts: a frame received) was inserted if the count of changes moved, so it needs
-    no query for that rowid. Rows not held (``unsettled``: some are) are written unsettled and
-    added to ``recent``."""
+    """Insert the rows whose id is not seen yet (one row each: the id, and the bundle if held), in
+    statements of :data:`_INSERT_WIDTHS` rows; returns their keys. The rows inserted are those after
+    the highest rowid before; a lone row (most puts: a frame received) was inserted if the count of
+    changes moved, so it needs no query for that rowid. Rows not held (``unsettled``: some are) are
+    written unsettled and added to ``recent``."""
     last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0] if len(rows) > 1 else 0
     changes = db.total_changes
     params = [
@@ -361,15 +363,17 @@ def _insert(
         )
         for key, _, b, data, put in rows
     ]
-    whole = len(params) - len(params) % _ROWS_PER_INSERT
-    for start in range(0, whole, _ROWS_PER_INSERT):
-        chunk = params[start : start + _ROWS_PER_INSERT]
-        db.execute(_INSERT_MANY, list(chain.from_iterable(chunk)))  # flattened in C
     lone = None  # the rowid of a lone row
     if len(params) == 1:
-        lone = db.execute(_INSERT_ONE, params[0]).lastrowid
+        lone = db.execute(_INSERTS[1], params[0]).lastrowid
     else:
-        db.executemany(_INSERT_ONE, params[whole:])
+        start, left = 0, len(params)
+        for width in _INSERT_WIDTHS:
+            while left >= width:
+                chunk = params[start : start + width]
+                db.execute(_INSERTS[width], list(chain.from_iterable(chunk)))  # flattened in C
+                start += width
+                left -= width
     if db.total_changes - changes != len(rows):  # some were duplicates
         if len(rows) == 1:
             rows = []

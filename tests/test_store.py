@@ -237,6 +237,22 @@ async def test_forwarding_state_per_neighbour(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_batch_is_inserted_in_a_few_statements_and_its_duplicates_found(tmp_path: Path) -> None:
+    """A batch's rows go in INSERT statements of 64, 32, ..., 1 rows (60 rows: four), not one
+    statement per row; the held duplicates among them are still refused one by one."""
+    store = await Store.open(tmp_path / "s.db")
+    held = [make(seq) for seq in range(1, 4)]
+    await store.put_many(held, now=1000)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    items = [(make(seq), False, True) for seq in range(4, 61)] + [(bundle, False, True) for bundle in held]
+    assert await store.put_each(items, now=1000) == [True] * 57 + [False] * 3
+    inserts = [s for s in statements if s.startswith("INSERT INTO seen")]
+    assert [s.count("x'") // 2 for s in inserts] == [32, 16, 8, 4]  # two blobs a row: its id, its data
+    assert len(await store.load_all()) == 60
+    await store.close()
+
+
 async def test_delete_many_runs_statements_per_chunk_not_per_bundle(tmp_path: Path) -> None:
     """A custody ACK's 255 bundles leave in a few statements, not an UPDATE and a DELETE each (the
     sender deletes every bundle it hands on); the bytes they held leave the budget."""
