@@ -245,6 +245,9 @@ class Bundle:
     trail: tuple[bytes, ...] = ()  # TRAIL_ID_LEN-byte ids of the nodes that took custody, oldest first
     # a slot, not a property over one: read about 15 times per bundle at each end of a hop
     id: BundleId = field(init=False, repr=False, compare=False)
+    # its full encoding, when the decoder made it from a DATA frame's bytes (decode_full with
+    # ``taken_by``): encode_full returns it, so a relay's stored copy and hop copy are not encoded anew
+    encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.origin) != NODE_ID_LEN:
@@ -300,6 +303,7 @@ class Bundle:
             hop_count,
             trail,
             self.id,
+            None,
         )
 
     @property
@@ -357,6 +361,7 @@ def _assemble(
     hop_count: int,
     trail: tuple[bytes, ...],
     bundle_id: BundleId,
+    encoded: bytes | None,
 ) -> Bundle:
     """A bundle from fields already checked (a hop copy, or the decoder's, which checks each as it
     reads it): ``Bundle()`` checks them again, and every frame in and out pays for it. The fields
@@ -376,13 +381,14 @@ def _assemble(
     bundle.hop_count = hop_count
     bundle.trail = trail
     bundle.id = bundle_id
+    bundle.encoded = encoded
     bundle.__class__ = Bundle
     return bundle  # type: ignore[no-any-return]
 
 
 _new_bundle = object.__new__
 _new_id = tuple.__new__  # a BundleId from checked fields (0.28 -> 0.15 µs: one per bundle decoded)
-assert len(fields(Bundle)) == 11, "_assemble sets every field of Bundle"
+assert len(fields(Bundle)) == 12, "_assemble sets every field of Bundle"
 
 
 _PRIORITIES = tuple(Priority)  # by value: a tuple index is cheaper than the enum's constructor
@@ -417,6 +423,8 @@ def _packer() -> msgpack.Packer:
 def encode_full(bundle: Bundle, hop_count: int | None = None) -> bytes:
     """The full encoding; ``hop_count`` in place of the bundle's (a relay's forwarded frame, without
     a hop copy made only to be encoded)."""
+    if hop_count is None and bundle.encoded is not None:
+        return bundle.encoded
     dest = bundle.destination
     value: bytes | str | None = dest.node if dest.node is not None else dest.name
     fields = [
@@ -442,6 +450,8 @@ def full_size(bundle: Bundle) -> int:
     """``len(encode_full(bundle))``, counted field by field with msgpack's sizes instead of encoding:
     a relay needs the size of each bundle it holds, not its bytes (0.66 -> 0.32 µs per bundle).
     tests/test_bundle.py checks it against the encoder for every destination kind and field width."""
+    if bundle.encoded is not None:
+        return len(bundle.encoded)
     size = 22  # array header, version, origin (bin8 header and 16 bytes), destination kind, priority
     dest = bundle.destination
     if dest.node is not None:
@@ -567,12 +577,64 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
     if not isinstance(payload, bytes):  # at most MAX_PAYLOAD: unpackb's max_bin_len
         raise BundleDecodeError("payload must be bytes")
     trail = _decode_trail(items[11]) if len(items) == 12 else ()
+    encoded = None
     if taken_by is not None:
         trail = _taken_trail(trail, taken_by)
+        if type(data) is bytes:
+            ints = (created, seq, lifetime, priority_value, kind, hop_count)
+            encoded = _kept_encoding(data, dest, ints, len(payload), len(items) == 12, trail)
     bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__
     return _assemble(
-        origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id
+        origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id, encoded
     )
+
+
+# A full encoding's first bytes as encode_full writes them: an array of 11 fields (no trail) or 12,
+# version 1, the origin as a bin8 of 16 bytes
+_FULL_PREFIXES = frozenset(bytes((header, WIRE_VERSION, 0xC4, NODE_ID_LEN)) for header in (0x9B, 0x9C))
+_TRAIL_HEADS = tuple(b"\xc4" + bytes((TRAIL_ID_LEN * count,)) for count in range(MAX_TRAIL + 1))
+
+
+def _kept_encoding(
+    data: bytes,
+    dest: Destination,
+    ints: tuple[int, ...],
+    payload_len: int,
+    had_trail: bool,
+    trail: tuple[bytes, ...],
+) -> bytes | None:
+    """The full encoding of the bundle ``data`` decoded to, with its new ``trail`` (the receiver's
+    id appended): ``data`` up to its trail, then the new trail. Only when ``data`` is what
+    :func:`encode_full` writes for it, each integer and length in its narrowest form (msgpack has
+    wider and signed ones for the same values): else None, and it is encoded anew, so what a relay
+    stores and sends on is encode_full's bytes either way. ``ints``: created, seq, lifetime,
+    priority, kind and hop count, as decoded. Node and everyone destinations only (names: None)."""
+    if data[:4] not in _FULL_PREFIXES or data[20] != dest.kind:
+        return None
+    if dest.node is not None:
+        if data[21] != 0xC4 or data[22] != NODE_ID_LEN:
+            return None
+        pos = 39
+    elif dest.name is None and data[21] == 0xC0:  # everyone: nil
+        pos = 22
+    else:
+        return None
+    # the six integers as encode_full writes them (the packer in C, past its array header): a loop
+    # testing each one's form cost four times as much
+    packed = _packer().pack(ints)
+    pos += len(packed) - 1
+    if data[pos - len(packed) + 1 : pos] != packed[1:]:
+        return None
+    tag = data[pos]
+    if payload_len < 0x100:
+        end = pos + 2 + payload_len if tag == 0xC4 else 0
+    elif payload_len < 0x10000:
+        end = pos + 3 + payload_len if tag == 0xC5 else 0
+    else:
+        end = pos + 5 + payload_len if tag == 0xC6 else 0
+    if not end or (had_trail and data[end] != 0xC4):  # a trail is at most 64 bytes: a bin8
+        return None
+    return b"".join((b"\x9c", data[1:end], _TRAIL_HEADS[len(trail)], *trail))
 
 
 def _decode_trail(value: Any) -> tuple[bytes, ...]:

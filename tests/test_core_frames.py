@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority, encode_full
+from relay.bundle import Bundle, BundleId, CompactContext, Destination, Priority, encode_full, full_size
 from relay.core.frames import (
     FRAGMENT_HEADER_LEN,
     AckFrame,
@@ -273,3 +273,58 @@ def test_a_data_frame_decoded_for_its_receiver_is_the_bundle_it_takes(
     assert isinstance(plain, DataFrame) and isinstance(taken, DataFrame)
     assert taken == replace(plain, bundle=plain.bundle.taken_by(receiver))
     assert taken.bundle.trail[-1] == receiver[:4] and taken.bundle.id == bundle.id
+
+
+@given(forwardable, st.integers(1, 15), st.binary(min_size=16, max_size=16), st.integers(1, 15))
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_received_bundles_kept_encoding_and_hop_copy_are_the_encoders(
+    bundle: Bundle, copies: int, receiver: bytes, onward: int
+) -> None:
+    """A relay stores and sends on a received bundle from the frame's bytes (``Bundle.encoded``,
+    its trail extended), not by encoding it again: byte for byte what the encoder makes of the
+    bundle it keeps, for every destination kind, field width, trail length and hop count."""
+    taken = decode_frame(encode_frame(DataFrame(bundle, copies)), taken_by=receiver)
+    assert isinstance(taken, DataFrame)
+    kept = taken.bundle
+    assert (kept.encoded is not None) == (bundle.destination.name is None)  # names: encoded anew
+    plain = replace(kept)  # the same bundle, without the kept bytes
+    assert plain.encoded is None and plain == kept
+    assert encode_full(kept) == encode_full(plain) and full_size(kept) == full_size(plain)
+    assert forwarded_data_frame(kept, onward, compact=False) == encode_frame(
+        DataFrame(plain.forwarded(), onward)
+    )
+
+
+# A canonical bundle to node B: created 100,000 (uint32 at 39), seq 300 (uint16 at 44), lifetime
+# 3600 (uint16 at 47), priority, kind and hop count (fixints at 50-52), a payload of 100 (bin8 at 53)
+_CANONICAL = Bundle(
+    A, Destination.to_node(B), 100_000, 300, 3600, Priority.ROUTINE, 1, b"x" * 100, 2, (b"abcd",)
+)
+
+
+@pytest.mark.parametrize(
+    ("offset", "width", "other"),
+    [
+        (39, 5, b"\xd2\x00\x01\x86\xa0"),  # created as a signed int32: as wide as the uint32
+        (44, 3, b"\xd1\x01\x2c"),  # seq as a signed int16
+        (47, 3, b"\xd1\x0e\x10"),  # lifetime as a signed int16
+        (47, 3, b"\xce\x00\x00\x0e\x10"),  # lifetime as a uint32, wider than it needs
+        (52, 1, b"\xcc\x02"),  # the hop count as a uint8
+        (53, 2, b"\xc5\x00\x64"),  # the payload as a bin16
+    ],
+)
+def test_a_bundle_not_in_the_encoders_form_is_kept_and_sent_on_in_it(
+    offset: int, width: int, other: bytes
+) -> None:
+    """msgpack has wider and signed forms for the same values; a bundle that comes in one of them
+    (not a Mesh112 encoder's) is kept and sent on as the encoder writes it, as before."""
+    head, body = encode_frame(DataFrame(_CANONICAL, 1))[:1], encode_full(_CANONICAL)
+    other_body = body[:offset] + other + body[offset + width :]
+    receiver = b"\x07" * 16
+    taken = decode_frame(head + other_body, taken_by=receiver)
+    assert isinstance(taken, DataFrame)
+    assert taken.bundle == _CANONICAL.taken_by(receiver) and taken.bundle.encoded is None
+    assert encode_full(taken.bundle) == encode_full(_CANONICAL.taken_by(receiver))
+    assert decode_frame(head + body, taken_by=receiver).bundle.encoded == encode_full(  # type: ignore[union-attr]
+        _CANONICAL.taken_by(receiver)
+    )

@@ -128,6 +128,23 @@ def test_resident_budget_is_spent_and_given_back() -> None:
     assert held.add(_bundle(10), local=False, copies=1).bundle is not None
 
 
+def test_a_received_bundles_kept_encoding_counts_against_the_resident_budget() -> None:
+    """A bundle decoded from a DATA frame keeps its encoding (``Bundle.encoded``): in memory it
+    costs its frame's size once more, and all of it comes back when it goes (or is replaced)."""
+    frame = encode_frame(DataFrame(_bundle(0), 1))
+    received = decode_frame(frame, taken_by=ME).bundle  # type: ignore[union-attr]
+    assert received.encoded is not None
+    size = 1 + len(received.encoded)
+    budget = 2 * size + held_module.RESIDENT_OVERHEAD
+    held = HeldBundles(lambda _: {}, resident_bytes=budget)
+    record = held.add(received, local=False, copies=1)
+    assert record.bundle is received and held._resident_left == 0
+    held.replace(record, _bundle(0))  # decoded from elsewhere: no kept encoding
+    assert held._resident_left == size
+    held.remove(record.id)
+    assert held._resident_left == budget
+
+
 def test_without_a_store_every_bundle_stays_in_memory() -> None:
     held = HeldBundles(None, resident_bytes=0)
     assert all(held.add(_bundle(seq), local=False, copies=1).bundle is not None for seq in range(5))

@@ -154,6 +154,13 @@ class _Shared:
         return self._values.get(value)  # type: ignore[return-value]  # equal to value, hence of its type
 
 
+def _resident_bytes(size: int, bundle: Bundle) -> int:
+    """What a decoded bundle held in memory counts against the resident budget: its frame's
+    ``size`` and the decoder's overhead, and as much again for a received bundle's kept encoding
+    (``Bundle.encoded``)."""
+    return size + RESIDENT_OVERHEAD + (size if bundle.encoded is not None else 0)
+
+
 class HeldBundles:
     """Every bundle the node holds, by id, ordered by expiry, with the decoded bundles kept in
     memory within the resident budget."""
@@ -198,9 +205,9 @@ class HeldBundles:
             return held
         size = 1 + full_size(bundle)  # the DATA frame's type byte and the full encoding
         resident = self._load is None or bundle.priority <= _IMMEDIATE
-        if not resident and size + RESIDENT_OVERHEAD <= self._resident_left:
+        if not resident and (cost := _resident_bytes(size, bundle)) <= self._resident_left:
             resident = True
-            self._resident_left -= size + RESIDENT_OVERHEAD
+            self._resident_left -= cost
         # a record with the bundle in memory shares its id; one without it shares the origin
         bundle_id = bundle.id
         if not resident:
@@ -232,7 +239,7 @@ class HeldBundles:
             return None
         self.changes += 1
         if held.bundle is not None and self._load is not None and held.priority > _IMMEDIATE:
-            self._resident_left += held.full_size + RESIDENT_OVERHEAD
+            self._resident_left += _resident_bytes(held.full_size, held.bundle)
         held.bundle = None  # the heap keeps the record until pruned, not the payload
         self._unahead(bundle_id)
         self._stale += 1
@@ -287,8 +294,10 @@ class HeldBundles:
         """Keep ``bundle`` in memory for ``held``, whose stored copy does not decode, until the
         store holds it in its place (and after, within the resident budget as ever): no frame is
         built from the damaged bytes meanwhile."""
-        if held.bundle is None and self._load is not None and held.priority > _IMMEDIATE:
-            self._resident_left -= held.full_size + RESIDENT_OVERHEAD  # remove() gives it back
+        if self._load is not None and held.priority > _IMMEDIATE:  # remove() gives it back
+            if held.bundle is not None:
+                self._resident_left += _resident_bytes(held.full_size, held.bundle)
+            self._resident_left -= _resident_bytes(held.full_size, bundle)
         held.bundle = bundle
         self._unahead(held.id)
 
