@@ -589,9 +589,9 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
     )
 
 
-# A full encoding's first bytes as encode_full writes them: an array of 11 fields (no trail) or 12,
-# version 1, the origin as a bin8 of 16 bytes
-_FULL_PREFIXES = frozenset(bytes((header, WIRE_VERSION, 0xC4, NODE_ID_LEN)) for header in (0x9B, 0x9C))
+# A full encoding's first bytes as encode_full writes them (every full bundle starts so): an array of
+# 11 fields (no trail) or 12, version 1, the origin as a bin8 of 16 bytes, which follows
+FULL_PREFIXES = frozenset(bytes((header, WIRE_VERSION, 0xC4, NODE_ID_LEN)) for header in (0x9B, 0x9C))
 _TRAIL_HEADS = tuple(b"\xc4" + bytes((TRAIL_ID_LEN * count,)) for count in range(MAX_TRAIL + 1))
 
 
@@ -609,7 +609,7 @@ def _kept_encoding(
     wider and signed ones for the same values): else None, and it is encoded anew, so what a relay
     stores and sends on is encode_full's bytes either way. ``ints``: created, seq, lifetime,
     priority, kind and hop count, as decoded. Node and everyone destinations only (names: None)."""
-    if data[:4] not in _FULL_PREFIXES or data[20] != dest.kind:
+    if data[:4] not in FULL_PREFIXES or data[20] != dest.kind:
         return None
     if dest.node is not None:
         if data[21] != 0xC4 or data[22] != NODE_ID_LEN:

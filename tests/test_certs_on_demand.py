@@ -23,6 +23,7 @@ from relay.core.certs import (
     PARK_S,
     REQUEST_RETRY_S,
     RESENT_RETRY_S,
+    CertificateExchange,
 )
 from relay.core.frames import (
     CERT_CHUNK,
@@ -351,3 +352,27 @@ async def test_requests_for_an_origin_are_counted_afresh_once_the_last_is_old(tm
     await post.frame_received(IP.name, relay_id, frame, NOW + 3 * PARK_S)  # the relay tries again
     assert _requests_sent(post) == 1
     await post.close()
+
+
+def test_a_frame_of_an_unknown_origin_is_parked_after_frames_of_a_known_one() -> None:
+    """Frames of a known origin pass straight to the core (the last one's first bytes are kept:
+    a batch's frames mostly share an origin); one of an origin not known is still parked, and
+    one of the known origin after it passes again."""
+    net = Deployment()
+    _, known = net.enrol("known")
+    exchange = CertificateExchange(
+        TrustStore(net.authority.public, [known]), known, lambda _: 0, lambda _: ()
+    )
+    stranger = Identity.generate().node_id
+
+    def frame(origin: bytes, seq: int) -> bytes:
+        bundle = Bundle(origin, Destination.to_node(known.node_id), 1000, seq, 600, Priority.ROUTINE, 1, b"x")
+        return encode_frame(DataFrame(bundle, 1))
+
+    peer = bytes(16)
+    assert exchange.frame_received(IP.name, peer, frame(known.node_id, 1), NOW) is None
+    assert exchange.frame_received(IP.name, peer, frame(known.node_id, 2), NOW) is None
+    assert exchange.frame_received(IP.name, peer, frame(stranger, 3), NOW) == []
+    assert exchange.parked() == 1
+    assert exchange.frame_received(IP.name, peer, frame(known.node_id, 4), NOW) is None
+    assert exchange.frame_received(IP.name, peer, frame(stranger, 5), NOW) == [] and exchange.parked() == 2

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from crypto.certificate import Certificate
 from crypto.errors import CryptoError
 from crypto.identity import display_id
+from relay.bundle import FULL_PREFIXES
 from relay.core.frames import (
     CERT_CHUNK,
     CertFrame,
@@ -45,6 +46,7 @@ from relay.ratelimit import RateLimiter
 from relay.trust import TrustStore
 
 log = logging.getLogger(__name__)
+_DATA_FULL_VALUE = int(FrameType.DATA_FULL)  # compared per frame: an enum member read costs more
 
 PARK_S = 300.0  # a LoRa answer may wait for the duty cycle; the sender resends after this anyway
 MAX_PARKED_PER_PEER = 32
@@ -107,6 +109,9 @@ class CertificateExchange:
         self._partial: OrderedDict[tuple[str, bytes], _Partial] = OrderedDict()
         self._out: dict[str, deque[tuple[bytes, bytes]]] = {}
         self._retry_at = 0.0
+        # the first bytes of the last full DATA frame whose origin was known, up to the origin's
+        # end: a batch's frames mostly share an origin, whose lookup is then one comparison
+        self._known_head = b""
         self.requests_sent = 0
         self.answers_sent = 0
         self.learned = 0
@@ -133,8 +138,12 @@ class CertificateExchange:
             piece = decode_frame(frame)
             assert isinstance(piece, CertFrame)
             return self._piece(link, peer, piece, now)
+        if kind == _DATA_FULL_VALUE and frame[1:21] == self._known_head:
+            return None  # as the last full DATA frame of a known origin begins: that origin
         origin = data_origin(frame)
         if origin is None or self._known(origin):
+            if kind == _DATA_FULL_VALUE and frame[1:5] in FULL_PREFIXES:  # the origin at 5-21
+                self._known_head = frame[1:21]  # certificates are never dropped: known for good
             return None
         if kind == FrameType.FRAGMENT:
             # The core reassembles it and cannot decode it; the sender's poll after the certificate

@@ -36,11 +36,11 @@ import msgpack
 
 from relay.bundle import (
     COMPACT_HEADER_LEN,
+    FULL_PREFIXES,
     MAX_FULL_BUNDLE,
     NODE_ID_LEN,
     SHORT_ID_LEN,
     TRAIL_ID_LEN,
-    WIRE_VERSION,
     Bundle,
     BundleDecodeError,
     BundleId,
@@ -401,10 +401,6 @@ def decode_frame(
     return _decode_beacon(body)
 
 
-# A full bundle's first bytes: an array of 11 or 12, version 1, a 16-byte bin (the origin)
-_FULL_ORIGIN_PREFIXES = frozenset(bytes((header, WIRE_VERSION, 0xC4, NODE_ID_LEN)) for header in (0x9B, 0x9C))
-
-
 def data_origin(data: bytes) -> bytes | None:
     """The origin a DATA frame names, read without decoding the bundle: the short id of a compact
     one, the node id of a full one; also the short id in the first FRAGMENT of a compact DATA frame
@@ -421,7 +417,7 @@ def data_origin(data: bytes) -> bytes | None:
         return bytes(data[2 : 2 + SHORT_ID_LEN]) if len(data) >= 2 + SHORT_ID_LEN else None
     if kind != _DATA_FULL_VALUE:
         return None
-    if bytes(data[1:5]) in _FULL_ORIGIN_PREFIXES and len(data) >= 5 + NODE_ID_LEN:
+    if bytes(data[1:5]) in FULL_PREFIXES and len(data) >= 5 + NODE_ID_LEN:
         return bytes(data[5 : 5 + NODE_ID_LEN])  # as every full bundle starts; no Unpacker per frame
     unpacker = msgpack.Unpacker(max_bin_len=NODE_ID_LEN, max_str_len=0, max_array_len=0, max_map_len=0)
     unpacker.feed(data[1 : 1 + 40])  # the array header, the version and the origin: about 22 bytes
