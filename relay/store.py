@@ -379,7 +379,9 @@ class Store:
             keys = [bundle_id.key() for bundle_id in bundle_ids]
             deleted = 0
             for start in range(0, len(keys), IN_CHUNK):
-                chunk = keys[start : start + IN_CHUNK]
+                # bytearrays: bound as the same blobs, without sqlite3's adapter lookup per bytes
+                # parameter (relay/sqlite.py), and each key is bound two or three times
+                chunk = [bytearray(key) for key in keys[start : start + IN_CHUNK]]
                 where = f"WHERE id IN ({','.join('?' * len(chunk))})"
                 held = f"{where} AND settled AND data IS NOT NULL"  # held rows are settled
                 (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {held}", chunk).fetchone()

@@ -358,7 +358,9 @@ def _insert(
             put.now,
             int(put.local),
             len(data) if put.hold else None,
-            data if put.hold else None,
+            # a bytearray is bound as the same blob without sqlite3's adapter lookup, which every
+            # bytes parameter takes (relay/sqlite.py): a copy of the bytes costs less
+            bytearray(data) if put.hold else None,
             int(put.hold),  # settled: a held row goes on the id index at once
         )
         for key, _, b, data, put in rows
