@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence, Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError, SealError, StaleEpochError
@@ -694,14 +693,27 @@ class NodeEngine:
         """Carry out the core's actions. Every Persist of a round is stored in one store call and
         handed back to the core at once; bookkeeping writes (drops, forwarding records, inbox entries
         the engine consumed) run concurrently, so they share group commits; the deliveries' receipts
-        go out last, one per origin and path. ``early``: delivered before their commit (ack_many)."""
+        go out last, one per origin and path. ``early``: delivered before their commit (ack_many).
+
+        The drops among ``actions`` (a batch's custody ACKs) are queued before its bundles are
+        stored, so the store's group commit takes both in one transaction: one COMMIT and one
+        sync of the log per batch, not two. They concern bundles held, hence stored, already."""
         if not actions:
             return  # most frames (beacons, summaries) and timers leave nothing to carry out
         batch = _Batch()
         batch.early.update(early)
-        bookkeeping: list[Coroutine[Any, Any, None]] = []
         drops: dict[str, list[BundleId]] = {}
-        pending = list(actions)
+        pending: list[Action] = []
+        for action in actions:
+            if isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
+                drops.setdefault(action.reason, []).append(action.bundle_id)
+            else:
+                pending.append(action)
+        # tasks: they run once this one waits for its commit, and join that commit
+        bookkeeping: list[Awaitable[None]] = [
+            asyncio.ensure_future(self.store.delete_many(ids, reason)) for reason, ids in drops.items()
+        ]
+        drops = {}  # those that the receipts or deliveries below bring
         while pending:
             persists: list[Persist] = []
             rest: list[Action] = []
