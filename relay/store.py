@@ -207,6 +207,7 @@ class Store:
         # whether the forwarding table may hold rows, where ``_db`` is used: a relay that hands every
         # bundle on along a route records none, and its deletes skip that table's statement
         self._forwarding_rows = True
+        self._freed_bytes = 0  # counted by the SQL function freed() (see _freed)
         self._max_batch = max_batch
         self._closed = False
         # The writer's queue (None: stop), and the future it waits on while the queue is empty: a
@@ -248,6 +249,7 @@ class Store:
             thread.shutdown(wait=False)
             raise
         store = cls(Path(path), db, thread, quota_bytes, max_batch, reserve)
+        db.create_function("freed", 1, store._freed)
         try:
             await store._call(migrate)
             forgotten = await store._call(forget_awaiting)
@@ -372,8 +374,9 @@ class Store:
     async def delete_many(self, bundle_ids: Sequence[BundleId], reason: str) -> None:
         """:meth:`delete` for several in one op of a group commit: a custody ACK hands over up to
         255 bundles, and one op costs one future, not one per bundle. Ids not held are skipped.
-        Three statements per :data:`IN_CHUNK` ids, not an UPDATE and a DELETE per bundle (a sender
-        deletes every bundle it hands on)."""
+        One UPDATE per :data:`IN_CHUNK` ids (it counts the bytes it frees, :meth:`_freed`), and a
+        DELETE of their forwarding records while there may be any, not an UPDATE and a DELETE per
+        bundle (a sender deletes every bundle it hands on)."""
 
         def op(db: sqlite3.Connection) -> None:
             keys = [bundle_id.key() for bundle_id in bundle_ids]
@@ -384,10 +387,10 @@ class Store:
                 chunk = [bytearray(key) for key in keys[start : start + IN_CHUNK]]
                 where = f"WHERE id IN ({','.join('?' * len(chunk))})"
                 held = f"{where} AND settled AND data IS NOT NULL"  # held rows are settled
-                (size,) = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM seen {held}", chunk).fetchone()
-                cleared = db.execute(f"UPDATE seen SET size = NULL, data = NULL {held}", chunk)
+                self._freed_bytes = 0
+                cleared = db.execute(f"UPDATE seen SET size = freed(size), data = NULL {held}", chunk)
                 deleted += cleared.rowcount
-                self._budget.used -= int(size)
+                self._budget.used -= self._freed_bytes
                 # those of an id not held serve nothing
                 if self._forwarding_rows and db.execute(f"DELETE FROM forwarding {where}", chunk).rowcount:
                     self._forwarding_rows = _any_forwarding(db)
@@ -395,6 +398,14 @@ class Store:
 
         if bundle_ids:
             await self._submit(op)
+
+    def _freed(self, size: int | None) -> None:
+        """The SQL function ``freed(size)`` (on the store's connection): adds a held row's size to
+        :attr:`_freed_bytes` as the UPDATE that clears the row runs it, and gives NULL, the size of
+        a row no longer held. One statement per chunk of a delete, not a SELECT of the sizes' sum
+        and then the UPDATE: each looked every id up (a rollback counts the budget again anyway)."""
+        if size is not None:
+            self._freed_bytes += size
 
     async def expire(self, now: float) -> list[BundleId]:
         """Delete held bundles whose lifetime has ended and forget seen ids past expiry. Without a
