@@ -245,6 +245,9 @@ class Bundle:
     trail: tuple[bytes, ...] = ()  # TRAIL_ID_LEN-byte ids of the nodes that took custody, oldest first
     # a slot, not a property over one: read about 15 times per bundle at each end of a hop
     id: BundleId = field(init=False, repr=False, compare=False)
+    # the id's key (BundleId.key), packed once: the seal, the seen memory and the store each need
+    # it, and each packing is a call, a pack and a concatenation (five per bundle received)
+    key: bytes = field(init=False, repr=False, compare=False)
     # its full encoding, when the decoder made it from a DATA frame's bytes (decode_full with
     # ``taken_by``): encode_full returns it, so a relay's stored copy and hop copy are not encoded anew
     encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -269,6 +272,7 @@ class Bundle:
         if type(self.priority) is not Priority:  # most come as one: the enum's call is two Python frames
             object.__setattr__(self, "priority", Priority(self.priority))
         object.__setattr__(self, "id", _new_id(BundleId, (self.origin, self.created, self.seq)))  # in C
+        object.__setattr__(self, "key", self.origin + _ID_TAIL.pack(self.created, self.seq))
 
     @property
     def expires(self) -> int:
@@ -303,6 +307,7 @@ class Bundle:
             hop_count,
             trail,
             self.id,
+            self.key,
             None,
         )
 
@@ -315,9 +320,9 @@ class Bundle:
     def seal_inputs(self) -> tuple[bytes, bytes]:
         """The id's key (the compact seal's nonce input) and the aad, which holds it: the immutable
         header fields, identical whatever the encoding, that the seal authenticates. Sealing and
-        opening need both, and each key is a pack and a concatenation (one per bundle at each end)."""
+        opening need both."""
         dest = self.destination
-        key = self.id.key()
+        key = self.key
         lifetime = _AAD_LIFETIMES.get(self.lifetime)
         if lifetime is None:
             if len(_AAD_LIFETIMES) >= _MAX_AAD_LIFETIMES:
@@ -361,6 +366,7 @@ def _assemble(
     hop_count: int,
     trail: tuple[bytes, ...],
     bundle_id: BundleId,
+    key: bytes,
     encoded: bytes | None,
 ) -> Bundle:
     """A bundle from fields already checked (a hop copy, or the decoder's, which checks each as it
@@ -381,6 +387,7 @@ def _assemble(
     bundle.hop_count = hop_count
     bundle.trail = trail
     bundle.id = bundle_id
+    bundle.key = key
     bundle.encoded = encoded
     bundle.__class__ = Bundle
     return bundle  # type: ignore[no-any-return]
@@ -584,8 +591,21 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
             ints = (created, seq, lifetime, priority_value, kind, hop_count)
             encoded = _kept_encoding(data, dest, ints, len(payload), len(items) == 12, trail)
     bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__
+    key = origin + _ID_TAIL.pack(created, seq)  # as BundleId.key, without its call
     return _assemble(
-        origin, dest, created, seq, lifetime, priority, kind, payload, hop_count, trail, bundle_id, encoded
+        origin,
+        dest,
+        created,
+        seq,
+        lifetime,
+        priority,
+        kind,
+        payload,
+        hop_count,
+        trail,
+        bundle_id,
+        key,
+        encoded,
     )
 
 

@@ -353,7 +353,7 @@ class Store:
         row only, in one transaction, the rest of it as it was (its id stays seen, its inbox copy
         and delivery mark untouched: an application does not get it twice). False if it is no
         longer held."""
-        key, data = bundle.id.key(), encode_full(bundle)
+        key, data = bundle.key, encode_full(bundle)
 
         def op(db: sqlite3.Connection) -> bool:
             row = db.execute(

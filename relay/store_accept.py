@@ -255,7 +255,7 @@ def admit(
         now, hold = put.now, put.hold
         copies = hold + (put.deliver and not put.app_has)  # held, and in the inbox unless the app has it
         for j, bundle in enumerate(put.bundles):
-            key = bundle.id.key()
+            key = bundle.key
             if key not in fresh and key not in recent_rows and not bundle.is_expired(now):
                 data = encode_full(bundle) if copies else b""  # app_has, not held: the id alone
                 fresh[key] = ((key, len(data) * copies, bundle, data, put), i, j)

@@ -202,6 +202,10 @@ def test_decoded_and_hop_copies_equal_bundles_built_and_checked() -> None:
     assert decoded.forwarded() == replace(bundle, hop_count=4)
     taken = decoded.taken_by(b"\x07" * 16)
     assert taken == replace(bundle, trail=(*bundle.trail, b"\x07" * 4)) and taken.id == bundle.id
+    taken_on_decode = decode_full(encode_full(bundle), taken_by=b"\x07" * 16)
+    compact = decode_compact(encode_compact(bundle), CONTEXT)
+    for copy in (decoded, decoded.forwarded(), taken, taken_on_decode, compact):
+        assert copy.key == bundle.key == bundle.id.key(), "the key is packed once, kept by every copy"
 
 
 def test_every_trail_length_decodes_to_its_ids_and_bad_lengths_are_refused() -> None:

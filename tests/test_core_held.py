@@ -181,7 +181,7 @@ def test_summary_hashes_find_held_bundles_and_equal_values_are_shared() -> None:
 
 def test_seen_memory_forgets_the_oldest_first() -> None:
     seen = SeenIds(3)
-    ids = [id_digest(BundleId(ORIGIN, 1, seq)) for seq in range(5)]
+    ids = [id_digest(BundleId(ORIGIN, 1, seq).key()) for seq in range(5)]
     for bundle_id in ids[:3]:
         seen.add(bundle_id)
     seen.add(ids[0])  # already there: no change of order

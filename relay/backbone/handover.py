@@ -38,7 +38,7 @@ class Handover:
 
     @property
     def event_id(self) -> str:
-        return f"bundle:{self.bundle.id.key().hex()}"
+        return f"bundle:{self.bundle.key.hex()}"
 
     def encode(self) -> bytes:
         return json.dumps({"to": self.to, "bundle": encode_full(self.bundle).hex(), "by": self.by}).encode()

@@ -358,7 +358,7 @@ class RelayCore:
         brings one from another post): taken into custody as from a neighbour, with no neighbour to
         acknowledge; nothing if it is held, being stored or already seen here."""
         bundle = bundle.taken_by(self.node_id)
-        digest = id_digest(bundle.id)
+        digest = id_digest(bundle.key)
         known = bundle.id in self._held or bundle.id in self._incoming or digest in self._seen
         if known or bundle.is_expired(now):
             return []
@@ -632,7 +632,7 @@ class RelayCore:
             # sender keeps its copy; the destination opens only the real one (NodeEngine).
             self.id_conflicts += 1
             return []
-        digest = id_digest(bundle.id)  # kept for persisted: the id's key is packed once per bundle
+        digest = id_digest(bundle.key)  # kept for persisted
         seen = held is None and digest in self._seen
         if held is not None or (seen and not self._keeps(bundle)):
             if held is not None:
@@ -922,7 +922,7 @@ class RelayCore:
                     state.next_beacon = soonest
 
     def _remember(self, bundle_id: BundleId) -> None:
-        self._seen.add(id_digest(bundle_id))
+        self._seen.add(id_digest(bundle_id.key()))
 
     def _link(self, link: str) -> LinkState:
         state = self._links.get(link)

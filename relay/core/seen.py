@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from array import array
 
-from relay.bundle import BundleId
-
 _U64 = (1 << 64) - 1
 
 
-def id_digest(bundle_id: BundleId) -> int:
-    """What :class:`SeenIds` keeps of ``bundle_id``."""
-    return hash(bundle_id.key()) & _U64
+def id_digest(key: bytes) -> int:
+    """What :class:`SeenIds` keeps of the id whose key is ``key`` (a bundle's ``key``, packed once)."""
+    return hash(key) & _U64
 
 
 class SeenIds:
