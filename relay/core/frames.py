@@ -375,7 +375,7 @@ def decode_frame(
             raise FrameDecodeError("a DATA frame must hand over at least one copy")
         try:
             if kind is _DATA_FULL:
-                return DataFrame(decode_full(body, taken_by), arg, compact=False)
+                return DataFrame(decode_full(body, taken_by), arg, False)  # positional: keywords cost a dict
             if context is None:
                 raise FrameDecodeError("compact DATA frame on a link without a compact context")
             bundle = decode_compact(body, context, max_len=max_len)

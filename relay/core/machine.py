@@ -659,7 +659,7 @@ class RelayCore:
         self._incoming[bundle.id] = _Incoming(
             bundle, frame.copies, [(state.profile.name, peer)], deliver, keeps, digest
         )
-        return [Persist(bundle, deliver=deliver, hold=keeps)]
+        return [Persist(bundle, deliver, keeps)]  # positional: keywords cost a dict per bundle
 
     def _replace(self, state: LinkState, peer: bytes, held: Held, bundle: Bundle) -> list[Action]:
         """A neighbour's copy of a held bundle whose stored copy does not decode (the file is
