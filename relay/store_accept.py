@@ -37,6 +37,10 @@ _ON_SEEN = " ON CONFLICT (id) WHERE settled DO NOTHING"  # a settled (indexed) i
 # their statements stay in the connection's cache.
 _INSERT_WIDTHS = (64, 32, 16, 8, 4, 2, 1)
 _INSERTS = {width: f"{_INSERT}{', '.join([_INSERT_ROW] * width)}{_ON_SEEN}" for width in _INSERT_WIDTHS}
+# A batch of rows not held (a command post's: each bundle it takes is its own), unsettled, without
+# size or data: those are in the statement, not bound (see _insert)
+_ID_ROW = "(?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0)"
+_INSERTS_ID = {width: f"{_INSERT}{', '.join([_ID_ROW] * width)}{_ON_SEEN}" for width in _INSERT_WIDTHS}
 _INSERT_INBOX = "INSERT INTO inbox (id, priority, size, data) VALUES (?, ?, ?, ?)"
 
 
@@ -348,32 +352,52 @@ def _insert(
     written unsettled and added to ``recent``."""
     last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM seen").fetchone()[0] if len(rows) > 1 else 0
     changes = db.total_changes
-    params = [
-        (
-            key,  # ints, not bool or IntEnum: sqlite3 binds exact ints without adapting them
-            b.created + b.lifetime,
-            AWAITING_APP if put.app_has else int(put.deliver),
-            int(b.priority),
-            b.created,
-            put.now,
-            int(put.local),
-            len(data) if put.hold else None,
-            # a bytearray is bound as the same blob without sqlite3's adapter lookup, which every
-            # bytes parameter takes (relay/sqlite.py): a copy of the bytes costs less
-            bytearray(data) if put.hold else None,
-            int(put.hold),  # settled: a held row goes on the id index at once
-        )
-        for key, _, b, data, put in rows
-    ]
+    # sqlite3 binds exact ints, floats, str and bytearrays as they are, but passes bytes and None
+    # through its adapter registry first (relay.sqlite's identity adapters: about 2,000 and 1,300
+    # instructions more than an int): so ints, not bool or IntEnum, the key and data as bytearrays
+    # (the same BLOBs; a copy costs less), and rows not held with their NULLs in the statement
+    params: list[tuple[Any, ...]]
+    if any(row[4].hold for row in rows):
+        statements = _INSERTS
+        params = [
+            (
+                bytearray(key),
+                b.created + b.lifetime,
+                AWAITING_APP if put.app_has else int(put.deliver),
+                int(b.priority),
+                b.created,
+                put.now,
+                int(put.local),
+                len(data) if put.hold else None,
+                bytearray(data) if put.hold else None,
+                int(put.hold),  # settled: a held row goes on the id index at once
+            )
+            for key, _, b, data, put in rows
+        ]
+    else:
+        statements = _INSERTS_ID
+        params = [
+            (
+                bytearray(key),
+                b.created + b.lifetime,
+                AWAITING_APP if put.app_has else int(put.deliver),
+                int(b.priority),
+                b.created,
+                put.now,
+                int(put.local),
+            )
+            for key, _, b, _, put in rows
+        ]
+    written = rows  # in the statements' order (``rows`` loses the duplicates below)
     lone = None  # the rowid of a lone row
     if len(params) == 1:
-        lone = db.execute(_INSERTS[1], params[0]).lastrowid
+        lone = db.execute(statements[1], params[0]).lastrowid
     else:
         start, left = 0, len(params)
         for width in _INSERT_WIDTHS:
             while left >= width:
                 chunk = params[start : start + width]
-                db.execute(_INSERTS[width], list(chain.from_iterable(chunk)))  # flattened in C
+                db.execute(statements[width], list(chain.from_iterable(chunk)))  # flattened in C
                 start += width
                 left -= width
     if db.total_changes - changes != len(rows):  # some were duplicates
@@ -383,9 +407,9 @@ def _insert(
             new = {bytes(row[0]) for row in db.execute("SELECT id FROM seen WHERE rowid > ?", (last,))}
             rows = [row for row in rows if row[0] in new]
     if unsettled and rows:
-        recent.add(*_unsettled(db, params, last if lone is None else lone - 1, len(rows)))
+        recent.add(*_unsettled(db, written, last if lone is None else lone - 1, len(rows)))
     if recent.tops:  # the held rows' keys (a duplicate's is on the index already: no harm in it)
-        recent.indexed([row[0] for row in params if row[-1]])
+        recent.indexed([row[0] for row in written if row[4].hold])
     inbox = [
         (key, int(b.priority), len(data), data)
         for key, _, b, data, put in rows
@@ -400,14 +424,14 @@ def _insert(
 
 
 def _unsettled(
-    db: sqlite3.Connection, params: list[tuple[Any, ...]], last: int, inserted: int
+    db: sqlite3.Connection, rows: list[_Row], last: int, inserted: int
 ) -> tuple[list[bytes], list[int]]:
-    """The keys and rowids of the unsettled rows just inserted after rowid ``last``. With no
-    duplicate among them, SQLite gave them the rowids after ``last`` in order (one more than the
-    largest each): no query; else they are read back."""
-    if inserted == len(params):
-        unsettled = [i for i, row in enumerate(params) if not row[-1]]
-        return [params[i][0] for i in unsettled], [last + 1 + i for i in unsettled]
+    """The keys and rowids of the unsettled rows just inserted after rowid ``last`` (``rows`` as
+    written, in order). With no duplicate among them, SQLite gave them the rowids after ``last`` in
+    order (one more than the largest each): no query; else they are read back."""
+    if inserted == len(rows):
+        unsettled = [i for i, row in enumerate(rows) if not row[4].hold]
+        return [rows[i][0] for i in unsettled], [last + 1 + i for i in unsettled]
     added = db.execute("SELECT id, rowid FROM seen WHERE rowid > ? AND NOT settled", (last,)).fetchall()
     return [bytes(key) for key, _ in added], [rowid for _, rowid in added]
 

@@ -66,3 +66,44 @@ async def test_an_ack_reads_the_inbox_only_when_it_holds_copies(tmp_path: Path) 
         assert [b.id for b in await store.pending_deliveries()] == [copied[1].id]
     finally:
         await store.close()
+
+
+async def test_rows_not_held_are_written_as_rows_held_beside_them_are(tmp_path: Path) -> None:
+    """A batch of rows none of which is held (a command post's) is written by statements that hold
+    its NULLs, not bind them; a batch with a held row binds every column. Both write the same
+    columns: the id a BLOB, size and data NULL and unsettled when not held. 150 rows: one
+    statement of 100 rows and 50 of one row."""
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+    try:
+        alone = [make(i) for i in range(1, 151)]
+        beside = [make(i) for i in range(151, 301)]
+        held = make(301)
+        assert (
+            await store.put_each([(b, True, False) for b in alone], now=1000.0, app_has={b.id for b in alone})
+            == [True] * 150
+        )
+        assert (
+            await store.put_each(
+                [(b, True, False) for b in beside] + [(held, False, True)],
+                now=1000.0,
+                app_has={b.id for b in beside},
+            )
+            == [True] * 151
+        )
+        assert await store.put_each([(b, True, False) for b in alone + beside], now=1000.0) == [False] * 300
+        rows = await store._read(
+            "SELECT id, typeof(id), delivered, size, data, settled, expires, priority, received_at, local "
+            "FROM seen ORDER BY rowid",
+            (),
+        )
+    finally:
+        await store.close()
+    expected = [
+        (b.key, "blob", 2, None, None, 0, b.created + b.lifetime, int(b.priority), 1000.0, 0)
+        for b in alone + beside
+    ]
+    data = encode_full(held)
+    expires = held.created + held.lifetime
+    expected.append((held.key, "blob", 0, len(data), data, 1, expires, int(held.priority), 1000.0, 0))
+    assert [tuple(row) for row in rows] == expected
