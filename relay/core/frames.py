@@ -364,7 +364,8 @@ def decode_frame(
         raise FrameDecodeError(f"frame of {len(data)} bytes exceeds the {max_len}-byte limit")
     if not data:
         raise FrameDecodeError("empty frame")
-    data = bytes(data)
+    if type(data) is not bytes:  # bytes(data) of bytes is data itself, but a call to know it
+        data = bytes(data)
     type_value, arg = data[0] >> 4, data[0] & 0x0F
     kind = _FRAME_TYPES.get(type_value)  # not FrameType(...) and FrameType.X: each an enum call
     if kind is None:
@@ -417,8 +418,10 @@ def data_origin(data: bytes) -> bytes | None:
         return bytes(data[2 : 2 + SHORT_ID_LEN]) if len(data) >= 2 + SHORT_ID_LEN else None
     if kind != _DATA_FULL_VALUE:
         return None
-    if bytes(data[1:5]) in FULL_PREFIXES and len(data) >= 5 + NODE_ID_LEN:
-        return bytes(data[5 : 5 + NODE_ID_LEN])  # as every full bundle starts; no Unpacker per frame
+    if type(data) is not bytes:  # a memoryview's slices are not hashable: the bytes read below
+        data = bytes(data[: 1 + 40])
+    if data[1:5] in FULL_PREFIXES and len(data) >= 5 + NODE_ID_LEN:
+        return data[5 : 5 + NODE_ID_LEN]  # as every full bundle starts; no Unpacker per frame
     unpacker = msgpack.Unpacker(max_bin_len=NODE_ID_LEN, max_str_len=0, max_array_len=0, max_map_len=0)
     unpacker.feed(data[1 : 1 + 40])  # the array header, the version and the origin: about 22 bytes
     try:
