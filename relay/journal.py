@@ -485,10 +485,8 @@ class Journal:
         rows, stored_seqs = await self._call(write)
         by_id = {row[0]: row for row in rows}
         stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
-        stored_messages = [
-            entry.stored_as(row[-1])
-            for entry, row in zip(entries, message_rows, strict=True)
-            if stored_seqs is None or row[-1] in stored_seqs
+        stored_messages = [  # a row holds its message's fields in order, then its seq
+            MessageEntry(*row) for row in message_rows if stored_seqs is None or row[-1] in stored_seqs
         ]
         return stored_units, stored_messages
 
