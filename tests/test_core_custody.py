@@ -63,7 +63,7 @@ def test_ack_waits_for_persistence_then_sender_drops_its_copy() -> None:
             data = out[1]
     assert data is not None
     actions = receiver.frame("ip0", A, data, 0.0)
-    assert [type(a) for a in actions] == [Persist]
+    assert [isinstance(a, Persist) for a in actions] == [True]
     frames = []
     while (out := receiver.next_frame("ip0", 0.0)) is not None:
         frames.append(decode_frame(out[1], CONTEXT))

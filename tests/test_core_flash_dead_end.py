@@ -58,7 +58,7 @@ def _relay_with_alarm() -> tuple[RelayCore, RelayCore, RelayCore, dict[bytes, by
     from_a.router.beacon_received("lora0", R, r.router.make_beacon(LORA, A), 0.0)
     from_a.originate(_alarm(), 1.0)
     data = next(raw for peer, what, raw in _frames(from_a, "lora0", 1.0) if what == _alarm().id)
-    assert [type(x) for x in r.frame("lora0", A, data, 1.0)] == [Persist]
+    assert [isinstance(x, Persist) for x in r.frame("lora0", A, data, 1.0)] == [True]
     r.persisted([_alarm().id], [], 1.0)
     sent = _frames(r, "lora0", 1.0)
     forwards = {peer: raw for peer, what, raw in sent if what == _alarm().id}
@@ -69,7 +69,7 @@ def _relay_with_alarm() -> tuple[RelayCore, RelayCore, RelayCore, dict[bytes, by
 def test_a_dead_end_says_seen_and_the_relay_keeps_its_alarm() -> None:
     r, d, _, forwards = _relay_with_alarm()
     to_d = forwards[D]
-    assert [type(x) for x in d.frame("lora0", R, to_d, 2.0)] == [Persist]
+    assert [isinstance(x, Persist) for x in d.frame("lora0", R, to_d, 2.0)] == [True]
     d.persisted([_alarm().id], [], 2.0)
     assert d.holds(_alarm().id), "the dead end keeps a copy for when a route comes"
     replies = _frames(d, "lora0", 2.0)
@@ -88,7 +88,7 @@ def test_a_dead_end_says_seen_and_the_relay_keeps_its_alarm() -> None:
 
 def test_a_relay_with_a_way_on_takes_custody_as_before() -> None:
     _, _, b, forwards = _relay_with_alarm()
-    assert [type(x) for x in b.frame("lora0", R, forwards[B], 20.5)] == [Persist]
+    assert [isinstance(x, Persist) for x in b.frame("lora0", R, forwards[B], 20.5)] == [True]
     b.persisted([_alarm().id], [], 20.5)
     acks = [what for peer, what, _ in _frames(b, "lora0", 20.5) if peer == R and isinstance(what, AckFrame)]
     assert [ack.ids for ack in acks] == [(_alarm().id,)], "B forwards on IP: an explicit ACK"

@@ -56,7 +56,7 @@ def _relay_takes(a: RelayCore, r: RelayCore, bundle: Bundle, now: float) -> byte
     """A sends ``bundle`` to R, R stores it: the DATA frame A sent."""
     a.originate(bundle, now)
     data = next(raw for peer, what, _, raw in _sent(a, "lora0", now) if peer == R and what == bundle.id)
-    assert [type(x) for x in r.frame("lora0", A, data, now)] == [Persist]
+    assert [isinstance(x, Persist) for x in r.frame("lora0", A, data, now)] == [True]
     r.persisted([bundle.id], [], now)
     return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from core_pump import Pump
 
 from relay.bundle import Bundle, CompactContext, Destination, Priority
+from relay.core.actions import Persist
 from relay.core.frames import BeaconFrame, DataFrame, decode_frame
 from relay.core.routing import REFRESH_BEACONS, ROUTE_LIFETIME_BEACONS, Hop, Router, beacon_interval
 from relay.links.base import LinkProfile
@@ -93,7 +94,7 @@ def test_anti_entropy_sends_only_what_the_peer_lacks() -> None:
     pump.run(0.0, 2.0)  # summaries cross before the summary wait ends
     received = {x.id for x in b.delivered}
     assert received == {only_a.id}
-    persisted = [x for x in b.actions if type(x).__name__ == "Persist"]
+    persisted = [x for x in b.actions if isinstance(x, Persist)]
     assert len(persisted) == 1
 
 

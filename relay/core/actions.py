@@ -15,7 +15,8 @@ from relay.core.receipts import BundleStatus
 @dataclass(slots=True)
 class Persist:
     """Store ``bundle`` durably (and put it in the app inbox if ``deliver``), then call
-    ``RelayCore.persisted``; the neighbour gets its custody ACK only after that."""
+    ``RelayCore.persisted``; the neighbour gets its custody ACK only after that. The core hands over
+    its own record of the bundle, a subclass: tell it by ``isinstance``."""
 
     bundle: Bundle
     deliver: bool
