@@ -148,7 +148,8 @@ class ReceiptBatch:
 
     def encode(self) -> bytes:
         head = struct.pack(">IBB", max(0, min(self.delivered, MAX_U32)), self.hops, len(self.path))
-        subjects = b"".join(struct.pack(">IH", subject.created, subject.seq) for subject in self.subjects)
+        # a list, each id unpacked as a tuple: a destination encodes one batch per 16 bundles
+        subjects = b"".join([_SUBJECT.pack(created, seq) for _, created, seq in self.subjects])
         return head + b"".join(self.path) + subjects
 
     @classmethod
