@@ -99,7 +99,7 @@ class SealContext:
         self._max_peers = max_peers
         self._random = random
         self._keys: OrderedDict[tuple[bytes, bytes, bytes], bytes] = OrderedDict()
-        self._ciphers: OrderedDict[tuple[bool, bytes], ChaCha20Poly1305] = OrderedDict()
+        self._ciphers: OrderedDict[tuple[bool, bytes, bytes], ChaCha20Poly1305] = OrderedDict()
 
     def _key(self, peer: PublicIdentity, salt: bytes, sending: bool) -> bytes:
         me, them = self.identity.node_id, peer.node_id
@@ -120,7 +120,7 @@ class SealContext:
     def _cipher(self, peer: PublicIdentity, sending: bool) -> ChaCha20Poly1305:
         """The compact seal's AEAD for one direction, made once per pair like its key (making one
         costs as much as sealing 100 bytes with it)."""
-        slot = (sending, peer.encode())
+        slot = (sending, peer.signing_key, peer.agreement_key)  # its full public keys, not joined per call
         cipher = self._ciphers.get(slot)
         if cipher is None:
             cipher = ChaCha20Poly1305(self._key(peer, _COMPACT_SALT, sending))
