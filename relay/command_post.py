@@ -133,7 +133,7 @@ class CommandPostFeed:
                         _PRIORITY_NAMES[delivery.priority],
                         from_epoch(delivery.created),
                         received,
-                        delivery.payload.decode("utf-8", errors="replace"),
+                        delivery.payload.decode("utf-8", "replace"),
                     )
                 )
             elif kind == _POSITION:  # the unit's entry changes only for a newer fix
