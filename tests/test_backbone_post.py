@@ -168,3 +168,32 @@ async def test_posts_share_alarms_acks_and_survive_a_cut(tmp_path: Path) -> None
     finally:
         region.stop()
         await proxy.stop()
+
+
+async def test_a_records_later_updates_win_at_every_post(tmp_path: Path) -> None:
+    """An application updates its record in place (an alarm's follow-up completing it), and every
+    version keeps the record's first arrival time. The bridge published each update at that time,
+    so the updates of one record were ordered by their ids' body hashes: at random. An older body
+    then folded in over the newer one, at the post that raised it too (its journal was rewritten
+    with it), and the regional NG112 test saw post B's alarm stay incomplete about one run in ten."""
+    region = start_region(tmp_path / "nats", {"a": None, "b": None}, leaf_port=free_port())
+    try:
+        async with running(region, tmp_path, ["a", "b"]) as posts:
+            a, b = posts["a"], posts["b"]
+            first = time.time()
+            for version in range(8):  # eight versions: all eight hashes in order by chance is 1/40,320
+                body = {"summary": "ammonia leak", "version": version}
+                await a.journal.put_record(
+                    RecordEntry("a-alarm", "alarm", ORIGIN, "FLASH", first, first, body)
+                )
+                await asyncio.sleep(0.3)  # the bridge reads and publishes each version
+
+            async def latest_everywhere() -> bool:
+                bodies = [(await post.journal.record("a-alarm")) for post in (a, b)]
+                return all(entry is not None and entry.body.get("version") == 7 for entry in bodies)
+
+            await wait_for(latest_everywhere, 20, "the last version at both posts")
+            await asyncio.sleep(1.0)  # and it stays: nothing older folds in after it
+            assert await latest_everywhere()
+    finally:
+        region.stop()

@@ -48,6 +48,7 @@ POLL_S = 0.1  # how often the journal's cursor is read for local changes
 BATCH = 2000  # events folded and written to the journal in one commit
 REVIVE_S = 2.0  # how often the region's sources are checked for a link that came back
 HANDOVER_S = 1.0  # how often the node's held bundles are checked for one to hand to another post
+_LATER_S = 0.001  # a local update of a record orders at least this long after the body it replaces
 
 AckHook = Callable[[str, dict[str, Any]], Awaitable[BundleId | None]]
 
@@ -402,7 +403,11 @@ class PostBridge:
             events.append(written(EventKind.RAISED, f"{self.post}:{entry.record_id}:raised", entry.created))
         elif dict(state.body) != entry.body:
             event_id = f"{self.post}:{entry.record_id}:body:{_body_hash(entry.body)}"
-            events.append(written(EventKind.UPDATED, event_id, entry.received))
+            # Ordered after the body it replaces, whatever the clocks: every version of a record
+            # keeps its first arrival time, and at that time the versions were ordered by their ids'
+            # hashes, so an older body folded in over the newer one (the raising post's journal too)
+            at = max(time.time(), state.body_from[0] + _LATER_S)
+            events.append(written(EventKind.UPDATED, event_id, at))
         seen = state.events if state is not None else frozenset()
         for ack in entry.acks:
             if "event_id" in ack:
