@@ -356,38 +356,22 @@ def _insert(
     # through its adapter registry first (relay.sqlite's identity adapters: about 2,000 and 1,300
     # instructions more than an int): so ints, not bool or IntEnum, the key and data as bytearrays
     # (the same BLOBs; a copy costs less), and rows not held with their NULLs in the statement
-    params: list[tuple[Any, ...]]
-    if any(row[4].hold for row in rows):
-        statements = _INSERTS
-        params = [
-            (
-                bytearray(key),
-                b.created + b.lifetime,
-                AWAITING_APP if put.app_has else int(put.deliver),
-                int(b.priority),
-                b.created,
-                put.now,
-                int(put.local),
-                len(data) if put.hold else None,
-                bytearray(data) if put.hold else None,
-                int(put.hold),  # settled: a held row goes on the id index at once
-            )
-            for key, _, b, data, put in rows
-        ]
-    else:
-        statements = _INSERTS_ID
-        params = [
-            (
-                bytearray(key),
-                b.created + b.lifetime,
-                AWAITING_APP if put.app_has else int(put.deliver),
-                int(b.priority),
-                b.created,
-                put.now,
-                int(put.local),
-            )
-            for key, _, b, _, put in rows
-        ]
+    held = any(row[4].hold for row in rows)
+    statements = _INSERTS if held else _INSERTS_ID
+    params: list[tuple[Any, ...]] = [
+        (
+            bytearray(key),
+            b.created + b.lifetime,
+            AWAITING_APP if put.app_has else int(put.deliver),
+            int(b.priority),
+            b.created,
+            put.now,
+            int(put.local),
+            # size, data and settled: a held row goes on the id index at once
+            *((len(data), bytearray(data), 1) if put.hold else (None, None, 0) if held else ()),
+        )
+        for key, _, b, data, put in rows
+    ]
     written = rows  # in the statements' order (``rows`` loses the duplicates below)
     lone = None  # the rowid of a lone row
     if len(params) == 1:

@@ -303,9 +303,10 @@ class _DeafLink(InprocLink):
         await asyncio.Event().wait()
 
 
-async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
-    """The link task waits for a full peer's room for the frame it holds; FLASH frames, to any
-    peer, go meanwhile (before, every frame of the link waited for that peer)."""
+@contextlib.asynccontextmanager
+async def _post_with_a_paused_peer(tmp_path: Path) -> AsyncIterator[tuple[Node, _DeafLink, Node]]:
+    """A post, a paused peer and a field unit on one in-process link, the post's backlog to the
+    paused peer more than its queue holds (full when this yields); every node stopped after."""
     net = Deployment()
     net.enrol("post", frozenset({"command"}))
     net.enrol("paused")
@@ -326,10 +327,21 @@ async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
         to_paused = Destination.to_node(engines["paused"].node_id)
         backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(1100)]
-        await post.send_many(backlog)  # more than the paused peer's queue holds: the link task waits
+        await post.send_many(backlog)  # more than the paused peer's queue holds
         async with asyncio.timeout(10):
             while not paused._queue.full():
                 await asyncio.sleep(0.01)
+        yield post, paused, field
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
+    """The link task waits for a full peer's room for the frame it holds; FLASH frames, to any
+    peer, go meanwhile (before, every frame of the link waited for that peer)."""
+    async with _post_with_a_paused_peer(tmp_path) as (post, paused, field):
+        to_paused = Destination.to_node(paused.node_id)
         await post.send(
             Destination.to_node(field.node_id), b"evacuate", kind=Kind.SOS, priority=Priority.FLASH
         )
@@ -349,9 +361,6 @@ async def test_a_peer_with_no_room_holds_no_alarm_back(tmp_path: Path) -> None:
                 assert delivery.payload == b"stay"
                 await field.ack(delivery.bundle_id)
                 break
-    finally:
-        for node in nodes:
-            await node.stop()
     assert not post._waiting  # the frames still waiting were cancelled with the node, not leaked
 
 
@@ -359,29 +368,7 @@ async def test_a_peer_with_no_room_holds_no_other_peers_messages_back(tmp_path: 
     """One paused peer with a full queue: the frame that found no room waits on its own, the core
     holds that peer's next frames back, and ordinary messages to the other peers go (before, the
     link task waited for that room and every peer's routine traffic with it)."""
-    net = Deployment()
-    for name in ("post", "paused", "field"):
-        net.enrol(name)
-    now = to_epoch(time.time())
-    hub = InprocHub()
-    engines = {name: await net.open(name, tmp_path, now) for name in ("post", "paused", "field")}
-    paused = _DeafLink(hub, engines["paused"].node_id, IP)
-    post = Node(engines["post"], [InprocLink(hub, engines["post"].node_id, IP)])
-    field = Node(engines["field"], [InprocLink(hub, engines["field"].node_id, IP)])
-    nodes = (post, Node(engines["paused"], [paused]), field)
-    for node in nodes:
-        await node.start()
-    try:
-        for _ in range(100):
-            if len(engines["post"].core.neighbours(IP.name)) == 2:
-                break
-            await asyncio.sleep(0.01)
-        to_paused = Destination.to_node(engines["paused"].node_id)
-        backlog = [Outgoing(to_paused, b"order %d" % i, Kind.TEXT, Priority.ROUTINE) for i in range(1100)]
-        await post.send_many(backlog)
-        async with asyncio.timeout(10):
-            while not paused._queue.full():
-                await asyncio.sleep(0.01)
+    async with _post_with_a_paused_peer(tmp_path) as (post, paused, field):
         to_field = Destination.to_node(field.node_id)
         sent = [
             await post.send(to_field, b"report %d" % i, kind=Kind.TEXT, priority=Priority.ROUTINE)
@@ -395,16 +382,13 @@ async def test_a_peer_with_no_room_holds_no_other_peers_messages_back(tmp_path: 
                 if len(received) == len(sent):
                     break
         assert sorted(received) == sorted(b"report %d" % i for i in range(20))
-        assert paused._queue.full() and post._busy[IP.name] == {engines["paused"].node_id}
+        assert paused._queue.full() and post._busy[IP.name] == {paused.node_id}
         queued = paused._queue.qsize()
         paused._queue.get_nowait()  # the paused peer takes one frame: the one waiting for room goes
         async with asyncio.timeout(10):
             while post._busy[IP.name] and paused._queue.qsize() < queued:
                 await asyncio.sleep(0.01)
         assert paused._queue.full()
-    finally:
-        for node in nodes:
-            await node.stop()
     assert not post._waiting and not post._busy[IP.name]
 
 
