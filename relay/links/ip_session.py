@@ -315,8 +315,6 @@ class PeerSession:
             self._queue_bound = min(self._limit, self._window.window)
             self._room.set()
             self._wakeup.set()
-        elif self._unacked_limit is not None:
-            self._wakeup.set()  # control records it covered may have held DATA back
 
     def _on_pong(self, body: bytes) -> None:
         try:
