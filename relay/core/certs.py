@@ -60,7 +60,6 @@ ANSWERS_PER_S, ANSWER_BURST = 0.2, 8.0  # certificates sent to one neighbour
 MAX_ASKED = 1024
 MAX_PARTIAL = 64  # certificates being reassembled, one per (link, neighbour)
 MAX_OUT_PER_LINK = 64
-MAX_KNOWN_ORIGINS = 4096  # origins remembered as known; past that the memory starts again
 # the two types frame_received looks for in every frame, as ints (an enum member read is a slow
 # metaclass lookup on Python 3.11)
 _CERT_REQUEST_VALUE, _CERT_VALUE = int(FrameType.CERT_REQUEST), int(FrameType.CERT)
@@ -101,9 +100,6 @@ class CertificateExchange:
         self._count = count
         self._neighbours = neighbours
         self._parked: OrderedDict[bytes, _Waiting] = OrderedDict()  # oldest first
-        # origins whose certificate was found held (held certificates are never dropped): a
-        # backlog's frames name a few origins, and asking the trust store took two calls per frame
-        self._known_origins: set[bytes] = set()
         self._per_peer: Counter[tuple[str, bytes]] = Counter()
         self._parked_bytes = 0
         # (link, neighbour, origin) -> (last request, requests so far), oldest first
@@ -145,15 +141,7 @@ class CertificateExchange:
         if kind == _DATA_FULL_VALUE and frame[1:21] == self._known_head:
             return None  # as the last full DATA frame of a known origin begins: that origin
         origin = data_origin(frame)
-        if origin is None:
-            return None
-        known = origin in self._known_origins
-        if not known and self._known(origin):
-            if len(self._known_origins) >= MAX_KNOWN_ORIGINS:
-                self._known_origins.clear()
-            self._known_origins.add(origin)
-            known = True
-        if known:
+        if origin is None or self._known(origin):
             if kind == _DATA_FULL_VALUE and frame[1:5] in FULL_PREFIXES:  # the origin at 5-21
                 self._known_head = frame[1:21]  # certificates are never dropped: known for good
             return None
