@@ -219,3 +219,34 @@ async def test_stop_right_after_an_ice_restart_closes_the_replaced_connection(
     link(field).restart_ice(post.node_id)
     await link(field).stop()
     assert replaced.connectionState == "closed"
+
+
+async def test_a_late_copy_of_an_older_offer_does_not_replace_the_live_connection() -> None:
+    """The demo's second run: the unit offered again while its path was not up yet, both offers
+    crossed once it was, and the older one, answered last, replaced the live connection (which the
+    unit then restarted: three sessions in 15 s). The older offer is now refused."""
+    net = Deployment()
+    (post_identity, _), (field_identity, _) = net.enrol("post", frozenset({"command"})), net.enrol("field")
+    trust = net.trust()
+    now = [time.time()]
+    post = WebRtcLink(WebRtcLinkOptions(**TIMING), post_identity, trust.check)
+    options = WebRtcLinkOptions(peers=[post.node_id.hex()], **TIMING)
+    field = WebRtcLink(options, field_identity, trust.check, clock=lambda: now[0])
+    try:
+        older = await field.offer(post.node_id)  # unanswered: the path is not up yet
+        now[0] += 13  # connect_timeout later the unit offers again
+        answer = await post.accept(await field.offer(post.node_id))
+        assert answer is not None
+        await field.accept(answer)
+        await asyncio.wait_for(
+            _until(lambda: post.node_id in field.peers() and field.node_id in post.peers()), 10
+        )
+        live = post._sessions[field.node_id]
+        with pytest.raises(SignalError, match="older than the connection"):
+            await post.accept(older)
+        await asyncio.sleep(0.5)
+        assert post._sessions[field.node_id] is live and field.node_id in post.peers()
+        assert post.node_id in field.peers() and post.metrics().signals_refused == 1
+    finally:
+        await field.stop()
+        await post.stop()

@@ -19,7 +19,9 @@ and the core's duplicate check drops any that had arrived after all.
 
 Which side offers: a link offers to the peers in its configuration and answers everyone else. When
 both offer at once, the lower node id's offer wins on both sides; an offer of ours older than half
-``connect_timeout`` no longer does (it evidently did not arrive, and the peer's did).
+``connect_timeout`` no longer does (it evidently did not arrive, and the peer's did). An offer made
+before the one whose connection it would replace is refused: a unit whose path is slow to come up
+offers again, and both copies cross at once; answered last, the older one tore the new connection down.
 
 Each data-channel message is one type byte and its body: a frame, or a keepalive ping.
 """
@@ -98,6 +100,9 @@ class _Session:
     pc: RTCPeerConnection
     channel: RTCDataChannel
     offerer: bool
+    # An answered offer's creation time (the peer's clock): a copy of an older offer arriving later
+    # (signals queued while the path was down cross together) must not replace this connection.
+    offered: int = 0
     up: bool = False
     closed: bool = False
     heard: float = field(default_factory=time.monotonic)
@@ -279,8 +284,14 @@ class WebRtcLink(Link):
         ):
             log.info("link %s: both offered to each other; ours (lower id) wins", self.config.name)
             return None
+        if current is not None and not current.offerer and offer.created < current.offered:
+            raise SignalError(
+                f"offer {offer.session} from {display_id(offer.sender)} is older than the connection it "
+                "would replace (a late copy: the peer made a newer one since)"
+            )
         answered.append(offer.session)
         session = await self._open(offer.sender, offer.session, remote_offer=offer)
+        session.offered = offer.created
         await session.pc.setLocalDescription(await session.pc.createAnswer())
         self._answers += 1
         return self._signed(session, SignalType.ANSWER, offer.flags)
