@@ -250,3 +250,29 @@ async def test_a_late_copy_of_an_older_offer_does_not_replace_the_live_connectio
     finally:
         await field.stop()
         await post.stop()
+
+
+async def test_an_ice_restart_of_an_sos_video_request_is_an_sos_request_too() -> None:
+    """An SOS request's restarts travel as FLASH, and the command post's records of them say SOS."""
+    net = Deployment()
+    (post_identity, _), (field_identity, _) = net.enrol("post", frozenset({"command"})), net.enrol("field")
+    trust, signaller = net.trust(), DirectSignaller()
+    post = WebRtcLink(WebRtcLinkOptions(**TIMING), post_identity, trust.check, signaller=signaller)
+    options = WebRtcLinkOptions(peers=[post.node_id.hex()], **TIMING)
+    field = WebRtcLink(options, field_identity, trust.check, signaller=signaller)
+    signaller.links = {post.node_id: post, field.node_id: field}
+    try:
+        field.connect(post.node_id, sos=True)
+        await asyncio.wait_for(_until(lambda: post.node_id in field.peers()), 10)
+        field.restart_ice(post.node_id)
+        await asyncio.wait_for(
+            _until(lambda: len(signaller.signals) == 4 and post.node_id in field.peers()), 10
+        )
+        post.restart_ice(field.node_id)  # the command post restarts: its offer and the answer as well
+        await asyncio.wait_for(
+            _until(lambda: len(signaller.signals) == 6 and field.node_id in post.peers()), 10
+        )
+        assert [sos for _, _, sos in signaller.signals] == [True] * 6
+    finally:
+        await field.stop()
+        await post.stop()

@@ -103,6 +103,7 @@ class _Session:
     # An answered offer's creation time (the peer's clock): a copy of an older offer arriving later
     # (signals queued while the path was down cross together) must not replace this connection.
     offered: int = 0
+    sos: bool = False  # an SOS video request: its ICE restarts are SOS requests too (FLASH)
     up: bool = False
     closed: bool = False
     heard: float = field(default_factory=time.monotonic)
@@ -217,6 +218,7 @@ class WebRtcLink(Link):
             raise LinkError("an offer needs another node's 16-byte id")
         track = self.video_source(peer) if self.video_source is not None else None
         session = await self._open(peer, random.getrandbits(32), video=track)
+        session.sos = sos
         await session.pc.setLocalDescription(await session.pc.createOffer())
         self._offers += 1
         flags = (Flags.SOS if sos else 0) | (Flags.VIDEO if track is not None else 0)
@@ -243,7 +245,7 @@ class WebRtcLink(Link):
         current = self._sessions.get(peer)
         if current is not None:
             self._close(current, "ICE restart asked for", reoffer=False)
-        self._keep_offering(peer)
+        self._keep_offering(peer, sos=current is not None and current.sos)
 
     def connect(self, peer: bytes, *, sos: bool = False) -> None:
         """Offer ``peer`` a data channel through the signaller until it is up (an SOS video request
@@ -291,7 +293,7 @@ class WebRtcLink(Link):
             )
         answered.append(offer.session)
         session = await self._open(offer.sender, offer.session, remote_offer=offer)
-        session.offered = offer.created
+        session.offered, session.sos = offer.created, bool(offer.flags & Flags.SOS)
         await session.pc.setLocalDescription(await session.pc.createAnswer())
         self._answers += 1
         return self._signed(session, SignalType.ANSWER, offer.flags)
@@ -427,7 +429,7 @@ class WebRtcLink(Link):
                 self._events.link_down(self.config.name, session.peer)
         if reoffer and session.peer in self._dial:
             self._restarts += 1
-            self._keep_offering(session.peer)
+            self._keep_offering(session.peer, sos=session.sos)
 
     async def _watch(self) -> None:
         """Ping every open channel; close those silent for ``keepalive_misses`` intervals."""
