@@ -2,16 +2,21 @@
 running ``mesh112 video stream`` as its own process (offer and answer as FLASH bundles over their IP
 link), and Debian Chromium (Playwright) opening the console, clicking the unit's video and decoding
 its frames. The frames are read back from the page's pixels (the stamp the unit paints into them),
-and a second console shares the unit's one uplink."""
+and a second console shares the unit's one uplink. The command post's video session records
+(answered, refused, SOS) show in that panel by unit name, never in the Alarms queue, live and after a
+reload alike."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +24,21 @@ import httpx
 import numpy as np
 import pytest
 from conftest import auth
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from system_tools import require_tool
 
+from analytics_edge.kinds import CLIP
 from analytics_edge.live import read_stamp
+from crypto.keystore import load_node_keys
 from field.browser import WEBRTC_ARGS
 from field.deployment import create_demo_deployment
-from field.harness import free_port_base
+from field.harness import free_port_base, running_field, stopped_node_engine
 from field.processes import FieldNode, operator_token, start_node, stop_all, wait_healthy, write_field
+from mobile.kinds import SOS, register_kinds
+from mobile.sos import SosRecord, encode_sos
+from relay.bundle import Destination, Kind, Priority, to_epoch
+from relay.links.webrtc import WebRtcLink
+from relay.links.webrtc_config import WebRtcLinkOptions
 
 # MESH112_SCREENSHOTS=docs/img writes the README's screenshot there; otherwise the test's temp dir.
 SHOTS = os.environ.get("MESH112_SCREENSHOTS")
@@ -187,3 +199,100 @@ def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
     stamps = [_stamp(before), _stamp(after)]
     assert None not in stamps and stamps[1] > stamps[0], f"the reopened tile must play, read {stamps}"  # type: ignore[operator]
     assert _webrtc(post, token)["streams"] == [unit]
+
+
+async def _offer(unit: FieldNode, post_id: bytes, *, sos: bool = False, age: float = 0.0) -> bytes:
+    """A real offer signed by ``unit``'s identity for the command post, made ``age`` seconds ago."""
+    identity = load_node_keys(unit.directory, int(time.time())).identity
+    link = WebRtcLink(
+        WebRtcLinkOptions(), identity, lambda node, now: identity.public, clock=lambda: time.time() - age
+    )
+    try:
+        return await link.offer(post_id, sos=sos)
+    finally:
+        await link.stop()
+
+
+async def _originate(unit: FieldNode, post_id: bytes, bundles: list[tuple[int, bytes, Priority]]) -> None:
+    """Bundles (kind, payload, priority) to the command post, originated in the stopped unit's store."""
+    async with stopped_node_engine(unit) as engine:
+        register_kinds(engine.kinds)
+        engine.kinds.register(CLIP, "evidence_clip")  # no validator: a clip the command post refuses
+        for kind, payload, priority in bundles:
+            destination = Destination.to_node(post_id)
+            await engine.send(
+                destination, payload, kind=kind, priority=priority, lifetime=300, now=to_epoch(time.time())
+            )
+
+
+def _preload(units: dict[str, FieldNode], post_id: bytes) -> None:
+    async def preload() -> None:
+        signal_kind = int(Kind.WEBRTC_SIGNAL)
+        await _originate(
+            units["relay-1"],
+            post_id,
+            [
+                (signal_kind, await _offer(units["relay-1"], post_id), Priority.IMMEDIATE),  # answered
+                (CLIP, b"not a clip", Priority.IMMEDIATE),  # another application's IMMEDIATE record
+            ],
+        )
+        sos = encode_sos(SosRecord(1, int(time.time()), text="trapped on the 2nd floor"))
+        sos_video = await _offer(units["responder-1"], post_id, sos=True)
+        await _originate(
+            units["responder-1"],
+            post_id,
+            [(SOS, sos, Priority.FLASH), (signal_kind, sos_video, Priority.FLASH)],  # an alarm, an SOS video
+        )
+        stale = await _offer(units["relay-2"], post_id, age=1000)  # refused: older than signal_max_age
+        await _originate(units["relay-2"], post_id, [(signal_kind, stale, Priority.IMMEDIATE)])
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        pool.submit(asyncio.run, preload()).result()
+
+
+def _expect_sessions_apart_from_alarms(page: Page, ids: dict[str, str]) -> None:
+    alarms = page.locator("#alarms li.card")
+    expect(alarms.filter(has_text="SOS from Responder 1: trapped on the 2nd floor")).to_have_count(
+        1, timeout=30_000
+    )
+    expect(alarms.filter(has_text="clip · Field Relay 1")).to_have_count(1, timeout=30_000)  # not its raw id
+    expect(alarms).to_have_count(2)
+    expect(page.locator("#alarm-count")).to_have_text("2")
+    rows = page.locator("#video-streams li")
+    sos = page.locator(f'#video-streams li[data-node="{ids["responder-1"]}"]')
+    expect(sos).to_contain_text("Responder 1", timeout=30_000)
+    expect(sos).to_have_class("sos")
+    expect(sos.locator(".badge")).to_have_text("SOS video")
+    expect(rows.filter(has_text="Field Relay 1")).to_contain_text(re.compile("connecting…|not connected"))
+    expect(rows.filter(has_text="Field Relay 2")).to_contain_text("refused: signal from node")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#video-sos")).to_be_visible()
+    expect(page.locator("#video-sos .sos-call")).to_have_text(re.compile("^SOS videoResponder 1: "))
+    assert "webrtc-" not in page.inner_text("body")
+
+
+def test_video_sessions_show_in_the_video_panel_by_unit_never_as_alarms_live_or_after_a_reload(
+    tmp_path: Path, browser: Browser
+) -> None:
+    chain = ["command-post", "relay-1", "relay-2", "responder-1"]
+    with running_field(tmp_path / "field", chain, started=[]) as field:
+        with field.node("command-post").config.open("a") as config:
+            config.write('\n[[links]]\ntype = "webrtc"\n')
+        post_id = bytes.fromhex(field.node_id("command-post"))
+        _preload({slug: field.node(slug) for slug in chain[1:]}, post_id)
+        field.start_healthy("command-post")
+        token = operator_token(field.deployment, frozenset({"dispatcher"}), "Dispatcher Jana")
+        ids = {slug: field.node_id(slug) for slug in chain}
+        live = browser.new_page(viewport={"width": 1280, "height": 900})
+        live.goto(f"{field.node('command-post').api}/#token={token}")
+        expect(live.locator("#stream-state")).to_have_class("state up", timeout=15_000)
+        for slug in chain[1:]:  # everything arrives while the page is open
+            field.start(slug)
+        _expect_sessions_apart_from_alarms(live, ids)
+        reloaded = browser.new_page(viewport={"width": 1280, "height": 900})
+        reloaded.goto(f"{field.node('command-post').api}/#token={token}")
+        _expect_sessions_apart_from_alarms(reloaded, ids)  # the first load places them alike
+        reloaded.screenshot(path=str(Path(SHOTS or tmp_path) / "console-sessions.png"), full_page=True)
+        reloaded.select_option("#lang", "cs")
+        expect(reloaded.locator("#video-lane h2")).to_have_text("Živé video", timeout=15_000)
+        expect(reloaded.locator("#video-streams")).to_contain_text("odmítnuto", timeout=15_000)

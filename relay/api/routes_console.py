@@ -42,6 +42,7 @@ class ConsoleOut(BaseModel):
     cursor: int = Field(description="the journal's current sequence: open the stream with ?after=cursor")
     groups: list[str] = Field(description="groups and roles this node holds a key for (send targets)")
     tiles: dict[str, Any] | None = Field(description="the local tile set's metadata; null: draw a grid")
+    record_types: list[str] = Field(description="the record types of the applications installed here")
 
 
 class HealthOut(BaseModel):
@@ -121,7 +122,12 @@ def console_router(ctx: ApiContext, require: Require) -> APIRouter:
 
     @router.get("/console", dependencies=[Depends(require(Action.STREAM))])
     async def console() -> ConsoleOut:
-        return ConsoleOut(cursor=ctx.journal.cursor, groups=sorted(ctx.send_groups()), tiles=metadata)
+        return ConsoleOut(
+            cursor=ctx.journal.cursor,
+            groups=sorted(ctx.send_groups()),
+            tiles=metadata,
+            record_types=sorted(ctx.ack_hooks),
+        )
 
     @router.get("/changes")
     async def changes(

@@ -42,15 +42,23 @@ const now = () => Date.now() / 1000;
 function alarmOrder(a, b) {
   return (PRIORITY_RANK[a.priority] - PRIORITY_RANK[b.priority]) || (a.created - b.created);
 }
-// The queue: NG112 alarms, responders' SOS, and any other application's FLASH or IMMEDIATE record.
+// The queue: NG112 alarms, responders' SOS, and any other application's FLASH or IMMEDIATE record;
+// detections have their own lane, WebRTC session records the Live video panel (video.js). The live
+// stream and the first load (start) both place every record by this one rule.
 const QUEUE_TYPES = ["alarm", "sos"];
-const queued = (record) => QUEUE_TYPES.includes(record.type) || (record.type !== "detection" && PRIORITY_RANK[record.priority] <= 1);
+const OWN_LANE_TYPES = ["detection", "webrtc"];
+const queued = (record) => QUEUE_TYPES.includes(record.type)
+  || (!OWN_LANE_TYPES.includes(record.type) && PRIORITY_RANK[record.priority] <= 1);
+// A record's title: its summary, else its type and the sending unit's name (never a raw id).
+const recordTitle = (record) => record.body?.summary || `${record.type} · ${unitName(record.origin)}`;
 function applyRecord(record) {
   if (queued(record)) {
     if (record.closed != null) state.alarms.delete(record.record_id); else state.alarms.set(record.record_id, record);
     scheduleAlarms();
   } else if (record.type === "detection") {
     applyDetection(record);
+  } else if (record.type === "webrtc") {
+    applySession(record);
   }
 }
 let alarmsQueued = false;
@@ -93,7 +101,7 @@ function alarmCard(record) {
     + `<div class="card-head"><span class="badge ${esc(record.priority)}">${esc(record.priority)}</span>`
     + `<span class="badge status ${statusClass(b)}">${esc(status)}</span>${stale ? `<span class="badge stale">${esc(t("stale"))}</span>` : ""}`
     + `<span class="age" title="${esc(fmtTime(record.created))}">${esc(fmtAge(now() - record.created))}</span></div>`
-    + div("summary", b.summary || b.event || record.record_id)
+    + div("summary", recordTitle(record))
     + div("meta", [b.hazard, b.building && b.building.name, b.building && b.building.address].filter(Boolean).join(" · "))
     + div("instruction", b.instruction)
     + div("meta", b.age_on_arrival_s != null ? `${t("ageOnArrival")}: ${fmtDuration(b.age_on_arrival_s)}` : "")
@@ -139,7 +147,7 @@ function updateBanner(alarms) {
   if (!flash) { banner.hidden = true; stopBeep(); return; }
   banner.hidden = false;
   banner.className = statusClass(flash.body || {});
-  $("banner-text").textContent = flash.body?.summary || flash.record_id;
+  $("banner-text").textContent = recordTitle(flash);
   $("banner-open").onclick = () => showDetail(flash);
   startBeep();
 }
@@ -153,7 +161,7 @@ function showDetail(record) {
     rows.push(el("dt", { text: prefix }), el("dd", { text: Array.isArray(value) ? value.map((v) => (typeof v === "object" ? JSON.stringify(v) : v)).join(", ") : String(value) }));
   };
   walk("", { record_id: record.record_id, priority: record.priority, origin: unitName(record.origin), received: fmtTime(record.received), ...b });
-  const body = [el("h3", { text: b.summary || record.record_id }), buildingSection(b.building), el("dl", {}, ...rows)];
+  const body = [el("h3", { text: recordTitle(record) }), buildingSection(b.building), el("dl", {}, ...rows)];
   if (b.cap_xml) body.push(el("details", {}, el("summary", { text: "CAP 1.2" }), el("pre", { text: b.cap_xml })));
   $("detail-body").replaceChildren(...body);
   if (!$("detail").open) $("detail").showModal();
@@ -611,13 +619,16 @@ async function start() {
   // The enrolled buildings come from the NG112 application's router, when that application is installed.
   api("/api/v1/apps/alarm/buildings").then((list) => { state.buildings = list; drawBuildingsOnMap(list); })
     .catch((error) => { if (!String(error.message).startsWith("404")) showError(error); });
-  const [alarms, soses, detections, units, messages] = await Promise.all([
-    api("/api/v1/records/open?type=alarm"), api("/api/v1/records/open?type=sos"), everything ? api("/api/v1/records?type=detection&limit=1000") : [],
+  // The open records of every type the queue may hold, each placed by the stream's rule (applyRecord).
+  const queueTypes = [...new Set([...QUEUE_TYPES, ...console_.record_types])].filter((type) => !OWN_LANE_TYPES.includes(type));
+  const [open, detections, sessions, units, messages] = await Promise.all([
+    Promise.all(queueTypes.map((type) => api(`/api/v1/records/open?type=${encodeURIComponent(type)}`))),
+    everything ? api("/api/v1/records?type=detection&limit=1000") : [], everything ? api("/api/v1/records?type=webrtc&limit=100") : [],
     everything ? api("/api/v1/units") : [], everything ? api("/api/v1/messages?limit=100") : []]);
   units.forEach(applyUnit);
-  alarms.forEach(applyRecord);
-  soses.forEach(applyRecord);
+  open.flat().forEach(applyRecord);
   detections.slice().reverse().forEach(applyRecord);
+  sessions.slice().reverse().forEach(applyRecord);
   messages.slice().reverse().forEach(applyMessage);
   scheduleAlarms(); scheduleUnits(); scheduleDetections(null); // an empty queue says 0
   requestAnimationFrame(() => requestAnimationFrame(() => { state.loaded = true; fitAll(); }));

@@ -1,44 +1,88 @@
-// Mesh112 console, "Live video" panel: lists the units whose video reaches this command post
-// (GET /api/v1/webrtc: each webrtc link's streams) and shows a unit's live video in a tile on click.
+// Mesh112 console, "Live video" panel: one row per unit whose video reaches this command post
+// (GET /api/v1/webrtc: each webrtc link's streams) or whose video session the command post journaled
+// (a "webrtc" record per offer: answered, or refused and why; sos: an SOS video request), with the
+// unit's name and its connection's state; a click shows the unit's live video in a tile. An SOS
+// video request also shows under the FLASH banner until a tile here shows that unit.
 // Each tile is this browser's own RTCPeerConnection to the command post, with no STUN (iceServers:
 // []): the offer goes to POST /api/v1/webrtc/view/<node>, the answer carries the unit's video relayed
 // from its one uplink, so any number of tiles and consoles share that uplink. A tile that decodes no
 // frame while the unit still streams (an ICE restart gives the command post a new track) is
-// opened again. Uses dashboard.js's api(), token(), el(), unitName() and LANG.
+// opened again. Uses dashboard.js's api(), token(), el(), unitName(), now() and i18n.js's texts.
 "use strict";
-const VIDEO_TEXTS = {
-  en: { liveVideo: "Live video", noStreams: "no unit is streaming", watch: "Watch", connecting: "connecting…", closeTile: "close" },
-  cs: { liveVideo: "Živé video", noStreams: "žádná jednotka nevysílá", watch: "Sledovat", connecting: "připojuji…", closeTile: "zavřít" },
-};
-const vt = (key) => (VIDEO_TEXTS[LANG] || VIDEO_TEXTS.en)[key];
 const VIDEO_POLL_MS = 3000;
 const ICE_GATHER_MS = 3000; // host candidates only: gathering ends at once, this bounds a stuck one
 const STALL_MS = 9000; // no frame decoded in a tile this long while its unit streams: open it again
+const CONNECTING_S = 30; // an offer answered this recently is still connecting (units offer every 15 s)
+const SOS_SHOWN_S = 300; // an SOS request that is not streaming shows this long (a signal's lifetime)
 const videoTiles = new Map(); // node id -> {pc, tile, video, link, seen, still}
+const videoSessions = new Map(); // node id -> its latest webrtc record
+const sosWatched = new Set(); // units a tile here has shown since their SOS request
+let videoLinks = []; // the last GET /api/v1/webrtc
 window.mesh112video = videoTiles; // tests read the tiles' peer connections from here
+
+function applySession(record) { // dashboard.js's applyRecord calls this for every webrtc record
+  const known = videoSessions.get(record.origin);
+  // By the offer's time, not by arrival: a late copy of an older offer is not the unit's state.
+  if (known && (known.created > record.created || (known.created === record.created && known.seq > record.seq))) return;
+  videoSessions.set(record.origin, record);
+  if (!record.body.sos) sosWatched.delete(record.origin); // a later SOS request is news again
+  scheduleVideo();
+}
+let videoQueued = false;
+function scheduleVideo() {
+  if (videoQueued) return;
+  videoQueued = true;
+  requestAnimationFrame(() => { videoQueued = false; renderVideo(); });
+}
 
 async function pollVideo() {
   if (!token() || document.getElementById("main").hidden) return;
-  let links;
   try {
-    links = await api("/api/v1/webrtc");
+    videoLinks = await api("/api/v1/webrtc");
   } catch (error) { // 403: this operator may not read links; 404: no webrtc link here
-    if (/^40[34]/.test(String(error.message))) { clearInterval(videoTimer); document.getElementById("video-lane").remove(); }
+    if (/^40[34]/.test(String(error.message))) {
+      clearInterval(videoTimer);
+      document.getElementById("video-lane").remove();
+      document.getElementById("video-sos").remove();
+    }
     return;
   }
-  document.getElementById("video-title").textContent = vt("liveVideo");
   document.getElementById("video-lane").hidden = false;
-  const streams = [...new Set(links.flatMap((link) => link.streams.map((node) => `${link.name}/${node}`)))];
+  renderVideo();
+  reopenStalled(new Set(videoLinks.flatMap((link) => link.streams)));
+}
+
+function sessionState(node, record) {
+  if (videoLinks.some((link) => link.peers_up.includes(node))) return t("connected");
+  if (!record) return "";
+  if (record.body.state === "refused") return `${t("refused")}: ${record.body.why}`;
+  return now() - record.created < CONNECTING_S ? t("connecting") : t("notConnected");
+}
+
+function renderVideo() {
+  if (!document.getElementById("video-lane")) return; // this operator has no video panel
+  const streams = new Map(videoLinks.flatMap((link) => link.streams.map((node) => [node, link.name])));
+  const units = [...new Set([...streams.keys(), ...videoSessions.keys()])]
+    .map((node) => ({ node, name: unitName(node), record: videoSessions.get(node), link: streams.get(node) })).sort(byName);
   const list = document.getElementById("video-streams");
-  list.replaceChildren(...streams.map((key) => {
-    const [link, node] = key.split("/");
-    return el("li", {}, el("button", {
-      type: "button", class: "watch", "data-node": node, text: `▶ ${unitName(node)}`,
-      title: `${vt("watch")} ${node} (${link})`, onclick: () => watch(node, link),
-    }));
-  }));
-  if (!streams.length) list.append(el("li", { class: "hint", text: vt("noStreams") }));
-  reopenStalled(new Set(streams.map((key) => key.split("/")[1])));
+  list.replaceChildren(...units.map(({ node, name, record, link }) => el("li", { class: record?.body.sos ? "sos" : "", "data-node": node },
+    link ? el("button", { type: "button", class: "watch", "data-node": node, text: `▶ ${name}`,
+      title: `${t("watch")} ${node} (${link})`, onclick: () => watch(node, link) }) : el("strong", { text: name }),
+    record?.body.sos ? el("span", { class: "badge FLASH", text: t("sosVideo") }) : null,
+    el("span", { class: "session-state", text: sessionState(node, record) }),
+    record ? el("span", { class: "age", title: fmtTime(record.created), text: fmtAge(now() - record.created) }) : null)));
+  if (!units.length) list.append(el("li", { class: "hint", text: t("noStreams") }));
+  // An SOS video request shows under the banner until a tile here shows the unit (or it is long over).
+  const calls = units.filter(({ node, record, link }) => record?.body.sos && !sosWatched.has(node)
+    && (link || now() - record.created < SOS_SHOWN_S));
+  const strip = document.getElementById("video-sos");
+  strip.hidden = !calls.length;
+  strip.replaceChildren(...calls.map(({ node, name, record, link }) => el("div", { class: "sos-call", "data-node": node },
+    el("strong", { text: t("sosVideo") }), el("span", { text: `${name}: ${sessionState(node, record)}` }),
+    link ? el("button", { type: "button", text: t("watch"), onclick: () => {
+      watch(node, link);
+      document.getElementById("video-lane").scrollIntoView();
+    } }) : null)));
 }
 
 async function reopenStalled(live) { // currentTime of a MediaStream runs on without frames: count them
@@ -70,10 +114,12 @@ function closeTile(node) {
 
 async function watch(node, link) {
   if (videoTiles.has(node)) return;
+  sosWatched.add(node);
+  scheduleVideo();
   const video = el("video", { muted: "", autoplay: "", playsinline: "" });
   video.muted = true;
-  const status = el("span", { class: "video-status", text: vt("connecting") });
-  const close = el("button", { type: "button", class: "video-close", "aria-label": vt("closeTile"), text: "×" });
+  const status = el("span", { class: "video-status", text: t("connecting") });
+  const close = el("button", { type: "button", class: "video-close", "aria-label": t("closeTile"), text: "×" });
   const tile = el("figure", { class: "video-tile", "data-node": node }, video,
     el("figcaption", {}, el("strong", { text: unitName(node) }), " ", status, " ", close));
   document.getElementById("video-tiles").append(tile);
