@@ -165,8 +165,17 @@ def test_the_console_shows_a_unit_s_live_video_to_two_viewers_over_one_uplink(
     assert _webrtc(post, token)["viewers"] == 0
 
     first = browser.new_page(viewport={"width": 1280, "height": 900})
+    first.goto(f"{post.api}/#token={token}")  # the unit's SOS request: a strip, not an alarm
+    expect(first.locator(f'#video-sos .sos-call[data-node="{unit}"]')).to_contain_text(
+        "Responder 1", timeout=30_000
+    )
+    expect(first.locator(f'#video-streams li.sos[data-node="{unit}"] .session-state')).to_have_text(
+        "connected"
+    )
+    expect(first.locator("#alarm-count")).to_have_text("0")
     numbers = _watch(first, post, unit, token)
     assert numbers[1] > numbers[0], f"frames must advance in the tile, read {numbers}"
+    expect(first.locator("#video-sos")).to_be_hidden()  # a tile shows the unit now
     second = browser.new_page(viewport={"width": 1280, "height": 900})
     later = _watch(second, post, unit, token)
     assert later[0] > numbers[0]
