@@ -246,7 +246,7 @@ class NodeEngine:
         )
         if damaged:
             inbox += await engine._damaged_inbox(damaged)
-        await engine._apply([DeliverLocal(bundle) for bundle in inbox], now)
+        await engine._apply([DeliverLocal(inbox)] if inbox else [], now)
         return engine
 
     async def _damaged_inbox(self, damaged: list[tuple[BundleId, str]]) -> list[Bundle]:
@@ -728,12 +728,12 @@ class NodeEngine:
                     ready()
             for action in rest:
                 if isinstance(action, DeliverLocal):
-                    bundle = action.bundle
-                    if bundle.id not in batch.early:
-                        pending += await self._deliver(bundle, now, batch)
-                    # the application has it (_deliver_early), and now it is durable: no coroutine
-                    elif bundle.destination.kind is _NODE and bundle.origin != self.node_id:
-                        batch.receipted.append(bundle)
+                    for bundle in action.bundles:
+                        if bundle.id not in batch.early:
+                            pending += await self._deliver(bundle, now, batch)
+                        # the application has it (_deliver_early), and now it is durable: no coroutine
+                        elif bundle.destination.kind is _NODE and bundle.origin != self.node_id:
+                            batch.receipted.append(bundle)
                 elif isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
                     drops.setdefault(action.reason, []).append(action.bundle_id)
                 elif isinstance(action, MarkForwarded):

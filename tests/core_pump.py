@@ -27,7 +27,7 @@ class CoreNode:
             if isinstance(action, Persist):
                 pending += self.core.persisted([action.bundle.id], [], now)
             elif isinstance(action, DeliverLocal):
-                self.delivered.append(action.bundle)
+                self.delivered += action.bundles
             elif isinstance(action, Drop):
                 self.dropped.append((action.bundle_id, action.reason))
 

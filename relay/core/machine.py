@@ -183,7 +183,7 @@ class RelayCore:
         self._remember(bundle.id)
         actions: list[Action] = []
         if bundle.destination.kind is DestKind.NODE and bundle.destination.node == self.node_id:
-            return [DeliverLocal(bundle)]
+            return [DeliverLocal([bundle])]
         self._expect_receipt(bundle)
         self._hold(bundle, local=True, copies=INITIAL_COPIES[bundle.priority], now=now)
         return actions
@@ -370,7 +370,7 @@ class RelayCore:
 
     def persisted(self, accepted: list[BundleId], duplicates: list[BundleId], now: float) -> list[Action]:
         """The engine made these incoming bundles durable (or found them already known)."""
-        actions: list[Action] = []
+        delivered: list[Bundle] = []
         fresh = set(accepted)  # a batch holds up to 256: membership in a list would be quadratic
         for bundle_id in [*accepted, *duplicates]:
             incoming = self._incoming.pop(bundle_id, None)
@@ -393,14 +393,14 @@ class RelayCore:
                         state.queue_ack(sender, bundle_id, bundle.priority)
             if is_fresh:
                 if incoming.deliver:
-                    actions.append(DeliverLocal(bundle))
+                    delivered.append(bundle)
                 if keeps:
                     held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
                     self._held.add_holders(held, [sender for _, sender in incoming.senders])
                     self._route(held, now)
             for state, sender in overheard or ():
                 self._ack_by_forward(state, sender, held, bundle)
-        return actions
+        return [DeliverLocal(delivered)] if delivered else []
 
     def _ack_by_forward(self, state: LinkState, sender: bytes, held: Held | None, bundle: Bundle) -> None:
         """Acknowledge a FLASH bundle ``sender`` gave us on an ``implicit_ack`` link by our forward
