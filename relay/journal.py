@@ -451,8 +451,8 @@ class Journal:
     ) -> tuple[list[UnitEntry], list[MessageEntry]]:
         """What a burst of deliveries tells the journal, in one commit (one fsync, not one per
         table) and one trip: the units heard (as :meth:`heard`) and the messages (as
-        :meth:`add_message`). Returns the units as stored and the messages stored (with their
-        ``seq``)."""
+        :meth:`add_message`). Returns the units as stored and the messages stored, with their ``seq``
+        (here the given entries themselves, their ``seq`` set)."""
         unit_rows = [(*_unit_params(unit), self._next_seq()) for unit in units]
         # the messages' seqs follow the units' (a burst's are numbered here, not one call each)
         message_rows = [(*message_row(entry), seq) for seq, entry in enumerate(entries, self._seq + 1)]
@@ -485,9 +485,11 @@ class Journal:
         rows, stored_seqs = await self._call(write)
         by_id = {row[0]: row for row in rows}
         stored_units = [_unit(by_id[node_id]) for node_id in ids]  # written just above
-        stored_messages = [  # a row holds its message's fields in order, then its seq
-            MessageEntry(*row) for row in message_rows if stored_seqs is None or row[-1] in stored_seqs
-        ]
+        stored_messages: list[MessageEntry] = []
+        for entry, row in zip(entries, message_rows, strict=True):
+            if stored_seqs is None or row[-1] in stored_seqs:
+                entry.seq = row[-1]  # the caller's entry itself: a copy cost an init per message
+                stored_messages.append(entry)
         return stored_units, stored_messages
 
     async def units(self) -> list[UnitEntry]:
