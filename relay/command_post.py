@@ -126,7 +126,7 @@ class CommandPostFeed:
                     destination_text = str(destination)
                 texts.append(
                     MessageEntry(
-                        delivery.bundle_id.key().hex(),
+                        delivery.key.hex(),
                         known[0],
                         destination_text,
                         kind,
@@ -152,7 +152,7 @@ class CommandPostFeed:
             self._ctx.hub.publish(Change(unit.seq, "unit", unit).event())
         for delivery, name, position in positions:
             event = {
-                "bundle_id": delivery.bundle_id.key().hex(),
+                "bundle_id": delivery.key.hex(),
                 "origin": delivery.origin.hex(),
                 "name": name,
             }

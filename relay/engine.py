@@ -161,6 +161,7 @@ class Delivery:
     priority: Priority
     created: int
     payload: bytes
+    key: bytes  # the bundle id's key as the bundle kept it: BundleId.key() packs anew (~2,000 instructions)
 
 
 class NodeEngine:
@@ -861,6 +862,7 @@ class NodeEngine:
                     bundle.priority,
                     bundle.created,
                     plaintext,
+                    bundle.key,
                 )
             )
             batch.early.add(bundle.id)
@@ -944,7 +946,16 @@ class NodeEngine:
             return self._receipt_arrived(bundle, plaintext, now)
         dest = bundle.destination
         self._to_applications(
-            Delivery(bundle.id, bundle.origin, dest, bundle.kind, bundle.priority, bundle.created, plaintext)
+            Delivery(
+                bundle.id,
+                bundle.origin,
+                dest,
+                bundle.kind,
+                bundle.priority,
+                bundle.created,
+                plaintext,
+                bundle.key,
+            )
         )
         if dest.kind is _NODE and bundle.origin != self.node_id:
             batch.receipted.append(bundle)

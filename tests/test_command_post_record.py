@@ -30,7 +30,8 @@ def _delivery(
     origin: bytes, seq: int, destination: Destination, kind: int, priority: Priority, payload: bytes
 ) -> Delivery:
     created = int(to_epoch(time.time())) - 10
-    return Delivery(BundleId(origin, created, seq), origin, destination, kind, priority, created, payload)
+    bundle_id = BundleId(origin, created, seq)
+    return Delivery(bundle_id, origin, destination, kind, priority, created, payload, bundle_id.key())
 
 
 async def test_a_mixed_burst_is_written_as_each_delivery_says(tmp_path: Path) -> None:

@@ -174,8 +174,9 @@ async def test_a_restarted_cameras_events_get_records_of_their_own() -> None:
 
     def delivery(kind: int, payload: bytes) -> Delivery:
         origin = bytes(range(16))
-        return Delivery(BundleId(origin, 1, 1), origin, Destination.to_node(bytes(16)), kind,
-                        Priority.IMMEDIATE, 1, payload)  # fmt: skip
+        bundle_id = BundleId(origin, 1, 1)
+        return Delivery(bundle_id, origin, Destination.to_node(bytes(16)), kind,
+                        Priority.IMMEDIATE, 1, payload, bundle_id.key())  # fmt: skip
 
     records = CameraRecords()
     first = _intrusion()

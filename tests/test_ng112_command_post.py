@@ -38,7 +38,14 @@ lon = 16.37208
 def _delivery(gateway: bytes, post: bytes, payload: bytes, seq: int, kind: int = NG112_ALARM) -> Delivery:
     bundle_id = BundleId(gateway, int(to_epoch(time.time())), seq)
     return Delivery(
-        bundle_id, gateway, Destination.to_node(post), kind, Priority.FLASH, bundle_id.created, payload
+        bundle_id,
+        gateway,
+        Destination.to_node(post),
+        kind,
+        Priority.FLASH,
+        bundle_id.created,
+        payload,
+        bundle_id.key(),
     )
 
 
