@@ -92,7 +92,7 @@ class CommandPostFeed:
                 await self.record(deliveries)
                 if len(acks) >= MAX_PENDING_ACKS:
                     await asyncio.wait(acks, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._node.ack_many([d.bundle_id for d in deliveries]))
+                task = asyncio.create_task(self._node.ack_many(deliveries))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
         finally:

@@ -196,10 +196,11 @@ class Node:
     async def ack(self, bundle_id: BundleId) -> None:
         await self.engine.ack_many([bundle_id], self.now())
 
-    async def ack_many(self, bundle_ids: Sequence[BundleId]) -> None:
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """:meth:`ack` for several deliveries, in one store write. With ``inbox_batches(idempotent=
         True)`` an ack also says the application keeps them: their custody ACKs and receipts wait for it."""
-        await self.engine.ack_many(bundle_ids, self.now())
+        bundle_ids = [delivery.bundle_id for delivery in deliveries]
+        await self.engine.ack_many(bundle_ids, self.now(), [delivery.key for delivery in deliveries])
 
     def status(self, bundle_id: BundleId) -> BundleStatus:
         return self.engine.status(bundle_id)

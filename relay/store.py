@@ -57,7 +57,8 @@ API (all methods are coroutines unless noted):
   by the app (a copy that does not decode told to ``damaged`` and skipped).
   ``inbox_from_held(bundle_ids) -> list[Bundle]``: such copies written again from held copies that decode.
 - ``ack_delivery(bundle_id)``: the app has recorded the bundle; it is never returned again.
-  ``ack_deliveries(bundle_ids)``: the same for several, in one op (an ``app_has`` id: marked delivered).
+  ``ack_deliveries(keys)``: the same for several, by their ids' keys, in one op (an ``app_has`` id:
+  marked delivered).
 - ``mark_forwarded(bundle_id, neighbour, link, state, now)``: record what a neighbour holds / was sent.
 - ``forwarding(bundle_id) -> list[(neighbour, link, state, at)]``: that record, oldest first.
 - ``custody_records() -> dict[BundleId, list[(neighbour, link, at)]]``: every custody ACK recorded.
@@ -538,16 +539,17 @@ class Store:
 
     async def ack_delivery(self, bundle_id: BundleId) -> None:
         """The app has durably taken the bundle: remove it from the inbox for good."""
-        await self.ack_deliveries([bundle_id])
+        await self.ack_deliveries([bundle_id.key()])
 
-    async def ack_deliveries(self, bundle_ids: Sequence[BundleId]) -> None:
-        """:meth:`ack_delivery` for several bundles, in one op: a sum and a delete per
-        :data:`IN_CHUNK` ids, not a query and a delete per id (a command post acks every bundle).
+    async def ack_deliveries(self, keys: Sequence[bytes]) -> None:
+        """:meth:`ack_delivery` for several bundles, named by their ids' keys (those bundles and
+        deliveries keep: not packed again), in one op: a sum and a delete per :data:`IN_CHUNK` ids,
+        not a query and a delete per id (a command post acks every bundle).
         An id put with ``app_has`` is marked delivered, so the next open keeps it as seen: by rowid
         while its row is unsettled (:class:`RecentIds`), on the id index once settled. Those have no
         inbox copy: with the inbox empty (a command post's, taking a backlog) its two statements,
         which find nothing, are not run."""
-        keys = list(dict.fromkeys(bundle_id.key() for bundle_id in bundle_ids))
+        keys = list(dict.fromkeys(keys))  # once each
 
         def op(db: sqlite3.Connection) -> None:
             recent = self._recent.rows

@@ -273,7 +273,7 @@ async def _admitted_in_order(post: Node, field: NodeEngine, frames: list[bytes],
     async with asyncio.timeout(30):
         async for batch in post.inbox_batches():
             order += [delivery.payload for delivery in batch]
-            await post.ack_many([delivery.bundle_id for delivery in batch])
+            await post.ack_many(batch)
             if len(order) == count:
                 break
     return order

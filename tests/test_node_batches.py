@@ -69,7 +69,7 @@ async def test_queued_frames_are_admitted_in_bounded_batches_in_arrival_order(tm
         async with asyncio.timeout(30):
             async for batch in node.inbox_batches():
                 delivered += [delivery.bundle_id for delivery in batch]
-                await node.ack_many([delivery.bundle_id for delivery in batch])
+                await node.ack_many(batch)
                 if len(delivered) >= BUNDLES:
                     break
         for _ in range(100):  # the five frames after the neighbour left are handled last

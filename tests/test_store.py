@@ -591,7 +591,7 @@ async def test_put_each_takes_or_refuses_each_item_in_one_call(tmp_path: Path) -
     assert evicted_ids(store) == [bulk.id]
     assert sorted(s.bundle.seq for s in await store.load_all()) == [2, 3]
     assert [b.seq for b in await store.pending_deliveries()] == [4]
-    await store.ack_deliveries([make(4).id, make(9).id])  # an id never queued is no error
+    await store.ack_deliveries([make(4).key, make(9).key])  # an id never queued is no error
     assert await store.pending_deliveries() == []
     assert await store.put(make(5, Priority.BULK), now=1000) is True  # refused, so not seen
     await store.close()

@@ -23,7 +23,7 @@ async def test_an_id_kept_by_the_app_alone_is_forgotten_at_open_unless_acknowled
     stats = await store.stats()
     assert (stats.inbox, stats.bytes_used) == (0, 0), "no inbox copy, no quota bytes"
     assert await store.put_each([(kept, True, False)], now=1000.0) == [False], "a duplicate meanwhile"
-    await store.ack_deliveries([kept.id])  # the application keeps it; `lost` never acked
+    await store.ack_deliveries([kept.key])  # the application keeps it; `lost` never acked
     await store.close()
 
     store = await Store.open(path)
@@ -45,12 +45,12 @@ async def test_an_ack_reads_the_inbox_only_when_it_holds_copies(tmp_path: Path) 
         kept, copied = [make(i) for i in range(1, 4)], [make(i, size=500) for i in range(4, 6)]
         await store.put_each([(b, True, False) for b in kept], now=1000.0, app_has={b.id for b in kept})
         store._db.set_trace_callback(statements.append)
-        await store.ack_deliveries([b.id for b in kept[:2]])
+        await store.ack_deliveries([b.key for b in kept[:2]])
         assert not [sql for sql in statements if "FROM inbox" in sql and "EXISTS" not in sql]
         await store.put_each([(b, True, False) for b in copied], now=1000.0)
         assert (await store.stats()).inbox == 2
         statements.clear()
-        await store.ack_deliveries([kept[2].id, copied[0].id])
+        await store.ack_deliveries([kept[2].key, copied[0].key])
         assert [sql.split()[0] for sql in statements if "FROM inbox WHERE id IN" in sql] == [
             "SELECT",
             "DELETE",

@@ -209,9 +209,9 @@ async def test_expiry_forgets_ids_in_both_parts_and_an_ack_reaches_only_its_own_
         with sqlite3.connect(path) as raw:
             return {bytes(key): flag for key, flag in raw.execute("SELECT id, delivered FROM seen")}
 
-    await store.ack_deliveries([last.id])  # the expired id's rowid is the newer row's now
+    await store.ack_deliveries([last.key])  # the expired id's rowid is the newer row's now
     assert delivered() == {keep.id.key(): AWAITING_APP, newer.id.key(): AWAITING_APP}
-    await store.ack_deliveries([newer.id, keep.id])
+    await store.ack_deliveries([newer.key, keep.key])
     assert delivered() == {keep.id.key(): 1, newer.id.key(): 1}
     await store.close()
 
