@@ -249,7 +249,8 @@ class Bundle:
     # it, and each packing is a call, a pack and a concatenation (five per bundle received)
     key: bytes = field(init=False, repr=False, compare=False)
     # its full encoding, when the decoder made it from a DATA frame's bytes (decode_full with
-    # ``taken_by``): encode_full returns it, so a relay's stored copy and hop copy are not encoded anew
+    # ``taken_by``, for another node): encode_full returns it, so a relay's stored copy and hop copy
+    # are not encoded anew
     encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -587,7 +588,9 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
     encoded = None
     if taken_by is not None:
         trail = _taken_trail(trail, taken_by)
-        if type(data) is bytes:
+        # not for a bundle to the node taking it: it is never sent on, and a command post (its
+        # application has it) stores no copy at all; an inbox copy is encoded anew (the same bytes)
+        if type(data) is bytes and dest.node != taken_by:
             ints = (created, seq, lifetime, priority_value, kind, hop_count)
             encoded = _kept_encoding(data, dest, ints, len(payload), len(items) == 12, trail)
     bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__

@@ -286,7 +286,8 @@ def test_a_received_bundles_kept_encoding_and_hop_copy_are_the_encoders(
     taken = decode_frame(encode_frame(DataFrame(bundle, copies)), taken_by=receiver)
     assert isinstance(taken, DataFrame)
     kept = taken.bundle
-    assert (kept.encoded is not None) == (bundle.destination.name is None)  # names: encoded anew
+    dest = bundle.destination  # names, and a bundle for the receiver (never sent on): encoded anew
+    assert (kept.encoded is not None) == (dest.name is None and dest.node != receiver)
     plain = replace(kept)  # the same bundle, without the kept bytes
     assert plain.encoded is None and plain == kept
     assert encode_full(kept) == encode_full(plain) and full_size(kept) == full_size(plain)
@@ -328,3 +329,16 @@ def test_a_bundle_not_in_the_encoders_form_is_kept_and_sent_on_in_it(
     assert decode_frame(head + body, taken_by=receiver).bundle.encoded == encode_full(  # type: ignore[union-attr]
         _CANONICAL.taken_by(receiver)
     )
+
+
+def test_a_bundle_for_its_receiver_keeps_no_encoding_and_encodes_as_one_that_does() -> None:
+    """A bundle addressed to the node taking it is never sent on, and a command post stores no copy
+    of it: the decoder keeps no encoding for it, and its inbox copy is encoded anew, the same bytes."""
+    head, body = encode_frame(DataFrame(_CANONICAL, 1))[:1], encode_full(_CANONICAL)
+    mine = decode_frame(head + body, taken_by=B)
+    other = decode_frame(head + body, taken_by=b"\x07" * 16)
+    assert isinstance(mine, DataFrame) and isinstance(other, DataFrame)
+    assert mine.bundle.encoded is None and mine.bundle == _CANONICAL.taken_by(B)
+    assert other.bundle.encoded is not None
+    assert encode_full(mine.bundle) == encode_full(_CANONICAL.taken_by(B))
+    assert full_size(mine.bundle) == len(encode_full(mine.bundle))
