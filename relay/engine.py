@@ -710,7 +710,7 @@ class NodeEngine:
         pending: list[Action] = []
         for action in actions:
             if isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
-                drops.setdefault(action.reason, []).append(action.bundle_id)
+                drops.setdefault(action.reason, []).extend(action.bundle_ids)
             else:
                 pending.append(action)
         # tasks: they run once this one waits for its commit, and join that commit
@@ -739,7 +739,7 @@ class NodeEngine:
                         elif bundle.destination.kind is _NODE and bundle.origin != self.node_id:
                             batch.receipted.append(bundle)
                 elif isinstance(action, Drop):  # one store op per reason (per custody ACK), not per bundle
-                    drops.setdefault(action.reason, []).append(action.bundle_id)
+                    drops.setdefault(action.reason, []).extend(action.bundle_ids)
                 elif isinstance(action, MarkForwarded):
                     bookkeeping.append(
                         self.store.mark_forwarded(action.bundle_id, action.peer, action.link, "custody", now)

@@ -29,7 +29,7 @@ class CoreNode:
             elif isinstance(action, DeliverLocal):
                 self.delivered += action.bundles
             elif isinstance(action, Drop):
-                self.dropped.append((action.bundle_id, action.reason))
+                self.dropped += [(bundle_id, action.reason) for bundle_id in action.bundle_ids]
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_a_damaged_stored_bundle_looked_for_by_the_backbone_is_dropped_not_raise
     assert not core.holds(bad.id) and core.holds(good.id) and core.damaged_total == 1
     assert core.damaged[bad.id].startswith("not a msgpack bundle")  # the decoder's reason
     [drop] = [action for action in core.timer(NOW) if isinstance(action, Drop)]
-    assert drop.bundle_id == bad.id and drop.reason.startswith("damaged in the store")
+    assert drop.bundle_ids == [bad.id] and drop.reason.startswith("damaged in the store")
 
 
 def test_copies_of_a_damaged_held_bundle_are_acknowledged_once_its_replacement_is_stored(

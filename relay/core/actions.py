@@ -33,9 +33,10 @@ class Replace:
 
 @dataclass(slots=True)
 class Drop:
-    """Delete the held copy; the id stays seen so a late duplicate is recognised."""
+    """Delete the held copies; their ids stay seen so a late duplicate is recognised. Several ids
+    for one reason (a custody ACK's, a timer's expiries): one action, not one per bundle."""
 
-    bundle_id: BundleId
+    bundle_ids: list[BundleId]
     reason: str
 
 

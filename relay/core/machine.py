@@ -485,7 +485,7 @@ class RelayCore:
             actions.append(StatusChanged(subject, status))
         if self._held.get(subject) is not None:  # the dict's get: no Python call per subject
             self._unhold(subject)
-            actions.append(Drop(subject, "delivered: end-to-end receipt received"))
+            actions.append(Drop([subject], "delivered: end-to-end receipt received"))
         return actions
 
     def _expect_receipt(self, bundle: Bundle) -> None:
@@ -507,7 +507,7 @@ class RelayCore:
         dropped = [bundle_id for bundle_id, held in self._held.items() if held.origin in origins]
         for bundle_id in dropped:
             self._unhold(bundle_id)
-        return [Drop(bundle_id, "origin revoked") for bundle_id in dropped]
+        return [Drop(dropped, "origin revoked")] if dropped else []
 
     def damaged_in_store(self, bundle_id: BundleId, error: str) -> None:
         """A held bundle's stored copy does not decode (found building its frame, or reading the
@@ -522,15 +522,17 @@ class RelayCore:
         if self.damaged:  # as an eviction: dropped from the store, and its status says why
             for bundle_id, error in self.damaged.items():
                 reason = f"{DAMAGED}: its stored copy does not decode ({error})"
-                actions.append(Drop(bundle_id, reason))
+                actions.append(Drop([bundle_id], reason))
                 if self._statuses.tracked(bundle_id):  # originated here
                     status = self._statuses.evicted(bundle_id, reason, now)
                     if status is not None:
                         actions.append(StatusChanged(bundle_id, status))
             self.damaged = {}
-        for bundle_id in self._held.expired(now):
+        expired_ids = self._held.expired(now)
+        for bundle_id in expired_ids:
             self._unhold(bundle_id)
-            actions.append(Drop(bundle_id, "expired: lifetime ended before delivery"))
+        if expired_ids:
+            actions.append(Drop(expired_ids, "expired: lifetime ended before delivery"))
         expired, forgotten = self._statuses.due(now)
         actions += [StatusChanged(bundle_id, status) for bundle_id, status in expired]
         for bundle_id in forgotten:
@@ -692,7 +694,7 @@ class RelayCore:
         actions: list[Action] = []
         link = state.profile.name
         self.custody.peer_alive(peer, state.profile, now)
-        dropped = f"custody accepted by {peer.hex()[:8]} over {link}"
+        dropped: list[BundleId] = []  # one Drop for the frame's, last
         for bundle_id in frame.ids:
             flight = self.custody.acknowledged(bundle_id, peer, now)
             if state.transfers:  # fragmented copies only: most ACKs name none
@@ -727,7 +729,9 @@ class RelayCore:
                     actions.append(StatusChanged(bundle_id, status))
             if done:
                 self._unhold(bundle_id)
-                actions.append(Drop(bundle_id, dropped))
+                dropped.append(bundle_id)
+        if dropped:
+            actions.append(Drop(dropped, f"custody accepted by {peer.hex()[:8]} over {link}"))
         return actions
 
     def _fragment_status(self, state: LinkState, peer: bytes, frame: FragmentStatusFrame, now: float) -> None:
