@@ -97,12 +97,21 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import groupby
+from itertools import groupby, starmap
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from relay import sqlite
-from relay.bundle import MAX_SEQ, Bundle, BundleDecodeError, BundleId, Priority, decode_full, encode_full
+from relay.bundle import (
+    ID_KEY,
+    MAX_SEQ,
+    Bundle,
+    BundleDecodeError,
+    BundleId,
+    Priority,
+    decode_full,
+    encode_full,
+)
 from relay.store_accept import (
     AWAITING_APP,
     Budget,
@@ -380,7 +389,7 @@ class Store:
         bundle (a sender deletes every bundle it hands on)."""
 
         def op(db: sqlite3.Connection) -> None:
-            keys = [bundle_id.key() for bundle_id in bundle_ids]
+            keys = list(starmap(ID_KEY.pack, bundle_ids))  # ids of held bundles: origins checked
             deleted = 0
             for start in range(0, len(keys), IN_CHUNK):
                 # bytearrays: bound as the same blobs, without sqlite3's adapter lookup per bytes

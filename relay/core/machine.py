@@ -13,7 +13,7 @@ import random
 from collections.abc import Collection, Set
 from dataclasses import dataclass
 
-from relay.bundle import Bundle, BundleId, CompactContext, DestKind, Priority
+from relay.bundle import ID_KEY, Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, Replace, StatusChanged
 from relay.core.custody import CustodyTracker, InFlight, initial_rto
 from relay.core.fragments import Reassembler, max_fragmented_size
@@ -927,7 +927,7 @@ class RelayCore:
                     state.next_beacon = soonest
 
     def _remember(self, bundle_id: BundleId) -> None:
-        self._seen.add(id_digest(bundle_id.key()))
+        self._seen.add(id_digest(ID_KEY.pack(*bundle_id)))  # the id of a bundle held: origin checked
 
     def _link(self, link: str) -> LinkState:
         state = self._links.get(link)
