@@ -251,7 +251,7 @@ class Bundle:
     # the id's key (BundleId.key), packed once: the seal, the seen memory and the store each need
     # it, and each packing is a call, a pack and a concatenation (five per bundle received)
     key: bytes = field(init=False, repr=False, compare=False)
-    # its full encoding, when the decoder made it from a DATA frame's bytes (decode_full with
+    # its full encoding, when the decoder made it with the bundle from a DATA frame (decode_full with
     # ``taken_by``, for another node): encode_full returns it, so a relay's stored copy and hop copy
     # are not encoded anew
     encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -592,10 +592,27 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
     if taken_by is not None:
         trail = _taken_trail(trail, taken_by)
         # not for a bundle to the node taking it: it is never sent on, and a command post (its
-        # application has it) stores no copy at all; an inbox copy is encoded anew (the same bytes)
-        if type(data) is bytes and dest.node != taken_by:
-            ints = (created, seq, lifetime, priority_value, kind, hop_count)
-            encoded = _kept_encoding(data, dest, ints, len(payload), len(items) == 12, trail)
+        # application has it) stores no copy at all; an inbox copy is encoded anew (the same bytes).
+        # Else what encode_full makes of the bundle kept, packed from the fields as decoded (one
+        # pack, where checking that ``data`` was in the encoder's form and splicing the new trail
+        # into it cost three times as much): stored and sent on as it is, never encoded again
+        if dest.node != taken_by:
+            encoded = _packer().pack(
+                [
+                    WIRE_VERSION,
+                    origin,
+                    dest_value,
+                    value,
+                    created,
+                    seq,
+                    lifetime,
+                    priority_value,
+                    kind,
+                    hop_count,
+                    payload,
+                    b"".join(trail),
+                ]
+            )
     bundle_id = _new_id(BundleId, (origin, created, seq))  # in C: BundleId() is a Python __new__
     key = ID_KEY.pack(origin, created, seq)  # as BundleId.key, without its call
     return _assemble(
@@ -618,49 +635,6 @@ def decode_full(data: bytes, taken_by: bytes | None = None) -> Bundle:
 # A full encoding's first bytes as encode_full writes them (every full bundle starts so): an array of
 # 11 fields (no trail) or 12, version 1, the origin as a bin8 of 16 bytes, which follows
 FULL_PREFIXES = frozenset(bytes((header, WIRE_VERSION, 0xC4, NODE_ID_LEN)) for header in (0x9B, 0x9C))
-_TRAIL_HEADS = tuple(b"\xc4" + bytes((TRAIL_ID_LEN * count,)) for count in range(MAX_TRAIL + 1))
-
-
-def _kept_encoding(
-    data: bytes,
-    dest: Destination,
-    ints: tuple[int, ...],
-    payload_len: int,
-    had_trail: bool,
-    trail: tuple[bytes, ...],
-) -> bytes | None:
-    """The full encoding of the bundle ``data`` decoded to, with its new ``trail`` (the receiver's
-    id appended): ``data`` up to its trail, then the new trail. Only when ``data`` is what
-    :func:`encode_full` writes for it, each integer and length in its narrowest form (msgpack has
-    wider and signed ones for the same values): else None, and it is encoded anew, so what a relay
-    stores and sends on is encode_full's bytes either way. ``ints``: created, seq, lifetime,
-    priority, kind and hop count, as decoded. Node and everyone destinations only (names: None)."""
-    if data[:4] not in FULL_PREFIXES or data[20] != dest.kind:
-        return None
-    if dest.node is not None:
-        if data[21] != 0xC4 or data[22] != NODE_ID_LEN:
-            return None
-        pos = 39
-    elif dest.name is None and data[21] == 0xC0:  # everyone: nil
-        pos = 22
-    else:
-        return None
-    # the six integers as encode_full writes them (the packer in C, past its array header): a loop
-    # testing each one's form cost four times as much
-    packed = _packer().pack(ints)
-    pos += len(packed) - 1
-    if data[pos - len(packed) + 1 : pos] != packed[1:]:
-        return None
-    tag = data[pos]
-    if payload_len < 0x100:
-        end = pos + 2 + payload_len if tag == 0xC4 else 0
-    elif payload_len < 0x10000:
-        end = pos + 3 + payload_len if tag == 0xC5 else 0
-    else:
-        end = pos + 5 + payload_len if tag == 0xC6 else 0
-    if not end or (had_trail and data[end] != 0xC4):  # a trail is at most 64 bytes: a bin8
-        return None
-    return b"".join((b"\x9c", data[1:end], _TRAIL_HEADS[len(trail)], *trail))
 
 
 def _decode_trail(value: Any) -> tuple[bytes, ...]:

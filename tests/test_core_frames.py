@@ -280,14 +280,15 @@ def test_a_data_frame_decoded_for_its_receiver_is_the_bundle_it_takes(
 def test_a_received_bundles_kept_encoding_and_hop_copy_are_the_encoders(
     bundle: Bundle, copies: int, receiver: bytes, onward: int
 ) -> None:
-    """A relay stores and sends on a received bundle from the frame's bytes (``Bundle.encoded``,
-    its trail extended), not by encoding it again: byte for byte what the encoder makes of the
-    bundle it keeps, for every destination kind, field width, trail length and hop count."""
+    """A relay stores and sends on a received bundle in the encoding the decoder made with it
+    (``Bundle.encoded``, its trail extended), not by encoding it again: byte for byte what the
+    encoder makes of the bundle it keeps, for every destination kind, field width, trail length
+    and hop count."""
     taken = decode_frame(encode_frame(DataFrame(bundle, copies)), taken_by=receiver)
     assert isinstance(taken, DataFrame)
     kept = taken.bundle
-    dest = bundle.destination  # names, and a bundle for the receiver (never sent on): encoded anew
-    assert (kept.encoded is not None) == (dest.name is None and dest.node != receiver)
+    dest = bundle.destination  # a bundle for the receiver (never sent on): encoded anew
+    assert (kept.encoded is not None) == (dest.node != receiver)
     plain = replace(kept)  # the same bundle, without the kept bytes
     assert plain.encoded is None and plain == kept
     assert encode_full(kept) == encode_full(plain) and full_size(kept) == full_size(plain)
@@ -324,8 +325,8 @@ def test_a_bundle_not_in_the_encoders_form_is_kept_and_sent_on_in_it(
     receiver = b"\x07" * 16
     taken = decode_frame(head + other_body, taken_by=receiver)
     assert isinstance(taken, DataFrame)
-    assert taken.bundle == _CANONICAL.taken_by(receiver) and taken.bundle.encoded is None
-    assert encode_full(taken.bundle) == encode_full(_CANONICAL.taken_by(receiver))
+    assert taken.bundle == _CANONICAL.taken_by(receiver)
+    assert taken.bundle.encoded == encode_full(_CANONICAL.taken_by(receiver))
     assert decode_frame(head + body, taken_by=receiver).bundle.encoded == encode_full(  # type: ignore[union-attr]
         _CANONICAL.taken_by(receiver)
     )
