@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Set
 from dataclasses import dataclass
+from operator import itemgetter
 
 from relay.bundle import ID_KEY, Bundle, BundleId, CompactContext, DestKind, Priority
 from relay.core.actions import Action, DeliverLocal, Drop, MarkForwarded, Persist, Replace, StatusChanged
@@ -26,6 +27,7 @@ from relay.core.frames import (
     FragmentStatusFrame,
     Frame,
     FrameDecodeError,
+    FrameType,
     SummaryFrame,
     decode_frame,
     id_hash,
@@ -57,6 +59,8 @@ DAMAGED = "damaged in the store"  # how a dropped bundle's reason begins when it
 _FLASH, _ROUTINE = Priority.FLASH, Priority.ROUTINE  # module aliases: an enum member read costs more
 _NODE = DestKind.NODE
 _KEPT_TO_RECEIPT = (Priority.FLASH, Priority.IMMEDIATE)  # by its origin, to the receipt (_acked)
+_BEACON_HEAD = bytes((FrameType.BEACON << 4,))  # a beacon's first byte (its argument nibble is 0)
+_SENDER = itemgetter(1)  # of a (link, sender) pair
 
 
 class UnknownLinkError(KeyError):
@@ -263,7 +267,8 @@ class RelayCore:
         if peer not in state.peers:
             self.link_up(state.profile, peer, now)  # heard before announced (e.g. a LoRa neighbour)
         mtu = state.profile.mtu
-        heard = self._heard.get((link, peer))
+        # a beacon repeated: decoded once (the first byte: no key made and looked up per DATA frame)
+        heard = self._heard.get((link, peer)) if data[:1] == _BEACON_HEAD else None
         if heard is not None and heard[0] == data and heard[1] == mtu:
             frame: Frame = heard[2]
         else:
@@ -396,7 +401,7 @@ class RelayCore:
                     delivered.append(bundle)
                 if keeps:
                     held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
-                    self._held.add_holders(held, [sender for _, sender in incoming.senders])
+                    self._held.add_holders(held, map(_SENDER, incoming.senders))
                     self._route(held, now)
             for state, sender in overheard or ():
                 self._ack_by_forward(state, sender, held, bundle)
