@@ -158,8 +158,9 @@ class CustodyTracker:
         key = (bundle_id, peer)
         flight = self._flights.get(key)
         if flight is None or flight.link != profile.name:
+            link = profile.name
             if profile.ordered:
-                self._ordered.add(profile.name)
+                self._ordered.add(link)
             rto = self.rto(profile)
             if flight is None:
                 order = next(self._orders)
@@ -168,9 +169,11 @@ class CustodyTracker:
             else:
                 order = flight.order
             # positional (attempts 1, then order): a keyword makes the dataclass's init match names
-            flight = InFlight(bundle_id, peer, profile.name, rto, now + rto, now, 1, order)
+            flight = InFlight(bundle_id, peer, link, rto, now + rto, now, 1, order)
             self._flights[key] = flight
-            self._bound(flight)
+            bound = (peer, link)  # _bound, written out: a first timeout rarely raises it
+            if rto > self._rto_bound.get(bound, 0.0):
+                self._rto_bound[bound] = rto
         else:
             flight.deadline = now + flight.rto
         self._schedule(flight)
