@@ -245,7 +245,8 @@ class HeldBundles:
         if held.bundle is not None and self._load is not None and held.priority > _IMMEDIATE:
             self._resident_left += _resident_bytes(held.full_size, held.bundle)
         held.bundle = None  # the heap keeps the record until pruned, not the payload
-        self._unahead(bundle_id)
+        if self._ahead:  # most often empty (bundles in memory): no call
+            self._unahead(bundle_id)
         self._stale += 1
         if self._stale > STALE_HEAP_MIN and self._stale > len(self._held):  # max() without its call
             self._expiry = list(self._held.values())

@@ -365,7 +365,7 @@ class RelayCore:
         acknowledge; nothing if it is held, being stored or already seen here."""
         bundle = bundle.taken_by(self.node_id)
         digest = id_digest(bundle.key)
-        known = bundle.id in self._held or bundle.id in self._incoming or digest in self._seen
+        known = bundle.id in self._held or bundle.id in self._incoming or self._seen.has(digest)
         if known or bundle.is_expired(now):
             return []
         deliver = self.router.is_for_me(bundle) and bundle.origin != self.node_id
@@ -641,7 +641,7 @@ class RelayCore:
             self.id_conflicts += 1
             return []
         digest = id_digest(bundle.key)  # kept for persisted
-        seen = held is None and digest in self._seen
+        seen = held is None and self._seen.has(digest)
         if held is not None or (seen and not self._keeps(bundle)):
             if held is not None:
                 if self._replacing and bundle.id in self._replacing:  # ours is being stored: ACK after
