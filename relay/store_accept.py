@@ -260,7 +260,7 @@ def admit(
         copies = hold + (put.deliver and not put.app_has)  # held, and in the inbox unless the app has it
         for j, bundle in enumerate(put.bundles):
             key = bundle.key
-            if key not in fresh and key not in recent_rows and not bundle.is_expired(now):
+            if key not in fresh and key not in recent_rows and now < bundle.created + bundle.lifetime:
                 data = encode_full(bundle) if copies else b""  # app_has, not held: the id alone
                 fresh[key] = ((key, len(data) * copies, bundle, data, put), i, j)
                 if not hold:

@@ -189,7 +189,7 @@ class RelayCore:
         if bundle.destination.kind is DestKind.NODE and bundle.destination.node == self.node_id:
             return [DeliverLocal([bundle])]
         self._expect_receipt(bundle)
-        self._hold(bundle, local=True, copies=INITIAL_COPIES[bundle.priority], now=now)
+        self._route(self._hold(bundle, True, INITIAL_COPIES[bundle.priority]), now)
         return actions
 
     def restore(
@@ -206,9 +206,7 @@ class RelayCore:
         if bundle.is_expired(now):
             self._remember(bundle.id)
         else:
-            held = self._hold(
-                bundle, local=local, copies=INITIAL_COPIES[bundle.priority], now=now, route=False
-            )
+            held = self._hold(bundle, local, INITIAL_COPIES[bundle.priority])
             self._held.add_holders(held, (peer for peer, _, _ in custody or ()))
             self._route(held, now)
 
@@ -385,7 +383,7 @@ class RelayCore:
             self._seen.add(incoming.digest)
             held: Held | None = None
             is_fresh = bundle_id in fresh
-            keeps = is_fresh and incoming.hold and not bundle.is_expired(now)
+            keeps = is_fresh and incoming.hold and now < bundle.created + bundle.lifetime  # not expired
             overheard: list[tuple[LinkState, bytes]] | None = None  # most links acknowledge at once
             for link, sender in incoming.senders:
                 state = self._links.get(link)
@@ -400,7 +398,7 @@ class RelayCore:
                 if incoming.deliver:
                     delivered.append(bundle)
                 if keeps:
-                    held = self._hold(bundle, local=False, copies=incoming.copies, now=now, route=False)
+                    held = self._hold(bundle, False, incoming.copies)
                     self._held.add_holders(held, map(_SENDER, incoming.senders))
                     self._route(held, now)
             for state, sender in overheard or ():
@@ -625,7 +623,7 @@ class RelayCore:
 
     def _data(self, state: LinkState, peer: bytes, frame: DataFrame, now: float) -> list[Action]:
         bundle = frame.bundle  # decoded as we keep it (taken_by): what we store and send on names us
-        if bundle.is_expired(now):
+        if now >= bundle.created + bundle.lifetime:  # expired (is_expired, without its call per frame)
             return []
         held = self._held.get(bundle.id)
         pending = self._incoming.get(bundle.id)
@@ -836,12 +834,11 @@ class RelayCore:
         for_me_only = dest.kind is _NODE and dest.node == self.node_id
         return not for_me_only and bundle.hop_count < MAX_HOPS
 
-    def _hold(self, bundle: Bundle, *, local: bool, copies: int, now: float, route: bool = True) -> Held:
+    def _hold(self, bundle: Bundle, local: bool, copies: int) -> Held:
+        """Hold ``bundle`` with ``copies`` (clamped), not routed yet. Positional: a keyword call
+        matches names per argument, and a relay holds every bundle it takes."""
         copies = 1 if copies < 1 else MAX_COPIES if copies > MAX_COPIES else copies  # no min() or max() call
-        held = self._held.add(bundle, local=local, copies=copies)
-        if route:
-            self._route(held, now)
-        return held
+        return self._held.add(bundle, local=local, copies=copies)
 
     def _unhold(self, bundle_id: BundleId) -> None:
         held = self._held.remove(bundle_id)
@@ -880,7 +877,7 @@ class RelayCore:
             self._route(record, now)
 
     def _route(self, held: Held, now: float) -> None:
-        if held.is_expired(now):
+        if now >= held.id.created + held.lifetime:  # expired (is_expired, without its call)
             return
         sizes = {False: held.full_size, True: held.compact_size}
         holders, origin = held.holders, held.id.origin  # read once: a relay re-routes often

@@ -224,7 +224,7 @@ class Transmitter:
         the spray budget forbids sending it."""
         if given is not None:
             return given  # a retransmission carries what the first transmission promised
-        if held.directed(peer, default=True):
+        if held.directed(peer, True):  # positional: no keyword matched per frame
             return 1  # directed: the next hop waits for a directed path too
         if is_costly(state.profile):
             return held.copies // 2  # binary spray-and-wait
@@ -279,7 +279,7 @@ class Transmitter:
                 held.given = {item.peer: give}
             else:
                 held.given[item.peer] = give
-            if is_costly(state.profile) and not held.directed(item.peer, default=True):
+            if is_costly(state.profile) and not held.directed(item.peer, True):
                 held.copies -= give
             if (
                 held.priority is _FLASH
