@@ -202,8 +202,9 @@ class HeldBundles:
     def items(self) -> ItemsView[BundleId, Held]:
         return self._held.items()
 
-    def add(self, bundle: Bundle, *, local: bool, copies: int) -> Held:
-        """Hold ``bundle`` (the held record if it is held already)."""
+    def add(self, bundle: Bundle, local: bool, copies: int) -> Held:
+        """Hold ``bundle`` (the held record if it is held already). Positional parameters: the core
+        calls it for every bundle it takes, and keywords are matched by name per call."""
         held = self._held.get(bundle.id)
         if held is not None:
             return held

@@ -270,7 +270,7 @@ class RelayCore:
         if heard is not None and heard[0] == data and heard[1] == mtu:
             frame: Frame = heard[2]
         else:
-            frame = decode_frame(data, self.context, max_len=mtu, taken_by=self.node_id)
+            frame = decode_frame(data, self.context, mtu, self.node_id)  # positional: once per frame
             if isinstance(frame, BeaconFrame):
                 self._heard[(link, peer)] = (data, mtu, frame)
         if isinstance(frame, FragmentFrame):
@@ -838,7 +838,7 @@ class RelayCore:
         """Hold ``bundle`` with ``copies`` (clamped), not routed yet. Positional: a keyword call
         matches names per argument, and a relay holds every bundle it takes."""
         copies = 1 if copies < 1 else MAX_COPIES if copies > MAX_COPIES else copies  # no min() or max() call
-        return self._held.add(bundle, local=local, copies=copies)
+        return self._held.add(bundle, local, copies)
 
     def _unhold(self, bundle_id: BundleId) -> None:
         held = self._held.remove(bundle_id)
