@@ -149,8 +149,9 @@ class FairQueue(Generic[T]):
         if not self._where:
             return None  # an idle link asks after every frame: most often there is nothing
         for priority, cls in self._by_class:
-            if cls.turn:
-                return cls.flows[self._next_flow(priority, cls)][0]
+            if cls.turn:  # an uncapped class (most frames) serves its turn's first: no _next_flow call
+                flow = cls.turn[0] if priority not in CAPPED else self._next_flow(priority, cls)
+                return cls.flows[flow][0]
         return None
 
     def peek_skipping(self, skipped: Callable[[T], bool]) -> T | None:
@@ -318,7 +319,7 @@ class TokenBucket:
         ):
             return later[6]  # nothing aged out before ``now`` (_forget would do nothing)
         self._forget(now)
-        over_cap = self.over_cap(priority, origin)
+        over_cap = priority in CAPPED and self.over_cap(priority, origin)  # no call for uncapped classes
         restricted = over_cap or (priority in CAPPED and origin == b"")
         at = now
         if over_cap and origin and not continuing:
