@@ -887,7 +887,7 @@ class RelayCore:
                 continue
             if not hop.directed and peer in held.named:
                 continue  # its summary named it: no spray copy (a directed one waits for custody)
-            queued = held.route(peer)
+            queued = held.route(peer) if held.routed else None  # a bundle just held is routed nowhere
             if queued is not None:
                 if hop.directed and not queued[2]:
                     # A spray copy queued before the route was known now goes as the directed copy:

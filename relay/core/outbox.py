@@ -91,7 +91,9 @@ class LinkState:
 
     def queue_ack(self, peer: bytes, bundle_id: BundleId, priority: Priority) -> None:
         """Accumulate custody ACKs per peer; the ACK item rides at the most urgent class waiting."""
-        pending = self.acks.setdefault(peer, {})
+        pending = self.acks.get(peer)  # not setdefault(peer, {}): that makes a dict per ACK
+        if pending is None:
+            pending = self.acks[peer] = {}
         pending[bundle_id] = priority
         item = self.ack_items.get(peer)
         if item is None:
