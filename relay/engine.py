@@ -811,7 +811,7 @@ class NodeEngine:
             self._deliver_early(admitted, now, batch)
         items = [(action.bundle, action.deliver, action.hold) for action in admitted]
         app_has = {
-            action.bundle.id for action in admitted if action.bundle.id in batch.early and not action.hold
+            action.bundle.id for action in admitted if not action.hold and action.bundle.id in batch.early
         }
         for bundle_id in app_has:
             self._app_keeps[bundle_id] = 2  # this commit, then the application's ack (ack_many)
@@ -823,7 +823,8 @@ class NodeEngine:
         duplicates: list[BundleId] = []
         for action, result in zip(admitted, results, strict=True):
             bundle_id = action.bundle.id
-            waits = self._app_keeps.pop(bundle_id, 0)
+            # an id is hashed even to look in an empty dict: most batches have no app-kept bundle
+            waits = self._app_keeps.pop(bundle_id, 0) if self._app_keeps else 0
             if isinstance(result, StoreError):
                 self.refused_bundles += 1
                 self.core.refused(bundle_id)

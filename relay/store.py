@@ -352,7 +352,8 @@ class Store:
         already took and acks once it keeps them: their id is recorded without an inbox copy, and
         forgotten at the next open unless acknowledged (docs/store.md, "Kept by the application")."""
         requests = tuple(
-            PutRequest((bundle,), now, local, deliver, hold, bundle.id in app_has)
+            # an empty app_has (most batches) is not asked: the id would be hashed to look
+            PutRequest((bundle,), now, local, deliver, hold, bool(app_has) and bundle.id in app_has)
             for bundle, deliver, hold in items
         )
         results = cast(list[_PutResult], await self._enqueue(requests, overlap=overlap))
