@@ -351,10 +351,12 @@ class Store:
         ``overlap``: as for :meth:`put`. ``app_has``: ids of delivered, not held items an application
         already took and acks once it keeps them: their id is recorded without an inbox copy, and
         forgotten at the next open unless acknowledged (docs/store.md, "Kept by the application")."""
-        requests = tuple(
-            # an empty app_has (most batches) is not asked: the id would be hashed to look
-            PutRequest((bundle,), now, local, deliver, hold, bool(app_has) and bundle.id in app_has)
-            for bundle, deliver, hold in items
+        requests = tuple(  # a list comprehension, then its tuple: a generator resumed per item costs more
+            [
+                # an empty app_has (most batches) is not asked: the id would be hashed to look
+                PutRequest((bundle,), now, local, deliver, hold, bool(app_has) and bundle.id in app_has)
+                for bundle, deliver, hold in items
+            ]
         )
         results = cast(list[_PutResult], await self._enqueue(requests, overlap=overlap))
         return [result if isinstance(result, StoreError) else result[0] for result in results]
