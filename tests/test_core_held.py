@@ -161,7 +161,27 @@ def test_expiry_order_skips_dropped_bundles_and_the_heap_is_pruned() -> None:
     assert short.id in held  # the caller drops it
     for seq in range(10, 3000):  # churn: dropped records must not pile up until they expire
         held.remove(held.add(_bundle(seq), local=False, copies=1).id)
-    assert len(held._expiry) <= max(held_module.STALE_HEAP_MIN, len(held)) + len(held) + 1
+    kept = len(held._expiry) + len(held._in_order)
+    assert kept <= max(held_module.STALE_HEAP_MIN, len(held)) + len(held) + 1
+
+
+def test_bundles_held_out_of_expiry_order_expire_in_order() -> None:
+    """Most bundles come in the order they expire (kept in a FIFO, no comparison per add); the
+    others (another origin's clock, a shorter lifetime) go on a heap. Both give them back in
+    expiry order, and the next expiry is the earlier of the two."""
+    held = HeldBundles(None)
+    lifetimes = [300, 400, 100, 500, 200, 50, 600]  # 100, 200, 50 come after later ones
+    records = [
+        held.add(_bundle(seq, lifetime=lifetime), local=False, copies=1)
+        for seq, lifetime in enumerate(lifetimes)
+    ]
+    by_expiry = sorted(records, key=lambda record: record.expires)
+    assert held.next_expiry() == by_expiry[0].expires
+    assert held.expired(by_expiry[2].expires) == [record.id for record in by_expiry[:3]]
+    held.remove(by_expiry[3].id)
+    assert held.next_expiry() == by_expiry[3].expires  # dropped, still first: an early wake-up
+    assert held.expired(by_expiry[-1].expires) == [record.id for record in by_expiry[4:]]
+    assert held.next_expiry() is None
 
 
 def test_summary_hashes_find_held_bundles_and_equal_values_are_shared() -> None:

@@ -21,6 +21,7 @@ every bundle in memory.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, ItemsView, Iterable, Sequence, ValuesView
 from dataclasses import dataclass
 from itertools import islice
@@ -183,7 +184,11 @@ class HeldBundles:
         # call per lookup, and a frame sent and its ACK look a bundle up three times). Bound to this
         # dict: a copy of the object (copy.deepcopy) would look in the original's; none is made.
         self.get: Callable[[BundleId], Held | None] = self._held.get
-        self._expiry: list[Held] = []  # a heap; records of dropped bundles are skipped and pruned
+        # Expiry order, where records of dropped bundles are skipped and pruned: the records added in
+        # it (most: a backlog's bundles come in the order they were made) in a FIFO, the others in a
+        # heap, whose every push compares records through Held.__lt__, a Python call made from C
+        self._in_order: deque[Held] = deque()
+        self._expiry: list[Held] = []
         self._stale = 0
         self._shared = _Shared()
         # the last destination held, as given and as shared: the decoder gives one object per node
@@ -239,7 +244,14 @@ class HeldBundles:
             # a shared object: the id's own origin, or one per origin for its receipts
             bundle_id.origin if bundle.kind not in RECEIPT_KINDS else self._shared.share(flow_of(bundle)),
         )
-        heapq.heappush(self._expiry, held)
+        in_order = self._in_order
+        if (
+            not in_order
+            or (newest := in_order[-1]).id.created + newest.lifetime <= bundle.created + bundle.lifetime
+        ):
+            in_order.append(held)
+        else:
+            heapq.heappush(self._expiry, held)
         self.changes += 1
         return held
 
@@ -251,13 +263,14 @@ class HeldBundles:
         self.changes += 1
         if held.bundle is not None and self._load is not None and held.priority > _IMMEDIATE:
             self._resident_left += _resident_bytes(held.full_size, held.bundle)
-        held.bundle = None  # the heap keeps the record until pruned, not the payload
+        held.bundle = None  # the expiry order keeps the record until pruned, not the payload
         if self._ahead:  # most often empty (bundles in memory): no call
             self._unahead(bundle_id)
         self._stale += 1
         if self._stale > STALE_HEAP_MIN and self._stale > len(self._held):  # max() without its call
             self._expiry = list(self._held.values())
             heapq.heapify(self._expiry)
+            self._in_order = deque()
             self._stale = 0
         return held
 
@@ -276,21 +289,30 @@ class HeldBundles:
 
     def expired(self, now: float) -> list[BundleId]:
         """The held bundles whose lifetime ended by ``now`` (still held: the caller drops them)."""
-        due = []
-        while self._expiry and self._expiry[0].expires <= now:
-            held = heapq.heappop(self._expiry)
+        due: list[BundleId] = []
+        heap, in_order = self._expiry, self._in_order
+        while True:  # the earlier of the two firsts, the heap's on a tie
+            if heap and heap[0].expires <= now and not (in_order and in_order[0] < heap[0]):
+                held = heapq.heappop(heap)
+            elif in_order and in_order[0].expires <= now:
+                held = in_order.popleft()
+            else:
+                return due
             if self._held.get(held.id) is held:
                 due.append(held.id)
             else:
                 self._stale -= 1
-        return due
 
     def next_expiry(self) -> int | None:
         """When the next held bundle expires (maybe one dropped since: an early wake-up)."""
-        if not self._expiry:
-            return None
-        first = self._expiry[0]
-        return first.id.created + first.lifetime  # not the property: asked after every event
+        heap, in_order = self._expiry, self._in_order
+        # not the property: asked after every event
+        first = heap[0].id.created + heap[0].lifetime if heap else None
+        if in_order:
+            other = in_order[0].id.created + in_order[0].lifetime
+            if first is None or other < first:
+                return other
+        return first
 
     def bundle(self, held: Held) -> Bundle | None:
         """The whole bundle, from memory or the store (None if the store dropped it)."""
