@@ -266,13 +266,16 @@ class RelayCore:
             self.link_up(state.profile, peer, now)  # heard before announced (e.g. a LoRa neighbour)
         mtu = state.profile.mtu
         # a beacon repeated: decoded once (the first byte: no key made and looked up per DATA frame)
-        heard = self._heard.get((link, peer)) if data[:1] == _BEACON_HEAD else None
+        beacon = data[:1] == _BEACON_HEAD
+        heard = self._heard.get((link, peer)) if beacon else None
         if heard is not None and heard[0] == data and heard[1] == mtu:
             frame: Frame = heard[2]
         else:
             frame = decode_frame(data, self.context, mtu, self.node_id)  # positional: once per frame
-            if isinstance(frame, BeaconFrame):
+            if beacon and isinstance(frame, BeaconFrame):
                 self._heard[(link, peer)] = (data, mtu, frame)
+        if isinstance(frame, DataFrame):  # most frames: tested first
+            return self._data(state, peer, frame, now)
         if isinstance(frame, FragmentFrame):
             whole, reply = self.reassembler.add(link, peer, frame, now)
             if reply is not None:
@@ -285,7 +288,6 @@ class RelayCore:
             )
             if not isinstance(frame, DataFrame):
                 raise FrameDecodeError("a reassembled transfer must hold a DATA frame")
-        if isinstance(frame, DataFrame):
             return self._data(state, peer, frame, now)
         if isinstance(frame, AckFrame):
             return self._acked(state, peer, frame, now)
