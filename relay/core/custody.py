@@ -243,8 +243,15 @@ class CustodyTracker:
                     self._probing.pop(key, None)
             if self._loss or flight.link in self._since_timeout:  # else an ACK changes neither
                 self._outcome(flight.link, peer, lost=False)
-            if flight.attempts == 1:
-                self._sample(flight.link, now - flight.first_sent)
+            if flight.attempts == 1:  # a round-trip sample (Karn: a copy sent once), here, not in a call
+                link, rtt = flight.link, now - flight.first_sent
+                self._rtos.pop(link, None)
+                measured = self._rtt.get(link)
+                if measured is None:
+                    self._rtt[link] = _RoundTrip(rtt, rtt / 2)
+                else:
+                    measured.rttvar = 0.75 * measured.rttvar + 0.25 * abs(measured.srtt - rtt)
+                    measured.srtt = 0.875 * measured.srtt + 0.125 * rtt
         return flight
 
     def due(self, now: float) -> list[InFlight]:
@@ -374,12 +381,3 @@ class CustodyTracker:
             del self._loss[key]  # long clean again: forgotten, as if never lost
         else:
             self._loss[key] = after
-
-    def _sample(self, link: str, rtt: float) -> None:
-        self._rtos.pop(link, None)
-        measured = self._rtt.get(link)
-        if measured is None:
-            self._rtt[link] = _RoundTrip(rtt, rtt / 2)
-        else:
-            measured.rttvar = 0.75 * measured.rttvar + 0.25 * abs(measured.srtt - rtt)
-            measured.srtt = 0.875 * measured.srtt + 0.125 * rtt
