@@ -194,6 +194,7 @@ class HeldBundles:
         # the last destination held, as given and as shared: the decoder gives one object per node
         # destination, and a backlog names a few, so most adds skip its dataclass hash (0.23 µs)
         self._destination: tuple[Destination, Destination] | None = None
+        self._lifetime = 0  # the last lifetime held, as shared: a backlog's bundles share one
         self._ahead: dict[BundleId, bytes] = {}  # read ahead: the stored full encodings
         self._ahead_bytes = 0
         self.changes = 0  # bundles added or removed: a summary of what is held stands while it does
@@ -231,11 +232,14 @@ class HeldBundles:
         last = self._destination
         if last is None or last[0] is not bundle.destination:
             last = self._destination = (bundle.destination, self._shared.share(bundle.destination))
+        lifetime = self._lifetime
+        if lifetime != bundle.lifetime:  # an int compare, not the table's call and look-up
+            lifetime = self._lifetime = self._shared.share(bundle.lifetime)
         held = self._held[bundle_id] = Held(
             bundle_id,
             bundle.priority,
             last[1],
-            self._shared.share(bundle.lifetime),
+            lifetime,
             local,
             copies,
             size,
