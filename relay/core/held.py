@@ -220,7 +220,8 @@ class HeldBundles:
         held = self._held.get(bundle.id)
         if held is not None:
             return held
-        size = 1 + full_size(bundle)  # the DATA frame's type byte and the full encoding
+        # the DATA frame's type byte and the full encoding (a received bundle's, kept: no call)
+        size = 1 + (len(bundle.encoded) if bundle.encoded is not None else full_size(bundle))
         resident = self._load is None or bundle.priority <= _IMMEDIATE
         if not resident and (cost := _resident_bytes(size, bundle)) <= self._resident_left:
             resident = True

@@ -846,7 +846,9 @@ class RelayCore:
         held = self._held.remove(bundle_id)
         if held is None:
             return
-        self._remember(bundle_id)  # dropped: a copy offered again is answered from memory
+        # dropped: a copy offered again is answered from memory (_remember, without its call: a relay
+        # drops every bundle it hands on)
+        self._seen.add(id_digest(ID_KEY.pack(*bundle_id)))
         self.custody.forget_bundle(bundle_id)
         for state in self._links.values():
             if state.implicit:
