@@ -387,6 +387,8 @@ class Store:
     async def delete_many(self, bundle_ids: Sequence[BundleId], reason: str) -> None:
         """:meth:`delete` for several in one op of a group commit: a custody ACK hands over up to
         255 bundles, and one op costs one future, not one per bundle. Ids not held are skipped.
+        Each id's origin must be a node id (16 bytes, as every id decoded from a frame or held is):
+        the key is packed in C with a fixed width, so a shorter origin would be padded, not refused.
         One UPDATE per :data:`IN_CHUNK` ids (it counts the bytes it frees, :meth:`_freed`), and a
         DELETE of their forwarding records while there may be any, not an UPDATE and a DELETE per
         bundle (a sender deletes every bundle it hands on)."""
