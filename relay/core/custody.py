@@ -171,9 +171,7 @@ class CustodyTracker:
             # positional (attempts 1, then order): a keyword makes the dataclass's init match names
             flight = InFlight(bundle_id, peer, link, rto, now + rto, now, 1, order)
             self._flights[key] = flight
-            bound = (peer, link)  # _bound, written out: a first timeout rarely raises it
-            if rto > self._rto_bound.get(bound, 0.0):
-                self._rto_bound[bound] = rto
+            self._bound(flight)
         else:
             flight.deadline = now + flight.rto
         self._schedule(flight)

@@ -122,22 +122,16 @@ class Held:
 
     def unroute(self, peer: bytes) -> Route | None:
         """Forget where the bundle was queued for ``peer``; that route, or None."""
-        routed = self.routed
-        for route in routed:  # route(), written out: asked per custody ACK
-            if route[0] == peer:
-                # most often that route alone: no generator and tuple() per ACK
-                self.routed = (
-                    () if len(routed) == 1 else tuple(other for other in routed if other is not route)
-                )
-                return route
-        return None
+        route = self.route(peer)
+        if route is not None:
+            routed = self.routed  # most often that route alone: no generator and tuple() per ACK
+            self.routed = () if len(routed) == 1 else tuple(other for other in routed if other is not route)
+        return route
 
     def directed(self, peer: bytes, default: bool) -> bool:
         """Whether the bundle goes to ``peer`` on a directed path (``default`` if not routed to it)."""
-        for route in self.routed:  # route(), written out: asked per frame sent
-            if route[0] == peer:
-                return route[2]
-        return default
+        route = self.route(peer)
+        return default if route is None else route[2]
 
 
 class _Shared:
