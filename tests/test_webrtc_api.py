@@ -224,12 +224,19 @@ async def test_a_unit_s_video_reaches_a_browser_viewer_through_the_command_post(
                 async with asyncio.timeout(20):
                     while await page.evaluate(DECODED_JS) < 10:
                         await asyncio.sleep(0.2)
-                shot = await page.evaluate(PIXELS_JS)
+                # A frame painted while the encoder still ramps its bitrate up (a loaded machine) can
+                # be too coarse for the stamp's checksum: read frames until one carries it (bounded).
+                stamped = None
+                for _ in range(25):
+                    shot = await page.evaluate(PIXELS_JS)
+                    rgba = np.array(shot["rgba"], dtype=np.uint8).reshape(shot["height"], shot["width"], 4)
+                    stamped = read_stamp(rgba[..., :3])
+                    if stamped is not None:
+                        break
+                    await asyncio.sleep(0.2)
             finally:
                 await browser.close()
-        rgba = np.array(shot["rgba"], dtype=np.uint8).reshape(shot["height"], shot["width"], 4)
-        stamped = read_stamp(rgba[..., :3])
-        assert stamped is not None and stamped[0] > 0, "the page's frame must carry the unit's stamp"
+        assert stamped is not None and stamped[0] > 0, "the page's frames must carry the unit's stamp"
         assert stamped[0] < track.frames
     finally:
         await node.stop()
