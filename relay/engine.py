@@ -309,7 +309,8 @@ class NodeEngine:
         self.kinds.validate(kind, payload)
         for_me = destination.kind is DestKind.NODE and destination.node == self.node_id
         try:
-            counter = await self.store.next_bundle_id(self.node_id, int(now))
+            alarm = priority is Priority.FLASH
+            counter = await self.store.next_bundle_id(self.node_id, int(now), urgent=alarm)
             bundle = self._sealed(Outgoing(destination, payload, kind, priority, lifetime), counter)
             if for_me:  # delivered here: into the inbox in the same commit, then to the application
                 await self.store.put(bundle, now=now, local=True, deliver=True, hold=False)

@@ -137,6 +137,71 @@ async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
     await store.close()
 
 
+def _completion_order(tasks: dict[str, asyncio.Task[object]]) -> list[str]:
+    """The names of ``tasks`` in the order they finish (filled in as they do)."""
+    order: list[str] = []
+    for name, task in tasks.items():
+        task.add_done_callback(lambda _, name=name: order.append(name))  # type: ignore[misc]
+    return order
+
+
+async def test_an_alarm_commits_ahead_of_the_writes_queued_before_it(tmp_path: Path) -> None:
+    """A backlog's writes wait in the writer's queue; a FLASH put queued after them is the next
+    transaction, not the last (it waited behind every batch: up to 650 ms over three hops)."""
+    store = await Store.open(tmp_path / "s.db", max_batch=64)
+    tasks = {f"routine {i}": asyncio.create_task(store.put(make(i), now=1000)) for i in range(640)}
+    tasks["alarm"] = asyncio.create_task(store.put(make(9999, Priority.FLASH), now=1000))
+    order = _completion_order(tasks)
+    assert all(await asyncio.gather(*tasks.values()))
+    assert order[0] == "alarm", order[:3]
+    await store.close()
+
+
+async def test_alarms_take_turns_with_the_other_writes(tmp_path: Path) -> None:
+    """A stream of alarms does not starve the other writes: the lanes alternate, a batch each."""
+    store = await Store.open(tmp_path / "s.db", max_batch=64)
+    tasks = {f"routine {i}": asyncio.create_task(store.put(make(i), now=1000)) for i in range(300)}
+    tasks |= {
+        f"alarm {i}": asyncio.create_task(store.put(make(1000 + i, Priority.FLASH), now=1000))
+        for i in range(300)
+    }
+    order = _completion_order(tasks)
+    assert all(await asyncio.gather(*tasks.values()))
+    assert order[:64] == [f"alarm {i}" for i in range(64)]
+    assert order[64:128] == [f"routine {i}" for i in range(64)]
+    assert order.index("routine 0") < order.index("alarm 299")
+    await store.close()
+
+
+async def test_alarms_queued_before_close_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path, max_batch=64)
+    alarms = [asyncio.create_task(store.put(make(i, Priority.FLASH), now=1000)) for i in range(200)]
+    await asyncio.sleep(0)  # queued
+    await store.close()
+    assert all(await asyncio.gather(*alarms))
+    reopened = await Store.open(path)
+    assert (await reopened.stats()).held_by_priority[Priority.FLASH] == 200
+    await reopened.close()
+
+
+async def test_an_alarms_first_id_after_opening_does_not_wait_for_the_backlog(tmp_path: Path) -> None:
+    """The first id after opening waits for a commit of the id's mark; for an alarm that commit
+    takes the alarm lane (a responder's SOS right after a restart waited behind its backlog)."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path, max_batch=64)
+    tasks = {f"routine {i}": asyncio.create_task(store.put(make(i), now=1000)) for i in range(640)}
+    tasks["id"] = asyncio.create_task(store.next_bundle_id(NEIGHBOUR, 1000, urgent=True))
+    order = _completion_order(tasks)
+    await asyncio.gather(*tasks.values())
+    assert order.index("id") <= 2 * 64, order.index("id")
+    issued = tasks["id"].result()
+    await store.close()
+    crashed = await Store.open(path)
+    assert await crashed.next_bundle_id(NEIGHBOUR, 1000) > issued  # its mark was committed
+    await crashed.close()
+
+
 def evicted_ids(store: Store) -> list[BundleId]:
     return [eviction.bundle_id for eviction in store.drain_evicted()]
 
