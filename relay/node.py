@@ -40,7 +40,7 @@ _FLASH, _BULK = Priority.FLASH, Priority.BULK
 # (every 5 s was 12 wake-ups a minute beside one beacon exchange; issue 17).
 IDLE_WAKE_S = 60.0
 MAX_BATCH_FRAMES = 256  # frames admitted as one batch (one store commit); FLASH goes ahead of them
-MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits
+MAX_BATCHES_IN_FLIGHT = 2  # one batch is taken in while the previous one commits (FLASH: one more)
 # frames of one neighbour that may wait ahead of the others at once: an honest one sends a few
 # alarms; a flood of FLASH frames from one keeps the arrival order beyond this
 MAX_AHEAD_PER_PEER = 16
@@ -87,6 +87,7 @@ class Node:
         self._wakes: dict[str, asyncio.Event] = {name: asyncio.Event() for name in [*self.links, ""]}
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: set[asyncio.Task[None]] = set()  # batches of frames being handled (stored, acked)
+        self._room = asyncio.Event()  # set when a batch is handled or a frame goes ahead (_run_events)
         # per link with ``flash_alongside`` (LoRa): its sends still running (awaiting a radio ACK)
         self._sending: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self.links}
         # frames that went ahead of the frames waiting, per neighbour (at most MAX_AHEAD_PER_PEER)
@@ -266,6 +267,7 @@ class Node:
             segment.insert(segment.flash, (link, peer, frame))
             segment.flash += 1
             self._ahead[peer] = self._ahead.get(peer, 0) + 1
+            self._room.set()  # it may start a batch of its own beside those in flight
             return
         frames = self._receiving
         if frames is None:
@@ -333,12 +335,20 @@ class Node:
                 await asyncio.gather(*in_flight)
                 await self._link_event(event)
                 continue
-            while len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            # FLASH frames that went ahead start their batch beside a full pipeline (one more in
+            # flight): its put takes the store's alarm lane (relay/store.py), so it waits for the
+            # commit running and not for the batches before it (up to 95 ms a hop behind a backlog)
+            while len(in_flight) >= MAX_BATCHES_IN_FLIGHT + (type(event) is _Frames and event.flash > 0):
+                self._room.clear()
+                await self._room.wait()
             frames = self._next_batch()
             task = asyncio.create_task(self._frames(frames))
             in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._room.set()
 
     def _next_batch(self) -> list[tuple[str, bytes, bytes]]:
         """The next batch, from the front of the queue: the FLASH frames that went ahead, alone (a
