@@ -20,7 +20,9 @@ and the id mark an alarm sent here waits for, go in the writer's alarm lane: the
 is made of them alone, ahead of the batches queued before them, so an alarm waits for the one
 transaction running and not for a backlog's (over three hops of a 20,000-bundle backlog an alarm
 waited 275-650 ms, most of it in these queues). The lanes take turns while both hold work, so
-alarms cannot starve the rest.
+alarms cannot starve the rest; the other lane's turn takes only what was queued before the first
+alarm waiting, so whatever was queued after an alarm (a custody ACK's delete of a bundle sent here
+while its put commits) still lands after it.
 So **a call that returned has been made durable**; one that raised or never returned may or may not
 have been, and retrying it is safe (ids deduplicate). Reads run on the same thread between batches,
 so they never see an uncommitted write. Each accepted id is one row of the ``seen`` table, holding the
@@ -234,7 +236,12 @@ class Store:
         # The writer's queue (None: stop), and the future it waits on while the queue is empty: a
         # deque and one future, not an asyncio.Queue, whose get and put each look the loop up.
         self._queue: deque[_Pending | None] = deque()
-        self._alarms: deque[_Pending] = deque()  # puts of FLASH bundles only (and their ids' marks)
+        # The alarm lane: puts of FLASH bundles only (and their ids' marks), each with how many
+        # items had entered ``_queue`` when it came. What was queued after an alarm commits after
+        # it (a custody ACK's delete of a bundle sent while it commits lands after its put).
+        self._alarms: deque[tuple[_Pending, int]] = deque()
+        self._queued_in = 0  # items ever appended to ``_queue``
+        self._queued_out = 0  # items ever taken from it
         self._wake: asyncio.Future[None] | None = None
         # The simulator's loop tells whether any callback is ready (_writer_next_alone); others do not.
         self._nothing_ready: Callable[[], bool] | None = getattr(
@@ -539,12 +546,12 @@ class Store:
         future: asyncio.Future[_IdMark] = asyncio.get_running_loop().create_future()
         pending = _Pending(op, future)
         if urgent:
-            self._alarms.append(pending)
-            self._put_wake()
+            self._alarm(pending)
         elif wake:
             self._put(pending)
         else:
             self._queue.append(pending)
+            self._queued_in += 1
         state.pending.append(covering)
         future.add_done_callback(functools.partial(state.committed, covering))
         return future
@@ -772,8 +779,7 @@ class Store:
         if self._writer_next_alone():
             await self._write([pending])  # never suspends here: the loop runs _call inline
         elif isinstance(work, tuple) and _alarms_only(work):
-            self._alarms.append(pending)
-            self._put_wake()
+            self._alarm(pending)
         else:
             self._put(pending)
         return await future
@@ -791,43 +797,51 @@ class Store:
 
     def _put(self, item: _Pending | None) -> None:
         self._queue.append(item)
-        self._put_wake()
+        self._queued_in += 1
+        self._wake_writer()
 
-    def _put_wake(self) -> None:
+    def _alarm(self, item: _Pending) -> None:
+        self._alarms.append((item, self._queued_in))
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         wake, self._wake = self._wake, None
         if wake is not None and not wake.done():
             wake.set_result(None)
 
     async def _run_writer(self) -> None:
         """Group commit: everything queued while the last COMMIT ran goes into the next transaction;
-        the alarm lane's puts first, alone (see the module docstring), and in turn with the rest
-        while both wait."""
+        the alarm lane's first (see the module docstring). While both lanes hold work they take
+        turns, the other lane giving only what was queued before the first alarm waiting."""
         queue, alarms = self._queue, self._alarms
-        stopping = False
         last_alarms = False
-        while not stopping:
+        while True:
             while not queue and not alarms:
                 self._wake = asyncio.get_running_loop().create_future()
                 await self._wake
-            if alarms and not (last_alarms and queue):
-                batch = [alarms.popleft() for _ in range(min(len(alarms), self._max_batch))]
-                last_alarms = True
-                await self._write(batch)
-                continue
+            room = self._max_batch
+            if alarms:
+                room = min(room, alarms[0][1] - self._queued_out)  # queued before the first alarm
+                if room <= 0 or not last_alarms:
+                    batch = [alarms.popleft()[0] for _ in range(min(len(alarms), self._max_batch))]
+                    last_alarms = True
+                    await self._write(batch)
+                    continue
             last_alarms = False
-            first = queue.popleft()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch and queue:
+            batch = []
+            while len(batch) < room and queue:
                 item = queue.popleft()
-                if item is None:
-                    stopping = True
-                    break
+                self._queued_out += 1
+                if item is None:  # stop, once the writes queued before it are done
+                    if batch:
+                        await self._write(batch)
+                    while alarms:
+                        await self._write(
+                            [alarms.popleft()[0] for _ in range(min(len(alarms), self._max_batch))]
+                        )
+                    return
                 batch.append(item)
             await self._write(batch)
-        while alarms:  # stopping: the alarms queued before close() are written too
-            await self._write([alarms.popleft() for _ in range(min(len(alarms), self._max_batch))])
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Commit ``batch``; on a full disk give up the reserve and retry it with FLASH puts only."""

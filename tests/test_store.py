@@ -173,6 +173,27 @@ async def test_alarms_take_turns_with_the_other_writes(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_write_queued_after_an_alarm_commits_after_it_when_the_lanes_take_turns(
+    tmp_path: Path,
+) -> None:
+    """An alarm sent here leaves while its put commits, so its custody ACK's delete can be queued
+    before the put is done: the delete must land after it, even when the other lane has its turn
+    (the put would otherwise be written after the delete and hold a handed-on bundle for ever)."""
+    store = await Store.open(tmp_path / "s.db", max_batch=64)
+    sent = make(9999, Priority.FLASH)
+    tasks = {
+        f"alarm {i}": asyncio.create_task(store.put(make(i, Priority.FLASH), now=1000)) for i in range(64)
+    }
+    tasks["routine"] = asyncio.create_task(store.put(make(500), now=1000))
+    tasks["sent"] = asyncio.create_task(store.put(sent, now=1000, local=True))
+    tasks["acked"] = asyncio.create_task(store.delete_many([sent.id], "custody passed on"))
+    order = _completion_order(tasks)
+    await asyncio.gather(*tasks.values())
+    assert order[64:] == ["routine", "sent", "acked"]
+    assert await store.get(sent.id) is None
+    await store.close()
+
+
 async def test_alarms_queued_before_close_are_written(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path, max_batch=64)
