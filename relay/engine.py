@@ -237,6 +237,7 @@ class NodeEngine:
         if certificate.public != identity.public:
             raise CryptoError("the certificate belongs to another identity; enrol this node again")
         store = await Store.open(Path(store_path), quota_bytes)
+        await store.prepare_ids(identity.node_id, int(now))  # an alarm's first id needs no commit
         engine = cls(identity, certificate, trust, store, keyring or GroupKeyring(), groups, max_clock_skew_s)
         custody = await store.custody_records()
         for stored in engine._reader.held(engine.core.damaged_in_store):  # dropped at the first timer

@@ -223,6 +223,25 @@ async def test_an_alarms_first_id_after_opening_does_not_wait_for_the_backlog(tm
     await crashed.close()
 
 
+async def test_ids_prepared_at_start_are_issued_without_a_commit_and_never_reused(tmp_path: Path) -> None:
+    """After ``prepare_ids`` the first id asked within the window is issued from memory, ahead of a
+    backlog's writes queued before it; after a kill -9 no id is issued twice."""
+    path = tmp_path / "s.db"
+    store = await Store.open(path, max_batch=64)
+    await store.prepare_ids(NEIGHBOUR, 1000)
+    tasks = {f"routine {i}": asyncio.create_task(store.put(make(i), now=1000)) for i in range(640)}
+    tasks["id"] = asyncio.create_task(store.next_bundle_id(NEIGHBOUR, 1000 + ID_HORIZON_S // 3))
+    order = _completion_order(tasks)
+    await asyncio.gather(*tasks.values())
+    assert order[0] == "id"
+    issued = tasks["id"].result()
+    crashed = await Store.open(path)  # kill -9 now: the store was not closed
+    await crashed.prepare_ids(NEIGHBOUR, 1000 + ID_HORIZON_S // 3)
+    assert await crashed.next_bundle_id(NEIGHBOUR, 1000 + ID_HORIZON_S // 3) > issued
+    await crashed.close()
+    await store.close()
+
+
 def evicted_ids(store: Store) -> list[BundleId]:
     return [eviction.bundle_id for eviction in store.drain_evicted()]
 

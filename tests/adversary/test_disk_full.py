@@ -23,6 +23,7 @@ from field.processes import operator_token, start_node, stop_all, wait_healthy, 
 from relay.bundle import BundleId, Destination, Kind, Priority, to_epoch
 from relay.core.receipts import State
 from relay.engine import NodeEngine, StorageFullError
+from relay.store import Store
 
 
 async def test_engine_on_a_full_disk_refuses_specifically_and_keeps_flash(tmp_path: Path) -> None:
@@ -65,6 +66,24 @@ async def test_engine_on_a_full_disk_refuses_specifically_and_keeps_flash(tmp_pa
             assert await engine.store.get(back) is not None and engine.store.disk_full is None
         finally:
             await engine.close()
+
+
+async def test_ids_prepared_on_a_full_disk_are_refused_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opening an engine commits a window of ids (``Store.prepare_ids``); on a full disk with no
+    reserve left that commit is refused, and the node must start all the same: logged, not raised."""
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        store = await Store.open(disk / "store.sqlite3", reserve_bytes=0)
+        filler = disk / "filler"
+        try:
+            fill(filler)
+            await store.prepare_ids(b"\x01" * 16, 1000)
+            assert "no window of ids committed at start" in caplog.text
+            assert store.disk_full is not None
+        finally:
+            await store.close()
+            filler.unlink()
 
 
 async def _delivered(post: NodeEngine, pump: EnginePump, now: float, seconds: int) -> list[BundleId]:
