@@ -338,7 +338,7 @@ class Node:
             # FLASH frames that went ahead start their batch beside a full pipeline (one more in
             # flight): its put takes the store's alarm lane (relay/store.py), so it waits for the
             # commit running and not for the batches before it (up to 95 ms a hop behind a backlog)
-            while len(in_flight) >= MAX_BATCHES_IN_FLIGHT + (type(event) is _Frames and event.flash > 0):
+            while len(in_flight) >= (MAX_BATCHES_IN_FLIGHT + 1 if event.flash else MAX_BATCHES_IN_FLIGHT):
                 self._room.clear()
                 await self._room.wait()
             frames = self._next_batch()
@@ -347,6 +347,7 @@ class Node:
             task.add_done_callback(self._handled)
 
     def _handled(self, task: asyncio.Task[None]) -> None:
+        """A batch is done: the events task may start the next."""
         self._handlers.discard(task)
         self._room.set()
 
