@@ -130,6 +130,9 @@ class Router:
         self._names_offered = tuple((code, 0) for code in sorted(self._codes))[:255]  # in every beacon
         self._neighbours: dict[bytes, dict[str, LinkProfile]] = {}
         self._paces: dict[tuple[str, bytes], float] = {}  # (link, neighbour) -> beacon interval
+        # (link, neighbour) -> (link cost, route lifetime): what a beacon heard reads, worked out at
+        # link_up rather than per beacon (five calls each)
+        self._terms: dict[tuple[str, bytes], tuple[int, float]] = {}
         self._routes: dict[bytes, dict[tuple[str, bytes], int]] = {}  # node -> (link, neighbour) -> cost
         self._offers: dict[tuple[str, bytes], _Offer] = {}  # the routes in _routes, per (link, neighbour)
         # Every change to _neighbours or to the routes in _routes that can change a next hop goes
@@ -178,11 +181,13 @@ class Router:
         """``pace``: the neighbour's keepalive on this link (see :func:`paced_interval`)."""
         self._neighbours.setdefault(peer, {})[profile.name] = profile
         self._paces[(profile.name, peer)] = paced_interval(profile, pace)
+        self._terms[(profile.name, peer)] = (link_cost(profile), self._route_lifetime(profile, peer))
         self._neighbour_changed(peer)
 
     def link_down(self, link: str, peer: bytes) -> None:
         links = self._neighbours.get(peer)
         self._paces.pop((link, peer), None)
+        self._terms.pop((link, peer), None)
         if links is not None:
             links.pop(link, None)
             if not links:
@@ -309,12 +314,12 @@ class Router:
         return links is not None and (link is None or link in links)
 
     def beacon_received(self, link: str, peer: bytes, beacon: BeaconFrame, now: float) -> None:
-        profile = self._neighbours.get(peer, {}).get(link)
-        if profile is None:
-            return
         via = (link, peer)
-        hop_cost = link_cost(profile)
-        expires = now + self._route_lifetime(profile, peer)
+        terms = self._terms.get(via)
+        if terms is None:
+            return  # not a neighbour on that link
+        hop_cost, lifetime = terms
+        expires = now + lifetime
         offer = self._offers.get(via)
         if offer is not None and offer.nodes == beacon.nodes and offer.hop_cost == hop_cost:
             # The same offer again (three in five beacons of the reference scenario): its routes
