@@ -145,6 +145,27 @@ def test_next_hops_are_kept_per_destination_until_its_routes_or_its_neighbours_c
     assert router.next_hops(bundle(other), sizes) == [], "its way went too"
 
 
+def test_a_route_to_a_neighbour_changing_keeps_its_direct_answer_and_names_no_change() -> None:
+    me, peer, second = (bytes([n]) * 16 for n in range(1, 4))
+    sizes = {False: 100, True: 100}
+    to_second = Bundle(me, Destination.to_node(second), 0, 1, 36000, Priority.PRIORITY, 1, b"x")
+    router = Router(me)
+    router.link_up(IP, peer)
+    router.link_up(IP, second)
+    router.take_changes()
+    direct = router.next_hops(to_second, sizes)
+    assert [(h.peer, h.directed) for h in direct] == [(second, True)]
+    version = router.version
+    router.beacon_received("ip", peer, BeaconFrame(((peer, 0), (second, 1)), ()), now=0.0)
+    router.beacon_received("ip", peer, BeaconFrame(((peer, 0), (second, 2)), ()), now=30.0)
+    assert router.version > version and router.reach()[second] == 1  # what it offers still moved
+    assert router.take_changes() == set()
+    assert router.next_hops(to_second, sizes) is direct, "routes are not read for a neighbour: kept"
+    router.link_down("ip", second)
+    assert router.take_changes() == {second}  # its direct way went: by the route through peer now
+    assert [(h.peer, h.directed) for h in router.next_hops(to_second, sizes)] == [(peer, True)]
+
+
 def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None:
     rng = random.Random(15)
     nodes = [bytes([n]) * 32 for n in range(3, 12)]
