@@ -113,12 +113,13 @@ def test_kept_answers_and_only_via_entries_stay_what_a_fresh_look_gives() -> Non
         for answers in router._hops.values():
             for key, (hops, asked) in answers.items():
                 assert router._next_hops(asked, {False: key[3], True: key[4]}) == hops
-        reach, only = dict(router.reach()), dict(router._only_via())
+        reach = dict(router.reach())
+        only = dict(router._only_via(router.reach()))
         router._only_nodes.clear()
         router._best.clear()
         router._only, router._reach = (-1, {}), None
         assert router.reach() == reach
-        assert router._only_via() == only
+        assert router._only_via(router.reach()) == only
 
 
 def test_next_hops_are_kept_per_destination_until_its_routes_or_its_neighbours_change() -> None:
