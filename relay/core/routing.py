@@ -129,6 +129,7 @@ _NODE, _ALL, _FLASH = DestKind.NODE, DestKind.ALL, Priority.FLASH
 _OnlyVia = dict[bytes, tuple[bytes, int | None]]  # node -> (its only neighbour, best cost without it)
 # a beacon, what it was made from, and the offer version it was last found standing at
 _Kept = tuple[dict[bytes, int], _OnlyVia, LinkProfile, BeaconFrame, int]
+_Answers = dict[tuple[Any, ...], tuple[list[Hop], _Asked]]  # next_hops' answers to one destination
 
 
 class Router:
@@ -152,8 +153,10 @@ class Router:
         self._offer_version = 0
         self._changed: set[bytes | None] | None = set()  # nodes whose next hops changed; None: all
         # The answers a change dropped, per node in _changed (None: a bundle to it may have been
-        # routed with a later one): take_changes names a node only if one comes out different.
-        self._was: dict[bytes | None, dict[tuple[Any, ...], tuple[list[Hop], _Asked]] | None] = {}
+        # routed with a later one), and the ranked routes they were worked out from (None: not
+        # known, or the neighbours changed since): take_changes names a node only if one comes out
+        # different, and where the routes rank as they did none can.
+        self._was: dict[bytes | None, tuple[_Answers, list[tuple[str, bytes]] | None] | None] = {}
         self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
         self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
@@ -165,7 +168,7 @@ class Router:
         # While routes churn a relay hears a beacon every few seconds per cellular neighbour and
         # re-routes every held bundle to the nodes they name: bundles alike go alike.
         # next_hops' answers per destination node (None: not a node), dropped by _change
-        self._hops: dict[bytes | None, dict[tuple[Any, ...], tuple[list[Hop], _Asked]]] = {}
+        self._hops: dict[bytes | None, _Answers] = {}
         self._ordered: dict[bytes, list[tuple[str, bytes]]] = {}  # routes to a node, best first
         self._fit_all: tuple[int, int] | None = None  # largest (full, compact) sizes every link fits
         # A beacon sets every route through its sender to one expiry, kept here: the first route to
@@ -273,6 +276,9 @@ class Router:
             if gone and self._changed is not None:
                 self._changed.add(node)
                 self._was[node] = None  # not compared: the neighbours changed under them
+        for node, was in self._was.items():
+            if was is not None and was[1] is not None:
+                self._was[node] = (was[0], None)  # the same ranking no longer tells: compared
 
     def _change(self, target: bytes, *, reorder: bool = False) -> None:
         """Next hops may change for bundles to ``target``. ``reorder``: only the order of equal-cost
@@ -282,14 +288,16 @@ class Router:
             self._offer_version += 1
             self._only_nodes.pop(target, None)
             self._best.pop(target, None)
-        self._ordered.pop(target, None)
+        ranked = self._ordered.pop(target, None)
+        if reorder:
+            ranked = None  # _reordered ranked them anew to compare: not what the answers came from
         if target in self._neighbours:
             return  # its answers go direct and read no route: they stand (a fifth of those checked)
         # Every held bundle to ``target`` was routed with one of its kept answers since its last
         # change: none kept, none to route again (half of the changes a beacon brings).
         dropped = self._hops.pop(target, None)
         if dropped and self._changed is not None:
-            self._was[target] = None if target in self._changed else dropped
+            self._was[target] = None if target in self._changed else (dropped, ranked)
             self._changed.add(target)
 
     def take_changes(self, *, check: bool = True) -> set[bytes | None] | None:
@@ -302,9 +310,16 @@ class Router:
         was, self._was = self._was, {}
         if changed is None or not check:
             return changed
-        for node, dropped in was.items():
-            if dropped is None:
+        for node, kept in was.items():
+            if kept is None:
                 continue
+            dropped, ranked = kept
+            if ranked is not None and node is not None:
+                now = self._ordered.get(node)
+                if (now if now is not None else self._rank(node)) == ranked:
+                    self._hops[node] = dropped  # ranked as they were: every answer the same
+                    changed.discard(node)
+                    continue
             answers = self._hops[node] = {}
             same = True
             for key, (hops, asked) in dropped.items():
@@ -619,6 +634,20 @@ class Router:
             min((p.mtu for p in profiles if p.compact), default=0),
         )
 
+    def _rank(self, node: bytes) -> list[tuple[str, bytes]]:
+        """The routes to ``node``, best first, kept in _ordered until they change. Of equal costs,
+        the route heard of last first: a neighbour's cellular link comes and goes faster than LoRa
+        beacons can tell, so the older offer is the likelier stale one."""
+        known = self._routes.get(node, {})
+        if len(known) < 2:
+            routes = list(known)  # one route or none: nothing to rank (most nodes)
+        else:
+            expiry = self._via_expiry
+            ranked = sorted(known.items(), key=lambda item: (item[1], -expiry[item[0]]))
+            routes = [via for via, _ in ranked]
+        self._ordered[node] = routes
+        return routes
+
     def _next_hops(self, bundle: Header, size_for: dict[bool, int]) -> list[Hop]:
         dest = bundle.destination
         if dest.kind is _NODE and dest.node is not None:
@@ -628,18 +657,9 @@ class Router:
                 profile = self.best_link(dest.node, size_for, bundle.priority)
                 return [] if profile is None else [_new_hop((profile.name, dest.node, True))]
             paths = FLASH_PATHS if bundle.priority is _FLASH else 1
-            # Of equal costs, the route heard of last first: a neighbour's cellular link comes and
-            # goes faster than LoRa beacons can tell, so the older offer is the likelier stale one.
             routes = self._ordered.get(dest.node)
             if routes is None:  # kept like the answers: bundles to one node differ in class and size
-                known = self._routes.get(dest.node, {})
-                if len(known) < 2:
-                    routes = list(known)  # one route or none: nothing to rank (most nodes)
-                else:
-                    expiry = self._via_expiry
-                    ranked = sorted(known.items(), key=lambda item: (item[1], -expiry[item[0]]))
-                    routes = [via for via, _ in ranked]
-                self._ordered[dest.node] = routes
+                routes = self._rank(dest.node)
             directed: list[Hop] = []
             taken: tuple[bytes, ...] = ()  # the neighbours of directed, each taken once
             for link, via in routes:
