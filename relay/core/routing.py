@@ -25,7 +25,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -157,9 +157,11 @@ class Router:
         # known, or the neighbours changed since): take_changes names a node only if one comes out
         # different, and where the routes rank as they did none can.
         self._was: dict[bytes | None, tuple[_Answers, list[tuple[str, bytes]] | None] | None] = {}
-        self._reach: tuple[int, dict[bytes, int]] | None = None  # (offer version, reach) last computed
+        # (offer version, reach, the nodes _change named since: only their best costs may have moved;
+        # None: look at every node) last computed. A beacon changes a few of a relay's routes.
+        self._reach: tuple[int, dict[bytes, int], set[bytes] | None] | None = None
         self._neighbour_costs: dict[bytes, int] | None = None  # _hop_costs() until a neighbour comes or goes
-        self._only: tuple[int, _OnlyVia] = (-1, {})  # (offer version, _only_via())
+        self._only: tuple[int, _OnlyVia, set[bytes] | None] = (-1, {}, None)  # the same for _only_via()
         # _only_via's entry per node (None: not only through one neighbour) until _change drops it:
         # a command post has a route to every node through each of its 16 cellular neighbours, and
         # every beacon it heard made it look at all of them again (8 % of a reference run)
@@ -255,6 +257,7 @@ class Router:
         self._best.clear()
         self._ordered.clear()
         self._neighbour_costs = None
+        self._look_at_every_node()
         fit_all, self._fit_all = self._fit_all, self._fit_every_link()
         if fit_all != self._fit_all:
             self._hops.clear()
@@ -288,6 +291,9 @@ class Router:
             self._offer_version += 1
             self._only_nodes.pop(target, None)
             self._best.pop(target, None)
+            kept = self._reach
+            if kept is not None and kept[2] is not None:
+                kept[2].add(target)
         ranked = self._ordered.pop(target, None)
         if reorder:
             ranked = None  # _reordered ranked them anew to compare: not what the answers came from
@@ -370,6 +376,7 @@ class Router:
                 del left[via]
                 if not left:
                     del self._routes[target]
+                    self._look_at_every_node()
                 self._change(target)
         self._offers[via] = _Offer(beacon.nodes, hop_cost, offered)
         if offered:
@@ -379,8 +386,10 @@ class Router:
         all_routes = self._routes
         for node, total in offered.items():
             routes = all_routes.get(node)
-            if routes is None:
-                routes = all_routes[node] = {}
+            if not routes:  # a new node, or one link_down emptied: its place in reach() is _routes'
+                if routes is None:
+                    routes = all_routes[node] = {}
+                self._look_at_every_node()
             if routes.get(via) != total:
                 routes[via] = total
                 self._change(node)
@@ -419,6 +428,7 @@ class Router:
                 self._change(node)
         for target in [target for target, routes in self._routes.items() if not routes]:
             del self._routes[target]
+            self._look_at_every_node()
 
     def next_deadline(self) -> float | None:
         """When the first route expires (kept: the relay asks after every event, and most events
@@ -446,45 +456,66 @@ class Router:
         """The cheapest known cost to every node we can reach: when it changes, neighbours should
         hear of it before the next regular beacon. The same dict while what this node offers stands
         (a refresh that only reorders equal-cost routes leaves it)."""
-        if self._reach is not None and self._reach[0] == self._offer_version:
-            return self._reach[1]
-        reach = dict(self._hop_costs())
-        bests = self._best
-        for node, routes in self._routes.items():
+        kept = self._reach
+        if kept is not None and kept[0] == self._offer_version:
+            return kept[1]
+        hops, bests, all_routes = self._hop_costs(), self._best, self._routes
+        last = kept[1] if kept is not None else None
+        changed = kept[2] if kept is not None else None
+        nodes: Iterable[bytes]
+        if last is not None and changed is not None:  # only their costs may differ, no node comes or goes
+            reach, nodes = dict(last), changed
+        else:  # neighbours first, then every node in _routes' order
+            reach, nodes = dict(hops), all_routes.keys()
+        for node in nodes:
             best = bests.get(node)
             if best is None:
+                routes = all_routes[node]
                 if not routes:
                     continue  # link_down emptied it
-                least = MAX_COST + 1  # above any route's (offers are capped at MAX_COST)
+                best = MAX_COST + 1  # above any route's (offers are capped at MAX_COST)
                 for cost in routes.values():  # not min(): parsing its arguments was most of the call
-                    if cost < least:
-                        least = cost
-                best = bests[node] = least
-            known = reach.get(node)
-            if known is None or best < known:
-                reach[node] = best
-        if self._reach is not None:
-            last = self._reach[1]
-            if reach == last and list(reach) == list(last):  # the order too: beacons list ties in it
-                reach = last  # most changes leave every best cost: beacons built on it stand
-        self._reach = (self._offer_version, reach)
+                    if cost < best:
+                        best = cost
+                bests[node] = best
+            hop = hops.get(node)
+            reach[node] = best if hop is None or best < hop else hop
+        if last is not None and reach == last and list(reach) == list(last):  # the order too: beacons
+            reach = last  # list ties in it. Most changes leave every best cost: beacons built on it stand
+        only = self._only  # _only_via's entries read a node's reach: the same nodes may differ there
+        if changed is None:
+            self._only = (only[0], only[1], None)
+        elif only[2] is not None:
+            only[2].update(changed)
+        self._reach = (self._offer_version, reach, set())
         return reach
+
+    def _look_at_every_node(self) -> None:
+        """_routes gained or lost a node, or a neighbour came or went: the next reach() looks at
+        every node (its order follows _routes'), and so does _only_via() after it."""
+        if self._reach is not None:
+            self._reach = (self._reach[0], self._reach[1], None)
 
     def _only_via(self, reach: dict[bytes, int]) -> _OnlyVia:
         """The nodes whose cost in ``reach`` (:meth:`reach`) only routes through one neighbour give,
         with that neighbour and the best cost without it (None: none): a beacon to it must offer
         them at that cost (poisoned reverse). The same dict while what this node offers stands (a
         relay beacons each neighbour from it), and while its contents do."""
-        if self._only[0] == self._offer_version:
-            return self._only[1]
-        hops = self._hop_costs()
-        only: _OnlyVia = {}
-        known = self._only_nodes
-        for node, routes in self._routes.items():
+        kept = self._only
+        if kept[0] == self._offer_version:
+            return kept[1]
+        hops, known = self._hop_costs(), self._only_nodes
+        nodes: Iterable[bytes]
+        if kept[2] is not None:  # reach() named the nodes whose entries may differ (order is not read)
+            only, nodes = dict(kept[1]), kept[2]
+        else:
+            only, nodes = {}, self._routes.keys()
+        for node in nodes:
             if node in known:
                 entry = known[node]
             else:  # worked out here, not in a method: 22,000 calls a reference run
                 # It reads only node's routes and the neighbours' link costs, as its reach does.
+                routes = self._routes[node]
                 entry = None
                 best = reach.get(node)
                 # none with no route left (link_down emptied it), or with a link of ours as cheap
@@ -505,9 +536,11 @@ class Router:
                 known[node] = entry
             if entry is not None:
                 only[node] = entry
-        if only == self._only[1]:
-            only = self._only[1]
-        self._only = (self._offer_version, only)
+            elif node in only:
+                del only[node]
+        if only == kept[1]:
+            only = kept[1]
+        self._only = (self._offer_version, only, set())
         return only
 
     def _hop_costs(self) -> dict[bytes, int]:
