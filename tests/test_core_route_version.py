@@ -167,6 +167,28 @@ def test_a_route_to_a_neighbour_changing_keeps_its_direct_answer_and_names_no_ch
     assert [(h.peer, h.directed) for h in router.next_hops(to_second, sizes)] == [(peer, True)]
 
 
+def test_a_cost_change_that_leaves_the_routes_ranked_as_they_were_puts_the_answers_back() -> None:
+    me, peer, second, far = (bytes([n]) * 16 for n in range(1, 5))
+    sizes = {False: 100, True: 100}
+    to_far = Bundle(me, Destination.to_node(far), 0, 1, 36000, Priority.FLASH, 1, b"x")
+    router = Router(me)
+    router.link_up(IP, peer)
+    router.link_up(IP, second)
+    router.beacon_received("ip", peer, BeaconFrame(((peer, 0), (far, 1)), ()), now=0.0)
+    router.beacon_received("ip", second, BeaconFrame(((second, 0), (far, 3)), ()), now=1.0)
+    router.take_changes()
+    hops = router.next_hops(to_far, sizes)
+    assert [h.peer for h in hops] == [peer, second]
+    router.beacon_received("ip", second, BeaconFrame(((second, 0), (far, 2)), ()), now=2.0)
+    assert router.reach()[far] == 2
+    assert router.take_changes() == set()  # still second best: ranked as they were
+    assert router.next_hops(to_far, sizes) is hops, "put back, not worked out again"
+    router.beacon_received("ip", second, BeaconFrame(((second, 0), (far, 0)), ()), now=3.0)
+    assert router.take_changes() == {far}  # now the cheaper: ranked first
+    assert [h.peer for h in router.next_hops(to_far, sizes)] == [second, peer]
+    assert router.reach()[far] == 1
+
+
 def test_the_first_route_expiry_kept_across_beacons_is_the_scanned_one() -> None:
     rng = random.Random(15)
     nodes = [bytes([n]) * 32 for n in range(3, 12)]
