@@ -280,3 +280,15 @@ def test_each_neighbours_beacon_offers_the_best_route_not_through_it() -> None:
         for to in peers:
             beacon = router.make_beacon(IP, to)
             assert dict(beacon.nodes) == _offer_to(router, to)
+
+
+def test_a_router_keeps_fewer_than_30_attributes() -> None:
+    """From 30 instance attributes on, Python 3.11 stops keeping them inline and every ``self.x``
+    read in the router gets slower (a 30th attribute cost 1.4 % of routing's instructions in a
+    replayed reference run): group new state into an existing one."""
+    router = Router(ME, frozenset({"ems"}))
+    router.link_up(IP, PEER)
+    router.beacon_received("ip", PEER, _beacon((FAR, 2)), now=0.0)
+    router.take_changes()
+    router.reach()
+    assert len(vars(router)) < 30
