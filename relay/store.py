@@ -841,12 +841,11 @@ class Store:
             if alarms:
                 room = min(room, alarms[0][1] - self._queued_out)  # queued before the first alarm
                 if room <= 0 or not last_alarms:
-                    batch = [alarms.popleft()[0] for _ in range(min(len(alarms), self._max_batch))]
                     last_alarms = True
-                    await self._write(batch)
+                    await self._write(self._alarm_batch())
                     continue
             last_alarms = False
-            batch = []
+            batch: list[_Pending] = []
             while len(batch) < room and queue:
                 item = queue.popleft()
                 self._queued_out += 1
@@ -854,12 +853,15 @@ class Store:
                     if batch:
                         await self._write(batch)
                     while alarms:
-                        await self._write(
-                            [alarms.popleft()[0] for _ in range(min(len(alarms), self._max_batch))]
-                        )
+                        await self._write(self._alarm_batch())
                     return
                 batch.append(item)
             await self._write(batch)
+
+    def _alarm_batch(self) -> list[_Pending]:
+        """The alarm lane's next transaction: up to ``max_batch`` of its writes, oldest first."""
+        alarms = self._alarms
+        return [alarms.popleft()[0] for _ in range(min(len(alarms), self._max_batch))]
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Commit ``batch``; on a full disk give up the reserve and retry it with FLASH puts only."""
