@@ -9,6 +9,7 @@ idempotent record of deliveries) straight from its SQLite file.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import socket
 import sqlite3
@@ -36,37 +37,47 @@ BULK_RATE = 100_000.0  # API requests per second per operator: the tests inject 
 _HANDED_OUT: set[int] = set()  # ports this process already gave out: a second call never repeats them
 
 
+def _below_ephemeral() -> range:
+    """Ports under the kernel's ephemeral range. A port probed free there stays free until a node
+    binds it: one from the ephemeral range could meanwhile become the local port of any outgoing
+    connection (the other test worker's clients and diallers), and the node then failed to start
+    with "Address in use" (seen once in a full run)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(10_000, low)
+
+
+_PORTS = _below_ephemeral()
+_CHOOSE = random.SystemRandom()  # not the tests' seeded random: two workers must not draw alike
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A port free now for ``kind`` on 127.0.0.1, never one this process handed out before."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no free port on 127.0.0.1")
+    return free_port_base(1, kind)
 
 
-def free_port_base(count: int) -> int:
-    """A port such that ``count`` consecutive ports are free now and none was handed out before by
-    this process (a probe's port is free again once closed, so two calls could otherwise overlap)."""
+def free_port_base(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port such that ``count`` consecutive ports are free now (below the ephemeral range) and
+    none was handed out before by this process."""
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+        base = _CHOOSE.randrange(_PORTS.start, _PORTS.stop - count)
         ports = range(base, base + count)
-        if base + count >= 65535 or _HANDED_OUT.intersection(ports):
-            continue
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
+        if _HANDED_OUT.intersection(ports) or not all(_bindable(port, kind) for port in ports):
             continue
         _HANDED_OUT.update(ports)
         return base
-    raise RuntimeError("no free port range on 127.0.0.1")
+    raise RuntimeError("no free port range on 127.0.0.1 below the ephemeral ports")
 
 
 @dataclass
