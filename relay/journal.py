@@ -225,7 +225,8 @@ PUT_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,
 MERGE_RECORD = f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)
     ON CONFLICT(record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
       priority=excluded.priority, created=excluded.created, body=excluded.body,
-      acks=excluded.acks, seq=excluded.seq, closed=excluded.closed"""
+      acks=excluded.acks, seq=excluded.seq, closed=excluded.closed
+    WHERE records.seq = ?"""
 
 
 class Journal:
@@ -329,13 +330,16 @@ class Journal:
     async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
         """Write whole records (body, acknowledgements and closed) as another source settled them, in
         one commit: the backbone's folded state of records other command posts share
-        (:mod:`relay.backbone.bridge`). Returns them as stored."""
-        rows = [(*record_row(entry), self._next_seq(), entry.closed) for entry in entries]
+        (:mod:`relay.backbone.bridge`). Each entry's ``seq`` is that of the version it was settled
+        from (0: none was held); a record written since is left as it is, its newer write the
+        caller's to fold in first. Returns the records written, as stored."""
+        rows = [(*record_row(entry), self._next_seq(), entry.closed, entry.seq) for entry in entries]
 
         def write(db: sqlite3.Connection) -> list[RecordEntry]:
-            db.executemany(MERGE_RECORD, rows)
+            kept = [db.execute(MERGE_RECORD, row).rowcount for row in rows]
+            written = [entry for entry, wrote in zip(entries, kept, strict=True) if wrote]
             db.commit()
-            return [_read_record(db, entry.record_id) for entry in entries]
+            return [_read_record(db, entry.record_id) for entry in written]
 
         return await self._call(write)
 

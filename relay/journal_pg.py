@@ -146,16 +146,21 @@ class PgJournal:
         return await self.record(entry.record_id)
 
     async def merge_records(self, entries: list[RecordEntry]) -> list[RecordEntry]:
+        written = []
         for entry in entries:
-            await self._write(
-                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$10,$9)
+            _, status = await self._write(
+                f"""INSERT INTO records ({RECORD_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$11,$9)
                    ON CONFLICT (record_id) DO UPDATE SET type=excluded.type, origin=excluded.origin,
                      priority=excluded.priority, created=excluded.created, body=excluded.body,
-                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed""",
+                     acks=excluded.acks, seq=excluded.seq, closed=excluded.closed
+                   WHERE records.seq = $10""",
                 *record_row(entry),
                 entry.closed,
+                entry.seq,
             )
-        return [await self.record(entry.record_id) for entry in entries]
+            if status.endswith(" 1"):  # "INSERT 0 1"; "INSERT 0 0" when the record was written since
+                written.append(entry)
+        return [await self.record(entry.record_id) for entry in written]
 
     async def records(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 from relay.backbone.bridge import PostBridge
 from relay.backbone.nats_link import NatsBackbone
 from relay.bundle import BundleId
-from relay.journal import Journal, MessageEntry, RecordEntry
+from relay.journal import Journal, MessageEntry, RecordEntry, UnknownRecordError
 from relay.position import Position
 from tests.backbone_servers import Region, free_port, start_region
 from tests.impair_proxy import ImpairProxy
@@ -197,3 +197,51 @@ async def test_a_records_later_updates_win_at_every_post(tmp_path: Path) -> None
             assert await latest_everywhere()
     finally:
         region.stop()
+
+
+async def test_changes_written_while_the_bridge_publishes_are_kept(tmp_path: Path) -> None:
+    """A follow-up completes an alarm a few milliseconds after the alarm arrived; an operator may
+    acknowledge a record at that moment too. The bridge, having published the first version, wrote
+    the record back with the state it had folded, over what was written meanwhile: the post lost the
+    change and never published it, and the regional NG112 test saw post B's alarm stay incomplete
+    about one run in five. Here each change is written while the bridge's publish is under way."""
+    region = start_region(tmp_path / "nats", {"a": None, "b": None}, leaf_port=free_port())
+    try:
+        async with running(region, tmp_path, ["a", "b"]) as posts:
+            a, b = posts["a"], posts["b"]
+            now = time.time()
+            meanwhile = {
+                "alarm-1": a.journal.put_record(
+                    RecordEntry("alarm-1", "alarm", ORIGIN, "FLASH", now, now, {"followup": "complete"})
+                ),
+                "alarm-2": a.journal.add_ack("alarm-2", {"operator": "op A", "action": "seen", "at": now}),
+            }
+            publish = a.bridge.backbone.publish
+
+            async def publish_then_write(events: Any) -> None:
+                await publish(events)
+                for event in events:
+                    change = meanwhile.pop(getattr(event, "record_id", ""), None)
+                    if change is not None:
+                        await change
+
+            a.bridge.backbone.publish = publish_then_write  # type: ignore[method-assign]
+            for record_id in meanwhile:
+                body = {"followup": "pending"}
+                await a.journal.put_record(RecordEntry(record_id, "alarm", ORIGIN, "FLASH", now, now, body))
+
+            async def kept_everywhere() -> bool:
+                try:
+                    completed = [await post.journal.record("alarm-1") for post in (a, b)]
+                    acknowledged = [await post.journal.record("alarm-2") for post in (a, b)]
+                except UnknownRecordError:
+                    return False
+                return all(entry.body == {"followup": "complete"} for entry in completed) and all(
+                    [ack["operator"] for ack in entry.acks] == ["op A"] for entry in acknowledged
+                )
+
+            await wait_for(kept_everywhere, 20, "both changes at both posts")
+            assert not meanwhile
+    finally:
+        region.stop()
+

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ async def exercise(journal: Journal | PgJournal) -> list[Any]:
     out.append(await journal.records(origin="cc"))
     merged = RecordEntry("alarm/2", "alarm", "dd", "FLASH", 20.0, 21.0, {"v": 2}, [{"at": 22.0}], closed=23.0)
     out.append(await journal.merge_records([merged]))
+    # settled from no version, then from the one held: the first is refused (the record was written
+    # since), the second written
+    out.append(await journal.merge_records([replace(merged, body={"v": 3})]))
+    held = await journal.record("alarm/2")
+    out.append(await journal.merge_records([replace(merged, body={"v": 4}, seq=held.seq)]))
     fix = Position(50.0, 14.0, 1_800_000_100.0, 5)
     out.append(await journal.heard("aa", name="A", roles=["responder"], at=30.0, position=fix))
     old = Position(49.0, 13.0, 1_800_000_090.0, 9)
@@ -78,6 +83,21 @@ async def test_postgres_answers_as_sqlite_does(dsn: str, tmp_path: Path) -> None
         assert reopened.cursor == got[-1]
     finally:
         await reopened.close()
+
+
+async def test_a_merge_settled_from_an_older_version_leaves_the_record(tmp_path: Path) -> None:
+    """The backbone's bridge settles a record from the version it read; an application that wrote
+    the record since (an alarm's follow-up) keeps its write."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        read = await journal.put_record(RecordEntry("alarm/1", "alarm", "aa", "FLASH", 1.0, 1.0, {"v": 1}))
+        newer = await journal.put_record(replace(read, body={"v": 2}))
+        assert await journal.merge_records([replace(read, body={"v": 1}, acks=[{"at": 2.0}])]) == []
+        assert await journal.record("alarm/1") == newer
+        [merged] = await journal.merge_records([replace(newer, acks=[{"at": 2.0}])])
+        assert (merged.body, merged.acks) == ({"v": 2}, [{"at": 2.0}])
+    finally:
+        await journal.close()
 
 
 def _plain(value: Any) -> Any:

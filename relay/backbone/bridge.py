@@ -132,6 +132,7 @@ class PostBridge:
         self._incoming: asyncio.Queue[tuple[str, RecordEvent | Shared | Handover]] = asyncio.Queue()
         self._shared: set[str] = set()  # messages and sightings published or applied here
         self._cursor = 0
+        self._carried: dict[str, dict[str, str]] = {}  # acknowledgement event -> its bundle, until written
 
     async def run(self) -> None:
         """Read the region's streams, then keep the journal and the backbone in step until cancelled."""
@@ -212,21 +213,19 @@ class PostBridge:
     async def _write(
         self, changed: dict[str, RecordState], remote_acks: list[tuple[str, RecordEvent]]
     ) -> None:
-        entries: list[RecordEntry] = []
-        sent: dict[str, dict[str, Any]] = {}
         for record_id, event in remote_acks:
             state = self.table.states[record_id]
             hook = self._hooks.get(state.type)
             if hook is None or not self.owns(record_id):
                 continue  # not ours to carry back: the post that raised it does
             current = await self._current(record_id)
-            done = (
+            done = event.event_id in self._carried or (
                 any(a.get("event_id") == event.event_id and "state" in a for a in current.acks)
                 if current
                 else False
             )
             if done:
-                continue  # carried back before a restart
+                continue  # carried back before a restart, or not yet written
             ack = {"operator": event.operator, "action": event.code, "at": event.at}
             try:
                 bundle = await hook(record_id, ack)
@@ -236,21 +235,47 @@ class PostBridge:
                 )
                 continue
             self.stats.hooks += 1
-            sent[event.event_id] = {"state": "sent", **({"bundle_id": bundle.key().hex()} if bundle else {})}
+            self._carried[event.event_id] = {
+                "state": "sent",
+                **({"bundle_id": bundle.key().hex()} if bundle else {}),
+            }
+        await self._settle(changed)
+
+    async def _settle(self, changed: dict[str, RecordState], again: bool = True) -> None:
+        """Write each changed record's folded state into the journal where it differs. A record
+        written here meanwhile is not written over: a post's change it has not published yet is
+        published first (:meth:`_publish_local` settles it then); one written between this read and
+        the write (the journal refuses the merge) is read again once."""
+        entries: list[RecordEntry] = []
         for record_id, state in changed.items():
             if state.body_from is None:
                 continue  # only acknowledgements so far; written once the record itself arrives
             current = await self._current(record_id)
-            entry = self._entry(state, current, sent)
+            if current is not None and self._unpublished(current):
+                continue
+            entry = self._entry(state, current, self._carried)
             if current is None or (entry.body, entry.acks, entry.closed) != (
                 current.body,
                 current.acks,
                 current.closed,
             ):
                 entries.append(entry)
-        if entries:
-            for stored in await self.journal.merge_records(entries):
-                self._publish_change(Change(stored.seq, "record", stored))
+        if not entries:
+            return
+        stored = await self.journal.merge_records(entries)
+        for entry in stored:
+            for ack in entry.acks:
+                self._carried.pop(str(ack.get("event_id")), None)
+            self._publish_change(Change(entry.seq, "record", entry))
+        written = {entry.record_id for entry in stored}
+        refused = {e.record_id: changed[e.record_id] for e in entries if e.record_id not in written}
+        if refused and again:
+            await self._settle(refused, again=False)
+
+    def _unpublished(self, current: RecordEntry) -> bool:
+        """Whether the journal holds a change of a record that this post has not published yet: its
+        own folded state does not have it, and written over, it would be lost."""
+        return self.backbone.config.role == "post" and current.seq > self._cursor
 
     async def _apply_shared(self, shared: Shared) -> None:
         """A message or unit sighting from the region into the journal (idempotent there)."""
@@ -352,6 +377,7 @@ class PostBridge:
             received,
             dict(state.body),
             acks,
+            seq=current.seq if current is not None else 0,  # the version it replaces
             closed=state.closed,
         )
 
@@ -376,9 +402,12 @@ class PostBridge:
         if events or shared:
             await self.backbone.publish([*events, *shared])
             self.stats.published += len(events) + len(shared)
-        if events:
-            touched = {e.record_id: self.table.states[e.record_id] for e in events}
-            await self._write(touched, [])  # e.g. a local close settled to an earlier one
+        touched = {
+            c.item.record_id: self.table.states[c.item.record_id]
+            for c in found
+            if isinstance(c.item, RecordEntry) and c.item.record_id in self.table.states
+        }
+        await self._settle(touched)  # e.g. a local close settled to an earlier one, or left by _settle
         return len(found) == BATCH
 
     def _local_events(self, entry: RecordEntry) -> list[RecordEvent]:
