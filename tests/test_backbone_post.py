@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.backbone.bridge import PostBridge
-from relay.backbone.nats_link import NatsBackbone
+from relay.backbone.nats_link import BackboneError, NatsBackbone
 from relay.bundle import BundleId
 from relay.journal import Journal, MessageEntry, RecordEntry, UnknownRecordError
 from relay.position import Position
@@ -245,3 +247,22 @@ async def test_changes_written_while_the_bridge_publishes_are_kept(tmp_path: Pat
     finally:
         region.stop()
 
+
+async def test_a_post_whose_nats_server_is_gone_closes_cleanly(tmp_path: Path) -> None:
+    """A post stopped after its nats-server died: the connection cannot be drained (it is
+    reconnecting), and closing it said so with a traceback on the way out."""
+    region = start_region(tmp_path / "nats", {"a": None}, leaf_port=free_port())
+    backbone = NatsBackbone(region.post_config("a"))
+    try:
+        await backbone.connect()
+        region.posts["a"].stop()
+
+        async def reconnecting() -> bool:
+            return backbone.nc.is_reconnecting
+
+        await wait_for(reconnecting, 10, "the client reconnecting")
+        await backbone.close()
+        with pytest.raises(BackboneError):
+            backbone.nc  # noqa: B018 (closed: no connection left)
+    finally:
+        region.stop()

@@ -83,8 +83,14 @@ class NatsBackbone:
         await self._ensure_streams()
 
     async def close(self) -> None:
+        """Drain the connection (what was published reaches the server), or just close it when the
+        nats-server is gone: a post stopping while its server is down still stops cleanly."""
         if self._nc is not None:
-            await self._nc.drain()
+            try:
+                await self._nc.drain()
+            except NatsError as exc:
+                log.info("backbone: closing without draining: %s", exc)
+                await self._nc.close()
             self._nc = None
             self._js = None
 
