@@ -23,7 +23,7 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -379,6 +379,14 @@ class Journal:
         params.append(limit)
         rows = await self._call(lambda db: db.execute(query, params).fetchall())
         return [_record(row) for row in rows]
+
+    async def open_types(self, priorities: Collection[str]) -> list[str]:
+        """The types of the records still open at one of ``priorities``, sorted: what an operator's
+        queue may hold besides the applications installed here (another post's, over the backbone)."""
+        marks = ",".join("?" * len(priorities))
+        query = f"SELECT DISTINCT type FROM records WHERE closed IS NULL AND priority IN ({marks})"
+        rows = await self._call(lambda db: db.execute(query, tuple(priorities)).fetchall())
+        return sorted(row[0] for row in rows)
 
     async def record(self, record_id: str) -> RecordEntry:
         return await self._call(lambda db: _read_record(db, record_id))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -179,6 +179,13 @@ class PgJournal:
         params.append(limit)
         rows = await self._pool.fetch(query + f" ORDER BY seq DESC LIMIT ${len(params)}", *params)
         return [_record(row) for row in rows]
+
+    async def open_types(self, priorities: Collection[str]) -> list[str]:
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT type FROM records WHERE closed IS NULL AND priority = ANY($1)",
+            list(priorities),
+        )
+        return sorted(row[0] for row in rows)
 
     async def open_records(
         self, *, type: str | None = None, limit: int = 1000, origin: str | None = None

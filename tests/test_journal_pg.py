@@ -48,6 +48,7 @@ async def exercise(journal: Journal | PgJournal) -> list[Any]:
     )
     out.append(await journal.update_ack("alarm/1", 0, {"state": "delivered"}))
     out.append(await journal.open_records())
+    out.append(await journal.open_types(("FLASH", "IMMEDIATE")))
     out.append(await journal.records(type="alarm"))
     out.append(await journal.records(origin="cc"))
     merged = RecordEntry("alarm/2", "alarm", "dd", "FLASH", 20.0, 21.0, {"v": 2}, [{"at": 22.0}], closed=23.0)

@@ -7,6 +7,7 @@ what each role may do. Bodies are capped at ``MAX_BODY`` bytes and each operator
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from crypto.certificate import Certificate, RevocationList
 from crypto.errors import CryptoError
 from crypto.identity import PublicIdentity
 from relay.api.destinations import resolve_destination
-from relay.api.hub import EventHub
+from relay.api.hub import CLIENT_GONE, EventHub
 from relay.api.metrics import CONTENT_TYPE, ApiMetrics, NodeCollector
 from relay.api.permissions import Action, allowed
 from relay.api.routes_console import console_router
@@ -348,6 +349,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return
         visible = event_filter(operator)  # a building operator sees only its own records
         queue = ctx.hub.subscribe()  # before the replay: nothing written meanwhile is lost
+        watch = asyncio.create_task(_wake_when_closed(websocket, queue), name="stream-close")
         try:
             replayed = after
             while replayed is not None:
@@ -360,6 +362,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     break
             while True:
                 event = await _next_event(queue)
+                if event is CLIENT_GONE:
+                    return
                 if event is None or event.get("type") == "revocation":
                     try:  # revoked or expired since the stream opened: closed now
                         operator_from(token)
@@ -379,9 +383,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except (WebSocketDisconnect, asyncio.CancelledError):
             pass
         finally:
+            watch.cancel()
             ctx.hub.unsubscribe(queue)
 
     return app
+
+
+async def _wake_when_closed(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    """Wait for the client to close its stream (it sends nothing), then wake the stream's loop: in
+    a quiet spell it sends nothing either, so it would outlive its client, its subscription still
+    held and a server shutdown waiting on it."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # a client's message: the stream takes none
+    with contextlib.suppress(asyncio.QueueFull):  # full: the lagging marker in it ends the stream
+        queue.put_nowait(CLIENT_GONE)
 
 
 async def _next_event(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 LAGGING: dict[str, Any] = {"type": "lagging", "detail": "too slow; reconnect and re-read /api/v1"}
+CLIENT_GONE: dict[str, Any] = {"type": "client-gone"}  # a stream's own marker, never published or sent
 
 
 class EventHub:

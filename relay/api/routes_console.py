@@ -24,12 +24,15 @@ from pydantic import BaseModel, Field
 from relay.api.permissions import Action
 from relay.api.routes_records import event_filter
 from relay.api.tokens import Operator
+from relay.bundle import Priority
 from relay.journal import MAX_SEQ
 
 if TYPE_CHECKING:
     from relay.api.app import ApiContext
 
 Require = Callable[[Action], Callable[[Request], Awaitable[Operator]]]
+# the priorities whose records the console's queue shows whatever their type (dashboard.js: queued)
+URGENT = (Priority.FLASH.name, Priority.IMMEDIATE.name)
 TILE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -42,7 +45,10 @@ class ConsoleOut(BaseModel):
     cursor: int = Field(description="the journal's current sequence: open the stream with ?after=cursor")
     groups: list[str] = Field(description="groups and roles this node holds a key for (send targets)")
     tiles: dict[str, Any] | None = Field(description="the local tile set's metadata; null: draw a grid")
-    record_types: list[str] = Field(description="the record types of the applications installed here")
+    record_types: list[str] = Field(
+        description="the record types of the applications installed here, and of any record still open "
+        "at FLASH or IMMEDIATE (another post's application, over the backbone): the queue's to load"
+    )
 
 
 class HealthOut(BaseModel):
@@ -126,7 +132,7 @@ def console_router(ctx: ApiContext, require: Require) -> APIRouter:
             cursor=ctx.journal.cursor,
             groups=sorted(ctx.send_groups()),
             tiles=metadata,
-            record_types=sorted(ctx.ack_hooks),
+            record_types=sorted(set(ctx.ack_hooks).union(await ctx.journal.open_types(URGENT))),
         )
 
     @router.get("/changes")
