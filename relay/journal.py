@@ -364,6 +364,20 @@ class Journal:
         rows = await self._call(lambda db: db.execute(query, params).fetchall())
         return [_record(row) for row in rows]
 
+    async def latest_by_origin(
+        self, *, type: str, limit: int = 1000, origin: str | None = None
+    ) -> list[RecordEntry]:
+        """Each origin's newest record of ``type`` by creation, newest first: a unit's current state
+        (its video session), however many records other units made since. Only ``origin``'s when given."""
+        where, params = "type = ?", [type]
+        if origin is not None:
+            where, params = where + " AND origin = ?", [type, origin]
+        query = f"""SELECT {RECORD_COLUMNS} FROM (SELECT {RECORD_COLUMNS}, ROW_NUMBER() OVER
+            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS rank FROM records WHERE {where})
+            WHERE rank = 1 ORDER BY created DESC, seq DESC LIMIT ?"""
+        rows = await self._call(lambda db: db.execute(query, [*params, limit]).fetchall())
+        return [_record(row) for row in rows]
+
     async def open_records(
         self, *, type: str | None = None, limit: int = 1000, origin: str | None = None
     ) -> list[RecordEntry]:

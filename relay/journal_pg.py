@@ -180,6 +180,17 @@ class PgJournal:
         rows = await self._pool.fetch(query + f" ORDER BY seq DESC LIMIT ${len(params)}", *params)
         return [_record(row) for row in rows]
 
+    async def latest_by_origin(
+        self, *, type: str, limit: int = 1000, origin: str | None = None
+    ) -> list[RecordEntry]:
+        params: list[Any] = [type] if origin is None else [type, origin]
+        where = "type = $1" if origin is None else "type = $1 AND origin = $2"
+        query = f"""SELECT {RECORD_COLUMNS} FROM (SELECT {RECORD_COLUMNS}, ROW_NUMBER() OVER
+            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS rank FROM records WHERE {where})
+            AS latest WHERE rank = 1 ORDER BY created DESC, seq DESC LIMIT ${len(params) + 1}"""
+        rows = await self._pool.fetch(query, *params, limit)
+        return [_record(row) for row in rows]
+
     async def open_types(self, priorities: Collection[str]) -> list[str]:
         rows = await self._pool.fetch(
             "SELECT DISTINCT type FROM records WHERE closed IS NULL AND priority = ANY($1)",

@@ -49,6 +49,11 @@ async def exercise(journal: Journal | PgJournal) -> list[Any]:
     out.append(await journal.update_ack("alarm/1", 0, {"state": "delivered"}))
     out.append(await journal.open_records())
     out.append(await journal.open_types(("FLASH", "IMMEDIATE")))
+    for n, (origin, created) in enumerate((("u1", 50.0), ("u2", 51.0), ("u1", 52.0), ("u1", 49.0))):
+        session = RecordEntry(f"webrtc/{n}", "webrtc", origin, "IMMEDIATE", created, 60.0 + n, {"n": n})
+        out.append(await journal.put_record(session))
+    out.append(await journal.latest_by_origin(type="webrtc"))  # u1's of 52.0 (not the later write), u2's
+    out.append(await journal.latest_by_origin(type="webrtc", origin="u2", limit=5))
     out.append(await journal.records(type="alarm"))
     out.append(await journal.records(origin="cc"))
     merged = RecordEntry("alarm/2", "alarm", "dd", "FLASH", 20.0, 21.0, {"v": 2}, [{"at": 22.0}], closed=23.0)
@@ -84,6 +89,20 @@ async def test_postgres_answers_as_sqlite_does(dsn: str, tmp_path: Path) -> None
         assert reopened.cursor == got[-1]
     finally:
         await reopened.close()
+
+
+async def test_each_units_newest_record_however_many_another_unit_made_since(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        for n in range(150):  # u1's session, then 149 of u2's, then a late copy of an older one of u1's
+            origin, created = ("u1", 1000.0) if n == 0 else ("u2", 1000.0 + n)
+            entry = RecordEntry(f"webrtc/{n}", "webrtc", origin, "IMMEDIATE", created, created, {"n": n})
+            await journal.put_record(entry)
+        await journal.put_record(RecordEntry("webrtc/late", "webrtc", "u1", "IMMEDIATE", 999.0, 2000.0, {}))
+        latest = await journal.latest_by_origin(type="webrtc")
+        assert [(r.origin, r.record_id) for r in latest] == [("u2", "webrtc/149"), ("u1", "webrtc/0")]
+    finally:
+        await journal.close()
 
 
 async def test_a_merge_settled_from_an_older_version_leaves_the_record(tmp_path: Path) -> None:

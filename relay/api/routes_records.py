@@ -85,6 +85,16 @@ def records_router(ctx: ApiContext, require: Require) -> APIRouter:
         )
         return [_out(r) for r in found]
 
+    @router.get("/latest")
+    async def latest_records(
+        type: Annotated[str, Query(max_length=32)],
+        operator: Operator = reader,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> list[RecordOut]:
+        """Each unit's newest record of ``type`` (by creation), newest first: its current state."""
+        found = await ctx.journal.latest_by_origin(type=type, limit=limit, origin=record_scope(operator))
+        return [_out(r) for r in found]
+
     @router.get("/open")
     async def open_records(
         operator: Operator = reader,

@@ -623,7 +623,7 @@ async function start() {
   const queueTypes = [...new Set([...QUEUE_TYPES, ...console_.record_types])].filter((type) => !OWN_LANE_TYPES.includes(type));
   const [open, detections, sessions, units, messages] = await Promise.all([
     Promise.all(queueTypes.map((type) => api(`/api/v1/records/open?type=${encodeURIComponent(type)}`))),
-    everything ? api("/api/v1/records?type=detection&limit=1000") : [], everything ? api("/api/v1/records?type=webrtc&limit=100") : [],
+    everything ? api("/api/v1/records?type=detection&limit=1000") : [], everything ? api("/api/v1/records/latest?type=webrtc") : [],
     everything ? api("/api/v1/units") : [], everything ? api("/api/v1/messages?limit=100") : []]);
   units.forEach(applyUnit);
   open.flat().forEach(applyRecord);

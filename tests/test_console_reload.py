@@ -1,4 +1,6 @@
-"""A record of a type no application here handles (another post's application, over the backbone)
+"""What the console loads when it opens (or reloads) must be what it showed live.
+
+A record of a type no application here handles (another post's application, over the backbone)
 at FLASH sits in the operator's queue live; it must still be there after a reload. The console
 loaded the open records of the installed applications' types only, so it was gone. And the page's
 live stream ends when the page closes, even when nothing happens meanwhile. Real parts: the relay
@@ -85,5 +87,43 @@ async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_aft
         server.should_exit = True
         async with asyncio.timeout(10):  # a stream left open held the shutdown forever
             await serving
+        await journal.close()
+        await node.stop()
+
+
+async def test_the_video_panel_loads_every_units_newest_session(tmp_path: Path) -> None:
+    """The Live video panel shows one session per unit. It loaded the newest 100 session records,
+    so a unit whose session was older than another unit's hundred later ones was missing."""
+    net = Deployment()
+    identity, cert = net.enrol("post", frozenset({"dispatcher"}))
+    engine = await NodeEngine.open(
+        identity, cert, net.trust(), tmp_path / "store.sqlite3", now=to_epoch(time.time())
+    )
+    node = Node(engine, [])
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    now = time.time()
+    units = {"aa" * 16: 1, "bb" * 16: 120}  # sessions each
+    for origin, count in units.items():
+        for n in range(count):
+            created = now + n
+            body = {"session": n, "state": "answered", "sos": False}
+            entry = RecordEntry(f"webrtc-{origin}-{n}", "webrtc", origin, "IMMEDIATE", created, created, body)
+            await journal.put_record(entry)
+    operator = net.authority.issue(
+        Identity.generate().public, frozenset({"dispatcher"}), "op", int(now) + 3600
+    )
+    token = issue_token(net.authority.identity, operator, int(now) + 3600)
+    app = create_app(ApiContext(node, journal, net.authority.public, lambda: None))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as client:
+            response = await client.get("/api/v1/records/latest", params={"type": "webrtc"})
+        assert response.status_code == 200, response.text
+        latest = [(r["origin"], r["body"]["session"]) for r in response.json()]
+        assert latest == [("bb" * 16, 119), ("aa" * 16, 0)]
+    finally:
         await journal.close()
         await node.stop()
