@@ -18,7 +18,7 @@ from relay.backbone.nats_link import BackboneError, NatsBackbone
 from relay.bundle import BundleId
 from relay.journal import Journal, MessageEntry, RecordEntry, UnknownRecordError
 from relay.position import Position
-from tests.backbone_servers import Region, free_port, start_region
+from tests.backbone_servers import Region, free_port, start, start_region
 from tests.impair_proxy import ImpairProxy
 
 ORIGIN = "ab" * 16
@@ -271,5 +271,28 @@ async def test_a_post_whose_nats_server_is_gone_closes_cleanly(tmp_path: Path) -
         await backbone.close()
         with pytest.raises(BackboneError):
             backbone.nc  # noqa: B018 (closed: no connection left)
+    finally:
+        region.stop()
+
+
+async def test_a_post_whose_nats_server_restarts_publishes_what_it_wrote_meanwhile(tmp_path: Path) -> None:
+    """The post's own nats-server goes down while its relay keeps running (an upgrade, a crash): the
+    bridge's publish waits for the server, and what the post wrote meanwhile reaches the region."""
+    region = start_region(tmp_path / "nats", {"a": None, "b": None}, leaf_port=free_port())
+    try:
+        async with running(region, tmp_path, ["a", "b"]) as posts:
+            a, b = posts["a"], posts["b"]
+            server = region.posts["a"]
+            server.stop()
+            await raise_alarms(a.journal, "a", 3)
+            await asyncio.sleep(3)  # the bridge reads them and publishes into the outage
+            region.posts["a"] = start(server.config, region.directory)
+            await raise_alarms(a.journal, "a", 2, start=3)
+
+            async def b_has_all() -> bool:
+                return len(await b.journal.records(limit=100)) == 5
+
+            await wait_for(b_has_all, 30, "post B has all five of post A's alarms")
+            assert not a.task.done()
     finally:
         region.stop()
