@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 from engine_net import Deployment
 from playwright.async_api import async_playwright
@@ -31,9 +33,9 @@ from relay.node import Node
 ORIGIN = "cd" * 16
 
 
-async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_after_a_reload(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def post(tmp_path: Path) -> AsyncIterator[tuple[ApiContext, str]]:
+    """A command post's API over a real node (no links) and SQLite journal, and a dispatcher's token."""
     net = Deployment()
     identity, cert = net.enrol("post", frozenset({"dispatcher"}))
     engine = await NodeEngine.open(
@@ -41,6 +43,23 @@ async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_aft
     )
     node = Node(engine, [])
     journal = await Journal.open(tmp_path / "journal.sqlite3")
+    until = int(time.time()) + 3600
+    operator = net.authority.issue(Identity.generate().public, frozenset({"dispatcher"}), "op", until)
+    try:
+        yield (
+            ApiContext(node, journal, net.authority.public, lambda: None),
+            issue_token(net.authority.identity, operator, until),
+        )
+    finally:
+        await journal.close()
+        await node.stop()
+
+
+async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_after_a_reload(
+    post: tuple[ApiContext, str],
+) -> None:
+    ctx, token = post
+    journal = ctx.journal
     now = time.time()
     for record_id, record_type, priority, summary in (
         ("gas-1", "chemical", "FLASH", "Ammonia leak, hall 3"),
@@ -50,12 +69,7 @@ async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_aft
         body = {"summary": summary}
         await journal.put_record(RecordEntry(record_id, record_type, ORIGIN, priority, now, now, body))
     await journal.add_ack("old-1", {"operator": "op", "action": "closed", "at": now}, close=True)
-    operator = net.authority.issue(
-        Identity.generate().public, frozenset({"dispatcher"}), "op", int(now) + 3600
-    )
-    token = issue_token(net.authority.identity, operator, int(now) + 3600)
     port = free_port()
-    ctx = ApiContext(node, journal, net.authority.public, lambda: None)
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"
@@ -87,20 +101,12 @@ async def test_an_urgent_record_of_a_type_not_installed_here_is_in_the_queue_aft
         server.should_exit = True
         async with asyncio.timeout(10):  # a stream left open held the shutdown forever
             await serving
-        await journal.close()
-        await node.stop()
 
 
-async def test_the_video_panel_loads_every_units_newest_session(tmp_path: Path) -> None:
+async def test_the_video_panel_loads_every_units_newest_session(post: tuple[ApiContext, str]) -> None:
     """The Live video panel shows one session per unit. It loaded the newest 100 session records,
     so a unit whose session was older than another unit's hundred later ones was missing."""
-    net = Deployment()
-    identity, cert = net.enrol("post", frozenset({"dispatcher"}))
-    engine = await NodeEngine.open(
-        identity, cert, net.trust(), tmp_path / "store.sqlite3", now=to_epoch(time.time())
-    )
-    node = Node(engine, [])
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    ctx, token = post
     now = time.time()
     units = {"aa" * 16: 1, "bb" * 16: 120}  # sessions each
     for origin, count in units.items():
@@ -108,22 +114,13 @@ async def test_the_video_panel_loads_every_units_newest_session(tmp_path: Path) 
             created = now + n
             body = {"session": n, "state": "answered", "sos": False}
             entry = RecordEntry(f"webrtc-{origin}-{n}", "webrtc", origin, "IMMEDIATE", created, created, body)
-            await journal.put_record(entry)
-    operator = net.authority.issue(
-        Identity.generate().public, frozenset({"dispatcher"}), "op", int(now) + 3600
-    )
-    token = issue_token(net.authority.identity, operator, int(now) + 3600)
-    app = create_app(ApiContext(node, journal, net.authority.public, lambda: None))
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://127.0.0.1",
-            headers={"Authorization": f"Bearer {token}"},
-        ) as client:
-            response = await client.get("/api/v1/records/latest", params={"type": "webrtc"})
-        assert response.status_code == 200, response.text
-        latest = [(r["origin"], r["body"]["session"]) for r in response.json()]
-        assert latest == [("bb" * 16, 119), ("aa" * 16, 0)]
-    finally:
-        await journal.close()
-        await node.stop()
+            await ctx.journal.put_record(entry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(ctx)),
+        base_url="http://127.0.0.1",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        response = await client.get("/api/v1/records/latest", params={"type": "webrtc"})
+    assert response.status_code == 200, response.text
+    latest = [(r["origin"], r["body"]["session"]) for r in response.json()]
+    assert latest == [("bb" * 16, 119), ("aa" * 16, 0)]
