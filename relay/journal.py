@@ -373,8 +373,8 @@ class Journal:
         if origin is not None:
             where, params = where + " AND origin = ?", [type, origin]
         query = f"""SELECT {RECORD_COLUMNS} FROM (SELECT {RECORD_COLUMNS}, ROW_NUMBER() OVER
-            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS rank FROM records WHERE {where})
-            WHERE rank = 1 ORDER BY created DESC, seq DESC LIMIT ?"""
+            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS place FROM records WHERE {where})
+            WHERE place = 1 ORDER BY created DESC, seq DESC LIMIT ?"""
         rows = await self._call(lambda db: db.execute(query, [*params, limit]).fetchall())
         return [_record(row) for row in rows]
 

@@ -186,8 +186,8 @@ class PgJournal:
         params: list[Any] = [type] if origin is None else [type, origin]
         where = "type = $1" if origin is None else "type = $1 AND origin = $2"
         query = f"""SELECT {RECORD_COLUMNS} FROM (SELECT {RECORD_COLUMNS}, ROW_NUMBER() OVER
-            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS rank FROM records WHERE {where})
-            AS latest WHERE rank = 1 ORDER BY created DESC, seq DESC LIMIT ${len(params) + 1}"""
+            (PARTITION BY origin ORDER BY created DESC, seq DESC) AS place FROM records WHERE {where})
+            AS latest WHERE place = 1 ORDER BY created DESC, seq DESC LIMIT ${len(params) + 1}"""
         rows = await self._pool.fetch(query, *params, limit)
         return [_record(row) for row in rows]
 
